@@ -1,0 +1,1 @@
+"""Audio: feature frontends, audio encoders, quantizers and codec tokenizers."""

@@ -1,0 +1,1 @@
+"""Omni assembly: early fusion, cross-attention fusion, TMRoPE, Thinker-Talker, turn-taking."""

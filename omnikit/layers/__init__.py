@@ -1,0 +1,35 @@
+"""Core layers every block family is built from."""
+
+from omnikit.layers.attention import Attention
+from omnikit.layers.attention_backends import BACKENDS, flash_attn_available, scaled_dot_product
+from omnikit.layers.conv import CausalConv1d
+from omnikit.layers.decoder import Decoder, DecoderBlock, DecoderConfig, default_mlp_hidden
+from omnikit.layers.kv_cache import KVCache
+from omnikit.layers.masks import build_attention_mask, lengths_to_mask, segment_ids_from_cu_seqlens
+from omnikit.layers.mlp import GeluMLP, SwiGLU, build_mlp
+from omnikit.layers.norm import LayerNorm, RMSNorm, build_norm
+from omnikit.layers.rotary import RotaryEmbedding, apply_rotary
+
+__all__ = [
+    "BACKENDS",
+    "Attention",
+    "CausalConv1d",
+    "Decoder",
+    "DecoderBlock",
+    "DecoderConfig",
+    "GeluMLP",
+    "KVCache",
+    "LayerNorm",
+    "RMSNorm",
+    "RotaryEmbedding",
+    "SwiGLU",
+    "apply_rotary",
+    "build_attention_mask",
+    "build_mlp",
+    "build_norm",
+    "default_mlp_hidden",
+    "flash_attn_available",
+    "lengths_to_mask",
+    "scaled_dot_product",
+    "segment_ids_from_cu_seqlens",
+]

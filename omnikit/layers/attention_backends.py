@@ -1,0 +1,193 @@
+"""Attention kernels behind one function, :func:`scaled_dot_product`.
+
+Backends:
+
+- ``"sdpa"`` (default): ``torch.nn.functional.scaled_dot_product_attention``; pure causal
+  attention takes its built-in causal path (flash kernel on CUDA and on the CPU), anything
+  else a boolean mask.
+- ``"flash"``: the ``flash_attn`` package on CUDA with fp16/bf16 inputs, including the
+  variable-length packed path (``cu_seqlens``); raises when unavailable.
+- ``"flex"``: ``torch.nn.attention.flex_attention`` with a block mask built from the same
+  rules (causal, sliding window, padding, packed segments, any bool mask). Sparse masks skip
+  whole blocks; compile the model for speed.
+- ``"eager"``: explicit softmax in float32, the numerical reference for tests.
+- ``"auto"``: ``"flash"`` when it can serve the call, otherwise ``"sdpa"``.
+
+Shapes: ``q`` is ``(B, H, T, D)``; ``k`` and ``v`` are ``(B, H_kv, S, D)`` with ``H % H_kv == 0``
+(grouped-query attention). The result is ``(B, H, T, D)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+
+from omnikit.layers.masks import build_attention_mask, segment_ids_from_cu_seqlens
+from omnikit.utils.checks import OmnikitValueError, check_choice
+
+__all__ = ["BACKENDS", "flash_attn_available", "scaled_dot_product"]
+
+BACKENDS: tuple[str, ...] = ("auto", "sdpa", "flash", "flex", "eager")
+
+
+@functools.cache
+def _flash_attn_module():
+    try:
+        import flash_attn
+    except ImportError:
+        return None
+    return flash_attn
+
+
+def flash_attn_available(device: torch.device) -> bool:
+    """True when the ``flash_attn`` package is importable and ``device`` is CUDA."""
+    return device.type == "cuda" and _flash_attn_module() is not None
+
+
+def _flash_can_serve(q: torch.Tensor, key_padding_mask, attention_mask, segment_ids) -> bool:
+    return (
+        flash_attn_available(q.device)
+        and q.dtype in (torch.float16, torch.bfloat16)
+        and key_padding_mask is None
+        and attention_mask is None
+        and segment_ids is None
+    )
+
+
+def _repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
+    return x if groups == 1 else x.repeat_interleave(groups, dim=1)
+
+
+def _masked_softmax_attention(q, k, v, mask, scale, dropout_p, *, eager: bool) -> torch.Tensor:
+    """SDPA or float32 math with a bool mask; rows with no visible key give zeros (never NaN)."""
+    row_visible = None
+    if mask is not None:
+        row_visible = mask.any(dim=-1, keepdim=True)
+        if not bool(row_visible.all()):
+            mask = mask | ~row_visible
+        else:
+            row_visible = None
+    groups = q.shape[1] // k.shape[1]
+    if eager:
+        k, v = _repeat_kv(k, groups), _repeat_kv(v, groups)
+        scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        probs = scores.softmax(dim=-1)
+        if dropout_p:
+            probs = F.dropout(probs, p=dropout_p)
+        out = torch.matmul(probs, v.float()).to(q.dtype)
+    else:
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale, enable_gqa=groups > 1
+        )
+    return out if row_visible is None else out * row_visible
+
+
+def _flex(q, k, v, *, scale, q_offset, causal, sliding_window, key_padding_mask, segment_ids, attention_mask):
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    seg = None if segment_ids is None else (segment_ids if segment_ids.ndim == 2 else segment_ids[None])
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        q_pos = q_idx + q_offset
+        ok = kv_idx >= 0
+        if causal:
+            ok = ok & (kv_idx <= q_pos)
+        if sliding_window is not None:
+            ok = ok & (kv_idx > q_pos - sliding_window)
+        if key_padding_mask is not None:
+            ok = ok & key_padding_mask[b, kv_idx]
+        if seg is not None:
+            sb = b if seg.shape[0] > 1 else 0
+            ok = ok & (seg[sb, q_idx] == seg[sb, kv_idx])
+        if attention_mask is not None:
+            mb = b if attention_mask.shape[0] > 1 else 0
+            mh = h if attention_mask.shape[1] > 1 else 0
+            ok = ok & attention_mask[mb, mh, q_idx, kv_idx]
+        return ok
+
+    batch = q.shape[0] if (key_padding_mask is not None or (seg is not None and seg.shape[0] > 1)
+                           or (attention_mask is not None and attention_mask.shape[0] > 1)) else None
+    heads = q.shape[1] if attention_mask is not None and attention_mask.shape[1] > 1 else None
+    block_mask = create_block_mask(mask_mod, batch, heads, q.shape[2], k.shape[2], device=q.device)
+    return flex_attention(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+
+
+def _flash(q, k, v, *, scale, causal, sliding_window, cu_seqlens, max_seqlen, dropout_p):
+    fa = _flash_attn_module()
+    window = (-1, -1) if sliding_window is None else (sliding_window - 1, 0 if causal else sliding_window - 1)
+    if cu_seqlens is not None:
+        qp, kp, vp = (t[0].transpose(0, 1) for t in (q, k, v))  # (total, H, D)
+        cu = cu_seqlens.to(torch.int32)
+        out = fa.flash_attn_varlen_func(
+            qp, kp, vp, cu, cu, max_seqlen, max_seqlen, dropout_p=dropout_p, softmax_scale=scale,
+            causal=causal, window_size=window,
+        )
+        return out.transpose(0, 1)[None]
+    out = fa.flash_attn_func(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=dropout_p, softmax_scale=scale,
+        causal=causal, window_size=window,
+    )
+    return out.transpose(1, 2)
+
+
+def scaled_dot_product(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    backend: str = "sdpa",
+    causal: bool = False,
+    q_offset: int = 0,
+    sliding_window: int | None = None,
+    key_padding_mask: torch.Tensor | None = None,
+    cu_seqlens: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Attention of ``q`` over ``k``/``v`` under every masking rule given (see module docstring).
+
+    Args:
+        q_offset: absolute position of the first query (the KV-cache length when decoding).
+        cu_seqlens: ``(N+1,)`` cumulative lengths of sequences packed along T (batch must be 1).
+    """
+    check_choice(backend, "backend", BACKENDS)
+    if q.shape[1] % k.shape[1]:
+        raise OmnikitValueError(f"query heads ({q.shape[1]}) must be a multiple of key/value heads ({k.shape[1]})")
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    segment_ids = None
+    if cu_seqlens is not None:
+        if q.shape[0] != 1:
+            raise OmnikitValueError(f"packed sequences (`cu_seqlens`) expect batch 1 but got {q.shape[0]}")
+        segment_ids = segment_ids_from_cu_seqlens(cu_seqlens, k.shape[2])
+    if backend == "auto":
+        backend = "flash" if _flash_can_serve(q, key_padding_mask, attention_mask, None) else "sdpa"
+    if backend == "flash":
+        if not _flash_can_serve(q, key_padding_mask, attention_mask, None):
+            raise OmnikitValueError(
+                "backend='flash' needs the flash_attn package, a CUDA device, fp16/bf16 inputs and no "
+                "key_padding_mask/attention_mask (use cu_seqlens for padding-free batches)"
+            )
+        max_seqlen = None if cu_seqlens is None else int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
+        return _flash(q, k, v, scale=scale, causal=causal, sliding_window=sliding_window,
+                      cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, dropout_p=dropout_p)
+    if backend == "flex":
+        return _flex(q, k, v, scale=scale, q_offset=q_offset, causal=causal, sliding_window=sliding_window,
+                     key_padding_mask=key_padding_mask, segment_ids=segment_ids, attention_mask=attention_mask)
+    plain_causal = causal and q_offset == 0 and q.shape[2] == k.shape[2]
+    simple = sliding_window is None and key_padding_mask is None and segment_ids is None and attention_mask is None
+    if simple and backend == "sdpa" and (plain_causal or (not causal) or q.shape[2] == 1):
+        # fast paths: built-in causal, no mask at all, or one decoding step that sees every cached key
+        return F.scaled_dot_product_attention(
+            q, k, v, is_causal=plain_causal, dropout_p=dropout_p, scale=scale, enable_gqa=q.shape[1] != k.shape[1]
+        )
+    mask = build_attention_mask(
+        q_len=q.shape[2], kv_len=k.shape[2], q_offset=q_offset, causal=causal, sliding_window=sliding_window,
+        key_padding_mask=key_padding_mask, segment_ids=segment_ids, attention_mask=attention_mask, device=q.device,
+    )
+    return _masked_softmax_attention(q, k, v, mask, scale, dropout_p, eager=backend == "eager")

@@ -1,0 +1,191 @@
+"""Pre-norm decoder block and decoder stack (Llama / Qwen3 layout).
+
+``block(x)`` alone is causal self-attention over positions ``0..T-1`` followed by the MLP::
+
+    h = x + attn(norm1(x), rope(positions))
+    y = h + mlp(norm2(h))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from omnikit.layers.attention import Attention
+from omnikit.layers.mlp import build_mlp
+from omnikit.layers.norm import build_norm
+from omnikit.layers.rotary import RotaryEmbedding
+from omnikit.utils.checks import OmnikitValueError, check_tensor
+
+__all__ = ["Decoder", "DecoderBlock", "DecoderConfig", "default_mlp_hidden"]
+
+
+def default_mlp_hidden(dim: int, multiple_of: int = 64) -> int:
+    """SwiGLU width with the parameter count of a 4x GELU MLP: ``8/3 * dim`` rounded up."""
+    return multiple_of * ((8 * dim // 3 + multiple_of - 1) // multiple_of)
+
+
+@dataclass
+class DecoderConfig:
+    """Hyper-parameters of a decoder stack (and of the language models built on it)."""
+
+    dim: int
+    depth: int
+    num_heads: int
+    num_kv_heads: int | None = None
+    head_dim: int | None = None
+    mlp_hidden: int | None = None
+    mlp: str = "swiglu"
+    norm: str = "rmsnorm"
+    norm_eps: float = 1e-6
+    qk_norm: bool = True
+    qkv_bias: bool = False
+    rope_base: float = 1_000_000.0
+    mrope_sections: tuple[int, int, int] | None = None
+    mrope_interleaved: bool = False
+    sliding_window: int | None = None
+    backend: str = "sdpa"
+    vocab_size: int | None = None
+    tie_embeddings: bool = False
+
+
+class DecoderBlock(nn.Module):
+    """One pre-norm transformer block. Shapes: ``(B, T, dim) -> (B, T, dim)``.
+
+    Args:
+        dim, num_heads, num_kv_heads, head_dim: attention geometry (see :class:`Attention`).
+        mlp_hidden: SwiGLU/GELU hidden width (default ``8/3 * dim``).
+        mlp: ``"swiglu"``, ``"gelu"``, or any module mapping ``(..., dim) -> (..., dim)``
+            (a MoE layer, an adapter ...).
+        norm: ``"rmsnorm"`` or ``"layernorm"``.
+        rotary: a shared :class:`RotaryEmbedding`; by default the block owns a 1-D one
+            (``rope_base``) or an M-RoPE one (``mrope_sections``). ``use_rope=False`` disables rotary.
+        causal: causal self-attention (default) or bidirectional.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        num_kv_heads: int | None = None,
+        head_dim: int | None = None,
+        *,
+        mlp_hidden: int | None = None,
+        mlp: str | nn.Module = "swiglu",
+        norm: str = "rmsnorm",
+        norm_eps: float = 1e-6,
+        qk_norm: bool = False,
+        qkv_bias: bool = False,
+        rope_base: float = 10000.0,
+        mrope_sections: tuple[int, int, int] | None = None,
+        mrope_interleaved: bool = False,
+        rotary: RotaryEmbedding | None = None,
+        use_rope: bool = True,
+        sliding_window: int | None = None,
+        backend: str = "sdpa",
+        causal: bool = True,
+    ) -> None:
+        super().__init__()
+        self.attn = Attention(
+            dim, num_heads, num_kv_heads, head_dim, qk_norm=qk_norm, norm_eps=norm_eps, qkv_bias=qkv_bias,
+            causal=causal, sliding_window=sliding_window, backend=backend,
+        )
+        self.norm1 = build_norm(norm, dim, norm_eps)
+        self.norm2 = build_norm(norm, dim, norm_eps)
+        self.mlp = mlp if isinstance(mlp, nn.Module) else build_mlp(mlp, dim, mlp_hidden or default_mlp_hidden(dim))
+        if use_rope and rotary is None:
+            rotary = RotaryEmbedding(
+                self.attn.head_dim, rope_base, sections=mrope_sections, interleaved=mrope_interleaved
+            )
+        self.rotary = rotary if use_rope else None
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        positions: torch.Tensor | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Args:
+        x: ``(B, T, dim)``.
+        positions: ``(B, T)`` / ``(T,)`` ids, or ``(3, B, T)`` for M-RoPE; default
+            ``cache_length + arange(T)``.
+        rope: precomputed ``(cos, sin)`` (a stack computes them once for all blocks).
+        key_padding_mask, attention_mask, cu_seqlens: see :meth:`Attention.forward`.
+        """
+        if rope is None and self.rotary is not None:
+            if positions is None:
+                check_tensor(x, "x", ndim=3)
+                start = self.attn.cache_length
+                positions = torch.arange(start, start + x.shape[1], device=x.device)
+            rope = self.rotary(positions)
+        h = x + self.attn(
+            self.norm1(x), rope=rope, key_padding_mask=key_padding_mask, attention_mask=attention_mask,
+            cu_seqlens=cu_seqlens,
+        )
+        return h + self.mlp(self.norm2(h))
+
+
+MLPFactory = Callable[[int], nn.Module]
+
+
+class Decoder(nn.Module):
+    """A stack of :class:`DecoderBlock` with one shared rotary table and a final norm.
+
+    ``forward(x: (B, T, dim)) -> (B, T, dim)``. ``mlp_factory(layer_index)`` may supply each
+    block's MLP (MoE layers every other block, say); otherwise ``config.mlp`` is used.
+    Set ``gradient_checkpointing = True`` to recompute blocks in backward.
+    """
+
+    def __init__(self, config: DecoderConfig, mlp_factory: MLPFactory | None = None) -> None:
+        super().__init__()
+        if config.depth < 1:
+            raise OmnikitValueError(f"`depth` expected an int >= 1 but got {config.depth}")
+        self.config = config
+        head_dim = config.head_dim or config.dim // config.num_heads
+        self.rotary = RotaryEmbedding(
+            head_dim, config.rope_base, sections=config.mrope_sections, interleaved=config.mrope_interleaved
+        )
+        self.blocks = nn.ModuleList(
+            DecoderBlock(
+                config.dim, config.num_heads, config.num_kv_heads, config.head_dim,
+                mlp_hidden=config.mlp_hidden,
+                mlp=mlp_factory(i) if mlp_factory is not None else config.mlp,
+                norm=config.norm, norm_eps=config.norm_eps, qk_norm=config.qk_norm, qkv_bias=config.qkv_bias,
+                rotary=self.rotary, sliding_window=config.sliding_window, backend=config.backend,
+            )
+            for i in range(config.depth)
+        )
+        self.norm = build_norm(config.norm, config.dim, config.norm_eps)
+        self.gradient_checkpointing = False
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        positions: torch.Tensor | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``x: (B, T, dim) -> (B, T, dim)``; arguments as in :meth:`DecoderBlock.forward`."""
+        check_tensor(x, "x", shape=("B", "T", self.config.dim), floating=True)
+        if positions is None:
+            start = self.blocks[0].attn.cache_length
+            positions = torch.arange(start, start + x.shape[1], device=x.device)
+        rope = self.rotary(positions)
+        kwargs = dict(rope=rope, key_padding_mask=key_padding_mask, attention_mask=attention_mask,
+                      cu_seqlens=cu_seqlens)
+        for block in self.blocks:
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False, **kwargs)
+            else:
+                x = block(x, **kwargs)
+        return self.norm(x)

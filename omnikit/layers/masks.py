@@ -1,0 +1,88 @@
+"""Boolean attention masks. Convention everywhere: ``True`` means "may attend".
+
+Masks are built lazily and only when needed: plain causal self-attention uses the kernels'
+built-in causal path and never materialises a ``(T, S)`` mask.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from omnikit.utils.checks import OmnikitValueError, check_tensor
+
+__all__ = [
+    "build_attention_mask",
+    "lengths_to_mask",
+    "segment_ids_from_cu_seqlens",
+]
+
+
+def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """``(B,)`` valid lengths -> ``(B, max_len)`` bool, True on valid (left-aligned) positions."""
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def segment_ids_from_cu_seqlens(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
+    """Cumulative sequence starts ``(N+1,)`` -> segment id of every packed position ``(total,)``."""
+    check_tensor(cu_seqlens, "cu_seqlens", ndim=1, floating=False)
+    if cu_seqlens.numel() < 2 or int(cu_seqlens[0]) != 0 or int(cu_seqlens[-1]) != total:
+        raise OmnikitValueError(
+            f"`cu_seqlens` expected to start at 0 and end at the packed length {total} but got "
+            f"{cu_seqlens.tolist()}"
+        )
+    if bool((cu_seqlens[1:] < cu_seqlens[:-1]).any()):
+        raise OmnikitValueError(f"`cu_seqlens` expected non-decreasing values but got {cu_seqlens.tolist()}")
+    sizes = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+    return torch.repeat_interleave(torch.arange(sizes.numel(), device=cu_seqlens.device), sizes)
+
+
+def build_attention_mask(
+    *,
+    q_len: int,
+    kv_len: int,
+    q_offset: int = 0,
+    causal: bool = False,
+    sliding_window: int | None = None,
+    key_padding_mask: torch.Tensor | None = None,
+    segment_ids: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+    device: torch.device | None = None,
+) -> torch.Tensor | None:
+    """Combine every masking rule into one bool mask of shape ``(B or 1, H or 1, q_len, kv_len)``.
+
+    Query ``i`` sits at absolute position ``q_offset + i``; key ``j`` at position ``j``.
+
+    Args:
+        causal: key ``j`` visible iff ``j <= q_offset + i``.
+        sliding_window: additionally ``j > q_offset + i - sliding_window``.
+        key_padding_mask: ``(B, kv_len)`` bool, False on padded keys.
+        segment_ids: ``(B, kv_len)`` or ``(kv_len,)`` int: packed samples attend within their segment
+            (requires ``q_len == kv_len``).
+        attention_mask: an arbitrary bool mask broadcastable to ``(B, H, q_len, kv_len)``.
+
+    Returns ``None`` when no rule applies.
+    """
+    parts: list[torch.Tensor] = []
+    if causal or sliding_window is not None:
+        q_pos = torch.arange(q_len, device=device)[:, None] + q_offset
+        k_pos = torch.arange(kv_len, device=device)[None, :]
+        rule = k_pos <= q_pos if causal else torch.ones(q_len, kv_len, dtype=torch.bool, device=device)
+        if sliding_window is not None:
+            rule = rule & (k_pos > q_pos - sliding_window)
+        parts.append(rule[None, None])
+    if key_padding_mask is not None:
+        parts.append(key_padding_mask[:, None, None, :].bool())
+    if segment_ids is not None:
+        if q_len != kv_len:
+            raise OmnikitValueError("`segment_ids` (packed sequences) need q_len == kv_len (no KV cache)")
+        seg = segment_ids if segment_ids.ndim == 2 else segment_ids[None]
+        parts.append((seg[:, :, None] == seg[:, None, :])[:, None])
+    if attention_mask is not None:
+        check_tensor(attention_mask, "attention_mask", ndim=4, dtype=torch.bool)
+        parts.append(attention_mask)
+    if not parts:
+        return None
+    mask = parts[0]
+    for part in parts[1:]:
+        mask = mask & part
+    return mask

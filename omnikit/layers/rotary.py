@@ -1,0 +1,114 @@
+"""Rotary position embeddings: 1-D RoPE and multimodal M-RoPE (time, height, width).
+
+Both use the "rotate half" convention of Llama/Qwen: the head dim is split in two halves and
+frequency ``j`` rotates the pair ``(x[j], x[j + head_dim/2])``.
+
+M-RoPE gives each frequency one of three position axes (t, h, w):
+
+- contiguous split (Qwen2-VL / Qwen2.5-Omni): ``sections=(16, 24, 24)`` gives the first 16
+  frequencies the temporal id, the next 24 the height id, the last 24 the width id;
+- interleaved split (Qwen3-VL / Qwen3-Omni): frequencies cycle t, h, w, t, h, w ... until the
+  h and w sections are used up, the rest are temporal.
+
+With identical t, h and w ids, M-RoPE equals 1-D RoPE, so text tokens need nothing special.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from omnikit.utils.checks import OmnikitValueError, check_tensor
+
+__all__ = ["RotaryEmbedding", "apply_rotary", "mrope_axis_of_frequency"]
+
+
+def mrope_axis_of_frequency(sections: tuple[int, int, int], interleaved: bool) -> torch.Tensor:
+    """Which position axis (0=t, 1=h, 2=w) drives each of the ``sum(sections)`` frequencies."""
+    n = sum(sections)
+    if not interleaved:
+        return torch.cat([torch.full((s,), axis, dtype=torch.long) for axis, s in enumerate(sections)])
+    axis = torch.zeros(n, dtype=torch.long)
+    j = torch.arange(n)
+    axis[(j % 3 == 1) & (j < 3 * sections[1])] = 1
+    axis[(j % 3 == 2) & (j < 3 * sections[2])] = 2
+    return axis
+
+
+class RotaryEmbedding(nn.Module):
+    """Cos/sin tables for rotary embeddings, 1-D or multimodal.
+
+    Args:
+        head_dim: per-head width (even).
+        base: rotary base (theta).
+        sections: ``(t, h, w)`` frequency counts for M-RoPE, summing to ``head_dim // 2``;
+            ``None`` for 1-D RoPE.
+        interleaved: M-RoPE frequency split, contiguous (False) or interleaved (True).
+
+    ``forward(positions)`` takes int positions ``(T,)`` or ``(B, T)``, or ``(3, B, T)``
+    (t, h, w) ids when ``sections`` is set, and returns ``(cos, sin)``, each ``(B, T, head_dim)``
+    float32.
+    """
+
+    keep_fp32 = True
+
+    def __init__(
+        self,
+        head_dim: int,
+        base: float = 10000.0,
+        *,
+        sections: tuple[int, int, int] | None = None,
+        interleaved: bool = False,
+    ) -> None:
+        super().__init__()
+        if head_dim % 2:
+            raise OmnikitValueError(f"`head_dim` expected an even number but got {head_dim}")
+        self.head_dim = head_dim
+        self.base = base
+        self.sections = tuple(sections) if sections is not None else None
+        self.interleaved = interleaved
+        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        if self.sections is not None:
+            if len(self.sections) != 3 or sum(self.sections) != head_dim // 2:
+                raise OmnikitValueError(
+                    f"`sections` expected three ints summing to head_dim // 2 = {head_dim // 2} "
+                    f"but got {self.sections}"
+                )
+            axis = mrope_axis_of_frequency(self.sections, interleaved)
+            self.register_buffer("axis_of_frequency", axis, persistent=False)
+
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_tensor(positions, "positions", ndim=(1, 2, 3), floating=None)
+        if positions.ndim == 3 and self.sections is None:
+            raise OmnikitValueError(
+                f"`positions` of shape {tuple(positions.shape)} are (3, B, T) M-RoPE ids but this rotary "
+                "embedding is 1-D (sections=None)"
+            )
+        if positions.ndim == 3 and positions.shape[0] != 3:
+            raise OmnikitValueError(f"`positions` expected shape (3, B, T) but got {tuple(positions.shape)}")
+        if positions.ndim == 1:
+            positions = positions[None]
+        with torch.autocast(device_type=positions.device.type, enabled=False):
+            freqs = positions.float()[..., None] * self.inv_freq.float()  # (B, T, D/2) or (3, B, T, D/2)
+            if freqs.ndim == 4:
+                index = self.axis_of_frequency.view(1, 1, 1, -1).expand(1, *freqs.shape[1:])
+                freqs = freqs.gather(0, index).squeeze(0)
+            angles = torch.cat((freqs, freqs), dim=-1)
+            return angles.cos(), angles.sin()
+
+    def extra_repr(self) -> str:
+        mode = "1-D" if self.sections is None else f"sections={self.sections}, interleaved={self.interleaved}"
+        return f"head_dim={self.head_dim}, base={self.base}, {mode}"
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` of shape ``(B, H, T, D)`` by tables ``cos``/``sin`` of shape ``(B, T, D)``."""
+    cos = cos.unsqueeze(1).to(x.dtype)
+    sin = sin.unsqueeze(1).to(x.dtype)
+    return x * cos + _rotate_half(x) * sin

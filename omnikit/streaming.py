@@ -1,0 +1,89 @@
+"""Streaming: causal modules that carry typed state between chunks.
+
+A :class:`StreamingModule` declares the state it needs between calls (a KV cache, the tail of a
+convolution's input ...). Streaming is switched on for a whole module tree at once::
+
+    with model.streaming(batch_size=2):
+        for chunk in chunks:          # (B, ..., T_chunk)
+            out = model(chunk)        # == the matching slice of model(full_input)
+
+Outside the context every module runs offline (no state). The contract suite checks, for every
+streaming model, that chunked output equals the full forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Generic, TypeVar
+
+from torch import nn
+
+from omnikit.utils.checks import OmnikitValueError
+
+__all__ = ["StreamingContainer", "StreamingModule", "StreamingState", "is_streaming", "streaming"]
+
+
+class StreamingState:
+    """Base class of per-module streaming state; subclasses are dataclasses with typed fields."""
+
+    batch_size: int
+
+    def check_batch(self, batch: int, name: str = "x") -> None:
+        """Raise if a chunk's batch differs from the one the stream was opened with."""
+        if batch != self.batch_size:
+            raise OmnikitValueError(
+                f"`{name}` has batch {batch} but the stream was opened with batch_size={self.batch_size}"
+            )
+
+
+StateT = TypeVar("StateT", bound=StreamingState)
+
+
+class StreamingContainer:
+    """Mixin giving a model that contains streaming modules a ``.streaming(batch_size)`` method."""
+
+    def streaming(self, batch_size: int) -> AbstractContextManager[nn.Module]:
+        """Context manager: stream every streaming submodule (see :func:`streaming`)."""
+        return streaming(self, batch_size)  # type: ignore[arg-type]
+
+
+class StreamingModule(StreamingContainer, nn.Module, Generic[StateT]):
+    """An ``nn.Module`` that can run chunk by chunk inside ``with module.streaming(batch_size):``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._streaming_state: StateT | None = None
+
+    def init_streaming_state(self, batch_size: int) -> StateT:
+        """Fresh state for a stream of ``batch_size`` items (tensors may be allocated lazily)."""
+        raise NotImplementedError
+
+    @property
+    def streaming_state(self) -> StateT | None:
+        """The live state, or ``None`` when running offline."""
+        return self._streaming_state
+
+
+def is_streaming(module: nn.Module) -> bool:
+    """True when any streaming submodule of ``module`` holds live state."""
+    return any(isinstance(m, StreamingModule) and m.streaming_state is not None for m in module.modules())
+
+
+@contextmanager
+def streaming(module: nn.Module, batch_size: int) -> Iterator[nn.Module]:
+    """Open a stream over every :class:`StreamingModule` inside ``module`` (any ``nn.Module``)."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise OmnikitValueError(f"`batch_size` expected an int >= 1 but got {batch_size!r}")
+    members = [m for m in module.modules() if isinstance(m, StreamingModule)]
+    if not members:
+        raise OmnikitValueError(f"{type(module).__name__} has no streaming submodules; it cannot stream")
+    if any(m.streaming_state is not None for m in members):
+        raise OmnikitValueError(f"{type(module).__name__} is already streaming; close the open stream first")
+    try:
+        for m in members:
+            m._streaming_state = m.init_streaming_state(batch_size)
+        yield module
+    finally:
+        for m in members:
+            m._streaming_state = None

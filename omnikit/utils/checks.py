@@ -1,0 +1,112 @@
+"""Input validation with messages that name the argument, what was expected and what came.
+
+Every public forward in omnikit validates its inputs with these helpers so that a user sees
+``ValueError: `features` expected shape (B, 80, T) but got (2, 128, 300)`` instead of a bare
+shape error from deep inside torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+
+__all__ = [
+    "OmnikitTypeError",
+    "OmnikitValueError",
+    "check_choice",
+    "check_lengths",
+    "check_positive",
+    "check_tensor",
+]
+
+
+class OmnikitValueError(ValueError):
+    """A value (shape, range, option) that omnikit cannot use."""
+
+
+class OmnikitTypeError(TypeError):
+    """An argument of the wrong type, or an unknown keyword argument."""
+
+
+def _fmt_shape(shape: Iterable[object]) -> str:
+    items = [str(s) for s in shape]
+    return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+
+
+def check_tensor(
+    x: object,
+    name: str,
+    *,
+    shape: Sequence[int | str | None] | None = None,
+    ndim: int | Sequence[int] | None = None,
+    floating: bool | None = None,
+    dtype: torch.dtype | Sequence[torch.dtype] | None = None,
+) -> torch.Tensor:
+    """Check that ``x`` is a tensor of the expected rank, shape and dtype.
+
+    Args:
+        x: the value to check.
+        name: the argument name, used in the error message.
+        shape: expected shape; an int must match exactly, a str (``"B"``, ``"T"``) or ``None``
+            matches any size and only documents the dimension.
+        ndim: allowed rank(s), when ``shape`` is not given.
+        floating: require a floating (True) or an integer/bool (False) dtype.
+        dtype: allowed dtype(s).
+
+    Returns:
+        ``x``, so the call can be inlined.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise OmnikitTypeError(f"`{name}` expected a torch.Tensor but got {type(x).__name__}")
+    if shape is not None:
+        expected = _fmt_shape("*" if s is None else s for s in shape)
+        if x.ndim != len(shape) or any(
+            isinstance(s, int) and x.shape[i] != s for i, s in enumerate(shape)
+        ):
+            raise OmnikitValueError(f"`{name}` expected shape {expected} but got {_fmt_shape(x.shape)}")
+    elif ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if x.ndim not in allowed:
+            want = " or ".join(f"{n}-D" for n in allowed)
+            raise OmnikitValueError(
+                f"`{name}` expected a {want} tensor but got {x.ndim}-D with shape {_fmt_shape(x.shape)}"
+            )
+    if floating is True and not x.is_floating_point():
+        raise OmnikitTypeError(f"`{name}` expected a floating-point tensor but got {x.dtype}")
+    if floating is False and x.is_floating_point():
+        raise OmnikitTypeError(f"`{name}` expected an integer tensor but got {x.dtype}")
+    if dtype is not None:
+        allowed_dtypes = (dtype,) if isinstance(dtype, torch.dtype) else tuple(dtype)
+        if x.dtype not in allowed_dtypes:
+            raise OmnikitTypeError(f"`{name}` expected dtype in {list(allowed_dtypes)} but got {x.dtype}")
+    return x
+
+
+def check_lengths(lengths: object, name: str, *, batch: int, max_len: int) -> torch.Tensor:
+    """Check a per-item valid-length vector: integer, shape (batch,), values in [1, max_len]."""
+    t = check_tensor(lengths, name, shape=(batch,), floating=False)
+    if t.dtype == torch.bool:
+        raise OmnikitTypeError(f"`{name}` expected an integer tensor of lengths but got a bool tensor")
+    if t.numel() and (int(t.min()) < 1 or int(t.max()) > max_len):
+        raise OmnikitValueError(
+            f"`{name}` expected values in [1, {max_len}] (the padded length) but got "
+            f"min {int(t.min())}, max {int(t.max())}"
+        )
+    return t.long()
+
+
+def check_choice(value: object, name: str, choices: Iterable[object]) -> None:
+    """Raise if ``value`` is not one of ``choices``."""
+    options = list(choices)
+    if value not in options:
+        raise OmnikitValueError(f"`{name}` expected one of {options} but got {value!r}")
+
+
+def check_positive(value: object, name: str, *, allow_zero: bool = False) -> None:
+    """Raise unless ``value`` is a positive (or non-negative) int."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise OmnikitTypeError(f"`{name}` expected an int but got {type(value).__name__}")
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise OmnikitValueError(f"`{name}` expected an int {bound} but got {value}")

@@ -1,0 +1,1 @@
+"""Video: loading, frame sampling, scene detection, temporal modules, long-video compression."""

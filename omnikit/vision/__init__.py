@@ -1,0 +1,1 @@
+"""Vision: ViT frame encoders (timm backbones), patch mergers, tubelet embeddings."""
