@@ -62,6 +62,7 @@ class DecoderBlock(nn.Module):
         mlp: ``"swiglu"``, ``"gelu"``, or any module mapping ``(..., dim) -> (..., dim)``
             (a MoE layer, an adapter ...).
         norm: ``"rmsnorm"`` or ``"layernorm"``.
+        qk_norm, qkv_bias, out_bias: see :class:`Attention`.
         rotary: a shared :class:`RotaryEmbedding`; by default the block owns a 1-D one
             (``rope_base``) or an M-RoPE one (``mrope_sections``). ``use_rope=False`` disables rotary.
         causal: causal self-attention (default) or bidirectional.
@@ -80,6 +81,7 @@ class DecoderBlock(nn.Module):
         norm_eps: float = 1e-6,
         qk_norm: bool = False,
         qkv_bias: bool = False,
+        out_bias: bool = False,
         rope_base: float = 10000.0,
         mrope_sections: tuple[int, int, int] | None = None,
         mrope_interleaved: bool = False,
@@ -92,7 +94,7 @@ class DecoderBlock(nn.Module):
         super().__init__()
         self.attn = Attention(
             dim, num_heads, num_kv_heads, head_dim, qk_norm=qk_norm, norm_eps=norm_eps, qkv_bias=qkv_bias,
-            causal=causal, sliding_window=sliding_window, backend=backend,
+            out_bias=out_bias, causal=causal, sliding_window=sliding_window, backend=backend,
         )
         self.norm1 = build_norm(norm, dim, norm_eps)
         self.norm2 = build_norm(norm, dim, norm_eps)

@@ -28,7 +28,9 @@ class CausalLM(StreamingContainer, nn.Module):
     def __init__(self, config: DecoderConfig, mlp_factory: MLPFactory | None = None) -> None:
         super().__init__()
         if config.vocab_size is None or config.vocab_size < 1:
-            raise OmnikitValueError(f"`vocab_size` expected an int >= 1 for a language model but got {config.vocab_size}")
+            raise OmnikitValueError(
+                f"`vocab_size` expected an int >= 1 for a language model but got {config.vocab_size}"
+            )
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.dim)
         self.decoder = Decoder(config, mlp_factory)

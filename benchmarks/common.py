@@ -1,0 +1,47 @@
+"""Shared timing helpers for the benchmarks: interleaved repeats, medians, matmul peak, tables."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+
+__all__ = ["format_table", "interleaved_medians", "matmul_flops_per_second"]
+
+
+def _time_once(fn: Callable[[], object]) -> float:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], *, repeats: int = 7, warmup: int = 2) -> dict[str, float]:
+    """Median seconds per call of each function, timed round-robin so drift hits all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            samples[name].append(_time_once(fn))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def matmul_flops_per_second(n: int = 2048, dtype: torch.dtype = torch.float32, repeats: int = 5) -> float:
+    """The machine's dense matmul rate (FLOP/s) on an ``n x n @ n x n`` product, median of repeats."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    seconds = interleaved_medians({"mm": lambda: a @ b}, repeats=repeats)["mm"]
+    return 2 * n**3 / seconds
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub-markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
