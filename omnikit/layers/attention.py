@@ -24,7 +24,8 @@ class Attention(StreamingModule[KVCache]):
         num_kv_heads: key/value heads (grouped-query attention); defaults to ``num_heads``.
         head_dim: per-head width; defaults to ``dim // num_heads``.
         qk_norm: RMS-normalise queries and keys per head before rotary (Qwen3, OLMo2).
-        qkv_bias / out_bias: biases of the fused q/k/v projection and of the output projection.
+        qkv_bias: bias on the fused q/k/v projection.
+        out_bias: bias on the output projection.
         causal: default causality of ``forward`` (overridable per call).
         sliding_window: each query sees at most this many most recent keys (itself included).
         backend: one of ``"sdpa"``, ``"flash"``, ``"flex"``, ``"eager"``, ``"auto"``.

@@ -57,12 +57,23 @@ class DecoderBlock(nn.Module):
     """One pre-norm transformer block. Shapes: ``(B, T, dim) -> (B, T, dim)``.
 
     Args:
-        dim, num_heads, num_kv_heads, head_dim: attention geometry (see :class:`Attention`).
+        dim: model width.
+        num_heads: query heads.
+        num_kv_heads: key/value heads (grouped-query attention; default ``num_heads``).
+        head_dim: per-head width (default ``dim // num_heads``).
         mlp_hidden: SwiGLU/GELU hidden width (default ``8/3 * dim``).
         mlp: ``"swiglu"``, ``"gelu"``, or any module mapping ``(..., dim) -> (..., dim)``
             (a MoE layer, an adapter ...).
         norm: ``"rmsnorm"`` or ``"layernorm"``.
-        qk_norm, qkv_bias, out_bias: see :class:`Attention`.
+        norm_eps: epsilon of both norms.
+        qk_norm: RMS-normalise queries and keys per head.
+        qkv_bias: bias on the fused q/k/v projection.
+        out_bias: bias on the attention output projection.
+        rope_base: rotary base of the block's own rotary table.
+        mrope_sections: ``(t, h, w)`` frequency counts to make the block's rotary M-RoPE.
+        mrope_interleaved: interleaved (Qwen3-Omni) instead of contiguous M-RoPE split.
+        sliding_window: attend to at most this many most recent positions.
+        backend: attention kernel (see :func:`scaled_dot_product`).
         rotary: a shared :class:`RotaryEmbedding`; by default the block owns a 1-D one
             (``rope_base``) or an M-RoPE one (``mrope_sections``). ``use_rope=False`` disables rotary.
         causal: causal self-attention (default) or bidirectional.
