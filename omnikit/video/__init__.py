@@ -1,1 +1,47 @@
-"""Video: loading, frame sampling, scene detection, temporal modules, long-video compression."""
+"""Video: loading, frame sampling, scene detection, temporal modules, long-video compression.
+
+The heavy dependencies (PyAV, decord, matplotlib) are imported only when a function needs them.
+"""
+
+from omnikit.video.audio import frame_audio_energy, load_audio
+from omnikit.video.backends import BACKENDS, VideoBackend, available_backends, open_video
+from omnikit.video.budget import BudgetPlan, TokenSpec, plan_budget
+from omnikit.video.clip import Clip, VideoInfo
+from omnikit.video.load import STRATEGIES, load_video, sample_indices
+from omnikit.video.sampling import (
+    density_indices,
+    event_weights,
+    fps_indices,
+    keyframe_indices,
+    scene_weights,
+    uniform_indices,
+)
+from omnikit.video.scenes import detect_scenes, find_cuts
+from omnikit.video.scores import FrameScores, compute_frame_scores
+
+__all__ = [
+    "BACKENDS",
+    "STRATEGIES",
+    "BudgetPlan",
+    "Clip",
+    "FrameScores",
+    "TokenSpec",
+    "VideoBackend",
+    "VideoInfo",
+    "available_backends",
+    "compute_frame_scores",
+    "density_indices",
+    "detect_scenes",
+    "event_weights",
+    "find_cuts",
+    "fps_indices",
+    "frame_audio_energy",
+    "keyframe_indices",
+    "load_audio",
+    "load_video",
+    "open_video",
+    "plan_budget",
+    "sample_indices",
+    "scene_weights",
+    "uniform_indices",
+]
