@@ -35,7 +35,8 @@ def copy_qwen3_attention_mlp(block: DecoderBlock, hf_layer: nn.Module) -> None:
     block.attn.q_norm.weight.copy_(attn.q_norm.weight)
     block.attn.k_norm.weight.copy_(attn.k_norm.weight)
     mlp = hf_layer.mlp
-    block.mlp.gate_up.weight.copy_(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]))
+    block.mlp.gate.weight.copy_(mlp.gate_proj.weight)
+    block.mlp.up.weight.copy_(mlp.up_proj.weight)
     block.mlp.down.weight.copy_(mlp.down_proj.weight)
 
 
