@@ -189,6 +189,8 @@ def _stream(model: nn.Module, inputs: ContractInputs, sizes: Sequence[int]) -> t
             kwargs = dict(inputs.kwargs)
             for key, dim in inputs.time_dims.items():
                 kwargs[key] = kwargs[key].narrow(dim, start, size)
+            if inputs.lengths_kwarg is not None:
+                kwargs[inputs.lengths_kwarg] = torch.full((len(inputs.lengths),), size)
             start += size
             pieces.append(primary_output(model(**kwargs))[0])
     return torch.cat(pieces, dim=1)

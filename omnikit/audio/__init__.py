@@ -7,20 +7,56 @@ torchaudio and encodec are imported only by the functions that need them.
 from omnikit.audio import presets  # noqa: F401  (registers the models)
 from omnikit.audio.aut import AuTEncoder, AuTEncoderConfig
 from omnikit.audio.blocks import EncoderBlock, EncoderStack, sinusoids
+from omnikit.audio.codec import CodecOutput, SEANetCodec, SEANetCodecConfig
+from omnikit.audio.features import LogMelSpectrogram, log_mel_spectrogram, mel_filterbank
+from omnikit.audio.fsq import FSQ
+from omnikit.audio.layouts import delay_codes, delay_mask, flatten_codes, undelay_codes, unflatten_codes
+from omnikit.audio.long import encode_long, iter_encode
+from omnikit.audio.quantize import QuantizerOutput, ResidualVQ, VectorQuantizer, kmeans
+from omnikit.audio.seanet import CausalConvTranspose1d, SEANetDecoder, SEANetEncoder
+from omnikit.audio.signal import check_waveform, kaldi_fbank, resample, to_mono
+from omnikit.audio.split_rvq import SplitQuantizerOutput, SplitResidualVQ
 from omnikit.audio.wav2vec import ConvFeatureEncoder, ConvFeatureEncoderConfig
 from omnikit.audio.whisper import WhisperEncoder, WhisperEncoderConfig
 from omnikit.audio.windowed import WindowedAudioEncoder, WindowedAudioEncoderConfig
 
 __all__ = [
+    "FSQ",
     "AuTEncoder",
     "AuTEncoderConfig",
+    "CausalConvTranspose1d",
+    "CodecOutput",
     "ConvFeatureEncoder",
     "ConvFeatureEncoderConfig",
     "EncoderBlock",
     "EncoderStack",
+    "LogMelSpectrogram",
+    "QuantizerOutput",
+    "ResidualVQ",
+    "SEANetCodec",
+    "SEANetCodecConfig",
+    "SEANetDecoder",
+    "SEANetEncoder",
+    "SplitQuantizerOutput",
+    "SplitResidualVQ",
+    "VectorQuantizer",
     "WhisperEncoder",
     "WhisperEncoderConfig",
     "WindowedAudioEncoder",
     "WindowedAudioEncoderConfig",
+    "check_waveform",
+    "delay_codes",
+    "delay_mask",
+    "encode_long",
+    "flatten_codes",
+    "iter_encode",
+    "kaldi_fbank",
+    "kmeans",
+    "log_mel_spectrogram",
+    "mel_filterbank",
+    "resample",
     "sinusoids",
+    "to_mono",
+    "undelay_codes",
+    "unflatten_codes",
 ]

@@ -22,6 +22,7 @@ _CONVERTER_MODULES: dict[str, str] = {
     "Qwen3DecoderLayer": "omnikit.convert.qwen3",
     "WhisperEncoder": "omnikit.convert.whisper",
     "Qwen2_5OmniAudioEncoder": "omnikit.convert.qwen2_5_omni_audio",
+    "Qwen3OmniMoeAudioEncoder": "omnikit.convert.qwen2_5_omni_audio",
     "Qwen3MoeSparseMoeBlock": "omnikit.convert.qwen_moe",
     "Qwen2MoeSparseMoeBlock": "omnikit.convert.qwen_moe",
 }
@@ -60,7 +61,10 @@ def from_transformers(hf_module: nn.Module) -> nn.Module:
     return _CONVERTERS[name](hf_module)
 
 
-def from_encodec(model: Any) -> nn.Module:
-    """An omnikit codec tokenizer wrapping ``encodec.EncodecModel`` (identical codes and audio)."""
+def from_encodec(model: Any, bandwidth: float | None = None) -> nn.Module:
+    """An omnikit codec tokenizer wrapping ``encodec.EncodecModel`` (identical codes and audio).
+
+    ``bandwidth`` (kbps) picks the number of codebooks; ``None`` keeps the model's own setting.
+    """
     module = importlib.import_module("omnikit.convert.encodec")
-    return module.from_encodec(model)
+    return module.from_encodec(model, bandwidth=bandwidth)

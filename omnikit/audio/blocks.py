@@ -1,0 +1,115 @@
+"""Pieces shared by the audio encoders: the pre-LN transformer stack, sinusoidal positions, length masks.
+
+The Whisper, Qwen2.5-Omni and Qwen3-Omni audio encoders all use the same block::
+
+    h = x + attn(norm1(x))          # bidirectional, biased q/v/out projections
+    y = h + mlp(norm2(h))           # fc1 -> exact GELU -> fc2
+
+built from the foundation's :class:`~omnikit.layers.Attention`, :class:`~omnikit.layers.LayerNorm`
+and :class:`~omnikit.layers.GeluMLP`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from omnikit.layers import Attention, GeluMLP, LayerNorm
+from omnikit.testing import ContractInputs
+from omnikit.utils.checks import OmnikitValueError, check_lengths, check_tensor
+
+__all__ = ["EncoderBlock", "EncoderStack", "check_features", "feature_contract_inputs", "sinusoids", "zero_padding"]
+
+
+def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> torch.Tensor:
+    """Whisper's sinusoidal table ``(length, channels)``: ``[sin(t * f_i), cos(t * f_i)]``.
+
+    Frequencies are ``f_i = max_timescale ** (-i / (channels / 2 - 1))``, computed in float32 in
+    the same order of operations as the reference so the table is bit-identical.
+    """
+    increment = math.log(max_timescale) / (channels // 2 - 1)
+    inv_timescales = torch.exp(-increment * torch.arange(channels // 2).float())
+    scaled = torch.arange(length)[:, None] * inv_timescales[None, :]
+    return torch.cat([torch.sin(scaled), torch.cos(scaled)], dim=1)
+
+
+def check_features(
+    features: object, lengths: object, n_mels: int, name: str = "features"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate ``features (B, n_mels, T)`` and ``lengths (B,)``; returns both (lengths default to T)."""
+    x = check_tensor(features, name, shape=("B", n_mels, "T"), floating=True)
+    if x.shape[-1] == 0:
+        raise OmnikitValueError(f"`{name}` expected at least one frame but got shape {tuple(x.shape)}")
+    if lengths is None:
+        return x, torch.full((x.shape[0],), x.shape[-1], dtype=torch.long, device=x.device)
+    return x, check_lengths(lengths, "lengths", batch=x.shape[0], max_len=x.shape[-1]).to(x.device)
+
+
+def zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``x (B, C, T)`` with every step ``t >= lengths[b]`` set to zero (no copy when nothing is padded)."""
+    if bool((lengths == x.shape[-1]).all()):
+        return x
+    valid = torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None]
+    return x * valid[:, None, :].to(x.dtype)
+
+
+class EncoderBlock(nn.Module):
+    """Pre-LN bidirectional transformer block ``(B, T, dim) -> (B, T, dim)``.
+
+    Weights: ``attn.qkv`` (fused q/k/v, biased), ``attn.out``, ``norm1``, ``norm2``, ``mlp.fc1``, ``mlp.fc2``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, *, norm_eps: float = 1e-5,
+                 backend: str = "sdpa") -> None:
+        super().__init__()
+        self.norm1 = LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads, qkv_bias=True, out_bias=True, causal=False, backend=backend)
+        self.norm2 = LayerNorm(dim, eps=norm_eps)
+        self.mlp = GeluMLP(dim, mlp_hidden, bias=True)
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``x (B, T, dim)``; ``key_padding_mask (B, T)`` bool, False on padded keys."""
+        x = x + self.attn(self.norm1(x), key_padding_mask=key_padding_mask)
+        return x + self.mlp(self.norm2(x))
+
+
+class EncoderStack(nn.Module):
+    """``depth`` :class:`EncoderBlock` s. Set ``gradient_checkpointing = True`` to recompute them in backward."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, mlp_hidden: int, *, norm_eps: float = 1e-5,
+                 backend: str = "sdpa") -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            EncoderBlock(dim, num_heads, mlp_hidden, norm_eps=norm_eps, backend=backend) for _ in range(depth)
+        )
+        self.gradient_checkpointing = False
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``x (B, T, dim) -> (B, T, dim)``; ``key_padding_mask (B, T)`` True on valid positions."""
+        for block in self.blocks:
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, key_padding_mask, use_reentrant=False)
+            else:
+                x = block(x, key_padding_mask)
+        return x
+
+
+def feature_contract_inputs(channels: int, lengths: Sequence[int], seed: int = 0, *, name: str = "features",
+                            scale: float = 1.0) -> ContractInputs:
+    """Contract batch for ``forward(<name> (B, channels, T), lengths)``: random values times ``scale``, zero padding.
+
+    ``lengths`` is passed to the model only when the items differ in length (equal items need
+    none, which is also how a stream is fed).
+    """
+    g = torch.Generator().manual_seed(seed)
+    n = torch.tensor(list(lengths), dtype=torch.long)
+    x = zero_padding(torch.randn(len(n), channels, int(n.max()), generator=g) * scale, n)
+    kwargs: dict[str, torch.Tensor] = {name: x}
+    ragged = bool((n != n.max()).any())
+    if ragged:
+        kwargs["lengths"] = n
+    return ContractInputs(kwargs, n, {name: 2}, "lengths" if ragged else None)

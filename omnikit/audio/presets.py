@@ -1,0 +1,131 @@
+"""Registered audio encoder and codec presets: tiny test variants and published shapes.
+
+Published presets build on ``device="meta"`` for counting; see ``docs/audio.md`` for their
+parameter counts next to the published ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omnikit.audio.aut import AuTEncoder, AuTEncoderConfig
+from omnikit.audio.codec import SEANetCodec, SEANetCodecConfig
+from omnikit.audio.wav2vec import ConvFeatureEncoder, ConvFeatureEncoderConfig
+from omnikit.audio.whisper import WhisperEncoder, WhisperEncoderConfig
+from omnikit.audio.windowed import WindowedAudioEncoder, WindowedAudioEncoderConfig
+from omnikit.registry import configure, register_model
+
+__all__ = [
+    "mimi_style_codec",
+    "qwen2_5_omni_audio",
+    "qwen2_5_omni_audio_tiny",
+    "qwen3_omni_aut",
+    "qwen3_omni_aut_tiny",
+    "seanet_codec_24khz",
+    "seanet_codec_tiny",
+    "wav2vec2_feature_encoder",
+    "wav2vec2_feature_encoder_tiny",
+    "wav2vec2_large_feature_encoder",
+    "whisper_base_encoder",
+    "whisper_encoder_tiny",
+    "whisper_large_v3_encoder",
+]
+
+_TINY_TRANSFORMER = dict(n_mels=16, dim=32, depth=2, num_heads=4, mlp_hidden=64)
+register_audio_encoder = register_model(kind="audio_encoder", modalities=("audio",))
+
+
+@register_audio_encoder
+def whisper_encoder_tiny(**overrides: Any) -> WhisperEncoder:
+    """A 2-layer Whisper-style encoder (16 mels, dim 32) for tests."""
+    return WhisperEncoder(configure(
+        WhisperEncoderConfig, "whisper_encoder_tiny", overrides, **_TINY_TRANSFORMER, max_positions=64))
+
+
+@register_audio_encoder
+def whisper_base_encoder(**overrides: Any) -> WhisperEncoder:
+    """Whisper base encoder shapes: 80 mels, 6 layers, dim 512, 8 heads."""
+    return WhisperEncoder(configure(
+        WhisperEncoderConfig, "whisper_base_encoder", overrides,
+        n_mels=80, dim=512, depth=6, num_heads=8, mlp_hidden=2048))
+
+
+@register_audio_encoder
+def whisper_large_v3_encoder(**overrides: Any) -> WhisperEncoder:
+    """Whisper large-v3 encoder shapes: 128 mels, 32 layers, dim 1280, 20 heads."""
+    return WhisperEncoder(configure(WhisperEncoderConfig, "whisper_large_v3_encoder", overrides))
+
+
+@register_audio_encoder
+def qwen2_5_omni_audio_tiny(**overrides: Any) -> WindowedAudioEncoder:
+    """A 2-layer Qwen2.5-Omni-style windowed encoder (windows of 8 frames) for tests."""
+    return WindowedAudioEncoder(configure(
+        WindowedAudioEncoderConfig, "qwen2_5_omni_audio_tiny", overrides,
+        **_TINY_TRANSFORMER, output_dim=24, n_window=4))
+
+
+@register_audio_encoder
+def qwen2_5_omni_audio(**overrides: Any) -> WindowedAudioEncoder:
+    """Qwen2.5-Omni-7B audio tower: 128 mels, 32 layers, dim 1280, 2 s windows, 25 tokens/s -> 3584."""
+    return WindowedAudioEncoder(configure(WindowedAudioEncoderConfig, "qwen2_5_omni_audio", overrides))
+
+
+@register_audio_encoder
+def qwen3_omni_aut_tiny(**overrides: Any) -> AuTEncoder:
+    """A 2-layer Qwen3-Omni-style AuT encoder (chunks of 8 frames, windows of 2 chunks) for tests."""
+    return AuTEncoder(configure(
+        AuTEncoderConfig, "qwen3_omni_aut_tiny", overrides,
+        **_TINY_TRANSFORMER, conv_channels=4, output_dim=24, n_window=4, attn_window_chunks=2))
+
+
+@register_audio_encoder
+def qwen3_omni_aut(**overrides: Any) -> AuTEncoder:
+    """Qwen3-Omni-30B-A3B audio tower (AuT): 3x Conv2d(s2) stem, 32 layers, dim 1280, 8 s windows -> 2048."""
+    return AuTEncoder(configure(AuTEncoderConfig, "qwen3_omni_aut", overrides, output_dim=2048))
+
+
+@register_audio_encoder
+def wav2vec2_feature_encoder_tiny(**overrides: Any) -> ConvFeatureEncoder:
+    """A 2-layer streaming (layer-norm) conv feature encoder, hop 4 samples, for tests."""
+    return ConvFeatureEncoder(configure(
+        ConvFeatureEncoderConfig, "wav2vec2_feature_encoder_tiny", overrides,
+        channels=(8, 8), kernels=(3, 2), strides=(2, 2), norm="layer", conv_bias=True, dim=16))
+
+
+@register_audio_encoder
+def wav2vec2_feature_encoder(**overrides: Any) -> ConvFeatureEncoder:
+    """wav2vec 2.0 base feature encoder: 7 convs of 512 (group norm), 20 ms hop, projection to 768."""
+    return ConvFeatureEncoder(configure(ConvFeatureEncoderConfig, "wav2vec2_feature_encoder", overrides))
+
+
+@register_audio_encoder
+def wav2vec2_large_feature_encoder(**overrides: Any) -> ConvFeatureEncoder:
+    """wav2vec 2.0 large-lv60 feature encoder: layer norm after every conv (streams), projection to 1024."""
+    return ConvFeatureEncoder(configure(
+        ConvFeatureEncoderConfig, "wav2vec2_large_feature_encoder", overrides, norm="layer", conv_bias=True, dim=1024))
+
+
+register_codec = register_model(kind="codec", modalities=("audio",))
+
+
+@register_codec
+def seanet_codec_tiny(**overrides: Any) -> SEANetCodec:
+    """A tiny causal SEANet codec (hop 4, 2 x 16 codes) for tests."""
+    return SEANetCodec(configure(
+        SEANetCodecConfig, "seanet_codec_tiny", overrides,
+        sample_rate=8000, n_filters=4, ratios=(2, 2), dim=8, num_quantizers=2, codebook_size=16))
+
+
+@register_codec
+def seanet_codec_24khz(**overrides: Any) -> SEANetCodec:
+    """EnCodec-sized causal codec: 24 kHz, 75 frames/s, 8 codebooks of 1024 (6 kbps)."""
+    return SEANetCodec(configure(SEANetCodecConfig, "seanet_codec_24khz", overrides))
+
+
+@register_codec
+def mimi_style_codec(**overrides: Any) -> SEANetCodec:
+    """Mimi-shaped causal codec: 24 kHz, 12.5 frames/s, split RVQ (1 semantic + 7 acoustic) of 2048, dim 512."""
+    return SEANetCodec(configure(
+        SEANetCodecConfig, "mimi_style_codec", overrides,
+        n_filters=32, ratios=(8, 6, 5, 4, 2), dim=512, quantizer="split", num_quantizers=8, codebook_size=2048,
+        codebook_dim=256))

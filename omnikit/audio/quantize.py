@@ -1,0 +1,259 @@
+"""Vector quantizers: one codebook (:class:`VectorQuantizer`) and a residual stack (:class:`ResidualVQ`).
+
+A codebook is trained either by exponential moving averages of the vectors assigned to each code
+(``ema=True``, EnCodec/SoundStream) or by gradient through a codebook loss (``ema=False``,
+VQ-VAE). Both initialise by k-means on the first training batch, restart codes whose usage falls
+below ``dead_threshold`` with vectors from the batch, pull the encoder toward its codes with a
+commitment loss, and pass gradients straight through the quantizer.
+
+``ResidualVQ.forward(x (B, T, dim), mask=None) -> QuantizerOutput`` which unpacks as
+``quantized, codes, loss = rvq(x)``; codes are ``(B, K, T)`` int64. Padded frames (``mask`` False)
+never update codebooks nor enter the losses. Distances use ``|c|^2 - 2 x.c`` in one matmul per
+stage; EMA statistics use ``bincount``/``index_add_`` (no one-hot matrices).
+
+The EMA statistics are local to the process; average them across ranks yourself when training
+data-parallel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from omnikit.utils.checks import OmnikitValueError, check_positive, check_tensor
+
+__all__ = ["QuantizerOutput", "ResidualVQ", "VectorQuantizer", "kmeans"]
+
+
+@dataclass
+class QuantizerOutput:
+    """What a quantizer returns; unpacks and indexes as the tuple ``(quantized, codes, loss)``.
+
+    Attributes:
+        quantized: ``(B, T, dim)``, equal to the codes' vectors, with straight-through gradient to the input.
+        codes: ``(B, K, T)`` int64.
+        loss: ``commitment_weight * commit_loss + codebook_loss``, a scalar to add to the training loss.
+        commit_loss: mean squared distance of the inputs to their (detached) codes, summed over stages.
+        codebook_loss: for learned codebooks, the distance of the codes to the (detached) inputs.
+    """
+
+    quantized: torch.Tensor
+    codes: torch.Tensor
+    loss: torch.Tensor
+    commit_loss: torch.Tensor
+    codebook_loss: torch.Tensor
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return iter((self.quantized, self.codes, self.loss))
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return (self.quantized, self.codes, self.loss)[index]
+
+
+def _nearest(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Index of the closest code of every row of ``x (N, D)``: argmin of ``|c|^2 - 2 x.c``."""
+    distances = torch.addmm(codebook.square().sum(-1)[None], x, codebook.t(), alpha=-2.0)
+    return distances.argmin(dim=-1)
+
+
+@torch.no_grad()
+def kmeans(x: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lloyd's k-means of ``x (N, D)``: returns ``(centroids (k, D), counts (k,))``.
+
+    Starts from ``k`` random rows (with replacement when ``N < k``); a centroid that loses all its
+    points keeps its previous position.
+    """
+    n = x.shape[0]
+    start = (torch.randperm(n, generator=generator)[:k] if n >= k else torch.randint(0, n, (k,), generator=generator))
+    centroids = x[start.to(x.device)].clone()
+    counts = torch.zeros(k, device=x.device, dtype=x.dtype)
+    for _ in range(iters):
+        assign = _nearest(x, centroids)
+        counts = torch.bincount(assign, minlength=k).to(x.dtype)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
+        centroids = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], centroids)
+    return centroids, counts
+
+
+class VectorQuantizer(nn.Module):
+    """One codebook of ``codebook_size`` vectors of size ``dim``.
+
+    Args:
+        ema: update the codebook by moving averages (``decay``) instead of gradients.
+        kmeans_init: initialise from k-means (``kmeans_iters``) of the first training batch;
+            otherwise from a standard normal draw at construction.
+        dead_threshold: codes whose EMA usage falls below this many vectors per batch are
+            restarted from random batch vectors (0 disables).
+    """
+
+    def __init__(self, dim: int, codebook_size: int, *, ema: bool = True, decay: float = 0.99,
+                 eps: float = 1e-5, kmeans_init: bool = True, kmeans_iters: int = 10,
+                 dead_threshold: float = 2.0) -> None:
+        super().__init__()
+        check_positive(dim, "dim")
+        check_positive(codebook_size, "codebook_size")
+        if not 0.0 < decay < 1.0:
+            raise OmnikitValueError(f"`decay` expected a float in (0, 1) but got {decay}")
+        self.dim, self.codebook_size, self.ema, self.decay, self.eps = dim, codebook_size, ema, decay, eps
+        self.kmeans_iters, self.dead_threshold = kmeans_iters, dead_threshold
+        init = torch.randn(codebook_size, dim)
+        if ema:
+            self.register_buffer("codebook", init)
+            self.register_buffer("embed_sum", init.clone())
+        else:
+            self.codebook = nn.Parameter(init)
+        self.register_buffer("cluster_size", torch.ones(codebook_size))
+        self.register_buffer("initialized", torch.tensor(not kmeans_init))
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        """``codes (...) -> vectors (..., dim)``."""
+        return F.embedding(codes, self.codebook)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``x (..., dim) -> codes (...)`` int64."""
+        flat = x.reshape(-1, self.dim)
+        return _nearest(flat.to(self.codebook.dtype), self.codebook.detach()).view(x.shape[:-1])
+
+    @torch.no_grad()
+    def _initialise(self, vectors: torch.Tensor) -> None:
+        centroids, counts = kmeans(vectors.float(), self.codebook_size, self.kmeans_iters)
+        self.codebook.data.copy_(centroids)
+        self.cluster_size.copy_(counts)
+        if self.ema:
+            self.embed_sum.copy_(centroids * counts[:, None])
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def _update(self, vectors: torch.Tensor, codes: torch.Tensor) -> None:
+        """EMA usage (and, with ``ema``, codebook) update from the valid ``vectors (N, dim)``."""
+        counts = torch.bincount(codes, minlength=self.codebook_size).to(self.cluster_size.dtype)
+        self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        if self.ema:
+            sums = torch.zeros_like(self.embed_sum).index_add_(0, codes, vectors.to(self.embed_sum.dtype))
+            self.embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+            total = self.cluster_size.sum()
+            smoothed = (self.cluster_size + self.eps) / (total + self.codebook_size * self.eps) * total
+            self.codebook.copy_(self.embed_sum / smoothed[:, None])
+        dead = self.cluster_size < self.dead_threshold
+        if self.dead_threshold > 0 and bool(dead.any()):
+            picks = torch.randint(0, vectors.shape[0], (int(dead.sum()),), device=vectors.device)
+            fresh = vectors[picks].to(self.codebook.dtype)
+            self.codebook.data[dead] = fresh
+            self.cluster_size[dead] = self.dead_threshold
+            if self.ema:
+                self.embed_sum[dead] = fresh * self.dead_threshold
+
+    def quantize(self, x: torch.Tensor, valid: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x (N, dim)`` -> ``(vectors (N, dim), codes (N,), commit_loss, codebook_loss)``.
+
+        ``vectors`` carry the gradient of the codebook (learned mode) but not of ``x``;
+        ``valid (N,)`` bool selects the rows that train the codebook and enter the losses.
+        """
+        picked = x if valid is None else x[valid]
+        if self.training and not bool(self.initialized):
+            self._initialise(picked.detach())
+        codes = _nearest(x.detach().to(self.codebook.dtype), self.codebook.detach())
+        vectors = self.lookup(codes).to(x.dtype)
+        chosen = vectors if valid is None else vectors[valid]
+        commit = F.mse_loss(picked, chosen.detach()) if picked.numel() else x.new_zeros(())
+        codebook_loss = x.new_zeros(())
+        if not self.ema and self.training and picked.numel():
+            codebook_loss = F.mse_loss(chosen, picked.detach())
+        if self.training and picked.numel():
+            self._update(picked.detach(), codes if valid is None else codes[valid])
+        return vectors, codes, commit, codebook_loss
+
+
+class ResidualVQ(nn.Module):
+    """``num_quantizers`` codebooks, each quantizing what the previous ones left.
+
+    Args:
+        dim: input width.
+        num_quantizers: codebooks K.
+        codebook_size: codes per codebook.
+        codebook_dim: quantize in a projected space of this width (``project_in``/``project_out``
+            linear maps, as in Mimi); default ``dim`` (no projection).
+        commitment_weight: weight of the commitment loss in ``loss``.
+        **vq: options of every :class:`VectorQuantizer` (``ema``, ``decay``, ``kmeans_init``,
+            ``dead_threshold`` ...).
+    """
+
+    def __init__(self, dim: int, num_quantizers: int, codebook_size: int, *, codebook_dim: int | None = None,
+                 commitment_weight: float = 1.0, **vq: object) -> None:
+        super().__init__()
+        check_positive(dim, "dim")
+        check_positive(num_quantizers, "num_quantizers")
+        codebook_dim = dim if codebook_dim is None else codebook_dim
+        check_positive(codebook_dim, "codebook_dim")
+        self.dim, self.codebook_dim, self.commitment_weight = dim, codebook_dim, commitment_weight
+        self.num_quantizers, self.codebook_size = num_quantizers, codebook_size
+        self.project_in = nn.Linear(dim, codebook_dim) if codebook_dim != dim else nn.Identity()
+        self.project_out = nn.Linear(codebook_dim, dim) if codebook_dim != dim else nn.Identity()
+        self.layers = nn.ModuleList(VectorQuantizer(codebook_dim, codebook_size, **vq)  # type: ignore[arg-type]
+                                    for _ in range(num_quantizers))
+
+    def _check_n_q(self, n_q: int | None) -> int:
+        if n_q is None:
+            return self.num_quantizers
+        check_positive(n_q, "n_q")
+        if n_q > self.num_quantizers:
+            raise OmnikitValueError(f"`n_q` expected at most num_quantizers={self.num_quantizers} but got {n_q}")
+        return n_q
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, *, n_q: int | None = None
+                ) -> QuantizerOutput:
+        """Quantize ``x (B, T, dim)`` with the first ``n_q`` codebooks (all by default).
+
+        ``mask (B, T)`` bool, True on valid frames. Returns :class:`QuantizerOutput`.
+        """
+        check_tensor(x, "x", shape=("B", "T", self.dim), floating=True)
+        n_q = self._check_n_q(n_q)
+        batch, steps, _ = x.shape
+        valid = None
+        if mask is not None:
+            valid = check_tensor(mask, "mask", shape=(batch, steps), dtype=torch.bool).reshape(-1)
+        z = self.project_in(x).reshape(-1, self.codebook_dim)
+        residual, total = z, torch.zeros_like(z)
+        codes, commit, codebook_loss = [], x.new_zeros(()), x.new_zeros(())
+        for layer in self.layers[:n_q]:
+            vectors, layer_codes, layer_commit, layer_codebook = layer.quantize(residual, valid)
+            vectors = vectors.detach()
+            residual = residual - vectors
+            total = total + vectors
+            codes.append(layer_codes)
+            commit, codebook_loss = commit + layer_commit, codebook_loss + layer_codebook
+        quantized = z + (total - z).detach()  # straight-through: the codes' value, the identity's gradient
+        out = self.project_out(quantized.view(batch, steps, self.codebook_dim))
+        codes_t = torch.stack(codes, dim=0).view(n_q, batch, steps).transpose(0, 1)
+        return QuantizerOutput(out, codes_t, self.commitment_weight * commit + codebook_loss, commit, codebook_loss)
+
+    def encode(self, x: torch.Tensor, *, n_q: int | None = None) -> torch.Tensor:
+        """``x (B, T, dim) -> codes (B, n_q, T)`` without touching the codebooks."""
+        check_tensor(x, "x", shape=("B", "T", self.dim), floating=True)
+        residual = self.project_in(x)
+        codes = []
+        for layer in self.layers[: self._check_n_q(n_q)]:
+            layer_codes = layer.encode(residual)
+            residual = residual - layer.lookup(layer_codes).to(residual.dtype)
+            codes.append(layer_codes)
+        return torch.stack(codes, dim=1)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """``codes (B, K', T)`` with ``K' <= num_quantizers`` -> ``(B, T, dim)``."""
+        check_tensor(codes, "codes", ndim=3, floating=False)
+        if codes.shape[1] > self.num_quantizers or codes.shape[1] < 1:
+            raise OmnikitValueError(
+                f"`codes` expected 1..{self.num_quantizers} codebooks (B, K, T) but got shape {tuple(codes.shape)}"
+            )
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
+            raise OmnikitValueError(
+                f"`codes` expected values in [0, {self.codebook_size}) but got [{int(codes.min())}, {int(codes.max())}]"
+            )
+        z = sum(layer.lookup(codes[:, k]) for k, layer in enumerate(self.layers[: codes.shape[1]]))
+        return self.project_out(z)
