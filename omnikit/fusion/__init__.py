@@ -1,6 +1,20 @@
 """Omni assembly: early fusion, cross-attention fusion, TMRoPE, Thinker-Talker, turn-taking."""
 
+from omnikit.fusion import models, presets
+from omnikit.fusion.adapters import AdaptedMedia, AudioAdapter, TubeletEncoder, VideoAdapter, mlp_projector
+from omnikit.fusion.codes import delay_codes, undelay_codes
+from omnikit.fusion.cross_attention import FusionLayer, GatedCrossAttentionBlock, media_attention_mask
+from omnikit.fusion.early import PackedSequences, fusion_attention_mask, media_item_ids, pack_sequences, scatter_media
+from omnikit.fusion.losses import text_lm_loss
 from omnikit.fusion.modality import MEDIA_MODALITIES, MODALITIES, MediaTokens
+from omnikit.fusion.omni import EarlyFusionOmni, FusedInputs
+from omnikit.fusion.recipes import RECIPES, apply_recipe, parameter_groups
+from omnikit.fusion.resampler import LatentResampler
+from omnikit.fusion.sampling import GREEDY, Sampling, sample_next
+from omnikit.fusion.speech_decoder import CausalCodeDecoder
+from omnikit.fusion.talker import STRATEGIES, CodePredictor, Talker, TalkerConfig, codebook_loss, per_codebook_loss
+from omnikit.fusion.thinker import GenerationOutput, Thinker, ThinkerStep
+from omnikit.fusion.thinker_talker import SpeechChunk, ThinkerTalker
 from omnikit.fusion.tmrope import (
     QWEN2_5_OMNI,
     QWEN3_OMNI,
@@ -9,15 +23,61 @@ from omnikit.fusion.tmrope import (
     item_positions,
     tmrope_position_ids,
 )
+from omnikit.fusion.turn_taking import TURN_EVENTS, SpeakingResult, TurnTakingHead, speak_until_interrupted
+from omnikit.fusion.xattn import CrossAttentionOmni
 
 __all__ = [
+    "GREEDY",
     "MEDIA_MODALITIES",
     "MODALITIES",
     "QWEN2_5_OMNI",
     "QWEN3_OMNI",
+    "RECIPES",
+    "STRATEGIES",
+    "TURN_EVENTS",
+    "AdaptedMedia",
+    "AudioAdapter",
+    "CausalCodeDecoder",
+    "CodePredictor",
+    "CrossAttentionOmni",
+    "EarlyFusionOmni",
+    "FusedInputs",
+    "FusionLayer",
+    "GatedCrossAttentionBlock",
+    "GenerationOutput",
+    "LatentResampler",
     "MediaTokens",
+    "PackedSequences",
+    "Sampling",
+    "SpeakingResult",
+    "SpeechChunk",
     "TMRoPEScheme",
+    "Talker",
+    "TalkerConfig",
+    "Thinker",
+    "ThinkerStep",
+    "ThinkerTalker",
+    "TubeletEncoder",
+    "TurnTakingHead",
+    "VideoAdapter",
     "VisualGrid",
+    "apply_recipe",
+    "codebook_loss",
+    "delay_codes",
+    "fusion_attention_mask",
     "item_positions",
+    "media_attention_mask",
+    "media_item_ids",
+    "mlp_projector",
+    "models",
+    "pack_sequences",
+    "parameter_groups",
+    "per_codebook_loss",
+    "presets",
+    "sample_next",
+    "scatter_media",
+    "speak_until_interrupted",
+    "text_lm_loss",
     "tmrope_position_ids",
+    "undelay_codes",
 ]

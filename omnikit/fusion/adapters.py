@@ -1,0 +1,139 @@
+"""Media adapters: an encoder plus a projector into the language model's width, with token layout.
+
+An adapter turns raw media of one modality into the flat token list early fusion scatters in,
+and says how those tokens are laid out (for TMRoPE):
+
+- :class:`AudioAdapter` wraps any audio encoder with the omnikit calling convention
+  (``forward(features, lengths) -> EncoderOutput`` and ``output_lengths``);
+- :class:`VideoAdapter` wraps a visual encoder that maps frames ``(N, T, C, H, W)`` to a
+  ``(t, h, w)`` token grid; :class:`TubeletEncoder` is a minimal one (a Conv3d tubelet
+  embedding) used by the tiny presets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from omnikit.fusion.tmrope import VisualGrid
+from omnikit.layers.norm import LayerNorm
+from omnikit.outputs import EncoderOutput
+from omnikit.utils.checks import OmnikitValueError, check_positive, check_tensor
+
+__all__ = ["AdaptedMedia", "AudioAdapter", "TubeletEncoder", "VideoAdapter", "mlp_projector"]
+
+
+@dataclass
+class AdaptedMedia:
+    """What an adapter gives early fusion.
+
+    Attributes:
+        tokens: ``(N, dim)`` valid tokens of all items, item after item.
+        items: per item, an audio token count or a :class:`VisualGrid`.
+    """
+
+    tokens: torch.Tensor
+    items: list
+
+
+def mlp_projector(in_dim: int, out_dim: int) -> nn.Module:
+    """LLaVA-style projector ``Linear -> GELU -> Linear``: ``(..., in_dim) -> (..., out_dim)``."""
+    return nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
+
+
+def _projector(in_dim: int, dim: int, project: bool) -> nn.Module:
+    if project:
+        return mlp_projector(in_dim, dim)
+    if in_dim != dim:
+        raise OmnikitValueError(f"`project=False` needs the encoder to output width {dim} but it gives {in_dim}")
+    return nn.Identity()
+
+
+class AudioAdapter(nn.Module):
+    """``features (N, n_mels, F)``, ``lengths (N,)`` -> :class:`AdaptedMedia` of width ``dim``.
+
+    ``project=False``: the encoder already ends in a projection to ``dim`` (Qwen's audio towers).
+    """
+
+    def __init__(self, encoder: nn.Module, dim: int, *, project: bool = True) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.projector = _projector(encoder.output_dim, dim, project)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> AdaptedMedia:
+        out = self.encoder(features, lengths)
+        tokens = self.projector(torch.cat(out.unpad(), dim=0))
+        return AdaptedMedia(tokens, [int(n) for n in out.lengths])
+
+
+class TubeletEncoder(nn.Module):
+    """Frames ``(N, T, C, H, W)`` -> tokens ``(N, t, h, w, dim)`` by a Conv3d over tubelets
+    ``(tubelet, patch, patch)`` (ViViT tubelet embedding) and a small MLP.
+
+    ``t = T // tubelet``, ``h = H // patch``, ``w = W // patch``.
+    """
+
+    def __init__(self, dim: int, *, in_channels: int = 3, patch: int = 4, tubelet: int = 2) -> None:
+        super().__init__()
+        check_positive(patch, "patch")
+        check_positive(tubelet, "tubelet")
+        self.patch, self.tubelet, self.in_channels, self.output_dim = patch, tubelet, in_channels, dim
+        self.embed = nn.Conv3d(in_channels, dim, (tubelet, patch, patch), stride=(tubelet, patch, patch))
+        self.mlp = nn.Sequential(LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
+
+    def grid(self, frames_shape: torch.Size | tuple[int, ...]) -> tuple[int, int, int]:
+        _, t, _, h, w = frames_shape
+        if t % self.tubelet or h % self.patch or w % self.patch:
+            raise OmnikitValueError(
+                f"`frames` of shape {tuple(frames_shape)} expected T divisible by {self.tubelet} and H, W by "
+                f"{self.patch}"
+            )
+        return t // self.tubelet, h // self.patch, w // self.patch
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        check_tensor(frames, "frames", shape=("N", "T", self.in_channels, "H", "W"), floating=True)
+        self.grid(frames.shape)
+        x = self.embed(frames.transpose(1, 2)).permute(0, 2, 3, 4, 1)  # (N, t, h, w, dim)
+        return x + self.mlp(x)
+
+
+class VideoAdapter(nn.Module):
+    """Frames ``(N, T, C, H, W)`` -> :class:`AdaptedMedia` of width ``dim`` with one grid per video.
+
+    Args:
+        encoder: maps frames to ``(N, t, h, w, D)`` (or an :class:`EncoderOutput` ``(N, t*h*w, D)``)
+            and has ``output_dim``.
+        dim: the language model width.
+        fps: frames per second of the sampled frames (sets the grid's seconds per step).
+        project: add an MLP projector (False: the encoder already outputs ``dim``).
+        grid: ``frames.shape -> (t, h, w)`` token grid (default ``encoder.grid``).
+        frames_per_step: frames per temporal token (default ``encoder.tubelet``).
+    """
+
+    def __init__(
+        self, encoder: nn.Module, dim: int, *, fps: float = 2.0, project: bool = True,
+        grid: Callable[[tuple[int, ...]], tuple[int, int, int]] | None = None, frames_per_step: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.grid = grid or encoder.grid
+        self.frames_per_step = frames_per_step or encoder.tubelet
+        self.fps, self.dim = fps, dim
+        self.projector = _projector(encoder.output_dim, dim, project)
+
+    def forward(self, frames: torch.Tensor, audio_tokens: list[int] | None = None) -> AdaptedMedia:
+        """``audio_tokens``: per video, tokens of its own audio interleaved with it (audio in video)."""
+        t, h, w = self.grid(frames.shape)
+        out = self.encoder(frames)
+        tokens = self.projector(out.hidden_states if isinstance(out, EncoderOutput) else out).reshape(-1, self.dim)
+        step = self.frames_per_step / self.fps
+        audio = audio_tokens or [0] * frames.shape[0]
+        if len(audio) != frames.shape[0]:
+            raise OmnikitValueError(
+                f"`audio_tokens` expected {frames.shape[0]} counts (one per video) but got {len(audio)}"
+            )
+        return AdaptedMedia(tokens, [VisualGrid(t, h, w, step, int(a)) for a in audio])
+

@@ -1,0 +1,185 @@
+"""The early-fusion omni model: media adapters -> placeholders -> TMRoPE -> Thinker.
+
+::
+
+    model = omnikit.create_model("omni_early_tiny")
+    logits = model(input_ids, frames=frames, audio_features=mels, audio_lengths=n)
+    out = model.generate(prompt_ids, frames=frames, audio_features=mels, max_new_tokens=8)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from omnikit.fusion.adapters import AudioAdapter, VideoAdapter
+from omnikit.fusion.thinker import GenerationOutput, Thinker, ThinkerStep
+from omnikit.fusion.tmrope import TMRoPEScheme, tmrope_position_ids
+from omnikit.layers.masks import lengths_to_mask
+from omnikit.streaming import StreamingContainer
+from omnikit.testing.contract import ContractInputs
+from omnikit.utils.checks import OmnikitValueError, check_lengths, check_tensor
+
+__all__ = ["EarlyFusionOmni", "FusedInputs"]
+
+
+@dataclass
+class FusedInputs:
+    """Everything the Thinker needs for one multimodal batch.
+
+    Attributes:
+        media: ``{modality: (N, dim) tokens}`` to scatter at the placeholders.
+        positions: ``(3, B, T)`` TMRoPE ids.
+        next_position: ``(B,)`` the id of the first generated token.
+        key_padding_mask: ``(B, T)`` bool or None.
+    """
+
+    media: dict[str, torch.Tensor]
+    positions: torch.Tensor
+    next_position: torch.Tensor
+    key_padding_mask: torch.Tensor | None
+
+
+class EarlyFusionOmni(StreamingContainer, nn.Module):
+    """Video + audio + text in, text out, by early fusion into a :class:`Thinker`.
+
+    Args:
+        thinker: the language model (with ``media_tokens`` and M-RoPE sections).
+        video: frames adapter (None: no video input).
+        audio: audio adapter (None: no audio input).
+        scheme: TMRoPE scheme (its sections must equal the Thinker's).
+        audio_in_video: audio item ``i`` is the soundtrack of video ``i``, interleaved with it.
+
+    ``forward(input_ids (B, T), *, frames (N_v, F, C, H, W), audio_features (N_a, n_mels, L),
+    audio_lengths (N_a,), lengths (B,))`` -> logits ``(B, T, vocab)``.
+    """
+
+    supports_streaming = False
+
+    def __init__(
+        self,
+        thinker: Thinker,
+        *,
+        video: VideoAdapter | None = None,
+        audio: AudioAdapter | None = None,
+        scheme: TMRoPEScheme,
+        audio_in_video: bool = False,
+    ) -> None:
+        super().__init__()
+        sections = thinker.config.mrope_sections
+        if sections is None or tuple(sections) != tuple(scheme.sections):
+            raise OmnikitValueError(
+                f"`scheme.sections` {scheme.sections} must equal the Thinker's mrope_sections {sections}"
+            )
+        if bool(thinker.config.mrope_interleaved) != scheme.interleaved:
+            raise OmnikitValueError("`scheme.interleaved` must equal the Thinker's mrope_interleaved")
+        if audio_in_video and (video is None or audio is None):
+            raise OmnikitValueError("`audio_in_video=True` needs both a video and an audio adapter")
+        self.thinker, self.video, self.audio = thinker, video, audio
+        self.scheme, self.audio_in_video = scheme, audio_in_video
+
+    @property
+    def output_dim(self) -> int:
+        return self.thinker.config.vocab_size
+
+    def fuse(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        frames: torch.Tensor | None = None,
+        audio_features: torch.Tensor | None = None,
+        audio_lengths: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
+    ) -> FusedInputs:
+        """Encode the media, check it against the placeholders and compute TMRoPE ids."""
+        check_tensor(input_ids, "input_ids", ndim=2, floating=False)
+        padding = None
+        if lengths is not None:
+            lengths = check_lengths(lengths, "lengths", batch=input_ids.shape[0], max_len=input_ids.shape[1])
+            padding = lengths_to_mask(lengths.to(input_ids.device), input_ids.shape[1])
+        media: dict[str, torch.Tensor] = {}
+        videos: list = []
+        audios: list = []
+        if audio_features is not None:
+            if self.audio is None:
+                raise OmnikitValueError("`audio_features` given but this model has no audio adapter")
+            adapted = self.audio(audio_features, audio_lengths)
+            media["audio"], audios = adapted.tokens, adapted.items
+        if frames is not None:
+            if self.video is None:
+                raise OmnikitValueError("`frames` given but this model has no video adapter")
+            if self.audio_in_video and len(audios) != frames.shape[0]:
+                raise OmnikitValueError(
+                    f"audio_in_video: {frames.shape[0]} videos in `frames` but {len(audios)} audio items"
+                )
+            adapted = self.video(frames, audios if self.audio_in_video else None)
+            media["video"], videos = adapted.tokens, adapted.items
+        if self.audio_in_video:
+            audios = []
+        positions, next_position = tmrope_position_ids(
+            input_ids, self.thinker.media_tokens, videos=videos, audios=audios, scheme=self.scheme,
+            key_padding_mask=padding,
+        )
+        return FusedInputs(media, positions, next_position, padding)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        frames: torch.Tensor | None = None,
+        audio_features: torch.Tensor | None = None,
+        audio_lengths: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
+        return_hidden: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        fused = self.fuse(input_ids, frames=frames, audio_features=audio_features, audio_lengths=audio_lengths,
+                          lengths=lengths)
+        return self.thinker(input_ids, media=fused.media, positions=fused.positions,
+                            key_padding_mask=fused.key_padding_mask, return_hidden=return_hidden)
+
+    def stream_generate(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        frames: torch.Tensor | None = None,
+        audio_features: torch.Tensor | None = None,
+        audio_lengths: torch.Tensor | None = None,
+        **generate_kwargs,
+    ):
+        """Yield :class:`ThinkerStep` s for a multimodal prompt (see :meth:`Thinker.stream_generate`)."""
+        fused = self.fuse(input_ids, frames=frames, audio_features=audio_features, audio_lengths=audio_lengths)
+        yield from self.thinker.stream_generate(
+            input_ids, media=fused.media, positions=fused.positions, next_position=fused.next_position,
+            **generate_kwargs,
+        )
+
+    def generate(self, input_ids: torch.Tensor, **kwargs) -> GenerationOutput:
+        """Run :meth:`stream_generate` to the end."""
+        steps: list[ThinkerStep] = list(self.stream_generate(input_ids, **kwargs))
+        return GenerationOutput.stack(steps)
+
+    def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
+        """One video of one tubelet step and one short audio clip per item, then text (right padded)."""
+        g = torch.Generator().manual_seed(seed)
+        batch = len(lengths)
+        frames = torch.randn(batch, self.video.encoder.tubelet, self.video.encoder.in_channels,
+                             2 * self.video.encoder.patch, 2 * self.video.encoder.patch, generator=g)
+        mel = torch.randn(batch, self.audio.encoder.config.n_mels, 8, generator=g)
+        mel_lengths = torch.full((batch,), 8)
+        t, h, w = self.video.grid(frames.shape)
+        n_audio = int(self.audio.encoder.output_lengths(mel_lengths)[0])
+        tokens = self.thinker.media_tokens
+        prefix = [tokens.video] * (t * h * w) + [tokens.audio] * n_audio
+        if self.audio_in_video:
+            raise OmnikitValueError("contract inputs are defined for separate video and audio items")
+        low = max(tokens.as_dict().values()) + 1
+        ids = torch.randint(low, self.thinker.config.vocab_size, (batch, max(lengths)), generator=g)
+        ids[:, : len(prefix)] = torch.tensor(prefix)
+        return ContractInputs(
+            {"input_ids": ids, "frames": frames, "audio_features": mel, "audio_lengths": mel_lengths,
+             "lengths": torch.tensor(list(lengths))},
+            torch.tensor(list(lengths)), {"input_ids": 1}, "lengths",
+        )

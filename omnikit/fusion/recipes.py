@@ -1,0 +1,70 @@
+"""Trainable / frozen parameter selection for the usual omni training recipes.
+
+Parameters fall in four groups, found from the module tree (not from names):
+
+- ``lm``: the language model (a :class:`CausalLM` / Thinker), excluding fusion layers inside it;
+- ``encoders``: media encoders inside adapters;
+- ``adapters``: projectors, resamplers and the ``fusion`` part of every :class:`FusionLayer`
+  (its gated cross-attention and tanh gates);
+- ``other``: anything else (a Talker, ...).
+
+Recipes: ``"full"`` trains everything; ``"freeze_lm"`` freezes the language model only;
+``"adapters"`` trains only adapters (Flamingo / LLaVA stage 1: frozen LM and encoders);
+``"gates"`` trains only the tanh gates of the fusion layers.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from omnikit.fusion.adapters import AudioAdapter, VideoAdapter
+from omnikit.fusion.cross_attention import FusionLayer
+from omnikit.fusion.resampler import LatentResampler
+from omnikit.models.language_model import CausalLM
+from omnikit.utils.checks import check_choice
+
+__all__ = ["RECIPES", "apply_recipe", "parameter_groups"]
+
+RECIPES: dict[str, tuple[str, ...]] = {
+    "full": ("lm", "encoders", "adapters", "other"),
+    "freeze_lm": ("encoders", "adapters", "other"),
+    "adapters": ("adapters",),
+    "gates": (),
+}
+
+
+def parameter_groups(model: nn.Module) -> dict[str, list[str]]:
+    """``{group: [parameter names]}`` for the groups described in the module docstring."""
+    group_of: dict[int, str] = {}
+
+    def mark(module: nn.Module, group: str) -> None:
+        for p in module.parameters():
+            group_of[id(p)] = group
+
+    for module in model.modules():  # outer modules first, inner ones override
+        if isinstance(module, CausalLM):
+            mark(module, "lm")
+        elif isinstance(module, (AudioAdapter, VideoAdapter)):
+            mark(module, "adapters")
+            mark(module.encoder, "encoders")
+        elif isinstance(module, LatentResampler):
+            mark(module, "adapters")
+    for module in model.modules():
+        if isinstance(module, FusionLayer):
+            mark(module.fusion, "adapters")
+    groups: dict[str, list[str]] = {"lm": [], "encoders": [], "adapters": [], "other": []}
+    for name, p in model.named_parameters():
+        groups[group_of.get(id(p), "other")].append(name)
+    return groups
+
+
+def apply_recipe(model: nn.Module, recipe: str) -> list[str]:
+    """Set ``requires_grad`` for ``recipe`` (see :data:`RECIPES`); returns the trainable names."""
+    check_choice(recipe, "recipe", RECIPES)
+    groups = parameter_groups(model)
+    train = {n for g in RECIPES[recipe] for n in groups[g]}
+    if recipe == "gates":
+        train = {n for n in groups["adapters"] if n.endswith(("attn_gate", "ff_gate"))}
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in train)
+    return sorted(train)

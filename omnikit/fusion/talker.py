@@ -1,0 +1,349 @@
+"""The Talker: predicts multi-codebook codec codes, conditioned on the Thinker.
+
+At frame step ``s`` the Talker's input is the sum of the previous frame's code embeddings and
+the Thinker's reply token ``s`` (``text_proj(embedding + hidden state)``; a learned pad vector
+once the reply has no token left). An optional context prefix (the Thinker's prompt states) is
+prepended. Three strategies predict the ``K`` codes of a frame:
+
+- ``"delay"`` (MusicGen): codebook ``k`` is delayed by ``k`` steps and ``K`` heads predict one
+  column of the delayed layout per step (frame ``f`` completes at step ``f + K - 1``);
+- ``"depth"`` (Moshi): a small depth transformer runs over the ``K`` codebooks of each frame,
+  conditioned on the temporal transformer's state;
+- ``"mtp"`` (Qwen3-Omni): the Talker's head predicts codebook 0 and a small code predictor
+  (the depth transformer) the remaining ``K - 1``.
+
+Code ids ``[0, codebook_size)`` are codec codes; ``bos = codebook_size`` starts (and pads) a
+sequence, ``eos = codebook_size + 1`` on codebook 0 ends the speech.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from omnikit.fusion.codes import delay_codes, undelay_codes
+from omnikit.fusion.sampling import GREEDY, Sampling, sample_next
+from omnikit.layers.decoder import Decoder, DecoderConfig
+from omnikit.layers.masks import lengths_to_mask
+from omnikit.moe import MoE, MoEConfig
+from omnikit.streaming import StreamingContainer, streaming
+from omnikit.testing.contract import ContractInputs
+from omnikit.utils.checks import check_choice, check_positive, check_tensor
+
+__all__ = ["STRATEGIES", "CodePredictor", "Talker", "TalkerConfig", "codebook_loss", "per_codebook_loss"]
+
+STRATEGIES = ("delay", "depth", "mtp")
+
+
+@dataclass
+class TalkerConfig:
+    """Hyper-parameters of a :class:`Talker`.
+
+    Attributes:
+        dim, depth, num_heads, num_kv_heads, head_dim, mlp_hidden: the temporal decoder.
+        thinker_dim: width of the Thinker states it is conditioned on.
+        num_codebooks, codebook_size: the codec's code layout.
+        strategy: ``"delay"``, ``"depth"`` or ``"mtp"``.
+        predictor_dim, predictor_depth, predictor_heads, predictor_kv_heads, predictor_head_dim,
+            predictor_mlp_hidden: the code predictor (depth / mtp).
+        num_experts, top_k, expert_hidden, shared_hidden: MoE feed-forward layers in the temporal
+            decoder (Qwen3-Omni's Talker; 0 experts: dense), shared expert sigmoid-gated.
+        embed_in_thinker_space: code embeddings have the Thinker's width and are added to the
+            reply states before ``text_proj`` (Qwen2.5-Omni) instead of after it.
+        rope_base: rotary base of the temporal decoder.
+    """
+
+    dim: int
+    depth: int
+    num_heads: int
+    thinker_dim: int
+    num_codebooks: int = 4
+    codebook_size: int = 64
+    strategy: str = "delay"
+    num_kv_heads: int | None = None
+    head_dim: int | None = None
+    mlp_hidden: int | None = None
+    predictor_dim: int = 64
+    predictor_depth: int = 1
+    predictor_heads: int = 4
+    predictor_kv_heads: int | None = None
+    predictor_head_dim: int | None = None
+    predictor_mlp_hidden: int | None = None
+    num_experts: int = 0
+    top_k: int = 2
+    expert_hidden: int = 0
+    shared_hidden: int = 0
+    embed_in_thinker_space: bool = False
+    rope_base: float = 10000.0
+
+    @property
+    def vocab(self) -> int:
+        """Ids per codebook: the codes plus ``bos`` and ``eos``."""
+        return self.codebook_size + 2
+
+
+def codebook_loss(logits: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy per codebook, then averaged: ``logits (B, F, K, V)``, ``codes (B, K, F)``,
+    ``mask (B, F)`` bool (valid frames). Returns ``()``; :func:`per_codebook_loss` keeps the ``K``."""
+    return per_codebook_loss(logits, codes, mask).mean()
+
+
+def per_codebook_loss(logits: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``(K,)`` cross-entropy of each codebook over the valid frames."""
+    check_tensor(logits, "logits", ndim=4, floating=True)
+    batch, frames, k, _ = logits.shape
+    check_tensor(codes, "codes", shape=(batch, k, frames), floating=False)
+    loss = F.cross_entropy(logits.float().permute(0, 3, 2, 1), codes, reduction="none")  # (B, K, F)
+    if mask is None:
+        return loss.mean(dim=(0, 2))
+    weights = mask[:, None, :].to(loss.dtype)
+    return (loss * weights).sum(dim=(0, 2)) / weights.sum(dim=(0, 2)).clamp_min(1)
+
+
+class CodePredictor(nn.Module):
+    """A small causal transformer over the ``K`` codebooks of one frame (Moshi's depth transformer).
+
+    Position ``k`` reads ``context_proj(h) + embed_{k-1}(code_{k-1})`` (position 0: the context
+    alone) and predicts code ``k`` for ``k >= first`` (``first=1`` when code 0 comes from the
+    Talker, as in Qwen3-Omni's MTP). ``forward(h (N, D_in), codes (N, K)) -> logits (N, K - first, V)``
+    with teacher forcing; :meth:`sample` decodes autoregressively.
+    """
+
+    def __init__(self, in_dim: int, config: TalkerConfig, *, first: int = 0) -> None:
+        super().__init__()
+        k, d = config.num_codebooks, config.predictor_dim
+        self.num_codebooks, self.first = k, first
+        self.context_proj = nn.Linear(in_dim, d)
+        self.embed = nn.ModuleList(nn.Embedding(config.vocab, d) for _ in range(k - 1))
+        self.decoder = Decoder(DecoderConfig(
+            dim=d, depth=config.predictor_depth, num_heads=config.predictor_heads,
+            num_kv_heads=config.predictor_kv_heads, head_dim=config.predictor_head_dim,
+            mlp_hidden=config.predictor_mlp_hidden, rope_base=10000.0, qk_norm=True,
+        ))
+        self.heads = nn.ModuleList(nn.Linear(d, config.vocab, bias=False) for _ in range(first, k))
+
+    def _inputs(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        ctx = self.context_proj(h)[:, None]  # (N, 1, d)
+        shifted = [torch.zeros_like(ctx[:, 0])] + [self.embed[i](codes[:, i]) for i in range(codes.shape[1] - 1)]
+        return ctx + torch.stack(shifted, dim=1)
+
+    def forward(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, K - first, V)`` of codebooks ``first ..``."""
+        x = self.decoder(self._inputs(h, codes))
+        return torch.stack([head(x[:, self.first + i]) for i, head in enumerate(self.heads)], dim=1)
+
+    def sample(
+        self, h: torch.Tensor, first: torch.Tensor | None, pick: Callable[[int, torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """Codes ``(N, K)`` of one frame, codebook by codebook; ``pick(k, logits (N, V)) -> (N,)``
+        chooses code ``k``. ``first (N,)`` fixes code 0 (mtp) instead of predicting it."""
+        codes = torch.zeros(h.shape[0], self.num_codebooks, dtype=torch.long, device=h.device)
+        if first is not None:
+            codes[:, 0] = first
+        for k in range(self.first, self.num_codebooks):
+            x = self.decoder(self._inputs(h, codes[:, : k + 1]))
+            codes[:, k] = pick(k, self.heads[k - self.first](x[:, k]))
+        return codes
+
+
+class Talker(StreamingContainer, nn.Module):
+    """``codes (B, K, F)`` + Thinker reply states ``text (B, N, thinker_dim)`` -> logits ``(B, F, K, vocab)``.
+
+    Teacher forcing: the logits at frame ``f`` are predicted from frames ``< f`` (and codes
+    ``< k`` of frame ``f`` for depth / mtp). ``lengths (B,)``: valid frames (and reply tokens
+    beyond them are ignored).
+    """
+
+    supports_streaming = False
+
+    def __init__(self, config: TalkerConfig) -> None:
+        super().__init__()
+        check_choice(config.strategy, "strategy", STRATEGIES)
+        check_positive(config.num_codebooks, "num_codebooks")
+        self.config = config
+        self.bos, self.eos = config.codebook_size, config.codebook_size + 1
+        moe = None
+        if config.num_experts:
+            moe_config = MoEConfig(
+                dim=config.dim, num_experts=config.num_experts, top_k=config.top_k, expert_hidden=config.expert_hidden,
+                shared_hidden=config.shared_hidden, shared_gate=bool(config.shared_hidden),
+            )
+            moe = lambda _: MoE(moe_config)
+        self.decoder = Decoder(DecoderConfig(
+            dim=config.dim, depth=config.depth, num_heads=config.num_heads, num_kv_heads=config.num_kv_heads,
+            head_dim=config.head_dim, mlp_hidden=config.mlp_hidden, rope_base=config.rope_base, qk_norm=True,
+        ), moe)
+        width = config.thinker_dim if config.embed_in_thinker_space else config.dim
+        self.code_embed = nn.ModuleList(nn.Embedding(config.vocab, width) for _ in range(config.num_codebooks))
+        self.text_proj = nn.Linear(config.thinker_dim, config.dim)
+        self.text_pad = nn.Parameter(torch.zeros(config.thinker_dim))
+        k, v = config.num_codebooks, config.vocab
+        heads = {"delay": k, "depth": 0, "mtp": 1}[config.strategy]
+        self.heads = nn.Linear(config.dim, heads * v, bias=False) if heads else None
+        first = 1 if config.strategy == "mtp" else 0
+        self.predictor = CodePredictor(config.dim, config, first=first) if config.strategy != "delay" else None
+
+    @property
+    def output_dim(self) -> int:
+        return self.config.vocab
+
+    @property
+    def delay(self) -> int:
+        """Steps between a frame's first code and its completion (``K - 1`` for delay, else 0)."""
+        return self.config.num_codebooks - 1 if self.config.strategy == "delay" else 0
+
+    def _reply_states(self, text: torch.Tensor, steps: int, lengths: torch.Tensor | None) -> torch.Tensor:
+        """``(B, steps, thinker_dim)``: the reply state of each step, the pad vector past each reply's end."""
+        batch, n, _ = text.shape
+        take = min(n, steps)
+        states = self.text_pad.to(text.dtype).expand(batch, steps, -1).clone()
+        valid = torch.ones(batch, take, dtype=torch.bool, device=text.device)
+        if lengths is not None:
+            valid = lengths_to_mask(lengths.to(text.device), take)
+        states[:, :take] = torch.where(valid[..., None], text[:, :take], states[:, :take])
+        return states
+
+    def _step_inputs(self, previous_codes: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """Decoder inputs ``(B, S, dim)`` from the previous codes ``(B, K, S)`` and reply states."""
+        codes = self._embed_codes(previous_codes)
+        if self.config.embed_in_thinker_space:
+            return self.text_proj(codes + states)
+        return codes + self.text_proj(states)
+
+    def _embed_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """``(B, K, S)`` -> ``(B, S, dim)``: the sum of the codebooks' embeddings."""
+        return sum(emb(codes[:, k]) for k, emb in enumerate(self.code_embed))
+
+    def forward(
+        self,
+        codes: torch.Tensor,
+        text: torch.Tensor,
+        *,
+        context: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Args:
+        codes: ``(B, K, F)`` target codes in ``[0, vocab)``.
+        text: ``(B, N, thinker_dim)`` Thinker reply states (embedding + hidden state per token).
+        context: ``(B, P, thinker_dim)`` optional prompt states prepended as a prefix.
+        lengths: ``(B,)`` valid frames; codes and reply tokens past them are replaced by padding.
+        """
+        cfg = self.config
+        check_tensor(codes, "codes", shape=("B", cfg.num_codebooks, "F"), floating=False)
+        check_tensor(text, "text", shape=(codes.shape[0], "N", cfg.thinker_dim), floating=True)
+        batch, k, frames = codes.shape
+        if lengths is not None:
+            codes = torch.where(lengths_to_mask(lengths.to(codes.device), frames)[:, None], codes, self.bos)
+        layout = delay_codes(codes, self.bos) if cfg.strategy == "delay" else codes
+        steps = layout.shape[2]
+        previous = torch.cat((layout.new_full((batch, k, 1), self.bos), layout[:, :, :-1]), dim=2)
+        x = self._step_inputs(previous, self._reply_states(text, steps, lengths))
+        prefix = 0
+        if context is not None:
+            check_tensor(context, "context", shape=(batch, "P", cfg.thinker_dim), floating=True)
+            prefix = context.shape[1]
+            x = torch.cat((self.text_proj(context), x), dim=1)
+        h = self.decoder(x)[:, prefix:]  # (B, steps, dim)
+        if cfg.strategy == "delay":
+            logits = self.heads(h).view(batch, steps, k, cfg.vocab).permute(0, 2, 1, 3)
+            return undelay_codes(logits).transpose(1, 2)  # (B, F, K, V)
+        logits = self.predictor(h.flatten(0, 1), codes.transpose(1, 2).flatten(0, 1)).view(batch, frames, -1, cfg.vocab)
+        if cfg.strategy == "mtp":
+            logits = torch.cat((self.heads(h)[:, :, None], logits), dim=2)
+        return logits
+
+    @torch.no_grad()
+    def stream_codes(
+        self,
+        text_steps: Iterator[torch.Tensor],
+        *,
+        batch_size: int,
+        context: torch.Tensor | None = None,
+        max_frames: int = 200,
+        min_frames: int = 0,
+        frames_per_token: int = 1,
+        sampling: Sampling = GREEDY,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """Yield each complete frame's codes ``(B, K)`` as soon as it is decided.
+
+        ``text_steps`` yields the Thinker's reply states ``(B, thinker_dim)`` one token at a time
+        (while the Thinker is still generating); each token conditions ``frames_per_token``
+        steps, after which the pad vector is used. Stops at ``eos`` on codebook 0 (all items; never
+        before ``min_frames`` frames) or after ``max_frames`` frames; an item that has ended yields
+        zeros.
+        """
+        cfg = self.config
+        k = cfg.num_codebooks
+        device = self.text_pad.device
+        column = torch.full((batch_size, k), self.bos, dtype=torch.long, device=device)
+        history: list[torch.Tensor] = []  # sampled delayed columns (delay strategy)
+        done = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        pending: torch.Tensor | None = None
+        text_iter = iter(text_steps)
+        emitted = 0
+        with streaming(self.decoder, batch_size):
+            if context is not None:
+                self.decoder(self.text_proj(context))
+            step = 0
+            while emitted < max_frames:
+                if step % frames_per_token == 0:
+                    pending = next(text_iter, None)
+                state = self.text_pad.expand(batch_size, -1) if pending is None else pending
+                x = self._step_inputs(column[:, :, None], state[:, None])
+                h = self.decoder(x)[:, 0]
+                column = self._next_column(h, step, step >= min_frames, sampling, generator)
+                step += 1
+                if cfg.strategy == "delay":
+                    history.append(column)
+                    if len(history) < k:
+                        continue
+                    frame = undelay_codes(torch.stack(history[-k:], dim=2))[:, :, 0]
+                else:
+                    frame = column
+                done = done | (frame[:, 0] == self.eos)
+                if bool(done.all()):
+                    return
+                yield frame.masked_fill(done[:, None], 0)
+                emitted += 1
+
+    def _restrict(self, logits: torch.Tensor, allow_eos: bool) -> torch.Tensor:
+        """Logits over ``[0, vocab)`` that can never pick ``bos`` (nor ``eos`` unless allowed)."""
+        logits = logits.clone()
+        logits[:, self.bos] = float("-inf")
+        if not allow_eos:
+            logits[:, self.eos] = float("-inf")
+        return logits
+
+    def _next_column(
+        self, h: torch.Tensor, step: int, eos_ok: bool, sampling: Sampling, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """Sample the next input column ``(B, K)``: a delayed column (delay) or the frame's codes."""
+        cfg = self.config
+        k = cfg.num_codebooks
+        if cfg.strategy == "delay":
+            logits = self.heads(h).view(-1, k, cfg.vocab)
+            column = torch.stack([
+                sample_next(self._restrict(logits[:, i], eos_ok and i == 0), sampling, generator=generator)
+                for i in range(k)
+            ], dim=1)
+            # codebook i holds frame step - i: before it starts it is padding, as in delay_codes
+            return torch.where(torch.arange(k, device=h.device) > step, self.bos, column)
+        first = None
+        if cfg.strategy == "mtp":
+            first = sample_next(self._restrict(self.heads(h), eos_ok), sampling, generator=generator)
+        return self.predictor.sample(h, first, lambda i, lg: sample_next(
+            self._restrict(lg, eos_ok and i == 0), sampling, generator=generator))
+
+    def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
+        g = torch.Generator().manual_seed(seed)
+        cfg = self.config
+        batch, frames = len(lengths), max(lengths)
+        codes = torch.randint(0, cfg.codebook_size, (batch, cfg.num_codebooks, frames), generator=g)
+        text = torch.randn(batch, frames, cfg.thinker_dim, generator=g)
+        return ContractInputs({"codes": codes, "text": text, "lengths": torch.tensor(list(lengths))},
+                              torch.tensor(list(lengths)), {"codes": 2, "text": 1}, "lengths")

@@ -1,0 +1,240 @@
+"""The cross-attention omni model: a text decoder that reads resampled media through gated cross-attention.
+
+Media never enters the token sequence. Each media item is marked in the text by one marker
+token (``media_tokens.video`` / ``.audio``); its encoder tokens are resampled to a fixed number
+of latents, and every ``every``-th decoder block is wrapped in a :class:`FusionLayer` whose
+zero-initialised gates make the model equal to its text-only decoder at initialisation.
+
+Item ``k`` of a modality is the ``k``-th marker of that modality, counted row by row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from omnikit.fusion.adapters import AudioAdapter, VideoAdapter
+from omnikit.fusion.cross_attention import FusionLayer, GatedCrossAttentionBlock, media_attention_mask
+from omnikit.fusion.modality import MediaTokens
+from omnikit.fusion.resampler import LatentResampler
+from omnikit.layers.masks import lengths_to_mask
+from omnikit.models.language_model import CausalLM
+from omnikit.streaming import StreamingContainer, StreamingModule, StreamingState
+from omnikit.testing.contract import ContractInputs
+from omnikit.utils.checks import OmnikitValueError, check_lengths, check_positive, check_tensor
+
+__all__ = ["CrossAttentionOmni"]
+
+
+@dataclass
+class _MarkerState(StreamingState):
+    """What the stream has seen: every marker ``(modality, absolute position)`` per row, the
+    number of positions, and which of them were valid (``(B, length)`` bool, None: all)."""
+
+    batch_size: int
+    offsets: list[list[tuple[str, int]]] | None = None
+    length: int = 0
+    valid: torch.Tensor | None = None
+
+
+class _MarkerTracker(StreamingModule[_MarkerState]):
+    """Finds media markers in ``input_ids``, remembering earlier chunks while streaming."""
+
+    def __init__(self, media_tokens: MediaTokens) -> None:
+        super().__init__()
+        self.media_tokens = media_tokens
+
+    def init_streaming_state(self, batch_size: int) -> _MarkerState:
+        return _MarkerState(batch_size, [[] for _ in range(batch_size)])
+
+    def forward(
+        self, input_ids: torch.Tensor, valid: torch.Tensor | None
+    ) -> tuple[list[list[tuple[str, int]]], int, torch.Tensor | None]:
+        """Per row, ``(modality, absolute position)`` of every valid marker so far; the chunk's start;
+        and the key padding mask over all positions so far (``valid``: this chunk's, ``(B, T)``)."""
+        state = self.streaming_state
+        start = 0 if state is None else state.length
+        found: list[list[tuple[str, int]]] = [[] for _ in range(input_ids.shape[0])]
+        for modality, token in self.media_tokens.as_dict().items():
+            hits = input_ids == token
+            if valid is not None:
+                hits = hits & valid
+            for b, t in hits.nonzero().tolist():
+                found[b].append((modality, start + t))
+        if state is None:
+            return [sorted(row, key=lambda m: m[1]) for row in found], start, valid
+        state.check_batch(input_ids.shape[0], "input_ids")
+        for b, row in enumerate(found):
+            state.offsets[b] = sorted(state.offsets[b] + row, key=lambda m: m[1])
+        if valid is not None or state.valid is not None:
+            past = state.valid if state.valid is not None else input_ids.new_ones(input_ids.shape[0], start, dtype=bool)
+            now = valid if valid is not None else torch.ones_like(input_ids, dtype=torch.bool)
+            state.valid = torch.cat((past, now), dim=1)
+        state.length += input_ids.shape[1]
+        return state.offsets, start, state.valid
+
+
+class CrossAttentionOmni(StreamingContainer, nn.Module):
+    """Text decoder + gated cross-attention to resampled video and audio.
+
+    Args:
+        lm: the text-only language model; its blocks ``every - 1, 2 * every - 1, ...`` get wrapped.
+        media_tokens: the marker token of each media modality.
+        video, audio: adapters producing media tokens of width ``media_dim``.
+        media_dim: width of the media tokens and of the resampler.
+        every: wrap one block in every ``every``.
+        num_latents: resampler latents per media item.
+        only_latest: text sees only the latest media item before it (Flamingo) instead of all.
+
+    ``forward(input_ids (B, T), *, frames (N_v, F, C, H, W), audio_features (N_a, n_mels, L),
+    audio_lengths (N_a,), lengths (B,))`` -> logits ``(B, T, vocab)``; ``lengths``: valid tokens of
+    this call (right padding; of this chunk when streaming, earlier chunks' padding is remembered).
+    """
+
+    supports_streaming = True
+    stream_chunk = 3
+
+    def __init__(
+        self,
+        lm: CausalLM,
+        *,
+        media_tokens: MediaTokens,
+        video: VideoAdapter | None = None,
+        audio: AudioAdapter | None = None,
+        media_dim: int,
+        every: int = 2,
+        num_latents: int = 8,
+        num_heads: int | None = None,
+        only_latest: bool = False,
+    ) -> None:
+        super().__init__()
+        check_positive(every, "every")
+        self.lm, self.video, self.audio = lm, video, audio
+        self.num_latents, self.only_latest = num_latents, only_latest
+        self.markers = _MarkerTracker(media_tokens)
+        heads = num_heads or lm.config.num_heads
+        self.resampler = LatentResampler(media_dim, num_latents=num_latents, num_heads=heads)
+        blocks = lm.decoder.blocks
+        for i in range(every - 1, len(blocks), every):
+            blocks[i] = FusionLayer(blocks[i], GatedCrossAttentionBlock(lm.config.dim, media_dim, heads))
+
+    @property
+    def output_dim(self) -> int:
+        return self.lm.config.vocab_size
+
+    def encode_media(
+        self, frames: torch.Tensor | None, audio_features: torch.Tensor | None, audio_lengths: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        """``{modality: (items, num_latents, media_dim)}`` resampled latents of every item."""
+        latents: dict[str, torch.Tensor] = {}
+        if frames is not None:
+            if self.video is None:
+                raise OmnikitValueError("`frames` given but this model has no video adapter")
+            adapted = self.video(frames)
+            latents["video"] = self.resampler(adapted.tokens.view(frames.shape[0], -1, adapted.tokens.shape[-1]))
+        if audio_features is not None:
+            if self.audio is None:
+                raise OmnikitValueError("`audio_features` given but this model has no audio adapter")
+            adapted = self.audio(audio_features, audio_lengths)
+            counts = torch.tensor(adapted.items)
+            padded = torch.nn.utils.rnn.pad_sequence(list(adapted.tokens.split(adapted.items)), batch_first=True)
+            latents["audio"] = self.resampler(padded, lengths_to_mask(counts, padded.shape[1]).to(padded.device))
+        return latents
+
+    def _gather(self, latents: dict[str, torch.Tensor], markers: list[list[tuple[str, int]]], device, complete: bool):
+        """Per row, the latents of its items in marker order ``(B, I * R, D)`` and offsets ``(B, I)``.
+
+        ``complete``: every item must have its marker (offline); a stream may not have reached some yet.
+        """
+        used = dict.fromkeys(latents, 0)
+        rows, offsets = [], []
+        for row in markers:
+            items, where = [], []
+            for modality, position in row:
+                if modality not in latents:
+                    raise OmnikitValueError(f"`input_ids` has a {modality} marker but no {modality} input was given")
+                if used[modality] >= latents[modality].shape[0]:
+                    raise OmnikitValueError(
+                        f"{modality}: `input_ids` holds more {modality} markers than the "
+                        f"{latents[modality].shape[0]} {modality} item(s) given"
+                    )
+                items.append(latents[modality][used[modality]])
+                where.append(position)
+                used[modality] += 1
+            rows.append(items)
+            offsets.append(where)
+        for modality, count in used.items():
+            if count != latents[modality].shape[0] and complete:
+                raise OmnikitValueError(
+                    f"{modality}: {latents[modality].shape[0]} {modality} item(s) given but `input_ids` holds "
+                    f"{count} {modality} marker(s)"
+                )
+        width = max((len(r) for r in rows), default=0)
+        if width == 0:
+            return None, None
+        sample = next(t for r in rows for t in r)
+        media = sample.new_zeros(len(rows), width, *sample.shape)
+        table = torch.full((len(rows), width), -1, dtype=torch.long)
+        for b, (items, where) in enumerate(zip(rows, offsets)):
+            if items:
+                media[b, : len(items)] = torch.stack(items)
+                table[b, : len(where)] = torch.tensor(where)
+        return media.flatten(1, 2), table.to(device)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        frames: torch.Tensor | None = None,
+        audio_features: torch.Tensor | None = None,
+        audio_lengths: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
+        return_hidden: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        check_tensor(input_ids, "input_ids", ndim=2, floating=False)
+        decoder = self.lm.decoder
+        chunk_valid = None
+        if lengths is not None:  # valid tokens of this call (of this chunk when streaming)
+            lengths = check_lengths(lengths, "lengths", batch=input_ids.shape[0], max_len=input_ids.shape[1])
+            chunk_valid = lengths_to_mask(lengths.to(input_ids.device), input_ids.shape[1])
+        markers, start, valid = self.markers(input_ids, chunk_valid)
+        media, offsets = self._gather(self.encode_media(frames, audio_features, audio_lengths), markers,
+                                      input_ids.device, complete=self.markers.streaming_state is None)
+        media_mask = None
+        if media is not None:
+            query = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
+            media_mask = media_attention_mask(offsets, query, self.num_latents, only_latest=self.only_latest)
+        x = self.lm.embed(input_ids)
+        rope = decoder.rotary(torch.arange(start, start + input_ids.shape[1], device=input_ids.device))
+        for block in decoder.blocks:
+            kwargs = {"rope": rope, "key_padding_mask": valid}
+            if isinstance(block, FusionLayer):
+                kwargs.update(media=media, media_mask=media_mask)
+            if decoder.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False, **kwargs)
+            else:
+                x = block(x, **kwargs)
+        hidden = decoder.norm(x)
+        logits = self.lm.lm_head(hidden)
+        return (logits, hidden) if return_hidden else logits
+
+    def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
+        """Per item: a video marker, text, an audio marker at position 4, text (right padded)."""
+        g = torch.Generator().manual_seed(seed)
+        batch = len(lengths)
+        enc = self.video.encoder
+        frames = torch.randn(batch, enc.tubelet, enc.in_channels, 2 * enc.patch, 2 * enc.patch, generator=g)
+        mel = torch.randn(batch, self.audio.encoder.config.n_mels, 8, generator=g)
+        tokens = self.markers.media_tokens
+        ids = torch.randint(max(tokens.as_dict().values()) + 1, self.lm.config.vocab_size, (batch, max(lengths)),
+                            generator=g)
+        ids[:, 0], ids[:, 4] = tokens.video, tokens.audio
+        return ContractInputs(
+            {"input_ids": ids, "frames": frames, "audio_features": mel, "audio_lengths": torch.full((batch,), 8),
+             "lengths": torch.tensor(list(lengths))},
+            torch.tensor(list(lengths)), {"input_ids": 1}, "lengths",
+        )
