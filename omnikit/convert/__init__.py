@@ -25,6 +25,7 @@ _CONVERTER_MODULES: dict[str, str] = {
     "Qwen3OmniMoeAudioEncoder": "omnikit.convert.qwen2_5_omni_audio",
     "Qwen3MoeSparseMoeBlock": "omnikit.convert.qwen_moe",
     "Qwen2MoeSparseMoeBlock": "omnikit.convert.qwen_moe",
+    "Qwen3OmniMoeTalkerTextSparseMoeBlock": "omnikit.convert.qwen_moe",
 }
 _CONVERTERS: dict[str, Callable[[Any], nn.Module]] = {}
 

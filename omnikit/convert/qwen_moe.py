@@ -47,6 +47,7 @@ def convert_qwen3_moe_block(hf_block: nn.Module) -> MoE:
 
 
 @converter("Qwen2MoeSparseMoeBlock")
+@converter("Qwen3OmniMoeTalkerTextSparseMoeBlock")
 def convert_qwen2_moe_block(hf_block: nn.Module) -> MoE:
     """A :class:`MoE` equal to a Qwen2-MoE block: Qwen3-style routed experts plus a shared SwiGLU
     expert scaled by ``sigmoid(shared_expert_gate(x))``."""

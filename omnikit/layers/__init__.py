@@ -5,7 +5,12 @@ from omnikit.layers.attention_backends import BACKENDS, flash_attn_available, sc
 from omnikit.layers.conv import CausalConv1d
 from omnikit.layers.decoder import Decoder, DecoderBlock, DecoderConfig, default_mlp_hidden
 from omnikit.layers.kv_cache import KVCache
-from omnikit.layers.masks import build_attention_mask, lengths_to_mask, segment_ids_from_cu_seqlens
+from omnikit.layers.masks import (
+    build_attention_mask,
+    lengths_to_mask,
+    positions_from_cu_seqlens,
+    segment_ids_from_cu_seqlens,
+)
 from omnikit.layers.mlp import GeluMLP, SwiGLU, build_mlp
 from omnikit.layers.norm import LayerNorm, RMSNorm, build_norm
 from omnikit.layers.rotary import RotaryEmbedding, apply_rotary
@@ -30,6 +35,7 @@ __all__ = [
     "default_mlp_hidden",
     "flash_attn_available",
     "lengths_to_mask",
+    "positions_from_cu_seqlens",
     "scaled_dot_product",
     "segment_ids_from_cu_seqlens",
 ]

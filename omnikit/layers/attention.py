@@ -28,6 +28,8 @@ class Attention(StreamingModule[KVCache]):
         out_bias: bias on the output projection.
         causal: default causality of ``forward`` (overridable per call).
         sliding_window: each query sees at most this many most recent keys (itself included).
+        chunk_size: chunked attention (Llama 4): each query sees only keys in its own block of
+            ``chunk_size`` positions.
         backend: one of ``"sdpa"``, ``"flash"``, ``"flex"``, ``"eager"``, ``"auto"``.
         dropout: attention-probability dropout in training.
 
@@ -50,6 +52,7 @@ class Attention(StreamingModule[KVCache]):
         out_bias: bool = False,
         causal: bool = False,
         sliding_window: int | None = None,
+        chunk_size: int | None = None,
         backend: str = "sdpa",
         dropout: float = 0.0,
     ) -> None:
@@ -72,6 +75,9 @@ class Attention(StreamingModule[KVCache]):
         check_choice(backend, "backend", BACKENDS)
         if sliding_window is not None:
             check_positive(sliding_window, "sliding_window")
+        if chunk_size is not None:
+            check_positive(chunk_size, "chunk_size")
+        self.chunk_size = chunk_size
         self.dim, self.num_heads, self.num_kv_heads, self.head_dim = dim, num_heads, num_kv_heads, head_dim
         self.causal, self.sliding_window, self.backend, self.dropout = causal, sliding_window, backend, dropout
         self.qkv = nn.Linear(dim, (num_heads + 2 * num_kv_heads) * head_dim, bias=qkv_bias)
@@ -143,6 +149,7 @@ class Attention(StreamingModule[KVCache]):
             causal=causal,
             q_offset=q_offset,
             sliding_window=self.sliding_window,
+            chunk_size=self.chunk_size,
             key_padding_mask=key_padding_mask,
             cu_seqlens=cu_seqlens,
             attention_mask=attention_mask,
@@ -153,5 +160,5 @@ class Attention(StreamingModule[KVCache]):
     def extra_repr(self) -> str:
         return (
             f"heads={self.num_heads}, kv_heads={self.num_kv_heads}, head_dim={self.head_dim}, causal={self.causal}, "
-            f"window={self.sliding_window}, backend={self.backend!r}"
+            f"window={self.sliding_window}, chunk={self.chunk_size}, backend={self.backend!r}"
         )

@@ -25,7 +25,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from omnikit.layers.masks import build_attention_mask, segment_ids_from_cu_seqlens
+from omnikit.layers.masks import build_attention_mask, positions_in_segments, segment_ids_from_cu_seqlens
 from omnikit.utils.checks import OmnikitValueError, check_choice
 
 __all__ = ["BACKENDS", "flash_attn_available", "scaled_dot_product"]
@@ -87,10 +87,12 @@ def _masked_softmax_attention(q, k, v, mask, scale, dropout_p, *, eager: bool) -
     return out if row_visible is None else out * row_visible
 
 
-def _flex(q, k, v, *, scale, q_offset, causal, sliding_window, key_padding_mask, segment_ids, attention_mask):
+def _flex(q, k, v, *, scale, q_offset, causal, sliding_window, chunk_size, key_padding_mask, segment_ids,
+          attention_mask):
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
     seg = None if segment_ids is None else (segment_ids if segment_ids.ndim == 2 else segment_ids[None])
+    local = None if seg is None or chunk_size is None else positions_in_segments(seg)
 
     def mask_mod(b, h, q_idx, kv_idx):
         q_pos = q_idx + q_offset
@@ -99,6 +101,11 @@ def _flex(q, k, v, *, scale, q_offset, causal, sliding_window, key_padding_mask,
             ok = ok & (kv_idx <= q_pos)
         if sliding_window is not None:
             ok = ok & (kv_idx > q_pos - sliding_window)
+        if local is not None:  # chunks restart with every packed sequence
+            sb = b if local.shape[0] > 1 else 0
+            ok = ok & (local[sb, kv_idx] // chunk_size == local[sb, q_idx] // chunk_size)
+        elif chunk_size is not None:
+            ok = ok & (kv_idx // chunk_size == q_pos // chunk_size)
         if key_padding_mask is not None:
             ok = ok & key_padding_mask[b, kv_idx]
         if seg is not None:
@@ -144,6 +151,7 @@ def scaled_dot_product(
     causal: bool = False,
     q_offset: int = 0,
     sliding_window: int | None = None,
+    chunk_size: int | None = None,
     key_padding_mask: torch.Tensor | None = None,
     cu_seqlens: torch.Tensor | None = None,
     attention_mask: torch.Tensor | None = None,
@@ -154,6 +162,8 @@ def scaled_dot_product(
 
     Args:
         q_offset: absolute position of the first query (the KV-cache length when decoding).
+        chunk_size: chunked attention: a query sees only keys in its own block of ``chunk_size``
+            positions (Llama 4); not served by ``"flash"``.
         cu_seqlens: ``(N+1,)`` cumulative lengths of sequences packed along T (batch must be 1).
     """
     check_choice(backend, "backend", BACKENDS)
@@ -165,22 +175,25 @@ def scaled_dot_product(
         if q.shape[0] != 1:
             raise OmnikitValueError(f"packed sequences (`cu_seqlens`) expect batch 1 but got {q.shape[0]}")
         segment_ids = segment_ids_from_cu_seqlens(cu_seqlens, k.shape[2])
+    flash_ok = chunk_size is None and _flash_can_serve(q, key_padding_mask, attention_mask, None)
     if backend == "auto":
-        backend = "flash" if _flash_can_serve(q, key_padding_mask, attention_mask, None) else "sdpa"
+        backend = "flash" if flash_ok else "sdpa"
     if backend == "flash":
-        if not _flash_can_serve(q, key_padding_mask, attention_mask, None):
+        if not flash_ok:
             raise OmnikitValueError(
                 "backend='flash' needs the flash_attn package, a CUDA device, fp16/bf16 inputs and no "
-                "key_padding_mask/attention_mask (use cu_seqlens for padding-free batches)"
+                "key_padding_mask/attention_mask/chunk_size (use cu_seqlens for padding-free batches)"
             )
         max_seqlen = None if cu_seqlens is None else int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
         return _flash(q, k, v, scale=scale, causal=causal, sliding_window=sliding_window,
                       cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, dropout_p=dropout_p)
     if backend == "flex":
         return _flex(q, k, v, scale=scale, q_offset=q_offset, causal=causal, sliding_window=sliding_window,
-                     key_padding_mask=key_padding_mask, segment_ids=segment_ids, attention_mask=attention_mask)
+                     chunk_size=chunk_size, key_padding_mask=key_padding_mask, segment_ids=segment_ids,
+                     attention_mask=attention_mask)
     plain_causal = causal and q_offset == 0 and q.shape[2] == k.shape[2]
-    simple = sliding_window is None and key_padding_mask is None and segment_ids is None and attention_mask is None
+    simple = (sliding_window is None and chunk_size is None and key_padding_mask is None and segment_ids is None
+              and attention_mask is None)
     if simple and backend == "sdpa" and (plain_causal or (not causal) or q.shape[2] == 1):
         # fast paths: built-in causal, no mask at all, or one decoding step that sees every cached key
         return F.scaled_dot_product_attention(
@@ -188,6 +201,7 @@ def scaled_dot_product(
         )
     mask = build_attention_mask(
         q_len=q.shape[2], kv_len=k.shape[2], q_offset=q_offset, causal=causal, sliding_window=sliding_window,
-        key_padding_mask=key_padding_mask, segment_ids=segment_ids, attention_mask=attention_mask, device=q.device,
+        chunk_size=chunk_size, key_padding_mask=key_padding_mask, segment_ids=segment_ids,
+        attention_mask=attention_mask, device=q.device,
     )
     return _masked_softmax_attention(q, k, v, mask, scale, dropout_p, eager=backend == "eager")

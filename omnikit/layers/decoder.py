@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from omnikit.layers.attention import Attention
+from omnikit.layers.masks import positions_from_cu_seqlens
 from omnikit.layers.mlp import build_mlp
 from omnikit.layers.norm import build_norm
 from omnikit.layers.rotary import RotaryEmbedding
@@ -48,6 +50,7 @@ class DecoderConfig:
     mrope_sections: tuple[int, int, int] | None = None
     mrope_interleaved: bool = False
     sliding_window: int | None = None
+    attention_chunk: int | None = None
     backend: str = "sdpa"
     vocab_size: int | None = None
     tie_embeddings: bool = False
@@ -73,6 +76,7 @@ class DecoderBlock(nn.Module):
         mrope_sections: ``(t, h, w)`` frequency counts to make the block's rotary M-RoPE.
         mrope_interleaved: interleaved (Qwen3-Omni) instead of contiguous M-RoPE split.
         sliding_window: attend to at most this many most recent positions.
+        attention_chunk: chunked attention: attend only within blocks of this many positions.
         backend: attention kernel (see :func:`scaled_dot_product`).
         rotary: a shared :class:`RotaryEmbedding`; by default the block owns a 1-D one
             (``rope_base``) or an M-RoPE one (``mrope_sections``). ``use_rope=False`` disables rotary.
@@ -99,13 +103,15 @@ class DecoderBlock(nn.Module):
         rotary: RotaryEmbedding | None = None,
         use_rope: bool = True,
         sliding_window: int | None = None,
+        attention_chunk: int | None = None,
         backend: str = "sdpa",
         causal: bool = True,
     ) -> None:
         super().__init__()
         self.attn = Attention(
             dim, num_heads, num_kv_heads, head_dim, qk_norm=qk_norm, norm_eps=norm_eps, qkv_bias=qkv_bias,
-            out_bias=out_bias, causal=causal, sliding_window=sliding_window, backend=backend,
+            out_bias=out_bias, causal=causal, sliding_window=sliding_window, chunk_size=attention_chunk,
+            backend=backend,
         )
         self.norm1 = build_norm(norm, dim, norm_eps)
         self.norm2 = build_norm(norm, dim, norm_eps)
@@ -125,25 +131,42 @@ class DecoderBlock(nn.Module):
         key_padding_mask: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         cu_seqlens: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        causal: bool | None = None,
+        return_aux: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         """Args:
         x: ``(B, T, dim)``.
         positions: ``(B, T)`` / ``(T,)`` ids, or ``(3, B, T)`` for M-RoPE; default
-            ``cache_length + arange(T)``.
+            ``cache_length + arange(T)``, restarting at 0 for every packed sequence of ``cu_seqlens``.
         rope: precomputed ``(cos, sin)`` (a stack computes them once for all blocks).
-        key_padding_mask, attention_mask, cu_seqlens: see :meth:`Attention.forward`.
+        key_padding_mask, attention_mask, cu_seqlens, causal: see :meth:`Attention.forward`.
+        return_aux: also return the MLP's auxiliary output (a MoE layer's ``MoEAux``; ``None``
+            for an MLP without one), as ``(y, aux)``.
         """
         if rope is None and self.rotary is not None:
             if positions is None:
                 check_tensor(x, "x", ndim=3)
-                start = self.attn.cache_length
-                positions = torch.arange(start, start + x.shape[1], device=x.device)
+                positions = _default_positions(x.shape[1], self.attn.cache_length, cu_seqlens, x.device)
             rope = self.rotary(positions)
         h = x + self.attn(
             self.norm1(x), rope=rope, key_padding_mask=key_padding_mask, attention_mask=attention_mask,
-            cu_seqlens=cu_seqlens,
+            cu_seqlens=cu_seqlens, causal=causal,
         )
-        return h + self.mlp(self.norm2(h))
+        if not return_aux:
+            return h + self.mlp(self.norm2(h))
+        if getattr(self.mlp, "returns_aux", False):
+            out, aux = self.mlp(self.norm2(h), return_aux=True)
+            return h + out, aux
+        return h + self.mlp(self.norm2(h)), None
+
+
+def _default_positions(
+    length: int, start: int, cu_seqlens: torch.Tensor | None, device: torch.device
+) -> torch.Tensor:
+    """``start + arange(length)``, or per-sequence positions of a packed batch."""
+    if cu_seqlens is not None:
+        return positions_from_cu_seqlens(cu_seqlens, length)
+    return torch.arange(start, start + length, device=device)
 
 
 MLPFactory = Callable[[int], nn.Module]
@@ -172,7 +195,8 @@ class Decoder(nn.Module):
                 mlp_hidden=config.mlp_hidden,
                 mlp=mlp_factory(i) if mlp_factory is not None else config.mlp,
                 norm=config.norm, norm_eps=config.norm_eps, qk_norm=config.qk_norm, qkv_bias=config.qkv_bias,
-                rotary=self.rotary, sliding_window=config.sliding_window, backend=config.backend,
+                rotary=self.rotary, sliding_window=config.sliding_window, attention_chunk=config.attention_chunk,
+                backend=config.backend,
             )
             for i in range(config.depth)
         )
@@ -187,18 +211,33 @@ class Decoder(nn.Module):
         key_padding_mask: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         cu_seqlens: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """``x: (B, T, dim) -> (B, T, dim)``; arguments as in :meth:`DecoderBlock.forward`."""
+        causal: bool | None = None,
+        return_aux: bool = False,
+        block_kwargs: dict[str, Any] | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, list[Any]]:
+        """``x: (B, T, dim) -> (B, T, dim)``; arguments as in :meth:`DecoderBlock.forward`.
+
+        ``block_kwargs`` go to every block as extra keyword arguments (e.g. ``media`` for
+        blocks wrapped in a fusion layer).
+
+        With ``return_aux=True`` returns ``(y, auxes)``: one auxiliary output per block (``None``
+        for blocks whose MLP has none), e.g. to sum MoE load-balancing losses.
+        """
         check_tensor(x, "x", shape=("B", "T", self.config.dim), floating=True)
         if positions is None:
-            start = self.blocks[0].attn.cache_length
-            positions = torch.arange(start, start + x.shape[1], device=x.device)
+            positions = _default_positions(x.shape[1], self.blocks[0].attn.cache_length, cu_seqlens, x.device)
         rope = self.rotary(positions)
         kwargs = dict(rope=rope, key_padding_mask=key_padding_mask, attention_mask=attention_mask,
-                      cu_seqlens=cu_seqlens)
+                      cu_seqlens=cu_seqlens, causal=causal, **(block_kwargs or {}))
+        if return_aux:
+            kwargs["return_aux"] = True
+        auxes = []
         for block in self.blocks:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(block, x, use_reentrant=False, **kwargs)
             else:
                 x = block(x, **kwargs)
-        return self.norm(x)
+            if return_aux:
+                x, aux = x
+                auxes.append(aux)
+        return (self.norm(x), auxes) if return_aux else self.norm(x)

@@ -13,6 +13,8 @@ from omnikit.utils.checks import OmnikitValueError, check_tensor
 __all__ = [
     "build_attention_mask",
     "lengths_to_mask",
+    "positions_from_cu_seqlens",
+    "positions_in_segments",
     "segment_ids_from_cu_seqlens",
 ]
 
@@ -36,6 +38,20 @@ def segment_ids_from_cu_seqlens(cu_seqlens: torch.Tensor, total: int) -> torch.T
     return torch.repeat_interleave(torch.arange(sizes.numel(), device=cu_seqlens.device), sizes)
 
 
+def positions_from_cu_seqlens(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
+    """Position of every packed token inside its own sequence ``(total,)``: ``0..n-1`` per sequence."""
+    segments = segment_ids_from_cu_seqlens(cu_seqlens, total)
+    return torch.arange(total, device=cu_seqlens.device) - cu_seqlens.long()[segments]
+
+
+def positions_in_segments(segment_ids: torch.Tensor) -> torch.Tensor:
+    """Position of every token inside its run of equal segment ids, along the last dim."""
+    index = torch.arange(segment_ids.shape[-1], device=segment_ids.device).expand_as(segment_ids)
+    starts = torch.ones_like(segment_ids, dtype=torch.bool)
+    starts[..., 1:] = segment_ids[..., 1:] != segment_ids[..., :-1]
+    return index - torch.where(starts, index, 0).cummax(dim=-1).values
+
+
 def build_attention_mask(
     *,
     q_len: int,
@@ -43,6 +59,7 @@ def build_attention_mask(
     q_offset: int = 0,
     causal: bool = False,
     sliding_window: int | None = None,
+    chunk_size: int | None = None,
     key_padding_mask: torch.Tensor | None = None,
     segment_ids: torch.Tensor | None = None,
     attention_mask: torch.Tensor | None = None,
@@ -55,6 +72,8 @@ def build_attention_mask(
     Args:
         causal: key ``j`` visible iff ``j <= q_offset + i``.
         sliding_window: additionally ``j > q_offset + i - sliding_window``.
+        chunk_size: chunked attention (Llama 4): additionally ``j // chunk_size == (q_offset + i) // chunk_size``,
+            positions counted from the start of each packed sequence when ``segment_ids`` is given.
         key_padding_mask: ``(B, kv_len)`` bool, False on padded keys.
         segment_ids: ``(B, kv_len)`` or ``(kv_len,)`` int: packed samples attend within their segment
             (requires ``q_len == kv_len``).
@@ -63,13 +82,20 @@ def build_attention_mask(
     Returns ``None`` when no rule applies.
     """
     parts: list[torch.Tensor] = []
-    if causal or sliding_window is not None:
+    if causal or sliding_window is not None or chunk_size is not None:
         q_pos = torch.arange(q_len, device=device)[:, None] + q_offset
         k_pos = torch.arange(kv_len, device=device)[None, :]
         rule = k_pos <= q_pos if causal else torch.ones(q_len, kv_len, dtype=torch.bool, device=device)
         if sliding_window is not None:
             rule = rule & (k_pos > q_pos - sliding_window)
-        parts.append(rule[None, None])
+        rule = rule[None, None]
+        if chunk_size is not None:
+            if segment_ids is not None:  # chunks restart with every packed sequence
+                k_pos = positions_in_segments(segment_ids if segment_ids.ndim == 2 else segment_ids[None])
+                q_pos = k_pos[:, None, :, None]
+                k_pos = k_pos[:, None, None, :]
+            rule = rule & (k_pos // chunk_size == q_pos // chunk_size)
+        parts.append(rule)
     if key_padding_mask is not None:
         parts.append(key_padding_mask[:, None, None, :].bool())
     if segment_ids is not None:

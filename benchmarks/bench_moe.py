@@ -1,0 +1,146 @@
+"""MoE layer vs a dense SwiGLU of equal active width vs transformers' fastest experts, side by side.
+
+    python benchmarks/bench_moe.py                      # issue-5 shape: 2048 tokens, dim 1024, 64x512, top-8
+    python benchmarks/bench_moe.py --rounds 15 --plot docs/img/moe_expert_load.png
+    python benchmarks/bench_moe.py --device cuda --dtype bfloat16 --tokens 16384   # on a GPU
+
+Every contender runs on the same input in the same process; rounds are interleaved and the
+table reports the median time of each and the median of the per-round ratios (robust to the
+machine's load drifting during the run). float32, ``torch.set_num_threads(--threads)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from omnikit.layers.mlp import SwiGLU
+from omnikit.moe import MoE, MoEConfig, plot_expert_load
+from omnikit.utils.precision import cast_model
+
+
+def build(args: argparse.Namespace) -> dict[str, nn.Module]:
+    torch.manual_seed(0)
+    cfg = MoEConfig(dim=args.dim, num_experts=args.experts, top_k=args.top_k, expert_hidden=args.hidden)
+    models: dict[str, nn.Module] = {
+        "dense SwiGLU": SwiGLU(args.dim, args.top_k * args.hidden),
+        "omnikit MoE": MoE(cfg),
+    }
+    if args.ragged:
+        ragged = MoE(MoEConfig(**{**vars(cfg), "expert_gemm": "ragged"}))
+        ragged.load_state_dict(models["omnikit MoE"].state_dict())
+        models["omnikit MoE (ragged)"] = ragged
+    try:
+        from transformers import Qwen3MoeConfig
+        from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeSparseMoeBlock
+    except ImportError:
+        return models
+    hf = Qwen3MoeSparseMoeBlock(Qwen3MoeConfig(
+        hidden_size=args.dim, moe_intermediate_size=args.hidden, num_experts=args.experts,
+        num_experts_per_tok=args.top_k, norm_topk_prob=True, experts_implementation="grouped_mm",
+    ))
+    ours = models["omnikit MoE"]
+    with torch.no_grad():
+        hf.gate.weight.copy_(ours.router.weight)
+        hf.experts.gate_up_proj.copy_(ours.experts.gate_up)
+        hf.experts.down_proj.copy_(ours.experts.down)
+    models["transformers grouped_mm"] = hf
+    return models
+
+
+def forward_only(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    def run() -> None:
+        with torch.no_grad():
+            model(x)
+
+    return run
+
+
+def forward_backward(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    params = list(model.parameters())
+
+    def run() -> None:
+        for p in params:
+            p.grad = None
+        x.grad = None
+        model(x).sum().backward()
+
+    return run
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def measure(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str, list[float]]:
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for key, fn in fns.items():
+            _sync()
+            start = time.perf_counter()
+            fn()
+            _sync()
+            times[key].append(time.perf_counter() - start)
+    return times
+
+
+def table(title: str, times: dict[str, list[float]], base: str, ref: str | None) -> str:
+    lines = [f"**{title}**", "", "| layer | median ms | x dense | x transformers |", "|---|---:|---:|---:|"]
+    for key, ts in times.items():
+        def ratio(other: str | None, ts: list[float] = ts) -> str:
+            if other is None or other not in times:
+                return "-"
+            return f"{statistics.median(a / b for a, b in zip(ts, times[other])):.2f}"
+
+        lines.append(f"| {key} | {1000 * statistics.median(ts):.1f} | {ratio(base)} | {ratio(ref)} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=2048)
+    parser.add_argument("--dim", type=int, default=1024)
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--experts", type=int, default=64)
+    parser.add_argument("--top-k", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ragged", action="store_true", help="also time the ragged (torch._grouped_mm) layout")
+    parser.add_argument("--plot", default=None, help="save the expert-load plot of the benchmark batch here")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    models = build(args)
+    for model in models.values():
+        cast_model(model.to(args.device), dtype)
+    x = torch.randn(1, args.tokens, args.dim, generator=torch.Generator().manual_seed(1)).to(args.device, dtype)
+    xg = x.clone().requires_grad_()
+    ref = "transformers grouped_mm" if "transformers grouped_mm" in models else None
+    print(f"tokens {args.tokens}, dim {args.dim}, {args.experts} experts x {args.hidden}, top-{args.top_k}, "
+          f"{args.dtype} on {args.device}, {args.threads} threads, {args.rounds} interleaved rounds, "
+          f"torch {torch.__version__}\n")
+    fwd = measure({k: forward_only(m, x) for k, m in models.items()}, args.rounds)
+    print(table("forward", fwd, "dense SwiGLU", ref) + "\n")
+    fwd_bwd = measure({k: forward_backward(m, xg) for k, m in models.items()}, args.rounds)
+    print(table("forward + backward", fwd_bwd, "dense SwiGLU", ref) + "\n")
+    with torch.no_grad():
+        _, aux = models["omnikit MoE"](x, return_aux=True)
+    rows = aux.tokens_per_expert
+    print(f"expert load: min {int(rows.min())}, max {int(rows.max())}, mean {rows.float().mean():.0f} rows "
+          f"(padding overhead of the padded layout {args.experts * int(rows.max()) / int(rows.sum()) - 1:.1%})")
+    if args.plot:
+        print("plot:", plot_expert_load(rows, args.plot, title="Expert load, benchmark batch (random router)"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""Hybrid stack: Gated DeltaNet linear-attention blocks interleaved with full attention (Qwen3-Next).
+
+With ``full_attention_interval = 4`` layers 3, 7, 11 ... are full (softmax) attention blocks and
+the others linear attention, so three quarters of the layers keep a fixed-size state instead of
+a growing KV cache. Any layer's MLP may be a MoE layer (``mlp_factory``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from omnikit.layers.decoder import DecoderBlock, default_mlp_hidden
+from omnikit.layers.linear_attention import GatedDeltaNet
+from omnikit.layers.mlp import build_mlp
+from omnikit.layers.norm import RMSNorm
+from omnikit.layers.rotary import RotaryEmbedding
+from omnikit.streaming import StreamingContainer
+from omnikit.testing.contract import ContractInputs
+from omnikit.utils.checks import OmnikitValueError, check_positive, check_tensor
+
+__all__ = ["HybridConfig", "HybridDecoder", "LinearAttentionBlock"]
+
+
+@dataclass
+class HybridConfig:
+    """Hyper-parameters of a :class:`HybridDecoder`.
+
+    Attributes:
+        dim, depth: width and number of blocks.
+        num_heads, num_kv_heads, head_dim: full-attention geometry (qk-norm, rotary).
+        linear_heads, linear_head_dim: Gated DeltaNet query/key heads and ``d_k``.
+        linear_v_heads, linear_v_head_dim: Gated DeltaNet value heads and ``d_v``.
+        full_attention_interval: every ``n``-th block (``i % n == n - 1``) is full attention.
+        mlp_hidden: SwiGLU width of the dense MLPs (default ``8/3 * dim``).
+        conv_size, chunk_size: Gated DeltaNet short-convolution kernel and chunk length.
+        linear_backend: ``"auto"``, ``"torch"`` or ``"fla"``.
+    """
+
+    dim: int
+    depth: int
+    num_heads: int
+    num_kv_heads: int | None = None
+    head_dim: int | None = None
+    linear_heads: int | None = None
+    linear_head_dim: int | None = None
+    linear_v_heads: int | None = None
+    linear_v_head_dim: int | None = None
+    full_attention_interval: int = 4
+    mlp_hidden: int | None = None
+    norm_eps: float = 1e-6
+    rope_base: float = 10000.0
+    conv_size: int = 4
+    chunk_size: int = 64
+    linear_backend: str = "auto"
+
+
+class LinearAttentionBlock(nn.Module):
+    """Pre-norm block with a :class:`GatedDeltaNet` mixer: ``h = x + mixer(norm1(x)); y = h + mlp(norm2(h))``."""
+
+    def __init__(self, mixer: GatedDeltaNet, mlp: nn.Module, norm_eps: float = 1e-6) -> None:
+        super().__init__()
+        self.mixer = mixer
+        self.norm1 = RMSNorm(mixer.dim, norm_eps)
+        self.norm2 = RMSNorm(mixer.dim, norm_eps)
+        self.mlp = mlp
+
+    def forward(self, x: torch.Tensor, *, return_aux: bool = False) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        """``x: (B, T, dim)``; ``return_aux`` as in :meth:`DecoderBlock.forward`."""
+        h = x + self.mixer(self.norm1(x))
+        if not return_aux:
+            return h + self.mlp(self.norm2(h))
+        if getattr(self.mlp, "returns_aux", False):
+            out, aux = self.mlp(self.norm2(h), return_aux=True)
+            return h + out, aux
+        return h + self.mlp(self.norm2(h)), None
+
+
+class HybridDecoder(StreamingContainer, nn.Module):
+    """Causal stack ``(B, T, dim) -> (B, T, dim)`` mixing linear and full attention blocks.
+
+    ``mlp_factory(layer_index)`` may supply each block's MLP (a MoE layer, say). Streams with
+    ``with model.streaming(B):`` (KV caches in the attention blocks, fixed-size states elsewhere).
+    ``forward(x, return_aux=True)`` returns ``(y, auxes)`` like :class:`omnikit.layers.Decoder`.
+    """
+
+    supports_streaming = True
+    stream_chunk = 4
+
+    def __init__(self, config: HybridConfig, mlp_factory: Callable[[int], nn.Module] | None = None) -> None:
+        super().__init__()
+        check_positive(config.depth, "depth")
+        check_positive(config.full_attention_interval, "full_attention_interval")
+        self.config = config
+        cfg = config
+        head_dim = cfg.head_dim or cfg.dim // cfg.num_heads
+        self.rotary = RotaryEmbedding(head_dim, cfg.rope_base)
+        blocks: list[nn.Module] = []
+        for i in range(cfg.depth):
+            mlp = mlp_factory(i) if mlp_factory is not None else build_mlp(
+                "swiglu", cfg.dim, cfg.mlp_hidden or default_mlp_hidden(cfg.dim)
+            )
+            if self.is_full_attention(i):
+                blocks.append(DecoderBlock(
+                    cfg.dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, mlp=mlp, qk_norm=True,
+                    norm_eps=cfg.norm_eps, rotary=self.rotary,
+                ))
+            else:
+                mixer = GatedDeltaNet(
+                    cfg.dim, cfg.linear_heads or cfg.num_heads, cfg.linear_head_dim, num_v_heads=cfg.linear_v_heads,
+                    v_head_dim=cfg.linear_v_head_dim, conv_size=cfg.conv_size, chunk_size=cfg.chunk_size,
+                    norm_eps=cfg.norm_eps, backend=cfg.linear_backend,
+                )
+                blocks.append(LinearAttentionBlock(mixer, mlp, cfg.norm_eps))
+        self.blocks = nn.ModuleList(blocks)
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.gradient_checkpointing = False
+
+    def is_full_attention(self, index: int) -> bool:
+        """Whether block ``index`` is a full-attention block."""
+        interval = self.config.full_attention_interval
+        return index % interval == interval - 1
+
+    @property
+    def output_dim(self) -> int:
+        return self.config.dim
+
+    def _cache_length(self) -> int:
+        attention = [b for b in self.blocks if isinstance(b, DecoderBlock)]
+        return attention[0].attn.cache_length if attention else 0
+
+    def forward(self, x: torch.Tensor, *, return_aux: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[Any]]:
+        """``x: (B, T, dim) -> (B, T, dim)`` (and one aux per block with ``return_aux=True``)."""
+        check_tensor(x, "x", shape=("B", "T", self.config.dim), floating=True)
+        start = self._cache_length()
+        rope = self.rotary(torch.arange(start, start + x.shape[1], device=x.device))
+        common: dict[str, Any] = {"return_aux": True} if return_aux else {}
+        auxes = []
+        for block in self.blocks:
+            kwargs = {**common, "rope": rope} if isinstance(block, DecoderBlock) else common
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False, **kwargs)
+            else:
+                x = block(x, **kwargs)
+            if return_aux:
+                x, aux = x
+                auxes.append(aux)
+        return (self.norm(x), auxes) if return_aux else self.norm(x)
+
+    def contract_inputs(self, lengths: list[int], *, seed: int = 0) -> ContractInputs:
+        """``x: (B, max(lengths), dim)`` right-padded; causal, so padding never reaches valid outputs."""
+        if not lengths:
+            raise OmnikitValueError("`lengths` expected at least one item")
+        g = torch.Generator().manual_seed(seed)
+        lengths_t = torch.as_tensor(list(lengths), dtype=torch.int64)
+        x = torch.randn(len(lengths_t), int(lengths_t.max()), self.config.dim, generator=g)
+        return ContractInputs({"x": x.to(self.norm.weight.device)}, lengths_t, {"x": 1}, None)

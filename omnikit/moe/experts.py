@@ -1,0 +1,75 @@
+"""SwiGLU experts stored as stacked weights and run as batched expert GEMMs."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from omnikit.moe.dispatch import DispatchPlan
+from omnikit.moe.grouped import RowLayout, TokenBags, grouped_mm_native, grouped_swiglu
+from omnikit.utils.checks import check_choice, check_positive
+
+__all__ = ["EXPERT_GEMMS", "SwiGLUExperts"]
+
+#: ``"auto"``, ``"ragged"`` (``torch._grouped_mm``) or ``"padded"`` (``torch.bmm``); see :mod:`omnikit.moe.grouped`.
+EXPERT_GEMMS: tuple[str, ...] = ("auto", "ragged", "padded")
+
+#: ``"auto"`` on a multi-threaded CPU pads while ``E * max_rows <= PAD_LIMIT * rows``: there torch's
+#: grouped kernel splits every small per-expert GEMM across threads and measured ~1.4x the per-row
+#: cost of one batched GEMM. Single-threaded it has no such overhead and ragged wins.
+PAD_LIMIT = 1.4
+
+
+class SwiGLUExperts(nn.Module):
+    """``E`` SwiGLU MLPs ``down_e(silu(gate_e x) * up_e x)`` applied to the rows of a dispatch plan.
+
+    Weights (the per-expert ``nn.Linear`` layout, stacked; same as transformers' fused experts):
+        gate_up: ``(E, 2 * hidden, dim)``, gate rows first, then up rows.
+        down: ``(E, dim, hidden)``.
+
+    Args:
+        gemm: row layout of the expert GEMMs: ``"ragged"`` (one ``torch._grouped_mm`` over rows
+            sorted by expert), ``"padded"`` (one ``torch.bmm`` with every expert padded to the
+            busiest one) or ``"auto"``: ragged on CUDA (when the kernel serves the dtype) and on a
+            single-threaded CPU; padded on a multi-threaded CPU unless padding would cost more than
+            ragged (``PAD_LIMIT``). Where the grouped
+            kernel cannot serve (CUDA float32, unaligned widths) the padded form is used.
+
+    ``forward(x: (N, dim), plan) -> (N, dim)``: the routing-weighted sum of each token's experts.
+    """
+
+    def __init__(self, num_experts: int, dim: int, hidden: int, *, gemm: str = "auto") -> None:
+        super().__init__()
+        check_positive(num_experts, "num_experts")
+        check_positive(dim, "dim")
+        check_positive(hidden, "expert_hidden")
+        check_choice(gemm, "expert_gemm", EXPERT_GEMMS)
+        self.num_experts, self.dim, self.hidden, self.gemm = num_experts, dim, hidden, gemm
+        self.gate_up = nn.Parameter(torch.empty(num_experts, 2 * hidden, dim))
+        self.down = nn.Parameter(torch.empty(num_experts, dim, hidden))
+        nn.init.uniform_(self.gate_up, -1 / math.sqrt(dim), 1 / math.sqrt(dim))
+        nn.init.uniform_(self.down, -1 / math.sqrt(hidden), 1 / math.sqrt(hidden))
+
+    def arrange(self, x: torch.Tensor, plan: DispatchPlan) -> tuple[torch.Tensor, torch.Tensor, TokenBags, RowLayout]:
+        """Pick the row layout for this call: ``(row_weight, token_index, bags, layout)``."""
+        native = grouped_mm_native(x, self.gate_up) and grouped_mm_native(x, self.down)
+        bags = TokenBags.from_token_index(plan.token_index, x.shape[0])
+        ragged = (plan.weight, plan.token_index, bags, RowLayout(self.num_experts, offsets=plan.offsets))
+        prefer_ragged = x.device.type != "cpu" or torch.get_num_threads() == 1
+        if native and (self.gemm == "ragged" or (self.gemm == "auto" and prefer_ragged)):
+            return ragged
+        rows = plan.token_index.numel()
+        capacity = int(plan.rows_per_expert.max()) if rows else 0
+        if native and self.gemm == "auto" and self.num_experts * capacity > PAD_LIMIT * rows:
+            return ragged
+        token_index, weight, slot = plan.padded(capacity)
+        padded_bags = TokenBags(slot[bags.rows], bags.starts)
+        return weight, token_index, padded_bags, RowLayout(self.num_experts, capacity=capacity)
+
+    def forward(self, x: torch.Tensor, plan: DispatchPlan) -> torch.Tensor:
+        return grouped_swiglu(x, self.gate_up, self.down, *self.arrange(x, plan))
+
+    def extra_repr(self) -> str:
+        return f"experts={self.num_experts}, dim={self.dim}, hidden={self.hidden}, gemm={self.gemm!r}"

@@ -1,0 +1,29 @@
+"""Router auxiliary losses: Switch load balancing and ST-MoE z-loss."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["load_balancing_loss", "router_z_loss"]
+
+
+def load_balancing_loss(scores: torch.Tensor, tokens_per_expert: torch.Tensor) -> torch.Tensor:
+    """Switch Transformer balancing loss ``E * sum_e f_e * P_e``.
+
+    ``f_e`` is the fraction of the ``N`` tokens routed to expert ``e`` (a token counts once for
+    each of its ``k`` choices, so ``sum_e f_e = k``) and ``P_e`` the mean router probability of
+    ``e``. It equals ``k`` under perfectly uniform routing and is the quantity transformers'
+    ``load_balancing_loss_func`` returns for one layer without padding mask.
+
+    Args:
+        scores: ``(N, E)`` router probabilities (differentiable).
+        tokens_per_expert: ``(E,)`` routed pairs per expert (no gradient).
+    """
+    num_tokens, num_experts = scores.shape
+    fraction = tokens_per_expert.to(scores.dtype) / num_tokens
+    return num_experts * torch.dot(fraction, scores.mean(dim=0))
+
+
+def router_z_loss(logits: torch.Tensor) -> torch.Tensor:
+    """ST-MoE router z-loss: mean over tokens of ``logsumexp(logits)^2``; ``logits`` is ``(N, E)``."""
+    return torch.logsumexp(logits.float(), dim=-1).square().mean()

@@ -1,0 +1,64 @@
+"""Hybrid stack: layer pattern, streaming memory flat in sequence length, MoE aux through the stack."""
+
+from __future__ import annotations
+
+import torch
+
+import omnikit
+from omnikit.layers import DecoderBlock
+from omnikit.layers.hybrid import HybridConfig, HybridDecoder, LinearAttentionBlock
+from omnikit.moe import MoEAux
+
+
+def test_full_attention_every_nth_layer() -> None:
+    model = HybridDecoder(HybridConfig(dim=16, depth=8, num_heads=2, full_attention_interval=4))
+    kinds = [isinstance(b, DecoderBlock) for b in model.blocks]
+    assert kinds == [False, False, False, True] * 2
+    assert all(isinstance(b, LinearAttentionBlock) for b, full in zip(model.blocks, kinds) if not full)
+
+
+def _state_bytes(model: torch.nn.Module) -> tuple[int, int]:
+    """(bytes held by linear-attention states, bytes of valid KV cache) of an open stream."""
+    linear = kv = 0
+    for m in model.modules():
+        state = getattr(m, "streaming_state", None)
+        if state is None:
+            continue
+        if hasattr(state, "recurrent") and state.recurrent is not None:
+            linear += state.recurrent.numel() * state.recurrent.element_size()
+        if hasattr(state, "pending") and state.pending is not None:
+            linear += state.pending.numel() * state.pending.element_size()
+        if hasattr(state, "keys") and state.keys is not None:
+            kv += 2 * state.length * state.keys[0, :, 0].numel() * state.keys.element_size() * state.batch_size
+    return linear, kv
+
+
+def test_inference_memory_of_linear_layers_is_flat_in_sequence_length() -> None:
+    model = omnikit.create_model("hybrid_moe_tiny").eval()
+    x = torch.randn(1, 64, 32)
+    with torch.no_grad(), model.streaming(1):
+        model(x[:, :4])
+        linear_4, kv_4 = _state_bytes(model)
+        for t in range(4, 64):
+            out = model(x[:, t : t + 1])
+        linear_64, kv_64 = _state_bytes(model)
+    assert linear_4 == linear_64 > 0
+    assert kv_64 == 16 * kv_4  # only the one full-attention layer grows, linearly
+    with torch.no_grad():
+        torch.testing.assert_close(out, model(x)[:, -1:], atol=1e-4, rtol=1e-4)
+
+
+def test_hybrid_stack_returns_moe_aux_per_block() -> None:
+    model = omnikit.create_model("hybrid_moe_tiny")
+    x = torch.randn(2, 6, 32)
+    out, auxes = model(x, return_aux=True)
+    torch.testing.assert_close(out, model(x))
+    assert len(auxes) == 4 and all(isinstance(a, MoEAux) for a in auxes)
+    sum(a.load_balancing_loss for a in auxes).backward()
+    assert model.blocks[0].mlp.router.weight.grad is not None
+
+
+def test_published_shape_builds_on_meta() -> None:
+    model = omnikit.create_model("qwen3_next_80b_a3b", device="meta")
+    assert sum(isinstance(b, DecoderBlock) for b in model.blocks) == 12
+    assert model.blocks[0].mlp.router.top_k == 10 and model.blocks[0].mixer.num_v_heads == 32

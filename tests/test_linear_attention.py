@@ -1,0 +1,122 @@
+"""Gated DeltaNet: chunked form == recurrent form, delta-rule semantics, streaming with a fixed-size state."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from omnikit.layers.linear_attention import (
+    GatedDeltaNet,
+    fla_available,
+    gated_delta_rule,
+    gated_delta_rule_chunked,
+    gated_delta_rule_recurrent,
+)
+
+
+def inputs(batch=2, heads=3, length=23, d_k=8, d_v=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = F.normalize(torch.randn(batch, heads, length, d_k, generator=g), dim=-1)
+    k = F.normalize(torch.randn(batch, heads, length, d_k, generator=g), dim=-1)
+    v = torch.randn(batch, heads, length, d_v, generator=g)
+    log_decay = -torch.rand(batch, heads, length, generator=g) * 2
+    beta = torch.rand(batch, heads, length, generator=g)
+    state = torch.randn(batch, heads, d_k, d_v, generator=g)
+    return q, k, v, log_decay, beta, state
+
+
+def test_recurrent_form_is_the_gated_delta_rule() -> None:
+    q, k, v, g, beta, s0 = inputs(batch=1, heads=1, length=5)
+    out, state = gated_delta_rule_recurrent(q, k, v, g, beta, s0)
+    s = s0[0, 0]
+    eye = torch.eye(s.shape[0])
+    for t in range(5):
+        kt, vt = k[0, 0, t, :, None], v[0, 0, t, :, None]
+        s = g[0, 0, t].exp() * (eye - beta[0, 0, t] * kt @ kt.T) @ s + beta[0, 0, t] * kt @ vt.T
+        torch.testing.assert_close(out[0, 0, t], s.T @ q[0, 0, t], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(state[0, 0], s, atol=1e-5, rtol=1e-5)
+
+
+def test_delta_rule_recalls_what_it_wrote() -> None:
+    k = torch.eye(4)[None, None]  # orthogonal keys
+    v = torch.randn(1, 1, 4, 3)
+    ones = torch.ones(1, 1, 4)
+    out, _ = gated_delta_rule_recurrent(k, k, v, torch.zeros_like(ones), ones)  # no decay, full writes
+    torch.testing.assert_close(out, v)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 7, 64])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_chunked_form_equals_recurrent_form_with_gradients(chunk_size: int, with_state: bool) -> None:
+    tensors = [t.requires_grad_() for t in inputs()]
+    q, k, v, g, beta, s0 = tensors
+    initial = s0 if with_state else None
+    out_r, state_r = gated_delta_rule_recurrent(q, k, v, g, beta, initial)
+    out_c, state_c = gated_delta_rule_chunked(q, k, v, g, beta, initial, chunk_size)
+    torch.testing.assert_close(out_c, out_r, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(state_c, state_r, atol=1e-5, rtol=1e-5)
+    w_out, w_state = torch.randn_like(out_r), torch.randn_like(state_r)
+    grads_r = torch.autograd.grad((out_r * w_out).sum() + (state_r * w_state).sum(), tensors, allow_unused=True)
+    grads_c = torch.autograd.grad((out_c * w_out).sum() + (state_c * w_state).sum(), tensors, allow_unused=True)
+    for a, b in zip(grads_c, grads_r):
+        if b is not None:
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_chunked_form_is_stable_under_strong_decay() -> None:
+    q, k, v, g, beta, _ = inputs(length=40)
+    out_r, _ = gated_delta_rule_recurrent(q, k, v, g * 20, beta)
+    out_c, _ = gated_delta_rule_chunked(q, k, v, g * 20, beta, chunk_size=16)
+    assert torch.isfinite(out_c).all()
+    torch.testing.assert_close(out_c, out_r, atol=1e-5, rtol=1e-5)
+
+
+def test_layer_streaming_equals_full_and_state_is_fixed_size() -> None:
+    torch.manual_seed(0)
+    layer = GatedDeltaNet(32, 2, 8, num_v_heads=4, chunk_size=4).eval()
+    x = torch.randn(2, 30, 32)
+    with torch.no_grad():
+        full = layer(x)
+        sizes = []
+        with layer.streaming(2):
+            pieces = [layer(x[:, :7]), layer(x[:, 7:8])]
+            sizes.append(layer.streaming_state.recurrent.numel() + layer.conv.streaming_state.pending.numel())
+            for t in range(8, 30):
+                pieces.append(layer(x[:, t : t + 1]))
+            sizes.append(layer.streaming_state.recurrent.numel() + layer.conv.streaming_state.pending.numel())
+    torch.testing.assert_close(torch.cat(pieces, 1), full, atol=1e-5, rtol=1e-5)
+    assert sizes[0] == sizes[1] == 2 * 4 * 8 * 8 + 2 * (2 * 2 * 8 + 4 * 8) * 3  # state + conv tail, any length
+
+
+def test_layer_is_causal() -> None:
+    layer = GatedDeltaNet(16, 2).eval()
+    x = torch.randn(1, 12, 16)
+    y = x.clone()
+    y[:, 8:] = torch.randn(1, 4, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x)[:, :8], layer(y)[:, :8])
+
+
+def test_errors_name_the_argument() -> None:
+    with pytest.raises(ValueError, match="`num_v_heads` \\(3\\) must be a multiple of `num_heads` \\(2\\)"):
+        GatedDeltaNet(16, 2, num_v_heads=3)
+    with pytest.raises(ValueError, match="`backend` expected one of"):
+        GatedDeltaNet(16, 2, backend="triton")
+    with pytest.raises(ValueError, match=r"`x` expected shape \(B, T, 16\)"):
+        GatedDeltaNet(16, 2)(torch.randn(2, 5, 8))
+    if not fla_available(torch.device("cpu")):
+        with pytest.raises(ValueError, match="backend='fla' needs"):
+            gated_delta_rule(*inputs()[:5], backend="fla")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_paths_match_the_fp32_cpu_reference() -> None:
+    q, k, v, g, beta, s0 = inputs(length=130, d_k=64, d_v=64)
+    ref, ref_state = gated_delta_rule_recurrent(q, k, v, g, beta, s0)
+    backends = ["torch"] + (["fla"] if fla_available(torch.device("cuda")) else [])
+    for backend in backends:
+        out, state = gated_delta_rule(*(t.cuda() for t in (q, k, v, g, beta, s0)), backend=backend)
+        torch.testing.assert_close(out.cpu(), ref, atol=1e-3, rtol=1e-3)
+        torch.testing.assert_close(state.cpu(), ref_state, atol=1e-3, rtol=1e-3)
