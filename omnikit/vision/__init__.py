@@ -1,1 +1,26 @@
-"""Vision: ViT frame encoders (timm backbones), patch mergers, tubelet embeddings."""
+"""Vision: ViT frame encoders (timm backbones), patch mergers, tubelet embeddings, grid rotary.
+
+timm is imported only when a :class:`FrameEncoder` is built from a name.
+"""
+
+from omnikit.vision import presets as _presets  # noqa: F401  (registers the frame encoders)
+from omnikit.vision.frame_encoder import POOLS, FrameEncoder
+from omnikit.vision.merger import PatchMerger, group_patches
+from omnikit.vision.rotary import AxialRotaryEmbedding, grid_positions
+from omnikit.vision.stack import TransformerStack
+from omnikit.vision.tubelet import TubeletEmbed, repeat_last_valid_frame
+from omnikit.vision.video_vit import VideoViT, VideoViTConfig
+
+__all__ = [
+    "POOLS",
+    "AxialRotaryEmbedding",
+    "FrameEncoder",
+    "PatchMerger",
+    "TransformerStack",
+    "TubeletEmbed",
+    "VideoViT",
+    "VideoViTConfig",
+    "grid_positions",
+    "group_patches",
+    "repeat_last_valid_frame",
+]

@@ -1,0 +1,74 @@
+"""Audio track extraction (audio-in-video) with PyAV, and per-frame audio energy."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from omnikit.utils.checks import OmnikitValueError
+from omnikit.video.backends import check_path
+from omnikit.vision._deps import require
+
+__all__ = ["frame_audio_energy", "load_audio"]
+
+
+def load_audio(
+    path: str | os.PathLike,
+    *,
+    sample_rate: int | None = None,
+    mono: bool = False,
+    start: float = 0.0,
+    end: float | None = None,
+) -> tuple[torch.Tensor, int]:
+    """Decode the first audio stream of a media file.
+
+    Args:
+        path: any container PyAV reads (mp4, mkv, webm, wav ...).
+        sample_rate: resample to this rate (Hz); ``None`` keeps the stream's rate.
+        mono: average the channels.
+        start, end: seconds from the start of the audio stream; ``end=None`` reads to the end.
+
+    Returns:
+        ``(waveform (channels, samples) float32 in [-1, 1], sample_rate)``.
+    """
+    av = require("av")
+    file = check_path(path)
+    if start < 0 or (end is not None and end <= start):
+        raise OmnikitValueError(f"`start`/`end` expected 0 <= start < end but got start={start}, end={end}")
+    try:
+        container = av.open(file)
+    except av.FFmpegError as err:
+        raise OmnikitValueError(f"`path`: cannot open {file!r} ({err})") from err
+    with container:
+        if not container.streams.audio:
+            raise OmnikitValueError(f"`path`: {file!r} has no audio stream")
+        stream = container.streams.audio[0]
+        rate = sample_rate or stream.codec_context.sample_rate
+        resampler = av.AudioResampler(format="fltp", layout="mono" if mono else None, rate=rate)
+        chunks = []
+        try:
+            for frame in container.decode(stream):
+                chunks.extend(out.to_ndarray() for out in resampler.resample(frame))
+            chunks.extend(out.to_ndarray() for out in resampler.resample(None))
+        except av.FFmpegError as err:
+            raise OmnikitValueError(f"`path`: {file!r} has corrupt audio data ({err})") from err
+    if not chunks:
+        raise OmnikitValueError(f"`path`: the audio stream of {file!r} is empty")
+    wave = np.concatenate(chunks, axis=1).astype(np.float32)
+    first = round(start * rate)
+    last = wave.shape[1] if end is None else round(end * rate)
+    return torch.from_numpy(wave[:, first:last].copy()), rate
+
+
+def frame_audio_energy(wave: torch.Tensor, sample_rate: int, timestamps: np.ndarray, fps: float) -> np.ndarray:
+    """RMS energy of ``wave`` (channels, samples) in the ``1/fps`` window starting at each timestamp."""
+    mono = wave.float().mean(dim=0).numpy()
+    starts = np.round(np.asarray(timestamps) * sample_rate).astype(np.int64)
+    width = max(1, round(sample_rate / fps))
+    energy = np.zeros(len(starts))
+    for k, s in enumerate(starts):
+        window = mono[s : s + width]
+        energy[k] = float(np.sqrt(np.mean(window**2))) if window.size else 0.0
+    return energy

@@ -1,0 +1,131 @@
+"""Hierarchical summarisation of long videos: frames -> clip tokens -> segment tokens.
+
+Frame tokens are cut into clips of ``clip_frames`` frames, each clip is compressed to at most
+``clip_tokens`` tokens, consecutive ``segment_clips`` clip summaries form a segment that is
+compressed again to ``segment_tokens``. Compression is ToMe merging (no parameters) or a
+learned :class:`~omnikit.video.PerceiverResampler` per level. Both levels come back, in
+temporal order: clip ``c`` covers frames ``[c * clip_frames, (c + 1) * clip_frames)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from omnikit.outputs import EncoderOutput
+from omnikit.registry import configure, register_model
+from omnikit.testing.contract import ContractInputs
+from omnikit.utils.checks import check_choice, check_positive
+from omnikit.video.packing import pack_groups
+from omnikit.video.temporal.common import check_frame_tokens, frame_tokens_contract
+from omnikit.video.temporal.resampler import PerceiverResampler
+from omnikit.video.tome import merge_tokens
+
+__all__ = ["HierarchicalSummarizer", "HierarchyConfig", "HierarchyOutput"]
+
+
+@dataclass
+class HierarchyConfig:
+    """Hyper-parameters of :class:`HierarchicalSummarizer`."""
+
+    dim: int
+    clip_frames: int = 8
+    clip_tokens: int = 32
+    segment_clips: int = 4
+    segment_tokens: int = 64
+    compressor: str = "tome"  # or "resampler"
+    num_heads: int = 8
+    depth: int = 1
+
+
+@dataclass
+class HierarchyOutput:
+    """Both levels of a :class:`HierarchicalSummarizer`; ``hidden_states``/``lengths`` are the segments'."""
+
+    segments: EncoderOutput
+    clips: EncoderOutput
+
+    @property
+    def hidden_states(self) -> torch.Tensor:
+        return self.segments.hidden_states
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.segments.lengths
+
+
+class HierarchicalSummarizer(nn.Module):
+    """Frame tokens ``(B, T, N, D)`` + ``lengths`` (frames) -> :class:`HierarchyOutput`."""
+
+    def __init__(self, config: HierarchyConfig) -> None:
+        super().__init__()
+        for name in ("clip_frames", "clip_tokens", "segment_clips", "segment_tokens"):
+            check_positive(getattr(config, name), name)
+        check_choice(config.compressor, "compressor", ("tome", "resampler"))
+        self.config = config
+        self.clip_level = self.segment_level = None
+        if config.compressor == "resampler":
+            self.clip_level = PerceiverResampler(config.dim, config.clip_tokens, config.depth, config.num_heads)
+            self.segment_level = PerceiverResampler(config.dim, config.segment_tokens, config.depth, config.num_heads)
+        self.output_dim = config.dim
+
+    def _compress(self, level: nn.Module | None, x: torch.Tensor, counts: torch.Tensor, target: int):
+        """Compress each row ``x (R, L, D)`` with ``counts`` valid tokens (empty rows stay empty)."""
+        filled = counts > 0
+        out = x.new_zeros(x.shape[0], target, x.shape[-1])
+        out_counts = torch.zeros_like(counts)
+        if bool(filled.any()):
+            rows, lens = x[filled], counts[filled]
+            if level is None:
+                merged = merge_tokens(rows, target, lengths=lens)
+                tokens, lens_out = merged.tokens, merged.lengths
+            else:
+                result = level(rows, lens)
+                tokens, lens_out = result.hidden_states, result.lengths
+            out[filled] = F.pad(tokens, (0, 0, 0, target - tokens.shape[1]))
+            out_counts[filled] = lens_out
+        return out, out_counts
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> HierarchyOutput:
+        cfg = self.config
+        tokens, lengths = check_frame_tokens(tokens, lengths, cfg.dim)
+        batch, length, num_tokens, dim = tokens.shape
+        clips = -(-length // cfg.clip_frames)
+        padded = F.pad(tokens, (0, 0, 0, 0, 0, clips * cfg.clip_frames - length))
+        rows = padded.view(batch * clips, cfg.clip_frames * num_tokens, dim)
+        starts = torch.arange(clips, device=tokens.device) * cfg.clip_frames
+        frames_in_clip = (lengths[:, None] - starts[None, :]).clamp(0, cfg.clip_frames)  # (B, C)
+        clip_out, clip_counts = self._compress(self.clip_level, rows, frames_in_clip.reshape(-1) * num_tokens,
+                                               cfg.clip_tokens)
+        clip_out, clip_counts = clip_out.view(batch, clips, cfg.clip_tokens, dim), clip_counts.view(batch, clips)
+        clip_tokens, clip_lengths = pack_groups(clip_out, clip_counts)
+
+        segments = -(-clips // cfg.segment_clips)
+        spare = segments * cfg.segment_clips - clips
+        grouped = F.pad(clip_out, (0, 0, 0, 0, 0, spare))
+        grouped = grouped.view(batch * segments, cfg.segment_clips, cfg.clip_tokens, dim)
+        grouped_counts = F.pad(clip_counts, (0, spare)).view(batch * segments, cfg.segment_clips)
+        seg_rows, seg_counts = pack_groups(grouped, grouped_counts)
+        seg_rows = F.pad(seg_rows, (0, 0, 0, cfg.segment_clips * cfg.clip_tokens - seg_rows.shape[1]))
+        seg_out, seg_out_counts = self._compress(self.segment_level, seg_rows, seg_counts, cfg.segment_tokens)
+        segment_tokens, segment_lengths = pack_groups(
+            seg_out.view(batch, segments, cfg.segment_tokens, dim), seg_out_counts.view(batch, segments)
+        )
+        return HierarchyOutput(EncoderOutput(segment_tokens, segment_lengths), EncoderOutput(clip_tokens, clip_lengths))
+
+    def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
+        return frame_tokens_contract(lengths, 4, self.config.dim, seed)
+
+
+@register_model(kind="temporal", modalities=("video",))
+def hierarchical_resampler_tiny(**overrides: Any) -> HierarchicalSummarizer:
+    """Tiny learned hierarchy: 4-frame clips -> 6 tokens, 2 clips per segment -> 4 tokens (width 32)."""
+    return HierarchicalSummarizer(configure(
+        HierarchyConfig, "hierarchical_resampler_tiny", overrides, dim=32, clip_frames=4, clip_tokens=6,
+        segment_clips=2, segment_tokens=4, compressor="resampler", num_heads=2,
+    ))

@@ -1,0 +1,72 @@
+"""Figures: the change-score curve with the sampled frames, and a contact sheet of a clip (matplotlib)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from omnikit.video.clip import Clip
+from omnikit.vision._deps import require
+
+__all__ = ["plot_contact_sheet", "plot_sampling"]
+
+
+def _pyplot():
+    matplotlib = require("matplotlib")
+    matplotlib.use("Agg", force=False)
+    return require("matplotlib.pyplot")
+
+
+def plot_sampling(
+    scores: np.ndarray,
+    chosen: Sequence[int],
+    path: str | os.PathLike,
+    *,
+    cuts: Sequence[int] = (),
+    fps: float | None = None,
+    title: str = "frame change and sampled frames",
+) -> None:
+    """Save a plot of per-frame ``scores`` with detected ``cuts`` (dashed) and ``chosen`` frames (ticks).
+
+    The x axis is seconds when ``fps`` is given, frame numbers otherwise.
+    """
+    plt = _pyplot()
+    scale = 1.0 / fps if fps else 1.0
+    x = np.arange(len(scores)) * scale
+    fig, ax = plt.subplots(figsize=(10, 3))
+    ax.plot(x, scores, lw=1, color="tab:blue", label="cut score")
+    for k, c in enumerate(cuts):
+        ax.axvline(c * scale, color="tab:red", ls="--", lw=1, label="detected cut" if k == 0 else None)
+    chosen = np.asarray(chosen, dtype=np.int64)
+    ax.plot(chosen * scale, np.zeros_like(chosen, dtype=float), "|", ms=18, mew=2, color="tab:green",
+            label="sampled frame")
+    ax.set_xlabel("seconds" if fps else "frame")
+    ax.set_ylabel("change")
+    ax.set_title(title)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_contact_sheet(clip: Clip, path: str | os.PathLike, *, columns: int = 6, title: str | None = None) -> None:
+    """Save a grid of the clip's frames, each labelled with its frame index and timestamp."""
+    plt = _pyplot()
+    count = len(clip)
+    columns = max(1, min(columns, count))
+    rows = -(-count // columns)
+    height, width = clip.frames.shape[-2:]
+    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.2 * rows * height / width + 0.4),
+                             squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < count:
+            ax.imshow(clip.frames[k].permute(1, 2, 0).numpy())
+            ax.set_title(f"#{int(clip.indices[k])}  {float(clip.timestamps[k]):.2f}s", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,26 @@
+"""Temporal modules over frame tokens (each registered with a ``*_tiny`` variant)."""
+
+from omnikit.video.temporal.cross_attention import CrossAttention
+from omnikit.video.temporal.factorized import FactorizedConfig, FactorizedEncoder
+from omnikit.video.temporal.pooling import TemporalPooling, TemporalPoolingConfig
+from omnikit.video.temporal.qformer import QFormer, QFormerConfig
+from omnikit.video.temporal.resampler import PerceiverResampler, ResamplerConfig
+from omnikit.video.temporal.spacetime import DividedSpaceTimeBlock, SpaceTimeConfig, SpaceTimeEncoder
+from omnikit.video.temporal.transformer import TemporalTransformer, TemporalTransformerConfig
+
+__all__ = [
+    "CrossAttention",
+    "DividedSpaceTimeBlock",
+    "FactorizedConfig",
+    "FactorizedEncoder",
+    "PerceiverResampler",
+    "QFormer",
+    "QFormerConfig",
+    "ResamplerConfig",
+    "SpaceTimeConfig",
+    "SpaceTimeEncoder",
+    "TemporalPooling",
+    "TemporalPoolingConfig",
+    "TemporalTransformer",
+    "TemporalTransformerConfig",
+]

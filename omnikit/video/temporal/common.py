@@ -1,0 +1,60 @@
+"""Shared plumbing of the temporal modules: input checks, temporal positions, contract inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from omnikit.layers.masks import lengths_to_mask
+from omnikit.testing.contract import ContractInputs
+from omnikit.utils.checks import check_lengths, check_tensor
+
+__all__ = ["check_frame_tokens", "frame_mask_or_none", "frame_positions", "frame_tokens_contract", "zero_padding"]
+
+
+def check_frame_tokens(
+    tokens: object, lengths: object, dim: int, *, ndim: tuple[int, ...] = (4,)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate ``tokens`` ``(B, T, N, dim)`` (or ``(B, T, dim)`` when 3 is in ``ndim``) and the
+    per-clip valid frame counts; returns ``(tokens, lengths)`` with lengths defaulting to ``T``."""
+    check_tensor(tokens, "tokens", ndim=ndim, floating=True)
+    shape = ("B", "T", "N", dim) if tokens.ndim == 4 else ("B", "T", dim)
+    check_tensor(tokens, "tokens", shape=shape)
+    batch, length = tokens.shape[:2]
+    if lengths is None:
+        return tokens, torch.full((batch,), length, dtype=torch.long, device=tokens.device)
+    return tokens, check_lengths(lengths, "lengths", batch=batch, max_len=length).to(tokens.device)
+
+
+def frame_positions(
+    batch: int, length: int, timestamps: torch.Tensor | None, time_unit: float, device: torch.device
+) -> torch.Tensor:
+    """Temporal rotary positions: frame numbers ``(1, T)`` (shared by the batch), or
+    ``timestamps / time_unit`` ``(B, T)`` when the caller gives the frames' times in seconds
+    (``time_unit=0.04``: one position per 40 ms, as TMRoPE)."""
+    if timestamps is None:
+        return torch.arange(length, device=device)[None]
+    check_tensor(timestamps, "timestamps", shape=(batch, length), floating=True)
+    return timestamps.to(device=device, dtype=torch.float32) / time_unit
+
+
+def frame_mask_or_none(lengths: torch.Tensor, length: int) -> torch.Tensor | None:
+    """``(B, T)`` bool mask of valid frames, or ``None`` when no clip is padded (the kernels' fast path)."""
+    if bool((lengths == length).all()):
+        return None
+    return lengths_to_mask(lengths, length)
+
+
+def zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``x`` ``(B, L, ...)`` with positions ``>= lengths`` set to zero."""
+    mask = lengths_to_mask(lengths, x.shape[1]).view(*x.shape[:2], *([1] * (x.ndim - 2)))
+    return x * mask.to(x.dtype)
+
+
+def frame_tokens_contract(lengths: Sequence[int], num_tokens: int, dim: int, seed: int) -> ContractInputs:
+    """Contract inputs ``tokens (B, T, N, dim)`` + ``lengths`` in frames."""
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randn(len(lengths), max(lengths), num_tokens, dim, generator=g)
+    lens = torch.tensor(list(lengths))
+    return ContractInputs({"tokens": tokens, "lengths": lens}, lens, {"tokens": 1}, "lengths")

@@ -1,0 +1,98 @@
+"""Factorized encoder (ViViT model 2): a spatial transformer per frame, then a temporal one over frames."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from omnikit.layers.masks import lengths_to_mask
+from omnikit.layers.rotary import RotaryEmbedding
+from omnikit.outputs import EncoderOutput
+from omnikit.registry import configure, register_model
+from omnikit.testing.contract import ContractInputs
+from omnikit.video.temporal.common import (
+    check_frame_tokens,
+    frame_mask_or_none,
+    frame_positions,
+    frame_tokens_contract,
+    zero_padding,
+)
+from omnikit.vision.stack import TransformerStack
+
+__all__ = ["FactorizedConfig", "FactorizedEncoder"]
+
+
+@dataclass
+class FactorizedConfig:
+    """Hyper-parameters of :class:`FactorizedEncoder`."""
+
+    dim: int
+    spatial_depth: int
+    temporal_depth: int
+    num_heads: int
+    mlp_ratio: float = 4.0
+    norm_eps: float = 1e-6
+    rope_base: float = 10000.0
+    time_unit: float = 0.04
+    backend: str = "sdpa"
+
+
+class FactorizedEncoder(nn.Module):
+    """Frame tokens ``(B, T, N, D)`` -> one token per frame ``EncoderOutput((B, T, D), lengths)``.
+
+    Each valid frame's tokens, with a learned CLS token in front, go through the spatial
+    transformer; the frames' CLS outputs then go through the temporal transformer (1-D rotary
+    positions over frame numbers or timestamps, padding frames masked).
+    """
+
+    def __init__(self, config: FactorizedConfig) -> None:
+        super().__init__()
+        self.config = config
+        stack = dict(num_heads=config.num_heads, mlp_ratio=config.mlp_ratio, norm_eps=config.norm_eps,
+                     backend=config.backend)
+        self.cls_token = nn.Parameter(torch.zeros(config.dim))
+        nn.init.normal_(self.cls_token, std=0.02)
+        self.spatial = TransformerStack(config.dim, config.spatial_depth, **stack)
+        self.temporal = TransformerStack(config.dim, config.temporal_depth, **stack)
+        self.rotary = RotaryEmbedding(config.dim // config.num_heads, config.rope_base)
+        self.output_dim = config.dim
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return lengths
+
+    def forward(
+        self, tokens: torch.Tensor, lengths: torch.Tensor | None = None, *, timestamps: torch.Tensor | None = None
+    ) -> EncoderOutput:
+        """``tokens (B, T, N, D)``, ``lengths (B,)`` valid frames, ``timestamps (B, T)`` seconds (optional)."""
+        tokens, lengths = check_frame_tokens(tokens, lengths, self.config.dim)
+        batch, length, _, dim = tokens.shape
+        frame_mask = lengths_to_mask(lengths, length)
+        frames = tokens[frame_mask]  # (valid frames, N, D)
+        cls = self.cls_token.to(frames.dtype).expand(frames.shape[0], 1, dim)
+        summary = self.spatial(torch.cat([cls, frames], dim=1))[:, 0]
+        per_frame = summary.new_zeros(batch, length, dim)
+        per_frame[frame_mask] = summary
+        rope = self.rotary(frame_positions(batch, length, timestamps, self.config.time_unit, tokens.device))
+        out = self.temporal(per_frame, rope=rope, key_padding_mask=frame_mask_or_none(lengths, length))
+        return EncoderOutput(zero_padding(out, lengths), lengths)
+
+    def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
+        return frame_tokens_contract(lengths, 4, self.config.dim, seed)
+
+
+@register_model(kind="temporal", modalities=("video",))
+def vivit_factorized_tiny(**overrides: Any) -> FactorizedEncoder:
+    """Tiny ViViT factorized encoder: width 32, 1 spatial + 1 temporal block."""
+    return FactorizedEncoder(configure(FactorizedConfig, "vivit_factorized_tiny", overrides, dim=32,
+                                       spatial_depth=1, temporal_depth=1, num_heads=2))
+
+
+@register_model(kind="temporal", modalities=("video",))
+def vivit_factorized_base(**overrides: Any) -> FactorizedEncoder:
+    """ViViT-B factorized encoder sizes: width 768, 12 spatial + 4 temporal blocks, 12 heads."""
+    return FactorizedEncoder(configure(FactorizedConfig, "vivit_factorized_base", overrides, dim=768,
+                                       spatial_depth=12, temporal_depth=4, num_heads=12))

@@ -1,0 +1,103 @@
+"""Q-Former (BLIP-2 / Video-LLaMA style): learned queries with self-attention and cross-attention to tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from omnikit.layers.attention import Attention
+from omnikit.layers.mlp import GeluMLP
+from omnikit.layers.norm import LayerNorm
+from omnikit.outputs import EncoderOutput
+from omnikit.registry import configure, register_model
+from omnikit.testing.contract import ContractInputs
+from omnikit.utils.checks import check_positive
+from omnikit.video.temporal.cross_attention import CrossAttention
+from omnikit.video.temporal.resampler import check_token_inputs, latent_contract_inputs
+
+__all__ = ["QFormer", "QFormerConfig"]
+
+
+@dataclass
+class QFormerConfig:
+    """Hyper-parameters of :class:`QFormer`."""
+
+    dim: int
+    num_queries: int = 32
+    depth: int = 2
+    num_heads: int = 8
+    context_dim: int | None = None
+    mlp_ratio: float = 4.0
+    norm_eps: float = 1e-6
+    backend: str = "sdpa"
+
+
+class QFormerBlock(nn.Module):
+    """Queries: self-attention, cross-attention to the tokens, feed-forward (pre-norm, residual)."""
+
+    def __init__(self, dim: int, num_heads: int, context_dim: int, mlp_ratio: float, eps: float, backend: str):
+        super().__init__()
+        self.norm_self, self.norm_cross, self.norm_mlp = (LayerNorm(dim, eps=eps) for _ in range(3))
+        self.self_attn = Attention(dim, num_heads, qkv_bias=True, backend=backend)
+        self.cross_attn = CrossAttention(dim, num_heads, context_dim=context_dim, bias=True, backend=backend)
+        self.mlp = GeluMLP(dim, int(dim * mlp_ratio))
+
+    def forward(self, queries: torch.Tensor, tokens: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        queries = queries + self.self_attn(self.norm_self(queries))
+        queries = queries + self.cross_attn(self.norm_cross(queries), tokens, key_padding_mask=key_mask)
+        return queries + self.mlp(self.norm_mlp(queries))
+
+
+class QFormer(nn.Module):
+    """``tokens (B, N, context_dim)`` -> ``EncoderOutput((B, num_queries, dim), lengths=num_queries)``.
+
+    Unlike :class:`~omnikit.video.PerceiverResampler` the queries attend to each other in a
+    separate self-attention and read the tokens (raw, un-normalised, any width) through
+    cross-attention. Import: ``from omnikit.video import QFormer``.
+    """
+
+    def __init__(self, config: QFormerConfig) -> None:
+        super().__init__()
+        check_positive(config.num_queries, "num_queries")
+        check_positive(config.depth, "depth")
+        self.config = config
+        self.context_dim = config.context_dim or config.dim
+        self.queries = nn.Parameter(torch.randn(config.num_queries, config.dim) * 0.02)
+        self.blocks = nn.ModuleList(
+            QFormerBlock(config.dim, config.num_heads, self.context_dim, config.mlp_ratio, config.norm_eps,
+                         config.backend)
+            for _ in range(config.depth)
+        )
+        self.norm = LayerNorm(config.dim, eps=config.norm_eps)
+        self.output_dim = config.dim
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
+        """``tokens (B, N, context_dim)``; ``lengths (B,)`` valid tokens per item."""
+        tokens, key_mask = check_token_inputs(tokens, lengths, self.context_dim)
+        queries = self.queries.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
+        for block in self.blocks:
+            queries = block(queries, tokens, key_mask)
+        out = self.norm(queries)
+        count = self.config.num_queries
+        return EncoderOutput(out, torch.full((out.shape[0],), count, dtype=torch.long, device=out.device))
+
+    def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
+        return latent_contract_inputs(lengths, self.context_dim, seed)
+
+
+@register_model(kind="temporal", modalities=("video", "image"))
+def qformer_tiny(**overrides: Any) -> QFormer:
+    """Tiny Q-Former: 8 queries of width 32 over 24-wide tokens, 2 blocks."""
+    return QFormer(configure(QFormerConfig, "qformer_tiny", overrides, dim=32, num_queries=8, depth=2,
+                             num_heads=2, context_dim=24))
+
+
+@register_model(kind="temporal", modalities=("video", "image"))
+def qformer_blip2(**overrides: Any) -> QFormer:
+    """BLIP-2 sized Q-Former: 32 queries, width 768, 12 blocks, 12 heads, over 1408-wide EVA ViT-g tokens."""
+    return QFormer(configure(QFormerConfig, "qformer_blip2", overrides, dim=768, num_queries=32, depth=12,
+                             num_heads=12, context_dim=1408))

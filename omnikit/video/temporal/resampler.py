@@ -1,0 +1,143 @@
+"""Perceiver resampler (Flamingo): a fixed number of learned latents summarise any number of tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from omnikit.layers.masks import lengths_to_mask
+from omnikit.layers.mlp import GeluMLP
+from omnikit.layers.norm import LayerNorm
+from omnikit.outputs import EncoderOutput
+from omnikit.registry import configure, register_model
+from omnikit.testing.contract import ContractInputs
+from omnikit.utils.checks import check_lengths, check_positive, check_tensor
+from omnikit.video.temporal.cross_attention import CrossAttention
+
+__all__ = ["PerceiverResampler", "ResamplerConfig", "check_token_inputs", "latent_contract_inputs"]
+
+
+def check_token_inputs(tokens: object, lengths: object, dim: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Validate ``tokens (B, N, dim)`` and optional ``lengths (B,)`` valid tokens; returns the key mask."""
+    check_tensor(tokens, "tokens", shape=("B", "N", dim), floating=True)
+    if lengths is None:
+        return tokens, None
+    lengths = check_lengths(lengths, "lengths", batch=tokens.shape[0], max_len=tokens.shape[1])
+    return tokens, lengths_to_mask(lengths.to(tokens.device), tokens.shape[1])
+
+
+def latent_contract_inputs(lengths: Sequence[int], dim: int, seed: int) -> ContractInputs:
+    """Contract inputs ``tokens (B, N, dim)`` + ``lengths`` in tokens."""
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randn(len(lengths), max(lengths), dim, generator=g)
+    lens = torch.tensor(list(lengths))
+    return ContractInputs({"tokens": tokens, "lengths": lens}, lens, {"tokens": 1}, "lengths")
+
+
+@dataclass
+class ResamplerConfig:
+    """Hyper-parameters of :class:`PerceiverResampler`."""
+
+    dim: int
+    num_latents: int = 64
+    depth: int = 2
+    num_heads: int = 8
+    context_dim: int | None = None
+    mlp_ratio: float = 4.0
+    norm_eps: float = 1e-5
+    backend: str = "sdpa"
+
+
+class PerceiverBlock(nn.Module):
+    """Latents attend to ``[tokens; latents]``, then a feed-forward (both pre-norm, residual)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, eps: float, backend: str) -> None:
+        super().__init__()
+        self.norm_tokens, self.norm_latents, self.norm_mlp = (LayerNorm(dim, eps=eps) for _ in range(3))
+        self.attn = CrossAttention(dim, num_heads, backend=backend)
+        self.mlp = GeluMLP(dim, int(dim * mlp_ratio), bias=False)
+
+    def forward(self, latents: torch.Tensor, tokens: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        normed = self.norm_latents(latents)
+        context = torch.cat([self.norm_tokens(tokens), normed], dim=1)
+        if key_mask is not None:
+            key_mask = torch.cat([key_mask, key_mask.new_ones(latents.shape[:2])], dim=1)
+        latents = latents + self.attn(normed, context, key_padding_mask=key_mask)
+        return latents + self.mlp(self.norm_mlp(latents))
+
+
+class PerceiverResampler(nn.Module):
+    """``tokens (B, N, context_dim)`` -> ``EncoderOutput((B, num_latents, dim), lengths=num_latents)``.
+
+    Import: ``from omnikit.video import PerceiverResampler``.
+
+    Args:
+        dim: latent (output) width.
+        num_latents: output tokens per item, whatever ``N``.
+        depth: resampler blocks.
+        num_heads: attention heads.
+        context_dim: width of the input tokens (default ``dim``; otherwise projected).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_latents: int = 64,
+        depth: int = 2,
+        num_heads: int = 8,
+        *,
+        context_dim: int | None = None,
+        mlp_ratio: float = 4.0,
+        norm_eps: float = 1e-5,
+        backend: str = "sdpa",
+    ) -> None:
+        super().__init__()
+        check_positive(num_latents, "num_latents")
+        check_positive(depth, "depth")
+        self.dim, self.num_latents, self.context_dim = dim, num_latents, context_dim or dim
+        self.latents = nn.Parameter(torch.randn(num_latents, dim) * 0.02)
+        self.input_proj = nn.Linear(self.context_dim, dim) if self.context_dim != dim else None
+        self.blocks = nn.ModuleList(
+            PerceiverBlock(dim, num_heads, mlp_ratio, norm_eps, backend) for _ in range(depth)
+        )
+        self.norm = LayerNorm(dim, eps=norm_eps)
+        self.output_dim = dim
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
+        """``tokens (B, N, context_dim)``; ``lengths (B,)`` valid tokens per item (padding ignored)."""
+        tokens, key_mask = check_token_inputs(tokens, lengths, self.context_dim)
+        if self.input_proj is not None:
+            tokens = self.input_proj(tokens)
+        latents = self.latents.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
+        for block in self.blocks:
+            latents = block(latents, tokens, key_mask)
+        out = self.norm(latents)
+        return EncoderOutput(out, torch.full((out.shape[0],), self.num_latents, dtype=torch.long, device=out.device))
+
+    def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
+        return latent_contract_inputs(lengths, self.context_dim, seed)
+
+
+def _build(config: ResamplerConfig) -> PerceiverResampler:
+    return PerceiverResampler(
+        config.dim, config.num_latents, config.depth, config.num_heads, context_dim=config.context_dim,
+        mlp_ratio=config.mlp_ratio, norm_eps=config.norm_eps, backend=config.backend,
+    )
+
+
+@register_model(kind="temporal", modalities=("video", "image", "audio"))
+def perceiver_resampler_tiny(**overrides: Any) -> PerceiverResampler:
+    """Tiny Perceiver resampler: 8 latents of width 32 over 24-wide tokens, 2 blocks."""
+    return _build(configure(ResamplerConfig, "perceiver_resampler_tiny", overrides, dim=32, num_latents=8,
+                            depth=2, num_heads=2, context_dim=24))
+
+
+@register_model(kind="temporal", modalities=("video", "image", "audio"))
+def perceiver_resampler_flamingo(**overrides: Any) -> PerceiverResampler:
+    """Flamingo's resampler sizes: 64 latents, width 1024 (NFNet-F6 features 1536), 6 blocks, 16 heads."""
+    return _build(configure(ResamplerConfig, "perceiver_resampler_flamingo", overrides, dim=1024,
+                            num_latents=64, depth=6, num_heads=16, context_dim=1536))

@@ -1,0 +1,81 @@
+"""A temporal transformer over frame tokens, with time as its rotary position."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from omnikit.layers.rotary import RotaryEmbedding
+from omnikit.outputs import EncoderOutput
+from omnikit.registry import configure, register_model
+from omnikit.testing.contract import ContractInputs
+from omnikit.video.temporal.common import (
+    check_frame_tokens,
+    frame_mask_or_none,
+    frame_positions,
+    frame_tokens_contract,
+    zero_padding,
+)
+from omnikit.vision.stack import TransformerStack
+
+__all__ = ["TemporalTransformer", "TemporalTransformerConfig"]
+
+
+@dataclass
+class TemporalTransformerConfig:
+    """Hyper-parameters of :class:`TemporalTransformer`."""
+
+    dim: int
+    depth: int
+    num_heads: int
+    mlp_ratio: float = 4.0
+    norm_eps: float = 1e-6
+    rope_base: float = 10000.0
+    time_unit: float = 0.04
+    backend: str = "sdpa"
+
+
+class TemporalTransformer(nn.Module):
+    """Contextualise frame tokens over time.
+
+    Takes ``(B, T, D)`` (one token per frame) or ``(B, T, N, D)`` (every token of a frame shares
+    its frame's temporal position) and returns ``EncoderOutput((B, T*N, D), lengths * N)``.
+    Positions are frame numbers, or ``timestamps / time_unit`` so that clips sampled at uneven
+    times keep their real spacing.
+    """
+
+    def __init__(self, config: TemporalTransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = TransformerStack(config.dim, config.depth, config.num_heads, mlp_ratio=config.mlp_ratio,
+                                        norm_eps=config.norm_eps, backend=config.backend)
+        self.rotary = RotaryEmbedding(config.dim // config.num_heads, config.rope_base)
+        self.output_dim = config.dim
+
+    def forward(
+        self, tokens: torch.Tensor, lengths: torch.Tensor | None = None, *, timestamps: torch.Tensor | None = None
+    ) -> EncoderOutput:
+        tokens, lengths = check_frame_tokens(tokens, lengths, self.config.dim, ndim=(3, 4))
+        if tokens.ndim == 3:
+            tokens = tokens.unsqueeze(2)
+        batch, length, num_tokens, dim = tokens.shape
+        positions = frame_positions(batch, length, timestamps, self.config.time_unit, tokens.device)
+        rope = self.rotary(positions.repeat_interleave(num_tokens, dim=1))
+        frame_mask = frame_mask_or_none(lengths, length)
+        key_mask = None if frame_mask is None else frame_mask.repeat_interleave(num_tokens, dim=1)
+        out = self.encoder(tokens.reshape(batch, -1, dim), rope=rope, key_padding_mask=key_mask)
+        return EncoderOutput(zero_padding(out, lengths * num_tokens), lengths * num_tokens)
+
+    def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
+        return frame_tokens_contract(lengths, 4, self.config.dim, seed)
+
+
+@register_model(kind="temporal", modalities=("video",))
+def temporal_transformer_tiny(**overrides: Any) -> TemporalTransformer:
+    """Tiny temporal transformer: width 32, 2 blocks."""
+    return TemporalTransformer(configure(TemporalTransformerConfig, "temporal_transformer_tiny", overrides,
+                                         dim=32, depth=2, num_heads=2))
