@@ -7,11 +7,11 @@ matching contract check on it, expecting it to fail.
 from __future__ import annotations
 
 import pytest
+import test_model_contract as contract
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import test_model_contract as contract
 from omnikit.layers.decoder import DecoderConfig
 from omnikit.models.language_model import CausalLM
 from omnikit.registry import _REGISTRY, configure, register_model

@@ -17,7 +17,7 @@ from omnikit.layers import (
     build_attention_mask,
     scaled_dot_product,
 )
-from omnikit.layers.rotary import apply_rotary, mrope_axis_of_frequency
+from omnikit.layers.rotary import mrope_axis_of_frequency
 from omnikit.streaming import streaming
 
 

@@ -101,5 +101,5 @@ def test_bare_decorator_registers_custom_kind(scratch_registry) -> None:
 
 def test_entrypoint_must_return_a_module(scratch_registry) -> None:
     omnikit.register_model(name="scratch_bad")(lambda: 3)
-    with pytest.raises(TypeError, match="expected an nn.Module"):
+    with pytest.raises(TypeError, match=r"expected an nn\.Module"):
         omnikit.create_model("scratch_bad")
