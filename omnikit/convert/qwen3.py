@@ -12,7 +12,7 @@ from omnikit.utils.checks import OmnikitValueError
 __all__ = ["convert_qwen3_decoder_layer"]
 
 
-def _rope_theta(config) -> float:  # noqa: ANN001 - a transformers PretrainedConfig
+def _rope_theta(config) -> float:
     params = getattr(config, "rope_parameters", None) or {}
     rope_type = params.get("rope_type", "default")
     if rope_type != "default":
