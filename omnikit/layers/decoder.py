@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ from omnikit.layers.norm import build_norm
 from omnikit.layers.rotary import RotaryEmbedding
 from omnikit.utils.checks import OmnikitValueError, check_tensor
 
-__all__ = ["Decoder", "DecoderBlock", "DecoderConfig", "default_mlp_hidden"]
+__all__ = ["Decoder", "DecoderBlock", "DecoderConfig", "default_mlp_hidden", "run_blocks"]
 
 
 def default_mlp_hidden(dim: int, multiple_of: int = 64) -> int:
@@ -172,6 +172,31 @@ def _default_positions(
 MLPFactory = Callable[[int], nn.Module]
 
 
+def run_blocks(
+    blocks: Iterable[nn.Module],
+    x: torch.Tensor,
+    kwargs_for: Callable[[nn.Module], dict[str, Any]],
+    *,
+    checkpointing: bool,
+    return_aux: bool,
+) -> tuple[torch.Tensor, list[Any]]:
+    """Apply ``blocks`` in order, each called as ``block(x, **kwargs_for(block))``.
+
+    With ``checkpointing`` (and autograd recording) each block is recomputed in backward. With
+    ``return_aux`` every block is called with ``return_aux=True`` and returns ``(x, aux)``; the
+    auxes come back in block order (an empty list otherwise).
+    """
+    auxes: list[Any] = []
+    recompute = checkpointing and torch.is_grad_enabled()
+    for block in blocks:
+        kwargs = {**kwargs_for(block), "return_aux": True} if return_aux else kwargs_for(block)
+        x = checkpoint(block, x, use_reentrant=False, **kwargs) if recompute else block(x, **kwargs)
+        if return_aux:
+            x, aux = x
+            auxes.append(aux)
+    return x, auxes
+
+
 class Decoder(nn.Module):
     """A stack of :class:`DecoderBlock` with one shared rotary table and a final norm.
 
@@ -229,15 +254,8 @@ class Decoder(nn.Module):
         rope = self.rotary(positions)
         kwargs = dict(rope=rope, key_padding_mask=key_padding_mask, attention_mask=attention_mask,
                       cu_seqlens=cu_seqlens, causal=causal, **(block_kwargs or {}))
-        if return_aux:
-            kwargs["return_aux"] = True
-        auxes = []
-        for block in self.blocks:
-            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False, **kwargs)
-            else:
-                x = block(x, **kwargs)
-            if return_aux:
-                x, aux = x
-                auxes.append(aux)
+        x, auxes = run_blocks(
+            self.blocks, x, lambda block: kwargs, checkpointing=self.gradient_checkpointing and self.training,
+            return_aux=return_aux,
+        )
         return (self.norm(x), auxes) if return_aux else self.norm(x)

@@ -13,9 +13,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from omnikit.layers.decoder import DecoderBlock, default_mlp_hidden
+from omnikit.layers.decoder import DecoderBlock, default_mlp_hidden, run_blocks
 from omnikit.layers.linear_attention import GatedDeltaNet
 from omnikit.layers.mlp import build_mlp
 from omnikit.layers.norm import RMSNorm
@@ -139,17 +138,10 @@ class HybridDecoder(StreamingContainer, nn.Module):
         check_tensor(x, "x", shape=("B", "T", self.config.dim), floating=True)
         start = self._cache_length()
         rope = self.rotary(torch.arange(start, start + x.shape[1], device=x.device))
-        common: dict[str, Any] = {"return_aux": True} if return_aux else {}
-        auxes = []
-        for block in self.blocks:
-            kwargs = {**common, "rope": rope} if isinstance(block, DecoderBlock) else common
-            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False, **kwargs)
-            else:
-                x = block(x, **kwargs)
-            if return_aux:
-                x, aux = x
-                auxes.append(aux)
+        x, auxes = run_blocks(
+            self.blocks, x, lambda block: {"rope": rope} if isinstance(block, DecoderBlock) else {},
+            checkpointing=self.gradient_checkpointing and self.training, return_aux=return_aux,
+        )
         return (self.norm(x), auxes) if return_aux else self.norm(x)
 
     def contract_inputs(self, lengths: list[int], *, seed: int = 0) -> ContractInputs:
