@@ -21,7 +21,7 @@ from torch import nn
 
 from omnikit.utils.checks import OmnikitValueError
 
-__all__ = ["StreamingContainer", "StreamingModule", "StreamingState", "is_streaming", "streaming"]
+__all__ = ["StreamingContainer", "StreamingModule", "StreamingState", "is_streaming", "streaming", "suspended"]
 
 
 class StreamingState:
@@ -87,3 +87,18 @@ def streaming(module: nn.Module, batch_size: int) -> Iterator[nn.Module]:
     finally:
         for m in members:
             m._streaming_state = None
+
+
+@contextmanager
+def suspended(module: nn.Module) -> Iterator[nn.Module]:
+    """Run ``module`` offline inside an open stream: its streaming submodules' state is set aside
+    and restored on exit (e.g. a depth transformer that starts afresh at every frame)."""
+    members = [m for m in module.modules() if isinstance(m, StreamingModule)]
+    states = [m._streaming_state for m in members]
+    for m in members:
+        m._streaming_state = None
+    try:
+        yield module
+    finally:
+        for m, state in zip(members, states):
+            m._streaming_state = state

@@ -6,14 +6,8 @@ import pytest
 import torch
 
 import omnikit
-from omnikit.fusion import CausalCodeDecoder, codebook_loss, delay_codes, per_codebook_loss, undelay_codes
-
-
-def test_delay_layout_roundtrip_and_shape() -> None:
-    codes = torch.arange(12).view(1, 3, 4)
-    delayed = delay_codes(codes, pad=-1)
-    assert delayed.tolist() == [[[0, 1, 2, 3, -1, -1], [-1, 4, 5, 6, 7, -1], [-1, -1, 8, 9, 10, 11]]]
-    assert torch.equal(undelay_codes(delayed), codes)
+from omnikit.fusion import ThinkerTalker, codebook_loss, per_codebook_loss
+from omnikit.fusion.models import tiny_speech_codec
 
 
 def _restricted_argmax(logits: torch.Tensor, codebook_size: int) -> torch.Tensor:
@@ -56,17 +50,28 @@ def test_talker_is_causal_over_frames_and_codebooks(strategy: str) -> None:
     assert loss.ndim == 0 and per_codebook_loss(a, codes).shape == (4,)
 
 
-def test_codec_decoder_streaming_equals_offline() -> None:
-    codec = CausalCodeDecoder(4, 64, hop=80, sample_rate=8000).eval()
+def test_speech_codec_is_the_audio_seanet_codec_and_streams_exactly() -> None:
+    """The Thinker-Talker speaks through the audio family's causal codec: chunked decoding == offline."""
+    model = omnikit.create_model("thinker_talker_tiny").eval()
+    codec = model.codec
+    assert isinstance(codec, omnikit.audio.SEANetCodec) and not any(p.requires_grad for p in codec.parameters())
+    assert (codec.num_codebooks, codec.codebook_size, codec.sample_rate, codec.frame_rate) == (4, 64, 16000, 50)
     codes = torch.randint(0, 64, (2, 4, 11))
     with torch.no_grad():
         offline = codec.decode(codes)
         with codec.streaming(2):
             pieces = [codec.decode(codes[:, :, a:b]) for a, b in ((0, 1), (1, 5), (5, 6), (6, 11))]
-    assert offline.shape == (2, 1, 11 * 80) and codec.frame_rate == 100
+    assert offline.shape == (2, 1, 11 * 320)
     torch.testing.assert_close(torch.cat(pieces, dim=-1), offline, atol=1e-6, rtol=1e-5)
     with pytest.raises(ValueError, match="codes"):
-        codec.decode(torch.full((1, 4, 2), 64))
+        codec.decode(torch.zeros(1, 3, 2, dtype=torch.long))
+
+
+def test_thinker_talker_rejects_a_codec_with_another_code_layout() -> None:
+    model = omnikit.create_model("thinker_talker_tiny")
+    other = tiny_speech_codec(4, 32)
+    with pytest.raises(ValueError, match="codebook_size"):
+        ThinkerTalker(model.omni, model.talker, other)
 
 
 @pytest.mark.parametrize("strategy", ["delay", "mtp"])

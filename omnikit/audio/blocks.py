@@ -16,9 +16,9 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from omnikit.layers import Attention, GeluMLP, LayerNorm
+from omnikit.layers.decoder import run_blocks
 from omnikit.testing import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_lengths, check_tensor
 
@@ -90,11 +90,9 @@ class EncoderStack(nn.Module):
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``x (B, T, dim) -> (B, T, dim)``; ``key_padding_mask (B, T)`` True on valid positions."""
-        for block in self.blocks:
-            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, key_padding_mask, use_reentrant=False)
-            else:
-                x = block(x, key_padding_mask)
+        kwargs = {"key_padding_mask": key_padding_mask}
+        x, _ = run_blocks(self.blocks, x, lambda block: kwargs,
+                          checkpointing=self.gradient_checkpointing and self.training, return_aux=False)
         return x
 
 

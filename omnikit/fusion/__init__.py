@@ -2,17 +2,16 @@
 
 from omnikit.fusion import models, presets
 from omnikit.fusion.adapters import AdaptedMedia, AudioAdapter, TubeletEncoder, VideoAdapter, mlp_projector
-from omnikit.fusion.codes import delay_codes, undelay_codes
 from omnikit.fusion.cross_attention import FusionLayer, GatedCrossAttentionBlock, media_attention_mask
+from omnikit.fusion.depth import CodePredictor, undelay_logits
+from omnikit.fusion.duplex import DuplexConfig, DuplexLoss, DuplexModel, DuplexStep
 from omnikit.fusion.early import PackedSequences, fusion_attention_mask, media_item_ids, pack_sequences, scatter_media
 from omnikit.fusion.losses import text_lm_loss
 from omnikit.fusion.modality import MEDIA_MODALITIES, MODALITIES, MediaTokens
 from omnikit.fusion.omni import EarlyFusionOmni, FusedInputs
 from omnikit.fusion.recipes import RECIPES, apply_recipe, parameter_groups
-from omnikit.fusion.resampler import LatentResampler
 from omnikit.fusion.sampling import GREEDY, Sampling, sample_next
-from omnikit.fusion.speech_decoder import CausalCodeDecoder
-from omnikit.fusion.talker import STRATEGIES, CodePredictor, Talker, TalkerConfig, codebook_loss, per_codebook_loss
+from omnikit.fusion.talker import STRATEGIES, Talker, TalkerConfig, codebook_loss, per_codebook_loss
 from omnikit.fusion.thinker import GenerationOutput, Thinker, ThinkerStep
 from omnikit.fusion.thinker_talker import SpeechChunk, ThinkerTalker
 from omnikit.fusion.tmrope import (
@@ -37,15 +36,17 @@ __all__ = [
     "TURN_EVENTS",
     "AdaptedMedia",
     "AudioAdapter",
-    "CausalCodeDecoder",
     "CodePredictor",
     "CrossAttentionOmni",
+    "DuplexConfig",
+    "DuplexLoss",
+    "DuplexModel",
+    "DuplexStep",
     "EarlyFusionOmni",
     "FusedInputs",
     "FusionLayer",
     "GatedCrossAttentionBlock",
     "GenerationOutput",
-    "LatentResampler",
     "MediaTokens",
     "PackedSequences",
     "Sampling",
@@ -63,7 +64,6 @@ __all__ = [
     "VisualGrid",
     "apply_recipe",
     "codebook_loss",
-    "delay_codes",
     "fusion_attention_mask",
     "item_positions",
     "media_attention_mask",
@@ -79,5 +79,5 @@ __all__ = [
     "speak_until_interrupted",
     "text_lm_loss",
     "tmrope_position_ids",
-    "undelay_codes",
+    "undelay_logits",
 ]

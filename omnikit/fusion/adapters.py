@@ -6,8 +6,8 @@ and says how those tokens are laid out (for TMRoPE):
 - :class:`AudioAdapter` wraps any audio encoder with the omnikit calling convention
   (``forward(features, lengths) -> EncoderOutput`` and ``output_lengths``);
 - :class:`VideoAdapter` wraps a visual encoder that maps frames ``(N, T, C, H, W)`` to a
-  ``(t, h, w)`` token grid; :class:`TubeletEncoder` is a minimal one (a Conv3d tubelet
-  embedding) used by the tiny presets.
+  ``(t, h, w)`` token grid; :class:`TubeletEncoder` is a minimal one (the vision family's
+  tubelet embedding plus an MLP) used by the tiny presets.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from omnikit.fusion.tmrope import VisualGrid
 from omnikit.layers.norm import LayerNorm
 from omnikit.outputs import EncoderOutput
 from omnikit.utils.checks import OmnikitValueError, check_positive, check_tensor
+from omnikit.vision.tubelet import TubeletEmbed
 
 __all__ = ["AdaptedMedia", "AudioAdapter", "TubeletEncoder", "VideoAdapter", "mlp_projector"]
 
@@ -70,8 +71,9 @@ class AudioAdapter(nn.Module):
 
 
 class TubeletEncoder(nn.Module):
-    """Frames ``(N, T, C, H, W)`` -> tokens ``(N, t, h, w, dim)`` by a Conv3d over tubelets
-    ``(tubelet, patch, patch)`` (ViViT tubelet embedding) and a small MLP.
+    """Frames ``(N, T, C, H, W)`` -> tokens ``(N, t, h, w, dim)``: the vision family's
+    :class:`~omnikit.vision.TubeletEmbed` over ``(tubelet, patch, patch)`` tubelets (ViViT) and a small
+    residual MLP; no attention (for a full video ViT use :class:`~omnikit.vision.VideoViT`).
 
     ``t = T // tubelet``, ``h = H // patch``, ``w = W // patch``.
     """
@@ -81,7 +83,7 @@ class TubeletEncoder(nn.Module):
         check_positive(patch, "patch")
         check_positive(tubelet, "tubelet")
         self.patch, self.tubelet, self.in_channels, self.output_dim = patch, tubelet, in_channels, dim
-        self.embed = nn.Conv3d(in_channels, dim, (tubelet, patch, patch), stride=(tubelet, patch, patch))
+        self.embed = TubeletEmbed(dim, (tubelet, patch, patch), in_channels, bias=True)
         self.mlp = nn.Sequential(LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
 
     def grid(self, frames_shape: torch.Size | tuple[int, ...]) -> tuple[int, int, int]:
@@ -96,7 +98,7 @@ class TubeletEncoder(nn.Module):
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         check_tensor(frames, "frames", shape=("N", "T", self.in_channels, "H", "W"), floating=True)
         self.grid(frames.shape)
-        x = self.embed(frames.transpose(1, 2)).permute(0, 2, 3, 4, 1)  # (N, t, h, w, dim)
+        x = self.embed(frames)  # (N, t, h, w, dim)
         return x + self.mlp(x)
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from omnikit.audio.codec import SEANetCodec
 from omnikit.fusion.adapters import AudioAdapter, TubeletEncoder, VideoAdapter
+from omnikit.fusion.duplex import DuplexConfig, DuplexModel
 from omnikit.fusion.modality import MediaTokens
 from omnikit.fusion.omni import EarlyFusionOmni
-from omnikit.fusion.speech_decoder import CausalCodeDecoder
 from omnikit.fusion.talker import Talker, TalkerConfig
 from omnikit.fusion.thinker import Thinker
 from omnikit.fusion.thinker_talker import ThinkerTalker
@@ -26,11 +27,13 @@ __all__ = [
     "QWEN2_5_OMNI_TINY",
     "TINY_MARKERS",
     "TINY_TOKENS",
+    "duplex_tiny",
     "omni_early_tiny",
     "omni_xattn_tiny",
     "talker_tiny",
     "thinker_talker_tiny",
     "thinker_tiny",
+    "tiny_speech_codec",
     "turn_taking_tiny",
 ]
 
@@ -100,11 +103,32 @@ def talker_tiny(**overrides: Any) -> Talker:
 
 @register_model(kind="omni", modalities=("text", "video", "audio", "speech"))
 def thinker_talker_tiny(*, frames_per_token: int = 2, strategy: str = "delay", **overrides: Any) -> ThinkerTalker:
-    """Early-fusion tiny Thinker (tied embeddings) + tiny Talker + causal code decoder (16 kHz, 50 frames/s)."""
+    """Early-fusion tiny Thinker (tied embeddings) + tiny Talker + the audio family's causal SEANet codec
+    (16 kHz, 50 frames/s, 4 codebooks of 64), which decodes the speech chunk by chunk."""
     thinker = _tiny_thinker("thinker_talker_tiny", {"tie_embeddings": True, **overrides})
     talker = _tiny_talker("thinker_talker_tiny", {"strategy": strategy, "thinker_dim": thinker.config.dim})
-    codec = CausalCodeDecoder(talker.config.num_codebooks, talker.config.codebook_size, sample_rate=16000, hop=320)
+    codec = tiny_speech_codec(talker.config.num_codebooks, talker.config.codebook_size)
     return ThinkerTalker(_tiny_early(thinker), talker, codec, frames_per_token=frames_per_token)
+
+
+def tiny_speech_codec(
+    num_codebooks: int, codebook_size: int, *, sample_rate: int = 16000, ratios: tuple[int, ...] = (8, 5, 4, 2)
+) -> SEANetCodec:
+    """The tiny causal SEANet codec (``seanet_codec_tiny`` widths) with another code layout and hop:
+    ``prod(ratios)`` samples per frame (default 320: 50 frames/s at 16 kHz)."""
+    return create_model("seanet_codec_tiny", sample_rate=sample_rate, ratios=ratios,
+                        num_quantizers=num_codebooks, codebook_size=codebook_size)
+
+
+@register_model(kind="omni", modalities=("text", "speech"))
+def duplex_tiny(**overrides: Any) -> DuplexModel:
+    """A full-duplex model (Moshi layout): 2-layer temporal transformer (dim 64), 1-layer depth transformer
+    (dim 32), text vocab 256 (pad 0), 4 codebooks of 64 per speaker, delays (0, 1, 1, 1), 12.5 steps/s."""
+    return DuplexModel(configure(
+        DuplexConfig, "duplex_tiny", overrides, dim=64, depth=2, num_heads=4, num_kv_heads=2, mlp_hidden=128,
+        text_vocab=256, text_pad_id=0, num_codebooks=4, codebook_size=64, delays=(0, 1, 1, 1), depth_dim=32,
+        depth_layers=1, depth_heads=2, depth_mlp_hidden=64,
+    ))
 
 
 @register_model(kind="adapter", modalities=("audio",))

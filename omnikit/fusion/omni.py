@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -126,17 +126,11 @@ class EarlyFusionOmni(StreamingContainer, nn.Module):
         return FusedInputs(media, positions, next_position, padding)
 
     def forward(
-        self,
-        input_ids: torch.Tensor,
-        *,
-        frames: torch.Tensor | None = None,
-        audio_features: torch.Tensor | None = None,
-        audio_lengths: torch.Tensor | None = None,
-        lengths: torch.Tensor | None = None,
-        return_hidden: bool = False,
+        self, input_ids: torch.Tensor, *, return_hidden: bool = False, **inputs: torch.Tensor | None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        fused = self.fuse(input_ids, frames=frames, audio_features=audio_features, audio_lengths=audio_lengths,
-                          lengths=lengths)
+        """Logits ``(B, T, vocab)`` (and the final hidden states with ``return_hidden``); ``inputs``: the
+        media and ``lengths`` keywords of :meth:`fuse`."""
+        fused = self.fuse(input_ids, **inputs)
         return self.thinker(input_ids, media=fused.media, positions=fused.positions,
                             key_padding_mask=fused.key_padding_mask, return_hidden=return_hidden)
 
@@ -148,7 +142,7 @@ class EarlyFusionOmni(StreamingContainer, nn.Module):
         audio_features: torch.Tensor | None = None,
         audio_lengths: torch.Tensor | None = None,
         **generate_kwargs,
-    ):
+    ) -> Iterator[ThinkerStep]:
         """Yield :class:`ThinkerStep` s for a multimodal prompt (see :meth:`Thinker.stream_generate`)."""
         fused = self.fuse(input_ids, frames=frames, audio_features=audio_features, audio_lengths=audio_lengths)
         yield from self.thinker.stream_generate(

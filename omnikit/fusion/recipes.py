@@ -19,9 +19,9 @@ from torch import nn
 
 from omnikit.fusion.adapters import AudioAdapter, VideoAdapter
 from omnikit.fusion.cross_attention import FusionLayer
-from omnikit.fusion.resampler import LatentResampler
 from omnikit.models.language_model import CausalLM
 from omnikit.utils.checks import check_choice
+from omnikit.video.temporal.resampler import PerceiverResampler
 
 __all__ = ["RECIPES", "apply_recipe", "parameter_groups"]
 
@@ -47,7 +47,7 @@ def parameter_groups(model: nn.Module) -> dict[str, list[str]]:
         elif isinstance(module, (AudioAdapter, VideoAdapter)):
             mark(module, "adapters")
             mark(module.encoder, "encoders")
-        elif isinstance(module, LatentResampler):
+        elif isinstance(module, PerceiverResampler):
             mark(module, "adapters")
     for module in model.modules():
         if isinstance(module, FusionLayer):

@@ -18,14 +18,15 @@ sequence, ``eos = codebook_size + 1`` on codebook 0 ends the speech.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnikit.fusion.codes import delay_codes, undelay_codes
+from omnikit.audio.layouts import delay_codes, undelay_codes
+from omnikit.fusion.depth import CodePredictor, undelay_logits
 from omnikit.fusion.sampling import GREEDY, Sampling, sample_next
 from omnikit.layers.decoder import Decoder, DecoderConfig
 from omnikit.layers.masks import lengths_to_mask
@@ -34,7 +35,7 @@ from omnikit.streaming import StreamingContainer, streaming
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import check_choice, check_positive, check_tensor
 
-__all__ = ["STRATEGIES", "CodePredictor", "Talker", "TalkerConfig", "codebook_loss", "per_codebook_loss"]
+__all__ = ["STRATEGIES", "Talker", "TalkerConfig", "codebook_loss", "per_codebook_loss"]
 
 STRATEGIES = ("delay", "depth", "mtp")
 
@@ -104,52 +105,6 @@ def per_codebook_loss(logits: torch.Tensor, codes: torch.Tensor, mask: torch.Ten
     return (loss * weights).sum(dim=(0, 2)) / weights.sum(dim=(0, 2)).clamp_min(1)
 
 
-class CodePredictor(nn.Module):
-    """A small causal transformer over the ``K`` codebooks of one frame (Moshi's depth transformer).
-
-    Position ``k`` reads ``context_proj(h) + embed_{k-1}(code_{k-1})`` (position 0: the context
-    alone) and predicts code ``k`` for ``k >= first`` (``first=1`` when code 0 comes from the
-    Talker, as in Qwen3-Omni's MTP). ``forward(h (N, D_in), codes (N, K)) -> logits (N, K - first, V)``
-    with teacher forcing; :meth:`sample` decodes autoregressively.
-    """
-
-    def __init__(self, in_dim: int, config: TalkerConfig, *, first: int = 0) -> None:
-        super().__init__()
-        k, d = config.num_codebooks, config.predictor_dim
-        self.num_codebooks, self.first = k, first
-        self.context_proj = nn.Linear(in_dim, d)
-        self.embed = nn.ModuleList(nn.Embedding(config.vocab, d) for _ in range(k - 1))
-        self.decoder = Decoder(DecoderConfig(
-            dim=d, depth=config.predictor_depth, num_heads=config.predictor_heads,
-            num_kv_heads=config.predictor_kv_heads, head_dim=config.predictor_head_dim,
-            mlp_hidden=config.predictor_mlp_hidden, rope_base=10000.0, qk_norm=True,
-        ))
-        self.heads = nn.ModuleList(nn.Linear(d, config.vocab, bias=False) for _ in range(first, k))
-
-    def _inputs(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        ctx = self.context_proj(h)[:, None]  # (N, 1, d)
-        shifted = [torch.zeros_like(ctx[:, 0])] + [self.embed[i](codes[:, i]) for i in range(codes.shape[1] - 1)]
-        return ctx + torch.stack(shifted, dim=1)
-
-    def forward(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, K - first, V)`` of codebooks ``first ..``."""
-        x = self.decoder(self._inputs(h, codes))
-        return torch.stack([head(x[:, self.first + i]) for i, head in enumerate(self.heads)], dim=1)
-
-    def sample(
-        self, h: torch.Tensor, first: torch.Tensor | None, pick: Callable[[int, torch.Tensor], torch.Tensor]
-    ) -> torch.Tensor:
-        """Codes ``(N, K)`` of one frame, codebook by codebook; ``pick(k, logits (N, V)) -> (N,)``
-        chooses code ``k``. ``first (N,)`` fixes code 0 (mtp) instead of predicting it."""
-        codes = torch.zeros(h.shape[0], self.num_codebooks, dtype=torch.long, device=h.device)
-        if first is not None:
-            codes[:, 0] = first
-        for k in range(self.first, self.num_codebooks):
-            x = self.decoder(self._inputs(h, codes[:, : k + 1]))
-            codes[:, k] = pick(k, self.heads[k - self.first](x[:, k]))
-        return codes
-
-
 class Talker(StreamingContainer, nn.Module):
     """``codes (B, K, F)`` + Thinker reply states ``text (B, N, thinker_dim)`` -> logits ``(B, F, K, vocab)``.
 
@@ -185,7 +140,14 @@ class Talker(StreamingContainer, nn.Module):
         heads = {"delay": k, "depth": 0, "mtp": 1}[config.strategy]
         self.heads = nn.Linear(config.dim, heads * v, bias=False) if heads else None
         first = 1 if config.strategy == "mtp" else 0
-        self.predictor = CodePredictor(config.dim, config, first=first) if config.strategy != "delay" else None
+        self.predictor = None
+        if config.strategy != "delay":
+            predictor = DecoderConfig(
+                dim=config.predictor_dim, depth=config.predictor_depth, num_heads=config.predictor_heads,
+                num_kv_heads=config.predictor_kv_heads, head_dim=config.predictor_head_dim,
+                mlp_hidden=config.predictor_mlp_hidden, rope_base=10000.0, qk_norm=True,
+            )
+            self.predictor = CodePredictor(config.dim, predictor, [config.vocab] * k, first=first)
 
     @property
     def output_dim(self) -> int:
@@ -249,8 +211,7 @@ class Talker(StreamingContainer, nn.Module):
             x = torch.cat((self.text_proj(context), x), dim=1)
         h = self.decoder(x)[:, prefix:]  # (B, steps, dim)
         if cfg.strategy == "delay":
-            logits = self.heads(h).view(batch, steps, k, cfg.vocab).permute(0, 2, 1, 3)
-            return undelay_codes(logits).transpose(1, 2)  # (B, F, K, V)
+            return undelay_logits(self.heads(h).view(batch, steps, k, cfg.vocab))  # (B, F, K, V)
         logits = self.predictor(h.flatten(0, 1), codes.transpose(1, 2).flatten(0, 1)).view(batch, frames, -1, cfg.vocab)
         if cfg.strategy == "mtp":
             logits = torch.cat((self.heads(h)[:, :, None], logits), dim=2)

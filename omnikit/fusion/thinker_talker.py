@@ -8,7 +8,8 @@
 
 The Talker pulls the Thinker's reply one token at a time (``frames_per_token`` code frames per
 token), so speech starts after the first token instead of after the whole reply; complete code
-frames go through a streaming causal codec decoder ``chunk_frames`` at a time.
+frames go through the streaming causal codec (``omnikit.audio.SEANetCodec`` in the tiny model)
+``chunk_frames`` at a time.
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ class SpeechChunk:
 
 
 class ThinkerTalker(StreamingContainer, nn.Module):
-    """An early-fusion omni model (the Thinker side), a :class:`Talker` and a streaming codec decoder (frozen).
+    """An early-fusion omni model (the Thinker side), a :class:`Talker` and a streaming causal codec (frozen).
+
+    ``codec`` follows the codec interface (``decode``, ``sample_rate``, ``num_codebooks``,
+    ``codebook_size``) and streams (e.g. :class:`omnikit.audio.SEANetCodec`).
 
     ``forward(input_ids (B, T), codes (B, K, F), *, reply_start=0, lengths=None, **media)`` is the
     Talker's teacher-forced training pass: code logits ``(B, F, K, vocab)`` conditioned on the
@@ -65,6 +69,11 @@ class ThinkerTalker(StreamingContainer, nn.Module):
                 f"({omni.thinker.config.dim})"
             )
         check_positive(frames_per_token, "frames_per_token")
+        for attr in ("num_codebooks", "codebook_size"):
+            if getattr(codec, attr) != getattr(talker.config, attr):
+                raise OmnikitValueError(
+                    f"`codec.{attr}` ({getattr(codec, attr)}) must equal the Talker's ({getattr(talker.config, attr)})"
+                )
         self.omni, self.talker, self.codec = omni, talker, codec
         codec.requires_grad_(False)  # a codec is trained on its own; the Talker learns its codes
         self.frames_per_token = frames_per_token

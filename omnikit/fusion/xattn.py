@@ -15,17 +15,17 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from omnikit.fusion.adapters import AudioAdapter, VideoAdapter
 from omnikit.fusion.cross_attention import FusionLayer, GatedCrossAttentionBlock, media_attention_mask
 from omnikit.fusion.modality import MediaTokens
-from omnikit.fusion.resampler import LatentResampler
+from omnikit.layers.decoder import run_blocks
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.models.language_model import CausalLM
 from omnikit.streaming import StreamingContainer, StreamingModule, StreamingState
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_lengths, check_positive, check_tensor
+from omnikit.video.temporal.resampler import PerceiverResampler
 
 __all__ = ["CrossAttentionOmni"]
 
@@ -117,7 +117,7 @@ class CrossAttentionOmni(StreamingContainer, nn.Module):
         self.num_latents, self.only_latest = num_latents, only_latest
         self.markers = _MarkerTracker(media_tokens)
         heads = num_heads or lm.config.num_heads
-        self.resampler = LatentResampler(media_dim, num_latents=num_latents, num_heads=heads)
+        self.resampler = PerceiverResampler(media_dim, num_latents, depth=1, num_heads=heads)
         blocks = lm.decoder.blocks
         for i in range(every - 1, len(blocks), every):
             blocks[i] = FusionLayer(blocks[i], GatedCrossAttentionBlock(lm.config.dim, media_dim, heads))
@@ -127,7 +127,11 @@ class CrossAttentionOmni(StreamingContainer, nn.Module):
         return self.lm.config.vocab_size
 
     def encode_media(
-        self, frames: torch.Tensor | None, audio_features: torch.Tensor | None, audio_lengths: torch.Tensor | None
+        self,
+        *,
+        frames: torch.Tensor | None = None,
+        audio_features: torch.Tensor | None = None,
+        audio_lengths: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """``{modality: (items, num_latents, media_dim)}`` resampled latents of every item."""
         latents: dict[str, torch.Tensor] = {}
@@ -135,14 +139,14 @@ class CrossAttentionOmni(StreamingContainer, nn.Module):
             if self.video is None:
                 raise OmnikitValueError("`frames` given but this model has no video adapter")
             adapted = self.video(frames)
-            latents["video"] = self.resampler(adapted.tokens.view(frames.shape[0], -1, adapted.tokens.shape[-1]))
+            tokens = adapted.tokens.view(frames.shape[0], -1, adapted.tokens.shape[-1])
+            latents["video"] = self.resampler(tokens).hidden_states
         if audio_features is not None:
             if self.audio is None:
                 raise OmnikitValueError("`audio_features` given but this model has no audio adapter")
             adapted = self.audio(audio_features, audio_lengths)
-            counts = torch.tensor(adapted.items)
             padded = torch.nn.utils.rnn.pad_sequence(list(adapted.tokens.split(adapted.items)), batch_first=True)
-            latents["audio"] = self.resampler(padded, lengths_to_mask(counts, padded.shape[1]).to(padded.device))
+            latents["audio"] = self.resampler(padded, torch.tensor(adapted.items, device=padded.device)).hidden_states
         return latents
 
     def _gather(self, latents: dict[str, torch.Tensor], markers: list[list[tuple[str, int]]], device, complete: bool):
@@ -189,12 +193,12 @@ class CrossAttentionOmni(StreamingContainer, nn.Module):
         self,
         input_ids: torch.Tensor,
         *,
-        frames: torch.Tensor | None = None,
-        audio_features: torch.Tensor | None = None,
-        audio_lengths: torch.Tensor | None = None,
         lengths: torch.Tensor | None = None,
         return_hidden: bool = False,
+        **media: torch.Tensor | None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(B, T, vocab)`` (and the final hidden states with ``return_hidden``); ``media``: the
+        keywords of :meth:`encode_media`."""
         check_tensor(input_ids, "input_ids", ndim=2, floating=False)
         decoder = self.lm.decoder
         chunk_valid = None
@@ -202,7 +206,7 @@ class CrossAttentionOmni(StreamingContainer, nn.Module):
             lengths = check_lengths(lengths, "lengths", batch=input_ids.shape[0], max_len=input_ids.shape[1])
             chunk_valid = lengths_to_mask(lengths.to(input_ids.device), input_ids.shape[1])
         markers, start, valid = self.markers(input_ids, chunk_valid)
-        media, offsets = self._gather(self.encode_media(frames, audio_features, audio_lengths), markers,
+        media, offsets = self._gather(self.encode_media(**media), markers,
                                       input_ids.device, complete=self.markers.streaming_state is None)
         media_mask = None
         if media is not None:
@@ -210,14 +214,12 @@ class CrossAttentionOmni(StreamingContainer, nn.Module):
             media_mask = media_attention_mask(offsets, query, self.num_latents, only_latest=self.only_latest)
         x = self.lm.embed(input_ids)
         rope = decoder.rotary(torch.arange(start, start + input_ids.shape[1], device=input_ids.device))
-        for block in decoder.blocks:
-            kwargs = {"rope": rope, "key_padding_mask": valid}
-            if isinstance(block, FusionLayer):
-                kwargs.update(media=media, media_mask=media_mask)
-            if decoder.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False, **kwargs)
-            else:
-                x = block(x, **kwargs)
+        common = {"rope": rope, "key_padding_mask": valid}
+        fused = {**common, "media": media, "media_mask": media_mask}
+        x, _ = run_blocks(
+            decoder.blocks, x, lambda block: fused if isinstance(block, FusionLayer) else common,
+            checkpointing=decoder.gradient_checkpointing and self.training, return_aux=False,
+        )
         hidden = decoder.norm(x)
         logits = self.lm.lm_head(hidden)
         return (logits, hidden) if return_hidden else logits

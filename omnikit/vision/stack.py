@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from omnikit.layers.decoder import DecoderBlock
+from omnikit.layers.decoder import DecoderBlock, run_blocks
 from omnikit.layers.norm import build_norm
 from omnikit.utils.checks import check_positive
 
@@ -55,9 +54,7 @@ class TransformerStack(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         key_padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        for block in self.blocks:
-            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False, rope=rope, key_padding_mask=key_padding_mask)
-            else:
-                x = block(x, rope=rope, key_padding_mask=key_padding_mask)
+        kwargs = {"rope": rope, "key_padding_mask": key_padding_mask}
+        x, _ = run_blocks(self.blocks, x, lambda block: kwargs,
+                          checkpointing=self.gradient_checkpointing and self.training, return_aux=False)
         return self.norm(x)

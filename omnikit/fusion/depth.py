@@ -1,0 +1,92 @@
+"""The depth transformer over the codebooks of one frame (Moshi), and undelaying per-step logits.
+
+Shared by the Talker's ``"depth"`` / ``"mtp"`` strategies and the full-duplex model, where the
+first position is the inner-monologue text token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from omnikit.audio.layouts import undelay_codes
+from omnikit.layers.decoder import Decoder, DecoderConfig
+from omnikit.streaming import suspended
+from omnikit.utils.checks import OmnikitValueError, check_tensor
+
+__all__ = ["CodePredictor", "undelay_logits"]
+
+
+class CodePredictor(nn.Module):
+    """A small causal transformer over the ``K`` tokens of one frame (Moshi's depth transformer).
+
+    Position ``k`` reads ``context_proj(h) + embed_{k-1}(code_{k-1})`` (position 0: the context
+    alone) and predicts token ``k`` for ``k >= first`` (``first=1`` when token 0 comes from
+    elsewhere: the Talker's head in Qwen3-Omni's MTP, the text head in the duplex model).
+    ``forward(h (N, in_dim), codes (N, K)) -> logits (N, K - first, V)`` with teacher forcing;
+    :meth:`sample` decodes autoregressively. It never streams: inside a parent's open stream it
+    runs offline on each frame.
+
+    Args:
+        in_dim: width of the context ``h``.
+        config: the depth transformer (its ``dim`` is the predictor's width).
+        vocab_sizes: ids of each of the ``K`` positions; the predicted ones (``first:``) share one
+            vocabulary ``V``.
+        first: the first predicted position.
+    """
+
+    def __init__(self, in_dim: int, config: DecoderConfig, vocab_sizes: Sequence[int], *, first: int = 0) -> None:
+        super().__init__()
+        vocab_sizes = [int(v) for v in vocab_sizes]
+        if not 0 <= first < len(vocab_sizes) or len(set(vocab_sizes[first:])) != 1:
+            raise OmnikitValueError(
+                f"`vocab_sizes` expected more than first={first} entries, equal from position {first} on, "
+                f"but got {vocab_sizes}"
+            )
+        k, d = len(vocab_sizes), config.dim
+        self.num_codebooks, self.first = k, first
+        self.context_proj = nn.Linear(in_dim, d)
+        self.embed = nn.ModuleList(nn.Embedding(vocab_sizes[i], d) for i in range(k - 1))
+        self.decoder = Decoder(config)
+        self.heads = nn.ModuleList(nn.Linear(d, vocab_sizes[i], bias=False) for i in range(first, k))
+
+    def _inputs(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        ctx = self.context_proj(h)[:, None]  # (N, 1, d)
+        shifted = [torch.zeros_like(ctx[:, 0])] + [self.embed[i](codes[:, i]) for i in range(codes.shape[1] - 1)]
+        return ctx + torch.stack(shifted, dim=1)
+
+    def forward(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, K - first, V)`` of positions ``first ..``; ``codes (N, K)`` teacher forcing."""
+        with suspended(self):
+            x = self.decoder(self._inputs(h, codes))
+        return torch.stack([head(x[:, self.first + i]) for i, head in enumerate(self.heads)], dim=1)
+
+    def sample(
+        self, h: torch.Tensor, first: torch.Tensor | None, pick: Callable[[int, torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """Tokens ``(N, K)`` of one frame, position by position; ``pick(k, logits (N, V)) -> (N,)``
+        chooses token ``k``. ``first (N,)`` fixes token 0 (when ``first=1``) instead of predicting it."""
+        codes = torch.zeros(h.shape[0], self.num_codebooks, dtype=torch.long, device=h.device)
+        if first is not None:
+            codes[:, 0] = first
+        for k in range(self.first, self.num_codebooks):
+            with suspended(self):
+                x = self.decoder(self._inputs(h, codes[:, : k + 1]))
+            codes[:, k] = pick(k, self.heads[k - self.first](x[:, k]))
+        return codes
+
+
+def undelay_logits(logits: torch.Tensor, delays: Sequence[int] | None = None) -> torch.Tensor:
+    """Per-step logits of a delayed layout ``(B, S, K, V)`` -> per-frame ``(B, S - max(delays), K, V)``.
+
+    Frame ``f`` of codebook ``k`` was predicted at step ``f + delays[k]``: the layout of
+    :func:`omnikit.audio.delay_codes` (default delays ``0..K-1``), undone as
+    :func:`omnikit.audio.undelay_codes` does for codes.
+    """
+    check_tensor(logits, "logits", ndim=4)
+    batch, steps, k, vocab = logits.shape
+    step_of = undelay_codes(torch.arange(steps, device=logits.device).expand(1, k, steps), delays)  # (1, K, F)
+    index = step_of.transpose(1, 2)[..., None].expand(batch, step_of.shape[2], k, vocab)
+    return logits.gather(1, index)
