@@ -3,6 +3,10 @@
     python benchmarks/bench_moe.py                      # issue-5 shape: 2048 tokens, dim 1024, 64x512, top-8
     python benchmarks/bench_moe.py --rounds 15 --plot docs/img/moe_expert_load.png
     python benchmarks/bench_moe.py --device cuda --dtype bfloat16 --tokens 16384   # on a GPU
+    GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184 python benchmarks/bench_moe.py
+
+The last form keeps freed memory in the process (no mmap/munmap of every large buffer), which
+removes the page-fault cost that dominates the non-GEMM time of every contender on the CPU.
 
 Every contender runs on the same input in the same process; rounds are interleaved and the
 table reports the median time of each and the median of the per-round ratios (robust to the
@@ -12,6 +16,7 @@ machine's load drifting during the run). float32, ``torch.set_num_threads(--thre
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -128,7 +133,7 @@ def main() -> None:
     ref = "transformers grouped_mm" if "transformers grouped_mm" in models else None
     print(f"tokens {args.tokens}, dim {args.dim}, {args.experts} experts x {args.hidden}, top-{args.top_k}, "
           f"{args.dtype} on {args.device}, {args.threads} threads, {args.rounds} interleaved rounds, "
-          f"torch {torch.__version__}\n")
+          f"torch {torch.__version__}, GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}\n")
     fwd = measure({k: forward_only(m, x) for k, m in models.items()}, args.rounds)
     print(table("forward", fwd, "dense SwiGLU", ref) + "\n")
     fwd_bwd = measure({k: forward_backward(m, xg) for k, m in models.items()}, args.rounds)
