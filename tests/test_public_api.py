@@ -47,12 +47,12 @@ def test_convert_names() -> None:
 
 def test_media_names_and_signatures() -> None:
     p = params(omnikit.video.load_video)
-    assert list(p)[0] == "path"
+    assert next(iter(p)) == "path"
     assert {k: p[k].default for k in ("num_frames", "fps", "strategy", "size")} == {
         "num_frames": None, "fps": None, "strategy": "uniform", "size": None}
-    assert list(params(omnikit.video.detect_scenes))[0] == "path"
+    assert next(iter(params(omnikit.video.detect_scenes))) == "path"
     p = params(omnikit.vision.FrameEncoder)
-    assert list(p)[0] == "backbone" and p["pretrained"].default is False
+    assert next(iter(p)) == "backbone" and p["pretrained"].default is False
     assert list(params(omnikit.audio.ResidualVQ))[:3] == ["dim", "num_quantizers", "codebook_size"]
 
 
