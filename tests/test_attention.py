@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from references import reference_attention
 
 import omnikit
 from omnikit.layers import (
@@ -16,13 +17,6 @@ from omnikit.layers import (
 )
 from omnikit.layers.attention_backends import flash_attn_available
 from omnikit.moe import MoEAux
-
-
-def reference(q, k, v, mask):
-    groups = q.shape[1] // k.shape[1]
-    k, v = k.repeat_interleave(groups, 1).double(), v.repeat_interleave(groups, 1).double()
-    scores = (q.double() @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5
-    return (scores.masked_fill(~mask, float("-inf")).softmax(-1) @ v).float()
 
 
 def test_chunk_mask_is_block_diagonal_and_causal() -> None:
@@ -40,7 +34,7 @@ def test_chunk_and_window_rules_match_reference(backend: str, rule: dict) -> Non
     q, k, v = torch.randn(2, 4, 13, 8), torch.randn(2, 2, 13, 8), torch.randn(2, 2, 13, 8)
     mask = build_attention_mask(q_len=13, kv_len=13, causal=True, **rule)
     out = scaled_dot_product(q, k, v, backend=backend, causal=True, **rule)
-    torch.testing.assert_close(out, reference(q, k, v, mask), atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(out, reference_attention(q, k, v, mask), atol=2e-5, rtol=1e-4)
 
 
 def test_window_output_ignores_keys_outside_the_window() -> None:

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from references import reference_attention
 
 from omnikit.layers import (
     Attention,
@@ -19,16 +20,6 @@ from omnikit.layers import (
 )
 from omnikit.layers.rotary import mrope_axis_of_frequency
 from omnikit.streaming import streaming
-
-
-def reference_attention(q, k, v, mask):
-    """Plain float64 softmax attention with a bool mask (True = attend)."""
-    groups = q.shape[1] // k.shape[1]
-    k, v = k.repeat_interleave(groups, 1).double(), v.repeat_interleave(groups, 1).double()
-    scores = q.double() @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return (scores.softmax(-1) @ v).float()
 
 
 @pytest.mark.parametrize("backend", ["sdpa", "eager", "flex"])

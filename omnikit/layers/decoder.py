@@ -23,7 +23,7 @@ from omnikit.layers.norm import build_norm
 from omnikit.layers.rotary import RotaryEmbedding
 from omnikit.utils.checks import OmnikitValueError, check_tensor
 
-__all__ = ["Decoder", "DecoderBlock", "DecoderConfig", "default_mlp_hidden", "run_blocks"]
+__all__ = ["Decoder", "DecoderBlock", "DecoderConfig", "default_mlp_hidden", "mlp_residual", "run_blocks"]
 
 
 def default_mlp_hidden(dim: int, multiple_of: int = 64) -> int:
@@ -152,12 +152,7 @@ class DecoderBlock(nn.Module):
             self.norm1(x), rope=rope, key_padding_mask=key_padding_mask, attention_mask=attention_mask,
             cu_seqlens=cu_seqlens, causal=causal,
         )
-        if not return_aux:
-            return h + self.mlp(self.norm2(h))
-        if getattr(self.mlp, "returns_aux", False):
-            out, aux = self.mlp(self.norm2(h), return_aux=True)
-            return h + out, aux
-        return h + self.mlp(self.norm2(h)), None
+        return mlp_residual(h, self.norm2, self.mlp, return_aux)
 
 
 def _default_positions(
@@ -167,6 +162,19 @@ def _default_positions(
     if cu_seqlens is not None:
         return positions_from_cu_seqlens(cu_seqlens, length)
     return torch.arange(start, start + length, device=device)
+
+
+def mlp_residual(
+    h: torch.Tensor, norm: nn.Module, mlp: nn.Module, return_aux: bool
+) -> torch.Tensor | tuple[torch.Tensor, Any]:
+    """``h + mlp(norm(h))``; with ``return_aux`` also the MLP's auxiliary output (``None`` when it has
+    none; a MoE layer declares ``returns_aux = True``)."""
+    if not return_aux:
+        return h + mlp(norm(h))
+    if getattr(mlp, "returns_aux", False):
+        out, aux = mlp(norm(h), return_aux=True)
+        return h + out, aux
+    return h + mlp(norm(h)), None
 
 
 MLPFactory = Callable[[int], nn.Module]

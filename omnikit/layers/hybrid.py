@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from omnikit.layers.decoder import DecoderBlock, default_mlp_hidden, run_blocks
+from omnikit.layers.decoder import DecoderBlock, default_mlp_hidden, mlp_residual, run_blocks
 from omnikit.layers.linear_attention import GatedDeltaNet
 from omnikit.layers.mlp import build_mlp
 from omnikit.layers.norm import RMSNorm
@@ -71,13 +71,7 @@ class LinearAttentionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, *, return_aux: bool = False) -> torch.Tensor | tuple[torch.Tensor, Any]:
         """``x: (B, T, dim)``; ``return_aux`` as in :meth:`DecoderBlock.forward`."""
-        h = x + self.mixer(self.norm1(x))
-        if not return_aux:
-            return h + self.mlp(self.norm2(h))
-        if getattr(self.mlp, "returns_aux", False):
-            out, aux = self.mlp(self.norm2(h), return_aux=True)
-            return h + out, aux
-        return h + self.mlp(self.norm2(h)), None
+        return mlp_residual(x + self.mixer(self.norm1(x)), self.norm2, self.mlp, return_aux)
 
 
 class HybridDecoder(StreamingContainer, nn.Module):

@@ -1,0 +1,15 @@
+"""Plain reference implementations the tests compare omnikit's fast paths against."""
+
+from __future__ import annotations
+
+import torch
+
+
+def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Float64 softmax attention with a bool mask (True = attend); ``k``/``v`` may have fewer heads (GQA)."""
+    groups = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(groups, 1).double(), v.repeat_interleave(groups, 1).double()
+    scores = q.double() @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return (scores.softmax(-1) @ v).float()
