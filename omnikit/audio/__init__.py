@@ -6,7 +6,7 @@ torchaudio and encodec are imported only by the functions that need them.
 
 from omnikit.audio import presets  # noqa: F401  (registers the models)
 from omnikit.audio.aut import AuTEncoder, AuTEncoderConfig
-from omnikit.audio.blocks import EncoderBlock, EncoderStack, sinusoids
+from omnikit.audio.blocks import EncoderStack, encoder_block, sinusoids
 from omnikit.audio.codec import CodecOutput, SEANetCodec, SEANetCodecConfig
 from omnikit.audio.features import LogMelSpectrogram, log_mel_spectrogram, mel_filterbank
 from omnikit.audio.fsq import FSQ
@@ -28,7 +28,6 @@ __all__ = [
     "CodecOutput",
     "ConvFeatureEncoder",
     "ConvFeatureEncoderConfig",
-    "EncoderBlock",
     "EncoderStack",
     "LogMelSpectrogram",
     "QuantizerOutput",
@@ -48,6 +47,7 @@ __all__ = [
     "delay_codes",
     "delay_mask",
     "encode_long",
+    "encoder_block",
     "flatten_codes",
     "iter_encode",
     "kaldi_fbank",

@@ -5,8 +5,8 @@ The Whisper, Qwen2.5-Omni and Qwen3-Omni audio encoders all use the same block::
     h = x + attn(norm1(x))          # bidirectional, biased q/v/out projections
     y = h + mlp(norm2(h))           # fc1 -> exact GELU -> fc2
 
-built from the foundation's :class:`~omnikit.layers.Attention`, :class:`~omnikit.layers.LayerNorm`
-and :class:`~omnikit.layers.GeluMLP`.
+which is the foundation's :class:`~omnikit.layers.DecoderBlock` without rotary or causal mask,
+with LayerNorms and a biased :class:`~omnikit.layers.GeluMLP` (see :func:`encoder_block`).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from omnikit.layers import Attention, GeluMLP, LayerNorm
+from omnikit.layers import DecoderBlock, GeluMLP
 from omnikit.layers.decoder import run_blocks
 from omnikit.testing import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_lengths, check_tensor
 
-__all__ = ["EncoderBlock", "EncoderStack", "check_features", "feature_contract_inputs", "sinusoids", "zero_padding"]
+__all__ = ["EncoderStack", "check_features", "encoder_block", "feature_contract_inputs", "sinusoids", "zero_padding"]
 
 
 def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> torch.Tensor:
@@ -57,34 +57,28 @@ def zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return x * valid[:, None, :].to(x.dtype)
 
 
-class EncoderBlock(nn.Module):
-    """Pre-LN bidirectional transformer block ``(B, T, dim) -> (B, T, dim)``.
+def encoder_block(dim: int, num_heads: int, mlp_hidden: int, *, norm_eps: float = 1e-5,
+                  backend: str = "sdpa") -> DecoderBlock:
+    """A pre-LN bidirectional transformer block ``(B, T, dim) -> (B, T, dim)`` (Whisper layout): a
+    :class:`~omnikit.layers.DecoderBlock` with LayerNorms, biased attention and a biased GELU MLP, no
+    rotary and no causal mask.
 
     Weights: ``attn.qkv`` (fused q/k/v, biased), ``attn.out``, ``norm1``, ``norm2``, ``mlp.fc1``, ``mlp.fc2``.
     """
-
-    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, *, norm_eps: float = 1e-5,
-                 backend: str = "sdpa") -> None:
-        super().__init__()
-        self.norm1 = LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, num_heads, qkv_bias=True, out_bias=True, causal=False, backend=backend)
-        self.norm2 = LayerNorm(dim, eps=norm_eps)
-        self.mlp = GeluMLP(dim, mlp_hidden, bias=True)
-
-    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``x (B, T, dim)``; ``key_padding_mask (B, T)`` bool, False on padded keys."""
-        x = x + self.attn(self.norm1(x), key_padding_mask=key_padding_mask)
-        return x + self.mlp(self.norm2(x))
+    return DecoderBlock(
+        dim, num_heads, mlp=GeluMLP(dim, mlp_hidden, bias=True), norm="layernorm", norm_eps=norm_eps,
+        qkv_bias=True, out_bias=True, use_rope=False, causal=False, backend=backend,
+    )
 
 
 class EncoderStack(nn.Module):
-    """``depth`` :class:`EncoderBlock` s. Set ``gradient_checkpointing = True`` to recompute them in backward."""
+    """``depth`` :func:`encoder_block` s. Set ``gradient_checkpointing = True`` to recompute them in backward."""
 
     def __init__(self, dim: int, depth: int, num_heads: int, mlp_hidden: int, *, norm_eps: float = 1e-5,
                  backend: str = "sdpa") -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
-            EncoderBlock(dim, num_heads, mlp_hidden, norm_eps=norm_eps, backend=backend) for _ in range(depth)
+            encoder_block(dim, num_heads, mlp_hidden, norm_eps=norm_eps, backend=backend) for _ in range(depth)
         )
         self.gradient_checkpointing = False
 

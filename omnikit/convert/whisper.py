@@ -29,7 +29,7 @@ def check_gelu(config: Any, name: str) -> None:
 
 
 def encoder_layer_state(layer: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
-    """State dict entries of one :class:`~omnikit.audio.EncoderBlock` from a Whisper-style HF layer."""
+    """State dict entries of one :func:`~omnikit.audio.encoder_block` from a Whisper-style HF layer."""
     attn = layer.self_attn
     k_bias = torch.zeros_like(attn.q_proj.bias) if attn.k_proj.bias is None else attn.k_proj.bias
     pairs = {
