@@ -179,6 +179,15 @@ class FrameEncoder(nn.Module):
             tokens = tokens[:, self.num_prefix_tokens :].mean(dim=1, keepdim=True)
         return self.proj(tokens) if self.proj is not None else tokens
 
+    @property
+    def gradient_checkpointing(self) -> bool:
+        """Recompute the backbone's blocks in backward (timm's ``set_grad_checkpointing``)."""
+        return bool(getattr(self.backbone, "grad_checkpointing", False))
+
+    @gradient_checkpointing.setter
+    def gradient_checkpointing(self, enabled: bool) -> None:
+        self.backbone.set_grad_checkpointing(enabled)
+
     def forward(self, frames: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
         """Args:
             frames: ``(B, T, C, H, W)`` float, already normalised for the backbone.

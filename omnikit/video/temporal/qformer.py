@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from omnikit.layers.attention import Attention
+from omnikit.layers.decoder import run_blocks
 from omnikit.layers.mlp import GeluMLP
 from omnikit.layers.norm import LayerNorm
 from omnikit.outputs import EncoderOutput
@@ -74,13 +75,15 @@ class QFormer(nn.Module):
         )
         self.norm = LayerNorm(config.dim, eps=config.norm_eps)
         self.output_dim = config.dim
+        self.gradient_checkpointing = False
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
         """``tokens (B, N, context_dim)``; ``lengths (B,)`` valid tokens per item."""
         tokens, key_mask = check_token_inputs(tokens, lengths, self.context_dim)
         queries = self.queries.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
-        for block in self.blocks:
-            queries = block(queries, tokens, key_mask)
+        kwargs = {"tokens": tokens, "key_mask": key_mask}
+        queries, _ = run_blocks(self.blocks, queries, lambda block: kwargs,
+                                checkpointing=self.gradient_checkpointing and self.training, return_aux=False)
         out = self.norm(queries)
         count = self.config.num_queries
         return EncoderOutput(out, torch.full((out.shape[0],), count, dtype=torch.long, device=out.device))

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from omnikit.layers.decoder import run_blocks
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.layers.mlp import GeluMLP
 from omnikit.layers.norm import LayerNorm
@@ -106,6 +107,7 @@ class PerceiverResampler(nn.Module):
         )
         self.norm = LayerNorm(dim, eps=norm_eps)
         self.output_dim = dim
+        self.gradient_checkpointing = False
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
         """``tokens (B, N, context_dim)``; ``lengths (B,)`` valid tokens per item (padding ignored)."""
@@ -113,8 +115,9 @@ class PerceiverResampler(nn.Module):
         if self.input_proj is not None:
             tokens = self.input_proj(tokens)
         latents = self.latents.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
-        for block in self.blocks:
-            latents = block(latents, tokens, key_mask)
+        kwargs = {"tokens": tokens, "key_mask": key_mask}
+        latents, _ = run_blocks(self.blocks, latents, lambda block: kwargs,
+                                checkpointing=self.gradient_checkpointing and self.training, return_aux=False)
         out = self.norm(latents)
         return EncoderOutput(out, torch.full((out.shape[0],), self.num_latents, dtype=torch.long, device=out.device))
 
