@@ -9,7 +9,7 @@ nothing is stored on the module except the bias buffer itself.
 
 from __future__ import annotations
 
-import sys
+import argparse
 
 import torch
 
@@ -36,4 +36,6 @@ def main(path: str = "moe_bias_balancing.png") -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("path", nargs="?", default="moe_bias_balancing.png", help="where the plot goes")
+    main(parser.parse_args().path)
