@@ -26,7 +26,8 @@ def test_cached_generation_equals_full_forward_with_media(bidirectional: bool) -
     with torch.no_grad():
         logits, hidden = model.thinker(full_ids, media=fused.media, positions=fused.positions, return_hidden=True)
     n = prompt.shape[1]
-    assert torch.equal(logits[:, n - 1 : -1].argmax(-1), out.tokens), "greedy tokens from the cache differ"
+    greedy = model.thinker.suppress_placeholders(logits[:, n - 1 : -1]).argmax(-1)
+    assert torch.equal(greedy, out.tokens), "greedy tokens from the cache differ"
     torch.testing.assert_close(hidden[:, n:], out.hidden, atol=1e-5, rtol=1e-4)
     # the positions of generated tokens continue from TMRoPE's next_position
     prompt_fused = model.fuse(prompt, **media)
@@ -91,3 +92,15 @@ def test_thinker_rejects_bad_ids() -> None:
         thinker(torch.tensor([[1000]]))
     with pytest.raises(ValueError, match="image placeholder tokens but `media` has no 'image'"):
         thinker(torch.tensor([[TINY_TOKENS.image, 9]]))
+
+
+def test_generation_never_samples_a_media_placeholder() -> None:
+    model = omnikit.create_model("omni_early_tiny").eval()
+    prompt, media = _omni_prompt(model)
+    thinker = model.thinker
+    placeholders = list(thinker.media_tokens.as_dict().values())
+    with torch.no_grad():
+        thinker.lm_head.weight[placeholders] = 0.0
+        thinker.lm_head.weight[placeholders[0]] = thinker.embed.weight.sum(0)  # the favourite by far
+    out = model.generate(prompt, max_new_tokens=5, **media)
+    assert not torch.isin(out.tokens, torch.tensor(placeholders)).any()

@@ -156,6 +156,14 @@ class Thinker(CausalLM):
         logits = self.lm_head(hidden)
         return (logits, hidden) if return_hidden else logits
 
+    def suppress_placeholders(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits (..., vocab)`` with media placeholder ids at ``-inf``: a generated placeholder would
+        stand for encoder output that does not exist, so generation never samples one."""
+        ids = list(self.media_tokens.as_dict().values())
+        if not ids:
+            return logits
+        return logits.index_fill(-1, torch.tensor(ids, device=logits.device), float("-inf"))
+
     @torch.no_grad()
     def stream_generate(
         self,
@@ -171,6 +179,8 @@ class Thinker(CausalLM):
         generator: torch.Generator | None = None,
     ) -> Iterator[ThinkerStep]:
         """Prefill the prompt once, then yield one :class:`ThinkerStep` per generated token.
+
+        Media placeholder ids are never generated (see :meth:`suppress_placeholders`).
 
         Args:
             input_ids, media, positions, key_padding_mask: the prompt (left padding allowed
@@ -193,7 +203,8 @@ class Thinker(CausalLM):
             logits = self(input_ids, media=media, positions=positions, key_padding_mask=key_padding_mask)[:, -1]
             for step in range(max_new_tokens):
                 previous = torch.stack(generated, dim=1) if generated else None
-                tokens = sample_next(logits, sampling, generator=generator, previous=previous)
+                tokens = sample_next(self.suppress_placeholders(logits), sampling, generator=generator,
+                                     previous=previous)
                 if eos_token_id is not None:
                     tokens = torch.where(finished, torch.full_like(tokens, eos_token_id), tokens)
                 generated.append(tokens)
