@@ -20,6 +20,7 @@ from omnikit.moe import (
     router_z_loss,
     token_choice_plan,
 )
+from omnikit.moe import experts as experts_module
 from omnikit.moe.grouped import RowLayout
 
 
@@ -217,6 +218,43 @@ def test_row_layouts_agree_and_padding_rows_are_inert() -> None:
     gp = torch.zeros(24, 4)
     gp[:4], gp[16:] = g[:4], g[4:]
     torch.testing.assert_close(padded.outer(gp, rows), outer)
+
+
+def test_row_layout_chunks_cover_every_expert_and_row_once() -> None:
+    ragged = RowLayout(5, offsets=torch.tensor([3, 3, 10, 12, 20], dtype=torch.int32))
+    chunks = ragged.chunks(max_rows=5)
+    assert [(c.experts.start, c.experts.stop) for c in chunks] == [(0, 2), (2, 3), (3, 4), (4, 5)]
+    assert [(c.rows.start, c.rows.stop) for c in chunks] == [(0, 3), (3, 10), (10, 12), (12, 20)]
+    assert chunks[0].layout.offsets.tolist() == [3, 3]  # offsets restart at each chunk
+    assert chunks[3].layout.offsets.tolist() == [8]
+    a, w = torch.randn(20, 8), torch.randn(5, 8, 4)
+    joined = torch.cat([c.layout.mm(a[c.rows], w[c.experts]) for c in chunks])
+    torch.testing.assert_close(joined, ragged.mm(a, w))
+    padded = RowLayout(5, capacity=4).chunks(max_rows=9)
+    assert [(c.experts.start, c.experts.stop, c.rows.start, c.rows.stop) for c in padded] == [
+        (0, 2, 0, 8), (2, 4, 8, 16), (4, 5, 16, 20)
+    ]
+    assert padded[-1].layout.num_experts == 1
+    (whole,) = ragged.chunks(None)
+    assert whole.layout is ragged and whole.experts == slice(0, 5)
+
+
+@pytest.mark.parametrize("gemm", ["ragged", "padded"])
+@pytest.mark.parametrize("capacity_factor", [None, 0.7])
+def test_chunked_experts_equal_one_chunk_with_grads(monkeypatch, gemm: str, capacity_factor) -> None:
+    """Many chunks (index_add_ sums) == one chunk (embedding_bag sums), outputs and every gradient."""
+    x = torch.randn(2, 37, 16)
+    results = []
+    for chunk_bytes in (None, 1, 16 * 16 * 4):  # one chunk; one expert per chunk; ~16 rows per chunk
+        monkeypatch.setattr(experts_module, "CPU_CHUNK_BYTES", chunk_bytes)
+        moe = make(expert_gemm=gemm, capacity_factor=capacity_factor, num_experts=7, top_k=3)
+        xg = x.clone().requires_grad_()
+        out = moe(xg)
+        out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(1)))
+        results.append([out, xg.grad, *(p.grad for p in moe.parameters())])
+    for chunked in results[1:]:
+        for a, b in zip(results[0], chunked):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("capacity_factor", [None, 0.6])

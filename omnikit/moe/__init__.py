@@ -8,7 +8,7 @@
 from omnikit.moe import models
 from omnikit.moe.dispatch import DispatchPlan, capacity, expert_choice_plan, token_choice_plan
 from omnikit.moe.experts import SwiGLUExperts
-from omnikit.moe.grouped import GroupedSwiGLU, RowLayout, TokenBags, grouped_mm_native, grouped_swiglu
+from omnikit.moe.grouped import GroupedSwiGLU, RowChunk, RowLayout, TokenBags, grouped_mm_native, grouped_swiglu
 from omnikit.moe.layer import MoE, MoEAux, MoEConfig
 from omnikit.moe.losses import load_balancing_loss, router_z_loss
 from omnikit.moe.plot import plot_expert_load
@@ -21,6 +21,7 @@ __all__ = [
     "MoEAux",
     "MoEConfig",
     "Routing",
+    "RowChunk",
     "RowLayout",
     "SwiGLUExperts",
     "TokenBags",

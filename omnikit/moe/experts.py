@@ -8,13 +8,19 @@ import torch
 from torch import nn
 
 from omnikit.moe.dispatch import DispatchPlan
-from omnikit.moe.grouped import RowLayout, TokenBags, grouped_mm_native, grouped_swiglu
+from omnikit.moe.grouped import RowChunk, RowLayout, TokenBags, grouped_mm_native, grouped_swiglu
 from omnikit.utils.checks import check_choice, check_positive
 
-__all__ = ["EXPERT_GEMMS", "SwiGLUExperts"]
+__all__ = ["CPU_CHUNK_BYTES", "EXPERT_GEMMS", "SwiGLUExperts"]
 
 #: ``"auto"``, ``"ragged"`` (``torch._grouped_mm``) or ``"padded"`` (``torch.bmm``); see :mod:`omnikit.moe.grouped`.
 EXPERT_GEMMS: tuple[str, ...] = ("auto", "ragged", "padded")
+
+#: On the CPU, experts run in chunks whose widest temporary (rows x max(2 * hidden, dim)) stays
+#: within this many bytes, so that glibc recycles it from the heap instead of mapping fresh,
+#: page-faulting memory (see :mod:`omnikit.moe.grouped`); ``None`` runs all rows as one chunk.
+CPU_CHUNK_BYTES: int | None = 4 * 2**20
+
 
 class SwiGLUExperts(nn.Module):
     """``E`` SwiGLU MLPs ``down_e(silu(gate_e x) * up_e x)`` applied to the rows of a dispatch plan.
@@ -27,9 +33,9 @@ class SwiGLUExperts(nn.Module):
         gemm: row layout of the expert GEMMs: ``"ragged"`` (one ``torch._grouped_mm`` over rows
             sorted by expert), ``"padded"`` (one ``torch.bmm`` with every expert padded to the
             busiest one) or ``"auto"``: ragged wherever the grouped kernel serves the operands
-            (CPU float32/bfloat16, CUDA bfloat16 on sm80+, aligned widths), padded elsewhere. On
-            an idle 2-core CPU the ragged form measured 1.35x dense fwd+bwd against 1.46x padded
-            (padding to the busiest expert cost 17% extra rows; per-expert GEMM speed was equal).
+            (CPU float32/bfloat16, CUDA bfloat16 on sm80+, aligned widths), padded elsewhere
+            (padding to the busiest expert costs extra rows: 17% under a random router at 64
+            experts, top-8).
 
     ``forward(x: (N, dim), plan) -> (N, dim)``: the routing-weighted sum of each token's experts.
     """
@@ -46,17 +52,30 @@ class SwiGLUExperts(nn.Module):
         nn.init.uniform_(self.gate_up, -1 / math.sqrt(dim), 1 / math.sqrt(dim))
         nn.init.uniform_(self.down, -1 / math.sqrt(hidden), 1 / math.sqrt(hidden))
 
-    def arrange(self, x: torch.Tensor, plan: DispatchPlan) -> tuple[torch.Tensor, torch.Tensor, TokenBags, RowLayout]:
-        """Pick the row layout for this call: ``(row_weight, token_index, bags, layout)``."""
+    def arrange(
+        self, x: torch.Tensor, plan: DispatchPlan
+    ) -> tuple[torch.Tensor, torch.Tensor, list[RowChunk], TokenBags | None]:
+        """Lay out the rows for this call: ``(row_weight, token_index, chunks, bags)`` for :func:`grouped_swiglu`.
+
+        On the CPU the rows run in chunks of whole experts whose widest temporary stays within
+        :data:`CPU_CHUNK_BYTES` (``bags`` is then ``None``); elsewhere as one chunk.
+        """
         native = grouped_mm_native(x, self.gate_up) and grouped_mm_native(x, self.down)
-        bags = TokenBags.from_token_index(plan.token_index, x.shape[0])
-        ragged = (plan.weight, plan.token_index, bags, RowLayout(self.num_experts, offsets=plan.offsets))
         if native and self.gemm in ("ragged", "auto"):
-            return ragged
-        capacity = int(plan.rows_per_expert.max()) if plan.token_index.numel() else 0
-        token_index, weight, slot = plan.padded(capacity)
-        padded_bags = TokenBags(slot[bags.rows], bags.starts)
-        return weight, token_index, padded_bags, RowLayout(self.num_experts, capacity=capacity)
+            weight, token_index = plan.weight, plan.token_index
+            layout = RowLayout(self.num_experts, offsets=plan.offsets)
+            slot = None
+        else:
+            capacity = int(plan.rows_per_expert.max()) if plan.token_index.numel() else 0
+            token_index, weight, slot = plan.padded(capacity)
+            layout = RowLayout(self.num_experts, capacity=capacity)
+        if x.device.type == "cpu" and CPU_CHUNK_BYTES is not None:
+            max_rows = max(1, CPU_CHUNK_BYTES // (x.element_size() * max(2 * self.hidden, self.dim)))
+            return weight, token_index, layout.chunks(max_rows), None
+        bags = TokenBags.from_token_index(plan.token_index, x.shape[0])
+        if slot is not None:
+            bags = TokenBags(slot[bags.rows], bags.starts)
+        return weight, token_index, layout.chunks(None), bags
 
     def forward(self, x: torch.Tensor, plan: DispatchPlan) -> torch.Tensor:
         return grouped_swiglu(x, self.gate_up, self.down, *self.arrange(x, plan))

@@ -6,12 +6,16 @@ Rows reach the experts in one of two layouts (:class:`RowLayout`):
   is one ``torch._grouped_mm`` call (the fast path on CUDA);
 - **padded**: every expert owns exactly ``capacity`` rows (unused rows read token 0 with weight 0)
   and each GEMM is one ``torch.bmm``: the fallback where the grouped kernel cannot serve (CUDA
-  float32, unaligned widths). Per-expert GEMM speed measured equal to the ragged form on the CPU,
-  so the padding rows are pure overhead.
+  float32, unaligned widths).
 
 :class:`GroupedSwiGLU` runs gather -> gate/up GEMM -> SiLU*up -> routing weight -> down GEMM ->
 per-token sum as one autograd node whose backward is batched the same way (four expert GEMMs,
 one gather, one per-token sum) and keeps only the gate/up activations for backward.
+
+On the CPU the rows run in consecutive **chunks** of experts (:meth:`RowLayout.chunks`), each a
+grouped GEMM over a few thousand rows. Every temporary then stays a few MiB, below glibc's mmap
+threshold, so it is recycled from the heap instead of being mapped, page-faulted and zeroed by the
+kernel on every call: on a 2-core CPU that page-fault cost was a third of the whole MoE forward.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["GroupedSwiGLU", "RowLayout", "TokenBags", "grouped_mm_native", "grouped_swiglu"]
+__all__ = ["GroupedSwiGLU", "RowChunk", "RowLayout", "TokenBags", "grouped_mm_native", "grouped_swiglu"]
 
 _NATIVE = getattr(F, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
 
@@ -52,6 +56,16 @@ def grouped_mm_native(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 @dataclass(frozen=True)
+class RowChunk:
+    """Experts ``experts`` (a slice of ``E``) and the rows ``rows`` (a slice of ``R``) they own, with
+    the :class:`RowLayout` of those rows alone."""
+
+    experts: slice
+    rows: slice
+    layout: RowLayout
+
+
+@dataclass(frozen=True)
 class RowLayout:
     """How ``R`` expert rows are arranged: ragged (``offsets``) or padded (``capacity`` per expert)."""
 
@@ -71,6 +85,28 @@ class RowLayout:
             return _NATIVE(left.t(), right, offs=self.offsets)
         left = left.view(self.num_experts, self.capacity, -1)
         return torch.bmm(left.transpose(1, 2), right.view(self.num_experts, self.capacity, -1))
+
+    def chunks(self, max_rows: int | None) -> list[RowChunk]:
+        """Consecutive groups of whole experts holding at most ``max_rows`` rows each (an expert with
+        more rows gets a chunk of its own); ``None``: one chunk of everything, with no host sync."""
+        if max_rows is None:
+            return [RowChunk(slice(0, self.num_experts), slice(None), self)]
+        if self.capacity is not None:
+            step = max(1, max_rows // max(1, self.capacity))
+            cap = self.capacity
+            bounds = [(e, min(e + step, self.num_experts)) for e in range(0, self.num_experts, step)]
+            return [
+                RowChunk(slice(a, b), slice(a * cap, b * cap), RowLayout(b - a, capacity=cap))
+                for a, b in bounds
+            ]
+        ends = self.offsets.tolist()
+        chunks, first, start = [], 0, 0
+        for expert, end in enumerate(ends):
+            if expert + 1 == len(ends) or ends[expert + 1] - start > max_rows:
+                local = RowLayout(expert + 1 - first, self.offsets[first : expert + 1] - start)
+                chunks.append(RowChunk(slice(first, expert + 1), slice(start, end), local))
+                first, start = expert + 1, end
+        return chunks
 
 
 def _silu_and_grad(gate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,6 +135,30 @@ class TokenBags:
         return F.embedding_bag(self.rows, rows, self.starts, mode="sum")
 
 
+class _RowSum:
+    """Per-token sums of rows that arrive chunk by chunk: ``index_add_`` into ``(N, D)`` zeros, or
+    :meth:`TokenBags.sum` when the rows come as one chunk (deterministic on CUDA, where
+    ``index_add_`` uses atomics)."""
+
+    def __init__(self, bags: TokenBags | None, num_tokens: int, like: torch.Tensor) -> None:
+        self.bags = bags
+        self.total = None if bags is not None else like.new_zeros(num_tokens, like.shape[-1])
+
+    def add(self, token_index: torch.Tensor, rows: torch.Tensor) -> None:
+        if self.total is None:
+            self.total = self.bags.sum(rows)
+        else:
+            self.total.index_add_(0, token_index, rows)
+
+
+def _fill(full: torch.Tensor | None, part: torch.Tensor, index: slice, single: bool) -> torch.Tensor:
+    """``part`` itself when it is the whole result, else ``part`` copied into ``full[index]``."""
+    if single:
+        return part
+    full[index] = part
+    return full
+
+
 class GroupedSwiGLU(torch.autograd.Function):
     """``out[t] = sum_r w_r * down_e(silu(gate_e x_t) * up_e x_t)`` over the rows ``r`` of token ``t``.
 
@@ -108,48 +168,63 @@ class GroupedSwiGLU(torch.autograd.Function):
         down: ``(E, D, H)``.
         row_weight: ``(R,)`` routing weight of each row, in ``x``'s dtype.
         token_index: ``(R,)`` int64, the token each row reads.
-        bags: the :class:`TokenBags` each token's output sums (the rows it wrote).
-        layout: the :class:`RowLayout` of the rows.
+        chunks: the :class:`RowChunk` s covering all ``R`` rows, run one after the other.
+        bags: the :class:`TokenBags` of all rows when ``chunks`` is a single chunk, else ``None``
+            (per-token sums then go through ``index_add_``).
 
     Returns ``(N, D)``; tokens with no row get zeros.
     """
 
     @staticmethod
-    def forward(ctx, x, gate_up, down, row_weight, token_index, bags, layout):  # type: ignore[override]
+    def forward(ctx, x, gate_up, down, row_weight, token_index, chunks, bags):  # type: ignore[override]
         hidden = down.shape[-1]
-        gate_up_out = layout.mm(x.index_select(0, token_index), gate_up.transpose(1, 2))
-        act = F.silu(gate_up_out[:, :hidden])
-        act.mul_(gate_up_out[:, hidden:]).mul_(row_weight[:, None])
-        y = layout.mm(act, down.transpose(1, 2))
-        ctx.layout, ctx.bags = layout, bags
-        ctx.save_for_backward(x, gate_up, down, row_weight, token_index, gate_up_out)
-        return bags.sum(y)
+        out = _RowSum(bags, x.shape[0], x)
+        saved = []
+        for chunk in chunks:
+            rows = token_index[chunk.rows]
+            gate_up_out = chunk.layout.mm(x.index_select(0, rows), gate_up[chunk.experts].transpose(1, 2))
+            act = F.silu(gate_up_out[:, :hidden])
+            act.mul_(gate_up_out[:, hidden:]).mul_(row_weight[chunk.rows, None])
+            out.add(rows, chunk.layout.mm(act, down[chunk.experts].transpose(1, 2)))
+            saved.append(gate_up_out)
+        ctx.chunks, ctx.bags = chunks, bags
+        ctx.save_for_backward(x, gate_up, down, row_weight, token_index, *saved)
+        return out.total
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        x, gate_up, down, row_weight, token_index, gate_up_out = ctx.saved_tensors
-        layout: RowLayout = ctx.layout
+        x, gate_up, down, row_weight, token_index, *saved = ctx.saved_tensors
         need_x, need_gate_up, need_down, need_weight = ctx.needs_input_grad[:4]
+        single = len(ctx.chunks) == 1
         hidden = down.shape[-1]
-        gate, up = gate_up_out[:, :hidden], gate_up_out[:, hidden:]
-        grad_y = grad_out.contiguous().index_select(0, token_index)
-        grad_act = layout.mm(grad_y, down)  # d loss / d (weighted activation)
-        silu, silu_grad = _silu_and_grad(gate)
-        act = silu * up
-        grad_weight = torch.linalg.vecdot(grad_act, act) if need_weight else None
-        grad_down = layout.outer(grad_y, act.mul_(row_weight[:, None])) if need_down else None
-        del grad_y, act
-        grad_act.mul_(row_weight[:, None])
-        grad_gate_up_out = torch.empty_like(gate_up_out)
-        torch.mul(grad_act, silu, out=grad_gate_up_out[:, hidden:])
-        torch.mul(grad_act.mul_(up), silu_grad, out=grad_gate_up_out[:, :hidden])
-        del grad_act, silu, silu_grad
-        grad_gate_up = None
-        if need_gate_up:
-            grad_gate_up = layout.outer(grad_gate_up_out, x.index_select(0, token_index))
-        grad_x = None
-        if need_x:
-            grad_x = ctx.bags.sum(layout.mm(grad_gate_up_out, gate_up))
+        grad_out = grad_out.contiguous()
+        grad_x = _RowSum(ctx.bags, x.shape[0], x) if need_x else None
+        grad_gate_up = None if single or not need_gate_up else torch.empty_like(gate_up)
+        grad_down = None if single or not need_down else torch.empty_like(down)
+        grad_weight = None if single or not need_weight else torch.empty_like(row_weight)
+        for chunk, gate_up_out in zip(ctx.chunks, saved):
+            rows, layout, weight = token_index[chunk.rows], chunk.layout, row_weight[chunk.rows, None]
+            gate, up = gate_up_out[:, :hidden], gate_up_out[:, hidden:]
+            grad_y = grad_out.index_select(0, rows)
+            grad_act = layout.mm(grad_y, down[chunk.experts])  # d loss / d (weighted activation)
+            silu, silu_grad = _silu_and_grad(gate)
+            act = silu * up
+            if need_weight:
+                grad_weight = _fill(grad_weight, torch.linalg.vecdot(grad_act, act), chunk.rows, single)
+            if need_down:
+                grad_down = _fill(grad_down, layout.outer(grad_y, act.mul_(weight)), chunk.experts, single)
+            del grad_y, act
+            grad_act.mul_(weight)
+            grad_gate_up_out = torch.empty_like(gate_up_out)
+            torch.mul(grad_act, silu, out=grad_gate_up_out[:, hidden:])
+            torch.mul(grad_act.mul_(up), silu_grad, out=grad_gate_up_out[:, :hidden])
+            del grad_act, silu, silu_grad
+            if need_gate_up:
+                part = layout.outer(grad_gate_up_out, x.index_select(0, rows))
+                grad_gate_up = _fill(grad_gate_up, part, chunk.experts, single)
+            if need_x:
+                grad_x.add(rows, layout.mm(grad_gate_up_out, gate_up[chunk.experts]))
+        grad_x = grad_x.total if grad_x is not None else None
         return grad_x, grad_gate_up, grad_down, grad_weight, None, None, None
 
 
@@ -159,8 +234,8 @@ def grouped_swiglu(
     down: torch.Tensor,
     row_weight: torch.Tensor,
     token_index: torch.Tensor,
-    bags: TokenBags,
-    layout: RowLayout,
+    chunks: list[RowChunk],
+    bags: TokenBags | None,
 ) -> torch.Tensor:
     """Functional entry to :class:`GroupedSwiGLU` (same arguments; ``row_weight`` is cast to ``x``'s dtype)."""
-    return GroupedSwiGLU.apply(x, gate_up, down, row_weight.to(x.dtype), token_index, bags, layout)
+    return GroupedSwiGLU.apply(x, gate_up, down, row_weight.to(x.dtype), token_index, chunks, bags)
