@@ -151,9 +151,9 @@ class _RowSum:
             self.total.index_add_(0, token_index, rows)
 
 
-def _fill(full: torch.Tensor | None, part: torch.Tensor, index: slice, single: bool) -> torch.Tensor:
-    """``part`` itself when it is the whole result, else ``part`` copied into ``full[index]``."""
-    if single:
+def _fill(full: torch.Tensor | None, part: torch.Tensor, index: slice) -> torch.Tensor:
+    """``part`` copied into ``full[index]``; ``part`` itself where there is no ``full`` (one chunk)."""
+    if full is None:
         return part
     full[index] = part
     return full
@@ -210,9 +210,9 @@ class GroupedSwiGLU(torch.autograd.Function):
             silu, silu_grad = _silu_and_grad(gate)
             act = silu * up
             if need_weight:
-                grad_weight = _fill(grad_weight, torch.linalg.vecdot(grad_act, act), chunk.rows, single)
+                grad_weight = _fill(grad_weight, torch.linalg.vecdot(grad_act, act), chunk.rows)
             if need_down:
-                grad_down = _fill(grad_down, layout.outer(grad_y, act.mul_(weight)), chunk.experts, single)
+                grad_down = _fill(grad_down, layout.outer(grad_y, act.mul_(weight)), chunk.experts)
             del grad_y, act
             grad_act.mul_(weight)
             grad_gate_up_out = torch.empty_like(gate_up_out)
@@ -221,7 +221,7 @@ class GroupedSwiGLU(torch.autograd.Function):
             del grad_act, silu, silu_grad
             if need_gate_up:
                 part = layout.outer(grad_gate_up_out, x.index_select(0, rows))
-                grad_gate_up = _fill(grad_gate_up, part, chunk.experts, single)
+                grad_gate_up = _fill(grad_gate_up, part, chunk.experts)
             if need_x:
                 grad_x.add(rows, layout.mm(grad_gate_up_out, gate_up[chunk.experts]))
         grad_x = grad_x.total if grad_x is not None else None
