@@ -9,8 +9,9 @@ The last form keeps freed memory in the process (no mmap/munmap of every large b
 removes the page-fault cost that dominates the non-GEMM time of every contender on the CPU.
 
 Every contender runs on the same input in the same process; rounds are interleaved and the
-table reports the median time of each and the median of the per-round ratios (robust to the
-machine's load drifting during the run). float32, ``torch.set_num_threads(--threads)``.
+table reports the median time of each, the median of the per-round ratios (robust to the
+machine's load drifting during the run) and the share of the machine's matmul rate reached (MFU;
+the MoE does the dense layer's FLOPs). ``torch.set_num_threads(--threads)``.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
+from common import format_table, interleaved_samples, matmul_flops_per_second
 from torch import nn
 
 from omnikit.layers.mlp import SwiGLU
@@ -36,10 +37,10 @@ def build(args: argparse.Namespace) -> dict[str, nn.Module]:
         "dense SwiGLU": SwiGLU(args.dim, args.top_k * args.hidden),
         "omnikit MoE": MoE(cfg),
     }
-    if args.ragged:
-        ragged = MoE(MoEConfig(**{**vars(cfg), "expert_gemm": "ragged"}))
-        ragged.load_state_dict(models["omnikit MoE"].state_dict())
-        models["omnikit MoE (ragged)"] = ragged
+    if args.padded:
+        padded = MoE(MoEConfig(**{**vars(cfg), "expert_gemm": "padded"}))
+        padded.load_state_dict(models["omnikit MoE"].state_dict())
+        models["omnikit MoE (padded bmm)"] = padded
     try:
         from transformers import Qwen3MoeConfig
         from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeSparseMoeBlock
@@ -78,35 +79,20 @@ def forward_backward(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return run
 
 
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+def table(title: str, times: dict[str, list[float]], flops: float, peak: float, ref: str | None) -> str:
+    """Median ms, median per-round ratios to the dense layer and to transformers, and MFU."""
 
+    def ratio(ts: list[float], other: str | None) -> str:
+        if other is None:
+            return "-"
+        return f"{statistics.median(a / b for a, b in zip(ts, times[other])):.2f}"
 
-def measure(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str, list[float]]:
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for key, fn in fns.items():
-            _sync()
-            start = time.perf_counter()
-            fn()
-            _sync()
-            times[key].append(time.perf_counter() - start)
-    return times
-
-
-def table(title: str, times: dict[str, list[float]], base: str, ref: str | None) -> str:
-    lines = [f"**{title}**", "", "| layer | median ms | x dense | x transformers |", "|---|---:|---:|---:|"]
-    for key, ts in times.items():
-        def ratio(other: str | None, ts: list[float] = ts) -> str:
-            if other is None or other not in times:
-                return "-"
-            return f"{statistics.median(a / b for a, b in zip(ts, times[other])):.2f}"
-
-        lines.append(f"| {key} | {1000 * statistics.median(ts):.1f} | {ratio(base)} | {ratio(ref)} |")
-    return "\n".join(lines)
+    rows = [
+        [key, f"{1000 * statistics.median(ts):.1f}", ratio(ts, "dense SwiGLU"), ratio(ts, ref),
+         f"{flops / statistics.median(ts) / peak:.0%}"]
+        for key, ts in times.items()
+    ]
+    return f"**{title}**\n\n" + format_table(["layer", "median ms", "x dense", "x transformers", "MFU"], rows)
 
 
 def main() -> None:
@@ -118,13 +104,14 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--ragged", action="store_true", help="also time the ragged (torch._grouped_mm) layout")
+    parser.add_argument("--padded", action="store_true", help="also time the padded (torch.bmm) expert layout")
     parser.add_argument("--plot", default=None, help="save the expert-load plot of the benchmark batch here")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
+    peak = matmul_flops_per_second(dtype=dtype, device=args.device, repeats=9)
     models = build(args)
     for model in models.values():
         cast_model(model.to(args.device), dtype)
@@ -133,11 +120,14 @@ def main() -> None:
     ref = "transformers grouped_mm" if "transformers grouped_mm" in models else None
     print(f"tokens {args.tokens}, dim {args.dim}, {args.experts} experts x {args.hidden}, top-{args.top_k}, "
           f"{args.dtype} on {args.device}, {args.threads} threads, {args.rounds} interleaved rounds, "
+          f"matmul peak {peak / 1e9:.0f} GFLOP/s (MFU is relative to it), "
           f"torch {torch.__version__}, GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}\n")
-    fwd = measure({k: forward_only(m, x) for k, m in models.items()}, args.rounds)
-    print(table("forward", fwd, "dense SwiGLU", ref) + "\n")
-    fwd_bwd = measure({k: forward_backward(m, xg) for k, m in models.items()}, args.rounds)
-    print(table("forward + backward", fwd_bwd, "dense SwiGLU", ref) + "\n")
+    flops = 6 * args.tokens * args.top_k * args.hidden * args.dim  # three GEMMs of the active width
+    fwd = interleaved_samples({k: forward_only(m, x) for k, m in models.items()}, repeats=args.rounds, warmup=1)
+    print(table("forward", fwd, flops, peak, ref) + "\n")
+    train = {k: forward_backward(m, xg) for k, m in models.items()}
+    fwd_bwd = interleaved_samples(train, repeats=args.rounds, warmup=1)
+    print(table("forward + backward", fwd_bwd, 3 * flops, peak, ref) + "\n")
     with torch.no_grad():
         _, aux = models["omnikit MoE"](x, return_aux=True)
     rows = aux.tokens_per_expert

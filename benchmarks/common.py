@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["format_table", "interleaved_medians", "matmul_flops_per_second"]
+__all__ = ["format_table", "interleaved_medians", "interleaved_samples", "matmul_flops_per_second"]
 
 
 def _time_once(fn: Callable[[], object]) -> float:
@@ -21,8 +21,10 @@ def _time_once(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def interleaved_medians(fns: dict[str, Callable[[], object]], *, repeats: int = 7, warmup: int = 2) -> dict[str, float]:
-    """Median seconds per call of each function, timed round-robin so drift hits all alike."""
+def interleaved_samples(
+    fns: dict[str, Callable[[], object]], *, repeats: int = 7, warmup: int = 2
+) -> dict[str, list[float]]:
+    """Seconds of every timed call of each function, timed round-robin so drift hits all alike."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -30,12 +32,20 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], *, repeats: int = 
     for _ in range(repeats):
         for name, fn in fns.items():
             samples[name].append(_time_once(fn))
+    return samples
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], *, repeats: int = 7, warmup: int = 2) -> dict[str, float]:
+    """Median seconds per call of each function (see :func:`interleaved_samples`)."""
+    samples = interleaved_samples(fns, repeats=repeats, warmup=warmup)
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def matmul_flops_per_second(n: int = 2048, dtype: torch.dtype = torch.float32, repeats: int = 5) -> float:
+def matmul_flops_per_second(
+    n: int = 2048, dtype: torch.dtype = torch.float32, repeats: int = 5, device: str = "cpu"
+) -> float:
     """The machine's dense matmul rate (FLOP/s) on an ``n x n @ n x n`` product, median of repeats."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
     seconds = interleaved_medians({"mm": lambda: a @ b}, repeats=repeats)["mm"]
     return 2 * n**3 / seconds
 
