@@ -2,6 +2,7 @@
 
     python benchmarks/bench_moe.py                      # issue-5 shape: 2048 tokens, dim 1024, 64x512, top-8
     python benchmarks/bench_moe.py --rounds 15 --plot docs/img/moe_expert_load.png
+    python benchmarks/bench_moe.py --layouts ragged padded      # also the other CPU expert layouts
     python benchmarks/bench_moe.py --device cuda --dtype bfloat16 --tokens 16384   # on a GPU
     GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184 python benchmarks/bench_moe.py
 
@@ -27,6 +28,7 @@ from torch import nn
 
 from omnikit.layers.mlp import SwiGLU
 from omnikit.moe import MoE, MoEConfig, plot_expert_load
+from omnikit.moe.grouped import pair_experts
 from omnikit.utils.precision import cast_model
 
 
@@ -37,10 +39,10 @@ def build(args: argparse.Namespace) -> dict[str, nn.Module]:
         "dense SwiGLU": SwiGLU(args.dim, args.top_k * args.hidden),
         "omnikit MoE": MoE(cfg),
     }
-    if args.padded:
-        padded = MoE(MoEConfig(**{**vars(cfg), "expert_gemm": "padded"}))
-        padded.load_state_dict(models["omnikit MoE"].state_dict())
-        models["omnikit MoE (padded bmm)"] = padded
+    for layout in args.layouts:
+        other = MoE(MoEConfig(**{**vars(cfg), "expert_gemm": layout}))
+        other.load_state_dict(models["omnikit MoE"].state_dict())
+        models[f"omnikit MoE ({layout})"] = other
     try:
         from transformers import Qwen3MoeConfig
         from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeSparseMoeBlock
@@ -104,7 +106,8 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--padded", action="store_true", help="also time the padded (torch.bmm) expert layout")
+    parser.add_argument("--layouts", nargs="*", default=[], choices=["ragged", "padded", "paired"],
+                        help="also time the MoE with these expert_gemm layouts (its own row is 'auto')")
     parser.add_argument("--plot", default=None, help="save the expert-load plot of the benchmark batch here")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
@@ -131,8 +134,10 @@ def main() -> None:
     with torch.no_grad():
         _, aux = models["omnikit MoE"](x, return_aux=True)
     rows = aux.tokens_per_expert
-    print(f"expert load: min {int(rows.min())}, max {int(rows.max())}, mean {rows.float().mean():.0f} rows "
-          f"(padding overhead of the padded layout {args.experts * int(rows.max()) / int(rows.sum()) - 1:.1%})")
+    paired_slots = pair_experts(rows.tolist())[0][-1].rows.stop
+    print(f"expert load: min {int(rows.min())}, max {int(rows.max())}, mean {rows.float().mean():.0f} rows; padding "
+          f"overhead: padded layout {args.experts * int(rows.max()) / int(rows.sum()) - 1:.1%}, "
+          f"paired layout {paired_slots / int(rows.sum()) - 1:.1%}")
     if args.plot:
         print("plot:", plot_expert_load(rows, args.plot, title="Expert load, benchmark batch (random router)"))
 

@@ -21,7 +21,7 @@ from omnikit.moe import (
     token_choice_plan,
 )
 from omnikit.moe import experts as experts_module
-from omnikit.moe.grouped import RowLayout
+from omnikit.moe.grouped import RowLayout, pair_experts
 
 
 def reference_moe(moe: MoE, x: torch.Tensor) -> torch.Tensor:
@@ -50,7 +50,7 @@ def make(**kw) -> MoE:
     return MoE(MoEConfig(**{**defaults, **kw}))
 
 
-@pytest.mark.parametrize("gemm", ["ragged", "padded"])
+@pytest.mark.parametrize("gemm", ["ragged", "padded", "paired"])
 @pytest.mark.parametrize(
     "kw",
     [
@@ -218,6 +218,11 @@ def test_row_layouts_agree_and_padding_rows_are_inert() -> None:
     gp = torch.zeros(24, 4)
     gp[:4], gp[16:] = g[:4], g[4:]
     torch.testing.assert_close(padded.outer(gp, rows), outer)
+    into = torch.full((5, 4, 8), float("nan"))
+    assert padded.outer(gp, rows, out=into[0:5:2]).data_ptr() == into.data_ptr()  # written in place
+    torch.testing.assert_close(into[0:5:2], outer)
+    ragged.outer(g, a, out=into[1:4])
+    torch.testing.assert_close(into[1:4], outer)
 
 
 def test_row_layout_chunks_cover_every_expert_and_row_once() -> None:
@@ -239,6 +244,50 @@ def test_row_layout_chunks_cover_every_expert_and_row_once() -> None:
     assert whole.layout is ragged and whole.experts == slice(0, 5)
 
 
+def test_pair_experts_pairs_near_equal_loads_as_weight_views() -> None:
+    loads = [5, 0, 9, 4, 8, 0, 1]
+    chunks, first_slot = pair_experts(loads)
+    # by load: 2 (9), 4 (8), 0 (5), 3 (4), 6 (1), then the empty 1 and 5, alone the last
+    assert [(c.experts.start, c.experts.stop, c.experts.step) for c in chunks] == [
+        (2, 5, 2), (0, 4, 3), (1, 7, 5), (5, 6, 1)
+    ]
+    assert [c.layout.capacity for c in chunks] == [9, 5, 1, 0]
+    assert [(c.rows.start, c.rows.stop) for c in chunks] == [(0, 18), (18, 28), (28, 30), (30, 30)]
+    assert first_slot == [18, 28, 0, 23, 9, 30, 29]
+    w = torch.randn(7, 3, 2)
+    pair = w[chunks[1].experts]
+    assert pair.data_ptr() == w[0].data_ptr() and torch.equal(pair[1], w[3])
+    assert pair_experts([3]) == ([pair_experts([3])[0][0]], [0]) and pair_experts([3])[0][0].layout.num_experts == 1
+
+
+def outputs_and_grads(moe: MoE, x: torch.Tensor) -> list[torch.Tensor]:
+    """``moe(x)`` and the gradients of ``x`` and every parameter under a fixed random output gradient."""
+    xg = x.clone().requires_grad_()
+    out = moe(xg)
+    out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(1)))
+    return [out, xg.grad, *(p.grad for p in moe.parameters())]
+
+
+def assert_all_equal_first(results: list[list[torch.Tensor]]) -> None:
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("tokens", [2, 40])
+def test_paired_experts_equal_one_ragged_chunk_with_grads(monkeypatch, tokens: int) -> None:
+    """Pairs (padded bmm, empty experts and pairs included at 2 tokens) == ragged rows in one chunk."""
+    x = torch.randn(1, tokens, 16)
+    results = []
+    for gemm, chunk_bytes in (("ragged", None), ("paired", None), ("auto", 1)):
+        monkeypatch.setattr(experts_module, "CPU_CHUNK_BYTES", chunk_bytes)
+        moe = make(expert_gemm=gemm, num_experts=9, top_k=2, shared_hidden=8)
+        if gemm == "auto":  # on the CPU, more rows than a chunk holds go in pairs
+            assert all(c.layout.num_experts <= 2 for c in moe.experts.arrange(x[0], moe.plan(x[0])[0])[2])
+        results.append(outputs_and_grads(moe, x))
+    assert_all_equal_first(results)
+
+
 @pytest.mark.parametrize("gemm", ["ragged", "padded"])
 @pytest.mark.parametrize("capacity_factor", [None, 0.7])
 def test_chunked_experts_equal_one_chunk_with_grads(monkeypatch, gemm: str, capacity_factor) -> None:
@@ -248,27 +297,16 @@ def test_chunked_experts_equal_one_chunk_with_grads(monkeypatch, gemm: str, capa
     for chunk_bytes in (None, 1, 16 * 16 * 4):  # one chunk; one expert per chunk; ~16 rows per chunk
         monkeypatch.setattr(experts_module, "CPU_CHUNK_BYTES", chunk_bytes)
         moe = make(expert_gemm=gemm, capacity_factor=capacity_factor, num_experts=7, top_k=3)
-        xg = x.clone().requires_grad_()
-        out = moe(xg)
-        out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(1)))
-        results.append([out, xg.grad, *(p.grad for p in moe.parameters())])
-    for chunked in results[1:]:
-        for a, b in zip(results[0], chunked):
-            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        results.append(outputs_and_grads(moe, x))
+    assert_all_equal_first(results)
 
 
 @pytest.mark.parametrize("capacity_factor", [None, 0.6])
-def test_padded_and_ragged_moe_agree_with_grads(capacity_factor) -> None:
+def test_padded_paired_and_ragged_moe_agree_with_grads(capacity_factor) -> None:
     x = torch.randn(3, 11, 16)
-    results = []
-    for gemm in ("ragged", "padded"):
-        moe = make(expert_gemm=gemm, capacity_factor=capacity_factor, shared_hidden=8)
-        xg = x.clone().requires_grad_()
-        out = moe(xg)
-        out.backward(torch.ones_like(out))
-        results.append([out, xg.grad, *(p.grad for p in moe.parameters())])
-    for a, b in zip(*results):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    layouts = ("ragged", "padded", "paired")
+    moes = [make(expert_gemm=g, capacity_factor=capacity_factor, shared_hidden=8) for g in layouts]
+    assert_all_equal_first([outputs_and_grads(moe, x) for moe in moes])
 
 
 def test_moe_in_decoder_block_and_decoder() -> None:
@@ -332,7 +370,7 @@ def test_published_presets_build_on_meta() -> None:
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("gemm", ["ragged", "padded"])
+@pytest.mark.parametrize("gemm", ["ragged", "padded", "paired"])
 def test_cuda_bf16_moe_matches_fp32_cpu_reference(gemm: str) -> None:
     moe = make(dim=64, num_experts=8, top_k=2, expert_hidden=32, shared_hidden=32, expert_gemm=gemm)
     x = torch.randn(4, 50, 64)

@@ -3,7 +3,8 @@
 A plan is built once per forward with one sort; the grouped expert GEMMs consume it as is
 (:class:`omnikit.moe.grouped.GroupedSwiGLU`). Rows of expert ``e`` are
 ``offsets[e-1]:offsets[e]`` (``offsets`` is int32, as the grouped kernels want it);
-:meth:`DispatchPlan.padded` lays them out with a fixed number of rows per expert instead.
+:meth:`DispatchPlan.padded` lays them out with a fixed number of rows per expert instead, and
+:meth:`DispatchPlan.in_slots` at any per-expert starting slots.
 """
 
 from __future__ import annotations
@@ -45,17 +46,26 @@ class DispatchPlan:
         """The rows laid out as ``capacity`` per expert: ``(E * capacity,)`` token index and weight,
         and the ``(S,)`` padded position of every row.
 
-        Unused rows read token 0 with weight 0, so they add nothing and receive no gradient.
         ``capacity`` must be at least ``rows_per_expert.max()``.
+        """
+        starts = torch.arange(self.rows_per_expert.numel(), device=self.token_index.device) * capacity
+        return self.in_slots(starts, self.rows_per_expert.numel() * capacity)
+
+    def in_slots(self, slot_starts: torch.Tensor, num_slots: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The rows copied into ``num_slots`` slots, expert ``e``'s at ``slot_starts[e]`` onwards:
+        ``(num_slots,)`` token index and weight, and the ``(S,)`` slot of every row.
+
+        Unused slots read token 0 with weight 0, so they add nothing and receive no gradient. The
+        caller leaves each expert room for its ``rows_per_expert``.
         """
         num_experts, rows = self.rows_per_expert.numel(), self.token_index.numel()
         expert = torch.repeat_interleave(
             torch.arange(num_experts, device=self.token_index.device), self.rows_per_expert, output_size=rows
         )
         starts = self.rows_per_expert.cumsum(0) - self.rows_per_expert
-        slot = expert * capacity + torch.arange(rows, device=expert.device) - starts[expert]
-        token_index = self.token_index.new_zeros(num_experts * capacity).index_copy_(0, slot, self.token_index)
-        weight = self.weight.new_zeros(num_experts * capacity).index_put((slot,), self.weight)
+        slot = slot_starts[expert] + torch.arange(rows, device=expert.device) - starts[expert]
+        token_index = self.token_index.new_zeros(num_slots).index_copy_(0, slot, self.token_index)
+        weight = self.weight.new_zeros(num_slots).index_put((slot,), self.weight)
         return token_index, weight, slot
 
 

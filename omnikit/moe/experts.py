@@ -8,17 +8,19 @@ import torch
 from torch import nn
 
 from omnikit.moe.dispatch import DispatchPlan
-from omnikit.moe.grouped import RowChunk, RowLayout, TokenBags, grouped_mm_native, grouped_swiglu
+from omnikit.moe.grouped import RowChunk, RowLayout, TokenBags, grouped_mm_native, grouped_swiglu, pair_experts
 from omnikit.utils.checks import check_choice, check_positive
 
 __all__ = ["CPU_CHUNK_BYTES", "EXPERT_GEMMS", "SwiGLUExperts"]
 
-#: ``"auto"``, ``"ragged"`` (``torch._grouped_mm``) or ``"padded"`` (``torch.bmm``); see :mod:`omnikit.moe.grouped`.
-EXPERT_GEMMS: tuple[str, ...] = ("auto", "ragged", "padded")
+#: ``"auto"``, ``"ragged"`` (``torch._grouped_mm``), ``"padded"`` (one ``torch.bmm``) or ``"paired"``
+#: (a ``torch.bmm`` per pair of experts); see :mod:`omnikit.moe.grouped`.
+EXPERT_GEMMS: tuple[str, ...] = ("auto", "ragged", "padded", "paired")
 
 #: On the CPU, experts run in chunks whose widest temporary (rows x max(2 * hidden, dim)) stays
 #: within this many bytes, so that glibc recycles it from the heap instead of mapping fresh,
-#: page-faulting memory (see :mod:`omnikit.moe.grouped`); ``None`` runs all rows as one chunk.
+#: page-faulting memory (see :mod:`omnikit.moe.grouped`); more rows than one such chunk holds run
+#: in pairs of experts under ``expert_gemm="auto"``. ``None`` runs all rows as one chunk.
 CPU_CHUNK_BYTES: int | None = 4 * 2**20
 
 
@@ -32,10 +34,12 @@ class SwiGLUExperts(nn.Module):
     Args:
         gemm: row layout of the expert GEMMs: ``"ragged"`` (one ``torch._grouped_mm`` over rows
             sorted by expert), ``"padded"`` (one ``torch.bmm`` with every expert padded to the
-            busiest one) or ``"auto"``: ragged wherever the grouped kernel serves the operands
-            (CPU float32/bfloat16, CUDA bfloat16 on sm80+, aligned widths), padded elsewhere
-            (padding to the busiest expert costs extra rows: 17% under a random router at 64
-            experts, top-8).
+            busiest one), ``"paired"`` (experts paired by load, a ``torch.bmm`` of two per pair,
+            each pair padded to its busier expert) or ``"auto"``: on the CPU paired once the rows
+            fill more than one :data:`CPU_CHUNK_BYTES` chunk; otherwise ragged wherever the
+            grouped kernel serves the operands (CPU float32/bfloat16, CUDA bfloat16 on sm80+,
+            aligned widths), padded elsewhere (padding to the busiest expert costs extra rows:
+            17% under a random router at 64 experts, top-8).
 
     ``forward(x: (N, dim), plan) -> (N, dim)``: the routing-weighted sum of each token's experts.
     """
@@ -57,9 +61,21 @@ class SwiGLUExperts(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, list[RowChunk], TokenBags | None]:
         """Lay out the rows for this call: ``(row_weight, token_index, chunks, bags)`` for :func:`grouped_swiglu`.
 
-        On the CPU the rows run in chunks of whole experts whose widest temporary stays within
-        :data:`CPU_CHUNK_BYTES` (``bags`` is then ``None``); elsewhere as one chunk.
+        ``"paired"`` runs pairs of experts (:func:`~omnikit.moe.grouped.pair_experts`), and so does
+        ``"auto"`` on the CPU once the rows fill more than one chunk. Otherwise, on the CPU, the
+        rows run in chunks of whole experts whose widest temporary stays within
+        :data:`CPU_CHUNK_BYTES`, and elsewhere as one chunk. ``bags`` is ``None`` unless there is
+        one chunk.
         """
+        chunk_rows = None
+        if x.device.type == "cpu" and CPU_CHUNK_BYTES is not None:
+            chunk_rows = max(1, CPU_CHUNK_BYTES // (x.element_size() * max(2 * self.hidden, self.dim)))
+        if self.gemm == "paired" or (
+            self.gemm == "auto" and chunk_rows is not None and plan.token_index.numel() > chunk_rows
+        ):
+            chunks, first_slot = pair_experts(plan.rows_per_expert.tolist())
+            token_index, weight, _ = plan.in_slots(plan.rows_per_expert.new_tensor(first_slot), chunks[-1].rows.stop)
+            return weight, token_index, chunks, None
         native = grouped_mm_native(x, self.gate_up) and grouped_mm_native(x, self.down)
         if native and self.gemm in ("ragged", "auto"):
             weight, token_index = plan.weight, plan.token_index
@@ -69,13 +85,13 @@ class SwiGLUExperts(nn.Module):
             capacity = int(plan.rows_per_expert.max()) if plan.token_index.numel() else 0
             token_index, weight, slot = plan.padded(capacity)
             layout = RowLayout(self.num_experts, capacity=capacity)
-        if x.device.type == "cpu" and CPU_CHUNK_BYTES is not None:
-            max_rows = max(1, CPU_CHUNK_BYTES // (x.element_size() * max(2 * self.hidden, self.dim)))
-            return weight, token_index, layout.chunks(max_rows), None
+        chunks = layout.chunks(chunk_rows)
+        if len(chunks) > 1:
+            return weight, token_index, chunks, None
         bags = TokenBags.from_token_index(plan.token_index, x.shape[0])
         if slot is not None:
             bags = TokenBags(slot[bags.rows], bags.starts)
-        return weight, token_index, layout.chunks(None), bags
+        return weight, token_index, chunks, bags
 
     def forward(self, x: torch.Tensor, plan: DispatchPlan) -> torch.Tensor:
         return grouped_swiglu(x, self.gate_up, self.down, *self.arrange(x, plan))
