@@ -1,4 +1,4 @@
-"""Vision: ViT frame encoders (timm backbones), patch mergers, tubelet embeddings, grid rotary.
+"""Vision: ViT frame encoders (timm backbones), patch mergers, ToMe inside ViT blocks, tubelet embeddings, grid rotary.
 
 timm is imported only when a :class:`FrameEncoder` is built from a name.
 """
@@ -8,6 +8,7 @@ from omnikit.vision.frame_encoder import POOLS, FrameEncoder
 from omnikit.vision.merger import PatchMerger, group_patches
 from omnikit.vision.rotary import AxialRotaryEmbedding, grid_positions
 from omnikit.vision.stack import TransformerStack
+from omnikit.vision.tome_vit import ToMeFeatures, tome_forward_features
 from omnikit.vision.tubelet import TubeletEmbed, repeat_last_valid_frame
 from omnikit.vision.video_vit import VideoViT, VideoViTConfig
 
@@ -16,6 +17,7 @@ __all__ = [
     "AxialRotaryEmbedding",
     "FrameEncoder",
     "PatchMerger",
+    "ToMeFeatures",
     "TransformerStack",
     "TubeletEmbed",
     "VideoViT",
@@ -23,4 +25,5 @@ __all__ = [
     "grid_positions",
     "group_patches",
     "repeat_last_valid_frame",
+    "tome_forward_features",
 ]

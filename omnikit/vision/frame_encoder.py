@@ -15,6 +15,7 @@ from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError, check_choice, check_lengths, check_tensor
 from omnikit.vision._deps import require
 from omnikit.vision.merger import PatchMerger
+from omnikit.vision.tome_vit import check_tome_backbone, tome_forward_features
 
 __all__ = ["POOLS", "FrameEncoder"]
 
@@ -72,6 +73,10 @@ class FrameEncoder(nn.Module):
         pool: ``"none"`` (all tokens), ``"cls"`` (the first prefix token) or ``"mean"``
             (mean of patch tokens): one token per frame.
         out_dim: project to this width (a decoder's), through the merger or a linear layer.
+        tome_r: merge this many patch tokens in every block of a timm ViT (ToMe, see
+            :func:`~omnikit.vision.tome_vit.tome_forward_features`): ``num_patches - depth * r``
+            patch tokens per frame, and ``pool="mean"`` weights each by the patches it covers.
+            ``0``: no merging.
         flatten: return ``(B, T*N, D)`` (lengths in tokens) instead of ``(B, T, N, D)``
             (lengths in frames).
         frame_batch_size: frames per backbone call (``None``: all at once).
@@ -94,6 +99,7 @@ class FrameEncoder(nn.Module):
         out_dim: int | None = None,
         flatten: bool = True,
         frame_batch_size: int | None = None,
+        tome_r: int = 0,
         **backbone_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -102,7 +108,11 @@ class FrameEncoder(nn.Module):
             raise OmnikitValueError("`merge_size` needs pool='none' and an `out_dim` for the merger's projection")
         if frame_batch_size is not None and frame_batch_size < 1:
             raise OmnikitValueError(f"`frame_batch_size` expected a positive int or None but got {frame_batch_size}")
+        if merge_size is not None and tome_r:
+            raise OmnikitValueError("`merge_size` needs every patch of the grid; it cannot follow `tome_r` merging")
         self.backbone = _build_backbone(backbone, pretrained, checkpoint_path, backbone_kwargs)
+        check_tome_backbone(self.backbone, tome_r)
+        self.tome_r = tome_r
         _keep_norms_fp32(self.backbone)
         self.feature_dim = int(self.backbone.num_features)
         self.num_prefix_tokens = int(getattr(self.backbone, "num_prefix_tokens", 0))
@@ -155,20 +165,24 @@ class FrameEncoder(nn.Module):
         return lengths * self.tokens_per_frame(size) if self.flatten else lengths
 
     # ----------------------------------------------------------------- compute
-    def _features(self, frames: torch.Tensor) -> torch.Tensor:
-        """``(N, C, H, W) -> (N, tokens, feature_dim)`` backbone features of a batch of frames."""
+    def _features(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(N, C, H, W) -> (N, tokens, feature_dim)`` backbone features of a batch of frames, and
+        ``(N, tokens)`` the patches each token covers under ToMe (``None`` without)."""
+        if self.tome_r:
+            merged = tome_forward_features(self.backbone, frames, self.tome_r)
+            return merged.tokens, merged.sizes
         out = self.backbone.forward_features(frames)
         if out.ndim == 4:  # a feature map: NCHW (convnets) or NHWC (Swin)
             if getattr(self.backbone, "output_fmt", "NCHW") == "NHWC":
-                return out.flatten(1, 2)
-            return out.flatten(2).transpose(1, 2)
+                return out.flatten(1, 2), None
+            return out.flatten(2).transpose(1, 2), None
         if out.ndim != 3:
             raise OmnikitValueError(f"`backbone`.forward_features returned a {out.ndim}-D tensor; expected 3-D or 4-D")
-        return out
+        return out, None
 
     def _encode(self, frames: torch.Tensor) -> torch.Tensor:
         """``(N, C, H, W) -> (N, N_out, output_dim)``."""
-        tokens = self._features(frames)
+        tokens, sizes = self._features(frames)
         if self.merger is not None:
             h, w = self._patch_grid(frames.shape[-2], frames.shape[-1], tokens.shape[1])
             patches = tokens[:, self.num_prefix_tokens :].reshape(tokens.shape[0], h, w, -1)
@@ -176,7 +190,12 @@ class FrameEncoder(nn.Module):
         if self.pool == "cls":
             tokens = tokens[:, :1]
         elif self.pool == "mean":
-            tokens = tokens[:, self.num_prefix_tokens :].mean(dim=1, keepdim=True)
+            patches = tokens[:, self.num_prefix_tokens :]
+            if sizes is None:
+                tokens = patches.mean(dim=1, keepdim=True)
+            else:
+                weights = sizes[:, self.num_prefix_tokens :, None].to(patches.dtype)
+                tokens = (patches * weights).sum(dim=1, keepdim=True) / weights.sum(dim=1, keepdim=True)
         return self.proj(tokens) if self.proj is not None else tokens
 
     @property

@@ -25,6 +25,12 @@ def frame_encoder_merged_tiny(**overrides: Any) -> FrameEncoder:
 
 
 @register_model(kind="frame_encoder", modalities=("video", "image"))
+def frame_encoder_tome_tiny(**overrides: Any) -> FrameEncoder:
+    """The tiny ViT merging 3 patch tokens in each of its 2 blocks (ToMe): 11 tokens per frame."""
+    return FrameEncoder("vit_tiny_patch16_224", **{**_TINY_VIT, "tome_r": 3, **overrides})
+
+
+@register_model(kind="frame_encoder", modalities=("video", "image"))
 def frame_encoder_vit_base(**overrides: Any) -> FrameEncoder:
     """timm ``vit_base_patch16_224`` per frame (197 tokens of width 768)."""
     return FrameEncoder("vit_base_patch16_224", **overrides)
