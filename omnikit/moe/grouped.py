@@ -28,6 +28,7 @@ preallocated tensor. The CPU uses two kinds:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -193,22 +194,14 @@ class _RowSum:
             self.total.index_add_(0, token_index, rows)
 
 
-def _fill(full: torch.Tensor | None, part: torch.Tensor, index: slice) -> torch.Tensor:
-    """``part`` copied into ``full[index]``; ``part`` itself where there is no ``full`` (one chunk)."""
-    if full is None:
-        return part
-    full[index] = part
-    return full
-
-
-def _outer_into(
-    full: torch.Tensor | None, layout: RowLayout, left: torch.Tensor, right: torch.Tensor, experts: slice
+def _into(
+    full: torch.Tensor | None, index: slice, compute: Callable[..., torch.Tensor], *args: torch.Tensor
 ) -> torch.Tensor:
-    """``layout.outer(left, right)`` written into ``full[experts]`` (returns ``full``), or a new
-    tensor where there is no ``full`` (one chunk)."""
+    """One chunk's part of a gradient, ``compute(*args, out=full[index])``, written in place; returns
+    ``full``. Where there is no ``full`` (one chunk) the part ``compute(*args)`` is the gradient."""
     if full is None:
-        return layout.outer(left, right)
-    layout.outer(left, right, out=full[experts])
+        return compute(*args)
+    compute(*args, out=full[index])
     return full
 
 
@@ -263,9 +256,9 @@ class GroupedSwiGLU(torch.autograd.Function):
             silu, silu_grad = _silu_and_grad(gate)
             act = silu * up
             if need_weight:
-                grad_weight = _fill(grad_weight, torch.linalg.vecdot(grad_act, act), chunk.rows)
+                grad_weight = _into(grad_weight, chunk.rows, torch.linalg.vecdot, grad_act, act)
             if need_down:
-                grad_down = _outer_into(grad_down, layout, grad_y, act.mul_(weight), chunk.experts)
+                grad_down = _into(grad_down, chunk.experts, layout.outer, grad_y, act.mul_(weight))
             del grad_y, act
             grad_act.mul_(weight)
             grad_gate_up_out = torch.empty_like(gate_up_out)
@@ -274,7 +267,7 @@ class GroupedSwiGLU(torch.autograd.Function):
             del grad_act, silu, silu_grad
             if need_gate_up:
                 rows_x = x.index_select(0, rows)
-                grad_gate_up = _outer_into(grad_gate_up, layout, grad_gate_up_out, rows_x, chunk.experts)
+                grad_gate_up = _into(grad_gate_up, chunk.experts, layout.outer, grad_gate_up_out, rows_x)
             if need_x:
                 grad_x.add(rows, layout.mm(grad_gate_up_out, gate_up[chunk.experts]))
         grad_x = grad_x.total if grad_x is not None else None
