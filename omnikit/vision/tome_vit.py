@@ -53,16 +53,17 @@ def _check_vit_blocks(vit: nn.Module) -> None:
         )
 
 
-def check_tome_backbone(vit: nn.Module, r: int, num_patches: int | None = None) -> None:
+def check_tome_backbone(vit: nn.Module, r: int) -> None:
     """Raise unless ``r >= 0`` and, for ``r > 0``, ``vit`` is a timm ``VisionTransformer``-like model
-    that can merge ``r`` tokens per block (and, given ``num_patches``, keeps at least one patch
-    token after the last block). ``r = 0`` (no merging) accepts any backbone."""
+    whose blocks can merge tokens. ``r = 0`` (no merging) accepts any backbone."""
     check_positive(r, "tome_r", allow_zero=True)
-    if r == 0:
-        return
-    _check_vit_blocks(vit)
-    depth = len(vit.blocks)
-    if num_patches is not None and num_patches - depth * r < 1:
+    if r:
+        _check_vit_blocks(vit)
+
+
+def _check_patch_budget(r: int, depth: int, num_patches: int) -> None:
+    """Raise unless ``depth`` blocks merging ``r`` each leave at least one of ``num_patches`` patch tokens."""
+    if num_patches - depth * r < 1:
         raise OmnikitValueError(
             f"`tome_r`={r} merges {depth * r} tokens over {depth} blocks but frames have only {num_patches} patches"
         )
@@ -111,10 +112,11 @@ def tome_forward_features(vit: nn.Module, images: torch.Tensor, r: int) -> ToMeF
         :class:`ToMeFeatures`: ``(N, P + num_patches - depth * r, D)`` tokens and their sizes.
     """
     check_tensor(images, "images", ndim=4, floating=True)
+    check_positive(r, "tome_r", allow_zero=True)
     _check_vit_blocks(vit)
     x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(images))))
     num_prefix = int(getattr(vit, "num_prefix_tokens", 0))
-    check_tome_backbone(vit, r, x.shape[1] - num_prefix)
+    _check_patch_budget(r, len(vit.blocks), x.shape[1] - num_prefix)
     sizes = None
     recompute = bool(getattr(vit, "grad_checkpointing", False)) and torch.is_grad_enabled()
     for block in vit.blocks:
