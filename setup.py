@@ -10,17 +10,25 @@ extras = {
     "vision": ["torchvision>=0.24", "timm>=1.0,<1.1"],
     "video": ["av>=12", "decord>=0.6; platform_machine == 'x86_64'"],
     "plot": ["matplotlib>=3.8"],
+    "finetune": ["peft>=0.13"],
     "test": [
         "transformers>=5.0,<6",
         "vector-quantize-pytorch>=1.20",
         "pytest>=8",
         "pytest-xdist>=3.5",
         "ruff>=0.6",
+        "hypothesis>=6.100",
+        "jupytext>=1.16",
+        "nbclient>=0.10",
+        "nbmake>=1.5",
+        "ipykernel>=6.29",
     ],
-    "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],
+    "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26", "mkdocs-jupyter>=0.25"],
+    # flash-attn builds from source against a local CUDA toolkit, so it is never part of "dev".
+    "cuda": ["flash-attn>=2.6"],
 }
-extras["all"] = sorted({dep for name in ("audio", "vision", "video", "plot") for dep in extras[name]})
-extras["dev"] = sorted({dep for deps in extras.values() for dep in deps})
+extras["all"] = sorted({dep for name in ("audio", "vision", "video", "plot", "finetune") for dep in extras[name]})
+extras["dev"] = sorted({dep for name, deps in extras.items() if name != "cuda" for dep in deps})
 
 setup(
     name="omnikit",
