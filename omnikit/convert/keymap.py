@@ -194,3 +194,23 @@ class KeyMap:
             else:
                 raise OmnikitValueError(f"omnikit key {key!r} has no rule in the architecture's key map")
         return plan
+
+    def gather(
+        self, source: Mapping[str, torch.Tensor], shapes: Mapping[str, Sequence[int]]
+    ) -> dict[str, torch.Tensor]:
+        """Omnikit tensors of ``shapes`` assembled from in-memory checkpoint tensors ``source`` (a
+        transformers module's state dict); checkpoint tensors no rule uses are ignored."""
+        state: dict[str, torch.Tensor] = {}
+        for key, pieces in self.plan(shapes).items():
+            absent = sorted(p.source for p in pieces if p.source is not None and p.source not in source)
+            if absent:
+                raise OmnikitValueError(f"omnikit key {key!r} needs tensors the source lacks: {absent}")
+            if len(pieces) == 1 and not pieces[0].index:
+                state[key] = source[pieces[0].source]
+                continue
+            present = next(source[p.source] for p in pieces if p.source is not None)
+            state[key] = present.new_zeros(tuple(shapes[key]))
+            for piece in pieces:
+                if piece.source is not None:
+                    piece.view(state[key]).copy_(source[piece.source])
+        return state
