@@ -38,6 +38,7 @@ BUILTIN_MODULES: dict[str, str] = {
     "Qwen3MoeForCausalLM": "omnikit.convert.hub_qwen",
     "WhisperForConditionalGeneration": "omnikit.convert.hub_whisper",
     "WhisperModel": "omnikit.convert.hub_whisper",
+    "EncodecModel": "omnikit.convert.hub_encodec",
 }
 
 #: Attribute :func:`load_hf` sets on the models it returns (a :class:`HubOrigin`).
