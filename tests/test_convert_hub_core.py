@@ -195,3 +195,21 @@ def test_save_hf_shards_with_index_and_removes_stale_files(tmp_path, two_parts):
     save_hf(model, out)  # now fits one file: the shards and the index go
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
     assert torch.equal(load_hf(out).qkv.weight, model.qkv.weight)
+
+
+def test_large_loads_show_a_progress_bar(tmp_path, two_parts, monkeypatch, capsys):
+    _write_sharded(tmp_path, [_tower_tensors()])
+    load_hf(tmp_path)
+    assert "load_hf" not in capsys.readouterr().err
+    monkeypatch.setattr(load_module, "PROGRESS_MIN_BYTES", 0)
+    load_hf(tmp_path)
+    assert "load_hf" in capsys.readouterr().err
+
+
+def test_save_hf_and_hf_inputs_refuse_models_without_an_architecture(tmp_path):
+    from omnikit.convert import hf_inputs
+
+    with pytest.raises(ValueError, match=r"Linear.*was not loaded by load_hf"):
+        save_hf(nn.Linear(2, 2), tmp_path)
+    with pytest.raises(ValueError, match=r"Linear.*was not loaded by load_hf"):
+        hf_inputs(nn.Linear(2, 2), {"input_ids": torch.zeros(1, 2)})

@@ -138,3 +138,12 @@ def test_preset_parameter_counts_equal_transformers(name):
         reference = getattr(transformers, f"{family}ForCausalLM")(config)
     ours = create_model(name, device="meta")
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in reference.parameters())
+
+
+def test_hf_inputs_names_what_is_missing_or_misshaped(tmp_path):
+    _hf_model("qwen2").save_pretrained(tmp_path)
+    model = load_hf(tmp_path)
+    with pytest.raises(ValueError, match="expected 'input_ids'"):
+        hf_inputs(model, {"attention_mask": torch.ones(1, 3)})
+    with pytest.raises(ValueError, match=r"attention_mask'\]` expected shape \(1, 3\) but got \(1, 4\)"):
+        hf_inputs(model, {"input_ids": torch.zeros(1, 3, dtype=torch.long), "attention_mask": torch.ones(1, 4)})
