@@ -88,8 +88,9 @@ def test_moe_layers_follow_sparse_step_and_mlp_only_layers(tmp_path):
     assert [isinstance(b.mlp, MoE) for b in model.decoder.blocks] == [True, False, True]
 
 
-def test_greedy_decoding_matches_transformers_generate(tmp_path):
-    hf = _hf_model("qwen3")
+@pytest.mark.parametrize("kind", ["qwen3", "qwen3_moe"])
+def test_greedy_decoding_matches_transformers_generate(tmp_path, kind):
+    hf = _hf_model(kind)
     hf.save_pretrained(tmp_path, max_shard_size="20KB")
     model = load_hf(tmp_path)
     batch = _batch()
