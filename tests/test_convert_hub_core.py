@@ -90,6 +90,14 @@ def test_keymap_plan_slices_fused_and_stacked_tensors():
         _tower_map({}).plan({"unknown.weight": (1,)})
 
 
+def test_keymap_reused_under_a_prefix_and_prefixed():
+    nested = (_tower_map({}).under("audio.") + KeyMap((Rename("head.{p}", "lm_head.{p}"),))).prefixed("thinker.")
+    plan = nested.plan({"audio.qkv.weight": (12, 4), "head.bias": (3,)})
+    assert [p.source for p in plan["audio.qkv.weight"]] == ["thinker.q.weight", "thinker.k.weight", "thinker.v.weight"]
+    assert [p.source for p in plan["head.bias"]] == ["thinker.lm_head.bias"]
+    assert nested.skipped("thinker.rotary.inv_freq") and not nested.skipped("rotary.inv_freq")
+
+
 def test_load_fuses_stacks_zero_fills_and_keeps_real_buffers(tmp_path, two_parts):
     tensors = _tower_tensors()
     _write_sharded(tmp_path, [dict(list(tensors.items())[:5]), dict(list(tensors.items())[5:]), _head_tensors()])
