@@ -191,6 +191,13 @@ def test_dtype_cast_keeps_fp32_modules(tmp_path, two_parts):
         load_hf(tmp_path, device="meta")
 
 
+def test_default_dtype_is_the_checkpoints(tmp_path, two_parts):
+    _write_sharded(tmp_path, [{k: v.half() for k, v in _tower_tensors().items()}])
+    model = load_hf(tmp_path)
+    assert model.qkv.weight.dtype == torch.float16 and model.rotary.inv_freq.dtype == torch.float32
+    assert torch.equal(model.qkv.bias[:4], _tower_tensors()["a.q.bias"].half())
+
+
 def test_save_hf_shards_with_index_and_removes_stale_files(tmp_path, two_parts):
     _write_sharded(tmp_path / "src", [_tower_tensors()])
     model = load_hf(tmp_path / "src")
