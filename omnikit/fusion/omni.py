@@ -35,12 +35,14 @@ class FusedInputs:
         positions: ``(3, B, T)`` TMRoPE ids.
         next_position: ``(B,)`` the id of the first generated token.
         key_padding_mask: ``(B, T)`` bool or None.
+        absent: ``()`` zero that depends on every absent encoder (``run_absent_media``), or None.
     """
 
     media: dict[str, torch.Tensor]
     positions: torch.Tensor
     next_position: torch.Tensor
     key_padding_mask: torch.Tensor | None
+    absent: torch.Tensor | None = None
 
 
 class EarlyFusionOmni(StreamingContainer, nn.Module):
@@ -55,6 +57,11 @@ class EarlyFusionOmni(StreamingContainer, nn.Module):
 
     ``forward(input_ids (B, T), *, frames (N_v, F, C, H, W), audio_features (N_a, n_mels, L),
     audio_lengths (N_a,), lengths (B,))`` -> logits ``(B, T, vocab)``.
+
+    ``run_absent_media = True`` (set by :func:`omnikit.distributed.parallelize`) runs an encoder
+    whose modality is absent from the batch on a dummy input, at the point where it would have run,
+    and adds its output times zero to the result: data-parallel ranks then all run the same
+    encoders (FSDP's collectives match) and the absent encoder's gradient is exactly zero.
     """
 
     supports_streaming = False
@@ -80,6 +87,7 @@ class EarlyFusionOmni(StreamingContainer, nn.Module):
             raise OmnikitValueError("`audio_in_video=True` needs both a video and an audio adapter")
         self.thinker, self.video, self.audio = thinker, video, audio
         self.scheme, self.audio_in_video = scheme, audio_in_video
+        self.run_absent_media = False
 
     @property
     def output_dim(self) -> int:
@@ -103,6 +111,12 @@ class EarlyFusionOmni(StreamingContainer, nn.Module):
         media: dict[str, torch.Tensor] = {}
         videos: list = []
         audios: list = []
+        absent: list[torch.Tensor] = []
+        dummy = None
+        if self.run_absent_media:  # a fixed generator: the dummy leaves the global RNG alone
+            dummy = self.media_example(1, generator=torch.Generator().manual_seed(0), device=input_ids.device)
+        if audio_features is None and dummy is not None and self.audio is not None:
+            absent.append(self.audio(dummy["audio_features"], dummy["audio_lengths"]).tokens)
         if audio_features is not None:
             if self.audio is None:
                 raise OmnikitValueError("`audio_features` given but this model has no audio adapter")
@@ -117,13 +131,16 @@ class EarlyFusionOmni(StreamingContainer, nn.Module):
                 )
             adapted = self.video(frames, audios if self.audio_in_video else None)
             media["video"], videos = adapted.tokens, adapted.items
+        elif dummy is not None and self.video is not None:
+            absent.append(self.video(dummy["frames"], None).tokens)
         if self.audio_in_video:
             audios = []
         positions, next_position = tmrope_position_ids(
             input_ids, self.thinker.media_tokens, videos=videos, audios=audios, scheme=self.scheme,
             key_padding_mask=padding,
         )
-        return FusedInputs(media, positions, next_position, padding)
+        zero = sum(t.sum() for t in absent) * 0 if absent else None
+        return FusedInputs(media, positions, next_position, padding, zero)
 
     def forward(
         self, input_ids: torch.Tensor, *, return_hidden: bool = False, **inputs: torch.Tensor | None
@@ -131,8 +148,11 @@ class EarlyFusionOmni(StreamingContainer, nn.Module):
         """Logits ``(B, T, vocab)`` (and the final hidden states with ``return_hidden``); ``inputs``: the
         media and ``lengths`` keywords of :meth:`fuse`."""
         fused = self.fuse(input_ids, **inputs)
-        return self.thinker(input_ids, media=fused.media, positions=fused.positions,
-                            key_padding_mask=fused.key_padding_mask, return_hidden=return_hidden)
+        out = self.thinker(input_ids, media=fused.media, positions=fused.positions,
+                           key_padding_mask=fused.key_padding_mask, return_hidden=return_hidden)
+        if fused.absent is None:
+            return out
+        return tuple(t + fused.absent for t in out) if return_hidden else out + fused.absent
 
     def stream_generate(
         self,
@@ -155,14 +175,28 @@ class EarlyFusionOmni(StreamingContainer, nn.Module):
         steps: list[ThinkerStep] = list(self.stream_generate(input_ids, **kwargs))
         return GenerationOutput.stack(steps)
 
+    def media_example(
+        self, batch: int, *, generator: torch.Generator | None = None, device: torch.device | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Small random media for ``batch`` items of the modalities this model has: ``frames``
+        ``(batch, tubelet, C, 2p, 2p)`` (one tubelet step, 2x2 patches), ``audio_features``
+        ``(batch, n_mels, 8)`` and ``audio_lengths`` (all 8)."""
+        example = {}
+        if self.video is not None:
+            enc = self.video.encoder
+            example["frames"] = torch.randn(batch, enc.tubelet, enc.in_channels, 2 * enc.patch, 2 * enc.patch,
+                                            generator=generator)
+        if self.audio is not None:
+            example["audio_features"] = torch.randn(batch, self.audio.encoder.config.n_mels, 8, generator=generator)
+            example["audio_lengths"] = torch.full((batch,), 8)
+        return {k: v.to(device) for k, v in example.items()}
+
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
         """One video of one tubelet step and one short audio clip per item, then text (right padded)."""
         g = torch.Generator().manual_seed(seed)
         batch = len(lengths)
-        frames = torch.randn(batch, self.video.encoder.tubelet, self.video.encoder.in_channels,
-                             2 * self.video.encoder.patch, 2 * self.video.encoder.patch, generator=g)
-        mel = torch.randn(batch, self.audio.encoder.config.n_mels, 8, generator=g)
-        mel_lengths = torch.full((batch,), 8)
+        example = self.media_example(batch, generator=g)
+        frames, mel, mel_lengths = example["frames"], example["audio_features"], example["audio_lengths"]
         t, h, w = self.video.grid(frames.shape)
         n_audio = int(self.audio.encoder.output_lengths(mel_lengths)[0])
         tokens = self.thinker.media_tokens
