@@ -1,0 +1,157 @@
+"""omnikit.distributed on gloo, CPU: every strategy equals one process (loss and gradients, float32).
+
+Each world size is one launch of ``tests/dist_worker.py`` running several scenarios; collectives
+time out after 60 s and the launch after 240 s, so a hang fails. The quick set runs by default,
+the rest under ``-m slow``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import omnikit
+from omnikit.distributed import ParallelPlan, collect_plan, register_parallel_plan
+from omnikit.distributed.checkpoint import load_distributed
+from omnikit.distributed.mesh import check_mesh
+
+WORKER = Path(__file__).with_name("dist_worker.py")
+TOL = 1e-5
+
+QUICK = {
+    4: ["checkpoint", "decoder/dp_shard_x_tp", "moe_skew/dp_shard_x_ep"],
+    2: ["checkpoint", "decoder/dp_shard", "decoder/tp", "moe_skew/ep", "omni/dp_shard", "thinker_talker/dp_shard"],
+}
+SLOW = {
+    4: ["decoder/hsdp", "moe/dp_shard_x_ep", "omni/dp_shard4"],
+    2: ["decoder/dp_replicate", "moe/ep", "omni/tp", "thinker_talker/tp", "decoder_ckpt_compile/dp_shard"],
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(world: int, names: list[str], out: Path) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [sys.executable, str(WORKER), str(world), str(_free_port()), str(out), *names],
+        env=env, capture_output=True, text=True, timeout=240, cwd=Path(__file__).parents[1],
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads((out / f"results_{world}.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def checkpoint_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("dcp")
+
+
+@pytest.fixture(scope="module")
+def quick4(checkpoint_dir: Path) -> dict:
+    return _launch(4, QUICK[4], checkpoint_dir)
+
+
+@pytest.fixture(scope="module")
+def quick2(quick4: dict, checkpoint_dir: Path) -> dict:  # loads the checkpoint world 4 saved
+    return _launch(2, QUICK[2], checkpoint_dir)
+
+
+def _check(result: dict) -> None:
+    assert "error" not in result, result.get("error")
+    assert result["loss_rel"] <= TOL
+    assert result["grad_rel"] <= TOL
+    assert result["missing_grads"] == []
+    assert result["names_equal"]
+    assert result["sharded_params"] > 0 and result["dtensor_grads"]
+
+
+@pytest.mark.parametrize("scenario", [s for s in QUICK[4] if s != "checkpoint"])
+def test_world4_matches_one_process(quick4: dict, scenario: str) -> None:
+    _check(quick4[scenario])
+
+
+@pytest.mark.parametrize("scenario", [s for s in QUICK[2] if s != "checkpoint"])
+def test_world2_matches_one_process(quick2: dict, scenario: str) -> None:
+    _check(quick2[scenario])
+
+
+def test_checkpoint_saved_at_4_loads_bit_exact_at_2(quick2: dict) -> None:
+    assert quick2["checkpoint"]["bit_exact"]
+
+
+def test_checkpoint_loads_bit_exact_in_one_process(quick2: dict, checkpoint_dir: Path) -> None:
+    model = omnikit.create_model("decoder_tiny", tie_embeddings=True)
+    load_distributed(model, checkpoint_dir / "dcp")
+    expected = torch.load(checkpoint_dir / "expected.pt")
+    state = model.state_dict()
+    assert sorted(state) == sorted(expected)
+    assert all(torch.equal(state[k], expected[k]) for k in state)
+    exported = omnikit.load_pretrained(checkpoint_dir / "pretrained").state_dict()
+    assert all(torch.equal(exported[k], expected[k]) for k in expected)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("world", [4, 2])
+def test_more_strategies_match_one_process(world: int, tmp_path: Path) -> None:
+    results = _launch(world, SLOW[world], tmp_path)
+    for scenario in SLOW[world]:
+        _check(results[scenario])
+
+
+def test_plans_compose_from_declared_parts() -> None:
+    model = omnikit.create_model("omni_early_tiny")
+    plan = collect_plan(model)
+    blocks = list(model.thinker.decoder.blocks)
+    assert all(b in plan.fsdp_units for b in blocks) and model.audio in plan.fsdp_units
+    assert plan.fsdp_units.index(blocks[0]) < plan.fsdp_units.index(model.audio)  # deepest first
+    assert "thinker.decoder.blocks.1.mlp.down" in plan.tp and "thinker.lm_head" in plan.tp
+    tied = collect_plan(omnikit.create_model("thinker_talker_tiny")).tied
+    assert tied == [("omni.thinker.lm_head.weight", "omni.thinker.embed.weight")]
+
+
+def test_a_new_class_plugs_in_by_registering_a_plan() -> None:
+    class Pair(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+
+    register_parallel_plan(Pair)(lambda m: ParallelPlan(fsdp_units=[m.a]))
+    outer = torch.nn.Sequential(Pair())
+    assert collect_plan(outer).fsdp_units == [outer[0].a]
+
+
+def test_unsupported_meshes_are_refused() -> None:
+    class Named:
+        def __init__(self, *names: str) -> None:
+            self.mesh_dim_names = names
+
+    with pytest.raises(ValueError, match="'tp' and 'ep'"):
+        check_mesh(Named("ep", "tp"))
+    with pytest.raises(ValueError, match="subset"):
+        check_mesh(Named("data"))
+    with pytest.raises(ValueError, match="order"):
+        check_mesh(Named("tp", "dp_shard"))
+
+
+def test_absent_media_dummy_changes_nothing_and_gives_zero_gradients() -> None:
+    model = omnikit.create_model("omni_early_tiny")
+    inputs = model.contract_inputs([12, 12]).kwargs
+    inputs = {k: v for k, v in inputs.items() if k not in ("audio_features", "audio_lengths")}
+    inputs["input_ids"] = inputs["input_ids"].masked_fill(inputs["input_ids"] == 3, 9)
+    plain = model(**inputs)
+    model.run_absent_media = True
+    with_dummy = model(**inputs)
+    torch.testing.assert_close(with_dummy, plain, rtol=0, atol=0)
+    with_dummy.sum().backward()
+    audio_grads = [p.grad for p in model.audio.parameters()]
+    assert all(g is not None and not g.any() for g in audio_grads)
