@@ -29,7 +29,7 @@ from torch.distributed.tensor import DTensor
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import omnikit
-from omnikit.distributed import build_mesh, data_parallel_coords, parallelize
+from omnikit.distributed import ExpertParallelExperts, build_mesh, data_parallel_coords, parallelize
 from omnikit.distributed.checkpoint import (
     export_pretrained,
     full_state_dict,
@@ -81,7 +81,8 @@ def moe_lm(skew: bool) -> nn.Module:
 
 
 def media_items(model: nn.Module, count: int) -> list[Item]:
-    """Alternating items: audio only (even), video only (odd); text fills 16 tokens."""
+    """Pairs of items with audio only, then pairs with video only, alternating (each rank's two items
+    then hold one modality, its neighbour's the other); text fills 16 tokens."""
     omni = getattr(model, "omni", model)
     g = torch.Generator().manual_seed(2)
     example = omni.media_example(count, generator=g)
@@ -89,11 +90,12 @@ def media_items(model: nn.Module, count: int) -> list[Item]:
     t, h, w = omni.video.grid(example["frames"].shape)
     items = []
     for i in range(count):
-        prefix = [TINY_TOKENS.audio] * n_audio if i % 2 == 0 else [TINY_TOKENS.video] * (t * h * w)
+        audio = (i // 2) % 2 == 0
+        prefix = [TINY_TOKENS.audio] * n_audio if audio else [TINY_TOKENS.video] * (t * h * w)
         ids = torch.randint(8, omni.thinker.config.vocab_size, (16,), generator=g)
         ids[: len(prefix)] = torch.tensor(prefix)
         item = {"input_ids": ids}
-        if i % 2 == 0:
+        if audio:
             item.update(audio_features=example["audio_features"][i], audio_lengths=example["audio_lengths"][i])
         else:
             item["frames"] = example["frames"][i]
@@ -156,6 +158,24 @@ SCENARIOS: dict[str, tuple[str, dict[str, int]]] = {
 }
 
 
+def routed_rows_counter(model: nn.Module) -> Callable[[object], list[int]]:
+    """Count the rows every expert-parallel layer routes; the returned function gives, after the
+    forward, the rows each ``ep`` rank received in its first layer (``[]`` without expert parallel)."""
+    counts: list[torch.Tensor] = []
+    layers = [m for m in model.modules() if isinstance(m, ExpertParallelExperts)]
+    if layers:
+        layers[0].register_forward_pre_hook(lambda module, args: counts.append(args[1].rows_per_expert.clone()))
+
+    def received(mesh) -> list[int]:
+        if not counts:
+            return []
+        total = counts[0]
+        dist.all_reduce(total, group=mesh["ep"].get_group())
+        return total.view(mesh["ep"].size(), -1).sum(1).tolist()
+
+    return received
+
+
 def grads(model: nn.Module) -> dict[str, torch.Tensor]:
     out = {}
     for name, p in model.named_parameters():
@@ -182,6 +202,7 @@ def run_scenario(case_name: str, sizes: dict[str, int]) -> dict:
     ref_loss.backward()
     parallelize(model, mesh)
     case.prepare(model)
+    routed = routed_rows_counter(model)
     local = case.collate(items[2 * index : 2 * index + 2])
     loss = case.loss(model(**local), local)
     loss.backward()
@@ -191,6 +212,7 @@ def run_scenario(case_name: str, sizes: dict[str, int]) -> dict:
     got, want = grads(model), grads(reference)
     sharded = [n for n, p in model.named_parameters() if isinstance(p, DTensor)]
     return {
+        "rows_received_per_ep_rank": routed(mesh),
         "loss_rel": abs(float(total) - ref_loss.item()) / abs(ref_loss.item()),
         "grad_rel": max(rel(got[n], want[n]) for n in want if n in got),
         "missing_grads": sorted(set(want) - set(got)),

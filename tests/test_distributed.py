@@ -85,6 +85,12 @@ def test_world2_matches_one_process(quick2: dict, scenario: str) -> None:
     _check(quick2[scenario])
 
 
+@pytest.mark.parametrize(("world", "scenario"), [(2, "moe_skew/ep"), (4, "moe_skew/dp_shard_x_ep")])
+def test_expert_parallel_rank_without_tokens(quick2: dict, quick4: dict, world: int, scenario: str) -> None:
+    received = {2: quick2, 4: quick4}[world][scenario]["rows_received_per_ep_rank"]
+    assert received[0] > 0 and received[1] == 0  # every token routed to experts 0 and 1 (rank 0)
+
+
 def test_checkpoint_saved_at_4_loads_bit_exact_at_2(quick2: dict) -> None:
     assert quick2["checkpoint"]["bit_exact"]
 
