@@ -1,7 +1,8 @@
 """The parallel plans of omnikit's own model families (see :mod:`omnikit.distributed.plan`).
 
-- decoder stacks (:class:`~omnikit.layers.decoder.Decoder`, :class:`~omnikit.layers.hybrid.HybridDecoder`):
-  every block is an FSDP unit;
+- transformer stacks (:class:`~omnikit.layers.decoder.Decoder`, :class:`~omnikit.layers.hybrid.HybridDecoder`,
+  the audio encoders' :class:`~omnikit.audio.blocks.EncoderStack`, the vision
+  :class:`~omnikit.vision.stack.TransformerStack`): every block is an FSDP unit;
 - :class:`~omnikit.layers.attention.Attention`: the fused q/k/v projection column-parallel with
   its output gathered (the q/k/v rows of one head are not contiguous in the fused weight, so heads
   are not split for the attention itself), the output projection row-parallel;
@@ -15,9 +16,11 @@
 
 from __future__ import annotations
 
+from torch import nn
 from torch.distributed.tensor import Replicate
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
 
+from omnikit.audio.blocks import EncoderStack
 from omnikit.distributed.plan import ParallelPlan, register_parallel_plan
 from omnikit.fusion.omni import EarlyFusionOmni
 from omnikit.layers.attention import Attention
@@ -26,13 +29,16 @@ from omnikit.layers.hybrid import HybridDecoder
 from omnikit.layers.mlp import SwiGLU
 from omnikit.models.language_model import CausalLM
 from omnikit.moe.layer import MoE
+from omnikit.vision.stack import TransformerStack
 
 __all__: list[str] = []
 
 
 @register_parallel_plan(Decoder)
 @register_parallel_plan(HybridDecoder)
-def _decoder_stack(stack: Decoder | HybridDecoder) -> ParallelPlan:
+@register_parallel_plan(EncoderStack)
+@register_parallel_plan(TransformerStack)
+def _block_stack(stack: nn.Module) -> ParallelPlan:
     return ParallelPlan(fsdp_units=list(stack.blocks))
 
 
