@@ -161,3 +161,26 @@ def test_absent_media_dummy_changes_nothing_and_gives_zero_gradients() -> None:
     with_dummy.sum().backward()
     audio_grads = [p.grad for p in model.audio.parameters()]
     assert all(g is not None and not g.any() for g in audio_grads)
+
+
+def test_absent_media_dummy_uses_the_encoders_contract_inputs() -> None:
+    """The published thinkers' layout: a VideoViT with a merger and the Qwen3-Omni AuT encoder."""
+    from omnikit.fusion.adapters import AudioAdapter
+    from omnikit.fusion.models import _TINY_THINKER, QWEN2_5_OMNI_TINY, TINY_TOKENS
+    from omnikit.fusion.omni import EarlyFusionOmni
+    from omnikit.fusion.presets import _vit_adapter
+    from omnikit.fusion.thinker import Thinker
+    from omnikit.layers.decoder import DecoderConfig
+
+    thinker = Thinker(DecoderConfig(**_TINY_THINKER), media_tokens=TINY_TOKENS)
+    video = _vit_adapter(omnikit.create_model("video_vit_tiny", out_dim=64), 64)
+    audio = AudioAdapter(omnikit.create_model("qwen3_omni_aut_tiny"), 64)
+    model = EarlyFusionOmni(thinker, video=video, audio=audio, scheme=QWEN2_5_OMNI_TINY)
+    ids = torch.randint(8, 256, (1, 10))
+    plain = model(ids)
+    model.run_absent_media = True
+    out = model(ids)
+    torch.testing.assert_close(out, plain, rtol=0, atol=0)
+    out.sum().backward()
+    grads = [p.grad for p in [*model.video.parameters(), *model.audio.parameters()]]
+    assert all(g is not None and not g.any() for g in grads)

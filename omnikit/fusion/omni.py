@@ -112,9 +112,7 @@ class EarlyFusionOmni(StreamingContainer, nn.Module):
         videos: list = []
         audios: list = []
         absent: list[torch.Tensor] = []
-        dummy = None
-        if self.run_absent_media:  # a fixed generator: the dummy leaves the global RNG alone
-            dummy = self.media_example(1, generator=torch.Generator().manual_seed(0), device=input_ids.device)
+        dummy = self.absent_media_inputs(input_ids.device) if self.run_absent_media else None
         if audio_features is None and dummy is not None and self.audio is not None:
             absent.append(self.audio(dummy["audio_features"], dummy["audio_lengths"]).tokens)
         if audio_features is not None:
@@ -179,16 +177,30 @@ class EarlyFusionOmni(StreamingContainer, nn.Module):
         self, batch: int, *, generator: torch.Generator | None = None, device: torch.device | None = None
     ) -> dict[str, torch.Tensor]:
         """Small random media for ``batch`` items of the modalities this model has: ``frames``
-        ``(batch, tubelet, C, 2p, 2p)`` (one tubelet step, 2x2 patches), ``audio_features``
-        ``(batch, n_mels, 8)`` and ``audio_lengths`` (all 8)."""
+        ``(batch, tubelet, C, 2p, 2p)`` (one tubelet step, 2x2 patches; a tubelet video encoder only),
+        ``audio_features`` ``(batch, n_mels, 8)`` and ``audio_lengths`` (all 8)."""
         example = {}
-        if self.video is not None:
+        if self.video is not None and hasattr(self.video.encoder, "tubelet"):
             enc = self.video.encoder
             example["frames"] = torch.randn(batch, enc.tubelet, enc.in_channels, 2 * enc.patch, 2 * enc.patch,
                                             generator=generator)
         if self.audio is not None:
             example["audio_features"] = torch.randn(batch, self.audio.encoder.config.n_mels, 8, generator=generator)
             example["audio_lengths"] = torch.full((batch,), 8)
+        return {k: v.to(device) for k, v in example.items()} if device is not None else example
+
+    def absent_media_inputs(self, device: torch.device) -> dict[str, torch.Tensor]:
+        """One small item per modality for :attr:`run_absent_media`: the encoder's own contract inputs
+        (one video frame, eight mel frames) where it declares them, else :meth:`media_example`; made
+        with a fixed generator, so the global RNG is left alone."""
+        example = self.media_example(1, generator=torch.Generator().manual_seed(0))
+        video = getattr(self.video, "encoder", None)
+        if hasattr(video, "contract_inputs"):
+            example["frames"] = video.contract_inputs([1]).kwargs["frames"]
+        audio = getattr(self.audio, "encoder", None)
+        if hasattr(audio, "contract_inputs"):
+            example["audio_features"] = audio.contract_inputs([8]).kwargs["features"]
+            example["audio_lengths"] = torch.full((1,), example["audio_features"].shape[-1])
         return {k: v.to(device) for k, v in example.items()}
 
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
