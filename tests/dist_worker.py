@@ -24,6 +24,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed.fsdp import MixedPrecisionPolicy
 from torch.distributed.tensor import DTensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -53,6 +54,7 @@ class Case:
     collate: Callable[[list[Item]], dict[str, torch.Tensor | None]]
     loss: Callable[[torch.Tensor, dict], torch.Tensor]
     prepare: Callable[[nn.Module], None] = field(default=lambda model: None)
+    options: dict = field(default_factory=dict)
 
 
 def lm_loss(logits: torch.Tensor, batch: dict) -> torch.Tensor:
@@ -136,6 +138,8 @@ CASES: dict[str, Case] = {
                            talker_loss),
     "decoder_ckpt_compile": Case(lambda: omnikit.create_model("decoder_tiny"), text_items, stack_collate, lm_loss,
                                  prepare=checkpointed_compiled),
+    "decoder_bf16": Case(lambda: omnikit.create_model("decoder_tiny"), text_items, stack_collate, lm_loss,
+                         options={"mp_policy": MixedPrecisionPolicy(torch.bfloat16, torch.float32)}),
 }
 
 #: scenario name -> (case, mesh sizes); the world size is the product of the sizes.
@@ -155,6 +159,7 @@ SCENARIOS: dict[str, tuple[str, dict[str, int]]] = {
     "moe_skew/dp_shard_x_ep": ("moe_skew", {"dp_shard": 2, "ep": 2}),
     "omni/dp_shard4": ("omni", {"dp_shard": 4}),
     "decoder_ckpt_compile/dp_shard": ("decoder_ckpt_compile", {"dp_shard": 2}),
+    "decoder_bf16/dp_shard": ("decoder_bf16", {"dp_shard": 2}),
 }
 
 
@@ -200,7 +205,7 @@ def run_scenario(case_name: str, sizes: dict[str, int]) -> dict:
     batch = case.collate(items)
     ref_loss = case.loss(reference(**batch), batch)
     ref_loss.backward()
-    parallelize(model, mesh)
+    parallelize(model, mesh, **case.options)
     case.prepare(model)
     routed = routed_rows_counter(model)
     local = case.collate(items[2 * index : 2 * index + 2])
@@ -213,6 +218,7 @@ def run_scenario(case_name: str, sizes: dict[str, int]) -> dict:
     sharded = [n for n, p in model.named_parameters() if isinstance(p, DTensor)]
     return {
         "rows_received_per_ep_rank": routed(mesh),
+        "compiled_graphs": torch._dynamo.utils.counters["stats"]["unique_graphs"],
         "loss_rel": abs(float(total) - ref_loss.item()) / abs(ref_loss.item()),
         "grad_rel": max(rel(got[n], want[n]) for n in want if n in got),
         "missing_grads": sorted(set(want) - set(got)),

@@ -27,11 +27,12 @@ TOL = 1e-5
 
 QUICK = {
     4: ["checkpoint", "decoder/dp_shard_x_tp", "moe_skew/dp_shard_x_ep"],
-    2: ["checkpoint", "decoder/dp_shard", "decoder/tp", "moe_skew/ep", "omni/dp_shard", "thinker_talker/dp_shard"],
+    2: ["checkpoint", "decoder/dp_shard", "decoder/tp", "moe_skew/ep", "omni/dp_shard", "thinker_talker/dp_shard",
+        "decoder_ckpt_compile/dp_shard"],
 }
 SLOW = {
     4: ["decoder/hsdp", "moe/dp_shard_x_ep", "omni/dp_shard4"],
-    2: ["decoder/dp_replicate", "moe/ep", "omni/tp", "thinker_talker/tp", "decoder_ckpt_compile/dp_shard"],
+    2: ["decoder/dp_replicate", "moe/ep", "omni/tp", "thinker_talker/tp", "decoder_bf16/dp_shard"],
 }
 
 
@@ -66,10 +67,10 @@ def quick2(quick4: dict, checkpoint_dir: Path) -> dict:  # loads the checkpoint 
     return _launch(2, QUICK[2], checkpoint_dir)
 
 
-def _check(result: dict) -> None:
+def _check(result: dict, tol: float = TOL) -> None:
     assert "error" not in result, result.get("error")
-    assert result["loss_rel"] <= TOL
-    assert result["grad_rel"] <= TOL
+    assert result["loss_rel"] <= tol
+    assert result["grad_rel"] <= tol
     assert result["missing_grads"] == []
     assert result["names_equal"]
     assert result["sharded_params"] > 0 and result["dtensor_grads"]
@@ -91,6 +92,11 @@ def test_expert_parallel_rank_without_tokens(quick2: dict, quick4: dict, world: 
     assert received[0] > 0 and received[1] == 0  # every token routed to experts 0 and 1 (rank 0)
 
 
+def test_checkpointed_compiled_blocks_ran_compiled(quick2: dict) -> None:
+    assert quick2["decoder_ckpt_compile/dp_shard"]["compiled_graphs"] > 0
+    assert quick2["decoder/dp_shard"]["compiled_graphs"] == 0  # the scenarios before it compile nothing
+
+
 def test_checkpoint_saved_at_4_loads_bit_exact_at_2(quick2: dict) -> None:
     assert quick2["checkpoint"]["bit_exact"]
 
@@ -110,8 +116,26 @@ def test_checkpoint_loads_bit_exact_in_one_process(quick2: dict, checkpoint_dir:
 @pytest.mark.parametrize("world", [4, 2])
 def test_more_strategies_match_one_process(world: int, tmp_path: Path) -> None:
     results = _launch(world, SLOW[world], tmp_path)
-    for scenario in SLOW[world]:
-        _check(results[scenario])
+    for scenario in SLOW[world]:  # bf16 parameters (fp32 reduction) against the fp32 reference: bf16 rounding
+        _check(results[scenario], 5e-2 if "bf16" in scenario else TOL)
+    if world == 2:
+        assert results["decoder_bf16/dp_shard"]["grad_rel"] > 1e-4  # it did compute in bf16
+
+
+@pytest.mark.slow
+def test_example_trains_under_torchrun() -> None:
+    root = Path(__file__).parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(root)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
+         "examples/train_distributed.py", "--steps", "3"],
+        env=env, capture_output=True, text=True, timeout=240, cwd=root,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    losses = {name: [float(line.rsplit(" ", 1)[1]) for line in proc.stdout.splitlines() if line.startswith(name)]
+              for name in ("omni_early_tiny", "hybrid_moe_tiny")}
+    assert all(len(v) == 3 and all(x == x for x in v) for v in losses.values()), proc.stdout
+    assert losses["omni_early_tiny"][-1] < losses["omni_early_tiny"][0]  # the same batch every step: it fits
 
 
 def test_plans_compose_from_declared_parts() -> None:
