@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -82,28 +83,49 @@ def moe_lm(skew: bool) -> nn.Module:
     return model
 
 
-def media_items(model: nn.Module, count: int) -> list[Item]:
-    """Pairs of items with audio only, then pairs with video only, alternating (each rank's two items
-    then hold one modality, its neighbour's the other); text fills 16 tokens."""
+def media_items(model: nn.Module, count: int, kinds: tuple[str, ...] = ("audio", "video")) -> list[Item]:
+    """Pairs of items of one kind each, cycling through ``kinds`` ("audio": audio only, "video":
+    video only, "text": no media), so each rank's two items hold one kind and its neighbour's
+    another; text fills 16 tokens."""
     omni = getattr(model, "omni", model)
     g = torch.Generator().manual_seed(2)
     example = omni.media_example(count, generator=g)
     n_audio = int(omni.audio.encoder.output_lengths(example["audio_lengths"][:1])[0])
     t, h, w = omni.video.grid(example["frames"].shape)
+    prefixes = {"audio": [TINY_TOKENS.audio] * n_audio, "video": [TINY_TOKENS.video] * (t * h * w), "text": []}
     items = []
     for i in range(count):
-        audio = (i // 2) % 2 == 0
-        prefix = [TINY_TOKENS.audio] * n_audio if audio else [TINY_TOKENS.video] * (t * h * w)
+        kind = kinds[(i // 2) % len(kinds)]
         ids = torch.randint(8, omni.thinker.config.vocab_size, (16,), generator=g)
-        ids[: len(prefix)] = torch.tensor(prefix)
+        ids[: len(prefixes[kind])] = torch.tensor(prefixes[kind], dtype=ids.dtype)
         item = {"input_ids": ids}
-        if audio:
+        if kind == "audio":
             item.update(audio_features=example["audio_features"][i], audio_lengths=example["audio_lengths"][i])
-        else:
+        elif kind == "video":
             item["frames"] = example["frames"][i]
         if hasattr(model, "talker"):
             cfg = model.talker.config
             item["codes"] = torch.randint(0, cfg.codebook_size, (cfg.num_codebooks, 16), generator=g)
+        items.append(item)
+    return items
+
+
+def xattn_items(model: nn.Module, count: int, kinds: tuple[str, ...] = ("audio", "video")) -> list[Item]:
+    """:func:`media_items` for the cross-attention model: a marker token at position 0 for media items."""
+    g = torch.Generator().manual_seed(2)
+    full = model.contract_inputs([16] * count, seed=2).kwargs
+    markers = {"audio": TINY_TOKENS.audio, "video": TINY_TOKENS.video}
+    items = []
+    for i in range(count):
+        kind = kinds[(i // 2) % len(kinds)]
+        ids = torch.randint(8, model.lm.config.vocab_size, (16,), generator=g)
+        item = {"input_ids": ids}
+        if kind in markers:
+            ids[0] = markers[kind]
+        if kind == "audio":
+            item.update(audio_features=full["audio_features"][i], audio_lengths=full["audio_lengths"][i])
+        elif kind == "video":
+            item["frames"] = full["frames"][i]
         items.append(item)
     return items
 
@@ -138,6 +160,11 @@ CASES: dict[str, Case] = {
                            talker_loss),
     "decoder_ckpt_compile": Case(lambda: omnikit.create_model("decoder_tiny"), text_items, stack_collate, lm_loss,
                                  prepare=checkpointed_compiled),
+    "xattn": Case(lambda: omnikit.create_model("omni_xattn_tiny"), xattn_items, media_collate, lm_loss),
+    "xattn_text": Case(lambda: omnikit.create_model("omni_xattn_tiny"), partial(xattn_items, kinds=("video", "text")),
+                       media_collate, lm_loss),
+    "omni_text": Case(lambda: omnikit.create_model("omni_early_tiny"), partial(media_items, kinds=("audio", "text")),
+                      media_collate, lm_loss),
     "decoder_bf16": Case(lambda: omnikit.create_model("decoder_tiny"), text_items, stack_collate, lm_loss,
                          options={"mp_policy": MixedPrecisionPolicy(torch.bfloat16, torch.float32)}),
 }
@@ -160,6 +187,9 @@ SCENARIOS: dict[str, tuple[str, dict[str, int]]] = {
     "omni/dp_shard4": ("omni", {"dp_shard": 4}),
     "decoder_ckpt_compile/dp_shard": ("decoder_ckpt_compile", {"dp_shard": 2}),
     "decoder_bf16/dp_shard": ("decoder_bf16", {"dp_shard": 2}),
+    "xattn/dp_shard": ("xattn", {"dp_shard": 2}),
+    "xattn_text/dp_shard": ("xattn_text", {"dp_shard": 2}),
+    "omni_text/dp_shard": ("omni_text", {"dp_shard": 2}),
 }
 
 

@@ -32,7 +32,8 @@ QUICK = {
 }
 SLOW = {
     4: ["decoder/hsdp", "moe/dp_shard_x_ep", "omni/dp_shard4"],
-    2: ["decoder/dp_replicate", "moe/ep", "omni/tp", "thinker_talker/tp", "decoder_bf16/dp_shard"],
+    2: ["decoder/dp_replicate", "moe/ep", "omni/tp", "thinker_talker/tp", "decoder_bf16/dp_shard", "xattn/dp_shard",
+        "omni_text/dp_shard", "xattn_text/dp_shard"],
 }
 
 
@@ -116,7 +117,16 @@ def test_checkpoint_loads_bit_exact_in_one_process(quick2: dict, checkpoint_dir:
 @pytest.mark.parametrize("world", [4, 2])
 def test_more_strategies_match_one_process(world: int, tmp_path: Path) -> None:
     results = _launch(world, SLOW[world], tmp_path)
-    for scenario in SLOW[world]:  # bf16 parameters (fp32 reduction) against the fp32 reference: bf16 rounding
+    for scenario in SLOW[world]:
+        if scenario == "xattn_text/dp_shard":
+            # A text-only rank of the cross-attention model runs (no hang) and gives the same loss. Its
+            # gradients are not compared: omni_xattn_tiny applies the gated cross-attention block to a
+            # text-only item when another item of the batch has media and skips it otherwise, so the
+            # one-process reference on the mixed batch is a different computation.
+            assert "error" not in results[scenario], results[scenario].get("error")
+            assert results[scenario]["loss_rel"] <= TOL
+            continue
+        # bf16 parameters (fp32 reduction) against the fp32 reference: bf16 rounding
         _check(results[scenario], 5e-2 if "bf16" in scenario else TOL)
     if world == 2:
         assert results["decoder_bf16/dp_shard"]["grad_rel"] > 1e-4  # it did compute in bf16

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from omnikit.fusion.absent import absent_media_inputs, example_media, zero_of
 from omnikit.fusion.adapters import AudioAdapter, VideoAdapter
 from omnikit.fusion.thinker import GenerationOutput, Thinker, ThinkerStep
 from omnikit.fusion.tmrope import TMRoPEScheme, tmrope_position_ids
@@ -59,9 +60,7 @@ class EarlyFusionOmni(StreamingContainer, nn.Module):
     audio_lengths (N_a,), lengths (B,))`` -> logits ``(B, T, vocab)``.
 
     ``run_absent_media = True`` (set by :func:`omnikit.distributed.parallelize`) runs an encoder
-    whose modality is absent from the batch on a dummy input, at the point where it would have run,
-    and adds its output times zero to the result: data-parallel ranks then all run the same
-    encoders (FSDP's collectives match) and the absent encoder's gradient is exactly zero.
+    whose modality is absent from the batch on a dummy input (:mod:`omnikit.fusion.absent`).
     """
 
     supports_streaming = False
@@ -112,7 +111,7 @@ class EarlyFusionOmni(StreamingContainer, nn.Module):
         videos: list = []
         audios: list = []
         absent: list[torch.Tensor] = []
-        dummy = self.absent_media_inputs(input_ids.device) if self.run_absent_media else None
+        dummy = absent_media_inputs(self.video, self.audio, input_ids.device) if self.run_absent_media else None
         if audio_features is None and dummy is not None and self.audio is not None:
             absent.append(self.audio(dummy["audio_features"], dummy["audio_lengths"]).tokens)
         if audio_features is not None:
@@ -137,8 +136,7 @@ class EarlyFusionOmni(StreamingContainer, nn.Module):
             input_ids, self.thinker.media_tokens, videos=videos, audios=audios, scheme=self.scheme,
             key_padding_mask=padding,
         )
-        zero = sum(t.sum() for t in absent) * 0 if absent else None
-        return FusedInputs(media, positions, next_position, padding, zero)
+        return FusedInputs(media, positions, next_position, padding, zero_of(absent))
 
     def forward(
         self, input_ids: torch.Tensor, *, return_hidden: bool = False, **inputs: torch.Tensor | None
@@ -173,35 +171,9 @@ class EarlyFusionOmni(StreamingContainer, nn.Module):
         steps: list[ThinkerStep] = list(self.stream_generate(input_ids, **kwargs))
         return GenerationOutput.stack(steps)
 
-    def media_example(
-        self, batch: int, *, generator: torch.Generator | None = None, device: torch.device | None = None
-    ) -> dict[str, torch.Tensor]:
-        """Small random media for ``batch`` items of the modalities this model has: ``frames``
-        ``(batch, tubelet, C, 2p, 2p)`` (one tubelet step, 2x2 patches; a tubelet video encoder only),
-        ``audio_features`` ``(batch, n_mels, 8)`` and ``audio_lengths`` (all 8)."""
-        example = {}
-        if self.video is not None and hasattr(self.video.encoder, "tubelet"):
-            enc = self.video.encoder
-            example["frames"] = torch.randn(batch, enc.tubelet, enc.in_channels, 2 * enc.patch, 2 * enc.patch,
-                                            generator=generator)
-        if self.audio is not None:
-            example["audio_features"] = torch.randn(batch, self.audio.encoder.config.n_mels, 8, generator=generator)
-            example["audio_lengths"] = torch.full((batch,), 8)
-        return {k: v.to(device) for k, v in example.items()} if device is not None else example
-
-    def absent_media_inputs(self, device: torch.device) -> dict[str, torch.Tensor]:
-        """One small item per modality for :attr:`run_absent_media`: the encoder's own contract inputs
-        (one video frame, eight mel frames) where it declares them, else :meth:`media_example`; made
-        with a fixed generator, so the global RNG is left alone."""
-        example = self.media_example(1, generator=torch.Generator().manual_seed(0))
-        video = getattr(self.video, "encoder", None)
-        if hasattr(video, "contract_inputs"):
-            example["frames"] = video.contract_inputs([1]).kwargs["frames"]
-        audio = getattr(self.audio, "encoder", None)
-        if hasattr(audio, "contract_inputs"):
-            example["audio_features"] = audio.contract_inputs([8]).kwargs["features"]
-            example["audio_lengths"] = torch.full((1,), example["audio_features"].shape[-1])
-        return {k: v.to(device) for k, v in example.items()}
+    def media_example(self, batch: int, *, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Small random media for ``batch`` items (see :func:`omnikit.fusion.absent.example_media`)."""
+        return example_media(self.video, self.audio, batch, generator=generator)
 
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
         """One video of one tubelet step and one short audio clip per item, then text (right padded)."""
