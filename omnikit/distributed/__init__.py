@@ -11,6 +11,7 @@ Each model family declares its plan (FSDP units, tensor-parallel styles, MoE exp
 """
 
 from omnikit.distributed import plans as _plans  # noqa: F401  (registers the families' plans)
+from omnikit.distributed.checkpoint import export_pretrained, full_state_dict, load_distributed, save_distributed
 from omnikit.distributed.ep import ExpertParallelExperts, apply_expert_parallel
 from omnikit.distributed.mesh import MESH_DIMS, build_mesh, data_parallel_coords, data_shard
 from omnikit.distributed.parallelize import parallelize
@@ -26,6 +27,10 @@ __all__ = [
     "data_parallel_coords",
     "data_shard",
     "declared_plan",
+    "export_pretrained",
+    "full_state_dict",
+    "load_distributed",
     "parallelize",
     "register_parallel_plan",
+    "save_distributed",
 ]
