@@ -188,6 +188,11 @@ SCENARIOS: dict[str, tuple[str, dict[str, int]]] = {
     "decoder_ckpt_compile/dp_shard": ("decoder_ckpt_compile", {"dp_shard": 2}),
     "decoder_bf16/dp_shard": ("decoder_bf16", {"dp_shard": 2}),
     "xattn/dp_shard": ("xattn", {"dp_shard": 2}),
+    "moe/dp_shard": ("moe", {"dp_shard": 2}),
+    "moe/tp": ("moe", {"tp": 2}),
+    "moe/dp_replicate": ("moe", {"dp_replicate": 2}),
+    "omni/dp_shard_x_tp": ("omni", {"dp_shard": 2, "tp": 2}),
+    "thinker_talker/dp_shard_x_tp": ("thinker_talker", {"dp_shard": 2, "tp": 2}),
     "xattn_text/dp_shard": ("xattn_text", {"dp_shard": 2}),
     "omni_text/dp_shard": ("omni_text", {"dp_shard": 2}),
 }
