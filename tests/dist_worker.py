@@ -165,6 +165,8 @@ CASES: dict[str, Case] = {
                        media_collate, lm_loss),
     "omni_text": Case(lambda: omnikit.create_model("omni_early_tiny"), partial(media_items, kinds=("audio", "text")),
                       media_collate, lm_loss),
+    "moe_ckpt": Case(lambda: moe_lm(True), text_items, stack_collate, lm_loss,
+                     prepare=lambda model: omnikit.set_gradient_checkpointing(model)),
     "decoder_bf16": Case(lambda: omnikit.create_model("decoder_tiny"), text_items, stack_collate, lm_loss,
                          options={"mp_policy": MixedPrecisionPolicy(torch.bfloat16, torch.float32)}),
 }
@@ -189,6 +191,7 @@ SCENARIOS: dict[str, tuple[str, dict[str, int]]] = {
     "decoder_bf16/dp_shard": ("decoder_bf16", {"dp_shard": 2}),
     "xattn/dp_shard": ("xattn", {"dp_shard": 2}),
     "moe/dp_shard": ("moe", {"dp_shard": 2}),
+    "moe_ckpt/dp_shard_x_ep": ("moe_ckpt", {"dp_shard": 2, "ep": 2}),
     "moe/tp": ("moe", {"tp": 2}),
     "moe/dp_replicate": ("moe", {"dp_replicate": 2}),
     "omni/dp_shard_x_tp": ("omni", {"dp_shard": 2, "tp": 2}),

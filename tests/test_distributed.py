@@ -31,7 +31,8 @@ QUICK = {
         "decoder_ckpt_compile/dp_shard"],
 }
 SLOW = {
-    4: ["decoder/hsdp", "moe/dp_shard_x_ep", "omni/dp_shard4", "omni/dp_shard_x_tp", "thinker_talker/dp_shard_x_tp"],
+    4: ["decoder/hsdp", "moe/dp_shard_x_ep", "omni/dp_shard4", "omni/dp_shard_x_tp", "thinker_talker/dp_shard_x_tp",
+        "moe_ckpt/dp_shard_x_ep"],
     2: ["decoder/dp_replicate", "moe/ep", "omni/tp", "thinker_talker/tp", "decoder_bf16/dp_shard", "xattn/dp_shard",
         "omni_text/dp_shard", "xattn_text/dp_shard", "moe/dp_shard", "moe/tp", "moe/dp_replicate"],
 }
