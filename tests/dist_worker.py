@@ -1,7 +1,7 @@
 """Multi-process checks of ``omnikit.distributed`` on gloo (run by ``tests/test_distributed.py``).
 
-``python tests/dist_worker.py WORLD PORT OUT_DIR [SCENARIO ...]`` spawns ``WORLD`` CPU processes
-that run every scenario for that world size: each builds a tiny model, its one-process reference
+``python tests/dist_worker.py WORLD PORT OUT_DIR SCENARIO...`` (``CASE/MESH`` or ``checkpoint``)
+spawns ``WORLD`` CPU processes that run the scenarios in order: each builds a tiny model, its one-process reference
 on the whole batch, and the parallelized copy on each rank's slice, and rank 0 writes
 ``OUT_DIR/results_WORLD.json`` with the loss and gradient relative errors. Collectives time out
 after 60 s, so a hang fails instead of stalling.
@@ -171,33 +171,16 @@ CASES: dict[str, Case] = {
                          options={"mp_policy": MixedPrecisionPolicy(torch.bfloat16, torch.float32)}),
 }
 
-#: scenario name -> (case, mesh sizes); the world size is the product of the sizes.
-SCENARIOS: dict[str, tuple[str, dict[str, int]]] = {
-    "decoder/dp_shard": ("decoder", {"dp_shard": 2}),
-    "decoder/dp_replicate": ("decoder", {"dp_replicate": 2}),
-    "decoder/tp": ("decoder", {"tp": 2}),
-    "moe/ep": ("moe", {"ep": 2}),
-    "moe_skew/ep": ("moe_skew", {"ep": 2}),
-    "omni/dp_shard": ("omni", {"dp_shard": 2}),
-    "omni/tp": ("omni", {"tp": 2}),
-    "thinker_talker/dp_shard": ("thinker_talker", {"dp_shard": 2}),
-    "thinker_talker/tp": ("thinker_talker", {"tp": 2}),
-    "decoder/dp_shard_x_tp": ("decoder", {"dp_shard": 2, "tp": 2}),
-    "decoder/hsdp": ("decoder", {"dp_replicate": 2, "dp_shard": 2}),
-    "moe/dp_shard_x_ep": ("moe", {"dp_shard": 2, "ep": 2}),
-    "moe_skew/dp_shard_x_ep": ("moe_skew", {"dp_shard": 2, "ep": 2}),
-    "omni/dp_shard4": ("omni", {"dp_shard": 4}),
-    "decoder_ckpt_compile/dp_shard": ("decoder_ckpt_compile", {"dp_shard": 2}),
-    "decoder_bf16/dp_shard": ("decoder_bf16", {"dp_shard": 2}),
-    "xattn/dp_shard": ("xattn", {"dp_shard": 2}),
-    "moe/dp_shard": ("moe", {"dp_shard": 2}),
-    "moe_ckpt/dp_shard_x_ep": ("moe_ckpt", {"dp_shard": 2, "ep": 2}),
-    "moe/tp": ("moe", {"tp": 2}),
-    "moe/dp_replicate": ("moe", {"dp_replicate": 2}),
-    "omni/dp_shard_x_tp": ("omni", {"dp_shard": 2, "tp": 2}),
-    "thinker_talker/dp_shard_x_tp": ("thinker_talker", {"dp_shard": 2, "tp": 2}),
-    "xattn_text/dp_shard": ("xattn_text", {"dp_shard": 2}),
-    "omni_text/dp_shard": ("omni_text", {"dp_shard": 2}),
+#: A scenario is named "CASE/MESH": a key of CASES and one of these meshes (world size: the product).
+MESHES: dict[str, dict[str, int]] = {
+    "dp_shard": {"dp_shard": 2},
+    "dp_replicate": {"dp_replicate": 2},
+    "tp": {"tp": 2},
+    "ep": {"ep": 2},
+    "dp_shard4": {"dp_shard": 4},
+    "hsdp": {"dp_replicate": 2, "dp_shard": 2},
+    "dp_shard_x_tp": {"dp_shard": 2, "tp": 2},
+    "dp_shard_x_ep": {"dp_shard": 2, "ep": 2},
 }
 
 
@@ -302,9 +285,9 @@ def worker(rank: int, world: int, port: int, out_dir: str, names: list[str]) -> 
         if name == "checkpoint":
             results[name] = checkpoint_round(world, Path(out_dir))
             continue
-        case_name, sizes = SCENARIOS[name]
+        case_name, mesh_name = name.split("/")
         try:
-            results[name] = run_scenario(case_name, sizes)
+            results[name] = run_scenario(case_name, MESHES[mesh_name])
         except Exception:  # reported to the test, which fails on it
             results[name] = {"error": traceback.format_exc()}
         dist.barrier()
@@ -313,12 +296,7 @@ def worker(rank: int, world: int, port: int, out_dir: str, names: list[str]) -> 
     dist.destroy_process_group()
 
 
-def scenarios_for(world: int) -> list[str]:
-    sizes = {name: sizes for name, (_, sizes) in SCENARIOS.items()}
-    return [name for name, s in sizes.items() if torch.Size(list(s.values())).numel() == world]
-
-
 if __name__ == "__main__":
     world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-    names = sys.argv[4:] or scenarios_for(world)
+    names = sys.argv[4:]
     mp.spawn(worker, args=(world, port, out, names), nprocs=world)
