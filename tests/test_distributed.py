@@ -1,8 +1,8 @@
 """omnikit.distributed on gloo, CPU: every strategy equals one process (loss and gradients, float32).
 
 Each world size is one launch of ``tests/dist_worker.py`` running several scenarios; collectives
-time out after 60 s and the launch after 240 s, so a hang fails. The quick set runs by default,
-the rest under ``-m slow``.
+time out after 60 s and the launch after 240 s, so a hang fails. The quick set runs by default
+(one test), the rest under ``-m slow``.
 """
 
 from __future__ import annotations
@@ -54,63 +54,39 @@ def _launch(world: int, names: list[str], out: Path) -> dict:
     return json.loads((out / f"results_{world}.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def checkpoint_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("dcp")
+def _check(name: str, result: dict, tol: float = TOL) -> None:
+    assert "error" not in result, f"{name}: {result.get('error')}"
+    assert result["loss_rel"] <= tol, (name, result)
+    assert result["grad_rel"] <= tol, (name, result)
+    assert result["missing_grads"] == [], (name, result)
+    assert result["names_equal"], name
+    assert result["sharded_params"] > 0 and result["dtensor_grads"], (name, result)
 
 
-@pytest.fixture(scope="module")
-def quick4(checkpoint_dir: Path) -> dict:
-    return _launch(4, QUICK[4], checkpoint_dir)
-
-
-@pytest.fixture(scope="module")
-def quick2(quick4: dict, checkpoint_dir: Path) -> dict:  # loads the checkpoint world 4 saved
-    return _launch(2, QUICK[2], checkpoint_dir)
-
-
-def _check(result: dict, tol: float = TOL) -> None:
-    assert "error" not in result, result.get("error")
-    assert result["loss_rel"] <= tol
-    assert result["grad_rel"] <= tol
-    assert result["missing_grads"] == []
-    assert result["names_equal"]
-    assert result["sharded_params"] > 0 and result["dtensor_grads"]
-
-
-@pytest.mark.parametrize("scenario", [s for s in QUICK[4] if s != "checkpoint"])
-def test_world4_matches_one_process(quick4: dict, scenario: str) -> None:
-    _check(quick4[scenario])
-
-
-@pytest.mark.parametrize("scenario", [s for s in QUICK[2] if s != "checkpoint"])
-def test_world2_matches_one_process(quick2: dict, scenario: str) -> None:
-    _check(quick2[scenario])
-
-
-@pytest.mark.parametrize(("world", "scenario"), [(2, "moe_skew/ep"), (4, "moe_skew/dp_shard_x_ep")])
-def test_expert_parallel_rank_without_tokens(quick2: dict, quick4: dict, world: int, scenario: str) -> None:
-    received = {2: quick2, 4: quick4}[world][scenario]["rows_received_per_ep_rank"]
-    assert received[0] > 0 and received[1] == 0  # every token routed to experts 0 and 1 (rank 0)
-
-
-def test_checkpointed_compiled_blocks_ran_compiled(quick2: dict) -> None:
-    assert quick2["decoder_ckpt_compile/dp_shard"]["compiled_graphs"] > 0
-    assert quick2["decoder/dp_shard"]["compiled_graphs"] == 0  # the scenarios before it compile nothing
-
-
-def test_checkpoint_saved_at_4_loads_bit_exact_at_2(quick2: dict) -> None:
-    assert quick2["checkpoint"]["bit_exact"]
-
-
-def test_checkpoint_loads_bit_exact_in_one_process(quick2: dict, checkpoint_dir: Path) -> None:
+def test_quick_strategies_match_one_process_and_checkpoints_reshard(tmp_path: Path) -> None:
+    """One launch per world size (one test, so that pytest-xdist runs them once, in order): every
+    quick scenario matches one process; world 4 saves a DCP checkpoint that world 2 and one
+    process load bit for bit."""
+    results = {4: _launch(4, QUICK[4], tmp_path)}
+    results[2] = _launch(2, QUICK[2], tmp_path)
+    for world, names in QUICK.items():
+        for name in names:
+            if name != "checkpoint":
+                _check(name, results[world][name])
+    # expert parallel where every token goes to rank 0's experts: rank 1 receives none
+    for world, name in ((2, "moe_skew/ep"), (4, "moe_skew/dp_shard_x_ep")):
+        received = results[world][name]["rows_received_per_ep_rank"]
+        assert received[0] > 0 and received[1] == 0, (name, received)
+    assert results[2]["decoder_ckpt_compile/dp_shard"]["compiled_graphs"] > 0
+    assert results[2]["decoder/dp_shard"]["compiled_graphs"] == 0  # the scenarios before it compile nothing
+    assert results[2]["checkpoint"]["bit_exact"]
     model = omnikit.create_model("decoder_tiny", tie_embeddings=True)
-    load_distributed(model, checkpoint_dir / "dcp")
-    expected = torch.load(checkpoint_dir / "expected.pt")
+    load_distributed(model, tmp_path / "dcp")
+    expected = torch.load(tmp_path / "expected.pt")
     state = model.state_dict()
     assert sorted(state) == sorted(expected)
     assert all(torch.equal(state[k], expected[k]) for k in state)
-    exported = omnikit.load_pretrained(checkpoint_dir / "pretrained").state_dict()
+    exported = omnikit.load_pretrained(tmp_path / "pretrained").state_dict()
     assert all(torch.equal(exported[k], expected[k]) for k in expected)
 
 
@@ -128,7 +104,7 @@ def test_more_strategies_match_one_process(world: int, tmp_path: Path) -> None:
             assert results[scenario]["loss_rel"] <= TOL
             continue
         # bf16 parameters (fp32 reduction) against the fp32 reference: bf16 rounding
-        _check(results[scenario], 5e-2 if "bf16" in scenario else TOL)
+        _check(scenario, results[scenario], 5e-2 if "bf16" in scenario else TOL)
     if world == 2:
         assert results["decoder_bf16/dp_shard"]["grad_rel"] > 1e-4  # it did compute in bf16
 
