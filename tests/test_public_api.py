@@ -96,3 +96,10 @@ def test_audio_encoder_calling_convention() -> None:
     with torch.no_grad():
         out = enc(features, lengths=torch.tensor([40, 22]))
     assert out.hidden_states.ndim == 3 and out.lengths.dtype == torch.int64 and out.lengths.shape == (2,)
+
+
+def test_distributed_parallelize_signature() -> None:
+    from omnikit.distributed import parallelize
+
+    params = inspect.signature(parallelize).parameters
+    assert list(params)[:2] == ["model", "mesh"]

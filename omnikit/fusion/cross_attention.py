@@ -123,6 +123,10 @@ class FusionLayer(nn.Module):
     ``forward(x, *, media=None, media_mask=None, **layer_kwargs)``: without ``media`` this is
     exactly ``layer(x, **layer_kwargs)``. ``state_dict()`` holds ``layer``'s keys as if it were
     unwrapped plus ``fusion.*``; ``load_state_dict`` accepts the same layout.
+
+    ``run_absent_media = True`` (set by :func:`omnikit.distributed.parallelize`): without
+    ``media``, ``fusion`` still runs, on one zero media token, and its output enters times zero, so
+    every data-parallel rank uses the same parameters (see :mod:`omnikit.fusion.absent`).
     """
 
     def __init__(self, layer: nn.Module, fusion: nn.Module) -> None:
@@ -131,6 +135,7 @@ class FusionLayer(nn.Module):
             raise OmnikitValueError("`layer` is already a FusionLayer; wrap the original layer once")
         self.layer = layer
         self.fusion = fusion
+        self.run_absent_media = False
         self.register_state_dict_post_hook(FusionLayer._unwrap_keys)
         self.register_load_state_dict_pre_hook(FusionLayer._wrap_keys)
 
@@ -152,4 +157,6 @@ class FusionLayer(nn.Module):
     ) -> torch.Tensor:
         if media is not None:
             x = self.fusion(x, media, media_mask)
+        elif self.run_absent_media:
+            x = x + self.fusion(x, x.new_zeros(x.shape[0], 1, self.fusion.media_dim), None).sum() * 0
         return self.layer(x, **layer_kwargs)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from omnikit.fusion.absent import absent_media_inputs, example_media, zero_of
 from omnikit.fusion.adapters import AudioAdapter, VideoAdapter
 from omnikit.fusion.thinker import GenerationOutput, Thinker, ThinkerStep
 from omnikit.fusion.tmrope import TMRoPEScheme, tmrope_position_ids
@@ -35,12 +36,14 @@ class FusedInputs:
         positions: ``(3, B, T)`` TMRoPE ids.
         next_position: ``(B,)`` the id of the first generated token.
         key_padding_mask: ``(B, T)`` bool or None.
+        absent: ``()`` zero that depends on every absent encoder (``run_absent_media``), or None.
     """
 
     media: dict[str, torch.Tensor]
     positions: torch.Tensor
     next_position: torch.Tensor
     key_padding_mask: torch.Tensor | None
+    absent: torch.Tensor | None = None
 
 
 class EarlyFusionOmni(StreamingContainer, nn.Module):
@@ -55,6 +58,9 @@ class EarlyFusionOmni(StreamingContainer, nn.Module):
 
     ``forward(input_ids (B, T), *, frames (N_v, F, C, H, W), audio_features (N_a, n_mels, L),
     audio_lengths (N_a,), lengths (B,))`` -> logits ``(B, T, vocab)``.
+
+    ``run_absent_media = True`` (set by :func:`omnikit.distributed.parallelize`) runs an encoder
+    whose modality is absent from the batch on a dummy input (:mod:`omnikit.fusion.absent`).
     """
 
     supports_streaming = False
@@ -80,6 +86,7 @@ class EarlyFusionOmni(StreamingContainer, nn.Module):
             raise OmnikitValueError("`audio_in_video=True` needs both a video and an audio adapter")
         self.thinker, self.video, self.audio = thinker, video, audio
         self.scheme, self.audio_in_video = scheme, audio_in_video
+        self.run_absent_media = False
 
     @property
     def output_dim(self) -> int:
@@ -103,6 +110,10 @@ class EarlyFusionOmni(StreamingContainer, nn.Module):
         media: dict[str, torch.Tensor] = {}
         videos: list = []
         audios: list = []
+        absent: list[torch.Tensor] = []
+        dummy = absent_media_inputs(self.video, self.audio, input_ids.device) if self.run_absent_media else None
+        if audio_features is None and dummy is not None and self.audio is not None:
+            absent.append(self.audio(dummy["audio_features"], dummy["audio_lengths"]).tokens)
         if audio_features is not None:
             if self.audio is None:
                 raise OmnikitValueError("`audio_features` given but this model has no audio adapter")
@@ -117,13 +128,15 @@ class EarlyFusionOmni(StreamingContainer, nn.Module):
                 )
             adapted = self.video(frames, audios if self.audio_in_video else None)
             media["video"], videos = adapted.tokens, adapted.items
+        elif dummy is not None and self.video is not None:
+            absent.append(self.video(dummy["frames"], None).tokens)
         if self.audio_in_video:
             audios = []
         positions, next_position = tmrope_position_ids(
             input_ids, self.thinker.media_tokens, videos=videos, audios=audios, scheme=self.scheme,
             key_padding_mask=padding,
         )
-        return FusedInputs(media, positions, next_position, padding)
+        return FusedInputs(media, positions, next_position, padding, zero_of(absent))
 
     def forward(
         self, input_ids: torch.Tensor, *, return_hidden: bool = False, **inputs: torch.Tensor | None
@@ -131,8 +144,11 @@ class EarlyFusionOmni(StreamingContainer, nn.Module):
         """Logits ``(B, T, vocab)`` (and the final hidden states with ``return_hidden``); ``inputs``: the
         media and ``lengths`` keywords of :meth:`fuse`."""
         fused = self.fuse(input_ids, **inputs)
-        return self.thinker(input_ids, media=fused.media, positions=fused.positions,
-                            key_padding_mask=fused.key_padding_mask, return_hidden=return_hidden)
+        out = self.thinker(input_ids, media=fused.media, positions=fused.positions,
+                           key_padding_mask=fused.key_padding_mask, return_hidden=return_hidden)
+        if fused.absent is None:
+            return out
+        return tuple(t + fused.absent for t in out) if return_hidden else out + fused.absent
 
     def stream_generate(
         self,
@@ -155,14 +171,16 @@ class EarlyFusionOmni(StreamingContainer, nn.Module):
         steps: list[ThinkerStep] = list(self.stream_generate(input_ids, **kwargs))
         return GenerationOutput.stack(steps)
 
+    def media_example(self, batch: int, *, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Small random media for ``batch`` items (see :func:`omnikit.fusion.absent.example_media`)."""
+        return example_media(self.video, self.audio, batch, generator=generator)
+
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
         """One video of one tubelet step and one short audio clip per item, then text (right padded)."""
         g = torch.Generator().manual_seed(seed)
         batch = len(lengths)
-        frames = torch.randn(batch, self.video.encoder.tubelet, self.video.encoder.in_channels,
-                             2 * self.video.encoder.patch, 2 * self.video.encoder.patch, generator=g)
-        mel = torch.randn(batch, self.audio.encoder.config.n_mels, 8, generator=g)
-        mel_lengths = torch.full((batch,), 8)
+        example = self.media_example(batch, generator=g)
+        frames, mel, mel_lengths = example["frames"], example["audio_features"], example["audio_lengths"]
         t, h, w = self.video.grid(frames.shape)
         n_audio = int(self.audio.encoder.output_lengths(mel_lengths)[0])
         tokens = self.thinker.media_tokens

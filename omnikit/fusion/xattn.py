@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from omnikit.fusion.absent import absent_media_inputs, zero_of
 from omnikit.fusion.adapters import AudioAdapter, VideoAdapter
 from omnikit.fusion.cross_attention import FusionLayer, GatedCrossAttentionBlock, media_attention_mask
 from omnikit.fusion.modality import MediaTokens
@@ -93,6 +94,9 @@ class CrossAttentionOmni(StreamingContainer, nn.Module):
     ``forward(input_ids (B, T), *, frames (N_v, F, C, H, W), audio_features (N_a, n_mels, L),
     audio_lengths (N_a,), lengths (B,))`` -> logits ``(B, T, vocab)``; ``lengths``: valid tokens of
     this call (right padding; of this chunk when streaming, earlier chunks' padding is remembered).
+
+    ``run_absent_media = True`` (set by :func:`omnikit.distributed.parallelize`) runs an encoder
+    whose modality is absent from the batch on a dummy input (:mod:`omnikit.fusion.absent`).
     """
 
     supports_streaming = True
@@ -115,6 +119,7 @@ class CrossAttentionOmni(StreamingContainer, nn.Module):
         check_positive(every, "every")
         self.lm, self.video, self.audio = lm, video, audio
         self.num_latents, self.only_latest = num_latents, only_latest
+        self.run_absent_media = False
         self.markers = _MarkerTracker(media_tokens)
         heads = num_heads or lm.config.num_heads
         self.resampler = PerceiverResampler(media_dim, num_latents, depth=1, num_heads=heads)
@@ -134,20 +139,44 @@ class CrossAttentionOmni(StreamingContainer, nn.Module):
         audio_lengths: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """``{modality: (items, num_latents, media_dim)}`` resampled latents of every item."""
+        return self._encode(frames=frames, audio_features=audio_features, audio_lengths=audio_lengths)[0]
+
+    def _encode(
+        self,
+        *,
+        frames: torch.Tensor | None = None,
+        audio_features: torch.Tensor | None = None,
+        audio_lengths: torch.Tensor | None = None,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """:meth:`encode_media` and the zero of the absent encoders' dummy runs (None without any)."""
+        if frames is not None and self.video is None:
+            raise OmnikitValueError("`frames` given but this model has no video adapter")
+        if audio_features is not None and self.audio is None:
+            raise OmnikitValueError("`audio_features` given but this model has no audio adapter")
         latents: dict[str, torch.Tensor] = {}
+        absent: list[torch.Tensor] = []
+        device = next(self.resampler.parameters()).device
+        dummy = absent_media_inputs(self.video, self.audio, device) if self.run_absent_media else None
         if frames is not None:
-            if self.video is None:
-                raise OmnikitValueError("`frames` given but this model has no video adapter")
-            adapted = self.video(frames)
-            tokens = adapted.tokens.view(frames.shape[0], -1, adapted.tokens.shape[-1])
-            latents["video"] = self.resampler(tokens).hidden_states
+            latents["video"] = self._video_latents(frames)
+        elif dummy is not None and self.video is not None:  # where the video would run
+            absent.append(self._video_latents(dummy["frames"]))
         if audio_features is not None:
-            if self.audio is None:
-                raise OmnikitValueError("`audio_features` given but this model has no audio adapter")
-            adapted = self.audio(audio_features, audio_lengths)
-            padded = torch.nn.utils.rnn.pad_sequence(list(adapted.tokens.split(adapted.items)), batch_first=True)
-            latents["audio"] = self.resampler(padded, torch.tensor(adapted.items, device=padded.device)).hidden_states
-        return latents
+            latents["audio"] = self._audio_latents(audio_features, audio_lengths)
+        elif dummy is not None and self.audio is not None:
+            absent.append(self._audio_latents(dummy["audio_features"], dummy["audio_lengths"]))
+        return latents, zero_of(absent)
+
+    def _video_latents(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(N, F, C, H, W)`` -> ``(N, num_latents, media_dim)``."""
+        adapted = self.video(frames)
+        return self.resampler(adapted.tokens.view(frames.shape[0], -1, adapted.tokens.shape[-1])).hidden_states
+
+    def _audio_latents(self, features: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        """``(N, n_mels, L)`` -> ``(N, num_latents, media_dim)``."""
+        adapted = self.audio(features, lengths)
+        padded = torch.nn.utils.rnn.pad_sequence(list(adapted.tokens.split(adapted.items)), batch_first=True)
+        return self.resampler(padded, torch.tensor(adapted.items, device=padded.device)).hidden_states
 
     def _gather(self, latents: dict[str, torch.Tensor], markers: list[list[tuple[str, int]]], device, complete: bool):
         """Per row, the latents of its items in marker order ``(B, I * R, D)`` and offsets ``(B, I)``.
@@ -206,8 +235,8 @@ class CrossAttentionOmni(StreamingContainer, nn.Module):
             lengths = check_lengths(lengths, "lengths", batch=input_ids.shape[0], max_len=input_ids.shape[1])
             chunk_valid = lengths_to_mask(lengths.to(input_ids.device), input_ids.shape[1])
         markers, start, valid = self.markers(input_ids, chunk_valid)
-        media, offsets = self._gather(self.encode_media(**media), markers,
-                                      input_ids.device, complete=self.markers.streaming_state is None)
+        latents, zero = self._encode(**media)
+        media, offsets = self._gather(latents, markers, input_ids.device, complete=self.markers.streaming_state is None)
         media_mask = None
         if media is not None:
             query = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
@@ -222,6 +251,8 @@ class CrossAttentionOmni(StreamingContainer, nn.Module):
         )
         hidden = decoder.norm(x)
         logits = self.lm.lm_head(hidden)
+        if zero is not None:
+            logits, hidden = logits + zero, hidden + zero
         return (logits, hidden) if return_hidden else logits
 
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:

@@ -1,0 +1,36 @@
+"""Scale over ``torch.distributed``: FSDP2, HSDP, tensor parallel and expert parallel from one call.
+
+::
+
+    mesh = build_mesh(dp_shard=2, ep=2)            # after torch.distributed.init_process_group
+    model = parallelize(create_model(...), mesh)    # the mesh's dimension names choose the strategies
+    loss_fn(model(data_shard(batch, mesh))).backward()
+
+Each model family declares its plan (FSDP units, tensor-parallel styles, MoE experts): see
+:mod:`omnikit.distributed.plan`; omnikit's own are in :mod:`omnikit.distributed.plans`.
+"""
+
+from omnikit.distributed import plans as _plans  # noqa: F401  (registers the families' plans)
+from omnikit.distributed.checkpoint import export_pretrained, full_state_dict, load_distributed, save_distributed
+from omnikit.distributed.ep import ExpertParallelExperts, apply_expert_parallel
+from omnikit.distributed.mesh import MESH_DIMS, build_mesh, data_parallel_coords, data_shard
+from omnikit.distributed.parallelize import parallelize
+from omnikit.distributed.plan import ParallelPlan, collect_plan, declared_plan, register_parallel_plan
+
+__all__ = [
+    "MESH_DIMS",
+    "ExpertParallelExperts",
+    "ParallelPlan",
+    "apply_expert_parallel",
+    "build_mesh",
+    "collect_plan",
+    "data_parallel_coords",
+    "data_shard",
+    "declared_plan",
+    "export_pretrained",
+    "full_state_dict",
+    "load_distributed",
+    "parallelize",
+    "register_parallel_plan",
+    "save_distributed",
+]

@@ -1,0 +1,302 @@
+"""Multi-process checks of ``omnikit.distributed`` on gloo (run by ``tests/test_distributed.py``).
+
+``python tests/dist_worker.py WORLD PORT OUT_DIR SCENARIO...`` (``CASE/MESH`` or ``checkpoint``)
+spawns ``WORLD`` CPU processes that run the scenarios in order: each builds a tiny model, its one-process reference
+on the whole batch, and the parallelized copy on each rank's slice, and rank 0 writes
+``OUT_DIR/results_WORLD.json`` with the loss and gradient relative errors. Collectives time out
+after 60 s, so a hang fails instead of stalling.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
+from torch.distributed.fsdp import MixedPrecisionPolicy
+from torch.distributed.tensor import DTensor
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import omnikit
+from omnikit.distributed import ExpertParallelExperts, build_mesh, data_parallel_coords, parallelize
+from omnikit.distributed.checkpoint import (
+    export_pretrained,
+    full_state_dict,
+    load_distributed,
+    save_distributed,
+)
+from omnikit.fusion.models import TINY_TOKENS
+from omnikit.layers.decoder import DecoderConfig
+from omnikit.models.language_model import CausalLM
+from omnikit.moe import MoE, MoEConfig
+
+Item = dict[str, torch.Tensor]
+
+
+@dataclass
+class Case:
+    """A model, a global batch of items, how to collate them and the loss of the output."""
+
+    build: Callable[[], nn.Module]
+    items: Callable[[nn.Module, int], list[Item]]
+    collate: Callable[[list[Item]], dict[str, torch.Tensor | None]]
+    loss: Callable[[torch.Tensor, dict], torch.Tensor]
+    prepare: Callable[[nn.Module], None] = field(default=lambda model: None)
+    options: dict = field(default_factory=dict)
+
+
+def lm_loss(logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    ids = batch["input_ids"]
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
+
+
+def stack_collate(items: list[Item]) -> dict:
+    return {k: torch.stack([item[k] for item in items]) for k in items[0]}
+
+
+def text_items(model: nn.Module, count: int) -> list[Item]:
+    g = torch.Generator().manual_seed(1)
+    vocab = model.config.vocab_size
+    return [{"input_ids": torch.randint(0, vocab, (8,), generator=g)} for _ in range(count)]
+
+
+def moe_lm(skew: bool) -> nn.Module:
+    """A 2-layer MoE LM (8 experts, top-2); ``skew`` sends every token to experts 0 and 1."""
+    config = DecoderConfig(dim=32, depth=2, num_heads=4, num_kv_heads=2, vocab_size=64, rope_base=10000.0)
+    model = CausalLM(config, lambda i: MoE(MoEConfig(32, 8, 2, 16, balance_bias=skew)))
+    if skew:
+        for block in model.decoder.blocks:
+            block.mlp.router.expert_bias[:2] = 100.0
+    return model
+
+
+def media_items(model: nn.Module, count: int, kinds: tuple[str, ...] = ("audio", "video")) -> list[Item]:
+    """Pairs of items of one kind each, cycling through ``kinds`` ("audio": audio only, "video":
+    video only, "text": no media), so each rank's two items hold one kind and its neighbour's
+    another; text fills 16 tokens."""
+    omni = getattr(model, "omni", model)
+    g = torch.Generator().manual_seed(2)
+    example = omni.media_example(count, generator=g)
+    n_audio = int(omni.audio.encoder.output_lengths(example["audio_lengths"][:1])[0])
+    t, h, w = omni.video.grid(example["frames"].shape)
+    prefixes = {"audio": [TINY_TOKENS.audio] * n_audio, "video": [TINY_TOKENS.video] * (t * h * w), "text": []}
+    items = []
+    for i in range(count):
+        kind = kinds[(i // 2) % len(kinds)]
+        ids = torch.randint(8, omni.thinker.config.vocab_size, (16,), generator=g)
+        ids[: len(prefixes[kind])] = torch.tensor(prefixes[kind], dtype=ids.dtype)
+        item = {"input_ids": ids}
+        if kind == "audio":
+            item.update(audio_features=example["audio_features"][i], audio_lengths=example["audio_lengths"][i])
+        elif kind == "video":
+            item["frames"] = example["frames"][i]
+        if hasattr(model, "talker"):
+            cfg = model.talker.config
+            item["codes"] = torch.randint(0, cfg.codebook_size, (cfg.num_codebooks, 16), generator=g)
+        items.append(item)
+    return items
+
+
+def xattn_items(model: nn.Module, count: int, kinds: tuple[str, ...] = ("audio", "video")) -> list[Item]:
+    """:func:`media_items` for the cross-attention model: a marker token at position 0 for media items."""
+    g = torch.Generator().manual_seed(2)
+    full = model.contract_inputs([16] * count, seed=2).kwargs
+    markers = {"audio": TINY_TOKENS.audio, "video": TINY_TOKENS.video}
+    items = []
+    for i in range(count):
+        kind = kinds[(i // 2) % len(kinds)]
+        ids = torch.randint(8, model.lm.config.vocab_size, (16,), generator=g)
+        item = {"input_ids": ids}
+        if kind in markers:
+            ids[0] = markers[kind]
+        if kind == "audio":
+            item.update(audio_features=full["audio_features"][i], audio_lengths=full["audio_lengths"][i])
+        elif kind == "video":
+            item["frames"] = full["frames"][i]
+        items.append(item)
+    return items
+
+
+def media_collate(items: list[Item]) -> dict:
+    out: dict = {}
+    for key in ("input_ids", "codes"):
+        if key in items[0]:
+            out[key] = torch.stack([item[key] for item in items])
+    for key in ("frames", "audio_features", "audio_lengths"):
+        present = [item[key] for item in items if key in item]
+        out[key] = torch.stack(present) if present else None
+    return out
+
+
+def talker_loss(logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    return F.cross_entropy(logits.flatten(0, 2), batch["codes"].transpose(1, 2).flatten())
+
+
+def checkpointed_compiled(model: nn.Module) -> None:
+    omnikit.set_gradient_checkpointing(model)
+    for block in model.decoder.blocks:
+        block.compile(backend="aot_eager")
+
+
+CASES: dict[str, Case] = {
+    "decoder": Case(lambda: omnikit.create_model("decoder_tiny"), text_items, stack_collate, lm_loss),
+    "moe": Case(lambda: moe_lm(False), text_items, stack_collate, lm_loss),
+    "moe_skew": Case(lambda: moe_lm(True), text_items, stack_collate, lm_loss),
+    "omni": Case(lambda: omnikit.create_model("omni_early_tiny"), media_items, media_collate, lm_loss),
+    "thinker_talker": Case(lambda: omnikit.create_model("thinker_talker_tiny"), media_items, media_collate,
+                           talker_loss),
+    "decoder_ckpt_compile": Case(lambda: omnikit.create_model("decoder_tiny"), text_items, stack_collate, lm_loss,
+                                 prepare=checkpointed_compiled),
+    "xattn": Case(lambda: omnikit.create_model("omni_xattn_tiny"), xattn_items, media_collate, lm_loss),
+    "xattn_text": Case(lambda: omnikit.create_model("omni_xattn_tiny"), partial(xattn_items, kinds=("video", "text")),
+                       media_collate, lm_loss),
+    "omni_text": Case(lambda: omnikit.create_model("omni_early_tiny"), partial(media_items, kinds=("audio", "text")),
+                      media_collate, lm_loss),
+    "moe_ckpt": Case(lambda: moe_lm(True), text_items, stack_collate, lm_loss,
+                     prepare=lambda model: omnikit.set_gradient_checkpointing(model)),
+    "decoder_bf16": Case(lambda: omnikit.create_model("decoder_tiny"), text_items, stack_collate, lm_loss,
+                         options={"mp_policy": MixedPrecisionPolicy(torch.bfloat16, torch.float32)}),
+}
+
+#: A scenario is named "CASE/MESH": a key of CASES and one of these meshes (world size: the product).
+MESHES: dict[str, dict[str, int]] = {
+    "dp_shard": {"dp_shard": 2},
+    "dp_replicate": {"dp_replicate": 2},
+    "tp": {"tp": 2},
+    "ep": {"ep": 2},
+    "dp_shard4": {"dp_shard": 4},
+    "hsdp": {"dp_replicate": 2, "dp_shard": 2},
+    "dp_shard_x_tp": {"dp_shard": 2, "tp": 2},
+    "dp_shard_x_ep": {"dp_shard": 2, "ep": 2},
+}
+
+
+def routed_rows_counter(model: nn.Module) -> Callable[[object], list[int]]:
+    """Count the rows every expert-parallel layer routes; the returned function gives, after the
+    forward, the rows each ``ep`` rank received in its first layer (``[]`` without expert parallel)."""
+    counts: list[torch.Tensor] = []
+    layers = [m for m in model.modules() if isinstance(m, ExpertParallelExperts)]
+    if layers:
+        layers[0].register_forward_pre_hook(lambda module, args: counts.append(args[1].rows_per_expert.clone()))
+
+    def received(mesh) -> list[int]:
+        if not counts:
+            return []
+        total = counts[0]
+        dist.all_reduce(total, group=mesh["ep"].get_group())
+        return total.view(mesh["ep"].size(), -1).sum(1).tolist()
+
+    return received
+
+
+def grads(model: nn.Module) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad and p.grad is not None:
+            g = p.grad
+            out[name] = g.full_tensor() if isinstance(g, DTensor) else g
+    return out
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp(min=1e-12))
+
+
+def run_scenario(case_name: str, sizes: dict[str, int]) -> dict:
+    case = CASES[case_name]
+    torch.manual_seed(0)
+    model = case.build()
+    reference = copy.deepcopy(model)
+    mesh = build_mesh("cpu", **sizes)
+    index, count = data_parallel_coords(mesh)
+    items = case.items(model, 2 * count)
+    batch = case.collate(items)
+    ref_loss = case.loss(reference(**batch), batch)
+    ref_loss.backward()
+    parallelize(model, mesh, **case.options)
+    case.prepare(model)
+    routed = routed_rows_counter(model)
+    local = case.collate(items[2 * index : 2 * index + 2])
+    loss = case.loss(model(**local), local)
+    loss.backward()
+    total = loss.detach().clone()
+    dist.all_reduce(total)
+    total /= dist.get_world_size()
+    got, want = grads(model), grads(reference)
+    sharded = [n for n, p in model.named_parameters() if isinstance(p, DTensor)]
+    return {
+        "rows_received_per_ep_rank": routed(mesh),
+        "compiled_graphs": torch._dynamo.utils.counters["stats"]["unique_graphs"],
+        "loss_rel": abs(float(total) - ref_loss.item()) / abs(ref_loss.item()),
+        "grad_rel": max(rel(got[n], want[n]) for n in want if n in got),
+        "missing_grads": sorted(set(want) - set(got)),
+        "names_equal": [n for n, _ in model.named_parameters()] == [n for n, _ in reference.named_parameters()],
+        "sharded_params": len(sharded),
+        "dtensor_grads": all(isinstance(p.grad, DTensor) for n, p in model.named_parameters()
+                             if n in sharded and p.requires_grad),
+    }
+
+
+def checkpoint_round(world: int, out_dir: Path) -> dict:
+    """World 4: train one step under FSDP x TP, save with DCP, write the expected full weights and a
+    save_pretrained export. World 2: load the DCP checkpoint under FSDP and compare bit for bit."""
+    torch.manual_seed(0 if world == 4 else 123)
+    model = omnikit.create_model("decoder_tiny", tie_embeddings=True)
+    sizes = {"dp_shard": 2, "tp": 2} if world == 4 else {"dp_shard": 2}
+    parallelize(model, build_mesh("cpu", **sizes))
+    if world == 4:
+        ids = torch.randint(0, 256, (2, 8), generator=torch.Generator().manual_seed(3))
+        lm_loss(model(input_ids=ids), {"input_ids": ids}).backward()
+        torch.optim.SGD(model.parameters(), lr=0.1).step()
+        save_distributed(model, out_dir / "dcp")
+        full = full_state_dict(model)
+        if dist.get_rank() == 0:
+            torch.save(full, out_dir / "expected.pt")
+        export_pretrained(model, out_dir / "pretrained")
+        return {"saved": True}
+    load_distributed(model, out_dir / "dcp")
+    full = full_state_dict(model)
+    if dist.get_rank() != 0:
+        return {}
+    expected = torch.load(out_dir / "expected.pt")
+    return {"bit_exact": sorted(full) == sorted(expected) and all(torch.equal(full[k], expected[k]) for k in full)}
+
+
+def worker(rank: int, world: int, port: int, out_dir: str, names: list[str]) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world, init_method=f"tcp://127.0.0.1:{port}",
+                            timeout=timedelta(seconds=60))
+    results = {}
+    for name in names:
+        if name == "checkpoint":
+            results[name] = checkpoint_round(world, Path(out_dir))
+            continue
+        case_name, mesh_name = name.split("/")
+        try:
+            results[name] = run_scenario(case_name, MESHES[mesh_name])
+        except Exception:  # reported to the test, which fails on it
+            results[name] = {"error": traceback.format_exc()}
+        dist.barrier()
+    if rank == 0:
+        Path(out_dir, f"results_{world}.json").write_text(json.dumps(results, indent=1))
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    names = sys.argv[4:]
+    mp.spawn(worker, args=(world, port, out, names), nprocs=world)
