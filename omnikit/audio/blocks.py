@@ -67,7 +67,7 @@ def encoder_block(dim: int, num_heads: int, mlp_hidden: int, *, norm_eps: float 
     """
     return DecoderBlock(
         dim, num_heads, mlp=GeluMLP(dim, mlp_hidden, bias=True), norm="layernorm", norm_eps=norm_eps,
-        qkv_bias=True, out_bias=True, use_rope=False, causal=False, backend=backend,
+        qk_norm=False, qkv_bias=True, out_bias=True, use_rope=False, causal=False, backend=backend,
     )
 
 

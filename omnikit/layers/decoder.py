@@ -18,8 +18,8 @@ from torch.utils.checkpoint import checkpoint
 
 from omnikit.layers.attention import Attention
 from omnikit.layers.masks import positions_from_cu_seqlens
-from omnikit.layers.mlp import build_mlp
-from omnikit.layers.norm import build_norm
+from omnikit.layers.mlp import MLPKind, build_mlp
+from omnikit.layers.norm import NormKind, build_norm
 from omnikit.layers.rotary import RotaryEmbedding
 from omnikit.utils.checks import OmnikitValueError, check_tensor
 
@@ -33,7 +33,10 @@ def default_mlp_hidden(dim: int, multiple_of: int = 64) -> int:
 
 @dataclass
 class DecoderConfig:
-    """Hyper-parameters of a decoder stack (and of the language models built on it)."""
+    """Hyper-parameters of a decoder stack (and of the language models built on it).
+
+    Its defaults are the defaults of :class:`DecoderBlock` too (one set: Qwen3's qk-norm and rotary base).
+    """
 
     dim: int
     depth: int
@@ -41,8 +44,8 @@ class DecoderConfig:
     num_kv_heads: int | None = None
     head_dim: int | None = None
     mlp_hidden: int | None = None
-    mlp: str = "swiglu"
-    norm: str = "rmsnorm"
+    mlp: MLPKind = "swiglu"
+    norm: NormKind = "rmsnorm"
     norm_eps: float = 1e-6
     qk_norm: bool = True
     qkv_bias: bool = False
@@ -54,6 +57,10 @@ class DecoderConfig:
     backend: str = "sdpa"
     vocab_size: int | None = None
     tie_embeddings: bool = False
+
+
+#: The defaults :class:`DecoderBlock` shares with :class:`DecoderConfig`.
+_DEFAULTS = DecoderConfig(dim=1, depth=1, num_heads=1)
 
 
 class DecoderBlock(nn.Module):
@@ -69,10 +76,10 @@ class DecoderBlock(nn.Module):
             (a MoE layer, an adapter ...).
         norm: ``"rmsnorm"`` or ``"layernorm"``.
         norm_eps: epsilon of both norms.
-        qk_norm: RMS-normalise queries and keys per head.
+        qk_norm: RMS-normalise queries and keys per head (default on, as in :class:`DecoderConfig`).
         qkv_bias: bias on the fused q/k/v projection.
         out_bias: bias on the attention output projection.
-        rope_base: rotary base of the block's own rotary table.
+        rope_base: rotary base of the block's own rotary table (default ``1e6``, as in :class:`DecoderConfig`).
         mrope_sections: ``(t, h, w)`` frequency counts to make the block's rotary M-RoPE.
         mrope_interleaved: interleaved (Qwen3-Omni) instead of contiguous M-RoPE split.
         sliding_window: attend to at most this many most recent positions.
@@ -91,20 +98,20 @@ class DecoderBlock(nn.Module):
         head_dim: int | None = None,
         *,
         mlp_hidden: int | None = None,
-        mlp: str | nn.Module = "swiglu",
-        norm: str = "rmsnorm",
-        norm_eps: float = 1e-6,
-        qk_norm: bool = False,
-        qkv_bias: bool = False,
+        mlp: MLPKind | nn.Module = _DEFAULTS.mlp,
+        norm: NormKind = _DEFAULTS.norm,
+        norm_eps: float = _DEFAULTS.norm_eps,
+        qk_norm: bool = _DEFAULTS.qk_norm,
+        qkv_bias: bool = _DEFAULTS.qkv_bias,
         out_bias: bool = False,
-        rope_base: float = 10000.0,
+        rope_base: float = _DEFAULTS.rope_base,
         mrope_sections: tuple[int, int, int] | None = None,
         mrope_interleaved: bool = False,
         rotary: RotaryEmbedding | None = None,
         use_rope: bool = True,
         sliding_window: int | None = None,
         attention_chunk: int | None = None,
-        backend: str = "sdpa",
+        backend: str = _DEFAULTS.backend,
         causal: bool = True,
     ) -> None:
         super().__init__()
