@@ -53,7 +53,18 @@ def _projector(in_dim: int, dim: int, project: bool) -> nn.Module:
     return nn.Identity()
 
 
-class AudioAdapter(nn.Module):
+class _Adapter(nn.Module):
+    """An encoder plus a projector: the adapter's own parameters train as ``adapters``, its encoder's
+    as ``encoders`` (see :func:`omnikit.fusion.parameter_groups`)."""
+
+    encoder: nn.Module
+
+    def fusion_groups(self) -> dict[str, nn.Module]:
+        """{recipe group: module}, later entries overriding earlier ones."""
+        return {"adapters": self, "encoders": self.encoder}
+
+
+class AudioAdapter(_Adapter):
     """``features (N, n_mels, F)``, ``lengths (N,)`` -> :class:`AdaptedMedia` of width ``dim``.
 
     ``project=False``: the encoder already ends in a projection to ``dim`` (Qwen's audio towers).
@@ -102,7 +113,7 @@ class TubeletEncoder(nn.Module):
         return x + self.mlp(x)
 
 
-class VideoAdapter(nn.Module):
+class VideoAdapter(_Adapter):
     """Frames ``(N, T, C, H, W)`` -> :class:`AdaptedMedia` of width ``dim`` with one grid per video.
 
     Args:

@@ -23,7 +23,7 @@ from omnikit.layers.norm import NormKind, build_norm
 from omnikit.layers.rotary import RotaryEmbedding
 from omnikit.utils.checks import OmnikitValueError, check_tensor
 
-__all__ = ["Decoder", "DecoderBlock", "DecoderConfig", "default_mlp_hidden", "mlp_residual", "run_blocks"]
+__all__ = ["BlockStack", "Decoder", "DecoderBlock", "DecoderConfig", "default_mlp_hidden", "mlp_residual", "run_blocks"]
 
 
 def default_mlp_hidden(dim: int, multiple_of: int = 64) -> int:
@@ -212,8 +212,43 @@ def run_blocks(
     return x, auxes
 
 
-class Decoder(nn.Module):
-    """A stack of :class:`DecoderBlock` with one shared rotary table and a final norm.
+class BlockStack(nn.Module):
+    """Blocks applied in order, then an optional final norm: the one stack the library's encoders and
+    decoders are made of (:class:`Decoder`, :class:`~omnikit.layers.stack.TransformerStack`, the audio
+    encoders' ``EncoderStack``). ``(B, T, dim) -> (B, T, dim)``.
+
+    ``run(x, kwargs, extra)`` calls every block with ``kwargs`` and the blocks that declare
+    ``takes_block_kwargs = True`` (a :class:`~omnikit.fusion.FusionLayer`, say) with ``extra`` too.
+    Set ``gradient_checkpointing = True`` to recompute blocks in backward.
+    """
+
+    def __init__(self, blocks: Iterable[nn.Module], norm: nn.Module | None = None) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.norm = norm
+        self.gradient_checkpointing = False
+
+    def run(
+        self,
+        x: torch.Tensor,
+        kwargs: dict[str, Any],
+        extra: dict[str, Any] | None = None,
+        *,
+        return_aux: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, list[Any]]:
+        """The blocks then the norm; with ``return_aux`` also one auxiliary output per block."""
+        extended = {**kwargs, **extra} if extra else kwargs
+        x, auxes = run_blocks(
+            self.blocks, x, lambda block: extended if getattr(block, "takes_block_kwargs", False) else kwargs,
+            checkpointing=self.gradient_checkpointing and self.training, return_aux=return_aux,
+        )
+        if self.norm is not None:
+            x = self.norm(x)
+        return (x, auxes) if return_aux else x
+
+
+class Decoder(BlockStack):
+    """A :class:`BlockStack` of :class:`DecoderBlock` with one shared rotary table and a final norm.
 
     ``forward(x: (B, T, dim)) -> (B, T, dim)``. ``mlp_factory(layer_index)`` may supply each
     block's MLP (MoE layers every other block, say); otherwise ``config.mlp`` is used.
@@ -221,27 +256,25 @@ class Decoder(nn.Module):
     """
 
     def __init__(self, config: DecoderConfig, mlp_factory: MLPFactory | None = None) -> None:
-        super().__init__()
         if config.depth < 1:
             raise OmnikitValueError(f"`depth` expected an int >= 1 but got {config.depth}")
-        self.config = config
         head_dim = config.head_dim or config.dim // config.num_heads
-        self.rotary = RotaryEmbedding(
+        rotary = RotaryEmbedding(
             head_dim, config.rope_base, sections=config.mrope_sections, interleaved=config.mrope_interleaved
         )
-        self.blocks = nn.ModuleList(
+        super().__init__((
             DecoderBlock(
                 config.dim, config.num_heads, config.num_kv_heads, config.head_dim,
                 mlp_hidden=config.mlp_hidden,
                 mlp=mlp_factory(i) if mlp_factory is not None else config.mlp,
                 norm=config.norm, norm_eps=config.norm_eps, qk_norm=config.qk_norm, qkv_bias=config.qkv_bias,
-                rotary=self.rotary, sliding_window=config.sliding_window, attention_chunk=config.attention_chunk,
+                rotary=rotary, sliding_window=config.sliding_window, attention_chunk=config.attention_chunk,
                 backend=config.backend,
             )
             for i in range(config.depth)
-        )
-        self.norm = build_norm(config.norm, config.dim, config.norm_eps)
-        self.gradient_checkpointing = False
+        ), build_norm(config.norm, config.dim, config.norm_eps))
+        self.config = config
+        self.rotary = rotary
 
     def forward(
         self,
@@ -257,8 +290,8 @@ class Decoder(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, list[Any]]:
         """``x: (B, T, dim) -> (B, T, dim)``; arguments as in :meth:`DecoderBlock.forward`.
 
-        ``block_kwargs`` go to every block as extra keyword arguments (e.g. ``media`` for
-        blocks wrapped in a fusion layer).
+        ``block_kwargs`` go, as extra keyword arguments, to the blocks that declare
+        ``takes_block_kwargs = True`` (e.g. ``media`` for blocks wrapped in a fusion layer).
 
         With ``return_aux=True`` returns ``(y, auxes)``: one auxiliary output per block (``None``
         for blocks whose MLP has none), e.g. to sum MoE load-balancing losses.
@@ -268,9 +301,5 @@ class Decoder(nn.Module):
             positions = _default_positions(x.shape[1], self.blocks[0].attn.cache_length, cu_seqlens, x.device)
         rope = self.rotary(positions)
         kwargs = dict(rope=rope, key_padding_mask=key_padding_mask, attention_mask=attention_mask,
-                      cu_seqlens=cu_seqlens, causal=causal, **(block_kwargs or {}))
-        x, auxes = run_blocks(
-            self.blocks, x, lambda block: kwargs, checkpointing=self.gradient_checkpointing and self.training,
-            return_aux=return_aux,
-        )
-        return (self.norm(x), auxes) if return_aux else self.norm(x)
+                      cu_seqlens=cu_seqlens, causal=causal)
+        return self.run(x, kwargs, block_kwargs, return_aux=return_aux)

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from omnikit.layers.decoder import DecoderBlock, run_blocks
+from omnikit.layers.decoder import BlockStack, DecoderBlock
 from omnikit.layers.norm import build_norm
 from omnikit.utils.checks import check_positive
 
 __all__ = ["TransformerStack"]
 
 
-class TransformerStack(nn.Module):
-    """``depth`` non-causal :class:`~omnikit.layers.DecoderBlock` s and a final norm.
+class TransformerStack(BlockStack):
+    """A :class:`~omnikit.layers.decoder.BlockStack` of ``depth`` non-causal
+    :class:`~omnikit.layers.DecoderBlock` s and a final norm.
 
     ``forward(x: (B, N, dim), rope=None, key_padding_mask=None) -> (B, N, dim)``; rotary tables
     are computed once by the caller (1-D time, 2-D or 3-D grid). Set ``gradient_checkpointing``
@@ -34,18 +34,15 @@ class TransformerStack(nn.Module):
         qk_norm: bool = False,
         backend: str = "sdpa",
     ) -> None:
-        super().__init__()
         check_positive(depth, "depth")
-        self.dim = dim
-        self.blocks = nn.ModuleList(
+        super().__init__((
             DecoderBlock(
                 dim, num_heads, mlp=mlp, mlp_hidden=int(dim * mlp_ratio), norm=norm, norm_eps=norm_eps,
                 qkv_bias=qkv_bias, qk_norm=qk_norm, use_rope=False, backend=backend, causal=False,
             )
             for _ in range(depth)
-        )
-        self.norm = build_norm(norm, dim, norm_eps)
-        self.gradient_checkpointing = False
+        ), build_norm(norm, dim, norm_eps))
+        self.dim = dim
 
     def forward(
         self,
@@ -54,7 +51,4 @@ class TransformerStack(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         key_padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        kwargs = {"rope": rope, "key_padding_mask": key_padding_mask}
-        x, _ = run_blocks(self.blocks, x, lambda block: kwargs,
-                          checkpointing=self.gradient_checkpointing and self.training, return_aux=False)
-        return self.norm(x)
+        return self.run(x, {"rope": rope, "key_padding_mask": key_padding_mask})

@@ -42,6 +42,10 @@ class CausalLM(StreamingContainer, nn.Module):
             self.lm_head.weight = self.embed.weight
         self.reset_parameters()
 
+    def fusion_groups(self) -> dict[str, nn.Module]:
+        """{recipe group: module}: the language model trains as ``lm`` (see :func:`omnikit.fusion.parameter_groups`)."""
+        return {"lm": self}
+
     @property
     def output_dim(self) -> int:
         return self.config.vocab_size

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from omnikit.utils.deps import require
 from omnikit.video.clip import Clip
-from omnikit.vision._deps import require
 
 __all__ = ["plot_contact_sheet", "plot_sampling"]
 
