@@ -76,11 +76,6 @@ class ModelInfo:
     entrypoint: EntryPoint
     description: str
 
-    @property
-    def is_tiny(self) -> bool:
-        """Tiny variants are the ones the contract suite runs."""
-        return self.name.endswith("_tiny")
-
 
 @dataclass
 class ModelSpec:
