@@ -52,6 +52,7 @@ KINDS: tuple[str, ...] = (
     "decoder",
     "talker",
     "omni",
+    "head",
     "custom",
 )
 

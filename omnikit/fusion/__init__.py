@@ -5,7 +5,15 @@ sampling / generation in :mod:`omnikit.models`; their names stay importable from
 """
 
 from omnikit.fusion import models, presets
-from omnikit.fusion.adapters import AdaptedMedia, AudioAdapter, TubeletEncoder, VideoAdapter, mlp_projector
+from omnikit.fusion.adapters import (
+    AdaptedMedia,
+    AudioAdapter,
+    MLPProjector,
+    ResampledAdapter,
+    TubeletEncoder,
+    VideoAdapter,
+    mlp_projector,
+)
 from omnikit.fusion.cross_attention import FusionLayer, GatedCrossAttentionBlock, media_attention_mask
 from omnikit.fusion.early import PackedSequences, fusion_attention_mask, media_item_ids, pack_sequences, scatter_media
 from omnikit.fusion.losses import text_lm_loss
@@ -65,8 +73,10 @@ __all__ = [
     "FusionLayer",
     "GatedCrossAttentionBlock",
     "GenerationOutput",
+    "MLPProjector",
     "MediaTokens",
     "PackedSequences",
+    "ResampledAdapter",
     "Sampling",
     "SpeakingResult",
     "SpeechChunk",

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from omnikit.fusion.adapters import AudioAdapter, TubeletEncoder, VideoAdapter
+from omnikit.fusion.adapters import AudioAdapter, MLPProjector, ResampledAdapter, TubeletEncoder, VideoAdapter
 from omnikit.fusion.modality import MediaTokens
 from omnikit.fusion.omni import EarlyFusionOmni
 from omnikit.fusion.thinker import Thinker
@@ -29,8 +29,11 @@ __all__ = [
     "TINY_MARKERS",
     "TINY_TOKENS",
     "duplex_tiny",
+    "mlp_projector_tiny",
     "omni_early_tiny",
     "omni_xattn_tiny",
+    "perceiver_adapter_tiny",
+    "qformer_adapter_tiny",
     "talker_tiny",
     "thinker_talker_tiny",
     "thinker_tiny",
@@ -98,6 +101,24 @@ def thinker_talker_tiny(*, frames_per_token: int = 2, strategy: str = "delay", *
     talker = tiny_talker("thinker_talker_tiny", {"strategy": strategy, "thinker_dim": thinker.config.dim})
     codec = tiny_speech_codec(talker.config.num_codebooks, talker.config.codebook_size)
     return ThinkerTalker(_tiny_early(thinker), talker, codec, frames_per_token=frames_per_token)
+
+
+@register_model(kind="adapter", modalities=("video", "image", "audio"))
+def mlp_projector_tiny(*, in_dim: int = 24, out_dim: int = 32) -> MLPProjector:
+    """LLaVA's MLP projector from 24-wide encoder tokens to a 32-wide language model."""
+    return MLPProjector(in_dim, out_dim)
+
+
+@register_model(kind="adapter", modalities=("video", "image"))
+def qformer_adapter_tiny(*, dim: int = 64, **overrides: Any) -> ResampledAdapter:
+    """Video-LLaMA's adapter: the tiny Q-Former (8 queries over 24-wide tokens) projected to width ``dim``."""
+    return ResampledAdapter(create_model("qformer_tiny", **overrides), dim)
+
+
+@register_model(kind="adapter", modalities=("video", "image", "audio"))
+def perceiver_adapter_tiny(*, dim: int = 64, **overrides: Any) -> ResampledAdapter:
+    """A Perceiver resampler (8 latents over 24-wide tokens) projected to width ``dim``."""
+    return ResampledAdapter(create_model("perceiver_resampler_tiny", **overrides), dim)
 
 
 def tiny_omni_prompt(g: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -59,7 +59,7 @@ def duplex_tiny(**overrides: Any) -> DuplexModel:
     ))
 
 
-@register_model(kind="adapter", modalities=("audio",))
+@register_model(kind="head", modalities=("audio",))
 def turn_taking_tiny(*, dim: int = 24, hidden: int = 32, kernel_size: int = 5) -> TurnTakingHead:
     """A causal turn-taking head over 24-d audio states (the tiny audio encoder's width)."""
     return TurnTakingHead(dim, hidden=hidden, kernel_size=kernel_size)
