@@ -7,7 +7,7 @@ first position is the inner-monologue text token.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -16,11 +16,35 @@ from omnikit.audio.layouts import undelay_logits
 from omnikit.layers.decoder import Decoder, DecoderConfig
 from omnikit.streaming import suspended
 from omnikit.utils.checks import OmnikitValueError
+from omnikit.utils.config import NestedConfig
 
-__all__ = ["PREDICTOR_DEFAULTS", "CodePredictor", "undelay_logits"]  # undelay_logits: from omnikit.audio.layouts
+# undelay_logits: imported from omnikit.audio.layouts, exported here too
+__all__ = ["PREDICTOR_DEFAULTS", "CodePredictor", "TemporalDepthConfig", "undelay_logits"]
 
 #: The depth transformer's :class:`DecoderConfig` fields unless configured otherwise (Talker and duplex).
 PREDICTOR_DEFAULTS: dict[str, Any] = dict(dim=64, depth=1, num_heads=4, rope_base=10000.0)
+
+
+class TemporalDepthConfig(NestedConfig):
+    """Shared by the configs of models made of a temporal transformer (``temporal``, over frames) and a
+    depth transformer (``predictor``, over the tokens of a frame): the flat keywords of ``temporal``
+    (``dim=``, ``depth=``, ``num_heads=`` ...), the defaults of both, and ``dim``."""
+
+    temporal: DecoderConfig
+    predictor: DecoderConfig
+
+    flat_fields: ClassVar[dict[str, tuple[str, str]]] = {
+        name: ("temporal", name)
+        for name in ("dim", "depth", "num_heads", "num_kv_heads", "head_dim", "mlp_hidden", "rope_base")
+    }
+    nested_defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        "temporal": dict(rope_base=10000.0), "predictor": PREDICTOR_DEFAULTS,
+    }
+
+    @property
+    def dim(self) -> int:
+        """The model's width (the temporal transformer's)."""
+        return self.temporal.dim
 
 
 class CodePredictor(nn.Module):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -35,19 +35,18 @@ from omnikit.audio.layouts import delay_codes, delay_mask, undelay_codes, undela
 from omnikit.layers.decoder import Decoder, DecoderConfig
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.models.sampling import GREEDY, Sampling, ban_tokens, sample_next
-from omnikit.speech.depth import PREDICTOR_DEFAULTS, CodePredictor
+from omnikit.speech.depth import PREDICTOR_DEFAULTS, CodePredictor, TemporalDepthConfig
 from omnikit.speech.previous_step import PreviousStep
 from omnikit.speech.talker import per_codebook_loss
 from omnikit.streaming import StreamingContainer, streaming
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_positive, check_tensor
-from omnikit.utils.config import NestedConfig
 
 __all__ = ["DuplexConfig", "DuplexLoss", "DuplexModel", "DuplexStep"]
 
 
 @dataclass
-class DuplexConfig(NestedConfig):
+class DuplexConfig(TemporalDepthConfig):
     """Hyper-parameters of a :class:`DuplexModel`.
 
     Attributes:
@@ -74,21 +73,12 @@ class DuplexConfig(NestedConfig):
     predictor: DecoderConfig = field(default_factory=lambda: DecoderConfig(**PREDICTOR_DEFAULTS))
 
     flat_fields: ClassVar[dict[str, tuple[str, str]]] = {
-        **{name: ("temporal", name) for name in (
-            "dim", "depth", "num_heads", "num_kv_heads", "head_dim", "mlp_hidden", "rope_base")},
+        **TemporalDepthConfig.flat_fields,
         "depth_dim": ("predictor", "dim"),
         "depth_layers": ("predictor", "depth"),
         "depth_heads": ("predictor", "num_heads"),
         "depth_mlp_hidden": ("predictor", "mlp_hidden"),
     }
-    nested_defaults: ClassVar[dict[str, dict[str, Any]]] = {
-        "temporal": dict(rope_base=10000.0), "predictor": PREDICTOR_DEFAULTS,
-    }
-
-    @property
-    def dim(self) -> int:
-        """The temporal transformer's width."""
-        return self.temporal.dim
 
 
 @dataclass

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -32,12 +32,11 @@ from omnikit.layers.masks import lengths_to_mask
 from omnikit.models.sampling import GREEDY, Sampling, ban_tokens, sample_next
 from omnikit.moe import MoE, MoEConfig
 from omnikit.speech import delay_head, depth_head  # noqa: F401  (register the built-in strategies)
-from omnikit.speech.depth import PREDICTOR_DEFAULTS
+from omnikit.speech.depth import PREDICTOR_DEFAULTS, TemporalDepthConfig
 from omnikit.speech.heads import TALKER_HEADS, Pick, build_talker_head
 from omnikit.streaming import StreamingContainer, streaming
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import check_positive, check_tensor
-from omnikit.utils.config import NestedConfig
 
 __all__ = ["STRATEGIES", "Talker", "TalkerConfig", "TalkerStrategy", "codebook_loss", "per_codebook_loss"]
 
@@ -49,7 +48,7 @@ STRATEGIES = tuple(TALKER_HEADS)
 TalkerStrategy = Literal["delay", "depth", "mtp"]
 
 @dataclass
-class TalkerConfig(NestedConfig):
+class TalkerConfig(TemporalDepthConfig):
     """Hyper-parameters of a :class:`Talker`.
 
     Attributes:
@@ -81,8 +80,7 @@ class TalkerConfig(NestedConfig):
     embed_in_thinker_space: bool = False
 
     flat_fields: ClassVar[dict[str, tuple[str, str]]] = {
-        **{name: ("temporal", name) for name in (
-            "dim", "depth", "num_heads", "num_kv_heads", "head_dim", "mlp_hidden", "rope_base")},
+        **TemporalDepthConfig.flat_fields,
         "predictor_dim": ("predictor", "dim"),
         "predictor_depth": ("predictor", "depth"),
         "predictor_heads": ("predictor", "num_heads"),
@@ -90,14 +88,6 @@ class TalkerConfig(NestedConfig):
         "predictor_head_dim": ("predictor", "head_dim"),
         "predictor_mlp_hidden": ("predictor", "mlp_hidden"),
     }
-    nested_defaults: ClassVar[dict[str, dict[str, Any]]] = {
-        "temporal": dict(rope_base=10000.0), "predictor": PREDICTOR_DEFAULTS,
-    }
-
-    @property
-    def dim(self) -> int:
-        """The Talker's width (the temporal decoder's)."""
-        return self.temporal.dim
 
     @property
     def vocab(self) -> int:
