@@ -74,11 +74,11 @@ def train_step_table(args: argparse.Namespace) -> str:
 
 
 def latency_table(args: argparse.Namespace) -> str:
-    from omnikit.fusion.demo import _synthetic_prompt
+    from omnikit.fusion.models import tiny_omni_prompt
 
     torch.manual_seed(0)
     model = omnikit.create_model("thinker_talker_tiny").eval()
-    ids, media = _synthetic_prompt(torch.Generator().manual_seed(0))
+    ids, media = tiny_omni_prompt(torch.Generator().manual_seed(0))
     rows = []
     for chunk_frames in (2, 5, 10):
         firsts, totals = [], []

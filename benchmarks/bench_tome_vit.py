@@ -15,8 +15,8 @@ import argparse
 import torch
 from common import format_table, interleaved_medians
 
+from omnikit.utils.deps import require
 from omnikit.vision import tome_forward_features
-from omnikit.vision._deps import require
 
 
 def main() -> None:

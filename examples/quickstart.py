@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 
 import torch
+from omni_demo import run_omni_demo  # examples/omni_demo.py, beside this script
 
 import omnikit
-from omnikit.fusion.demo import run_omni_demo
 from omnikit.utils.summary import format_count, model_summary
 
 

@@ -10,7 +10,7 @@ Top-level names are the public contract (see ``docs/api.md``)::
 """
 
 # importing the families registers their entrypoints
-from omnikit import audio, fusion, models, moe, video, vision  # noqa: F401
+from omnikit import audio, fusion, models, moe, speech, video, vision  # noqa: F401
 from omnikit.checkpoint import load_pretrained, save_pretrained
 from omnikit.registry import KINDS, ModelInfo, create_model, list_models, model_info, register_model
 from omnikit.streaming import StreamingModule, streaming

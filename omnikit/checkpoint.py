@@ -20,7 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from omnikit.registry import SPEC_ATTR, ModelSpec, create_model
+from omnikit.registry import SPEC_ATTR, WEIGHTS_LOADER, ModelSpec, create_model
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
 from omnikit.version import __version__
 
@@ -158,6 +158,9 @@ def load_weights(model: nn.Module, path: str | Path, *, allow_pickle: bool = Fal
         raise OmnikitValueError(f"checkpoint {str(path)!r} does not fit the model: " + "; ".join(problems))
     model.load_state_dict(state, strict=True)
     return model
+
+
+WEIGHTS_LOADER.append(load_weights)  # what create_model(..., pretrained=path) calls
 
 
 def load_pretrained(

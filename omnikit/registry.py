@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
+from omnikit.utils.config import flat_names, nest_flat
 from omnikit.utils.precision import cast_model
 
 __all__ = [
@@ -51,6 +52,7 @@ KINDS: tuple[str, ...] = (
     "decoder",
     "talker",
     "omni",
+    "head",
     "custom",
 )
 
@@ -58,6 +60,10 @@ KINDS: tuple[str, ...] = (
 SPEC_ATTR = "omnikit_spec"
 
 EntryPoint = Callable[..., nn.Module]
+
+#: ``loader(model, path)`` loads ``create_model(..., pretrained=path)``'s weights; set by
+#: :mod:`omnikit.checkpoint` (which builds on this module, so the registry never imports it).
+WEIGHTS_LOADER: list[Callable[[nn.Module, str | Path], nn.Module]] = []
 ConfigT = TypeVar("ConfigT")
 
 
@@ -70,11 +76,6 @@ class ModelInfo:
     modalities: tuple[str, ...]
     entrypoint: EntryPoint
     description: str
-
-    @property
-    def is_tiny(self) -> bool:
-        """Tiny variants are the ones the contract suite runs."""
-        return self.name.endswith("_tiny")
 
 
 @dataclass
@@ -146,15 +147,17 @@ def list_models(pattern: str = "*", *, kind: str | None = None) -> list[str]:
 def configure(config_cls: type[ConfigT], model_name: str, overrides: Mapping[str, Any], **defaults: Any) -> ConfigT:
     """Build the dataclass ``config_cls`` from preset ``defaults`` updated by user ``overrides``.
 
-    An override that is not a field of ``config_cls`` raises ``TypeError`` naming it.
+    An override that is not a field of ``config_cls`` (nor one of its flat keywords, see
+    :func:`omnikit.utils.config.nest_flat`) raises ``TypeError`` naming it.
     """
-    fields = {f.name for f in dataclasses.fields(config_cls)}  # type: ignore[arg-type]
+    fields = {f.name for f in dataclasses.fields(config_cls)} | flat_names(config_cls)  # type: ignore[arg-type]
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise OmnikitTypeError(
             f"{model_name}: unknown override(s) {unknown}; valid overrides are {sorted(fields)}"
         )
-    return config_cls(**{**defaults, **overrides})
+    preset = nest_flat(config_cls, defaults)
+    return config_cls(**{**preset, **nest_flat(config_cls, overrides, base=preset)})
 
 
 def _check_overrides_against_signature(info: ModelInfo, overrides: Mapping[str, Any]) -> None:
@@ -199,9 +202,7 @@ def create_model(
         raise OmnikitTypeError(f"entrypoint {name!r} returned {type(model).__name__}, expected an nn.Module")
     setattr(model, SPEC_ATTR, ModelSpec(name, info.kind, info.modalities, dict(overrides)))
     if pretrained is not None:
-        from omnikit.checkpoint import load_weights
-
-        load_weights(model, pretrained)
+        WEIGHTS_LOADER[-1](model, pretrained)
     if dtype is not None:
         cast_model(model, dtype)
     return model

@@ -10,7 +10,14 @@ from omnikit.audio.blocks import EncoderStack, encoder_block, sinusoids
 from omnikit.audio.codec import CodecOutput, SEANetCodec, SEANetCodecConfig
 from omnikit.audio.features import LogMelSpectrogram, log_mel_spectrogram, mel_filterbank
 from omnikit.audio.fsq import FSQ
-from omnikit.audio.layouts import delay_codes, delay_mask, flatten_codes, undelay_codes, unflatten_codes
+from omnikit.audio.layouts import (
+    delay_codes,
+    delay_mask,
+    flatten_codes,
+    undelay_codes,
+    undelay_logits,
+    unflatten_codes,
+)
 from omnikit.audio.long import encode_long, iter_encode
 from omnikit.audio.quantize import QuantizerOutput, ResidualVQ, VectorQuantizer, kmeans
 from omnikit.audio.seanet import CausalConvTranspose1d, SEANetDecoder, SEANetEncoder
@@ -58,5 +65,6 @@ __all__ = [
     "sinusoids",
     "to_mono",
     "undelay_codes",
+    "undelay_logits",
     "unflatten_codes",
 ]

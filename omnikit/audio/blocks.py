@@ -15,10 +15,9 @@ import math
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 from omnikit.layers import DecoderBlock, GeluMLP
-from omnikit.layers.decoder import run_blocks
+from omnikit.layers.decoder import BlockStack
 from omnikit.testing import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_lengths, check_tensor
 
@@ -67,27 +66,23 @@ def encoder_block(dim: int, num_heads: int, mlp_hidden: int, *, norm_eps: float 
     """
     return DecoderBlock(
         dim, num_heads, mlp=GeluMLP(dim, mlp_hidden, bias=True), norm="layernorm", norm_eps=norm_eps,
-        qkv_bias=True, out_bias=True, use_rope=False, causal=False, backend=backend,
+        qk_norm=False, qkv_bias=True, out_bias=True, use_rope=False, causal=False, backend=backend,
     )
 
 
-class EncoderStack(nn.Module):
-    """``depth`` :func:`encoder_block` s. Set ``gradient_checkpointing = True`` to recompute them in backward."""
+class EncoderStack(BlockStack):
+    """A :class:`~omnikit.layers.decoder.BlockStack` of ``depth`` :func:`encoder_block` s (no final norm).
+    Set ``gradient_checkpointing = True`` to recompute them in backward."""
 
     def __init__(self, dim: int, depth: int, num_heads: int, mlp_hidden: int, *, norm_eps: float = 1e-5,
                  backend: str = "sdpa") -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(
+        super().__init__(
             encoder_block(dim, num_heads, mlp_hidden, norm_eps=norm_eps, backend=backend) for _ in range(depth)
         )
-        self.gradient_checkpointing = False
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``x (B, T, dim) -> (B, T, dim)``; ``key_padding_mask (B, T)`` True on valid positions."""
-        kwargs = {"key_padding_mask": key_padding_mask}
-        x, _ = run_blocks(self.blocks, x, lambda block: kwargs,
-                          checkpointing=self.gradient_checkpointing and self.training, return_aux=False)
-        return x
+        return self.run(x, {"key_padding_mask": key_padding_mask})
 
 
 def feature_contract_inputs(channels: int, lengths: Sequence[int], seed: int = 0, *, name: str = "features",

@@ -6,7 +6,7 @@
 - :func:`delay_codes` / :func:`undelay_codes`: the MusicGen delay pattern, codebook ``k`` shifted
   right by ``delays[k]`` steps (default ``k``), ``(B, K, T) <-> (B, K, T + max(delays))`` with
   ``pad_id`` where a codebook has no code yet / any more. Moshi-style delays (``[0, 1, 1, ...]``)
-  are the same call with other ``delays``.
+  are the same call with other ``delays``; :func:`undelay_logits` undoes it for per-step logits.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 
 from omnikit.utils.checks import OmnikitValueError, check_positive, check_tensor
 
-__all__ = ["delay_codes", "delay_mask", "flatten_codes", "undelay_codes", "unflatten_codes"]
+__all__ = ["delay_codes", "delay_mask", "flatten_codes", "undelay_codes", "undelay_logits", "unflatten_codes"]
 
 
 def _check_codes(codes: object, name: str = "codes") -> torch.Tensor:
@@ -74,6 +74,19 @@ def undelay_codes(delayed: torch.Tensor, delays: Sequence[int] | None = None) ->
     if steps < 0:
         raise OmnikitValueError(f"`delayed` has {total} steps, fewer than the largest delay {max(delays)}")
     return torch.stack([delayed[:, i, d : d + steps] for i, d in enumerate(delays)], dim=1)
+
+
+def undelay_logits(logits: torch.Tensor, delays: Sequence[int] | None = None) -> torch.Tensor:
+    """Per-step logits of a delayed layout ``(B, S, K, V)`` -> per-frame ``(B, S - max(delays), K, V)``.
+
+    Frame ``f`` of codebook ``k`` was predicted at step ``f + delays[k]``: the layout of
+    :func:`delay_codes` (default delays ``0..K-1``), undone as :func:`undelay_codes` does for codes.
+    """
+    check_tensor(logits, "logits", ndim=4)
+    batch, steps, k, vocab = logits.shape
+    step_of = undelay_codes(torch.arange(steps, device=logits.device).expand(1, k, steps), delays)  # (1, K, F)
+    index = step_of.transpose(1, 2)[..., None].expand(batch, step_of.shape[2], k, vocab)
+    return logits.gather(1, index)
 
 
 def delay_mask(num_codebooks: int, steps: int, delays: Sequence[int] | None = None,

@@ -2,7 +2,7 @@
 
 - transformer stacks (:class:`~omnikit.layers.decoder.Decoder`, :class:`~omnikit.layers.hybrid.HybridDecoder`,
   the audio encoders' :class:`~omnikit.audio.blocks.EncoderStack`, the vision
-  :class:`~omnikit.vision.stack.TransformerStack`): every block is an FSDP unit;
+  :class:`~omnikit.layers.stack.TransformerStack`): every block is an FSDP unit;
 - :class:`~omnikit.layers.attention.Attention`: the fused q/k/v projection column-parallel with
   its output gathered (the q/k/v rows of one head are not contiguous in the fused weight, so heads
   are not split for the attention itself), the output projection row-parallel;
@@ -29,7 +29,7 @@ from omnikit.layers.hybrid import HybridDecoder
 from omnikit.layers.mlp import SwiGLU
 from omnikit.models.language_model import CausalLM
 from omnikit.moe.layer import MoE
-from omnikit.vision.stack import TransformerStack
+from omnikit.layers.stack import TransformerStack
 
 __all__: list[str] = []
 

@@ -1,19 +1,26 @@
-"""Omni assembly: early fusion, cross-attention fusion, TMRoPE, Thinker-Talker, turn-taking."""
+"""Omni assembly: early fusion, cross-attention fusion, TMRoPE, the Thinker.
+
+The speech heads (Talker, duplex, turn-taking, Thinker-Talker) live in :mod:`omnikit.speech` and
+sampling / generation in :mod:`omnikit.models`; their names stay importable from here.
+"""
 
 from omnikit.fusion import models, presets
-from omnikit.fusion.adapters import AdaptedMedia, AudioAdapter, TubeletEncoder, VideoAdapter, mlp_projector
+from omnikit.fusion.adapters import (
+    AdaptedMedia,
+    AudioAdapter,
+    MLPProjector,
+    ResampledAdapter,
+    TubeletEncoder,
+    VideoAdapter,
+    mlp_projector,
+)
 from omnikit.fusion.cross_attention import FusionLayer, GatedCrossAttentionBlock, media_attention_mask
-from omnikit.fusion.depth import CodePredictor, undelay_logits
-from omnikit.fusion.duplex import DuplexConfig, DuplexLoss, DuplexModel, DuplexStep
 from omnikit.fusion.early import PackedSequences, fusion_attention_mask, media_item_ids, pack_sequences, scatter_media
 from omnikit.fusion.losses import text_lm_loss
 from omnikit.fusion.modality import MEDIA_MODALITIES, MODALITIES, MediaTokens
 from omnikit.fusion.omni import EarlyFusionOmni, FusedInputs
 from omnikit.fusion.recipes import RECIPES, apply_recipe, parameter_groups
-from omnikit.fusion.sampling import GREEDY, Sampling, sample_next
-from omnikit.fusion.talker import STRATEGIES, Talker, TalkerConfig, codebook_loss, per_codebook_loss
 from omnikit.fusion.thinker import GenerationOutput, Thinker, ThinkerStep
-from omnikit.fusion.thinker_talker import SpeechChunk, ThinkerTalker
 from omnikit.fusion.tmrope import (
     QWEN2_5_OMNI,
     QWEN3_OMNI,
@@ -22,8 +29,27 @@ from omnikit.fusion.tmrope import (
     item_positions,
     tmrope_position_ids,
 )
-from omnikit.fusion.turn_taking import TURN_EVENTS, SpeakingResult, TurnTakingHead, speak_until_interrupted
 from omnikit.fusion.xattn import CrossAttentionOmni
+from omnikit.models.sampling import GREEDY, Sampling, sample_next
+from omnikit.speech import (
+    STRATEGIES,
+    TURN_EVENTS,
+    CodePredictor,
+    DuplexConfig,
+    DuplexLoss,
+    DuplexModel,
+    DuplexStep,
+    SpeakingResult,
+    SpeechChunk,
+    Talker,
+    TalkerConfig,
+    ThinkerTalker,
+    TurnTakingHead,
+    codebook_loss,
+    per_codebook_loss,
+    speak_until_interrupted,
+    undelay_logits,
+)
 
 __all__ = [
     "GREEDY",
@@ -47,8 +73,10 @@ __all__ = [
     "FusionLayer",
     "GatedCrossAttentionBlock",
     "GenerationOutput",
+    "MLPProjector",
     "MediaTokens",
     "PackedSequences",
+    "ResampledAdapter",
     "Sampling",
     "SpeakingResult",
     "SpeechChunk",

@@ -12,19 +12,22 @@ and says how those tokens are laid out (for TMRoPE):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from omnikit.fusion.tmrope import VisualGrid
+from omnikit.layers.masks import lengths_to_mask
 from omnikit.layers.norm import LayerNorm
 from omnikit.outputs import EncoderOutput
+from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_positive, check_tensor
 from omnikit.vision.tubelet import TubeletEmbed
 
-__all__ = ["AdaptedMedia", "AudioAdapter", "TubeletEncoder", "VideoAdapter", "mlp_projector"]
+__all__ = ["AdaptedMedia", "AudioAdapter", "MLPProjector", "ResampledAdapter", "TubeletEncoder", "VideoAdapter",
+           "mlp_projector"]
 
 
 @dataclass
@@ -40,9 +43,57 @@ class AdaptedMedia:
     items: list
 
 
-def mlp_projector(in_dim: int, out_dim: int) -> nn.Module:
+class MLPProjector(nn.Sequential):
     """LLaVA-style projector ``Linear -> GELU -> Linear``: ``(..., in_dim) -> (..., out_dim)``."""
-    return nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
+        self.in_dim, self.output_dim = in_dim, out_dim
+
+    def fusion_groups(self) -> dict[str, nn.Module]:
+        """{recipe group: module} (see :func:`omnikit.fusion.parameter_groups`): an adapter."""
+        return {"adapters": self}
+
+    def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
+        """Token batches ``(B, max(lengths), in_dim)``, zero padded."""
+        g = torch.Generator().manual_seed(seed)
+        n = torch.tensor(list(lengths))
+        x = torch.randn(len(n), int(n.max()), self.in_dim, generator=g) * lengths_to_mask(n, int(n.max()))[..., None]
+        return ContractInputs({"input": x}, n, {"input": 1})
+
+
+def mlp_projector(in_dim: int, out_dim: int) -> MLPProjector:
+    """LLaVA-style projector ``Linear -> GELU -> Linear``: ``(..., in_dim) -> (..., out_dim)``."""
+    return MLPProjector(in_dim, out_dim)
+
+
+class ResampledAdapter(nn.Module):
+    """A resampler (Q-Former, Perceiver) then an MLP projector to the language model width (Video-LLaMA,
+    Flamingo-style media adapters): ``tokens (B, N, D)``, ``lengths (B,)`` -> :class:`EncoderOutput`
+    ``(B, latents, dim)``.
+
+    Args:
+        resampler: a temporal module ``forward(tokens, lengths) -> EncoderOutput`` with ``output_dim``
+            and ``contract_inputs`` (:class:`~omnikit.video.QFormer`, :class:`~omnikit.video.PerceiverResampler`).
+        dim: the language model width.
+    """
+
+    def __init__(self, resampler: nn.Module, dim: int) -> None:
+        super().__init__()
+        self.resampler = resampler
+        self.projector = mlp_projector(resampler.output_dim, dim)
+        self.output_dim = dim
+
+    def fusion_groups(self) -> dict[str, nn.Module]:
+        """{recipe group: module} (see :func:`omnikit.fusion.parameter_groups`): an adapter."""
+        return {"adapters": self}
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
+        out = self.resampler(tokens, lengths)
+        return EncoderOutput(self.projector(out.hidden_states), out.lengths)
+
+    def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
+        return self.resampler.contract_inputs(lengths, seed=seed)
 
 
 def _projector(in_dim: int, dim: int, project: bool) -> nn.Module:
@@ -53,7 +104,18 @@ def _projector(in_dim: int, dim: int, project: bool) -> nn.Module:
     return nn.Identity()
 
 
-class AudioAdapter(nn.Module):
+class _Adapter(nn.Module):
+    """An encoder plus a projector: the adapter's own parameters train as ``adapters``, its encoder's
+    as ``encoders`` (see :func:`omnikit.fusion.parameter_groups`)."""
+
+    encoder: nn.Module
+
+    def fusion_groups(self) -> dict[str, nn.Module]:
+        """{recipe group: module}, later entries overriding earlier ones."""
+        return {"adapters": self, "encoders": self.encoder}
+
+
+class AudioAdapter(_Adapter):
     """``features (N, n_mels, F)``, ``lengths (N,)`` -> :class:`AdaptedMedia` of width ``dim``.
 
     ``project=False``: the encoder already ends in a projection to ``dim`` (Qwen's audio towers).
@@ -102,7 +164,7 @@ class TubeletEncoder(nn.Module):
         return x + self.mlp(x)
 
 
-class VideoAdapter(nn.Module):
+class VideoAdapter(_Adapter):
     """Frames ``(N, T, C, H, W)`` -> :class:`AdaptedMedia` of width ``dim`` with one grid per video.
 
     Args:

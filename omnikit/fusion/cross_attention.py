@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -23,7 +25,7 @@ from omnikit.layers.mlp import build_mlp
 from omnikit.layers.norm import RMSNorm, build_norm
 from omnikit.utils.checks import OmnikitValueError, check_positive, check_tensor
 
-__all__ = ["FusionLayer", "GatedCrossAttentionBlock", "media_attention_mask"]
+__all__ = ["FusionLayer", "GatedCrossAttentionBlock", "media_attention_mask", "with_fusion_layers"]
 
 
 def media_attention_mask(
@@ -129,6 +131,9 @@ class FusionLayer(nn.Module):
     every data-parallel rank uses the same parameters (see :mod:`omnikit.fusion.absent`).
     """
 
+    #: a :class:`~omnikit.layers.decoder.BlockStack` passes its ``block_kwargs`` (``media``, ``media_mask``) here.
+    takes_block_kwargs = True
+
     def __init__(self, layer: nn.Module, fusion: nn.Module) -> None:
         super().__init__()
         if isinstance(layer, FusionLayer):
@@ -151,6 +156,10 @@ class FusionLayer(nn.Module):
         for key in [k for k in state if k.startswith(prefix) and not k.startswith((fusion, prefix + "layer."))]:
             state[prefix + "layer." + key[len(prefix):]] = state.pop(key)
 
+    def fusion_groups(self) -> dict[str, nn.Module]:
+        """{recipe group: module} (see :func:`omnikit.fusion.parameter_groups`): the fusion part is an adapter."""
+        return {"adapters": self.fusion}
+
     def forward(
         self, x: torch.Tensor, *, media: torch.Tensor | None = None, media_mask: torch.Tensor | None = None,
         **layer_kwargs: Any,
@@ -160,3 +169,21 @@ class FusionLayer(nn.Module):
         elif self.run_absent_media:
             x = x + self.fusion(x, x.new_zeros(x.shape[0], 1, self.fusion.media_dim), None).sum() * 0
         return self.layer(x, **layer_kwargs)
+
+
+def with_fusion_layers(lm: nn.Module, fusions: Mapping[int, nn.Module]) -> nn.Module:
+    """A copy of the language model ``lm`` whose decoder block ``i`` is ``FusionLayer(block, fusions[i])``.
+
+    ``lm`` itself is left as it was: only the module objects on the path ``lm -> decoder -> blocks``
+    are new, every block and parameter is shared (not copied), so the state-dict keys stay those of
+    ``lm`` plus ``...blocks.{i}.fusion.*``.
+    """
+    decoder = copy.copy(lm.decoder)
+    decoder._modules = dict(decoder._modules)
+    decoder.blocks = nn.ModuleList(
+        FusionLayer(block, fusions[i]) if i in fusions else block for i, block in enumerate(lm.decoder.blocks)
+    )
+    fused = copy.copy(lm)
+    fused._modules = dict(fused._modules)
+    fused.decoder = decoder
+    return fused

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from omnikit.fusion.modality import MediaTokens
-from omnikit.fusion.talker import codebook_loss, per_codebook_loss
+from omnikit.speech.talker import codebook_loss, per_codebook_loss
 from omnikit.utils.checks import check_tensor
 
 __all__ = ["codebook_loss", "per_codebook_loss", "text_lm_loss"]

@@ -1,6 +1,8 @@
-"""Registered omni assemblies: tiny test variants of every fusion style.
+"""Registered omni assemblies: tiny test variants of every fusion style, and the tiny Thinker-Talker.
 
-Published-size presets (Qwen2.5-Omni-7B, Qwen3-Omni-30B-A3B) live in :mod:`omnikit.fusion.presets`.
+Published-size presets (Qwen2.5-Omni-7B, Qwen3-Omni-30B-A3B) live in :mod:`omnikit.fusion.presets`;
+the speech heads' tiny variants (``talker_tiny``, ``duplex_tiny``, ``turn_taking_tiny``) in
+:mod:`omnikit.speech.presets` (re-exported here).
 """
 
 from __future__ import annotations
@@ -8,31 +10,34 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from omnikit.audio.codec import SEANetCodec
-from omnikit.fusion.adapters import AudioAdapter, TubeletEncoder, VideoAdapter
-from omnikit.fusion.duplex import DuplexConfig, DuplexModel
+import torch
+
+from omnikit.fusion.adapters import AudioAdapter, MLPProjector, ResampledAdapter, TubeletEncoder, VideoAdapter
 from omnikit.fusion.modality import MediaTokens
 from omnikit.fusion.omni import EarlyFusionOmni
-from omnikit.fusion.talker import Talker, TalkerConfig
 from omnikit.fusion.thinker import Thinker
-from omnikit.fusion.thinker_talker import ThinkerTalker
 from omnikit.fusion.tmrope import QWEN2_5_OMNI
-from omnikit.fusion.turn_taking import TurnTakingHead
 from omnikit.fusion.xattn import CrossAttentionOmni
 from omnikit.layers.decoder import DecoderConfig
 from omnikit.models.language_model import CausalLM
 from omnikit.registry import configure, create_model, register_model
+from omnikit.speech.presets import duplex_tiny, talker_tiny, tiny_speech_codec, tiny_talker, turn_taking_tiny
+from omnikit.speech.thinker_talker import ThinkerTalker
 
 __all__ = [
     "QWEN2_5_OMNI_TINY",
     "TINY_MARKERS",
     "TINY_TOKENS",
     "duplex_tiny",
+    "mlp_projector_tiny",
     "omni_early_tiny",
     "omni_xattn_tiny",
+    "perceiver_adapter_tiny",
+    "qformer_adapter_tiny",
     "talker_tiny",
     "thinker_talker_tiny",
     "thinker_tiny",
+    "tiny_omni_prompt",
     "tiny_speech_codec",
     "turn_taking_tiny",
 ]
@@ -88,50 +93,41 @@ def omni_xattn_tiny(
     )
 
 
-def _tiny_talker(name: str, overrides: dict[str, Any]) -> Talker:
-    return Talker(configure(
-        TalkerConfig, name, overrides, dim=48, depth=2, num_heads=4, thinker_dim=64, num_codebooks=4,
-        codebook_size=64, strategy="delay", predictor_dim=32, predictor_depth=1, predictor_heads=2,
-    ))
-
-
-@register_model(kind="talker", modalities=("text", "speech"))
-def talker_tiny(**overrides: Any) -> Talker:
-    """A 2-layer Talker (4 codebooks of 64); ``strategy="delay" | "depth" | "mtp"``."""
-    return _tiny_talker("talker_tiny", overrides)
-
-
 @register_model(kind="omni", modalities=("text", "video", "audio", "speech"))
 def thinker_talker_tiny(*, frames_per_token: int = 2, strategy: str = "delay", **overrides: Any) -> ThinkerTalker:
     """Early-fusion tiny Thinker (tied embeddings) + tiny Talker + the audio family's causal SEANet codec
     (16 kHz, 50 frames/s, 4 codebooks of 64), which decodes the speech chunk by chunk."""
     thinker = _tiny_thinker("thinker_talker_tiny", {"tie_embeddings": True, **overrides})
-    talker = _tiny_talker("thinker_talker_tiny", {"strategy": strategy, "thinker_dim": thinker.config.dim})
+    talker = tiny_talker("thinker_talker_tiny", {"strategy": strategy, "thinker_dim": thinker.config.dim})
     codec = tiny_speech_codec(talker.config.num_codebooks, talker.config.codebook_size)
     return ThinkerTalker(_tiny_early(thinker), talker, codec, frames_per_token=frames_per_token)
 
 
-def tiny_speech_codec(
-    num_codebooks: int, codebook_size: int, *, sample_rate: int = 16000, ratios: tuple[int, ...] = (8, 5, 4, 2)
-) -> SEANetCodec:
-    """The tiny causal SEANet codec (``seanet_codec_tiny`` widths) with another code layout and hop:
-    ``prod(ratios)`` samples per frame (default 320: 50 frames/s at 16 kHz)."""
-    return create_model("seanet_codec_tiny", sample_rate=sample_rate, ratios=ratios,
-                        num_quantizers=num_codebooks, codebook_size=codebook_size)
+@register_model(kind="adapter", modalities=("video", "image", "audio"))
+def mlp_projector_tiny(*, in_dim: int = 24, out_dim: int = 32) -> MLPProjector:
+    """LLaVA's MLP projector from 24-wide encoder tokens to a 32-wide language model."""
+    return MLPProjector(in_dim, out_dim)
 
 
-@register_model(kind="omni", modalities=("text", "speech"))
-def duplex_tiny(**overrides: Any) -> DuplexModel:
-    """A full-duplex model (Moshi layout): 2-layer temporal transformer (dim 64), 1-layer depth transformer
-    (dim 32), text vocab 256 (pad 0), 4 codebooks of 64 per speaker, delays (0, 1, 1, 1), 12.5 steps/s."""
-    return DuplexModel(configure(
-        DuplexConfig, "duplex_tiny", overrides, dim=64, depth=2, num_heads=4, num_kv_heads=2, mlp_hidden=128,
-        text_vocab=256, text_pad_id=0, num_codebooks=4, codebook_size=64, delays=(0, 1, 1, 1), depth_dim=32,
-        depth_layers=1, depth_heads=2, depth_mlp_hidden=64,
-    ))
+@register_model(kind="adapter", modalities=("video", "image"))
+def qformer_adapter_tiny(*, dim: int = 64, **overrides: Any) -> ResampledAdapter:
+    """Video-LLaMA's adapter: the tiny Q-Former (8 queries over 24-wide tokens) projected to width ``dim``."""
+    return ResampledAdapter(create_model("qformer_tiny", **overrides), dim)
 
 
-@register_model(kind="adapter", modalities=("audio",))
-def turn_taking_tiny(*, dim: int = 24, hidden: int = 32, kernel_size: int = 5) -> TurnTakingHead:
-    """A causal turn-taking head over 24-d audio states (the tiny audio encoder's width)."""
-    return TurnTakingHead(dim, hidden=hidden, kernel_size=kernel_size)
+@register_model(kind="adapter", modalities=("video", "image", "audio"))
+def perceiver_adapter_tiny(*, dim: int = 64, **overrides: Any) -> ResampledAdapter:
+    """A Perceiver resampler (8 latents over 24-wide tokens) projected to width ``dim``."""
+    return ResampledAdapter(create_model("perceiver_resampler_tiny", **overrides), dim)
+
+
+def tiny_omni_prompt(g: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """A prompt for the tiny omni models: a 4-frame 16x16 clip (2 x 4 x 4 video tokens), 0.64 s of 16-mel
+    audio (16 tokens) and a 6-token question -> ``input_ids (1, T)`` and the media keyword arguments."""
+    frames = torch.rand(1, 4, 3, 16, 16, generator=g)
+    mels = torch.randn(1, 16, 64, generator=g)
+    m = TINY_MARKERS
+    question = torch.randint(8, 256, (6,), generator=g).tolist()
+    ids = ([m["vision_start"]] + [TINY_TOKENS.video] * 32 + [m["vision_end"]]
+           + [m["audio_start"]] + [TINY_TOKENS.audio] * 16 + [m["audio_end"]] + question)
+    return torch.tensor([ids]), {"frames": frames, "audio_features": mels, "audio_lengths": torch.tensor([64])}

@@ -8,6 +8,7 @@ import torch
 
 from omnikit.fusion.modality import MODALITIES, MediaTokens
 from omnikit.utils.checks import check_tensor
+from omnikit.utils.deps import new_figure
 
 __all__ = ["plot_token_layout"]
 
@@ -25,19 +26,14 @@ def plot_token_layout(
         media_tokens: the placeholder ids.
         path: where to write the image (any matplotlib format).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
     check_tensor(input_ids, "input_ids", ndim=1, floating=False)
     check_tensor(positions, "positions", shape=(3, input_ids.shape[0]))
     kinds = media_tokens.modality_ids(input_ids).tolist()
     steps = range(len(kinds))
-    fig, (ax_layout, ax_pos) = plt.subplots(
-        2, 1, figsize=(max(8.0, len(kinds) / 8), 4.6), sharex=True, gridspec_kw={"height_ratios": [1, 4]}
-    )
+    fig = new_figure(figsize=(max(8.0, len(kinds) / 8), 4.6))
+    ax_layout, ax_pos = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1, 4]})
     ax_layout.bar(steps, 1, width=1.0, color=[_COLOURS[MODALITIES[k]] for k in kinds])
     ax_layout.set_yticks([])
     ax_layout.legend(handles=[Patch(color=c, label=m) for m, c in _COLOURS.items()], ncol=4, loc="upper center",
@@ -53,5 +49,4 @@ def plot_token_layout(
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120, bbox_inches="tight")
-    plt.close(fig)
     return out

@@ -1,4 +1,5 @@
-"""Published-size omni presets: Qwen2.5-Omni-7B and Qwen3-Omni-30B-A3B Thinker and Talker shapes.
+"""Published-size omni presets: Qwen2.5-Omni-7B and Qwen3-Omni-30B-A3B Thinker shapes (their Talkers are
+registered in :mod:`omnikit.speech.presets` and re-exported here).
 
 They build on ``device="meta"`` for counting (``omnikit.count_parameters``); see
 ``docs/thinker_talker.md`` for the counts next to the reference ones. The speech decoders
@@ -16,12 +17,12 @@ from typing import Any
 from omnikit.fusion.adapters import AudioAdapter, VideoAdapter
 from omnikit.fusion.modality import MediaTokens
 from omnikit.fusion.omni import EarlyFusionOmni
-from omnikit.fusion.talker import Talker, TalkerConfig
 from omnikit.fusion.thinker import Thinker
 from omnikit.fusion.tmrope import QWEN2_5_OMNI, QWEN3_OMNI
 from omnikit.layers.decoder import DecoderConfig
 from omnikit.moe import MoE, MoEConfig
 from omnikit.registry import configure, create_model, register_model
+from omnikit.speech.presets import qwen2_5_omni_7b_talker, qwen3_omni_30b_a3b_talker
 from omnikit.vision.video_vit import VideoViT, VideoViTConfig
 
 __all__ = ["QWEN_MEDIA_TOKENS", "qwen2_5_omni_7b_talker", "qwen2_5_omni_7b_thinker", "qwen3_omni_30b_a3b_talker",
@@ -52,16 +53,6 @@ def qwen2_5_omni_7b_thinker(**overrides: Any) -> EarlyFusionOmni:
     return EarlyFusionOmni(thinker, video=video, audio=audio, scheme=QWEN2_5_OMNI)
 
 
-@register_model(kind="talker", modalities=("text", "speech"))
-def qwen2_5_omni_7b_talker(**overrides: Any) -> Talker:
-    """Qwen2.5-Omni-7B Talker: 24 layers of width 896, one codebook of 8448 ids, conditioned on 3584-d states."""
-    return Talker(configure(
-        TalkerConfig, "qwen2_5_omni_7b_talker", overrides,
-        dim=896, depth=24, num_heads=12, num_kv_heads=4, head_dim=128, mlp_hidden=4864, thinker_dim=3584,
-        num_codebooks=1, codebook_size=8446, strategy="delay", embed_in_thinker_space=True, rope_base=1_000_000.0,
-    ))
-
-
 @register_model(kind="omni", modalities=("text", "image", "video", "audio"))
 def qwen3_omni_30b_a3b_thinker(**overrides: Any) -> EarlyFusionOmni:
     """Qwen3-Omni-30B-A3B Thinker: 48 MoE layers (128 experts, top-8), interleaved M-RoPE 24/20/20, AuT, ViT."""
@@ -76,17 +67,3 @@ def qwen3_omni_30b_a3b_thinker(**overrides: Any) -> EarlyFusionOmni:
     vit = VideoViT(VideoViTConfig(dim=1152, depth=27, num_heads=16, patch=(2, 16, 16), mlp_ratio=4304 / 1152,
                                   out_dim=2048))
     return EarlyFusionOmni(thinker, video=_vit_adapter(vit, 2048), audio=audio, scheme=QWEN3_OMNI)
-
-
-@register_model(kind="talker", modalities=("text", "speech"))
-def qwen3_omni_30b_a3b_talker(**overrides: Any) -> Talker:
-    """Qwen3-Omni-30B-A3B Talker: 20 MoE layers (128 experts of 384, top-6, gated shared expert of 768),
-    codebook 0 from the Talker and 15 more from a 5-layer code predictor (MTP), 16 codebooks of 2048."""
-    return Talker(configure(
-        TalkerConfig, "qwen3_omni_30b_a3b_talker", overrides,
-        dim=1024, depth=20, num_heads=16, num_kv_heads=2, thinker_dim=2048, num_codebooks=16,
-        codebook_size=2048, strategy="mtp", num_experts=128, top_k=6, expert_hidden=384, shared_hidden=768,
-        predictor_dim=1024, predictor_depth=5, predictor_heads=16, predictor_kv_heads=8, predictor_head_dim=128,
-        predictor_mlp_hidden=3072, rope_base=1_000_000.0,
-    ))
-

@@ -1,12 +1,16 @@
 """Trainable / frozen parameter selection for the usual omni training recipes.
 
-Parameters fall in four groups, found from the module tree (not from names):
+Parameters fall in four groups, found from the module tree (not from names): every module that
+has a ``fusion_groups()`` method declares ``{group: submodule}`` (later entries and inner modules
+override outer ones):
 
 - ``lm``: the language model (a :class:`CausalLM` / Thinker), excluding fusion layers inside it;
 - ``encoders``: media encoders inside adapters;
-- ``adapters``: projectors, resamplers and the ``fusion`` part of every :class:`FusionLayer`
-  (its gated cross-attention and tanh gates);
+- ``adapters``: adapters, projectors, resamplers, Q-Formers and the ``fusion`` part of every
+  :class:`FusionLayer` (its gated cross-attention and tanh gates);
 - ``other``: anything else (a Talker, ...).
+
+A new module joins a group by defining ``fusion_groups``; nothing here needs to know its class.
 
 Recipes: ``"full"`` trains everything; ``"freeze_lm"`` freezes the language model only;
 ``"adapters"`` trains only adapters (Flamingo / LLaVA stage 1: frozen LM and encoders);
@@ -17,11 +21,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from omnikit.fusion.adapters import AudioAdapter, VideoAdapter
-from omnikit.fusion.cross_attention import FusionLayer
-from omnikit.models.language_model import CausalLM
 from omnikit.utils.checks import check_choice
-from omnikit.video.temporal.resampler import PerceiverResampler
 
 __all__ = ["RECIPES", "apply_recipe", "parameter_groups"]
 
@@ -42,16 +42,10 @@ def parameter_groups(model: nn.Module) -> dict[str, list[str]]:
             group_of[id(p)] = group
 
     for module in model.modules():  # outer modules first, inner ones override
-        if isinstance(module, CausalLM):
-            mark(module, "lm")
-        elif isinstance(module, (AudioAdapter, VideoAdapter)):
-            mark(module, "adapters")
-            mark(module.encoder, "encoders")
-        elif isinstance(module, PerceiverResampler):
-            mark(module, "adapters")
-    for module in model.modules():
-        if isinstance(module, FusionLayer):
-            mark(module.fusion, "adapters")
+        declare = getattr(module, "fusion_groups", None)
+        if callable(declare):
+            for group, part in declare().items():
+                mark(part, group)
     groups: dict[str, list[str]] = {"lm": [], "encoders": [], "adapters": [], "other": []}
     for name, p in model.named_parameters():
         groups[group_of.get(id(p), "other")].append(name)

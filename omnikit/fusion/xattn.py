@@ -18,9 +18,8 @@ from torch import nn
 
 from omnikit.fusion.absent import absent_media_inputs, zero_of
 from omnikit.fusion.adapters import AudioAdapter, VideoAdapter
-from omnikit.fusion.cross_attention import FusionLayer, GatedCrossAttentionBlock, media_attention_mask
+from omnikit.fusion.cross_attention import GatedCrossAttentionBlock, media_attention_mask, with_fusion_layers
 from omnikit.fusion.modality import MediaTokens
-from omnikit.layers.decoder import run_blocks
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.models.language_model import CausalLM
 from omnikit.streaming import StreamingContainer, StreamingModule, StreamingState
@@ -83,7 +82,9 @@ class CrossAttentionOmni(StreamingContainer, nn.Module):
     """Text decoder + gated cross-attention to resampled video and audio.
 
     Args:
-        lm: the text-only language model; its blocks ``every - 1, 2 * every - 1, ...`` get wrapped.
+        lm: the text-only language model; this model's copy of it has its blocks ``every - 1,
+            2 * every - 1, ...`` wrapped in :class:`FusionLayer` s (``lm`` is not changed; see
+            :func:`with_fusion_layers`).
         media_tokens: the marker token of each media modality.
         video, audio: adapters producing media tokens of width ``media_dim``.
         media_dim: width of the media tokens and of the resampler.
@@ -123,9 +124,9 @@ class CrossAttentionOmni(StreamingContainer, nn.Module):
         self.markers = _MarkerTracker(media_tokens)
         heads = num_heads or lm.config.num_heads
         self.resampler = PerceiverResampler(media_dim, num_latents, depth=1, num_heads=heads)
-        blocks = lm.decoder.blocks
-        for i in range(every - 1, len(blocks), every):
-            blocks[i] = FusionLayer(blocks[i], GatedCrossAttentionBlock(lm.config.dim, media_dim, heads))
+        fusions = {i: GatedCrossAttentionBlock(lm.config.dim, media_dim, heads)
+                   for i in range(every - 1, len(lm.decoder.blocks), every)}
+        self.lm = with_fusion_layers(lm, fusions)  # the caller's ``lm`` stays unwrapped
 
     @property
     def output_dim(self) -> int:
@@ -229,7 +230,6 @@ class CrossAttentionOmni(StreamingContainer, nn.Module):
         """Logits ``(B, T, vocab)`` (and the final hidden states with ``return_hidden``); ``media``: the
         keywords of :meth:`encode_media`."""
         check_tensor(input_ids, "input_ids", ndim=2, floating=False)
-        decoder = self.lm.decoder
         chunk_valid = None
         if lengths is not None:  # valid tokens of this call (of this chunk when streaming)
             lengths = check_lengths(lengths, "lengths", batch=input_ids.shape[0], max_len=input_ids.shape[1])
@@ -237,19 +237,12 @@ class CrossAttentionOmni(StreamingContainer, nn.Module):
         markers, start, valid = self.markers(input_ids, chunk_valid)
         latents, zero = self._encode(**media)
         media, offsets = self._gather(latents, markers, input_ids.device, complete=self.markers.streaming_state is None)
+        positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
         media_mask = None
         if media is not None:
-            query = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
-            media_mask = media_attention_mask(offsets, query, self.num_latents, only_latest=self.only_latest)
-        x = self.lm.embed(input_ids)
-        rope = decoder.rotary(torch.arange(start, start + input_ids.shape[1], device=input_ids.device))
-        common = {"rope": rope, "key_padding_mask": valid}
-        fused = {**common, "media": media, "media_mask": media_mask}
-        x, _ = run_blocks(
-            decoder.blocks, x, lambda block: fused if isinstance(block, FusionLayer) else common,
-            checkpointing=decoder.gradient_checkpointing and self.training, return_aux=False,
-        )
-        hidden = decoder.norm(x)
+            media_mask = media_attention_mask(offsets, positions, self.num_latents, only_latest=self.only_latest)
+        hidden = self.lm.decoder(self.lm.embed(input_ids), positions=positions, key_padding_mask=valid,
+                                 block_kwargs={"media": media, "media_mask": media_mask})
         logits = self.lm.lm_head(hidden)
         if zero is not None:
             logits, hidden = logits + zero, hidden + zero

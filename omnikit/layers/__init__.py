@@ -3,7 +3,7 @@
 from omnikit.layers.attention import Attention
 from omnikit.layers.attention_backends import BACKENDS, flash_attn_available, scaled_dot_product
 from omnikit.layers.conv import CausalConv1d
-from omnikit.layers.decoder import Decoder, DecoderBlock, DecoderConfig, default_mlp_hidden
+from omnikit.layers.decoder import BlockStack, Decoder, DecoderBlock, DecoderConfig, default_mlp_hidden
 from omnikit.layers.kv_cache import KVCache
 from omnikit.layers.masks import (
     build_attention_mask,
@@ -14,10 +14,12 @@ from omnikit.layers.masks import (
 from omnikit.layers.mlp import GeluMLP, SwiGLU, build_mlp
 from omnikit.layers.norm import LayerNorm, RMSNorm, build_norm
 from omnikit.layers.rotary import RotaryEmbedding, apply_rotary
+from omnikit.layers.stack import TransformerStack
 
 __all__ = [
     "BACKENDS",
     "Attention",
+    "BlockStack",
     "CausalConv1d",
     "Decoder",
     "DecoderBlock",
@@ -28,6 +30,7 @@ __all__ = [
     "RMSNorm",
     "RotaryEmbedding",
     "SwiGLU",
+    "TransformerStack",
     "apply_rotary",
     "build_attention_mask",
     "build_mlp",

@@ -18,12 +18,12 @@ from torch.utils.checkpoint import checkpoint
 
 from omnikit.layers.attention import Attention
 from omnikit.layers.masks import positions_from_cu_seqlens
-from omnikit.layers.mlp import build_mlp
-from omnikit.layers.norm import build_norm
+from omnikit.layers.mlp import MLPKind, build_mlp
+from omnikit.layers.norm import NormKind, build_norm
 from omnikit.layers.rotary import RotaryEmbedding
 from omnikit.utils.checks import OmnikitValueError, check_tensor
 
-__all__ = ["Decoder", "DecoderBlock", "DecoderConfig", "default_mlp_hidden", "mlp_residual", "run_blocks"]
+__all__ = ["BlockStack", "Decoder", "DecoderBlock", "DecoderConfig", "default_mlp_hidden", "mlp_residual", "run_blocks"]
 
 
 def default_mlp_hidden(dim: int, multiple_of: int = 64) -> int:
@@ -33,7 +33,10 @@ def default_mlp_hidden(dim: int, multiple_of: int = 64) -> int:
 
 @dataclass
 class DecoderConfig:
-    """Hyper-parameters of a decoder stack (and of the language models built on it)."""
+    """Hyper-parameters of a decoder stack (and of the language models built on it).
+
+    Its defaults are the defaults of :class:`DecoderBlock` too (one set: Qwen3's qk-norm and rotary base).
+    """
 
     dim: int
     depth: int
@@ -41,8 +44,8 @@ class DecoderConfig:
     num_kv_heads: int | None = None
     head_dim: int | None = None
     mlp_hidden: int | None = None
-    mlp: str = "swiglu"
-    norm: str = "rmsnorm"
+    mlp: MLPKind = "swiglu"
+    norm: NormKind = "rmsnorm"
     norm_eps: float = 1e-6
     qk_norm: bool = True
     qkv_bias: bool = False
@@ -55,6 +58,10 @@ class DecoderConfig:
     vocab_size: int | None = None
     tie_embeddings: bool = False
     out_bias: bool = False
+
+
+#: The defaults :class:`DecoderBlock` shares with :class:`DecoderConfig`.
+_DEFAULTS = DecoderConfig(dim=1, depth=1, num_heads=1)
 
 
 class DecoderBlock(nn.Module):
@@ -70,10 +77,10 @@ class DecoderBlock(nn.Module):
             (a MoE layer, an adapter ...).
         norm: ``"rmsnorm"`` or ``"layernorm"``.
         norm_eps: epsilon of both norms.
-        qk_norm: RMS-normalise queries and keys per head.
+        qk_norm: RMS-normalise queries and keys per head (default on, as in :class:`DecoderConfig`).
         qkv_bias: bias on the fused q/k/v projection.
         out_bias: bias on the attention output projection.
-        rope_base: rotary base of the block's own rotary table.
+        rope_base: rotary base of the block's own rotary table (default ``1e6``, as in :class:`DecoderConfig`).
         mrope_sections: ``(t, h, w)`` frequency counts to make the block's rotary M-RoPE.
         mrope_interleaved: interleaved (Qwen3-Omni) instead of contiguous M-RoPE split.
         sliding_window: attend to at most this many most recent positions.
@@ -92,20 +99,20 @@ class DecoderBlock(nn.Module):
         head_dim: int | None = None,
         *,
         mlp_hidden: int | None = None,
-        mlp: str | nn.Module = "swiglu",
-        norm: str = "rmsnorm",
-        norm_eps: float = 1e-6,
-        qk_norm: bool = False,
-        qkv_bias: bool = False,
+        mlp: MLPKind | nn.Module = _DEFAULTS.mlp,
+        norm: NormKind = _DEFAULTS.norm,
+        norm_eps: float = _DEFAULTS.norm_eps,
+        qk_norm: bool = _DEFAULTS.qk_norm,
+        qkv_bias: bool = _DEFAULTS.qkv_bias,
         out_bias: bool = False,
-        rope_base: float = 10000.0,
+        rope_base: float = _DEFAULTS.rope_base,
         mrope_sections: tuple[int, int, int] | None = None,
         mrope_interleaved: bool = False,
         rotary: RotaryEmbedding | None = None,
         use_rope: bool = True,
         sliding_window: int | None = None,
         attention_chunk: int | None = None,
-        backend: str = "sdpa",
+        backend: str = _DEFAULTS.backend,
         causal: bool = True,
     ) -> None:
         super().__init__()
@@ -206,8 +213,43 @@ def run_blocks(
     return x, auxes
 
 
-class Decoder(nn.Module):
-    """A stack of :class:`DecoderBlock` with one shared rotary table and a final norm.
+class BlockStack(nn.Module):
+    """Blocks applied in order, then an optional final norm: the one stack the library's encoders and
+    decoders are made of (:class:`Decoder`, :class:`~omnikit.layers.stack.TransformerStack`, the audio
+    encoders' ``EncoderStack``). ``(B, T, dim) -> (B, T, dim)``.
+
+    ``run(x, kwargs, extra)`` calls every block with ``kwargs`` and the blocks that declare
+    ``takes_block_kwargs = True`` (a :class:`~omnikit.fusion.FusionLayer`, say) with ``extra`` too.
+    Set ``gradient_checkpointing = True`` to recompute blocks in backward.
+    """
+
+    def __init__(self, blocks: Iterable[nn.Module], norm: nn.Module | None = None) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.norm = norm
+        self.gradient_checkpointing = False
+
+    def run(
+        self,
+        x: torch.Tensor,
+        kwargs: dict[str, Any],
+        extra: dict[str, Any] | None = None,
+        *,
+        return_aux: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, list[Any]]:
+        """The blocks then the norm; with ``return_aux`` also one auxiliary output per block."""
+        extended = {**kwargs, **extra} if extra else kwargs
+        x, auxes = run_blocks(
+            self.blocks, x, lambda block: extended if getattr(block, "takes_block_kwargs", False) else kwargs,
+            checkpointing=self.gradient_checkpointing and self.training, return_aux=return_aux,
+        )
+        if self.norm is not None:
+            x = self.norm(x)
+        return (x, auxes) if return_aux else x
+
+
+class Decoder(BlockStack):
+    """A :class:`BlockStack` of :class:`DecoderBlock` with one shared rotary table and a final norm.
 
     ``forward(x: (B, T, dim)) -> (B, T, dim)``. ``mlp_factory(layer_index)`` may supply each
     block's MLP (MoE layers every other block, say); otherwise ``config.mlp`` is used.
@@ -215,28 +257,26 @@ class Decoder(nn.Module):
     """
 
     def __init__(self, config: DecoderConfig, mlp_factory: MLPFactory | None = None) -> None:
-        super().__init__()
         if config.depth < 1:
             raise OmnikitValueError(f"`depth` expected an int >= 1 but got {config.depth}")
-        self.config = config
         head_dim = config.head_dim or config.dim // config.num_heads
-        self.rotary = RotaryEmbedding(
+        rotary = RotaryEmbedding(
             head_dim, config.rope_base, sections=config.mrope_sections, interleaved=config.mrope_interleaved
         )
-        self.blocks = nn.ModuleList(
+        super().__init__((
             DecoderBlock(
                 config.dim, config.num_heads, config.num_kv_heads, config.head_dim,
                 mlp_hidden=config.mlp_hidden,
                 mlp=mlp_factory(i) if mlp_factory is not None else config.mlp,
                 norm=config.norm, norm_eps=config.norm_eps, qk_norm=config.qk_norm, qkv_bias=config.qkv_bias,
                 out_bias=config.out_bias,
-                rotary=self.rotary, sliding_window=config.sliding_window, attention_chunk=config.attention_chunk,
+                rotary=rotary, sliding_window=config.sliding_window, attention_chunk=config.attention_chunk,
                 backend=config.backend,
             )
             for i in range(config.depth)
-        )
-        self.norm = build_norm(config.norm, config.dim, config.norm_eps)
-        self.gradient_checkpointing = False
+        ), build_norm(config.norm, config.dim, config.norm_eps))
+        self.config = config
+        self.rotary = rotary
 
     def forward(
         self,
@@ -252,8 +292,8 @@ class Decoder(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, list[Any]]:
         """``x: (B, T, dim) -> (B, T, dim)``; arguments as in :meth:`DecoderBlock.forward`.
 
-        ``block_kwargs`` go to every block as extra keyword arguments (e.g. ``media`` for
-        blocks wrapped in a fusion layer).
+        ``block_kwargs`` go, as extra keyword arguments, to the blocks that declare
+        ``takes_block_kwargs = True`` (e.g. ``media`` for blocks wrapped in a fusion layer).
 
         With ``return_aux=True`` returns ``(y, auxes)``: one auxiliary output per block (``None``
         for blocks whose MLP has none), e.g. to sum MoE load-balancing losses.
@@ -263,9 +303,5 @@ class Decoder(nn.Module):
             positions = _default_positions(x.shape[1], self.blocks[0].attn.cache_length, cu_seqlens, x.device)
         rope = self.rotary(positions)
         kwargs = dict(rope=rope, key_padding_mask=key_padding_mask, attention_mask=attention_mask,
-                      cu_seqlens=cu_seqlens, causal=causal, **(block_kwargs or {}))
-        x, auxes = run_blocks(
-            self.blocks, x, lambda block: kwargs, checkpointing=self.gradient_checkpointing and self.training,
-            return_aux=return_aux,
-        )
-        return (self.norm(x), auxes) if return_aux else self.norm(x)
+                      cu_seqlens=cu_seqlens, causal=causal)
+        return self.run(x, kwargs, block_kwargs, return_aux=return_aux)

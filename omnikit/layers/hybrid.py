@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from omnikit.layers.decoder import DecoderBlock, default_mlp_hidden, mlp_residual, run_blocks
+from omnikit.layers.decoder import DecoderBlock, DecoderConfig, default_mlp_hidden, mlp_residual, run_blocks
 from omnikit.layers.linear_attention import GatedDeltaNet
 from omnikit.layers.mlp import build_mlp
 from omnikit.layers.norm import RMSNorm
@@ -27,33 +27,27 @@ __all__ = ["HybridConfig", "HybridDecoder", "LinearAttentionBlock"]
 
 
 @dataclass
-class HybridConfig:
-    """Hyper-parameters of a :class:`HybridDecoder`.
+class HybridConfig(DecoderConfig):
+    """Hyper-parameters of a :class:`HybridDecoder`: a :class:`DecoderConfig` (its full-attention
+    blocks: ``dim``, ``depth``, heads, ``mlp``, ``qk_norm``, ``rope_base`` ...) plus the linear ones.
 
     Attributes:
-        dim, depth: width and number of blocks.
-        num_heads, num_kv_heads, head_dim: full-attention geometry (qk-norm, rotary).
         linear_heads, linear_head_dim: Gated DeltaNet query/key heads and ``d_k``.
         linear_v_heads, linear_v_head_dim: Gated DeltaNet value heads and ``d_v``.
         full_attention_interval: every ``n``-th block (``i % n == n - 1``) is full attention.
-        mlp_hidden: SwiGLU width of the dense MLPs (default ``8/3 * dim``).
         conv_size, chunk_size: Gated DeltaNet short-convolution kernel and chunk length.
         linear_backend: ``"auto"``, ``"torch"`` or ``"fla"``.
+
+    ``rope_base`` defaults to ``10000``; the norms are RMSNorm; M-RoPE, sliding windows, attention
+    chunks and a vocabulary do not apply.
     """
 
-    dim: int
-    depth: int
-    num_heads: int
-    num_kv_heads: int | None = None
-    head_dim: int | None = None
+    rope_base: float = 10000.0
     linear_heads: int | None = None
     linear_head_dim: int | None = None
     linear_v_heads: int | None = None
     linear_v_head_dim: int | None = None
     full_attention_interval: int = 4
-    mlp_hidden: int | None = None
-    norm_eps: float = 1e-6
-    rope_base: float = 10000.0
     conv_size: int = 4
     chunk_size: int = 64
     linear_backend: str = "auto"
@@ -96,12 +90,12 @@ class HybridDecoder(StreamingContainer, nn.Module):
         blocks: list[nn.Module] = []
         for i in range(cfg.depth):
             mlp = mlp_factory(i) if mlp_factory is not None else build_mlp(
-                "swiglu", cfg.dim, cfg.mlp_hidden or default_mlp_hidden(cfg.dim)
+                cfg.mlp, cfg.dim, cfg.mlp_hidden or default_mlp_hidden(cfg.dim)
             )
             if self.is_full_attention(i):
                 blocks.append(DecoderBlock(
-                    cfg.dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, mlp=mlp, qk_norm=True,
-                    norm_eps=cfg.norm_eps, rotary=self.rotary,
+                    cfg.dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, mlp=mlp, qk_norm=cfg.qk_norm,
+                    qkv_bias=cfg.qkv_bias, norm_eps=cfg.norm_eps, rotary=self.rotary, backend=cfg.backend,
                 ))
             else:
                 mixer = GatedDeltaNet(

@@ -1,6 +1,8 @@
-"""Registered model entrypoints that are not tied to one modality family (language decoders)."""
+"""Language models: registered decoder entrypoints, :class:`CausalLM`, sampling and KV-cached generation."""
 
-from omnikit.models import decoders
+from omnikit.models import presets
+from omnikit.models.generation import GenerationOutput, GenerationStep
 from omnikit.models.language_model import CausalLM
+from omnikit.models.sampling import GREEDY, Sampling, sample_next
 
-__all__ = ["CausalLM", "decoders"]
+__all__ = ["GREEDY", "CausalLM", "GenerationOutput", "GenerationStep", "Sampling", "presets", "sample_next"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from omnikit.layers.decoder import Decoder, DecoderConfig, MLPFactory
+from omnikit.models.generation import GenerationOutput, GenerationStep, generate, stream_generate
 from omnikit.streaming import StreamingContainer
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_tensor
@@ -19,7 +21,8 @@ class CausalLM(StreamingContainer, nn.Module):
     """``input_ids (B, T) -> logits (B, T, vocab_size)``.
 
     Streaming (``with lm.streaming(B):``) caches keys/values, so feeding a prompt and then one
-    token at a time gives the same logits as one full forward.
+    token at a time gives the same logits as one full forward; :meth:`stream_generate` /
+    :meth:`generate` decode that way (see :mod:`omnikit.models.generation`).
     """
 
     supports_streaming = True
@@ -39,6 +42,10 @@ class CausalLM(StreamingContainer, nn.Module):
             self.lm_head.weight = self.embed.weight
         self.reset_parameters()
 
+    def fusion_groups(self) -> dict[str, nn.Module]:
+        """{recipe group: module}: the language model trains as ``lm`` (see :func:`omnikit.fusion.parameter_groups`)."""
+        return {"lm": self}
+
     @property
     def output_dim(self) -> int:
         return self.config.vocab_size
@@ -50,6 +57,23 @@ class CausalLM(StreamingContainer, nn.Module):
                 nn.init.normal_(module.weight, std=std)
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
+
+    @property
+    def uses_mrope(self) -> bool:
+        """Positions are ``(3, B, T)`` M-RoPE ids."""
+        return self.config.mrope_sections is not None
+
+    def check_ids(self, input_ids: torch.Tensor) -> None:
+        """``input_ids (B, T)`` int in ``[0, vocab_size)``: the one value check of a public entry point
+        (skipped while compiling; generated tokens never come through it)."""
+        check_tensor(input_ids, "input_ids", ndim=2, floating=False)
+        if torch.compiler.is_compiling() or not input_ids.numel():
+            return
+        low, high = int(input_ids.min()), int(input_ids.max())
+        if low < 0 or high >= self.config.vocab_size:
+            raise OmnikitValueError(
+                f"`input_ids` expected values in [0, {self.config.vocab_size}) but got [{low}, {high}]"
+            )
 
     def forward(
         self,
@@ -65,17 +89,34 @@ class CausalLM(StreamingContainer, nn.Module):
         positions, key_padding_mask, cu_seqlens: see :meth:`Decoder.forward`.
         return_hidden: also return the final hidden states ``(B, T, dim)``.
         """
-        check_tensor(input_ids, "input_ids", ndim=2, floating=False)
-        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.vocab_size):
-            raise OmnikitValueError(
-                f"`input_ids` expected values in [0, {self.config.vocab_size}) but got "
-                f"[{int(input_ids.min())}, {int(input_ids.max())}]"
-            )
+        self.check_ids(input_ids)
         hidden = self.decoder(
             self.embed(input_ids), positions=positions, key_padding_mask=key_padding_mask, cu_seqlens=cu_seqlens
         )
         logits = self.lm_head(hidden)
         return (logits, hidden) if return_hidden else logits
+
+    def decode_step(
+        self, tokens: torch.Tensor, *, positions: torch.Tensor, key_padding_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One generated token per item, inside an open stream: ``tokens (B, 1)`` -> logits
+        ``(B, 1, vocab)`` and hidden ``(B, 1, dim)``. No value checks: the ids come from the model."""
+        hidden = self.decoder(self.embed(tokens), positions=positions, key_padding_mask=key_padding_mask)
+        return self.lm_head(hidden), hidden
+
+    def restrict_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits (..., vocab)`` with the ids generation must never pick at ``-inf`` (none here)."""
+        return logits
+
+    def stream_generate(self, input_ids: torch.Tensor, **kwargs: Any) -> Iterator[GenerationStep]:
+        """KV-cached decoding, one :class:`GenerationStep` per token (see :func:`.generation.stream_generate`)."""
+        return stream_generate(self, input_ids, **kwargs)
+
+    def generate(
+        self, input_ids: torch.Tensor, *, on_token: Callable[[GenerationStep], None] | None = None, **kwargs: Any
+    ) -> GenerationOutput:
+        """Run :meth:`stream_generate` to the end; ``on_token`` sees every step as it is made."""
+        return generate(self.stream_generate(input_ids, **kwargs), on_token)
 
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
         g = torch.Generator().manual_seed(seed)

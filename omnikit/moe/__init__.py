@@ -5,7 +5,7 @@
 (:class:`MoEAux`). Registered presets: ``omnikit.list_models(kind="moe")``.
 """
 
-from omnikit.moe import models
+from omnikit.moe import presets
 from omnikit.moe.dispatch import DispatchPlan, capacity, expert_choice_plan, token_choice_plan
 from omnikit.moe.experts import SwiGLUExperts
 from omnikit.moe.grouped import GroupedSwiGLU, RowChunk, RowLayout, TokenBags, grouped_mm_native, grouped_swiglu
@@ -31,8 +31,8 @@ __all__ = [
     "grouped_mm_native",
     "grouped_swiglu",
     "load_balancing_loss",
-    "models",
     "plot_expert_load",
+    "presets",
     "router_z_loss",
     "token_choice_plan",
 ]

@@ -99,6 +99,10 @@ class MoE(nn.Module):
     Submodules: ``router`` (:class:`TopKRouter`, fp32), ``experts`` (:class:`SwiGLUExperts`),
     optionally ``shared`` (:class:`SwiGLU`) and ``shared_gate`` (``Linear(dim, 1)``).
 
+    ``router``: another router to use instead of the :class:`TopKRouter` the config describes: any
+    module with ``forward(x (N, dim)) -> Routing`` and ``score(x) -> (logits, scores)`` ``(N, E)``
+    (mark it ``keep_fp32 = True`` to keep it float32 under ``create_model(dtype=bf16)``).
+
     The routed experts run as grouped GEMMs over tokens sorted by expert (one sort per forward,
     ``torch._grouped_mm`` where available) with a backward grouped the same way.
     """
@@ -106,7 +110,7 @@ class MoE(nn.Module):
     #: ``DecoderBlock(..., return_aux=True)`` forwards ``return_aux`` to MLPs that declare this.
     returns_aux = True
 
-    def __init__(self, config: MoEConfig) -> None:
+    def __init__(self, config: MoEConfig, router: nn.Module | None = None) -> None:
         super().__init__()
         check_choice(config.routing, "routing", ("token_choice", "expert_choice"))
         check_positive(config.shared_hidden, "shared_hidden", allow_zero=True)
@@ -117,7 +121,7 @@ class MoE(nn.Module):
         if config.routing == "expert_choice" and config.balance_bias:
             raise OmnikitValueError("`balance_bias` applies to token choice; expert choice is balanced by design")
         self.config = config
-        self.router = TopKRouter(
+        self.router = router if router is not None else TopKRouter(
             config.dim, config.num_experts, config.top_k, scoring=config.scoring,
             normalize=config.normalize_weights, scale=config.route_scale, balance_bias=config.balance_bias,
         )

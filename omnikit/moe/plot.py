@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from omnikit.utils.checks import OmnikitValueError, check_tensor
+from omnikit.utils.deps import new_figure
 
 __all__ = ["plot_expert_load"]
 
@@ -35,15 +36,11 @@ def plot_expert_load(
     counts = counts.detach().float().cpu().reshape(-1, counts.shape[-1])
     if labels is not None and len(labels) != counts.shape[0]:
         raise OmnikitValueError(f"`labels` expected {counts.shape[0]} entries but got {len(labels)}")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     share = counts / counts.sum(dim=-1, keepdim=True).clamp(min=1)
     series, experts = share.shape
     width = 0.8 / series
-    fig, ax = plt.subplots(figsize=(max(6.0, experts * 0.12 * series), 3.5))
+    fig = new_figure(figsize=(max(6.0, experts * 0.12 * series), 3.5))
+    ax = fig.subplots()
     for i, row in enumerate(share):
         label = labels[i] if labels is not None else None
         ax.bar(torch.arange(experts).float() + i * width, row.numpy(), width=width, label=label)
@@ -55,5 +52,4 @@ def plot_expert_load(
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path

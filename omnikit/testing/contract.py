@@ -12,13 +12,12 @@ fixed-size inputs), padded to the longest. Optional attributes the suite checks 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 
-__all__ = ["ContractInputs", "SupportsContract", "primary_output"]
+__all__ = ["ContractInputs", "primary_output"]
 
 
 @dataclass
@@ -38,11 +37,6 @@ class ContractInputs:
     lengths: torch.Tensor | None = None
     time_dims: dict[str, int] = field(default_factory=dict)
     lengths_kwarg: str | None = None
-
-
-@runtime_checkable
-class SupportsContract(Protocol):
-    def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs: ...
 
 
 def primary_output(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:

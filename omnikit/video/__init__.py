@@ -3,6 +3,7 @@
 The heavy dependencies (PyAV, decord, matplotlib) are imported only when a function needs them.
 """
 
+from omnikit.layers.tome import MergeResult, merge_by_assignment, merge_tokens
 from omnikit.video.audio import frame_audio_energy, load_audio
 from omnikit.video.backends import BACKENDS, VideoBackend, available_backends, open_video
 from omnikit.video.budget import BudgetPlan, TokenSpec, plan_budget
@@ -31,7 +32,6 @@ from omnikit.video.temporal import (
     TemporalPooling,
     TemporalTransformer,
 )
-from omnikit.video.tome import MergeResult, merge_by_assignment, merge_tokens
 
 __all__ = [
     "BACKENDS",

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from omnikit.utils.checks import OmnikitValueError
+from omnikit.utils.deps import require
 from omnikit.video.backends import check_path
-from omnikit.vision._deps import require
 
 __all__ = ["frame_audio_energy", "load_audio"]
 

@@ -68,7 +68,3 @@ class Clip:
     def fps(self) -> float:
         """Frame rate of the source video."""
         return self.info.fps
-
-    def float_frames(self) -> torch.Tensor:
-        """``(T, C, H, W)`` float32 in [0, 1]."""
-        return self.frames.float().div_(255.0)

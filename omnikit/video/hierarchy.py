@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from omnikit.layers.tome import merge_tokens
 from omnikit.outputs import EncoderOutput
 from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
@@ -24,7 +25,6 @@ from omnikit.utils.checks import check_choice, check_positive
 from omnikit.video.packing import pack_groups
 from omnikit.video.temporal.common import check_frame_tokens, frame_tokens_contract
 from omnikit.video.temporal.resampler import PerceiverResampler
-from omnikit.video.tome import merge_tokens
 
 __all__ = ["HierarchicalSummarizer", "HierarchyConfig", "HierarchyOutput"]
 

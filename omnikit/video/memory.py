@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from omnikit.layers.tome import merge_by_assignment, merge_tokens
 from omnikit.outputs import EncoderOutput
 from omnikit.utils.checks import OmnikitValueError, check_lengths, check_positive, check_tensor
 from omnikit.video.packing import pack_groups
-from omnikit.video.tome import merge_by_assignment, merge_tokens
 
 __all__ = ["MemoryBank"]
 

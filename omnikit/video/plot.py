@@ -7,16 +7,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from omnikit.utils.deps import new_figure
 from omnikit.video.clip import Clip
-from omnikit.vision._deps import require
 
 __all__ = ["plot_contact_sheet", "plot_sampling"]
-
-
-def _pyplot():
-    matplotlib = require("matplotlib")
-    matplotlib.use("Agg", force=False)
-    return require("matplotlib.pyplot")
 
 
 def plot_sampling(
@@ -32,10 +26,10 @@ def plot_sampling(
 
     The x axis is seconds when ``fps`` is given, frame numbers otherwise.
     """
-    plt = _pyplot()
     scale = 1.0 / fps if fps else 1.0
     x = np.arange(len(scores)) * scale
-    fig, ax = plt.subplots(figsize=(10, 3))
+    fig = new_figure(figsize=(10, 3))
+    ax = fig.subplots()
     ax.plot(x, scores, lw=1, color="tab:blue", label="cut score")
     for k, c in enumerate(cuts):
         ax.axvline(c * scale, color="tab:red", ls="--", lw=1, label="detected cut" if k == 0 else None)
@@ -48,18 +42,16 @@ def plot_sampling(
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_contact_sheet(clip: Clip, path: str | os.PathLike, *, columns: int = 6, title: str | None = None) -> None:
     """Save a grid of the clip's frames, each labelled with its frame index and timestamp."""
-    plt = _pyplot()
     count = len(clip)
     columns = max(1, min(columns, count))
     rows = -(-count // columns)
     height, width = clip.frames.shape[-2:]
-    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.2 * rows * height / width + 0.4),
-                             squeeze=False)
+    fig = new_figure(figsize=(2.2 * columns, 2.2 * rows * height / width + 0.4))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k < count:
@@ -69,4 +61,3 @@ def plot_contact_sheet(clip: Clip, path: str | os.PathLike, *, columns: int = 6,
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from omnikit.utils.checks import OmnikitValueError, check_positive
-from omnikit.vision._deps import require
+from omnikit.utils.deps import require
 
 __all__ = ["SyntheticVideo", "random_cuts", "write_synthetic_video"]
 

@@ -3,11 +3,11 @@
 timm is imported only when a :class:`FrameEncoder` is built from a name.
 """
 
+from omnikit.layers.stack import TransformerStack
 from omnikit.vision import presets as _presets  # noqa: F401  (registers the frame encoders)
 from omnikit.vision.frame_encoder import POOLS, FrameEncoder
 from omnikit.vision.merger import PatchMerger, group_patches
 from omnikit.vision.rotary import AxialRotaryEmbedding, grid_positions
-from omnikit.vision.stack import TransformerStack
 from omnikit.vision.tome_vit import ToMeFeatures, tome_forward_features
 from omnikit.vision.tubelet import TubeletEmbed, repeat_last_valid_frame
 from omnikit.vision.video_vit import VideoViT, VideoViTConfig

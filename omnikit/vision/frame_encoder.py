@@ -13,7 +13,7 @@ from torch import nn
 from omnikit.outputs import EncoderOutput
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError, check_choice, check_lengths, check_tensor
-from omnikit.vision._deps import require
+from omnikit.utils.deps import require
 from omnikit.vision.merger import PatchMerger
 from omnikit.vision.tome_vit import check_tome_backbone, tome_forward_features
 

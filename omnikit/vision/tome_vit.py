@@ -3,7 +3,7 @@
 Each block runs its own attention with *proportional attention* (the logit of a key that stands
 for ``s`` patches gets ``+log s``, so a merged token draws the attention of the patches it
 replaced), then merges ``r`` pairs of patch tokens by bipartite matching on the block's attention
-keys (averaged over heads) with :func:`omnikit.video.merge_tokens`, then runs its MLP on the
+keys (averaged over heads) with :func:`omnikit.layers.tome.merge_tokens`, then runs its MLP on the
 shorter sequence. Prefix tokens (CLS, registers) never merge. The ViT's weights are used as they
 are (ToMe needs no training); with ``r = 0`` the result is the ViT's ``forward_features``.
 """
@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from omnikit.layers.tome import merge_tokens
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError, check_positive, check_tensor
-from omnikit.video.tome import merge_tokens
 
 __all__ = ["ToMeFeatures", "check_tome_backbone", "tome_forward_features"]
 

@@ -15,13 +15,13 @@ import torch
 from torch import nn
 
 from omnikit.layers.masks import lengths_to_mask
+from omnikit.layers.stack import TransformerStack
 from omnikit.outputs import EncoderOutput
 from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import check_lengths, check_tensor
 from omnikit.vision.merger import PatchMerger
 from omnikit.vision.rotary import AxialRotaryEmbedding, grid_positions
-from omnikit.vision.stack import TransformerStack
 from omnikit.vision.tubelet import TubeletEmbed
 
 __all__ = ["VideoViT", "VideoViTConfig"]

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from omnikit.utils.checks import OmnikitValueError
+from omnikit.utils.deps import require
 from omnikit.video.backends.base import VideoBackend, check_path
 from omnikit.video.clip import VideoInfo
-from omnikit.vision._deps import require
 
 __all__ = ["DecordBackend"]
 

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from omnikit.utils.checks import OmnikitValueError
+from omnikit.utils.deps import require
 from omnikit.video.backends.base import VideoBackend, check_path
 from omnikit.video.clip import VideoInfo
-from omnikit.vision._deps import require
 
 __all__ = ["PyAVBackend"]
 

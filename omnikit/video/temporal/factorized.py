@@ -11,6 +11,7 @@ from torch import nn
 
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.layers.rotary import RotaryEmbedding
+from omnikit.layers.stack import TransformerStack
 from omnikit.outputs import EncoderOutput
 from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
@@ -21,7 +22,6 @@ from omnikit.video.temporal.common import (
     frame_tokens_contract,
     zero_padding,
 )
-from omnikit.vision.stack import TransformerStack
 
 __all__ = ["FactorizedConfig", "FactorizedEncoder"]
 

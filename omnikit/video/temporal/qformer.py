@@ -77,6 +77,10 @@ class QFormer(nn.Module):
         self.output_dim = config.dim
         self.gradient_checkpointing = False
 
+    def fusion_groups(self) -> dict[str, nn.Module]:
+        """{recipe group: module} (see :func:`omnikit.fusion.parameter_groups`): an adapter."""
+        return {"adapters": self}
+
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
         """``tokens (B, N, context_dim)``; ``lengths (B,)`` valid tokens per item."""
         tokens, key_mask = check_token_inputs(tokens, lengths, self.context_dim)

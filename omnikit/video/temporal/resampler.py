@@ -109,6 +109,10 @@ class PerceiverResampler(nn.Module):
         self.output_dim = dim
         self.gradient_checkpointing = False
 
+    def fusion_groups(self) -> dict[str, nn.Module]:
+        """{recipe group: module} (see :func:`omnikit.fusion.parameter_groups`): an adapter."""
+        return {"adapters": self}
+
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
         """``tokens (B, N, context_dim)``; ``lengths (B,)`` valid tokens per item (padding ignored)."""
         tokens, key_mask = check_token_inputs(tokens, lengths, self.context_dim)

@@ -108,7 +108,7 @@ class SpaceTimeEncoder(nn.Module):
         else:
             self.blocks = nn.ModuleList(
                 DecoderBlock(dim, config.num_heads, mlp="gelu", mlp_hidden=int(dim * config.mlp_ratio),
-                             norm="layernorm", norm_eps=config.norm_eps, qkv_bias=True, use_rope=False,
+                             norm="layernorm", norm_eps=config.norm_eps, qk_norm=False, qkv_bias=True, use_rope=False,
                              backend=config.backend, causal=False)
                 for _ in range(config.depth)
             )

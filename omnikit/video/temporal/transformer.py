@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from omnikit.layers.rotary import RotaryEmbedding
+from omnikit.layers.stack import TransformerStack
 from omnikit.outputs import EncoderOutput
 from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
@@ -20,7 +21,6 @@ from omnikit.video.temporal.common import (
     frame_tokens_contract,
     zero_padding,
 )
-from omnikit.vision.stack import TransformerStack
 
 __all__ = ["TemporalTransformer", "TemporalTransformerConfig"]
 

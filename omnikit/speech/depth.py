@@ -1,4 +1,4 @@
-"""The depth transformer over the codebooks of one frame (Moshi), and undelaying per-step logits.
+"""The depth transformer over the codebooks of one frame (Moshi).
 
 Shared by the Talker's ``"depth"`` / ``"mtp"`` strategies and the full-duplex model, where the
 first position is the inner-monologue text token.
@@ -7,16 +7,44 @@ first position is the inner-monologue text token.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from omnikit.audio.layouts import undelay_codes
+from omnikit.audio.layouts import undelay_logits
 from omnikit.layers.decoder import Decoder, DecoderConfig
 from omnikit.streaming import suspended
-from omnikit.utils.checks import OmnikitValueError, check_tensor
+from omnikit.utils.checks import OmnikitValueError
+from omnikit.utils.config import NestedConfig
 
-__all__ = ["CodePredictor", "undelay_logits"]
+# undelay_logits: imported from omnikit.audio.layouts, exported here too
+__all__ = ["PREDICTOR_DEFAULTS", "CodePredictor", "TemporalDepthConfig", "undelay_logits"]
+
+#: The depth transformer's :class:`DecoderConfig` fields unless configured otherwise (Talker and duplex).
+PREDICTOR_DEFAULTS: dict[str, Any] = dict(dim=64, depth=1, num_heads=4, rope_base=10000.0)
+
+
+class TemporalDepthConfig(NestedConfig):
+    """Shared by the configs of models made of a temporal transformer (``temporal``, over frames) and a
+    depth transformer (``predictor``, over the tokens of a frame): the flat keywords of ``temporal``
+    (``dim=``, ``depth=``, ``num_heads=`` ...), the defaults of both, and ``dim``."""
+
+    temporal: DecoderConfig
+    predictor: DecoderConfig
+
+    flat_fields: ClassVar[dict[str, tuple[str, str]]] = {
+        name: ("temporal", name)
+        for name in ("dim", "depth", "num_heads", "num_kv_heads", "head_dim", "mlp_hidden", "rope_base")
+    }
+    nested_defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        "temporal": dict(rope_base=10000.0), "predictor": PREDICTOR_DEFAULTS,
+    }
+
+    @property
+    def dim(self) -> int:
+        """The model's width (the temporal transformer's)."""
+        return self.temporal.dim
 
 
 class CodePredictor(nn.Module):
@@ -76,17 +104,3 @@ class CodePredictor(nn.Module):
                 x = self.decoder(self._inputs(h, codes[:, : k + 1]))
             codes[:, k] = pick(k, self.heads[k - self.first](x[:, k]))
         return codes
-
-
-def undelay_logits(logits: torch.Tensor, delays: Sequence[int] | None = None) -> torch.Tensor:
-    """Per-step logits of a delayed layout ``(B, S, K, V)`` -> per-frame ``(B, S - max(delays), K, V)``.
-
-    Frame ``f`` of codebook ``k`` was predicted at step ``f + delays[k]``: the layout of
-    :func:`omnikit.audio.delay_codes` (default delays ``0..K-1``), undone as
-    :func:`omnikit.audio.undelay_codes` does for codes.
-    """
-    check_tensor(logits, "logits", ndim=4)
-    batch, steps, k, vocab = logits.shape
-    step_of = undelay_codes(torch.arange(steps, device=logits.device).expand(1, k, steps), delays)  # (1, K, F)
-    index = step_of.transpose(1, 2)[..., None].expand(batch, step_of.shape[2], k, vocab)
-    return logits.gather(1, index)

@@ -1,14 +1,15 @@
-"""Next-token selection: greedy, temperature, top-k and nucleus (top-p) sampling."""
+"""Next-token selection: greedy, temperature, top-k and nucleus (top-p) sampling; banning ids."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from omnikit.utils.checks import OmnikitValueError, check_tensor
 
-__all__ = ["GREEDY", "Sampling", "sample_next"]
+__all__ = ["GREEDY", "Sampling", "ban_tokens", "sample_next"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,13 @@ class Sampling:
 
 #: Greedy decoding (argmax), the default everywhere.
 GREEDY = Sampling()
+
+
+def ban_tokens(logits: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
+    """``logits (..., V)`` with ``ids`` at ``-inf``, so no sampling picks them (a copy; none: unchanged)."""
+    if not ids:
+        return logits
+    return logits.index_fill(-1, torch.tensor(list(ids), device=logits.device), float("-inf"))
 
 
 def sample_next(

@@ -3,7 +3,7 @@
 ``run_omni_demo(out_dir)`` builds the registered ``thinker_talker_tiny`` (random weights: the
 answer is noise, the point is the wiring and the streaming), feeds it a synthetic clip, streams
 text and speech together, writes ``omni_demo.wav`` and ``omni_demo_layout.png`` (the token layout
-and its TMRoPE ids) and returns the timings.
+and its TMRoPE ids) and returns the timings. ``quickstart.py`` runs it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 import omnikit
-from omnikit.fusion.models import TINY_MARKERS, TINY_TOKENS
+from omnikit.fusion.models import TINY_TOKENS, tiny_omni_prompt
 
 __all__ = ["run_omni_demo", "write_wav"]
 
@@ -30,17 +30,6 @@ def write_wav(path: str | Path, wav: torch.Tensor, sample_rate: int) -> Path:
         f.setframerate(sample_rate)
         f.writeframes(samples.numpy().tobytes())
     return out
-
-
-def _synthetic_prompt(g: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """A 4-frame 16x16 clip (2 x 4 x 4 video tokens), 0.64 s of 16-mel audio (16 tokens), a question."""
-    frames = torch.rand(1, 4, 3, 16, 16, generator=g)
-    mels = torch.randn(1, 16, 64, generator=g)
-    m = TINY_MARKERS
-    question = torch.randint(8, 256, (6,), generator=g).tolist()
-    ids = ([m["vision_start"]] + [TINY_TOKENS.video] * 32 + [m["vision_end"]]
-           + [m["audio_start"]] + [TINY_TOKENS.audio] * 16 + [m["audio_end"]] + question)
-    return torch.tensor([ids]), {"frames": frames, "audio_features": mels, "audio_lengths": torch.tensor([64])}
 
 
 def run_omni_demo(
@@ -63,7 +52,7 @@ def run_omni_demo(
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = omnikit.create_model("thinker_talker_tiny").eval()
-    ids, media = _synthetic_prompt(torch.Generator().manual_seed(seed))
+    ids, media = tiny_omni_prompt(torch.Generator().manual_seed(seed))
     started = time.perf_counter()
     chunks = list(model.stream(ids, max_new_tokens=max_new_tokens, max_frames=max_frames,
                                chunk_frames=chunk_frames, **media))

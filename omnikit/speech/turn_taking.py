@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnikit.fusion.thinker_talker import SpeechChunk
 from omnikit.layers.conv import CausalConv1d
+from omnikit.speech.thinker_talker import SpeechChunk
 from omnikit.streaming import StreamingContainer, streaming
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_positive, check_tensor

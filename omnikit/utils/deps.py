@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import Any
 
-__all__ = ["require"]
+__all__ = ["new_figure", "require"]
 
 _EXTRA = {"av": "video", "decord": "video", "timm": "vision", "torchvision": "vision", "matplotlib": "plot"}
 
@@ -19,3 +20,9 @@ def require(module: str) -> ModuleType:
         raise ImportError(
             f"this feature needs the optional package {module!r}: `pip install omnikit[{extra}]`"
         ) from err
+
+
+def new_figure(**kwargs: Any) -> Any:
+    """A ``matplotlib.figure.Figure(**kwargs)`` that saves without pyplot: no backend is switched and no
+    global figure state is kept, so plotting never changes a notebook's or script's matplotlib setup."""
+    return require("matplotlib.figure").Figure(**kwargs)

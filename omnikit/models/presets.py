@@ -1,15 +1,16 @@
-"""Registered decoder presets: a tiny test model and published Qwen3 / Qwen3-MoE shapes."""
+"""Registered decoder presets: tiny test models, published Qwen3 / Qwen3-MoE shapes and the Qwen3-Next hybrid MoE stack."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from omnikit.layers.decoder import DecoderConfig
+from omnikit.layers.hybrid import HybridConfig, HybridDecoder
 from omnikit.models.language_model import CausalLM
 from omnikit.moe.layer import MoE, MoEConfig
 from omnikit.registry import configure, register_model
 
-__all__ = ["decoder_tiny", "qwen3_0_6b", "qwen3_1_7b", "qwen3_30b_a3b"]
+__all__ = ["decoder_tiny", "hybrid_moe_tiny", "qwen3_0_6b", "qwen3_1_7b", "qwen3_30b_a3b", "qwen3_next_80b_a3b"]
 
 
 @register_model(kind="decoder", modalities=("text",))
@@ -51,3 +52,31 @@ def qwen3_30b_a3b(**overrides: Any) -> CausalLM:
     )
     moe = MoEConfig(dim=config.dim, num_experts=128, top_k=8, expert_hidden=768)
     return CausalLM(config, mlp_factory=lambda i: MoE(moe))
+
+
+@register_model(kind="decoder", modalities=("text",))
+def hybrid_moe_tiny(**overrides: Any) -> HybridDecoder:
+    """Qwen3-Next-style hybrid MoE stack at dim 32: 3 Gated DeltaNet blocks per full-attention block,
+    MoE MLPs (8 experts, top-2, gated shared expert)."""
+    config = configure(
+        HybridConfig, "hybrid_moe_tiny", overrides, dim=32, depth=4, num_heads=4, num_kv_heads=2, linear_heads=2,
+        linear_v_heads=4, linear_head_dim=8, linear_v_head_dim=8, chunk_size=4,
+    )
+    moe = MoEConfig(dim=config.dim, num_experts=8, top_k=2, expert_hidden=16, shared_hidden=16, shared_gate=True)
+    return HybridDecoder(config, mlp_factory=lambda i: MoE(moe))
+
+
+@register_model(kind="decoder", modalities=("text",))
+def qwen3_next_80b_a3b(**overrides: Any) -> HybridDecoder:
+    """Qwen3-Next-80B-A3B stack shapes (build on ``device="meta"``): 48 layers at dim 2048, full
+    attention every 4th layer (16 q / 2 kv heads of 256), Gated DeltaNet elsewhere (16 qk heads,
+    32 v heads, all of 128), MoE with 512 experts of 512, top-10, gated shared expert of 512.
+    Shapes only: Qwen3-Next's output-gated attention and partial rotary are not modelled."""
+    config = configure(
+        HybridConfig, "qwen3_next_80b_a3b", overrides, dim=2048, depth=48, num_heads=16, num_kv_heads=2,
+        head_dim=256, linear_heads=16, linear_head_dim=128, linear_v_heads=32, linear_v_head_dim=128,
+        rope_base=10_000_000.0,
+    )
+    moe = MoEConfig(dim=config.dim, num_experts=512, top_k=10, expert_hidden=512, shared_hidden=512,
+                    shared_gate=True)
+    return HybridDecoder(config, mlp_factory=lambda i: MoE(moe))

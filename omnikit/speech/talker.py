@@ -3,7 +3,8 @@
 At frame step ``s`` the Talker's input is the sum of the previous frame's code embeddings and
 the Thinker's reply token ``s`` (``text_proj(embedding + hidden state)``; a learned pad vector
 once the reply has no token left). An optional context prefix (the Thinker's prompt states) is
-prepended. Three strategies predict the ``K`` codes of a frame:
+prepended. A strategy (a :class:`~omnikit.speech.heads.TalkerHead` registered by name) predicts
+the ``K`` codes of a frame; three are built in:
 
 - ``"delay"`` (MusicGen): codebook ``k`` is delayed by ``k`` steps and ``K`` heads predict one
   column of the delayed layout per step (frame ``f`` completes at step ``f + K - 1``);
@@ -19,67 +20,74 @@ sequence, ``eos = codebook_size + 1`` on codebook 0 ends the speech.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnikit.audio.layouts import delay_codes, undelay_codes
-from omnikit.fusion.depth import CodePredictor, undelay_logits
-from omnikit.fusion.sampling import GREEDY, Sampling, sample_next
 from omnikit.layers.decoder import Decoder, DecoderConfig
 from omnikit.layers.masks import lengths_to_mask
+from omnikit.models.sampling import GREEDY, Sampling, ban_tokens, sample_next
 from omnikit.moe import MoE, MoEConfig
+from omnikit.speech import delay_head, depth_head  # noqa: F401  (register the built-in strategies)
+from omnikit.speech.depth import PREDICTOR_DEFAULTS, TemporalDepthConfig
+from omnikit.speech.heads import TALKER_HEADS, Pick, build_talker_head
 from omnikit.streaming import StreamingContainer, streaming
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import check_choice, check_positive, check_tensor
+from omnikit.utils.checks import check_positive, check_tensor
 
-__all__ = ["STRATEGIES", "Talker", "TalkerConfig", "codebook_loss", "per_codebook_loss"]
+__all__ = ["STRATEGIES", "Talker", "TalkerConfig", "TalkerStrategy", "codebook_loss", "per_codebook_loss"]
 
-STRATEGIES = ("delay", "depth", "mtp")
+#: The built-in strategies, ``("delay", "depth", "mtp")``; ``TALKER_HEADS`` holds every registered one.
+STRATEGIES = tuple(TALKER_HEADS)
 
+
+#: The built-in Talker strategies' names (registered ones are accepted too).
+TalkerStrategy = Literal["delay", "depth", "mtp"]
 
 @dataclass
-class TalkerConfig:
+class TalkerConfig(TemporalDepthConfig):
     """Hyper-parameters of a :class:`Talker`.
 
     Attributes:
-        dim, depth, num_heads, num_kv_heads, head_dim, mlp_hidden: the temporal decoder.
+        temporal: the temporal decoder (one step per frame).
         thinker_dim: width of the Thinker states it is conditioned on.
         num_codebooks, codebook_size: the codec's code layout.
-        strategy: ``"delay"``, ``"depth"`` or ``"mtp"``.
-        predictor_dim, predictor_depth, predictor_heads, predictor_kv_heads, predictor_head_dim,
-            predictor_mlp_hidden: the code predictor (depth / mtp).
+        strategy: a registered Talker strategy: ``"delay"``, ``"depth"``, ``"mtp"`` or one added with
+            :func:`~omnikit.speech.heads.register_talker_head`.
+        predictor: the code predictor over the codebooks of a frame (depth / mtp).
         num_experts, top_k, expert_hidden, shared_hidden: MoE feed-forward layers in the temporal
             decoder (Qwen3-Omni's Talker; 0 experts: dense), shared expert sigmoid-gated.
         embed_in_thinker_space: code embeddings have the Thinker's width and are added to the
             reply states before ``text_proj`` (Qwen2.5-Omni) instead of after it.
-        rope_base: rotary base of the temporal decoder.
+
+    ``configure`` / :meth:`from_flat` also take the flat keywords of :attr:`flat_fields`
+    (``dim=``, ``predictor_depth=`` ...; see ``docs/thinker_talker.md``).
     """
 
-    dim: int
-    depth: int
-    num_heads: int
+    temporal: DecoderConfig
     thinker_dim: int
     num_codebooks: int = 4
     codebook_size: int = 64
-    strategy: str = "delay"
-    num_kv_heads: int | None = None
-    head_dim: int | None = None
-    mlp_hidden: int | None = None
-    predictor_dim: int = 64
-    predictor_depth: int = 1
-    predictor_heads: int = 4
-    predictor_kv_heads: int | None = None
-    predictor_head_dim: int | None = None
-    predictor_mlp_hidden: int | None = None
+    strategy: TalkerStrategy = "delay"
+    predictor: DecoderConfig = field(default_factory=lambda: DecoderConfig(**PREDICTOR_DEFAULTS))
     num_experts: int = 0
     top_k: int = 2
     expert_hidden: int = 0
     shared_hidden: int = 0
     embed_in_thinker_space: bool = False
-    rope_base: float = 10000.0
+
+    flat_fields: ClassVar[dict[str, tuple[str, str]]] = {
+        **TemporalDepthConfig.flat_fields,
+        "predictor_dim": ("predictor", "dim"),
+        "predictor_depth": ("predictor", "depth"),
+        "predictor_heads": ("predictor", "num_heads"),
+        "predictor_kv_heads": ("predictor", "num_kv_heads"),
+        "predictor_head_dim": ("predictor", "head_dim"),
+        "predictor_mlp_hidden": ("predictor", "mlp_hidden"),
+    }
 
     @property
     def vocab(self) -> int:
@@ -117,7 +125,6 @@ class Talker(StreamingContainer, nn.Module):
 
     def __init__(self, config: TalkerConfig) -> None:
         super().__init__()
-        check_choice(config.strategy, "strategy", STRATEGIES)
         check_positive(config.num_codebooks, "num_codebooks")
         self.config = config
         self.bos, self.eos = config.codebook_size, config.codebook_size + 1
@@ -128,26 +135,16 @@ class Talker(StreamingContainer, nn.Module):
                 shared_hidden=config.shared_hidden, shared_gate=bool(config.shared_hidden),
             )
             moe = lambda _: MoE(moe_config)
-        self.decoder = Decoder(DecoderConfig(
-            dim=config.dim, depth=config.depth, num_heads=config.num_heads, num_kv_heads=config.num_kv_heads,
-            head_dim=config.head_dim, mlp_hidden=config.mlp_hidden, rope_base=config.rope_base, qk_norm=True,
-        ), moe)
+        self.decoder = Decoder(config.temporal, moe)
         width = config.thinker_dim if config.embed_in_thinker_space else config.dim
         self.code_embed = nn.ModuleList(nn.Embedding(config.vocab, width) for _ in range(config.num_codebooks))
         self.text_proj = nn.Linear(config.thinker_dim, config.dim)
         self.text_pad = nn.Parameter(torch.zeros(config.thinker_dim))
-        k, v = config.num_codebooks, config.vocab
-        heads = {"delay": k, "depth": 0, "mtp": 1}[config.strategy]
-        self.heads = nn.Linear(config.dim, heads * v, bias=False) if heads else None
-        first = 1 if config.strategy == "mtp" else 0
-        self.predictor = None
-        if config.strategy != "delay":
-            predictor = DecoderConfig(
-                dim=config.predictor_dim, depth=config.predictor_depth, num_heads=config.predictor_heads,
-                num_kv_heads=config.predictor_kv_heads, head_dim=config.predictor_head_dim,
-                mlp_hidden=config.predictor_mlp_hidden, rope_base=10000.0, qk_norm=True,
-            )
-            self.predictor = CodePredictor(config.dim, predictor, [config.vocab] * k, first=first)
+        self.heads: nn.Module | None = None
+        self.predictor: nn.Module | None = None
+        self.head = build_talker_head(config)
+        for name, module in self.head.modules.items():  # the Talker owns them: state-dict keys ``name.*``
+            setattr(self, name, module)
 
     @property
     def output_dim(self) -> int:
@@ -156,7 +153,7 @@ class Talker(StreamingContainer, nn.Module):
     @property
     def delay(self) -> int:
         """Steps between a frame's first code and its completion (``K - 1`` for delay, else 0)."""
-        return self.config.num_codebooks - 1 if self.config.strategy == "delay" else 0
+        return self.head.delay
 
     def _reply_states(self, text: torch.Tensor, steps: int, lengths: torch.Tensor | None) -> torch.Tensor:
         """``(B, steps, thinker_dim)``: the reply state of each step, the pad vector past each reply's end."""
@@ -200,7 +197,7 @@ class Talker(StreamingContainer, nn.Module):
         batch, k, frames = codes.shape
         if lengths is not None:
             codes = torch.where(lengths_to_mask(lengths.to(codes.device), frames)[:, None], codes, self.bos)
-        layout = delay_codes(codes, self.bos) if cfg.strategy == "delay" else codes
+        layout = self.head.layout(codes)
         steps = layout.shape[2]
         previous = torch.cat((layout.new_full((batch, k, 1), self.bos), layout[:, :, :-1]), dim=2)
         x = self._step_inputs(previous, self._reply_states(text, steps, lengths))
@@ -210,12 +207,7 @@ class Talker(StreamingContainer, nn.Module):
             prefix = context.shape[1]
             x = torch.cat((self.text_proj(context), x), dim=1)
         h = self.decoder(x)[:, prefix:]  # (B, steps, dim)
-        if cfg.strategy == "delay":
-            return undelay_logits(self.heads(h).view(batch, steps, k, cfg.vocab))  # (B, F, K, V)
-        logits = self.predictor(h.flatten(0, 1), codes.transpose(1, 2).flatten(0, 1)).view(batch, frames, -1, cfg.vocab)
-        if cfg.strategy == "mtp":
-            logits = torch.cat((self.heads(h)[:, :, None], logits), dim=2)
-        return logits
+        return self.head.logits(h, codes)  # (B, F, K, V)
 
     @torch.no_grad()
     def stream_codes(
@@ -238,11 +230,9 @@ class Talker(StreamingContainer, nn.Module):
         before ``min_frames`` frames) or after ``max_frames`` frames; an item that has ended yields
         zeros.
         """
-        cfg = self.config
-        k = cfg.num_codebooks
         device = self.text_pad.device
-        column = torch.full((batch_size, k), self.bos, dtype=torch.long, device=device)
-        history: list[torch.Tensor] = []  # sampled delayed columns (delay strategy)
+        column = torch.full((batch_size, self.config.num_codebooks), self.bos, dtype=torch.long, device=device)
+        history: list[torch.Tensor] = []  # sampled columns of the step layout
         done = torch.zeros(batch_size, dtype=torch.bool, device=device)
         pending: torch.Tensor | None = None
         text_iter = iter(text_steps)
@@ -257,48 +247,26 @@ class Talker(StreamingContainer, nn.Module):
                 state = self.text_pad.expand(batch_size, -1) if pending is None else pending
                 x = self._step_inputs(column[:, :, None], state[:, None])
                 h = self.decoder(x)[:, 0]
-                column = self._next_column(h, step, step >= min_frames, sampling, generator)
+                column = self.head.next_column(h, step, self._pick(step >= min_frames, sampling, generator))
                 step += 1
-                if cfg.strategy == "delay":
-                    history.append(column)
-                    if len(history) < k:
-                        continue
-                    frame = undelay_codes(torch.stack(history[-k:], dim=2))[:, :, 0]
-                else:
-                    frame = column
+                history.append(column)
+                frame = self.head.frame(history)
+                if frame is None:
+                    continue
                 done = done | (frame[:, 0] == self.eos)
                 if bool(done.all()):
                     return
                 yield frame.masked_fill(done[:, None], 0)
                 emitted += 1
 
-    def _restrict(self, logits: torch.Tensor, allow_eos: bool) -> torch.Tensor:
-        """Logits over ``[0, vocab)`` that can never pick ``bos`` (nor ``eos`` unless allowed)."""
-        logits = logits.clone()
-        logits[:, self.bos] = float("-inf")
-        if not allow_eos:
-            logits[:, self.eos] = float("-inf")
-        return logits
+    def _pick(self, allow_eos: bool, sampling: Sampling, generator: torch.Generator | None) -> Pick:
+        """Sample code ``k`` from ``logits (B, vocab)``, never ``bos`` (nor ``eos`` but on codebook 0 when allowed)."""
+        banned = ((self.bos, self.eos), (self.bos,) if allow_eos else (self.bos, self.eos))
 
-    def _next_column(
-        self, h: torch.Tensor, step: int, eos_ok: bool, sampling: Sampling, generator: torch.Generator | None
-    ) -> torch.Tensor:
-        """Sample the next input column ``(B, K)``: a delayed column (delay) or the frame's codes."""
-        cfg = self.config
-        k = cfg.num_codebooks
-        if cfg.strategy == "delay":
-            logits = self.heads(h).view(-1, k, cfg.vocab)
-            column = torch.stack([
-                sample_next(self._restrict(logits[:, i], eos_ok and i == 0), sampling, generator=generator)
-                for i in range(k)
-            ], dim=1)
-            # codebook i holds frame step - i: before it starts it is padding, as in delay_codes
-            return torch.where(torch.arange(k, device=h.device) > step, self.bos, column)
-        first = None
-        if cfg.strategy == "mtp":
-            first = sample_next(self._restrict(self.heads(h), eos_ok), sampling, generator=generator)
-        return self.predictor.sample(h, first, lambda i, lg: sample_next(
-            self._restrict(lg, eos_ok and i == 0), sampling, generator=generator))
+        def pick(k: int, logits: torch.Tensor) -> torch.Tensor:
+            return sample_next(ban_tokens(logits, banned[k == 0]), sampling, generator=generator)
+
+        return pick
 
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
         g = torch.Generator().manual_seed(seed)

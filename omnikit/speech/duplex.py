@@ -16,7 +16,7 @@ one) with :func:`omnikit.audio.delay_codes`, so a model works on a *step layout*
 The temporal transformer (a causal :class:`~omnikit.layers.Decoder` with a KV cache) reads at
 step ``s`` the sum of the embeddings of all ``1 + 2K`` tokens of step ``s - 1`` and gives a
 context; a text head predicts the step's text token and the depth transformer
-(:class:`~omnikit.fusion.CodePredictor`) the assistant's ``K`` codes, one after the other, the
+(:class:`~omnikit.speech.CodePredictor`) the assistant's ``K`` codes, one after the other, the
 first conditioned on the text token. The user's codes are never predicted: they are read.
 """
 
@@ -24,19 +24,20 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnikit.audio.layouts import delay_codes, delay_mask, undelay_codes
-from omnikit.fusion.depth import CodePredictor, undelay_logits
-from omnikit.fusion.previous_step import PreviousStep
-from omnikit.fusion.sampling import GREEDY, Sampling, sample_next
-from omnikit.fusion.talker import per_codebook_loss
+from omnikit.audio.layouts import delay_codes, delay_mask, undelay_codes, undelay_logits
 from omnikit.layers.decoder import Decoder, DecoderConfig
 from omnikit.layers.masks import lengths_to_mask
+from omnikit.models.sampling import GREEDY, Sampling, ban_tokens, sample_next
+from omnikit.speech.depth import PREDICTOR_DEFAULTS, CodePredictor, TemporalDepthConfig
+from omnikit.speech.previous_step import PreviousStep
+from omnikit.speech.talker import per_codebook_loss
 from omnikit.streaming import StreamingContainer, streaming
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_positive, check_tensor
@@ -45,46 +46,39 @@ __all__ = ["DuplexConfig", "DuplexLoss", "DuplexModel", "DuplexStep"]
 
 
 @dataclass
-class DuplexConfig:
+class DuplexConfig(TemporalDepthConfig):
     """Hyper-parameters of a :class:`DuplexModel`.
 
     Attributes:
-        dim: temporal transformer width.
-        depth: temporal transformer layers.
-        num_heads: temporal transformer query heads.
-        num_kv_heads: temporal key/value heads (default ``num_heads``).
-        head_dim: temporal per-head width (default ``dim // num_heads``).
-        mlp_hidden: temporal SwiGLU width.
-        rope_base: temporal rotary base.
+        temporal: the temporal transformer (one step per codec frame).
         text_vocab: inner-monologue text ids ``[0, text_vocab)``.
         text_pad_id: the text id of steps without a new word (a token like any other).
         num_codebooks: ``K`` codebooks per speaker.
         codebook_size: codes ``[0, codebook_size)``; ``codebook_size`` itself is the pad id.
         delays: per-codebook delay in steps (default ``(0, 1, 1, ...)``).
         frame_rate: steps per second (the codec's frame rate).
-        depth_dim: depth transformer width.
-        depth_layers: depth transformer layers.
-        depth_heads: depth transformer heads.
-        depth_mlp_hidden: depth transformer SwiGLU width.
+        predictor: the depth transformer over the text token and the ``K`` codes of a step.
+
+    ``configure`` / :meth:`from_flat` also take the flat keywords of :attr:`flat_fields` (``dim=``,
+    ``depth_layers=`` ...; see ``docs/thinker_talker.md``).
     """
 
-    dim: int
-    depth: int
-    num_heads: int
-    num_kv_heads: int | None = None
-    head_dim: int | None = None
-    mlp_hidden: int | None = None
-    rope_base: float = 10000.0
+    temporal: DecoderConfig
     text_vocab: int = 32000
     text_pad_id: int = 0
     num_codebooks: int = 8
     codebook_size: int = 2048
     delays: tuple[int, ...] | None = None
     frame_rate: float = 12.5
-    depth_dim: int = 64
-    depth_layers: int = 1
-    depth_heads: int = 4
-    depth_mlp_hidden: int | None = None
+    predictor: DecoderConfig = field(default_factory=lambda: DecoderConfig(**PREDICTOR_DEFAULTS))
+
+    flat_fields: ClassVar[dict[str, tuple[str, str]]] = {
+        **TemporalDepthConfig.flat_fields,
+        "depth_dim": ("predictor", "dim"),
+        "depth_layers": ("predictor", "depth"),
+        "depth_heads": ("predictor", "num_heads"),
+        "depth_mlp_hidden": ("predictor", "mlp_hidden"),
+    }
 
 
 @dataclass
@@ -150,15 +144,11 @@ class DuplexModel(StreamingContainer, nn.Module):
         self._offsets = tuple(itertools.accumulate([0, *rows[:-1]]))
         self.embed = nn.Embedding(sum(rows), config.dim)
         self.previous = PreviousStep((self.text_bos,) + (self.pad,) * (2 * k))
-        self.temporal = Decoder(DecoderConfig(
-            dim=config.dim, depth=config.depth, num_heads=config.num_heads, num_kv_heads=config.num_kv_heads,
-            head_dim=config.head_dim, mlp_hidden=config.mlp_hidden, rope_base=config.rope_base, qk_norm=True,
-        ))
+        self.temporal = Decoder(config.temporal)
         self.text_head = nn.Linear(config.dim, config.text_vocab, bias=False)
-        self.depth = CodePredictor(config.dim, DecoderConfig(
-            dim=config.depth_dim, depth=config.depth_layers, num_heads=config.depth_heads,
-            mlp_hidden=config.depth_mlp_hidden, rope_base=10000.0, qk_norm=True,
-        ), [config.text_vocab] + [config.codebook_size + 1] * k, first=1)
+        self.depth = CodePredictor(
+            config.dim, config.predictor, [config.text_vocab] + [config.codebook_size + 1] * k, first=1
+        )
 
     @property
     def output_dim(self) -> int:
@@ -272,9 +262,7 @@ class DuplexModel(StreamingContainer, nn.Module):
         def pick(position: int, logits: torch.Tensor) -> torch.Tensor:  # position k + 1 is codebook k
             if step < self.delays[position - 1]:
                 return torch.full_like(text, self.pad)
-            logits = logits.clone()
-            logits[:, self.pad] = float("-inf")
-            return sample_next(logits, audio_sampling, generator=generator)
+            return sample_next(ban_tokens(logits, (self.pad,)), audio_sampling, generator=generator)
 
         return text, self.depth.sample(h, text, pick)[:, 1:]
 

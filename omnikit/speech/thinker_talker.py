@@ -21,9 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from omnikit.fusion.omni import EarlyFusionOmni
-from omnikit.fusion.sampling import GREEDY, Sampling
-from omnikit.fusion.talker import Talker
+from omnikit.models.sampling import GREEDY, Sampling
+from omnikit.speech.talker import Talker
 from omnikit.streaming import StreamingContainer, streaming
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_positive, check_tensor
@@ -49,7 +48,10 @@ class SpeechChunk:
 
 
 class ThinkerTalker(StreamingContainer, nn.Module):
-    """An early-fusion omni model (the Thinker side), a :class:`Talker` and a streaming causal codec (frozen).
+    """An omni model (the Thinker side), a :class:`Talker` and a streaming causal codec (frozen).
+
+    ``omni`` is an early-fusion omni model such as :class:`omnikit.fusion.EarlyFusionOmni`: it has a
+    ``thinker`` (``embed``, ``config.dim``), ``stream_generate`` and takes ``return_hidden=True``.
 
     ``codec`` follows the codec interface (``decode``, ``sample_rate``, ``num_codebooks``,
     ``codebook_size``) and streams (e.g. :class:`omnikit.audio.SEANetCodec`).
@@ -61,7 +63,7 @@ class ThinkerTalker(StreamingContainer, nn.Module):
 
     supports_streaming = False
 
-    def __init__(self, omni: EarlyFusionOmni, talker: Talker, codec: nn.Module, *, frames_per_token: int = 1) -> None:
+    def __init__(self, omni: nn.Module, talker: Talker, codec: nn.Module, *, frames_per_token: int = 1) -> None:
         super().__init__()
         if talker.config.thinker_dim != omni.thinker.config.dim:
             raise OmnikitValueError(

@@ -1,0 +1,125 @@
+"""KV-cached decoding for any :class:`omnikit.models.CausalLM`: one step per generated token.
+
+The prompt is run once inside ``with lm.streaming(B):`` (prefill), then each new token is fed
+alone; the caller sees every token as soon as it exists, with its input embedding and the final
+hidden state (what a Talker consumes). Ids are validated once, at the prompt: a generated token
+comes from the model's own vocabulary, so the decode steps make no host syncs for checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from omnikit.models.sampling import GREEDY, Sampling, sample_next
+from omnikit.utils.checks import OmnikitValueError, check_positive
+
+if TYPE_CHECKING:
+    from omnikit.models.language_model import CausalLM
+
+__all__ = ["GenerationOutput", "GenerationStep", "generate", "stream_generate"]
+
+
+@dataclass
+class GenerationStep:
+    """One generated token per item, with what a Talker needs from it.
+
+    Attributes:
+        tokens: ``(B,)`` the new token ids.
+        embeds: ``(B, D)`` their input embeddings.
+        hidden: ``(B, D)`` the model's final hidden state at the new token.
+        finished: ``(B,)`` bool, True for items that have emitted ``eos_token_id``.
+    """
+
+    tokens: torch.Tensor
+    embeds: torch.Tensor
+    hidden: torch.Tensor
+    finished: torch.Tensor
+
+
+@dataclass
+class GenerationOutput:
+    """``tokens (B, N)``, ``embeds``/``hidden (B, N, D)`` of all generated steps."""
+
+    tokens: torch.Tensor
+    embeds: torch.Tensor
+    hidden: torch.Tensor
+
+    @classmethod
+    def stack(cls, steps: list[GenerationStep]) -> GenerationOutput:
+        if not steps:
+            raise OmnikitValueError("no generation steps to stack")
+        return cls(*(torch.stack([getattr(s, f) for s in steps], dim=1) for f in ("tokens", "embeds", "hidden")))
+
+
+@torch.no_grad()
+def stream_generate(
+    lm: CausalLM,
+    input_ids: torch.Tensor,
+    *,
+    positions: torch.Tensor | None = None,
+    next_position: torch.Tensor | None = None,
+    key_padding_mask: torch.Tensor | None = None,
+    max_new_tokens: int = 32,
+    sampling: Sampling = GREEDY,
+    eos_token_id: int | None = None,
+    generator: torch.Generator | None = None,
+    **prompt_kwargs: Any,
+) -> Iterator[GenerationStep]:
+    """Prefill ``input_ids (B, T)`` once, then yield one :class:`GenerationStep` per generated token.
+
+    Args:
+        lm: the language model; ``lm(input_ids, positions=, key_padding_mask=, **prompt_kwargs)``
+            runs the prompt, ``lm.decode_step`` each new token and ``lm.restrict_logits`` removes ids
+            it must never generate.
+        input_ids, positions, key_padding_mask: the prompt (left padding allowed with a mask and
+            matching positions); ``positions`` ``(B, T)`` or ``(3, B, T)`` for M-RoPE.
+        next_position: ``(B,)`` position id of the first generated token; default: the prompt length.
+        max_new_tokens: upper bound on generated tokens.
+        sampling: temperature / top-k / top-p / repetition penalty (default greedy).
+        eos_token_id: items stop at this token (then repeat it) and the loop ends when all items
+            have stopped.
+        generator: random source for sampling.
+        prompt_kwargs: more keyword arguments of the prompt's forward (``media`` for a Thinker).
+    """
+    check_positive(max_new_tokens, "max_new_tokens")
+    batch, length = input_ids.shape
+    device = input_ids.device
+    start = torch.full((batch,), length, device=device) if next_position is None else next_position
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    generated: list[torch.Tensor] = []
+    with lm.streaming(batch):
+        logits = lm(input_ids, positions=positions, key_padding_mask=key_padding_mask, **prompt_kwargs)[:, -1]
+        for step in range(max_new_tokens):
+            previous = torch.stack(generated, dim=1) if generated else None
+            tokens = sample_next(lm.restrict_logits(logits), sampling, generator=generator, previous=previous)
+            if eos_token_id is not None:
+                tokens = torch.where(finished, torch.full_like(tokens, eos_token_id), tokens)
+            generated.append(tokens)
+            pos = (start + step)[:, None].to(start.dtype)
+            if lm.uses_mrope:
+                pos = pos.expand(3, batch, 1)
+            if key_padding_mask is not None:
+                key_padding_mask = torch.cat((key_padding_mask, torch.ones_like(finished)[:, None]), dim=1)
+            out, hidden = lm.decode_step(tokens[:, None], positions=pos, key_padding_mask=key_padding_mask)
+            if eos_token_id is not None:
+                finished = finished | (tokens == eos_token_id)
+            yield GenerationStep(tokens, lm.embed(tokens), hidden[:, -1], finished.clone())
+            if eos_token_id is not None and bool(finished.all()):
+                return
+            logits = out[:, -1]
+
+
+def generate(
+    steps: Iterator[GenerationStep], on_token: Callable[[GenerationStep], None] | None = None
+) -> GenerationOutput:
+    """Run a :func:`stream_generate` loop to the end; ``on_token`` sees every step as it is made."""
+    collected = []
+    for step in steps:
+        if on_token is not None:
+            on_token(step)
+        collected.append(step)
+    return GenerationOutput.stack(collected)

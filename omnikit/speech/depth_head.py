@@ -1,0 +1,53 @@
+"""The ``"depth"`` (Moshi) and ``"mtp"`` (Qwen3-Omni) Talker strategies: a depth transformer over codebooks."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from omnikit.speech.depth import CodePredictor
+from omnikit.speech.heads import Pick, TalkerHead, register_talker_head
+
+if TYPE_CHECKING:
+    from omnikit.speech.talker import TalkerConfig
+
+__all__ = ["DepthHead", "MTPHead"]
+
+
+@register_talker_head("depth")
+class DepthHead(TalkerHead):
+    """A small depth transformer (:class:`CodePredictor`) runs over the ``K`` codebooks of each frame,
+    conditioned on the temporal state. Module: ``predictor``."""
+
+    #: codebooks predicted by a linear head on the temporal state before the predictor runs.
+    first = 0
+
+    def __init__(self, config: TalkerConfig) -> None:
+        super().__init__(config)
+        k, v = config.num_codebooks, config.vocab
+        self.heads = nn.Linear(config.dim, v, bias=False) if self.first else None
+        self.predictor = CodePredictor(config.dim, config.predictor, [v] * k, first=self.first)
+        self.modules = {"predictor": self.predictor} if self.heads is None else {
+            "heads": self.heads, "predictor": self.predictor}
+
+    def logits(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        batch, frames, _ = h.shape
+        logits = self.predictor(h.flatten(0, 1), codes.transpose(1, 2).flatten(0, 1))
+        logits = logits.view(batch, frames, -1, self.config.vocab)
+        if self.heads is not None:
+            logits = torch.cat((self.heads(h)[:, :, None], logits), dim=2)
+        return logits
+
+    def next_column(self, h: torch.Tensor, step: int, pick: Pick) -> torch.Tensor:
+        first = None if self.heads is None else pick(0, self.heads(h))
+        return self.predictor.sample(h, first, pick)
+
+
+@register_talker_head("mtp")
+class MTPHead(DepthHead):
+    """The Talker's own head predicts codebook 0 and the code predictor the remaining ``K - 1``.
+    Modules: ``heads`` (``dim -> vocab``), ``predictor``."""
+
+    first = 1

@@ -1,0 +1,88 @@
+"""Registered speech heads: tiny test variants and the published Talker shapes.
+
+The Thinker-Talker assembly (``thinker_talker_tiny``) needs an omni model and is registered with
+the fusion family (:mod:`omnikit.fusion.models`), which builds on the tiny Talker made here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omnikit.audio.codec import SEANetCodec
+from omnikit.registry import configure, create_model, register_model
+from omnikit.speech.duplex import DuplexConfig, DuplexModel
+from omnikit.speech.talker import Talker, TalkerConfig
+from omnikit.speech.turn_taking import TurnTakingHead
+
+__all__ = [
+    "duplex_tiny",
+    "qwen2_5_omni_7b_talker",
+    "qwen3_omni_30b_a3b_talker",
+    "talker_tiny",
+    "tiny_speech_codec",
+    "tiny_talker",
+    "turn_taking_tiny",
+]
+
+
+def tiny_talker(name: str, overrides: dict[str, Any]) -> Talker:
+    """The tiny Talker (dim 48, 2 layers, 4 codebooks of 64, 64-d Thinker states) with ``overrides``."""
+    return Talker(configure(
+        TalkerConfig, name, overrides, dim=48, depth=2, num_heads=4, thinker_dim=64, num_codebooks=4,
+        codebook_size=64, strategy="delay", predictor_dim=32, predictor_depth=1, predictor_heads=2,
+    ))
+
+
+@register_model(kind="talker", modalities=("text", "speech"))
+def talker_tiny(**overrides: Any) -> Talker:
+    """A 2-layer Talker (4 codebooks of 64); ``strategy="delay" | "depth" | "mtp"``."""
+    return tiny_talker("talker_tiny", overrides)
+
+
+def tiny_speech_codec(
+    num_codebooks: int, codebook_size: int, *, sample_rate: int = 16000, ratios: tuple[int, ...] = (8, 5, 4, 2)
+) -> SEANetCodec:
+    """The tiny causal SEANet codec (``seanet_codec_tiny`` widths) with another code layout and hop:
+    ``prod(ratios)`` samples per frame (default 320: 50 frames/s at 16 kHz)."""
+    return create_model("seanet_codec_tiny", sample_rate=sample_rate, ratios=ratios,
+                        num_quantizers=num_codebooks, codebook_size=codebook_size)
+
+
+@register_model(kind="omni", modalities=("text", "speech"))
+def duplex_tiny(**overrides: Any) -> DuplexModel:
+    """A full-duplex model (Moshi layout): 2-layer temporal transformer (dim 64), 1-layer depth transformer
+    (dim 32), text vocab 256 (pad 0), 4 codebooks of 64 per speaker, delays (0, 1, 1, 1), 12.5 steps/s."""
+    return DuplexModel(configure(
+        DuplexConfig, "duplex_tiny", overrides, dim=64, depth=2, num_heads=4, num_kv_heads=2, mlp_hidden=128,
+        text_vocab=256, text_pad_id=0, num_codebooks=4, codebook_size=64, delays=(0, 1, 1, 1), depth_dim=32,
+        depth_layers=1, depth_heads=2, depth_mlp_hidden=64,
+    ))
+
+
+@register_model(kind="head", modalities=("audio",))
+def turn_taking_tiny(*, dim: int = 24, hidden: int = 32, kernel_size: int = 5) -> TurnTakingHead:
+    """A causal turn-taking head over 24-d audio states (the tiny audio encoder's width)."""
+    return TurnTakingHead(dim, hidden=hidden, kernel_size=kernel_size)
+
+
+@register_model(kind="talker", modalities=("text", "speech"))
+def qwen2_5_omni_7b_talker(**overrides: Any) -> Talker:
+    """Qwen2.5-Omni-7B Talker: 24 layers of width 896, one codebook of 8448 ids, conditioned on 3584-d states."""
+    return Talker(configure(
+        TalkerConfig, "qwen2_5_omni_7b_talker", overrides,
+        dim=896, depth=24, num_heads=12, num_kv_heads=4, head_dim=128, mlp_hidden=4864, thinker_dim=3584,
+        num_codebooks=1, codebook_size=8446, strategy="delay", embed_in_thinker_space=True, rope_base=1_000_000.0,
+    ))
+
+
+@register_model(kind="talker", modalities=("text", "speech"))
+def qwen3_omni_30b_a3b_talker(**overrides: Any) -> Talker:
+    """Qwen3-Omni-30B-A3B Talker: 20 MoE layers (128 experts of 384, top-6, gated shared expert of 768),
+    codebook 0 from the Talker and 15 more from a 5-layer code predictor (MTP), 16 codebooks of 2048."""
+    return Talker(configure(
+        TalkerConfig, "qwen3_omni_30b_a3b_talker", overrides,
+        dim=1024, depth=20, num_heads=16, num_kv_heads=2, thinker_dim=2048, num_codebooks=16,
+        codebook_size=2048, strategy="mtp", num_experts=128, top_k=6, expert_hidden=384, shared_hidden=768,
+        predictor_dim=1024, predictor_depth=5, predictor_heads=16, predictor_kv_heads=8, predictor_head_dim=128,
+        predictor_mlp_hidden=3072, rope_base=1_000_000.0,
+    ))
