@@ -193,15 +193,19 @@ def create_model(
     _check_overrides_against_signature(info, overrides)
     if pretrained is not None and device is not None and torch.device(device).type == "meta":
         raise OmnikitValueError("`pretrained` weights cannot be loaded onto device='meta'")
+    if pretrained is not None:
+        from omnikit.checkpoint import check_fits
+
+        check_fits(lambda: info.entrypoint(**overrides), pretrained)  # on meta: nothing allocated
     with torch.device(device) if device is not None else nullcontext():
         model = info.entrypoint(**overrides)
     if not isinstance(model, nn.Module):
         raise OmnikitTypeError(f"entrypoint {name!r} returned {type(model).__name__}, expected an nn.Module")
     setattr(model, SPEC_ATTR, ModelSpec(name, info.kind, info.modalities, dict(overrides)))
     if pretrained is not None:
-        from omnikit.checkpoint import load_weights
+        from omnikit.checkpoint import load_weights_as_saved
 
-        load_weights(model, pretrained)
+        load_weights_as_saved(model, pretrained)
     if dtype is not None:
         cast_model(model, dtype)
     return model
