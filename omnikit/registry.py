@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
+from omnikit.utils.config_checks import validate_config
 from omnikit.utils.precision import cast_model
 
 __all__ = [
@@ -146,7 +147,10 @@ def list_models(pattern: str = "*", *, kind: str | None = None) -> list[str]:
 def configure(config_cls: type[ConfigT], model_name: str, overrides: Mapping[str, Any], **defaults: Any) -> ConfigT:
     """Build the dataclass ``config_cls`` from preset ``defaults`` updated by user ``overrides``.
 
-    An override that is not a field of ``config_cls`` raises ``TypeError`` naming it.
+    An override that is not a field of ``config_cls`` raises ``TypeError`` naming it. Every field
+    is then validated once (:func:`omnikit.utils.config_checks.validate_config`): a value of the
+    wrong type raises ``TypeError``, a non-finite or out-of-range number ``ValueError``, both
+    naming the field.
     """
     fields = {f.name for f in dataclasses.fields(config_cls)}  # type: ignore[arg-type]
     unknown = sorted(set(overrides) - fields)
@@ -154,7 +158,9 @@ def configure(config_cls: type[ConfigT], model_name: str, overrides: Mapping[str
         raise OmnikitTypeError(
             f"{model_name}: unknown override(s) {unknown}; valid overrides are {sorted(fields)}"
         )
-    return config_cls(**{**defaults, **overrides})
+    config = config_cls(**{**defaults, **overrides})
+    validate_config(config, model_name)
+    return config
 
 
 def _check_overrides_against_signature(info: ModelInfo, overrides: Mapping[str, Any]) -> None:
