@@ -54,7 +54,7 @@ def zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     if bool((lengths == x.shape[-1]).all()):
         return x
     valid = torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None]
-    return x * valid[:, None, :].to(x.dtype)
+    return x.masked_fill(~valid[:, None, :], 0)  # not a product: NaN in padding must not survive
 
 
 def encoder_block(dim: int, num_heads: int, mlp_hidden: int, *, norm_eps: float = 1e-5,

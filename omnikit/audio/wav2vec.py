@@ -145,10 +145,11 @@ class ConvFeatureEncoder(StreamingContainer, nn.Module):
         norm = self.norms[0]
         if bool((lengths == h.shape[-1]).all()):
             return norm(h)
-        valid = lengths_to_mask(lengths, h.shape[-1])[:, None, :].to(h.dtype)
+        valid = lengths_to_mask(lengths, h.shape[-1])[:, None, :]
+        h = h.masked_fill(~valid, 0)  # NaN/inf in padded frames must not reach the statistics
         count = lengths.clamp(min=1)[:, None, None].to(h.dtype)
-        mean = (h * valid).sum(-1, keepdim=True) / count
-        var = ((h - mean).square() * valid).sum(-1, keepdim=True) / count
+        mean = h.sum(-1, keepdim=True) / count
+        var = (h - mean).square().masked_fill(~valid, 0).sum(-1, keepdim=True) / count
         h = (h - mean) * torch.rsqrt(var + norm.eps)
         return h * norm.weight[:, None] + norm.bias[:, None]
 

@@ -36,7 +36,7 @@ from omnikit.fusion.previous_step import PreviousStep
 from omnikit.fusion.sampling import GREEDY, Sampling, sample_next
 from omnikit.fusion.talker import per_codebook_loss
 from omnikit.layers.decoder import Decoder, DecoderConfig
-from omnikit.layers.masks import lengths_to_mask
+from omnikit.layers.masks import lengths_to_mask, masked_mean
 from omnikit.streaming import StreamingContainer, streaming
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_positive, check_tensor
@@ -251,8 +251,7 @@ class DuplexModel(StreamingContainer, nn.Module):
         mask = None if lengths is None else lengths_to_mask(lengths.to(text.device), frames)
         codes = per_codebook_loss(undelay_logits(code_logits, self.delays), assistant, mask)
         text_ce = F.cross_entropy(text_logits[:, :frames].float().transpose(1, 2), text, reduction="none")
-        weights = torch.ones_like(text_ce) if mask is None else mask.to(text_ce.dtype)
-        text_loss = (text_ce * weights).sum() / weights.sum().clamp_min(1)
+        text_loss = text_ce.mean() if mask is None else masked_mean(text_ce, mask)
         return DuplexLoss(text_weight * text_loss + codes.mean(), text_loss, codes)
 
     def _user_column(self, frames: list[torch.Tensor], step: int) -> torch.Tensor:

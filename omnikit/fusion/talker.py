@@ -29,7 +29,7 @@ from omnikit.audio.layouts import delay_codes, undelay_codes
 from omnikit.fusion.depth import CodePredictor, undelay_logits
 from omnikit.fusion.sampling import GREEDY, Sampling, sample_next
 from omnikit.layers.decoder import Decoder, DecoderConfig
-from omnikit.layers.masks import lengths_to_mask
+from omnikit.layers.masks import lengths_to_mask, masked_mean
 from omnikit.moe import MoE, MoEConfig
 from omnikit.streaming import StreamingContainer, streaming
 from omnikit.testing.contract import ContractInputs
@@ -101,8 +101,7 @@ def per_codebook_loss(logits: torch.Tensor, codes: torch.Tensor, mask: torch.Ten
     loss = F.cross_entropy(logits.float().permute(0, 3, 2, 1), codes, reduction="none")  # (B, K, F)
     if mask is None:
         return loss.mean(dim=(0, 2))
-    weights = mask[:, None, :].to(loss.dtype)
-    return (loss * weights).sum(dim=(0, 2)) / weights.sum(dim=(0, 2)).clamp_min(1)
+    return masked_mean(loss, mask[:, None, :], dim=(0, 2))
 
 
 class Talker(StreamingContainer, nn.Module):

@@ -15,6 +15,7 @@ __all__ = [
     "OmnikitTypeError",
     "OmnikitValueError",
     "check_choice",
+    "check_finite",
     "check_lengths",
     "check_positive",
     "check_tensor",
@@ -110,3 +111,17 @@ def check_positive(value: object, name: str, *, allow_zero: bool = False) -> Non
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise OmnikitValueError(f"`{name}` expected an int {bound} but got {value}")
+
+
+def check_finite(x: torch.Tensor, name: str, consequence: str = "") -> None:
+    """Raise ``OmnikitValueError`` if ``x`` holds NaN or inf (eager only: skipped while compiling).
+
+    A host synchronisation: call it once at a public entry point, never per token.
+    """
+    if torch.compiler.is_compiling() or not x.numel():
+        return
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        extra = f"; {consequence}" if consequence else ""
+        raise OmnikitValueError(f"`{name}` expected finite values but got {bad} NaN/inf of {x.numel()}{extra}")

@@ -95,7 +95,7 @@ class VideoViT(nn.Module):
             x = self.proj(x)
         per_group = x.shape[1] // gt
         out_mask = valid[:, :, None].expand(batch, gt, per_group).reshape(batch, -1)
-        return EncoderOutput(x * out_mask[..., None].to(x.dtype), groups * per_group)
+        return EncoderOutput(x.masked_fill(~out_mask[..., None], 0), groups * per_group)
 
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
         g = torch.Generator().manual_seed(seed)
