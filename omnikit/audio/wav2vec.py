@@ -161,6 +161,10 @@ class ConvFeatureEncoder(StreamingContainer, nn.Module):
         if streaming and self.config.norm != "layer":
             raise OmnikitValueError("norm='group' normalises over the whole clip and cannot stream; use norm='layer'")
         x, n = check_features(features, lengths, self.config.in_channels)
+        if not streaming and int(self.output_lengths(torch.tensor([x.shape[-1]]))[0]) < 1:
+            raise OmnikitValueError(
+                f"`features` expected enough samples for one output frame but got shape {tuple(x.shape)}"
+            )
         h = x
         for i, conv in enumerate(self.convs):
             h = conv(h)

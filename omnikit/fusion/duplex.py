@@ -39,7 +39,7 @@ from omnikit.layers.decoder import Decoder, DecoderConfig
 from omnikit.layers.masks import lengths_to_mask, masked_mean
 from omnikit.streaming import StreamingContainer, streaming
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import OmnikitValueError, check_positive, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_ids, check_positive, check_tensor
 
 __all__ = ["DuplexConfig", "DuplexLoss", "DuplexModel", "DuplexStep"]
 
@@ -303,6 +303,7 @@ class DuplexModel(StreamingContainer, nn.Module):
             column = torch.tensor(self.previous.start, device=first.device).expand(batch, -1)
             for step, frame in enumerate(itertools.chain([first], frames)):
                 check_tensor(frame, "user_frames", shape=(batch, self.config.num_codebooks), floating=False)
+                check_ids(frame, "user_frames", self.pad + 1, what="codes (pad included)", sync=False)
                 h = self.temporal(self._embed(column[..., None]))[:, -1]  # context of this step
                 text, codes = self._sample_step(h, step, text_sampling, audio_sampling, generator)
                 heard.append(frame)

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
-from omnikit.utils.checks import check_tensor
+from omnikit.utils.checks import OmnikitTypeError, check_positive, check_tensor
 from omnikit.utils.config_checks import validate_config
 
-__all__ = ["GREEDY", "Sampling", "sample_next"]
+__all__ = ["GREEDY", "Sampling", "check_stream_settings", "sample_next"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,15 @@ class Sampling:
 
 #: Greedy decoding (argmax), the default everywhere.
 GREEDY = Sampling()
+
+
+def check_stream_settings(*, sampling: object, min_frames: int = 0, **positive: int) -> None:
+    """Validate the settings of a generation loop: positive counts, ``min_frames >= 0``, a :class:`Sampling`."""
+    for name, value in positive.items():
+        check_positive(value, name)
+    check_positive(min_frames, "min_frames", allow_zero=True)
+    if not isinstance(sampling, Sampling):
+        raise OmnikitTypeError(f"`sampling` expected an omnikit.fusion.Sampling but got {type(sampling).__name__}")
 
 
 def sample_next(

@@ -27,13 +27,13 @@ from torch import nn
 
 from omnikit.audio.layouts import delay_codes, undelay_codes
 from omnikit.fusion.depth import CodePredictor, undelay_logits
-from omnikit.fusion.sampling import GREEDY, Sampling, sample_next
+from omnikit.fusion.sampling import GREEDY, Sampling, check_stream_settings, sample_next
 from omnikit.layers.decoder import Decoder, DecoderConfig
 from omnikit.layers.masks import lengths_to_mask, masked_mean
 from omnikit.moe import MoE, MoEConfig
 from omnikit.streaming import StreamingContainer, streaming
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import check_choice, check_positive, check_tensor
+from omnikit.utils.checks import check_choice, check_ids, check_lengths, check_positive, check_tensor
 
 __all__ = ["STRATEGIES", "Talker", "TalkerConfig", "codebook_loss", "per_codebook_loss"]
 
@@ -195,9 +195,11 @@ class Talker(StreamingContainer, nn.Module):
         """
         cfg = self.config
         check_tensor(codes, "codes", shape=("B", cfg.num_codebooks, "F"), floating=False)
+        check_ids(codes, "codes", cfg.vocab, what="codes")
         check_tensor(text, "text", shape=(codes.shape[0], "N", cfg.thinker_dim), floating=True)
         batch, k, frames = codes.shape
         if lengths is not None:
+            lengths = check_lengths(lengths, "lengths", batch=batch, max_len=frames)
             codes = torch.where(lengths_to_mask(lengths.to(codes.device), frames)[:, None], codes, self.bos)
         layout = delay_codes(codes, self.bos) if cfg.strategy == "delay" else codes
         steps = layout.shape[2]
@@ -238,6 +240,8 @@ class Talker(StreamingContainer, nn.Module):
         zeros.
         """
         cfg = self.config
+        check_stream_settings(batch_size=batch_size, max_frames=max_frames, frames_per_token=frames_per_token,
+                              min_frames=min_frames, sampling=sampling)
         k = cfg.num_codebooks
         device = self.text_pad.device
         column = torch.full((batch_size, k), self.bos, dtype=torch.long, device=device)
@@ -253,6 +257,8 @@ class Talker(StreamingContainer, nn.Module):
             while emitted < max_frames:
                 if step % frames_per_token == 0:
                     pending = next(text_iter, None)
+                    if pending is not None:
+                        check_tensor(pending, "text_steps", shape=(batch_size, cfg.thinker_dim), floating=True)
                 state = self.text_pad.expand(batch_size, -1) if pending is None else pending
                 x = self._step_inputs(column[:, :, None], state[:, None])
                 h = self.decoder(x)[:, 0]

@@ -17,11 +17,11 @@ import torch
 
 from omnikit.fusion.early import MediaInput, fusion_attention_mask, scatter_media
 from omnikit.fusion.modality import MediaTokens
-from omnikit.fusion.sampling import GREEDY, Sampling, sample_next
+from omnikit.fusion.sampling import GREEDY, Sampling, check_stream_settings, sample_next
 from omnikit.layers.decoder import DecoderConfig, MLPFactory
 from omnikit.layers.masks import segment_ids_from_cu_seqlens
 from omnikit.models.language_model import CausalLM
-from omnikit.utils.checks import OmnikitValueError, check_positive, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_int_in_range, check_tensor
 
 __all__ = ["GenerationOutput", "Thinker", "ThinkerStep"]
 
@@ -193,7 +193,9 @@ class Thinker(CausalLM):
                 items have stopped.
             generator: random source for sampling.
         """
-        check_positive(max_new_tokens, "max_new_tokens")
+        check_stream_settings(max_new_tokens=max_new_tokens, sampling=sampling)
+        if eos_token_id is not None:
+            check_int_in_range(eos_token_id, "eos_token_id", 0, self.config.vocab_size)
         batch, length = input_ids.shape
         device = input_ids.device
         start = torch.full((batch,), length, device=device) if next_position is None else next_position

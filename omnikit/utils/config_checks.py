@@ -10,7 +10,8 @@ builds, once, before any module exists. It checks
   ``*eps`` > 0, ``*dropout*`` in [0, 1) ...), plus a field's own ``metadata={"range": ...}``;
 - that every float is finite (NaN and inf are never a hyper-parameter).
 
-A field opts out of the table with ``metadata={"range": None}``.
+A field opts out of the table with ``metadata={"range": None}``. :data:`RELATIONS` adds the
+checks between fields (``num_heads`` divides ``dim``, ``top_k <= num_experts`` ...).
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ import fnmatch
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
 
-__all__ = ["RANGE_RULES", "Range", "validate_config"]
+__all__ = ["RANGE_RULES", "RELATIONS", "Range", "validate_config"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,30 @@ RANGE_RULES: tuple[tuple[tuple[str, ...], Range], ...] = (
     (("temperature",), NON_NEGATIVE),
     (("top_p",), Range(0, 1, low_inclusive=False)),
     (("repetition_penalty",), POSITIVE),
+)
+
+
+def _divides(config: Any, small: str, big: str, unless: str | None = None) -> str | None:
+    a, b = getattr(config, small, None), getattr(config, big, None)
+    if unless is not None and getattr(config, unless, None) is not None:
+        return None
+    if isinstance(a, int) and isinstance(b, int) and a > 0 and b % a:
+        return f"`{small}` expected a divisor of {big}={b} but got {a}"
+    return None
+
+
+def _at_most(config: Any, small: str, big: str) -> str | None:
+    a, b = getattr(config, small, None), getattr(config, big, None)
+    if isinstance(a, int) and isinstance(b, int) and b > 0 and a > b:
+        return f"`{small}` expected at most {big}={b} but got {a}"
+    return None
+
+
+#: Checks between fields, run when a config has the fields they name.
+RELATIONS: tuple[Callable[[Any], str | None], ...] = (
+    lambda c: _divides(c, "num_heads", "dim", unless="head_dim"),
+    lambda c: _divides(c, "num_kv_heads", "num_heads"),
+    lambda c: _at_most(c, "top_k", "num_experts"),
 )
 
 
@@ -154,3 +180,7 @@ def validate_config(config: Any, owner: str = "") -> None:
         rule = _range_for(field)
         if rule is not None and not all(rule.contains(n) for n in numbers):
             raise OmnikitValueError(f"{prefix}`{field.name}` expected values in {rule} but got {value!r}")
+    for relation in RELATIONS:
+        problem = relation(config)
+        if problem:
+            raise OmnikitValueError(prefix + problem)
