@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnikit.audio.blocks import check_features, feature_contract_inputs
+from omnikit.audio.blocks import check_features, feature_contract_inputs, zero_padding
 from omnikit.layers import LayerNorm, lengths_to_mask
 from omnikit.outputs import EncoderOutput
 from omnikit.streaming import StreamingContainer, StreamingModule, StreamingState, is_streaming
@@ -165,7 +165,7 @@ class ConvFeatureEncoder(StreamingContainer, nn.Module):
             raise OmnikitValueError(
                 f"`features` expected enough samples for one output frame but got shape {tuple(x.shape)}"
             )
-        h = x
+        h = x if lengths is None else zero_padding(x, n)  # NaN/inf in the padding must not enter the convs
         for i, conv in enumerate(self.convs):
             h = conv(h)
             if self.config.norm == "layer":
