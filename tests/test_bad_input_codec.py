@@ -48,3 +48,33 @@ def test_kmeans_refuses_non_finite_and_empty_input() -> None:
         kmeans(torch.zeros(0, 3), 2)
     with pytest.raises(ValueError, match="`k` expected an int > 0"):
         kmeans(torch.zeros(4, 3), 0)
+
+
+@pytest.fixture(scope="module")
+def codec() -> torch.nn.Module:
+    torch.manual_seed(0)
+    import omnikit
+
+    return omnikit.create_model("seanet_codec_tiny").eval()
+
+
+@pytest.mark.parametrize(
+    "make, error, message",
+    [
+        (lambda c: torch.full((1, c.num_codebooks, 4), c.codebook_size), ValueError, r"`codes` expected values in"),
+        (lambda c: torch.full((1, c.num_codebooks, 4), -1), ValueError, r"`codes` expected values in"),
+        (lambda c: torch.zeros(1, c.num_codebooks, 4), TypeError, r"`codes` expected an integer tensor"),
+        (lambda c: torch.zeros(1, c.num_codebooks + 1, 4, dtype=torch.long), ValueError, r"`codes` expected shape"),
+        (lambda c: torch.zeros(1, c.num_codebooks, 0, dtype=torch.long), ValueError, r"`codes` expected at least one"),
+    ],
+)
+def test_codec_decode_checks_codes(codec, make, error, message) -> None:
+    with pytest.raises(error, match=message):
+        codec.decode(make(codec))
+
+
+def test_codec_encode_names_short_and_non_finite_wav(codec) -> None:
+    with pytest.raises(ValueError, match=r"`wav` expected at least one frame"):
+        codec.encode(torch.randn(1, 1, 3))
+    with pytest.raises(ValueError, match=r"`wav` expected finite values"):
+        codec.encode(torch.full((1, 1, 64), float("nan")))
