@@ -530,7 +530,7 @@ def table(results: list[tuple[Case, str, str]], details: bool) -> str:
         counts[case.family][outcome] += 1
         counts["total"][outcome] += 1
     lines = ["| family | cases | " + " | ".join(OUTCOMES) + " |", "|---|---|" + "---|" * len(OUTCOMES)]
-    for family, counter in counts.items():
+    for family, counter in sorted(counts.items(), key=lambda item: item[0] == "total"):
         label = f"**{family}**" if family == "total" else family
         lines.append(f"| {label} | {sum(counter.values())} | " + " | ".join(str(counter[o]) for o in OUTCOMES) + " |")
     if details:
