@@ -307,6 +307,8 @@ def fusion_cases() -> list[Case]:
         Case("fusion", "thinker: negative id", lambda: thinker()(torch.full((1, 3), -1)), "input_ids"),
         Case("fusion", "thinker: float ids", lambda: thinker()(torch.zeros(1, 3)), "input_ids"),
         Case("fusion", "thinker: 1-D ids", lambda: thinker()(torch.zeros(3, dtype=torch.long)), "input_ids"),
+        Case("fusion", "thinker: key_padding_mask too short", lambda: thinker()(
+            text(), key_padding_mask=torch.ones(1, 2, dtype=torch.bool)), "key_padding_mask"),
         Case("fusion", "thinker: empty batch", lambda: thinker()(torch.zeros(0, 3, dtype=torch.long)), None, True),
         Case("fusion", "thinker: no tokens", lambda: thinker()(torch.zeros(1, 0, dtype=torch.long)), None, True),
         Case("fusion", "generate: eos = vocab", lambda: thinker().generate(text(),

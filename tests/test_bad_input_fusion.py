@@ -46,6 +46,11 @@ def test_generation_settings_are_named(thinker, kwargs, error, message) -> None:
         thinker.generate(_text(thinker), **{"max_new_tokens": 2, **kwargs})
 
 
+def test_key_padding_mask_of_the_wrong_length_is_named(thinker) -> None:
+    with pytest.raises(ValueError, match=r"`key_padding_mask` expected shape \(1, 3\)"):
+        thinker(_text(thinker), key_padding_mask=torch.ones(1, 2, dtype=torch.bool))
+
+
 def test_empty_batch_and_empty_prompt_give_empty_logits(thinker) -> None:
     vocab = thinker.config.vocab_size
     assert thinker(torch.zeros(0, 3, dtype=torch.long)).shape == (0, 3, vocab)

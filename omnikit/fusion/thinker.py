@@ -119,6 +119,10 @@ class Thinker(CausalLM):
     ) -> torch.Tensor:
         """Token embeddings ``(B, T, dim)`` with media scattered in at its placeholders."""
         self._check_ids(input_ids)
+        if key_padding_mask is not None:  # (B, cached + T): checked before media scatter and masks use it
+            cached = self.decoder.blocks[0].attn.cache_length
+            check_tensor(key_padding_mask, "key_padding_mask", shape=(input_ids.shape[0], cached + input_ids.shape[1]),
+                         dtype=torch.bool)
         embeds = self.embed(input_ids)
         if media or self.media_tokens.as_dict():
             padding = None if key_padding_mask is None else key_padding_mask[:, -input_ids.shape[1]:]
