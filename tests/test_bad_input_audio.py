@@ -5,15 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import omnikit
 from omnikit.audio.features import log_mel_spectrogram
 
 ENCODERS = ("whisper_encoder_tiny", "qwen2_5_omni_audio_tiny", "qwen3_omni_aut_tiny")
-
-
-def _encoder(name: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return omnikit.create_model(name).eval()
 
 
 @pytest.mark.parametrize("name", ENCODERS)
@@ -27,8 +21,8 @@ def _encoder(name: str) -> torch.nn.Module:
         (lambda m: torch.ones(1, m, 40, dtype=torch.long), None, TypeError, r"`features` expected a floating"),
     ],
 )
-def test_encoder_errors_name_the_argument(name, make, lengths, error, message) -> None:
-    model = _encoder(name)
+def test_encoder_errors_name_the_argument(tiny_model, name, make, lengths, error, message) -> None:
+    model = tiny_model(name)
     n_mels = model.config.n_mels
     with pytest.raises(error, match=message):
         model(make(n_mels), None if lengths is None else torch.tensor(lengths))
@@ -36,8 +30,8 @@ def test_encoder_errors_name_the_argument(name, make, lengths, error, message) -
 
 @pytest.mark.parametrize("name", (*ENCODERS, "wav2vec2_feature_encoder_tiny"))
 @pytest.mark.parametrize("fill", [float("nan"), float("inf")])
-def test_non_finite_padding_never_reaches_valid_outputs(name, fill) -> None:
-    model = _encoder(name)
+def test_non_finite_padding_never_reaches_valid_outputs(tiny_model, name, fill) -> None:
+    model = tiny_model(name)
     channels = model.config.in_channels if name.startswith("wav2vec") else model.config.n_mels
     length = 400 if name.startswith("wav2vec") else 40
     x = torch.randn(2, channels, length)
@@ -52,9 +46,9 @@ def test_non_finite_padding_never_reaches_valid_outputs(name, fill) -> None:
     torch.testing.assert_close(batch.hidden_states[1, :n], alone.hidden_states[0], atol=1e-5, rtol=1e-4)
 
 
-def test_wav2vec_input_shorter_than_its_receptive_field_is_named() -> None:
+def test_wav2vec_input_shorter_than_its_receptive_field_is_named(tiny_model) -> None:
     with pytest.raises(ValueError, match=r"`features` expected enough samples for one output frame"):
-        _encoder("wav2vec2_feature_encoder_tiny")(torch.randn(1, 1, 3))
+        tiny_model("wav2vec2_feature_encoder_tiny")(torch.randn(1, 1, 3))
 
 
 def test_log_mel_refuses_nan_and_wrong_rate() -> None:

@@ -50,12 +50,9 @@ def test_kmeans_refuses_non_finite_and_empty_input() -> None:
         kmeans(torch.zeros(4, 3), 0)
 
 
-@pytest.fixture(scope="module")
-def codec() -> torch.nn.Module:
-    torch.manual_seed(0)
-    import omnikit
-
-    return omnikit.create_model("seanet_codec_tiny").eval()
+@pytest.fixture()
+def codec(tiny_model) -> torch.nn.Module:
+    return tiny_model("seanet_codec_tiny")
 
 
 @pytest.mark.parametrize(

@@ -8,17 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import omnikit
 
-
-def _model(name: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return omnikit.create_model(name).eval()
-
-
-@pytest.fixture(scope="module")
-def thinker() -> torch.nn.Module:
-    return _model("thinker_tiny")
+@pytest.fixture()
+def thinker(tiny_model) -> torch.nn.Module:
+    return tiny_model("thinker_tiny")
 
 
 def _text(thinker: torch.nn.Module) -> torch.Tensor:
@@ -57,8 +50,8 @@ def test_empty_batch_and_empty_prompt_give_empty_logits(thinker) -> None:
     assert thinker(torch.zeros(1, 0, dtype=torch.long)).shape == (1, 0, vocab)
 
 
-def test_omni_audio_errors_name_the_call_arguments() -> None:
-    model = _model("omni_early_tiny")
+def test_omni_audio_errors_name_the_call_arguments(tiny_model) -> None:
+    model = tiny_model("omni_early_tiny")
     kwargs = model.contract_inputs([12, 12]).kwargs
     with pytest.raises(ValueError, match="`audio_lengths`"):
         model(**{**kwargs, "audio_lengths": torch.tensor([99, 99])})

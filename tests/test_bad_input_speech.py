@@ -5,18 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-import omnikit
 from omnikit.streaming import streaming
 
 
-def _model(name: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return omnikit.create_model(name).eval()
-
-
-@pytest.fixture(scope="module")
-def talker() -> torch.nn.Module:
-    return _model("talker_tiny")
+@pytest.fixture()
+def talker(tiny_model) -> torch.nn.Module:
+    return tiny_model("talker_tiny")
 
 
 def _codes(talker: torch.nn.Module, value: int, batch: int = 1, frames: int = 4) -> torch.Tensor:
@@ -61,9 +55,9 @@ def test_talker_stream_text_of_another_batch_is_named(talker) -> None:
         list(talker.stream_codes(states, batch_size=1, max_frames=2))
 
 
-@pytest.fixture(scope="module")
-def duplex() -> torch.nn.Module:
-    return _model("duplex_tiny")
+@pytest.fixture()
+def duplex(tiny_model) -> torch.nn.Module:
+    return tiny_model("duplex_tiny")
 
 
 @pytest.mark.parametrize("offset", [1, -1])
@@ -78,8 +72,8 @@ def test_duplex_user_code_past_the_pad_id_is_refused(duplex, offset) -> None:
         duplex(steps, torch.zeros(1, k, 5, dtype=torch.long), torch.full((1, k, 5), value))
 
 
-def test_stream_batch_mismatch_names_the_argument() -> None:
-    codec = _model("seanet_codec_tiny")
+def test_stream_batch_mismatch_names_the_argument(tiny_model) -> None:
+    codec = tiny_model("seanet_codec_tiny")
     with codec.streaming(2), pytest.raises(ValueError, match=r"`codes` has batch 3 .* batch_size=2"):
         codec.decode(torch.zeros(3, codec.num_codebooks, 1, dtype=torch.long))
     with pytest.raises(ValueError, match="`batch_size` expected an int >= 1"), streaming(codec, 0):

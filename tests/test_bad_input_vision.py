@@ -5,13 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import omnikit
 
-
-@pytest.fixture(scope="module")
-def encoder() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return omnikit.create_model("frame_encoder_tiny").eval()
+@pytest.fixture()
+def encoder(tiny_model) -> torch.nn.Module:
+    return tiny_model("frame_encoder_tiny")
 
 
 @pytest.mark.parametrize(
@@ -47,8 +44,8 @@ def test_nan_in_padded_frames_is_never_encoded(encoder) -> None:
     torch.testing.assert_close(out.hidden_states[1, :n], alone.hidden_states[0])
 
 
-def test_video_vit_empty_batch_is_named() -> None:
-    vit = omnikit.create_model("video_vit_tiny").eval()
+def test_video_vit_empty_batch_is_named(tiny_model) -> None:
+    vit = tiny_model("video_vit_tiny")
     frames = vit.contract_inputs([2]).kwargs["frames"][:0]
     with pytest.raises(ValueError, match=r"`frames` expected at least one clip"):
         vit(frames)
