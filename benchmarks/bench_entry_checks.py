@@ -48,7 +48,7 @@ def audio_rows(repeats: int) -> list[list[str]]:
 
 def thinker_row(repeats: int) -> list[str]:
     model = omnikit.create_model("thinker_tiny", dim=256, depth=4, num_heads=8, num_kv_heads=2, mlp_hidden=768,
-                                 vocab_size=4096).eval()
+                                 vocab_size=4096, mrope_sections=(4, 6, 6)).eval()
     low = max(model.media_tokens.as_dict().values()) + 1
     ids = torch.randint(low, 4096, (4, 256))
     times = interleaved_medians({"checks": partial(model._check_ids, ids), "forward": partial(model, ids)},
