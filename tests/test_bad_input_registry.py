@@ -86,6 +86,14 @@ def test_configure_rejects_or_accepts_consistently(key, value, valid) -> None:
             assert 0.5 <= got <= 2.0
 
 
+def test_sequences_may_be_lists_but_their_items_are_checked() -> None:
+    assert configure(_Toy, "toy", {"dim": 1, "eps": 1e-5, "strides": [2, 3]}).strides == [2, 3]
+    with pytest.raises(TypeError, match="`strides`"):
+        configure(_Toy, "toy", {"dim": 1, "eps": 1e-5, "strides": [2, "3"]})
+    with pytest.raises(ValueError, match="`strides`"):
+        configure(_Toy, "toy", {"dim": 1, "eps": 1e-5, "strides": [2, 0]})
+
+
 def test_nested_dataclass_fields_are_validated_with_their_path() -> None:
     @dataclass
     class Outer:

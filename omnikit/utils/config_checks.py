@@ -126,8 +126,8 @@ def _matches(value: Any, hint: Any) -> bool:
         return any(_matches(value, a) for a in args)
     if origin is typing.Literal:
         return value in args
-    if origin is tuple:
-        if not isinstance(value, tuple):
+    if origin is tuple:  # a list is accepted too (JSON and user code write sequences as lists)
+        if not isinstance(value, (tuple, list)):
             return False
         if len(args) == 2 and args[1] is Ellipsis:
             return all(_matches(v, args[0]) for v in value)
