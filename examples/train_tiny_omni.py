@@ -91,13 +91,21 @@ def accuracy(model, build, batch: dict[str, torch.Tensor], swap: str | None = No
     return float((logits.argmax(-1) == batch["answer"]).float().mean())
 
 
+def one_cycle(opt: torch.optim.Optimizer, lr: float, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """One-cycle schedule with 10% warm-up (at least 2 steps); runs under 4 steps keep ``lr`` constant,
+    since OneCycleLR needs room for a warm-up and a decay."""
+    if steps < 4:
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=max(0.1, 2 / steps))
+
+
 def train(style: str, steps: int, batch_size: int, lr: float, seed: int, test: dict) -> dict:
     name, build = STYLES[style]
     torch.manual_seed(seed)
     model = omnikit.create_model(name).train()
     apply_recipe(model, "full")
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    sched = one_cycle(opt, lr, steps)
     g = torch.Generator().manual_seed(seed + 1)
     history = {"step": [], "loss": [], "accuracy": []}
     started = time.perf_counter()
@@ -158,6 +166,8 @@ def main() -> None:
     parser.add_argument("--styles", nargs="+", default=list(STYLES), choices=list(STYLES))
     parser.add_argument("--out", type=Path, default=Path("outputs/train_tiny_omni"))
     args = parser.parse_args()
+    if args.steps < 1:
+        parser.error(f"--steps expected an int >= 1 but got {args.steps}")
     torch.set_num_threads(min(2, torch.get_num_threads()))
     args.out.mkdir(parents=True, exist_ok=True)
     test = make_batch(512, torch.Generator().manual_seed(12345))

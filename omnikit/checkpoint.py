@@ -5,26 +5,49 @@ A checkpoint directory holds two files:
 - ``config.json``: the registry name and the overrides the model was built with;
 - ``model.safetensors``: every tensor of the state dict (tied tensors stored once).
 
-Loading is strict: a missing, unexpected or mis-shaped tensor raises ``ValueError`` naming the
-keys. Pickle files (``.bin``, ``.pt``, ``.pth``) are refused unless ``allow_pickle=True``.
+Saving is atomic (temporary files, fsync, rename). Loading is strict and checks before it
+allocates: the model is built on ``device="meta"`` and compared with the safetensors header, and a
+missing, unexpected, mis-shaped or wrong-dtype tensor raises ``ValueError`` naming the keys;
+unreadable files raise ``ValueError`` naming the file. Pickle files (``.bin``, ``.pt``, ``.pth``)
+are refused unless ``allow_pickle=True``.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+import zlib
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from omnikit.checkpoint_checks import (
+    SafetensorsHeader,
+    TensorEntry,
+    check_against_header,
+    dtype_name,
+    read_safetensors_header,
+)
 from omnikit.registry import SPEC_ATTR, WEIGHTS_LOADER, ModelSpec, create_model
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
+from omnikit.utils.precision import cast_model, model_dtype
 from omnikit.version import __version__
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "load_pretrained", "load_weights", "save_pretrained"]
+__all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "check_fits",
+    "load_pretrained",
+    "load_weights",
+    "load_weights_as_saved",
+    "read_config",
+    "save_pretrained",
+]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -80,9 +103,68 @@ def _dedupe_shared(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tens
     return unique, aliases
 
 
+def _crc32(tensors: Mapping[str, torch.Tensor]) -> str:
+    """CRC-32 of every tensor's bytes in key order: binds config.json to the weights it was saved with."""
+    crc = 0
+    for key in sorted(tensors):
+        crc = zlib.crc32(key.encode("utf-8"), crc)
+        flat = tensors[key].detach().contiguous().reshape(-1)
+        if flat.numel():
+            crc = zlib.crc32(flat.view(torch.uint8).numpy(), crc)
+    return f"{crc:08x}"
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _temp_path(out: Path, name: str) -> Path:
+    fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out)
+    os.close(fd)
+    return Path(temp)
+
+
+def _write_atomically(out: Path, writers: Sequence[tuple[str, Callable[[Path], None]]]) -> None:
+    """Write each file to a temporary name in ``out``, fsync them all, then rename in order.
+
+    On any failure the temporaries are removed and the files already in ``out`` are untouched.
+    """
+    temps: list[tuple[Path, str]] = []
+    try:
+        for name, write in writers:
+            temp = _temp_path(out, name)
+            temps.append((temp, name))
+            write(temp)
+            _fsync(temp)
+        for temp, name in temps:
+            os.replace(temp, out / name)
+    finally:
+        for temp, _ in temps:
+            temp.unlink(missing_ok=True)
+    if hasattr(os, "O_DIRECTORY"):  # make the renames durable (POSIX)
+        _fsync(out)
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except OSError:
+        raise
+    except Exception as exc:  # safetensors reports I/O failures (full disk, size limit) as SafetensorError
+        raise OSError(f"could not write {str(path)!r}: {exc}") from exc
+
+
 def save_pretrained(model: nn.Module, directory: str | Path) -> Path:
     """Write ``config.json`` and ``model.safetensors`` for a model built by ``create_model``.
 
+    Each file is written to a temporary name in ``directory``, flushed to disk and renamed over
+    the old one, weights first: a save that fails part way (full disk, killed process) leaves the
+    previous checkpoint whole and removes its temporaries. ``config.json`` records the model's
+    dtype (a bf16 model comes back bf16) and a CRC-32 of the weights, checked on load.
     Returns the directory. Never pickles.
     """
     spec = _spec_of(model)
@@ -98,9 +180,17 @@ def save_pretrained(model: nn.Module, directory: str | Path) -> Path:
         "name": spec.name,
         "kind": spec.kind,
         "overrides": _to_json(spec.overrides, "overrides"),
+        "dtype": dtype_name(model_dtype(model)),
+        "weights_crc32": _crc32(tensors),
     }
-    (out / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    save_file(tensors, str(out / WEIGHTS_NAME), metadata={_ALIASES_KEY: json.dumps(aliases)})
+    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+    _write_atomically(
+        out,
+        [
+            (WEIGHTS_NAME, lambda p: _save_tensors(tensors, p, {_ALIASES_KEY: json.dumps(aliases)})),
+            (CONFIG_NAME, lambda p: p.write_text(text, encoding="utf-8")),
+        ],
+    )
     return out
 
 
@@ -116,51 +206,192 @@ def _resolve_weights(path: Path) -> Path:
     return path
 
 
-def _read_state(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
-    weights = _resolve_weights(path)
+def _read_pickle(weights: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
+    if not allow_pickle:
+        raise OmnikitValueError(
+            f"refusing to load pickle checkpoint {str(weights)!r}: pickle can run arbitrary code. "
+            "Convert it to safetensors, or pass allow_pickle=True if you trust its source"
+        )
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors come in many types
+        raise OmnikitValueError(f"checkpoint file {str(weights)!r} could not be unpickled: {exc}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise OmnikitValueError(f"checkpoint file {str(weights)!r} does not hold a state dict of tensors")
+    return state
+
+
+def _header(weights: Path, allow_pickle: bool) -> tuple[SafetensorsHeader, dict[str, torch.Tensor] | None]:
+    """The checkpoint's header; pickle files must be read whole to know it (returned as the state)."""
     if weights.suffix in PICKLE_SUFFIXES:
-        if not allow_pickle:
-            raise OmnikitValueError(
-                f"refusing to load pickle checkpoint {str(weights)!r}: pickle can run arbitrary code. "
-                "Convert it to safetensors, or pass allow_pickle=True if you trust its source"
-            )
-        return torch.load(weights, map_location="cpu", weights_only=True)
+        state = _read_pickle(weights, allow_pickle)
+        entries = {k: TensorEntry(v.dtype, tuple(v.shape), str(weights)) for k, v in state.items()}
+        return SafetensorsHeader(entries, {}), state
     if weights.suffix != ".safetensors":
         raise OmnikitValueError(f"checkpoint expected a .safetensors file but got {str(weights)!r}")
-    state = load_file(str(weights), device="cpu")
-    with safe_open(str(weights), framework="pt") as f:
-        aliases = json.loads((f.metadata() or {}).get(_ALIASES_KEY, "{}"))
+    return read_safetensors_header(weights), None
+
+
+def _aliases(header: SafetensorsHeader, weights: Path) -> dict[str, str]:
+    try:
+        aliases = json.loads(header.metadata.get(_ALIASES_KEY, "{}"))
+    except json.JSONDecodeError as exc:
+        raise OmnikitValueError(f"checkpoint file {str(weights)!r} has unreadable {_ALIASES_KEY}: {exc}") from None
+    if not isinstance(aliases, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v in header.tensors for k, v in aliases.items()
+    ):
+        raise OmnikitValueError(f"checkpoint file {str(weights)!r} has {_ALIASES_KEY} naming tensors it lacks")
+    return aliases
+
+
+def _expected(
+    state: Mapping[str, torch.Tensor], header: SafetensorsHeader, aliases: Mapping[str, str], saved: torch.dtype | None
+) -> dict[str, torch.Tensor]:
+    """What the header must hold for ``state`` (meta tensors), tied keys dropped.
+
+    With ``saved`` (the dtype recorded at save), a floating tensor may be stored in that dtype or
+    float32 (norms and routers stay fp32) and is then loaded in the stored dtype.
+    """
+    allowed = {saved, torch.float32}
+    expected = {}
+    for key, tensor in state.items():
+        if key in aliases:
+            continue
+        stored = header.tensors.get(key)
+        dtype = tensor.dtype
+        if saved is not None and stored is not None and tensor.is_floating_point() and stored.dtype in allowed:
+            dtype = stored.dtype
+        expected[key] = torch.empty(tensor.shape, dtype=dtype, device="meta")
+    return expected
+
+
+def _adopt_dtypes(model: nn.Module, expected: Mapping[str, torch.Tensor]) -> None:
+    """Give ``model``'s tensors the dtypes the checkpoint stores them in (tied tensors stay tied)."""
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        want = expected.get(key)
+        if want is None or tensor.dtype == want.dtype:
+            continue
+        owner_name, _, attr = key.rpartition(".")
+        owner = model.get_submodule(owner_name)
+        if isinstance(tensor, nn.Parameter):
+            tensor.data = tensor.data.to(want.dtype)
+        else:
+            owner._buffers[attr] = tensor.to(want.dtype)
+
+
+def _load_data(weights: Path, header: SafetensorsHeader, aliases: Mapping[str, str]) -> dict[str, torch.Tensor]:
+    try:
+        state = load_file(str(weights), device="cpu")
+    except Exception as exc:  # safetensors raises SafetensorError or OSError
+        raise OmnikitValueError(f"checkpoint file {str(weights)!r} could not be read: {exc}") from None
     for alias, source in aliases.items():
         state[alias] = state[source]
     return state
 
 
+def _check_crc(
+    state: Mapping[str, torch.Tensor], aliases: Mapping[str, str], config: Mapping[str, Any], weights: Path
+) -> None:
+    recorded = config.get("weights_crc32")
+    if recorded is None:
+        return
+    actual = _crc32({k: v for k, v in state.items() if k not in aliases})
+    if actual != recorded:
+        raise OmnikitValueError(
+            f"checkpoint file {str(weights)!r} does not match its config.json (weights CRC-32 {actual}, "
+            f"config says {recorded}): the data is corrupted or the two files come from different saves"
+        )
+
+
+def _prepare(
+    model_or_meta: nn.Module, path: Path, allow_pickle: bool, saved: torch.dtype | None
+) -> tuple[Path, SafetensorsHeader, dict[str, str], dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    """Read the header and check it against the model's state before any data is read."""
+    weights = _resolve_weights(path)
+    header, pickled = _header(weights, allow_pickle)
+    aliases = _aliases(header, weights) if pickled is None else {}
+    expected = _expected(model_or_meta.state_dict(), header, aliases, saved)
+    check_against_header(expected, header, source=str(weights))
+    return weights, header, aliases, expected, pickled
+
+
 def load_weights(model: nn.Module, path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
     """Load a checkpoint's tensors into ``model`` strictly; returns ``model``.
 
-    Raises ``ValueError`` naming every missing, unexpected or mis-shaped key.
+    The header is checked before any data is read: ``ValueError`` names every missing,
+    unexpected, mis-shaped and wrong-dtype key (cast the model with ``cast_model`` to the
+    checkpoint's dtype first), and any unreadable file.
     """
-    state = _read_state(Path(path), allow_pickle)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    misshaped = sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in set(state) & set(expected)
-        if state[k].shape != expected[k].shape
-    )
-    problems = [
-        f"{label} ({len(keys)}): {keys[:20]}{' ...' if len(keys) > 20 else ''}"
-        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("mis-shaped", misshaped))
-        if keys
-    ]
-    if problems:
-        raise OmnikitValueError(f"checkpoint {str(path)!r} does not fit the model: " + "; ".join(problems))
+    weights, header, aliases, _, pickled = _prepare(model, Path(path), allow_pickle, None)
+    state = pickled if pickled is not None else _load_data(weights, header, aliases)
     model.load_state_dict(state, strict=True)
     return model
 
 
-WEIGHTS_LOADER.append(load_weights)  # what create_model(..., pretrained=path) calls
+def _saved_dtype(config: Mapping[str, Any], config_path: Path) -> torch.dtype | None:
+    name = config.get("dtype")
+    if name is None:
+        return None
+    dtype = getattr(torch, name, None) if isinstance(name, str) else None
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise OmnikitValueError(f"{str(config_path)!r}: `dtype` expected a floating dtype name but got {name!r}")
+    return dtype
+
+
+def read_config(config_path: Path) -> dict[str, Any]:
+    """Read and validate an omnikit ``config.json``; ``ValueError`` naming the file otherwise."""
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise OmnikitValueError(f"{str(config_path)!r} is not valid JSON: {exc}") from None
+    if not isinstance(config, dict) or config.get("format_version") != FORMAT_VERSION:
+        raise OmnikitValueError(f"{str(config_path)!r} is not an omnikit config (format_version {FORMAT_VERSION})")
+    checks = (("name", str, True), ("overrides", dict, False), ("weights_crc32", str, False))
+    for key, kind, required in checks:
+        if (required or key in config) and not isinstance(config.get(key), kind):
+            raise OmnikitValueError(
+                f"{str(config_path)!r}: `{key}` expected a {kind.__name__} but got {type(config.get(key)).__name__}"
+            )
+    _saved_dtype(config, config_path)
+    return config
+
+
+def _config_beside(path: Path) -> tuple[dict[str, Any] | None, Path]:
+    config_path = (path if path.is_dir() else path.parent) / CONFIG_NAME
+    return (read_config(config_path) if config_path.is_file() else None), config_path
+
+
+def check_fits(build_on_meta: Callable[[], nn.Module], path: str | Path, *, allow_pickle: bool = False) -> None:
+    """Raise ``ValueError`` unless the checkpoint at ``path`` fits the model ``build_on_meta`` returns.
+
+    Nothing is allocated: the model is built on ``device="meta"`` and compared with the
+    safetensors header, so a config asking for a model far larger than its file fails at once.
+    """
+    path = Path(path)
+    config, config_path = _config_beside(path)
+    with torch.device("meta"):
+        meta = build_on_meta()
+    _prepare(meta, path, allow_pickle, _saved_dtype(config or {}, config_path))
+
+
+def load_weights_as_saved(model: nn.Module, path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
+    """Like :func:`load_weights` for a freshly built model, which first takes the dtype recorded at save.
+
+    With a ``config.json`` beside the weights, its CRC-32 of the weights is checked too.
+    """
+    path = Path(path)
+    config, config_path = _config_beside(path)
+    weights, header, aliases, expected, pickled = _prepare(
+        model, path, allow_pickle, _saved_dtype(config or {}, config_path)
+    )
+    _adopt_dtypes(model, expected)
+    state = pickled if pickled is not None else _load_data(weights, header, aliases)
+    _check_crc(state, aliases, config or {}, weights)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+WEIGHTS_LOADER.append(load_weights_as_saved)  # what create_model(..., pretrained=path) calls
 
 
 def load_pretrained(
@@ -172,21 +403,28 @@ def load_pretrained(
 ) -> nn.Module:
     """Rebuild a model from ``config.json`` and load its weights strictly.
 
-    ``directory`` may also be the weights file itself, with ``config.json`` beside it.
+    ``directory`` may also be the weights file itself, with ``config.json`` beside it. The model
+    is first built on ``device="meta"`` and checked against the safetensors header, so nothing
+    is allocated for a checkpoint that does not fit. Tensors come back in the dtype they were
+    saved in (then cast to ``dtype`` when given).
     """
     path = Path(directory)
-    config_path = (path if path.is_dir() else path.parent) / CONFIG_NAME
-    if not config_path.is_file():
+    config, config_path = _config_beside(path)
+    if config is None:
         raise FileNotFoundError(f"no {CONFIG_NAME} next to checkpoint {str(path)!r}")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    if config.get("format_version") != FORMAT_VERSION or "name" not in config:
-        raise OmnikitValueError(f"{str(config_path)!r} is not an omnikit config (format_version {FORMAT_VERSION})")
     if device is not None and torch.device(device).type == "meta":
         raise OmnikitValueError("`device` cannot be 'meta' when loading weights")
-    model = create_model(config["name"], device=device, **_from_json(config.get("overrides", {})))
-    load_weights(model, path, allow_pickle=allow_pickle)
-    if dtype is not None:
-        from omnikit.utils.precision import cast_model
+    name, overrides = config["name"], _from_json(config.get("overrides", {}))
 
+    def build() -> nn.Module:
+        try:
+            return create_model(name, **overrides)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise OmnikitValueError(f"{str(config_path)!r} describes a model that cannot be built: {exc}") from exc
+
+    check_fits(build, path, allow_pickle=allow_pickle)
+    model = create_model(name, device=device, **overrides)
+    load_weights_as_saved(model, path, allow_pickle=allow_pickle)
+    if dtype is not None:
         cast_model(model, dtype)
     return model

@@ -28,6 +28,7 @@ from torch import nn
 
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
 from omnikit.utils.config import flat_names, nest_flat
+from omnikit.utils.config_checks import validate_config
 from omnikit.utils.precision import cast_model
 
 __all__ = [
@@ -148,7 +149,9 @@ def configure(config_cls: type[ConfigT], model_name: str, overrides: Mapping[str
     """Build the dataclass ``config_cls`` from preset ``defaults`` updated by user ``overrides``.
 
     An override that is not a field of ``config_cls`` (nor one of its flat keywords, see
-    :func:`omnikit.utils.config.nest_flat`) raises ``TypeError`` naming it.
+    :func:`omnikit.utils.config.nest_flat`) raises ``TypeError`` naming it. Every field is then
+    validated once (:func:`omnikit.utils.config_checks.validate_config`): a value of the wrong type
+    raises ``TypeError``, a non-finite or out-of-range number ``ValueError``, both naming the field.
     """
     fields = {f.name for f in dataclasses.fields(config_cls)} | flat_names(config_cls)  # type: ignore[arg-type]
     unknown = sorted(set(overrides) - fields)
@@ -157,7 +160,9 @@ def configure(config_cls: type[ConfigT], model_name: str, overrides: Mapping[str
             f"{model_name}: unknown override(s) {unknown}; valid overrides are {sorted(fields)}"
         )
     preset = nest_flat(config_cls, defaults)
-    return config_cls(**{**preset, **nest_flat(config_cls, overrides, base=preset)})
+    config = config_cls(**{**preset, **nest_flat(config_cls, overrides, base=preset)})
+    validate_config(config, model_name)
+    return config
 
 
 def _check_overrides_against_signature(info: ModelInfo, overrides: Mapping[str, Any]) -> None:
@@ -196,6 +201,10 @@ def create_model(
     _check_overrides_against_signature(info, overrides)
     if pretrained is not None and device is not None and torch.device(device).type == "meta":
         raise OmnikitValueError("`pretrained` weights cannot be loaded onto device='meta'")
+    if pretrained is not None:
+        from omnikit.checkpoint import check_fits
+
+        check_fits(lambda: info.entrypoint(**overrides), pretrained)  # on meta: nothing allocated
     with torch.device(device) if device is not None else nullcontext():
         model = info.entrypoint(**overrides)
     if not isinstance(model, nn.Module):

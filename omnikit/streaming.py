@@ -21,7 +21,15 @@ from torch import nn
 
 from omnikit.utils.checks import OmnikitValueError
 
-__all__ = ["StreamingContainer", "StreamingModule", "StreamingState", "is_streaming", "streaming", "suspended"]
+__all__ = [
+    "StreamingContainer",
+    "StreamingModule",
+    "StreamingState",
+    "check_stream_batch",
+    "is_streaming",
+    "streaming",
+    "suspended",
+]
 
 
 class StreamingState:
@@ -68,6 +76,14 @@ class StreamingModule(StreamingContainer, nn.Module, Generic[StateT]):
 def is_streaming(module: nn.Module) -> bool:
     """True when any streaming submodule of ``module`` holds live state."""
     return any(isinstance(m, StreamingModule) and m.streaming_state is not None for m in module.modules())
+
+
+def check_stream_batch(module: nn.Module, batch: int, name: str) -> None:
+    """Inside an open stream of ``module``, raise naming ``name`` unless ``batch`` is the stream's."""
+    for m in module.modules():
+        if isinstance(m, StreamingModule) and m.streaming_state is not None:
+            m.streaming_state.check_batch(batch, name)
+            return
 
 
 @contextmanager

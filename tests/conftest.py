@@ -5,10 +5,26 @@ from __future__ import annotations
 import pytest
 import torch
 
+import omnikit
+
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """``tiny_model(name)``: the registered model built with seed 0 in eval mode, once per session."""
+    built: dict[str, torch.nn.Module] = {}
+
+    def build(name: str) -> torch.nn.Module:
+        if name not in built:
+            torch.manual_seed(0)
+            built[name] = omnikit.create_model(name).eval()
+        return built[name]
+
+    return build
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

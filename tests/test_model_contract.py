@@ -61,8 +61,8 @@ def crop_item(inputs: ContractInputs, index: int, length: int) -> ContractInputs
     return ContractInputs(kwargs, torch.tensor([length]), inputs.time_dims, inputs.lengths_kwarg)
 
 
-def with_noisy_padding(inputs: ContractInputs, seed: int = 7) -> ContractInputs:
-    """The same batch with every padded position overwritten by large random values."""
+def with_noisy_padding(inputs: ContractInputs, seed: int = 7, fill: float | None = None) -> ContractInputs:
+    """The same batch with every padded position overwritten by large random values (or ``fill``)."""
     if inputs.lengths is None:
         return inputs
     g = torch.Generator().manual_seed(seed)
@@ -71,7 +71,9 @@ def with_noisy_padding(inputs: ContractInputs, seed: int = 7) -> ContractInputs:
         value = kwargs[key].clone()
         for b, n in enumerate(inputs.lengths.tolist()):
             pad = value[b].narrow(dim - 1, n, value.shape[dim] - n)
-            if value.is_floating_point():
+            if value.is_floating_point() and fill is not None:
+                pad.fill_(fill)
+            elif value.is_floating_point():
                 pad.copy_(torch.randn(pad.shape, generator=g) * 100)
             else:
                 pad.copy_(torch.randint(0, int(value.max()) + 1, pad.shape, generator=g))
@@ -158,11 +160,26 @@ def test_save_load_roundtrip(name: str, tmp_path) -> None:
 
 
 def test_batch_equals_items_and_padding_is_invisible(name: str) -> None:
+    check_padding_is_invisible(name)
+
+
+@pytest.mark.parametrize("fill", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_non_finite_padding_never_reaches_valid_outputs(name: str, fill: float) -> None:
+    """NaN or inf in the padding is removed by masking, not multiplying, so valid outputs never see it."""
+    check_padding_is_invisible(name, fill)
+
+
+def check_padding_is_invisible(name: str, fill: float | None = None) -> None:
+    """A padded batch equals its items run alone, with noise (or ``fill``) in every padded position."""
     model = build(name).eval()
     inputs = model.contract_inputs(LENGTHS)
     if inputs.lengths is None:
         pytest.skip("fixed-size inputs: no padding to test")
-    noisy = with_noisy_padding(inputs)
+    if fill is not None and not any(inputs.kwargs[k].is_floating_point() for k in inputs.time_dims):
+        pytest.skip("integer inputs: NaN cannot be written into the padding")
+    if fill is not None and inputs.lengths_kwarg is None:
+        pytest.skip("no lengths argument: the padding is the causal future, which chunked kernels multiply by 0")
+    noisy = with_noisy_padding(inputs, fill=fill)
     with torch.no_grad():
         out, out_lengths = outputs(model, noisy)
         valid = valid_lengths(noisy, out, out_lengths)

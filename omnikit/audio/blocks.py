@@ -37,15 +37,28 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> tor
 
 
 def check_features(
-    features: object, lengths: object, n_mels: int, name: str = "features"
+    features: object, lengths: object, n_mels: int, name: str = "features", lengths_name: str = "lengths"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate ``features (B, n_mels, T)`` and ``lengths (B,)``; returns both (lengths default to T)."""
+    """Validate ``features (B, n_mels, T)`` and ``lengths (B,)``; returns both (lengths default to T).
+
+    In eager mode the valid frames must be finite (NaN or inf in the padding is allowed: the
+    encoders remove it by masking).
+    """
     x = check_tensor(features, name, shape=("B", n_mels, "T"), floating=True)
-    if x.shape[-1] == 0:
-        raise OmnikitValueError(f"`{name}` expected at least one frame but got shape {tuple(x.shape)}")
+    for size, what in ((x.shape[0], "item"), (x.shape[-1], "frame")):
+        if size == 0:
+            raise OmnikitValueError(f"`{name}` expected at least one {what} but got shape {tuple(x.shape)}")
     if lengths is None:
-        return x, torch.full((x.shape[0],), x.shape[-1], dtype=torch.long, device=x.device)
-    return x, check_lengths(lengths, "lengths", batch=x.shape[0], max_len=x.shape[-1]).to(x.device)
+        n = torch.full((x.shape[0],), x.shape[-1], dtype=torch.long, device=x.device)
+    else:
+        n = check_lengths(lengths, lengths_name, batch=x.shape[0], max_len=x.shape[-1]).to(x.device)
+    if not torch.compiler.is_compiling() and not bool(torch.isfinite(x.sum())):  # fast path: a finite sum
+        finite = torch.isfinite(x).all(dim=1)  # means no NaN/inf anywhere; else look at the valid frames
+        if lengths is not None:
+            finite |= ~(torch.arange(x.shape[-1], device=x.device)[None, :] < n[:, None])
+        if not bool(finite.all()):
+            raise OmnikitValueError(f"`{name}` expected finite values but holds NaN or inf in valid frames")
+    return x, n
 
 
 def zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -53,7 +66,7 @@ def zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     if bool((lengths == x.shape[-1]).all()):
         return x
     valid = torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None]
-    return x * valid[:, None, :].to(x.dtype)
+    return x.masked_fill(~valid[:, None, :], 0)  # not a product: NaN in padding must not survive
 
 
 def encoder_block(dim: int, num_heads: int, mlp_hidden: int, *, norm_eps: float = 1e-5,

@@ -31,7 +31,7 @@ from omnikit.audio.seanet import SEANetDecoder, SEANetEncoder
 from omnikit.audio.signal import check_waveform
 from omnikit.audio.split_rvq import SplitResidualVQ
 from omnikit.layers import lengths_to_mask
-from omnikit.streaming import StreamingContainer, is_streaming
+from omnikit.streaming import StreamingContainer, check_stream_batch, is_streaming
 from omnikit.testing import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_choice, check_tensor
 
@@ -132,7 +132,17 @@ class SEANetCodec(StreamingContainer, nn.Module):
 
     def _latents(self, wav: torch.Tensor) -> torch.Tensor:
         x, _ = check_waveform(wav, channels=self.config.channels)
+        self._check_call(x, "wav", x.shape[-1] // self.hop)
         return self.encoder(x).transpose(1, 2)  # (B, F, dim)
+
+    def _check_call(self, x: torch.Tensor, name: str, frames: int) -> None:
+        """A stream keeps its batch; offline calls need at least one whole frame."""
+        if is_streaming(self):
+            check_stream_batch(self, x.shape[0], name)
+        elif frames < 1:
+            raise OmnikitValueError(
+                f"`{name}` expected at least one frame ({self.hop} samples) but got shape {tuple(x.shape)}"
+            )
 
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
         """``wav (B, channels, S) -> codes (B, K, S // hop)`` int64 (streams inside ``streaming``)."""
@@ -141,6 +151,7 @@ class SEANetCodec(StreamingContainer, nn.Module):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """``codes (B, K, F) -> wav (B, channels, F * hop)`` (streams inside ``streaming``)."""
         check_tensor(codes, "codes", shape=("B", self.num_codebooks, "F"), floating=False)
+        self._check_call(codes, "codes", codes.shape[-1])
         latents = self.quantizer.decode(codes)
         return self.decoder(latents.transpose(1, 2).to(next(self.decoder.parameters()).dtype))
 
@@ -152,6 +163,7 @@ class SEANetCodec(StreamingContainer, nn.Module):
         if lengths is not None and is_streaming(self):
             raise OmnikitValueError("`lengths` cannot be given while streaming: every chunk is fully valid")
         x, n = check_waveform(wav, lengths, channels=self.config.channels)
+        self._check_call(x, "wav", x.shape[-1] // self.hop)
         latents = self.encoder(x).transpose(1, 2)
         frames = torch.full_like(n, latents.shape[1]) if is_streaming(self) else self.output_lengths(n)
         mask = lengths_to_mask(frames, latents.shape[1]) if lengths is not None else None

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnikit.utils.checks import OmnikitValueError, check_positive, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_finite, check_positive, check_tensor
 
 __all__ = ["QuantizerOutput", "ResidualVQ", "VectorQuantizer", "kmeans"]
 
@@ -66,8 +66,13 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator 
     """Lloyd's k-means of ``x (N, D)``: returns ``(centroids (k, D), counts (k,))``.
 
     Starts from ``k`` random rows (with replacement when ``N < k``); a centroid that loses all its
-    points keeps its previous position.
+    points keeps its previous position. Non-finite rows raise ``ValueError``.
     """
+    check_tensor(x, "x", ndim=2, floating=True)
+    check_positive(k, "k")
+    if x.shape[0] == 0:
+        raise OmnikitValueError("`x` expected at least one row to cluster but got shape (0, D)")
+    check_finite(x, "x", "k-means needs finite vectors")
     n = x.shape[0]
     start = (torch.randperm(n, generator=generator)[:k] if n >= k else torch.randint(0, n, (k,), generator=generator))
     centroids = x[start.to(x.device)].clone()
@@ -156,6 +161,8 @@ class VectorQuantizer(nn.Module):
         ``valid (N,)`` bool selects the rows that train the codebook and enter the losses.
         """
         picked = x if valid is None else x[valid]
+        if self.training:
+            check_finite(picked, "x", "the codebook was left untouched")
         if self.training and not bool(self.initialized):
             self._initialise(picked.detach())
         codes = _nearest(x.detach().to(self.codebook.dtype), self.codebook.detach())

@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from omnikit.utils.checks import OmnikitValueError, check_lengths, check_positive, check_tensor
+from omnikit.layers.masks import lengths_to_mask
+from omnikit.utils.checks import OmnikitValueError, check_finite, check_lengths, check_positive, check_tensor
 
 __all__ = ["check_waveform", "kaldi_fbank", "require_torchaudio", "resample", "to_mono"]
 
@@ -31,8 +32,9 @@ def check_waveform(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate a waveform batch; returns ``(wav (B, C, S), lengths (B,))``.
 
-    Raises on a non-float tensor, more than 3 dims, no samples, NaN/inf values, or a channel count
-    other than ``channels`` (when given).
+    Raises on a non-float tensor, more than 3 dims, no samples, NaN/inf values in the valid
+    samples, or a channel count other than ``channels`` (when given). Samples past ``lengths``
+    come back zeroed, whatever they held (NaN included).
     """
     x = check_tensor(wav, name, ndim=(1, 2, 3), floating=True)
     x = x.reshape(1, 1, -1) if x.ndim == 1 else (x[:, None] if x.ndim == 2 else x)
@@ -42,11 +44,13 @@ def check_waveform(
         hint = "; mix it down with omnikit.audio.to_mono(wav)" if channels == 1 else ""
         raise OmnikitValueError(f"`{name}` expected {channels} channel(s) (B, {channels}, S) but got "
                                 f"{x.shape[1]} in shape {tuple(x.shape)}{hint}")
-    if not bool(torch.isfinite(x).all()):
-        raise OmnikitValueError(f"`{name}` contains NaN or infinite samples")
     if lengths is None:
-        return x, torch.full((x.shape[0],), x.shape[-1], dtype=torch.long, device=x.device)
-    return x, check_lengths(lengths, "lengths", batch=x.shape[0], max_len=x.shape[-1]).to(x.device)
+        n = torch.full((x.shape[0],), x.shape[-1], dtype=torch.long, device=x.device)
+    else:
+        n = check_lengths(lengths, "lengths", batch=x.shape[0], max_len=x.shape[-1]).to(x.device)
+        x = x.masked_fill(~lengths_to_mask(n, x.shape[-1])[:, None, :], 0)
+    check_finite(x, name, "NaN or infinite samples")
+    return x, n
 
 
 def to_mono(wav: torch.Tensor) -> torch.Tensor:

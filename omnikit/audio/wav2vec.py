@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnikit.audio.blocks import check_features, feature_contract_inputs
+from omnikit.audio.blocks import check_features, feature_contract_inputs, zero_padding
 from omnikit.layers import LayerNorm, lengths_to_mask
 from omnikit.outputs import EncoderOutput
 from omnikit.streaming import StreamingContainer, StreamingModule, StreamingState, is_streaming
@@ -145,10 +145,11 @@ class ConvFeatureEncoder(StreamingContainer, nn.Module):
         norm = self.norms[0]
         if bool((lengths == h.shape[-1]).all()):
             return norm(h)
-        valid = lengths_to_mask(lengths, h.shape[-1])[:, None, :].to(h.dtype)
+        valid = lengths_to_mask(lengths, h.shape[-1])[:, None, :]
+        h = h.masked_fill(~valid, 0)  # NaN/inf in padded frames must not reach the statistics
         count = lengths.clamp(min=1)[:, None, None].to(h.dtype)
-        mean = (h * valid).sum(-1, keepdim=True) / count
-        var = ((h - mean).square() * valid).sum(-1, keepdim=True) / count
+        mean = h.sum(-1, keepdim=True) / count
+        var = (h - mean).square().masked_fill(~valid, 0).sum(-1, keepdim=True) / count
         h = (h - mean) * torch.rsqrt(var + norm.eps)
         return h * norm.weight[:, None] + norm.bias[:, None]
 
@@ -160,7 +161,11 @@ class ConvFeatureEncoder(StreamingContainer, nn.Module):
         if streaming and self.config.norm != "layer":
             raise OmnikitValueError("norm='group' normalises over the whole clip and cannot stream; use norm='layer'")
         x, n = check_features(features, lengths, self.config.in_channels)
-        h = x
+        if not streaming and int(self.output_lengths(torch.tensor([x.shape[-1]]))[0]) < 1:
+            raise OmnikitValueError(
+                f"`features` expected enough samples for one output frame but got shape {tuple(x.shape)}"
+            )
+        h = x if lengths is None else zero_padding(x, n)  # NaN/inf in the padding must not enter the convs
         for i, conv in enumerate(self.convs):
             h = conv(h)
             if self.config.norm == "layer":

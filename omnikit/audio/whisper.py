@@ -91,7 +91,7 @@ class WhisperEncoder(nn.Module):
         mask = lengths_to_mask(out_lengths, tokens) if padded else None
         h = self.norm(self.encoder(h, mask))
         if mask is not None:
-            h = h * mask[..., None].to(h.dtype)
+            h = h.masked_fill(~mask[..., None], 0)
         return EncoderOutput(h, out_lengths)
 
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:

@@ -27,9 +27,9 @@ from omnikit.layers.attention import Attention
 from omnikit.layers.decoder import Decoder
 from omnikit.layers.hybrid import HybridDecoder
 from omnikit.layers.mlp import SwiGLU
+from omnikit.layers.stack import TransformerStack
 from omnikit.models.language_model import CausalLM
 from omnikit.moe.layer import MoE
-from omnikit.layers.stack import TransformerStack
 
 __all__: list[str] = []
 

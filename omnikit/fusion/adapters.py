@@ -149,6 +149,8 @@ class TubeletEncoder(nn.Module):
         self.mlp = nn.Sequential(LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
 
     def grid(self, frames_shape: torch.Size | tuple[int, ...]) -> tuple[int, int, int]:
+        if len(frames_shape) != 5:
+            raise OmnikitValueError(f"`frames` expected a 5-D shape (N, T, C, H, W) but got {tuple(frames_shape)}")
         _, t, _, h, w = frames_shape
         if t % self.tubelet or h % self.patch or w % self.patch:
             raise OmnikitValueError(

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from omnikit.fusion.modality import MediaTokens
+from omnikit.layers.masks import masked_mean
 from omnikit.speech.talker import codebook_loss, per_codebook_loss
 from omnikit.utils.checks import check_tensor
 
@@ -47,4 +48,4 @@ def text_lm_loss(
         keep &= loss_mask
     keep = keep[:, 1:]
     losses = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), input_ids[:, 1:], reduction="none")
-    return (losses * keep).sum() / keep.sum().clamp_min(1)
+    return masked_mean(losses, keep)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from omnikit.audio.blocks import check_features
 from omnikit.fusion.absent import absent_media_inputs, example_media, zero_of
 from omnikit.fusion.adapters import AudioAdapter, VideoAdapter
 from omnikit.fusion.thinker import GenerationOutput, Thinker, ThinkerStep
@@ -117,6 +118,8 @@ class EarlyFusionOmni(StreamingContainer, nn.Module):
         if audio_features is not None:
             if self.audio is None:
                 raise OmnikitValueError("`audio_features` given but this model has no audio adapter")
+            check_features(audio_features, audio_lengths, self.audio.encoder.config.n_mels, "audio_features",
+                           "audio_lengths")  # errors name this call's arguments
             adapted = self.audio(audio_features, audio_lengths)
             media["audio"], audios = adapted.tokens, adapted.items
         if frames is not None:

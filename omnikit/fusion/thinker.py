@@ -21,6 +21,7 @@ from omnikit.layers.masks import segment_ids_from_cu_seqlens
 from omnikit.models.generation import GenerationOutput, GenerationStep
 from omnikit.models.language_model import CausalLM
 from omnikit.models.sampling import ban_tokens
+from omnikit.utils.checks import check_tensor
 
 __all__ = ["GenerationOutput", "Thinker", "ThinkerStep"]
 
@@ -75,6 +76,10 @@ class Thinker(CausalLM):
     ) -> torch.Tensor:
         """Token embeddings ``(B, T, dim)`` with media scattered in at its placeholders."""
         self.check_ids(input_ids)
+        if key_padding_mask is not None:  # (B, cached + T): checked before media scatter and masks use it
+            cached = self.decoder.blocks[0].attn.cache_length
+            check_tensor(key_padding_mask, "key_padding_mask", shape=(input_ids.shape[0], cached + input_ids.shape[1]),
+                         dtype=torch.bool)
         embeds = self.embed(input_ids)
         if media or self.media_tokens.as_dict():
             padding = None if key_padding_mask is None else key_padding_mask[:, -input_ids.shape[1]:]

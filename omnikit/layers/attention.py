@@ -121,7 +121,7 @@ class Attention(StreamingModule[KVCache]):
         check_tensor(x, "x", shape=("B", "T", self.dim), floating=True)
         batch, length, _ = x.shape
         causal = self.causal if causal is None else causal
-        q, k, v = self.qkv(x).view(batch, length, -1, self.head_dim).split(
+        q, k, v = self.qkv(x).view(batch, length, self.num_heads + 2 * self.num_kv_heads, self.head_dim).split(
             [self.num_heads, self.num_kv_heads, self.num_kv_heads], dim=2
         )
         if self.q_norm is not None:

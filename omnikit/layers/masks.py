@@ -13,6 +13,7 @@ from omnikit.utils.checks import OmnikitValueError, check_tensor
 __all__ = [
     "build_attention_mask",
     "lengths_to_mask",
+    "masked_mean",
     "positions_from_cu_seqlens",
     "positions_in_segments",
     "segment_ids_from_cu_seqlens",
@@ -22,6 +23,18 @@ __all__ = [
 def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     """``(B,)`` valid lengths -> ``(B, max_len)`` bool, True on valid (left-aligned) positions."""
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | tuple[int, ...] | None = None) -> torch.Tensor:
+    """Mean of ``values`` over ``dim`` (all dims when None) where ``mask`` (broadcastable) is True.
+
+    Masked-out entries never contribute, even NaN or inf ones (they are replaced, not multiplied
+    by zero); where nothing is valid the mean is 0.
+    """
+    mask = mask.expand(values.shape)
+    total = values.masked_fill(~mask, 0).sum(dim) if dim is not None else values.masked_fill(~mask, 0).sum()
+    count = mask.sum(dim) if dim is not None else mask.sum()
+    return total / count.clamp_min(1).to(total.dtype)
 
 
 def segment_ids_from_cu_seqlens(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:

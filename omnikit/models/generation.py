@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from omnikit.models.sampling import GREEDY, Sampling, sample_next
-from omnikit.utils.checks import OmnikitValueError, check_positive
+from omnikit.models.sampling import GREEDY, Sampling, check_stream_settings, sample_next
+from omnikit.utils.checks import OmnikitValueError, check_int_in_range
 
 if TYPE_CHECKING:
     from omnikit.models.language_model import CausalLM
@@ -85,7 +85,9 @@ def stream_generate(
         generator: random source for sampling.
         prompt_kwargs: more keyword arguments of the prompt's forward (``media`` for a Thinker).
     """
-    check_positive(max_new_tokens, "max_new_tokens")
+    check_stream_settings(max_new_tokens=max_new_tokens, sampling=sampling)
+    if eos_token_id is not None:
+        check_int_in_range(eos_token_id, "eos_token_id", 0, lm.config.vocab_size)
     batch, length = input_ids.shape
     device = input_ids.device
     start = torch.full((batch,), length, device=device) if next_position is None else next_position

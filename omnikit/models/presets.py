@@ -1,4 +1,4 @@
-"""Registered decoder presets: tiny test models, published Qwen3 / Qwen3-MoE shapes and the Qwen3-Next hybrid MoE stack."""
+"""Registered decoder presets: tiny models, published Qwen3 / Qwen3-MoE shapes, the Qwen3-Next hybrid MoE stack."""
 
 from __future__ import annotations
 

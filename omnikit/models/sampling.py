@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 import torch
 
-from omnikit.utils.checks import OmnikitValueError, check_tensor
+from omnikit.utils.checks import OmnikitTypeError, check_positive, check_tensor
+from omnikit.utils.config_checks import validate_config
 
-__all__ = ["GREEDY", "Sampling", "ban_tokens", "sample_next"]
+__all__ = ["GREEDY", "Sampling", "ban_tokens", "check_stream_settings", "sample_next"]
 
 
 @dataclass(frozen=True)
@@ -30,14 +31,7 @@ class Sampling:
     repetition_penalty: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise OmnikitValueError(f"`temperature` expected >= 0 but got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise OmnikitValueError(f"`top_k` expected an int >= 1 but got {self.top_k}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise OmnikitValueError(f"`top_p` expected a value in (0, 1] but got {self.top_p}")
-        if self.repetition_penalty <= 0:
-            raise OmnikitValueError(f"`repetition_penalty` expected > 0 but got {self.repetition_penalty}")
+        validate_config(self, "Sampling")  # finite temperature >= 0, int top_k >= 1, 0 < top_p <= 1
 
 
 #: Greedy decoding (argmax), the default everywhere.
@@ -49,6 +43,15 @@ def ban_tokens(logits: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
     if not ids:
         return logits
     return logits.index_fill(-1, torch.tensor(list(ids), device=logits.device), float("-inf"))
+
+
+def check_stream_settings(*, sampling: object, min_frames: int = 0, **positive: int) -> None:
+    """Validate the settings of a generation loop: positive counts, ``min_frames >= 0``, a :class:`Sampling`."""
+    for name, value in positive.items():
+        check_positive(value, name)
+    check_positive(min_frames, "min_frames", allow_zero=True)
+    if not isinstance(sampling, Sampling):
+        raise OmnikitTypeError(f"`sampling` expected an omnikit.fusion.Sampling but got {type(sampling).__name__}")
 
 
 def sample_next(
@@ -70,7 +73,8 @@ def sample_next(
         logits = logits.scatter(1, previous, seen)
     if sampling.temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits / sampling.temperature
+    temperature = max(sampling.temperature, torch.finfo(logits.dtype).tiny)  # not 0 once in float32
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature  # max at 0: no inf - inf for tiny T
     if sampling.top_k is not None and sampling.top_k < logits.shape[-1]:
         kth = logits.topk(sampling.top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -78,5 +82,6 @@ def sample_next(
         sorted_logits, order = logits.sort(dim=-1, descending=True)
         probs = sorted_logits.softmax(dim=-1)
         drop = probs.cumsum(dim=-1) - probs >= sampling.top_p  # mass before this token already reaches top_p
+        drop[:, 0] = False  # the most likely token always stays (top_p below float32's resolution)
         logits = logits.scatter(1, order, sorted_logits.masked_fill(drop, float("-inf")))
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)[:, 0]

@@ -33,14 +33,14 @@ from torch import nn
 
 from omnikit.audio.layouts import delay_codes, delay_mask, undelay_codes, undelay_logits
 from omnikit.layers.decoder import Decoder, DecoderConfig
-from omnikit.layers.masks import lengths_to_mask
+from omnikit.layers.masks import lengths_to_mask, masked_mean
 from omnikit.models.sampling import GREEDY, Sampling, ban_tokens, sample_next
 from omnikit.speech.depth import PREDICTOR_DEFAULTS, CodePredictor, TemporalDepthConfig
 from omnikit.speech.previous_step import PreviousStep
 from omnikit.speech.talker import per_codebook_loss
 from omnikit.streaming import StreamingContainer, streaming
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import OmnikitValueError, check_positive, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_ids, check_positive, check_tensor
 
 __all__ = ["DuplexConfig", "DuplexLoss", "DuplexModel", "DuplexStep"]
 
@@ -241,8 +241,7 @@ class DuplexModel(StreamingContainer, nn.Module):
         mask = None if lengths is None else lengths_to_mask(lengths.to(text.device), frames)
         codes = per_codebook_loss(undelay_logits(code_logits, self.delays), assistant, mask)
         text_ce = F.cross_entropy(text_logits[:, :frames].float().transpose(1, 2), text, reduction="none")
-        weights = torch.ones_like(text_ce) if mask is None else mask.to(text_ce.dtype)
-        text_loss = (text_ce * weights).sum() / weights.sum().clamp_min(1)
+        text_loss = text_ce.mean() if mask is None else masked_mean(text_ce, mask)
         return DuplexLoss(text_weight * text_loss + codes.mean(), text_loss, codes)
 
     def _user_column(self, frames: list[torch.Tensor], step: int) -> torch.Tensor:
@@ -292,6 +291,7 @@ class DuplexModel(StreamingContainer, nn.Module):
             column = torch.tensor(self.previous.start, device=first.device).expand(batch, -1)
             for step, frame in enumerate(itertools.chain([first], frames)):
                 check_tensor(frame, "user_frames", shape=(batch, self.config.num_codebooks), floating=False)
+                check_ids(frame, "user_frames", self.pad + 1, what="codes (pad included)", sync=False)
                 h = self.temporal(self._embed(column[..., None]))[:, -1]  # context of this step
                 text, codes = self._sample_step(h, step, text_sampling, audio_sampling, generator)
                 heard.append(frame)

@@ -28,15 +28,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from omnikit.layers.decoder import Decoder, DecoderConfig
-from omnikit.layers.masks import lengths_to_mask
-from omnikit.models.sampling import GREEDY, Sampling, ban_tokens, sample_next
+from omnikit.layers.masks import lengths_to_mask, masked_mean
+from omnikit.models.sampling import GREEDY, Sampling, ban_tokens, check_stream_settings, sample_next
 from omnikit.moe import MoE, MoEConfig
 from omnikit.speech import delay_head, depth_head  # noqa: F401  (register the built-in strategies)
 from omnikit.speech.depth import PREDICTOR_DEFAULTS, TemporalDepthConfig
 from omnikit.speech.heads import TALKER_HEADS, Pick, build_talker_head
 from omnikit.streaming import StreamingContainer, streaming
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import check_positive, check_tensor
+from omnikit.utils.checks import check_ids, check_lengths, check_positive, check_tensor
 
 __all__ = ["STRATEGIES", "Talker", "TalkerConfig", "TalkerStrategy", "codebook_loss", "per_codebook_loss"]
 
@@ -109,8 +109,7 @@ def per_codebook_loss(logits: torch.Tensor, codes: torch.Tensor, mask: torch.Ten
     loss = F.cross_entropy(logits.float().permute(0, 3, 2, 1), codes, reduction="none")  # (B, K, F)
     if mask is None:
         return loss.mean(dim=(0, 2))
-    weights = mask[:, None, :].to(loss.dtype)
-    return (loss * weights).sum(dim=(0, 2)) / weights.sum(dim=(0, 2)).clamp_min(1)
+    return masked_mean(loss, mask[:, None, :], dim=(0, 2))
 
 
 class Talker(StreamingContainer, nn.Module):
@@ -193,9 +192,11 @@ class Talker(StreamingContainer, nn.Module):
         """
         cfg = self.config
         check_tensor(codes, "codes", shape=("B", cfg.num_codebooks, "F"), floating=False)
+        check_ids(codes, "codes", cfg.vocab, what="codes")
         check_tensor(text, "text", shape=(codes.shape[0], "N", cfg.thinker_dim), floating=True)
         batch, k, frames = codes.shape
         if lengths is not None:
+            lengths = check_lengths(lengths, "lengths", batch=batch, max_len=frames)
             codes = torch.where(lengths_to_mask(lengths.to(codes.device), frames)[:, None], codes, self.bos)
         layout = self.head.layout(codes)
         steps = layout.shape[2]
@@ -230,6 +231,8 @@ class Talker(StreamingContainer, nn.Module):
         before ``min_frames`` frames) or after ``max_frames`` frames; an item that has ended yields
         zeros.
         """
+        check_stream_settings(batch_size=batch_size, max_frames=max_frames, frames_per_token=frames_per_token,
+                              min_frames=min_frames, sampling=sampling)
         device = self.text_pad.device
         column = torch.full((batch_size, self.config.num_codebooks), self.bos, dtype=torch.long, device=device)
         history: list[torch.Tensor] = []  # sampled columns of the step layout
@@ -244,6 +247,8 @@ class Talker(StreamingContainer, nn.Module):
             while emitted < max_frames:
                 if step % frames_per_token == 0:
                     pending = next(text_iter, None)
+                    if pending is not None:
+                        check_tensor(pending, "text_steps", shape=(batch_size, self.config.thinker_dim), floating=True)
                 state = self.text_pad.expand(batch_size, -1) if pending is None else pending
                 x = self._step_inputs(column[:, :, None], state[:, None])
                 h = self.decoder(x)[:, 0]

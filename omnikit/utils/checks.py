@@ -15,6 +15,9 @@ __all__ = [
     "OmnikitTypeError",
     "OmnikitValueError",
     "check_choice",
+    "check_finite",
+    "check_ids",
+    "check_int_in_range",
     "check_lengths",
     "check_positive",
     "check_tensor",
@@ -110,3 +113,51 @@ def check_positive(value: object, name: str, *, allow_zero: bool = False) -> Non
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise OmnikitValueError(f"`{name}` expected an int {bound} but got {value}")
+
+
+def check_finite(x: torch.Tensor, name: str, consequence: str = "") -> None:
+    """Raise ``OmnikitValueError`` if ``x`` holds NaN or inf (eager only: skipped while compiling).
+
+    A host synchronisation: call it once at a public entry point, never per token.
+    """
+    if torch.compiler.is_compiling() or not x.numel() or bool(torch.isfinite(x.sum())):
+        return  # a finite sum means no NaN/inf (they propagate); only an overflowing sum looks closer
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        extra = f"; {consequence}" if consequence else ""
+        raise OmnikitValueError(f"`{name}` expected finite values but got {bad} NaN/inf of {x.numel()}{extra}")
+
+
+def check_ids(
+    ids: object, name: str, high: int, *, low: int = 0, what: str = "values", sync: bool = True
+) -> torch.Tensor:
+    """Check an integer tensor of ids or codes lies in ``[low, high)`` (it indexes an embedding).
+
+    The range needs the values: eager only (skipped while compiling), one host synchronisation
+    for min and max together; call it at a public entry point. Inside a generation loop pass
+    ``sync=False``: on an accelerator the check is then queued (``torch._assert_async``) instead
+    of waiting for the values, so it never stalls a step (the error is a device assert).
+    """
+    t = check_tensor(ids, name, floating=False)
+    if t.dtype == torch.bool:
+        raise OmnikitTypeError(f"`{name}` expected an integer tensor of {what} but got a bool tensor")
+    if torch.compiler.is_compiling() or not t.numel():
+        return t
+    if not sync and t.device.type != "cpu":
+        torch._assert_async(((t >= low) & (t < high)).all(), f"`{name}` expected {what} in [{low}, {high})")
+        return t
+    lo, hi = (int(v) for v in torch.aminmax(t))
+    if lo < low or hi >= high:
+        raise OmnikitValueError(f"`{name}` expected {what} in [{low}, {high}) but got min {lo}, max {hi}")
+    return t
+
+
+def check_int_in_range(value: object, name: str, low: int, high: int | None = None) -> int:
+    """Raise unless ``value`` is an int in ``[low, high)`` (``high=None``: no upper bound)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise OmnikitTypeError(f"`{name}` expected an int but got {type(value).__name__} ({value!r})")
+    if value < low or (high is not None and value >= high):
+        bound = f"[{low}, {high})" if high is not None else f">= {low}"
+        raise OmnikitValueError(f"`{name}` expected an int in {bound} but got {value}")
+    return value

@@ -10,12 +10,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["cast_model", "keeps_fp32"]
+__all__ = ["cast_model", "keeps_fp32", "model_dtype"]
 
 
 def keeps_fp32(module: nn.Module) -> bool:
     """True when ``module`` asked to keep its parameters and buffers in float32."""
     return bool(getattr(module, "keep_fp32", False))
+
+
+def _fp32_module_ids(model: nn.Module) -> set[int]:
+    """ids of the modules that stay float32: those with ``keep_fp32`` and everything inside them."""
+    protected: set[int] = set()
+    for module in model.modules():
+        if keeps_fp32(module):
+            protected.update(id(m) for m in module.modules())
+    return protected
 
 
 def cast_model(model: nn.Module, dtype: torch.dtype) -> nn.Module:
@@ -26,10 +35,7 @@ def cast_model(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     """
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"`dtype` expected a floating torch.dtype but got {dtype!r}")
-    protected: set[int] = set()
-    for module in model.modules():
-        if keeps_fp32(module):
-            protected.update(id(m) for m in module.modules())
+    protected = _fp32_module_ids(model)
     for module in model.modules():
         target = torch.float32 if id(module) in protected else dtype
         for key, param in module.named_parameters(recurse=False):
@@ -39,3 +45,18 @@ def cast_model(model: nn.Module, dtype: torch.dtype) -> nn.Module:
             if buf is not None and buf.is_floating_point() and buf.dtype != target:
                 module._buffers[key] = buf.to(target)
     return model
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The floating dtype of ``model``'s tensors outside ``keep_fp32`` modules (float32 if it has none).
+
+    The dtype :func:`cast_model` was last called with, which ``save_pretrained`` records.
+    """
+    protected = _fp32_module_ids(model)
+    for module in model.modules():
+        if id(module) in protected:
+            continue
+        for tensor in (*module.parameters(recurse=False), *module.buffers(recurse=False)):
+            if tensor is not None and tensor.is_floating_point():
+                return tensor.dtype
+    return torch.float32

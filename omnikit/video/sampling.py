@@ -7,6 +7,7 @@ the shot- and event-aware ones take per-frame weights computed from
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -46,11 +47,18 @@ def fps_indices(timestamps: np.ndarray, fps: float, *, max_frames: int | None = 
     """One frame per ``1/fps`` seconds: the frame whose timestamp is nearest each tick.
 
     ``fps`` above the video's rate gives every frame once (never duplicates); ``max_frames``
-    caps the count by thinning the ticks uniformly.
+    caps the count by thinning the ticks uniformly. Memory stays bounded by the video's frame
+    count whatever ``fps`` is: a rate fast enough to land a tick between every two frames is
+    answered with every frame, without building the ticks.
     """
-    if not isinstance(fps, (int, float)) or isinstance(fps, bool) or fps <= 0:
-        raise OmnikitValueError(f"`fps` expected a positive number but got {fps!r}")
+    if not isinstance(fps, (int, float)) or isinstance(fps, bool) or not math.isfinite(fps) or fps <= 0:
+        raise OmnikitValueError(f"`fps` expected a finite positive number but got {fps!r}")
     timestamps = np.asarray(timestamps, dtype=np.float64)
+    if timestamps.ndim != 1 or timestamps.size == 0:
+        raise OmnikitValueError(f"`timestamps` expected a non-empty 1-D array but got shape {timestamps.shape}")
+    gaps = np.diff(timestamps)
+    if timestamps.size == 1 or 2.0 / fps <= gaps.min():  # a tick inside every frame's nearest-tick cell
+        return _thin(np.arange(timestamps.size, dtype=np.int64), max_frames)
     end = timestamps[-1] + (timestamps[-1] - timestamps[-2] if timestamps.size > 1 else 1.0 / fps)
     ticks = np.arange(int(np.ceil(end * fps - 1e-6))) / fps  # every tick before the end, float-safe
     right = np.clip(np.searchsorted(timestamps, ticks), 1, max(timestamps.size - 1, 1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -11,6 +12,12 @@ from omnikit.video.backends import open_video
 from omnikit.video.scores import compute_frame_scores
 
 __all__ = ["detect_scenes", "find_cuts"]
+
+
+def _check_settings(**values: float) -> None:
+    for name, value in values.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+            raise OmnikitValueError(f"`{name}` expected a finite number >= 0 but got {value!r}")
 
 
 def find_cuts(
@@ -24,6 +31,7 @@ def find_cuts(
     a hard cut reaches in colour or in structure. Of two cuts
     closer than ``min_scene_len`` frames only the stronger is kept. Frame 0 is never a cut.
     """
+    _check_settings(threshold=threshold, ratio=ratio)
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 1:
         raise OmnikitValueError(f"`scores` expected a 1-D array but got shape {scores.shape}")
@@ -59,6 +67,7 @@ def detect_scenes(
     :func:`find_cuts` to the cut scores of :mod:`omnikit.video.scores`: a cut moves the colour
     distribution far, or changes the picture in a way no global shift (pan, shake) explains.
     """
+    _check_settings(threshold=threshold, ratio=ratio)
     with open_video(path, backend=backend) as video:
         scores = compute_frame_scores(video, progress=progress)
     return find_cuts(scores.cut, threshold=threshold, ratio=ratio, window=window, min_scene_len=min_scene_len)

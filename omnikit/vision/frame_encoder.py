@@ -12,7 +12,14 @@ from torch import nn
 
 from omnikit.outputs import EncoderOutput
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError, check_choice, check_lengths, check_tensor
+from omnikit.utils.checks import (
+    OmnikitTypeError,
+    OmnikitValueError,
+    check_choice,
+    check_finite,
+    check_lengths,
+    check_tensor,
+)
 from omnikit.utils.deps import require
 from omnikit.vision.merger import PatchMerger
 from omnikit.vision.tome_vit import check_tome_backbone, tome_forward_features
@@ -207,6 +214,29 @@ class FrameEncoder(nn.Module):
     def gradient_checkpointing(self, enabled: bool) -> None:
         self.backbone.set_grad_checkpointing(enabled)
 
+    def _check_frames(self, frames: torch.Tensor) -> None:
+        """What timm would reject with an internal message: frame count, channels, size, dtype."""
+        if frames.shape[1] == 0:
+            raise OmnikitValueError(f"`frames` expected at least one frame per clip but got {tuple(frames.shape)}")
+        embed = getattr(self.backbone, "patch_embed", None)
+        proj = getattr(embed, "proj", None)
+        channels = getattr(proj, "in_channels", None)
+        if channels is not None and frames.shape[2] != channels:
+            raise OmnikitValueError(f"`frames` expected {channels} channels (B, T, {channels}, H, W) but got "
+                                    f"{tuple(frames.shape)}")
+        height, width = frames.shape[-2:]
+        if getattr(embed, "strict_img_size", False) and (height, width) != tuple(embed.img_size):
+            raise OmnikitValueError(f"`frames` expected {tuple(embed.img_size)} pixels (the backbone's fixed input "
+                                    f"size; resize with .preprocess) but got {height}x{width}")
+        patch = getattr(embed, "patch_size", None)
+        if patch is not None and (height % patch[0] or width % patch[1]):
+            raise OmnikitValueError(f"`frames` expected H and W multiples of the patch {tuple(patch)} but got "
+                                    f"{height}x{width}")
+        weight = next(self.backbone.parameters(), None)
+        if weight is not None and frames.dtype != weight.dtype and not torch.is_autocast_enabled(frames.device.type):
+            raise OmnikitTypeError(f"`frames` expected dtype {weight.dtype} (the backbone's weights) but got "
+                                   f"{frames.dtype}; cast the frames or the model")
+
     def forward(self, frames: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
         """Args:
             frames: ``(B, T, C, H, W)`` float, already normalised for the backbone.
@@ -217,6 +247,7 @@ class FrameEncoder(nn.Module):
             (``flatten=True``), or ``(B, T, N, D)`` and ``lengths`` in frames; padding zeroed.
         """
         check_tensor(frames, "frames", shape=("B", "T", "C", "H", "W"), floating=True)
+        self._check_frames(frames)
         batch, length = frames.shape[:2]
         if lengths is None:
             valid = frames.flatten(0, 1)
@@ -226,6 +257,7 @@ class FrameEncoder(nn.Module):
             lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length).to(frames.device)
             mask = torch.arange(length, device=frames.device)[None, :] < lengths[:, None]
             valid = frames[mask]
+        check_finite(valid, "frames", "in valid frames")
         step = self.frame_batch_size or valid.shape[0]
         encoded = torch.cat([self._encode(chunk) for chunk in valid.split(step)])
         if mask is None:

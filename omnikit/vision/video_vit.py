@@ -19,7 +19,7 @@ from omnikit.layers.stack import TransformerStack
 from omnikit.outputs import EncoderOutput
 from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import check_lengths, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_lengths, check_tensor
 from omnikit.vision.merger import PatchMerger
 from omnikit.vision.rotary import AxialRotaryEmbedding, grid_positions
 from omnikit.vision.tubelet import TubeletEmbed
@@ -79,6 +79,8 @@ class VideoViT(nn.Module):
     def forward(self, frames: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
         check_tensor(frames, "frames", shape=("B", "T", self.config.in_chans, "H", "W"), floating=True)
         batch, length = frames.shape[:2]
+        if batch == 0:
+            raise OmnikitValueError(f"`frames` expected at least one clip but got shape {tuple(frames.shape)}")
         if lengths is None:
             lengths = torch.full((batch,), length, dtype=torch.long, device=frames.device)
         lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length).to(frames.device)
@@ -95,7 +97,7 @@ class VideoViT(nn.Module):
             x = self.proj(x)
         per_group = x.shape[1] // gt
         out_mask = valid[:, :, None].expand(batch, gt, per_group).reshape(batch, -1)
-        return EncoderOutput(x * out_mask[..., None].to(x.dtype), groups * per_group)
+        return EncoderOutput(x.masked_fill(~out_mask[..., None], 0), groups * per_group)
 
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
         g = torch.Generator().manual_seed(seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -69,6 +70,13 @@ class PyAVBackend(VideoBackend):
             raise OmnikitValueError(f"`path`: {self.path!r} is corrupt ({err})") from err
         if not pts:
             raise OmnikitValueError(f"`path`: {self.path!r} has a video stream with no frames")
+        declared = int(self._stream.frames or 0)
+        if declared > len(pts):
+            warnings.warn(
+                f"`path`: {self.path!r} declares {declared} frames in its header but only {len(pts)} could be "
+                "read (a truncated file?); using the frames that exist",
+                stacklevel=4,
+            )
         order = np.sort(np.asarray(pts, dtype=np.int64))
         if np.any(np.diff(order) == 0):
             raise OmnikitValueError(f"`path`: {self.path!r} has frames with duplicate timestamps")

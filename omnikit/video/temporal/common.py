@@ -17,14 +17,18 @@ def check_frame_tokens(
     tokens: object, lengths: object, dim: int, *, ndim: tuple[int, ...] = (4,)
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate ``tokens`` ``(B, T, N, dim)`` (or ``(B, T, dim)`` when 3 is in ``ndim``) and the
-    per-clip valid frame counts; returns ``(tokens, lengths)`` with lengths defaulting to ``T``."""
+    per-clip valid frame counts; returns ``(tokens, lengths)`` with lengths defaulting to ``T``.
+
+    Padded frames come back zeroed (replaced, not multiplied), so NaN or inf there can never
+    reach valid outputs through attention."""
     check_tensor(tokens, "tokens", ndim=ndim, floating=True)
     shape = ("B", "T", "N", dim) if tokens.ndim == 4 else ("B", "T", dim)
     check_tensor(tokens, "tokens", shape=shape)
     batch, length = tokens.shape[:2]
     if lengths is None:
         return tokens, torch.full((batch,), length, dtype=torch.long, device=tokens.device)
-    return tokens, check_lengths(lengths, "lengths", batch=batch, max_len=length).to(tokens.device)
+    lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length).to(tokens.device)
+    return zero_padding(tokens, lengths), lengths
 
 
 def frame_positions(
@@ -49,7 +53,7 @@ def frame_mask_or_none(lengths: torch.Tensor, length: int) -> torch.Tensor | Non
 def zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """``x`` ``(B, L, ...)`` with positions ``>= lengths`` set to zero."""
     mask = lengths_to_mask(lengths, x.shape[1]).view(*x.shape[:2], *([1] * (x.ndim - 2)))
-    return x * mask.to(x.dtype)
+    return x.masked_fill(~mask, 0)  # not a product: NaN in padding must not survive
 
 
 def frame_tokens_contract(lengths: Sequence[int], num_tokens: int, dim: int, seed: int) -> ContractInputs:

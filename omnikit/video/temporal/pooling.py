@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from omnikit.layers.masks import lengths_to_mask
+from omnikit.layers.masks import lengths_to_mask, masked_mean
 from omnikit.outputs import EncoderOutput
 from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
@@ -54,7 +54,7 @@ class TemporalPooling(nn.Module):
         padded = torch.nn.functional.pad(tokens, (0, 0, 0, 0, 0, windows * stride - length))
         grouped = padded.view(batch, windows, stride, num_tokens, dim)
         if self.config.mode == "mean":
-            pooled = (grouped * valid).sum(2) / valid.sum(2).clamp(min=1)
+            pooled = masked_mean(grouped, valid, dim=2)
         else:
             pooled = grouped.masked_fill(~valid, float("-inf")).amax(2)
             pooled = pooled.masked_fill(~valid.any(2), 0.0)

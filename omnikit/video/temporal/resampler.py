@@ -23,12 +23,15 @@ __all__ = ["PerceiverResampler", "ResamplerConfig", "check_token_inputs", "laten
 
 
 def check_token_inputs(tokens: object, lengths: object, dim: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Validate ``tokens (B, N, dim)`` and optional ``lengths (B,)`` valid tokens; returns the key mask."""
+    """Validate ``tokens (B, N, dim)`` and optional ``lengths (B,)`` valid tokens; returns the key mask.
+
+    Padded tokens come back zeroed, so NaN or inf there cannot leak through attention values."""
     check_tensor(tokens, "tokens", shape=("B", "N", dim), floating=True)
     if lengths is None:
         return tokens, None
     lengths = check_lengths(lengths, "lengths", batch=tokens.shape[0], max_len=tokens.shape[1])
-    return tokens, lengths_to_mask(lengths.to(tokens.device), tokens.shape[1])
+    mask = lengths_to_mask(lengths.to(tokens.device), tokens.shape[1])
+    return tokens.masked_fill(~mask[..., None], 0), mask
 
 
 def latent_contract_inputs(lengths: Sequence[int], dim: int, seed: int) -> ContractInputs:

@@ -1,0 +1,74 @@
+"""Thinker and omni assemblies under bad input: ids, eos, sampling, media arguments named."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.fixture()
+def thinker(tiny_model) -> torch.nn.Module:
+    return tiny_model("thinker_tiny")
+
+
+def _text(thinker: torch.nn.Module) -> torch.Tensor:
+    return torch.full((1, 3), max(thinker.media_tokens.as_dict().values()) + 1)
+
+
+@pytest.mark.parametrize("value", [-1, 10**6])
+def test_out_of_range_ids_are_named(thinker, value) -> None:
+    with pytest.raises(ValueError, match=r"`input_ids` expected values in \[0, \d+\)"):
+        thinker(torch.full((1, 3), value))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"eos_token_id": -1}, ValueError, r"`eos_token_id` expected an int in \[0, \d+\)"),
+        ({"eos_token_id": 10**6}, ValueError, r"`eos_token_id` expected an int in \[0, \d+\)"),
+        ({"eos_token_id": 1.0}, TypeError, r"`eos_token_id` expected an int"),
+        ({"max_new_tokens": 0}, ValueError, r"`max_new_tokens` expected an int > 0"),
+        ({"sampling": {"temperature": 1.0}}, TypeError, r"`sampling` expected an omnikit.fusion.Sampling"),
+    ],
+)
+def test_generation_settings_are_named(thinker, kwargs, error, message) -> None:
+    with pytest.raises(error, match=message):
+        thinker.generate(_text(thinker), **{"max_new_tokens": 2, **kwargs})
+
+
+def test_key_padding_mask_of_the_wrong_length_is_named(thinker) -> None:
+    with pytest.raises(ValueError, match=r"`key_padding_mask` expected shape \(1, 3\)"):
+        thinker(_text(thinker), key_padding_mask=torch.ones(1, 2, dtype=torch.bool))
+
+
+def test_empty_batch_and_empty_prompt_give_empty_logits(thinker) -> None:
+    vocab = thinker.config.vocab_size
+    assert thinker(torch.zeros(0, 3, dtype=torch.long)).shape == (0, 3, vocab)
+    assert thinker(torch.zeros(1, 0, dtype=torch.long)).shape == (1, 0, vocab)
+
+
+def test_omni_audio_errors_name_the_call_arguments(tiny_model) -> None:
+    model = tiny_model("omni_early_tiny")
+    kwargs = model.contract_inputs([12, 12]).kwargs
+    with pytest.raises(ValueError, match="`audio_lengths`"):
+        model(**{**kwargs, "audio_lengths": torch.tensor([99, 99])})
+    with pytest.raises(ValueError, match="`audio_features` expected finite"):
+        model(**{**kwargs, "audio_features": torch.full_like(kwargs["audio_features"], float("nan"))})
+    with pytest.raises(ValueError, match=r"`frames` expected a 5-D shape"):
+        model(**{**kwargs, "frames": kwargs["frames"][0]})
+
+
+def test_training_example_handles_short_runs() -> None:
+    path = Path(__file__).resolve().parents[1] / "examples" / "train_tiny_omni.py"
+    spec = importlib.util.spec_from_file_location("train_tiny_omni", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    for steps in range(1, 13):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = example.one_cycle(opt, 1.0, steps)
+        for _ in range(steps):
+            opt.step()
+            sched.step()
