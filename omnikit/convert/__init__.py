@@ -26,6 +26,7 @@ _CONVERTER_MODULES: dict[str, str] = {
     "Qwen3MoeSparseMoeBlock": "omnikit.convert.qwen_moe",
     "Qwen2MoeSparseMoeBlock": "omnikit.convert.qwen_moe",
     "Qwen3OmniMoeTalkerTextSparseMoeBlock": "omnikit.convert.qwen_moe",
+    "Qwen3OmniMoeVisionEncoder": "omnikit.convert.qwen3_omni_vision",
 }
 _CONVERTERS: dict[str, Callable[[Any], nn.Module]] = {}
 

@@ -6,6 +6,7 @@ timm is imported only when a :class:`FrameEncoder` is built from a name.
 from omnikit.vision import presets as _presets  # noqa: F401  (registers the frame encoders)
 from omnikit.vision.frame_encoder import POOLS, FrameEncoder
 from omnikit.vision.merger import PatchMerger, group_patches
+from omnikit.vision.qwen3_vit import BlockPatchMerger, DeepstackOutput, Qwen3ViT, Qwen3ViTConfig
 from omnikit.vision.rotary import AxialRotaryEmbedding, grid_positions
 from omnikit.vision.stack import TransformerStack
 from omnikit.vision.tome_vit import ToMeFeatures, tome_forward_features
@@ -15,8 +16,12 @@ from omnikit.vision.video_vit import VideoViT, VideoViTConfig
 __all__ = [
     "POOLS",
     "AxialRotaryEmbedding",
+    "BlockPatchMerger",
+    "DeepstackOutput",
     "FrameEncoder",
     "PatchMerger",
+    "Qwen3ViT",
+    "Qwen3ViTConfig",
     "ToMeFeatures",
     "TransformerStack",
     "TubeletEmbed",
