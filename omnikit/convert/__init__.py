@@ -27,6 +27,7 @@ _CONVERTER_MODULES: dict[str, str] = {
     "Qwen2MoeSparseMoeBlock": "omnikit.convert.qwen_moe",
     "Qwen3OmniMoeTalkerTextSparseMoeBlock": "omnikit.convert.qwen_moe",
     "Qwen3OmniMoeVisionEncoder": "omnikit.convert.qwen3_omni_vision",
+    "Qwen3OmniMoeCode2Wav": "omnikit.convert.qwen3_omni_code2wav",
 }
 _CONVERTERS: dict[str, Callable[[Any], nn.Module]] = {}
 
