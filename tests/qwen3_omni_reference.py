@@ -48,7 +48,8 @@ PUBLISHED = {
         num_key_value_heads=8, head_dim=128, rms_norm_eps=1e-6, num_code_groups=16,
         rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
     ),
-    "talker": dict(num_code_groups=16, thinker_hidden_size=2048, accept_hidden_layer=24),
+    "talker": dict(num_code_groups=16, thinker_hidden_size=2048, accept_hidden_layer=24, spatial_merge_size=2,
+                   codec_bos_id=2149),
     "code2wav": dict(
         codebook_size=2048, hidden_size=1024, num_attention_heads=16, num_key_value_heads=16, sliding_window=72,
         intermediate_size=3072, layer_scale_initial_scale=0.01, rms_norm_eps=1e-5, num_hidden_layers=8,

@@ -9,6 +9,7 @@ from omnikit.fusion.early import PackedSequences, fusion_attention_mask, media_i
 from omnikit.fusion.losses import text_lm_loss
 from omnikit.fusion.modality import MEDIA_MODALITIES, MODALITIES, MediaTokens
 from omnikit.fusion.omni import EarlyFusionOmni, FusedInputs
+from omnikit.fusion.qwen3_omni_talker import Qwen3OmniTalker, Qwen3OmniTalkerConfig, Qwen3TalkerScores
 from omnikit.fusion.recipes import RECIPES, apply_recipe, parameter_groups
 from omnikit.fusion.sampling import GREEDY, Sampling, sample_next
 from omnikit.fusion.talker import STRATEGIES, Talker, TalkerConfig, codebook_loss, per_codebook_loss
@@ -49,6 +50,9 @@ __all__ = [
     "GenerationOutput",
     "MediaTokens",
     "PackedSequences",
+    "Qwen3OmniTalker",
+    "Qwen3OmniTalkerConfig",
+    "Qwen3TalkerScores",
     "Sampling",
     "SpeakingResult",
     "SpeechChunk",

@@ -16,6 +16,7 @@ from typing import Any
 from omnikit.fusion.adapters import AudioAdapter, VideoAdapter
 from omnikit.fusion.modality import MediaTokens
 from omnikit.fusion.omni import EarlyFusionOmni
+from omnikit.fusion.qwen3_omni_talker import Qwen3OmniTalker, Qwen3OmniTalkerConfig
 from omnikit.fusion.talker import Talker, TalkerConfig
 from omnikit.fusion.thinker import Thinker
 from omnikit.fusion.tmrope import QWEN2_5_OMNI, QWEN3_OMNI
@@ -79,14 +80,10 @@ def qwen3_omni_30b_a3b_thinker(**overrides: Any) -> EarlyFusionOmni:
 
 
 @register_model(kind="talker", modalities=("text", "speech"))
-def qwen3_omni_30b_a3b_talker(**overrides: Any) -> Talker:
-    """Qwen3-Omni-30B-A3B Talker: 20 MoE layers (128 experts of 384, top-6, gated shared expert of 768),
-    codebook 0 from the Talker and 15 more from a 5-layer code predictor (MTP), 16 codebooks of 2048."""
-    return Talker(configure(
-        TalkerConfig, "qwen3_omni_30b_a3b_talker", overrides,
-        dim=1024, depth=20, num_heads=16, num_kv_heads=2, thinker_dim=2048, num_codebooks=16,
-        codebook_size=2048, strategy="mtp", num_experts=128, top_k=6, expert_hidden=384, shared_hidden=768,
-        predictor_dim=1024, predictor_depth=5, predictor_heads=16, predictor_kv_heads=8, predictor_head_dim=128,
-        predictor_mlp_hidden=3072, rope_base=1_000_000.0,
+def qwen3_omni_30b_a3b_talker(**overrides: Any) -> Qwen3OmniTalker:
+    """Qwen3-Omni-30B-A3B Talker as published: 20 MoE layers of width 1024 (128 experts of 384, top-6, gated
+    shared expert of 768), codec vocabulary 3072, and a 5-layer code predictor for codebooks 1..15 of 2048."""
+    return Qwen3OmniTalker(configure(
+        Qwen3OmniTalkerConfig, "qwen3_omni_30b_a3b_talker", overrides,
+        dim=1024, depth=20, num_heads=16, num_kv_heads=2, head_dim=128, thinker_dim=2048,
     ))
-
