@@ -86,13 +86,13 @@ class Qwen3TalkerScores(NamedTuple):
         log_probs: ``(B, F, K)`` log-likelihood of each given code (``-log_probs.mean()`` is the loss).
         logits: ``(B, F, vocab_size)`` codebook-0 logits.
         residual_logits: ``(B, F, K - 1, predictor_vocab_size)`` logits of codebooks ``1..K-1``.
-        hidden_states: ``(B, F, dim)`` the Talker's final states (the predictor's context).
+        last_hidden_state: ``(B, F, dim)`` the Talker's final states (the predictor's context).
     """
 
     log_probs: torch.Tensor
     logits: torch.Tensor
     residual_logits: torch.Tensor
-    hidden_states: torch.Tensor
+    last_hidden_state: torch.Tensor
 
 
 class ResizeMLP(nn.Module):
