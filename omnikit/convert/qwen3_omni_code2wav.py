@@ -1,50 +1,47 @@
 """``transformers`` ``Qwen3OmniMoeCode2Wav`` -> :class:`omnikit.audio.code2wav.Code2Wav`.
 
-The ConvNet keeps transformers' key names; the pre-transformer's q/k/v projections are fused
-(:data:`CODE2WAV_FUSED`) and its layers renamed (:data:`CODE2WAV_KEYS`).
+Key map: :func:`code2wav_key_map`; config: :func:`code2wav_config`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
-from omnikit.audio.code2wav import Code2Wav
+from omnikit.audio.code2wav import Code2Wav, Code2WavConfig
 from omnikit.convert import converter
-from omnikit.convert.keys import fuse_state, rename_state
+from omnikit.convert.keymap import Fuse, KeyMap, Rename
 from omnikit.convert.whisper import build_converted
 from omnikit.utils.checks import OmnikitValueError
 
-__all__ = ["CODE2WAV_FUSED", "CODE2WAV_KEYS", "code2wav_config", "code2wav_state", "convert_qwen3_omni_code2wav"]
+__all__ = ["code2wav_config", "code2wav_key_map", "convert_qwen3_omni_code2wav"]
 
-_LAYER = r"pre_transformer\.layers\.(\d+)\."
-
-#: ``(pattern with {part}, parts, fused key)``: q/k/v rows stacked in that order.
-CODE2WAV_FUSED = (
-    (_LAYER + r"self_attn\.{part}_proj\.(weight|bias)", ("q", "k", "v"), r"blocks.\1.attn.qkv.\2"),
-)
-
-#: transformers key pattern -> omnikit key, applied after the fusion.
-CODE2WAV_KEYS: tuple[tuple[str, str], ...] = (
-    (r"blocks\.(\d+)\.attn\.qkv\.(weight|bias)", r"blocks.\1.attn.qkv.\2"),
-    (_LAYER + r"self_attn\.o_proj\.(weight|bias)", r"blocks.\1.attn.out.\2"),
-    (_LAYER + r"mlp\.(gate|up|down)_proj\.weight", r"blocks.\1.mlp.\2.weight"),
-    (_LAYER + r"input_layernorm\.weight", r"blocks.\1.norm1.weight"),
-    (_LAYER + r"post_attention_layernorm\.weight", r"blocks.\1.norm2.weight"),
-    (_LAYER + r"self_attn_layer_scale\.scale", r"blocks.\1.attn_scale"),
-    (_LAYER + r"mlp_layer_scale\.scale", r"blocks.\1.mlp_scale"),
-    (r"pre_transformer\.norm\.weight", r"norm.weight"),
-    (r"((?:code_embedding|upsample|decoder)\..*)", r"\1"),
-)
+def _same_names(prefix: str, max_depth: int = 6) -> tuple[Rename, ...]:
+    """Identity rules for every key ``prefix.a[.b[...]]`` of up to ``max_depth`` components."""
+    return tuple(Rename(prefix + name, prefix + name)
+                 for name in (".".join(f"{{x{j}}}" for j in range(n)) for n in range(1, max_depth + 1)))
 
 
-def code2wav_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """An omnikit :class:`Code2Wav` state dict from a transformers one (keys relative to ``code2wav.``)."""
-    for pattern, parts, target in CODE2WAV_FUSED:
-        state = fuse_state(state, pattern, parts, target)
-    return rename_state(state, CODE2WAV_KEYS)
+def code2wav_key_map(config: Code2WavConfig) -> KeyMap:
+    """omnikit key <- transformers key (relative to ``code2wav.``): the pre-transformer's q/k/v fused
+    and its layers renamed, the ConvNet's names unchanged."""
+    layer = "pre_transformer.layers.{i}."
+    head_dim = config.dim // config.num_heads
+    sizes = (config.num_heads * head_dim, config.num_kv_heads * head_dim, config.num_kv_heads * head_dim)
+    return KeyMap((
+        Fuse("blocks.{i}.attn.qkv.{p}", tuple(f"{layer}self_attn.{x}_proj.{{p}}" for x in "qkv"), sizes),
+        Rename("blocks.{i}.attn.out.{p}", layer + "self_attn.o_proj.{p}"),
+        Rename("blocks.{i}.mlp.{m}.weight", layer + "mlp.{m}_proj.weight"),
+        Rename("blocks.{i}.norm1.weight", layer + "input_layernorm.weight"),
+        Rename("blocks.{i}.norm2.weight", layer + "post_attention_layernorm.weight"),
+        Rename("blocks.{i}.attn_scale", layer + "self_attn_layer_scale.scale"),
+        Rename("blocks.{i}.mlp_scale", layer + "mlp_layer_scale.scale"),
+        Rename("norm.weight", "pre_transformer.norm.weight"),
+        Rename("code_embedding.weight", "code_embedding.weight"),
+        *_same_names("upsample."),
+        *_same_names("decoder."),
+    ))
 
 
 def code2wav_config(config: Any) -> dict[str, Any]:
@@ -69,5 +66,5 @@ def code2wav_config(config: Any) -> dict[str, Any]:
 @converter("Qwen3OmniMoeCode2Wav")
 def convert_qwen3_omni_code2wav(hf_module: nn.Module) -> Code2Wav:
     """A :class:`Code2Wav` whose ``decode(codes)`` equals ``hf_module(codes)``."""
-    state = code2wav_state(dict(hf_module.state_dict()))
-    return build_converted("code2wav_qwen3_omni", hf_module, state, **code2wav_config(hf_module.config))
+    fields = code2wav_config(hf_module.config)
+    return build_converted("code2wav_qwen3_omni", hf_module, code2wav_key_map(Code2WavConfig(**fields)), **fields)

@@ -1,73 +1,55 @@
 """``transformers`` ``Qwen3OmniMoeTalkerForConditionalGeneration`` -> :class:`omnikit.fusion.Qwen3OmniTalker`.
 
-Key maps (relative to ``talker.``): :data:`TALKER_FUSED` stacks the q/k/v projections of both
-decoders, :data:`TALKER_KEYS` renames the rest. The routed experts are stored stacked
-(``gate_up_proj (E, 2I, D)``, ``down_proj (E, D, I)``) in transformers 5 and in omnikit alike.
+Key map: :func:`talker_key_map` (the Qwen decoder-layer rules of :mod:`omnikit.convert.hub_qwen`
+for both decoders, plus the shared expert, projections, codec embeddings and heads).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
 from omnikit.convert import converter
-from omnikit.convert.keys import fuse_state, rename_state
+from omnikit.convert.hub_qwen import decoder_key_map
+from omnikit.convert.keymap import KeyMap, Rename, Skip
 from omnikit.convert.whisper import build_converted
-from omnikit.fusion.qwen3_omni_talker import Qwen3OmniTalker
+from omnikit.fusion.qwen3_omni_talker import (
+    Qwen3OmniTalker,
+    Qwen3OmniTalkerConfig,
+    predictor_decoder_config,
+    talker_decoder_config,
+)
 from omnikit.utils.checks import OmnikitValueError
 
-__all__ = [
-    "TALKER_FUSED", "TALKER_KEYS", "convert_qwen3_omni_talker", "qwen_attention_keys", "talker_config", "talker_state",
-]
+__all__ = ["convert_qwen3_omni_talker", "talker_config", "talker_key_map"]
 
-_STACK = r"(model|code_predictor\.model)\.layers\.(\d+)\."
+def talker_key_map(config: Qwen3OmniTalkerConfig, *, stacked_experts: bool = False) -> KeyMap:
+    """omnikit key <- checkpoint name (relative to ``talker.``).
 
-#: ``(pattern with {part}, parts, fused key)``: q/k/v rows stacked in that order.
-TALKER_FUSED = ((_STACK + r"self_attn\.{part}_proj\.weight", ("q", "k", "v"), r"\1.layers.\2.qkv.weight"),)
-
-
-def qwen_attention_keys(stack: str, ours: str) -> tuple[tuple[str, str], ...]:
-    """Rules for the attention and norms of a Qwen3-style decoder whose transformers prefix matches the
-    regex ``stack`` (``model``) and whose omnikit :class:`~omnikit.layers.Decoder` is at ``ours``; the
-    q/k/v projections are expected already fused into ``{stack}.layers.{i}.qkv.weight``."""
-    layer = stack + r"\.layers\.(\d+)\."
-    return (
-        (layer + r"qkv\.weight", ours + r".blocks.\1.attn.qkv.weight"),
-        (layer + r"self_attn\.o_proj\.weight", ours + r".blocks.\1.attn.out.weight"),
-        (layer + r"self_attn\.([qk])_norm\.weight", ours + r".blocks.\1.attn.\2_norm.weight"),
-        (layer + r"input_layernorm\.weight", ours + r".blocks.\1.norm1.weight"),
-        (layer + r"post_attention_layernorm\.weight", ours + r".blocks.\1.norm2.weight"),
-        (stack + r"\.norm\.weight", ours + ".norm.weight"),
-    )
-
-
-#: transformers key pattern -> omnikit key, after :data:`TALKER_FUSED`.
-TALKER_KEYS: tuple[tuple[str, str], ...] = (
-    *qwen_attention_keys(r"model", "decoder"),
-    *qwen_attention_keys(r"code_predictor\.model", "code_predictor.decoder"),
-    (r"model\.layers\.(\d+)\.mlp\.gate\.weight", r"decoder.blocks.\1.mlp.router.weight"),
-    (r"model\.layers\.(\d+)\.mlp\.experts\.gate_up_proj", r"decoder.blocks.\1.mlp.experts.gate_up"),
-    (r"model\.layers\.(\d+)\.mlp\.experts\.down_proj", r"decoder.blocks.\1.mlp.experts.down"),
-    (r"model\.layers\.(\d+)\.mlp\.shared_expert\.(gate|up|down)_proj\.weight",
-     r"decoder.blocks.\1.mlp.shared.\2.weight"),
-    (r"model\.layers\.(\d+)\.mlp\.shared_expert_gate\.weight", r"decoder.blocks.\1.mlp.shared_gate.weight"),
-    (r"code_predictor\.model\.layers\.(\d+)\.mlp\.(gate|up|down)_proj\.weight",
-     r"code_predictor.decoder.blocks.\1.mlp.\2.weight"),
-    (r"model\.codec_embedding\.weight", r"codec_embedding.weight"),
-    (r"(text|hidden)_projection\.linear_fc([12])\.(weight|bias)", r"\1_projection.fc\2.\3"),
-    (r"codec_head\.weight", r"codec_head.weight"),
-    (r"code_predictor\.model\.codec_embedding\.(\d+)\.weight", r"code_predictor.embeddings.\1.weight"),
-    (r"code_predictor\.lm_head\.(\d+)\.weight", r"code_predictor.heads.\1.weight"),
-)
-
-
-def talker_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """An omnikit :class:`Qwen3OmniTalker` state dict from a transformers one (keys relative to ``talker.``)."""
-    for pattern, parts, target in TALKER_FUSED:
-        state = fuse_state(state, pattern, parts, target)
-    return rename_state(state, TALKER_KEYS)
+    Checkpoints store each routed expert's ``gate_proj`` / ``up_proj`` / ``down_proj`` (stacked on
+    load); ``stacked_experts=True`` reads transformers' in-memory 3-D ``gate_up_proj`` / ``down_proj``.
+    """
+    layer, ours = "model.layers.{i}.mlp.", "decoder.blocks.{i}.mlp."
+    in_memory = KeyMap((
+        Rename(ours + "experts.gate_up", layer + "experts.gate_up_proj"),
+        Rename(ours + "experts.down", layer + "experts.down_proj"),
+    )) if stacked_experts else KeyMap(())
+    return in_memory + decoder_key_map(talker_decoder_config(config), config.expert_hidden) + decoder_key_map(
+        predictor_decoder_config(config), hf_layers="code_predictor.model.layers.{i}.",
+        ours="code_predictor.decoder.blocks.{i}.",
+    ) + KeyMap((
+        Rename(ours + "shared.{m}.weight", layer + "shared_expert.{m}_proj.weight"),
+        Rename(ours + "shared_gate.weight", layer + "shared_expert_gate.weight"),
+        Rename("decoder.norm.weight", "model.norm.weight"),
+        Rename("code_predictor.decoder.norm.weight", "code_predictor.model.norm.weight"),
+        Rename("codec_embedding.weight", "model.codec_embedding.weight"),
+        Rename("{x}_projection.fc{n}.{p}", "{x}_projection.linear_fc{n}.{p}"),
+        Rename("codec_head.weight", "codec_head.weight"),
+        Rename("code_predictor.embeddings.{k}.weight", "code_predictor.model.codec_embedding.{k}.weight"),
+        Rename("code_predictor.heads.{k}.weight", "code_predictor.lm_head.{k}.weight"),
+        Skip("model.rotary_emb.inv_freq"), Skip("code_predictor.model.rotary_emb.inv_freq"),
+    ))
 
 
 def _rope(config: Any, name: str) -> dict[str, Any]:
@@ -112,5 +94,6 @@ def talker_config(config: Any) -> dict[str, Any]:
 def convert_qwen3_omni_talker(hf_talker: nn.Module) -> Qwen3OmniTalker:
     """A :class:`Qwen3OmniTalker` whose :meth:`~Qwen3OmniTalker.codec_logits` and
     :meth:`~Qwen3OmniTalker.residual_logits` equal the transformers Talker's and code predictor's logits."""
-    state = talker_state(dict(hf_talker.state_dict()))
-    return build_converted("qwen3_omni_30b_a3b_talker", hf_talker, state, **talker_config(hf_talker.config))
+    fields = talker_config(hf_talker.config)
+    key_map = talker_key_map(Qwen3OmniTalkerConfig(**fields), stacked_experts=True)
+    return build_converted("qwen3_omni_30b_a3b_talker", hf_talker, key_map, **fields)

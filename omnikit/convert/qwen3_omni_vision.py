@@ -1,7 +1,6 @@
 """``transformers`` ``Qwen3OmniMoeVisionEncoder`` -> :class:`omnikit.vision.Qwen3ViT`.
 
-Only renames: :data:`VISION_KEYS` maps every transformers key of the tower (relative to
-``thinker.visual.``) to the omnikit key; :func:`vision_config` translates the config.
+Only renames (:data:`VISION_KEYS`); :func:`vision_config` translates the config.
 """
 
 from __future__ import annotations
@@ -11,26 +10,26 @@ from typing import Any
 from torch import nn
 
 from omnikit.convert import converter
-from omnikit.convert.keys import rename_state
+from omnikit.convert.keymap import KeyMap, Rename
 from omnikit.convert.whisper import build_converted
 from omnikit.utils.checks import OmnikitValueError
 from omnikit.vision.qwen3_vit import Qwen3ViT
 
 __all__ = ["VISION_KEYS", "convert_qwen3_omni_vision", "vision_config"]
 
-#: transformers key pattern -> omnikit key (``re.sub`` templates, anchored at both ends).
-VISION_KEYS: tuple[tuple[str, str], ...] = (
-    (r"patch_embed\.proj\.(weight|bias)", r"embed.proj.\1"),
-    (r"pos_embed\.weight", r"pos_embed.weight"),
-    (r"blocks\.(\d+)\.norm([12])\.(weight|bias)", r"blocks.\1.norm\2.\3"),
-    (r"blocks\.(\d+)\.attn\.qkv\.(weight|bias)", r"blocks.\1.attn.qkv.\2"),
-    (r"blocks\.(\d+)\.attn\.proj\.(weight|bias)", r"blocks.\1.attn.out.\2"),
-    (r"blocks\.(\d+)\.mlp\.linear_fc([12])\.(weight|bias)", r"blocks.\1.mlp.fc\2.\3"),
-    (r"merger\.ln_q\.(weight|bias)", r"merger.norm.\1"),
-    (r"merger\.mlp\.([02])\.(weight|bias)", r"merger.mlp.\1.\2"),
-    (r"merger_list\.(\d+)\.ln_q\.(weight|bias)", r"deepstack_mergers.\1.norm.\2"),
-    (r"merger_list\.(\d+)\.mlp\.([02])\.(weight|bias)", r"deepstack_mergers.\1.mlp.\2.\3"),
-)
+#: omnikit key <- transformers key (relative to the tower, ``thinker.visual.`` in a checkpoint).
+VISION_KEYS = KeyMap((
+    Rename("embed.proj.{p}", "patch_embed.proj.{p}"),
+    Rename("pos_embed.weight", "pos_embed.weight"),
+    Rename("blocks.{i}.norm{n}.{p}", "blocks.{i}.norm{n}.{p}"),
+    Rename("blocks.{i}.attn.qkv.{p}", "blocks.{i}.attn.qkv.{p}"),
+    Rename("blocks.{i}.attn.out.{p}", "blocks.{i}.attn.proj.{p}"),
+    Rename("blocks.{i}.mlp.fc{n}.{p}", "blocks.{i}.mlp.linear_fc{n}.{p}"),
+    Rename("merger.norm.{p}", "merger.ln_q.{p}"),
+    Rename("merger.mlp.{n}.{p}", "merger.mlp.{n}.{p}"),
+    Rename("deepstack_mergers.{k}.norm.{p}", "merger_list.{k}.ln_q.{p}"),
+    Rename("deepstack_mergers.{k}.mlp.{n}.{p}", "merger_list.{k}.mlp.{n}.{p}"),
+))
 
 
 def _pair(value: Any, name: str) -> int:
@@ -64,5 +63,4 @@ def vision_config(config: Any) -> dict[str, Any]:
 def convert_qwen3_omni_vision(hf_encoder: nn.Module) -> Qwen3ViT:
     """A :class:`Qwen3ViT` with ``hf_encoder``'s config and weights (merged tokens and deepstack
     features equal to transformers' ``pooler_output`` / ``deepstack_features``)."""
-    state = rename_state(hf_encoder.state_dict(), VISION_KEYS)
-    return build_converted("qwen3_vit_omni_30b_a3b", hf_encoder, state, **vision_config(hf_encoder.config))
+    return build_converted("qwen3_vit_omni_30b_a3b", hf_encoder, VISION_KEYS, **vision_config(hf_encoder.config))

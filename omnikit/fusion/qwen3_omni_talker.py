@@ -31,7 +31,10 @@ from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_tensor
 
-__all__ = ["Qwen3OmniTalker", "Qwen3OmniTalkerConfig", "Qwen3TalkerScores", "ResidualCodePredictor", "ResizeMLP"]
+__all__ = [
+    "Qwen3OmniTalker", "Qwen3OmniTalkerConfig", "Qwen3TalkerScores", "ResidualCodePredictor", "ResizeMLP",
+    "predictor_decoder_config", "talker_decoder_config",
+]
 
 
 @dataclass
@@ -77,6 +80,24 @@ class Qwen3OmniTalkerConfig:
     predictor_rope_base: float = 1_000_000.0
     predictor_norm_eps: float = 1e-6
     backend: str = "sdpa"
+
+
+def talker_decoder_config(c: Qwen3OmniTalkerConfig) -> DecoderConfig:
+    """The Talker decoder's :class:`DecoderConfig` (its MLPs are MoE layers)."""
+    return DecoderConfig(
+        dim=c.dim, depth=c.depth, num_heads=c.num_heads, num_kv_heads=c.num_kv_heads, head_dim=c.head_dim,
+        norm_eps=c.norm_eps, qk_norm=True, rope_base=c.rope_base, mrope_sections=tuple(c.mrope_sections),
+        mrope_interleaved=True, backend=c.backend,
+    )
+
+
+def predictor_decoder_config(c: Qwen3OmniTalkerConfig) -> DecoderConfig:
+    """The code predictor's dense :class:`DecoderConfig`."""
+    return DecoderConfig(
+        dim=c.dim, depth=c.predictor_depth, num_heads=c.predictor_heads, num_kv_heads=c.predictor_kv_heads,
+        head_dim=c.predictor_head_dim, mlp_hidden=c.predictor_mlp_hidden, norm_eps=c.predictor_norm_eps,
+        qk_norm=True, rope_base=c.predictor_rope_base, backend=c.backend,
+    )
 
 
 class Qwen3TalkerScores(NamedTuple):
@@ -148,17 +169,10 @@ class Qwen3OmniTalker(nn.Module):
         self.codec_embedding = nn.Embedding(c.vocab_size, c.dim)
         moe = MoEConfig(dim=c.dim, num_experts=c.num_experts, top_k=c.top_k, expert_hidden=c.expert_hidden,
                         shared_hidden=c.shared_hidden, shared_gate=True, normalize_weights=c.normalize_weights)
-        self.decoder = Decoder(DecoderConfig(
-            dim=c.dim, depth=c.depth, num_heads=c.num_heads, num_kv_heads=c.num_kv_heads, head_dim=c.head_dim,
-            norm_eps=c.norm_eps, qk_norm=True, rope_base=c.rope_base, mrope_sections=tuple(c.mrope_sections),
-            mrope_interleaved=True, backend=c.backend,
-        ), lambda _: MoE(moe))
+        self.decoder = Decoder(talker_decoder_config(c), lambda _: MoE(moe))
         self.codec_head = nn.Linear(c.dim, c.vocab_size, bias=False)
-        self.code_predictor = ResidualCodePredictor(DecoderConfig(
-            dim=c.dim, depth=c.predictor_depth, num_heads=c.predictor_heads, num_kv_heads=c.predictor_kv_heads,
-            head_dim=c.predictor_head_dim, mlp_hidden=c.predictor_mlp_hidden, norm_eps=c.predictor_norm_eps,
-            qk_norm=True, rope_base=c.predictor_rope_base, backend=c.backend,
-        ), c.num_codebooks, c.predictor_vocab_size)
+        self.code_predictor = ResidualCodePredictor(predictor_decoder_config(c), c.num_codebooks,
+                                                    c.predictor_vocab_size)
 
     def codec_logits(
         self, inputs_embeds: torch.Tensor, positions: torch.Tensor | None = None
