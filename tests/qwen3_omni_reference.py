@@ -68,3 +68,46 @@ PUBLISHED = {
         n_window=50, output_dim=2048, n_window_infer=800, conv_chunksize=500, downsample_hidden_size=480,
     ),
 }
+
+
+def tame_code2wav(model: nn.Module, codebook_size: int, num_quantizers: int) -> None:
+    """Scale a randomised transformers Code2Wav's last conv so its waveform peaks at 0.5 (random weights
+    otherwise saturate the output clamp and a comparison would only compare clamps)."""
+    last = model.decoder[-1].conv
+    with torch.no_grad():
+        last.bias.zero_()
+        last.weight.mul_(1e-3)
+        codes = torch.randint(0, codebook_size, (1, num_quantizers, 12), generator=torch.Generator().manual_seed(9))
+        last.weight.mul_(0.5 / float(model(codes).abs().max()))
+
+
+ROPE_M = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1], "interleaved": True}
+
+#: A tiny ``Qwen3OmniMoeConfig`` (explicit values; every sub-model two or three layers).
+TINY_FULL = dict(
+    thinker_config=dict(
+        audio_config=dict(num_mel_bins=16, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=32, d_model=16,
+                          n_window=50, output_dim=32, n_window_infer=300, downsample_hidden_size=8),
+        vision_config=dict(depth=3, hidden_size=16, intermediate_size=24, num_heads=2, patch_size=4,
+                           temporal_patch_size=2, spatial_merge_size=2, out_hidden_size=32, num_position_embeddings=16,
+                           deepstack_visual_indexes=[0, 1]),
+        text_config=dict(vocab_size=160, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=8, moe_intermediate_size=16,
+                         num_experts=4, num_experts_per_tok=2, rope_parameters=ROPE_M),
+        audio_token_id=150, image_token_id=151, video_token_id=152, vision_start_token_id=153,
+        vision_end_token_id=154, audio_start_token_id=155, audio_end_token_id=156,
+    ),
+    talker_config=dict(
+        text_config=dict(vocab_size=48, hidden_size=32, intermediate_size=40, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=8, moe_intermediate_size=16,
+                         shared_expert_intermediate_size=24, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True,
+                         rope_parameters=ROPE_M),
+        code_predictor_config=dict(vocab_size=20, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, head_dim=8, num_code_groups=4,
+                                   rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+        num_code_groups=4, thinker_hidden_size=32, codec_bos_id=41, spatial_merge_size=2,
+    ),
+    code2wav_config=dict(codebook_size=20, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+                         sliding_window=5, intermediate_size=48, num_hidden_layers=2, num_quantizers=4,
+                         upsample_rates=[2, 3], upsampling_ratios=[2], decoder_dim=16),
+)

@@ -39,6 +39,7 @@ BUILTIN_MODULES: dict[str, str] = {
     "WhisperForConditionalGeneration": "omnikit.convert.hub_whisper",
     "WhisperModel": "omnikit.convert.hub_whisper",
     "EncodecModel": "omnikit.convert.hub_encodec",
+    "Qwen3OmniMoeForConditionalGeneration": "omnikit.convert.hub_qwen3_omni",
 }
 
 #: Attribute :func:`load_hf` sets on the models it returns (a :class:`HubOrigin`).

@@ -5,6 +5,8 @@ Key map: :func:`code2wav_key_map`; config: :func:`code2wav_config`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 from torch import nn
@@ -44,27 +46,30 @@ def code2wav_key_map(config: Code2WavConfig) -> KeyMap:
     ))
 
 
-def code2wav_config(config: Any) -> dict[str, Any]:
-    """:class:`~omnikit.audio.code2wav.Code2WavConfig` fields from a ``Qwen3OmniMoeCode2WavConfig``."""
-    if config.hidden_act != "silu":
-        raise OmnikitValueError(f"code2wav hidden_act {config.hidden_act!r} is not supported; expected 'silu'")
-    if any(t != "sliding_attention" for t in config.layer_types):
-        raise OmnikitValueError(f"code2wav layer_types {config.layer_types} are not supported; expected sliding")
-    rope = config.rope_parameters or {}
+def code2wav_config(config: Mapping[str, Any]) -> Code2WavConfig:
+    """The :class:`~omnikit.audio.Code2WavConfig` of a ``code2wav_config`` dict (transformers' defaults
+    for absent keys)."""
+    act = config.get("hidden_act", "silu")
+    if act != "silu":
+        raise OmnikitValueError(f"code2wav hidden_act {act!r} is not supported; expected 'silu'")
+    rope = config.get("rope_parameters") or {}
     if rope.get("rope_type", "default") != "default":
         raise OmnikitValueError(f"code2wav rope_type {rope.get('rope_type')!r} is not supported; expected 'default'")
-    return dict(
-        num_codebooks=config.num_quantizers, codebook_size=config.codebook_size, dim=config.hidden_size,
-        depth=config.num_hidden_layers, num_heads=config.num_attention_heads, num_kv_heads=config.num_key_value_heads,
-        mlp_hidden=config.intermediate_size, sliding_window=config.sliding_window, norm_eps=config.rms_norm_eps,
-        rope_base=float(rope.get("rope_theta", 10000.0)), layer_scale=config.layer_scale_initial_scale,
-        attention_bias=config.attention_bias, upsampling_ratios=tuple(config.upsampling_ratios),
-        decoder_dim=config.decoder_dim, upsample_rates=tuple(config.upsample_rates),
+    heads = config.get("num_attention_heads", 16)
+    return Code2WavConfig(
+        num_codebooks=config.get("num_quantizers", 16), codebook_size=config.get("codebook_size", 2048),
+        dim=config.get("hidden_size", 1024), depth=config.get("num_hidden_layers", 8), num_heads=heads,
+        num_kv_heads=config.get("num_key_value_heads", heads), mlp_hidden=config.get("intermediate_size", 3072),
+        sliding_window=config.get("sliding_window", 72), norm_eps=config.get("rms_norm_eps", 1e-5),
+        rope_base=float(rope.get("rope_theta", 10000.0)), layer_scale=config.get("layer_scale_initial_scale", 0.01),
+        attention_bias=bool(config.get("attention_bias", False)),
+        upsampling_ratios=tuple(config.get("upsampling_ratios", (2, 2))), decoder_dim=config.get("decoder_dim", 1536),
+        upsample_rates=tuple(config.get("upsample_rates", (8, 5, 4, 3))),
     )
 
 
 @converter("Qwen3OmniMoeCode2Wav")
 def convert_qwen3_omni_code2wav(hf_module: nn.Module) -> Code2Wav:
     """A :class:`Code2Wav` whose ``decode(codes)`` equals ``hf_module(codes)``."""
-    fields = code2wav_config(hf_module.config)
-    return build_converted("code2wav_qwen3_omni", hf_module, code2wav_key_map(Code2WavConfig(**fields)), **fields)
+    config = code2wav_config(hf_module.config.to_dict())
+    return build_converted("code2wav_qwen3_omni", hf_module, code2wav_key_map(config), **asdict(config))

@@ -6,6 +6,8 @@ for both decoders, plus the shared expert, projections, codec embeddings and hea
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 from torch import nn
@@ -52,41 +54,43 @@ def talker_key_map(config: Qwen3OmniTalkerConfig, *, stacked_experts: bool = Fal
     ))
 
 
-def _rope(config: Any, name: str) -> dict[str, Any]:
-    rope = dict(config.rope_parameters or {})
+def _rope(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    rope = dict(config.get("rope_parameters") or {})
     if rope.get("rope_type", "default") != "default":
         raise OmnikitValueError(f"{name} rope_type {rope.get('rope_type')!r} is not supported; expected 'default'")
     return rope
 
 
-def talker_config(config: Any) -> dict[str, Any]:
-    """:class:`~omnikit.fusion.Qwen3OmniTalkerConfig` fields from a ``Qwen3OmniMoeTalkerConfig``."""
-    text, pred = config.text_config, config.code_predictor_config
+def talker_config(talker: Mapping[str, Any]) -> Qwen3OmniTalkerConfig:
+    """The :class:`~omnikit.fusion.Qwen3OmniTalkerConfig` of a ``talker_config`` dict."""
+    text, pred = talker["text_config"], talker["code_predictor_config"]
     for sub, name in ((text, "talker"), (pred, "code predictor")):
-        if sub.hidden_act != "silu" or sub.attention_bias:
-            raise OmnikitValueError(f"{name} with hidden_act={sub.hidden_act!r}, attention_bias={sub.attention_bias} "
-                                    "is not supported; expected 'silu' without attention biases")
-    if text.mlp_only_layers or text.decoder_sparse_step != 1:
+        if sub.get("hidden_act", "silu") != "silu" or sub.get("attention_bias", False):
+            raise OmnikitValueError(f"{name} with hidden_act={sub.get('hidden_act')!r}, attention_bias="
+                                    f"{sub.get('attention_bias')} is not supported; expected 'silu' without biases")
+    if text.get("mlp_only_layers") or text.get("decoder_sparse_step", 1) != 1:
         raise OmnikitValueError("talker with dense layers (mlp_only_layers / decoder_sparse_step) is not supported")
-    if pred.hidden_size != text.hidden_size:
-        raise OmnikitValueError(f"code predictor width {pred.hidden_size} must equal the talker's {text.hidden_size}")
+    if pred["hidden_size"] != text["hidden_size"]:
+        raise OmnikitValueError(
+            f"code predictor width {pred['hidden_size']} must equal the talker's {text['hidden_size']}"
+        )
     rope, pred_rope = _rope(text, "talker"), _rope(pred, "code predictor")
-    if not rope.get("interleaved", rope.get("mrope_interleaved", False)):
-        raise OmnikitValueError("talker M-RoPE must be interleaved (Qwen3-Omni)")
-    return dict(
-        dim=text.hidden_size, depth=text.num_hidden_layers, num_heads=text.num_attention_heads,
-        num_kv_heads=text.num_key_value_heads, head_dim=getattr(text, "head_dim", None),
-        thinker_dim=config.thinker_hidden_size,
-        vocab_size=text.vocab_size, num_experts=text.num_experts, top_k=text.num_experts_per_tok,
-        expert_hidden=text.moe_intermediate_size, shared_hidden=text.shared_expert_intermediate_size,
-        normalize_weights=bool(text.norm_topk_prob), projection_hidden=text.intermediate_size,
-        norm_eps=text.rms_norm_eps,
-        rope_base=float(rope["rope_theta"]), mrope_sections=tuple(rope["mrope_section"]),
-        num_codebooks=config.num_code_groups, codec_bos_id=config.codec_bos_id,
-        predictor_depth=pred.num_hidden_layers, predictor_heads=pred.num_attention_heads,
-        predictor_kv_heads=pred.num_key_value_heads, predictor_head_dim=getattr(pred, "head_dim", None),
-        predictor_mlp_hidden=pred.intermediate_size, predictor_vocab_size=pred.vocab_size,
-        predictor_rope_base=float(pred_rope["rope_theta"]), predictor_norm_eps=pred.rms_norm_eps,
+    if not rope.get("interleaved", rope.get("mrope_interleaved", False)) or "mrope_section" not in rope:
+        raise OmnikitValueError(f"talker rope parameters expected an interleaved mrope_section but got {rope}")
+    return Qwen3OmniTalkerConfig(
+        dim=text["hidden_size"], depth=text["num_hidden_layers"], num_heads=text["num_attention_heads"],
+        num_kv_heads=text.get("num_key_value_heads"), head_dim=text.get("head_dim"),
+        thinker_dim=talker.get("thinker_hidden_size", 2048), vocab_size=text["vocab_size"],
+        num_experts=text.get("num_experts", text.get("num_local_experts")), top_k=text["num_experts_per_tok"],
+        expert_hidden=text["moe_intermediate_size"], shared_hidden=text["shared_expert_intermediate_size"],
+        normalize_weights=bool(text.get("norm_topk_prob", False)), projection_hidden=text["intermediate_size"],
+        norm_eps=text.get("rms_norm_eps", 1e-6), rope_base=float(rope.get("rope_theta", 10000.0)),
+        mrope_sections=tuple(rope["mrope_section"]), num_codebooks=talker.get("num_code_groups", 32),
+        codec_bos_id=talker.get("codec_bos_id", 4197), predictor_depth=pred["num_hidden_layers"],
+        predictor_heads=pred["num_attention_heads"], predictor_kv_heads=pred.get("num_key_value_heads"),
+        predictor_head_dim=pred.get("head_dim"), predictor_mlp_hidden=pred["intermediate_size"],
+        predictor_vocab_size=pred["vocab_size"], predictor_rope_base=float(pred_rope.get("rope_theta", 10000.0)),
+        predictor_norm_eps=pred.get("rms_norm_eps", 1e-6),
     )
 
 
@@ -94,6 +98,6 @@ def talker_config(config: Any) -> dict[str, Any]:
 def convert_qwen3_omni_talker(hf_talker: nn.Module) -> Qwen3OmniTalker:
     """A :class:`Qwen3OmniTalker` whose :meth:`~Qwen3OmniTalker.codec_logits` and
     :meth:`~Qwen3OmniTalker.residual_logits` equal the transformers Talker's and code predictor's logits."""
-    fields = talker_config(hf_talker.config)
-    key_map = talker_key_map(Qwen3OmniTalkerConfig(**fields), stacked_experts=True)
-    return build_converted("qwen3_omni_30b_a3b_talker", hf_talker, key_map, **fields)
+    config = talker_config(hf_talker.config.to_dict())
+    key_map = talker_key_map(config, stacked_experts=True)
+    return build_converted("qwen3_omni_30b_a3b_talker", hf_talker, key_map, **asdict(config))

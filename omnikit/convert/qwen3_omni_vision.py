@@ -5,6 +5,8 @@ Only renames (:data:`VISION_KEYS`); :func:`vision_config` translates the config.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 from torch import nn
@@ -13,7 +15,7 @@ from omnikit.convert import converter
 from omnikit.convert.keymap import KeyMap, Rename
 from omnikit.convert.whisper import build_converted
 from omnikit.utils.checks import OmnikitValueError
-from omnikit.vision.qwen3_vit import Qwen3ViT
+from omnikit.vision.qwen3_vit import Qwen3ViT, Qwen3ViTConfig
 
 __all__ = ["VISION_KEYS", "convert_qwen3_omni_vision", "vision_config"]
 
@@ -32,7 +34,7 @@ VISION_KEYS = KeyMap((
 ))
 
 
-def _pair(value: Any, name: str) -> int:
+def _square(value: Any, name: str) -> int:
     """A square patch size given as an int or a pair."""
     if isinstance(value, (list, tuple)):
         if len(set(value)) != 1:
@@ -41,20 +43,21 @@ def _pair(value: Any, name: str) -> int:
     return int(value)
 
 
-def vision_config(config: Any) -> dict[str, Any]:
-    """:class:`~omnikit.vision.Qwen3ViTConfig` fields from a ``Qwen3OmniMoeVisionEncoderConfig``."""
-    if config.hidden_act != "gelu_pytorch_tanh":
-        raise OmnikitValueError(
-            f"vision hidden_act {config.hidden_act!r} is not supported; expected 'gelu_pytorch_tanh'"
-        )
-    rope = getattr(config, "rope_parameters", None) or {}
-    patch = _pair(config.patch_size, "patch_size")
-    return dict(
-        dim=config.hidden_size, depth=config.depth, num_heads=config.num_heads, mlp_hidden=config.intermediate_size,
-        out_dim=config.out_hidden_size, patch=(_pair(config.temporal_patch_size, "temporal_patch_size"), patch, patch),
-        in_chans=config.in_channels, merge_size=config.spatial_merge_size,
-        num_position_embeddings=config.num_position_embeddings,
-        deepstack_indexes=tuple(int(i) for i in config.deepstack_visual_indexes),
+def vision_config(vision: Mapping[str, Any]) -> Qwen3ViTConfig:
+    """The :class:`~omnikit.vision.Qwen3ViTConfig` of a ``vision_config`` dict (transformers' defaults
+    for absent keys)."""
+    act = vision.get("hidden_act", "gelu_pytorch_tanh")
+    if act != "gelu_pytorch_tanh":
+        raise OmnikitValueError(f"vision hidden_act {act!r} is not supported; expected 'gelu_pytorch_tanh'")
+    rope = vision.get("rope_parameters") or {}
+    patch = _square(vision.get("patch_size", 16), "patch_size")
+    return Qwen3ViTConfig(
+        dim=vision.get("hidden_size", 1152), depth=vision.get("depth", 27), num_heads=vision.get("num_heads", 16),
+        mlp_hidden=vision.get("intermediate_size", 4304), out_dim=vision.get("out_hidden_size", 3584),
+        patch=(_square(vision.get("temporal_patch_size", 2), "temporal_patch_size"), patch, patch),
+        in_chans=vision.get("in_channels", 3), merge_size=vision.get("spatial_merge_size", 2),
+        num_position_embeddings=vision.get("num_position_embeddings", 2304),
+        deepstack_indexes=tuple(int(i) for i in vision.get("deepstack_visual_indexes", (8, 16, 24))),
         rope_base=float(rope.get("rope_theta", 10000.0)),
     )
 
@@ -63,4 +66,5 @@ def vision_config(config: Any) -> dict[str, Any]:
 def convert_qwen3_omni_vision(hf_encoder: nn.Module) -> Qwen3ViT:
     """A :class:`Qwen3ViT` with ``hf_encoder``'s config and weights (merged tokens and deepstack
     features equal to transformers' ``pooler_output`` / ``deepstack_features``)."""
-    return build_converted("qwen3_vit_omni_30b_a3b", hf_encoder, VISION_KEYS, **vision_config(hf_encoder.config))
+    fields = asdict(vision_config(hf_encoder.config.to_dict()))
+    return build_converted("qwen3_vit_omni_30b_a3b", hf_encoder, VISION_KEYS, **fields)

@@ -1,0 +1,104 @@
+"""Qwen3-Omni from the Hub: ``Qwen3OmniMoeForConditionalGeneration`` checkpoints, part by part.
+
+Parts (checkpoint prefixes):
+
+- ``"audio_encoder"``: :class:`~omnikit.audio.AuTEncoder` (``thinker.audio_tower.*``);
+- ``"vision_encoder"``: :class:`~omnikit.vision.Qwen3ViT` with its deepstack mergers (``thinker.visual.*``);
+- ``"talker"``: :class:`~omnikit.fusion.Qwen3OmniTalker` with its code predictor (``talker.*``);
+- ``"code2wav"``: :class:`~omnikit.audio.Code2Wav` (``code2wav.*``).
+
+The MoE Thinker (``thinker.model.*``, ``thinker.lm_head``) is not a loadable part yet, so ``part``
+must be given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from omnikit.audio.aut import AuTEncoder, AuTEncoderConfig
+from omnikit.audio.code2wav import Code2Wav
+from omnikit.convert.architectures import Config, Part, register_architecture
+from omnikit.convert.keymap import Fuse, KeyMap, Rename
+from omnikit.convert.qwen3_omni_code2wav import code2wav_config, code2wav_key_map
+from omnikit.convert.qwen3_omni_talker import talker_config, talker_key_map
+from omnikit.convert.qwen3_omni_vision import VISION_KEYS, vision_config
+from omnikit.convert.whisper import whisper_layers_key_map
+from omnikit.fusion.qwen3_omni_talker import Qwen3OmniTalker
+from omnikit.utils.checks import OmnikitValueError
+from omnikit.vision.qwen3_vit import Qwen3ViT
+
+__all__ = ["FULL", "audio_inputs", "aut_config", "aut_key_map", "vision_inputs"]
+
+FULL = "Qwen3OmniMoeForConditionalGeneration"
+
+
+def aut_config(audio: Mapping[str, Any]) -> AuTEncoderConfig:
+    """The :class:`AuTEncoderConfig` of a Qwen3-Omni ``audio_config`` dict (transformers' defaults for absent keys)."""
+    act = audio.get("activation_function", "gelu")
+    if act != "gelu":
+        raise OmnikitValueError(f"audio activation_function {act!r} is not supported; expected 'gelu'")
+    n_window = audio.get("n_window", 50)
+    return AuTEncoderConfig(
+        n_mels=audio.get("num_mel_bins", 128), conv_channels=audio.get("downsample_hidden_size", 480),
+        dim=audio.get("d_model", 1280), depth=audio.get("encoder_layers", 32),
+        num_heads=audio.get("encoder_attention_heads", 20), mlp_hidden=audio.get("encoder_ffn_dim", 5120),
+        output_dim=audio.get("output_dim", 3584), n_window=n_window,
+        attn_window_chunks=audio.get("n_window_infer", 800) // (2 * n_window),
+    )
+
+
+def aut_key_map(audio: Mapping[str, Any]) -> KeyMap:
+    """AuTEncoder keys <- ``audio_tower.*`` names (relative). Unlike Whisper's, the key projection has
+    a bias (it cancels in the softmax but is kept, so a save writes the checkpoint back)."""
+    dim = audio.get("d_model", 1280)
+    stem = ("conv2d1", "conv2d2", "conv2d3", "conv_out", "proj1", "proj2")
+    attn = "layers.{i}.self_attn."
+    return KeyMap((
+        *(Rename(f"{n}.{{p}}", f"{n}.{{p}}") for n in stem), Rename("norm.{p}", "ln_post.{p}"),
+        Fuse("encoder.blocks.{i}.attn.qkv.bias", tuple(f"{attn}{x}_proj.bias" for x in "qkv"), (dim,) * 3),
+    )) + whisper_layers_key_map(dim)
+
+
+def _tensor(value: Any, model: nn.Module, floating: bool) -> torch.Tensor:
+    param = next(model.parameters())
+    tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+    return tensor.to(device=param.device, dtype=param.dtype if floating else None)
+
+
+def audio_inputs(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """``input_features (N, n_mels, L)`` and ``feature_attention_mask (N, L)`` -> ``features``, ``lengths``."""
+    if inputs.get("input_features") is None:
+        raise OmnikitValueError(f"`inputs` expected 'input_features' but got keys {sorted(inputs)}")
+    mask = inputs.get("feature_attention_mask")
+    return {"features": _tensor(inputs["input_features"], model, True),
+            "lengths": None if mask is None else _tensor(mask, model, False).sum(-1)}
+
+
+def vision_inputs(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """``pixel_values`` + ``image_grid_thw`` (or the video pair) -> :meth:`Qwen3ViT.forward_patches` arguments."""
+    for pixels, grid in (("pixel_values", "image_grid_thw"), ("pixel_values_videos", "video_grid_thw")):
+        if inputs.get(pixels) is not None:
+            return {"pixel_values": _tensor(inputs[pixels], model, True),
+                    "grid_thw": _tensor(inputs[grid], model, False)}
+    raise OmnikitValueError(f"`inputs` expected 'pixel_values' or 'pixel_values_videos' but got keys {sorted(inputs)}")
+
+
+def _thinker(config: Config) -> Config:
+    return config["thinker_config"]
+
+
+register_architecture(FULL, parts={
+    "audio_encoder": Part(lambda c: AuTEncoder(aut_config(_thinker(c)["audio_config"])),
+                          lambda c: aut_key_map(_thinker(c)["audio_config"]), "thinker.audio_tower.",
+                          inputs=audio_inputs),
+    "vision_encoder": Part(lambda c: Qwen3ViT(vision_config(_thinker(c)["vision_config"])), lambda c: VISION_KEYS,
+                           "thinker.visual.", inputs=vision_inputs),
+    "talker": Part(lambda c: Qwen3OmniTalker(talker_config(c["talker_config"])),
+                   lambda c: talker_key_map(talker_config(c["talker_config"])), "talker."),
+    "code2wav": Part(lambda c: Code2Wav(code2wav_config(c["code2wav_config"])),
+                     lambda c: code2wav_key_map(code2wav_config(c["code2wav_config"])), "code2wav."),
+})

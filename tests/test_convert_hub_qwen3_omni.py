@@ -1,0 +1,141 @@
+"""load_hf / save_hf on a Qwen3-Omni checkpoint (tiny random transformers model, sharded): each part
+equals its transformers module, loads open only the part's shards, and saving a part writes back the
+checkpoint's own tensors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from qwen3_omni_reference import TINY_FULL, randomise, rel_err, tame_code2wav
+from safetensors import safe_open
+
+from omnikit.audio import AuTEncoder, Code2Wav
+from omnikit.convert import hf_inputs, load_hf, save_hf
+from omnikit.convert import snapshot as snapshot_module
+from omnikit.fusion import Qwen3OmniTalker
+from omnikit.vision import Qwen3ViT
+
+pytest.importorskip("transformers")
+from transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe import Qwen3OmniMoeConfig
+from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import (
+    Qwen3OmniMoeForConditionalGeneration,
+)
+
+PREFIXES = {"audio_encoder": "thinker.audio_tower.", "vision_encoder": "thinker.visual.", "talker": "talker.",
+            "code2wav": "code2wav."}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> tuple[Qwen3OmniMoeForConditionalGeneration, Path]:
+    config = Qwen3OmniMoeConfig(**TINY_FULL)
+    torch.manual_seed(0)
+    model = randomise(Qwen3OmniMoeForConditionalGeneration(config).eval(), scale=0.3)
+    tame_code2wav(model.code2wav, 20, 4)
+    path = tmp_path_factory.mktemp("qwen3_omni")
+    model.save_pretrained(path, max_shard_size="100KB")
+    assert (path / "model.safetensors.index.json").exists()
+    for sub in (model.thinker.model.visual, model.thinker.model.audio_tower, model.talker, model.talker.code_predictor,
+                model.talker.code_predictor.model, model.talker.model, model.code2wav):
+        sub.config._attn_implementation = "eager"
+    return model, path
+
+
+def test_vision_part_matches(checkpoint) -> None:
+    hf, path = checkpoint
+    tower = load_hf(path, part="vision_encoder").eval()
+    assert isinstance(tower, Qwen3ViT) and tower.config.deepstack_indexes == (0, 1)
+    g = torch.Generator().manual_seed(1)
+    grid = torch.tensor([[1, 4, 6], [2, 2, 2]])  # an image and a 4-frame video
+    pixels = torch.randn(int(grid.prod(-1).sum()), 3 * 2 * 4 * 4, generator=g)
+    with torch.no_grad():
+        ref = hf.thinker.model.visual(pixels, grid_thw=grid)
+        out = tower.forward_patches(**hf_inputs(tower, {"pixel_values": pixels, "image_grid_thw": grid}))
+    assert rel_err(out.hidden_states, ref.pooler_output) < 1e-5
+    assert all(rel_err(a, b) < 1e-5 for a, b in zip(out.deepstack, ref.deepstack_features, strict=True))
+
+
+def test_audio_part_matches(checkpoint) -> None:
+    hf, path = checkpoint
+    tower = load_hf(path, part="audio_encoder").eval()
+    assert isinstance(tower, AuTEncoder)
+    features = torch.randn(1, 16, 237, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = hf.thinker.model.audio_tower(features[0], feature_lens=torch.tensor([237])).last_hidden_state
+        out = tower(**hf_inputs(tower, {"input_features": features,
+                                        "feature_attention_mask": torch.ones(1, 237, dtype=torch.long)}))
+    assert out.hidden_states.shape[1] == ref.shape[0]
+    assert rel_err(out.hidden_states[0], ref) < 1e-5
+
+
+def test_talker_part_matches(checkpoint) -> None:
+    hf, path = checkpoint
+    talker = load_hf(path, part="talker").eval()
+    assert isinstance(talker, Qwen3OmniTalker)
+    g = torch.Generator().manual_seed(3)
+    embeds = torch.randn(2, 7, 32, generator=g)
+    hidden = torch.randn(3, 32, generator=g)
+    codes = torch.randint(0, 20, (3, 4), generator=g)
+    pred = hf.talker.code_predictor
+    with torch.no_grad():
+        ref = hf.talker(inputs_embeds=embeds).logits
+        seq = torch.stack([hidden, hf.talker.model.codec_embedding(codes[:, 0]),
+                           *(pred.model.codec_embedding[k - 1](codes[:, k]) for k in (1, 2))], dim=1)
+        states = pred.model(inputs_embeds=seq).last_hidden_state
+        ref_residual = torch.stack([pred.lm_head[k](states[:, k + 1]) for k in range(3)], dim=1)
+        logits, _ = talker.codec_logits(embeds)
+        residual = talker.residual_logits(hidden, codes)
+    assert rel_err(logits, ref) < 1e-5
+    assert rel_err(residual, ref_residual) < 1e-5
+
+
+def test_code2wav_part_matches(checkpoint) -> None:
+    hf, path = checkpoint
+    decoder = load_hf(path, part="code2wav").eval()
+    assert isinstance(decoder, Code2Wav)
+    codes = torch.randint(0, 20, (2, 4, 11), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ref = hf.code2wav(codes)
+        wav = decoder.decode(codes)
+    assert (ref.abs() < 1).float().mean() > 0.5
+    assert rel_err(wav, ref) < 1e-5
+
+
+def test_part_loads_open_only_their_shards(checkpoint, monkeypatch) -> None:
+    _, path = checkpoint
+    weight_map = json.loads((path / "model.safetensors.index.json").read_text())["weight_map"]
+    opened: list[str] = []
+    original = snapshot_module.safe_open
+    monkeypatch.setattr(snapshot_module, "safe_open",
+                        lambda file, **kw: opened.append(Path(file).name) or original(file, **kw))
+    for part, prefix in PREFIXES.items():
+        opened.clear()
+        load_hf(path, part=part)
+        holding = {f for k, f in weight_map.items() if k.startswith(prefix)}
+        assert set(opened) == holding, part
+    assert len(set(weight_map.values())) > 2
+
+
+def test_save_part_writes_the_checkpoint_tensors_back(checkpoint, tmp_path) -> None:
+    _, path = checkpoint
+    weight_map = json.loads((path / "model.safetensors.index.json").read_text())["weight_map"]
+    for part in ("talker", "vision_encoder", "code2wav"):
+        out = save_hf(load_hf(path, part=part), tmp_path / part, max_shard_size="50KB")
+        written = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
+        assert set(written) == {k for k in weight_map if k.startswith(PREFIXES[part])}, part
+        for name, file in written.items():
+            with safe_open(out / file, "pt") as mine, safe_open(path / weight_map[name], "pt") as theirs:
+                assert torch.equal(mine.get_tensor(name), theirs.get_tensor(name)), name
+        reloaded = load_hf(out, part=part)
+        assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(),
+                                                     load_hf(path, part=part).state_dict().values(), strict=True))
+
+
+def test_part_is_required_and_named(checkpoint) -> None:
+    _, path = checkpoint
+    with pytest.raises(ValueError, match="part"):
+        load_hf(path)
+    with pytest.raises(ValueError, match="code2wav"):
+        load_hf(path, part="token2wav")
