@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from qwen3_omni_reference import PUBLISHED, randomise, rel_err
+from qwen3_omni_reference import randomise, rel_err
 
-import omnikit
 from omnikit.convert import from_transformers
 
 pytest.importorskip("transformers")
@@ -102,13 +101,3 @@ def test_teacher_forced_scores_are_consistent(pair) -> None:
     torch.testing.assert_close(scores.logits, logits)
     expected = logits.log_softmax(-1)[0, torch.arange(5), codes[0, 0]]
     torch.testing.assert_close(scores.log_probs[0, :, 0], expected)
-
-
-def test_published_talker_parameter_count_is_exact() -> None:
-    p = PUBLISHED
-    cfg = Qwen3OmniMoeTalkerConfig(text_config=p["talker_text"], code_predictor_config=p["code_predictor"],
-                                   **p["talker"])
-    with torch.device("meta"):
-        hf = Qwen3OmniMoeTalkerForConditionalGeneration(cfg)
-    ours = omnikit.create_model("qwen3_omni_30b_a3b_talker", device="meta")
-    assert omnikit.count_parameters(ours) == sum(p.numel() for p in hf.parameters())

@@ -4,8 +4,8 @@ They build on ``device="meta"`` for counting (``omnikit.count_parameters``); see
 ``docs/thinker_talker.md`` for the counts next to the reference ones. The speech decoders
 (Qwen2.5-Omni's DiT + BigVGAN token2wav, Qwen3-Omni's Code2Wav) are not part of these presets.
 Vision towers are the vision family's :class:`VideoViT` (Qwen2.5-Omni: the Qwen2-VL-sized
-preset; full attention instead of windows, GELU instead of SwiGLU MLP of nearly equal size;
-Qwen3-Omni: without the deepstack mergers).
+preset; full attention instead of windows, GELU instead of SwiGLU MLP of nearly equal size);
+Qwen3-Omni's is its published tower (:class:`~omnikit.vision.Qwen3ViT`, deepstack mergers included).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from omnikit.fusion.tmrope import QWEN2_5_OMNI, QWEN3_OMNI
 from omnikit.layers.decoder import DecoderConfig
 from omnikit.moe import MoE, MoEConfig
 from omnikit.registry import configure, create_model, register_model
-from omnikit.vision.video_vit import VideoViT, VideoViTConfig
+from omnikit.vision.video_vit import VideoViT
 
 __all__ = ["QWEN_MEDIA_TOKENS", "qwen2_5_omni_7b_talker", "qwen2_5_omni_7b_thinker", "qwen3_omni_30b_a3b_talker",
            "qwen3_omni_30b_a3b_thinker"]
@@ -65,17 +65,17 @@ def qwen2_5_omni_7b_talker(**overrides: Any) -> Talker:
 
 @register_model(kind="omni", modalities=("text", "image", "video", "audio"))
 def qwen3_omni_30b_a3b_thinker(**overrides: Any) -> EarlyFusionOmni:
-    """Qwen3-Omni-30B-A3B Thinker: 48 MoE layers (128 experts, top-8), interleaved M-RoPE 24/20/20, AuT, ViT."""
+    """Qwen3-Omni-30B-A3B Thinker: 48 MoE layers (128 experts, top-8), interleaved M-RoPE 24/20/20, AuT and the
+    Qwen3-Omni vision tower with its deepstack mergers (their features are not injected by this assembly)."""
     config = configure(
         DecoderConfig, "qwen3_omni_30b_a3b_thinker", overrides,
-        dim=2048, depth=48, num_heads=32, num_kv_heads=4, head_dim=128, vocab_size=151936, qk_norm=True,
+        dim=2048, depth=48, num_heads=32, num_kv_heads=4, head_dim=128, vocab_size=152064, qk_norm=True,
         rope_base=1_000_000.0, mrope_sections=QWEN3_OMNI.sections, mrope_interleaved=True,
     )
     moe = MoEConfig(dim=config.dim, num_experts=128, top_k=8, expert_hidden=768)
     thinker = Thinker(config, lambda _: MoE(moe), media_tokens=QWEN_MEDIA_TOKENS)
     audio = AudioAdapter(create_model("qwen3_omni_aut", output_dim=2048), 2048, project=False)
-    vit = VideoViT(VideoViTConfig(dim=1152, depth=27, num_heads=16, patch=(2, 16, 16), mlp_ratio=4304 / 1152,
-                                  out_dim=2048))
+    vit = create_model("qwen3_vit_omni_30b_a3b")
     return EarlyFusionOmni(thinker, video=_vit_adapter(vit, 2048), audio=audio, scheme=QWEN3_OMNI)
 
 
