@@ -28,7 +28,7 @@ from omnikit.convert.qwen3_omni_talker import talker_config, talker_key_map
 from omnikit.convert.qwen3_omni_vision import VISION_KEYS, vision_config
 from omnikit.convert.whisper import whisper_layers_key_map
 from omnikit.fusion.qwen3_omni_talker import Qwen3OmniTalker
-from omnikit.utils.checks import OmnikitValueError
+from omnikit.utils.checks import OmnikitValueError, check_choice
 from omnikit.vision.qwen3_vit import Qwen3ViT
 
 __all__ = ["FULL", "audio_inputs", "aut_config", "aut_key_map", "vision_inputs"]
@@ -38,9 +38,7 @@ FULL = "Qwen3OmniMoeForConditionalGeneration"
 
 def aut_config(audio: Mapping[str, Any]) -> AuTEncoderConfig:
     """The :class:`AuTEncoderConfig` of a Qwen3-Omni ``audio_config`` dict (transformers' defaults for absent keys)."""
-    act = audio.get("activation_function", "gelu")
-    if act != "gelu":
-        raise OmnikitValueError(f"audio activation_function {act!r} is not supported; expected 'gelu'")
+    check_choice(audio.get("activation_function", "gelu"), "audio_config.activation_function", ("gelu",))
     n_window = audio.get("n_window", 50)
     return AuTEncoderConfig(
         n_mels=audio.get("num_mel_bins", 128), conv_channels=audio.get("downsample_hidden_size", 480),

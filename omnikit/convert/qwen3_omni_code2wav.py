@@ -15,7 +15,7 @@ from omnikit.audio.code2wav import Code2Wav, Code2WavConfig
 from omnikit.convert import converter
 from omnikit.convert.keymap import Fuse, KeyMap, Rename
 from omnikit.convert.whisper import build_converted
-from omnikit.utils.checks import OmnikitValueError
+from omnikit.utils.checks import check_choice
 
 __all__ = ["code2wav_config", "code2wav_key_map", "convert_qwen3_omni_code2wav"]
 
@@ -49,12 +49,9 @@ def code2wav_key_map(config: Code2WavConfig) -> KeyMap:
 def code2wav_config(config: Mapping[str, Any]) -> Code2WavConfig:
     """The :class:`~omnikit.audio.Code2WavConfig` of a ``code2wav_config`` dict (transformers' defaults
     for absent keys)."""
-    act = config.get("hidden_act", "silu")
-    if act != "silu":
-        raise OmnikitValueError(f"code2wav hidden_act {act!r} is not supported; expected 'silu'")
+    check_choice(config.get("hidden_act", "silu"), "code2wav_config.hidden_act", ("silu",))
     rope = config.get("rope_parameters") or {}
-    if rope.get("rope_type", "default") != "default":
-        raise OmnikitValueError(f"code2wav rope_type {rope.get('rope_type')!r} is not supported; expected 'default'")
+    check_choice(rope.get("rope_type", "default"), "code2wav_config.rope_parameters.rope_type", ("default",))
     heads = config.get("num_attention_heads", 16)
     return Code2WavConfig(
         num_codebooks=config.get("num_quantizers", 16), codebook_size=config.get("codebook_size", 2048),

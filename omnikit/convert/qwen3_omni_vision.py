@@ -14,7 +14,7 @@ from torch import nn
 from omnikit.convert import converter
 from omnikit.convert.keymap import KeyMap, Rename
 from omnikit.convert.whisper import build_converted
-from omnikit.utils.checks import OmnikitValueError
+from omnikit.utils.checks import OmnikitValueError, check_choice
 from omnikit.vision.qwen3_vit import Qwen3ViT, Qwen3ViTConfig
 
 __all__ = ["VISION_KEYS", "convert_qwen3_omni_vision", "vision_config"]
@@ -46,9 +46,7 @@ def _square(value: Any, name: str) -> int:
 def vision_config(vision: Mapping[str, Any]) -> Qwen3ViTConfig:
     """The :class:`~omnikit.vision.Qwen3ViTConfig` of a ``vision_config`` dict (transformers' defaults
     for absent keys)."""
-    act = vision.get("hidden_act", "gelu_pytorch_tanh")
-    if act != "gelu_pytorch_tanh":
-        raise OmnikitValueError(f"vision hidden_act {act!r} is not supported; expected 'gelu_pytorch_tanh'")
+    check_choice(vision.get("hidden_act", "gelu_pytorch_tanh"), "vision_config.hidden_act", ("gelu_pytorch_tanh",))
     rope = vision.get("rope_parameters") or {}
     patch = _square(vision.get("patch_size", 16), "patch_size")
     return Qwen3ViTConfig(

@@ -31,10 +31,10 @@ from omnikit.layers.norm import LayerNorm
 from omnikit.outputs import EncoderOutput
 from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import OmnikitValueError, check_lengths, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_tensor
 from omnikit.vision.merger import PatchMerger
 from omnikit.vision.rotary import AxialRotaryEmbedding, grid_positions
-from omnikit.vision.tubelet import TubeletEmbed
+from omnikit.vision.tubelet import TubeletEmbed, checked_frames
 
 __all__ = ["BlockPatchMerger", "DeepstackOutput", "PackedVisionOutput", "Qwen3ViT", "Qwen3ViTConfig"]
 
@@ -196,11 +196,8 @@ class Qwen3ViT(nn.Module):
         return -(-shape[1] // pt), shape[3] // (ph * m), shape[4] // (pw * m)
 
     def forward(self, frames: torch.Tensor, lengths: torch.Tensor | None = None) -> DeepstackOutput:
-        check_tensor(frames, "frames", shape=("B", "T", self.config.in_chans, "H", "W"), floating=True)
-        batch, length = frames.shape[:2]
-        if lengths is None:
-            lengths = torch.full((batch,), length, dtype=torch.long, device=frames.device)
-        lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length).to(frames.device)
+        lengths = checked_frames(frames, lengths, self.config.in_chans)
+        batch = frames.shape[0]
         x = self.embed(frames, lengths)  # (B, gt, gh, gw, D)
         _, gt, gh, gw, dim = x.shape
         x = _block_order(x.reshape(batch * gt, gh, gw, dim), self.config.merge_size)
