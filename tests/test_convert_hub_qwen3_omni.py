@@ -15,8 +15,8 @@ from safetensors import safe_open
 from omnikit.audio import AuTEncoder, Code2Wav
 from omnikit.convert import hf_inputs, load_hf, save_hf
 from omnikit.convert import snapshot as snapshot_module
-from omnikit.fusion import Qwen3OmniTalker
-from omnikit.vision import Qwen3ViT
+from omnikit.fusion import DeepstackThinker, Qwen3OmniTalker
+from omnikit.vision import DeepstackOutput, Qwen3ViT
 
 pytest.importorskip("transformers")
 from transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe import Qwen3OmniMoeConfig
@@ -24,7 +24,8 @@ from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import (
     Qwen3OmniMoeForConditionalGeneration,
 )
 
-PREFIXES = {"audio_encoder": "thinker.audio_tower.", "vision_encoder": "thinker.visual.", "talker": "talker.",
+PREFIXES = {"text_model": ("thinker.model.", "thinker.lm_head."), "audio_encoder": "thinker.audio_tower.",
+            "vision_encoder": "thinker.visual.", "talker": "talker.",
             "code2wav": "code2wav."}
 
 
@@ -121,7 +122,7 @@ def test_part_loads_open_only_their_shards(checkpoint, monkeypatch) -> None:
 def test_save_part_writes_the_checkpoint_tensors_back(checkpoint, tmp_path) -> None:
     _, path = checkpoint
     weight_map = json.loads((path / "model.safetensors.index.json").read_text())["weight_map"]
-    for part in ("talker", "vision_encoder", "code2wav"):
+    for part in ("text_model", "talker", "vision_encoder", "code2wav"):
         out = save_hf(load_hf(path, part=part), tmp_path / part, max_shard_size="50KB")
         written = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
         assert set(written) == {k for k in weight_map if k.startswith(PREFIXES[part])}, part
@@ -139,3 +140,40 @@ def test_part_is_required_and_named(checkpoint) -> None:
         load_hf(path)
     with pytest.raises(ValueError, match="code2wav"):
         load_hf(path, part="token2wav")
+
+
+def test_text_model_part_matches_with_deepstack_and_left_padding(checkpoint) -> None:
+    hf, path = checkpoint
+    lm = load_hf(path, part="text_model").eval()
+    assert isinstance(lm, DeepstackThinker)
+    g = torch.Generator().manual_seed(5)
+    ids = torch.randint(0, 140, (2, 12), generator=g)
+    ids[0, 3:7] = 151  # four image placeholders in row 0, three video ones in row 1
+    ids[1, 5:8] = 152
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[1, :2] = 0  # left padding
+    image, video = torch.randn(4, 32, generator=g), torch.randn(3, 32, generator=g)
+    deep_image = [torch.randn(4, 32, generator=g) for _ in range(2)]
+    deep_video = [torch.randn(3, 32, generator=g) for _ in range(2)]
+    t = torch.arange(12).expand(2, 12)
+    positions = torch.stack([t, t // 2, t % 3])  # distinct t/h/w ids
+    text = hf.thinker.model.language_model
+    embeds = text.embed_tokens(ids)
+    visual = (ids == 151) | (ids == 152)
+    embeds[ids == 151], embeds[ids == 152] = image, video
+    joint = [torch.zeros(7, 32) for _ in range(2)]
+    for level in range(2):
+        joint[level][(ids[visual] == 151)] = deep_image[level]
+        joint[level][(ids[visual] == 152)] = deep_video[level]
+    media = {"image": DeepstackOutput(image[None], torch.tensor([4]), [d[None] for d in deep_image]),
+             "video": DeepstackOutput(video[None], torch.tensor([3]), [d[None] for d in deep_video])}
+    with torch.no_grad():
+        hidden = text(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, visual_pos_masks=visual,
+                      deepstack_visual_embeds=joint).last_hidden_state
+        ref = hf.thinker.lm_head(hidden)
+        logits = lm(ids, media=media, positions=positions, key_padding_mask=mask.bool())
+        plain = lm(ids, media={k: v.hidden_states[0] for k, v in media.items()}, positions=positions,
+                   key_padding_mask=mask.bool())
+    valid = mask.bool()
+    assert rel_err(logits[valid], ref[valid]) < 1e-5
+    assert rel_err(plain[valid], ref[valid]) > 1e-3  # the deepstack features do matter

@@ -2,18 +2,21 @@
 
 Parts (checkpoint prefixes):
 
+- ``"text_model"``: the MoE Thinker language model, :class:`~omnikit.fusion.DeepstackThinker`
+  (``thinker.model.*``, ``thinker.lm_head``): Qwen3-MoE layers, interleaved M-RoPE, deepstack
+  visual features added after its first layers;
 - ``"audio_encoder"``: :class:`~omnikit.audio.AuTEncoder` (``thinker.audio_tower.*``);
 - ``"vision_encoder"``: :class:`~omnikit.vision.Qwen3ViT` with its deepstack mergers (``thinker.visual.*``);
 - ``"talker"``: :class:`~omnikit.fusion.Qwen3OmniTalker` with its code predictor (``talker.*``);
 - ``"code2wav"``: :class:`~omnikit.audio.Code2Wav` (``code2wav.*``).
 
-The MoE Thinker (``thinker.model.*``, ``thinker.lm_head``) is not a loadable part yet, so ``part``
-must be given.
+The whole Thinker (towers + language model) is not assembled yet, so ``part`` must be given.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -22,16 +25,25 @@ from torch import nn
 from omnikit.audio.aut import AuTEncoder, AuTEncoderConfig
 from omnikit.audio.code2wav import Code2Wav
 from omnikit.convert.architectures import Config, Part, register_architecture
+from omnikit.convert.hub_qwen import decoder_config, lm_key_map, moe_config, sparse_layers
+from omnikit.convert.inputs import text_inputs
 from omnikit.convert.keymap import Fuse, KeyMap, Rename
 from omnikit.convert.qwen3_omni_code2wav import code2wav_config, code2wav_key_map
 from omnikit.convert.qwen3_omni_talker import talker_config, talker_key_map
 from omnikit.convert.qwen3_omni_vision import VISION_KEYS, vision_config
 from omnikit.convert.whisper import whisper_layers_key_map
+from omnikit.fusion.deepstack_thinker import DeepstackThinker
+from omnikit.fusion.modality import MediaTokens
 from omnikit.fusion.qwen3_omni_talker import Qwen3OmniTalker
+from omnikit.layers.decoder import DecoderConfig
+from omnikit.moe.layer import MoE
 from omnikit.utils.checks import OmnikitValueError, check_choice
 from omnikit.vision.qwen3_vit import Qwen3ViT
 
-__all__ = ["FULL", "audio_inputs", "aut_config", "aut_key_map", "vision_inputs"]
+__all__ = [
+    "FULL", "audio_inputs", "aut_config", "aut_key_map", "build_text_model", "media_tokens", "text_config",
+    "text_key_map", "vision_inputs",
+]
 
 FULL = "Qwen3OmniMoeForConditionalGeneration"
 
@@ -59,6 +71,39 @@ def aut_key_map(audio: Mapping[str, Any]) -> KeyMap:
         *(Rename(f"{n}.{{p}}", f"{n}.{{p}}") for n in stem), Rename("norm.{p}", "ln_post.{p}"),
         Fuse("encoder.blocks.{i}.attn.qkv.bias", tuple(f"{attn}{x}_proj.bias" for x in "qkv"), (dim,) * 3),
     )) + whisper_layers_key_map(dim)
+
+
+def text_config(thinker: Mapping[str, Any]) -> DecoderConfig:
+    """The Thinker text model's :class:`DecoderConfig`: Qwen3 layers (qk-norm, no biases), interleaved M-RoPE."""
+    text = thinker["text_config"]
+    rope = text.get("rope_parameters") or {}
+    sections = rope.get("mrope_section")
+    if sections is None or len(sections) != 3:
+        raise OmnikitValueError(f"text_config rope parameters expected a 3-entry mrope_section but got {rope}")
+    if not rope.get("interleaved", rope.get("mrope_interleaved", False)):
+        raise OmnikitValueError(f"text_config rope parameters expected interleaved M-RoPE but got {rope}")
+    config = decoder_config(text, qk_norm=True, qkv_bias=False, out_bias=False)
+    return replace(config, mrope_sections=tuple(sections), mrope_interleaved=True,
+                   tie_embeddings=bool(thinker.get("tie_word_embeddings", False)))
+
+
+def media_tokens(thinker: Mapping[str, Any]) -> MediaTokens:
+    """Placeholder ids of a Thinker config dict."""
+    return MediaTokens(image=thinker.get("image_token_id", 151655), video=thinker.get("video_token_id", 151656),
+                       audio=thinker.get("audio_token_id", 151646))
+
+
+def build_text_model(thinker: Mapping[str, Any]) -> DeepstackThinker:
+    """The MoE Thinker language model (:class:`DeepstackThinker`) of a Thinker config dict."""
+    text, sparse = thinker["text_config"], set(sparse_layers(thinker["text_config"]))
+    moe = moe_config(text)
+    return DeepstackThinker(text_config(thinker), lambda i: MoE(moe) if i in sparse else "swiglu",
+                            media_tokens=media_tokens(thinker))
+
+
+def text_key_map(thinker: Mapping[str, Any]) -> KeyMap:
+    """DeepstackThinker keys <- ``model.*`` / ``lm_head`` names (relative to ``thinker.``); experts stacked."""
+    return lm_key_map(text_config(thinker), thinker["text_config"]["moe_intermediate_size"])
 
 
 def _tensor(value: Any, model: nn.Module, floating: bool) -> torch.Tensor:
@@ -90,6 +135,8 @@ def _thinker(config: Config) -> Config:
 
 
 register_architecture(FULL, parts={
+    "text_model": Part(lambda c: build_text_model(_thinker(c)), lambda c: text_key_map(_thinker(c)), "thinker.",
+                       owns=("thinker.model.", "thinker.lm_head."), inputs=text_inputs),
     "audio_encoder": Part(lambda c: AuTEncoder(aut_config(_thinker(c)["audio_config"])),
                           lambda c: aut_key_map(_thinker(c)["audio_config"]), "thinker.audio_tower.",
                           inputs=audio_inputs),

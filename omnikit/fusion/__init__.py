@@ -3,6 +3,7 @@
 from omnikit.fusion import models, presets
 from omnikit.fusion.adapters import AdaptedMedia, AudioAdapter, TubeletEncoder, VideoAdapter, mlp_projector
 from omnikit.fusion.cross_attention import FusionLayer, GatedCrossAttentionBlock, media_attention_mask
+from omnikit.fusion.deepstack_thinker import DeepstackThinker
 from omnikit.fusion.depth import CodePredictor, undelay_logits
 from omnikit.fusion.duplex import DuplexConfig, DuplexLoss, DuplexModel, DuplexStep
 from omnikit.fusion.early import PackedSequences, fusion_attention_mask, media_item_ids, pack_sequences, scatter_media
@@ -39,6 +40,7 @@ __all__ = [
     "AudioAdapter",
     "CodePredictor",
     "CrossAttentionOmni",
+    "DeepstackThinker",
     "DuplexConfig",
     "DuplexLoss",
     "DuplexModel",
