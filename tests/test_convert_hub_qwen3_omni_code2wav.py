@@ -40,6 +40,17 @@ def test_waveform_matches_transformers() -> None:
     assert rel_err(wav, ref) < 1e-5
 
 
+def test_chunked_decode_matches_transformers() -> None:
+    hf = hf_code2wav()
+    ours = from_transformers(hf).eval()
+    codes = torch.randint(0, 16, (1, 3, 23), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ref = hf.chunked_decode(codes, chunk_size=8, left_context_size=3)
+        wav = ours.chunked_decode(codes, chunk_size=8, left_context=3)
+    assert wav.shape == ref.shape
+    assert rel_err(wav, ref) < 1e-5
+
+
 def test_lengths_and_padding() -> None:
     ours = from_transformers(hf_code2wav()).eval()
     codes = torch.randint(0, 16, (2, 3, 9), generator=torch.Generator().manual_seed(1))

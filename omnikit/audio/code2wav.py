@@ -31,7 +31,7 @@ from omnikit.layers.norm import LayerNorm, RMSNorm
 from omnikit.layers.rotary import RotaryEmbedding
 from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import OmnikitValueError, check_lengths, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_lengths, check_positive, check_tensor
 
 __all__ = ["Code2Wav", "Code2WavConfig", "Code2WavOutput", "LayerScaleBlock", "SnakeBeta", "TrimmedConvTranspose1d"]
 
@@ -256,6 +256,20 @@ class Code2Wav(nn.Module):
         for layer in self.decoder:
             x = layer(x)
         return x.clamp(-1.0, 1.0)
+
+    def chunked_decode(self, codes: torch.Tensor, chunk_size: int = 300, left_context: int = 25) -> torch.Tensor:
+        """Decode ``(B, K, F)`` codes ``chunk_size`` frames at a time, each chunk with up to ``left_context``
+        earlier frames in front whose samples are dropped (bounded memory for long speech, as transformers'
+        ``chunked_decode``; it equals :meth:`decode` only up to the context the chunks cut off)."""
+        check_positive(chunk_size, "chunk_size")
+        check_positive(left_context, "left_context", allow_zero=True)
+        pieces, start = [], 0
+        while start < codes.shape[-1]:
+            end = min(start + chunk_size, codes.shape[-1])
+            context = left_context if start > left_context else start
+            pieces.append(self.decode(codes[..., start - context : end])[..., context * self.hop :])
+            start = end
+        return torch.cat(pieces, dim=-1)
 
     def forward(self, codes: torch.Tensor, lengths: torch.Tensor | None = None) -> Code2WavOutput:
         """``codes (B, K, F)``, ``lengths (B,)`` valid frames -> :class:`Code2WavOutput`."""
