@@ -72,6 +72,19 @@ def test_code_predictor_logits_match_teacher_forced(pair) -> None:
     assert rel_err(logits[:, 0], prefill) < 1e-5
 
 
+def test_greedy_residual_codes_equal_transformers_generate(pair) -> None:
+    hf, ours = pair
+    g = torch.Generator().manual_seed(6)
+    hidden = torch.randn(3, 32, generator=g)
+    first = torch.randint(0, 20, (3,), generator=g)
+    prompt = torch.stack([hidden, hf.model.codec_embedding(first)], dim=1)
+    with torch.no_grad():
+        ref = hf.code_predictor.generate(inputs_embeds=prompt, max_new_tokens=K - 1, do_sample=False)
+    codes = ours.sample_residual(hidden, first)
+    assert torch.equal(codes[:, 0], first)
+    assert torch.equal(codes[:, 1:], ref[:, -(K - 1):])
+
+
 def test_frame_embedding_is_the_sum_transformers_feeds_back(pair) -> None:
     hf, ours = pair
     codes = torch.randint(0, 20, (2, K, 3), generator=torch.Generator().manual_seed(3))

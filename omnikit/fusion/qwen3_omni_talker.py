@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from omnikit.fusion.sampling import GREEDY, Sampling, sample_next
 from omnikit.layers.decoder import Decoder, DecoderConfig
 from omnikit.moe import MoE, MoEConfig
 from omnikit.registry import configure, register_model
@@ -193,6 +194,25 @@ class Qwen3OmniTalker(nn.Module):
         check_tensor(codes, "codes", shape=(hidden.shape[0], k), floating=False)
         prefix = torch.stack([hidden, self.codec_embedding(codes[:, 0])], dim=1)
         return self.code_predictor(prefix, codes[:, 1 : k - 1])
+
+    @torch.no_grad()
+    def sample_residual(
+        self,
+        hidden: torch.Tensor,
+        first: torch.Tensor,
+        sampling: Sampling = GREEDY,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Codes ``1..K-1`` of a frame one by one from the Talker state ``hidden (N, dim)`` and code 0
+        ``first (N,)``; returns the frame's codes ``(N, K)`` (greedy by default)."""
+        k = self.config.num_codebooks
+        codes = torch.zeros(hidden.shape[0], k, dtype=torch.long, device=hidden.device)
+        codes[:, 0] = first
+        for step in range(1, k):
+            logits = self.residual_logits(hidden, codes)[:, step - 1]
+            codes[:, step] = sample_next(logits, sampling, generator=generator)
+        return codes
 
     def embed_frames(self, codes: torch.Tensor) -> torch.Tensor:
         """``(B, K, F)`` codes -> ``(B, F, dim)``: the sum of their ``K`` embeddings (the next Talker input)."""
