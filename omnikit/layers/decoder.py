@@ -54,6 +54,7 @@ class DecoderConfig:
     backend: str = "sdpa"
     vocab_size: int | None = None
     tie_embeddings: bool = False
+    out_bias: bool = False
 
 
 class DecoderBlock(nn.Module):
@@ -228,6 +229,7 @@ class Decoder(nn.Module):
                 mlp_hidden=config.mlp_hidden,
                 mlp=mlp_factory(i) if mlp_factory is not None else config.mlp,
                 norm=config.norm, norm_eps=config.norm_eps, qk_norm=config.qk_norm, qkv_bias=config.qkv_bias,
+                out_bias=config.out_bias,
                 rotary=self.rotary, sliding_window=config.sliding_window, attention_chunk=config.attention_chunk,
                 backend=config.backend,
             )

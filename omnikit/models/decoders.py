@@ -1,4 +1,4 @@
-"""Registered decoder presets: a tiny test model and published Qwen3 shapes."""
+"""Registered decoder presets: a tiny test model and published Qwen3 / Qwen3-MoE shapes."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from typing import Any
 
 from omnikit.layers.decoder import DecoderConfig
 from omnikit.models.language_model import CausalLM
+from omnikit.moe.layer import MoE, MoEConfig
 from omnikit.registry import configure, register_model
 
-__all__ = ["decoder_tiny", "qwen3_0_6b", "qwen3_1_7b"]
+__all__ = ["decoder_tiny", "qwen3_0_6b", "qwen3_1_7b", "qwen3_30b_a3b"]
 
 
 @register_model(kind="decoder", modalities=("text",))
@@ -38,3 +39,15 @@ def qwen3_1_7b(**overrides: Any) -> CausalLM:
         dim=2048, depth=28, num_heads=16, num_kv_heads=8, head_dim=128, mlp_hidden=6144, vocab_size=151936,
         tie_embeddings=True, rope_base=1_000_000.0,
     ))
+
+
+@register_model(kind="decoder", modalities=("text",))
+def qwen3_30b_a3b(**overrides: Any) -> CausalLM:
+    """Qwen3-30B-A3B shapes (build on ``device="meta"``): 48 layers at dim 2048, 32 q / 4 kv heads of
+    128, every MLP a MoE of 128 experts of FFN 768, top-8 renormalised softmax; untied embeddings."""
+    config = configure(
+        DecoderConfig, "qwen3_30b_a3b", overrides,
+        dim=2048, depth=48, num_heads=32, num_kv_heads=4, head_dim=128, vocab_size=151936, rope_base=1_000_000.0,
+    )
+    moe = MoEConfig(dim=config.dim, num_experts=128, top_k=8, expert_hidden=768)
+    return CausalLM(config, mlp_factory=lambda i: MoE(moe))

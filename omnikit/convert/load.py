@@ -1,0 +1,191 @@
+"""``load_hf``: a published Hub-layout checkpoint -> the omnikit model, tensor by tensor.
+
+Steps: read ``config.json`` and the index; pick the architecture and part; build the model with
+parameters on the meta device; expand the part's key map over the model's keys; check that the
+checkpoint names and the shapes in the safetensors headers are exactly those needed (before
+allocating anything); then read the needed shards one after the other, copying each tensor into
+its place (cast to the target dtype, on the target device) and load with
+``load_state_dict(assign=True)``. Peak memory is the loaded model plus one checkpoint tensor.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from omnikit.convert.architectures import HF_ORIGIN_ATTR, HubOrigin, Part, get_architecture
+from omnikit.convert.empty_init import meta_parameters
+from omnikit.convert.keymap import KeyMap, Piece
+from omnikit.convert.snapshot import Snapshot, open_shards, torch_dtype
+from omnikit.utils.checks import OmnikitValueError
+from omnikit.utils.precision import cast_model
+
+__all__ = ["PROGRESS_MIN_BYTES", "architecture_name", "load_hf", "tied_aliases"]
+
+#: Loads of at least this many bytes show a progress bar (one step per shard).
+PROGRESS_MIN_BYTES = 2**30
+
+
+def architecture_name(config: Mapping[str, Any], source: str) -> str:
+    """The first entry of ``config["architectures"]``; ``ValueError`` naming ``source`` otherwise."""
+    names = config.get("architectures")
+    if not isinstance(names, list) or not names or not isinstance(names[0], str):
+        raise OmnikitValueError(f"{source}: config.json expected an 'architectures' list but got {names!r}")
+    return names[0]
+
+
+def tied_aliases(model: nn.Module) -> dict[str, str]:
+    """``{alias: first name}`` of parameters registered under several names (tied weights)."""
+    first: dict[int, str] = {}
+    aliases: dict[str, str] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in first:
+            aliases[name] = first[id(param)]
+        else:
+            first[id(param)] = name
+    return aliases
+
+
+def _problems(label: str, keys: list[str]) -> str:
+    return f"{label} ({len(keys)}): {keys[:20]}{' ...' if len(keys) > 20 else ''}"
+
+
+def _check_names(
+    needed: set[str], snapshot: Snapshot, part: Part, key_map: KeyMap, part_name: str
+) -> None:
+    owned = {k for k in snapshot.weight_map if k.startswith(part.owned_prefixes)}
+    missing = sorted(needed - set(snapshot.weight_map))
+    unexpected = sorted(k for k in owned - needed if not key_map.skipped(k))
+    problems = [_problems(label, keys) for label, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+    if problems:
+        raise OmnikitValueError(
+            f"checkpoint {str(snapshot.directory)!r} (part {part_name!r}) does not fit the model: "
+            + "; ".join(problems)
+        )
+
+
+def _check_shapes(plan: Mapping[str, list[Piece]], shapes: Mapping[str, torch.Size], headers: Mapping[str, Any],
+                  directory: Path) -> None:
+    wrong = sorted(
+        f"{piece.source}: checkpoint {tuple(headers[piece.source].get_shape())} vs model {piece.shape(shapes[key])}"
+        for key, pieces in plan.items()
+        for piece in pieces
+        if piece.source is not None and tuple(headers[piece.source].get_shape()) != piece.shape(shapes[key])
+    )
+    if wrong:
+        raise OmnikitValueError(
+            f"checkpoint {str(directory)!r} does not fit the model: {_problems('mis-shaped', wrong)}"
+        )
+
+
+def _header(handle: Any, name: str, path: Path) -> Any:
+    """The safetensors slice (header only) of ``name``; ``ValueError`` when the file lacks it."""
+    try:
+        return handle.get_slice(name)
+    except Exception as error:  # safetensors' own error type for an absent tensor
+        raise OmnikitValueError(f"{str(path)!r} does not hold tensor {name!r} that the index lists") from error
+
+
+def _default_dtype(headers: Mapping[str, Any]) -> torch.dtype:
+    """The floating dtype most tensors are stored in (float32 when none is floating)."""
+    counts = Counter(torch_dtype(h.get_dtype()) for h in headers.values())
+    floating = [dtype for dtype, _ in counts.most_common() if dtype.is_floating_point]
+    return floating[0] if floating else torch.float32
+
+
+def _read(plan: dict[str, list[Piece]], model: nn.Module, handles: Mapping[Path, Any],
+          by_file: Mapping[Path, list[str]], device: torch.device, total_bytes: int) -> dict[str, torch.Tensor]:
+    """Materialise every planned omnikit tensor, reading the shards in order."""
+    targets = {k: v for k, v in model.state_dict(keep_vars=True).items() if k in plan}
+    users: dict[str, list[tuple[str, Piece]]] = {}
+    for key, pieces in plan.items():
+        for piece in pieces:
+            users.setdefault(piece.source or "", []).append((key, piece))
+    state: dict[str, torch.Tensor] = {}
+
+    def destination(key: str) -> torch.Tensor:
+        if key not in state:
+            meta = targets[key]
+            state[key] = torch.empty(meta.shape, dtype=meta.dtype, device=device)
+            if any(p.source is None for p in plan[key]):
+                state[key].zero_()
+        return state[key]
+
+    with tqdm(total=len(handles), desc="load_hf", unit="shard", disable=total_bytes < PROGRESS_MIN_BYTES) as bar:
+        for path, handle in handles.items():
+            for name in by_file[path]:
+                tensor = handle.get_tensor(name)
+                for key, piece in users[name]:
+                    if not piece.index and len(plan[key]) == 1:
+                        state[key] = tensor.to(device=device, dtype=targets[key].dtype)
+                    else:
+                        piece.view(destination(key)).copy_(tensor)
+                del tensor
+            bar.update(1)
+    for key in plan:
+        destination(key)  # parts made only of zeros
+    return state
+
+
+def load_hf(
+    path: str | Path,
+    *,
+    part: str | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> nn.Module:
+    """The omnikit model (or one ``part`` of it) of the Hub-layout checkpoint at ``path``.
+
+    Args:
+        path: a directory with ``config.json`` and ``model.safetensors`` or sharded
+            ``model-*.safetensors`` with ``model.safetensors.index.json`` (symlinks allowed).
+        part: component to load alone (see :func:`omnikit.convert.supported_architectures` and
+            ``docs/checkpoints.md``); only the shards holding it are opened.
+        device: where the tensors go (default CPU); never ``"meta"``.
+        dtype: floating dtype of the model (modules marked ``keep_fp32`` stay float32); default:
+            the dtype most checkpoint tensors are stored in.
+
+    Raises:
+        ValueError: unsupported architecture (naming it and the supported ones), unknown part,
+            missing / unexpected / mis-shaped tensors (naming the keys), corrupt JSON or
+            safetensors (naming the file).
+    """
+    device = torch.device("cpu" if device is None else device)
+    if device.type == "meta":
+        raise OmnikitValueError("`device` cannot be 'meta' when loading weights")
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise OmnikitValueError(f"`dtype` expected a floating torch.dtype but got {dtype!r}")
+    snapshot = Snapshot.open(path)
+    architecture = get_architecture(architecture_name(snapshot.config, str(snapshot.directory)))
+    part_name, spec = architecture.part(part)
+    with meta_parameters():
+        model = spec.build(snapshot.config)
+    aliases = tied_aliases(model)
+    shapes = {k: v.shape for k, v in model.state_dict().items() if k not in aliases}
+    key_map = spec.key_map(snapshot.config).prefixed(spec.prefix)
+    plan = key_map.plan(shapes)
+    needed = {p.source for pieces in plan.values() for p in pieces if p.source is not None}
+    _check_names(needed, snapshot, spec, key_map, part_name)
+    handles = open_shards(snapshot.files_for(needed))
+    by_file: dict[Path, list[str]] = {path: [] for path in handles}
+    for name in sorted(needed):
+        by_file[snapshot.weight_map[name]].append(name)
+    headers = {name: _header(handles[path], name, path) for path, names in by_file.items() for name in names}
+    _check_shapes(plan, shapes, headers, snapshot.directory)
+    cast_model(model, dtype or _default_dtype(headers))
+    total_bytes = sum(p.stat().st_size for p in handles)
+    state = _read(plan, model, handles, by_file, device, total_bytes)
+    model.load_state_dict({**state, **{a: state[s] for a, s in aliases.items()}}, strict=True, assign=True)
+    for alias, source in aliases.items():
+        owner, _, attr = alias.rpartition(".")
+        src_owner, _, src_attr = source.rpartition(".")
+        setattr(model.get_submodule(owner), attr, getattr(model.get_submodule(src_owner), src_attr))
+    model.to(device)
+    setattr(model, HF_ORIGIN_ATTR, HubOrigin(architecture.name, part_name, snapshot.config))
+    return model.eval()
