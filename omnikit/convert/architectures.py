@@ -38,6 +38,8 @@ BUILTIN_MODULES: dict[str, str] = {
     "Qwen3MoeForCausalLM": "omnikit.convert.hub_qwen",
     "WhisperForConditionalGeneration": "omnikit.convert.hub_whisper",
     "WhisperModel": "omnikit.convert.hub_whisper",
+    "Qwen2_5OmniThinkerForConditionalGeneration": "omnikit.convert.hub_qwen2_5_omni",
+    "Qwen2_5OmniForConditionalGeneration": "omnikit.convert.hub_qwen2_5_omni",
 }
 
 #: Attribute :func:`load_hf` sets on the models it returns (a :class:`HubOrigin`).

@@ -1,0 +1,239 @@
+"""Qwen2.5-Omni from the Hub: the Thinker checkpoint and the full Thinker-Talker checkpoint.
+
+Architectures ``Qwen2_5OmniThinkerForConditionalGeneration`` and ``Qwen2_5OmniForConditionalGeneration``.
+
+Parts (checkpoint prefixes for the full model; the standalone Thinker checkpoint has no ``thinker.``):
+
+- ``"thinker"`` (default): :class:`~omnikit.fusion.OmniThinker` = audio tower
+  (:class:`~omnikit.audio.WindowedAudioEncoder`, ``thinker.audio_tower.*``) + vision tower
+  (:class:`~omnikit.vision.WindowViT`, ``thinker.visual.*``) + the M-RoPE Qwen2 text model
+  (:class:`~omnikit.fusion.Thinker`, ``thinker.model.*`` and ``thinker.lm_head``);
+- ``"audio_encoder"``, ``"vision_encoder"``, ``"text_model"``: each of those alone;
+- ``"talker"`` (full model only): :class:`~omnikit.fusion.OmniTalker` (``talker.*``).
+
+Not loaded: ``token2wav.*`` (the DiT + BigVGAN code-to-waveform model is not implemented), and the
+audio tower's ``audio_bos_eos_token`` embedding, which transformers' forward never reads (skipped on
+load, so ``save_hf`` does not write it and ``from_pretrained`` initialises it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from omnikit.audio.windowed import WindowedAudioEncoder, WindowedAudioEncoderConfig
+from omnikit.convert.architectures import Config, Part, register_architecture
+from omnikit.convert.hub_qwen import decoder_config, decoder_key_map, lm_key_map
+from omnikit.convert.inputs import text_inputs
+from omnikit.convert.keymap import Fuse, KeyMap, Rename, Skip
+from omnikit.fusion.modality import MediaTokens
+from omnikit.fusion.omni_talker import OmniTalker, OmniTalkerConfig
+from omnikit.fusion.omni_thinker import OmniThinker
+from omnikit.fusion.thinker import Thinker
+from omnikit.fusion.tmrope import TMRoPEScheme
+from omnikit.layers.decoder import DecoderConfig
+from omnikit.utils.checks import OmnikitValueError
+from omnikit.vision.window_vit import WindowViT, WindowViTConfig
+
+__all__ = [
+    "audio_config",
+    "audio_key_map",
+    "talker_decoder_config",
+    "talker_key_map",
+    "text_config",
+    "thinker_key_map",
+    "thinker_media_tokens",
+    "vision_config",
+    "vision_key_map",
+]
+
+THINKER, FULL = "Qwen2_5OmniThinkerForConditionalGeneration", "Qwen2_5OmniForConditionalGeneration"
+_PROCESSOR_KEYS = ("input_features", "feature_attention_mask", "pixel_values", "image_grid_thw",
+                   "pixel_values_videos", "video_grid_thw", "video_second_per_grid")
+
+
+def _rope(config: Config) -> Mapping[str, Any]:
+    return config.get("rope_parameters") or config.get("rope_scaling") or {}
+
+
+def text_config(thinker: Config) -> DecoderConfig:
+    """The Thinker's text model: Qwen2 layers (q/k/v bias, no qk-norm) with M-RoPE sections."""
+    text = thinker["text_config"]
+    sections = _rope(text).get("mrope_section")
+    if sections is None or len(sections) != 3:
+        raise OmnikitValueError(f"text_config rope parameters expected a 3-entry mrope_section but got {_rope(text)}")
+    config = decoder_config(text, qk_norm=False, qkv_bias=True, out_bias=False)
+    return replace(config, mrope_sections=tuple(sections),
+                   tie_embeddings=bool(thinker.get("tie_word_embeddings", False)))
+
+
+def vision_config(vision: Config) -> WindowViTConfig:
+    """The :class:`WindowViTConfig` of a ``vision_config`` dict."""
+    if vision.get("hidden_act", "silu") != "silu":
+        raise OmnikitValueError(f"vision hidden_act {vision.get('hidden_act')!r} is not supported; expected 'silu'")
+    patch, temporal = vision.get("patch_size", 14), vision.get("temporal_patch_size", 2)
+    return WindowViTConfig(
+        dim=vision["hidden_size"], depth=vision["depth"], num_heads=vision["num_heads"],
+        mlp_hidden=vision["intermediate_size"], out_dim=vision["out_hidden_size"], patch=(temporal, patch, patch),
+        in_chans=vision.get("in_channels", vision.get("in_chans", 3)), merge_size=vision.get("spatial_merge_size", 2),
+        window_size=vision.get("window_size", 112),
+        full_attention_blocks=tuple(vision.get("fullatt_block_indexes", ())),
+        rope_base=float(_rope(vision).get("rope_theta", 10000.0)),
+    )
+
+
+def audio_config(audio: Config) -> WindowedAudioEncoderConfig:
+    """The :class:`WindowedAudioEncoderConfig` of an ``audio_config`` dict."""
+    if audio.get("activation_function", "gelu") != "gelu":
+        raise OmnikitValueError(f"audio activation_function {audio.get('activation_function')!r} is not supported")
+    return WindowedAudioEncoderConfig(
+        n_mels=audio["num_mel_bins"], dim=audio["d_model"], depth=audio["encoder_layers"],
+        num_heads=audio["encoder_attention_heads"], mlp_hidden=audio["encoder_ffn_dim"],
+        output_dim=audio["output_dim"], n_window=audio["n_window"],
+    )
+
+
+def thinker_media_tokens(thinker: Config) -> MediaTokens:
+    """Placeholder ids (``*_token_id`` or the older ``*_token_index`` names)."""
+    ids = {m: thinker.get(f"{m}_token_id", thinker.get(f"{m}_token_index")) for m in ("image", "video", "audio")}
+    return MediaTokens(**ids)
+
+
+def _scheme(thinker: Config, sections: tuple[int, int, int]) -> TMRoPEScheme:
+    return TMRoPEScheme(ids_per_second=float(thinker.get("position_id_per_seconds", 25)),
+                        seconds_per_chunk=float(thinker.get("seconds_per_chunk", 2)), sections=sections)
+
+
+def _text_model(thinker: Config) -> Thinker:
+    return Thinker(text_config(thinker), media_tokens=thinker_media_tokens(thinker))
+
+
+def _thinker(thinker: Config) -> OmniThinker:
+    text = _text_model(thinker)
+    return OmniThinker(
+        text, audio_encoder=WindowedAudioEncoder(audio_config(thinker["audio_config"])),
+        vision_encoder=WindowViT(vision_config(thinker["vision_config"])),
+        scheme=_scheme(thinker, text.config.mrope_sections),
+    )
+
+
+def vision_key_map(config: Config) -> KeyMap:
+    """WindowViT keys <- ``visual.*`` names (relative): q/k/v fused, SwiGLU with biases, RMSNorm merger."""
+    dim = config["hidden_size"]
+    rules: list = [Rename("patch_embed.proj.weight", "patch_embed.proj.weight"),
+                   Rename("merger.norm.weight", "merger.ln_q.weight")]
+    for p in ("weight", "bias"):
+        rules += [
+            Fuse(f"blocks.{{i}}.attn.qkv.{p}", tuple(f"blocks.{{i}}.attn.{x}.{p}" for x in "qkv"), (dim,) * 3),
+            Rename(f"blocks.{{i}}.attn.out.{p}", f"blocks.{{i}}.attn.proj.{p}"),
+            *(Rename(f"blocks.{{i}}.mlp.{x}.{p}", f"blocks.{{i}}.mlp.{x}_proj.{p}") for x in ("gate", "up", "down")),
+            Rename(f"merger.mlp.{{j}}.{p}", f"merger.mlp.{{j}}.{p}"),
+        ]
+    rules += [Rename(f"blocks.{{i}}.{n}.weight", f"blocks.{{i}}.{n}.weight") for n in ("norm1", "norm2")]
+    return KeyMap(tuple(rules))
+
+
+def audio_key_map(config: Config) -> KeyMap:
+    """WindowedAudioEncoder keys <- ``audio_tower.*`` names (relative); k_proj has no bias (zeros)."""
+    dim = config["d_model"]
+    layer = "layers.{i}."
+    rules: list = [
+        Fuse("encoder.blocks.{i}.attn.qkv.weight", tuple(f"{layer}self_attn.{x}_proj.weight" for x in "qkv"),
+             (dim,) * 3),
+        Fuse("encoder.blocks.{i}.attn.qkv.bias", (f"{layer}self_attn.q_proj.bias", None,
+                                                  f"{layer}self_attn.v_proj.bias"), (dim,) * 3),
+        Skip("audio_bos_eos_token.weight"),
+    ]
+    names = {"attn.out": "self_attn.out_proj", "norm1": "self_attn_layer_norm", "norm2": "final_layer_norm",
+             "mlp.fc1": "fc1", "mlp.fc2": "fc2"}
+    for p in ("weight", "bias"):
+        rules += [Rename(f"{n}.{p}", f"{n}.{p}") for n in ("conv1", "conv2", "proj")]
+        rules += [Rename(f"norm.{p}", f"ln_post.{p}")]
+        rules += [Rename(f"encoder.blocks.{{i}}.{ours}.{p}", f"{layer}{theirs}.{p}") for ours, theirs in names.items()]
+    return KeyMap(tuple(rules))
+
+
+def thinker_key_map(thinker: Config) -> KeyMap:
+    """OmniThinker keys <- the Thinker checkpoint's names (``audio_tower.``, ``visual.``, ``model.``, ``lm_head``)."""
+    return (
+        lm_key_map(text_config(thinker)).under("text_model.")
+        + audio_key_map(thinker["audio_config"]).prefixed("audio_tower.").under("audio_encoder.")
+        + vision_key_map(thinker["vision_config"]).prefixed("visual.").under("vision_encoder.")
+    )
+
+
+def talker_decoder_config(talker: Config) -> DecoderConfig:
+    """The Talker's decoder: Qwen2 layers (head_dim from the config) with M-RoPE sections."""
+    sections = _rope(talker).get("mrope_section")
+    config = decoder_config(talker, qk_norm=False, qkv_bias=True, out_bias=False)
+    return replace(config, mrope_sections=None if sections is None else tuple(sections), tie_embeddings=False)
+
+
+def _talker(talker: Config) -> OmniTalker:
+    return OmniTalker(OmniTalkerConfig(talker_decoder_config(talker), talker["embedding_size"]))
+
+
+def talker_key_map(talker: Config) -> KeyMap:
+    """OmniTalker keys <- ``talker.*`` names (relative)."""
+    return KeyMap((
+        Rename("embed.weight", "model.embed_tokens.weight"), Rename("decoder.norm.weight", "model.norm.weight"),
+        Rename("thinker_proj.weight", "thinker_to_talker_proj.weight"),
+        Rename("thinker_proj.bias", "thinker_to_talker_proj.bias"),
+        Rename("codec_head.weight", "codec_head.weight"), Skip("model.rotary_emb.inv_freq"),
+    )) + decoder_key_map(talker_decoder_config(talker))
+
+
+def _tensor(value: Any, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+    return tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else None)
+
+
+def thinker_inputs(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Processor outputs -> :meth:`OmniThinker.forward` keywords (same names, tensors on the model's device)."""
+    kwargs = text_inputs(model, inputs)
+    mask = kwargs.pop("key_padding_mask", None)
+    if mask is not None:
+        kwargs["attention_mask"] = mask
+    param = next(model.parameters())
+    for key in _PROCESSOR_KEYS:
+        if inputs.get(key) is not None:
+            floating = key in ("input_features", "pixel_values", "pixel_values_videos")
+            kwargs[key] = _tensor(inputs[key], param.device, param.dtype if floating else None)
+    kwargs["use_audio_in_video"] = bool(inputs.get("use_audio_in_video", False))
+    return kwargs
+
+
+def _audio_inputs(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    param = next(model.parameters())
+    features = _tensor(inputs["input_features"], param.device, param.dtype)
+    mask = inputs.get("feature_attention_mask")
+    lengths = None if mask is None else _tensor(mask, param.device).sum(-1)
+    return {"features": features, "lengths": lengths}
+
+
+def _parts(prefix: str, of: Any) -> dict[str, Part]:
+    """Thinker parts under checkpoint ``prefix``; ``of(config)`` is the Thinker's config dict."""
+    return {
+        "thinker": Part(lambda c: _thinker(of(c)), lambda c: thinker_key_map(of(c)), prefix, inputs=thinker_inputs),
+        "audio_encoder": Part(lambda c: WindowedAudioEncoder(audio_config(of(c)["audio_config"])),
+                              lambda c: audio_key_map(of(c)["audio_config"]), prefix + "audio_tower.",
+                              inputs=_audio_inputs),
+        "vision_encoder": Part(lambda c: WindowViT(vision_config(of(c)["vision_config"])),
+                               lambda c: vision_key_map(of(c)["vision_config"]), prefix + "visual."),
+        "text_model": Part(lambda c: _text_model(of(c)), lambda c: lm_key_map(text_config(of(c))), prefix,
+                           owns=(prefix + "model.", prefix + "lm_head."), inputs=text_inputs),
+    }
+
+
+register_architecture(THINKER, parts=_parts("", lambda c: c), default_part="thinker")
+register_architecture(
+    FULL,
+    parts={**_parts("thinker.", lambda c: c["thinker_config"]),
+           "talker": Part(lambda c: _talker(c["talker_config"]), lambda c: talker_key_map(c["talker_config"]),
+                          "talker.")},
+    default_part="thinker",
+)
