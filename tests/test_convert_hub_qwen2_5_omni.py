@@ -206,6 +206,11 @@ def test_full_checkpoint_thinker_part_and_talker(full_dir) -> None:
         ref = hf.talker(inputs_embeds=embeds.clone(), position_ids=positions, attention_mask=mask).logits
         ours = talker(embeds, positions=positions, key_padding_mask=mask.bool())
     assert max_rel_error(ours, ref, mask) <= 1e-4
+    codes = torch.randint(0, TALKER["vocab_size"], (2, 7), generator=g)  # decoding: code embeddings + reply state
+    with torch.no_grad():
+        ref = hf.talker(input_ids=codes, thinker_reply_part=embeds, position_ids=positions).logits
+        ours = talker(embeds[:, :1].expand(-1, 7, -1), codes, positions=positions)
+    assert max_rel_error(ours, ref, torch.ones_like(mask)) <= 1e-4
 
 
 def test_parts_open_only_their_shards(full_dir, monkeypatch) -> None:
@@ -253,6 +258,18 @@ def test_save_hf_round_trip_to_from_pretrained(thinker_dir, tmp_path) -> None:
     assert max_rel_error(reference_logits(again, batch), reference_logits(hf, batch), batch["attention_mask"]) <= 1e-4
 
 
+def test_save_hf_exports_a_thinker_built_without_a_checkpoint(thinker_dir, tmp_path) -> None:
+    from omnikit.convert.hub_qwen2_5_omni import build_thinker
+
+    hf, _ = thinker_dir
+    model = build_thinker(hf.config.to_dict())
+    model.load_state_dict(load_hf(thinker_dir[1]).state_dict())
+    save_hf(model.eval(), tmp_path)
+    again = hf_modeling.Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(tmp_path).eval()
+    batch = mixed_prompt(10)
+    assert max_rel_error(reference_logits(again, batch), reference_logits(hf, batch), batch["attention_mask"]) <= 1e-4
+
+
 def test_greedy_generation_with_image_and_audio_matches_transformers(thinker_dir) -> None:
     hf, path = thinker_dir
     model = load_hf(path)
@@ -271,3 +288,52 @@ def test_unsupported_vision_activation_is_named(tmp_path) -> None:
 
     with pytest.raises(ValueError, match="vision hidden_act 'gelu'"):
         vision_config({**THINKER["vision_config"], "hidden_act": "gelu", "out_hidden_size": 32})
+
+
+# Qwen2.5-Omni-7B config.json values (thinker_config / talker_config); transformers' defaults differ.
+PUBLISHED_THINKER = dict(
+    audio_config=dict(d_model=1280, encoder_layers=32, encoder_attention_heads=20, encoder_ffn_dim=5120,
+                      num_mel_bins=128, output_dim=3584, n_window=100),
+    vision_config=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
+                       patch_size=14, temporal_patch_size=2, spatial_merge_size=2, window_size=112,
+                       fullatt_block_indexes=[7, 15, 23, 31]),
+    text_config=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                     num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False,
+                     rope_parameters=dict(rope_type="default", rope_theta=1e6, mrope_section=[16, 24, 24])),
+    tie_word_embeddings=False,
+)
+PUBLISHED_TALKER = dict(embedding_size=3584, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                        num_attention_heads=12, num_key_value_heads=4, head_dim=128, vocab_size=8448,
+                        rope_parameters=dict(rope_type="default", rope_theta=1e6, mrope_section=[16, 24, 24]))
+
+
+def _meta_count(cls, config) -> int:
+    with torch.device("meta"):
+        return sum(p.numel() for p in cls(config).parameters())
+
+
+def test_thinker_preset_is_the_published_architecture() -> None:
+    from omnikit import count_parameters, create_model
+
+    config = hf_config.Qwen2_5OmniThinkerConfig(**PUBLISHED_THINKER)
+    reference = _meta_count(hf_modeling.Qwen2_5OmniThinkerForConditionalGeneration, config)
+    ours = create_model("qwen2_5_omni_7b_thinker", device="meta")
+    audio = config.audio_config
+    # the two inert audio-tower differences, both documented: omnikit's fused q/k/v carries a zero key bias
+    # the reference lacks, and the reference keeps a bos/eos embedding its forward never reads
+    inert = audio.encoder_layers * audio.d_model - 2 * audio.output_dim
+    assert count_parameters(ours) == reference + inert
+    assert count_parameters(ours.vision_encoder) == _meta_count(hf_modeling.Qwen2_5OmniVisionEncoder,
+                                                                config.vision_config)
+    text = sum(p.numel() for p in ours.text_model.parameters())
+    with torch.device("meta"):
+        hf_text = hf_modeling.Qwen2_5OmniThinkerTextModel(config.text_config)
+    assert text == sum(p.numel() for p in hf_text.parameters()) + 152064 * 3584  # + lm_head
+
+
+def test_talker_preset_is_the_published_architecture() -> None:
+    from omnikit import count_parameters, create_model
+
+    reference = _meta_count(hf_modeling.Qwen2_5OmniTalkerForConditionalGeneration,
+                            hf_config.Qwen2_5OmniTalkerConfig(**PUBLISHED_TALKER))
+    assert count_parameters(create_model("qwen2_5_omni_7b_talker", device="meta")) == reference

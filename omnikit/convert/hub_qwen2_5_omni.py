@@ -42,6 +42,8 @@ from omnikit.vision.window_vit import WindowViT, WindowViTConfig
 __all__ = [
     "audio_config",
     "audio_key_map",
+    "build_thinker",
+    "export_thinker_config",
     "talker_decoder_config",
     "talker_key_map",
     "text_config",
@@ -52,6 +54,9 @@ __all__ = [
 ]
 
 THINKER, FULL = "Qwen2_5OmniThinkerForConditionalGeneration", "Qwen2_5OmniForConditionalGeneration"
+#: Qwen2.5-Omni's media start/end marker ids (written to exported configs when a model has none).
+PUBLISHED_MARKERS = {"vision_start_token_id": 151652, "vision_end_token_id": 151653,
+                     "audio_start_token_id": 151647, "audio_end_token_id": 151648}
 _PROCESSOR_KEYS = ("input_features", "feature_attention_mask", "pixel_values", "image_grid_thw",
                    "pixel_values_videos", "video_grid_thw", "video_second_per_grid")
 
@@ -112,12 +117,14 @@ def _text_model(thinker: Config) -> Thinker:
     return Thinker(text_config(thinker), media_tokens=thinker_media_tokens(thinker))
 
 
-def _thinker(thinker: Config) -> OmniThinker:
+def build_thinker(thinker: Config) -> OmniThinker:
+    """The :class:`OmniThinker` of a Thinker ``config.json`` dict (random weights)."""
     text = _text_model(thinker)
     return OmniThinker(
         text, audio_encoder=WindowedAudioEncoder(audio_config(thinker["audio_config"])),
         vision_encoder=WindowViT(vision_config(thinker["vision_config"])),
         scheme=_scheme(thinker, text.config.mrope_sections),
+        marker_tokens={k: thinker.get(k, v) for k, v in PUBLISHED_MARKERS.items()},
     )
 
 
@@ -215,10 +222,67 @@ def _audio_inputs(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, Any]
     return {"features": features, "lengths": lengths}
 
 
+def _decoder_dict(config: DecoderConfig) -> Config:
+    return {
+        "hidden_size": config.dim, "num_hidden_layers": config.depth, "num_attention_heads": config.num_heads,
+        "num_key_value_heads": config.num_kv_heads or config.num_heads, "intermediate_size": config.mlp_hidden,
+        "rms_norm_eps": config.norm_eps, "vocab_size": config.vocab_size, "hidden_act": "silu",
+        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_base,
+                            "mrope_section": list(config.mrope_sections)},
+    }
+
+
+def _whole(value: float | None) -> float | int | None:
+    """transformers' config fields are ints where the value is whole."""
+    return int(value) if value is not None and float(value).is_integer() else value
+
+
+def _is_qwen2_decoder(config: DecoderConfig) -> bool:
+    return (config.mlp == "swiglu" and config.norm == "rmsnorm" and config.qkv_bias and not config.qk_norm
+            and not config.out_bias and config.mrope_sections is not None and not config.mrope_interleaved
+            and config.sliding_window is None and config.attention_chunk is None and bool(config.mlp_hidden))
+
+
+def export_thinker_config(model: nn.Module) -> Config | None:
+    """The ``Qwen2_5OmniThinkerForConditionalGeneration`` ``config.json`` of an :class:`OmniThinker` with the
+    Qwen2.5-Omni layout (None for any other model)."""
+    if not isinstance(model, OmniThinker) or not isinstance(model.audio_encoder, WindowedAudioEncoder) \
+            or not isinstance(model.vision_encoder, WindowViT) or not _is_qwen2_decoder(model.text_model.config):
+        return None
+    text, audio, vision = model.text_model.config, model.audio_encoder.config, model.vision_encoder.config
+    tokens = model.text_model.media_tokens
+    head_dim = text.head_dim or text.dim // text.num_heads
+    if head_dim != text.dim // text.num_heads or vision.patch[1] != vision.patch[2]:
+        return None
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    return {
+        "architectures": [THINKER], "model_type": "qwen2_5_omni_thinker", "dtype": dtype,
+        "audio_token_index": tokens.audio, "image_token_index": tokens.image, "video_token_index": tokens.video,
+        "position_id_per_seconds": _whole(model.scheme.ids_per_second),
+        "seconds_per_chunk": _whole(model.scheme.seconds_per_chunk),
+        "tie_word_embeddings": text.tie_embeddings, **PUBLISHED_MARKERS, **model.marker_tokens,
+        "text_config": {"model_type": "qwen2_5_omni_text", "tie_word_embeddings": text.tie_embeddings,
+                        **_decoder_dict(text)},
+        "audio_config": {
+            "model_type": "qwen2_5_omni_audio_encoder", "num_mel_bins": audio.n_mels, "d_model": audio.dim,
+            "encoder_layers": audio.depth, "encoder_attention_heads": audio.num_heads,
+            "encoder_ffn_dim": audio.mlp_hidden, "output_dim": audio.output_dim, "n_window": audio.n_window,
+        },
+        "vision_config": {
+            "model_type": "qwen2_5_omni_vision_encoder", "depth": vision.depth, "hidden_size": vision.dim,
+            "intermediate_size": vision.mlp_hidden, "num_heads": vision.num_heads, "out_hidden_size": vision.out_dim,
+            "patch_size": vision.patch[1], "temporal_patch_size": vision.patch[0], "in_channels": vision.in_chans,
+            "spatial_merge_size": vision.merge_size, "window_size": vision.window_size,
+            "fullatt_block_indexes": list(vision.full_attention_blocks),
+        },
+    }
+
+
 def _parts(prefix: str, of: Any) -> dict[str, Part]:
     """Thinker parts under checkpoint ``prefix``; ``of(config)`` is the Thinker's config dict."""
     return {
-        "thinker": Part(lambda c: _thinker(of(c)), lambda c: thinker_key_map(of(c)), prefix, inputs=thinker_inputs),
+        "thinker": Part(lambda c: build_thinker(of(c)), lambda c: thinker_key_map(of(c)), prefix, inputs=thinker_inputs,
+                        export_config=export_thinker_config if not prefix else None),
         "audio_encoder": Part(lambda c: WindowedAudioEncoder(audio_config(of(c)["audio_config"])),
                               lambda c: audio_key_map(of(c)["audio_config"]), prefix + "audio_tower.",
                               inputs=_audio_inputs),

@@ -5,8 +5,7 @@ prompt and reply, plus codec-code embeddings of width ``E``. ``thinker_proj`` ma
 decoder width, an M-RoPE decoder (qkv bias, no qk-norm) runs causally and ``codec_head`` scores
 the next codec id::
 
-    embeds = talker.embed_codes(codes) + reply_states       # (B, T, E)
-    logits = talker(embeds, positions=pos)                   # (B, T, codec_vocab)
+    logits = talker(reply_states, codes, positions=pos)      # (B, T, E), (B, T) -> (B, T, codec_vocab)
 
 Weights: ``embed`` (codec ids -> ``E``), ``thinker_proj``, ``decoder``, ``codec_head``.
 """
@@ -41,7 +40,7 @@ class OmniTalkerConfig:
 
 
 class OmniTalker(StreamingContainer, nn.Module):
-    """``inputs_embeds (B, T, thinker_dim)`` -> codec logits ``(B, T, vocab)`` (float32)."""
+    """``inputs_embeds (B, T, thinker_dim)`` (+ codec ``codes (B, T)``) -> codec logits ``(B, T, vocab)`` (float32)."""
 
     def __init__(self, config: OmniTalkerConfig) -> None:
         super().__init__()
@@ -64,25 +63,33 @@ class OmniTalker(StreamingContainer, nn.Module):
     def forward(
         self,
         inputs_embeds: torch.Tensor,
+        codes: torch.Tensor | None = None,
         *,
         positions: torch.Tensor | None = None,
         key_padding_mask: torch.Tensor | None = None,
         return_hidden: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Args:
-        inputs_embeds: ``(B, T, thinker_dim)``.
+        inputs_embeds: ``(B, T, thinker_dim)`` Thinker-space inputs (prompt embeddings, reply states).
+        codes: ``(B, T)`` codec ids whose embeddings are added to ``inputs_embeds`` (the previous codes
+            while decoding: transformers' ``codec_embeds + thinker_reply_part``).
         positions: ``(3, B, T)`` M-RoPE ids (TMRoPE of the Thinker's prompt), ``(B, T)`` or ``None``
             (``0..T-1`` after what is cached).
         key_padding_mask: ``(B, S)`` bool, False on padding (S includes cached positions).
         return_hidden: also return the decoder's final hidden states ``(B, T, dim)``.
         """
         check_tensor(inputs_embeds, "inputs_embeds", shape=("B", "T", self.config.thinker_dim), floating=True)
+        if codes is not None:
+            check_tensor(codes, "codes", shape=tuple(inputs_embeds.shape[:2]), floating=False)
+            inputs_embeds = inputs_embeds + self.embed(codes).to(inputs_embeds.dtype)
         hidden = self.decoder(self.thinker_proj(inputs_embeds), positions=positions, key_padding_mask=key_padding_mask)
         logits = self.codec_head(hidden).float()
         return (logits, hidden) if return_hidden else logits
 
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
-        """Random Thinker-space inputs, right padded (causal: padding never reaches valid steps)."""
+        """Random Thinker-space inputs and codes, right padded (causal: padding never reaches valid steps)."""
         g = torch.Generator().manual_seed(seed)
         embeds = torch.randn(len(lengths), max(lengths), self.config.thinker_dim, generator=g)
-        return ContractInputs({"inputs_embeds": embeds}, torch.tensor(list(lengths)), {"inputs_embeds": 1}, None)
+        codes = torch.randint(0, self.config.decoder.vocab_size, (len(lengths), max(lengths)), generator=g)
+        return ContractInputs({"inputs_embeds": embeds, "codes": codes}, torch.tensor(list(lengths)),
+                              {"inputs_embeds": 1, "codes": 1}, None)

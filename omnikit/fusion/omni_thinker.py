@@ -15,7 +15,7 @@ Keyword names are the processor's, so ``model(**processor_outputs)`` works (see
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import nn
@@ -60,6 +60,9 @@ class OmniThinker(nn.Module):
         vision_encoder: ``forward_patches(pixel_values, grid_thw) -> (tokens, D)`` with
             ``config.merge_size`` (a :class:`~omnikit.vision.WindowViT`), or None.
         scheme: the TMRoPE scheme.
+        marker_tokens: ids of the start/end markers around media items (``vision_start_token_id``,
+            ``audio_end_token_id``, ...); the computation never reads them, they are kept so the
+            model's config can be written back (:func:`omnikit.convert.save_hf`).
     """
 
     def __init__(
@@ -69,6 +72,7 @@ class OmniThinker(nn.Module):
         audio_encoder: nn.Module | None,
         vision_encoder: nn.Module | None,
         scheme: TMRoPEScheme,
+        marker_tokens: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__()
         sections = text_model.config.mrope_sections
@@ -78,6 +82,7 @@ class OmniThinker(nn.Module):
             )
         self.text_model, self.audio_encoder, self.vision_encoder = text_model, audio_encoder, vision_encoder
         self.scheme = scheme
+        self.marker_tokens = dict(marker_tokens or {})
 
     @property
     def output_dim(self) -> int:
