@@ -13,3 +13,15 @@ def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask:
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     return (scores.softmax(-1) @ v).float()
+
+
+def randomise_norms_and_biases(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Norm weights around 1 and biases around 0 instead of transformers' constant inits; returns ``model.eval()``."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.copy_(1 + 0.3 * torch.randn(param.shape, generator=g))
+            elif name.endswith("bias"):
+                param.copy_(0.3 * torch.randn(param.shape, generator=g))
+    return model.eval()

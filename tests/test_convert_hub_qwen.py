@@ -6,24 +6,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from references import randomise_norms_and_biases
 
 transformers = pytest.importorskip("transformers")
 
 from omnikit.convert import hf_inputs, load_hf, save_hf  # noqa: E402
 
 VOCAB = 96
-
-
-def _randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Norm weights around 1 and biases around 0 instead of transformers' constant inits."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "norm" in name:
-                param.copy_(1 + 0.3 * torch.randn(param.shape, generator=g))
-            elif name.endswith("bias"):
-                param.copy_(0.3 * torch.randn(param.shape, generator=g))
-    return model.eval()
 
 
 def _common(**extra):
@@ -36,12 +25,12 @@ def _hf_model(kind: str, **extra):
     torch.manual_seed(0)
     if kind == "qwen3":
         config = transformers.Qwen3Config(head_dim=8, **_common(**extra))
-        return _randomise(transformers.Qwen3ForCausalLM(config))
+        return randomise_norms_and_biases(transformers.Qwen3ForCausalLM(config))
     if kind == "qwen2":
-        return _randomise(transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**_common(**extra))))
+        return randomise_norms_and_biases(transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**_common(**extra))))
     config = transformers.Qwen3MoeConfig(head_dim=8, moe_intermediate_size=16, num_experts=6, num_experts_per_tok=2,
                                          **_common(**extra))
-    return _randomise(transformers.Qwen3MoeForCausalLM(config))
+    return randomise_norms_and_biases(transformers.Qwen3MoeForCausalLM(config))
 
 
 def _batch():

@@ -38,6 +38,7 @@ BUILTIN_MODULES: dict[str, str] = {
     "Qwen3MoeForCausalLM": "omnikit.convert.hub_qwen",
     "WhisperForConditionalGeneration": "omnikit.convert.hub_whisper",
     "WhisperModel": "omnikit.convert.hub_whisper",
+    "EncodecModel": "omnikit.convert.hub_encodec",
     "Qwen2_5OmniThinkerForConditionalGeneration": "omnikit.convert.hub_qwen2_5_omni",
     "Qwen2_5OmniForConditionalGeneration": "omnikit.convert.hub_qwen2_5_omni",
 }

@@ -30,6 +30,7 @@ from omnikit.convert.architectures import Config, Part, register_architecture
 from omnikit.convert.hub_qwen import decoder_config, decoder_key_map, lm_key_map
 from omnikit.convert.inputs import text_inputs
 from omnikit.convert.keymap import Fuse, KeyMap, Rename, Skip
+from omnikit.convert.whisper import whisper_layers_key_map
 from omnikit.fusion.modality import MediaTokens
 from omnikit.fusion.omni_talker import OmniTalker, OmniTalkerConfig
 from omnikit.fusion.omni_thinker import OmniThinker
@@ -146,22 +147,10 @@ def vision_key_map(config: Config) -> KeyMap:
 
 def audio_key_map(config: Config) -> KeyMap:
     """WindowedAudioEncoder keys <- ``audio_tower.*`` names (relative); k_proj has no bias (zeros)."""
-    dim = config["d_model"]
-    layer = "layers.{i}."
-    rules: list = [
-        Fuse("encoder.blocks.{i}.attn.qkv.weight", tuple(f"{layer}self_attn.{x}_proj.weight" for x in "qkv"),
-             (dim,) * 3),
-        Fuse("encoder.blocks.{i}.attn.qkv.bias", (f"{layer}self_attn.q_proj.bias", None,
-                                                  f"{layer}self_attn.v_proj.bias"), (dim,) * 3),
+    return KeyMap((
+        *(Rename(f"{n}.{{p}}", f"{n}.{{p}}") for n in ("conv1", "conv2", "proj")), Rename("norm.{p}", "ln_post.{p}"),
         Skip("audio_bos_eos_token.weight"),
-    ]
-    names = {"attn.out": "self_attn.out_proj", "norm1": "self_attn_layer_norm", "norm2": "final_layer_norm",
-             "mlp.fc1": "fc1", "mlp.fc2": "fc2"}
-    for p in ("weight", "bias"):
-        rules += [Rename(f"{n}.{p}", f"{n}.{p}") for n in ("conv1", "conv2", "proj")]
-        rules += [Rename(f"norm.{p}", f"ln_post.{p}")]
-        rules += [Rename(f"encoder.blocks.{{i}}.{ours}.{p}", f"{layer}{theirs}.{p}") for ours, theirs in names.items()]
-    return KeyMap(tuple(rules))
+    )) + whisper_layers_key_map(config["d_model"])
 
 
 def thinker_key_map(thinker: Config) -> KeyMap:

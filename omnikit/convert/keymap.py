@@ -12,6 +12,8 @@ the omnikit key is filled into the checkpoint names. ``{e}`` is the expert index
 - :class:`StackExperts`: per-expert tensors ``theirs`` (with ``{e}``) stacked along a new first
   dim, each expert's slice optionally fused from several tensors (gate and up projections).
 - :class:`Skip`: checkpoint tensors that are ignored on load and never written (rotary tables).
+- :class:`Legacy`: an older spelling of checkpoint names, read as the current one on load (saves
+  write the current one), e.g. ``weight_g`` for ``parametrizations.weight.original0``.
 
 :meth:`KeyMap.plan` expands the rules over a model's key shapes into :class:`Piece` lists:
 ``ours[piece.index] == checkpoint[piece.source]``. The same plan loads (copy each source into its
@@ -21,7 +23,7 @@ slice) and saves (slice each omnikit tensor back out), so every key map is inver
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
 
@@ -29,7 +31,7 @@ import torch
 
 from omnikit.utils.checks import OmnikitValueError
 
-__all__ = ["Fuse", "KeyMap", "Piece", "Rename", "Rule", "Skip", "StackExperts"]
+__all__ = ["Fuse", "KeyMap", "Legacy", "Piece", "Rename", "Rule", "Skip", "StackExperts"]
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
@@ -153,7 +155,19 @@ class Skip:
         return replace(self, theirs=prefix + self.theirs)
 
 
-Rule = Rename | Fuse | StackExperts | Skip
+@dataclass(frozen=True)
+class Legacy:
+    """Checkpoint names matching ``old`` are read as ``new`` (same placeholders) on load."""
+
+    old: str
+    new: str
+
+    def prefixed(self, prefix: str) -> Legacy:
+        return replace(self, old=prefix + self.old, new=prefix + self.new)
+
+
+Rule = Rename | Fuse | StackExperts | Skip | Legacy
+_NOT_MAPPING = (Skip, Legacy)
 
 
 @dataclass(frozen=True)
@@ -171,12 +185,24 @@ class KeyMap:
 
     def under(self, prefix: str) -> KeyMap:
         """The same map with ``prefix`` prepended to every omnikit key (a submodule's map reused)."""
-        return KeyMap(tuple(rule if isinstance(rule, Skip) else replace(rule, ours=prefix + rule.ours)
+        return KeyMap(tuple(rule if isinstance(rule, _NOT_MAPPING) else replace(rule, ours=prefix + rule.ours)
                             for rule in self.rules))
 
     def skipped(self, key: str) -> bool:
         """True when the checkpoint tensor ``key`` is ignored."""
         return any(_compile(r.theirs).fullmatch(key) for r in self.rules if isinstance(r, Skip))
+
+    def current_names(self, names: Iterable[str]) -> dict[str, str]:
+        """``{current name: name as stored}`` for the checkpoint ``names`` a :class:`Legacy` rule renames."""
+        renamed: dict[str, str] = {}
+        legacy = [r for r in self.rules if isinstance(r, Legacy)]
+        for name in names:
+            for rule in legacy:
+                match = _compile(rule.old).fullmatch(name)
+                if match is not None:
+                    renamed[rule.new.format(**match.groupdict())] = name
+                    break
+        return renamed
 
     def plan(self, shapes: Mapping[str, Sequence[int]]) -> dict[str, list[Piece]]:
         """Expand the rules over omnikit ``{key: shape}``: ``{key: pieces}``.
@@ -184,7 +210,7 @@ class KeyMap:
         Raises ``OmnikitValueError`` naming an omnikit key no rule maps.
         """
         plan: dict[str, list[Piece]] = {}
-        mapping = [r for r in self.rules if not isinstance(r, Skip)]
+        mapping = [r for r in self.rules if not isinstance(r, _NOT_MAPPING)]
         for key, shape in shapes.items():
             for rule in mapping:
                 match = _compile(rule.ours).fullmatch(key)
@@ -194,3 +220,23 @@ class KeyMap:
             else:
                 raise OmnikitValueError(f"omnikit key {key!r} has no rule in the architecture's key map")
         return plan
+
+    def gather(
+        self, source: Mapping[str, torch.Tensor], shapes: Mapping[str, Sequence[int]]
+    ) -> dict[str, torch.Tensor]:
+        """Omnikit tensors of ``shapes`` assembled from in-memory checkpoint tensors ``source`` (a
+        transformers module's state dict); checkpoint tensors no rule uses are ignored."""
+        state: dict[str, torch.Tensor] = {}
+        for key, pieces in self.plan(shapes).items():
+            absent = sorted(p.source for p in pieces if p.source is not None and p.source not in source)
+            if absent:
+                raise OmnikitValueError(f"omnikit key {key!r} needs tensors the source lacks: {absent}")
+            if len(pieces) == 1 and not pieces[0].index:
+                state[key] = source[pieces[0].source]
+                continue
+            present = next(source[p.source] for p in pieces if p.source is not None)
+            state[key] = present.new_zeros(tuple(shapes[key]))
+            for piece in pieces:
+                if piece.source is not None:
+                    piece.view(state[key]).copy_(source[piece.source])
+        return state

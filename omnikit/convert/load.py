@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +170,11 @@ def load_hf(
     aliases = tied_aliases(model)
     shapes = {k: v.shape for k, v in model.state_dict().items() if k not in aliases}
     key_map = spec.key_map(snapshot.config).prefixed(spec.prefix)
-    plan = key_map.plan(shapes)
+    stored = key_map.current_names(snapshot.weight_map)
+    plan = {
+        key: [replace(p, source=stored.get(p.source, p.source)) for p in pieces]
+        for key, pieces in key_map.plan(shapes).items()
+    }
     needed = {p.source for pieces in plan.values() for p in pieces if p.source is not None}
     _check_names(needed, snapshot, spec, key_map, part_name)
     handles = open_shards(snapshot.files_for(needed))

@@ -13,30 +13,22 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
 from omnikit.audio.aut import AuTEncoder
 from omnikit.audio.windowed import WindowedAudioEncoder
 from omnikit.convert import converter
-from omnikit.convert.whisper import build_converted, check_gelu, encoder_layer_state
+from omnikit.convert.keymap import KeyMap, Rename
+from omnikit.convert.whisper import build_converted, check_gelu, whisper_layers_key_map
 
 __all__ = ["convert_qwen2_5_omni_audio", "convert_qwen3_omni_audio"]
 
 
-def _linear(state: dict[str, torch.Tensor], ours: str, theirs: nn.Module) -> None:
-    state[f"{ours}.weight"] = theirs.weight
-    if theirs.bias is not None:
-        state[f"{ours}.bias"] = theirs.bias
-
-
-def _tower_state(hf: nn.Module, names: dict[str, str]) -> dict[str, torch.Tensor]:
-    state: dict[str, torch.Tensor] = {}
-    for ours, theirs in names.items():
-        _linear(state, ours, getattr(hf, theirs))
-    for i, layer in enumerate(hf.layers):
-        state.update(encoder_layer_state(layer, f"encoder.blocks.{i}."))
-    return state
+def _tower_map(names: dict[str, str], dim: int) -> KeyMap:
+    """Rules of a Whisper-derived tower: renamed stem/head modules plus the Whisper layer stack."""
+    return KeyMap(tuple(Rename(f"{ours}.{{p}}", f"{theirs}.{{p}}") for ours, theirs in names.items())) + (
+        whisper_layers_key_map(dim)
+    )
 
 
 def _transformer_overrides(config: Any) -> dict[str, int]:
@@ -52,8 +44,8 @@ def convert_qwen2_5_omni_audio(hf_encoder: nn.Module) -> WindowedAudioEncoder:
     """A :class:`WindowedAudioEncoder` with ``hf_encoder``'s config and weights."""
     config = hf_encoder.config
     check_gelu(config, "Qwen2_5OmniAudioEncoder")
-    state = _tower_state(hf_encoder, {"conv1": "conv1", "conv2": "conv2", "norm": "ln_post", "proj": "proj"})
-    return build_converted("qwen2_5_omni_audio", hf_encoder, state, **_transformer_overrides(config))
+    key_map = _tower_map({"conv1": "conv1", "conv2": "conv2", "norm": "ln_post", "proj": "proj"}, config.d_model)
+    return build_converted("qwen2_5_omni_audio", hf_encoder, key_map, **_transformer_overrides(config))
 
 
 @converter("Qwen3OmniMoeAudioEncoder")
@@ -61,12 +53,12 @@ def convert_qwen3_omni_audio(hf_encoder: nn.Module) -> AuTEncoder:
     """An :class:`AuTEncoder` with ``hf_encoder``'s config and weights."""
     config = hf_encoder.config
     check_gelu(config, "Qwen3OmniMoeAudioEncoder")
-    state = _tower_state(hf_encoder, {
+    key_map = _tower_map({
         "conv2d1": "conv2d1", "conv2d2": "conv2d2", "conv2d3": "conv2d3", "conv_out": "conv_out",
         "norm": "ln_post", "proj1": "proj1", "proj2": "proj2",
-    })
+    }, config.d_model)
     ratio = config.n_window_infer // (2 * config.n_window)
     return build_converted(
-        "qwen3_omni_aut", hf_encoder, state, **_transformer_overrides(config),
+        "qwen3_omni_aut", hf_encoder, key_map, **_transformer_overrides(config),
         conv_channels=config.downsample_hidden_size, attn_window_chunks=ratio,
     )
