@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import omnikit
+from omnikit.convert import from_transformers
 from omnikit.vision import WindowViT, patchify_frames, window_order
 
 TINY = dict(depth=3, hidden_size=32, intermediate_size=40, num_heads=2, out_hidden_size=48, fullatt_block_indexes=[1],
@@ -20,22 +21,6 @@ def randomize(module: torch.nn.Module, seed: int = 0) -> None:
             p.copy_(torch.randn(p.shape, generator=g) * 0.3 + (1.0 if p.ndim == 1 else 0.0))
 
 
-def vision_state(hf_state: dict[str, torch.Tensor], depth: int) -> dict[str, torch.Tensor]:
-    """transformers vision-tower keys -> WindowViT keys (fused q/k/v), written out by hand."""
-    state = {"patch_embed.proj.weight": hf_state["patch_embed.proj.weight"],
-             "merger.norm.weight": hf_state["merger.ln_q.weight"]}
-    names = {"attn.out": "attn.proj", "mlp.gate": "mlp.gate_proj", "mlp.up": "mlp.up_proj", "mlp.down": "mlp.down_proj"}
-    for p in ("weight", "bias"):
-        state.update({f"merger.mlp.{i}.{p}": hf_state[f"merger.mlp.{i}.{p}"] for i in (0, 2)})
-        for i in range(depth):
-            b = f"blocks.{i}."
-            state[b + "attn.qkv." + p] = torch.cat([hf_state[f"{b}attn.{x}.{p}"] for x in "qkv"])
-            state.update({b + ours + "." + p: hf_state[b + theirs + "." + p] for ours, theirs in names.items()})
-    for i in range(depth):
-        state.update({f"blocks.{i}.{n}.weight": hf_state[f"blocks.{i}.{n}.weight"] for n in ("norm1", "norm2")})
-    return state
-
-
 @pytest.fixture(scope="module")
 def pair():
     pytest.importorskip("transformers")
@@ -44,8 +29,8 @@ def pair():
 
     hf = m.Qwen2_5OmniVisionEncoder(c.Qwen2_5OmniVisionEncoderConfig(**TINY)).eval()
     randomize(hf)
-    ours = omnikit.create_model("qwen2_5_omni_vision_tiny").eval()
-    ours.load_state_dict(vision_state(hf.state_dict(), 3), strict=True)
+    ours = from_transformers(hf)  # through the load_hf key map
+    assert isinstance(ours, WindowViT) and ours.config == omnikit.create_model("qwen2_5_omni_vision_tiny").config
     return hf, ours
 
 

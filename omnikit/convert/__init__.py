@@ -65,6 +65,7 @@ _CONVERTER_MODULES: dict[str, str] = {
     "WhisperEncoder": "omnikit.convert.whisper",
     "Qwen2_5OmniAudioEncoder": "omnikit.convert.qwen2_5_omni_audio",
     "Qwen3OmniMoeAudioEncoder": "omnikit.convert.qwen2_5_omni_audio",
+    "Qwen2_5OmniVisionEncoder": "omnikit.convert.hub_qwen2_5_omni",
     "Qwen3MoeSparseMoeBlock": "omnikit.convert.qwen_moe",
     "Qwen2MoeSparseMoeBlock": "omnikit.convert.qwen_moe",
     "Qwen3OmniMoeTalkerTextSparseMoeBlock": "omnikit.convert.qwen_moe",

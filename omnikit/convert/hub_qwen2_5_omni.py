@@ -19,18 +19,19 @@ load, so ``save_hf`` does not write it and ``from_pretrained`` initialises it).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from omnikit.audio.windowed import WindowedAudioEncoder, WindowedAudioEncoderConfig
+from omnikit.convert import converter
 from omnikit.convert.architectures import Config, Part, register_architecture
 from omnikit.convert.hub_qwen import decoder_config, decoder_key_map, lm_key_map
 from omnikit.convert.inputs import text_inputs
 from omnikit.convert.keymap import Fuse, KeyMap, Rename, Skip
-from omnikit.convert.whisper import whisper_layers_key_map
+from omnikit.convert.whisper import build_converted, whisper_layers_key_map
 from omnikit.fusion.modality import MediaTokens
 from omnikit.fusion.omni_talker import OmniTalker, OmniTalkerConfig
 from omnikit.fusion.omni_thinker import OmniThinker
@@ -44,6 +45,7 @@ __all__ = [
     "audio_config",
     "audio_key_map",
     "build_thinker",
+    "convert_qwen2_5_omni_vision",
     "export_thinker_config",
     "talker_decoder_config",
     "talker_key_map",
@@ -131,18 +133,16 @@ def build_thinker(thinker: Config) -> OmniThinker:
 
 def vision_key_map(config: Config) -> KeyMap:
     """WindowViT keys <- ``visual.*`` names (relative): q/k/v fused, SwiGLU with biases, RMSNorm merger."""
-    dim = config["hidden_size"]
-    rules: list = [Rename("patch_embed.proj.weight", "patch_embed.proj.weight"),
-                   Rename("merger.norm.weight", "merger.ln_q.weight")]
-    for p in ("weight", "bias"):
-        rules += [
-            Fuse(f"blocks.{{i}}.attn.qkv.{p}", tuple(f"blocks.{{i}}.attn.{x}.{p}" for x in "qkv"), (dim,) * 3),
-            Rename(f"blocks.{{i}}.attn.out.{p}", f"blocks.{{i}}.attn.proj.{p}"),
-            *(Rename(f"blocks.{{i}}.mlp.{x}.{p}", f"blocks.{{i}}.mlp.{x}_proj.{p}") for x in ("gate", "up", "down")),
-            Rename(f"merger.mlp.{{j}}.{p}", f"merger.mlp.{{j}}.{p}"),
-        ]
-    rules += [Rename(f"blocks.{{i}}.{n}.weight", f"blocks.{{i}}.{n}.weight") for n in ("norm1", "norm2")]
-    return KeyMap(tuple(rules))
+    dim, block = config["hidden_size"], "blocks.{i}."
+    return KeyMap((
+        Rename("patch_embed.proj.weight", "patch_embed.proj.weight"),
+        Rename("merger.norm.weight", "merger.ln_q.weight"),
+        Rename("merger.mlp.{j}.{p}", "merger.mlp.{j}.{p}"),
+        Fuse(block + "attn.qkv.{p}", tuple(f"{block}attn.{x}.{{p}}" for x in "qkv"), (dim,) * 3),
+        Rename(block + "attn.out.{p}", block + "attn.proj.{p}"),
+        *(Rename(f"{block}mlp.{x}.{{p}}", f"{block}mlp.{x}_proj.{{p}}") for x in ("gate", "up", "down")),
+        Rename(block + "{norm}.weight", block + "{norm}.weight"),
+    ))
 
 
 def audio_key_map(config: Config) -> KeyMap:
@@ -280,6 +280,14 @@ def _parts(prefix: str, of: Any) -> dict[str, Part]:
         "text_model": Part(lambda c: _text_model(of(c)), lambda c: lm_key_map(text_config(of(c))), prefix,
                            owns=(prefix + "model.", prefix + "lm_head."), inputs=text_inputs),
     }
+
+
+@converter("Qwen2_5OmniVisionEncoder")
+def convert_qwen2_5_omni_vision(hf_encoder: nn.Module) -> WindowViT:
+    """A :class:`WindowViT` with ``hf_encoder``'s config and weights (``forward_patches`` gives its pooler output)."""
+    config = hf_encoder.config.to_dict()
+    key_map = vision_key_map(config)
+    return build_converted("qwen2_5_omni_vision", hf_encoder, key_map, **asdict(vision_config(config)))
 
 
 register_architecture(THINKER, parts=_parts("", lambda c: c), default_part="thinker")
