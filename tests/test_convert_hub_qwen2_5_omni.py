@@ -283,6 +283,18 @@ def test_greedy_generation_with_image_and_audio_matches_transformers(thinker_dir
     assert torch.equal(out.tokens, ref)
 
 
+def test_inputs_that_disagree_with_the_placeholders_are_named(thinker_dir) -> None:
+    model = load_hf(thinker_dir[1])
+    batch = mixed_prompt(11)
+    with pytest.raises(ValueError, match="`pixel_values` given without `image_grid_thw`"):
+        model(**{**hf_inputs(model, batch), "image_grid_thw": None})
+    fewer = {**batch, "input_ids": batch["input_ids"].masked_fill(batch["input_ids"] == IMAGE, 5)}
+    with pytest.raises(ValueError, match=r"2 image item\(s\) were given but `input_ids` holds placeholders for 0"):
+        model(**hf_inputs(model, fewer))
+    with pytest.raises(ValueError, match="use_audio_in_video: 1 videos but 0 audio tracks inside video items"):
+        model(**hf_inputs(model, {**batch, "use_audio_in_video": True}))
+
+
 def test_unsupported_vision_activation_is_named(tmp_path) -> None:
     from omnikit.convert.hub_qwen2_5_omni import vision_config
 

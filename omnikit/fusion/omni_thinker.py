@@ -94,8 +94,10 @@ class OmniThinker(nn.Module):
             raise OmnikitValueError(f"`{given}` given but this model has no {name}")
         return module
 
-    def _visual(self, pixels: torch.Tensor, grid_thw: torch.Tensor, name: str) -> torch.Tensor:
+    def _visual(self, pixels: torch.Tensor, grid_thw: torch.Tensor | None, name: str, grid_name: str) -> torch.Tensor:
         vision = self._encoder("vision_encoder", name)
+        if grid_thw is None:
+            raise OmnikitValueError(f"`{name}` given without `{grid_name}` (the (n, 3) patch grids of the items)")
         return vision.forward_patches(pixels, grid_thw)
 
     def _grids(self, grid_thw: torch.Tensor | None, seconds: torch.Tensor | None = None) -> list[VisualGrid]:
@@ -135,9 +137,10 @@ class OmniThinker(nn.Module):
             media["audio"] = torch.cat(encoded.unpad())
             audio_tokens = encoded.lengths.tolist()
         if pixel_values is not None:
-            media["image"] = self._visual(pixel_values, image_grid_thw, "pixel_values")
+            media["image"] = self._visual(pixel_values, image_grid_thw, "pixel_values", "image_grid_thw")
         if pixel_values_videos is not None:
-            media["video"] = self._visual(pixel_values_videos, video_grid_thw, "pixel_values_videos")
+            media["video"] = self._visual(pixel_values_videos, video_grid_thw, "pixel_values_videos",
+                                          "video_grid_thw")
         videos = self._grids(video_grid_thw, video_second_per_grid)
         standalone = audio_tokens
         if use_audio_in_video:
