@@ -17,8 +17,9 @@ Two call forms:
   (:func:`patchify_frames`).
 
 Tokens are reordered window by window with tensor index arithmetic (a stable sort on window ids),
-and each attention segment (window or temporal step) becomes one row of a padded batch, so
-attention runs as one batched kernel call per block.
+and attention segments (windows or temporal steps) of equal length are gathered into one batch,
+so each block makes one attention call per distinct segment length (full windows, edge windows,
+frame sizes), with no padding and no mask.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from omnikit.layers.decoder import DecoderBlock
 from omnikit.layers.masks import lengths_to_mask
@@ -123,28 +125,46 @@ def window_order(
     return order, sizes[sizes > 0], torch.stack((row, col))
 
 
-@dataclass
-class _Segments:
-    """Consecutive segments of a packed sequence laid out as the rows of a padded batch."""
+def _pad_items(tokens: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Items packed back to back ``(sum(counts), D)`` -> zero-padded ``(len(counts), max(counts), D)``."""
+    item = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
+    slot = torch.arange(item.numel(), device=counts.device) - (counts.cumsum(0) - counts)[item]
+    out = tokens.new_zeros(len(counts), int(counts.max()), tokens.shape[-1])
+    return out.index_put((item, slot), tokens)
 
-    rows: torch.Tensor  # (N,) segment of every packed position
-    cols: torch.Tensor  # (N,) position inside its segment
-    mask: torch.Tensor  # (S, L) True on valid positions
+
+@dataclass
+class _Buckets:
+    """Consecutive segments of a packed sequence grouped by length (a handful of lengths: full windows,
+    edge windows, frame sizes), so each group runs as one ``(S_b, L_b, D)`` batch with no padding and
+    no mask. Tokens are gathered into group order once per call (``index_select``, whose backward is a
+    cheap ``index_add``); when the segments already come in that order nothing is moved."""
+
+    order: torch.Tensor | None  # (N,) packed position of each grouped token; None: already grouped
+    inverse: torch.Tensor | None
+    shapes: list[tuple[int, int]]  # (S_b, L_b) per group
+    ropes: list[tuple[torch.Tensor, torch.Tensor]]  # (S_b, L_b, head_dim) cos/sin per group
 
     @classmethod
-    def from_sizes(cls, sizes: torch.Tensor) -> _Segments:
-        rows = torch.repeat_interleave(torch.arange(len(sizes), device=sizes.device), sizes)
-        cols = torch.arange(rows.numel(), device=sizes.device) - (sizes.cumsum(0) - sizes)[rows]
-        return cls(rows, cols, lengths_to_mask(sizes, int(sizes.max())))
+    def from_sizes(cls, sizes: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> _Buckets:
+        """``sizes (S,)`` consecutive segment lengths; ``cos``/``sin (N, head_dim)`` of the packed positions."""
+        starts = sizes.cumsum(0) - sizes
+        steps = torch.arange(int(sizes.max()), device=sizes.device)
+        indices = [starts[sizes == n][:, None] + steps[:n] for n in torch.unique(sizes).tolist()]
+        order = torch.cat([index.flatten() for index in indices])
+        shapes = [tuple(index.shape) for index in indices]
+        ropes = [(cos[index], sin[index]) for index in indices]
+        if torch.equal(order, torch.arange(order.numel(), device=order.device)):
+            return cls(None, None, shapes, ropes)
+        return cls(order, torch.argsort(order), shapes, ropes)
 
-    def pad(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, ...) -> (S, L, ...)`` zero-padded."""
-        out = x.new_zeros(*self.mask.shape, *x.shape[1:])
-        return out.index_put((self.rows, self.cols), x)
-
-    def unpad(self, x: torch.Tensor) -> torch.Tensor:
-        """``(S, L, ...) -> (N, ...)``."""
-        return x[self.rows, self.cols]
+    def apply(self, fn, x: torch.Tensor) -> torch.Tensor:
+        """``fn(x (S_b, L_b, D), (cos, sin))`` on every group; ``(N, D) -> (N, D)``."""
+        grouped = x if self.order is None else x.index_select(0, self.order)
+        chunks = grouped.split([s * n for s, n in self.shapes])
+        out = torch.cat([fn(c.view(*shape, -1), rope).flatten(0, 1)
+                         for c, shape, rope in zip(chunks, self.shapes, self.ropes)])
+        return out if self.inverse is None else out.index_select(0, self.inverse)
 
 
 class WindowViT(nn.Module):
@@ -221,17 +241,13 @@ class WindowViT(nn.Module):
         x = x.view(-1, m2, x.shape[-1])[order].flatten(0, 1)
         cos, sin = self.rotary(self._patch_positions(group_hw[:, order]))
         steps = torch.repeat_interleave(grid_thw[:, 1] * grid_thw[:, 2], grid_thw[:, 0]).long()
-        layouts = {True: _Segments.from_sizes(steps), False: _Segments.from_sizes(window_sizes * m2)}
-        tables = {full: (seg.pad(cos[0]), seg.pad(sin[0])) for full, seg in layouts.items()}
+        layouts = {full: _Buckets.from_sizes(sizes, cos[0], sin[0])
+                   for full, sizes in ((True, steps), (False, window_sizes * m2))}
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
-            full = i in self.config.full_attention_blocks
-            seg = layouts[full]
-            kwargs = dict(rope=tables[full], key_padding_mask=seg.mask)
-            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                y = torch.utils.checkpoint.checkpoint(block, seg.pad(x), use_reentrant=False, **kwargs)
-            else:
-                y = block(seg.pad(x), **kwargs)
-            x = seg.unpad(y)
+            run = (lambda h, rope, b=block: checkpoint(b, h, rope=rope, use_reentrant=False)) if recompute else (
+                lambda h, rope, b=block: b(h, rope=rope))
+            x = layouts[i in self.config.full_attention_blocks].apply(run, x)
         merged = self.merger.merge_groups(x)
         return merged[torch.argsort(order)]
 
@@ -256,7 +272,7 @@ class WindowViT(nn.Module):
         pixel_values, grid_thw = patchify_frames(frames, lengths, tuple(self.config.patch), self.config.merge_size)
         tokens = self.forward_patches(pixel_values, grid_thw)
         counts = self.num_tokens(grid_thw)
-        return EncoderOutput(_Segments.from_sizes(counts).pad(tokens), counts)
+        return EncoderOutput(_pad_items(tokens, counts), counts)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """Tokens per item for clips of ``lengths`` frames at the contract's frame size."""
