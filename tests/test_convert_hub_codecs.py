@@ -30,29 +30,25 @@ def _hf_encodec() -> torch.nn.Module:
     return model
 
 
+def _assert_same_codec(tok: torch.nn.Module, wav: torch.Tensor, codes: torch.Tensor, audio: torch.Tensor,
+                       reconstruction: torch.Tensor) -> None:
+    """``tok`` encodes ``wav`` to ``codes``, decodes them to ``audio`` and reconstructs ``wav`` as given."""
+    assert torch.equal(tok.encode(wav), codes) and codes.unique().numel() > 4
+    torch.testing.assert_close(tok.decode(codes), audio, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(tok(**hf_inputs(tok, {"input_values": wav})), reconstruction, rtol=1e-5, atol=1e-6)
+
+
 def _check_same_codec(tok: EncodecTokenizer, hf: torch.nn.Module) -> None:
     wav = torch.randn(2, 1, 1700, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         assert tok.bandwidth == 1.5 and tok.num_codebooks == 4  # transformers' default: the first bandwidth
-        torch.testing.assert_close(tok(**hf_inputs(tok, {"input_values": wav})), hf(wav).audio_values,
-                                   rtol=1e-5, atol=1e-6)
+        ref = hf.encode(wav).audio_codes[0]
+        _assert_same_codec(tok, wav, ref, hf.decode(ref[None], [None]).audio_values, hf(wav).audio_values)
         tok.bandwidth = 3.0
-        ref = hf.encode(wav, bandwidth=3.0).audio_codes[0]
-        codes = tok.encode(wav)
-        assert codes.shape[1] == 8 and torch.equal(codes, ref)
-        torch.testing.assert_close(tok.decode(codes), hf.decode(ref[None], [None]).audio_values, rtol=1e-5, atol=1e-6)
+        assert torch.equal(tok.encode(wav), hf.encode(wav, bandwidth=3.0).audio_codes[0])
         tok.bandwidth = 1.5
 
 
-def test_encodec_checkpoint_gives_identical_codes_and_audio(tmp_path):
-    hf = _hf_encodec()
-    hf.save_pretrained(tmp_path / "hf", max_shard_size="20KB")
-    assert (tmp_path / "hf" / "model.safetensors.index.json").is_file()
-    tok = load_hf(tmp_path / "hf")
-    assert isinstance(tok, EncodecTokenizer) and tok.codebook_size == 32
-    _check_same_codec(tok, hf)
-    save_hf(tok, tmp_path / "back", max_shard_size="20KB")
-    _check_same_codec(tok, transformers.EncodecModel.from_pretrained(tmp_path / "back").eval())
 
 
 def test_encodec_legacy_weight_norm_names_load(tmp_path):
@@ -66,3 +62,76 @@ def test_encodec_legacy_weight_norm_names_load(tmp_path):
     save_file(old, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
     assert json.loads((tmp_path / "config.json").read_text())["architectures"] == ["EncodecModel"]
     _check_same_codec(load_hf(tmp_path), hf)
+
+
+def _hf_mimi() -> torch.nn.Module:
+    config = transformers.MimiConfig(
+        hidden_size=16, num_filters=4, upsampling_ratios=[4, 2], num_hidden_layers=2, intermediate_size=32,
+        num_attention_heads=2, num_key_value_heads=2, head_dim=8, codebook_size=16, codebook_dim=8,
+        vector_quantization_hidden_dimension=8, num_quantizers=3, upsample_groups=16, sampling_rate=800,
+        frame_rate=50, sliding_window=5,
+    )
+    torch.manual_seed(0)
+    model = transformers.MimiModel(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name or "scale" in name:
+                param.copy_(1 + 0.3 * torch.randn_like(param))
+            elif name.endswith("bias"):
+                param.copy_(0.3 * torch.randn_like(param))
+        for name, buffer in model.named_buffers():
+            if name.endswith("embed_sum"):
+                buffer.normal_()
+            elif name.endswith("cluster_usage"):
+                buffer.uniform_(0.5, 2.0)
+    return model
+
+
+def _check_same_mimi(tok: torch.nn.Module, hf: torch.nn.Module) -> None:
+    wav = torch.randn(2, 1, 333, generator=torch.Generator().manual_seed(3))  # 42 transformer steps > window 5
+    with torch.no_grad():
+        ref = hf.encode(wav).audio_codes
+        _assert_same_codec(tok, wav, ref, hf.decode(ref).audio_values, hf(wav).audio_values)
+        tok.num_codebooks = 2
+        assert torch.equal(tok.encode(wav), hf.encode(wav, num_quantizers=2).audio_codes)
+        tok.num_codebooks = 3
+
+
+@pytest.mark.parametrize("kind", ["encodec", "mimi"])
+def test_codec_checkpoint_gives_identical_codes_and_audio(tmp_path, kind):
+    from omnikit.audio.mimi import MimiTokenizer
+
+    make, check, cls = {"encodec": (_hf_encodec, _check_same_codec, EncodecTokenizer),
+                        "mimi": (_hf_mimi, _check_same_mimi, MimiTokenizer)}[kind]
+    hf = make()
+    hf.save_pretrained(tmp_path / "hf", max_shard_size="20KB")
+    assert (tmp_path / "hf" / "model.safetensors.index.json").is_file()
+    tok = load_hf(tmp_path / "hf")
+    assert isinstance(tok, cls) and tok.codebook_size == hf.config.codebook_size
+    check(tok, hf)
+    save_hf(tok, tmp_path / "back", max_shard_size="20KB")
+    check(tok, type(hf).from_pretrained(tmp_path / "back").eval())
+
+
+def test_mimi_rates_and_codebooks(tmp_path):
+    _hf_mimi().save_pretrained(tmp_path)
+    tok = load_hf(tmp_path)
+    assert (tok.num_codebooks, tok.frame_rate, tok.hop, tok.sample_rate) == (3, 50, 16, 800)
+    assert tok.output_lengths(torch.tensor([333])).tolist() == [21]
+    with pytest.raises(ValueError, match="between 1 and 3 codebooks but got 4"):
+        tok.decode(torch.zeros(1, 4, 2, dtype=torch.long))
+
+
+def test_mimi_defaults_are_the_published_structure():
+    """``MimiConfig()`` holds kyutai/mimi's values: as many tensors and elements as transformers' default Mimi."""
+    from omnikit.audio.mimi import MimiConfig, MimiTokenizer
+    from omnikit.convert.hub_mimi import mimi_key_map
+
+    with torch.device("meta"):
+        ours = MimiTokenizer(MimiConfig())
+        reference = transformers.MimiModel(transformers.MimiConfig(frame_rate=12.5))
+    config = reference.config.to_dict() | {"frame_rate": 12.5}
+    plan = mimi_key_map(config).plan({k: v.shape for k, v in ours.state_dict().items()})
+    theirs = reference.state_dict()
+    assert sum(len([p for p in pieces if p.source]) for pieces in plan.values()) == len(theirs)
+    assert sum(t.numel() for t in ours.state_dict().values()) == sum(t.numel() for t in theirs.values())

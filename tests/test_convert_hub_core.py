@@ -90,6 +90,14 @@ def test_keymap_plan_slices_fused_and_stacked_tensors():
         _tower_map({}).plan({"unknown.weight": (1,)})
 
 
+def test_keymap_reused_under_a_prefix_and_prefixed():
+    nested = (_tower_map({}).under("audio.") + KeyMap((Rename("head.{p}", "lm_head.{p}"),))).prefixed("thinker.")
+    plan = nested.plan({"audio.qkv.weight": (12, 4), "head.bias": (3,)})
+    assert [p.source for p in plan["audio.qkv.weight"]] == ["thinker.q.weight", "thinker.k.weight", "thinker.v.weight"]
+    assert [p.source for p in plan["head.bias"]] == ["thinker.lm_head.bias"]
+    assert nested.skipped("thinker.rotary.inv_freq") and not nested.skipped("rotary.inv_freq")
+
+
 def test_load_fuses_stacks_zero_fills_and_keeps_real_buffers(tmp_path, two_parts):
     tensors = _tower_tensors()
     _write_sharded(tmp_path, [dict(list(tensors.items())[:5]), dict(list(tensors.items())[5:]), _head_tensors()])
@@ -183,6 +191,13 @@ def test_dtype_cast_keeps_fp32_modules(tmp_path, two_parts):
         load_hf(tmp_path, device="meta")
 
 
+def test_default_dtype_is_the_checkpoints(tmp_path, two_parts):
+    _write_sharded(tmp_path, [{k: v.half() for k, v in _tower_tensors().items()}])
+    model = load_hf(tmp_path)
+    assert model.qkv.weight.dtype == torch.float16 and model.rotary.inv_freq.dtype == torch.float32
+    assert torch.equal(model.qkv.bias[:4], _tower_tensors()["a.q.bias"].half())
+
+
 def test_save_hf_shards_with_index_and_removes_stale_files(tmp_path, two_parts):
     _write_sharded(tmp_path / "src", [_tower_tensors()])
     model = load_hf(tmp_path / "src")
@@ -195,3 +210,21 @@ def test_save_hf_shards_with_index_and_removes_stale_files(tmp_path, two_parts):
     save_hf(model, out)  # now fits one file: the shards and the index go
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
     assert torch.equal(load_hf(out).qkv.weight, model.qkv.weight)
+
+
+def test_large_loads_show_a_progress_bar(tmp_path, two_parts, monkeypatch, capsys):
+    _write_sharded(tmp_path, [_tower_tensors()])
+    load_hf(tmp_path)
+    assert "load_hf" not in capsys.readouterr().err
+    monkeypatch.setattr(load_module, "PROGRESS_MIN_BYTES", 0)
+    load_hf(tmp_path)
+    assert "load_hf" in capsys.readouterr().err
+
+
+def test_save_hf_and_hf_inputs_refuse_models_without_an_architecture(tmp_path):
+    from omnikit.convert import hf_inputs
+
+    with pytest.raises(ValueError, match=r"Linear.*was not loaded by load_hf"):
+        save_hf(nn.Linear(2, 2), tmp_path)
+    with pytest.raises(ValueError, match=r"Linear.*was not loaded by load_hf"):
+        hf_inputs(nn.Linear(2, 2), {"input_ids": torch.zeros(1, 2)})

@@ -88,8 +88,9 @@ def test_moe_layers_follow_sparse_step_and_mlp_only_layers(tmp_path):
     assert [isinstance(b.mlp, MoE) for b in model.decoder.blocks] == [True, False, True]
 
 
-def test_greedy_decoding_matches_transformers_generate(tmp_path):
-    hf = _hf_model("qwen3")
+@pytest.mark.parametrize("kind", ["qwen3", "qwen3_moe"])
+def test_greedy_decoding_matches_transformers_generate(tmp_path, kind):
+    hf = _hf_model(kind)
     hf.save_pretrained(tmp_path, max_shard_size="20KB")
     model = load_hf(tmp_path)
     batch = _batch()
@@ -138,3 +139,12 @@ def test_preset_parameter_counts_equal_transformers(name):
         reference = getattr(transformers, f"{family}ForCausalLM")(config)
     ours = create_model(name, device="meta")
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in reference.parameters())
+
+
+def test_hf_inputs_names_what_is_missing_or_misshaped(tmp_path):
+    _hf_model("qwen2").save_pretrained(tmp_path)
+    model = load_hf(tmp_path)
+    with pytest.raises(ValueError, match="expected 'input_ids'"):
+        hf_inputs(model, {"attention_mask": torch.ones(1, 3)})
+    with pytest.raises(ValueError, match=r"attention_mask'\]` expected shape \(1, 3\) but got \(1, 4\)"):
+        hf_inputs(model, {"input_ids": torch.zeros(1, 3, dtype=torch.long), "attention_mask": torch.ones(1, 4)})

@@ -1,6 +1,7 @@
-"""load_hf / save_hf on a Qwen3-Omni checkpoint (tiny random transformers model, sharded): each part
-equals its transformers module, loads open only the part's shards, and saving a part writes back the
-checkpoint's own tensors."""
+"""load_hf / save_hf on a Qwen3-Omni checkpoint (tiny random transformers model, sharded): the Thinker gives
+transformers' logits on processor-style inputs (several images, a video, audio, audio-in-video, left padding),
+each part equals its transformers module, loads open only the part's shards, and saving a part writes back
+the checkpoint's own tensors."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from safetensors import safe_open
 from omnikit.audio import AuTEncoder, Code2Wav
 from omnikit.convert import hf_inputs, load_hf, save_hf
 from omnikit.convert import snapshot as snapshot_module
-from omnikit.fusion import DeepstackThinker, Qwen3OmniTalker
-from omnikit.vision import DeepstackOutput, Qwen3ViT
+from omnikit.fusion import DeepstackThinker, Qwen3OmniTalker, Qwen3OmniThinker, VisualGrid, item_positions
+from omnikit.vision import DeepstackOutput, Qwen3ViT, patchify_frames
 
 pytest.importorskip("transformers")
 from transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe import Qwen3OmniMoeConfig
@@ -24,8 +25,9 @@ from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import (
     Qwen3OmniMoeForConditionalGeneration,
 )
 
-PREFIXES = {"text_model": ("thinker.model.", "thinker.lm_head."), "audio_encoder": "thinker.audio_tower.",
-            "vision_encoder": "thinker.visual.", "talker": "talker.",
+AUDIO, IMAGE, VIDEO, V_START, V_END, A_START, A_END = range(150, 157)  # as in TINY_FULL
+PREFIXES = {"thinker": "thinker.", "text_model": ("thinker.model.", "thinker.lm_head."),
+            "audio_encoder": "thinker.audio_tower.", "vision_encoder": "thinker.visual.", "talker": "talker.",
             "code2wav": "code2wav."}
 
 
@@ -122,7 +124,7 @@ def test_part_loads_open_only_their_shards(checkpoint, monkeypatch) -> None:
 def test_save_part_writes_the_checkpoint_tensors_back(checkpoint, tmp_path) -> None:
     _, path = checkpoint
     weight_map = json.loads((path / "model.safetensors.index.json").read_text())["weight_map"]
-    for part in ("text_model", "talker", "vision_encoder", "code2wav"):
+    for part in ("thinker", "talker", "code2wav"):
         out = save_hf(load_hf(path, part=part), tmp_path / part, max_shard_size="50KB")
         written = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
         assert set(written) == {k for k in weight_map if k.startswith(PREFIXES[part])}, part
@@ -134,10 +136,8 @@ def test_save_part_writes_the_checkpoint_tensors_back(checkpoint, tmp_path) -> N
                                                      load_hf(path, part=part).state_dict().values(), strict=True))
 
 
-def test_part_is_required_and_named(checkpoint) -> None:
+def test_unknown_part_is_named(checkpoint) -> None:
     _, path = checkpoint
-    with pytest.raises(ValueError, match="part"):
-        load_hf(path)
     with pytest.raises(ValueError, match="code2wav"):
         load_hf(path, part="token2wav")
 
@@ -177,3 +177,91 @@ def test_text_model_part_matches_with_deepstack_and_left_padding(checkpoint) -> 
     valid = mask.bool()
     assert rel_err(logits[valid], ref[valid]) < 1e-5
     assert rel_err(plain[valid], ref[valid]) > 1e-3  # the deepstack features do matter
+
+
+class Prompt:
+    """Processor-style Qwen3-Omni inputs built by hand: placeholder runs of the right lengths, packed pixels, mels."""
+
+    def __init__(self, seed: int, thinker: Qwen3OmniThinker) -> None:
+        self.g = torch.Generator().manual_seed(seed)
+        self.audio_tokens = lambda n: int(thinker.audio_encoder.output_lengths(torch.tensor([n]))[0])
+        self.scheme = thinker.scheme
+        self.rows: list[list[int]] = []
+        self.pixels: dict[str, list[torch.Tensor]] = {"image": [], "video": []}
+        self.grids: dict[str, list[torch.Tensor]] = {"image": [], "video": []}
+        self.seconds: list[float] = []
+        self.mels: list[int] = []
+
+    def text(self, n: int) -> list[int]:
+        return torch.randint(0, 140, (n,), generator=self.g).tolist()
+
+    def _visual(self, kind: str, frames: int, height: int, width: int, seconds: float = 1.0) -> VisualGrid:
+        clip = torch.randn(1, frames, 3, height, width, generator=self.g)
+        pixels, grid = patchify_frames(clip, torch.tensor([frames]), (2, 4, 4), 2)
+        self.pixels[kind].append(pixels)
+        self.grids[kind].append(grid)
+        return VisualGrid.from_patch_grid(grid[0], 2, seconds)
+
+    def image(self, height: int, width: int) -> list[int]:
+        return [V_START, *[IMAGE] * self._visual("image", 1, height, width).num_tokens, V_END]
+
+    def audio(self, frames: int) -> list[int]:
+        self.mels.append(frames)
+        return [A_START, *[AUDIO] * self.audio_tokens(frames), A_END]
+
+    def video(self, frames: int, side: int, seconds: float, audio_frames: int = 0) -> list[int]:
+        grid = self._visual("video", frames, side, side, seconds)
+        self.seconds.append(seconds)
+        if not audio_frames:
+            return [V_START, *[VIDEO] * grid.num_tokens, V_END]
+        self.mels.append(audio_frames)
+        grid = VisualGrid(grid.t, grid.h, grid.w, seconds, self.audio_tokens(audio_frames))
+        _, kinds = item_positions(grid, "video", self.scheme)
+        return [V_START, A_START, *[VIDEO if int(k) == 2 else AUDIO for k in kinds], A_END, V_END]
+
+    def batch(self) -> dict[str, torch.Tensor]:
+        """Rows left padded (id 0, mask 0)."""
+        length = max(map(len, self.rows))
+        ids = torch.zeros(len(self.rows), length, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for b, row in enumerate(self.rows):
+            ids[b, length - len(row):] = torch.tensor(row)
+            mask[b, length - len(row):] = 1
+        out = {"input_ids": ids, "attention_mask": mask}
+        if self.mels:
+            longest = max(self.mels)
+            out["input_features"] = torch.randn(len(self.mels), 16, longest, generator=self.g)
+            out["feature_attention_mask"] = (torch.arange(longest)[None] < torch.tensor(self.mels)[:, None]).long()
+        for kind, key in (("image", "pixel_values"), ("video", "pixel_values_videos")):
+            if self.pixels[kind]:
+                out[key] = torch.cat(self.pixels[kind])
+                out[f"{kind}_grid_thw"] = torch.cat(self.grids[kind])
+        if self.seconds:
+            out["video_second_per_grid"] = torch.tensor(self.seconds)
+        return out
+
+
+def _compare(hf, thinker, inputs, use_audio_in_video=False) -> None:
+    with torch.no_grad():
+        ref = hf.thinker(**inputs, use_audio_in_video=use_audio_in_video).logits
+        logits = thinker(**hf_inputs(thinker, {**inputs, "use_audio_in_video": use_audio_in_video}))
+    valid = inputs["attention_mask"].bool()
+    assert rel_err(logits[valid], ref[valid]) < 1e-4
+
+
+def test_thinker_matches_with_images_video_audio_and_left_padding(checkpoint) -> None:
+    hf, path = checkpoint
+    thinker = load_hf(path).eval()
+    assert isinstance(thinker, Qwen3OmniThinker)
+    p = Prompt(7, thinker)
+    p.rows.append(p.text(3) + p.image(16, 24) + p.text(2) + p.audio(237) + p.text(2) + p.image(8, 8) + p.text(2))
+    p.rows.append(p.text(2) + p.video(4, 16, 1.3) + p.text(3))
+    _compare(hf, thinker, p.batch())
+
+
+def test_thinker_matches_with_audio_in_video(checkpoint) -> None:
+    hf, path = checkpoint
+    thinker = load_hf(path, part="thinker").eval()
+    p = Prompt(8, thinker)
+    p.rows.append(p.text(2) + p.video(4, 16, 0.7, audio_frames=300) + p.text(3))
+    _compare(hf, thinker, p.batch(), use_audio_in_video=True)

@@ -44,3 +44,25 @@ def test_whisper_needs_a_part(tmp_path):
     transformers.WhisperModel(_config()).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"`part` must be given for WhisperModel; its parts: \['audio_encoder'\]"):
         load_hf(tmp_path)
+
+
+@pytest.mark.parametrize(("name", "published"), [
+    ("whisper_base_encoder", dict(num_mel_bins=80, d_model=512, encoder_layers=6, encoder_attention_heads=8,
+                                  encoder_ffn_dim=2048)),
+    ("whisper_large_v3_encoder", dict(num_mel_bins=128, d_model=1280, encoder_layers=32, encoder_attention_heads=20,
+                                      encoder_ffn_dim=5120)),
+])
+def test_encoder_presets_hold_the_published_tensors(name, published):
+    """Every tensor of the published encoder (openai/whisper-base, -large-v3 config values) has its
+    place in the preset, with its shape: the key map plans the whole checkpoint part."""
+    from omnikit import create_model
+    from omnikit.convert.whisper import whisper_key_map
+
+    config = transformers.WhisperConfig(max_source_positions=1500, **published)
+    with torch.device("meta"):
+        reference = transformers.models.whisper.modeling_whisper.WhisperEncoder(config)
+    ours = create_model(name, device="meta")
+    plan = whisper_key_map(config.d_model).plan({k: v.shape for k, v in ours.state_dict().items()})
+    theirs = {k: v.shape for k, v in reference.state_dict().items()}
+    sources = {p.source: p.shape(ours.state_dict()[k].shape) for k, ps in plan.items() for p in ps if p.source}
+    assert sources == {k: tuple(v) for k, v in theirs.items()}

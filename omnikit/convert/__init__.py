@@ -31,7 +31,8 @@ Adding an architecture (one ``hub_<family>.py`` file, plus a line in
 ``load_hf`` expands the key map over the built model's keys, checks names and header shapes,
 opens only the shards holding ``Part.owns`` (default ``(prefix,)``) and loads with
 ``load_state_dict(assign=True)``. ``KeyMap.under(prefix)`` reuses a submodule's map inside a bigger
-model (``whisper_key_map(config).under("audio.")``), ``+`` concatenates maps.
+model (``whisper_key_map(dim).under("audio.")``), ``+`` concatenates maps, and
+``Legacy(old, new)`` reads an older spelling of checkpoint names.
 
 Modules already instantiated: ``from_transformers(hf_module)`` dispatches on the class name of
 the module it is given; the converter for each class lives in its own file here and is imported
@@ -65,6 +66,7 @@ _CONVERTER_MODULES: dict[str, str] = {
     "WhisperEncoder": "omnikit.convert.whisper",
     "Qwen2_5OmniAudioEncoder": "omnikit.convert.qwen2_5_omni_audio",
     "Qwen3OmniMoeAudioEncoder": "omnikit.convert.qwen2_5_omni_audio",
+    "Qwen2_5OmniVisionEncoder": "omnikit.convert.hub_qwen2_5_omni",
     "Qwen3MoeSparseMoeBlock": "omnikit.convert.qwen_moe",
     "Qwen2MoeSparseMoeBlock": "omnikit.convert.qwen_moe",
     "Qwen3OmniMoeTalkerTextSparseMoeBlock": "omnikit.convert.qwen_moe",

@@ -22,7 +22,7 @@ from omnikit.models.language_model import CausalLM
 from omnikit.moe.layer import MoE, MoEConfig
 from omnikit.utils.checks import OmnikitValueError
 
-__all__ = ["decoder_config", "decoder_key_map", "qwen_config", "sparse_layers"]
+__all__ = ["attention_key_map", "decoder_config", "decoder_key_map", "qwen_config", "sparse_layers"]
 
 
 def _rope_theta(config: Config) -> float:
@@ -67,23 +67,30 @@ def moe_config(config: Config) -> MoEConfig:
     )
 
 
+def attention_key_map(sizes: tuple[int, int, int], hf_layers: str, ours: str) -> KeyMap:
+    """Rules of a pre-norm attention block in transformers' Llama-style naming (``input_layernorm``,
+    ``self_attn.{q,k,v,o}_proj``, ``post_attention_layernorm``) onto omnikit's ``norm1``, fused
+    ``attn.qkv`` (``sizes`` = q, k, v rows), ``attn.out``, ``norm2``; biases where the model has them."""
+    attn = hf_layers + "self_attn."
+    qkv = ("q_proj", "k_proj", "v_proj")
+    return KeyMap((
+        Rename(ours + "norm1.{p}", hf_layers + "input_layernorm.{p}"),
+        Rename(ours + "norm2.{p}", hf_layers + "post_attention_layernorm.{p}"),
+        Fuse(ours + "attn.qkv.weight", tuple(f"{attn}{p}.weight" for p in qkv), sizes),
+        Fuse(ours + "attn.qkv.bias", tuple(f"{attn}{p}.bias" for p in qkv), sizes),
+        Rename(ours + "attn.out.{p}", attn + "o_proj.{p}"),
+    ))
+
+
 def decoder_key_map(config: DecoderConfig, expert_hidden: int = 0, hf_layers: str = "model.layers.{i}.",
                     ours: str = "decoder.blocks.{i}.") -> KeyMap:
     """Rules of a Qwen decoder layer stack (attention, norms, dense SwiGLU, or MoE experts of width
     ``expert_hidden`` stacked from per-expert tensors)."""
     heads, kv = config.num_heads, config.num_kv_heads or config.num_heads
     head_dim = config.head_dim or config.dim // heads
-    sizes = (heads * head_dim, kv * head_dim, kv * head_dim)
     attn = hf_layers + "self_attn."
     mlp = hf_layers + "mlp."
-    qkv = ("q_proj", "k_proj", "v_proj")
-    return KeyMap((
-        Rename(ours + "norm1.weight", hf_layers + "input_layernorm.weight"),
-        Rename(ours + "norm2.weight", hf_layers + "post_attention_layernorm.weight"),
-        Fuse(ours + "attn.qkv.weight", tuple(f"{attn}{p}.weight" for p in qkv), sizes),
-        Fuse(ours + "attn.qkv.bias", tuple(f"{attn}{p}.bias" for p in qkv), sizes),
-        Rename(ours + "attn.out.weight", attn + "o_proj.weight"),
-        Rename(ours + "attn.out.bias", attn + "o_proj.bias"),
+    return attention_key_map((heads * head_dim, kv * head_dim, kv * head_dim), hf_layers, ours) + KeyMap((
         Rename(ours + "attn.q_norm.weight", attn + "q_norm.weight"),
         Rename(ours + "attn.k_norm.weight", attn + "k_norm.weight"),
         Rename(ours + "mlp.gate.weight", mlp + "gate_proj.weight"),

@@ -2,6 +2,8 @@
 
 Parts (checkpoint prefixes):
 
+- ``"thinker"`` (default): :class:`~omnikit.fusion.Qwen3OmniThinker`, the processor's inputs -> logits
+  (AuT + vision tower + MoE language model, ``thinker.*``);
 - ``"text_model"``: the MoE Thinker language model, :class:`~omnikit.fusion.DeepstackThinker`
   (``thinker.model.*``, ``thinker.lm_head``): Qwen3-MoE layers, interleaved M-RoPE, deepstack
   visual features added after its first layers;
@@ -9,8 +11,6 @@ Parts (checkpoint prefixes):
 - ``"vision_encoder"``: :class:`~omnikit.vision.Qwen3ViT` with its deepstack mergers (``thinker.visual.*``);
 - ``"talker"``: :class:`~omnikit.fusion.Qwen3OmniTalker` with its code predictor (``talker.*``);
 - ``"code2wav"``: :class:`~omnikit.audio.Code2Wav` (``code2wav.*``).
-
-The whole Thinker (towers + language model) is not assembled yet, so ``part`` must be given.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from omnikit.audio.aut import AuTEncoder, AuTEncoderConfig
 from omnikit.audio.code2wav import Code2Wav
 from omnikit.convert.architectures import Config, Part, register_architecture
 from omnikit.convert.hub_qwen import decoder_config, lm_key_map, moe_config, sparse_layers
+from omnikit.convert.hub_qwen2_5_omni import thinker_inputs
 from omnikit.convert.inputs import text_inputs
 from omnikit.convert.keymap import Fuse, KeyMap, Rename
 from omnikit.convert.qwen3_omni_code2wav import code2wav_config, code2wav_key_map
@@ -35,14 +36,16 @@ from omnikit.convert.whisper import whisper_layers_key_map
 from omnikit.fusion.deepstack_thinker import DeepstackThinker
 from omnikit.fusion.modality import MediaTokens
 from omnikit.fusion.qwen3_omni_talker import Qwen3OmniTalker
+from omnikit.fusion.qwen3_omni_thinker import Qwen3OmniThinker
+from omnikit.fusion.tmrope import QWEN3_OMNI
 from omnikit.layers.decoder import DecoderConfig
 from omnikit.moe.layer import MoE
 from omnikit.utils.checks import OmnikitValueError, check_choice
 from omnikit.vision.qwen3_vit import Qwen3ViT
 
 __all__ = [
-    "FULL", "audio_inputs", "aut_config", "aut_key_map", "build_text_model", "media_tokens", "text_config",
-    "text_key_map", "vision_inputs",
+    "FULL", "PUBLISHED_MARKERS", "audio_inputs", "aut_config", "aut_key_map", "build_text_model", "build_thinker",
+    "media_tokens", "text_config", "text_key_map", "thinker_key_map", "vision_inputs",
 ]
 
 FULL = "Qwen3OmniMoeForConditionalGeneration"
@@ -106,6 +109,33 @@ def text_key_map(thinker: Mapping[str, Any]) -> KeyMap:
     return lm_key_map(text_config(thinker), thinker["text_config"]["moe_intermediate_size"])
 
 
+#: Published Qwen3-Omni media start/end marker ids (kept by the Thinker for its config).
+PUBLISHED_MARKERS = {"vision_start_token_id": 151652, "vision_end_token_id": 151653,
+                     "audio_start_token_id": 151669, "audio_end_token_id": 151670}
+
+
+def build_thinker(thinker: Mapping[str, Any]) -> Qwen3OmniThinker:
+    """The :class:`Qwen3OmniThinker` (AuT + vision tower + MoE language model) of a Thinker config dict."""
+    text = build_text_model(thinker)
+    scheme = replace(QWEN3_OMNI, ids_per_second=float(thinker.get("position_id_per_seconds", 25)),
+                     sections=text.config.mrope_sections)
+    return Qwen3OmniThinker(
+        text, audio_encoder=AuTEncoder(aut_config(thinker["audio_config"])),
+        vision_encoder=Qwen3ViT(vision_config(thinker["vision_config"])), scheme=scheme,
+        marker_tokens={k: thinker.get(k, v) for k, v in PUBLISHED_MARKERS.items()},
+    )
+
+
+def thinker_key_map(thinker: Mapping[str, Any]) -> KeyMap:
+    """Qwen3OmniThinker keys <- names relative to ``thinker.`` (``model.*``, ``lm_head``, ``audio_tower.*``,
+    ``visual.*``)."""
+    return (
+        text_key_map(thinker).under("text_model.")
+        + aut_key_map(thinker["audio_config"]).prefixed("audio_tower.").under("audio_encoder.")
+        + VISION_KEYS.prefixed("visual.").under("vision_encoder.")
+    )
+
+
 def _tensor(value: Any, model: nn.Module, floating: bool) -> torch.Tensor:
     param = next(model.parameters())
     tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
@@ -134,7 +164,9 @@ def _thinker(config: Config) -> Config:
     return config["thinker_config"]
 
 
-register_architecture(FULL, parts={
+register_architecture(FULL, default_part="thinker", parts={
+    "thinker": Part(lambda c: build_thinker(_thinker(c)), lambda c: thinker_key_map(_thinker(c)), "thinker.",
+                    inputs=thinker_inputs),
     "text_model": Part(lambda c: build_text_model(_thinker(c)), lambda c: text_key_map(_thinker(c)), "thinker.",
                        owns=("thinker.model.", "thinker.lm_head."), inputs=text_inputs),
     "audio_encoder": Part(lambda c: AuTEncoder(aut_config(_thinker(c)["audio_config"])),

@@ -10,7 +10,10 @@ from omnikit.fusion.early import PackedSequences, fusion_attention_mask, media_i
 from omnikit.fusion.losses import text_lm_loss
 from omnikit.fusion.modality import MEDIA_MODALITIES, MODALITIES, MediaTokens
 from omnikit.fusion.omni import EarlyFusionOmni, FusedInputs
+from omnikit.fusion.omni_talker import OmniTalker, OmniTalkerConfig
+from omnikit.fusion.omni_thinker import OmniThinker
 from omnikit.fusion.qwen3_omni_talker import Qwen3OmniTalker, Qwen3OmniTalkerConfig, Qwen3TalkerScores
+from omnikit.fusion.qwen3_omni_thinker import Qwen3OmniThinker
 from omnikit.fusion.recipes import RECIPES, apply_recipe, parameter_groups
 from omnikit.fusion.sampling import GREEDY, Sampling, sample_next
 from omnikit.fusion.talker import STRATEGIES, Talker, TalkerConfig, codebook_loss, per_codebook_loss
@@ -51,9 +54,13 @@ __all__ = [
     "GatedCrossAttentionBlock",
     "GenerationOutput",
     "MediaTokens",
+    "OmniTalker",
+    "OmniTalkerConfig",
+    "OmniThinker",
     "PackedSequences",
     "Qwen3OmniTalker",
     "Qwen3OmniTalkerConfig",
+    "Qwen3OmniThinker",
     "Qwen3TalkerScores",
     "Sampling",
     "SpeakingResult",

@@ -12,6 +12,7 @@ from omnikit.vision.stack import TransformerStack
 from omnikit.vision.tome_vit import ToMeFeatures, tome_forward_features
 from omnikit.vision.tubelet import TubeletEmbed, repeat_last_valid_frame
 from omnikit.vision.video_vit import VideoViT, VideoViTConfig
+from omnikit.vision.window_vit import WindowViT, WindowViTConfig, patchify_frames, window_order
 
 __all__ = [
     "POOLS",
@@ -27,8 +28,12 @@ __all__ = [
     "TubeletEmbed",
     "VideoViT",
     "VideoViTConfig",
+    "WindowViT",
+    "WindowViTConfig",
     "grid_positions",
     "group_patches",
+    "patchify_frames",
     "repeat_last_valid_frame",
     "tome_forward_features",
+    "window_order",
 ]

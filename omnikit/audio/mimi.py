@@ -1,0 +1,315 @@
+"""Mimi (Kyutai's streaming speech codec) as an omnikit codec tokenizer, with its published structure.
+
+    wav (B, C, S) -> SEANet encoder -> causal transformer -> strided conv (25 -> 12.5 Hz)
+                  -> split RVQ (1 semantic + n-1 acoustic codebooks)      = codes (B, K, F)
+    codes -> RVQ sum -> grouped transposed conv -> causal transformer -> SEANet decoder = wav
+
+Layers follow the published checkpoints: convolutions pad causally (left ``kernel - stride``,
+right only what makes the last frame whole), the downsampling conv pads by replicating edge
+samples, the transformers use LayerNorm, rotary positions, a sliding attention window and
+learned per-channel layer scales; codebooks are stored as ``embed_sum / cluster_usage``.
+:func:`omnikit.convert.load_hf` builds it from a transformers ``MimiModel`` checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from omnikit.audio.signal import check_waveform
+from omnikit.layers import LayerNorm
+from omnikit.layers.attention import Attention
+from omnikit.layers.rotary import RotaryEmbedding
+from omnikit.utils.checks import OmnikitValueError, check_choice, check_tensor
+
+__all__ = ["MimiConfig", "MimiTokenizer"]
+
+
+@dataclass
+class MimiConfig:
+    """Hyper-parameters of :class:`MimiTokenizer` (defaults: the published ``kyutai/mimi``)."""
+
+    sample_rate: int = 24000
+    channels: int = 1
+    dim: int = 512
+    n_filters: int = 64
+    n_residual: int = 1
+    ratios: tuple[int, ...] = (8, 6, 5, 4)
+    kernel_size: int = 7
+    last_kernel_size: int = 3
+    residual_kernel_size: int = 3
+    dilation_base: int = 2
+    compress: int = 2
+    conv_shortcut: bool = False
+    pad_mode: str = "constant"
+    frame_rate: float = 12.5
+    codebook_size: int = 2048
+    codebook_dim: int = 256
+    num_quantizers: int = 32
+    num_semantic: int = 1
+    upsample_groups: int = 512
+    depth: int = 8
+    num_heads: int = 8
+    num_kv_heads: int = 8
+    head_dim: int = 64
+    mlp_hidden: int = 2048
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-5
+    sliding_window: int = 250
+    backend: str = "sdpa"
+
+    @property
+    def latent_stride(self) -> int:
+        """Stride of the conv from the SEANet rate (``sample_rate / prod(ratios)``) to ``frame_rate``."""
+        return int(math.ceil(self.sample_rate / math.prod(self.ratios)) / self.frame_rate)
+
+
+class MimiConv(nn.Module):
+    """Causal ``Conv1d`` ``(B, C_in, T) -> (B, C_out, ceil(T / stride))``: left padding ``kernel - stride``
+    (dilated kernel), right padding only to complete the last frame, in ``pad_mode``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1, dilation: int = 1,
+                 groups: int = 1, bias: bool = True, pad_mode: str = "constant") -> None:
+        super().__init__()
+        check_choice(pad_mode, "pad_mode", ("constant", "replicate"))
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride, dilation=dilation, groups=groups,
+                              bias=bias)
+        self.pad_mode = pad_mode
+        self.effective_kernel = (kernel_size - 1) * dilation + 1
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        length = x.shape[-1]
+        left = self.effective_kernel - self.stride
+        frames = -(-(length - self.effective_kernel + left) // self.stride)
+        right = frames * self.stride + self.effective_kernel - left - length
+        return self.conv(F.pad(x, (left, right), mode=self.pad_mode))
+
+
+class MimiConvTranspose(nn.Module):
+    """Causal ``ConvTranspose1d`` ``(B, C_in, T) -> (B, C_out, T * stride)``: the ``kernel - stride``
+    trailing samples are trimmed."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int, groups: int = 1,
+                 bias: bool = True) -> None:
+        super().__init__()
+        self.conv = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride, groups=groups, bias=bias)
+        self.trim = kernel_size - stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return y[..., : y.shape[-1] - self.trim]
+
+
+class MimiResidual(nn.Module):
+    """``x + block(x)`` with ``block = ELU, conv k3 (dilated), ELU, conv k1`` (``shortcut``: a k1 conv or identity)."""
+
+    def __init__(self, channels: int, config: MimiConfig, dilation: int) -> None:
+        super().__init__()
+        hidden, pad = channels // config.compress, config.pad_mode
+        self.block = nn.Sequential(
+            nn.ELU(), MimiConv(channels, hidden, config.residual_kernel_size, dilation=dilation, pad_mode=pad),
+            nn.ELU(), MimiConv(hidden, channels, 1, pad_mode=pad),
+        )
+        self.shortcut = MimiConv(channels, channels, 1, pad_mode=config.pad_mode) if config.conv_shortcut else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x if self.shortcut is None else self.shortcut(x)) + self.block(x)
+
+
+def _residuals(channels: int, config: MimiConfig) -> list[nn.Module]:
+    return [MimiResidual(channels, config, config.dilation_base**j) for j in range(config.n_residual)]
+
+
+def seanet_encoder(config: MimiConfig) -> nn.Sequential:
+    """``(B, channels, S) -> (B, dim, S / prod(ratios))``."""
+    width = config.n_filters
+    layers: list[nn.Module] = [MimiConv(config.channels, width, config.kernel_size, pad_mode=config.pad_mode)]
+    for ratio in reversed(config.ratios):
+        layers += [*_residuals(width, config), nn.ELU(),
+                   MimiConv(width, 2 * width, 2 * ratio, stride=ratio, pad_mode=config.pad_mode)]
+        width *= 2
+    layers += [nn.ELU(), MimiConv(width, config.dim, config.last_kernel_size, pad_mode=config.pad_mode)]
+    return nn.Sequential(*layers)
+
+
+def seanet_decoder(config: MimiConfig) -> nn.Sequential:
+    """``(B, dim, F) -> (B, channels, F * prod(ratios))``."""
+    width = config.n_filters * 2 ** len(config.ratios)
+    layers: list[nn.Module] = [MimiConv(config.dim, width, config.kernel_size, pad_mode=config.pad_mode)]
+    for ratio in config.ratios:
+        layers += [nn.ELU(), MimiConvTranspose(width, width // 2, 2 * ratio, stride=ratio),
+                   *_residuals(width // 2, config)]
+        width //= 2
+    layers += [nn.ELU(), MimiConv(width, config.channels, config.last_kernel_size, pad_mode=config.pad_mode)]
+    return nn.Sequential(*layers)
+
+
+class MimiTransformerLayer(nn.Module):
+    """Pre-LN causal block with layer scales: ``h = x + s1 * attn(ln1(x))``, ``y = h + s2 * mlp(ln2(h))``."""
+
+    def __init__(self, config: MimiConfig) -> None:
+        super().__init__()
+        self.norm1 = LayerNorm(config.dim, eps=config.norm_eps)
+        self.attn = Attention(config.dim, config.num_heads, config.num_kv_heads, config.head_dim, causal=True,
+                              sliding_window=config.sliding_window, backend=config.backend)
+        self.attn_scale = nn.Parameter(torch.full((config.dim,), 0.01))
+        self.norm2 = LayerNorm(config.dim, eps=config.norm_eps)
+        self.fc1 = nn.Linear(config.dim, config.mlp_hidden, bias=False)
+        self.fc2 = nn.Linear(config.mlp_hidden, config.dim, bias=False)
+        self.mlp_scale = nn.Parameter(torch.full((config.dim,), 0.01))
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        h = x + self.attn_scale * self.attn(self.norm1(x), rope=rope)
+        return h + self.mlp_scale * self.fc2(F.gelu(self.fc1(self.norm2(h))))
+
+
+class MimiTransformer(nn.Module):
+    """``(B, dim, T) -> (B, dim, T)``: causal transformer over the frames (channels-first in and out)."""
+
+    def __init__(self, config: MimiConfig) -> None:
+        super().__init__()
+        self.rotary = RotaryEmbedding(config.head_dim, config.rope_base)
+        self.layers = nn.ModuleList(MimiTransformerLayer(config) for _ in range(config.depth))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.transpose(1, 2)
+        rope = self.rotary(torch.arange(h.shape[1], device=h.device))
+        for layer in self.layers:
+            h = layer(h, rope)
+        return h.transpose(1, 2)
+
+
+class MimiRVQ(nn.Module):
+    """Residual VQ over ``n`` codebooks of ``(codebook_size, codebook_dim)`` behind k1 projections.
+
+    Codebooks are stored as buffers ``embed_sum`` and ``cluster_usage`` (EMA statistics); a code's
+    vector is ``embed_sum / max(cluster_usage, 1e-5)``.
+    """
+
+    def __init__(self, config: MimiConfig, n: int) -> None:
+        super().__init__()
+        self.input_proj = nn.Conv1d(config.dim, config.codebook_dim, 1, bias=False)
+        self.output_proj = nn.Conv1d(config.codebook_dim, config.dim, 1, bias=False)
+        self.layers = nn.ModuleList(MimiCodebook(config) for _ in range(n))
+
+    def encode(self, latents: torch.Tensor, n: int) -> torch.Tensor:
+        """``latents (B, dim, F) -> codes (B, n, F)``."""
+        residual = self.input_proj(latents).transpose(1, 2)
+        codes = []
+        for codebook in self.layers[:n]:
+            index = codebook.encode(residual)
+            residual = residual - codebook.decode(index)
+            codes.append(index)
+        return torch.stack(codes, dim=1)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """``codes (B, n, F) -> latents (B, dim, F)``."""
+        total = sum(codebook.decode(codes[:, i]) for i, codebook in enumerate(self.layers[: codes.shape[1]]))
+        return self.output_proj(total.transpose(1, 2))
+
+
+class MimiCodebook(nn.Module):
+    """Nearest-neighbour (Euclidean) codebook ``(codebook_size, codebook_dim)``."""
+
+    def __init__(self, config: MimiConfig) -> None:
+        super().__init__()
+        self.register_buffer("initialized", torch.ones(1))
+        self.register_buffer("cluster_usage", torch.ones(config.codebook_size))
+        self.register_buffer("embed_sum", torch.zeros(config.codebook_size, config.codebook_dim))
+
+    @property
+    def embed(self) -> torch.Tensor:
+        return self.embed_sum / self.cluster_usage.clamp(min=1e-5)[:, None]
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, F, d) -> (B, F)`` index of the nearest code."""
+        return torch.cdist(x.float(), self.embed.float()[None]).argmin(dim=-1)
+
+    def decode(self, index: torch.Tensor) -> torch.Tensor:
+        return F.embedding(index, self.embed)
+
+
+class MimiTokenizer(nn.Module):
+    """Codec interface: ``encode(wav (B, C, S)) -> codes (B, K, F)``, ``decode(codes) -> wav (B, C, F * hop)``.
+
+    ``num_codebooks`` (default: all ``num_quantizers``) sets how many codebooks ``encode`` returns;
+    the first ``num_semantic`` come from the semantic quantizer. ``forward(wav)`` reconstructs
+    ``wav`` (trimmed to its length).
+    """
+
+    def __init__(self, config: MimiConfig) -> None:
+        super().__init__()
+        if not 0 < config.num_semantic < config.num_quantizers:
+            raise OmnikitValueError(
+                f"`num_semantic` expected in [1, num_quantizers={config.num_quantizers}) but got {config.num_semantic}"
+            )
+        self.config = config
+        stride = config.latent_stride
+        self.encoder = seanet_encoder(config)
+        self.encoder_transformer = MimiTransformer(config)
+        self.downsample = MimiConv(config.dim, config.dim, 2 * stride, stride=stride, bias=False, pad_mode="replicate")
+        self.semantic = MimiRVQ(config, config.num_semantic)
+        self.acoustic = MimiRVQ(config, config.num_quantizers - config.num_semantic)
+        self.upsample = MimiConvTranspose(config.dim, config.dim, 2 * stride, stride=stride,
+                                          groups=config.upsample_groups, bias=False)
+        self.decoder_transformer = MimiTransformer(config)
+        self.decoder = seanet_decoder(config)
+        self.num_codebooks = config.num_quantizers
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def frame_rate(self) -> float:
+        return self.config.frame_rate
+
+    @property
+    def hop(self) -> int:
+        """Samples per frame (1920 at 24 kHz, 12.5 Hz)."""
+        return math.prod(self.config.ratios) * self.config.latent_stride
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    @torch.no_grad()
+    def encode(self, wav: torch.Tensor) -> torch.Tensor:
+        """``wav (B, channels, S)`` -> ``codes (B, num_codebooks, ceil(S / hop))`` int64."""
+        x, _ = check_waveform(wav, channels=self.config.channels)
+        latents = self.downsample(self.encoder_transformer(self.encoder(x.to(self.downsample.conv.weight.dtype))))
+        codes = self.semantic.encode(latents, self.config.num_semantic)
+        acoustic = self.num_codebooks - self.config.num_semantic
+        if acoustic:
+            codes = torch.cat((codes, self.acoustic.encode(latents, acoustic)), dim=1)
+        return codes
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """``codes (B, K, F)`` with ``num_semantic <= K <= num_quantizers`` -> ``wav (B, channels, F * hop)``."""
+        check_tensor(codes, "codes", ndim=3, floating=False)
+        n_sem = self.config.num_semantic
+        if not n_sem <= codes.shape[1] <= self.config.num_quantizers:
+            raise OmnikitValueError(
+                f"`codes` expected between {n_sem} and {self.config.num_quantizers} codebooks but got {codes.shape[1]}"
+            )
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
+            raise OmnikitValueError(f"`codes` expected values in [0, {self.codebook_size})")
+        latents = self.semantic.decode(codes[:, :n_sem])
+        if codes.shape[1] > n_sem:
+            latents = latents + self.acoustic.decode(codes[:, n_sem:])
+        return self.decoder(self.decoder_transformer(self.upsample(latents)))
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        """Reconstruction ``(B, channels, S)``: ``decode(encode(wav))`` trimmed to the input length."""
+        return self.decode(self.encode(wav))[..., : wav.shape[-1]]
+
+    def output_lengths(self, lengths: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """Frames per item: ``ceil(lengths / hop)``."""
+        return -(-torch.as_tensor(lengths) // self.hop)
