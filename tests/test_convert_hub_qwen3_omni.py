@@ -12,6 +12,7 @@ import pytest
 import torch
 from qwen3_omni_reference import TINY_FULL, randomise, rel_err, tame_code2wav
 from safetensors import safe_open
+from torch.nn.utils.rnn import pad_sequence
 
 from omnikit.audio import AuTEncoder, Code2Wav
 from omnikit.convert import hf_inputs, load_hf, save_hf
@@ -179,66 +180,52 @@ def test_text_model_part_matches_with_deepstack_and_left_padding(checkpoint) -> 
     assert rel_err(plain[valid], ref[valid]) > 1e-3  # the deepstack features do matter
 
 
-class Prompt:
-    """Processor-style Qwen3-Omni inputs built by hand: placeholder runs of the right lengths, packed pixels, mels."""
+def processor_inputs(thinker: Qwen3OmniThinker, rows: list[list[tuple]], seed: int) -> dict[str, torch.Tensor]:
+    """What the Qwen3-Omni processor returns, built by hand. Each row is a list of items: ``("text", n)``,
+    ``("image", height, width)``, ``("audio", mel_frames)`` or ``("video", frames, side, seconds_per_step,
+    mel_frames)`` (``mel_frames > 0``: its soundtrack, interleaved in time). Rows are left padded."""
+    g = torch.Generator().manual_seed(seed)
+    tokens = lambda mel: int(thinker.audio_encoder.output_lengths(torch.tensor([mel]))[0])
+    media: dict[str, list] = {"image": [], "video": [], "seconds": [], "mels": []}
 
-    def __init__(self, seed: int, thinker: Qwen3OmniThinker) -> None:
-        self.g = torch.Generator().manual_seed(seed)
-        self.audio_tokens = lambda n: int(thinker.audio_encoder.output_lengths(torch.tensor([n]))[0])
-        self.scheme = thinker.scheme
-        self.rows: list[list[int]] = []
-        self.pixels: dict[str, list[torch.Tensor]] = {"image": [], "video": []}
-        self.grids: dict[str, list[torch.Tensor]] = {"image": [], "video": []}
-        self.seconds: list[float] = []
-        self.mels: list[int] = []
+    def visual(kind: str, frames: int, height: int, width: int, seconds: float = 1.0) -> VisualGrid:
+        clip = torch.randn(1, frames, 3, height, width, generator=g)
+        media[kind].append(patchify_frames(clip, torch.tensor([frames]), (2, 4, 4), 2))
+        return VisualGrid.from_patch_grid(media[kind][-1][1][0], 2, seconds)
 
-    def text(self, n: int) -> list[int]:
-        return torch.randint(0, 140, (n,), generator=self.g).tolist()
-
-    def _visual(self, kind: str, frames: int, height: int, width: int, seconds: float = 1.0) -> VisualGrid:
-        clip = torch.randn(1, frames, 3, height, width, generator=self.g)
-        pixels, grid = patchify_frames(clip, torch.tensor([frames]), (2, 4, 4), 2)
-        self.pixels[kind].append(pixels)
-        self.grids[kind].append(grid)
-        return VisualGrid.from_patch_grid(grid[0], 2, seconds)
-
-    def image(self, height: int, width: int) -> list[int]:
-        return [V_START, *[IMAGE] * self._visual("image", 1, height, width).num_tokens, V_END]
-
-    def audio(self, frames: int) -> list[int]:
-        self.mels.append(frames)
-        return [A_START, *[AUDIO] * self.audio_tokens(frames), A_END]
-
-    def video(self, frames: int, side: int, seconds: float, audio_frames: int = 0) -> list[int]:
-        grid = self._visual("video", frames, side, side, seconds)
-        self.seconds.append(seconds)
-        if not audio_frames:
+    def item(kind: str, *args) -> list[int]:
+        if kind == "text":
+            return torch.randint(0, 140, (args[0],), generator=g).tolist()
+        if kind == "image":
+            return [V_START, *[IMAGE] * visual("image", 1, *args).num_tokens, V_END]
+        if kind == "audio":
+            media["mels"].append(args[0])
+            return [A_START, *[AUDIO] * tokens(args[0]), A_END]
+        frames, side, seconds, mel = args
+        grid = visual("video", frames, side, side, seconds)
+        media["seconds"].append(seconds)
+        if not mel:
             return [V_START, *[VIDEO] * grid.num_tokens, V_END]
-        self.mels.append(audio_frames)
-        grid = VisualGrid(grid.t, grid.h, grid.w, seconds, self.audio_tokens(audio_frames))
-        _, kinds = item_positions(grid, "video", self.scheme)
+        media["mels"].append(mel)
+        grid = VisualGrid(grid.t, grid.h, grid.w, seconds, tokens(mel))
+        _, kinds = item_positions(grid, "video", thinker.scheme)
         return [V_START, A_START, *[VIDEO if int(k) == 2 else AUDIO for k in kinds], A_END, V_END]
 
-    def batch(self) -> dict[str, torch.Tensor]:
-        """Rows left padded (id 0, mask 0)."""
-        length = max(map(len, self.rows))
-        ids = torch.zeros(len(self.rows), length, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for b, row in enumerate(self.rows):
-            ids[b, length - len(row):] = torch.tensor(row)
-            mask[b, length - len(row):] = 1
-        out = {"input_ids": ids, "attention_mask": mask}
-        if self.mels:
-            longest = max(self.mels)
-            out["input_features"] = torch.randn(len(self.mels), 16, longest, generator=self.g)
-            out["feature_attention_mask"] = (torch.arange(longest)[None] < torch.tensor(self.mels)[:, None]).long()
-        for kind, key in (("image", "pixel_values"), ("video", "pixel_values_videos")):
-            if self.pixels[kind]:
-                out[key] = torch.cat(self.pixels[kind])
-                out[f"{kind}_grid_thw"] = torch.cat(self.grids[kind])
-        if self.seconds:
-            out["video_second_per_grid"] = torch.tensor(self.seconds)
-        return out
+    ids = [torch.tensor([t for spec in row for t in item(*spec)]).flip(0) for row in rows]
+    mels = torch.tensor(media["mels"])
+    out = {
+        "input_ids": pad_sequence(ids, batch_first=True).flip(1),
+        "attention_mask": pad_sequence([torch.ones_like(r) for r in ids], batch_first=True).flip(1),
+        "input_features": torch.randn(len(mels), 16, int(mels.max()), generator=g),
+        "feature_attention_mask": (torch.arange(int(mels.max()))[None] < mels[:, None]).long(),
+    }
+    for kind, key in (("image", "pixel_values"), ("video", "pixel_values_videos")):
+        if media[kind]:
+            out[key] = torch.cat([p for p, _ in media[kind]])
+            out[f"{kind}_grid_thw"] = torch.cat([grid for _, grid in media[kind]])
+    if media["seconds"]:
+        out["video_second_per_grid"] = torch.tensor(media["seconds"])
+    return out
 
 
 def _compare(hf, thinker, inputs, use_audio_in_video=False) -> None:
@@ -253,15 +240,25 @@ def test_thinker_matches_with_images_video_audio_and_left_padding(checkpoint) ->
     hf, path = checkpoint
     thinker = load_hf(path).eval()
     assert isinstance(thinker, Qwen3OmniThinker)
-    p = Prompt(7, thinker)
-    p.rows.append(p.text(3) + p.image(16, 24) + p.text(2) + p.audio(237) + p.text(2) + p.image(8, 8) + p.text(2))
-    p.rows.append(p.text(2) + p.video(4, 16, 1.3) + p.text(3))
-    _compare(hf, thinker, p.batch())
+    rows = [[("text", 3), ("image", 16, 24), ("text", 2), ("audio", 237), ("text", 2), ("image", 8, 8), ("text", 2)],
+            [("text", 2), ("video", 4, 16, 1.3, 0), ("text", 3)]]
+    _compare(hf, thinker, processor_inputs(thinker, rows, 7))
 
 
 def test_thinker_matches_with_audio_in_video(checkpoint) -> None:
     hf, path = checkpoint
     thinker = load_hf(path, part="thinker").eval()
-    p = Prompt(8, thinker)
-    p.rows.append(p.text(2) + p.video(4, 16, 0.7, audio_frames=300) + p.text(3))
-    _compare(hf, thinker, p.batch(), use_audio_in_video=True)
+    rows = [[("text", 2), ("video", 4, 16, 0.7, 300), ("text", 3)]]
+    _compare(hf, thinker, processor_inputs(thinker, rows, 8), use_audio_in_video=True)
+
+
+def test_saved_thinker_loads_in_transformers_with_the_same_logits(checkpoint, tmp_path) -> None:
+    _, path = checkpoint
+    thinker = load_hf(path).eval()
+    out = save_hf(thinker, tmp_path / "thinker", max_shard_size="100KB")
+    reloaded = Qwen3OmniMoeForConditionalGeneration.from_pretrained(out).eval()  # talker/code2wav absent: random
+    inputs = processor_inputs(thinker, [[("text", 2), ("image", 16, 8), ("audio", 150), ("text", 2)]], 9)
+    with torch.no_grad():
+        ref = reloaded.thinker(**inputs).logits
+        logits = thinker(**hf_inputs(thinker, inputs))
+    assert rel_err(logits, ref) < 1e-4

@@ -8,6 +8,7 @@ from qwen3_omni_reference import randomise, rel_err
 
 from omnikit.convert import from_transformers
 from omnikit.utils.checks import OmnikitValueError
+from omnikit.vision import patchify_frames
 
 transformers = pytest.importorskip("transformers")
 from transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe import (  # noqa: E402
@@ -33,11 +34,8 @@ def hf_tower(**overrides) -> Qwen3OmniMoeVisionEncoder:
 
 def patchify(frames: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
     """What transformers' processor does: ``(T, C, H, W)`` -> packed patches in merge-block order, grid."""
-    t, c, h, w = frames.shape
-    gt, gh, gw = t // TPATCH, h // PATCH, w // PATCH
-    x = frames.view(gt, TPATCH, c, gh // MERGE, MERGE, PATCH, gw // MERGE, MERGE, PATCH)
-    x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)  # gt, bh, bw, mh, mw, c, tp, p, p
-    return x.reshape(gt * gh * gw, c * TPATCH * PATCH * PATCH), [gt, gh, gw]
+    pixels, grid = patchify_frames(frames[None], torch.tensor([frames.shape[0]]), (TPATCH, PATCH, PATCH), MERGE)
+    return pixels, grid[0].tolist()
 
 
 def test_packed_images_and_video_match_transformers() -> None:
@@ -67,10 +65,7 @@ def test_frames_api_equals_packed_per_item() -> None:
     with torch.no_grad():
         out = ours(frames, lengths)
         for b, n in enumerate(lengths.tolist()):
-            clip = frames[b, :n]
-            if n % TPATCH:
-                clip = torch.cat([clip, clip[-1:]])  # the last valid frame repeats
-            pixels, grid = patchify(clip)
+            pixels, grid = patchify(frames[b, :n])  # an odd last frame repeats, as in the processor
             packed = ours.forward_patches(pixels, torch.tensor([grid]))
             k = packed.hidden_states.shape[0]
             assert int(out.lengths[b]) == k

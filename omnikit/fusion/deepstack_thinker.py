@@ -18,7 +18,7 @@ from omnikit.fusion.early import MediaInput
 from omnikit.fusion.thinker import Thinker
 from omnikit.layers.decoder import run_blocks
 from omnikit.layers.masks import positions_from_cu_seqlens
-from omnikit.utils.checks import OmnikitValueError
+from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
 
 __all__ = ["DeepstackThinker"]
 
@@ -63,23 +63,24 @@ class DeepstackThinker(Thinker):
         *,
         media: Mapping[str, MediaInput] | None = None,
         positions: torch.Tensor | None = None,
-        key_padding_mask: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        cu_seqlens: torch.Tensor | None = None,
         return_hidden: bool = False,
+        **attention: torch.Tensor | None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """As :meth:`Thinker.forward`, with the deepstack features of visual ``media`` added."""
+        """As :meth:`Thinker.forward` (``attention``: ``key_padding_mask``, ``attention_mask``, ``cu_seqlens``),
+        with the deepstack features of visual ``media`` added."""
         if self.bidirectional_media:
             raise OmnikitValueError("DeepstackThinker does not support bidirectional_media")
-        x = self.embed_inputs(input_ids, media, key_padding_mask)
+        unknown = sorted(set(attention) - {"key_padding_mask", "attention_mask", "cu_seqlens"})
+        if unknown:
+            raise OmnikitTypeError(f"DeepstackThinker.forward got unexpected keyword arguments {unknown}")
+        x = self.embed_inputs(input_ids, media, attention.get("key_padding_mask"))
         levels = self._deepstack(input_ids, media, x)
-        decoder = self.decoder
+        decoder, cu_seqlens = self.decoder, attention.get("cu_seqlens")
         if positions is None and cu_seqlens is not None:
             positions = positions_from_cu_seqlens(cu_seqlens, input_ids.shape[1])
         elif positions is None:
             positions = torch.arange(input_ids.shape[1], device=x.device) + decoder.blocks[0].attn.cache_length
-        kwargs = dict(rope=decoder.rotary(positions), key_padding_mask=key_padding_mask,
-                      attention_mask=attention_mask, cu_seqlens=cu_seqlens)
+        kwargs = {"rope": decoder.rotary(positions), **attention}
         checkpointing = decoder.gradient_checkpointing and self.training
         blocks = list(decoder.blocks)
         for level, feature in enumerate(levels):
