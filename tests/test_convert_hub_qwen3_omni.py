@@ -262,3 +262,14 @@ def test_saved_thinker_loads_in_transformers_with_the_same_logits(checkpoint, tm
         ref = reloaded.thinker(**inputs).logits
         logits = thinker(**hf_inputs(thinker, inputs))
     assert rel_err(logits, ref) < 1e-4
+
+
+def test_thinker_greedy_generation_equals_transformers(checkpoint) -> None:
+    hf, path = checkpoint
+    thinker = load_hf(path).eval()
+    inputs = processor_inputs(thinker, [[("text", 2), ("image", 8, 16), ("audio", 120), ("text", 3)],
+                                        [("text", 4), ("image", 8, 8), ("audio", 100), ("text", 1)]], 10)
+    with torch.no_grad():
+        ref = hf.thinker.generate(**inputs, max_new_tokens=6, do_sample=False)
+        ours = thinker.generate(**hf_inputs(thinker, inputs), max_new_tokens=6)
+    assert torch.equal(ours.tokens, ref[:, inputs["input_ids"].shape[1]:])
