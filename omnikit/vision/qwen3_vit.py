@@ -171,11 +171,12 @@ class Qwen3ViT(nn.Module):
         return self.rotary(grid_positions((height, width), merge_size=self.config.merge_size, device=device))
 
     def _blocks(
-        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], cu_seqlens: torch.Tensor | None
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Run the blocks on ``(G, S, dim)`` tokens; returns the merged tokens and deepstack features."""
+        """Run the blocks on ``(G, S, dim)`` tokens (``G`` temporal steps attending within themselves);
+        returns the block outputs and the deepstack features ``(G * S / m^2, out_dim)``."""
         deepstack: list[torch.Tensor] = []
-        kwargs = {"rope": rope, "cu_seqlens": cu_seqlens}
+        kwargs = {"rope": rope}
         start = 0
         for index, merger in zip(self.config.deepstack_indexes, self.deepstack_mergers, strict=True):
             x = self._run(self.blocks[start : index + 1], x, kwargs)
@@ -202,7 +203,7 @@ class Qwen3ViT(nn.Module):
         _, gt, gh, gw, dim = x.shape
         x = _block_order(x.reshape(batch * gt, gh, gw, dim), self.config.merge_size)
         x = x + self.position_embedding(gh, gw).to(x.dtype)
-        x, deepstack = self._blocks(x, self._rope(gh, gw, frames.device), None)
+        x, deepstack = self._blocks(x, self._rope(gh, gw, frames.device))
         merged = self.merger(x.reshape(-1, dim))
         steps = self.embed.output_frames(lengths)
         per_step = merged.shape[0] // (batch * gt)
@@ -225,18 +226,29 @@ class Qwen3ViT(nn.Module):
             raise OmnikitValueError(
                 f"`grid_thw` describes {total} patches but `pixel_values` has {pixel_values.shape[0]} rows"
             )
-        device = pixel_values.device
         weight = self.embed.proj.weight
         x = F.linear(pixel_values.to(weight.dtype), weight.view(self.config.dim, -1), self.embed.proj.bias)
-        pos = torch.cat([self.position_embedding(h, w).repeat(t, 1) for t, h, w in grids])
-        ropes = [self._rope(h, w, device) for _, h, w in grids]
-        cos = torch.cat([c.repeat(1, t, 1) for (c, _), (t, _, _) in zip(ropes, grids, strict=True)], dim=1)
-        sin = torch.cat([s.repeat(1, t, 1) for (_, s), (t, _, _) in zip(ropes, grids, strict=True)], dim=1)
-        steps = torch.tensor([h * w for t, h, w in grids for _ in range(t)], device=device)
-        cu_seqlens = F.pad(steps.cumsum(0), (1, 0)).to(torch.int32)
-        hidden, deepstack = self._blocks((x + pos.to(x.dtype))[None], (cos, sin), cu_seqlens)
-        hidden = hidden[0]
-        return PackedVisionOutput(self.merger(hidden), deepstack, hidden)
+        # Temporal steps of equal (h, w) share positions and rotary tables: run each such group as a batch.
+        starts: dict[tuple[int, int], list[int]] = {}
+        offset = 0
+        for t, h, w in grids:
+            for _ in range(t):
+                starts.setdefault((h, w), []).append(offset)
+                offset += h * w
+        unit = self.config.merge_size**2
+        hidden_out = torch.empty_like(x)
+        merged_out = x.new_empty(total // unit, self.config.out_dim)
+        deepstack_out = [merged_out.new_empty(merged_out.shape) for _ in self.deepstack_mergers]
+        for (h, w), first in starts.items():
+            rows = (torch.tensor(first, device=x.device)[:, None] + torch.arange(h * w, device=x.device)).reshape(-1)
+            group = x[rows].view(len(first), h * w, -1) + self.position_embedding(h, w).to(x.dtype)
+            hidden, deepstack = self._blocks(group, self._rope(h, w, x.device))
+            merged_rows = rows[::unit] // unit
+            hidden_out[rows] = hidden.reshape(-1, hidden.shape[-1])
+            merged_out[merged_rows] = self.merger(hidden.reshape(-1, hidden.shape[-1]))
+            for out, feature in zip(deepstack_out, deepstack, strict=True):
+                out[merged_rows] = feature
+        return PackedVisionOutput(merged_out, deepstack_out, hidden_out)
 
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
         g = torch.Generator().manual_seed(seed)
