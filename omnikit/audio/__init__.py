@@ -7,6 +7,7 @@ torchaudio and encodec are imported only by the functions that need them.
 from omnikit.audio import presets  # noqa: F401  (registers the models)
 from omnikit.audio.aut import AuTEncoder, AuTEncoderConfig
 from omnikit.audio.blocks import EncoderStack, encoder_block, sinusoids
+from omnikit.audio.code2wav import Code2Wav, Code2WavConfig, Code2WavOutput
 from omnikit.audio.codec import CodecOutput, SEANetCodec, SEANetCodecConfig
 from omnikit.audio.features import LogMelSpectrogram, log_mel_spectrogram, mel_filterbank
 from omnikit.audio.fsq import FSQ
@@ -32,6 +33,9 @@ __all__ = [
     "AuTEncoder",
     "AuTEncoderConfig",
     "CausalConvTranspose1d",
+    "Code2Wav",
+    "Code2WavConfig",
+    "Code2WavOutput",
     "CodecOutput",
     "ConvFeatureEncoder",
     "ConvFeatureEncoderConfig",

@@ -66,9 +66,13 @@ _CONVERTER_MODULES: dict[str, str] = {
     "WhisperEncoder": "omnikit.convert.whisper",
     "Qwen2_5OmniAudioEncoder": "omnikit.convert.qwen2_5_omni_audio",
     "Qwen3OmniMoeAudioEncoder": "omnikit.convert.qwen2_5_omni_audio",
+    "Qwen2_5OmniVisionEncoder": "omnikit.convert.hub_qwen2_5_omni",
     "Qwen3MoeSparseMoeBlock": "omnikit.convert.qwen_moe",
     "Qwen2MoeSparseMoeBlock": "omnikit.convert.qwen_moe",
     "Qwen3OmniMoeTalkerTextSparseMoeBlock": "omnikit.convert.qwen_moe",
+    "Qwen3OmniMoeVisionEncoder": "omnikit.convert.qwen3_omni_vision",
+    "Qwen3OmniMoeCode2Wav": "omnikit.convert.qwen3_omni_code2wav",
+    "Qwen3OmniMoeTalkerForConditionalGeneration": "omnikit.convert.qwen3_omni_talker",
 }
 _CONVERTERS: dict[str, Callable[[Any], nn.Module]] = {}
 

@@ -15,10 +15,15 @@ from omnikit.fusion.adapters import (
     mlp_projector,
 )
 from omnikit.fusion.cross_attention import FusionLayer, GatedCrossAttentionBlock, media_attention_mask
+from omnikit.fusion.deepstack_thinker import DeepstackThinker
 from omnikit.fusion.early import PackedSequences, fusion_attention_mask, media_item_ids, pack_sequences, scatter_media
 from omnikit.fusion.losses import text_lm_loss
 from omnikit.fusion.modality import MEDIA_MODALITIES, MODALITIES, MediaTokens
 from omnikit.fusion.omni import EarlyFusionOmni, FusedInputs
+from omnikit.fusion.omni_talker import OmniTalker, OmniTalkerConfig
+from omnikit.fusion.omni_thinker import OmniThinker
+from omnikit.fusion.qwen3_omni_talker import Qwen3OmniTalker, Qwen3OmniTalkerConfig, Qwen3TalkerScores
+from omnikit.fusion.qwen3_omni_thinker import Qwen3OmniThinker
 from omnikit.fusion.recipes import RECIPES, apply_recipe, parameter_groups
 from omnikit.fusion.thinker import GenerationOutput, Thinker, ThinkerStep
 from omnikit.fusion.tmrope import (
@@ -64,6 +69,7 @@ __all__ = [
     "AudioAdapter",
     "CodePredictor",
     "CrossAttentionOmni",
+    "DeepstackThinker",
     "DuplexConfig",
     "DuplexLoss",
     "DuplexModel",
@@ -75,7 +81,14 @@ __all__ = [
     "GenerationOutput",
     "MLPProjector",
     "MediaTokens",
+    "OmniTalker",
+    "OmniTalkerConfig",
+    "OmniThinker",
     "PackedSequences",
+    "Qwen3OmniTalker",
+    "Qwen3OmniTalkerConfig",
+    "Qwen3OmniThinker",
+    "Qwen3TalkerScores",
     "ResampledAdapter",
     "Sampling",
     "SpeakingResult",

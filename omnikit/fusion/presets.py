@@ -1,69 +1,101 @@
-"""Published-size omni presets: Qwen2.5-Omni-7B and Qwen3-Omni-30B-A3B Thinker shapes (their Talkers are
-registered in :mod:`omnikit.speech.presets` and re-exported here).
+"""Published omni presets: Qwen2.5-Omni-7B and Qwen3-Omni-30B-A3B Thinkers and Talkers.
 
 They build on ``device="meta"`` for counting (``omnikit.count_parameters``); see
-``docs/thinker_talker.md`` for the counts next to the reference ones. The speech decoders
-(Qwen2.5-Omni's DiT + BigVGAN token2wav, Qwen3-Omni's Code2Wav) are not part of these presets.
-Vision towers are the vision family's :class:`VideoViT` (Qwen2.5-Omni: the Qwen2-VL-sized
-preset; full attention instead of windows, GELU instead of SwiGLU MLP of nearly equal size;
-Qwen3-Omni: without the deepstack mergers).
+``docs/thinker_talker.md`` for the counts next to the reference ones. Qwen2.5-Omni's
+DiT + BigVGAN token2wav is not implemented; Qwen3-Omni's Code2Wav is ``code2wav_qwen3_omni``.
+The Qwen2.5-Omni presets are the published structures (:class:`OmniThinker` with the
+Qwen2.5-VL window-attention vision tower, :class:`OmniTalker`), the ones ``load_hf`` fills; so are
+the Qwen3-Omni ones (:class:`Qwen3OmniThinker` with the deepstack vision tower and the MoE
+language model, :class:`Qwen3OmniTalker` with its code predictor).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from omnikit.fusion.adapters import AudioAdapter, VideoAdapter
+from omnikit.fusion.deepstack_thinker import DeepstackThinker
 from omnikit.fusion.modality import MediaTokens
-from omnikit.fusion.omni import EarlyFusionOmni
+from omnikit.fusion.omni_talker import OmniTalker, OmniTalkerConfig
+from omnikit.fusion.omni_thinker import OmniThinker
+from omnikit.fusion.qwen3_omni_talker import Qwen3OmniTalker, Qwen3OmniTalkerConfig
+from omnikit.fusion.qwen3_omni_thinker import Qwen3OmniThinker
 from omnikit.fusion.thinker import Thinker
 from omnikit.fusion.tmrope import QWEN2_5_OMNI, QWEN3_OMNI
 from omnikit.layers.decoder import DecoderConfig
 from omnikit.moe import MoE, MoEConfig
 from omnikit.registry import configure, create_model, register_model
-from omnikit.speech.presets import qwen2_5_omni_7b_talker, qwen3_omni_30b_a3b_talker
-from omnikit.vision.video_vit import VideoViT, VideoViTConfig
 
-__all__ = ["QWEN_MEDIA_TOKENS", "qwen2_5_omni_7b_talker", "qwen2_5_omni_7b_thinker", "qwen3_omni_30b_a3b_talker",
-           "qwen3_omni_30b_a3b_thinker"]
+__all__ = ["QWEN_MEDIA_TOKENS", "qwen2_5_omni_7b_talker", "qwen2_5_omni_7b_thinker", "qwen2_5_omni_talker_tiny",
+           "qwen3_omni_30b_a3b_talker", "qwen3_omni_30b_a3b_thinker"]
 
-#: Qwen2.5-Omni / Qwen3-Omni placeholder ids (image, video, audio).
+#: Qwen2.5-Omni placeholder ids (image, video, audio); Qwen3-Omni's audio id is 151675.
 QWEN_MEDIA_TOKENS = MediaTokens(image=151655, video=151656, audio=151646)
 
 
-def _vit_adapter(vit: VideoViT, dim: int) -> VideoAdapter:
-    cfg = vit.config
-    pt, ph, pw = cfg.patch
-    m = cfg.merge_size or 1
-    grid = lambda shape: (math.ceil(shape[1] / pt), shape[3] // (ph * m), shape[4] // (pw * m))
-    return VideoAdapter(vit, dim, project=False, grid=grid, frames_per_step=pt)
-
-
 @register_model(kind="omni", modalities=("text", "image", "video", "audio"))
-def qwen2_5_omni_7b_thinker(**overrides: Any) -> EarlyFusionOmni:
-    """Qwen2.5-Omni-7B Thinker: Qwen2.5-7B decoder (M-RoPE 16/24/24) + audio tower + ViT with 2x2 merger."""
-    thinker = Thinker(configure(
+def qwen2_5_omni_7b_thinker(**overrides: Any) -> OmniThinker:
+    """Qwen2.5-Omni-7B Thinker as published: Qwen2.5-7B text model (q/k/v bias, M-RoPE 16/24/24), the
+    windowed audio tower (1280 x 32 -> 3584) and the Qwen2.5-VL vision tower (1280 x 32, windows of 112 px,
+    full attention at blocks 7/15/23/31, SwiGLU 3420, 2x2 merger -> 3584). Overrides apply to the text model."""
+    text = Thinker(configure(
         DecoderConfig, "qwen2_5_omni_7b_thinker", overrides,
         dim=3584, depth=28, num_heads=28, num_kv_heads=4, head_dim=128, mlp_hidden=18944, vocab_size=152064,
         qkv_bias=True, qk_norm=False, rope_base=1_000_000.0, mrope_sections=QWEN2_5_OMNI.sections,
     ), media_tokens=QWEN_MEDIA_TOKENS)
-    audio = AudioAdapter(create_model("qwen2_5_omni_audio"), 3584, project=False)
-    video = _vit_adapter(create_model("video_vit_qwen2vl"), 3584)
-    return EarlyFusionOmni(thinker, video=video, audio=audio, scheme=QWEN2_5_OMNI)
+    return OmniThinker(text, audio_encoder=create_model("qwen2_5_omni_audio"),
+                       vision_encoder=create_model("qwen2_5_omni_vision"), scheme=QWEN2_5_OMNI)
+
+
+def _qwen2_5_omni_talker(name: str, overrides: dict[str, Any], thinker_dim: int, **shape: Any) -> OmniTalker:
+    decoder = configure(DecoderConfig, name, overrides, qkv_bias=True, qk_norm=False, **shape)
+    return OmniTalker(OmniTalkerConfig(decoder, thinker_dim))
+
+
+@register_model(kind="talker", modalities=("text", "speech"))
+def qwen2_5_omni_7b_talker(**overrides: Any) -> OmniTalker:
+    """Qwen2.5-Omni-7B Talker as published: 24 Qwen2 layers of width 896 (12/4 heads of 128, FFN 4864,
+    M-RoPE 16/24/24) over 3584-wide Thinker-space inputs, 8448 codec ids."""
+    return _qwen2_5_omni_talker(
+        "qwen2_5_omni_7b_talker", overrides, 3584, dim=896, depth=24, num_heads=12, num_kv_heads=4, head_dim=128,
+        mlp_hidden=4864, vocab_size=8448, rope_base=1_000_000.0, mrope_sections=QWEN2_5_OMNI.sections,
+    )
+
+
+@register_model(kind="talker", modalities=("text", "speech"))
+def qwen2_5_omni_talker_tiny(**overrides: Any) -> OmniTalker:
+    """A tiny Qwen2.5-Omni-style Talker: 2 layers of width 32 (4/2 heads of 8, M-RoPE 1/1/2) over 48-wide
+    inputs, 40 codec ids."""
+    return _qwen2_5_omni_talker(
+        "qwen2_5_omni_talker_tiny", overrides, 48, dim=32, depth=2, num_heads=4, num_kv_heads=2, head_dim=8,
+        mlp_hidden=64, vocab_size=40, rope_base=10_000.0, mrope_sections=(1, 1, 2),
+    )
 
 
 @register_model(kind="omni", modalities=("text", "image", "video", "audio"))
-def qwen3_omni_30b_a3b_thinker(**overrides: Any) -> EarlyFusionOmni:
-    """Qwen3-Omni-30B-A3B Thinker: 48 MoE layers (128 experts, top-8), interleaved M-RoPE 24/20/20, AuT, ViT."""
+def qwen3_omni_30b_a3b_thinker(**overrides: Any) -> Qwen3OmniThinker:
+    """Qwen3-Omni-30B-A3B Thinker as published: 48 MoE layers of width 2048 (128 experts of 768, top-8),
+    interleaved M-RoPE 24/20/20, vocabulary 152064, AuT (1280 x 32 -> 2048) and the vision tower (1152 x 27 -> 2048)
+    whose deepstack features enter the first three layers. Overrides apply to the text model."""
     config = configure(
         DecoderConfig, "qwen3_omni_30b_a3b_thinker", overrides,
-        dim=2048, depth=48, num_heads=32, num_kv_heads=4, head_dim=128, vocab_size=151936, qk_norm=True,
+        dim=2048, depth=48, num_heads=32, num_kv_heads=4, head_dim=128, vocab_size=152064, qk_norm=True,
         rope_base=1_000_000.0, mrope_sections=QWEN3_OMNI.sections, mrope_interleaved=True,
     )
     moe = MoEConfig(dim=config.dim, num_experts=128, top_k=8, expert_hidden=768)
-    thinker = Thinker(config, lambda _: MoE(moe), media_tokens=QWEN_MEDIA_TOKENS)
-    audio = AudioAdapter(create_model("qwen3_omni_aut", output_dim=2048), 2048, project=False)
-    vit = VideoViT(VideoViTConfig(dim=1152, depth=27, num_heads=16, patch=(2, 16, 16), mlp_ratio=4304 / 1152,
-                                  out_dim=2048))
-    return EarlyFusionOmni(thinker, video=_vit_adapter(vit, 2048), audio=audio, scheme=QWEN3_OMNI)
+    text = DeepstackThinker(config, lambda _: MoE(moe), media_tokens=MediaTokens(image=151655, video=151656,
+                                                                                  audio=151675))
+    markers = {"vision_start_token_id": 151652, "vision_end_token_id": 151653, "audio_start_token_id": 151669,
+               "audio_end_token_id": 151670}
+    return Qwen3OmniThinker(text, audio_encoder=create_model("qwen3_omni_aut", output_dim=2048),
+                            vision_encoder=create_model("qwen3_vit_omni_30b_a3b"), scheme=QWEN3_OMNI,
+                            marker_tokens=markers)
+
+
+@register_model(kind="talker", modalities=("text", "speech"))
+def qwen3_omni_30b_a3b_talker(**overrides: Any) -> Qwen3OmniTalker:
+    """Qwen3-Omni-30B-A3B Talker as published: 20 MoE layers of width 1024 (128 experts of 384, top-6, gated
+    shared expert of 768), codec vocabulary 3072, and a 5-layer code predictor for codebooks 1..15 of 2048."""
+    return Qwen3OmniTalker(configure(
+        Qwen3OmniTalkerConfig, "qwen3_omni_30b_a3b_talker", overrides,
+        dim=1024, depth=20, num_heads=16, num_kv_heads=2, head_dim=128, thinker_dim=2048,
+    ))

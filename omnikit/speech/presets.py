@@ -16,8 +16,6 @@ from omnikit.speech.turn_taking import TurnTakingHead
 
 __all__ = [
     "duplex_tiny",
-    "qwen2_5_omni_7b_talker",
-    "qwen3_omni_30b_a3b_talker",
     "talker_tiny",
     "tiny_speech_codec",
     "tiny_talker",
@@ -64,25 +62,3 @@ def turn_taking_tiny(*, dim: int = 24, hidden: int = 32, kernel_size: int = 5) -
     """A causal turn-taking head over 24-d audio states (the tiny audio encoder's width)."""
     return TurnTakingHead(dim, hidden=hidden, kernel_size=kernel_size)
 
-
-@register_model(kind="talker", modalities=("text", "speech"))
-def qwen2_5_omni_7b_talker(**overrides: Any) -> Talker:
-    """Qwen2.5-Omni-7B Talker: 24 layers of width 896, one codebook of 8448 ids, conditioned on 3584-d states."""
-    return Talker(configure(
-        TalkerConfig, "qwen2_5_omni_7b_talker", overrides,
-        dim=896, depth=24, num_heads=12, num_kv_heads=4, head_dim=128, mlp_hidden=4864, thinker_dim=3584,
-        num_codebooks=1, codebook_size=8446, strategy="delay", embed_in_thinker_space=True, rope_base=1_000_000.0,
-    ))
-
-
-@register_model(kind="talker", modalities=("text", "speech"))
-def qwen3_omni_30b_a3b_talker(**overrides: Any) -> Talker:
-    """Qwen3-Omni-30B-A3B Talker: 20 MoE layers (128 experts of 384, top-6, gated shared expert of 768),
-    codebook 0 from the Talker and 15 more from a 5-layer code predictor (MTP), 16 codebooks of 2048."""
-    return Talker(configure(
-        TalkerConfig, "qwen3_omni_30b_a3b_talker", overrides,
-        dim=1024, depth=20, num_heads=16, num_kv_heads=2, thinker_dim=2048, num_codebooks=16,
-        codebook_size=2048, strategy="mtp", num_experts=128, top_k=6, expert_hidden=384, shared_hidden=768,
-        predictor_dim=1024, predictor_depth=5, predictor_heads=16, predictor_kv_heads=8, predictor_head_dim=128,
-        predictor_mlp_hidden=3072, rope_base=1_000_000.0,
-    ))

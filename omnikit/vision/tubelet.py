@@ -8,7 +8,7 @@ from torch import nn
 
 from omnikit.utils.checks import OmnikitValueError, check_lengths, check_positive, check_tensor
 
-__all__ = ["TubeletEmbed", "repeat_last_valid_frame"]
+__all__ = ["TubeletEmbed", "checked_frames", "repeat_last_valid_frame"]
 
 
 def repeat_last_valid_frame(frames: torch.Tensor, lengths: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -20,6 +20,17 @@ def repeat_last_valid_frame(frames: torch.Tensor, lengths: torch.Tensor, multipl
     source = torch.minimum(steps[None, :], (lengths - 1)[:, None])  # (B, total)
     index = source.view(batch, total, *([1] * (frames.ndim - 2))).expand(batch, total, *frames.shape[2:])
     return frames.gather(1, index)
+
+
+def checked_frames(frames: torch.Tensor, lengths: torch.Tensor | None, in_chans: int) -> torch.Tensor:
+    """Validate ``frames (B, T, in_chans, H, W)`` and return ``lengths`` (default: all ``T``) on their device."""
+    check_tensor(frames, "frames", shape=("B", "T", in_chans, "H", "W"), floating=True)
+    batch, length = frames.shape[:2]
+    if batch == 0:
+        raise OmnikitValueError(f"`frames` expected at least one clip but got shape {tuple(frames.shape)}")
+    if lengths is None:
+        lengths = torch.full((batch,), length, dtype=torch.long, device=frames.device)
+    return check_lengths(lengths, "lengths", batch=batch, max_len=length).to(frames.device)
 
 
 class TubeletEmbed(nn.Module):

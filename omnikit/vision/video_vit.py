@@ -19,10 +19,9 @@ from omnikit.layers.stack import TransformerStack
 from omnikit.outputs import EncoderOutput
 from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import OmnikitValueError, check_lengths, check_tensor
 from omnikit.vision.merger import PatchMerger
 from omnikit.vision.rotary import AxialRotaryEmbedding, grid_positions
-from omnikit.vision.tubelet import TubeletEmbed
+from omnikit.vision.tubelet import TubeletEmbed, checked_frames
 
 __all__ = ["VideoViT", "VideoViTConfig"]
 
@@ -77,13 +76,8 @@ class VideoViT(nn.Module):
         return self.embed.output_frames(lengths) * self.tokens_per_group(height, width)
 
     def forward(self, frames: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
-        check_tensor(frames, "frames", shape=("B", "T", self.config.in_chans, "H", "W"), floating=True)
-        batch, length = frames.shape[:2]
-        if batch == 0:
-            raise OmnikitValueError(f"`frames` expected at least one clip but got shape {tuple(frames.shape)}")
-        if lengths is None:
-            lengths = torch.full((batch,), length, dtype=torch.long, device=frames.device)
-        lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length).to(frames.device)
+        lengths = checked_frames(frames, lengths, self.config.in_chans)
+        batch = frames.shape[0]
         x = self.embed(frames, lengths)  # (B, gt, gh, gw, D)
         _, gt, gh, gw, dim = x.shape
         groups = self.embed.output_frames(lengths)

@@ -1,0 +1,72 @@
+"""``transformers`` ``Qwen3OmniMoeCode2Wav`` -> :class:`omnikit.audio.code2wav.Code2Wav`.
+
+Key map: :func:`code2wav_key_map`; config: :func:`code2wav_config`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+from torch import nn
+
+from omnikit.audio.code2wav import Code2Wav, Code2WavConfig
+from omnikit.convert import converter
+from omnikit.convert.keymap import Fuse, KeyMap, Rename
+from omnikit.convert.whisper import build_converted
+from omnikit.utils.checks import check_choice
+
+__all__ = ["code2wav_config", "code2wav_key_map", "convert_qwen3_omni_code2wav"]
+
+def _same_names(prefix: str, max_depth: int = 6) -> tuple[Rename, ...]:
+    """Identity rules for every key ``prefix.a[.b[...]]`` of up to ``max_depth`` components."""
+    return tuple(Rename(prefix + name, prefix + name)
+                 for name in (".".join(f"{{x{j}}}" for j in range(n)) for n in range(1, max_depth + 1)))
+
+
+def code2wav_key_map(config: Code2WavConfig) -> KeyMap:
+    """omnikit key <- transformers key (relative to ``code2wav.``): the pre-transformer's q/k/v fused
+    and its layers renamed, the ConvNet's names unchanged."""
+    layer = "pre_transformer.layers.{i}."
+    head_dim = config.dim // config.num_heads
+    sizes = (config.num_heads * head_dim, config.num_kv_heads * head_dim, config.num_kv_heads * head_dim)
+    return KeyMap((
+        Fuse("blocks.{i}.attn.qkv.{p}", tuple(f"{layer}self_attn.{x}_proj.{{p}}" for x in "qkv"), sizes),
+        Rename("blocks.{i}.attn.out.{p}", layer + "self_attn.o_proj.{p}"),
+        Rename("blocks.{i}.mlp.{m}.weight", layer + "mlp.{m}_proj.weight"),
+        Rename("blocks.{i}.norm1.weight", layer + "input_layernorm.weight"),
+        Rename("blocks.{i}.norm2.weight", layer + "post_attention_layernorm.weight"),
+        Rename("blocks.{i}.attn_scale", layer + "self_attn_layer_scale.scale"),
+        Rename("blocks.{i}.mlp_scale", layer + "mlp_layer_scale.scale"),
+        Rename("norm.weight", "pre_transformer.norm.weight"),
+        Rename("code_embedding.weight", "code_embedding.weight"),
+        *_same_names("upsample."),
+        *_same_names("decoder."),
+    ))
+
+
+def code2wav_config(config: Mapping[str, Any]) -> Code2WavConfig:
+    """The :class:`~omnikit.audio.Code2WavConfig` of a ``code2wav_config`` dict (transformers' defaults
+    for absent keys)."""
+    check_choice(config.get("hidden_act", "silu"), "code2wav_config.hidden_act", ("silu",))
+    rope = config.get("rope_parameters") or {}
+    check_choice(rope.get("rope_type", "default"), "code2wav_config.rope_parameters.rope_type", ("default",))
+    heads = config.get("num_attention_heads", 16)
+    return Code2WavConfig(
+        num_codebooks=config.get("num_quantizers", 16), codebook_size=config.get("codebook_size", 2048),
+        dim=config.get("hidden_size", 1024), depth=config.get("num_hidden_layers", 8), num_heads=heads,
+        num_kv_heads=config.get("num_key_value_heads", heads), mlp_hidden=config.get("intermediate_size", 3072),
+        sliding_window=config.get("sliding_window", 72), norm_eps=config.get("rms_norm_eps", 1e-5),
+        rope_base=float(rope.get("rope_theta", 10000.0)), layer_scale=config.get("layer_scale_initial_scale", 0.01),
+        attention_bias=bool(config.get("attention_bias", False)),
+        upsampling_ratios=tuple(config.get("upsampling_ratios", (2, 2))), decoder_dim=config.get("decoder_dim", 1536),
+        upsample_rates=tuple(config.get("upsample_rates", (8, 5, 4, 3))),
+    )
+
+
+@converter("Qwen3OmniMoeCode2Wav")
+def convert_qwen3_omni_code2wav(hf_module: nn.Module) -> Code2Wav:
+    """A :class:`Code2Wav` whose ``decode(codes)`` equals ``hf_module(codes)``."""
+    config = code2wav_config(hf_module.config.to_dict())
+    return build_converted("code2wav_qwen3_omni", hf_module, code2wav_key_map(config), **asdict(config))

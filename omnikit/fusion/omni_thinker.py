@@ -1,0 +1,192 @@
+"""A Thinker that takes what a Qwen-Omni processor returns: audio tower + vision tower + M-RoPE LM.
+
+:class:`OmniThinker` is the structure of transformers' ``Qwen2_5OmniThinkerForConditionalGeneration``
+(and the shape of the Qwen3-Omni Thinker): it encodes ``input_features`` with the audio tower and
+``pixel_values`` / ``pixel_values_videos`` with the vision tower, scatters the tokens at their
+placeholders, computes TMRoPE ids (:func:`tmrope_position_ids`, equal to the reference's
+``get_rope_index``) and runs the :class:`Thinker` language model::
+
+    logits = model(input_ids, attention_mask=mask, input_features=mel, feature_attention_mask=mel_mask,
+                   pixel_values=pixels, image_grid_thw=grids)
+
+Keyword names are the processor's, so ``model(**processor_outputs)`` works (see
+:func:`omnikit.convert.hf_inputs`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import torch
+from torch import nn
+
+from omnikit.fusion.early import media_item_ids
+from omnikit.fusion.modality import MODALITIES
+from omnikit.fusion.omni import FusedInputs
+from omnikit.fusion.thinker import GenerationOutput, Thinker, ThinkerStep
+from omnikit.fusion.tmrope import TMRoPEScheme, VisualGrid, tmrope_position_ids
+from omnikit.utils.checks import OmnikitValueError, check_tensor
+
+__all__ = ["OmniThinker", "audio_in_video_items"]
+
+_VIDEO, _AUDIO = MODALITIES.index("video"), MODALITIES.index("audio")
+
+
+def audio_in_video_items(modality_ids: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> list[bool]:
+    """For every audio item in order of appearance (row by row): True when it is the soundtrack of a
+    video (its placeholders share one run with video placeholders), False for a standalone audio."""
+    check_tensor(modality_ids, "modality_ids", ndim=2, floating=False)
+    if key_padding_mask is not None:
+        modality_ids = modality_ids.masked_fill(~key_padding_mask, 0)
+    items = media_item_ids(modality_ids)
+    flags: list[bool] = []
+    for codes, runs in zip(modality_ids.tolist(), items.tolist()):
+        kinds: dict[int, set[int]] = {}
+        for code, run in zip(codes, runs):
+            if run >= 0:
+                kinds.setdefault(run, set()).add(code)
+        flags += [_VIDEO in kinds[run] for run in sorted(kinds) if _AUDIO in kinds[run]]
+    return flags
+
+
+class OmniThinker(nn.Module):
+    """Processor inputs -> logits ``(B, T, vocab)``.
+
+    Args:
+        text_model: the language model, with ``media_tokens`` (image, video, audio placeholders)
+            and M-RoPE sections equal to ``scheme.sections``.
+        audio_encoder: ``forward(features (N, n_mels, L), lengths) -> EncoderOutput`` with
+            ``output_lengths(lengths)``, or None.
+        vision_encoder: ``forward_patches(pixel_values, grid_thw) -> (tokens, D)`` with
+            ``config.merge_size`` (a :class:`~omnikit.vision.WindowViT`), or None.
+        scheme: the TMRoPE scheme.
+        marker_tokens: ids of the start/end markers around media items (``vision_start_token_id``,
+            ``audio_end_token_id``, ...); the computation never reads them, they are kept so the
+            model's config can be written back (:func:`omnikit.convert.save_hf`).
+    """
+
+    def __init__(
+        self,
+        text_model: Thinker,
+        *,
+        audio_encoder: nn.Module | None,
+        vision_encoder: nn.Module | None,
+        scheme: TMRoPEScheme,
+        marker_tokens: Mapping[str, int] | None = None,
+    ) -> None:
+        super().__init__()
+        sections = text_model.config.mrope_sections
+        if sections is None or tuple(sections) != tuple(scheme.sections):
+            raise OmnikitValueError(
+                f"`scheme.sections` {scheme.sections} must equal the text model's mrope_sections {sections}"
+            )
+        self.text_model, self.audio_encoder, self.vision_encoder = text_model, audio_encoder, vision_encoder
+        self.scheme = scheme
+        self.marker_tokens = dict(marker_tokens or {})
+
+    @property
+    def output_dim(self) -> int:
+        return self.text_model.config.vocab_size
+
+    def _encoder(self, name: str, given: str) -> nn.Module:
+        module = getattr(self, name)
+        if module is None:
+            raise OmnikitValueError(f"`{given}` given but this model has no {name}")
+        return module
+
+    def _visual(self, pixels: torch.Tensor, grid_thw: torch.Tensor | None, name: str, grid_name: str) -> torch.Tensor:
+        vision = self._encoder("vision_encoder", name)
+        if grid_thw is None:
+            raise OmnikitValueError(f"`{name}` given without `{grid_name}` (the (n, 3) patch grids of the items)")
+        return vision.forward_patches(pixels, grid_thw)
+
+    def _grids(self, grid_thw: torch.Tensor | None, seconds: torch.Tensor | None = None) -> list[VisualGrid]:
+        if grid_thw is None:
+            return []
+        merge = self.vision_encoder.config.merge_size
+        steps = [1.0] * len(grid_thw) if seconds is None else [float(s) for s in seconds.reshape(-1).tolist()]
+        return [VisualGrid.from_patch_grid(g, merge, s) for g, s in zip(grid_thw.tolist(), steps)]
+
+    def fuse(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        input_features: torch.Tensor | None = None,
+        feature_attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_grid_thw: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        video_grid_thw: torch.Tensor | None = None,
+        video_second_per_grid: torch.Tensor | None = None,
+        use_audio_in_video: bool = False,
+    ) -> FusedInputs:
+        """Encode the media, and compute TMRoPE ids and the padding mask (``attention_mask != 0``)."""
+        check_tensor(input_ids, "input_ids", ndim=2, floating=False)
+        padding = None if attention_mask is None else attention_mask.to(input_ids.device).bool()
+        media: dict[str, torch.Tensor] = {}
+        audio_tokens: list[int] = []
+        if input_features is not None:
+            audio = self._encoder("audio_encoder", "input_features")
+            check_tensor(input_features, "input_features", ndim=3, floating=True)
+            if feature_attention_mask is None:
+                lengths = torch.full((input_features.shape[0],), input_features.shape[-1], device=input_features.device)
+            else:
+                lengths = feature_attention_mask.sum(-1).to(input_features.device)
+            encoded = audio(input_features, lengths)
+            media["audio"] = torch.cat(encoded.unpad())
+            audio_tokens = encoded.lengths.tolist()
+        if pixel_values is not None:
+            media["image"] = self._visual(pixel_values, image_grid_thw, "pixel_values", "image_grid_thw")
+        if pixel_values_videos is not None:
+            media["video"] = self._visual(pixel_values_videos, video_grid_thw, "pixel_values_videos",
+                                          "video_grid_thw")
+        videos = self._grids(video_grid_thw, video_second_per_grid)
+        standalone = audio_tokens
+        if use_audio_in_video:
+            in_video = audio_in_video_items(self.text_model.media_tokens.modality_ids(input_ids), padding)
+            if len(in_video) != len(audio_tokens):
+                raise OmnikitValueError(
+                    f"`input_ids` holds {len(in_video)} audio items but `input_features` has {len(audio_tokens)}"
+                )
+            tracks = [n for n, inside in zip(audio_tokens, in_video) if inside]
+            if len(tracks) != len(videos):
+                raise OmnikitValueError(
+                    f"use_audio_in_video: {len(videos)} videos but {len(tracks)} audio tracks inside video items"
+                )
+            standalone = [n for n, inside in zip(audio_tokens, in_video) if not inside]
+            videos = [VisualGrid(g.t, g.h, g.w, g.seconds_per_step, n) for g, n in zip(videos, tracks)]
+        positions, next_position = tmrope_position_ids(
+            input_ids, self.text_model.media_tokens, images=self._grids(image_grid_thw), videos=videos,
+            audios=standalone, scheme=self.scheme, key_padding_mask=padding,
+        )
+        return FusedInputs(media, positions, next_position, padding)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *, return_hidden: bool = False,
+        **inputs,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(B, T, vocab)`` (and the final hidden states ``(B, T, D)`` with ``return_hidden``);
+        ``inputs`` are the media keywords of :meth:`fuse`."""
+        fused = self.fuse(input_ids, attention_mask, **inputs)
+        return self.text_model(input_ids, media=fused.media, positions=fused.positions,
+                               key_padding_mask=fused.key_padding_mask, return_hidden=return_hidden)
+
+    def stream_generate(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *, max_new_tokens: int = 32,
+        **inputs,
+    ) -> Iterator[ThinkerStep]:
+        """Yield one :class:`ThinkerStep` per generated token (see :meth:`Thinker.stream_generate`);
+        ``sampling``, ``eos_token_id`` and ``generator`` pass through, the rest are :meth:`fuse` keywords."""
+        passed = {k: inputs.pop(k) for k in ("sampling", "eos_token_id", "generator") if k in inputs}
+        fused = self.fuse(input_ids, attention_mask, **inputs)
+        yield from self.text_model.stream_generate(
+            input_ids, media=fused.media, positions=fused.positions, next_position=fused.next_position,
+            key_padding_mask=fused.key_padding_mask, max_new_tokens=max_new_tokens, **passed,
+        )
+
+    def generate(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> GenerationOutput:
+        """Run :meth:`stream_generate` to the end (``.tokens (B, N)`` are the new tokens)."""
+        return GenerationOutput.stack(list(self.stream_generate(input_ids, attention_mask, **kwargs)))

@@ -1,0 +1,270 @@
+"""Qwen3-Omni's MoE Talker with its residual code predictor, in the published layout.
+
+- ``text_projection`` / ``hidden_projection``: ``Linear -> SiLU -> Linear`` (with biases) from the
+  Thinker's width to the Talker's; the first projects Thinker token embeddings, the second
+  Thinker hidden states (multimodal prompt positions).
+- ``decoder``: causal MoE decoder layers (qk-norm, interleaved M-RoPE, softmax top-k routed
+  SwiGLU experts plus a ``sigmoid``-gated shared expert), final RMSNorm; ``codec_head``
+  predicts codebook 0 over the Talker's codec vocabulary (codes and special ids).
+- ``code_predictor``: a small dense decoder run over the ``K`` positions of one frame:
+  ``[talker hidden state, embed_0(code_0), embed_1(code_1), ..., embed_{K-2}(code_{K-2})]``
+  where ``embed_0`` is the Talker's ``codec_embedding`` and ``embed_k`` (``k >= 1``) the
+  predictor's own; position ``k`` predicts code ``k`` with head ``k - 1``.
+
+The next frame's Talker input is the sum of the ``K`` code embeddings of the frame
+(:meth:`Qwen3OmniTalker.embed_frames`) plus the projected Thinker reply token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from omnikit.fusion.sampling import GREEDY, Sampling, sample_next
+from omnikit.layers.decoder import Decoder, DecoderConfig
+from omnikit.moe import MoE, MoEConfig
+from omnikit.registry import configure, register_model
+from omnikit.testing.contract import ContractInputs
+from omnikit.utils.checks import OmnikitValueError, check_tensor
+
+__all__ = [
+    "Qwen3OmniTalker", "Qwen3OmniTalkerConfig", "Qwen3TalkerScores", "ResidualCodePredictor", "ResizeMLP",
+    "predictor_decoder_config", "talker_decoder_config",
+]
+
+
+@dataclass
+class Qwen3OmniTalkerConfig:
+    """Hyper-parameters of :class:`Qwen3OmniTalker` (transformers' ``Qwen3OmniMoeTalkerConfig``).
+
+    Attributes:
+        dim, depth, num_heads, num_kv_heads, head_dim, norm_eps, rope_base, mrope_sections: the
+            Talker decoder (``text_config``); M-RoPE is interleaved.
+        vocab_size: codec vocabulary of codebook 0 (codes and special ids).
+        num_experts, top_k, expert_hidden, shared_hidden, normalize_weights: its MoE layers.
+        thinker_dim, projection_hidden: the two Thinker projections (``thinker_hidden_size``,
+            ``text_config.intermediate_size``).
+        num_codebooks: codes per frame (``num_code_groups``).
+        codec_bos_id: id whose embedding starts the reply in :meth:`Qwen3OmniTalker.forward`.
+        predictor_*: the code predictor (``code_predictor_config``); its width equals ``dim``.
+    """
+
+    dim: int
+    depth: int
+    num_heads: int
+    thinker_dim: int
+    num_kv_heads: int | None = None
+    head_dim: int | None = None
+    vocab_size: int = 3072
+    num_experts: int = 128
+    top_k: int = 6
+    expert_hidden: int = 384
+    shared_hidden: int = 768
+    normalize_weights: bool = True
+    projection_hidden: int = 2048
+    norm_eps: float = 1e-6
+    rope_base: float = 1_000_000.0
+    mrope_sections: tuple[int, int, int] = (24, 20, 20)
+    num_codebooks: int = 16
+    codec_bos_id: int = 2149
+    predictor_depth: int = 5
+    predictor_heads: int = 16
+    predictor_kv_heads: int | None = 8
+    predictor_head_dim: int | None = 128
+    predictor_mlp_hidden: int = 3072
+    predictor_vocab_size: int = 2048
+    predictor_rope_base: float = 1_000_000.0
+    predictor_norm_eps: float = 1e-6
+    backend: str = "sdpa"
+
+
+def talker_decoder_config(c: Qwen3OmniTalkerConfig) -> DecoderConfig:
+    """The Talker decoder's :class:`DecoderConfig` (its MLPs are MoE layers)."""
+    return DecoderConfig(
+        dim=c.dim, depth=c.depth, num_heads=c.num_heads, num_kv_heads=c.num_kv_heads, head_dim=c.head_dim,
+        norm_eps=c.norm_eps, qk_norm=True, rope_base=c.rope_base, mrope_sections=tuple(c.mrope_sections),
+        mrope_interleaved=True, backend=c.backend,
+    )
+
+
+def predictor_decoder_config(c: Qwen3OmniTalkerConfig) -> DecoderConfig:
+    """The code predictor's dense :class:`DecoderConfig`."""
+    return DecoderConfig(
+        dim=c.dim, depth=c.predictor_depth, num_heads=c.predictor_heads, num_kv_heads=c.predictor_kv_heads,
+        head_dim=c.predictor_head_dim, mlp_hidden=c.predictor_mlp_hidden, norm_eps=c.predictor_norm_eps,
+        qk_norm=True, rope_base=c.predictor_rope_base, backend=c.backend,
+    )
+
+
+class Qwen3TalkerScores(NamedTuple):
+    """Teacher-forced outputs of :meth:`Qwen3OmniTalker.forward`.
+
+    Attributes:
+        log_probs: ``(B, F, K)`` log-likelihood of each given code (``-log_probs.mean()`` is the loss).
+        logits: ``(B, F, vocab_size)`` codebook-0 logits.
+        residual_logits: ``(B, F, K - 1, predictor_vocab_size)`` logits of codebooks ``1..K-1``.
+        last_hidden_state: ``(B, F, dim)`` the Talker's final states (the predictor's context).
+    """
+
+    log_probs: torch.Tensor
+    logits: torch.Tensor
+    residual_logits: torch.Tensor
+    last_hidden_state: torch.Tensor
+
+
+class ResizeMLP(nn.Module):
+    """``fc2(silu(fc1(x)))`` with biases: ``(..., in_dim) -> (..., out_dim)``."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_dim, hidden)
+        self.fc2 = nn.Linear(hidden, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.silu(self.fc1(x)))
+
+
+class ResidualCodePredictor(nn.Module):
+    """Predicts codes ``1..K-1`` of a frame from the Talker state and code 0 (Qwen3-Omni's "MTP" module).
+
+    ``forward(prefix (N, 2, dim), codes (N, K - 2)) -> logits (N, K - 1, vocab)``: ``prefix`` holds the
+    Talker state and code 0's embedding, ``codes`` the residual codes ``1..K-2`` fed back (teacher forcing).
+    """
+
+    def __init__(self, config: DecoderConfig, num_codebooks: int, vocab_size: int) -> None:
+        super().__init__()
+        if num_codebooks < 2:
+            raise OmnikitValueError(f"`num_codebooks` expected at least 2 but got {num_codebooks}")
+        self.decoder = Decoder(config)
+        self.embeddings = nn.ModuleList(nn.Embedding(vocab_size, config.dim) for _ in range(num_codebooks - 1))
+        self.heads = nn.ModuleList(nn.Linear(config.dim, vocab_size, bias=False) for _ in range(num_codebooks - 1))
+
+    def forward(self, prefix: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        fed = [self.embeddings[k](codes[:, k]) for k in range(codes.shape[1])]
+        x = self.decoder(torch.cat([prefix, *(e[:, None] for e in fed)], dim=1))
+        return torch.stack([head(x[:, k + 1]) for k, head in enumerate(self.heads[: x.shape[1] - 1])], dim=1)
+
+
+class Qwen3OmniTalker(nn.Module):
+    """The Qwen3-Omni Talker. See the module docstring for the layout.
+
+    ``forward(codes (B, K, F), reply_embeds (B, F, thinker_dim), context=None, positions=None)``
+    runs one teacher-forced pass: step ``f`` reads ``text_projection(reply_embeds[:, f])`` plus the
+    summed code embeddings of frame ``f - 1`` (``codec_bos_id``'s embedding at ``f = 0``), after an
+    optional prefix ``hidden_projection(context (B, C, thinker_dim))``; it returns
+    :class:`Qwen3TalkerScores`. :meth:`codec_logits` and :meth:`residual_logits` are the two
+    heads on their own (what transformers' Talker and code predictor compute).
+    """
+
+    def __init__(self, config: Qwen3OmniTalkerConfig) -> None:
+        super().__init__()
+        c = config
+        self.config = c
+        self.text_projection = ResizeMLP(c.thinker_dim, c.projection_hidden, c.dim)
+        self.hidden_projection = ResizeMLP(c.thinker_dim, c.projection_hidden, c.dim)
+        self.codec_embedding = nn.Embedding(c.vocab_size, c.dim)
+        moe = MoEConfig(dim=c.dim, num_experts=c.num_experts, top_k=c.top_k, expert_hidden=c.expert_hidden,
+                        shared_hidden=c.shared_hidden, shared_gate=True, normalize_weights=c.normalize_weights)
+        self.decoder = Decoder(talker_decoder_config(c), lambda _: MoE(moe))
+        self.codec_head = nn.Linear(c.dim, c.vocab_size, bias=False)
+        self.code_predictor = ResidualCodePredictor(predictor_decoder_config(c), c.num_codebooks,
+                                                    c.predictor_vocab_size)
+
+    def codec_logits(
+        self, inputs_embeds: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``inputs_embeds (B, T, dim)``, M-RoPE ``positions (3, B, T)`` (default ``0..T-1`` on every axis)
+        -> ``(logits (B, T, vocab_size), hidden (B, T, dim))``."""
+        check_tensor(inputs_embeds, "inputs_embeds", shape=("B", "T", self.config.dim), floating=True)
+        if positions is None:
+            batch, length = inputs_embeds.shape[:2]
+            positions = torch.arange(length, device=inputs_embeds.device).expand(3, batch, length)
+        hidden = self.decoder(inputs_embeds, positions=positions)
+        return self.codec_head(hidden), hidden
+
+    def residual_logits(self, hidden: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Talker states ``(N, dim)`` and the frame's codes ``(N, K)`` (teacher forcing) -> logits of codes
+        ``1..K-1``: ``(N, K - 1, predictor_vocab_size)``."""
+        k = self.config.num_codebooks
+        check_tensor(codes, "codes", shape=(hidden.shape[0], k), floating=False)
+        prefix = torch.stack([hidden, self.codec_embedding(codes[:, 0])], dim=1)
+        return self.code_predictor(prefix, codes[:, 1 : k - 1])
+
+    @torch.no_grad()
+    def sample_residual(
+        self,
+        hidden: torch.Tensor,
+        first: torch.Tensor,
+        sampling: Sampling = GREEDY,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Codes ``1..K-1`` of a frame one by one from the Talker state ``hidden (N, dim)`` and code 0
+        ``first (N,)``; returns the frame's codes ``(N, K)`` (greedy by default)."""
+        k = self.config.num_codebooks
+        codes = torch.zeros(hidden.shape[0], k, dtype=torch.long, device=hidden.device)
+        codes[:, 0] = first
+        for step in range(1, k):
+            logits = self.residual_logits(hidden, codes)[:, step - 1]
+            codes[:, step] = sample_next(logits, sampling, generator=generator)
+        return codes
+
+    def embed_frames(self, codes: torch.Tensor) -> torch.Tensor:
+        """``(B, K, F)`` codes -> ``(B, F, dim)``: the sum of their ``K`` embeddings (the next Talker input)."""
+        embeds = self.codec_embedding(codes[:, 0])
+        for k, table in enumerate(self.code_predictor.embeddings, start=1):
+            embeds = embeds + table(codes[:, k])
+        return embeds
+
+    def forward(
+        self,
+        codes: torch.Tensor,
+        reply_embeds: torch.Tensor,
+        *,
+        context: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> Qwen3TalkerScores:
+        c = self.config
+        check_tensor(codes, "codes", shape=("B", c.num_codebooks, "F"), floating=False)
+        batch, _, frames = codes.shape
+        check_tensor(reply_embeds, "reply_embeds", shape=(batch, frames, c.thinker_dim), floating=True)
+        bos = self.codec_embedding.weight[c.codec_bos_id].expand(batch, 1, c.dim)
+        previous = torch.cat([bos, self.embed_frames(codes[:, :, :-1])], dim=1)
+        x = self.text_projection(reply_embeds) + previous
+        if context is not None:
+            check_tensor(context, "context", shape=(batch, "C", c.thinker_dim), floating=True)
+            x = torch.cat([self.hidden_projection(context), x], dim=1)
+        logits, hidden = self.codec_logits(x, positions)
+        logits, hidden = logits[:, -frames:], hidden[:, -frames:]
+        flat = codes.permute(0, 2, 1).reshape(batch * frames, c.num_codebooks)
+        residual = self.residual_logits(hidden.reshape(batch * frames, c.dim), flat)
+        first = logits.log_softmax(-1).gather(-1, codes[:, 0, :, None])
+        rest = residual.log_softmax(-1).gather(-1, flat[:, 1:, None]).view(batch, frames, -1)
+        residual = residual.view(batch, frames, c.num_codebooks - 1, -1)
+        return Qwen3TalkerScores(torch.cat([first, rest], dim=-1), logits, residual, hidden)
+
+    def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
+        g = torch.Generator().manual_seed(seed)
+        c, batch, frames = self.config, len(lengths), max(lengths)
+        codes = torch.randint(0, c.predictor_vocab_size, (batch, c.num_codebooks, frames), generator=g)
+        reply = torch.randn(batch, frames, c.thinker_dim, generator=g)
+        context = torch.randn(batch, 3, c.thinker_dim, generator=g)
+        return ContractInputs({"codes": codes, "reply_embeds": reply, "context": context},
+                              torch.tensor(list(lengths)), {"codes": 2, "reply_embeds": 1}, None)
+
+
+@register_model(kind="talker", modalities=("text", "speech"))
+def qwen3_omni_talker_tiny(**overrides: Any) -> Qwen3OmniTalker:
+    """A tiny Qwen3-Omni MoE Talker (2 MoE layers of 4 experts, 4 codebooks, 2-layer code predictor)."""
+    return Qwen3OmniTalker(configure(
+        Qwen3OmniTalkerConfig, "qwen3_omni_talker_tiny", overrides,
+        dim=32, depth=2, num_heads=4, num_kv_heads=2, head_dim=8, thinker_dim=24, vocab_size=40, num_experts=4,
+        top_k=2, expert_hidden=16, shared_hidden=24, projection_hidden=20, mrope_sections=(2, 1, 1), num_codebooks=4,
+        codec_bos_id=37, predictor_depth=2, predictor_heads=4, predictor_kv_heads=2, predictor_head_dim=8,
+        predictor_mlp_hidden=40, predictor_vocab_size=32,
+    ))

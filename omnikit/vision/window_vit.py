@@ -1,0 +1,309 @@
+"""The Qwen2.5-VL / Qwen2.5-Omni vision tower: window attention with a few full-attention blocks.
+
+Patches of ``(2, 14, 14)`` pixels (a Conv3d applied as one matmul), 2-D ``(h, w)`` rotary
+positions, pre-RMSNorm blocks with a SwiGLU MLP (biases on every projection), and a 2x2 merger
+with an RMSNorm. Attention never crosses one temporal step (two frames) of one image or video;
+most blocks attend inside windows of ``window_size`` pixels (112 px = 4x4 merged tokens), the
+blocks in ``full_attention_blocks`` across the whole step.
+
+Two call forms:
+
+- :meth:`WindowViT.forward_patches` takes what the Qwen2-VL family's image processor returns:
+  ``pixel_values (N, C*2*14*14)``, one row per patch with each 2x2 merge group contiguous, and
+  ``grid_thw (n, 3)`` patch grids; it returns the merged tokens ``(N / 4, out_dim)`` of all items
+  in order, equal to transformers' ``Qwen2_5OmniVisionEncoder`` pooler output.
+- :meth:`WindowViT.forward` takes frames ``(B, T, C, H, W)`` with ``lengths`` and returns an
+  :class:`~omnikit.outputs.EncoderOutput`; it cuts the frames like the processor does
+  (:func:`patchify_frames`).
+
+Tokens are reordered window by window with tensor index arithmetic (a stable sort on window ids),
+and attention segments (windows or temporal steps) of equal length are gathered into one batch,
+so each block makes one attention call per distinct segment length (full windows, edge windows,
+frame sizes), with no padding and no mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from omnikit.layers.decoder import DecoderBlock
+from omnikit.layers.masks import lengths_to_mask
+from omnikit.layers.mlp import SwiGLU
+from omnikit.outputs import EncoderOutput
+from omnikit.registry import configure, register_model
+from omnikit.testing.contract import ContractInputs
+from omnikit.utils.checks import OmnikitValueError, check_lengths, check_positive, check_tensor
+from omnikit.vision.merger import PatchMerger
+from omnikit.vision.rotary import AxialRotaryEmbedding
+from omnikit.vision.tubelet import TubeletEmbed, repeat_last_valid_frame
+
+__all__ = ["WindowViT", "WindowViTConfig", "patchify_frames", "window_order"]
+
+
+@dataclass
+class WindowViTConfig:
+    """Hyper-parameters of :class:`WindowViT` (defaults: Qwen2.5-Omni-7B's vision tower)."""
+
+    dim: int = 1280
+    depth: int = 32
+    num_heads: int = 16
+    mlp_hidden: int = 3420
+    out_dim: int = 3584
+    patch: tuple[int, int, int] = (2, 14, 14)
+    in_chans: int = 3
+    merge_size: int = 2
+    window_size: int = 112
+    full_attention_blocks: tuple[int, ...] = (7, 15, 23, 31)
+    norm_eps: float = 1e-6
+    rope_base: float = 10000.0
+    backend: str = "sdpa"
+
+
+def patchify_frames(
+    frames: torch.Tensor, lengths: torch.Tensor, patch: tuple[int, int, int], merge_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames ``(B, T, C, H, W)`` -> processor layout ``pixel_values (N, C*pt*ph*pw)``, ``grid_thw (B, 3)``.
+
+    Item ``b`` has ``ceil(lengths[b] / pt)`` temporal steps (an odd last step repeats the last
+    valid frame); rows are listed step by step, merge group by merge group (row-major), and
+    row-major inside a group, each row flattened as ``(C, pt, ph, pw)``.
+    """
+    pt, ph, pw = patch
+    batch, _, chans, height, width = frames.shape
+    if height % (ph * merge_size) or width % (pw * merge_size):
+        raise OmnikitValueError(
+            f"`frames` sides expected multiples of {ph * merge_size}x{pw * merge_size} px (patch x merge_size) "
+            f"but got {height}x{width}"
+        )
+    frames = repeat_last_valid_frame(frames, lengths, pt)
+    steps, gh, gw, m = frames.shape[1] // pt, height // ph, width // pw, merge_size
+    x = frames.reshape(batch, steps, pt, chans, gh // m, m, ph, gw // m, m, pw)
+    x = x.permute(0, 1, 4, 7, 5, 8, 3, 2, 6, 9).reshape(batch, steps, gh * gw, chans * pt * ph * pw)
+    valid_steps = -(-lengths // pt)
+    pixel_values = x[lengths_to_mask(valid_steps, steps)].reshape(-1, x.shape[-1])
+    sides = torch.tensor([gh, gw], device=lengths.device).expand(batch, 2)
+    return pixel_values, torch.cat((valid_steps[:, None], sides), dim=1)
+
+
+def window_order(
+    grid_thw: torch.Tensor, merge_size: int, window_groups: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Window reordering of the merge groups of packed items.
+
+    Args:
+        grid_thw: ``(n, 3)`` patch grids of the items, in packing order.
+        merge_size: ``m``; a merge group is an ``m x m`` block of patches.
+        window_groups: window side in merge groups (``window_px // (m * patch)``).
+
+    Returns:
+        ``order (G,)``: the merge groups (item by item, row-major) listed window by window (windows
+        row-major per temporal step, groups row-major inside a window); ``window_sizes (n_win,)``:
+        merge groups per window in that order; ``group_hw (2, G)``: each group's row and column, in
+        the original order.
+    """
+    m = merge_size
+    t, gh, gw = grid_thw[:, 0].long(), grid_thw[:, 1].long() // m, grid_thw[:, 2].long() // m
+    groups = t * gh * gw
+    item = torch.repeat_interleave(torch.arange(len(groups), device=grid_thw.device), groups)
+    local = torch.arange(item.numel(), device=grid_thw.device) - (groups.cumsum(0) - groups)[item]
+    per_step = (gh * gw)[item]
+    step, in_step = local // per_step, local % per_step
+    row, col = in_step // gw[item], in_step % gw[item]
+    win_h, win_w = -(-gh // window_groups), -(-gw // window_groups)
+    windows = t * win_h * win_w
+    window_id = (windows.cumsum(0) - windows)[item] + (
+        (step * win_h[item] + row // window_groups) * win_w[item] + col // window_groups
+    )
+    order = torch.sort(window_id, stable=True).indices
+    sizes = torch.bincount(window_id, minlength=int(windows.sum()))
+    return order, sizes[sizes > 0], torch.stack((row, col))
+
+
+def _pad_items(tokens: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Items packed back to back ``(sum(counts), D)`` -> zero-padded ``(len(counts), max(counts), D)``."""
+    item = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
+    slot = torch.arange(item.numel(), device=counts.device) - (counts.cumsum(0) - counts)[item]
+    out = tokens.new_zeros(len(counts), int(counts.max()), tokens.shape[-1])
+    return out.index_put((item, slot), tokens)
+
+
+@dataclass
+class _Buckets:
+    """Consecutive segments of a packed sequence grouped by length (a handful of lengths: full windows,
+    edge windows, frame sizes), so each group runs as one ``(S_b, L_b, D)`` batch with no padding and
+    no mask. Tokens are gathered into group order once per call (``index_select``, whose backward is a
+    cheap ``index_add``); when the segments already come in that order nothing is moved."""
+
+    order: torch.Tensor | None  # (N,) packed position of each grouped token; None: already grouped
+    inverse: torch.Tensor | None
+    shapes: list[tuple[int, int]]  # (S_b, L_b) per group
+    ropes: list[tuple[torch.Tensor, torch.Tensor]]  # (S_b, L_b, head_dim) cos/sin per group
+
+    @classmethod
+    def from_sizes(cls, sizes: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> _Buckets:
+        """``sizes (S,)`` consecutive segment lengths; ``cos``/``sin (N, head_dim)`` of the packed positions."""
+        starts = sizes.cumsum(0) - sizes
+        steps = torch.arange(int(sizes.max()), device=sizes.device)
+        indices = [starts[sizes == n][:, None] + steps[:n] for n in torch.unique(sizes).tolist()]
+        order = torch.cat([index.flatten() for index in indices])
+        shapes = [tuple(index.shape) for index in indices]
+        ropes = [(cos[index], sin[index]) for index in indices]
+        if torch.equal(order, torch.arange(order.numel(), device=order.device)):
+            return cls(None, None, shapes, ropes)
+        return cls(order, torch.argsort(order), shapes, ropes)
+
+    def apply(self, fn, x: torch.Tensor) -> torch.Tensor:
+        """``fn(x (S_b, L_b, D), (cos, sin))`` on every group; ``(N, D) -> (N, D)``."""
+        grouped = x if self.order is None else x.index_select(0, self.order)
+        chunks = grouped.split([s * n for s, n in self.shapes])
+        out = torch.cat([fn(c.view(*shape, -1), rope).flatten(0, 1)
+                         for c, shape, rope in zip(chunks, self.shapes, self.ropes)])
+        return out if self.inverse is None else out.index_select(0, self.inverse)
+
+
+class WindowViT(nn.Module):
+    """Qwen2.5-VL-style vision tower. See the module docstring for the two call forms.
+
+    Weights: ``patch_embed.proj`` (Conv3d shape, no bias), ``blocks.{i}`` (``norm1``, ``attn.qkv``
+    fused q/k/v with bias, ``attn.out``, ``norm2``, ``mlp.gate/up/down`` with bias), ``merger``
+    (``norm``, ``mlp.0``, ``mlp.2``).
+    """
+
+    def __init__(self, config: WindowViTConfig) -> None:
+        super().__init__()
+        check_positive(config.merge_size, "merge_size")
+        for i in config.full_attention_blocks:
+            if not 0 <= i < config.depth:
+                raise OmnikitValueError(
+                    f"`full_attention_blocks` expected indices in [0, {config.depth}) but got "
+                    f"{config.full_attention_blocks}"
+                )
+        self.config = config
+        self.patch_embed = TubeletEmbed(config.dim, tuple(config.patch), config.in_chans)
+        self.rotary = AxialRotaryEmbedding(config.dim // config.num_heads, axes=2, base=config.rope_base)
+        self.blocks = nn.ModuleList(
+            DecoderBlock(
+                config.dim, config.num_heads, mlp=SwiGLU(config.dim, config.mlp_hidden, bias=True), norm="rmsnorm",
+                norm_eps=config.norm_eps, qkv_bias=True, out_bias=True, use_rope=False, causal=False,
+                backend=config.backend,
+            )
+            for _ in range(config.depth)
+        )
+        self.merger = PatchMerger(config.dim, config.out_dim, config.merge_size, eps=config.norm_eps, norm="rmsnorm")
+        self.output_dim = config.out_dim
+        self.gradient_checkpointing = False
+
+    @property
+    def patch_dim(self) -> int:
+        """Width of one ``pixel_values`` row: ``C * pt * ph * pw``."""
+        pt, ph, pw = self.config.patch
+        return self.config.in_chans * pt * ph * pw
+
+    @property
+    def window_groups(self) -> int:
+        """Window side in merge groups."""
+        return max(self.config.window_size // (self.config.merge_size * self.config.patch[1]), 1)
+
+    def num_tokens(self, grid_thw: torch.Tensor) -> torch.Tensor:
+        """Merged output tokens per item ``(n,)`` of patch grids ``(n, 3)``."""
+        return grid_thw.long().prod(-1) // self.config.merge_size**2
+
+    def _check_patches(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> None:
+        check_tensor(pixel_values, "pixel_values", shape=("N", self.patch_dim), floating=True)
+        check_tensor(grid_thw, "grid_thw", shape=("n", 3), floating=False)
+        if torch.compiler.is_compiling():
+            return
+        m = self.config.merge_size
+        if bool((grid_thw < 1).any()) or bool((grid_thw[:, 1:] % m).any()):
+            raise OmnikitValueError(
+                f"`grid_thw` expected positive (t, h, w) with h and w multiples of merge_size={m} but got "
+                f"{grid_thw.tolist()}"
+            )
+        total = int(grid_thw.long().prod(-1).sum())
+        if total != pixel_values.shape[0]:
+            raise OmnikitValueError(
+                f"`pixel_values` expected {total} rows (sum of t*h*w over `grid_thw`) but got {pixel_values.shape[0]}"
+            )
+
+    def forward_patches(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
+        """``pixel_values (N, C*pt*ph*pw)``, ``grid_thw (n, 3)`` -> merged tokens ``(N / m^2, out_dim)``."""
+        self._check_patches(pixel_values, grid_thw)
+        m2 = self.config.merge_size**2
+        order, window_sizes, group_hw = window_order(grid_thw, self.config.merge_size, self.window_groups)
+        weight = self.patch_embed.proj.weight
+        x = F.linear(pixel_values.to(weight.dtype), weight.view(weight.shape[0], -1))
+        x = x.view(-1, m2, x.shape[-1])[order].flatten(0, 1)
+        cos, sin = self.rotary(self._patch_positions(group_hw[:, order]))
+        steps = torch.repeat_interleave(grid_thw[:, 1] * grid_thw[:, 2], grid_thw[:, 0]).long()
+        layouts = {full: _Buckets.from_sizes(sizes, cos[0], sin[0])
+                   for full, sizes in ((True, steps), (False, window_sizes * m2))}
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+        for i, block in enumerate(self.blocks):
+            run = (lambda h, rope, b=block: checkpoint(b, h, rope=rope, use_reentrant=False)) if recompute else (
+                lambda h, rope, b=block: b(h, rope=rope))
+            x = layouts[i in self.config.full_attention_blocks].apply(run, x)
+        merged = self.merger.merge_groups(x)
+        return merged[torch.argsort(order)]
+
+    def _patch_positions(self, group_hw: torch.Tensor) -> torch.Tensor:
+        """``(2, G)`` merge-group rows/cols -> ``(2, G * m^2)`` patch rows/cols, row-major in each group."""
+        m = self.config.merge_size
+        offsets = torch.arange(m, device=group_hw.device)
+        inner = torch.stack(torch.meshgrid(offsets, offsets, indexing="ij")).flatten(1)  # (2, m*m)
+        return (group_hw[:, :, None] * m + inner[:, None, :]).flatten(1)
+
+    def forward(self, frames: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
+        """``frames (B, T, C, H, W)``, ``lengths (B,)`` -> ``EncoderOutput((B, T', out_dim), lengths')``.
+
+        An image is a clip of one frame (repeated to fill the temporal patch). Tokens of item ``b``
+        are ``ceil(lengths[b] / pt) * H/(p*m) * W/(p*m)``, time-major then row-major.
+        """
+        check_tensor(frames, "frames", shape=("B", "T", self.config.in_chans, "H", "W"), floating=True)
+        batch, length = frames.shape[:2]
+        if lengths is None:
+            lengths = torch.full((batch,), length, dtype=torch.long, device=frames.device)
+        lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length).to(frames.device)
+        pixel_values, grid_thw = patchify_frames(frames, lengths, tuple(self.config.patch), self.config.merge_size)
+        tokens = self.forward_patches(pixel_values, grid_thw)
+        counts = self.num_tokens(grid_thw)
+        return EncoderOutput(_pad_items(tokens, counts), counts)
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Tokens per item for clips of ``lengths`` frames at the contract's frame size."""
+        _, ph, _ = self.config.patch
+        side = self._contract_side() // (ph * self.config.merge_size)
+        return -(-torch.as_tensor(lengths) // self.config.patch[0]) * side * side
+
+    def _contract_side(self) -> int:
+        return self.config.patch[1] * self.config.merge_size * (self.window_groups + 1)
+
+    def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
+        """Clips of ``lengths`` frames whose side spans one full window and part of a second."""
+        g = torch.Generator().manual_seed(seed)
+        side = self._contract_side()
+        frames = torch.randn(len(lengths), max(lengths), self.config.in_chans, side, side, generator=g)
+        lens = torch.tensor(list(lengths))
+        return ContractInputs({"frames": frames, "lengths": lens}, lens, {"frames": 1}, "lengths")
+
+
+@register_model(kind="frame_encoder", modalities=("video", "image"))
+def qwen2_5_omni_vision_tiny(**overrides) -> WindowViT:
+    """A tiny Qwen2.5-Omni vision tower: width 32, 3 blocks (block 1 full attention), patches (2, 4, 4),
+    windows of 16 px (2x2 merged tokens), output width 48."""
+    return WindowViT(configure(
+        WindowViTConfig, "qwen2_5_omni_vision_tiny", overrides, dim=32, depth=3, num_heads=2, mlp_hidden=40,
+        out_dim=48, patch=(2, 4, 4), window_size=16, full_attention_blocks=(1,),
+    ))
+
+
+@register_model(kind="frame_encoder", modalities=("video", "image"))
+def qwen2_5_omni_vision(**overrides) -> WindowViT:
+    """Qwen2.5-Omni-7B's vision tower: width 1280, 32 blocks, 16 heads, SwiGLU 3420, windows of 112 px with
+    full attention at blocks 7/15/23/31, 2x2 merger to 3584."""
+    return WindowViT(configure(WindowViTConfig, "qwen2_5_omni_vision", overrides))
