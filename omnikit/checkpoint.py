@@ -33,7 +33,7 @@ from omnikit.checkpoint_checks import (
     dtype_name,
     read_safetensors_header,
 )
-from omnikit.registry import SPEC_ATTR, WEIGHTS_LOADER, ModelSpec, create_model
+from omnikit.registry import PRETRAINED_HOOKS, SPEC_ATTR, ModelSpec, create_model
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
 from omnikit.utils.precision import cast_model, model_dtype
 from omnikit.version import __version__
@@ -391,7 +391,7 @@ def load_weights_as_saved(model: nn.Module, path: str | Path, *, allow_pickle: b
     return model
 
 
-WEIGHTS_LOADER.append(load_weights_as_saved)  # what create_model(..., pretrained=path) calls
+PRETRAINED_HOOKS.update(check=check_fits, load=load_weights_as_saved)  # for create_model(..., pretrained=)
 
 
 def load_pretrained(

@@ -62,9 +62,11 @@ SPEC_ATTR = "omnikit_spec"
 
 EntryPoint = Callable[..., nn.Module]
 
-#: ``loader(model, path)`` loads ``create_model(..., pretrained=path)``'s weights; set by
-#: :mod:`omnikit.checkpoint` (which builds on this module, so the registry never imports it).
-WEIGHTS_LOADER: list[Callable[[nn.Module, str | Path], nn.Module]] = []
+#: How ``create_model(..., pretrained=path)`` treats a checkpoint, set by :mod:`omnikit.checkpoint`
+#: (which builds on this module, so the registry never imports it): ``"check"(build_on_meta, path)``
+#: refuses a checkpoint that does not fit before anything is allocated, ``"load"(model, path)``
+#: loads its weights.
+PRETRAINED_HOOKS: dict[str, Callable[..., Any]] = {}
 ConfigT = TypeVar("ConfigT")
 
 
@@ -202,16 +204,14 @@ def create_model(
     if pretrained is not None and device is not None and torch.device(device).type == "meta":
         raise OmnikitValueError("`pretrained` weights cannot be loaded onto device='meta'")
     if pretrained is not None:
-        from omnikit.checkpoint import check_fits
-
-        check_fits(lambda: info.entrypoint(**overrides), pretrained)  # on meta: nothing allocated
+        PRETRAINED_HOOKS["check"](lambda: info.entrypoint(**overrides), pretrained)  # on meta: nothing allocated
     with torch.device(device) if device is not None else nullcontext():
         model = info.entrypoint(**overrides)
     if not isinstance(model, nn.Module):
         raise OmnikitTypeError(f"entrypoint {name!r} returned {type(model).__name__}, expected an nn.Module")
     setattr(model, SPEC_ATTR, ModelSpec(name, info.kind, info.modalities, dict(overrides)))
     if pretrained is not None:
-        WEIGHTS_LOADER[-1](model, pretrained)
+        PRETRAINED_HOOKS["load"](model, pretrained)
     if dtype is not None:
         cast_model(model, dtype)
     return model

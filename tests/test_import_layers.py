@@ -3,7 +3,7 @@
 Floors, lowest first (a module may import its own floor and the floors below it)::
 
     0 utils, version, streaming, testing (the contract's data types)
-    1 registry, checkpoint
+    1 registry, checkpoint, checkpoint_checks
     2 layers, outputs
     3 audio, vision, video, moe          (the families: each other only without cycles)
     4 models                             (language models, sampling, generation)
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1] / "omnikit"
 
 FLOORS = {
     "utils": 0, "version": 0, "streaming": 0, "testing": 0,
-    "registry": 1, "checkpoint": 1,
+    "registry": 1, "checkpoint": 1, "checkpoint_checks": 1,
     "layers": 2, "outputs": 2,
     "audio": 3, "vision": 3, "video": 3, "moe": 3,
     "models": 4,

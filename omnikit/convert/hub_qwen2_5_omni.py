@@ -33,11 +33,11 @@ from omnikit.convert.inputs import text_inputs
 from omnikit.convert.keymap import Fuse, KeyMap, Rename, Skip
 from omnikit.convert.whisper import build_converted, whisper_layers_key_map
 from omnikit.fusion.modality import MediaTokens
-from omnikit.fusion.omni_talker import OmniTalker, OmniTalkerConfig
 from omnikit.fusion.omni_thinker import OmniThinker
 from omnikit.fusion.thinker import Thinker
 from omnikit.fusion.tmrope import TMRoPEScheme
 from omnikit.layers.decoder import DecoderConfig
+from omnikit.speech.omni_talker import OmniTalker, OmniTalkerConfig
 from omnikit.utils.checks import OmnikitValueError
 from omnikit.vision.window_vit import WindowViT, WindowViTConfig
 

@@ -35,11 +35,11 @@ from omnikit.convert.qwen3_omni_vision import VISION_KEYS, vision_config
 from omnikit.convert.whisper import whisper_layers_key_map
 from omnikit.fusion.deepstack_thinker import DeepstackThinker
 from omnikit.fusion.modality import MediaTokens
-from omnikit.fusion.qwen3_omni_talker import Qwen3OmniTalker
 from omnikit.fusion.qwen3_omni_thinker import Qwen3OmniThinker
 from omnikit.fusion.tmrope import QWEN3_OMNI
 from omnikit.layers.decoder import DecoderConfig
 from omnikit.moe.layer import MoE
+from omnikit.speech.qwen3_omni_talker import Qwen3OmniTalker
 from omnikit.utils.checks import OmnikitValueError, check_choice
 from omnikit.vision.qwen3_vit import Qwen3ViT
 

@@ -16,7 +16,7 @@ from omnikit.convert import converter
 from omnikit.convert.hub_qwen import decoder_key_map
 from omnikit.convert.keymap import KeyMap, Rename, Skip
 from omnikit.convert.whisper import build_converted
-from omnikit.fusion.qwen3_omni_talker import (
+from omnikit.speech.qwen3_omni_talker import (
     Qwen3OmniTalker,
     Qwen3OmniTalkerConfig,
     predictor_decoder_config,

@@ -20,9 +20,7 @@ from omnikit.fusion.early import PackedSequences, fusion_attention_mask, media_i
 from omnikit.fusion.losses import text_lm_loss
 from omnikit.fusion.modality import MEDIA_MODALITIES, MODALITIES, MediaTokens
 from omnikit.fusion.omni import EarlyFusionOmni, FusedInputs
-from omnikit.fusion.omni_talker import OmniTalker, OmniTalkerConfig
 from omnikit.fusion.omni_thinker import OmniThinker
-from omnikit.fusion.qwen3_omni_talker import Qwen3OmniTalker, Qwen3OmniTalkerConfig, Qwen3TalkerScores
 from omnikit.fusion.qwen3_omni_thinker import Qwen3OmniThinker
 from omnikit.fusion.recipes import RECIPES, apply_recipe, parameter_groups
 from omnikit.fusion.thinker import GenerationOutput, Thinker, ThinkerStep
@@ -55,6 +53,8 @@ from omnikit.speech import (
     speak_until_interrupted,
     undelay_logits,
 )
+from omnikit.speech.omni_talker import OmniTalker, OmniTalkerConfig
+from omnikit.speech.qwen3_omni_talker import Qwen3OmniTalker, Qwen3OmniTalkerConfig, Qwen3TalkerScores
 
 __all__ = [
     "GREEDY",

@@ -15,15 +15,15 @@ from typing import Any
 
 from omnikit.fusion.deepstack_thinker import DeepstackThinker
 from omnikit.fusion.modality import MediaTokens
-from omnikit.fusion.omni_talker import OmniTalker, OmniTalkerConfig
 from omnikit.fusion.omni_thinker import OmniThinker
-from omnikit.fusion.qwen3_omni_talker import Qwen3OmniTalker, Qwen3OmniTalkerConfig
 from omnikit.fusion.qwen3_omni_thinker import Qwen3OmniThinker
 from omnikit.fusion.thinker import Thinker
 from omnikit.fusion.tmrope import QWEN2_5_OMNI, QWEN3_OMNI
 from omnikit.layers.decoder import DecoderConfig
 from omnikit.moe import MoE, MoEConfig
 from omnikit.registry import configure, create_model, register_model
+from omnikit.speech.omni_talker import OmniTalker, OmniTalkerConfig
+from omnikit.speech.qwen3_omni_talker import Qwen3OmniTalker, Qwen3OmniTalkerConfig
 
 __all__ = ["QWEN_MEDIA_TOKENS", "qwen2_5_omni_7b_talker", "qwen2_5_omni_7b_thinker", "qwen2_5_omni_talker_tiny",
            "qwen3_omni_30b_a3b_talker", "qwen3_omni_30b_a3b_thinker"]

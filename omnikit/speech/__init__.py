@@ -4,7 +4,9 @@ and the Thinker-Talker that streams text and speech together."""
 from omnikit.speech import presets
 from omnikit.speech.depth import CodePredictor, undelay_logits
 from omnikit.speech.duplex import DuplexConfig, DuplexLoss, DuplexModel, DuplexStep
+from omnikit.speech.omni_talker import OmniTalker, OmniTalkerConfig
 from omnikit.speech.previous_step import PreviousStep
+from omnikit.speech.qwen3_omni_talker import Qwen3OmniTalker, Qwen3OmniTalkerConfig, Qwen3TalkerScores
 from omnikit.speech.talker import STRATEGIES, Talker, TalkerConfig, codebook_loss, per_codebook_loss
 from omnikit.speech.thinker_talker import SpeechChunk, ThinkerTalker
 from omnikit.speech.turn_taking import TURN_EVENTS, SpeakingResult, TurnTakingHead, speak_until_interrupted
@@ -17,7 +19,12 @@ __all__ = [
     "DuplexLoss",
     "DuplexModel",
     "DuplexStep",
+    "OmniTalker",
+    "OmniTalkerConfig",
     "PreviousStep",
+    "Qwen3OmniTalker",
+    "Qwen3OmniTalkerConfig",
+    "Qwen3TalkerScores",
     "SpeakingResult",
     "SpeechChunk",
     "Talker",

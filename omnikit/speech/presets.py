@@ -1,4 +1,5 @@
-"""Registered speech heads: tiny test variants and the published Talker shapes.
+"""Registered speech heads: tiny test variants (the published Talkers are registered with the published
+Thinkers in :mod:`omnikit.fusion.presets`, since they share the Thinkers' TMRoPE schemes).
 
 The Thinker-Talker assembly (``thinker_talker_tiny``) needs an omni model and is registered with
 the fusion family (:mod:`omnikit.fusion.models`), which builds on the tiny Talker made here.

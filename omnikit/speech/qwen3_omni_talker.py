@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnikit.models.sampling import GREEDY, Sampling, sample_next
 from omnikit.layers.decoder import Decoder, DecoderConfig
+from omnikit.models.sampling import GREEDY, Sampling, sample_next
 from omnikit.moe import MoE, MoEConfig
 from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
