@@ -39,17 +39,15 @@ def test_relation_labels_follow_the_media() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("style", ["early", "xattn"])
-@pytest.mark.parametrize("task", TASKS)
-def test_short_run_beats_chance(style: str, task: str) -> None:
-    torch.manual_seed(0)
+def test_early_fusion_learns_the_place_relation() -> None:
+    """The registered ``omni_early_tiny`` with the documented recipe (400 steps of batch 64, half the rows
+    asking a perception question) beats chance clearly on held-out clips; swapping the audio between
+    samples brings it back to chance. About 100 s on one idle core (docs/fusion.md has the curves)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        result = train(style, task, Recipe(steps=STEPS[style], batch_size=32), test_size=256, every=STEPS[style])
+        result = train("early", "place", Recipe(steps=400), seed=0, every=400)
     finally:
         torch.set_num_threads(threads)
     assert result["accuracy"] >= 0.75, result
-
-
-STEPS = {"early": 300, "xattn": 300}
+    assert abs(result["audio_swapped"] - 0.5) < 0.05, result
