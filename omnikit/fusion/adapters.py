@@ -21,6 +21,7 @@ from torch import nn
 from omnikit.fusion.tmrope import VisualGrid
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.layers.norm import LayerNorm
+from omnikit.layers.positions import GridPositionEmbedding, grid_sincos
 from omnikit.outputs import EncoderOutput
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_positive, check_tensor
@@ -119,17 +120,34 @@ class AudioAdapter(_Adapter):
     """``features (N, n_mels, F)``, ``lengths (N,)`` -> :class:`AdaptedMedia` of width ``dim``.
 
     ``project=False``: the encoder already ends in a projection to ``dim`` (Qwen's audio towers).
+
+    ``time_embedding=True`` adds to every encoder token, before the projector, the time part of the
+    3-D sin-cos embedding of :class:`VideoAdapter` (grid place ``(t, 0, 0)``, ``t`` the token's time in
+    ``ids_per_second`` units), so tokens carry absolute time even where the encoder's own positions
+    restart per window. Off by default (published towers stay exact).
     """
 
-    def __init__(self, encoder: nn.Module, dim: int, *, project: bool = True) -> None:
+    def __init__(
+        self, encoder: nn.Module, dim: int, *, project: bool = True, time_embedding: bool = False,
+        tokens_per_second: float = 25.0, ids_per_second: float = 25.0,
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.projector = _projector(encoder.output_dim, dim, project)
+        self.time_embedding = time_embedding
+        self.time_step = ids_per_second / tokens_per_second
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> AdaptedMedia:
         out = self.encoder(features, lengths)
-        tokens = self.projector(torch.cat(out.unpad(), dim=0))
+        items = out.unpad()
+        if self.time_embedding:
+            items = [x + self.times(x.shape[0], x.shape[-1]).to(x) for x in items]
+        tokens = self.projector(torch.cat(items, dim=0))
         return AdaptedMedia(tokens, [int(n) for n in out.lengths])
+
+    def times(self, count: int, width: int) -> torch.Tensor:
+        """``(count, width)`` embedding of the times ``0, s, 2s, ...`` (``s = ids_per_second / tokens_per_second``)."""
+        return grid_sincos(torch.arange(count) * self.time_step, 1, 1, width).view(count, width)
 
 
 class TubeletEncoder(nn.Module):
@@ -137,15 +155,21 @@ class TubeletEncoder(nn.Module):
     :class:`~omnikit.vision.TubeletEmbed` over ``(tubelet, patch, patch)`` tubelets (ViViT) and a small
     residual MLP; no attention (for a full video ViT use :class:`~omnikit.vision.VideoViT`).
 
-    ``t = T // tubelet``, ``h = H // patch``, ``w = W // patch``.
+    ``t = T // tubelet``, ``h = H // patch``, ``w = W // patch``. ``pos_embed``: ``None`` (the default),
+    ``"sincos"`` or ``"learned"``: a (t, h, w) position embedding added after the tubelet embedding
+    (:class:`~omnikit.layers.positions.GridPositionEmbedding`; ``max_grid`` bounds the learned tables).
     """
 
-    def __init__(self, dim: int, *, in_channels: int = 3, patch: int = 4, tubelet: int = 2) -> None:
+    def __init__(
+        self, dim: int, *, in_channels: int = 3, patch: int = 4, tubelet: int = 2, pos_embed: str | None = None,
+        max_grid: tuple[int, int, int] = (64, 64, 64),
+    ) -> None:
         super().__init__()
         check_positive(patch, "patch")
         check_positive(tubelet, "tubelet")
         self.patch, self.tubelet, self.in_channels, self.output_dim = patch, tubelet, in_channels, dim
         self.embed = TubeletEmbed(dim, (tubelet, patch, patch), in_channels, bias=True)
+        self.pos_embed = None if pos_embed is None else GridPositionEmbedding(dim, pos_embed, max_grid=max_grid)
         self.mlp = nn.Sequential(LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
 
     def grid(self, frames_shape: torch.Size | tuple[int, ...]) -> tuple[int, int, int]:
@@ -163,6 +187,8 @@ class TubeletEncoder(nn.Module):
         check_tensor(frames, "frames", shape=("N", "T", self.in_channels, "H", "W"), floating=True)
         self.grid(frames.shape)
         x = self.embed(frames)  # (N, t, h, w, dim)
+        if self.pos_embed is not None:
+            x = self.pos_embed(x)
         return x + self.mlp(x)
 
 
@@ -177,11 +203,16 @@ class VideoAdapter(_Adapter):
         project: add an MLP projector (False: the encoder already outputs ``dim``).
         grid: ``frames.shape -> (t, h, w)`` token grid (default ``encoder.grid``).
         frames_per_step: frames per temporal token (default ``encoder.tubelet``).
+        position_embedding: add a 3-D sin-cos (t, h, w) embedding to the encoder's tokens before the
+            projector, ``t`` in seconds times ``ids_per_second`` (TMRoPE's time unit, shared with
+            :class:`AudioAdapter`'s ``time_embedding``); for towers without positions of their own.
+            Off by default.
     """
 
     def __init__(
         self, encoder: nn.Module, dim: int, *, fps: float = 2.0, project: bool = True,
         grid: Callable[[tuple[int, ...]], tuple[int, int, int]] | None = None, frames_per_step: int | None = None,
+        position_embedding: bool = False, ids_per_second: float = 25.0,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -189,13 +220,18 @@ class VideoAdapter(_Adapter):
         self.frames_per_step = frames_per_step or encoder.tubelet
         self.fps, self.dim = fps, dim
         self.projector = _projector(encoder.output_dim, dim, project)
+        self.position_embedding, self.ids_per_second = position_embedding, ids_per_second
 
     def forward(self, frames: torch.Tensor, audio_tokens: list[int] | None = None) -> AdaptedMedia:
         """``audio_tokens``: per video, tokens of its own audio interleaved with it (audio in video)."""
         t, h, w = self.grid(frames.shape)
         out = self.encoder(frames)
-        tokens = self.projector(out.hidden_states if isinstance(out, EncoderOutput) else out).reshape(-1, self.dim)
+        out = out.hidden_states if isinstance(out, EncoderOutput) else out
         step = self.frames_per_step / self.fps
+        if self.position_embedding:
+            pos = grid_sincos(torch.arange(t, device=out.device) * (step * self.ids_per_second), h, w, out.shape[-1])
+            out = out + pos.reshape(out.shape[1:]).to(out.dtype)
+        tokens = self.projector(out).reshape(-1, self.dim)
         audio = audio_tokens or [0] * frames.shape[0]
         if len(audio) != frames.shape[0]:
             raise OmnikitValueError(

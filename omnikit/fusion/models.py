@@ -67,26 +67,38 @@ def thinker_tiny(**overrides: Any) -> Thinker:
 
 
 @register_model(kind="omni", modalities=("text", "video", "audio"))
-def omni_early_tiny(*, bidirectional_media: bool = False, fps: float = 2.0, **overrides: Any) -> EarlyFusionOmni:
-    """Early fusion: tubelet video encoder + Qwen2.5-Omni-style audio encoder -> tiny Thinker (TMRoPE)."""
-    return _tiny_early(_tiny_thinker("omni_early_tiny", overrides, bidirectional_media), fps)
+def omni_early_tiny(
+    *, bidirectional_media: bool = False, fps: float = 2.0, media_positions: bool = True, **overrides: Any
+) -> EarlyFusionOmni:
+    """Early fusion: tubelet video encoder + Qwen2.5-Omni-style audio encoder -> tiny Thinker (TMRoPE).
+
+    ``media_positions``: video tokens carry a (t, h, w) and audio tokens a t sin-cos embedding (time in
+    TMRoPE ids) in their values, not only in the rotary positions."""
+    return _tiny_early(_tiny_thinker("omni_early_tiny", overrides, bidirectional_media), fps, media_positions)
 
 
-def _tiny_early(thinker: Thinker, fps: float = 2.0) -> EarlyFusionOmni:
-    audio = AudioAdapter(create_model("qwen2_5_omni_audio_tiny"), thinker.config.dim)
-    video = VideoAdapter(TubeletEncoder(32, patch=4, tubelet=2), thinker.config.dim, fps=fps)
+def _tiny_adapters(dim: int, fps: float, media_positions: bool) -> tuple[VideoAdapter, AudioAdapter]:
+    audio = AudioAdapter(create_model("qwen2_5_omni_audio_tiny"), dim, time_embedding=media_positions)
+    video = VideoAdapter(TubeletEncoder(32, patch=4, tubelet=2), dim, fps=fps, position_embedding=media_positions)
+    return video, audio
+
+
+def _tiny_early(thinker: Thinker, fps: float = 2.0, media_positions: bool = False) -> EarlyFusionOmni:
+    video, audio = _tiny_adapters(thinker.config.dim, fps, media_positions)
     return EarlyFusionOmni(thinker, video=video, audio=audio, scheme=QWEN2_5_OMNI_TINY)
 
 
 
 @register_model(kind="omni", modalities=("text", "video", "audio"))
 def omni_xattn_tiny(
-    *, every: int = 2, num_latents: int = 4, media_dim: int = 32, only_latest: bool = False, **overrides: Any
+    *, every: int = 2, num_latents: int = 4, media_dim: int = 32, only_latest: bool = False, fps: float = 2.0,
+    media_positions: bool = True, **overrides: Any
 ) -> CrossAttentionOmni:
-    """Cross-attention fusion: tubelet video + audio encoders -> resampler -> gated xattn in a tiny LM."""
+    """Cross-attention fusion: tubelet video + audio encoders -> resampler -> gated xattn in a tiny LM.
+
+    ``media_positions``: as in :func:`omni_early_tiny` (the resampler is blind to token order without it)."""
     config = configure(DecoderConfig, "omni_xattn_tiny", overrides, **{**_TINY_THINKER, "mrope_sections": None})
-    audio = AudioAdapter(create_model("qwen2_5_omni_audio_tiny"), media_dim)
-    video = VideoAdapter(TubeletEncoder(media_dim, patch=4, tubelet=2), media_dim)
+    video, audio = _tiny_adapters(media_dim, fps, media_positions)
     return CrossAttentionOmni(
         CausalLM(config), media_tokens=TINY_TOKENS, video=video, audio=audio, media_dim=media_dim, every=every,
         num_latents=num_latents, only_latest=only_latest,

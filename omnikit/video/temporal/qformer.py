@@ -13,12 +13,13 @@ from omnikit.layers.attention import Attention
 from omnikit.layers.decoder import run_blocks
 from omnikit.layers.mlp import GeluMLP
 from omnikit.layers.norm import LayerNorm
+from omnikit.layers.positions import TimeEmbedding
 from omnikit.outputs import EncoderOutput
 from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import check_positive
 from omnikit.video.temporal.cross_attention import CrossAttention
-from omnikit.video.temporal.resampler import check_token_inputs, latent_contract_inputs
+from omnikit.video.temporal.resampler import add_time_embedding, check_token_inputs, latent_contract_inputs
 
 __all__ = ["QFormer", "QFormerConfig"]
 
@@ -35,6 +36,8 @@ class QFormerConfig:
     mlp_ratio: float = 4.0
     norm_eps: float = 1e-6
     backend: str = "sdpa"
+    #: > 0: a learned embedding of each input token's time step (``times`` in ``forward``) is added to it.
+    time_steps: int = 0
 
 
 class QFormerBlock(nn.Module):
@@ -68,6 +71,7 @@ class QFormer(nn.Module):
         self.config = config
         self.context_dim = config.context_dim or config.dim
         self.queries = nn.Parameter(torch.randn(config.num_queries, config.dim) * 0.02)
+        self.time_embed = TimeEmbedding(config.time_steps, self.context_dim) if config.time_steps else None
         self.blocks = nn.ModuleList(
             QFormerBlock(config.dim, config.num_heads, self.context_dim, config.mlp_ratio, config.norm_eps,
                          config.backend)
@@ -81,9 +85,13 @@ class QFormer(nn.Module):
         """{recipe group: module} (see :func:`omnikit.fusion.parameter_groups`): an adapter."""
         return {"adapters": self}
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
-        """``tokens (B, N, context_dim)``; ``lengths (B,)`` valid tokens per item."""
+    def forward(
+        self, tokens: torch.Tensor, lengths: torch.Tensor | None = None, *, times: torch.Tensor | None = None
+    ) -> EncoderOutput:
+        """``tokens (B, N, context_dim)``; ``lengths (B,)`` valid tokens per item; ``times (B, N)`` or
+        ``(N,)`` time step of every token (needs ``config.time_steps`` > 0)."""
         tokens, key_mask = check_token_inputs(tokens, lengths, self.context_dim)
+        tokens = add_time_embedding(self.time_embed, tokens, times)
         queries = self.queries.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
         kwargs = {"tokens": tokens, "key_mask": key_mask}
         queries, _ = run_blocks(self.blocks, queries, lambda block: kwargs,

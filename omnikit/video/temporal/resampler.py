@@ -13,13 +13,16 @@ from omnikit.layers.decoder import run_blocks
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.layers.mlp import GeluMLP
 from omnikit.layers.norm import LayerNorm
+from omnikit.layers.positions import TimeEmbedding
 from omnikit.outputs import EncoderOutput
 from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import check_lengths, check_positive, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_lengths, check_positive, check_tensor
 from omnikit.video.temporal.cross_attention import CrossAttention
 
-__all__ = ["PerceiverResampler", "ResamplerConfig", "check_token_inputs", "latent_contract_inputs"]
+__all__ = [
+    "PerceiverResampler", "ResamplerConfig", "add_time_embedding", "check_token_inputs", "latent_contract_inputs",
+]
 
 
 def check_token_inputs(tokens: object, lengths: object, dim: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -54,6 +57,19 @@ class ResamplerConfig:
     mlp_ratio: float = 4.0
     norm_eps: float = 1e-5
     backend: str = "sdpa"
+    time_steps: int = 0
+
+
+def add_time_embedding(
+    embedding: TimeEmbedding | None, tokens: torch.Tensor, times: torch.Tensor | None
+) -> torch.Tensor:
+    """``tokens (B, N, D)`` plus the learned embedding of ``times (B, N)`` / ``(N,)`` (Flamingo); unchanged
+    without ``times``; ``times`` without a table (``time_steps=0``) is an error."""
+    if times is None:
+        return tokens
+    if embedding is None:
+        raise OmnikitValueError("`times` given but this module has no time embedding (set `time_steps` > 0)")
+    return embedding(tokens, times.to(tokens.device))
 
 
 class PerceiverBlock(nn.Module):
@@ -85,6 +101,8 @@ class PerceiverResampler(nn.Module):
         depth: resampler blocks.
         num_heads: attention heads.
         context_dim: width of the input tokens (default ``dim``; otherwise projected).
+        time_steps: > 0 adds a learned embedding of each input token's time step (``times`` in
+            :meth:`forward`, Flamingo's time embeddings) to the inputs; 0 (default): none.
     """
 
     def __init__(
@@ -98,6 +116,7 @@ class PerceiverResampler(nn.Module):
         mlp_ratio: float = 4.0,
         norm_eps: float = 1e-5,
         backend: str = "sdpa",
+        time_steps: int = 0,
     ) -> None:
         super().__init__()
         check_positive(num_latents, "num_latents")
@@ -105,6 +124,7 @@ class PerceiverResampler(nn.Module):
         self.dim, self.num_latents, self.context_dim = dim, num_latents, context_dim or dim
         self.latents = nn.Parameter(torch.randn(num_latents, dim) * 0.02)
         self.input_proj = nn.Linear(self.context_dim, dim) if self.context_dim != dim else None
+        self.time_embed = TimeEmbedding(time_steps, self.context_dim) if time_steps else None
         self.blocks = nn.ModuleList(
             PerceiverBlock(dim, num_heads, mlp_ratio, norm_eps, backend) for _ in range(depth)
         )
@@ -116,9 +136,13 @@ class PerceiverResampler(nn.Module):
         """{recipe group: module} (see :func:`omnikit.fusion.parameter_groups`): an adapter."""
         return {"adapters": self}
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
-        """``tokens (B, N, context_dim)``; ``lengths (B,)`` valid tokens per item (padding ignored)."""
+    def forward(
+        self, tokens: torch.Tensor, lengths: torch.Tensor | None = None, *, times: torch.Tensor | None = None
+    ) -> EncoderOutput:
+        """``tokens (B, N, context_dim)``; ``lengths (B,)`` valid tokens per item (padding ignored);
+        ``times (B, N)`` or ``(N,)`` time step of every token (needs ``time_steps`` > 0)."""
         tokens, key_mask = check_token_inputs(tokens, lengths, self.context_dim)
+        tokens = add_time_embedding(self.time_embed, tokens, times)
         if self.input_proj is not None:
             tokens = self.input_proj(tokens)
         latents = self.latents.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
@@ -135,7 +159,7 @@ class PerceiverResampler(nn.Module):
 def _build(config: ResamplerConfig) -> PerceiverResampler:
     return PerceiverResampler(
         config.dim, config.num_latents, config.depth, config.num_heads, context_dim=config.context_dim,
-        mlp_ratio=config.mlp_ratio, norm_eps=config.norm_eps, backend=config.backend,
+        mlp_ratio=config.mlp_ratio, norm_eps=config.norm_eps, backend=config.backend, time_steps=config.time_steps,
     )
 
 
