@@ -7,7 +7,7 @@ builds, once, before any module exists. It checks
   ``X | None``, ``tuple[int, ...]``, ``Literal[...]``, nested dataclasses), so ``depth="2"``
   raises ``TypeError`` naming ``depth``;
 - ranges from :data:`RANGE_RULES`, a table keyed by field-name patterns (``*_dim`` > 0,
-  ``*eps`` > 0, ``*dropout*`` in [0, 1) ...), plus a field's own ``metadata={"range": ...}``;
+  ``eps``, ``*_eps`` > 0, ``*dropout*`` in [0, 1) ...), plus a field's own ``metadata={"range": ...}``;
 - that every float is finite (NaN and inf are never a hyper-parameter).
 
 A field opts out of the table with ``metadata={"range": None}``. :data:`RELATIONS` adds the
@@ -59,14 +59,14 @@ PROBABILITY_OPEN_HIGH = Range(0, 1, high_inclusive=False)
 RANGE_RULES: tuple[tuple[tuple[str, ...], Range], ...] = (
     # counts that may be zero (0 = feature off), offsets and ids
     (("num_experts", "shared_hidden", "expert_hidden", "num_semantic", "sliding_window", "attention_chunk",
-      "delays", "*_id", "*_ids", "n_residual", "*_padding"), NON_NEGATIVE),
+      "delays", "*_id", "*_ids", "n_residual", "*_padding", "*_steps"), NON_NEGATIVE),
     # sizes, widths, counts, strides: at least one
     (("dim", "*_dim", "depth", "*_depth", "*_layers", "*heads", "*head_dim", "*mlp_hidden", "vocab_size", "*_vocab",
       "n_*", "num_*", "*_size", "top_k", "stride", "strides", "kernels", "ratios", "channels", "*_channels",
       "in_chans", "patch", "compress", "*_interval", "*_chunks", "*_frames", "*_tokens", "*_clips",
       "max_positions", "fsq_levels", "mrope_sections"), AT_LEAST_ONE),
     # positive reals
-    (("*eps", "*rope_base", "*theta", "*_rate", "time_unit", "*ratio", "route_scale", "capacity_factor",
+    (("eps", "*_eps", "*rope_base", "*theta", "*_rate", "time_unit", "*ratio", "route_scale", "capacity_factor",
       "temperature_floor"), POSITIVE),
     (("*dropout*", "*drop_rate", "*drop_path*"), PROBABILITY_OPEN_HIGH),
     (("*_weight", "*_coef", "*_coeff", "*_scale"), NON_NEGATIVE),
