@@ -118,7 +118,8 @@ class EarlyFusionOmni(StreamingContainer, nn.Module):
         if audio_features is not None:
             if self.audio is None:
                 raise OmnikitValueError("`audio_features` given but this model has no audio adapter")
-            check_features(audio_features, audio_lengths, self.audio.encoder.config.n_mels, "audio_features",
+            n_mels = getattr(getattr(self.audio.encoder, "config", None), "n_mels", "n_mels")  # a size, or any
+            check_features(audio_features, audio_lengths, n_mels, "audio_features",
                            "audio_lengths")  # errors name this call's arguments
             adapted = self.audio(audio_features, audio_lengths)
             media["audio"], audios = adapted.tokens, adapted.items

@@ -44,8 +44,9 @@ __all__ = ["STRATEGIES", "Talker", "TalkerConfig", "TalkerStrategy", "codebook_l
 STRATEGIES = tuple(TALKER_HEADS)
 
 
-#: The built-in Talker strategies' names (registered ones are accepted too).
-TalkerStrategy = Literal["delay", "depth", "mtp"]
+#: The built-in Talker strategies' names, or the name of one added with ``register_talker_head``
+#: (checked against the registry when the Talker is built).
+TalkerStrategy = Literal["delay", "depth", "mtp"] | str
 
 @dataclass
 class TalkerConfig(TemporalDepthConfig):
