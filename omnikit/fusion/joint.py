@@ -1,0 +1,119 @@
+"""Thinker + Talker training: the joint loss, and a recipe that fine-tunes the Thinker without
+leaving the Talker behind.
+
+::
+
+    loss = thinker_talker_loss(model, input_ids, codes, reply_start=p, loss_mask=mask, **media)
+    loss.total.backward()        # text loss + mean per-codebook Talker loss (delay, depth or mtp)
+
+A Thinker-only fine-tune moves the Thinker's reply states, which the Talker was trained on, so the
+Talker's codes degrade. :class:`TalkerAlignment` adds a term to each fine-tune step on a *replay*
+batch of the speech data the Talker learned from:
+
+- ``"follow"``: the Talker keeps training on the Thinker's *current* (detached) states, so it
+  follows the Thinker (needs speech targets; trains the Talker too);
+- ``"anchor"``: the Thinker's reply states on the replay prompts are pulled towards those of a
+  frozen copy of the Thinker taken at the start (needs prompts only; the Talker stays frozen).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from omnikit.fusion import ThinkerTalker, per_codebook_loss, text_lm_loss
+from omnikit.layers.masks import lengths_to_mask
+from omnikit.utils.checks import check_choice
+
+__all__ = ["ALIGNMENT_MODES", "JointLoss", "TalkerAlignment", "thinker_states", "thinker_talker_loss"]
+
+ALIGNMENT_MODES = ("follow", "anchor")
+
+
+@dataclass
+class JointLoss:
+    """``total = text_weight * text + speech_weight * codebooks.mean()``; ``codebooks``: ``(K,)``."""
+
+    total: torch.Tensor
+    text: torch.Tensor
+    codebooks: torch.Tensor
+
+
+def thinker_states(
+    omni: nn.Module, input_ids: torch.Tensor, *, lengths: torch.Tensor | None = None, **media: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits (B, T, V), states (B, T, thinker_dim))``: the states a Talker is conditioned on
+    (token embedding + final hidden state, as :class:`ThinkerTalker` computes them)."""
+    logits, hidden = omni(input_ids, lengths=lengths, return_hidden=True, **media)
+    return logits, omni.thinker.embed(input_ids) + hidden
+
+
+def thinker_talker_loss(
+    model: ThinkerTalker,
+    input_ids: torch.Tensor,
+    codes: torch.Tensor,
+    *,
+    reply_start: int,
+    loss_mask: torch.Tensor | None = None,
+    lengths: torch.Tensor | None = None,
+    code_lengths: torch.Tensor | None = None,
+    text_weight: float = 1.0,
+    speech_weight: float = 1.0,
+    detach_states: bool = False,
+    **media: torch.Tensor,
+) -> JointLoss:
+    """Text loss of the Thinker plus per-codebook loss of the Talker, from one Thinker pass.
+
+    Args:
+        input_ids: ``(B, T)`` prompt + reply (placeholders for media); the reply starts at ``reply_start``.
+        codes: ``(B, K, F)`` target codes of the spoken reply.
+        loss_mask: ``(B, T)`` bool text targets to learn (e.g. :attr:`OmniBatch.loss_mask`).
+        lengths: ``(B,)`` valid tokens; ``code_lengths``: ``(B,)`` valid code frames.
+        detach_states: the Talker learns from the Thinker's states without moving the Thinker.
+        media: ``frames``, ``audio_features``, ``audio_lengths``.
+    """
+    logits, states = thinker_states(model.omni, input_ids, lengths=lengths, **media)
+    padding = None if lengths is None else lengths_to_mask(lengths.to(input_ids.device), input_ids.shape[1])
+    text = text_lm_loss(logits, input_ids, media_tokens=model.omni.thinker.media_tokens, key_padding_mask=padding,
+                        loss_mask=loss_mask)
+    reply = states[:, reply_start:]
+    code_logits = model.talker(codes, reply.detach() if detach_states else reply, lengths=code_lengths)
+    mask = None if code_lengths is None else lengths_to_mask(code_lengths.to(codes.device), codes.shape[2])
+    codebooks = per_codebook_loss(code_logits, codes, mask)
+    return JointLoss(text_weight * text + speech_weight * codebooks.mean(), text, codebooks)
+
+
+class TalkerAlignment:
+    """Keeps the Talker aligned while the Thinker is fine-tuned (see the module docstring).
+
+    ``loss(input_ids, codes, *, reply_start, **media)`` on a replay batch of the Talker's speech
+    data; add it to the fine-tune loss. ``"anchor"`` snapshots the Thinker side (``model.omni``)
+    when constructed.
+    """
+
+    def __init__(self, model: ThinkerTalker, mode: str = "follow", *, weight: float = 1.0) -> None:
+        check_choice(mode, "mode", ALIGNMENT_MODES)
+        self.model, self.mode, self.weight = model, mode, weight
+        self.anchor = None
+        if mode == "anchor":
+            self.anchor = copy.deepcopy(model.omni).eval().requires_grad_(False)
+
+    def loss(
+        self, input_ids: torch.Tensor, codes: torch.Tensor, *, reply_start: int, lengths: torch.Tensor | None = None,
+        **media: torch.Tensor,
+    ) -> torch.Tensor:
+        if self.mode == "follow":
+            joint = thinker_talker_loss(self.model, input_ids, codes, reply_start=reply_start, lengths=lengths,
+                                        text_weight=0.0, detach_states=True, **media)
+            return self.weight * joint.total
+        _, states = thinker_states(self.model.omni, input_ids, lengths=lengths, **media)
+        with torch.no_grad():
+            _, target = thinker_states(self.anchor, input_ids, lengths=lengths, **media)
+        drift = (states[:, reply_start:] - target[:, reply_start:]).square().mean(-1)
+        if lengths is not None:
+            valid = lengths_to_mask(lengths.to(input_ids.device), input_ids.shape[1])[:, reply_start:]
+            return self.weight * (drift * valid).sum() / valid.sum().clamp_min(1)
+        return self.weight * drift.mean()

@@ -1,0 +1,117 @@
+"""Which tower every parameter of an omni model belongs to: audio, vision, projector, thinker, talker.
+
+Found from the module tree (the module types), never from parameter names:
+
+- ``audio``: the encoder inside an :class:`AudioAdapter`;
+- ``vision``: the encoder inside a :class:`VideoAdapter`;
+- ``projector``: what connects media to the language model: the adapters' projectors, Perceiver
+  resamplers and the gated cross-attention part of every :class:`FusionLayer`;
+- ``thinker``: the language model (a :class:`CausalLM` / Thinker) minus its fusion layers;
+- ``talker``: a :class:`Talker` (its code predictor included);
+- ``other``: the rest (a codec, ...).
+
+:func:`tower_parameters` feeds the per-tower recipes of :mod:`omnikit.fusion.recipes` and
+:func:`lora_targets` the ``target_modules`` / ``target_parameters`` of a ``peft.LoraConfig``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from omnikit.fusion import AudioAdapter, FusionLayer, Talker, VideoAdapter
+from omnikit.layers.attention import Attention
+from omnikit.layers.mlp import GeluMLP, SwiGLU
+from omnikit.models.language_model import CausalLM
+from omnikit.moe.experts import SwiGLUExperts
+from omnikit.utils.checks import OmnikitValueError
+from omnikit.video.temporal.resampler import PerceiverResampler
+
+__all__ = ["LORA_KINDS", "TOWERS", "lora_targets", "tower_modules", "tower_parameters", "train_towers"]
+
+TOWERS: tuple[str, ...] = ("audio", "vision", "projector", "thinker", "talker")
+
+#: Layer kinds :func:`lora_targets` can select: attention projections, dense MLP linears, MoE experts.
+LORA_KINDS: tuple[str, ...] = ("attention", "mlp", "experts")
+
+
+def tower_modules(model: nn.Module) -> dict[str, str]:
+    """``{module name: tower}`` for every module of ``model`` (``"other"`` where no tower claims it)."""
+    tower: dict[str, str] = {}
+
+    def mark(prefix: str, module: nn.Module, name: str) -> None:
+        for sub, _ in module.named_modules(prefix=prefix):
+            tower[sub] = name
+
+    named = list(model.named_modules())
+    for name, module in named:  # outer modules first, inner ones override
+        if isinstance(module, CausalLM):
+            mark(name, module, "thinker")
+        elif isinstance(module, Talker):
+            mark(name, module, "talker")
+        elif isinstance(module, (AudioAdapter, VideoAdapter)):
+            mark(name, module, "projector")
+            mark(_join(name, "encoder"), module.encoder, "audio" if isinstance(module, AudioAdapter) else "vision")
+        elif isinstance(module, PerceiverResampler):
+            mark(name, module, "projector")
+    for name, module in named:
+        if isinstance(module, FusionLayer):
+            mark(_join(name, "fusion"), module.fusion, "projector")
+    return {name: tower.get(name, "other") for name, _ in named}
+
+
+def tower_parameters(model: nn.Module) -> dict[str, list[str]]:
+    """``{tower: [parameter names]}`` over :data:`TOWERS` and ``"other"``; every parameter is in one."""
+    modules = tower_modules(model)
+    groups: dict[str, list[str]] = {t: [] for t in (*TOWERS, "other")}
+    for name, _ in model.named_parameters():
+        owner = name.rpartition(".")[0]
+        groups[modules[owner]].append(name)
+    return groups
+
+
+def lora_targets(
+    model: nn.Module, towers: Sequence[str] = ("thinker",), kinds: Sequence[str] = ("attention", "mlp")
+) -> dict[str, list[str]]:
+    """Full names to hand to ``peft.LoraConfig(**lora_targets(model, ...))``.
+
+    Returns ``{"target_modules": [...], "target_parameters": [...]}``: the ``nn.Linear`` layers of
+    the attention (``kinds`` has ``"attention"``) and dense MLP (``"mlp"``) modules of ``towers``,
+    and the stacked ``(E, out, in)`` weights of their MoE experts (``"experts"``; peft adapts each
+    expert with its own rank-``r`` pair through ``target_parameters``).
+    """
+    for label, values, allowed in (("towers", towers, TOWERS), ("kinds", kinds, LORA_KINDS)):
+        bad = [v for v in values if v not in allowed]
+        if bad or not values:
+            raise OmnikitValueError(f"`{label}` expected a non-empty subset of {allowed} but got {tuple(values)}")
+    tower = tower_modules(model)
+    parents = {"attention": Attention, "mlp": (SwiGLU, GeluMLP)}
+    modules: list[str] = []
+    parameters: list[str] = []
+    for name, module in model.named_modules():
+        if tower[name] not in towers:
+            continue
+        for kind in kinds:
+            if kind == "experts" and isinstance(module, SwiGLUExperts):
+                parameters += [_join(name, "gate_up"), _join(name, "down")]
+            elif kind != "experts" and isinstance(module, parents[kind]):
+                modules += [_join(name, sub) for sub, child in module.named_children() if isinstance(child, nn.Linear)]
+    return {"target_modules": modules, "target_parameters": parameters}
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def train_towers(model: nn.Module, towers: Sequence[str]) -> list[str]:
+    """Train the parameters of ``towers`` only (e.g. ``("audio",)`` or ``("projector", "talker")``),
+    freeze every other one; returns the sorted trainable names. A codec (tower ``"other"``) stays frozen."""
+    bad = [t for t in towers if t not in TOWERS]
+    if bad or not towers:
+        raise OmnikitValueError(f"`towers` expected a non-empty subset of {TOWERS} but got {tuple(towers)}")
+    groups = tower_parameters(model)
+    train = {name for t in towers for name in groups[t]}
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in train)
+    return sorted(train)

@@ -1,0 +1,62 @@
+"""Thinker + Talker joint loss (delay, depth, mtp) and the TalkerAlignment recipe."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import omnikit
+from omnikit.fusion import per_codebook_loss, text_lm_loss
+from omnikit.fusion.joint import TalkerAlignment, thinker_talker_loss
+from omnikit.fusion.towers import tower_parameters, train_towers
+
+
+def _batch(model):
+    kwargs = dict(model.contract_inputs([12, 10]).kwargs)
+    return kwargs.pop("input_ids"), kwargs.pop("codes")[:, :, :6], kwargs
+
+
+@pytest.mark.parametrize("strategy", ["delay", "depth", "mtp"])
+def test_joint_loss_is_text_plus_per_codebook_and_reaches_both(strategy: str) -> None:
+    model = omnikit.create_model("thinker_talker_tiny", strategy=strategy)
+    ids, codes, media = _batch(model)
+    loss = thinker_talker_loss(model, ids, codes, reply_start=4, text_weight=0.5, speech_weight=2.0, **media)
+    with torch.no_grad():
+        logits = model.omni(ids, **media)
+        mask = torch.arange(ids.shape[1])[None] < media["lengths"][:, None]
+        text = text_lm_loss(logits, ids, media_tokens=model.omni.thinker.media_tokens, key_padding_mask=mask)
+        codebooks = per_codebook_loss(model(ids, codes, reply_start=4, **media), codes)
+    torch.testing.assert_close(loss.text, text)
+    torch.testing.assert_close(loss.codebooks, codebooks)
+    assert loss.codebooks.shape == (model.talker.config.num_codebooks,)
+    torch.testing.assert_close(loss.total, 0.5 * text + 2.0 * codebooks.mean())
+    loss.total.backward()
+    groups = tower_parameters(model)
+    params = dict(model.named_parameters())
+    for tower in ("thinker", "talker"):
+        assert any(params[n].grad is not None and params[n].grad.abs().sum() > 0 for n in groups[tower])
+
+
+def test_follow_trains_the_talker_only_and_anchor_pulls_the_thinker_back() -> None:
+    model = omnikit.create_model("thinker_talker_tiny")
+    ids, codes, media = _batch(model)
+    train_towers(model, ["thinker", "talker"])
+    follow = TalkerAlignment(model, "follow").loss(ids, codes, reply_start=4, **media)
+    follow.backward()
+    groups = tower_parameters(model)
+    params = dict(model.named_parameters())
+    assert all(params[n].grad is None or not params[n].grad.any() for n in groups["thinker"])  # detached states
+    assert any(params[n].grad is not None and params[n].grad.any() for n in groups["talker"])
+
+    anchor = TalkerAlignment(model, "anchor")
+    assert float(anchor.loss(ids, codes, reply_start=4, **media).detach()) == 0.0  # the snapshot itself
+    with torch.no_grad():
+        model.omni.thinker.decoder.blocks[0].mlp.down.weight.add_(0.1)
+    drifted = anchor.loss(ids, codes, reply_start=4, **media)
+    assert float(drifted.detach()) > 0
+    model.zero_grad()
+    drifted.backward()
+    assert model.omni.thinker.decoder.blocks[0].mlp.down.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.talker.parameters())
+    with pytest.raises(ValueError, match="mode"):
+        TalkerAlignment(model, "regularize")
