@@ -25,7 +25,9 @@ def test_joint_loss_is_text_plus_per_codebook_and_reaches_both(strategy: str) ->
         logits = model.omni(ids, **media)
         mask = torch.arange(ids.shape[1])[None] < media["lengths"][:, None]
         text = text_lm_loss(logits, ids, media_tokens=model.omni.thinker.media_tokens, key_padding_mask=mask)
-        codebooks = per_codebook_loss(model(ids, codes, reply_start=4, **media), codes)
+        _, hidden = model.omni(ids, return_hidden=True, **media)  # the Talker reads embeddings + hidden states
+        states = model.omni.thinker.embed(ids) + hidden
+        codebooks = per_codebook_loss(model.talker(codes, states[:, 4:]), codes)
     torch.testing.assert_close(loss.text, text)
     torch.testing.assert_close(loss.codebooks, codebooks)
     assert loss.codebooks.shape == (model.talker.config.num_codebooks,)
