@@ -28,13 +28,16 @@ TOL = 1e-5
 QUICK = {
     4: ["checkpoint", "decoder/dp_shard_x_tp", "moe_skew/dp_shard_x_ep"],
     2: ["checkpoint", "decoder/dp_shard", "decoder/tp", "moe_skew/ep", "omni/dp_shard", "thinker_talker/dp_shard",
-        "decoder_ckpt_compile/dp_shard"],
+        "decoder_ckpt_compile/dp_shard", "omni_thinker/dp_shard", "qwen3_omni_thinker/dp_shard"],
 }
 SLOW = {
     4: ["decoder/hsdp", "moe/dp_shard_x_ep", "omni/dp_shard4", "omni/dp_shard_x_tp", "thinker_talker/dp_shard_x_tp",
-        "moe_ckpt/dp_shard_x_ep"],
+        "moe_ckpt/dp_shard_x_ep", "qwen3_omni_thinker/dp_shard_x_ep", "omni_thinker/dp_shard_x_tp"],
     2: ["decoder/dp_replicate", "moe/ep", "omni/tp", "thinker_talker/tp", "decoder_bf16/dp_shard", "xattn/dp_shard",
-        "omni_text/dp_shard", "xattn_text/dp_shard", "moe/dp_shard", "moe/tp", "moe/dp_replicate"],
+        "omni_text/dp_shard", "xattn_text/dp_shard", "moe/dp_shard", "moe/tp", "moe/dp_replicate",
+        "omni_thinker_text/dp_shard", "qwen2_5_omni_talker_tiny/dp_shard", "qwen3_omni_talker_tiny/dp_shard",
+        "qwen3_omni_talker_tiny/ep", "qwen3_vit_tiny/dp_shard", "qwen2_5_omni_vision_tiny/dp_shard",
+        "qwen2_5_omni_vision_tiny/tp", "code2wav_tiny/dp_shard"],
 }
 
 
@@ -175,16 +178,18 @@ def test_absent_media_dummy_changes_nothing_and_gives_zero_gradients() -> None:
 
 
 def test_absent_media_dummy_uses_the_encoders_contract_inputs() -> None:
-    """The published thinkers' layout: a VideoViT with a merger and the Qwen3-Omni AuT encoder."""
-    from omnikit.fusion.adapters import AudioAdapter
+    """Early fusion with a VideoViT whose merger sets its grid, and the Qwen3-Omni AuT encoder."""
+    from omnikit.fusion.adapters import AudioAdapter, VideoAdapter
     from omnikit.fusion.models import _TINY_THINKER, QWEN2_5_OMNI_TINY, TINY_TOKENS
     from omnikit.fusion.omni import EarlyFusionOmni
-    from omnikit.fusion.presets import _vit_adapter
     from omnikit.fusion.thinker import Thinker
     from omnikit.layers.decoder import DecoderConfig
 
     thinker = Thinker(DecoderConfig(**_TINY_THINKER), media_tokens=TINY_TOKENS)
-    video = _vit_adapter(omnikit.create_model("video_vit_tiny", out_dim=64), 64)
+    vit = omnikit.create_model("video_vit_tiny", out_dim=64)
+    (pt, ph, pw), m = vit.config.patch, vit.config.merge_size or 1
+    grid = lambda shape: (-(-shape[1] // pt), shape[3] // (ph * m), shape[4] // (pw * m))
+    video = VideoAdapter(vit, 64, project=False, grid=grid, frames_per_step=pt)
     audio = AudioAdapter(omnikit.create_model("qwen3_omni_aut_tiny"), 64)
     model = EarlyFusionOmni(thinker, video=video, audio=audio, scheme=QWEN2_5_OMNI_TINY)
     ids = torch.randint(8, 256, (1, 10))
@@ -195,3 +200,32 @@ def test_absent_media_dummy_uses_the_encoders_contract_inputs() -> None:
     out.sum().backward()
     grads = [p.grad for p in [*model.video.parameters(), *model.audio.parameters()]]
     assert all(g is not None and not g.any() for g in grads)
+
+
+@pytest.mark.parametrize("qwen3", [False, True])
+def test_omni_thinker_absent_towers_change_nothing_and_get_zero_gradients(qwen3: bool) -> None:
+    """OmniThinker / Qwen3OmniThinker on text only: with ``run_absent_media`` both towers run (the
+    vision tower at the image and the video slot), the logits are unchanged, their gradients zero."""
+    sys.path.insert(0, str(WORKER.parent))
+    from dist_worker import tiny_omni_thinker
+
+    model = tiny_omni_thinker(qwen3)
+    ids = torch.randint(8, 256, (2, 10))
+    plain = model(ids)
+    calls = []
+    model.vision_encoder.forward_patches = _counting(model.vision_encoder.forward_patches, calls)
+    model.run_absent_media = True
+    out = model(ids)
+    torch.testing.assert_close(out, plain, rtol=0, atol=0)
+    assert len(calls) == 2
+    out.sum().backward()
+    grads = [p.grad for p in [*model.vision_encoder.parameters(), *model.audio_encoder.parameters()]]
+    assert all(g is not None and not g.any() for g in grads)
+
+
+def _counting(method, calls: list):
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return method(*args, **kwargs)
+
+    return counted
