@@ -32,8 +32,10 @@ from torch.distributed.tensor import DTensor
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import omnikit
+from omnikit.convert import load_hf
 from omnikit.distributed import ExpertParallelExperts, build_mesh, data_parallel_coords, parallelize
 from omnikit.distributed.checkpoint import (
+    export_hf,
     export_pretrained,
     full_state_dict,
     load_distributed,
@@ -329,7 +331,9 @@ def run_scenario(case_name: str, sizes: dict[str, int]) -> dict:
 
 def checkpoint_round(world: int, out_dir: Path) -> dict:
     """World 4: train one step under FSDP x TP, save with DCP, write the expected full weights and a
-    save_pretrained export. World 2: load the DCP checkpoint under FSDP and compare bit for bit."""
+    save_pretrained export. World 2: load the DCP checkpoint under FSDP and compare bit for bit; then
+    load the Hub-layout snapshot ``OUT_DIR/hf_snapshot`` with load_hf, shard it with FSDP and export it
+    with export_hf to ``OUT_DIR/hf_export`` (in several safetensors shards)."""
     torch.manual_seed(0 if world == 4 else 123)
     model = omnikit.create_model("decoder_tiny", tie_embeddings=True)
     sizes = {"dp_shard": 2, "tp": 2} if world == 4 else {"dp_shard": 2}
@@ -346,6 +350,8 @@ def checkpoint_round(world: int, out_dir: Path) -> dict:
         return {"saved": True}
     load_distributed(model, out_dir / "dcp")
     full = full_state_dict(model)
+    hub = parallelize(load_hf(out_dir / "hf_snapshot"), build_mesh("cpu", dp_shard=2))
+    export_hf(hub, out_dir / "hf_export", max_shard_size="20KB")
     if dist.get_rank() != 0:
         return {}
     expected = torch.load(out_dir / "expected.pt")

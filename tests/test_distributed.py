@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import omnikit
+from omnikit.convert import load_hf
 from omnikit.distributed import ParallelPlan, collect_plan, register_parallel_plan
 from omnikit.distributed.checkpoint import load_distributed
 from omnikit.distributed.mesh import check_mesh
@@ -69,7 +70,14 @@ def _check(name: str, result: dict, tol: float = TOL) -> None:
 def test_quick_strategies_match_one_process_and_checkpoints_reshard(tmp_path: Path) -> None:
     """One launch per world size (one test, so that pytest-xdist runs them once, in order): every
     quick scenario matches one process; world 4 saves a DCP checkpoint that world 2 and one
-    process load bit for bit."""
+    process load bit for bit; world 2 exports a load_hf model sharded by FSDP with export_hf, and
+    transformers' from_pretrained (and load_hf) of the export give the original's logits."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.Qwen3Config(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, head_dim=8)
+    torch.manual_seed(0)
+    hub = transformers.Qwen3ForCausalLM(config).eval()
+    hub.save_pretrained(tmp_path / "hf_snapshot")
     results = {4: _launch(4, QUICK[4], tmp_path)}
     results[2] = _launch(2, QUICK[2], tmp_path)
     for world, names in QUICK.items():
@@ -91,6 +99,13 @@ def test_quick_strategies_match_one_process_and_checkpoints_reshard(tmp_path: Pa
     assert all(torch.equal(state[k], expected[k]) for k in state)
     exported = omnikit.load_pretrained(tmp_path / "pretrained").state_dict()
     assert all(torch.equal(exported[k], expected[k]) for k in expected)
+    assert len(list((tmp_path / "hf_export").glob("model-*.safetensors"))) > 1
+    ids = torch.randint(0, 128, (2, 7), generator=torch.Generator().manual_seed(4))
+    again = transformers.Qwen3ForCausalLM.from_pretrained(tmp_path / "hf_export").eval()
+    with torch.no_grad():
+        want = hub(input_ids=ids).logits
+        torch.testing.assert_close(again(input_ids=ids).logits, want, rtol=0, atol=0)
+        torch.testing.assert_close(load_hf(tmp_path / "hf_export")(ids), want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow
