@@ -217,6 +217,16 @@ def mean_square(out) -> torch.Tensor:
     return tensor.float().pow(2).mean()
 
 
+def xattn_open_gates() -> nn.Module:
+    """omni_xattn_tiny with non-zero cross-attention gates, so that the fusion blocks matter."""
+    model = omnikit.create_model("omni_xattn_tiny")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("attn_gate", "ff_gate")):
+                p.fill_(0.5)
+    return model
+
+
 def checkpointed_compiled(model: nn.Module) -> None:
     omnikit.set_gradient_checkpointing(model)
     for block in model.decoder.blocks:
@@ -233,7 +243,7 @@ CASES: dict[str, Case] = {
     "decoder_ckpt_compile": Case(lambda: omnikit.create_model("decoder_tiny"), text_items, stack_collate, lm_loss,
                                  prepare=checkpointed_compiled),
     "xattn": Case(lambda: omnikit.create_model("omni_xattn_tiny"), xattn_items, media_collate, lm_loss),
-    "xattn_text": Case(lambda: omnikit.create_model("omni_xattn_tiny"), partial(xattn_items, kinds=("video", "text")),
+    "xattn_text": Case(xattn_open_gates, partial(xattn_items, kinds=("video", "text")),
                        media_collate, lm_loss),
     "omni_text": Case(lambda: omnikit.create_model("omni_early_tiny"), partial(media_items, kinds=("audio", "text")),
                       media_collate, lm_loss),
