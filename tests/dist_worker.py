@@ -10,6 +10,7 @@ after 60 s, so a hang fails instead of stalling.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import sys
@@ -31,17 +32,22 @@ from torch.distributed.tensor import DTensor
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import omnikit
+from omnikit.convert import load_hf
 from omnikit.distributed import ExpertParallelExperts, build_mesh, data_parallel_coords, parallelize
 from omnikit.distributed.checkpoint import (
+    export_hf,
     export_pretrained,
     full_state_dict,
     load_distributed,
     save_distributed,
 )
-from omnikit.fusion.models import TINY_TOKENS
+from omnikit.fusion import DeepstackThinker, OmniThinker, Qwen3OmniThinker, Thinker
+from omnikit.fusion.models import _TINY_THINKER, QWEN2_5_OMNI_TINY, TINY_TOKENS
+from omnikit.fusion.tmrope import QWEN3_OMNI
 from omnikit.layers.decoder import DecoderConfig
 from omnikit.models.language_model import CausalLM
 from omnikit.moe import MoE, MoEConfig
+from omnikit.vision.window_vit import patchify_frames
 
 Item = dict[str, torch.Tensor]
 
@@ -141,8 +147,84 @@ def media_collate(items: list[Item]) -> dict:
     return out
 
 
+def tiny_omni_thinker(qwen3: bool) -> nn.Module:
+    """A tiny published-structure Thinker built from tiny parts: OmniThinker (WindowViT, windowed audio
+    tower, dense LM) or Qwen3OmniThinker (Qwen3ViT with a deepstack level, AuT, MoE DeepstackThinker)."""
+    config = DecoderConfig(**_TINY_THINKER)
+    if not qwen3:
+        return OmniThinker(Thinker(config, media_tokens=TINY_TOKENS),
+                           audio_encoder=omnikit.create_model("qwen2_5_omni_audio_tiny", output_dim=64),
+                           vision_encoder=omnikit.create_model("qwen2_5_omni_vision_tiny", out_dim=64),
+                           scheme=QWEN2_5_OMNI_TINY)
+    config = dataclasses.replace(config, mrope_interleaved=True)
+    text = DeepstackThinker(config, lambda _: MoE(MoEConfig(64, 4, 2, 32)), media_tokens=TINY_TOKENS)
+    return Qwen3OmniThinker(text, audio_encoder=omnikit.create_model("qwen3_omni_aut_tiny", output_dim=64),
+                            vision_encoder=omnikit.create_model("qwen3_vit_tiny", out_dim=64, deepstack_indexes=(0,)),
+                            scheme=dataclasses.replace(QWEN3_OMNI, sections=QWEN2_5_OMNI_TINY.sections))
+
+
+def thinker_items(model: nn.Module, count: int, kinds: tuple[str, ...] = ("audio", "image")) -> list[Item]:
+    """Processor-style items for an OmniThinker, in pairs of one kind (as :func:`media_items`): an
+    image of 16 x 16 pixels (4 merged tokens), 16 mel frames, or text only; 16 tokens each."""
+    g = torch.Generator().manual_seed(2)
+    n_mels = model.audio_encoder.config.n_mels
+    n_audio = int(model.audio_encoder.output_lengths(torch.tensor([16]))[0])
+    vision = model.vision_encoder.config
+    items = []
+    for i in range(count):
+        kind = kinds[(i // 2) % len(kinds)]
+        ids = torch.randint(8, model.text_model.config.vocab_size, (16,), generator=g)
+        item = {"input_ids": ids}
+        if kind == "audio":
+            item["input_features"] = torch.randn(1, n_mels, 16, generator=g)
+            ids[:n_audio] = TINY_TOKENS.audio
+        elif kind == "image":
+            clip = torch.randn(1, 1, vision.in_chans, 16, 16, generator=g)
+            item["pixel_values"], item["image_grid_thw"] = patchify_frames(clip, torch.tensor([1]), vision.patch,
+                                                                           vision.merge_size)
+            ids[: item["pixel_values"].shape[0] // vision.merge_size**2] = TINY_TOKENS.image
+        items.append(item)
+    return items
+
+
+def thinker_collate(items: list[Item]) -> dict:
+    out: dict = {"input_ids": torch.stack([item["input_ids"] for item in items])}
+    for key in ("input_features", "pixel_values", "image_grid_thw"):
+        present = [item[key] for item in items if key in item]
+        out[key] = torch.cat(present) if present else None
+    return out
+
+
 def talker_loss(logits: torch.Tensor, batch: dict) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 2), batch["codes"].transpose(1, 2).flatten())
+
+
+def generic_case(name: str, loss: Callable[[object], torch.Tensor]) -> Case:
+    """A registered model on its own contract inputs (one item each, a batch of ``2 x ranks``), with
+    ``loss(output)``; every item's inputs are the same shape, so they stack."""
+
+    def items(model: nn.Module, count: int) -> list[Item]:
+        kwargs = model.contract_inputs([6] * count, seed=2).kwargs
+        return [{k: v[i] for k, v in kwargs.items() if v is not None} for i in range(count)]
+
+    return Case(lambda: omnikit.create_model(name), items, stack_collate, lambda out, batch: loss(out))
+
+
+def mean_square(out) -> torch.Tensor:
+    tensor = out if isinstance(out, torch.Tensor) else getattr(out, "hidden_states", None)
+    if tensor is None:  # the Talkers' scores / Code2Wav's waveform
+        tensor = out.log_probs if hasattr(out, "log_probs") else out.waveform
+    return tensor.float().pow(2).mean()
+
+
+def xattn_open_gates() -> nn.Module:
+    """omni_xattn_tiny with non-zero cross-attention gates, so that the fusion blocks matter."""
+    model = omnikit.create_model("omni_xattn_tiny")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("attn_gate", "ff_gate")):
+                p.fill_(0.5)
+    return model
 
 
 def checkpointed_compiled(model: nn.Module) -> None:
@@ -161,12 +243,19 @@ CASES: dict[str, Case] = {
     "decoder_ckpt_compile": Case(lambda: omnikit.create_model("decoder_tiny"), text_items, stack_collate, lm_loss,
                                  prepare=checkpointed_compiled),
     "xattn": Case(lambda: omnikit.create_model("omni_xattn_tiny"), xattn_items, media_collate, lm_loss),
-    "xattn_text": Case(lambda: omnikit.create_model("omni_xattn_tiny"), partial(xattn_items, kinds=("video", "text")),
+    "xattn_text": Case(xattn_open_gates, partial(xattn_items, kinds=("video", "text")),
                        media_collate, lm_loss),
     "omni_text": Case(lambda: omnikit.create_model("omni_early_tiny"), partial(media_items, kinds=("audio", "text")),
                       media_collate, lm_loss),
     "moe_ckpt": Case(lambda: moe_lm(True), text_items, stack_collate, lm_loss,
                      prepare=lambda model: omnikit.set_gradient_checkpointing(model)),
+    "omni_thinker": Case(lambda: tiny_omni_thinker(False), thinker_items, thinker_collate, lm_loss),
+    "qwen3_omni_thinker": Case(lambda: tiny_omni_thinker(True), thinker_items, thinker_collate, lm_loss),
+    "omni_thinker_text": Case(lambda: tiny_omni_thinker(False), partial(thinker_items, kinds=("image", "text")),
+                              thinker_collate, lm_loss),
+    **{name: generic_case(name, mean_square) for name in (
+        "qwen2_5_omni_talker_tiny", "qwen3_omni_talker_tiny", "qwen3_vit_tiny", "qwen2_5_omni_vision_tiny",
+        "code2wav_tiny")},
     "decoder_bf16": Case(lambda: omnikit.create_model("decoder_tiny"), text_items, stack_collate, lm_loss,
                          options={"mp_policy": MixedPrecisionPolicy(torch.bfloat16, torch.float32)}),
 }
@@ -252,7 +341,9 @@ def run_scenario(case_name: str, sizes: dict[str, int]) -> dict:
 
 def checkpoint_round(world: int, out_dir: Path) -> dict:
     """World 4: train one step under FSDP x TP, save with DCP, write the expected full weights and a
-    save_pretrained export. World 2: load the DCP checkpoint under FSDP and compare bit for bit."""
+    save_pretrained export. World 2: load the DCP checkpoint under FSDP and compare bit for bit; then
+    load the Hub-layout snapshot ``OUT_DIR/hf_snapshot`` with load_hf, shard it with FSDP and export it
+    with export_hf to ``OUT_DIR/hf_export`` (in several safetensors shards)."""
     torch.manual_seed(0 if world == 4 else 123)
     model = omnikit.create_model("decoder_tiny", tie_embeddings=True)
     sizes = {"dp_shard": 2, "tp": 2} if world == 4 else {"dp_shard": 2}
@@ -269,6 +360,8 @@ def checkpoint_round(world: int, out_dir: Path) -> dict:
         return {"saved": True}
     load_distributed(model, out_dir / "dcp")
     full = full_state_dict(model)
+    hub = parallelize(load_hf(out_dir / "hf_snapshot"), build_mesh("cpu", dp_shard=2))
+    export_hf(hub, out_dir / "hf_export", max_shard_size="20KB")
     if dist.get_rank() != 0:
         return {}
     expected = torch.load(out_dir / "expected.pt")

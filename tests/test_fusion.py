@@ -179,3 +179,34 @@ def test_text_lm_loss_skips_media_targets_and_padding() -> None:
     assert text_lm_loss(logits, ids) > 1.0, "without the modality mask, audio targets are counted"
     padded = text_lm_loss(logits, ids, media_tokens=TOKENS, key_padding_mask=torch.tensor([[1, 1, 1, 1, 0]]).bool())
     assert padded < 1e-3
+
+
+def test_cross_attention_item_outputs_do_not_depend_on_the_rest_of_the_batch() -> None:
+    """Open gates (attention and feed-forward): a batch of a video+audio item, a text-only item and
+    a video-only item gives each row what the item gives alone; the text-only row is the text decoder's."""
+    torch.manual_seed(0)
+    model = omnikit.create_model("omni_xattn_tiny").eval()
+    for layer in model.modules():
+        if isinstance(layer, FusionLayer):
+            layer.fusion.attn_gate.data.fill_(0.7)
+            layer.fusion.ff_gate.data.fill_(-0.9)
+    full = model.contract_inputs([12] * 3, seed=1).kwargs
+    ids = full["input_ids"].clone()
+    ids[1, [0, 4]] = 9  # item 1: text only
+    ids[2, 4] = 9  # item 2: video only
+    items = [
+        {"input_ids": ids[:1], "frames": full["frames"][:1], "audio_features": full["audio_features"][:1],
+         "audio_lengths": full["audio_lengths"][:1]},
+        {"input_ids": ids[1:2]},
+        {"input_ids": ids[2:], "frames": full["frames"][2:]},
+    ]
+    batch = {"input_ids": ids, "frames": full["frames"][[0, 2]], "audio_features": full["audio_features"][:1],
+             "audio_lengths": full["audio_lengths"][:1]}
+    with torch.no_grad():
+        together = model(**batch)
+        alone = [model(**item)[0] for item in items]
+        text_only = model.lm.lm_head(model.lm.decoder(model.lm.embed(ids[1:2])))[0]
+    for row, out in enumerate(alone):
+        torch.testing.assert_close(together[row], out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(together[1], text_only, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(together[0], model.lm.lm_head(model.lm.decoder(model.lm.embed(ids[:1])))[0], atol=1e-3)

@@ -203,7 +203,7 @@ class Code2Wav(nn.Module):
         self.rotary = RotaryEmbedding(c.dim // c.num_heads, c.rope_base)
         self.blocks = nn.ModuleList(
             LayerScaleBlock(
-                c.dim, c.num_heads, c.num_kv_heads, mlp_hidden=c.mlp_hidden, norm_eps=c.norm_eps,
+                c.dim, c.num_heads, c.num_kv_heads, mlp_hidden=c.mlp_hidden, norm_eps=c.norm_eps, qk_norm=False,
                 qkv_bias=c.attention_bias, out_bias=c.attention_bias, rotary=self.rotary,
                 sliding_window=c.sliding_window, backend=c.backend, layer_scale=c.layer_scale,
             )

@@ -53,6 +53,16 @@ def tied_aliases(model: nn.Module) -> dict[str, str]:
     return aliases
 
 
+def assign_state(model: nn.Module, state: dict[str, torch.Tensor], aliases: dict[str, str]) -> None:
+    """Load ``state`` (without the alias names) into ``model`` by assignment (strict), then tie every
+    ``{alias: first name}`` of :func:`tied_aliases` again (assignment replaced the shared parameter)."""
+    model.load_state_dict({**state, **{a: state[s] for a, s in aliases.items()}}, strict=True, assign=True)
+    for alias, source in aliases.items():
+        owner, _, attr = alias.rpartition(".")
+        src_owner, _, src_attr = source.rpartition(".")
+        setattr(model.get_submodule(owner), attr, getattr(model.get_submodule(src_owner), src_attr))
+
+
 def _problems(label: str, keys: list[str]) -> str:
     return f"{label} ({len(keys)}): {keys[:20]}{' ...' if len(keys) > 20 else ''}"
 
@@ -186,11 +196,7 @@ def load_hf(
     cast_model(model, dtype or _default_dtype(headers))
     total_bytes = sum(p.stat().st_size for p in handles)
     state = _read(plan, model, handles, by_file, device, total_bytes)
-    model.load_state_dict({**state, **{a: state[s] for a, s in aliases.items()}}, strict=True, assign=True)
-    for alias, source in aliases.items():
-        owner, _, attr = alias.rpartition(".")
-        src_owner, _, src_attr = source.rpartition(".")
-        setattr(model.get_submodule(owner), attr, getattr(model.get_submodule(src_owner), src_attr))
+    assign_state(model, state, aliases)
     model.to(device)
     setattr(model, HF_ORIGIN_ATTR, HubOrigin(architecture.name, part_name, snapshot.config))
     return model.eval()

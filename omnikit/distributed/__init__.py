@@ -11,7 +11,13 @@ Each model family declares its plan (FSDP units, tensor-parallel styles, MoE exp
 """
 
 from omnikit.distributed import plans as _plans  # noqa: F401  (registers the families' plans)
-from omnikit.distributed.checkpoint import export_pretrained, full_state_dict, load_distributed, save_distributed
+from omnikit.distributed.checkpoint import (
+    export_hf,
+    export_pretrained,
+    full_state_dict,
+    load_distributed,
+    save_distributed,
+)
 from omnikit.distributed.ep import ExpertParallelExperts, apply_expert_parallel
 from omnikit.distributed.mesh import MESH_DIMS, build_mesh, data_parallel_coords, data_shard
 from omnikit.distributed.parallelize import parallelize
@@ -27,6 +33,7 @@ __all__ = [
     "data_parallel_coords",
     "data_shard",
     "declared_plan",
+    "export_hf",
     "export_pretrained",
     "full_state_dict",
     "load_distributed",

@@ -3,7 +3,8 @@
 A DCP checkpoint is a directory of per-rank shards plus metadata, written and read by every rank
 in parallel; it loads at any other world size or mesh (DCP reshards on load), and in one process
 without a process group. :func:`export_pretrained` gathers the full weights and writes the
-single-file :func:`omnikit.save_pretrained` layout instead.
+single-file :func:`omnikit.save_pretrained` layout instead, :func:`export_hf` the Hugging Face
+layout of :func:`omnikit.convert.save_hf`.
 """
 
 from __future__ import annotations
@@ -21,9 +22,13 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from omnikit.checkpoint import _spec_of, save_pretrained
+from omnikit.convert.architectures import HF_ORIGIN_ATTR, origin_of
+from omnikit.convert.empty_init import meta_parameters
+from omnikit.convert.load import assign_state, tied_aliases
+from omnikit.convert.save import save_hf
 from omnikit.registry import create_model
 
-__all__ = ["export_pretrained", "full_state_dict", "load_distributed", "save_distributed"]
+__all__ = ["export_hf", "export_pretrained", "full_state_dict", "load_distributed", "save_distributed"]
 
 
 def save_distributed(model: nn.Module, directory: str | Path) -> Path:
@@ -55,6 +60,24 @@ def export_pretrained(model: nn.Module, directory: str | Path) -> Path:
         twin = create_model(spec.name, **spec.overrides)
         twin.load_state_dict(state)
         save_pretrained(twin, directory)
+    if dist.is_initialized():
+        dist.barrier()
+    return Path(directory)
+
+
+def export_hf(model: nn.Module, directory: str | Path, **save_options) -> Path:
+    """Gather ``model`` (returned by :func:`omnikit.convert.load_hf`, or an architecture that exports
+    its config, then parallelized) and let rank 0 write it with :func:`omnikit.convert.save_hf`
+    (``save_options``: its keywords, e.g. ``max_shard_size``); every rank must call it."""
+    origin, part = origin_of(model)
+    state = full_state_dict(model)
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        with meta_parameters():
+            twin = part.build(origin.config)
+        aliases = tied_aliases(twin)
+        assign_state(twin, {k: v for k, v in state.items() if k not in aliases}, aliases)
+        setattr(twin, HF_ORIGIN_ATTR, origin)
+        save_hf(twin, directory, **save_options)
     if dist.is_initialized():
         dist.barrier()
     return Path(directory)

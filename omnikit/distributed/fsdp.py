@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import nn
 from torch.distributed._composable.replicate_with_fsdp import replicate
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
 from omnikit.distributed.plan import ParallelPlan
 
@@ -24,7 +24,7 @@ def apply_data_parallel(
     mp_policy: MixedPrecisionPolicy | None = None,
     reshard_after_forward: bool | None = None,
 ) -> nn.Module:
-    """Wrap ``plan.fsdp_units`` (deepest first) and then ``model``.
+    """Wrap ``plan.fsdp_units`` (deepest first) and then ``model``; hook ``plan.fsdp_methods``.
 
     Args:
         mesh: data-parallel mesh of the dense parameters: 1-D (FSDP, or DDP when ``shard`` is
@@ -45,4 +45,7 @@ def apply_data_parallel(
     wrap = fully_shard if shard else replicate
     for unit in [*plan.fsdp_units, model]:
         wrap(unit, mesh=mesh, ignored_params=ignored_params, **options)
+    for module, method in plan.fsdp_methods:
+        if isinstance(module, FSDPModule):
+            register_fsdp_forward_method(module, method)
     return model

@@ -35,7 +35,8 @@ def parallelize(
     Supported: any of ``dp_replicate``, ``dp_shard`` with at most one of ``tp``/``ep``
     (``dp_replicate`` not with ``ep``). Each data-parallel rank feeds its own slice of the batch
     (:func:`~omnikit.distributed.mesh.data_shard`); ranks along ``tp`` feed the same one. Modules
-    with a ``run_absent_media`` switch (the early-fusion omni model) then run absent encoders on a
+    with a ``run_absent_media`` switch (the early-fusion and cross-attention omni models, the
+    published Thinkers' :class:`~omnikit.fusion.OmniThinker`) then run absent encoders on a
     zero-weighted dummy input, so that ranks without some modality issue the same collectives.
 
     Parameter names stay those of ``model``; sharded parameters and their gradients are DTensors.

@@ -6,7 +6,9 @@ A plan names, for one module and relative to it:
   reduce-scatter), before the root;
 - ``tp``: ``{submodule path: ParallelStyle}``, the DTensor tensor-parallel plan;
 - ``experts``: expert modules (:class:`omnikit.moe.SwiGLUExperts`) run expert-parallel;
-- ``tied``: ``(path, source)`` parameters that share a tensor, tied again after tensor parallel.
+- ``tied``: ``(path, source)`` parameters that share a tensor, tied again after tensor parallel;
+- ``fsdp_methods``: ``(module, method name)``: methods other than ``forward`` through which a
+  module is called (e.g. a vision tower's ``forward_patches``), hooked by FSDP2 as its forward is.
 
 A class declares its own part, either with a ``parallel_plan(self) -> ParallelPlan`` method or with
 ``@register_parallel_plan(cls)`` on a function; :func:`collect_plan` walks the whole model and
@@ -38,6 +40,7 @@ class ParallelPlan:
     tp: dict[str, ParallelStyle] = field(default_factory=dict)
     experts: list[nn.Module] = field(default_factory=list)
     tied: list[tuple[str, str]] = field(default_factory=list)
+    fsdp_methods: list[tuple[nn.Module, str]] = field(default_factory=list)
 
     def join(self, other: ParallelPlan, prefix: str = "") -> ParallelPlan:
         """This plan plus ``other`` declared by the submodule at ``prefix`` (``""``: the same module)."""
@@ -47,6 +50,7 @@ class ParallelPlan:
             tp={**self.tp, **{dotted + path: style for path, style in other.tp.items()}},
             experts=self.experts + [m for m in other.experts if m not in self.experts],
             tied=self.tied + [(dotted + a, dotted + b) for a, b in other.tied],
+            fsdp_methods=self.fsdp_methods + [m for m in other.fsdp_methods if m not in self.fsdp_methods],
         )
 
 

@@ -11,7 +11,13 @@
 - :class:`~omnikit.models.CausalLM` (and the Thinker): vocabulary-parallel embedding and LM head,
   tied again when the model ties them;
 - :class:`~omnikit.moe.MoE`: its routed experts run expert-parallel;
-- :class:`~omnikit.fusion.omni.EarlyFusionOmni`: each media adapter is an FSDP unit.
+- :class:`~omnikit.fusion.omni.EarlyFusionOmni`: each media adapter is an FSDP unit;
+- the published Qwen-Omni structures: the vision towers (:class:`~omnikit.vision.WindowViT`,
+  :class:`~omnikit.vision.Qwen3ViT`) and :class:`~omnikit.audio.code2wav.Code2Wav` shard block by
+  block (Code2Wav also each upsampling decoder stage); :class:`~omnikit.fusion.OmniThinker` (and
+  :class:`~omnikit.fusion.Qwen3OmniThinker`) makes each media tower a unit of its own; in the
+  Qwen3-Omni Talker, each code-predictor head is a unit (its decoder blocks are, as any decoder's). Their attention,
+  SwiGLU MLPs, decoders and MoE layers are the planned classes above, so TP and EP apply as they are.
 """
 
 from __future__ import annotations
@@ -21,8 +27,10 @@ from torch.distributed.tensor import Replicate
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
 
 from omnikit.audio.blocks import EncoderStack
+from omnikit.audio.code2wav import Code2Wav, DecoderStage
 from omnikit.distributed.plan import ParallelPlan, register_parallel_plan
 from omnikit.fusion.omni import EarlyFusionOmni
+from omnikit.fusion.omni_thinker import OmniThinker
 from omnikit.layers.attention import Attention
 from omnikit.layers.decoder import Decoder
 from omnikit.layers.hybrid import HybridDecoder
@@ -30,6 +38,9 @@ from omnikit.layers.mlp import SwiGLU
 from omnikit.layers.stack import TransformerStack
 from omnikit.models.language_model import CausalLM
 from omnikit.moe.layer import MoE
+from omnikit.speech.qwen3_omni_talker import Qwen3OmniTalker
+from omnikit.vision.qwen3_vit import Qwen3ViT
+from omnikit.vision.window_vit import WindowViT
 
 __all__: list[str] = []
 
@@ -75,3 +86,28 @@ def _moe(moe: MoE) -> ParallelPlan:
 @register_parallel_plan(EarlyFusionOmni)
 def _early_fusion(omni: EarlyFusionOmni) -> ParallelPlan:
     return ParallelPlan(fsdp_units=[m for m in (omni.audio, omni.video) if m is not None])
+
+
+@register_parallel_plan(WindowViT)
+@register_parallel_plan(Qwen3ViT)
+def _vision_tower(tower: nn.Module) -> ParallelPlan:
+    # OmniThinker calls the tower through forward_patches, not forward
+    return ParallelPlan(fsdp_units=list(tower.blocks), fsdp_methods=[(tower, "forward_patches")])
+
+
+@register_parallel_plan(OmniThinker)
+def _omni_thinker(thinker: OmniThinker) -> ParallelPlan:
+    return ParallelPlan(fsdp_units=[m for m in (thinker.audio_encoder, thinker.vision_encoder) if m is not None])
+
+
+@register_parallel_plan(Code2Wav)
+def _code2wav(code2wav: Code2Wav) -> ParallelPlan:
+    stages = [m for m in code2wav.decoder if isinstance(m, DecoderStage)]
+    return ParallelPlan(fsdp_units=[*code2wav.blocks, *stages], fsdp_methods=[(code2wav, "decode")])
+
+
+@register_parallel_plan(Qwen3OmniTalker)
+def _qwen3_omni_talker(talker: Qwen3OmniTalker) -> ParallelPlan:
+    # the predictor's embeddings also feed the Talker's input (``embed_frames``), before the predictor runs,
+    # so they stay with the root; its decoder blocks are units through Decoder's plan
+    return ParallelPlan(fsdp_units=list(talker.code_predictor.heads))

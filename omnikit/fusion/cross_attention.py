@@ -59,7 +59,11 @@ class GatedCrossAttentionBlock(nn.Module):
     """``x (B, T, dim)``, ``media (B, M, media_dim)`` -> ``(B, T, dim)``::
 
         h = x + tanh(attn_gate) * xattn(norm(x), media)
-        y = h + tanh(ff_gate) * ff(ff_norm(h))
+        y = h + tanh(ff_gate) * ff(ff_norm(h)) * sees_media
+
+    where ``sees_media`` is 0 for the text tokens whose ``media_mask`` row is empty (they see no
+    media item): such a token leaves the block exactly as it entered, whatever else is in the
+    batch (Llama-3.2-Vision masks these rows the same way).
 
     Args:
         dim: text width.
@@ -115,8 +119,14 @@ class GatedCrossAttentionBlock(nn.Module):
         attended = scaled_dot_product(
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attention_mask=media_mask
         ).transpose(1, 2).reshape(batch, length, -1)
+        # a text token that sees no media gets nothing from either branch: its attention rows are
+        # empty (zeros, and ``out`` has no bias), and its feed-forward is masked out here, so it leaves
+        # the block unchanged, as when a batch holds no media and the block does not run at all
         h = x + torch.tanh(self.attn_gate) * self.out(attended)
-        return h + torch.tanh(self.ff_gate) * self.ff(self.ff_norm(h))
+        ff = self.ff(self.ff_norm(h))
+        if media_mask is not None:
+            ff = ff * media_mask.any(-1).transpose(1, 2).to(ff.dtype)
+        return h + torch.tanh(self.ff_gate) * ff
 
 
 class FusionLayer(nn.Module):

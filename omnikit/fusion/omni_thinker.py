@@ -15,11 +15,13 @@ Keyword names are the processor's, so ``model(**processor_outputs)`` works (see
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 
 import torch
 from torch import nn
 
+from omnikit.fusion.absent import zero_of
 from omnikit.fusion.early import media_item_ids
 from omnikit.fusion.modality import MODALITIES
 from omnikit.fusion.omni import FusedInputs
@@ -63,6 +65,11 @@ class OmniThinker(nn.Module):
         marker_tokens: ids of the start/end markers around media items (``vision_start_token_id``,
             ``audio_end_token_id``, ...); the computation never reads them, they are kept so the
             model's config can be written back (:func:`omnikit.convert.save_hf`).
+
+    ``run_absent_media = True`` (set by :func:`omnikit.distributed.parallelize`) runs a tower whose
+    media is absent from the batch on a small fixed input and adds its output times zero to the
+    logits, so data-parallel ranks without audio or images issue the same collectives
+    (:mod:`omnikit.fusion.absent`).
     """
 
     def __init__(
@@ -83,6 +90,7 @@ class OmniThinker(nn.Module):
         self.text_model, self.audio_encoder, self.vision_encoder = text_model, audio_encoder, vision_encoder
         self.scheme = scheme
         self.marker_tokens = dict(marker_tokens or {})
+        self.run_absent_media = False
 
     @property
     def output_dim(self) -> int:
@@ -99,6 +107,23 @@ class OmniThinker(nn.Module):
         if grid_thw is None:
             raise OmnikitValueError(f"`{name}` given without `{grid_name}` (the (n, 3) patch grids of the items)")
         return vision.forward_patches(pixels, grid_thw)
+
+    def _absent_audio(self, device: torch.device) -> list[torch.Tensor]:
+        """The audio tower's output on eight fixed mel frames, when ``run_absent_media`` is on."""
+        if not self.run_absent_media or self.audio_encoder is None:
+            return []
+        dummy = self.audio_encoder.contract_inputs([8]).kwargs
+        return [self.audio_encoder(*(t.to(device) for t in dummy.values())).hidden_states]
+
+    def _absent_visual(self, device: torch.device) -> list[torch.Tensor]:
+        """The vision tower's outputs on one zero ``m x m`` patch step, when ``run_absent_media`` is on."""
+        if not self.run_absent_media or self.vision_encoder is None:
+            return []
+        c = self.vision_encoder.config
+        grid = torch.tensor([[1, c.merge_size, c.merge_size]], device=device)
+        pixels = torch.zeros(c.merge_size**2, c.in_chans * math.prod(c.patch), device=device)
+        out = self._visual(pixels, grid, "pixel_values", "image_grid_thw")
+        return [out] if isinstance(out, torch.Tensor) else [out.hidden_states, *out.deepstack]
 
     def _grids(self, grid_thw: torch.Tensor | None, seconds: torch.Tensor | None = None) -> list[VisualGrid]:
         if grid_thw is None:
@@ -126,6 +151,7 @@ class OmniThinker(nn.Module):
         padding = None if attention_mask is None else attention_mask.to(input_ids.device).bool()
         media: dict[str, torch.Tensor] = {}
         audio_tokens: list[int] = []
+        absent = self._absent_audio(input_ids.device) if input_features is None else []
         if input_features is not None:
             audio = self._encoder("audio_encoder", "input_features")
             check_tensor(input_features, "input_features", ndim=3, floating=True)
@@ -136,11 +162,17 @@ class OmniThinker(nn.Module):
             encoded = audio(input_features, lengths)
             media["audio"] = torch.cat(encoded.unpad())
             audio_tokens = encoded.lengths.tolist()
+        # the vision tower runs at the image slot and at the video slot (a dummy for an absent kind, when
+        # run_absent_media is on), so every data-parallel rank calls it the same number of times
         if pixel_values is not None:
             media["image"] = self._visual(pixel_values, image_grid_thw, "pixel_values", "image_grid_thw")
+        else:
+            absent += self._absent_visual(input_ids.device)
         if pixel_values_videos is not None:
             media["video"] = self._visual(pixel_values_videos, video_grid_thw, "pixel_values_videos",
                                           "video_grid_thw")
+        else:
+            absent += self._absent_visual(input_ids.device)
         videos = self._grids(video_grid_thw, video_second_per_grid)
         standalone = audio_tokens
         if use_audio_in_video:
@@ -160,7 +192,7 @@ class OmniThinker(nn.Module):
             input_ids, self.text_model.media_tokens, images=self._grids(image_grid_thw), videos=videos,
             audios=standalone, scheme=self.scheme, key_padding_mask=padding,
         )
-        return FusedInputs(media, positions, next_position, padding)
+        return FusedInputs(media, positions, next_position, padding, zero_of(absent))
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *, return_hidden: bool = False,
@@ -169,8 +201,11 @@ class OmniThinker(nn.Module):
         """Logits ``(B, T, vocab)`` (and the final hidden states ``(B, T, D)`` with ``return_hidden``);
         ``inputs`` are the media keywords of :meth:`fuse`."""
         fused = self.fuse(input_ids, attention_mask, **inputs)
-        return self.text_model(input_ids, media=fused.media, positions=fused.positions,
-                               key_padding_mask=fused.key_padding_mask, return_hidden=return_hidden)
+        out = self.text_model(input_ids, media=fused.media, positions=fused.positions,
+                              key_padding_mask=fused.key_padding_mask, return_hidden=return_hidden)
+        if fused.absent is None:
+            return out
+        return tuple(t + fused.absent for t in out) if return_hidden else out + fused.absent
 
     def stream_generate(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *, max_new_tokens: int = 32,

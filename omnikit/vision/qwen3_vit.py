@@ -147,7 +147,7 @@ class Qwen3ViT(nn.Module):
         self.blocks = nn.ModuleList(
             DecoderBlock(
                 config.dim, config.num_heads, mlp=GeluMLP(config.dim, config.mlp_hidden, approximate="tanh"),
-                norm="layernorm", norm_eps=config.norm_eps, qkv_bias=True, out_bias=True, use_rope=False,
+                norm="layernorm", norm_eps=config.norm_eps, qk_norm=False, qkv_bias=True, out_bias=True, use_rope=False,
                 backend=config.backend, causal=False,
             )
             for _ in range(config.depth)

@@ -190,7 +190,7 @@ class WindowViT(nn.Module):
         self.blocks = nn.ModuleList(
             DecoderBlock(
                 config.dim, config.num_heads, mlp=SwiGLU(config.dim, config.mlp_hidden, bias=True), norm="rmsnorm",
-                norm_eps=config.norm_eps, qkv_bias=True, out_bias=True, use_rope=False, causal=False,
+                norm_eps=config.norm_eps, qk_norm=False, qkv_bias=True, out_bias=True, use_rope=False, causal=False,
                 backend=config.backend,
             )
             for _ in range(config.depth)
