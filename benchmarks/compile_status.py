@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import sys
 import traceback
-from typing import Any
 
 import torch
 from common import format_table
 from torch import nn
 
 import omnikit
-from omnikit.testing import ContractInputs, primary_output
+from omnikit.testing import ContractInputs, export_dynamic_shapes, primary_output
 
 EXPORT_KINDS = ("audio_encoder", "frame_encoder", "temporal", "decoder", "moe", "codec")
 LENGTHS = (13, 9)
@@ -41,10 +40,9 @@ def cause(err: BaseException) -> str:
     head = text[0] if text else type(err).__name__
     frames = [f for f in traceback.extract_tb(err.__traceback__) if "/omnikit/" in f.filename]
     where = ""
-    for line in text:  # Dynamo quotes the user frame in its message
+    for line in text:  # Dynamo quotes the user frames in its message, innermost last
         if "omnikit/" in line and ", line " in line:
-            where = line.strip().split("omnikit/")[-1]
-            break
+            where = line.strip().split("omnikit/")[-1].replace('"', "")
     if not where and frames:
         where = f"{frames[-1].filename.split('omnikit/')[-1]}:{frames[-1].lineno}"
     head = head.replace("|", "/")[:110]
@@ -71,24 +69,9 @@ def try_train(model: nn.Module, inputs: ContractInputs) -> str:
     return "ok"
 
 
-def dynamic_shapes(inputs: ContractInputs) -> dict[str, Any]:
-    """A dynamic batch on every batched tensor, a dynamic time dim on every time axis."""
-    batch, time = torch.export.Dim("batch", min=1, max=64), torch.export.Dim("time", min=2, max=4096)
-    shapes: dict[str, Any] = {}
-    for key, value in inputs.kwargs.items():
-        if isinstance(value, torch.Tensor) and value.ndim >= 1:
-            spec: dict[int, Any] = {0: batch}
-            if key in inputs.time_dims:
-                spec[inputs.time_dims[key]] = time
-            shapes[key] = spec
-        else:
-            shapes[key] = None
-    return shapes
-
-
 def try_export(model: nn.Module, inputs: ContractInputs) -> str:
     model.eval()
-    program = torch.export.export(model, (), inputs.kwargs, dynamic_shapes=dynamic_shapes(inputs))
+    program = torch.export.export(model, (), inputs.kwargs, dynamic_shapes=export_dynamic_shapes(inputs))
     other = model.contract_inputs([11, 6, 4], seed=3)  # another batch size and length
     with torch.no_grad():
         for case in (inputs, other):

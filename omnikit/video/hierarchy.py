@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from omnikit.layers.tome import merge_tokens
-from omnikit.outputs import EncoderOutput
+from omnikit.outputs import EncoderOutput, traceable_output
 from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import check_choice, check_positive
@@ -43,6 +43,7 @@ class HierarchyConfig:
     depth: int = 1
 
 
+@traceable_output
 @dataclass
 class HierarchyOutput:
     """Both levels of a :class:`HierarchicalSummarizer`; ``hidden_states``/``lengths`` are the segments'."""
