@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
 from omnikit.layers.masks import lengths_to_mask
 
-__all__ = ["EncoderOutput"]
+__all__ = ["EncoderOutput", "traceable_output"]
+
+T = TypeVar("T")
 
 
+def traceable_output(cls: type[T]) -> type[T]:
+    """Register an output dataclass as a pytree node, so ``torch.export`` programs can return it
+    (``torch.compile`` needs nothing). Apply above ``@dataclass``."""
+    torch.export.register_dataclass(cls, serialized_type_name=f"{cls.__module__}.{cls.__qualname__}")
+    return cls
+
+
+@traceable_output
 @dataclass
 class EncoderOutput:
     """What every encoder (audio, frame, temporal) returns.

@@ -16,11 +16,29 @@ from torch import nn
 
 import omnikit
 from omnikit.streaming import StreamingModule
-from omnikit.testing import ContractInputs, primary_output
+from omnikit.testing import ContractInputs, export_dynamic_shapes, primary_output
 from omnikit.utils.precision import keeps_fp32
 
 TINY = omnikit.list_models("*_tiny")
 LENGTHS = (13, 9)  # an odd batch: items of different lengths, padding on the second
+
+# The kinds whose forward must export (encoders, decoders' prefill, MoE layers, codecs).
+EXPORT_KINDS = ("audio_encoder", "frame_encoder", "temporal", "decoder", "moe", "codec")
+# Known gaps, one place, with the cause (``benchmarks/compile_status.py`` prints them all); the
+# checks below run these as strict xfails, so a model that starts to pass must leave the list.
+NOT_FULLGRAPH: dict[str, str] = {
+    "frame_encoder_tome_tiny": "ToMe ViT sets attributes on timm blocks during forward (setattr graph break)",
+    "omni_early_tiny": "TMRoPE positions are built per media item from values (fusion/tmrope.py)",
+    "thinker_talker_tiny": "TMRoPE positions are built per media item from values (fusion/tmrope.py)",
+    "omni_xattn_tiny": "cross-attention finds media markers with nonzero().tolist() (fusion/xattn.py)",
+    "qwen2_5_omni_vision_tiny": "window buckets are grouped by segment size read from grid_thw (vision/window_vit.py)",
+    "seanet_codec_tiny": "the quantizer selects valid rows by mask, a data-dependent count (audio/quantize.py)",
+}
+NOT_EXPORTABLE: dict[str, str] = {
+    **{name: why for name, why in NOT_FULLGRAPH.items() if name.startswith(("frame_encoder", "qwen2_5", "seanet"))},
+    "hybrid_moe_tiny": "linear-attention chunking specialises the number of chunks to the traced length",
+    "hierarchical_resampler_tiny": "the output width is the longest item's packed token count (video/packing.py)",
+}
 
 
 def build(name: str, **kwargs: Any) -> nn.Module:
@@ -299,3 +317,46 @@ def test_streaming_modules_declare_state(name: str) -> None:
     with model.streaming(2):
         assert all(m.streaming_state is not None for m in members)
     assert all(m.streaming_state is None for m in members)
+
+
+def _expect_failure(request: pytest.FixtureRequest, known: dict[str, str], name: str) -> None:
+    if name in known:
+        request.applymarker(pytest.mark.xfail(reason=known[name], strict=True))
+
+
+@pytest.mark.slow
+def test_fullgraph_compile_forward_and_training_step_match_eager(name: str, request: pytest.FixtureRequest) -> None:
+    """``torch.compile(fullgraph=True)``: no graph break, outputs and every gradient equal eager."""
+    _expect_failure(request, NOT_FULLGRAPH, name)
+    model = build(name)
+    inputs = model.contract_inputs(LENGTHS)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        model.eval()
+        assert_close(outputs(compiled, inputs)[0], outputs(model, inputs)[0], atol=1e-4, rtol=1e-3, msg="eval")
+    model.train()
+    grads = []
+    for runner in (model, compiled):
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(0)
+        outputs(runner, inputs)[0].float().square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for key, grad in grads[0].items():
+        assert_close(grads[1][key], grad, atol=1e-4, rtol=1e-3, msg=key)
+
+
+@pytest.mark.slow
+def test_export_with_dynamic_batch_and_time_matches_eager(name: str, request: pytest.FixtureRequest) -> None:
+    """``torch.export`` with a dynamic batch and time: one program serves other sizes, equal to eager."""
+    if omnikit.model_info(name).kind not in EXPORT_KINDS:
+        pytest.skip("not an encoder, decoder, MoE layer or codec")
+    _expect_failure(request, NOT_EXPORTABLE, name)
+    model = build(name).eval()
+    inputs = model.contract_inputs(LENGTHS)
+    program = torch.export.export(model, (), inputs.kwargs, dynamic_shapes=export_dynamic_shapes(inputs))
+    with torch.no_grad():
+        for case in (inputs, model.contract_inputs([11, 6, 4], seed=3)):  # another batch size and length
+            got = outputs(program.module(), case)[0]
+            assert_close(got, outputs(model, case)[0], atol=1e-4, rtol=1e-3, msg=f"batch {len(case.lengths)}")

@@ -22,6 +22,7 @@ from omnikit.moe import (
 )
 from omnikit.moe import experts as experts_module
 from omnikit.moe.grouped import RowLayout, pair_experts
+from omnikit.moe.traced import grouped_mm
 
 
 def reference_moe(moe: MoE, x: torch.Tensor) -> torch.Tensor:
@@ -307,6 +308,27 @@ def test_padded_paired_and_ragged_moe_agree_with_grads(capacity_factor) -> None:
     layouts = ("ragged", "padded", "paired")
     moes = [make(expert_gemm=g, capacity_factor=capacity_factor, shared_hidden=8) for g in layouts]
     assert_all_equal_first([outputs_and_grads(moe, x) for moe in moes])
+
+
+@pytest.mark.parametrize("capacity_factor", [None, 0.6])
+def test_fullgraph_compiled_moe_equals_eager_with_grads(capacity_factor) -> None:
+    """The traced path (ragged rows, ``omnikit::grouped_mm``, overflow kept at weight 0) == eager."""
+    x = torch.randn(3, 11, 16)
+    moe = make(capacity_factor=capacity_factor, shared_hidden=8, num_experts=5)
+    torch._dynamo.reset()
+    compiled = torch.compile(moe, fullgraph=True, backend="aot_eager")
+    assert_all_equal_first([outputs_and_grads(moe, x), outputs_and_grads(compiled, x)])
+
+
+def test_grouped_mm_operator_matches_per_expert_products_and_grads() -> None:
+    rows, weight = torch.randn(9, 4, requires_grad=True), torch.randn(3, 4, 5, requires_grad=True)
+    offsets = torch.tensor([4, 4, 9], dtype=torch.int32)  # an expert with no rows
+    out = grouped_mm(rows, weight, offsets)
+    ref = torch.cat([rows[:4] @ weight[0], rows[4:] @ weight[2]])
+    torch.testing.assert_close(out, ref)
+    grad = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, [rows, weight], grad), torch.autograd.grad(ref, [rows, weight], grad)):
+        torch.testing.assert_close(a, b)
 
 
 def test_moe_in_decoder_block_and_decoder() -> None:

@@ -101,7 +101,7 @@ class AuTEncoder(nn.Module):
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """Tokens per item: ``chunk_tokens`` per full chunk plus the partial chunk's."""
-        lengths = torch.as_tensor(lengths)
+        lengths = lengths if isinstance(lengths, (int, torch.SymInt)) else torch.as_tensor(lengths)
         rest = lengths % self.chunk_frames
         return (lengths // self.chunk_frames) * self.chunk_tokens + _halve(_halve(_halve(rest))) * (rest > 0)
 
@@ -118,7 +118,9 @@ class AuTEncoder(nn.Module):
         out_lengths = self.output_lengths(n)
         windows = Windows.plan(out_lengths, self.chunk_tokens * self.config.attn_window_chunks, h.shape[1])
         mask = lengths_to_mask(windows.valid, windows.size) if windows.ragged else None
-        h = windows.merge(self.encoder(windows.split(h, dim=1), mask))[:, : int(out_lengths.max())]
+        # eager: cropped to the longest item; traced: the padded length's (no size read from values)
+        longest = int(out_lengths.max()) if not torch.compiler.is_compiling() else self.output_lengths(x.shape[-1])
+        h = windows.merge(self.encoder(windows.split(h, dim=1), mask))[:, :longest]
         h = self.proj2(F.gelu(self.proj1(self.norm(h))))
         return EncoderOutput(h * lengths_to_mask(out_lengths, h.shape[1])[..., None].to(h.dtype), out_lengths)
 

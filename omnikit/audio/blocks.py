@@ -63,8 +63,8 @@ def check_features(
 
 def zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """``x (B, C, T)`` with every step ``t >= lengths[b]`` set to zero (no copy when nothing is padded)."""
-    if bool((lengths == x.shape[-1]).all()):
-        return x
+    if not torch.compiler.is_compiling() and bool((lengths == x.shape[-1]).all()):
+        return x  # eager shortcut; traced code always masks (no data-dependent branch)
     valid = torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None]
     return x.masked_fill(~valid[:, None, :], 0)  # not a product: NaN in padding must not survive
 

@@ -29,6 +29,7 @@ from omnikit.layers.decoder import DecoderBlock, run_blocks
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.layers.norm import LayerNorm, RMSNorm
 from omnikit.layers.rotary import RotaryEmbedding
+from omnikit.outputs import traceable_output
 from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_lengths, check_positive, check_tensor
@@ -67,6 +68,7 @@ class Code2WavConfig:
     backend: str = "sdpa"
 
 
+@traceable_output
 @dataclass
 class Code2WavOutput:
     """What :meth:`Code2Wav.forward` returns.

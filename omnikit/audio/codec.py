@@ -31,6 +31,7 @@ from omnikit.audio.seanet import SEANetDecoder, SEANetEncoder
 from omnikit.audio.signal import check_waveform
 from omnikit.audio.split_rvq import SplitResidualVQ
 from omnikit.layers import lengths_to_mask
+from omnikit.outputs import traceable_output
 from omnikit.streaming import StreamingContainer, check_stream_batch, is_streaming
 from omnikit.testing import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_choice, check_tensor
@@ -38,6 +39,7 @@ from omnikit.utils.checks import OmnikitValueError, check_choice, check_tensor
 __all__ = ["CodecOutput", "SEANetCodec", "SEANetCodecConfig"]
 
 
+@traceable_output
 @dataclass
 class CodecOutput:
     """What ``SEANetCodec.forward`` returns.

@@ -24,11 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from omnikit.outputs import traceable_output
 from omnikit.utils.checks import OmnikitValueError, check_finite, check_positive, check_tensor
 
 __all__ = ["QuantizerOutput", "ResidualVQ", "VectorQuantizer", "kmeans"]
 
 
+@traceable_output
 @dataclass
 class QuantizerOutput:
     """What a quantizer returns; unpacks and indexes as the tuple ``(quantized, codes, loss)``.

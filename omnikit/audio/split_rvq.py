@@ -13,11 +13,13 @@ import torch
 from torch import nn
 
 from omnikit.audio.quantize import QuantizerOutput, ResidualVQ
+from omnikit.outputs import traceable_output
 from omnikit.utils.checks import OmnikitValueError, check_positive, check_tensor
 
 __all__ = ["SplitQuantizerOutput", "SplitResidualVQ"]
 
 
+@traceable_output
 @dataclass
 class SplitQuantizerOutput(QuantizerOutput):
     """:class:`QuantizerOutput` plus ``semantic (B, T, dim)``, the semantic branch's output alone."""

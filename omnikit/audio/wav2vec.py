@@ -143,8 +143,8 @@ class ConvFeatureEncoder(StreamingContainer, nn.Module):
     def _masked_group_norm(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Per-item, per-channel normalisation over the valid frames of ``h (B, C, T)``."""
         norm = self.norms[0]
-        if bool((lengths == h.shape[-1]).all()):
-            return norm(h)
+        if not torch.compiler.is_compiling() and bool((lengths == h.shape[-1]).all()):
+            return norm(h)  # eager fast path; traced code always masks
         valid = lengths_to_mask(lengths, h.shape[-1])[:, None, :]
         h = h.masked_fill(~valid, 0)  # NaN/inf in padded frames must not reach the statistics
         count = lengths.clamp(min=1)[:, None, None].to(h.dtype)
@@ -161,7 +161,9 @@ class ConvFeatureEncoder(StreamingContainer, nn.Module):
         if streaming and self.config.norm != "layer":
             raise OmnikitValueError("norm='group' normalises over the whole clip and cannot stream; use norm='layer'")
         x, n = check_features(features, lengths, self.config.in_channels)
-        if not streaming and int(self.output_lengths(torch.tensor([x.shape[-1]]))[0]) < 1:
+        if not streaming and not torch.compiler.is_compiling() and int(
+            self.output_lengths(torch.tensor([x.shape[-1]]))[0]
+        ) < 1:
             raise OmnikitValueError(
                 f"`features` expected enough samples for one output frame but got shape {tuple(x.shape)}"
             )

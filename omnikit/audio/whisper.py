@@ -83,7 +83,7 @@ class WhisperEncoder(nn.Module):
                 f"({self.config.max_positions} positions) but got {x.shape[-1]}; encode long audio in windows "
                 "with omnikit.audio.encode_long"
             )
-        padded = lengths is not None and bool((n < x.shape[-1]).any())
+        padded = lengths is not None and (torch.compiler.is_compiling() or bool((n < x.shape[-1]).any()))
         h = F.gelu(self.conv1(zero_padding(x, n) if padded else x))
         h = F.gelu(self.conv2(zero_padding(h, n) if padded else h)).transpose(1, 2)
         h = h + self.positions[:tokens].to(h.dtype)

@@ -86,7 +86,8 @@ class WindowedAudioEncoder(nn.Module):
     @staticmethod
     def output_lengths(lengths: torch.Tensor) -> torch.Tensor:
         """Tokens per item: stride-2 conv, then stride-2 pool over pairs."""
-        after_conv = (torch.as_tensor(lengths) - 1) // 2 + 1
+        lengths = lengths if isinstance(lengths, (int, torch.SymInt)) else torch.as_tensor(lengths)
+        after_conv = (lengths - 1) // 2 + 1
         return (after_conv - 2) // 2 + 1
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
@@ -103,7 +104,8 @@ class WindowedAudioEncoder(nn.Module):
         h = F.gelu(self.conv2(h)).transpose(1, 2) + self.positions.to(h.dtype)
         h = windows.merge(self.encoder(h, mask))  # (B, windows * n_window, dim)
         out_lengths = self.output_lengths(n)
-        pairs = int(out_lengths.max())
+        # eager: cropped to the longest item; traced: the padded length's (no size read from values)
+        pairs = int(out_lengths.max()) if not torch.compiler.is_compiling() else self.output_lengths(x.shape[-1])
         h = (h[:, 0 : 2 * pairs : 2] + h[:, 1 : 2 * pairs : 2]) / 2
         h = self.proj(self.norm(h))
         return EncoderOutput(h * lengths_to_mask(out_lengths, pairs)[..., None].to(h.dtype), out_lengths)

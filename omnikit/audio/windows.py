@@ -44,13 +44,15 @@ class Windows:
         per_item = -(-padded_len // size)
         starts = torch.arange(per_item, device=lengths.device) * size
         valid = (lengths[:, None] - starts[None, :]).clamp(0, size).flatten()
+        if torch.compiler.is_compiling():  # traced: every window kept (fixed shapes), empty ones fully masked
+            return cls(size, lengths.shape[0], per_item, torch.arange(valid.numel(), device=valid.device), valid)
         index = valid.nonzero().squeeze(-1)
         return cls(size, int(lengths.shape[0]), per_item, index, valid[index])
 
     @property
     def ragged(self) -> bool:
-        """True when some window is only partly valid."""
-        return bool((self.valid < self.size).any())
+        """True when some window is only partly valid (always, when traced: no branch on values)."""
+        return torch.compiler.is_compiling() or bool((self.valid < self.size).any())
 
     def split(self, x: torch.Tensor, dim: int = -1) -> torch.Tensor:
         """Cut the time axis ``dim`` of ``x`` (batch first) into the non-empty windows.

@@ -76,7 +76,8 @@ def scatter_media(
     valid = torch.ones_like(input_ids, dtype=torch.bool) if key_padding_mask is None else key_padding_mask
     for modality, token in placeholders.items():
         where = (input_ids == token) & valid
-        count = int(where.sum())
+        counted = not torch.compiler.is_compiling()  # the counts need the values: eager only
+        count = int(where.sum()) if counted else 0
         if modality not in media:
             if count:
                 raise OmnikitValueError(
@@ -84,7 +85,7 @@ def scatter_media(
                 )
             continue
         values = _flat_tokens(media[modality], modality)
-        if values.shape[0] != count:
+        if counted and values.shape[0] != count:
             raise OmnikitValueError(
                 f"{modality}: `input_ids` holds {count} {modality} placeholder tokens but the {modality} encoder "
                 f"gave {values.shape[0]} tokens"

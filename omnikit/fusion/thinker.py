@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -21,6 +21,7 @@ from omnikit.layers.masks import segment_ids_from_cu_seqlens
 from omnikit.models.generation import GenerationOutput, GenerationStep
 from omnikit.models.language_model import CausalLM
 from omnikit.models.sampling import ban_tokens
+from omnikit.testing import ContractInputs
 from omnikit.utils.checks import check_tensor
 
 __all__ = ["GenerationOutput", "Thinker", "ThinkerStep"]
@@ -85,6 +86,15 @@ class Thinker(CausalLM):
             padding = None if key_padding_mask is None else key_padding_mask[:, -input_ids.shape[1]:]
             embeds = scatter_media(embeds, input_ids, media or {}, self.media_tokens, key_padding_mask=padding)
         return embeds
+
+    def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
+        """Text-only ids: a placeholder id the draw hits becomes the id above the highest placeholder
+        (media come through ``media``, which the contract does not pass)."""
+        inputs = super().contract_inputs(lengths, seed=seed)
+        placeholders = torch.tensor(sorted(self.media_tokens.as_dict().values()) or [-1])
+        ids = inputs.kwargs["input_ids"]
+        ids = torch.where(torch.isin(ids, placeholders), int(placeholders.max()) + 1, ids)
+        return ContractInputs({"input_ids": ids}, inputs.lengths, inputs.time_dims)
 
     def forward(
         self,

@@ -66,7 +66,7 @@ def _masked_softmax_attention(q, k, v, mask, scale, dropout_p, *, eager: bool) -
     row_visible = None
     if mask is not None:
         row_visible = mask.any(dim=-1, keepdim=True)
-        if not bool(row_visible.all()):
+        if torch.compiler.is_compiling() or not bool(row_visible.all()):  # traced: always mask, no sync
             mask = mask | ~row_visible
         else:
             row_visible = None
@@ -191,7 +191,7 @@ def scaled_dot_product(
         return _flex(q, k, v, scale=scale, q_offset=q_offset, causal=causal, sliding_window=sliding_window,
                      chunk_size=chunk_size, key_padding_mask=key_padding_mask, segment_ids=segment_ids,
                      attention_mask=attention_mask)
-    plain_causal = causal and q_offset == 0 and q.shape[2] == k.shape[2]
+    plain_causal = bool(causal and q_offset == 0 and q.shape[2] == k.shape[2])  # SymBool -> bool when traced
     simple = (sliding_window is None and chunk_size is None and key_padding_mask is None and segment_ids is None
               and attention_mask is None)
     if simple and backend == "sdpa" and (plain_causal or (not causal) or q.shape[2] == 1):

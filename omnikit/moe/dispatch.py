@@ -97,9 +97,13 @@ def token_choice_plan(
     cap = capacity(num_tokens, num_experts, top_k, capacity_factor)
     starts = counts.cumsum(0) - counts
     rank = torch.arange(order.numel(), device=order.device) - starts[flat[order]]
-    kept = order[rank < cap]
     kept_counts = counts.clamp(max=cap)
-    return DispatchPlan(kept // top_k, weight[kept], kept_counts, counts, (counts - kept_counts).sum())
+    dropped = (counts - kept_counts).sum()
+    if torch.compiler.is_compiling():  # a fixed row count: overflow rows stay, with weight 0
+        kept_weight = torch.where(rank < cap, weight[order], torch.zeros_like(weight[order]))
+        return DispatchPlan(order // top_k, kept_weight, counts, counts, dropped)
+    kept = order[rank < cap]
+    return DispatchPlan(kept // top_k, weight[kept], kept_counts, counts, dropped)
 
 
 def expert_choice_plan(scores: torch.Tensor, top_k: int, capacity_factor: float = 1.0) -> DispatchPlan:

@@ -9,6 +9,7 @@ from torch import nn
 
 from omnikit.moe.dispatch import DispatchPlan
 from omnikit.moe.grouped import RowChunk, RowLayout, TokenBags, grouped_mm_native, grouped_swiglu, pair_experts
+from omnikit.moe.traced import ragged_swiglu
 from omnikit.utils.checks import check_choice, check_positive
 
 __all__ = ["CPU_CHUNK_BYTES", "EXPERT_GEMMS", "SwiGLUExperts"]
@@ -94,6 +95,8 @@ class SwiGLUExperts(nn.Module):
         return weight, token_index, chunks, bags
 
     def forward(self, x: torch.Tensor, plan: DispatchPlan) -> torch.Tensor:
+        if torch.compiler.is_compiling():  # no layout chosen from routed counts: one ragged graph
+            return ragged_swiglu(x, self.gate_up, self.down, plan.weight, plan.token_index, plan.offsets)
         return grouped_swiglu(x, self.gate_up, self.down, *self.arrange(x, plan))
 
     def extra_repr(self) -> str:

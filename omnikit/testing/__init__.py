@@ -1,5 +1,5 @@
 """Helpers for testing omnikit models (the model contract)."""
 
-from omnikit.testing.contract import ContractInputs, primary_output
+from omnikit.testing.contract import ContractInputs, export_dynamic_shapes, primary_output
 
-__all__ = ["ContractInputs", "primary_output"]
+__all__ = ["ContractInputs", "export_dynamic_shapes", "primary_output"]

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["ContractInputs", "primary_output"]
+__all__ = ["ContractInputs", "export_dynamic_shapes", "primary_output"]
 
 
 @dataclass
@@ -52,3 +52,19 @@ def primary_output(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
         return out[0], None
     raise TypeError(f"cannot find the primary output tensor in {type(out).__name__}")
+
+
+def export_dynamic_shapes(inputs: ContractInputs, max_batch: int = 64) -> dict[str, Any]:
+    """``dynamic_shapes`` for ``torch.export.export(model, (), inputs.kwargs, ...)``: a dynamic
+    batch (dim 0) on every batched tensor and a dynamic time dim on every axis of ``time_dims``
+    (its bounds left to export to find, as models have a shortest input)."""
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    shapes: dict[str, Any] = {}
+    for key, value in inputs.kwargs.items():
+        spec = None
+        if isinstance(value, torch.Tensor) and value.ndim >= 1:
+            spec = {0: batch}
+            if key in inputs.time_dims:
+                spec[inputs.time_dims[key]] = torch.export.Dim.AUTO
+        shapes[key] = spec
+    return shapes

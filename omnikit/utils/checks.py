@@ -87,11 +87,15 @@ def check_tensor(
 
 
 def check_lengths(lengths: object, name: str, *, batch: int, max_len: int) -> torch.Tensor:
-    """Check a per-item valid-length vector: integer, shape (batch,), values in [1, max_len]."""
+    """Check a per-item valid-length vector: integer, shape (batch,), values in [1, max_len].
+
+    The range needs the values: eager only (skipped while compiling or exporting, where the
+    shape and dtype are still checked).
+    """
     t = check_tensor(lengths, name, shape=(batch,), floating=False)
     if t.dtype == torch.bool:
         raise OmnikitTypeError(f"`{name}` expected an integer tensor of lengths but got a bool tensor")
-    if t.numel() and (int(t.min()) < 1 or int(t.max()) > max_len):
+    if not torch.compiler.is_compiling() and t.numel() and (int(t.min()) < 1 or int(t.max()) > max_len):
         raise OmnikitValueError(
             f"`{name}` expected values in [1, {max_len}] (the padded length) but got "
             f"min {int(t.min())}, max {int(t.max())}"

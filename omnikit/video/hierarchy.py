@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from omnikit.layers.tome import merge_tokens
-from omnikit.outputs import EncoderOutput
+from omnikit.outputs import EncoderOutput, traceable_output
 from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import check_choice, check_positive
@@ -43,6 +43,7 @@ class HierarchyConfig:
     depth: int = 1
 
 
+@traceable_output
 @dataclass
 class HierarchyOutput:
     """Both levels of a :class:`HierarchicalSummarizer`; ``hidden_states``/``lengths`` are the segments'."""
@@ -77,19 +78,25 @@ class HierarchicalSummarizer(nn.Module):
     def _compress(self, level: nn.Module | None, x: torch.Tensor, counts: torch.Tensor, target: int):
         """Compress each row ``x (R, L, D)`` with ``counts`` valid tokens (empty rows stay empty)."""
         filled = counts > 0
+        if torch.compiler.is_compiling():  # traced: every row compressed (fixed shapes), empty rows zeroed after
+            tokens, lens_out = self._compress_rows(level, x, counts.clamp(min=1), target)
+            return tokens.masked_fill(~filled[:, None, None], 0), lens_out.masked_fill(~filled, 0)
         out = x.new_zeros(x.shape[0], target, x.shape[-1])
         out_counts = torch.zeros_like(counts)
         if bool(filled.any()):
-            rows, lens = x[filled], counts[filled]
-            if level is None:
-                merged = merge_tokens(rows, target, lengths=lens)
-                tokens, lens_out = merged.tokens, merged.lengths
-            else:
-                result = level(rows, lens)
-                tokens, lens_out = result.hidden_states, result.lengths
-            out[filled] = F.pad(tokens, (0, 0, 0, target - tokens.shape[1]))
-            out_counts[filled] = lens_out
+            out[filled], out_counts[filled] = self._compress_rows(level, x[filled], counts[filled], target)
         return out, out_counts
+
+    @staticmethod
+    def _compress_rows(level: nn.Module | None, rows: torch.Tensor, lens: torch.Tensor, target: int):
+        """Rows ``(R, L, D)`` with ``lens`` (all >= 1) valid tokens -> ``(R, target, D)`` and their counts."""
+        if level is None:
+            merged = merge_tokens(rows, target, lengths=lens)
+            tokens, lens_out = merged.tokens, merged.lengths
+        else:
+            result = level(rows, lens)
+            tokens, lens_out = result.hidden_states, result.lengths
+        return F.pad(tokens, (0, 0, 0, target - tokens.shape[1])), lens_out
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> HierarchyOutput:
         cfg = self.config

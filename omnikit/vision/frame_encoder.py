@@ -249,6 +249,7 @@ class FrameEncoder(nn.Module):
         check_tensor(frames, "frames", shape=("B", "T", "C", "H", "W"), floating=True)
         self._check_frames(frames)
         batch, length = frames.shape[:2]
+        eager = not torch.compiler.is_compiling()  # traced code selects no frames by value
         if lengths is None:
             valid = frames.flatten(0, 1)
             lengths = torch.full((batch,), length, dtype=torch.long, device=frames.device)
@@ -256,12 +257,14 @@ class FrameEncoder(nn.Module):
         else:
             lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length).to(frames.device)
             mask = torch.arange(length, device=frames.device)[None, :] < lengths[:, None]
-            valid = frames[mask]
+            valid = frames[mask] if eager else frames.masked_fill(~mask[:, :, None, None, None], 0).flatten(0, 1)
         check_finite(valid, "frames", "in valid frames")
         step = self.frame_batch_size or valid.shape[0]
         encoded = torch.cat([self._encode(chunk) for chunk in valid.split(step)])
-        if mask is None:
+        if mask is None or not eager:  # traced: every frame encoded (fixed shapes), padding zeroed after
             tokens = encoded.view(batch, length, *encoded.shape[1:])
+            if mask is not None:
+                tokens = tokens.masked_fill(~mask.view(batch, length, *[1] * (tokens.ndim - 2)), 0)
         else:
             tokens = encoded.new_zeros(batch, length, *encoded.shape[1:])
             tokens[mask] = encoded

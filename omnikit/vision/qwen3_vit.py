@@ -28,7 +28,7 @@ from omnikit.layers.decoder import DecoderBlock, run_blocks
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.layers.mlp import GeluMLP
 from omnikit.layers.norm import LayerNorm
-from omnikit.outputs import EncoderOutput
+from omnikit.outputs import EncoderOutput, traceable_output
 from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_tensor
@@ -68,6 +68,7 @@ class Qwen3ViTConfig:
     backend: str = "sdpa"
 
 
+@traceable_output
 @dataclass
 class DeepstackOutput(EncoderOutput):
     """:class:`EncoderOutput` plus ``deepstack``: one ``(B, T', out_dim)`` tensor per deepstack merger."""
@@ -75,6 +76,7 @@ class DeepstackOutput(EncoderOutput):
     deepstack: list[torch.Tensor] = field(default_factory=list)
 
 
+@traceable_output
 @dataclass
 class PackedVisionOutput:
     """Packed outputs of :meth:`Qwen3ViT.forward_patches`, in the order of the input patches.

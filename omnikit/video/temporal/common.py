@@ -45,8 +45,8 @@ def frame_positions(
 
 def frame_mask_or_none(lengths: torch.Tensor, length: int) -> torch.Tensor | None:
     """``(B, T)`` bool mask of valid frames, or ``None`` when no clip is padded (the kernels' fast path)."""
-    if bool((lengths == length).all()):
-        return None
+    if not torch.compiler.is_compiling() and bool((lengths == length).all()):
+        return None  # eager fast path; traced code always masks (no data-dependent branch)
     return lengths_to_mask(lengths, length)
 
 
