@@ -39,6 +39,10 @@ NOT_EXPORTABLE: dict[str, str] = {
     "hybrid_moe_tiny": "linear-attention chunking specialises the number of chunks to the traced length",
     "hierarchical_resampler_tiny": "the output width is the longest item's packed token count (video/packing.py)",
 }
+NOT_RECOMPILE_FREE: dict[str, str] = {
+    "qwen3_omni_aut_tiny": "the number of 16-frame chunks is specialised: 17 frames crosses a bucket",
+    "hybrid_moe_tiny": "the linear-attention chunk loop is unrolled per chunk count (4-token chunks)",
+}
 
 
 def build(name: str, **kwargs: Any) -> nn.Module:
@@ -360,3 +364,21 @@ def test_export_with_dynamic_batch_and_time_matches_eager(name: str, request: py
         for case in (inputs, model.contract_inputs([11, 6, 4], seed=3)):  # another batch size and length
             got = outputs(program.module(), case)[0]
             assert_close(got, outputs(model, case)[0], atol=1e-4, rtol=1e-3, msg=f"batch {len(case.lengths)}")
+
+
+@pytest.mark.slow
+def test_dynamic_time_compiles_once_across_lengths(name: str, request: pytest.FixtureRequest) -> None:
+    """Encoders and decoders compiled with ``dynamic=True``: other lengths and batch sizes reuse the
+    graph (``error_on_recompile``) and equal eager."""
+    if omnikit.model_info(name).kind not in EXPORT_KINDS:
+        pytest.skip("not an encoder, decoder, MoE layer or codec")
+    _expect_failure(request, {**NOT_FULLGRAPH, **NOT_RECOMPILE_FREE}, name)
+    model = build(name).eval()
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, dynamic=True, backend="eager")
+    with torch.no_grad():
+        outputs(compiled, model.contract_inputs(LENGTHS))
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            for lengths in ([11, 6, 4], [17, 12]):
+                case = model.contract_inputs(lengths, seed=3)
+                assert_close(outputs(compiled, case)[0], outputs(model, case)[0], atol=1e-4, rtol=1e-3)

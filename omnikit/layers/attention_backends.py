@@ -191,7 +191,9 @@ def scaled_dot_product(
         return _flex(q, k, v, scale=scale, q_offset=q_offset, causal=causal, sliding_window=sliding_window,
                      chunk_size=chunk_size, key_padding_mask=key_padding_mask, segment_ids=segment_ids,
                      attention_mask=attention_mask)
-    plain_causal = bool(causal and q_offset == 0 and q.shape[2] == k.shape[2])  # SymBool -> bool when traced
+    plain_causal = False  # a Python bool even when traced (SDPA's is_causal takes no SymBool): the `if` guards
+    if causal and q_offset == 0 and q.shape[2] == k.shape[2]:
+        plain_causal = True
     simple = (sliding_window is None and chunk_size is None and key_padding_mask is None and segment_ids is None
               and attention_mask is None)
     if simple and backend == "sdpa" and (plain_causal or (not causal) or q.shape[2] == 1):

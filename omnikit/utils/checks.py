@@ -63,10 +63,11 @@ def check_tensor(
     if not isinstance(x, torch.Tensor):
         raise OmnikitTypeError(f"`{name}` expected a torch.Tensor but got {type(x).__name__}")
     if shape is not None:
-        expected = _fmt_shape("*" if s is None else s for s in shape)
         if x.ndim != len(shape) or any(
             isinstance(s, int) and x.shape[i] != s for i, s in enumerate(shape)
         ):
+            # formatted only on error: str() of a traced size breaks the graph
+            expected = _fmt_shape("*" if s is None else s for s in shape)
             raise OmnikitValueError(f"`{name}` expected shape {expected} but got {_fmt_shape(x.shape)}")
     elif ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
