@@ -47,6 +47,7 @@ __all__ = [
     "load_weights_as_saved",
     "read_config",
     "save_pretrained",
+    "write_atomically",
 ]
 
 CONFIG_NAME = "config.json"
@@ -128,7 +129,7 @@ def _temp_path(out: Path, name: str) -> Path:
     return Path(temp)
 
 
-def _write_atomically(out: Path, writers: Sequence[tuple[str, Callable[[Path], None]]]) -> None:
+def write_atomically(out: Path, writers: Sequence[tuple[str, Callable[[Path], None]]]) -> None:
     """Write each file to a temporary name in ``out``, fsync them all, then rename in order.
 
     On any failure the temporaries are removed and the files already in ``out`` are untouched.
@@ -184,7 +185,7 @@ def save_pretrained(model: nn.Module, directory: str | Path) -> Path:
         "weights_crc32": _crc32(tensors),
     }
     text = json.dumps(config, indent=2, sort_keys=True) + "\n"
-    _write_atomically(
+    write_atomically(
         out,
         [
             (WEIGHTS_NAME, lambda p: _save_tensors(tensors, p, {_ALIASES_KEY: json.dumps(aliases)})),

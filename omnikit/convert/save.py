@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from omnikit.checkpoint import write_atomically
 from omnikit.convert.architectures import origin_of
 from omnikit.convert.keymap import Piece
 from omnikit.convert.load import tied_aliases
@@ -46,20 +46,13 @@ def parse_size(size: int | str) -> int:
     raise OmnikitValueError(f"`max_shard_size` expected bytes > 0 or a string like '5GB' but got {size!r}")
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` to a temporary file beside ``path``, fsync it, then rename it to ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _write_file(path: Path, write: Callable[[Path], None]) -> None:
+    """One file written atomically (temporary name beside it, fsync, rename): see :func:`write_atomically`."""
+    write_atomically(path.parent, [(path.name, write)])
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    _write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", "utf-8"))
+    _write_file(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", "utf-8"))
 
 
 def _shards(pieces: list[tuple[str, torch.Tensor, Piece]], limit: int) -> list[list[tuple[str, torch.Tensor, Piece]]]:
@@ -106,7 +99,7 @@ def save_hf(model: nn.Module, path: str | Path, *, max_shard_size: int | str = D
     for name, shard in zip(names, shards):
         tensors = {source: piece.view(tensor).to("cpu", copy=True).contiguous() for source, tensor, piece in shard}
         total += sum(t.numel() * t.element_size() for t in tensors.values())
-        _write_atomic(out / name, lambda tmp, t=tensors: save_file(t, str(tmp), metadata={"format": "pt"}))
+        _write_file(out / name, lambda tmp, t=tensors: save_file(t, str(tmp), metadata={"format": "pt"}))
         weight_map.update(dict.fromkeys(tensors, name))
     stale = [p for p in out.glob("model*.safetensors") if p.name not in names]
     if len(names) > 1:
