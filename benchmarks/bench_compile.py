@@ -1,6 +1,9 @@
-"""Compiled (``torch.compile(fullgraph=True)``, Inductor) against eager, on the CPU, in one run.
+"""Compiled (``torch.compile(fullgraph=True)``, Inductor) against eager, in one run.
 
-Usage: OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/bench_compile.py [--repeats 5]
+Usage::
+
+    OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/bench_compile.py [--repeats 5]
+    PYTHONPATH=. python benchmarks/bench_compile.py --device cuda --dtype bfloat16 --batch 32   # on a GPU
 
 Rows: the Thinker training step (forward + backward + AdamW; the optimizer step is eager in both),
 the audio encoder forward, and the MoE layer forward + backward. Eager and compiled are timed
@@ -22,14 +25,23 @@ import omnikit
 from omnikit.fusion import Thinker
 from omnikit.layers import DecoderConfig
 from omnikit.moe import MoE, MoEConfig
+from omnikit.utils.precision import cast_model
+
+
+def _on(value: object, args: argparse.Namespace) -> object:
+    """A contract input moved to the benchmark's device; floating tensors also take its dtype."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    return value.to(args.device, args.dtype if value.is_floating_point() else None)
 
 
 def thinker_case(args: argparse.Namespace) -> tuple[str, Callable[[nn.Module], Callable[[], None]], nn.Module]:
-    model = Thinker(DecoderConfig(dim=256, depth=4, num_heads=4, num_kv_heads=2, mlp_hidden=704, vocab_size=2048,
-                                  qkv_bias=True, mrope_sections=(8, 12, 12))).train()
-    ids = torch.randint(0, 2048, (args.batch, 256))
+    config = DecoderConfig(dim=256, depth=4, num_heads=4, num_kv_heads=2, mlp_hidden=704, vocab_size=2048,
+                           qkv_bias=True, mrope_sections=(8, 12, 12))
+    model = cast_model(Thinker(config).train(), args.dtype).to(args.device)
+    ids = torch.randint(0, 2048, (args.batch, 256), device=args.device)
     ids[ids < 8] = 8  # no placeholder ids
-    positions = torch.arange(256).expand(3, args.batch, -1)
+    positions = torch.arange(256, device=args.device).expand(3, args.batch, -1)
 
     def step_of(runner: nn.Module) -> Callable[[], None]:
         opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
@@ -45,21 +57,22 @@ def thinker_case(args: argparse.Namespace) -> tuple[str, Callable[[nn.Module], C
 
 
 def audio_case(args: argparse.Namespace) -> tuple[str, Callable[[nn.Module], Callable[[], None]], nn.Module]:
-    model = omnikit.create_model("qwen2_5_omni_audio_tiny").eval()
-    inputs = model.contract_inputs([800] * args.batch)
+    model = cast_model(omnikit.create_model("qwen2_5_omni_audio_tiny").eval(), args.dtype).to(args.device)
+    kwargs = {key: _on(value, args) for key, value in model.contract_inputs([800] * args.batch).kwargs.items()}
 
     def step_of(runner: nn.Module) -> Callable[[], None]:
         def step() -> None:
             with torch.no_grad():
-                runner(**inputs.kwargs)
+                runner(**kwargs)
         return step
 
     return f"audio encoder forward (qwen2_5_omni_audio_tiny, {args.batch}x800 frames)", step_of, model
 
 
 def moe_case(args: argparse.Namespace) -> tuple[str, Callable[[nn.Module], Callable[[], None]], nn.Module]:
-    model = MoE(MoEConfig(dim=256, num_experts=8, top_k=2, expert_hidden=512)).train()
-    x = torch.randn(args.batch, 256, 256)
+    moe = MoE(MoEConfig(dim=256, num_experts=8, top_k=2, expert_hidden=512)).train()
+    model = cast_model(moe, args.dtype).to(args.device)
+    x = torch.randn(args.batch, 256, 256, device=args.device, dtype=args.dtype)
 
     def step_of(runner: nn.Module) -> Callable[[], None]:
         def step() -> None:
@@ -74,7 +87,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args()
+    args.dtype = getattr(torch, args.dtype)
     rows = []
     for case in (thinker_case, audio_case, moe_case):
         torch.manual_seed(0)
@@ -88,7 +104,8 @@ def main() -> None:
         rows.append([label, f"{1e3 * times['eager']:.1f}", f"{1e3 * times['compiled']:.1f}",
                      f"{times['eager'] / times['compiled']:.2f}x", f"{compile_s:.0f}"])
         print(rows[-1], flush=True)
-    print(format_table(["case (fp32, CPU)", "eager (ms)", "compiled (ms)", "speed-up", "compile (s)"], rows))
+    setting = f"{str(args.dtype).removeprefix('torch.')}, {args.device}"
+    print(format_table([f"case ({setting})", "eager (ms)", "compiled (ms)", "speed-up", "compile (s)"], rows))
 
 
 if __name__ == "__main__":
