@@ -149,3 +149,16 @@ def test_audio_in_video_interleaves_each_soundtrack_with_its_video() -> None:
         torch.testing.assert_close(logits, thinker(ids, media=media, positions=positions), rtol=0, atol=0)
     with pytest.raises(ValueError, match="audio_in_video: 1 videos in `frames` but 2 audio items"):
         model(ids, frames=frames, audio_features=mel.expand(2, -1, -1))
+
+
+def test_distributed_checkpoints_of_the_attribute_layout_still_load(tmp_path) -> None:
+    dcp = pytest.importorskip("torch.distributed.checkpoint")
+    from omnikit.distributed import load_distributed
+
+    torch.manual_seed(0)
+    model = omnikit.create_model("omni_early_tiny").eval()
+    dcp.save({k.replace("adapters.", ""): v for k, v in model.state_dict().items()}, checkpoint_id=str(tmp_path))
+    loaded = load_distributed(omnikit.create_model("omni_early_tiny"), tmp_path).eval()
+    kwargs = model.contract_inputs([10, 7], seed=3).kwargs
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**kwargs), model(**kwargs), rtol=0, atol=0)
