@@ -112,11 +112,22 @@ class HoldsAdapters:
             raise OmnikitValueError(f"`adapters` expected modalities among {allowed} but got {bad}")
         self.adapters = nn.ModuleDict(merged)
 
-    def adapter(self, modality: str, given: str) -> nn.Module:
-        """The adapter of ``modality``; raises naming the argument ``given`` when there is none."""
-        if modality not in self.adapters:
-            raise OmnikitValueError(f"`{given}` given but this model has no {modality} adapter")
-        return self.adapters[modality]
+    def checked_media(
+        self,
+        media: Mapping[str, torch.Tensor] | None = None,
+        media_lengths: Mapping[str, torch.Tensor] | None = None,
+        **keywords: torch.Tensor | None,
+    ) -> dict[str, ModalityInput]:
+        """:func:`collect_media`, each modality checked by its adapter's ``check_inputs`` (when it has
+        one; errors name this call's arguments); media without an adapter raise, naming the argument."""
+        given = collect_media(media, media_lengths, **keywords)
+        for modality, item in given.items():
+            if modality not in self.adapters:
+                raise OmnikitValueError(f"`{item.names[0]}` given but this model has no {modality} adapter")
+            check = getattr(self.adapters[modality], "check_inputs", None)
+            if check is not None:
+                check(item.value, item.lengths, item.names)
+        return given
 
     @property
     def video(self) -> nn.Module | None:

@@ -18,7 +18,7 @@ from torch import nn
 
 from omnikit.fusion.absent import absent_media_inputs, example_media, zero_of
 from omnikit.fusion.adapters import AdaptedMedia, AudioAdapter, VideoAdapter
-from omnikit.fusion.media import HoldsAdapters, collect_media
+from omnikit.fusion.media import HoldsAdapters
 from omnikit.fusion.modality import MEDIA_MODALITIES
 from omnikit.fusion.thinker import GenerationOutput, Thinker, ThinkerStep
 from omnikit.fusion.tmrope import TMRoPEScheme, VisualGrid, tmrope_position_ids
@@ -119,23 +119,17 @@ class EarlyFusionOmni(HoldsAdapters, StreamingContainer, nn.Module):
         ``media`` / ``media_lengths``: ``{modality: tensor}``; ``keywords``: ``frames``, ``audio_features``,
         ``audio_lengths`` (see :func:`omnikit.fusion.media.collect_media`)."""
         check_tensor(input_ids, "input_ids", ndim=2, floating=False)
-        given = collect_media(media, media_lengths, **keywords)
+        given = self.checked_media(media, media_lengths, **keywords)
         padding = None
         if lengths is not None:
             lengths = check_lengths(lengths, "lengths", batch=input_ids.shape[0], max_len=input_ids.shape[1])
             padding = lengths_to_mask(lengths.to(input_ids.device), input_ids.shape[1])
-        for modality, item in given.items():
-            adapter = self.adapter(modality, item.names[0])
-            if hasattr(adapter, "check_inputs"):  # errors name this call's arguments
-                adapter.check_inputs(item.value, item.lengths, item.names)
         dummy = absent_media_inputs(self.adapters, input_ids.device) if self.run_absent_media else {}
-        tokens: dict[str, torch.Tensor] = {}
         adapted: dict[str, AdaptedMedia] = {}
         absent: list[torch.Tensor] = []
         for modality, adapter in self.adapters.items():
             if modality in given:
                 adapted[modality] = adapter(given[modality].value, given[modality].lengths)
-                tokens[modality] = adapted[modality].tokens
             elif modality in dummy:
                 absent.append(adapter(*dummy[modality]).tokens)
         items = {modality: out.items for modality, out in adapted.items()}
@@ -147,6 +141,7 @@ class EarlyFusionOmni(HoldsAdapters, StreamingContainer, nn.Module):
             input_ids, self.thinker.media_tokens, **{_TMROPE_ITEMS[m]: i for m, i in items.items()},
             scheme=self.scheme, key_padding_mask=padding,
         )
+        tokens = {modality: out.tokens for modality, out in adapted.items()}
         return FusedInputs(tokens, positions, next_position, padding, zero_of(absent))
 
     @staticmethod

@@ -19,7 +19,7 @@ from torch import nn
 from omnikit.fusion.absent import absent_media_inputs, zero_of
 from omnikit.fusion.adapters import AdaptedMedia, AudioAdapter, VideoAdapter
 from omnikit.fusion.cross_attention import GatedCrossAttentionBlock, media_attention_mask, with_fusion_layers
-from omnikit.fusion.media import HoldsAdapters, collect_media
+from omnikit.fusion.media import HoldsAdapters
 from omnikit.fusion.modality import MediaTokens
 from omnikit.fusion.tmrope import VisualGrid
 from omnikit.layers.masks import lengths_to_mask
@@ -158,11 +158,7 @@ class CrossAttentionOmni(HoldsAdapters, StreamingContainer, nn.Module):
         **keywords: torch.Tensor | None,
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
         """:meth:`encode_media` and the zero of the absent encoders' dummy runs (None without any)."""
-        given = collect_media(media, media_lengths, **keywords)
-        for modality, item in given.items():
-            adapter = self.adapter(modality, item.names[0])
-            if hasattr(adapter, "check_inputs"):
-                adapter.check_inputs(item.value, item.lengths, item.names)
+        given = self.checked_media(media, media_lengths, **keywords)
         latents: dict[str, torch.Tensor] = {}
         absent: list[torch.Tensor] = []
         device = next(self.resampler.parameters()).device
