@@ -66,6 +66,8 @@ CASES: list[tuple[str, dict, Run]] = [
     ("talker_tiny", {"strategy": "mtp"}, _talker_stream),
     ("talker_tiny", {"strategy": "depth"}, _forward),
     *((name, {}, _forward) for name in omnikit.list_models("*", kind="temporal") if name.endswith("_tiny")),
+    *((name, {}, _forward) for name in ("qwen2_5_omni_vision_tiny", "qwen3_vit_tiny", "video_vit_tiny",
+                                        "code2wav_tiny", "qwen3_omni_talker_tiny")),  # registrations moved
 ]
 
 
