@@ -20,6 +20,7 @@ from omnikit.fusion import (
 )
 from omnikit.fusion.adapters import AdaptedMedia
 from omnikit.fusion.models import QWEN2_5_OMNI_TINY, TINY_TOKENS
+from omnikit.fusion.towers import tower_parameters
 from omnikit.models import CausalLM
 from omnikit.moe import MoE, MoEConfig
 from omnikit.moe.router import Routing
@@ -196,7 +197,8 @@ def test_modality_adapter(scratch_registry) -> None:
     torch.testing.assert_close(logits, expected, rtol=0, atol=0)
     with pytest.raises(ValueError, match="image"):  # 4 placeholders, 16 patches: refused
         omni(ids, media={"image": torch.randn(1, 3, 16, 16)})
-    assert set(parameter_groups(omni)["adapters"]) == {f"adapters.image.{n}" for n, _ in adapter.named_parameters()}
+    image_params = {f"adapters.image.{n}" for n, _ in adapter.named_parameters()}
+    assert set(parameter_groups(omni)["adapters"]) == image_params == set(tower_parameters(omni)["projector"])
     early = omnikit.create_model("omni_early_tiny")  # a registered model takes one more modality too
     early.adapters["image"] = adapter
     kwargs = early.contract_inputs([40]).kwargs

@@ -152,7 +152,6 @@ class AudioAdapter(_Adapter):
         self.time_embedding = time_embedding
         self.time_step = ids_per_second / tokens_per_second
 
-
     def check_inputs(
         self, features: torch.Tensor, lengths: torch.Tensor | None, names: tuple[str, str] = ("features", "lengths")
     ) -> None:
