@@ -7,7 +7,8 @@ imported as ``omnikit_old`` (its own imports rewritten), so both versions build 
 the same seed and run in interleaved rounds whose order alternates (old first, then new first).
 Workloads: a Thinker train step (fwd + bwd + AdamW,
 dim 256, 4 layers, 4 x 128 tokens), streamed speech of ``thinker_talker_tiny`` (24 text tokens,
-50 code frames, chunks of 5 frames), and a MoE layer forward + backward (512 tokens, dim 256,
+50 code frames, chunks of 5 frames), ``omni_early_tiny`` forward + backward with video and audio,
+``duplex_tiny``'s live loop over 24 frames, and a MoE layer forward + backward (512 tokens, dim 256,
 16 experts x 128, top-4). The table gives the median time of each and the median of the per-round
 ratios ``old / new`` (> 1: faster now), which a machine whose load drifts disturbs least.
 """
@@ -75,6 +76,26 @@ def speech_stream(ok: ModuleType) -> Callable[[], None]:
     return lambda: list(model.stream(ids, max_new_tokens=24, max_frames=50, chunk_frames=5, **media))
 
 
+def omni_step(ok: ModuleType) -> Callable[[], None]:
+    """``omni_early_tiny`` forward + backward on a batch of 2 with video and audio (adapters, TMRoPE, Thinker)."""
+    torch.manual_seed(0)
+    model = ok.create_model("omni_early_tiny").train()
+    kwargs = model.contract_inputs([96, 80], seed=1).kwargs
+
+    def step() -> None:
+        model(**kwargs).sum().backward()
+
+    return step
+
+
+def duplex_stream(ok: ModuleType) -> Callable[[], None]:
+    """``duplex_tiny``'s live loop over 24 user frames (temporal step + depth transformer per frame)."""
+    torch.manual_seed(0)
+    model = ok.create_model("duplex_tiny").eval()
+    frames = torch.randint(0, 64, (1, 4, 24), generator=torch.Generator().manual_seed(2)).unbind(-1)
+    return lambda: list(model.stream(iter(frames)))
+
+
 def moe_step(ok: ModuleType) -> Callable[[], None]:
     torch.manual_seed(0)
     moe_pkg = importlib.import_module(f"{ok.__name__}.moe")
@@ -114,6 +135,8 @@ def main() -> None:
         old = import_old(args.old_rev, Path(tmp))
         for label, make in (("Thinker train step (fwd+bwd+AdamW)", thinker_step),
                             ("streamed speech, thinker_talker_tiny", speech_stream),
+                            ("omni_early_tiny fwd+bwd (video + audio)", omni_step),
+                            ("duplex_tiny live loop, 24 frames", duplex_stream),
                             ("MoE layer fwd+bwd", moe_step)):
             t_old, t_new, ratio = paired_rounds(make(old), make(omnikit), args.repeats)
             rows.append([label, f"{t_old * 1000:.1f}", f"{t_new * 1000:.1f}", f"{ratio:.2f}"])

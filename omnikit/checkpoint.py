@@ -19,6 +19,7 @@ import os
 import tempfile
 import zlib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from omnikit.checkpoint_checks import (
 )
 from omnikit.registry import PRETRAINED_HOOKS, SPEC_ATTR, ModelSpec, create_model
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
+from omnikit.utils.legacy_keys import legacy_key_renames
 from omnikit.utils.precision import cast_model, model_dtype
 from omnikit.version import __version__
 
@@ -280,7 +282,8 @@ def _adopt_dtypes(model: nn.Module, expected: Mapping[str, torch.Tensor]) -> Non
             owner._buffers[attr] = tensor.to(want.dtype)
 
 
-def _load_data(weights: Path, header: SafetensorsHeader, aliases: Mapping[str, str]) -> dict[str, torch.Tensor]:
+def _load_data(weights: Path, aliases: Mapping[str, str]) -> dict[str, torch.Tensor]:
+    """The stored tensors under their stored names, aliases (stored names) restored."""
     try:
         state = load_file(str(weights), device="cpu")
     except Exception as exc:  # safetensors raises SafetensorError or OSError
@@ -293,6 +296,7 @@ def _load_data(weights: Path, header: SafetensorsHeader, aliases: Mapping[str, s
 def _check_crc(
     state: Mapping[str, torch.Tensor], aliases: Mapping[str, str], config: Mapping[str, Any], weights: Path
 ) -> None:
+    """``state`` and ``aliases`` under their stored names (the CRC-32 covers the names as written)."""
     recorded = config.get("weights_crc32")
     if recorded is None:
         return
@@ -304,16 +308,38 @@ def _check_crc(
         )
 
 
-def _prepare(
-    model_or_meta: nn.Module, path: Path, allow_pickle: bool, saved: torch.dtype | None
-) -> tuple[Path, SafetensorsHeader, dict[str, str], dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
-    """Read the header and check it against the model's state before any data is read."""
+def _renamed(renames: Mapping[str, str], state: Mapping[str, Any]) -> dict[str, Any]:
+    """``state`` with its stored names replaced by current ones (see :func:`legacy_key_renames`)."""
+    return {renames.get(k, k): v for k, v in state.items()}
+
+
+@dataclass
+class _Checked:
+    """A checkpoint checked against a model: stored names, plus ``renames`` {stored: current name}."""
+
+    weights: Path
+    aliases: dict[str, str]
+    expected: dict[str, torch.Tensor]
+    pickled: dict[str, torch.Tensor] | None
+    renames: dict[str, str]
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The tensors under their stored names (aliases restored)."""
+        return self.pickled if self.pickled is not None else _load_data(self.weights, self.aliases)
+
+
+def _prepare(model_or_meta: nn.Module, path: Path, allow_pickle: bool, saved: torch.dtype | None) -> _Checked:
+    """Read the header and check it against the model's state before any data is read; names an
+    older layout of the model wrote are read as the current ones (``legacy_state_prefixes``)."""
     weights = _resolve_weights(path)
     header, pickled = _header(weights, allow_pickle)
     aliases = _aliases(header, weights) if pickled is None else {}
-    expected = _expected(model_or_meta.state_dict(), header, aliases, saved)
-    check_against_header(expected, header, source=str(weights))
-    return weights, header, aliases, expected, pickled
+    renames = legacy_key_renames(model_or_meta, [*header.tensors, *aliases])
+    current = SafetensorsHeader(_renamed(renames, header.tensors), header.metadata)
+    current_aliases = {renames.get(k, k): renames.get(v, v) for k, v in aliases.items()}
+    expected = _expected(model_or_meta.state_dict(), current, current_aliases, saved)
+    check_against_header(expected, current, source=str(weights))
+    return _Checked(weights, aliases, expected, pickled, renames)
 
 
 def load_weights(model: nn.Module, path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
@@ -323,9 +349,8 @@ def load_weights(model: nn.Module, path: str | Path, *, allow_pickle: bool = Fal
     unexpected, mis-shaped and wrong-dtype key (cast the model with ``cast_model`` to the
     checkpoint's dtype first), and any unreadable file.
     """
-    weights, header, aliases, _, pickled = _prepare(model, Path(path), allow_pickle, None)
-    state = pickled if pickled is not None else _load_data(weights, header, aliases)
-    model.load_state_dict(state, strict=True)
+    checked = _prepare(model, Path(path), allow_pickle, None)
+    model.load_state_dict(_renamed(checked.renames, checked.state()), strict=True)
     return model
 
 
@@ -382,13 +407,11 @@ def load_weights_as_saved(model: nn.Module, path: str | Path, *, allow_pickle: b
     """
     path = Path(path)
     config, config_path = _config_beside(path)
-    weights, header, aliases, expected, pickled = _prepare(
-        model, path, allow_pickle, _saved_dtype(config or {}, config_path)
-    )
-    _adopt_dtypes(model, expected)
-    state = pickled if pickled is not None else _load_data(weights, header, aliases)
-    _check_crc(state, aliases, config or {}, weights)
-    model.load_state_dict(state, strict=True)
+    checked = _prepare(model, path, allow_pickle, _saved_dtype(config or {}, config_path))
+    _adopt_dtypes(model, checked.expected)
+    state = checked.state()
+    _check_crc(state, checked.aliases, config or {}, checked.weights)
+    model.load_state_dict(_renamed(checked.renames, state), strict=True)
     return model
 
 

@@ -132,3 +132,20 @@ def test_bad_inputs_name_the_argument(model: DuplexModel) -> None:
         next(model.stream([torch.zeros(1, 3, dtype=torch.long)]))
     with pytest.raises(ValueError, match="delays"):
         omnikit.create_model("duplex_tiny", delays=(0, 1))
+
+
+def test_duplex_heads_are_the_talkers_mtp_strategy(model: DuplexModel) -> None:
+    from omnikit.speech.depth_head import MTPHead
+
+    assert isinstance(model.head, MTPHead)
+    assert model.head.heads is model.text_head and model.head.predictor is model.depth
+    assert model.text_head.out_features == 256 and [h.out_features for h in model.depth.heads] == [PAD + 1] * K
+    g = torch.Generator().manual_seed(4)
+    text, assistant = torch.randint(0, 256, (2, 5), generator=g), torch.randint(0, PAD, (2, K, 5), generator=g)
+    with torch.no_grad():
+        logits = model(text, assistant, torch.randint(0, PAD, (2, K, 5), generator=g))
+        h = torch.randn(2, 64, generator=g)
+        column = model.head.next_column(h, 3, lambda k, scores: scores.argmax(-1))
+    text_logits, code_logits = model.split_logits(logits)
+    assert text_logits.shape == (2, 5, 256) and code_logits.shape == (2, 5, K, PAD + 1)
+    assert column.shape == (2, 1 + K) and int(column[:, 0].max()) < 256

@@ -9,8 +9,18 @@ import torch
 from torch import nn
 
 import omnikit
-from omnikit.fusion import AudioAdapter, EarlyFusionOmni, apply_recipe, parameter_groups
+from omnikit.fusion import (
+    AudioAdapter,
+    CrossAttentionOmni,
+    EarlyFusionOmni,
+    VisualGrid,
+    apply_recipe,
+    parameter_groups,
+    tmrope_position_ids,
+)
+from omnikit.fusion.adapters import AdaptedMedia
 from omnikit.fusion.models import QWEN2_5_OMNI_TINY, TINY_TOKENS
+from omnikit.fusion.towers import tower_parameters
 from omnikit.models import CausalLM
 from omnikit.moe import MoE, MoEConfig
 from omnikit.moe.router import Routing
@@ -151,6 +161,54 @@ def test_fusion_style(scratch_registry) -> None:
     assert trainable and all(name.startswith("audio.projector") for name in trainable)
     assert set(parameter_groups(model)["encoders"]) == {f"audio.encoder.{n}" for n, _ in
                                                         model.audio.encoder.named_parameters()}
+
+
+class PatchImageAdapter(nn.Module):
+    """Images ``(N, 3, H, W)`` -> one token per 4x4 patch, width ``dim``, and a ``(1, H/4, W/4)`` grid per image."""
+
+    def __init__(self, dim: int = 64) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, kernel_size=4, stride=4)
+
+    def forward(self, images: torch.Tensor, lengths: torch.Tensor | None = None) -> AdaptedMedia:
+        x = self.patch(images)  # (N, dim, h, w)
+        n, dim, h, w = x.shape
+        return AdaptedMedia(x.flatten(2).transpose(1, 2).reshape(-1, dim), [VisualGrid(1, h, w)] * n)
+
+    def fusion_groups(self) -> dict[str, nn.Module]:
+        return {"adapters": self}
+
+
+def test_modality_adapter(scratch_registry) -> None:
+    @omnikit.register_model(kind="adapter", modalities=("image",))
+    def patch_image_adapter_tiny(**overrides) -> PatchImageAdapter:
+        return PatchImageAdapter(**overrides)
+
+    torch.manual_seed(0)
+    thinker = omnikit.create_model("thinker_tiny").eval()
+    adapter = omnikit.create_model("patch_image_adapter_tiny").eval()
+    omni = EarlyFusionOmni(thinker, adapters={"image": adapter}, scheme=QWEN2_5_OMNI_TINY)
+    ids = torch.tensor([[10, 11] + [TINY_TOKENS.image] * 4 + [12, 13]])
+    images = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        logits = omni(ids, media={"image": images})
+        positions, _ = tmrope_position_ids(ids, TINY_TOKENS, images=[VisualGrid(1, 2, 2)], scheme=QWEN2_5_OMNI_TINY)
+        expected = thinker(ids, media={"image": adapter(images).tokens}, positions=positions)
+    torch.testing.assert_close(logits, expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="image"):  # 4 placeholders, 16 patches: refused
+        omni(ids, media={"image": torch.randn(1, 3, 16, 16)})
+    image_params = {f"adapters.image.{n}" for n, _ in adapter.named_parameters()}
+    assert set(parameter_groups(omni)["adapters"]) == image_params == set(tower_parameters(omni)["projector"])
+    early = omnikit.create_model("omni_early_tiny")  # a registered model takes one more modality too
+    early.adapters["image"] = adapter
+    kwargs = early.contract_inputs([40]).kwargs
+    kwargs["input_ids"][0, 30:34] = TINY_TOKENS.image
+    assert early(**kwargs, media={"image": images}).shape == (1, 40, 256)
+    xattn = CrossAttentionOmni(omnikit.create_model("decoder_tiny"), media_tokens=TINY_TOKENS,
+                               adapters={"image": PatchImageAdapter(32)}, media_dim=32)
+    marked = torch.tensor([[10, TINY_TOKENS.image, 11, 12]])
+    assert set(xattn.encode_media(media={"image": images})) == {"image"}
+    assert xattn(marked, media={"image": images}).shape == (1, 4, 256)
 
 
 class ParallelHead(TalkerHead):

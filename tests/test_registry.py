@@ -103,3 +103,11 @@ def test_entrypoint_must_return_a_module(scratch_registry) -> None:
     omnikit.register_model(name="scratch_bad")(lambda: 3)
     with pytest.raises(TypeError, match=r"expected an nn\.Module"):
         omnikit.create_model("scratch_bad")
+
+
+def test_every_family_registers_in_its_presets_module() -> None:
+    """One preset convention: registrations live in ``<family>/presets.py`` (the tiny omni assemblies
+    and adapters in ``fusion/models.py``, whose ``TINY_TOKENS`` is public)."""
+    homes = {omnikit.model_info(name).entrypoint.__module__ for name in omnikit.list_models()}
+    assert homes == {"omnikit.fusion.models"} | {
+        f"omnikit.{family}.presets" for family in ("audio", "vision", "video", "moe", "models", "speech", "fusion")}

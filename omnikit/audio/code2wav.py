@@ -30,7 +30,6 @@ from omnikit.layers.masks import lengths_to_mask
 from omnikit.layers.norm import LayerNorm, RMSNorm
 from omnikit.layers.rotary import RotaryEmbedding
 from omnikit.outputs import traceable_output
-from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_lengths, check_positive, check_tensor
 
@@ -289,19 +288,3 @@ class Code2Wav(nn.Module):
         codes = torch.randint(0, self.codebook_size, (len(lengths), self.num_codebooks, max(lengths)), generator=g)
         lens = torch.tensor(list(lengths))
         return ContractInputs({"codes": codes, "lengths": lens}, lens, {"codes": 2}, "lengths")
-
-
-@register_model(kind="codec", modalities=("audio",))
-def code2wav_tiny(**overrides: Any) -> Code2Wav:
-    """A tiny Code2Wav (3 codebooks of 16, width 32, 2 layers, x2 then x2, x3 upsampling) for tests."""
-    return Code2Wav(configure(
-        Code2WavConfig, "code2wav_tiny", overrides, num_codebooks=3, codebook_size=16, dim=32, depth=2, num_heads=2,
-        num_kv_heads=2, mlp_hidden=48, sliding_window=4, upsampling_ratios=(2,), decoder_dim=16,
-        upsample_rates=(2, 3), layer_scale=0.5,
-    ))
-
-
-@register_model(kind="codec", modalities=("audio",))
-def code2wav_qwen3_omni(**overrides: Any) -> Code2Wav:
-    """Qwen3-Omni-30B-A3B Code2Wav: 16 x 2048 codes at 12.5 frames/s -> 24 kHz (1920 samples per frame)."""
-    return Code2Wav(configure(Code2WavConfig, "code2wav_qwen3_omni", overrides))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from omnikit.audio.aut import AuTEncoder, AuTEncoderConfig
+from omnikit.audio.code2wav import Code2Wav, Code2WavConfig
 from omnikit.audio.codec import SEANetCodec, SEANetCodecConfig
 from omnikit.audio.wav2vec import ConvFeatureEncoder, ConvFeatureEncoderConfig
 from omnikit.audio.whisper import WhisperEncoder, WhisperEncoderConfig
@@ -16,6 +17,8 @@ from omnikit.audio.windowed import WindowedAudioEncoder, WindowedAudioEncoderCon
 from omnikit.registry import configure, register_model
 
 __all__ = [
+    "code2wav_qwen3_omni",
+    "code2wav_tiny",
     "mimi_style_codec",
     "qwen2_5_omni_audio",
     "qwen2_5_omni_audio_tiny",
@@ -129,3 +132,19 @@ def mimi_style_codec(**overrides: Any) -> SEANetCodec:
         SEANetCodecConfig, "mimi_style_codec", overrides,
         n_filters=32, ratios=(8, 6, 5, 4, 2), dim=512, quantizer="split", num_quantizers=8, codebook_size=2048,
         codebook_dim=256))
+
+
+@register_model(kind="codec", modalities=("audio",))
+def code2wav_tiny(**overrides: Any) -> Code2Wav:
+    """A tiny Code2Wav (3 codebooks of 16, width 32, 2 layers, x2 then x2, x3 upsampling) for tests."""
+    return Code2Wav(configure(
+        Code2WavConfig, "code2wav_tiny", overrides, num_codebooks=3, codebook_size=16, dim=32, depth=2, num_heads=2,
+        num_kv_heads=2, mlp_hidden=48, sliding_window=4, upsampling_ratios=(2,), decoder_dim=16,
+        upsample_rates=(2, 3), layer_scale=0.5,
+    ))
+
+
+@register_model(kind="codec", modalities=("audio",))
+def code2wav_qwen3_omni(**overrides: Any) -> Code2Wav:
+    """Qwen3-Omni-30B-A3B Code2Wav: 16 x 2048 codes at 12.5 frames/s -> 24 kHz (1920 samples per frame)."""
+    return Code2Wav(configure(Code2WavConfig, "code2wav_qwen3_omni", overrides))

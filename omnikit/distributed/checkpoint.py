@@ -27,6 +27,7 @@ from omnikit.convert.empty_init import meta_parameters
 from omnikit.convert.load import assign_state, tied_aliases
 from omnikit.convert.save import save_hf
 from omnikit.registry import create_model
+from omnikit.utils.legacy_keys import legacy_key_renames
 
 __all__ = ["export_hf", "export_pretrained", "full_state_dict", "load_distributed", "save_distributed"]
 
@@ -39,9 +40,13 @@ def save_distributed(model: nn.Module, directory: str | Path) -> Path:
 
 def load_distributed(model: nn.Module, directory: str | Path) -> nn.Module:
     """Load a :func:`save_distributed` checkpoint into ``model`` (wrapped by ``parallelize`` at any
-    mesh, or plain in one process without a process group); strict."""
+    mesh, or plain in one process without a process group); strict. Names an older layout of the
+    model wrote (``legacy_state_prefixes``, e.g. ``video.*`` for ``adapters.video.*``) are read as
+    the current ones."""
     state = get_model_state_dict(model)
-    dcp.load(state, checkpoint_id=str(directory))
+    stored = dcp.FileSystemReader(str(directory)).read_metadata().state_dict_metadata
+    as_stored = {current: name for name, current in legacy_key_renames(model, stored).items()}
+    dcp.load({as_stored.get(k, k): v for k, v in state.items()}, checkpoint_id=str(directory))  # fills in place
     set_model_state_dict(model, state)
     return model
 

@@ -85,7 +85,7 @@ def _moe(moe: MoE) -> ParallelPlan:
 
 @register_parallel_plan(EarlyFusionOmni)
 def _early_fusion(omni: EarlyFusionOmni) -> ParallelPlan:
-    return ParallelPlan(fsdp_units=[m for m in (omni.audio, omni.video) if m is not None])
+    return ParallelPlan(fsdp_units=list(omni.adapters.values()))
 
 
 @register_parallel_plan(WindowViT)

@@ -10,8 +10,12 @@ loss is unchanged and the encoder's gradient on that rank is exactly zero.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
+
+from omnikit.fusion.media import MEDIA_KEYWORDS
 
 __all__ = ["absent_media_inputs", "example_media", "zero_of"]
 
@@ -19,33 +23,28 @@ __all__ = ["absent_media_inputs", "example_media", "zero_of"]
 def example_media(
     video: nn.Module | None, audio: nn.Module | None, batch: int, *, generator: torch.Generator | None = None
 ) -> dict[str, torch.Tensor]:
-    """Small random media for ``batch`` items of the adapters given: ``frames``
+    """Small random media for ``batch`` items of the adapters given, as the media keywords: ``frames``
     ``(batch, tubelet, C, 2p, 2p)`` (one tubelet step of 2x2 patches; tubelet video encoders only),
-    ``audio_features`` ``(batch, n_mels, 8)`` and ``audio_lengths`` (all 8)."""
+    ``audio_features`` ``(batch, n_mels, 8)`` and ``audio_lengths`` (all 8); see the adapters' ``example``."""
     example = {}
-    if video is not None and hasattr(video.encoder, "tubelet"):
-        enc = video.encoder
-        example["frames"] = torch.randn(batch, enc.tubelet, enc.in_channels, 2 * enc.patch, 2 * enc.patch,
-                                        generator=generator)
-    if audio is not None:
-        example["audio_features"] = torch.randn(batch, audio.encoder.config.n_mels, 8, generator=generator)
-        example["audio_lengths"] = torch.full((batch,), 8)
+    for modality, adapter in (("video", video), ("audio", audio)):
+        made = None if adapter is None else adapter.example(batch, generator=generator)
+        for keyword, value in zip(MEDIA_KEYWORDS[modality], made or ()):
+            if keyword is not None:
+                example[keyword] = value
     return example
 
 
 def absent_media_inputs(
-    video: nn.Module | None, audio: nn.Module | None, device: torch.device
-) -> dict[str, torch.Tensor]:
-    """One small item per modality: the encoder's own contract inputs (one video frame, eight mel
-    frames) where it declares them, else :func:`example_media`; made with fixed generators, so the
-    global RNG is left alone."""
-    example = example_media(video, audio, 1, generator=torch.Generator().manual_seed(0))
-    if hasattr(getattr(video, "encoder", None), "contract_inputs"):
-        example["frames"] = video.encoder.contract_inputs([1]).kwargs["frames"]
-    if hasattr(getattr(audio, "encoder", None), "contract_inputs"):
-        example["audio_features"] = audio.encoder.contract_inputs([8]).kwargs["features"]
-        example["audio_lengths"] = torch.full((1,), example["audio_features"].shape[-1])
-    return {k: v.to(device) for k, v in example.items()}
+    adapters: Mapping[str, nn.Module], device: torch.device
+) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+    """``{modality: (media, lengths)}``: one small item per adapter, its ``fixed_example()`` (the
+    encoder's own contract input where it declares one), so the global RNG is left alone."""
+    inputs = {}
+    for modality, adapter in adapters.items():
+        media, lengths = adapter.fixed_example()
+        inputs[modality] = (media.to(device), None if lengths is None else lengths.to(device))
+    return inputs
 
 
 def zero_of(outputs: list[torch.Tensor]) -> torch.Tensor | None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from omnikit.audio.blocks import check_features
 from omnikit.fusion.tmrope import VisualGrid
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.layers.norm import LayerNorm
@@ -107,13 +108,27 @@ def _projector(in_dim: int, dim: int, project: bool) -> nn.Module:
 
 class _Adapter(nn.Module):
     """An encoder plus a projector: the adapter's own parameters train as ``adapters``, its encoder's
-    as ``encoders`` (see :func:`omnikit.fusion.parameter_groups`)."""
+    as ``encoders`` (see :func:`omnikit.fusion.parameter_groups`).
+
+    ``forward(media, lengths=None) -> AdaptedMedia``; :meth:`example` makes small random inputs
+    and :meth:`fixed_example` the input of a run on absent media (:mod:`omnikit.fusion.absent`).
+    """
 
     encoder: nn.Module
 
     def fusion_groups(self) -> dict[str, nn.Module]:
         """{recipe group: module}, later entries overriding earlier ones."""
         return {"adapters": self, "encoders": self.encoder}
+
+    def example(
+        self, batch: int, *, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """``(media, lengths)`` of ``batch`` small random items (None: no example for this encoder)."""
+        raise NotImplementedError
+
+    def fixed_example(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One small item made without the global RNG (:meth:`example` with a fixed generator)."""
+        return self.example(1, generator=torch.Generator().manual_seed(0))
 
 
 class AudioAdapter(_Adapter):
@@ -136,6 +151,24 @@ class AudioAdapter(_Adapter):
         self.projector = _projector(encoder.output_dim, dim, project)
         self.time_embedding = time_embedding
         self.time_step = ids_per_second / tokens_per_second
+
+    def check_inputs(
+        self, features: torch.Tensor, lengths: torch.Tensor | None, names: tuple[str, str] = ("features", "lengths")
+    ) -> None:
+        """Validate ``features (N, n_mels, L)`` and ``lengths (N,)``; errors name the caller's ``names``."""
+        n_mels = getattr(getattr(self.encoder, "config", None), "n_mels", "n_mels")  # a size, or any
+        check_features(features, lengths, n_mels, *names)
+
+    def example(self, batch: int, *, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``features (batch, n_mels, 8)`` random, ``lengths (batch,)`` all 8."""
+        return torch.randn(batch, self.encoder.config.n_mels, 8, generator=generator), torch.full((batch,), 8)
+
+    def fixed_example(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's own contract input (eight mel frames) where it declares one."""
+        if hasattr(self.encoder, "contract_inputs"):
+            features = self.encoder.contract_inputs([8]).kwargs["features"]
+            return features, torch.full((1,), features.shape[-1])
+        return super().fixed_example()
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> AdaptedMedia:
         out = self.encoder(features, lengths)
@@ -222,8 +255,29 @@ class VideoAdapter(_Adapter):
         self.projector = _projector(encoder.output_dim, dim, project)
         self.position_embedding, self.ids_per_second = position_embedding, ids_per_second
 
-    def forward(self, frames: torch.Tensor, audio_tokens: list[int] | None = None) -> AdaptedMedia:
-        """``audio_tokens``: per video, tokens of its own audio interleaved with it (audio in video)."""
+    def example(
+        self, batch: int, *, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, None] | None:
+        """Frames ``(batch, tubelet, C, 2p, 2p)``: one tubelet step of 2x2 patches (tubelet encoders only,
+        else None)."""
+        enc = self.encoder
+        if not hasattr(enc, "tubelet"):
+            return None
+        return torch.randn(batch, enc.tubelet, enc.in_channels, 2 * enc.patch, 2 * enc.patch, generator=generator), None
+
+    def fixed_example(self) -> tuple[torch.Tensor, None]:
+        """The encoder's own contract input (one frame) where it declares one."""
+        if hasattr(self.encoder, "contract_inputs"):
+            return self.encoder.contract_inputs([1]).kwargs["frames"], None
+        return super().fixed_example()
+
+    def forward(
+        self, frames: torch.Tensor, lengths: None = None, *, audio_tokens: list[int] | None = None
+    ) -> AdaptedMedia:
+        """``audio_tokens``: per video, tokens of its own audio interleaved with it (audio in video).
+        ``lengths``: must be None (the videos of a call have equal frame counts)."""
+        if lengths is not None:
+            raise OmnikitValueError("video `lengths` are not supported: the videos of a call share one frame count")
         t, h, w = self.grid(frames.shape)
         out = self.encoder(frames)
         out = out.hidden_states if isinstance(out, EncoderOutput) else out

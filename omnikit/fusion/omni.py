@@ -4,22 +4,24 @@
 
     model = omnikit.create_model("omni_early_tiny")
     logits = model(input_ids, frames=frames, audio_features=mels, audio_lengths=n)
+    logits = model(input_ids, media={"video": frames, "audio": mels}, media_lengths={"audio": n})  # the same
     out = model.generate(prompt_ids, frames=frames, audio_features=mels, max_new_tokens=8)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from omnikit.audio.blocks import check_features
 from omnikit.fusion.absent import absent_media_inputs, example_media, zero_of
-from omnikit.fusion.adapters import AudioAdapter, VideoAdapter
+from omnikit.fusion.adapters import AdaptedMedia, AudioAdapter, VideoAdapter
+from omnikit.fusion.media import HoldsAdapters
+from omnikit.fusion.modality import MEDIA_MODALITIES
 from omnikit.fusion.thinker import GenerationOutput, Thinker, ThinkerStep
-from omnikit.fusion.tmrope import TMRoPEScheme, tmrope_position_ids
+from omnikit.fusion.tmrope import TMRoPEScheme, VisualGrid, tmrope_position_ids
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.streaming import StreamingContainer
 from omnikit.testing.contract import ContractInputs
@@ -47,18 +49,26 @@ class FusedInputs:
     absent: torch.Tensor | None = None
 
 
-class EarlyFusionOmni(StreamingContainer, nn.Module):
+#: The TMRoPE keyword of each modality's items.
+_TMROPE_ITEMS = {"image": "images", "video": "videos", "audio": "audios"}
+
+
+class EarlyFusionOmni(HoldsAdapters, StreamingContainer, nn.Module):
     """Video + audio + text in, text out, by early fusion into a :class:`Thinker`.
 
     Args:
         thinker: the language model (with ``media_tokens`` and M-RoPE sections).
-        video: frames adapter (None: no video input).
-        audio: audio adapter (None: no audio input).
+        video: frames adapter (None: no video input); held as ``adapters["video"]``.
+        audio: audio adapter (None: no audio input); held as ``adapters["audio"]``.
+        adapters: more adapters ``{modality: adapter}`` (modalities of :data:`MEDIA_MODALITIES`;
+            an adapter's items are token counts or :class:`VisualGrid` s, see :mod:`omnikit.fusion.media`).
         scheme: TMRoPE scheme (its sections must equal the Thinker's).
         audio_in_video: audio item ``i`` is the soundtrack of video ``i``, interleaved with it.
 
-    ``forward(input_ids (B, T), *, frames (N_v, F, C, H, W), audio_features (N_a, n_mels, L),
-    audio_lengths (N_a,), lengths (B,))`` -> logits ``(B, T, vocab)``.
+    ``forward(input_ids (B, T), *, media={modality: tensor}, media_lengths={modality: (N,)}, lengths (B,))``
+    -> logits ``(B, T, vocab)``; the keywords ``frames (N_v, F, C, H, W)``, ``audio_features
+    (N_a, n_mels, L)`` and ``audio_lengths (N_a,)`` are ``media["video"]``, ``media["audio"]`` and
+    ``media_lengths["audio"]``.
 
     ``run_absent_media = True`` (set by :func:`omnikit.distributed.parallelize`) runs an encoder
     whose modality is absent from the batch on a dummy input (:mod:`omnikit.fusion.absent`).
@@ -72,6 +82,7 @@ class EarlyFusionOmni(StreamingContainer, nn.Module):
         *,
         video: VideoAdapter | None = None,
         audio: AudioAdapter | None = None,
+        adapters: Mapping[str, nn.Module] | None = None,
         scheme: TMRoPEScheme,
         audio_in_video: bool = False,
     ) -> None:
@@ -83,9 +94,10 @@ class EarlyFusionOmni(StreamingContainer, nn.Module):
             )
         if bool(thinker.config.mrope_interleaved) != scheme.interleaved:
             raise OmnikitValueError("`scheme.interleaved` must equal the Thinker's mrope_interleaved")
-        if audio_in_video and (video is None or audio is None):
+        self._set_adapters(adapters, MEDIA_MODALITIES, video=video, audio=audio)
+        if audio_in_video and (self.video is None or self.audio is None):
             raise OmnikitValueError("`audio_in_video=True` needs both a video and an audio adapter")
-        self.thinker, self.video, self.audio = thinker, video, audio
+        self.thinker = thinker
         self.scheme, self.audio_in_video = scheme, audio_in_video
         self.run_absent_media = False
 
@@ -97,50 +109,49 @@ class EarlyFusionOmni(StreamingContainer, nn.Module):
         self,
         input_ids: torch.Tensor,
         *,
-        frames: torch.Tensor | None = None,
-        audio_features: torch.Tensor | None = None,
-        audio_lengths: torch.Tensor | None = None,
+        media: Mapping[str, torch.Tensor] | None = None,
+        media_lengths: Mapping[str, torch.Tensor] | None = None,
         lengths: torch.Tensor | None = None,
+        **keywords: torch.Tensor | None,
     ) -> FusedInputs:
-        """Encode the media, check it against the placeholders and compute TMRoPE ids."""
+        """Encode the media, check it against the placeholders and compute TMRoPE ids.
+
+        ``media`` / ``media_lengths``: ``{modality: tensor}``; ``keywords``: ``frames``, ``audio_features``,
+        ``audio_lengths`` (see :func:`omnikit.fusion.media.collect_media`)."""
         check_tensor(input_ids, "input_ids", ndim=2, floating=False)
+        given = self.checked_media(media, media_lengths, **keywords)
         padding = None
         if lengths is not None:
             lengths = check_lengths(lengths, "lengths", batch=input_ids.shape[0], max_len=input_ids.shape[1])
             padding = lengths_to_mask(lengths.to(input_ids.device), input_ids.shape[1])
-        media: dict[str, torch.Tensor] = {}
-        videos: list = []
-        audios: list = []
+        dummy = absent_media_inputs(self.adapters, input_ids.device) if self.run_absent_media else {}
+        adapted: dict[str, AdaptedMedia] = {}
         absent: list[torch.Tensor] = []
-        dummy = absent_media_inputs(self.video, self.audio, input_ids.device) if self.run_absent_media else None
-        if audio_features is None and dummy is not None and self.audio is not None:
-            absent.append(self.audio(dummy["audio_features"], dummy["audio_lengths"]).tokens)
-        if audio_features is not None:
-            if self.audio is None:
-                raise OmnikitValueError("`audio_features` given but this model has no audio adapter")
-            n_mels = getattr(getattr(self.audio.encoder, "config", None), "n_mels", "n_mels")  # a size, or any
-            check_features(audio_features, audio_lengths, n_mels, "audio_features",
-                           "audio_lengths")  # errors name this call's arguments
-            adapted = self.audio(audio_features, audio_lengths)
-            media["audio"], audios = adapted.tokens, adapted.items
-        if frames is not None:
-            if self.video is None:
-                raise OmnikitValueError("`frames` given but this model has no video adapter")
-            if self.audio_in_video and len(audios) != frames.shape[0]:
-                raise OmnikitValueError(
-                    f"audio_in_video: {frames.shape[0]} videos in `frames` but {len(audios)} audio items"
-                )
-            adapted = self.video(frames, audios if self.audio_in_video else None)
-            media["video"], videos = adapted.tokens, adapted.items
-        elif dummy is not None and self.video is not None:
-            absent.append(self.video(dummy["frames"], None).tokens)
-        if self.audio_in_video:
-            audios = []
+        for modality, adapter in self.adapters.items():
+            if modality in given:
+                adapted[modality] = adapter(given[modality].value, given[modality].lengths)
+            elif modality in dummy:
+                absent.append(adapter(*dummy[modality]).tokens)
+        items = {modality: out.items for modality, out in adapted.items()}
+        if self.audio_in_video:  # the audio items are the videos' soundtracks, not items of their own
+            soundtracks = items.pop("audio", [])
+            if "video" in items:
+                items["video"] = self._with_soundtracks(items["video"], soundtracks)
         positions, next_position = tmrope_position_ids(
-            input_ids, self.thinker.media_tokens, videos=videos, audios=audios, scheme=self.scheme,
-            key_padding_mask=padding,
+            input_ids, self.thinker.media_tokens, **{_TMROPE_ITEMS[m]: i for m, i in items.items()},
+            scheme=self.scheme, key_padding_mask=padding,
         )
-        return FusedInputs(media, positions, next_position, padding, zero_of(absent))
+        tokens = {modality: out.tokens for modality, out in adapted.items()}
+        return FusedInputs(tokens, positions, next_position, padding, zero_of(absent))
+
+    @staticmethod
+    def _with_soundtracks(videos: list[VisualGrid], audios: list[int]) -> list[VisualGrid]:
+        """Audio in video: grid ``i`` with audio item ``i``'s tokens interleaved."""
+        if len(audios) != len(videos):
+            raise OmnikitValueError(
+                f"audio_in_video: {len(videos)} videos in `frames` but {len(audios)} audio items"
+            )
+        return [VisualGrid(g.t, g.h, g.w, g.seconds_per_step, int(a)) for g, a in zip(videos, audios)]
 
     def forward(
         self, input_ids: torch.Tensor, *, return_hidden: bool = False, **inputs: torch.Tensor | None
@@ -158,13 +169,17 @@ class EarlyFusionOmni(StreamingContainer, nn.Module):
         self,
         input_ids: torch.Tensor,
         *,
+        media: Mapping[str, torch.Tensor] | None = None,
+        media_lengths: Mapping[str, torch.Tensor] | None = None,
         frames: torch.Tensor | None = None,
         audio_features: torch.Tensor | None = None,
         audio_lengths: torch.Tensor | None = None,
         **generate_kwargs,
     ) -> Iterator[ThinkerStep]:
-        """Yield :class:`ThinkerStep` s for a multimodal prompt (see :meth:`Thinker.stream_generate`)."""
-        fused = self.fuse(input_ids, frames=frames, audio_features=audio_features, audio_lengths=audio_lengths)
+        """Yield :class:`ThinkerStep` s for a multimodal prompt (see :meth:`Thinker.stream_generate`);
+        the media as for :meth:`fuse`."""
+        fused = self.fuse(input_ids, media=media, media_lengths=media_lengths, frames=frames,
+                          audio_features=audio_features, audio_lengths=audio_lengths)
         yield from self.thinker.stream_generate(
             input_ids, media=fused.media, positions=fused.positions, next_position=fused.next_position,
             **generate_kwargs,

@@ -2,10 +2,12 @@
 
 Found from the module tree (the module types), never from parameter names:
 
-- ``audio``: the encoder inside an :class:`AudioAdapter`;
-- ``vision``: the encoder inside a :class:`VideoAdapter`;
-- ``projector``: what connects media to the language model: the adapters' projectors, Perceiver
-  resamplers and the gated cross-attention part of every :class:`FusionLayer`;
+- ``audio``: the encoder inside an :class:`AudioAdapter` (or of the adapter a fusion model holds
+  under ``adapters["audio"]``);
+- ``vision``: the encoder inside a :class:`VideoAdapter` (or of an adapter held under another key);
+- ``projector``: what connects media to the language model: the adapters (any module a fusion
+  model holds in ``adapters``) but their encoders, Perceiver resamplers and the gated
+  cross-attention part of every :class:`FusionLayer`;
 - ``thinker``: the language model (a :class:`CausalLM` / Thinker) minus its fusion layers;
 - ``talker``: a :class:`Talker` (its code predictor included);
 - ``other``: the rest (a codec, ...).
@@ -16,11 +18,12 @@ Found from the module tree (the module types), never from parameter names:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
 from omnikit.fusion import AudioAdapter, FusionLayer, Talker, VideoAdapter
+from omnikit.fusion.media import HoldsAdapters
 from omnikit.layers.attention import Attention
 from omnikit.layers.mlp import GeluMLP, SwiGLU
 from omnikit.models.language_model import CausalLM
@@ -50,15 +53,25 @@ def tower_modules(model: nn.Module) -> dict[str, str]:
             mark(name, module, "thinker")
         elif isinstance(module, Talker):
             mark(name, module, "talker")
+        elif isinstance(module, HoldsAdapters):  # adapters of any type, found by their modality key
+            for modality, adapter in module.adapters.items():
+                _mark_adapter(mark, _join(name, f"adapters.{modality}"), adapter, modality == "audio")
         elif isinstance(module, (AudioAdapter, VideoAdapter)):
-            mark(name, module, "projector")
-            mark(_join(name, "encoder"), module.encoder, "audio" if isinstance(module, AudioAdapter) else "vision")
+            _mark_adapter(mark, name, module, isinstance(module, AudioAdapter))
         elif isinstance(module, PerceiverResampler):
             mark(name, module, "projector")
     for name, module in named:
         if isinstance(module, FusionLayer):
             mark(_join(name, "fusion"), module.fusion, "projector")
     return {name: tower.get(name, "other") for name, _ in named}
+
+
+def _mark_adapter(mark: Callable[[str, nn.Module, str], None], name: str, adapter: nn.Module, audio: bool) -> None:
+    """An adapter is ``projector``; its ``encoder`` (if it has one) ``audio`` or ``vision``."""
+    mark(name, adapter, "projector")
+    encoder = getattr(adapter, "encoder", None)
+    if isinstance(encoder, nn.Module):
+        mark(_join(name, "encoder"), encoder, "audio" if audio else "vision")
 
 
 def tower_parameters(model: nn.Module) -> dict[str, list[str]]:

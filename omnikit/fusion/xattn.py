@@ -10,16 +10,18 @@ Item ``k`` of a modality is the ``k``-th marker of that modality, counted row by
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from omnikit.fusion.absent import absent_media_inputs, zero_of
-from omnikit.fusion.adapters import AudioAdapter, VideoAdapter
+from omnikit.fusion.adapters import AdaptedMedia, AudioAdapter, VideoAdapter
 from omnikit.fusion.cross_attention import GatedCrossAttentionBlock, media_attention_mask, with_fusion_layers
+from omnikit.fusion.media import HoldsAdapters
 from omnikit.fusion.modality import MediaTokens
+from omnikit.fusion.tmrope import VisualGrid
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.models.language_model import CausalLM
 from omnikit.streaming import StreamingContainer, StreamingModule, StreamingState
@@ -78,7 +80,7 @@ class _MarkerTracker(StreamingModule[_MarkerState]):
         return state.offsets, start, state.valid
 
 
-class CrossAttentionOmni(StreamingContainer, nn.Module):
+class CrossAttentionOmni(HoldsAdapters, StreamingContainer, nn.Module):
     """Text decoder + gated cross-attention to resampled video and audio.
 
     Args:
@@ -86,15 +88,19 @@ class CrossAttentionOmni(StreamingContainer, nn.Module):
             2 * every - 1, ...`` wrapped in :class:`FusionLayer` s (``lm`` is not changed; see
             :func:`with_fusion_layers`).
         media_tokens: the marker token of each media modality.
-        video, audio: adapters producing media tokens of width ``media_dim``.
+        video, audio: adapters producing media tokens of width ``media_dim`` (held as
+            ``adapters["video"]`` / ``adapters["audio"]``).
+        adapters: more adapters ``{modality: adapter}``, one per modality of ``media_tokens``.
         media_dim: width of the media tokens and of the resampler.
         every: wrap one block in every ``every``.
         num_latents: resampler latents per media item.
         only_latest: text sees only the latest media item before it (Flamingo) instead of all.
 
-    ``forward(input_ids (B, T), *, frames (N_v, F, C, H, W), audio_features (N_a, n_mels, L),
-    audio_lengths (N_a,), lengths (B,))`` -> logits ``(B, T, vocab)``; ``lengths``: valid tokens of
-    this call (right padding; of this chunk when streaming, earlier chunks' padding is remembered).
+    ``forward(input_ids (B, T), *, media={modality: tensor}, media_lengths={modality: (N,)}, lengths (B,))``
+    -> logits ``(B, T, vocab)``; the keywords ``frames (N_v, F, C, H, W)``, ``audio_features
+    (N_a, n_mels, L)`` and ``audio_lengths (N_a,)`` are ``media["video"]``, ``media["audio"]`` and
+    ``media_lengths["audio"]``. ``lengths``: valid tokens of this call (right padding; of this chunk
+    when streaming, earlier chunks' padding is remembered).
 
     ``run_absent_media = True`` (set by :func:`omnikit.distributed.parallelize`) runs an encoder
     whose modality is absent from the batch on a dummy input (:mod:`omnikit.fusion.absent`).
@@ -110,6 +116,7 @@ class CrossAttentionOmni(StreamingContainer, nn.Module):
         media_tokens: MediaTokens,
         video: VideoAdapter | None = None,
         audio: AudioAdapter | None = None,
+        adapters: Mapping[str, nn.Module] | None = None,
         media_dim: int,
         every: int = 2,
         num_latents: int = 8,
@@ -118,7 +125,7 @@ class CrossAttentionOmni(StreamingContainer, nn.Module):
     ) -> None:
         super().__init__()
         check_positive(every, "every")
-        self.lm, self.video, self.audio = lm, video, audio
+        self._set_adapters(adapters, media_tokens.as_dict(), video=video, audio=audio)
         self.num_latents, self.only_latest = num_latents, only_latest
         self.run_absent_media = False
         self.markers = _MarkerTracker(media_tokens)
@@ -135,49 +142,42 @@ class CrossAttentionOmni(StreamingContainer, nn.Module):
     def encode_media(
         self,
         *,
-        frames: torch.Tensor | None = None,
-        audio_features: torch.Tensor | None = None,
-        audio_lengths: torch.Tensor | None = None,
+        media: Mapping[str, torch.Tensor] | None = None,
+        media_lengths: Mapping[str, torch.Tensor] | None = None,
+        **keywords: torch.Tensor | None,
     ) -> dict[str, torch.Tensor]:
-        """``{modality: (items, num_latents, media_dim)}`` resampled latents of every item."""
-        return self._encode(frames=frames, audio_features=audio_features, audio_lengths=audio_lengths)[0]
+        """``{modality: (items, num_latents, media_dim)}`` resampled latents of every item; the media as
+        ``media`` / ``media_lengths`` or the keywords ``frames``, ``audio_features``, ``audio_lengths``."""
+        return self._encode(media=media, media_lengths=media_lengths, **keywords)[0]
 
     def _encode(
         self,
         *,
-        frames: torch.Tensor | None = None,
-        audio_features: torch.Tensor | None = None,
-        audio_lengths: torch.Tensor | None = None,
+        media: Mapping[str, torch.Tensor] | None = None,
+        media_lengths: Mapping[str, torch.Tensor] | None = None,
+        **keywords: torch.Tensor | None,
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
         """:meth:`encode_media` and the zero of the absent encoders' dummy runs (None without any)."""
-        if frames is not None and self.video is None:
-            raise OmnikitValueError("`frames` given but this model has no video adapter")
-        if audio_features is not None and self.audio is None:
-            raise OmnikitValueError("`audio_features` given but this model has no audio adapter")
+        given = self.checked_media(media, media_lengths, **keywords)
         latents: dict[str, torch.Tensor] = {}
         absent: list[torch.Tensor] = []
         device = next(self.resampler.parameters()).device
-        dummy = absent_media_inputs(self.video, self.audio, device) if self.run_absent_media else None
-        if frames is not None:
-            latents["video"] = self._video_latents(frames)
-        elif dummy is not None and self.video is not None:  # where the video would run
-            absent.append(self._video_latents(dummy["frames"]))
-        if audio_features is not None:
-            latents["audio"] = self._audio_latents(audio_features, audio_lengths)
-        elif dummy is not None and self.audio is not None:
-            absent.append(self._audio_latents(dummy["audio_features"], dummy["audio_lengths"]))
+        dummy = absent_media_inputs(self.adapters, device) if self.run_absent_media else {}
+        for modality, adapter in self.adapters.items():
+            if modality in given:
+                latents[modality] = self._latents(adapter(given[modality].value, given[modality].lengths))
+            elif modality in dummy:  # where the encoder would run
+                absent.append(self._latents(adapter(*dummy[modality])))
         return latents, zero_of(absent)
 
-    def _video_latents(self, frames: torch.Tensor) -> torch.Tensor:
-        """``(N, F, C, H, W)`` -> ``(N, num_latents, media_dim)``."""
-        adapted = self.video(frames)
-        return self.resampler(adapted.tokens.view(frames.shape[0], -1, adapted.tokens.shape[-1])).hidden_states
-
-    def _audio_latents(self, features: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-        """``(N, n_mels, L)`` -> ``(N, num_latents, media_dim)``."""
-        adapted = self.audio(features, lengths)
-        padded = torch.nn.utils.rnn.pad_sequence(list(adapted.tokens.split(adapted.items)), batch_first=True)
-        return self.resampler(padded, torch.tensor(adapted.items, device=padded.device)).hidden_states
+    def _latents(self, adapted: AdaptedMedia) -> torch.Tensor:
+        """``(items, num_latents, media_dim)``: grid items (equal sizes) resampled as they are, items of
+        token counts padded and resampled with their lengths."""
+        if all(isinstance(item, VisualGrid) for item in adapted.items):
+            return self.resampler(adapted.tokens.view(len(adapted.items), -1, adapted.tokens.shape[-1])).hidden_states
+        counts = [int(n) for n in adapted.items]
+        padded = torch.nn.utils.rnn.pad_sequence(list(adapted.tokens.split(counts)), batch_first=True)
+        return self.resampler(padded, torch.tensor(counts, device=padded.device)).hidden_states
 
     def _gather(self, latents: dict[str, torch.Tensor], markers: list[list[tuple[str, int]]], device, complete: bool):
         """Per row, the latents of its items in marker order ``(B, I * R, D)`` and offsets ``(B, I)``.
@@ -225,10 +225,10 @@ class CrossAttentionOmni(StreamingContainer, nn.Module):
         *,
         lengths: torch.Tensor | None = None,
         return_hidden: bool = False,
-        **media: torch.Tensor | None,
+        **media: torch.Tensor | Mapping[str, torch.Tensor] | None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Logits ``(B, T, vocab)`` (and the final hidden states with ``return_hidden``); ``media``: the
-        keywords of :meth:`encode_media`."""
+        keywords of :meth:`encode_media` (``media=``, ``media_lengths=``, ``frames=`` ...)."""
         check_tensor(input_ids, "input_ids", ndim=2, floating=False)
         chunk_valid = None
         if lengths is not None:  # valid tokens of this call (of this chunk when streaming)

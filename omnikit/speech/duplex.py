@@ -17,7 +17,8 @@ The temporal transformer (a causal :class:`~omnikit.layers.Decoder` with a KV ca
 step ``s`` the sum of the embeddings of all ``1 + 2K`` tokens of step ``s - 1`` and gives a
 context; a text head predicts the step's text token and the depth transformer
 (:class:`~omnikit.speech.CodePredictor`) the assistant's ``K`` codes, one after the other, the
-first conditioned on the text token. The user's codes are never predicted: they are read.
+first conditioned on the text token: the Talker's ``"mtp"`` strategy (:class:`MTPHead`) with the
+text token as position 0. The user's codes are never predicted: they are read.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from omnikit.audio.layouts import delay_codes, delay_mask, undelay_codes, undela
 from omnikit.layers.decoder import Decoder, DecoderConfig
 from omnikit.layers.masks import lengths_to_mask, masked_mean
 from omnikit.models.sampling import GREEDY, Sampling, ban_tokens, sample_next
-from omnikit.speech.depth import PREDICTOR_DEFAULTS, CodePredictor, TemporalDepthConfig
+from omnikit.speech.depth import PREDICTOR_DEFAULTS, TemporalDepthConfig
+from omnikit.speech.depth_head import MTPHead
 from omnikit.speech.previous_step import PreviousStep
 from omnikit.speech.talker import per_codebook_loss
 from omnikit.streaming import StreamingContainer, streaming
@@ -145,10 +147,9 @@ class DuplexModel(StreamingContainer, nn.Module):
         self.embed = nn.Embedding(sum(rows), config.dim)
         self.previous = PreviousStep((self.text_bos,) + (self.pad,) * (2 * k))
         self.temporal = Decoder(config.temporal)
-        self.text_head = nn.Linear(config.dim, config.text_vocab, bias=False)
-        self.depth = CodePredictor(
-            config.dim, config.predictor, [config.text_vocab] + [config.codebook_size + 1] * k, first=1
-        )
+        # the text token is the MTP head's position 0; state-dict keys ``text_head.*`` and ``depth.*``
+        self.head = MTPHead(config, [config.text_vocab] + [config.codebook_size + 1] * k)
+        self.text_head, self.depth = self.head.heads, self.head.predictor
 
     @property
     def output_dim(self) -> int:
@@ -208,10 +209,7 @@ class DuplexModel(StreamingContainer, nn.Module):
         self._check_streams(text, assistant, user)
         grid = torch.cat((text[:, None], assistant, user), dim=1)  # (B, 1 + 2K, S)
         h = self.temporal(self._embed(self.previous(grid)))  # (B, S, dim)
-        batch, steps, _ = h.shape
-        tokens = torch.cat((text[:, None], assistant), dim=1).transpose(1, 2).flatten(0, 1)  # (B * S, 1 + K)
-        codes = self.depth(h.flatten(0, 1), tokens).view(batch, steps, -1)
-        return torch.cat((self.text_head(h), codes), dim=-1)
+        return self.head.flat_logits(h, torch.cat((text[:, None], assistant), dim=1))
 
     def split_logits(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, S, output_dim)`` -> text logits ``(B, S, text_vocab)`` and code logits
@@ -259,14 +257,16 @@ class DuplexModel(StreamingContainer, nn.Module):
         generator: torch.Generator | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Text ``(B,)`` and assistant codes ``(B, K)`` of ``step`` from its context ``h (B, dim)``."""
-        text = sample_next(self.text_head(h), text_sampling, generator=generator)
 
         def pick(position: int, logits: torch.Tensor) -> torch.Tensor:  # position k + 1 is codebook k
+            if position == 0:
+                return sample_next(logits, text_sampling, generator=generator)
             if step < self.delays[position - 1]:
-                return torch.full_like(text, self.pad)
+                return torch.full((logits.shape[0],), self.pad, dtype=torch.long, device=logits.device)
             return sample_next(ban_tokens(logits, (self.pad,)), audio_sampling, generator=generator)
 
-        return text, self.depth.sample(h, text, pick)[:, 1:]
+        column = self.head.next_column(h, step, pick)
+        return column[:, 0], column[:, 1:]
 
     @torch.no_grad()
     def stream(

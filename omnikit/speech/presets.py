@@ -12,11 +12,13 @@ from typing import Any
 from omnikit.audio.codec import SEANetCodec
 from omnikit.registry import configure, create_model, register_model
 from omnikit.speech.duplex import DuplexConfig, DuplexModel
+from omnikit.speech.qwen3_omni_talker import Qwen3OmniTalker, Qwen3OmniTalkerConfig
 from omnikit.speech.talker import Talker, TalkerConfig
 from omnikit.speech.turn_taking import TurnTakingHead
 
 __all__ = [
     "duplex_tiny",
+    "qwen3_omni_talker_tiny",
     "talker_tiny",
     "tiny_speech_codec",
     "tiny_talker",
@@ -63,3 +65,14 @@ def turn_taking_tiny(*, dim: int = 24, hidden: int = 32, kernel_size: int = 5) -
     """A causal turn-taking head over 24-d audio states (the tiny audio encoder's width)."""
     return TurnTakingHead(dim, hidden=hidden, kernel_size=kernel_size)
 
+
+@register_model(kind="talker", modalities=("text", "speech"))
+def qwen3_omni_talker_tiny(**overrides: Any) -> Qwen3OmniTalker:
+    """A tiny Qwen3-Omni MoE Talker (2 MoE layers of 4 experts, 4 codebooks, 2-layer code predictor)."""
+    return Qwen3OmniTalker(configure(
+        Qwen3OmniTalkerConfig, "qwen3_omni_talker_tiny", overrides,
+        dim=32, depth=2, num_heads=4, num_kv_heads=2, head_dim=8, thinker_dim=24, vocab_size=40, num_experts=4,
+        top_k=2, expert_hidden=16, shared_hidden=24, projection_hidden=20, mrope_sections=(2, 1, 1), num_codebooks=4,
+        codec_bos_id=37, predictor_depth=2, predictor_heads=4, predictor_kv_heads=2, predictor_head_dim=8,
+        predictor_mlp_hidden=40, predictor_vocab_size=32,
+    ))

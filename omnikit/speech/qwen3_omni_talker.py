@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,6 @@ from torch import nn
 from omnikit.layers.decoder import Decoder, DecoderConfig
 from omnikit.models.sampling import GREEDY, Sampling, sample_next
 from omnikit.moe import MoE, MoEConfig
-from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_tensor
 
@@ -256,15 +255,3 @@ class Qwen3OmniTalker(nn.Module):
         context = torch.randn(batch, 3, c.thinker_dim, generator=g)
         return ContractInputs({"codes": codes, "reply_embeds": reply, "context": context},
                               torch.tensor(list(lengths)), {"codes": 2, "reply_embeds": 1}, None)
-
-
-@register_model(kind="talker", modalities=("text", "speech"))
-def qwen3_omni_talker_tiny(**overrides: Any) -> Qwen3OmniTalker:
-    """A tiny Qwen3-Omni MoE Talker (2 MoE layers of 4 experts, 4 codebooks, 2-layer code predictor)."""
-    return Qwen3OmniTalker(configure(
-        Qwen3OmniTalkerConfig, "qwen3_omni_talker_tiny", overrides,
-        dim=32, depth=2, num_heads=4, num_kv_heads=2, head_dim=8, thinker_dim=24, vocab_size=40, num_experts=4,
-        top_k=2, expert_hidden=16, shared_hidden=24, projection_hidden=20, mrope_sections=(2, 1, 1), num_codebooks=4,
-        codec_bos_id=37, predictor_depth=2, predictor_heads=4, predictor_kv_heads=2, predictor_head_dim=8,
-        predictor_mlp_hidden=40, predictor_vocab_size=32,
-    ))

@@ -4,6 +4,7 @@ The heavy dependencies (PyAV, decord, matplotlib) are imported only when a funct
 """
 
 from omnikit.layers.tome import MergeResult, merge_by_assignment, merge_tokens
+from omnikit.video import presets  # noqa: F401  (registers the temporal modules)
 from omnikit.video.audio import frame_audio_energy, load_audio
 from omnikit.video.backends import BACKENDS, VideoBackend, available_backends, open_video
 from omnikit.video.budget import BudgetPlan, TokenSpec, plan_budget

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +18,6 @@ from torch import nn
 
 from omnikit.layers.tome import merge_tokens
 from omnikit.outputs import EncoderOutput, traceable_output
-from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import check_choice, check_positive
 from omnikit.video.packing import pack_groups
@@ -127,12 +125,3 @@ class HierarchicalSummarizer(nn.Module):
 
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
         return frame_tokens_contract(lengths, 4, self.config.dim, seed)
-
-
-@register_model(kind="temporal", modalities=("video",))
-def hierarchical_resampler_tiny(**overrides: Any) -> HierarchicalSummarizer:
-    """Tiny learned hierarchy: 4-frame clips -> 6 tokens, 2 clips per segment -> 4 tokens (width 32)."""
-    return HierarchicalSummarizer(configure(
-        HierarchyConfig, "hierarchical_resampler_tiny", overrides, dim=32, clip_frames=4, clip_tokens=6,
-        segment_clips=2, segment_tokens=4, compressor="resampler", num_heads=2,
-    ))

@@ -1,11 +1,15 @@
-"""Registered :class:`~omnikit.vision.FrameEncoder` presets (timm backbones, random weights)."""
+"""Registered vision towers: :class:`~omnikit.vision.FrameEncoder` presets (timm backbones, random
+weights), the native video ViT and the Qwen-Omni towers (tiny test variants and published shapes)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from omnikit.registry import register_model
+from omnikit.registry import configure, register_model
 from omnikit.vision.frame_encoder import FrameEncoder
+from omnikit.vision.qwen3_vit import Qwen3ViT, Qwen3ViTConfig
+from omnikit.vision.video_vit import VideoViT, VideoViTConfig
+from omnikit.vision.window_vit import WindowViT, WindowViTConfig
 
 __all__: list[str] = []
 
@@ -34,3 +38,50 @@ def frame_encoder_tome_tiny(**overrides: Any) -> FrameEncoder:
 def frame_encoder_vit_base(**overrides: Any) -> FrameEncoder:
     """timm ``vit_base_patch16_224`` per frame (197 tokens of width 768)."""
     return FrameEncoder("vit_base_patch16_224", **overrides)
+
+
+@register_model(kind="frame_encoder", modalities=("video", "image"))
+def qwen2_5_omni_vision_tiny(**overrides) -> WindowViT:
+    """A tiny Qwen2.5-Omni vision tower: width 32, 3 blocks (block 1 full attention), patches (2, 4, 4),
+    windows of 16 px (2x2 merged tokens), output width 48."""
+    return WindowViT(configure(
+        WindowViTConfig, "qwen2_5_omni_vision_tiny", overrides, dim=32, depth=3, num_heads=2, mlp_hidden=40,
+        out_dim=48, patch=(2, 4, 4), window_size=16, full_attention_blocks=(1,),
+    ))
+
+
+@register_model(kind="frame_encoder", modalities=("video", "image"))
+def qwen2_5_omni_vision(**overrides) -> WindowViT:
+    """Qwen2.5-Omni-7B's vision tower: width 1280, 32 blocks, 16 heads, SwiGLU 3420, windows of 112 px with
+    full attention at blocks 7/15/23/31, 2x2 merger to 3584."""
+    return WindowViT(configure(WindowViTConfig, "qwen2_5_omni_vision", overrides))
+
+
+@register_model(kind="frame_encoder", modalities=("video", "image"))
+def qwen3_vit_tiny(**overrides: Any) -> Qwen3ViT:
+    """A tiny Qwen3-Omni vision tower ((2, 4, 4) patches, 4x4 position table, 2x2 merger) for tests;
+    no deepstack mergers by default since the contract trains only the primary output."""
+    return Qwen3ViT(configure(Qwen3ViTConfig, "qwen3_vit_tiny", overrides, dim=32, depth=2, num_heads=2,
+                              mlp_hidden=48, out_dim=40, patch=(2, 4, 4), num_position_embeddings=16))
+
+
+@register_model(kind="frame_encoder", modalities=("video", "image"))
+def qwen3_vit_omni_30b_a3b(**overrides: Any) -> Qwen3ViT:
+    """Qwen3-Omni-30B-A3B vision tower: width 1152, 27 blocks, 16 heads, MLP 4304, (2, 16, 16) patches,
+    48x48 position table, deepstack mergers after blocks 8, 16 and 24, output width 2048."""
+    return Qwen3ViT(configure(Qwen3ViTConfig, "qwen3_vit_omni_30b_a3b", overrides, dim=1152, depth=27,
+                              num_heads=16, mlp_hidden=4304, out_dim=2048, deepstack_indexes=(8, 16, 24)))
+
+
+@register_model(kind="frame_encoder", modalities=("video",))
+def video_vit_tiny(**overrides: Any) -> VideoViT:
+    """A tiny native video ViT (tubelet (2, 4, 4), 3-D rotary, 2x2 merger) for tests."""
+    return VideoViT(configure(VideoViTConfig, "video_vit_tiny", overrides, dim=32, depth=2, num_heads=2,
+                              patch=(2, 4, 4), out_dim=48))
+
+
+@register_model(kind="frame_encoder", modalities=("video",))
+def video_vit_qwen2vl(**overrides: Any) -> VideoViT:
+    """Qwen2-VL sized video ViT: width 1280, 32 layers, 16 heads, (2, 14, 14) patches, 2x2 merger."""
+    return VideoViT(configure(VideoViTConfig, "video_vit_qwen2vl", overrides, dim=1280, depth=32, num_heads=16,
+                              out_dim=3584))

@@ -29,7 +29,6 @@ from omnikit.layers.masks import lengths_to_mask
 from omnikit.layers.mlp import GeluMLP
 from omnikit.layers.norm import LayerNorm
 from omnikit.outputs import EncoderOutput, traceable_output
-from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_tensor
 from omnikit.vision.merger import PatchMerger
@@ -259,19 +258,3 @@ class Qwen3ViT(nn.Module):
         frames = torch.randn(len(lengths), max(lengths), self.config.in_chans, 2 * ph * m, 4 * pw * m, generator=g)
         lens = torch.tensor(list(lengths))
         return ContractInputs({"frames": frames, "lengths": lens}, lens, {"frames": 1}, "lengths")
-
-
-@register_model(kind="frame_encoder", modalities=("video", "image"))
-def qwen3_vit_tiny(**overrides: Any) -> Qwen3ViT:
-    """A tiny Qwen3-Omni vision tower ((2, 4, 4) patches, 4x4 position table, 2x2 merger) for tests;
-    no deepstack mergers by default since the contract trains only the primary output."""
-    return Qwen3ViT(configure(Qwen3ViTConfig, "qwen3_vit_tiny", overrides, dim=32, depth=2, num_heads=2,
-                              mlp_hidden=48, out_dim=40, patch=(2, 4, 4), num_position_embeddings=16))
-
-
-@register_model(kind="frame_encoder", modalities=("video", "image"))
-def qwen3_vit_omni_30b_a3b(**overrides: Any) -> Qwen3ViT:
-    """Qwen3-Omni-30B-A3B vision tower: width 1152, 27 blocks, 16 heads, MLP 4304, (2, 16, 16) patches,
-    48x48 position table, deepstack mergers after blocks 8, 16 and 24, output width 2048."""
-    return Qwen3ViT(configure(Qwen3ViTConfig, "qwen3_vit_omni_30b_a3b", overrides, dim=1152, depth=27,
-                              num_heads=16, mlp_hidden=4304, out_dim=2048, deepstack_indexes=(8, 16, 24)))

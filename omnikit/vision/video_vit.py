@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -17,7 +16,6 @@ from torch import nn
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.layers.stack import TransformerStack
 from omnikit.outputs import EncoderOutput
-from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
 from omnikit.vision.merger import PatchMerger
 from omnikit.vision.rotary import AxialRotaryEmbedding, grid_positions
@@ -99,17 +97,3 @@ class VideoViT(nn.Module):
         frames = torch.randn(len(lengths), max(lengths), self.config.in_chans, side, side, generator=g)
         lens = torch.tensor(list(lengths))
         return ContractInputs({"frames": frames, "lengths": lens}, lens, {"frames": 1}, "lengths")
-
-
-@register_model(kind="frame_encoder", modalities=("video",))
-def video_vit_tiny(**overrides: Any) -> VideoViT:
-    """A tiny native video ViT (tubelet (2, 4, 4), 3-D rotary, 2x2 merger) for tests."""
-    return VideoViT(configure(VideoViTConfig, "video_vit_tiny", overrides, dim=32, depth=2, num_heads=2,
-                              patch=(2, 4, 4), out_dim=48))
-
-
-@register_model(kind="frame_encoder", modalities=("video",))
-def video_vit_qwen2vl(**overrides: Any) -> VideoViT:
-    """Qwen2-VL sized video ViT: width 1280, 32 layers, 16 heads, (2, 14, 14) patches, 2x2 merger."""
-    return VideoViT(configure(VideoViTConfig, "video_vit_qwen2vl", overrides, dim=1280, depth=32, num_heads=16,
-                              out_dim=3584))

@@ -36,7 +36,6 @@ from omnikit.layers.decoder import DecoderBlock
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.layers.mlp import SwiGLU
 from omnikit.outputs import EncoderOutput
-from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_lengths, check_positive, check_tensor
 from omnikit.vision.merger import PatchMerger
@@ -290,20 +289,3 @@ class WindowViT(nn.Module):
         frames = torch.randn(len(lengths), max(lengths), self.config.in_chans, side, side, generator=g)
         lens = torch.tensor(list(lengths))
         return ContractInputs({"frames": frames, "lengths": lens}, lens, {"frames": 1}, "lengths")
-
-
-@register_model(kind="frame_encoder", modalities=("video", "image"))
-def qwen2_5_omni_vision_tiny(**overrides) -> WindowViT:
-    """A tiny Qwen2.5-Omni vision tower: width 32, 3 blocks (block 1 full attention), patches (2, 4, 4),
-    windows of 16 px (2x2 merged tokens), output width 48."""
-    return WindowViT(configure(
-        WindowViTConfig, "qwen2_5_omni_vision_tiny", overrides, dim=32, depth=3, num_heads=2, mlp_hidden=40,
-        out_dim=48, patch=(2, 4, 4), window_size=16, full_attention_blocks=(1,),
-    ))
-
-
-@register_model(kind="frame_encoder", modalities=("video", "image"))
-def qwen2_5_omni_vision(**overrides) -> WindowViT:
-    """Qwen2.5-Omni-7B's vision tower: width 1280, 32 blocks, 16 heads, SwiGLU 3420, windows of 112 px with
-    full attention at blocks 7/15/23/31, 2x2 merger to 3584."""
-    return WindowViT(configure(WindowViTConfig, "qwen2_5_omni_vision", overrides))

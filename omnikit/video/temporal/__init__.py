@@ -1,4 +1,4 @@
-"""Temporal modules over frame tokens (each registered with a ``*_tiny`` variant)."""
+"""Temporal modules over frame tokens (registered, each with a ``*_tiny`` variant, in :mod:`omnikit.video.presets`)."""
 
 from omnikit.video.temporal.cross_attention import CrossAttention
 from omnikit.video.temporal.factorized import FactorizedConfig, FactorizedEncoder

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -13,7 +12,6 @@ from omnikit.layers.masks import lengths_to_mask
 from omnikit.layers.rotary import RotaryEmbedding
 from omnikit.layers.stack import TransformerStack
 from omnikit.outputs import EncoderOutput
-from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
 from omnikit.video.temporal.common import (
     check_frame_tokens,
@@ -82,17 +80,3 @@ class FactorizedEncoder(nn.Module):
 
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
         return frame_tokens_contract(lengths, 4, self.config.dim, seed)
-
-
-@register_model(kind="temporal", modalities=("video",))
-def vivit_factorized_tiny(**overrides: Any) -> FactorizedEncoder:
-    """Tiny ViViT factorized encoder: width 32, 1 spatial + 1 temporal block."""
-    return FactorizedEncoder(configure(FactorizedConfig, "vivit_factorized_tiny", overrides, dim=32,
-                                       spatial_depth=1, temporal_depth=1, num_heads=2))
-
-
-@register_model(kind="temporal", modalities=("video",))
-def vivit_factorized_base(**overrides: Any) -> FactorizedEncoder:
-    """ViViT-B factorized encoder sizes: width 768, 12 spatial + 4 temporal blocks, 12 heads."""
-    return FactorizedEncoder(configure(FactorizedConfig, "vivit_factorized_base", overrides, dim=768,
-                                       spatial_depth=12, temporal_depth=4, num_heads=12))

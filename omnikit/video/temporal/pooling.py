@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
 from omnikit.layers.masks import lengths_to_mask, masked_mean
 from omnikit.outputs import EncoderOutput
-from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import check_choice, check_positive
 from omnikit.video.temporal.common import check_frame_tokens, frame_tokens_contract, zero_padding
@@ -66,9 +64,3 @@ class TemporalPooling(nn.Module):
 
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
         return frame_tokens_contract(lengths, 4, self.config.dim, seed)
-
-
-@register_model(kind="temporal", modalities=("video",))
-def temporal_pool_tiny(**overrides: Any) -> TemporalPooling:
-    """Mean-pool every 2 frames, then project width 32 -> 48."""
-    return TemporalPooling(configure(TemporalPoolingConfig, "temporal_pool_tiny", overrides, dim=32, out_dim=48))

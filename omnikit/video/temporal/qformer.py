@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -15,7 +14,6 @@ from omnikit.layers.mlp import GeluMLP
 from omnikit.layers.norm import LayerNorm
 from omnikit.layers.positions import TimeEmbedding
 from omnikit.outputs import EncoderOutput
-from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import check_positive
 from omnikit.video.temporal.cross_attention import CrossAttention
@@ -102,17 +100,3 @@ class QFormer(nn.Module):
 
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
         return latent_contract_inputs(lengths, self.context_dim, seed)
-
-
-@register_model(kind="temporal", modalities=("video", "image"))
-def qformer_tiny(**overrides: Any) -> QFormer:
-    """Tiny Q-Former: 8 queries of width 32 over 24-wide tokens, 2 blocks."""
-    return QFormer(configure(QFormerConfig, "qformer_tiny", overrides, dim=32, num_queries=8, depth=2,
-                             num_heads=2, context_dim=24))
-
-
-@register_model(kind="temporal", modalities=("video", "image"))
-def qformer_blip2(**overrides: Any) -> QFormer:
-    """BLIP-2 sized Q-Former: 32 queries, width 768, 12 blocks, 12 heads, over 1408-wide EVA ViT-g tokens."""
-    return QFormer(configure(QFormerConfig, "qformer_blip2", overrides, dim=768, num_queries=32, depth=12,
-                             num_heads=12, context_dim=1408))

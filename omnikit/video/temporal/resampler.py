@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -15,7 +14,6 @@ from omnikit.layers.mlp import GeluMLP
 from omnikit.layers.norm import LayerNorm
 from omnikit.layers.positions import TimeEmbedding
 from omnikit.outputs import EncoderOutput
-from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_lengths, check_positive, check_tensor
 from omnikit.video.temporal.cross_attention import CrossAttention
@@ -154,24 +152,3 @@ class PerceiverResampler(nn.Module):
 
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
         return latent_contract_inputs(lengths, self.context_dim, seed)
-
-
-def _build(config: ResamplerConfig) -> PerceiverResampler:
-    return PerceiverResampler(
-        config.dim, config.num_latents, config.depth, config.num_heads, context_dim=config.context_dim,
-        mlp_ratio=config.mlp_ratio, norm_eps=config.norm_eps, backend=config.backend, time_steps=config.time_steps,
-    )
-
-
-@register_model(kind="temporal", modalities=("video", "image", "audio"))
-def perceiver_resampler_tiny(**overrides: Any) -> PerceiverResampler:
-    """Tiny Perceiver resampler: 8 latents of width 32 over 24-wide tokens, 2 blocks."""
-    return _build(configure(ResamplerConfig, "perceiver_resampler_tiny", overrides, dim=32, num_latents=8,
-                            depth=2, num_heads=2, context_dim=24))
-
-
-@register_model(kind="temporal", modalities=("video", "image", "audio"))
-def perceiver_resampler_flamingo(**overrides: Any) -> PerceiverResampler:
-    """Flamingo's resampler sizes: 64 latents, width 1024 (NFNet-F6 features 1536), 6 blocks, 16 heads."""
-    return _build(configure(ResamplerConfig, "perceiver_resampler_flamingo", overrides, dim=1024,
-                            num_latents=64, depth=6, num_heads=16, context_dim=1536))

@@ -23,7 +23,6 @@ from omnikit.layers.mlp import GeluMLP
 from omnikit.layers.norm import LayerNorm
 from omnikit.layers.rotary import RotaryEmbedding
 from omnikit.outputs import EncoderOutput
-from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import check_choice
 from omnikit.video.temporal.common import (
@@ -149,23 +148,3 @@ class SpaceTimeEncoder(nn.Module):
 
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
         return frame_tokens_contract(lengths, 4, self.config.dim, seed)
-
-
-@register_model(kind="temporal", modalities=("video",))
-def timesformer_tiny(**overrides: Any) -> SpaceTimeEncoder:
-    """Tiny divided space-time encoder (TimeSformer attention), width 32, 2 blocks."""
-    return SpaceTimeEncoder(configure(SpaceTimeConfig, "timesformer_tiny", overrides, dim=32, depth=2, num_heads=2))
-
-
-@register_model(kind="temporal", modalities=("video",))
-def spacetime_joint_tiny(**overrides: Any) -> SpaceTimeEncoder:
-    """Tiny joint space-time encoder (every token attends to every token), width 32, 2 blocks."""
-    return SpaceTimeEncoder(configure(SpaceTimeConfig, "spacetime_joint_tiny", overrides, dim=32, depth=2,
-                                      num_heads=2, attention="joint"))
-
-
-@register_model(kind="temporal", modalities=("video",))
-def timesformer_base(**overrides: Any) -> SpaceTimeEncoder:
-    """TimeSformer-Base sized divided space-time encoder over ViT-B tokens: width 768, 12 blocks, 12 heads."""
-    return SpaceTimeEncoder(configure(SpaceTimeConfig, "timesformer_base", overrides, dim=768, depth=12,
-                                      num_heads=12))

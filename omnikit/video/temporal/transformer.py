@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -12,7 +11,6 @@ from torch import nn
 from omnikit.layers.rotary import RotaryEmbedding
 from omnikit.layers.stack import TransformerStack
 from omnikit.outputs import EncoderOutput
-from omnikit.registry import configure, register_model
 from omnikit.testing.contract import ContractInputs
 from omnikit.video.temporal.common import (
     check_frame_tokens,
@@ -72,10 +70,3 @@ class TemporalTransformer(nn.Module):
 
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
         return frame_tokens_contract(lengths, 4, self.config.dim, seed)
-
-
-@register_model(kind="temporal", modalities=("video",))
-def temporal_transformer_tiny(**overrides: Any) -> TemporalTransformer:
-    """Tiny temporal transformer: width 32, 2 blocks."""
-    return TemporalTransformer(configure(TemporalTransformerConfig, "temporal_transformer_tiny", overrides,
-                                         dim=32, depth=2, num_heads=2))

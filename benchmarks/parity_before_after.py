@@ -1,0 +1,104 @@
+"""Outputs of tiny models at an earlier git revision and on this checkout, compared in one process.
+
+Usage: python benchmarks/parity_before_after.py --old-rev a662f14
+
+For each model the old revision builds it (seed 0), its state dict is loaded into this checkout's
+model (through the legacy key remap where names changed) and both run on the same inputs; a
+checkpoint the old revision saves is loaded with this checkout's ``load_pretrained`` too. The
+table gives the largest absolute difference of each output (0 means bit-identical).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from bench_before_after import import_old
+from common import format_table
+
+import omnikit
+
+Run = Callable[[torch.nn.Module, dict], torch.Tensor]
+
+
+def _forward(model: torch.nn.Module, kwargs: dict) -> torch.Tensor:
+    return omnikit.testing.contract.primary_output(model(**kwargs))[0]
+
+
+def _generate(model: torch.nn.Module, kwargs: dict) -> torch.Tensor:
+    ids = kwargs["input_ids"][:, :10]
+    media = {k: v for k, v in kwargs.items() if k in ("frames", "audio_features", "audio_lengths")}
+    return model.generate(ids, max_new_tokens=4, **media).tokens.float()
+
+
+def _absent(model: torch.nn.Module, kwargs: dict) -> torch.Tensor:
+    model.run_absent_media = True
+    text = kwargs["input_ids"].clamp(min=8)
+    return _forward(model, {"input_ids": text, "lengths": kwargs["lengths"]})
+
+
+def _duplex_stream(model: torch.nn.Module, kwargs: dict) -> torch.Tensor:
+    frames = kwargs["user"].unbind(-1)
+    steps = list(model.stream(iter(frames)))
+    return torch.cat([torch.cat((s.text[:, None], s.codes), 1) for s in steps], 1).float()
+
+
+def _talker_stream(model: torch.nn.Module, kwargs: dict) -> torch.Tensor:
+    states = torch.randn(2, 5, model.config.thinker_dim, generator=torch.Generator().manual_seed(3))
+    return torch.stack(list(model.stream_codes(iter(states.unbind(1)), batch_size=2, max_frames=4)), 2).float()
+
+
+CASES: list[tuple[str, dict, Run]] = [
+    ("omni_early_tiny", {}, _forward),
+    ("omni_early_tiny", {}, _generate),
+    ("omni_early_tiny", {}, _absent),
+    ("omni_xattn_tiny", {}, _forward),
+    ("omni_xattn_tiny", {}, _absent),
+    ("thinker_talker_tiny", {}, _forward),
+    ("duplex_tiny", {}, _forward),
+    ("duplex_tiny", {}, _duplex_stream),
+    ("talker_tiny", {"strategy": "mtp"}, _forward),
+    ("talker_tiny", {"strategy": "mtp"}, _talker_stream),
+    ("talker_tiny", {"strategy": "depth"}, _forward),
+    *((name, {}, _forward) for name in omnikit.list_models("*", kind="temporal") if name.endswith("_tiny")),
+    *((name, {}, _forward) for name in ("qwen2_5_omni_vision_tiny", "qwen3_vit_tiny", "video_vit_tiny",
+                                        "code2wav_tiny", "qwen3_omni_talker_tiny")),  # registrations moved
+]
+
+
+def compare(old: ModuleType, name: str, overrides: dict, run: Run, directory: Path) -> tuple[float, float]:
+    """Largest |old - new| with the state dict loaded directly, and through an old checkpoint."""
+    torch.manual_seed(0)
+    before = old.create_model(name, **overrides).eval()
+    after = omnikit.create_model(name, **overrides).eval()
+    after.load_state_dict(before.state_dict())
+    old.save_pretrained(before, directory)
+    loaded = omnikit.load_pretrained(directory).eval()
+    kwargs = after.contract_inputs([12, 9], seed=1).kwargs
+    with torch.no_grad():
+        reference = run(before, kwargs)
+        return tuple(float((run(model, kwargs) - reference).abs().max()) for model in (after, loaded))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--old-rev", required=True)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        old = import_old(args.old_rev, Path(tmp))
+        importlib.import_module("omnikit_old.testing.contract")
+        rows = []
+        for i, (name, overrides, run) in enumerate(CASES):
+            direct, saved = compare(old, name, overrides, run, Path(tmp) / f"ckpt{i}")
+            label = name + "".join(f" {k}={v}" for k, v in overrides.items())
+            rows.append([label, run.__name__.lstrip("_"), f"{direct:.3g}", f"{saved:.3g}"])
+    print(format_table(["model", "check", "max |old - new| (state dict)", "(old checkpoint)"], rows))
+
+
+if __name__ == "__main__":
+    main()
