@@ -1,7 +1,7 @@
 """Decode tokens/s of the Thinker and of the Talker: eager dynamic cache vs eager and compiled static cache.
 
 Usage:
-    OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/bench_decode.py [--repeats 5]
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_decode.py [--repeats 5] [--profile]
     PYTHONPATH=. python benchmarks/bench_decode.py --device cuda --dtype bfloat16   # CUDA graphs
 
 Rows: a Thinker (``Thinker``, dim 256, 4 layers, GQA 4/2 heads, M-RoPE, vocab 2048) decoding
@@ -14,8 +14,11 @@ static cache with every decode step compiled (``torch.compile(fullgraph=True)``;
 when the first token (frame) comes out, after the prompt. The variants run round-robin, medians of
 ``--repeats`` rounds after one warm-up round; the compile time (first call) is reported apart.
 
-``--profile`` also prints, for the Thinker, the share of an eager decode step spent in Python and
-dispatch (wall time of the step minus the time of its operators as the profiler records them).
+On the CPU a fourth column compiles with Inductor's ``freezing`` (weights folded into the graph as
+constants, GEMMs on prepacked oneDNN weights: only for weights that no longer change).
+``--profile`` (CPU) also prints, per case, the wall time of a decode step and the part of it the
+profiler records inside the GEMM and attention kernels, eager and compiled: what is left is Python,
+dispatch and the small element-wise operators that compiling removes or fuses.
 """
 
 from __future__ import annotations
@@ -74,16 +77,18 @@ def decode_seconds(stream: Iterator[object]) -> float:
     return time.perf_counter() - start
 
 
-def python_share(run: Callable[[dict], Iterator[object]]) -> float:
-    """Fraction of an eager decode loop's wall time not spent inside the operators' kernels (CPU)."""
+KERNELS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::_scaled_dot_product_flash_attention_for_cpu")
+
+
+def kernel_split(run: Callable[[dict], Iterator[object]], options: dict, steps: int) -> tuple[float, float]:
+    """(ms per step of wall time, ms per step inside the GEMM and attention kernels) of one profiled loop."""
     from torch.profiler import ProfilerActivity, profile
 
-    decode_seconds(run({}))  # warm
+    decode_seconds(run(options))  # warm
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        wall = decode_seconds(run({}))
-    kernels = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key.startswith("aten::mm")
-                  or e.key.startswith("aten::addmm") or "attention" in e.key or e.key.startswith("aten::bmm"))
-    return 1 - kernels / 1e6 / wall
+        wall = decode_seconds(run(options))
+    kernels = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in KERNELS) / 1e6
+    return 1e3 * wall / steps, 1e3 * kernels / steps
 
 
 def main() -> None:
@@ -96,13 +101,16 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     args.dtype = getattr(torch, args.dtype)
-    mode = "reduce-overhead" if args.device.startswith("cuda") else True
+    cuda = args.device.startswith("cuda")
+    mode = "reduce-overhead" if cuda else True
     variants = {
         "eager, dynamic cache": {},
         "eager, static cache": {"cache": "static"},
         "compiled, static cache": {"cache": "static", "compile": mode},
     }
-    rows = []
+    if not cuda:  # Inductor's freezing: weights folded in as constants, GEMMs on prepacked oneDNN weights
+        variants["compiled + freezing"] = {"cache": "static", "compile": {"options": {"freezing": True}}}
+    rows, profiles = [], []
     for case in (thinker_case, talker_case):
         torch.manual_seed(0)
         torch._dynamo.reset()
@@ -120,13 +128,19 @@ def main() -> None:
         base = rate["eager, dynamic cache"]
         rows.append([label] + [f"{rate[n]:.0f} ({rate[n] / base:.2f}x)" for n in variants] + [f"{compile_s:.0f}"])
         print(rows[-1], flush=True)
-        if args.profile and case is thinker_case:
-            print(f"Thinker eager dynamic decode: {100 * python_share(run):.0f}% of the wall time outside the "
-                  "matmul/attention kernels", flush=True)
+        if args.profile and not cuda:
+            for name in ("eager, dynamic cache", "compiled, static cache"):
+                wall, kernels = kernel_split(run, variants[name], args.new_tokens - 1)
+                profiles.append([label.split(" (")[0], name, f"{wall:.2f}", f"{kernels:.2f}",
+                                 f"{100 * (1 - kernels / wall):.0f}%"])
     where = f"{args.device}, {str(args.dtype).removeprefix('torch.')}"
     compiled = "compiled, static cache" + (f" ({mode})" if isinstance(mode, str) else "")
-    print(format_table([f"case ({where})", "eager, dynamic cache", "eager, static cache", compiled, "compile (s)"],
-                       rows))
+    headers = [compiled if name == "compiled, static cache" else name for name in variants]
+    print(format_table([f"case ({where})", *headers, "compile (s)"], rows))
+    if profiles:
+        print()
+        print(format_table(["case", "variant", "ms / step", "ms in GEMM + attention kernels", "outside them"],
+                           profiles))
 
 
 if __name__ == "__main__":
