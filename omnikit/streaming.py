@@ -7,8 +7,10 @@ convolution's input ...). Streaming is switched on for a whole module tree at on
         for chunk in chunks:          # (B, ..., T_chunk)
             out = model(chunk)        # == the matching slice of model(full_input)
 
-Outside the context every module runs offline (no state). The contract suite checks, for every
-streaming model, that chunked output equals the full forward.
+Outside the context every module runs offline (no state). ``model.streaming(B, max_len=N)``
+preallocates the attention layers' key/value caches for ``N`` positions
+(:class:`~omnikit.layers.kv_cache.StaticKVCache`): fixed shapes, for compiled decoding. The contract
+suite checks, for every streaming model, that chunked output equals the full forward.
 """
 
 from __future__ import annotations
@@ -51,9 +53,9 @@ StateT = TypeVar("StateT", bound=StreamingState)
 class StreamingContainer:
     """Mixin giving a model that contains streaming modules a ``.streaming(batch_size)`` method."""
 
-    def streaming(self, batch_size: int) -> AbstractContextManager[nn.Module]:
+    def streaming(self, batch_size: int, *, max_len: int | None = None) -> AbstractContextManager[nn.Module]:
         """Context manager: stream every streaming submodule (see :func:`streaming`)."""
-        return streaming(self, batch_size)  # type: ignore[arg-type]
+        return streaming(self, batch_size, max_len=max_len)  # type: ignore[arg-type]
 
 
 class StreamingModule(StreamingContainer, nn.Module, Generic[StateT]):
@@ -66,6 +68,11 @@ class StreamingModule(StreamingContainer, nn.Module, Generic[StateT]):
     def init_streaming_state(self, batch_size: int) -> StateT:
         """Fresh state for a stream of ``batch_size`` items (tensors may be allocated lazily)."""
         raise NotImplementedError
+
+    def init_static_state(self, batch_size: int, max_len: int) -> StateT:
+        """State of a stream of at most ``max_len`` positions with fixed shapes (preallocated); by
+        default the ordinary state (a module whose state has no fixed-size form keeps it)."""
+        return self.init_streaming_state(batch_size)
 
     @property
     def streaming_state(self) -> StateT | None:
@@ -87,10 +94,16 @@ def check_stream_batch(module: nn.Module, batch: int, name: str) -> None:
 
 
 @contextmanager
-def streaming(module: nn.Module, batch_size: int) -> Iterator[nn.Module]:
-    """Open a stream over every :class:`StreamingModule` inside ``module`` (any ``nn.Module``)."""
+def streaming(module: nn.Module, batch_size: int, *, max_len: int | None = None) -> Iterator[nn.Module]:
+    """Open a stream over every :class:`StreamingModule` inside ``module`` (any ``nn.Module``).
+
+    ``max_len``: the stream holds at most this many positions and its states are preallocated
+    (:meth:`StreamingModule.init_static_state`), so their shapes never change while it runs.
+    """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise OmnikitValueError(f"`batch_size` expected an int >= 1 but got {batch_size!r}")
+    if max_len is not None and (not isinstance(max_len, int) or max_len < 1):
+        raise OmnikitValueError(f"`max_len` expected an int >= 1 or None but got {max_len!r}")
     members = [m for m in module.modules() if isinstance(m, StreamingModule)]
     if not members:
         raise OmnikitValueError(f"{type(module).__name__} has no streaming submodules; it cannot stream")
@@ -98,7 +111,9 @@ def streaming(module: nn.Module, batch_size: int) -> Iterator[nn.Module]:
         raise OmnikitValueError(f"{type(module).__name__} is already streaming; close the open stream first")
     try:
         for m in members:
-            m._streaming_state = m.init_streaming_state(batch_size)
+            m._streaming_state = (
+                m.init_streaming_state(batch_size) if max_len is None else m.init_static_state(batch_size, max_len)
+            )
         yield module
     finally:
         for m in members:

@@ -212,8 +212,10 @@ class OmniThinker(nn.Module):
         **inputs,
     ) -> Iterator[ThinkerStep]:
         """Yield one :class:`ThinkerStep` per generated token (see :meth:`Thinker.stream_generate`);
-        ``sampling``, ``eos_token_id`` and ``generator`` pass through, the rest are :meth:`fuse` keywords."""
-        passed = {k: inputs.pop(k) for k in ("sampling", "eos_token_id", "generator") if k in inputs}
+        ``sampling``, ``eos_token_id``, ``generator``, ``cache``, ``max_len`` and ``compile`` pass through,
+        the rest are :meth:`fuse` keywords."""
+        decoding = ("sampling", "eos_token_id", "generator", "cache", "max_len", "compile")
+        passed = {k: inputs.pop(k) for k in decoding if k in inputs}
         fused = self.fuse(input_ids, attention_mask, **inputs)
         yield from self.text_model.stream_generate(
             input_ids, media=fused.media, positions=fused.positions, next_position=fused.next_position,

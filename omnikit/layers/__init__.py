@@ -4,7 +4,7 @@ from omnikit.layers.attention import Attention
 from omnikit.layers.attention_backends import BACKENDS, flash_attn_available, scaled_dot_product
 from omnikit.layers.conv import CausalConv1d
 from omnikit.layers.decoder import BlockStack, Decoder, DecoderBlock, DecoderConfig, default_mlp_hidden
-from omnikit.layers.kv_cache import KVCache
+from omnikit.layers.kv_cache import KVCache, StaticKVCache
 from omnikit.layers.masks import (
     build_attention_mask,
     lengths_to_mask,
@@ -29,6 +29,7 @@ __all__ = [
     "LayerNorm",
     "RMSNorm",
     "RotaryEmbedding",
+    "StaticKVCache",
     "SwiGLU",
     "TransformerStack",
     "apply_rotary",

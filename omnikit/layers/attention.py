@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from omnikit.layers.attention_backends import BACKENDS, scaled_dot_product
-from omnikit.layers.kv_cache import KVCache
+from omnikit.layers.kv_cache import KVCache, StaticKVCache
 from omnikit.layers.norm import RMSNorm
 from omnikit.layers.rotary import apply_rotary
 from omnikit.streaming import StreamingModule
@@ -15,7 +15,7 @@ from omnikit.utils.checks import OmnikitValueError, check_choice, check_positive
 __all__ = ["Attention"]
 
 
-class Attention(StreamingModule[KVCache]):
+class Attention(StreamingModule[KVCache | StaticKVCache]):
     """Self-attention ``(B, T, dim) -> (B, T, dim)``.
 
     Args:
@@ -36,7 +36,9 @@ class Attention(StreamingModule[KVCache]):
     Weights: ``qkv.weight`` stacks the q, k, v projections as ``(H + 2*H_kv) * head_dim`` rows.
 
     Inside ``with attn.streaming(B):`` keys and values are cached and every call continues the
-    sequence (positions and causality offset by what was seen).
+    sequence (positions and causality offset by what was seen). ``streaming(B, max_len=N)``
+    preallocates the cache instead (:class:`StaticKVCache`): every call then attends over all ``N``
+    slots through a mask (SDPA or eager; not ``"flash"``), with the same shapes at every position.
     """
 
     def __init__(
@@ -88,11 +90,24 @@ class Attention(StreamingModule[KVCache]):
     def init_streaming_state(self, batch_size: int) -> KVCache:
         return KVCache(batch_size)
 
+    def init_static_state(self, batch_size: int, max_len: int) -> StaticKVCache:
+        weight = self.qkv.weight
+        return StaticKVCache.allocate(
+            batch_size, self.num_kv_heads, max_len, self.head_dim, dtype=weight.dtype, device=weight.device
+        )
+
     @property
     def cache_length(self) -> int:
-        """Positions already cached by the open stream (0 when not streaming)."""
+        """Positions already cached by the open stream (0 when not streaming; a host sync for a static cache)."""
         state = self.streaming_state
         return 0 if state is None else state.length
+
+    @property
+    def cache_position(self) -> int | torch.Tensor:
+        """Position of the next key: :attr:`cache_length`, or for a static cache its position tensor
+        (0-dim; read without a host sync, so traced code stays shape-static)."""
+        state = self.streaming_state
+        return state.position if isinstance(state, StaticKVCache) else self.cache_length
 
     def forward(
         self,
@@ -109,7 +124,8 @@ class Attention(StreamingModule[KVCache]):
         Args:
             x: ``(B, T, dim)``.
             rope: ``(cos, sin)`` each ``(B or 1, T, head_dim)``, from :class:`RotaryEmbedding`.
-            key_padding_mask: ``(B, S)`` bool, False on padded keys (S = cached + T when streaming).
+            key_padding_mask: ``(B, S)`` bool, False on padded keys (S = cached + T when streaming;
+                with a static cache also ``max_len``).
             attention_mask: bool mask broadcastable to ``(B, H, T, S)``, True where attention is allowed.
             cu_seqlens: ``(N+1,)`` int, sequences packed along T of a batch-1 input; they never
                 attend to one another.
@@ -134,13 +150,18 @@ class Attention(StreamingModule[KVCache]):
                     f"`rope` tables expected shape (B, {length}, {self.head_dim}) but got {tuple(cos.shape)}"
                 )
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        q_offset = 0
+        q_offset: int | torch.Tensor = 0
         state = self.streaming_state
         if state is not None:
             if cu_seqlens is not None:
                 raise OmnikitValueError("`cu_seqlens` (packed sequences) cannot be used while streaming")
-            q_offset = state.length
-            k, v = state.append(k, v)
+            if isinstance(state, StaticKVCache):  # masks over the keys seen so far widen to every slot
+                k, v, q_offset = state.append(k, v)
+                key_padding_mask = state.widen_mask(key_padding_mask, True)
+                attention_mask = state.widen_mask(attention_mask, False)
+            else:
+                q_offset = state.length
+                k, v = state.append(k, v)
         if key_padding_mask is not None:
             check_tensor(key_padding_mask, "key_padding_mask", shape=(batch, k.shape[2]), dtype=torch.bool)
         out = scaled_dot_product(

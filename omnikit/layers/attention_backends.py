@@ -61,12 +61,13 @@ def _repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x if groups == 1 else x.repeat_interleave(groups, dim=1)
 
 
-def _masked_softmax_attention(q, k, v, mask, scale, dropout_p, *, eager: bool) -> torch.Tensor:
-    """SDPA or float32 math with a bool mask; rows with no visible key give zeros (never NaN)."""
+def _masked_softmax_attention(q, k, v, mask, scale, dropout_p, *, eager: bool, sync: bool = True) -> torch.Tensor:
+    """SDPA or float32 math with a bool mask; rows with no visible key give zeros (never NaN).
+    ``sync=False``: never read the mask on the host (always apply the empty-row fix)."""
     row_visible = None
     if mask is not None:
         row_visible = mask.any(dim=-1, keepdim=True)
-        if torch.compiler.is_compiling() or not bool(row_visible.all()):  # traced: always mask, no sync
+        if not sync or torch.compiler.is_compiling() or not bool(row_visible.all()):  # traced: always mask
             mask = mask | ~row_visible
         else:
             row_visible = None
@@ -149,7 +150,7 @@ def scaled_dot_product(
     *,
     backend: str = "sdpa",
     causal: bool = False,
-    q_offset: int = 0,
+    q_offset: int | torch.Tensor = 0,
     sliding_window: int | None = None,
     chunk_size: int | None = None,
     key_padding_mask: torch.Tensor | None = None,
@@ -161,12 +162,19 @@ def scaled_dot_product(
     """Attention of ``q`` over ``k``/``v`` under every masking rule given (see module docstring).
 
     Args:
-        q_offset: absolute position of the first query (the KV-cache length when decoding).
+        q_offset: absolute position of the first query (the KV-cache length when decoding). A 0-dim
+            tensor means ``k``/``v`` are a static cache's slots: keys at ``q_offset + T`` and later are
+            empty and masked out, and the call makes no host sync (SDPA or eager, with a mask).
         chunk_size: chunked attention: a query sees only keys in its own block of ``chunk_size``
             positions (Llama 4); not served by ``"flash"``.
         cu_seqlens: ``(N+1,)`` cumulative lengths of sequences packed along T (batch must be 1).
     """
     check_choice(backend, "backend", BACKENDS)
+    static = isinstance(q_offset, torch.Tensor)  # a static KV cache: keys from q_offset + T on are empty slots
+    if static and backend != "eager":
+        if backend == "flash":
+            raise OmnikitValueError("backend='flash' cannot attend over a static KV cache; use 'sdpa'")
+        backend = "sdpa"  # flex and auto too: a mask over the slots, no host sync
     if q.shape[1] % k.shape[1]:
         raise OmnikitValueError(f"query heads ({q.shape[1]}) must be a multiple of key/value heads ({k.shape[1]})")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
@@ -192,10 +200,10 @@ def scaled_dot_product(
                      chunk_size=chunk_size, key_padding_mask=key_padding_mask, segment_ids=segment_ids,
                      attention_mask=attention_mask)
     plain_causal = False  # a Python bool even when traced (SDPA's is_causal takes no SymBool): the `if` guards
-    if causal and q_offset == 0 and q.shape[2] == k.shape[2]:
+    if causal and not static and q_offset == 0 and q.shape[2] == k.shape[2]:
         plain_causal = True
-    simple = (sliding_window is None and chunk_size is None and key_padding_mask is None and segment_ids is None
-              and attention_mask is None)
+    simple = (not static and sliding_window is None and chunk_size is None and key_padding_mask is None
+              and segment_ids is None and attention_mask is None)
     if simple and backend == "sdpa" and (plain_causal or (not causal) or q.shape[2] == 1):
         # fast paths: built-in causal, no mask at all, or one decoding step that sees every cached key
         return F.scaled_dot_product_attention(
@@ -206,4 +214,4 @@ def scaled_dot_product(
         chunk_size=chunk_size, key_padding_mask=key_padding_mask, segment_ids=segment_ids,
         attention_mask=attention_mask, device=q.device,
     )
-    return _masked_softmax_attention(q, k, v, mask, scale, dropout_p, eager=backend == "eager")
+    return _masked_softmax_attention(q, k, v, mask, scale, dropout_p, eager=backend == "eager", sync=not static)

@@ -145,7 +145,7 @@ class DecoderBlock(nn.Module):
         """Args:
         x: ``(B, T, dim)``.
         positions: ``(B, T)`` / ``(T,)`` ids, or ``(3, B, T)`` for M-RoPE; default
-            ``cache_length + arange(T)``, restarting at 0 for every packed sequence of ``cu_seqlens``.
+            ``cache_position + arange(T)``, restarting at 0 for every packed sequence of ``cu_seqlens``.
         rope: precomputed ``(cos, sin)`` (a stack computes them once for all blocks).
         key_padding_mask, attention_mask, cu_seqlens, causal: see :meth:`Attention.forward`.
         return_aux: also return the MLP's auxiliary output (a MoE layer's ``MoEAux``; ``None``
@@ -154,7 +154,7 @@ class DecoderBlock(nn.Module):
         if rope is None and self.rotary is not None:
             if positions is None:
                 check_tensor(x, "x", ndim=3)
-                positions = _default_positions(x.shape[1], self.attn.cache_length, cu_seqlens, x.device)
+                positions = _default_positions(x.shape[1], self.attn.cache_position, cu_seqlens, x.device)
             rope = self.rotary(positions)
         h = x + self.attn(
             self.norm1(x), rope=rope, key_padding_mask=key_padding_mask, attention_mask=attention_mask,
@@ -164,11 +164,14 @@ class DecoderBlock(nn.Module):
 
 
 def _default_positions(
-    length: int, start: int, cu_seqlens: torch.Tensor | None, device: torch.device
+    length: int, start: int | torch.Tensor, cu_seqlens: torch.Tensor | None, device: torch.device
 ) -> torch.Tensor:
-    """``start + arange(length)``, or per-sequence positions of a packed batch."""
+    """``start + arange(length)`` (``start`` a static cache's 0-dim position tensor, or an int), or
+    per-sequence positions of a packed batch."""
     if cu_seqlens is not None:
         return positions_from_cu_seqlens(cu_seqlens, length)
+    if isinstance(start, torch.Tensor):
+        return start + torch.arange(length, device=device)
     return torch.arange(start, start + length, device=device)
 
 
@@ -300,7 +303,7 @@ class Decoder(BlockStack):
         """
         check_tensor(x, "x", shape=("B", "T", self.config.dim), floating=True)
         if positions is None:
-            positions = _default_positions(x.shape[1], self.blocks[0].attn.cache_length, cu_seqlens, x.device)
+            positions = _default_positions(x.shape[1], self.blocks[0].attn.cache_position, cu_seqlens, x.device)
         rope = self.rotary(positions)
         kwargs = dict(rope=rope, key_padding_mask=key_padding_mask, attention_mask=attention_mask,
                       cu_seqlens=cu_seqlens, causal=causal)

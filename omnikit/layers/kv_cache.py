@@ -1,14 +1,18 @@
-"""A growable key/value cache: the streaming state of an attention layer."""
+"""Key/value caches, the streaming state of an attention layer: growable (:class:`KVCache`) or
+preallocated with fixed shapes for compiled decoding (:class:`StaticKVCache`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from omnikit.streaming import StreamingState
+from omnikit.streaming import StreamingModule, StreamingState
+from omnikit.utils.checks import OmnikitValueError, check_positive
 
-__all__ = ["KVCache"]
+__all__ = ["KVCache", "StaticKVCache", "rewind_static_caches"]
 
 
 @dataclass
@@ -46,3 +50,85 @@ class KVCache(StreamingState):
         self.values[:, :, self.length : new_len] = v
         self.length = new_len
         return self.keys[:, :, :new_len], self.values[:, :, :new_len]
+
+
+@dataclass
+class StaticKVCache(StreamingState):
+    """Preallocated keys and values ``(B, H_kv, max_len, D)`` and the write position, a 0-dim tensor.
+
+    Every call writes its keys and values in place at ``position .. position + T - 1`` and advances
+    ``position`` in place, so a decoding step sees the same shapes and the same tensors at every
+    position: ``torch.compile`` traces it once, and the buffers are marked as static addresses, so
+    a compiled step can run as a CUDA graph (``mode="reduce-overhead"``). Slots past the position
+    hold zeros and are masked out. Inference only: writes into the buffers are not differentiable.
+    """
+
+    batch_size: int
+    keys: torch.Tensor
+    values: torch.Tensor
+    position: torch.Tensor
+
+    @classmethod
+    def allocate(
+        cls, batch_size: int, num_kv_heads: int, max_len: int, head_dim: int, *,
+        dtype: torch.dtype, device: torch.device,
+    ) -> StaticKVCache:
+        """Zeroed buffers ``(batch_size, num_kv_heads, max_len, head_dim)`` and position 0."""
+        check_positive(max_len, "max_len")
+        keys, values = (
+            torch.zeros(batch_size, num_kv_heads, max_len, head_dim, dtype=dtype, device=device) for _ in "kv"
+        )
+        position = torch.zeros((), dtype=torch.long, device=device)
+        for buffer in (keys, values, position):
+            torch._dynamo.mark_static_address(buffer)
+        return cls(batch_size, keys, values, position)
+
+    @property
+    def max_len(self) -> int:
+        """Positions the cache holds."""
+        return self.keys.shape[2]
+
+    @property
+    def length(self) -> int:
+        """Positions written so far (reads the position tensor: a host sync, for eager code)."""
+        return int(self.position)
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Write ``k``/``v`` ``(B, H_kv, T, D)`` at the position; return the whole buffers
+        ``(B, H_kv, max_len, D)`` and the position of the first written slot (a 0-dim tensor)."""
+        self.check_batch(k.shape[0], "x")
+        if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad):
+            raise OmnikitValueError("a static KV cache is for inference: run it under torch.no_grad()")
+        steps = k.shape[2]
+        if not torch.compiler.is_compiling() and self.position.device.type == "cpu":
+            start = int(self.position)  # no device sync on the CPU; on a GPU the entry points check the budget
+            if start + steps > self.max_len:
+                raise OmnikitValueError(
+                    f"the static KV cache holds max_len={self.max_len} positions but {start} are written and "
+                    f"{steps} more came"
+                )
+        offset = self.position.clone()
+        index = offset + torch.arange(steps, device=k.device)
+        self.keys.index_copy_(2, index, k.to(self.keys.dtype))
+        self.values.index_copy_(2, index, v.to(self.values.dtype))
+        self.position.add_(steps)
+        return self.keys, self.values, offset
+
+    def widen_mask(self, mask: torch.Tensor | None, fill: bool) -> torch.Tensor | None:
+        """A mask over the keys seen so far ``(..., S)`` padded with ``fill`` to ``(..., max_len)``
+        (a mask already ``max_len`` wide is returned as it is)."""
+        if mask is None or mask.shape[-1] == self.max_len:
+            return mask
+        if mask.shape[-1] > self.max_len:
+            raise OmnikitValueError(
+                f"a mask over the keys expected at most max_len={self.max_len} columns but got {mask.shape[-1]}"
+            )
+        return F.pad(mask, (0, self.max_len - mask.shape[-1]), value=fill)
+
+
+def rewind_static_caches(module: nn.Module) -> None:
+    """Set every open static KV cache inside ``module`` back to position 0 (in place: the buffers stay
+    where they are, so compiled steps and CUDA graphs keep using them); older keys become empty slots."""
+    for m in module.modules():
+        if isinstance(m, StreamingModule) and isinstance(m.streaming_state, StaticKVCache):
+            m.streaming_state.position.zero_()

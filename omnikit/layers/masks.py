@@ -69,7 +69,7 @@ def build_attention_mask(
     *,
     q_len: int,
     kv_len: int,
-    q_offset: int = 0,
+    q_offset: int | torch.Tensor = 0,
     causal: bool = False,
     sliding_window: int | None = None,
     chunk_size: int | None = None,
@@ -80,7 +80,8 @@ def build_attention_mask(
 ) -> torch.Tensor | None:
     """Combine every masking rule into one bool mask of shape ``(B or 1, H or 1, q_len, kv_len)``.
 
-    Query ``i`` sits at absolute position ``q_offset + i``; key ``j`` at position ``j``.
+    Query ``i`` sits at absolute position ``q_offset + i``; key ``j`` at position ``j``. A 0-dim tensor
+    ``q_offset`` (a static KV cache's position) also hides keys ``j >= q_offset + q_len`` (empty slots).
 
     Args:
         causal: key ``j`` visible iff ``j <= q_offset + i``.
@@ -95,6 +96,8 @@ def build_attention_mask(
     Returns ``None`` when no rule applies.
     """
     parts: list[torch.Tensor] = []
+    if isinstance(q_offset, torch.Tensor) and not causal:  # static cache: only the slots written hold keys
+        parts.append((torch.arange(kv_len, device=device) < q_offset + q_len)[None, None, None, :])
     if causal or sliding_window is not None or chunk_size is not None:
         q_pos = torch.arange(q_len, device=device)[:, None] + q_offset
         k_pos = torch.arange(kv_len, device=device)[None, :]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from omnikit.models.decode_cache import CacheKind, CompileOption, check_cache_settings, compiled_step
 from omnikit.models.sampling import GREEDY, Sampling, check_stream_settings, sample_next
 from omnikit.utils.checks import OmnikitValueError, check_int_in_range
 
@@ -67,6 +68,9 @@ def stream_generate(
     sampling: Sampling = GREEDY,
     eos_token_id: int | None = None,
     generator: torch.Generator | None = None,
+    cache: CacheKind = "dynamic",
+    max_len: int | None = None,
+    compile: CompileOption = False,
     **prompt_kwargs: Any,
 ) -> Iterator[GenerationStep]:
     """Prefill ``input_ids (B, T)`` once, then yield one :class:`GenerationStep` per generated token.
@@ -83,18 +87,31 @@ def stream_generate(
         eos_token_id: items stop at this token (then repeat it) and the loop ends when all items
             have stopped.
         generator: random source for sampling.
+        cache: ``"dynamic"`` (a growable KV cache) or ``"static"`` (preallocated for ``max_len``
+            positions: every decode step has the same shapes, see :class:`~omnikit.layers.StaticKVCache`).
+        max_len: positions a static cache holds, at least prompt + ``max_new_tokens`` (the default).
+        compile: run each decode step through ``torch.compile(fullgraph=True)`` (``True``, or a
+            compile mode such as ``"reduce-overhead"`` for CUDA graphs); needs ``cache="static"``.
+            The compiled step is kept per model and mode, so later calls reuse it.
         prompt_kwargs: more keyword arguments of the prompt's forward (``media`` for a Thinker).
     """
     check_stream_settings(max_new_tokens=max_new_tokens, sampling=sampling)
     if eos_token_id is not None:
         check_int_in_range(eos_token_id, "eos_token_id", 0, lm.config.vocab_size)
     batch, length = input_ids.shape
+    max_len = check_cache_settings(cache, max_len, compile, needed=length + max_new_tokens)
     device = input_ids.device
     start = torch.full((batch,), length, device=device) if next_position is None else next_position
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     generated: list[torch.Tensor] = []
-    with lm.streaming(batch):
+    decode_step = lm.decode_step if compile is False else compiled_step(lm.decode_step, compile)
+    step_padding = None
+    if max_len is not None and key_padding_mask is not None:  # one mask over every slot, the same each step
+        step_padding = torch.ones(batch, max_len, dtype=torch.bool, device=device)
+        step_padding[:, :length] = key_padding_mask
+    with lm.streaming(batch, max_len=max_len):
         logits = lm(input_ids, positions=positions, key_padding_mask=key_padding_mask, **prompt_kwargs)[:, -1]
+        key_padding_mask = step_padding if max_len is not None else key_padding_mask
         for step in range(max_new_tokens):
             previous = torch.stack(generated, dim=1) if generated else None
             tokens = sample_next(lm.restrict_logits(logits), sampling, generator=generator, previous=previous)
@@ -104,9 +121,9 @@ def stream_generate(
             pos = (start + step)[:, None].to(start.dtype)
             if lm.uses_mrope:
                 pos = pos.expand(3, batch, 1)
-            if key_padding_mask is not None:
+            if key_padding_mask is not None and max_len is None:
                 key_padding_mask = torch.cat((key_padding_mask, torch.ones_like(finished)[:, None]), dim=1)
-            out, hidden = lm.decode_step(tokens[:, None], positions=pos, key_padding_mask=key_padding_mask)
+            out, hidden = decode_step(tokens[:, None], positions=pos, key_padding_mask=key_padding_mask)
             if eos_token_id is not None:
                 finished = finished | (tokens == eos_token_id)
             yield GenerationStep(tokens, lm.embed(tokens), hidden[:, -1], finished.clone())

@@ -6,7 +6,8 @@ first position is the inner-monologue text token.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
@@ -14,7 +15,9 @@ from torch import nn
 
 from omnikit.audio.layouts import undelay_logits
 from omnikit.layers.decoder import Decoder, DecoderConfig
-from omnikit.streaming import suspended
+from omnikit.layers.kv_cache import rewind_static_caches
+from omnikit.models.decode_cache import CompileOption, compiled_step
+from omnikit.streaming import streaming, suspended
 from omnikit.utils.checks import OmnikitValueError
 from omnikit.utils.config import NestedConfig
 
@@ -55,7 +58,8 @@ class CodePredictor(nn.Module):
     elsewhere: the Talker's head in Qwen3-Omni's MTP, the text head in the duplex model).
     ``forward(h (N, in_dim), codes (N, K)) -> logits (N, K - first, V)`` with teacher forcing;
     :meth:`sample` decodes autoregressively. It never streams: inside a parent's open stream it
-    runs offline on each frame.
+    runs offline on each frame, over a growing prefix; inside :meth:`static_decoding` it decodes
+    one position per step through a static KV cache of ``K`` slots instead (fixed shapes).
 
     Args:
         in_dim: width of the context ``h``.
@@ -79,6 +83,7 @@ class CodePredictor(nn.Module):
         self.embed = nn.ModuleList(nn.Embedding(vocab_sizes[i], d) for i in range(k - 1))
         self.decoder = Decoder(config)
         self.heads = nn.ModuleList(nn.Linear(d, vocab_sizes[i], bias=False) for i in range(first, k))
+        self._static_step: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def _inputs(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         ctx = self.context_proj(h)[:, None]  # (N, 1, d)
@@ -91,6 +96,22 @@ class CodePredictor(nn.Module):
             x = self.decoder(self._inputs(h, codes))
         return torch.stack([head(x[:, self.first + i]) for i, head in enumerate(self.heads)], dim=1)
 
+    def position_step(self, x: torch.Tensor) -> torch.Tensor:
+        """One position inside :meth:`static_decoding`: input ``x (N, 1, d)`` -> hidden ``(N, d)``."""
+        return self.decoder(x)[:, 0]
+
+    @contextmanager
+    def static_decoding(self, batch_size: int, compile: CompileOption = False) -> Iterator[None]:
+        """Inside, :meth:`sample` runs one :meth:`position_step` per position through a static KV cache of
+        ``K`` slots (rewound at every frame), compiled when ``compile`` is True or a compile mode."""
+        step = self.position_step if compile is False else compiled_step(self.position_step, compile)
+        with streaming(self.decoder, batch_size, max_len=self.num_codebooks):
+            self._static_step = step
+            try:
+                yield
+            finally:
+                self._static_step = None
+
     def sample(
         self, h: torch.Tensor, first: torch.Tensor | None, pick: Callable[[int, torch.Tensor], torch.Tensor]
     ) -> torch.Tensor:
@@ -99,8 +120,25 @@ class CodePredictor(nn.Module):
         codes = torch.zeros(h.shape[0], self.num_codebooks, dtype=torch.long, device=h.device)
         if first is not None:
             codes[:, 0] = first
+        if self._static_step is not None:
+            return self._sample_static(h, codes, pick)
         for k in range(self.first, self.num_codebooks):
             with suspended(self):
                 x = self.decoder(self._inputs(h, codes[:, : k + 1]))
             codes[:, k] = pick(k, self.heads[k - self.first](x[:, k]))
+        return codes
+
+    def _sample_static(
+        self, h: torch.Tensor, codes: torch.Tensor, pick: Callable[[int, torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """:meth:`sample` through the open static cache: position ``k`` reads ``context + embed_{k-1}(code_{k-1})``."""
+        rewind_static_caches(self.decoder)
+        ctx = self.context_proj(h)[:, None]  # (N, 1, d)
+        x = ctx
+        for k in range(self.num_codebooks):
+            if k:
+                x = ctx + self.embed[k - 1](codes[:, k - 1 : k])
+            hidden = self._static_step(x)
+            if k >= self.first:
+                codes[:, k] = pick(k, self.heads[k - self.first](hidden))
         return codes

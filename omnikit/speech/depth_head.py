@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 import torch
@@ -12,6 +13,7 @@ from omnikit.speech.depth import CodePredictor
 from omnikit.speech.heads import Pick, TalkerHead, register_talker_head
 
 if TYPE_CHECKING:
+    from omnikit.models.decode_cache import CompileOption
     from omnikit.speech.talker import TalkerConfig
 
 __all__ = ["DepthHead", "MTPHead"]
@@ -50,6 +52,9 @@ class DepthHead(TalkerHead):
     def next_column(self, h: torch.Tensor, step: int, pick: Pick) -> torch.Tensor:
         first = None if self.heads is None else pick(0, self.heads(h))
         return self.predictor.sample(h, first, pick)
+
+    def static_decoding(self, batch_size: int, compile: CompileOption) -> AbstractContextManager[None]:
+        return self.predictor.static_decoding(batch_size, compile)
 
 
 @register_talker_head("mtp")

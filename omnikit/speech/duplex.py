@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -35,6 +36,7 @@ from torch import nn
 from omnikit.audio.layouts import delay_codes, delay_mask, undelay_codes, undelay_logits
 from omnikit.layers.decoder import Decoder, DecoderConfig
 from omnikit.layers.masks import lengths_to_mask, masked_mean
+from omnikit.models.decode_cache import CacheKind, CompileOption, check_cache_settings, compiled_step
 from omnikit.models.sampling import GREEDY, Sampling, ban_tokens, sample_next
 from omnikit.speech.depth import PREDICTOR_DEFAULTS, TemporalDepthConfig
 from omnikit.speech.depth_head import MTPHead
@@ -276,12 +278,23 @@ class DuplexModel(StreamingContainer, nn.Module):
         text_sampling: Sampling = GREEDY,
         audio_sampling: Sampling = GREEDY,
         generator: torch.Generator | None = None,
+        cache: CacheKind = "dynamic",
+        max_len: int | None = None,
+        compile: CompileOption = False,
     ) -> Iterator[DuplexStep]:
         """The live loop: one :class:`DuplexStep` per user frame ``(B, K)`` (codes, frame layout) as it arrives.
 
         The assistant's step ``s`` is decided before user frame ``s`` is read (it sees the user up to
         frame ``s - 1``), then the whole step is appended to the KV cache. Greedy by default.
+        ``cache="static"`` preallocates the temporal KV cache for ``max_len`` steps (required: a live
+        stream has no known end; more frames raise) and the depth transformer's for its positions, so
+        every step has fixed shapes; ``compile`` (True or a ``torch.compile`` mode) then compiles
+        :meth:`decode_step` and the depth step once.
         """
+        if cache == "static" and max_len is None:
+            raise OmnikitValueError("a live duplex stream with cache='static' needs `max_len` (steps it may last)")
+        max_len = check_cache_settings(cache, max_len, compile, needed=1)
+        decode_step = self.decode_step if compile is False else compiled_step(self.decode_step, compile)
         frames = iter(user_frames)
         first = next(frames, None)
         if first is None:
@@ -290,12 +303,15 @@ class DuplexModel(StreamingContainer, nn.Module):
         batch, tail = first.shape[0], max(self.delays)
         heard: list[torch.Tensor] = []
         said: list[torch.Tensor] = []
-        with streaming(self.temporal, batch):
-            column = torch.tensor(self.previous.start, device=first.device).expand(batch, -1)
+        depth_decoding = self.depth.static_decoding(batch, compile) if max_len is not None else nullcontext()
+        with streaming(self.temporal, batch, max_len=max_len), depth_decoding:
+            column = torch.tensor(self.previous.start, device=first.device).repeat(batch, 1)
             for step, frame in enumerate(itertools.chain([first], frames)):
                 check_tensor(frame, "user_frames", shape=(batch, self.config.num_codebooks), floating=False)
                 check_ids(frame, "user_frames", self.pad + 1, what="codes (pad included)", sync=False)
-                h = self.temporal(self._embed(column[..., None]))[:, -1]  # context of this step
+                if max_len is not None and step >= max_len:
+                    raise OmnikitValueError(f"`user_frames` ran past max_len={max_len} steps of the static cache")
+                h = decode_step(column)  # context of this step
                 text, codes = self._sample_step(h, step, text_sampling, audio_sampling, generator)
                 heard.append(frame)
                 said.append(codes)
@@ -304,6 +320,11 @@ class DuplexModel(StreamingContainer, nn.Module):
                     done = undelay_codes(torch.stack(said[-tail - 1 :], dim=2), self.delays)[:, :, 0]
                 yield DuplexStep(text, codes, done)
                 column = torch.cat((text[:, None], codes, self._user_column(heard, step)), dim=1)
+
+    def decode_step(self, column: torch.Tensor) -> torch.Tensor:
+        """One temporal step inside an open stream: the previous step's tokens ``(B, 1 + 2K)`` -> the
+        context ``(B, dim)`` of this step."""
+        return self.temporal(self._embed(column[..., None]))[:, -1]
 
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
         """Random text and codes of both speakers, ``lengths`` steps each (right padded)."""

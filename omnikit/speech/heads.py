@@ -18,6 +18,7 @@ those names, so they are its state-dict keys (``heads.*``, ``predictor.*`` for t
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -26,6 +27,7 @@ from torch import nn
 from omnikit.utils.checks import check_choice
 
 if TYPE_CHECKING:
+    from omnikit.models.decode_cache import CompileOption
     from omnikit.speech.talker import TalkerConfig
 
 __all__ = ["TALKER_HEADS", "Pick", "TalkerHead", "build_talker_head", "register_talker_head"]
@@ -65,6 +67,12 @@ class TalkerHead:
     def next_column(self, h: torch.Tensor, step: int, pick: Pick) -> torch.Tensor:
         """The next input column ``(B, K)`` of the step layout from ``h (B, dim)`` at ``step``."""
         raise NotImplementedError
+
+    def static_decoding(self, batch_size: int, compile: CompileOption) -> AbstractContextManager[None]:
+        """Context of a static-cache stream of frames (``Talker.stream_codes(cache="static")``): a head
+        with its own decoder preallocates it here (and compiles its steps when ``compile``); by
+        default nothing."""
+        return nullcontext()
 
     def frame(self, columns: list[torch.Tensor]) -> torch.Tensor | None:
         """The frame ``(B, K)`` completed by the last of the sampled ``columns`` (None: not yet)."""

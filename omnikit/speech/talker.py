@@ -20,6 +20,7 @@ sequence, ``eos = codebook_size + 1`` on codebook 0 ends the speech.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -29,6 +30,7 @@ from torch import nn
 
 from omnikit.layers.decoder import Decoder, DecoderConfig
 from omnikit.layers.masks import lengths_to_mask, masked_mean
+from omnikit.models.decode_cache import CacheKind, CompileOption, check_cache_settings, compiled_step
 from omnikit.models.sampling import GREEDY, Sampling, ban_tokens, check_stream_settings, sample_next
 from omnikit.moe import MoE, MoEConfig
 from omnikit.speech import delay_head, depth_head  # noqa: F401  (register the built-in strategies)
@@ -223,6 +225,9 @@ class Talker(StreamingContainer, nn.Module):
         frames_per_token: int = 1,
         sampling: Sampling = GREEDY,
         generator: torch.Generator | None = None,
+        cache: CacheKind = "dynamic",
+        max_len: int | None = None,
+        compile: CompileOption = False,
     ) -> Iterator[torch.Tensor]:
         """Yield each complete frame's codes ``(B, K)`` as soon as it is decided.
 
@@ -231,17 +236,30 @@ class Talker(StreamingContainer, nn.Module):
         steps, after which the pad vector is used. Stops at ``eos`` on codebook 0 (all items; never
         before ``min_frames`` frames) or after ``max_frames`` frames; an item that has ended yields
         zeros.
+
+        ``cache="static"`` preallocates the temporal decoder's KV cache for ``max_len`` steps (default:
+        the context, ``max_frames`` and the strategy's delay) and the code predictor's for ``K``
+        positions, so every step has fixed shapes; ``compile`` (True or a ``torch.compile`` mode such
+        as ``"reduce-overhead"``) then compiles :meth:`decode_step` and the predictor's step once.
         """
         check_stream_settings(batch_size=batch_size, max_frames=max_frames, frames_per_token=frames_per_token,
                               min_frames=min_frames, sampling=sampling)
+        prefix = 0
+        if context is not None:
+            check_tensor(context, "context", shape=(batch_size, "P", self.config.thinker_dim), floating=True)
+            prefix = context.shape[1]
+        max_len = check_cache_settings(cache, max_len, compile, needed=prefix + max_frames + self.delay)
+        decode_step = self.decode_step if compile is False else compiled_step(self.decode_step, compile)
         device = self.text_pad.device
         column = torch.full((batch_size, self.config.num_codebooks), self.bos, dtype=torch.long, device=device)
+        pad = self.text_pad.expand(batch_size, -1).contiguous()  # (B, thinker_dim), laid out as a reply state
         history: list[torch.Tensor] = []  # sampled columns of the step layout
         done = torch.zeros(batch_size, dtype=torch.bool, device=device)
         pending: torch.Tensor | None = None
         text_iter = iter(text_steps)
         emitted = 0
-        with streaming(self.decoder, batch_size):
+        head_decoding = self.head.static_decoding(batch_size, compile) if max_len is not None else nullcontext()
+        with streaming(self.decoder, batch_size, max_len=max_len), head_decoding:
             if context is not None:
                 self.decoder(self.text_proj(context))
             step = 0
@@ -250,9 +268,9 @@ class Talker(StreamingContainer, nn.Module):
                     pending = next(text_iter, None)
                     if pending is not None:
                         check_tensor(pending, "text_steps", shape=(batch_size, self.config.thinker_dim), floating=True)
-                state = self.text_pad.expand(batch_size, -1) if pending is None else pending
-                x = self._step_inputs(column[:, :, None], state[:, None])
-                h = self.decoder(x)[:, 0]
+                        if max_len is not None:  # one layout for every step (a compiled step guards on strides)
+                            pending = pending.contiguous()
+                h = decode_step(column, pad if pending is None else pending)
                 column = self.head.next_column(h, step, self._pick(step >= min_frames, sampling, generator))
                 step += 1
                 history.append(column)
@@ -264,6 +282,11 @@ class Talker(StreamingContainer, nn.Module):
                     return
                 yield frame.masked_fill(done[:, None], 0)
                 emitted += 1
+
+    def decode_step(self, column: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """One step of the temporal decoder inside an open stream: the previous column of the step
+        layout ``(B, K)`` and the reply state ``(B, thinker_dim)`` -> hidden ``(B, dim)``."""
+        return self.decoder(self._step_inputs(column[:, :, None], state[:, None]))[:, 0]
 
     def _pick(self, allow_eos: bool, sampling: Sampling, generator: torch.Generator | None) -> Pick:
         """Sample code ``k`` from ``logits (B, vocab)``, never ``bos`` (nor ``eos`` but on codebook 0 when allowed)."""

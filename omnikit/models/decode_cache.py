@@ -1,0 +1,77 @@
+"""Options shared by the decoding loops (language models, Talkers, duplex): the KV-cache kind and compile.
+
+``cache="static"`` preallocates every attention layer's cache for ``max_len`` positions
+(:class:`~omnikit.layers.StaticKVCache`), so each decode step has fixed shapes; ``compile=True`` (or
+a mode such as ``"reduce-overhead"``) then runs each step through ``torch.compile(fullgraph=True)``,
+which traces it once for the whole loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypeVar
+
+import torch
+from torch.utils._pytree import tree_map_only
+
+from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError, check_choice, check_positive
+
+__all__ = ["CACHE_KINDS", "CacheKind", "CompileOption", "check_cache_settings", "compiled_step"]
+
+CacheKind = Literal["dynamic", "static"]
+#: ``"dynamic"``: a growable cache (shapes change every step); ``"static"``: preallocated slots.
+CACHE_KINDS: tuple[str, ...] = ("dynamic", "static")
+
+F = TypeVar("F", bound=Callable)
+
+
+#: ``compile=`` of the decoding loops: False (eager), True (``torch.compile`` defaults), a mode such as
+#: ``"reduce-overhead"`` (CUDA graphs) or a mapping of ``torch.compile`` keyword arguments
+#: (``{"backend": "aot_eager"}``); ``fullgraph=True`` always.
+CompileOption = bool | str | Mapping[str, Any]
+
+
+def check_cache_settings(cache: str, max_len: int | None, compile: CompileOption, *, needed: int) -> int | None:
+    """Validate the options of a decoding loop that needs ``needed`` positions; return the static
+    cache's length (``max_len``, by default ``needed``) or None for a dynamic cache."""
+    check_choice(cache, "cache", CACHE_KINDS)
+    if not isinstance(compile, (bool, str, Mapping)):
+        raise OmnikitTypeError(
+            f"`compile` expected a bool, a torch.compile mode or a mapping of its arguments but got {compile!r}"
+        )
+    if cache == "dynamic":
+        if max_len is not None:
+            raise OmnikitValueError("`max_len` sizes a static cache; pass cache='static' with it")
+        if compile is not False:
+            raise OmnikitValueError(
+                "`compile` needs cache='static': a dynamic cache changes shape every step and would recompile"
+            )
+        return None
+    if max_len is None:
+        return needed
+    check_positive(max_len, "max_len")
+    if max_len < needed:
+        raise OmnikitValueError(f"`max_len` expected at least {needed} (prompt + new positions) but got {max_len}")
+    return max_len
+
+
+#: ``torch.compile`` modes that run the compiled code as CUDA graphs.
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
+def compiled_step(step: F, compile: CompileOption) -> F:
+    """``torch.compile(step, fullgraph=True)`` with ``compile``'s mode or arguments (True: the defaults).
+    Dynamo caches the traced code with the function, so compiling the same step again reuses it.
+
+    In a CUDA-graph mode the step's outputs live in the graph's memory pool, which the next call
+    overwrites; they are cloned on return, so a caller may keep them (a generated hidden state, say).
+    """
+    kwargs = dict(compile) if isinstance(compile, Mapping) else {"mode": None if compile is True else compile}
+    compiled = torch.compile(step, **{**kwargs, "fullgraph": True})
+    if kwargs.get("mode") not in CUDA_GRAPH_MODES:
+        return compiled
+
+    def step_with_owned_outputs(*args: Any, **step_kwargs: Any) -> Any:
+        return tree_map_only(torch.Tensor, torch.clone, compiled(*args, **step_kwargs))
+
+    return step_with_owned_outputs  # type: ignore[return-value]
