@@ -4,7 +4,8 @@
 spawns ``WORLD`` CPU processes that run the scenarios in order: each builds a tiny model, its one-process reference
 on the whole batch, and the parallelized copy on each rank's slice, and rank 0 writes
 ``OUT_DIR/results_WORLD.json`` with the loss and gradient relative errors. Collectives time out
-after 60 s, so a hang fails instead of stalling.
+after 60 s, so a hang fails instead of stalling. The backend is gloo on the CPU, or that of
+``OMNIKIT_DIST_BACKEND`` (``nccl``: rank ``i`` on ``cuda:i``).
 """
 
 from __future__ import annotations
@@ -270,6 +271,10 @@ MESHES: dict[str, dict[str, int]] = {
     "hsdp": {"dp_replicate": 2, "dp_shard": 2},
     "dp_shard_x_tp": {"dp_shard": 2, "tp": 2},
     "dp_shard_x_ep": {"dp_shard": 2, "ep": 2},
+    "dp_shard1": {"dp_shard": 1},
+    "tp1": {"tp": 1},
+    "ep1": {"ep": 1},
+    "dp_shard1_x_ep1": {"dp_shard": 1, "ep": 1},
 }
 
 
@@ -304,21 +309,25 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp(min=1e-12))
 
 
-def run_scenario(case_name: str, sizes: dict[str, int]) -> dict:
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def run_scenario(case_name: str, sizes: dict[str, int], device: torch.device) -> dict:
     case = CASES[case_name]
     torch.manual_seed(0)
-    model = case.build()
+    model = case.build().to(device)
     reference = copy.deepcopy(model)
-    mesh = build_mesh("cpu", **sizes)
+    mesh = build_mesh(device.type, **sizes)
     index, count = data_parallel_coords(mesh)
     items = case.items(model, 2 * count)
-    batch = case.collate(items)
+    batch = to_device(case.collate(items), device)
     ref_loss = case.loss(reference(**batch), batch)
     ref_loss.backward()
     parallelize(model, mesh, **case.options)
     case.prepare(model)
     routed = routed_rows_counter(model)
-    local = case.collate(items[2 * index : 2 * index + 2])
+    local = to_device(case.collate(items[2 * index : 2 * index + 2]), device)
     loss = case.loss(model(**local), local)
     loss.backward()
     total = loss.detach().clone()
@@ -327,6 +336,7 @@ def run_scenario(case_name: str, sizes: dict[str, int]) -> dict:
     got, want = grads(model), grads(reference)
     sharded = [n for n, p in model.named_parameters() if isinstance(p, DTensor)]
     return {
+        "device": str(loss.device),
         "rows_received_per_ep_rank": routed(mesh),
         "compiled_graphs": torch._dynamo.utils.counters["stats"]["unique_graphs"],
         "loss_rel": abs(float(total) - ref_loss.item()) / abs(ref_loss.item()),
@@ -371,7 +381,12 @@ def checkpoint_round(world: int, out_dir: Path) -> dict:
 def worker(rank: int, world: int, port: int, out_dir: str, names: list[str]) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world, init_method=f"tcp://127.0.0.1:{port}",
+    backend = os.environ.get("OMNIKIT_DIST_BACKEND", "gloo")
+    device = torch.device("cpu")
+    if backend == "nccl":
+        device = torch.device("cuda", rank)
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend, rank=rank, world_size=world, init_method=f"tcp://127.0.0.1:{port}",
                             timeout=timedelta(seconds=60))
     results = {}
     for name in names:
@@ -380,7 +395,7 @@ def worker(rank: int, world: int, port: int, out_dir: str, names: list[str]) -> 
             continue
         case_name, mesh_name = name.split("/")
         try:
-            results[name] = run_scenario(case_name, MESHES[mesh_name])
+            results[name] = run_scenario(case_name, MESHES[mesh_name], device)
         except Exception:  # reported to the test, which fails on it
             results[name] = {"error": traceback.format_exc()}
         dist.barrier()

@@ -48,8 +48,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(world: int, names: list[str], out: Path) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+def _launch(world: int, names: list[str], out: Path, backend: str = "gloo") -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "OMNIKIT_DIST_BACKEND": backend}
     proc = subprocess.run(
         [sys.executable, str(WORKER), str(world), str(_free_port()), str(out), *names],
         env=env, capture_output=True, text=True, timeout=240, cwd=Path(__file__).parents[1],
