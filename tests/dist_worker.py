@@ -42,6 +42,7 @@ from omnikit.distributed.checkpoint import (
     load_distributed,
     save_distributed,
 )
+from omnikit.distributed.heads import unwrapped_rows
 from omnikit.fusion import DeepstackThinker, OmniThinker, Qwen3OmniThinker, Thinker
 from omnikit.fusion.models import _TINY_THINKER, QWEN2_5_OMNI_TINY, TINY_TOKENS
 from omnikit.fusion.tmrope import QWEN3_OMNI
@@ -164,16 +165,18 @@ def tiny_omni_thinker(qwen3: bool) -> nn.Module:
                             scheme=dataclasses.replace(QWEN3_OMNI, sections=QWEN2_5_OMNI_TINY.sections))
 
 
-def thinker_items(model: nn.Module, count: int, kinds: tuple[str, ...] = ("audio", "image")) -> list[Item]:
-    """Processor-style items for an OmniThinker, in pairs of one kind (as :func:`media_items`): an
-    image of 16 x 16 pixels (4 merged tokens), 16 mel frames, or text only; 16 tokens each."""
+def thinker_items(model: nn.Module, count: int, kinds: tuple[str, ...] = ("audio", "image"),
+                  run: int = 2) -> list[Item]:
+    """Processor-style items for an OmniThinker, in runs of ``run`` items of one kind (pairs, as
+    :func:`media_items`, by default): an image of 16 x 16 pixels (4 merged tokens), 16 mel frames,
+    or text only; 16 tokens each."""
     g = torch.Generator().manual_seed(2)
     n_mels = model.audio_encoder.config.n_mels
     n_audio = int(model.audio_encoder.output_lengths(torch.tensor([16]))[0])
     vision = model.vision_encoder.config
     items = []
     for i in range(count):
-        kind = kinds[(i // 2) % len(kinds)]
+        kind = kinds[(i // run) % len(kinds)]
         ids = torch.randint(8, model.text_model.config.vocab_size, (16,), generator=g)
         item = {"input_ids": ids}
         if kind == "audio":
@@ -236,6 +239,8 @@ def checkpointed_compiled(model: nn.Module) -> None:
 
 CASES: dict[str, Case] = {
     "decoder": Case(lambda: omnikit.create_model("decoder_tiny"), text_items, stack_collate, lm_loss),
+    "decoder_mha": Case(lambda: omnikit.create_model("decoder_tiny", num_kv_heads=4), text_items, stack_collate,
+                        lm_loss),
     "moe": Case(lambda: moe_lm(False), text_items, stack_collate, lm_loss),
     "moe_skew": Case(lambda: moe_lm(True), text_items, stack_collate, lm_loss),
     "omni": Case(lambda: omnikit.create_model("omni_early_tiny"), media_items, media_collate, lm_loss),
@@ -252,6 +257,11 @@ CASES: dict[str, Case] = {
                      prepare=lambda model: omnikit.set_gradient_checkpointing(model)),
     "omni_thinker": Case(lambda: tiny_omni_thinker(False), thinker_items, thinker_collate, lm_loss),
     "qwen3_omni_thinker": Case(lambda: tiny_omni_thinker(True), thinker_items, thinker_collate, lm_loss),
+    # every item of its own kind: under tp (all ranks on the same two items) both towers run
+    "omni_thinker_mixed": Case(lambda: tiny_omni_thinker(False), partial(thinker_items, run=1), thinker_collate,
+                               lm_loss),
+    "qwen3_omni_thinker_mixed": Case(lambda: tiny_omni_thinker(True), partial(thinker_items, run=1), thinker_collate,
+                                     lm_loss),
     "omni_thinker_text": Case(lambda: tiny_omni_thinker(False), partial(thinker_items, kinds=("image", "text")),
                               thinker_collate, lm_loss),
     **{name: generic_case(name, mean_square) for name in (
@@ -266,6 +276,7 @@ MESHES: dict[str, dict[str, int]] = {
     "dp_shard": {"dp_shard": 2},
     "dp_replicate": {"dp_replicate": 2},
     "tp": {"tp": 2},
+    "tp4": {"tp": 4},
     "ep": {"ep": 2},
     "dp_shard4": {"dp_shard": 4},
     "hsdp": {"dp_replicate": 2, "dp_shard": 2},
@@ -297,11 +308,12 @@ def routed_rows_counter(model: nn.Module) -> Callable[[object], list[int]]:
 
 
 def grads(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter's full gradient, in the unwrapped layout (head-split q/k/v rows put back)."""
     out = {}
     for name, p in model.named_parameters():
         if p.requires_grad and p.grad is not None:
-            g = p.grad
-            out[name] = g.full_tensor() if isinstance(g, DTensor) else g
+            g = p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad
+            out[name] = unwrapped_rows(model.get_submodule(name.rpartition(".")[0]), g)
     return out
 
 
@@ -349,11 +361,15 @@ def run_scenario(case_name: str, sizes: dict[str, int], device: torch.device) ->
     }
 
 
+PROBE = torch.randint(0, 256, (2, 8), generator=torch.Generator().manual_seed(5))
+
+
 def checkpoint_round(world: int, out_dir: Path) -> dict:
-    """World 4: train one step under FSDP x TP, save with DCP, write the expected full weights and a
-    save_pretrained export. World 2: load the DCP checkpoint under FSDP and compare bit for bit; then
-    load the Hub-layout snapshot ``OUT_DIR/hf_snapshot`` with load_hf, shard it with FSDP and export it
-    with export_hf to ``OUT_DIR/hf_export`` (in several safetensors shards)."""
+    """World 4: train one step under FSDP x TP, save with DCP, write the expected full weights, the
+    logits on :data:`PROBE` and a save_pretrained export. World 2: load the DCP checkpoint under FSDP
+    and under TP (head-split attention reorders the q/k/v rows it loads) and compare bit for bit, and
+    the TP copy's logits; then load the Hub-layout snapshot ``OUT_DIR/hf_snapshot`` with load_hf, shard
+    it with FSDP and export it with export_hf to ``OUT_DIR/hf_export`` (in several safetensors shards)."""
     torch.manual_seed(0 if world == 4 else 123)
     model = omnikit.create_model("decoder_tiny", tie_embeddings=True)
     sizes = {"dp_shard": 2, "tp": 2} if world == 4 else {"dp_shard": 2}
@@ -364,18 +380,30 @@ def checkpoint_round(world: int, out_dir: Path) -> dict:
         torch.optim.SGD(model.parameters(), lr=0.1).step()
         save_distributed(model, out_dir / "dcp")
         full = full_state_dict(model)
+        with torch.no_grad():
+            logits = model(input_ids=PROBE)
         if dist.get_rank() == 0:
             torch.save(full, out_dir / "expected.pt")
+            torch.save(logits, out_dir / "logits.pt")
         export_pretrained(model, out_dir / "pretrained")
         return {"saved": True}
     load_distributed(model, out_dir / "dcp")
     full = full_state_dict(model)
+    tp_model = parallelize(omnikit.create_model("decoder_tiny", tie_embeddings=True), build_mesh("cpu", tp=2))
+    load_distributed(tp_model, out_dir / "dcp")
+    full_tp = full_state_dict(tp_model)
+    with torch.no_grad():
+        logits = tp_model(input_ids=PROBE)
     hub = parallelize(load_hf(out_dir / "hf_snapshot"), build_mesh("cpu", dp_shard=2))
     export_hf(hub, out_dir / "hf_export", max_shard_size="20KB")
     if dist.get_rank() != 0:
         return {}
     expected = torch.load(out_dir / "expected.pt")
-    return {"bit_exact": sorted(full) == sorted(expected) and all(torch.equal(full[k], expected[k]) for k in full)}
+    return {
+        "bit_exact": all(sorted(s) == sorted(expected) and all(torch.equal(s[k], expected[k]) for k in s)
+                         for s in (full, full_tp)),
+        "tp_logits_rel": rel(logits, torch.load(out_dir / "logits.pt")),
+    }
 
 
 def worker(rank: int, world: int, port: int, out_dir: str, names: list[str]) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from dist_worker import PROBE, tiny_omni_thinker
 
 import omnikit
 from omnikit.convert import load_hf
@@ -27,7 +28,7 @@ WORKER = Path(__file__).with_name("dist_worker.py")
 TOL = 1e-5
 
 QUICK = {
-    4: ["checkpoint", "decoder/dp_shard_x_tp", "moe_skew/dp_shard_x_ep"],
+    4: ["checkpoint", "decoder/dp_shard_x_tp", "moe_skew/dp_shard_x_ep", "decoder_mha/tp4", "decoder/tp4"],
     2: ["checkpoint", "decoder/dp_shard", "decoder/tp", "moe_skew/ep", "omni/dp_shard", "thinker_talker/dp_shard",
         "decoder_ckpt_compile/dp_shard", "omni_thinker/dp_shard", "qwen3_omni_thinker/dp_shard"],
 }
@@ -38,7 +39,8 @@ SLOW = {
         "omni_text/dp_shard", "xattn_text/dp_shard", "moe/dp_shard", "moe/tp", "moe/dp_replicate",
         "omni_thinker_text/dp_shard", "qwen2_5_omni_talker_tiny/dp_shard", "qwen3_omni_talker_tiny/dp_shard",
         "qwen3_omni_talker_tiny/ep", "qwen3_vit_tiny/dp_shard", "qwen2_5_omni_vision_tiny/dp_shard",
-        "qwen2_5_omni_vision_tiny/tp", "code2wav_tiny/dp_shard"],
+        "qwen2_5_omni_vision_tiny/tp", "code2wav_tiny/dp_shard", "omni_thinker_mixed/tp",
+        "qwen3_omni_thinker_mixed/tp"],
 }
 
 
@@ -80,9 +82,11 @@ def test_quick_strategies_match_one_process_and_checkpoints_reshard(tmp_path: Pa
     hub.save_pretrained(tmp_path / "hf_snapshot")
     results = {4: _launch(4, QUICK[4], tmp_path)}
     results[2] = _launch(2, QUICK[2], tmp_path)
+    refused = "decoder/tp4"  # 2 key/value heads cannot be split over 4 ranks
+    assert "`mesh['tp']` size 4 must divide the attention's key/value heads (2)" in results[4][refused]["error"]
     for world, names in QUICK.items():
         for name in names:
-            if name != "checkpoint":
+            if name not in ("checkpoint", refused):
                 _check(name, results[world][name])
     # expert parallel where every token goes to rank 0's experts: rank 1 receives none
     for world, name in ((2, "moe_skew/ep"), (4, "moe_skew/dp_shard_x_ep")):
@@ -91,8 +95,11 @@ def test_quick_strategies_match_one_process_and_checkpoints_reshard(tmp_path: Pa
     assert results[2]["decoder_ckpt_compile/dp_shard"]["compiled_graphs"] > 0
     assert results[2]["decoder/dp_shard"]["compiled_graphs"] == 0  # the scenarios before it compile nothing
     assert results[2]["checkpoint"]["bit_exact"]
+    assert results[2]["checkpoint"]["tp_logits_rel"] <= TOL
     model = omnikit.create_model("decoder_tiny", tie_embeddings=True)
     load_distributed(model, tmp_path / "dcp")
+    with torch.no_grad():  # the checkpoint holds the unwrapped q/k/v row order: the same logits in one process
+        torch.testing.assert_close(model(PROBE), torch.load(tmp_path / "logits.pt"), rtol=1e-5, atol=1e-6)
     expected = torch.load(tmp_path / "expected.pt")
     state = model.state_dict()
     assert sorted(state) == sorted(expected)
@@ -213,9 +220,6 @@ def test_absent_media_dummy_uses_the_encoders_contract_inputs() -> None:
 def test_omni_thinker_absent_towers_change_nothing_and_get_zero_gradients(qwen3: bool) -> None:
     """OmniThinker / Qwen3OmniThinker on text only: with ``run_absent_media`` both towers run (the
     vision tower at the image and the video slot), the logits are unchanged, their gradients zero."""
-    sys.path.insert(0, str(WORKER.parent))
-    from dist_worker import tiny_omni_thinker
-
     model = tiny_omni_thinker(qwen3)
     ids = torch.randint(8, 256, (2, 10))
     plain = model(ids)
@@ -246,3 +250,18 @@ def test_memory_table_in_the_docs_lists_every_published_preset() -> None:
     docs = (Path(__file__).parents[1] / "docs" / "distributed.md").read_text()
     listed = {line.split("|")[1].strip() for line in docs.splitlines() if " | DDP | 8 |" in line}
     assert listed == set(published_presets())
+
+
+def test_head_split_order_puts_each_ranks_heads_together_and_refuses_an_indivisible_degree() -> None:
+    from omnikit.distributed.heads import HeadParallelQKV, head_split_order
+
+    # 4 query heads, 2 kv heads, head_dim 1: rows q0 q1 q2 q3 k0 k1 v0 v1
+    assert head_split_order(4, 2, 1, 2).tolist() == [0, 1, 4, 6, 2, 3, 5, 7]
+    assert head_split_order(4, 2, 3, 1).tolist() == list(range(24))
+
+    class Mesh:
+        def size(self) -> int:
+            return 4
+
+    with pytest.raises(ValueError, match=r"`mesh\['tp'\]` size 4 must divide the attention's key/value heads \(2\)"):
+        HeadParallelQKV(4, 2, 16).check(Mesh())

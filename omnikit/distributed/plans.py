@@ -3,9 +3,11 @@
 - transformer stacks (:class:`~omnikit.layers.decoder.Decoder`, :class:`~omnikit.layers.hybrid.HybridDecoder`,
   the audio encoders' :class:`~omnikit.audio.blocks.EncoderStack`, the vision
   :class:`~omnikit.layers.stack.TransformerStack`): every block is an FSDP unit;
-- :class:`~omnikit.layers.attention.Attention`: the fused q/k/v projection column-parallel with
-  its output gathered (the q/k/v rows of one head are not contiguous in the fused weight, so heads
-  are not split for the attention itself), the output projection row-parallel;
+- :class:`~omnikit.layers.attention.Attention`: split by heads, the fused q/k/v projection
+  column-parallel with its rows reordered so that each rank holds its query heads and their
+  key/value groups (:class:`~omnikit.distributed.heads.HeadParallelQKV`), the output projection
+  row-parallel, the q/k norms' weights replicated (their gradients all-reduced): each rank attends
+  with its own heads;
 - :class:`~omnikit.layers.mlp.SwiGLU`: gate/up column-parallel, down row-parallel (no
   communication between them);
 - :class:`~omnikit.models.CausalLM` (and the Thinker): vocabulary-parallel embedding and LM head,
@@ -24,10 +26,11 @@ from __future__ import annotations
 
 from torch import nn
 from torch.distributed.tensor import Replicate
-from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
+from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, SequenceParallel
 
 from omnikit.audio.blocks import EncoderStack
 from omnikit.audio.code2wav import Code2Wav, DecoderStage
+from omnikit.distributed.heads import HeadParallelQKV
 from omnikit.distributed.plan import ParallelPlan, register_parallel_plan
 from omnikit.fusion.omni import EarlyFusionOmni
 from omnikit.fusion.omni_thinker import OmniThinker
@@ -55,10 +58,11 @@ def _block_stack(stack: nn.Module) -> ParallelPlan:
 
 @register_parallel_plan(Attention)
 def _attention(attn: Attention) -> ParallelPlan:
-    return ParallelPlan(tp={
-        "qkv": ColwiseParallel(output_layouts=Replicate()),
-        "out": RowwiseParallel(input_layouts=Replicate()),
-    })
+    styles = {"qkv": HeadParallelQKV(attn.num_heads, attn.num_kv_heads, attn.head_dim), "out": RowwiseParallel()}
+    # q/k norms act on (B, T, local heads, head_dim): weights replicated, inputs sharded on the heads
+    # dim, so that their gradients (partial per rank) are all-reduced
+    norms = [name for name in ("q_norm", "k_norm") if getattr(attn, name) is not None]
+    return ParallelPlan(tp={**styles, **{n: SequenceParallel(sequence_dim=2, use_local_output=True) for n in norms}})
 
 
 @register_parallel_plan(SwiGLU)
