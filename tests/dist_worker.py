@@ -231,10 +231,14 @@ def xattn_open_gates() -> nn.Module:
     return model
 
 
-def checkpointed_compiled(model: nn.Module) -> None:
-    omnikit.set_gradient_checkpointing(model)
+def compiled_blocks(model: nn.Module) -> None:
     for block in model.decoder.blocks:
         block.compile(backend="aot_eager")
+
+
+def checkpointed_compiled(model: nn.Module) -> None:
+    omnikit.set_gradient_checkpointing(model)
+    compiled_blocks(model)
 
 
 CASES: dict[str, Case] = {
@@ -253,6 +257,9 @@ CASES: dict[str, Case] = {
                        media_collate, lm_loss),
     "omni_text": Case(lambda: omnikit.create_model("omni_early_tiny"), partial(media_items, kinds=("audio", "text")),
                       media_collate, lm_loss),
+    "moe_skew_compile": Case(lambda: moe_lm(True), text_items, stack_collate, lm_loss, prepare=compiled_blocks),
+    "decoder_compile": Case(lambda: omnikit.create_model("decoder_tiny"), text_items, stack_collate, lm_loss,
+                            prepare=compiled_blocks),
     "moe_ckpt": Case(lambda: moe_lm(True), text_items, stack_collate, lm_loss,
                      prepare=lambda model: omnikit.set_gradient_checkpointing(model)),
     "omni_thinker": Case(lambda: tiny_omni_thinker(False), thinker_items, thinker_collate, lm_loss),

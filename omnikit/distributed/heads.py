@@ -8,7 +8,8 @@ before sharding, to ``[q_0 k_0 v_0 | q_1 k_1 v_1 | ...]`` where ``q_r`` are the 
 ``[r H_kv / n, (r + 1) H_kv / n)``; a plain ``Shard(0)`` of the reordered weight then gives rank
 ``r`` exactly its heads. The attention output projection's input columns are already ordered by
 query head, so a plain row-parallel split of it matches: per attention layer, one all-reduce in
-the forward (after the output projection) and one in the backward (of the projection's input).
+the forward (after the output projection) and one in the backward (of the projection's input),
+plus, with q/k norms (:class:`HeadShardedNorm`), the all-reduce of their weights' gradients.
 
 The reordering stays inside the parallelized model: the projection's ``state_dict`` hook puts the
 rows back in the unwrapped order (and its ``load_state_dict`` pre-hook reorders what it loads), so
@@ -23,11 +24,11 @@ import torch
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, Replicate
-from torch.distributed.tensor.parallel import ColwiseParallel
+from torch.distributed.tensor.parallel import ColwiseParallel, SequenceParallel
 
 from omnikit.utils.checks import OmnikitValueError
 
-__all__ = ["HeadParallelQKV", "head_split_order", "unwrapped_rows"]
+__all__ = ["HeadParallelQKV", "HeadShardedNorm", "head_split_order", "unwrapped_rows"]
 
 #: Attribute of a head-split projection: its row order (tensor-parallel rows = unwrapped rows[order]).
 ROW_ORDER_ATTR = "tp_row_order"
@@ -97,3 +98,25 @@ class HeadParallelQKV(ColwiseParallel):
         module.register_state_dict_post_hook(_save_unwrapped)
         module.register_load_state_dict_pre_hook(_load_unwrapped)
         super()._partition_linear_fn(name, module, device_mesh)
+
+
+def _reduce_partial_grad(param: nn.Parameter) -> None:
+    if isinstance(param.grad, DTensor) and param.grad.placements != param.placements:
+        param.grad = param.grad.redistribute(param.device_mesh, param.placements)
+
+
+class HeadShardedNorm(SequenceParallel):
+    """A per-head norm (the q/k norm, on ``(B, T, local heads, hd)``) after :class:`HeadParallelQKV`:
+    its input is sharded on the heads dimension and its weight replicated. Each rank's weight
+    gradient is a partial sum over its heads; DTensor leaves it ``Partial``, so a post-accumulate
+    hook all-reduces it into the parameter's ``Replicate`` placement (under FSDP2, which replaces
+    the parameters, FSDP2 does that reduction itself)."""
+
+    def __init__(self) -> None:
+        super().__init__(sequence_dim=2, use_local_output=True)
+
+    def _apply(self, module: nn.Module, device_mesh: DeviceMesh) -> nn.Module:
+        module = super()._apply(module, device_mesh)
+        for param in module.parameters(recurse=False):
+            param.register_post_accumulate_grad_hook(_reduce_partial_grad)
+        return module

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 from torch import nn
 from torch.distributed.tensor import Replicate
-from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, SequenceParallel
+from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
 
 from omnikit.audio.blocks import EncoderStack
 from omnikit.audio.code2wav import Code2Wav, DecoderStage
-from omnikit.distributed.heads import HeadParallelQKV
+from omnikit.distributed.heads import HeadParallelQKV, HeadShardedNorm
 from omnikit.distributed.plan import ParallelPlan, register_parallel_plan
 from omnikit.fusion.omni import EarlyFusionOmni
 from omnikit.fusion.omni_thinker import OmniThinker
@@ -59,10 +59,8 @@ def _block_stack(stack: nn.Module) -> ParallelPlan:
 @register_parallel_plan(Attention)
 def _attention(attn: Attention) -> ParallelPlan:
     styles = {"qkv": HeadParallelQKV(attn.num_heads, attn.num_kv_heads, attn.head_dim), "out": RowwiseParallel()}
-    # q/k norms act on (B, T, local heads, head_dim): weights replicated, inputs sharded on the heads
-    # dim, so that their gradients (partial per rank) are all-reduced
     norms = [name for name in ("q_norm", "k_norm") if getattr(attn, name) is not None]
-    return ParallelPlan(tp={**styles, **{n: SequenceParallel(sequence_dim=2, use_local_output=True) for n in norms}})
+    return ParallelPlan(tp={**styles, **{name: HeadShardedNorm() for name in norms}})
 
 
 @register_parallel_plan(SwiGLU)
