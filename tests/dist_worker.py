@@ -258,8 +258,6 @@ CASES: dict[str, Case] = {
     "omni_text": Case(lambda: omnikit.create_model("omni_early_tiny"), partial(media_items, kinds=("audio", "text")),
                       media_collate, lm_loss),
     "moe_skew_compile": Case(lambda: moe_lm(True), text_items, stack_collate, lm_loss, prepare=compiled_blocks),
-    "decoder_compile": Case(lambda: omnikit.create_model("decoder_tiny"), text_items, stack_collate, lm_loss,
-                            prepare=compiled_blocks),
     "moe_ckpt": Case(lambda: moe_lm(True), text_items, stack_collate, lm_loss,
                      prepare=lambda model: omnikit.set_gradient_checkpointing(model)),
     "omni_thinker": Case(lambda: tiny_omni_thinker(False), thinker_items, thinker_collate, lm_loss),
