@@ -287,6 +287,8 @@ MESHES: dict[str, dict[str, int]] = {
     "hsdp": {"dp_replicate": 2, "dp_shard": 2},
     "dp_shard_x_tp": {"dp_shard": 2, "tp": 2},
     "dp_shard_x_ep": {"dp_shard": 2, "ep": 2},
+    "dp_replicate_x_ep": {"dp_replicate": 2, "ep": 2},
+    "ep_x_tp": {"ep": 2, "tp": 2},
     "dp_shard1": {"dp_shard": 1},
     "tp1": {"tp": 1},
     "ep1": {"ep": 1},

@@ -34,7 +34,8 @@ QUICK = {
 }
 SLOW = {
     4: ["decoder/hsdp", "moe/dp_shard_x_ep", "omni/dp_shard4", "omni/dp_shard_x_tp", "thinker_talker/dp_shard_x_tp",
-        "moe_ckpt/dp_shard_x_ep", "qwen3_omni_thinker/dp_shard_x_ep", "omni_thinker/dp_shard_x_tp"],
+        "moe_ckpt/dp_shard_x_ep", "qwen3_omni_thinker/dp_shard_x_ep", "omni_thinker/dp_shard_x_tp",
+        "moe_skew/dp_replicate_x_ep", "moe_skew/ep_x_tp", "qwen3_omni_thinker/ep_x_tp"],
     2: ["moe_skew_compile/ep", "decoder/dp_replicate", "moe/ep",
         "omni/tp", "thinker_talker/tp", "decoder_bf16/dp_shard", "xattn/dp_shard",
         "omni_text/dp_shard", "xattn_text/dp_shard", "moe/dp_shard", "moe/tp", "moe/dp_replicate",
@@ -123,6 +124,9 @@ def test_more_strategies_match_one_process(world: int, tmp_path: Path) -> None:
     for scenario in SLOW[world]:
         # bf16 parameters (fp32 reduction) against the fp32 reference: bf16 rounding
         _check(scenario, results[scenario], 5e-2 if "bf16" in scenario else TOL)
+    if world == 4:  # every token routed to ep rank 0's experts
+        for name in ("moe_skew/dp_replicate_x_ep", "moe_skew/ep_x_tp"):
+            assert results[name]["rows_received_per_ep_rank"][1] == 0, (name, results[name])
     if world == 2:
         assert results["decoder_bf16/dp_shard"]["grad_rel"] > 1e-4  # it did compute in bf16
         compiled = results["moe_skew_compile/ep"]  # compiled MoE blocks under ep (graph breaks at the host splits)
@@ -172,8 +176,11 @@ def test_unsupported_meshes_are_refused() -> None:
         def __init__(self, *names: str) -> None:
             self.mesh_dim_names = names
 
-    with pytest.raises(ValueError, match="'tp' and 'ep'"):
-        check_mesh(Named("ep", "tp"))
+    with pytest.raises(ValueError, match="'ep' and 'tp' takes no other dimension"):
+        check_mesh(Named("dp_shard", "ep", "tp"))
+    with pytest.raises(ValueError, match="at most one of 'dp_replicate', 'dp_shard'"):
+        check_mesh(Named("dp_replicate", "dp_shard", "ep"))
+    assert check_mesh(Named("ep", "tp")) == ("ep", "tp")
     with pytest.raises(ValueError, match="subset"):
         check_mesh(Named("data"))
     with pytest.raises(ValueError, match="order"):
