@@ -42,7 +42,7 @@ from omnikit.distributed.checkpoint import (
     load_distributed,
     save_distributed,
 )
-from omnikit.distributed.heads import unwrapped_rows
+from omnikit.distributed.reorder import unwrapped_layout
 from omnikit.fusion import DeepstackThinker, OmniThinker, Qwen3OmniThinker, Thinker
 from omnikit.fusion.models import _TINY_THINKER, QWEN2_5_OMNI_TINY, TINY_TOKENS
 from omnikit.fusion.tmrope import QWEN3_OMNI
@@ -315,12 +315,13 @@ def routed_rows_counter(model: nn.Module) -> Callable[[object], list[int]]:
 
 
 def grads(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Every parameter's full gradient, in the unwrapped layout (head-split q/k/v rows put back)."""
+    """Every parameter's full gradient, in the unwrapped layout (tensor parallel's reordered rows put back)."""
     out = {}
     for name, p in model.named_parameters():
         if p.requires_grad and p.grad is not None:
             g = p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad
-            out[name] = unwrapped_rows(model.get_submodule(name.rpartition(".")[0]), g)
+            owner, _, leaf = name.rpartition(".")
+            out[name] = unwrapped_layout(model.get_submodule(owner), leaf, g)
     return out
 
 
@@ -354,6 +355,10 @@ def run_scenario(case_name: str, sizes: dict[str, int], device: torch.device) ->
     total /= dist.get_world_size()
     got, want = grads(model), grads(reference)
     sharded = [n for n, p in model.named_parameters() if isinstance(p, DTensor)]
+    state, reference_state = full_state_dict(model), reference.state_dict()
+    state_equal = dist.get_rank() != 0 or (
+        sorted(state) == sorted(reference_state) and all(torch.equal(state[k].to(device), reference_state[k])
+                                                         for k in state))
     return {
         "device": str(loss.device),
         "rows_received_per_ep_rank": routed(mesh),
@@ -362,6 +367,7 @@ def run_scenario(case_name: str, sizes: dict[str, int], device: torch.device) ->
         "grad_rel": max(rel(got[n], want[n]) for n in want if n in got),
         "missing_grads": sorted(set(want) - set(got)),
         "names_equal": [n for n, _ in model.named_parameters()] == [n for n, _ in reference.named_parameters()],
+        "state_equal": state_equal,  # the gathered state dict is the unwrapped one (layout and values)
         "sharded_params": len(sharded),
         "dtensor_grads": all(isinstance(p.grad, DTensor) for n, p in model.named_parameters()
                              if n in sharded and p.requires_grad),

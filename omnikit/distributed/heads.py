@@ -11,11 +11,9 @@ query head, so a plain row-parallel split of it matches: per attention layer, on
 the forward (after the output projection) and one in the backward (of the projection's input),
 plus, with q/k norms (:class:`HeadShardedNorm`), the all-reduce of their weights' gradients.
 
-The reordering stays inside the parallelized model: the projection's ``state_dict`` hook puts the
-rows back in the unwrapped order (and its ``load_state_dict`` pre-hook reorders what it loads), so
-checkpoints (``torch.distributed.checkpoint``, ``full_state_dict``, ``export_pretrained``,
-``export_hf``) hold the unwrapped layout. The parameter itself, its gradient and optimizer states
-are in the tensor-parallel row order: :func:`unwrapped_rows` maps a full tensor back.
+The reordering stays inside the parallelized model (:mod:`omnikit.distributed.reorder`): the
+projection's ``state_dict`` hook puts the rows back in the unwrapped order and its
+``load_state_dict`` pre-hook reorders what it loads, so checkpoints hold the unwrapped layout.
 """
 
 from __future__ import annotations
@@ -23,15 +21,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.tensor import DTensor, Replicate
+from torch.distributed.tensor import DTensor
 from torch.distributed.tensor.parallel import ColwiseParallel, SequenceParallel
 
+from omnikit.distributed.reorder import rank_major_order, reorder_parameters
 from omnikit.utils.checks import OmnikitValueError
 
-__all__ = ["HeadParallelQKV", "HeadShardedNorm", "head_split_order", "unwrapped_rows"]
-
-#: Attribute of a head-split projection: its row order (tensor-parallel rows = unwrapped rows[order]).
-ROW_ORDER_ATTR = "tp_row_order"
+__all__ = ["HeadParallelQKV", "HeadShardedNorm", "head_split_order"]
 
 
 def head_split_order(num_heads: int, num_kv_heads: int, head_dim: int, ranks: int) -> torch.Tensor:
@@ -42,38 +38,7 @@ def head_split_order(num_heads: int, num_kv_heads: int, head_dim: int, ranks: in
             f"`mesh['tp']` size {ranks} must divide the attention's key/value heads ({num_kv_heads}) "
             f"and query heads ({num_heads}) to split attention by heads"
         )
-    sections = torch.arange((num_heads + 2 * num_kv_heads) * head_dim).split(
-        [num_heads * head_dim, num_kv_heads * head_dim, num_kv_heads * head_dim]
-    )
-    return torch.cat([chunk for r in range(ranks) for chunk in (s.chunk(ranks)[r] for s in sections)])
-
-
-def _take_rows(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``tensor[index]`` along dim 0; a DTensor is gathered, reordered and laid out as before (collective)."""
-    if not isinstance(tensor, DTensor):
-        return tensor[index.to(tensor.device)]
-    mesh, placements = tensor.device_mesh, tensor.placements
-    full = tensor.full_tensor()[index.to(tensor.device)]
-    return DTensor.from_local(full, mesh, [Replicate()] * mesh.ndim, run_check=False).redistribute(mesh, placements)
-
-
-def unwrapped_rows(projection: nn.Module, full: torch.Tensor) -> torch.Tensor:
-    """``full`` (a full weight, bias or gradient of ``projection``) in the unwrapped row order; as is
-    when ``projection`` is not head-split."""
-    order = getattr(projection, ROW_ORDER_ATTR, None)
-    return full if order is None else _take_rows(full, torch.argsort(order))
-
-
-def _save_unwrapped(module: nn.Module, state: dict, prefix: str, local_metadata: dict) -> None:
-    for name, _ in module.named_parameters(recurse=False):
-        if prefix + name in state:
-            state[prefix + name] = unwrapped_rows(module, state[prefix + name])
-
-
-def _load_unwrapped(module: nn.Module, state: dict, prefix: str, *args) -> None:
-    for name, _ in module.named_parameters(recurse=False):
-        if prefix + name in state:
-            state[prefix + name] = _take_rows(state[prefix + name], getattr(module, ROW_ORDER_ATTR))
+    return rank_major_order([num_heads * head_dim, num_kv_heads * head_dim, num_kv_heads * head_dim], ranks)
 
 
 class HeadParallelQKV(ColwiseParallel):
@@ -91,12 +56,7 @@ class HeadParallelQKV(ColwiseParallel):
 
     def _partition_linear_fn(self, name: str, module: nn.Module, device_mesh: DeviceMesh) -> None:
         order = head_split_order(self.num_heads, self.num_kv_heads, self.head_dim, device_mesh.size())
-        with torch.no_grad():
-            for param in module.parameters(recurse=False):
-                param.copy_(param[order.to(param.device)])
-        setattr(module, ROW_ORDER_ATTR, order)
-        module.register_state_dict_post_hook(_save_unwrapped)
-        module.register_load_state_dict_pre_hook(_load_unwrapped)
+        reorder_parameters(module, {param: (0, order) for param, _ in module.named_parameters(recurse=False)})
         super()._partition_linear_fn(name, module, device_mesh)
 
 

@@ -5,9 +5,10 @@ float32 sharded parameters (4 B), float32 gradients (4 B), two float32 Adam mome
 divided by the number of ranks that shard it; while a unit runs, its bf16 copy is all-gathered,
 and the next one is prefetched (2 x the largest unit, 2 B per element). Activations per token count
 the bf16 inputs and outputs of every matmul of the model's token stack (decoder blocks when it has
-some): for a MoE layer, ``top_k`` experts' worth; the hidden width of tensor-parallel MLPs divided
-by ``tp``, and so are the q/k/v outputs and the attention output projection's input (attention is
-split by heads). With activation checkpointing, one block input per block plus one block recomputed.
+some): for a MoE layer, ``top_k`` experts' worth; the hidden width of tensor-parallel MLPs and
+routed experts divided by ``tp``, and so are the q/k/v outputs and the attention output
+projection's input (attention is split by heads). With activation checkpointing, one block input
+per block plus one block recomputed.
 Norms, residual adds and attention scores (flash/SDPA) are not counted: a first-order estimate.
 
 Run ``python -m omnikit.distributed.memory`` for the table of every published preset.
@@ -56,12 +57,9 @@ def _shard_factors(model: nn.Module, sizes: dict[str, int]) -> tuple[dict[int, i
     tp, ep, shard = sizes.get("tp", 1), sizes.get("ep", 1), sizes.get("dp_shard", 1)
     experts = {id(p) for e in plan.experts for p in e.parameters()}
     tp_params = tp_sharded_parameters(model, plan)
-    factors = {}
-    for p in model.parameters():
-        if id(p) in experts:
-            factors[id(p)] = ep * shard
-        else:
-            factors[id(p)] = shard * ep * (tp if id(p) in tp_params else 1)
+    if ep > 1:  # expert-parallel experts are not also tensor-parallel
+        tp_params -= experts
+    factors = {id(p): shard * ep * (tp if id(p) in tp_params else 1) for p in model.parameters()}
     return factors, experts
 
 
@@ -94,7 +92,7 @@ def _activations(block: nn.Module, tp: int) -> float:
             total += module.in_features + module.out_features
         elif isinstance(module, SwiGLUExperts):
             k = next(x.config.top_k for x in moe if x.experts is module)
-            total += k * (module.dim + 3 * module.hidden + module.dim)
+            total += k * (module.dim + 3 * module.hidden / tp + module.dim)  # split over tp (without ep)
     if tp > 1 and isinstance(block, DecoderBlock) and not isinstance(block.mlp, MoE):
         hidden = block.mlp.down.in_features if hasattr(block.mlp, "down") else 0
         total -= 3 * hidden * (1 - 1 / tp)  # gate, up outputs and the down input are sharded

@@ -12,6 +12,7 @@ from omnikit.distributed.fsdp import apply_data_parallel
 from omnikit.distributed.mesh import DATA_DIMS, check_mesh
 from omnikit.distributed.plan import collect_plan
 from omnikit.distributed.tp import apply_tensor_parallel
+from omnikit.distributed.tp_experts import ExpertTensorParallel
 from omnikit.utils.checks import OmnikitTypeError
 
 __all__ = ["parallelize"]
@@ -49,6 +50,8 @@ def parallelize(
     names = check_mesh(mesh)
     plan = collect_plan(model)
     if "tp" in names:
+        if "ep" in names:  # experts are expert-parallel, replicated over tp
+            plan.tp = {path: style for path, style in plan.tp.items() if not isinstance(style, ExpertTensorParallel)}
         apply_tensor_parallel(model, plan, mesh["tp"])
     ignored = None
     if "ep" in names:

@@ -12,7 +12,8 @@
   communication between them);
 - :class:`~omnikit.models.CausalLM` (and the Thinker): vocabulary-parallel embedding and LM head,
   tied again when the model ties them;
-- :class:`~omnikit.moe.MoE`: its routed experts run expert-parallel;
+- :class:`~omnikit.moe.MoE`: its routed experts run expert-parallel under ``ep``, and are split
+  over their hidden width under ``tp`` without ``ep`` (:mod:`omnikit.distributed.tp_experts`);
 - :class:`~omnikit.fusion.omni.EarlyFusionOmni`: each media adapter is an FSDP unit;
 - the published Qwen-Omni structures: the vision towers (:class:`~omnikit.vision.WindowViT`,
   :class:`~omnikit.vision.Qwen3ViT`) and :class:`~omnikit.audio.code2wav.Code2Wav` shard block by
@@ -32,6 +33,7 @@ from omnikit.audio.blocks import EncoderStack
 from omnikit.audio.code2wav import Code2Wav, DecoderStage
 from omnikit.distributed.heads import HeadParallelQKV, HeadShardedNorm
 from omnikit.distributed.plan import ParallelPlan, register_parallel_plan
+from omnikit.distributed.tp_experts import ExpertTensorParallel
 from omnikit.fusion.omni import EarlyFusionOmni
 from omnikit.fusion.omni_thinker import OmniThinker
 from omnikit.layers.attention import Attention
@@ -82,7 +84,7 @@ def _causal_lm(lm: CausalLM) -> ParallelPlan:
 
 @register_parallel_plan(MoE)
 def _moe(moe: MoE) -> ParallelPlan:
-    return ParallelPlan(experts=[moe.experts])
+    return ParallelPlan(experts=[moe.experts], tp={"experts": ExpertTensorParallel()})
 
 
 @register_parallel_plan(EarlyFusionOmni)
