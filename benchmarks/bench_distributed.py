@@ -9,10 +9,10 @@ bytes over ranks and prints a markdown table next to the count derived from the 
   gradient reduce-scattered: ``4 B x (2 P_units + P_root)`` gathered + ``4 B x P`` reduced;
 - DDP (``replicate``): one all-reduce of every gradient, ``4 B x P``;
 - HSDP: FSDP over ``dp_shard`` plus an all-reduce of the reduced shards over ``dp_replicate``;
-- TP (this plan): per token and layer, all-reduces of ``dim`` floats (forward: attention output
-  and MLP down projection, after the embedding; backward: the inputs of q/k/v, gate and up, before
-  the LM head) and all-gathers (forward: fused q/k/v output and the logits; backward: the attention
-  output projection's input);
+- TP (this plan, attention split by heads): per token and layer, all-reduces of ``dim`` floats
+  (forward: attention output and MLP down projection, after the embedding; backward: the inputs of
+  q/k/v, gate and up, before the LM head), the logits' all-gather (forward), and per layer the
+  all-reduce of the q and k norms' weight gradients (``head_dim`` floats each, backward);
 - EP: per MoE layer, ``E`` int64 counts, then every routed row (``tokens x top_k x dim`` floats)
   dispatched and combined, forward and backward (4 all-to-alls).
 
@@ -38,6 +38,7 @@ from torch import nn
 import omnikit
 from omnikit.distributed import build_mesh, collect_plan, data_parallel_coords, parallelize
 from omnikit.distributed.comm import CommBytesMode
+from omnikit.distributed.tp import tp_sharded_parameters
 from omnikit.layers.decoder import DecoderConfig
 from omnikit.models.language_model import CausalLM
 from omnikit.moe import MoE, MoEConfig
@@ -69,7 +70,7 @@ def analytic(model: CausalLM, sizes: dict[str, int]) -> int:
     plan, cfg = collect_plan(model), model.config
     tp, ep = sizes.get("tp", 1), sizes.get("ep", 1)
     experts = {id(p) for e in plan.experts for p in e.parameters()}
-    tp_sharded = {id(p) for path in plan.tp for p in model.get_submodule(path).parameters()} if tp > 1 else set()
+    tp_sharded = tp_sharded_parameters(model, plan) if tp > 1 else set()
     seen: set[int] = set(experts) if ep > 1 else set()
     units = []
     for unit in [*plan.fsdp_units, model]:
@@ -91,12 +92,11 @@ def analytic(model: CausalLM, sizes: dict[str, int]) -> int:
             per_layer = sum(p.numel() for p in layers[0].parameters()) // ep
             out += len(layers) * F32 * 3 * per_layer
     if tp > 1:
-        heads, kv = cfg.num_heads, cfg.num_kv_heads or cfg.num_heads
-        head_dim = cfg.head_dim or cfg.dim // heads
+        head_dim = cfg.head_dim or cfg.dim // cfg.num_heads
         depth = cfg.depth
         all_reduce = (1 + 2 * depth) + (3 * depth + 1)  # forward + backward
-        gathered = depth * (heads + 2 * kv) * head_dim + cfg.vocab_size + depth * heads * head_dim
-        out += F32 * tokens * (all_reduce * cfg.dim + gathered)
+        out += F32 * tokens * (all_reduce * cfg.dim + cfg.vocab_size)
+        out += F32 * depth * 2 * head_dim * cfg.qk_norm
     return out
 
 

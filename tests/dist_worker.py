@@ -4,7 +4,8 @@
 spawns ``WORLD`` CPU processes that run the scenarios in order: each builds a tiny model, its one-process reference
 on the whole batch, and the parallelized copy on each rank's slice, and rank 0 writes
 ``OUT_DIR/results_WORLD.json`` with the loss and gradient relative errors. Collectives time out
-after 60 s, so a hang fails instead of stalling.
+after 60 s, so a hang fails instead of stalling. The backend is gloo on the CPU, or that of
+``OMNIKIT_DIST_BACKEND`` (``nccl``: rank ``i`` on ``cuda:i``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from omnikit.distributed.checkpoint import (
     load_distributed,
     save_distributed,
 )
+from omnikit.distributed.reorder import unwrapped_layout
 from omnikit.fusion import DeepstackThinker, OmniThinker, Qwen3OmniThinker, Thinker
 from omnikit.fusion.models import _TINY_THINKER, QWEN2_5_OMNI_TINY, TINY_TOKENS
 from omnikit.fusion.tmrope import QWEN3_OMNI
@@ -163,16 +165,18 @@ def tiny_omni_thinker(qwen3: bool) -> nn.Module:
                             scheme=dataclasses.replace(QWEN3_OMNI, sections=QWEN2_5_OMNI_TINY.sections))
 
 
-def thinker_items(model: nn.Module, count: int, kinds: tuple[str, ...] = ("audio", "image")) -> list[Item]:
-    """Processor-style items for an OmniThinker, in pairs of one kind (as :func:`media_items`): an
-    image of 16 x 16 pixels (4 merged tokens), 16 mel frames, or text only; 16 tokens each."""
+def thinker_items(model: nn.Module, count: int, kinds: tuple[str, ...] = ("audio", "image"),
+                  run: int = 2) -> list[Item]:
+    """Processor-style items for an OmniThinker, in runs of ``run`` items of one kind (pairs, as
+    :func:`media_items`, by default): an image of 16 x 16 pixels (4 merged tokens), 16 mel frames,
+    or text only; 16 tokens each."""
     g = torch.Generator().manual_seed(2)
     n_mels = model.audio_encoder.config.n_mels
     n_audio = int(model.audio_encoder.output_lengths(torch.tensor([16]))[0])
     vision = model.vision_encoder.config
     items = []
     for i in range(count):
-        kind = kinds[(i // 2) % len(kinds)]
+        kind = kinds[(i // run) % len(kinds)]
         ids = torch.randint(8, model.text_model.config.vocab_size, (16,), generator=g)
         item = {"input_ids": ids}
         if kind == "audio":
@@ -227,14 +231,20 @@ def xattn_open_gates() -> nn.Module:
     return model
 
 
-def checkpointed_compiled(model: nn.Module) -> None:
-    omnikit.set_gradient_checkpointing(model)
+def compiled_blocks(model: nn.Module) -> None:
     for block in model.decoder.blocks:
         block.compile(backend="aot_eager")
 
 
+def checkpointed_compiled(model: nn.Module) -> None:
+    omnikit.set_gradient_checkpointing(model)
+    compiled_blocks(model)
+
+
 CASES: dict[str, Case] = {
     "decoder": Case(lambda: omnikit.create_model("decoder_tiny"), text_items, stack_collate, lm_loss),
+    "decoder_mha": Case(lambda: omnikit.create_model("decoder_tiny", num_kv_heads=4), text_items, stack_collate,
+                        lm_loss),
     "moe": Case(lambda: moe_lm(False), text_items, stack_collate, lm_loss),
     "moe_skew": Case(lambda: moe_lm(True), text_items, stack_collate, lm_loss),
     "omni": Case(lambda: omnikit.create_model("omni_early_tiny"), media_items, media_collate, lm_loss),
@@ -247,10 +257,16 @@ CASES: dict[str, Case] = {
                        media_collate, lm_loss),
     "omni_text": Case(lambda: omnikit.create_model("omni_early_tiny"), partial(media_items, kinds=("audio", "text")),
                       media_collate, lm_loss),
+    "moe_skew_compile": Case(lambda: moe_lm(True), text_items, stack_collate, lm_loss, prepare=compiled_blocks),
     "moe_ckpt": Case(lambda: moe_lm(True), text_items, stack_collate, lm_loss,
                      prepare=lambda model: omnikit.set_gradient_checkpointing(model)),
     "omni_thinker": Case(lambda: tiny_omni_thinker(False), thinker_items, thinker_collate, lm_loss),
     "qwen3_omni_thinker": Case(lambda: tiny_omni_thinker(True), thinker_items, thinker_collate, lm_loss),
+    # every item of its own kind: under tp (all ranks on the same two items) both towers run
+    "omni_thinker_mixed": Case(lambda: tiny_omni_thinker(False), partial(thinker_items, run=1), thinker_collate,
+                               lm_loss),
+    "qwen3_omni_thinker_mixed": Case(lambda: tiny_omni_thinker(True), partial(thinker_items, run=1), thinker_collate,
+                                     lm_loss),
     "omni_thinker_text": Case(lambda: tiny_omni_thinker(False), partial(thinker_items, kinds=("image", "text")),
                               thinker_collate, lm_loss),
     **{name: generic_case(name, mean_square) for name in (
@@ -265,11 +281,18 @@ MESHES: dict[str, dict[str, int]] = {
     "dp_shard": {"dp_shard": 2},
     "dp_replicate": {"dp_replicate": 2},
     "tp": {"tp": 2},
+    "tp4": {"tp": 4},
     "ep": {"ep": 2},
     "dp_shard4": {"dp_shard": 4},
     "hsdp": {"dp_replicate": 2, "dp_shard": 2},
     "dp_shard_x_tp": {"dp_shard": 2, "tp": 2},
     "dp_shard_x_ep": {"dp_shard": 2, "ep": 2},
+    "dp_replicate_x_ep": {"dp_replicate": 2, "ep": 2},
+    "ep_x_tp": {"ep": 2, "tp": 2},
+    "dp_shard1": {"dp_shard": 1},
+    "tp1": {"tp": 1},
+    "ep1": {"ep": 1},
+    "dp_shard1_x_ep1": {"dp_shard": 1, "ep": 1},
 }
 
 
@@ -292,11 +315,13 @@ def routed_rows_counter(model: nn.Module) -> Callable[[object], list[int]]:
 
 
 def grads(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter's full gradient, in the unwrapped layout (tensor parallel's reordered rows put back)."""
     out = {}
     for name, p in model.named_parameters():
         if p.requires_grad and p.grad is not None:
-            g = p.grad
-            out[name] = g.full_tensor() if isinstance(g, DTensor) else g
+            g = p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad
+            owner, _, leaf = name.rpartition(".")
+            out[name] = unwrapped_layout(model.get_submodule(owner), leaf, g)
     return out
 
 
@@ -304,21 +329,25 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp(min=1e-12))
 
 
-def run_scenario(case_name: str, sizes: dict[str, int]) -> dict:
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def run_scenario(case_name: str, sizes: dict[str, int], device: torch.device) -> dict:
     case = CASES[case_name]
     torch.manual_seed(0)
-    model = case.build()
+    model = case.build().to(device)
     reference = copy.deepcopy(model)
-    mesh = build_mesh("cpu", **sizes)
+    mesh = build_mesh(device.type, **sizes)
     index, count = data_parallel_coords(mesh)
     items = case.items(model, 2 * count)
-    batch = case.collate(items)
+    batch = to_device(case.collate(items), device)
     ref_loss = case.loss(reference(**batch), batch)
     ref_loss.backward()
     parallelize(model, mesh, **case.options)
     case.prepare(model)
     routed = routed_rows_counter(model)
-    local = case.collate(items[2 * index : 2 * index + 2])
+    local = to_device(case.collate(items[2 * index : 2 * index + 2]), device)
     loss = case.loss(model(**local), local)
     loss.backward()
     total = loss.detach().clone()
@@ -326,24 +355,34 @@ def run_scenario(case_name: str, sizes: dict[str, int]) -> dict:
     total /= dist.get_world_size()
     got, want = grads(model), grads(reference)
     sharded = [n for n, p in model.named_parameters() if isinstance(p, DTensor)]
+    state, reference_state = full_state_dict(model), reference.state_dict()
+    state_equal = dist.get_rank() != 0 or (
+        sorted(state) == sorted(reference_state) and all(torch.equal(state[k].to(device), reference_state[k])
+                                                         for k in state))
     return {
+        "device": str(loss.device),
         "rows_received_per_ep_rank": routed(mesh),
         "compiled_graphs": torch._dynamo.utils.counters["stats"]["unique_graphs"],
         "loss_rel": abs(float(total) - ref_loss.item()) / abs(ref_loss.item()),
         "grad_rel": max(rel(got[n], want[n]) for n in want if n in got),
         "missing_grads": sorted(set(want) - set(got)),
         "names_equal": [n for n, _ in model.named_parameters()] == [n for n, _ in reference.named_parameters()],
+        "state_equal": state_equal,  # the gathered state dict is the unwrapped one (layout and values)
         "sharded_params": len(sharded),
         "dtensor_grads": all(isinstance(p.grad, DTensor) for n, p in model.named_parameters()
                              if n in sharded and p.requires_grad),
     }
 
 
+PROBE = torch.randint(0, 256, (2, 8), generator=torch.Generator().manual_seed(5))
+
+
 def checkpoint_round(world: int, out_dir: Path) -> dict:
-    """World 4: train one step under FSDP x TP, save with DCP, write the expected full weights and a
-    save_pretrained export. World 2: load the DCP checkpoint under FSDP and compare bit for bit; then
-    load the Hub-layout snapshot ``OUT_DIR/hf_snapshot`` with load_hf, shard it with FSDP and export it
-    with export_hf to ``OUT_DIR/hf_export`` (in several safetensors shards)."""
+    """World 4: train one step under FSDP x TP, save with DCP, write the expected full weights, the
+    logits on :data:`PROBE` and a save_pretrained export. World 2: load the DCP checkpoint under FSDP
+    and under TP (head-split attention reorders the q/k/v rows it loads) and compare bit for bit, and
+    the TP copy's logits; then load the Hub-layout snapshot ``OUT_DIR/hf_snapshot`` with load_hf, shard
+    it with FSDP and export it with export_hf to ``OUT_DIR/hf_export`` (in several safetensors shards)."""
     torch.manual_seed(0 if world == 4 else 123)
     model = omnikit.create_model("decoder_tiny", tie_embeddings=True)
     sizes = {"dp_shard": 2, "tp": 2} if world == 4 else {"dp_shard": 2}
@@ -354,24 +393,41 @@ def checkpoint_round(world: int, out_dir: Path) -> dict:
         torch.optim.SGD(model.parameters(), lr=0.1).step()
         save_distributed(model, out_dir / "dcp")
         full = full_state_dict(model)
+        with torch.no_grad():
+            logits = model(input_ids=PROBE)
         if dist.get_rank() == 0:
             torch.save(full, out_dir / "expected.pt")
+            torch.save(logits, out_dir / "logits.pt")
         export_pretrained(model, out_dir / "pretrained")
         return {"saved": True}
     load_distributed(model, out_dir / "dcp")
     full = full_state_dict(model)
+    tp_model = parallelize(omnikit.create_model("decoder_tiny", tie_embeddings=True), build_mesh("cpu", tp=2))
+    load_distributed(tp_model, out_dir / "dcp")
+    full_tp = full_state_dict(tp_model)
+    with torch.no_grad():
+        logits = tp_model(input_ids=PROBE)
     hub = parallelize(load_hf(out_dir / "hf_snapshot"), build_mesh("cpu", dp_shard=2))
     export_hf(hub, out_dir / "hf_export", max_shard_size="20KB")
     if dist.get_rank() != 0:
         return {}
     expected = torch.load(out_dir / "expected.pt")
-    return {"bit_exact": sorted(full) == sorted(expected) and all(torch.equal(full[k], expected[k]) for k in full)}
+    return {
+        "bit_exact": all(sorted(s) == sorted(expected) and all(torch.equal(s[k], expected[k]) for k in s)
+                         for s in (full, full_tp)),
+        "tp_logits_rel": rel(logits, torch.load(out_dir / "logits.pt")),
+    }
 
 
 def worker(rank: int, world: int, port: int, out_dir: str, names: list[str]) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world, init_method=f"tcp://127.0.0.1:{port}",
+    backend = os.environ.get("OMNIKIT_DIST_BACKEND", "gloo")
+    device = torch.device("cpu")
+    if backend == "nccl":
+        device = torch.device("cuda", rank)
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend, rank=rank, world_size=world, init_method=f"tcp://127.0.0.1:{port}",
                             timeout=timedelta(seconds=60))
     results = {}
     for name in names:
@@ -380,7 +436,7 @@ def worker(rank: int, world: int, port: int, out_dir: str, names: list[str]) -> 
             continue
         case_name, mesh_name = name.split("/")
         try:
-            results[name] = run_scenario(case_name, MESHES[mesh_name])
+            results[name] = run_scenario(case_name, MESHES[mesh_name], device)
         except Exception:  # reported to the test, which fails on it
             results[name] = {"error": traceback.format_exc()}
         dist.barrier()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from dist_worker import PROBE, tiny_omni_thinker
 
 import omnikit
 from omnikit.convert import load_hf
@@ -27,18 +28,21 @@ WORKER = Path(__file__).with_name("dist_worker.py")
 TOL = 1e-5
 
 QUICK = {
-    4: ["checkpoint", "decoder/dp_shard_x_tp", "moe_skew/dp_shard_x_ep"],
+    4: ["checkpoint", "decoder/dp_shard_x_tp", "moe_skew/dp_shard_x_ep", "decoder_mha/tp4", "decoder/tp4"],
     2: ["checkpoint", "decoder/dp_shard", "decoder/tp", "moe_skew/ep", "omni/dp_shard", "thinker_talker/dp_shard",
         "decoder_ckpt_compile/dp_shard", "omni_thinker/dp_shard", "qwen3_omni_thinker/dp_shard"],
 }
 SLOW = {
     4: ["decoder/hsdp", "moe/dp_shard_x_ep", "omni/dp_shard4", "omni/dp_shard_x_tp", "thinker_talker/dp_shard_x_tp",
-        "moe_ckpt/dp_shard_x_ep", "qwen3_omni_thinker/dp_shard_x_ep", "omni_thinker/dp_shard_x_tp"],
-    2: ["decoder/dp_replicate", "moe/ep", "omni/tp", "thinker_talker/tp", "decoder_bf16/dp_shard", "xattn/dp_shard",
+        "moe_ckpt/dp_shard_x_ep", "qwen3_omni_thinker/dp_shard_x_ep", "omni_thinker/dp_shard_x_tp",
+        "moe_skew/dp_replicate_x_ep", "moe_skew/ep_x_tp", "qwen3_omni_thinker/ep_x_tp", "moe_skew/dp_shard_x_tp"],
+    2: ["moe_skew_compile/ep", "decoder/dp_replicate", "moe/ep",
+        "omni/tp", "thinker_talker/tp", "decoder_bf16/dp_shard", "xattn/dp_shard",
         "omni_text/dp_shard", "xattn_text/dp_shard", "moe/dp_shard", "moe/tp", "moe/dp_replicate",
         "omni_thinker_text/dp_shard", "qwen2_5_omni_talker_tiny/dp_shard", "qwen3_omni_talker_tiny/dp_shard",
         "qwen3_omni_talker_tiny/ep", "qwen3_vit_tiny/dp_shard", "qwen2_5_omni_vision_tiny/dp_shard",
-        "qwen2_5_omni_vision_tiny/tp", "code2wav_tiny/dp_shard"],
+        "qwen2_5_omni_vision_tiny/tp", "code2wav_tiny/dp_shard", "omni_thinker_mixed/tp",
+        "qwen3_omni_thinker_mixed/tp", "moe_skew/tp"],
 }
 
 
@@ -48,8 +52,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(world: int, names: list[str], out: Path) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+def _launch(world: int, names: list[str], out: Path, backend: str = "gloo") -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "OMNIKIT_DIST_BACKEND": backend}
     proc = subprocess.run(
         [sys.executable, str(WORKER), str(world), str(_free_port()), str(out), *names],
         env=env, capture_output=True, text=True, timeout=240, cwd=Path(__file__).parents[1],
@@ -63,7 +67,7 @@ def _check(name: str, result: dict, tol: float = TOL) -> None:
     assert result["loss_rel"] <= tol, (name, result)
     assert result["grad_rel"] <= tol, (name, result)
     assert result["missing_grads"] == [], (name, result)
-    assert result["names_equal"], name
+    assert result["names_equal"] and result["state_equal"], (name, result)
     assert result["sharded_params"] > 0 and result["dtensor_grads"], (name, result)
 
 
@@ -80,9 +84,11 @@ def test_quick_strategies_match_one_process_and_checkpoints_reshard(tmp_path: Pa
     hub.save_pretrained(tmp_path / "hf_snapshot")
     results = {4: _launch(4, QUICK[4], tmp_path)}
     results[2] = _launch(2, QUICK[2], tmp_path)
+    refused = "decoder/tp4"  # 2 key/value heads cannot be split over 4 ranks
+    assert "`mesh['tp']` size 4 must divide the attention's key/value heads (2)" in results[4][refused]["error"]
     for world, names in QUICK.items():
         for name in names:
-            if name != "checkpoint":
+            if name not in ("checkpoint", refused):
                 _check(name, results[world][name])
     # expert parallel where every token goes to rank 0's experts: rank 1 receives none
     for world, name in ((2, "moe_skew/ep"), (4, "moe_skew/dp_shard_x_ep")):
@@ -91,8 +97,11 @@ def test_quick_strategies_match_one_process_and_checkpoints_reshard(tmp_path: Pa
     assert results[2]["decoder_ckpt_compile/dp_shard"]["compiled_graphs"] > 0
     assert results[2]["decoder/dp_shard"]["compiled_graphs"] == 0  # the scenarios before it compile nothing
     assert results[2]["checkpoint"]["bit_exact"]
+    assert results[2]["checkpoint"]["tp_logits_rel"] <= TOL
     model = omnikit.create_model("decoder_tiny", tie_embeddings=True)
     load_distributed(model, tmp_path / "dcp")
+    with torch.no_grad():  # the checkpoint holds the unwrapped q/k/v row order: the same logits in one process
+        torch.testing.assert_close(model(PROBE), torch.load(tmp_path / "logits.pt"), rtol=1e-5, atol=1e-6)
     expected = torch.load(tmp_path / "expected.pt")
     state = model.state_dict()
     assert sorted(state) == sorted(expected)
@@ -115,8 +124,13 @@ def test_more_strategies_match_one_process(world: int, tmp_path: Path) -> None:
     for scenario in SLOW[world]:
         # bf16 parameters (fp32 reduction) against the fp32 reference: bf16 rounding
         _check(scenario, results[scenario], 5e-2 if "bf16" in scenario else TOL)
+    if world == 4:  # every token routed to ep rank 0's experts
+        for name in ("moe_skew/dp_replicate_x_ep", "moe_skew/ep_x_tp"):
+            assert results[name]["rows_received_per_ep_rank"][1] == 0, (name, results[name])
     if world == 2:
         assert results["decoder_bf16/dp_shard"]["grad_rel"] > 1e-4  # it did compute in bf16
+        compiled = results["moe_skew_compile/ep"]  # compiled MoE blocks under ep (graph breaks at the host splits)
+        assert compiled["compiled_graphs"] > 0 and compiled["rows_received_per_ep_rank"][1] == 0, compiled
 
 
 @pytest.mark.slow
@@ -162,8 +176,11 @@ def test_unsupported_meshes_are_refused() -> None:
         def __init__(self, *names: str) -> None:
             self.mesh_dim_names = names
 
-    with pytest.raises(ValueError, match="'tp' and 'ep'"):
-        check_mesh(Named("ep", "tp"))
+    with pytest.raises(ValueError, match="'ep' and 'tp' takes no other dimension"):
+        check_mesh(Named("dp_shard", "ep", "tp"))
+    with pytest.raises(ValueError, match="at most one of 'dp_replicate', 'dp_shard'"):
+        check_mesh(Named("dp_replicate", "dp_shard", "ep"))
+    assert check_mesh(Named("ep", "tp")) == ("ep", "tp")
     with pytest.raises(ValueError, match="subset"):
         check_mesh(Named("data"))
     with pytest.raises(ValueError, match="order"):
@@ -213,9 +230,6 @@ def test_absent_media_dummy_uses_the_encoders_contract_inputs() -> None:
 def test_omni_thinker_absent_towers_change_nothing_and_get_zero_gradients(qwen3: bool) -> None:
     """OmniThinker / Qwen3OmniThinker on text only: with ``run_absent_media`` both towers run (the
     vision tower at the image and the video slot), the logits are unchanged, their gradients zero."""
-    sys.path.insert(0, str(WORKER.parent))
-    from dist_worker import tiny_omni_thinker
-
     model = tiny_omni_thinker(qwen3)
     ids = torch.randint(8, 256, (2, 10))
     plain = model(ids)
@@ -246,3 +260,18 @@ def test_memory_table_in_the_docs_lists_every_published_preset() -> None:
     docs = (Path(__file__).parents[1] / "docs" / "distributed.md").read_text()
     listed = {line.split("|")[1].strip() for line in docs.splitlines() if " | DDP | 8 |" in line}
     assert listed == set(published_presets())
+
+
+def test_head_split_order_puts_each_ranks_heads_together_and_refuses_an_indivisible_degree() -> None:
+    from omnikit.distributed.heads import HeadParallelQKV, head_split_order
+
+    # 4 query heads, 2 kv heads, head_dim 1: rows q0 q1 q2 q3 k0 k1 v0 v1
+    assert head_split_order(4, 2, 1, 2).tolist() == [0, 1, 4, 6, 2, 3, 5, 7]
+    assert head_split_order(4, 2, 3, 1).tolist() == list(range(24))
+
+    class Mesh:
+        def size(self) -> int:
+            return 4
+
+    with pytest.raises(ValueError, match=r"`mesh\['tp'\]` size 4 must divide the attention's key/value heads \(2\)"):
+        HeadParallelQKV(4, 2, 16).check(Mesh())

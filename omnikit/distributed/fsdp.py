@@ -30,19 +30,19 @@ def apply_data_parallel(
         mesh: data-parallel mesh of the dense parameters: 1-D (FSDP, or DDP when ``shard`` is
             False) or 2-D ``(replicate, shard)`` (HSDP).
         shard: ``fully_shard``, or only ``replicate``.
-        expert_mesh: the mesh sharding the expert-parallel experts' data-parallel copies; each
-            experts module is then an FSDP unit of its own, wrapped first.
+        expert_mesh: the mesh sharding (or, when ``shard`` is False, replicating) the expert-parallel
+            experts' data-parallel copies; each experts module is then a unit of its own, wrapped first.
         ignored_params: parameters FSDP leaves alone (expert-parallel weights with no ``expert_mesh``).
         mp_policy: FSDP2 mixed precision (e.g. bf16 parameters with fp32 gradient reduction).
         reshard_after_forward: FSDP2's option (``None``: its default).
     """
     options = {"mp_policy": mp_policy or MixedPrecisionPolicy()}
-    if expert_mesh is not None:
-        for experts in plan.experts:
-            fully_shard(experts, mesh=expert_mesh, reshard_after_forward=reshard_after_forward, **options)
     if shard:
         options["reshard_after_forward"] = reshard_after_forward
     wrap = fully_shard if shard else replicate
+    if expert_mesh is not None:
+        for experts in plan.experts:
+            wrap(experts, mesh=expert_mesh, **options)
     for unit in [*plan.fsdp_units, model]:
         wrap(unit, mesh=mesh, ignored_params=ignored_params, **options)
     for module, method in plan.fsdp_methods:

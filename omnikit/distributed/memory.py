@@ -5,8 +5,10 @@ float32 sharded parameters (4 B), float32 gradients (4 B), two float32 Adam mome
 divided by the number of ranks that shard it; while a unit runs, its bf16 copy is all-gathered,
 and the next one is prefetched (2 x the largest unit, 2 B per element). Activations per token count
 the bf16 inputs and outputs of every matmul of the model's token stack (decoder blocks when it has
-some): for a MoE layer, ``top_k`` experts' worth; the hidden width of tensor-parallel MLPs divided
-by ``tp``. With activation checkpointing, one block input per block plus one block recomputed.
+some): for a MoE layer, ``top_k`` experts' worth; the hidden width of tensor-parallel MLPs and
+routed experts divided by ``tp``, and so are the q/k/v outputs and the attention output
+projection's input (attention is split by heads). With activation checkpointing, one block input
+per block plus one block recomputed.
 Norms, residual adds and attention scores (flash/SDPA) are not counted: a first-order estimate.
 
 Run ``python -m omnikit.distributed.memory`` for the table of every published preset.
@@ -21,6 +23,8 @@ import torch
 from torch import nn
 
 from omnikit.distributed.plan import collect_plan
+from omnikit.distributed.tp import tp_sharded_parameters
+from omnikit.layers.attention import Attention
 from omnikit.layers.decoder import Decoder, DecoderBlock
 from omnikit.layers.hybrid import HybridDecoder
 from omnikit.moe.experts import SwiGLUExperts
@@ -52,13 +56,10 @@ def _shard_factors(model: nn.Module, sizes: dict[str, int]) -> tuple[dict[int, i
     plan = collect_plan(model)
     tp, ep, shard = sizes.get("tp", 1), sizes.get("ep", 1), sizes.get("dp_shard", 1)
     experts = {id(p) for e in plan.experts for p in e.parameters()}
-    tp_params = {id(p) for path in plan.tp for p in model.get_submodule(path).parameters()}
-    factors = {}
-    for p in model.parameters():
-        if id(p) in experts:
-            factors[id(p)] = ep * shard
-        else:
-            factors[id(p)] = shard * ep * (tp if id(p) in tp_params else 1)
+    tp_params = tp_sharded_parameters(model, plan)
+    if ep > 1:  # expert-parallel experts are not also tensor-parallel
+        tp_params -= experts
+    factors = {id(p): shard * ep * (tp if id(p) in tp_params else 1) for p in model.parameters()}
     return factors, experts
 
 
@@ -91,10 +92,13 @@ def _activations(block: nn.Module, tp: int) -> float:
             total += module.in_features + module.out_features
         elif isinstance(module, SwiGLUExperts):
             k = next(x.config.top_k for x in moe if x.experts is module)
-            total += k * (module.dim + 3 * module.hidden + module.dim)
+            total += k * (module.dim + 3 * module.hidden / tp + module.dim)  # split over tp (without ep)
     if tp > 1 and isinstance(block, DecoderBlock) and not isinstance(block.mlp, MoE):
         hidden = block.mlp.down.in_features if hasattr(block.mlp, "down") else 0
         total -= 3 * hidden * (1 - 1 / tp)  # gate, up outputs and the down input are sharded
+    if tp > 1:  # attention split by heads: the q/k/v outputs and the output projection's input are sharded
+        total -= sum((m.qkv.out_features + m.out.in_features) * (1 - 1 / tp)
+                     for m in block.modules() if isinstance(m, Attention))
     return 2 * total
 
 
@@ -116,11 +120,13 @@ def estimate_memory(model: nn.Module, sizes: dict[str, int]) -> MemoryEstimate:
 
 
 def plans_for(model: nn.Module, gpus: int) -> dict[str, dict[str, int]]:
-    """The plans tabulated at ``gpus``: DDP, FSDP, HSDP (8 per node), FSDP x TP8, FSDP x EP8 (MoE)."""
+    """The plans tabulated at ``gpus``: DDP, FSDP, HSDP (8 per node), FSDP x TP8 (when 8 divides
+    every attention's key/value heads, as head-split attention needs), FSDP x EP8 (MoE)."""
     plans = {"DDP": {"dp_replicate": gpus}, "FSDP": {"dp_shard": gpus}}
     if gpus > 8:
         plans["HSDP 8/node"] = {"dp_replicate": gpus // 8, "dp_shard": 8}
-    plans["FSDP x TP8"] = {"dp_shard": gpus // 8, "tp": 8}
+    if all(m.num_kv_heads % 8 == 0 for m in model.modules() if isinstance(m, Attention)):
+        plans["FSDP x TP8"] = {"dp_shard": gpus // 8, "tp": 8}
     experts = collect_plan(model).experts
     if experts and all(e.num_experts % 8 == 0 for e in experts):
         plans["FSDP x EP8"] = {"dp_shard": gpus // 8, "ep": 8}

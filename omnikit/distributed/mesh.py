@@ -19,18 +19,18 @@ DATA_DIMS: tuple[str, ...] = ("dp_replicate", "dp_shard", "ep")
 
 
 def check_mesh(mesh: DeviceMesh) -> tuple[str, ...]:
-    """The mesh's dimension names, checked: known names in :data:`MESH_DIMS` order, ``tp`` and ``ep``
-    not together, ``dp_replicate`` not with ``ep``."""
+    """The mesh's dimension names, checked: known names in :data:`MESH_DIMS` order; ``ep`` with at
+    most one data-parallel dimension, and ``ep`` with ``tp`` only with no other (the tested set)."""
     names = tuple(mesh.mesh_dim_names or ())
     unknown = [n for n in names if n not in MESH_DIMS]
     if not names or unknown:
         raise OmnikitValueError(f"`mesh` dimension names expected a subset of {MESH_DIMS} but got {names}")
     if list(names) != [n for n in MESH_DIMS if n in names]:
         raise OmnikitValueError(f"`mesh` dimension names expected in the order {MESH_DIMS} but got {names}")
-    if "tp" in names and "ep" in names:
-        raise OmnikitValueError(f"`mesh` with both 'tp' and 'ep' is not supported; got {names}")
-    if "dp_replicate" in names and "ep" in names:
-        raise OmnikitValueError(f"`mesh` with both 'dp_replicate' and 'ep' is not supported; got {names}")
+    if "tp" in names and "ep" in names and len(names) > 2:
+        raise OmnikitValueError(f"`mesh` with 'ep' and 'tp' takes no other dimension; got {names}")
+    if "dp_replicate" in names and "dp_shard" in names and "ep" in names:
+        raise OmnikitValueError(f"`mesh` with 'ep' takes at most one of 'dp_replicate', 'dp_shard'; got {names}")
     return names
 
 

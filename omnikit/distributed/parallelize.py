@@ -12,6 +12,7 @@ from omnikit.distributed.fsdp import apply_data_parallel
 from omnikit.distributed.mesh import DATA_DIMS, check_mesh
 from omnikit.distributed.plan import collect_plan
 from omnikit.distributed.tp import apply_tensor_parallel
+from omnikit.distributed.tp_experts import ExpertTensorParallel
 from omnikit.utils.checks import OmnikitTypeError
 
 __all__ = ["parallelize"]
@@ -32,8 +33,10 @@ def parallelize(
       the dense parameters shard over ``dp_shard x ep`` and the experts over ``dp_shard``);
     - ``"dp_replicate"``: replicated data parallel, or HSDP's replicate dimension with ``"dp_shard"``.
 
-    Supported: any of ``dp_replicate``, ``dp_shard`` with at most one of ``tp``/``ep``
-    (``dp_replicate`` not with ``ep``). Each data-parallel rank feeds its own slice of the batch
+    Supported: any of ``dp_replicate``, ``dp_shard`` with ``tp``; ``ep`` with one of ``dp_replicate``,
+    ``dp_shard`` (the dense parameters replicated or sharded over both dimensions, the experts over
+    the data-parallel one) or with ``tp`` alone (the dense parameters FSDP-sharded over ``ep``, the
+    experts replicated over ``tp``). Each data-parallel rank feeds its own slice of the batch
     (:func:`~omnikit.distributed.mesh.data_shard`); ranks along ``tp`` feed the same one. Modules
     with a ``run_absent_media`` switch (the early-fusion and cross-attention omni models, the
     published Thinkers' :class:`~omnikit.fusion.OmniThinker`) then run absent encoders on a
@@ -47,6 +50,8 @@ def parallelize(
     names = check_mesh(mesh)
     plan = collect_plan(model)
     if "tp" in names:
+        if "ep" in names:  # experts are expert-parallel, replicated over tp
+            plan.tp = {path: style for path, style in plan.tp.items() if not isinstance(style, ExpertTensorParallel)}
         apply_tensor_parallel(model, plan, mesh["tp"])
     ignored = None
     if "ep" in names:
@@ -60,9 +65,9 @@ def parallelize(
     options = dict(mp_policy=mp_policy, reshard_after_forward=reshard_after_forward)
     if data == ["dp_replicate"]:
         apply_data_parallel(model, plan, mesh["dp_replicate"], shard=False, mp_policy=mp_policy)
-    elif "ep" in data and "dp_shard" in data:
-        dense = mesh["dp_shard", "ep"]._flatten("dp_shard_ep")
-        apply_data_parallel(model, plan, dense, shard=True, expert_mesh=mesh["dp_shard"], **options)
+    elif "ep" in data and len(data) == 2:  # dense weights over both dimensions, experts over the first
+        dense = mesh[data[0], "ep"]._flatten(f"{data[0]}_ep")
+        apply_data_parallel(model, plan, dense, shard=data[0] == "dp_shard", expert_mesh=mesh[data[0]], **options)
     else:
         apply_data_parallel(model, plan, mesh[tuple(data)], shard=True, ignored_params=ignored, **options)
     for module in model.modules():

@@ -3,14 +3,17 @@
 - transformer stacks (:class:`~omnikit.layers.decoder.Decoder`, :class:`~omnikit.layers.hybrid.HybridDecoder`,
   the audio encoders' :class:`~omnikit.audio.blocks.EncoderStack`, the vision
   :class:`~omnikit.layers.stack.TransformerStack`): every block is an FSDP unit;
-- :class:`~omnikit.layers.attention.Attention`: the fused q/k/v projection column-parallel with
-  its output gathered (the q/k/v rows of one head are not contiguous in the fused weight, so heads
-  are not split for the attention itself), the output projection row-parallel;
+- :class:`~omnikit.layers.attention.Attention`: split by heads, the fused q/k/v projection
+  column-parallel with its rows reordered so that each rank holds its query heads and their
+  key/value groups (:class:`~omnikit.distributed.heads.HeadParallelQKV`), the output projection
+  row-parallel, the q/k norms' weights replicated (their gradients all-reduced): each rank attends
+  with its own heads;
 - :class:`~omnikit.layers.mlp.SwiGLU`: gate/up column-parallel, down row-parallel (no
   communication between them);
 - :class:`~omnikit.models.CausalLM` (and the Thinker): vocabulary-parallel embedding and LM head,
   tied again when the model ties them;
-- :class:`~omnikit.moe.MoE`: its routed experts run expert-parallel;
+- :class:`~omnikit.moe.MoE`: its routed experts run expert-parallel under ``ep``, and are split
+  over their hidden width under ``tp`` without ``ep`` (:mod:`omnikit.distributed.tp_experts`);
 - :class:`~omnikit.fusion.omni.EarlyFusionOmni`: each media adapter is an FSDP unit;
 - the published Qwen-Omni structures: the vision towers (:class:`~omnikit.vision.WindowViT`,
   :class:`~omnikit.vision.Qwen3ViT`) and :class:`~omnikit.audio.code2wav.Code2Wav` shard block by
@@ -28,7 +31,9 @@ from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
 
 from omnikit.audio.blocks import EncoderStack
 from omnikit.audio.code2wav import Code2Wav, DecoderStage
+from omnikit.distributed.heads import HeadParallelQKV, HeadShardedNorm
 from omnikit.distributed.plan import ParallelPlan, register_parallel_plan
+from omnikit.distributed.tp_experts import ExpertTensorParallel
 from omnikit.fusion.omni import EarlyFusionOmni
 from omnikit.fusion.omni_thinker import OmniThinker
 from omnikit.layers.attention import Attention
@@ -55,10 +60,9 @@ def _block_stack(stack: nn.Module) -> ParallelPlan:
 
 @register_parallel_plan(Attention)
 def _attention(attn: Attention) -> ParallelPlan:
-    return ParallelPlan(tp={
-        "qkv": ColwiseParallel(output_layouts=Replicate()),
-        "out": RowwiseParallel(input_layouts=Replicate()),
-    })
+    styles = {"qkv": HeadParallelQKV(attn.num_heads, attn.num_kv_heads, attn.head_dim), "out": RowwiseParallel()}
+    norms = [name for name in ("q_norm", "k_norm") if getattr(attn, name) is not None]
+    return ParallelPlan(tp={**styles, **{name: HeadShardedNorm() for name in norms}})
 
 
 @register_parallel_plan(SwiGLU)
@@ -80,7 +84,7 @@ def _causal_lm(lm: CausalLM) -> ParallelPlan:
 
 @register_parallel_plan(MoE)
 def _moe(moe: MoE) -> ParallelPlan:
-    return ParallelPlan(experts=[moe.experts])
+    return ParallelPlan(experts=[moe.experts], tp={"experts": ExpertTensorParallel()})
 
 
 @register_parallel_plan(EarlyFusionOmni)

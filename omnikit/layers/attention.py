@@ -137,9 +137,11 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
         check_tensor(x, "x", shape=("B", "T", self.dim), floating=True)
         batch, length, _ = x.shape
         causal = self.causal if causal is None else causal
-        q, k, v = self.qkv(x).view(batch, length, self.num_heads + 2 * self.num_kv_heads, self.head_dim).split(
-            [self.num_heads, self.num_kv_heads, self.num_kv_heads], dim=2
-        )
+        qkv = self.qkv(x)
+        # a head-split projection (omnikit.distributed's tensor parallel) yields this rank's share of the heads
+        share = (self.num_heads + 2 * self.num_kv_heads) * self.head_dim // qkv.shape[-1]
+        heads, kv_heads = self.num_heads // share, self.num_kv_heads // share
+        q, k, v = qkv.view(batch, length, heads + 2 * kv_heads, self.head_dim).split([heads, kv_heads, kv_heads], dim=2)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
@@ -176,7 +178,7 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
             attention_mask=attention_mask,
             dropout_p=self.dropout if self.training else 0.0,
         )
-        return self.out(out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim))
+        return self.out(out.transpose(1, 2).reshape(batch, length, heads * self.head_dim))
 
     def extra_repr(self) -> str:
         return (

@@ -1,0 +1,101 @@
+"""Tensor-parallel routed experts: each ``"tp"`` rank holds ``hidden / n`` of every expert's width.
+
+The stacked weights ``gate_up (E, 2 * hidden, dim)`` (gate rows, then up rows) and
+``down (E, dim, hidden)`` split like a SwiGLU MLP's: ``gate_up`` column-parallel on its rows,
+``down`` row-parallel on its columns. The gate and up rows a rank needs are two separate chunks of
+``gate_up``, so its rows are reordered once to ``[gate_0 up_0 | gate_1 up_1 | ...]`` before a plain
+``Shard(1)`` (:mod:`omnikit.distributed.reorder` keeps checkpoints in the unwrapped layout);
+``down`` is a plain ``Shard(2)``.
+
+The ranks along ``tp`` see the same tokens and route them alike (the router is replicated). Each
+runs the usual grouped SwiGLU on its slice of every expert; the routing-weighted partial outputs
+are summed by one all-reduce. In the backward, the gradients of the expert input and of the
+routing weights are partial sums over the slices, so both are all-reduced where they enter the
+experts; the router and everything before it then get the full gradient on every rank.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.tensor import Shard, distribute_tensor
+from torch.distributed.tensor.parallel import ParallelStyle
+
+from omnikit.distributed.reorder import rank_major_order, reorder_parameters
+from omnikit.moe.dispatch import DispatchPlan
+from omnikit.moe.experts import SwiGLUExperts
+from omnikit.moe.grouped import grouped_swiglu
+from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
+
+__all__ = ["ExpertTensorParallel", "TensorParallelExperts"]
+
+
+class _ReduceGrad(torch.autograd.Function):
+    """Identity forward; the gradient all-reduced over ``group`` (the input of a split computation)."""
+
+    @staticmethod
+    def forward(ctx, x, group):  # type: ignore[override]
+        ctx.group = group
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        grad = grad.contiguous()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
+
+
+class _ReduceOutput(torch.autograd.Function):
+    """Partial outputs all-reduced over ``group``; the gradient passes unchanged."""
+
+    @staticmethod
+    def forward(ctx, x, group):  # type: ignore[override]
+        out = x.contiguous().clone()
+        dist.all_reduce(out, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        return grad, None
+
+
+class TensorParallelExperts(SwiGLUExperts):
+    """:class:`SwiGLUExperts` whose width is split over a tensor-parallel group (module docstring).
+
+    ``forward(x: (N, dim), plan) -> (N, dim)`` gives what the unsharded experts give on ``x``; made
+    by :class:`ExpertTensorParallel`.
+    """
+
+    tp_group: dist.ProcessGroup
+
+    def forward(self, x: torch.Tensor, plan: DispatchPlan) -> torch.Tensor:
+        x = _ReduceGrad.apply(x, self.tp_group)
+        plan = dataclasses.replace(plan, weight=_ReduceGrad.apply(plan.weight, self.tp_group))
+        gate_up, down = self.gate_up.to_local(), self.down.to_local()
+        partial = grouped_swiglu(x, gate_up, down, *self.arrange(x, plan))
+        return _ReduceOutput.apply(partial, self.tp_group)
+
+
+class ExpertTensorParallel(ParallelStyle):
+    """The tensor-parallel style of a :class:`SwiGLUExperts` (``parallelize_module`` applies it to
+    the experts module; the tensor-parallel degree must divide the expert width)."""
+
+    def _apply(self, module: nn.Module, device_mesh: DeviceMesh) -> nn.Module:
+        if not isinstance(module, SwiGLUExperts):
+            raise OmnikitTypeError(f"`module` expected a SwiGLUExperts but got {type(module).__name__}")
+        ranks = device_mesh.size()
+        if module.hidden % ranks:
+            raise OmnikitValueError(
+                f"`mesh['tp']` size {ranks} must divide the experts' hidden width, got {module.hidden}"
+            )
+        reorder_parameters(module, {"gate_up": (1, rank_major_order([module.hidden, module.hidden], ranks))})
+        for name, dim in (("gate_up", 1), ("down", 2)):
+            weight = getattr(module, name)
+            setattr(module, name, nn.Parameter(distribute_tensor(weight.data, device_mesh, [Shard(dim)])))
+        module.__class__ = TensorParallelExperts
+        module.tp_group = device_mesh.get_group()
+        return module
