@@ -89,7 +89,9 @@ class CrossAttentionOmni(StreamingContainer, nn.Module):
         video, audio: adapters producing media tokens of width ``media_dim``.
         media_dim: width of the media tokens and of the resampler.
         every: wrap one block in every ``every``.
-        num_latents: resampler latents per media item.
+        num_latents: resampler latents per media item; ``None``: no resampler, text attends to every
+            encoder token of an item (as Llama-3.2-Vision does; items of different lengths are padded
+            and the padding is masked).
         only_latest: text sees only the latest media item before it (Flamingo) instead of all.
 
     ``forward(input_ids (B, T), *, frames (N_v, F, C, H, W), audio_features (N_a, n_mels, L),
@@ -112,7 +114,7 @@ class CrossAttentionOmni(StreamingContainer, nn.Module):
         audio: AudioAdapter | None = None,
         media_dim: int,
         every: int = 2,
-        num_latents: int = 8,
+        num_latents: int | None = 8,
         num_heads: int | None = None,
         only_latest: bool = False,
     ) -> None:
@@ -123,7 +125,8 @@ class CrossAttentionOmni(StreamingContainer, nn.Module):
         self.run_absent_media = False
         self.markers = _MarkerTracker(media_tokens)
         heads = num_heads or lm.config.num_heads
-        self.resampler = PerceiverResampler(media_dim, num_latents, depth=1, num_heads=heads)
+        self.resampler = (None if num_latents is None
+                          else PerceiverResampler(media_dim, num_latents, depth=1, num_heads=heads))
         fusions = {i: GatedCrossAttentionBlock(lm.config.dim, media_dim, heads)
                    for i in range(every - 1, len(lm.decoder.blocks), every)}
         self.lm = with_fusion_layers(lm, fusions)  # the caller's ``lm`` stays unwrapped
@@ -139,8 +142,10 @@ class CrossAttentionOmni(StreamingContainer, nn.Module):
         audio_features: torch.Tensor | None = None,
         audio_lengths: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """``{modality: (items, num_latents, media_dim)}`` resampled latents of every item."""
-        return self._encode(frames=frames, audio_features=audio_features, audio_lengths=audio_lengths)[0]
+        """``{modality: (items, num_latents, media_dim)}`` resampled latents of every item (without a
+        resampler: ``(items, longest, media_dim)`` encoder tokens, zero padded)."""
+        latents = self._encode(frames=frames, audio_features=audio_features, audio_lengths=audio_lengths)[0]
+        return {modality: tokens for modality, (tokens, _) in latents.items()}
 
     def _encode(
         self,
@@ -148,39 +153,55 @@ class CrossAttentionOmni(StreamingContainer, nn.Module):
         frames: torch.Tensor | None = None,
         audio_features: torch.Tensor | None = None,
         audio_lengths: torch.Tensor | None = None,
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-        """:meth:`encode_media` and the zero of the absent encoders' dummy runs (None without any)."""
+    ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor | None]], torch.Tensor | None]:
+        """Per modality, :meth:`encode_media`'s tokens and their valid counts per item ``(items,)`` (None:
+        all valid); and the zero of the absent encoders' dummy runs (None without any)."""
         if frames is not None and self.video is None:
             raise OmnikitValueError("`frames` given but this model has no video adapter")
         if audio_features is not None and self.audio is None:
             raise OmnikitValueError("`audio_features` given but this model has no audio adapter")
-        latents: dict[str, torch.Tensor] = {}
+        latents: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
         absent: list[torch.Tensor] = []
-        device = next(self.resampler.parameters()).device
+        device = self.lm.embed.weight.device
         dummy = absent_media_inputs(self.video, self.audio, device) if self.run_absent_media else None
         if frames is not None:
             latents["video"] = self._video_latents(frames)
         elif dummy is not None and self.video is not None:  # where the video would run
-            absent.append(self._video_latents(dummy["frames"]))
+            absent.append(self._video_latents(dummy["frames"])[0])
         if audio_features is not None:
             latents["audio"] = self._audio_latents(audio_features, audio_lengths)
         elif dummy is not None and self.audio is not None:
-            absent.append(self._audio_latents(dummy["audio_features"], dummy["audio_lengths"]))
+            absent.append(self._audio_latents(dummy["audio_features"], dummy["audio_lengths"])[0])
         return latents, zero_of(absent)
 
-    def _video_latents(self, frames: torch.Tensor) -> torch.Tensor:
-        """``(N, F, C, H, W)`` -> ``(N, num_latents, media_dim)``."""
+    def _video_latents(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(N, F, C, H, W)`` -> ``(N, num_latents, media_dim)`` (see :meth:`_resample`)."""
         adapted = self.video(frames)
-        return self.resampler(adapted.tokens.view(frames.shape[0], -1, adapted.tokens.shape[-1])).hidden_states
+        return self._resample(adapted.tokens.view(frames.shape[0], -1, adapted.tokens.shape[-1]), None)
 
-    def _audio_latents(self, features: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-        """``(N, n_mels, L)`` -> ``(N, num_latents, media_dim)``."""
+    def _audio_latents(
+        self, features: torch.Tensor, lengths: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(N, n_mels, L)`` -> ``(N, num_latents, media_dim)`` (see :meth:`_resample`)."""
         adapted = self.audio(features, lengths)
         padded = torch.nn.utils.rnn.pad_sequence(list(adapted.tokens.split(adapted.items)), batch_first=True)
-        return self.resampler(padded, torch.tensor(adapted.items, device=padded.device)).hidden_states
+        return self._resample(padded, torch.tensor(adapted.items, device=padded.device))
 
-    def _gather(self, latents: dict[str, torch.Tensor], markers: list[list[tuple[str, int]]], device, complete: bool):
-        """Per row, the latents of its items in marker order ``(B, I * R, D)`` and offsets ``(B, I)``.
+    def _resample(
+        self, tokens: torch.Tensor, lengths: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``tokens (N, L, media_dim)`` with ``lengths (N,)`` valid (None: all) -> the resampled latents
+        ``(N, num_latents, media_dim)`` and None, or without a resampler the tokens and ``lengths``."""
+        if self.resampler is None:
+            return tokens, lengths
+        return self.resampler(tokens, lengths).hidden_states, None
+
+    def _gather(
+        self, latents: dict[str, tuple[torch.Tensor, torch.Tensor | None]], markers: list[list[tuple[str, int]]],
+        device, complete: bool,
+    ):
+        """Per row, the latents of its items in marker order ``(B, I * R, D)`` (every item zero padded to the
+        longest, ``R``), offsets ``(B, I)`` and valid latents per item ``(B, I)``.
 
         ``complete``: every item must have its marker (offline); a stream may not have reached some yet.
         """
@@ -191,33 +212,39 @@ class CrossAttentionOmni(StreamingContainer, nn.Module):
             for modality, position in row:
                 if modality not in latents:
                     raise OmnikitValueError(f"`input_ids` has a {modality} marker but no {modality} input was given")
-                if used[modality] >= latents[modality].shape[0]:
+                tokens, counts = latents[modality]
+                if used[modality] >= tokens.shape[0]:
                     raise OmnikitValueError(
                         f"{modality}: `input_ids` holds more {modality} markers than the "
-                        f"{latents[modality].shape[0]} {modality} item(s) given"
+                        f"{tokens.shape[0]} {modality} item(s) given"
                     )
-                items.append(latents[modality][used[modality]])
+                count = torch.tensor(tokens.shape[1]) if counts is None else counts[used[modality]].cpu()
+                items.append((tokens[used[modality]], count))
                 where.append(position)
                 used[modality] += 1
             rows.append(items)
             offsets.append(where)
         for modality, count in used.items():
-            if count != latents[modality].shape[0] and complete:
+            if count != latents[modality][0].shape[0] and complete:
                 raise OmnikitValueError(
-                    f"{modality}: {latents[modality].shape[0]} {modality} item(s) given but `input_ids` holds "
+                    f"{modality}: {latents[modality][0].shape[0]} {modality} item(s) given but `input_ids` holds "
                     f"{count} {modality} marker(s)"
                 )
         width = max((len(r) for r in rows), default=0)
         if width == 0:
-            return None, None
-        sample = next(t for r in rows for t in r)
-        media = sample.new_zeros(len(rows), width, *sample.shape)
+            return None, None, None
+        span = max(t.shape[0] for r in rows for t, _ in r)
+        sample = next(t for r in rows for t, _ in r)
+        media = sample.new_zeros(len(rows), width, span, sample.shape[-1])
         table = torch.full((len(rows), width), -1, dtype=torch.long)
+        valid = torch.zeros(len(rows), width, dtype=torch.long)
         for b, (items, where) in enumerate(zip(rows, offsets)):
             if items:
-                media[b, : len(items)] = torch.stack(items)
+                padded = [nn.functional.pad(t, (0, 0, 0, span - t.shape[0])) for t, _ in items]
+                media[b, : len(items)] = torch.stack(padded)
                 table[b, : len(where)] = torch.tensor(where)
-        return media.flatten(1, 2), table.to(device)
+                valid[b, : len(items)] = torch.stack([c for _, c in items])
+        return media.flatten(1, 2), table.to(device), valid.to(device)
 
     def forward(
         self,
@@ -236,11 +263,16 @@ class CrossAttentionOmni(StreamingContainer, nn.Module):
             chunk_valid = lengths_to_mask(lengths.to(input_ids.device), input_ids.shape[1])
         markers, start, valid = self.markers(input_ids, chunk_valid)
         latents, zero = self._encode(**media)
-        media, offsets = self._gather(latents, markers, input_ids.device, complete=self.markers.streaming_state is None)
+        media, offsets, counts = self._gather(latents, markers, input_ids.device,
+                                              complete=self.markers.streaming_state is None)
         positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
         media_mask = None
         if media is not None:
-            media_mask = media_attention_mask(offsets, positions, self.num_latents, only_latest=self.only_latest)
+            span = media.shape[1] // offsets.shape[1]
+            media_mask = media_attention_mask(offsets, positions, span, only_latest=self.only_latest)
+            if self.resampler is None:  # items shorter than the longest are padded
+                filled = torch.arange(span, device=counts.device) < counts[..., None]  # (B, I, span)
+                media_mask = media_mask & filled.flatten(1)[:, None, None]
         hidden = self.lm.decoder(self.lm.embed(input_ids), positions=positions, key_padding_mask=valid,
                                  block_kwargs={"media": media, "media_mask": media_mask})
         logits = self.lm.lm_head(hidden)
