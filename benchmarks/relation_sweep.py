@@ -57,6 +57,8 @@ def _configs() -> dict[str, tuple[str, str, Recipe]]:
             xattn, lr=1e-3, model_kwargs=NO_RESAMPLER))
         configs[f"xattn-{task}-open-noresampler-fusionlr3"] = ("xattn", task, dataclasses.replace(
             xattn, fusion_lr=3.0, model_kwargs=NO_RESAMPLER))
+        configs[f"xattn-{task}-open-noresampler-media64"] = ("xattn", task, dataclasses.replace(
+            xattn, model_kwargs={**NO_RESAMPLER, "media_dim": 64}))
         configs[f"xattn-{task}-open-latents16-every1"] = ("xattn", task, dataclasses.replace(
             xattn, model_kwargs={"num_latents": 16, "every": 1}))
     # TMRoPE against plain 1-D positions with the value embeddings off: time only in the rotary ids
@@ -71,13 +73,13 @@ def _configs() -> dict[str, tuple[str, str, Recipe]]:
 CONFIGS = _configs()
 
 SETS = {
-    # 14 runs: two waves of 7 (use --minutes 3.3 for a 7-minute budget)
+    # 14 runs, all at once with --jobs 14 --threads 1, or two waves of 7 with --jobs 7 --threads 2
     "search": [
-        "xattn-place-open", "xattn-place-open-noresampler", "xattn-place-open-noresampler-every1",
-        "xattn-place-open-noresampler-perc75", "xattn-place-open-noresampler-lr1e-3",
-        "xattn-place-open-latents16-every1", "xattn-place-open-noresampler-fusionlr3",
-        "early-place", "early-place-bidir", "xattn-time-open-noresampler", "xattn-count-open-noresampler",
-        "early-time-novalpos-tmrope", "early-time-novalpos-plain", "xattn-place",
+        "xattn-place", "xattn-place-open", "xattn-place-open-noresampler", "xattn-place-open-noresampler-every1",
+        "xattn-place-open-noresampler-lr1e-3", "xattn-place-open-noresampler-fusionlr3",
+        "xattn-place-open-latents16-every1", "xattn-place-open-noresampler-media64", "xattn-time-open-noresampler",
+        "xattn-count-open-noresampler", "early-place", "early-place-bidir", "early-time-novalpos-tmrope",
+        "early-time-novalpos-plain",
     ],
     # every task x style with one recipe each, plus the TMRoPE ablation (8 runs)
     "final": [
