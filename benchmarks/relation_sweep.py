@@ -49,6 +49,10 @@ def _configs() -> dict[str, tuple[str, str, Recipe]]:
         configs[f"xattn-{task}-open"] = ("xattn", task, xattn)
         configs[f"xattn-{task}-open-noresampler"] = ("xattn", task, dataclasses.replace(
             xattn, model_kwargs=NO_RESAMPLER))
+        configs[f"xattn-{task}-noresampler"] = ("xattn", task, dataclasses.replace(base, model_kwargs=NO_RESAMPLER))
+        configs[f"xattn-{task}-open-noresampler-paired"] = ("xattn", task, dataclasses.replace(
+            xattn, unpaired=False, model_kwargs=NO_RESAMPLER))
+        configs[f"early-{task}-paired"] = ("early", task, dataclasses.replace(base, unpaired=False))
         configs[f"xattn-{task}-open-noresampler-every1"] = ("xattn", task, dataclasses.replace(
             xattn, model_kwargs={**NO_RESAMPLER, "every": 1}))
         configs[f"xattn-{task}-open-noresampler-perc75"] = ("xattn", task, dataclasses.replace(
@@ -73,12 +77,13 @@ def _configs() -> dict[str, tuple[str, str, Recipe]]:
 CONFIGS = _configs()
 
 SETS = {
-    # 14 runs, all at once with --jobs 14 --threads 1, or two waves of 7 with --jobs 7 --threads 2
+    # 14 runs, all at once with --jobs 14 --threads 1, or two waves of 7 with --jobs 7 --threads 2:
+    # the candidate recipe on every style x task, and ablations of its parts on the slowest task (place)
     "search": [
-        "xattn-place", "xattn-place-open", "xattn-place-open-noresampler", "xattn-place-open-noresampler-every1",
-        "xattn-place-open-noresampler-lr1e-3", "xattn-place-open-noresampler-fusionlr3",
-        "xattn-place-open-latents16-every1", "xattn-place-open-noresampler-media64", "xattn-time-open-noresampler",
-        "xattn-count-open-noresampler", "early-place", "early-place-bidir", "early-time-novalpos-tmrope",
+        "early-place", "early-time", "early-count", "xattn-place-open-noresampler", "xattn-time-open-noresampler",
+        "xattn-count-open-noresampler", "xattn-place-noresampler", "xattn-place-open",
+        "xattn-place-open-noresampler-paired", "xattn-place-open-noresampler-every1",
+        "xattn-place-open-noresampler-lr1e-3", "early-place-paired", "early-time-novalpos-tmrope",
         "early-time-novalpos-plain",
     ],
     # every task x style with one recipe each, plus the TMRoPE ablation (8 runs)

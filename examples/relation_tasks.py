@@ -73,6 +73,8 @@ class Recipe:
     weight_decay: float = 0.01
     #: share of training rows that ask a perception question (what the video / the audio alone shows)
     perception: float = 0.5
+    #: the perception rows get another perception row's audio (see :func:`training_questions`)
+    unpaired: bool = True
     #: early fusion only: replace TMRoPE's (t, h, w) ids by plain 1-D positions 0..T-1 (the ablation)
     plain_positions: bool = False
     #: cross-attention only: start the tanh gates of the fusion layers at this value (None: as built, 0)
@@ -92,11 +94,20 @@ def answer_logits(model: torch.nn.Module, style: str, questions: torch.Tensor, b
     return logits[:, -2, NO : PART0 + 4]
 
 
-def training_questions(task: str, batch: dict[str, torch.Tensor], perception: float, g: torch.Generator):
+def training_questions(task: str, batch: dict[str, torch.Tensor], perception: float, g: torch.Generator,
+                       unpaired: bool = True):
     """Per row, a question (the relation, or with probability ``perception`` what one medium shows) and
-    its answer index into :func:`answer_logits`."""
+    its answer index into :func:`answer_logits`.
+
+    ``unpaired``: the rows asking a perception question get the audio of another such row (in place), so
+    that one medium says nothing about what the other shows; otherwise, answering "what does the video
+    show?" with what the audio shows is right whenever the relation holds (half the time)."""
     n = batch["label"].shape[0]
     kind = torch.where(torch.rand(n, generator=g) < perception, 1 + (torch.rand(n, generator=g) < 0.5).long(), 0)
+    if unpaired:
+        rows = (kind > 0).nonzero()[:, 0]
+        for key in ("mels", "audio_part"):
+            batch[key][rows] = batch[key][rows.roll(1)]
     questions = torch.tensor([QUESTION[task], ASK_VIDEO, ASK_AUDIO])[kind]
     target = torch.stack([batch["label"], 2 + batch["video_part"], 2 + batch["audio_part"]])[kind, torch.arange(n)]
     return questions, target
@@ -174,7 +185,7 @@ def train(style: str, task: str, recipe: Recipe, *, seed: int = 0, test_size: in
         for group, lr in zip(opt.param_groups, base_lrs):
             group["lr"] = lr * factor
         batch = make_batch(task, recipe.batch_size, g)
-        questions, target = training_questions(task, batch, recipe.perception, g)
+        questions, target = training_questions(task, batch, recipe.perception, g, recipe.unpaired)
         loss = torch.nn.functional.cross_entropy(answer_logits(model, style, questions, batch), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
