@@ -8,8 +8,12 @@ finishes: final held-out accuracy, accuracy with the audio / the video swapped b
 and seconds to 0.95, the accuracy curve), ``summary.md`` (a markdown table, also printed) and
 ``curves.png`` (held-out accuracy against seconds, one panel per task)::
 
-    python benchmarks/relation_sweep.py --out outputs/sweep --jobs 7 --threads 2 --minutes 6.5 search
+    python benchmarks/relation_sweep.py --out outputs/sweep --jobs 14 --threads 1 --minutes 6.5 search
+    python benchmarks/relation_sweep.py --out outputs/sweep --jobs 7 --threads 2 --minutes 3.2 search
     python benchmarks/relation_sweep.py --list
+
+(the first: the 14 configurations of the ``search`` set at once on 14 cores in about 7 minutes; the
+second: the same in two waves of 7 with two threads each).
 
 Positional arguments are configuration names or set names (``--list`` shows both).
 """
