@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from pathlib import Path
 import torch
 
 import omnikit
+from omnikit.fusion import parameter_groups
 from omnikit.fusion.models import TINY_TOKENS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -71,8 +73,16 @@ class Recipe:
     weight_decay: float = 0.01
     #: share of training rows that ask a perception question (what the video / the audio alone shows)
     perception: float = 0.5
+    #: the perception rows get another perception row's audio (see :func:`training_questions`)
+    unpaired: bool = True
     #: early fusion only: replace TMRoPE's (t, h, w) ids by plain 1-D positions 0..T-1 (the ablation)
     plain_positions: bool = False
+    #: cross-attention only: start the tanh gates of the fusion layers at this value (None: as built, 0)
+    open_gates: float | None = None
+    #: learning-rate multiplier of the fusion parameters (projectors, resampler, gated cross-attention)
+    fusion_lr: float = 1.0
+    #: stop after this many seconds of training (the schedule still spans ``steps``)
+    max_seconds: float | None = None
     model_kwargs: dict = field(default_factory=dict)
 
 
@@ -84,11 +94,20 @@ def answer_logits(model: torch.nn.Module, style: str, questions: torch.Tensor, b
     return logits[:, -2, NO : PART0 + 4]
 
 
-def training_questions(task: str, batch: dict[str, torch.Tensor], perception: float, g: torch.Generator):
+def training_questions(task: str, batch: dict[str, torch.Tensor], perception: float, g: torch.Generator,
+                       unpaired: bool = True):
     """Per row, a question (the relation, or with probability ``perception`` what one medium shows) and
-    its answer index into :func:`answer_logits`."""
+    its answer index into :func:`answer_logits`.
+
+    ``unpaired``: the rows asking a perception question get the audio of another such row (in place), so
+    that one medium says nothing about what the other shows; otherwise, answering "what does the video
+    show?" with what the audio shows is right whenever the relation holds (half the time)."""
     n = batch["label"].shape[0]
     kind = torch.where(torch.rand(n, generator=g) < perception, 1 + (torch.rand(n, generator=g) < 0.5).long(), 0)
+    if unpaired:
+        rows = (kind > 0).nonzero()[:, 0]
+        for key in ("mels", "audio_part"):
+            batch[key][rows] = batch[key][rows.roll(1)]
     questions = torch.tensor([QUESTION[task], ASK_VIDEO, ASK_AUDIO])[kind]
     target = torch.stack([batch["label"], 2 + batch["video_part"], 2 + batch["audio_part"]])[kind, torch.arange(n)]
     return questions, target
@@ -111,7 +130,21 @@ def build(style: str, recipe: Recipe, seed: int) -> torch.nn.Module:
     model = omnikit.create_model(STYLES[style][0], fps=CLIP.fps, **recipe.model_kwargs).train()
     if recipe.plain_positions:
         use_plain_positions(model)
+    if recipe.open_gates is not None:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith(("attn_gate", "ff_gate")):
+                    p.fill_(recipe.open_gates)
     return model
+
+
+def optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.AdamW:
+    """AdamW; the fusion parameters (the ``adapters`` group) at ``recipe.fusion_lr`` times the rate."""
+    fusion = set(parameter_groups(model)["adapters"])
+    params = dict(model.named_parameters())
+    groups = [{"params": [p for n, p in params.items() if n not in fusion]},
+              {"params": [p for n, p in params.items() if n in fusion], "lr": recipe.lr * recipe.fusion_lr}]
+    return torch.optim.AdamW(groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
 def use_plain_positions(model: torch.nn.Module) -> None:
@@ -126,17 +159,15 @@ def use_plain_positions(model: torch.nn.Module) -> None:
     model.fuse = plain
 
 
-def schedule(recipe: Recipe) -> Callable[[int], float]:
-    """Linear warm-up over ``recipe.warmup`` steps, then cosine decay to 0."""
-    import math
-
-    def factor(step: int) -> float:
-        if step < recipe.warmup:
-            return (step + 1) / recipe.warmup
-        progress = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
+def lr_factor(recipe: Recipe, step: int, seconds: float) -> float:
+    """Linear warm-up over ``recipe.warmup`` steps, then cosine decay to 0 at ``recipe.steps`` or at
+    ``recipe.max_seconds`` of training, whichever comes first."""
+    if step < recipe.warmup:
+        return (step + 1) / recipe.warmup
+    progress = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
+    if recipe.max_seconds is not None:
+        progress = max(progress, seconds / recipe.max_seconds)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def train(style: str, task: str, recipe: Recipe, *, seed: int = 0, test_size: int = 512, every: int = 50,
@@ -144,33 +175,40 @@ def train(style: str, task: str, recipe: Recipe, *, seed: int = 0, test_size: in
     """Train one model on one task; returns accuracy curves, final held-out and swap accuracies."""
     model = build(style, recipe, seed)
     test = make_batch(task, test_size, torch.Generator().manual_seed(10_000 + seed))
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(recipe))
+    opt = optimizer(model, recipe)
+    base_lrs = [group["lr"] for group in opt.param_groups]
     g = torch.Generator().manual_seed(seed + 1)
-    history: dict[str, list] = {"step": [], "loss": [], "accuracy": []}
+    history: dict[str, list] = {"step": [], "seconds": [], "loss": [], "accuracy": []}
     started = time.perf_counter()
     for step in range(recipe.steps):
+        factor = lr_factor(recipe, step, time.perf_counter() - started)
+        for group, lr in zip(opt.param_groups, base_lrs):
+            group["lr"] = lr * factor
         batch = make_batch(task, recipe.batch_size, g)
-        questions, target = training_questions(task, batch, recipe.perception, g)
+        questions, target = training_questions(task, batch, recipe.perception, g, recipe.unpaired)
         loss = torch.nn.functional.cross_entropy(answer_logits(model, style, questions, batch), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        sched.step()
-        if (step + 1) % every == 0 or step == recipe.steps - 1:
+        out_of_time = recipe.max_seconds is not None and time.perf_counter() - started > recipe.max_seconds
+        if (step + 1) % every == 0 or step == recipe.steps - 1 or out_of_time:
             history["step"].append(step + 1)
+            history["seconds"].append(round(time.perf_counter() - started, 1))
             history["loss"].append(loss.item())
             history["accuracy"].append(accuracy(model, style, task, test))
             if log:
                 log(f"{style} {task} step {step + 1} loss {float(loss):.3f} acc {history['accuracy'][-1]:.3f}")
-    reached = [s for s, a in zip(history["step"], history["accuracy"]) if a >= 0.95]
+        if out_of_time:
+            break
+    reached = [i for i, a in enumerate(history["accuracy"]) if a >= 0.95]
     return {
-        "history": history, "seconds": time.perf_counter() - started,
+        "history": history, "seconds": time.perf_counter() - started, "steps": history["step"][-1],
         "accuracy": accuracy(model, style, task, test),
         "audio_swapped": accuracy(model, style, task, swap_media(test, "audio")),
         "video_swapped": accuracy(model, style, task, swap_media(test, "video")),
-        "steps_to_0.95": reached[0] if reached else None,
+        "steps_to_0.95": history["step"][reached[0]] if reached else None,
+        "seconds_to_0.95": history["seconds"][reached[0]] if reached else None,
     }
 
 

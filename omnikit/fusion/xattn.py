@@ -93,7 +93,9 @@ class CrossAttentionOmni(HoldsAdapters, StreamingContainer, nn.Module):
         adapters: more adapters ``{modality: adapter}``, one per modality of ``media_tokens``.
         media_dim: width of the media tokens and of the resampler.
         every: wrap one block in every ``every``.
-        num_latents: resampler latents per media item.
+        num_latents: resampler latents per media item; ``None``: no resampler, text attends to every
+            encoder token of an item (as Llama-3.2-Vision does; items of different lengths are padded
+            and the padding is masked).
         only_latest: text sees only the latest media item before it (Flamingo) instead of all.
 
     ``forward(input_ids (B, T), *, media={modality: tensor}, media_lengths={modality: (N,)}, lengths (B,))``
@@ -119,7 +121,7 @@ class CrossAttentionOmni(HoldsAdapters, StreamingContainer, nn.Module):
         adapters: Mapping[str, nn.Module] | None = None,
         media_dim: int,
         every: int = 2,
-        num_latents: int = 8,
+        num_latents: int | None = 8,
         num_heads: int | None = None,
         only_latest: bool = False,
     ) -> None:
@@ -130,7 +132,8 @@ class CrossAttentionOmni(HoldsAdapters, StreamingContainer, nn.Module):
         self.run_absent_media = False
         self.markers = _MarkerTracker(media_tokens)
         heads = num_heads or lm.config.num_heads
-        self.resampler = PerceiverResampler(media_dim, num_latents, depth=1, num_heads=heads)
+        self.resampler = (None if num_latents is None
+                          else PerceiverResampler(media_dim, num_latents, depth=1, num_heads=heads))
         fusions = {i: GatedCrossAttentionBlock(lm.config.dim, media_dim, heads)
                    for i in range(every - 1, len(lm.decoder.blocks), every)}
         self.lm = with_fusion_layers(lm, fusions)  # the caller's ``lm`` stays unwrapped
@@ -146,9 +149,11 @@ class CrossAttentionOmni(HoldsAdapters, StreamingContainer, nn.Module):
         media_lengths: Mapping[str, torch.Tensor] | None = None,
         **keywords: torch.Tensor | None,
     ) -> dict[str, torch.Tensor]:
-        """``{modality: (items, num_latents, media_dim)}`` resampled latents of every item; the media as
-        ``media`` / ``media_lengths`` or the keywords ``frames``, ``audio_features``, ``audio_lengths``."""
-        return self._encode(media=media, media_lengths=media_lengths, **keywords)[0]
+        """``{modality: (items, num_latents, media_dim)}`` resampled latents of every item (without a
+        resampler: ``(items, longest, media_dim)`` encoder tokens, zero padded); the media as ``media`` /
+        ``media_lengths`` or the keywords ``frames``, ``audio_features``, ``audio_lengths``."""
+        latents = self._encode(media=media, media_lengths=media_lengths, **keywords)[0]
+        return {modality: tokens for modality, (tokens, _) in latents.items()}
 
     def _encode(
         self,
@@ -156,31 +161,45 @@ class CrossAttentionOmni(HoldsAdapters, StreamingContainer, nn.Module):
         media: Mapping[str, torch.Tensor] | None = None,
         media_lengths: Mapping[str, torch.Tensor] | None = None,
         **keywords: torch.Tensor | None,
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-        """:meth:`encode_media` and the zero of the absent encoders' dummy runs (None without any)."""
+    ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor | None]], torch.Tensor | None]:
+        """Per modality, :meth:`encode_media`'s tokens and their valid counts per item ``(items,)`` (None:
+        all valid); and the zero of the absent encoders' dummy runs (None without any)."""
         given = self.checked_media(media, media_lengths, **keywords)
-        latents: dict[str, torch.Tensor] = {}
+        latents: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
         absent: list[torch.Tensor] = []
-        device = next(self.resampler.parameters()).device
+        device = self.lm.embed.weight.device
         dummy = absent_media_inputs(self.adapters, device) if self.run_absent_media else {}
         for modality, adapter in self.adapters.items():
             if modality in given:
                 latents[modality] = self._latents(adapter(given[modality].value, given[modality].lengths))
             elif modality in dummy:  # where the encoder would run
-                absent.append(self._latents(adapter(*dummy[modality])))
+                absent.append(self._latents(adapter(*dummy[modality]))[0])
         return latents, zero_of(absent)
 
-    def _latents(self, adapted: AdaptedMedia) -> torch.Tensor:
-        """``(items, num_latents, media_dim)``: grid items (equal sizes) resampled as they are, items of
-        token counts padded and resampled with their lengths."""
+    def _latents(self, adapted: AdaptedMedia) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Grid items (equal sizes) as they are, items of token counts padded to the longest with their
+        lengths, then :meth:`_resample` d."""
         if all(isinstance(item, VisualGrid) for item in adapted.items):
-            return self.resampler(adapted.tokens.view(len(adapted.items), -1, adapted.tokens.shape[-1])).hidden_states
+            return self._resample(adapted.tokens.view(len(adapted.items), -1, adapted.tokens.shape[-1]), None)
         counts = [int(n) for n in adapted.items]
         padded = torch.nn.utils.rnn.pad_sequence(list(adapted.tokens.split(counts)), batch_first=True)
-        return self.resampler(padded, torch.tensor(counts, device=padded.device)).hidden_states
+        return self._resample(padded, torch.tensor(counts, device=padded.device))
 
-    def _gather(self, latents: dict[str, torch.Tensor], markers: list[list[tuple[str, int]]], device, complete: bool):
-        """Per row, the latents of its items in marker order ``(B, I * R, D)`` and offsets ``(B, I)``.
+    def _resample(
+        self, tokens: torch.Tensor, lengths: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``tokens (N, L, media_dim)`` with ``lengths (N,)`` valid (None: all) -> the resampled latents
+        ``(N, num_latents, media_dim)`` and None, or without a resampler the tokens and ``lengths``."""
+        if self.resampler is None:
+            return tokens, lengths
+        return self.resampler(tokens, lengths).hidden_states, None
+
+    def _gather(
+        self, latents: dict[str, tuple[torch.Tensor, torch.Tensor | None]], markers: list[list[tuple[str, int]]],
+        device, complete: bool,
+    ):
+        """Per row, the latents of its items in marker order ``(B, I * R, D)`` (every item zero padded to the
+        longest, ``R``), offsets ``(B, I)`` and valid latents per item ``(B, I)``.
 
         ``complete``: every item must have its marker (offline); a stream may not have reached some yet.
         """
@@ -191,33 +210,39 @@ class CrossAttentionOmni(HoldsAdapters, StreamingContainer, nn.Module):
             for modality, position in row:
                 if modality not in latents:
                     raise OmnikitValueError(f"`input_ids` has a {modality} marker but no {modality} input was given")
-                if used[modality] >= latents[modality].shape[0]:
+                tokens, counts = latents[modality]
+                if used[modality] >= tokens.shape[0]:
                     raise OmnikitValueError(
                         f"{modality}: `input_ids` holds more {modality} markers than the "
-                        f"{latents[modality].shape[0]} {modality} item(s) given"
+                        f"{tokens.shape[0]} {modality} item(s) given"
                     )
-                items.append(latents[modality][used[modality]])
+                count = torch.tensor(tokens.shape[1]) if counts is None else counts[used[modality]].cpu()
+                items.append((tokens[used[modality]], count))
                 where.append(position)
                 used[modality] += 1
             rows.append(items)
             offsets.append(where)
         for modality, count in used.items():
-            if count != latents[modality].shape[0] and complete:
+            if count != latents[modality][0].shape[0] and complete:
                 raise OmnikitValueError(
-                    f"{modality}: {latents[modality].shape[0]} {modality} item(s) given but `input_ids` holds "
+                    f"{modality}: {latents[modality][0].shape[0]} {modality} item(s) given but `input_ids` holds "
                     f"{count} {modality} marker(s)"
                 )
         width = max((len(r) for r in rows), default=0)
         if width == 0:
-            return None, None
-        sample = next(t for r in rows for t in r)
-        media = sample.new_zeros(len(rows), width, *sample.shape)
+            return None, None, None
+        span = max(t.shape[0] for r in rows for t, _ in r)
+        sample = next(t for r in rows for t, _ in r)
+        media = sample.new_zeros(len(rows), width, span, sample.shape[-1])
         table = torch.full((len(rows), width), -1, dtype=torch.long)
+        valid = torch.zeros(len(rows), width, dtype=torch.long)
         for b, (items, where) in enumerate(zip(rows, offsets)):
             if items:
-                media[b, : len(items)] = torch.stack(items)
+                padded = [nn.functional.pad(t, (0, 0, 0, span - t.shape[0])) for t, _ in items]
+                media[b, : len(items)] = torch.stack(padded)
                 table[b, : len(where)] = torch.tensor(where)
-        return media.flatten(1, 2), table.to(device)
+                valid[b, : len(items)] = torch.stack([c for _, c in items])
+        return media.flatten(1, 2), table.to(device), valid.to(device)
 
     def forward(
         self,
@@ -236,11 +261,16 @@ class CrossAttentionOmni(HoldsAdapters, StreamingContainer, nn.Module):
             chunk_valid = lengths_to_mask(lengths.to(input_ids.device), input_ids.shape[1])
         markers, start, valid = self.markers(input_ids, chunk_valid)
         latents, zero = self._encode(**media)
-        media, offsets = self._gather(latents, markers, input_ids.device, complete=self.markers.streaming_state is None)
+        media, offsets, counts = self._gather(latents, markers, input_ids.device,
+                                              complete=self.markers.streaming_state is None)
         positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
         media_mask = None
         if media is not None:
-            media_mask = media_attention_mask(offsets, positions, self.num_latents, only_latest=self.only_latest)
+            span = media.shape[1] // offsets.shape[1]
+            media_mask = media_attention_mask(offsets, positions, span, only_latest=self.only_latest)
+            if self.resampler is None:  # items shorter than the longest are padded
+                filled = torch.arange(span, device=counts.device) < counts[..., None]  # (B, I, span)
+                media_mask = media_mask & filled.flatten(1)[:, None, None]
         hidden = self.lm.decoder(self.lm.embed(input_ids), positions=positions, key_padding_mask=valid,
                                  block_kwargs={"media": media, "media_mask": media_mask})
         logits = self.lm.lm_head(hidden)

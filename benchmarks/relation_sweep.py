@@ -1,0 +1,202 @@
+"""Search over training recipes for the relation tasks of ``examples/relation_tasks.py``, in parallel.
+
+Every named configuration (fusion style x task x recipe) trains in its own process with
+``--threads`` torch threads and a wall-clock cap of ``--minutes`` (the learning rate's cosine ends at
+the cap or at the configuration's step count, whichever comes first); ``--jobs`` processes run at a
+time. Written into ``--out`` (flat, three files): ``results.jsonl`` (one line per configuration, as it
+finishes: final held-out accuracy, accuracy with the audio / the video swapped between samples, steps
+and seconds to 0.95, the accuracy curve), ``summary.md`` (a markdown table, also printed) and
+``curves.png`` (held-out accuracy against seconds, one panel per task)::
+
+    python benchmarks/relation_sweep.py --out outputs/sweep --jobs 14 --threads 1 --minutes 6.5 search
+    python benchmarks/relation_sweep.py --out outputs/sweep --jobs 7 --threads 2 --minutes 3.2 search
+    python benchmarks/relation_sweep.py --list
+
+(the first: the 14 configurations of the ``search`` set at once on 14 cores in about 7 minutes; the
+second: the same in two waves of 7 with two threads each).
+
+Positional arguments are configuration names or set names (``--list`` shows both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "examples")]
+
+from relation_data import TASKS  # noqa: E402
+from relation_tasks import Recipe  # noqa: E402
+
+#: Upper bound of steps: the wall-clock cap normally ends a run first.
+STEPS = 20_000
+NO_RESAMPLER = {"num_latents": None}
+
+
+def _configs() -> dict[str, tuple[str, str, Recipe]]:
+    """``{name: (style, task, recipe)}``."""
+    base = Recipe(steps=STEPS)
+    xattn = dataclasses.replace(base, open_gates=1.0)
+    configs: dict[str, tuple[str, str, Recipe]] = {}
+    for task in TASKS:
+        configs[f"early-{task}"] = ("early", task, base)
+        configs[f"early-{task}-bidir"] = ("early", task, dataclasses.replace(
+            base, model_kwargs={"bidirectional_media": True}))
+        configs[f"early-{task}-lr1e-3"] = ("early", task, dataclasses.replace(base, lr=1e-3))
+        configs[f"xattn-{task}"] = ("xattn", task, base)
+        configs[f"xattn-{task}-open"] = ("xattn", task, xattn)
+        configs[f"xattn-{task}-open-noresampler"] = ("xattn", task, dataclasses.replace(
+            xattn, model_kwargs=NO_RESAMPLER))
+        configs[f"xattn-{task}-noresampler"] = ("xattn", task, dataclasses.replace(base, model_kwargs=NO_RESAMPLER))
+        configs[f"xattn-{task}-open-noresampler-paired"] = ("xattn", task, dataclasses.replace(
+            xattn, unpaired=False, model_kwargs=NO_RESAMPLER))
+        configs[f"early-{task}-paired"] = ("early", task, dataclasses.replace(base, unpaired=False))
+        configs[f"xattn-{task}-open-noresampler-every1"] = ("xattn", task, dataclasses.replace(
+            xattn, model_kwargs={**NO_RESAMPLER, "every": 1}))
+        configs[f"xattn-{task}-open-noresampler-perc75"] = ("xattn", task, dataclasses.replace(
+            xattn, perception=0.75, model_kwargs=NO_RESAMPLER))
+        configs[f"xattn-{task}-open-noresampler-lr1e-3"] = ("xattn", task, dataclasses.replace(
+            xattn, lr=1e-3, model_kwargs=NO_RESAMPLER))
+        configs[f"xattn-{task}-open-noresampler-fusionlr3"] = ("xattn", task, dataclasses.replace(
+            xattn, fusion_lr=3.0, model_kwargs=NO_RESAMPLER))
+        configs[f"xattn-{task}-open-noresampler-media64"] = ("xattn", task, dataclasses.replace(
+            xattn, model_kwargs={**NO_RESAMPLER, "media_dim": 64}))
+        configs[f"xattn-{task}-open-latents16-every1"] = ("xattn", task, dataclasses.replace(
+            xattn, model_kwargs={"num_latents": 16, "every": 1}))
+    # TMRoPE against plain 1-D positions with the value embeddings off: time only in the rotary ids
+    no_value_positions = dataclasses.replace(base, model_kwargs={"media_positions": False})
+    configs["early-time-novalpos-tmrope"] = ("early", "time", no_value_positions)
+    configs["early-time-novalpos-plain"] = ("early", "time", dataclasses.replace(
+        no_value_positions, plain_positions=True))
+    configs["early-time-plain"] = ("early", "time", dataclasses.replace(base, plain_positions=True))
+    return configs
+
+
+CONFIGS = _configs()
+
+SETS = {
+    # 14 runs, all at once with --jobs 14 --threads 1, or two waves of 7 with --jobs 7 --threads 2:
+    # the candidate recipe on every style x task, and ablations of its parts on the slowest task (place)
+    "search": [
+        "early-place", "early-time", "early-count", "xattn-place-open-noresampler", "xattn-time-open-noresampler",
+        "xattn-count-open-noresampler", "xattn-place-noresampler", "xattn-place-open",
+        "xattn-place-open-noresampler-paired", "xattn-place-open-noresampler-every1",
+        "xattn-place-open-noresampler-lr1e-3", "early-place-paired", "early-time-novalpos-tmrope",
+        "early-time-novalpos-plain",
+    ],
+    # every task x style with one recipe each, plus the TMRoPE ablation (8 runs)
+    "final": [
+        "early-place", "early-time", "early-count", "xattn-place-open-noresampler", "xattn-time-open-noresampler",
+        "xattn-count-open-noresampler", "early-time-novalpos-tmrope", "early-time-novalpos-plain",
+    ],
+}
+
+
+def run_one(job: tuple[str, float, int, int]) -> dict:
+    """Train configuration ``name`` with ``threads`` threads for at most ``minutes`` (a worker process)."""
+    import torch
+    from relation_tasks import train
+
+    name, minutes, threads, every = job
+    torch.set_num_threads(threads)
+    style, task, recipe = CONFIGS[name]
+    recipe = dataclasses.replace(recipe, max_seconds=minutes * 60)
+    started = time.perf_counter()
+    try:
+        result = train(style, task, recipe, every=every)
+    except Exception as error:  # one failed configuration must not lose the others' results
+        return {"name": name, "style": style, "task": task, "error": repr(error)}
+    return {"name": name, "style": style, "task": task, "recipe": _recipe_dict(recipe),
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "seconds_per_step": round(result["seconds"] / result["steps"], 4), **result}
+
+
+def _recipe_dict(recipe: Recipe) -> dict:
+    return {k: v for k, v in dataclasses.asdict(recipe).items() if k not in ("steps", "max_seconds")}
+
+
+def summary_table(results: list[dict]) -> str:
+    lines = ["| configuration | style | task | steps | s/step | steps to 0.95 | s to 0.95 | accuracy | audio swapped "
+             "| video swapped |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(results, key=lambda r: r["name"]):
+        if "error" in r:
+            lines.append(f"| {r['name']} | {r['style']} | {r['task']} | error: {r['error'][:80]} | | | | | | |")
+            continue
+        lines.append(
+            f"| {r['name']} | {r['style']} | {r['task']} | {r['steps']} | {r['seconds_per_step']:.3f} "
+            f"| {r['steps_to_0.95']} | {r['seconds_to_0.95']} | {r['accuracy']:.3f} | {r['audio_swapped']:.3f} "
+            f"| {r['video_swapped']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in results if "error" not in r]
+    tasks = [t for t in TASKS if any(r["task"] == t for r in done)]
+    if not tasks:
+        return
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for r in sorted((r for r in done if r["task"] == task), key=lambda r: r["name"]):
+            ax.plot(r["history"]["seconds"], r["history"]["accuracy"], label=r["name"], linewidth=1.2)
+        ax.axhline(0.5, color="grey", linestyle=":")
+        ax.axhline(0.95, color="grey", linestyle="--", linewidth=0.8)
+        ax.set(title=task, xlabel="seconds", ylabel="held-out accuracy", ylim=(0.4, 1.02))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("configs", nargs="*", default=["search"], help="configuration or set names")
+    parser.add_argument("--out", type=Path, default=Path("outputs/relation_sweep"))
+    parser.add_argument("--jobs", type=int, default=1, help="processes at a time")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per process")
+    parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock cap of each configuration")
+    parser.add_argument("--every", type=int, default=50, help="evaluate every this many steps")
+    parser.add_argument("--list", action="store_true", help="print the sets and configurations and exit")
+    args = parser.parse_args()
+    if args.list:
+        for name, members in SETS.items():
+            print(f"set {name}: {' '.join(members)}")
+        print("configurations:", " ".join(CONFIGS))
+        return
+    names = [n for c in args.configs for n in SETS.get(c, [c])]
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown configuration(s) {unknown}; see --list")
+    args.out.mkdir(parents=True, exist_ok=True)
+    jsonl = args.out / "results.jsonl"
+    jsonl.write_text("")
+    results: list[dict] = []
+    jobs = [(n, args.minutes, args.threads, args.every) for n in names]
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(args.jobs, maxtasksperchild=1) as pool:
+        for result in pool.imap_unordered(run_one, jobs):
+            results.append(result)
+            with jsonl.open("a") as f:
+                f.write(json.dumps(result) + "\n")
+            status = result.get("error") or f"accuracy {result['accuracy']:.3f} after {result['steps']} steps"
+            print(f"{result['name']}: {status}", flush=True)
+    table = summary_table(results)
+    (args.out / "summary.md").write_text(table)
+    plot_curves(results, args.out / "curves.png")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
