@@ -7,7 +7,8 @@
 #    NCCL at world size 1, static-cache decoding under CUDA graphs);
 # 2. the compile benchmark (bf16, eager against torch.compile), the MoE layouts on the GPU, and decode
 #    tokens/s with the static KV cache under `mode="reduce-overhead"`.
-# Each step is bounded by a timeout (about 9 minutes in all). Everything goes to one log, `$OUT/gpu.log`. Uses the machine's own python3 and packages; the
+# Each step is bounded by a timeout (about 9 minutes in all). Everything goes to `$OUT/gpu.log` (the
+# tests' whole output to `$OUT/cuda_tests.log`). It uses the machine's own python3 and packages; the
 # project's pins do not apply there, so the log starts with the versions it ran under.
 set -u
 out=${OUT:-outputs/gpu}
@@ -18,8 +19,9 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__)"
   echo "## tests marked cuda"
-  timeout 200 python3 -m pytest -m cuda -q -p no:cacheprovider -o addopts="" --continue-on-collection-errors \
-      -W ignore::DeprecationWarning tests/ 2>&1 | tail -40
+  timeout 200 python3 -m pytest -m cuda -q -rfE -p no:cacheprovider -o addopts="" --continue-on-collection-errors \
+      -W ignore::DeprecationWarning tests/ >"$out/cuda_tests.log" 2>&1
+  tail -30 "$out/cuda_tests.log"
   echo "## bench_decode (bf16, cuda, CUDA graphs)"
   timeout 120 python3 benchmarks/bench_decode.py --device cuda --dtype bfloat16 2>&1 | tail -8
   echo "## bench_compile (bf16, cuda)"
