@@ -356,18 +356,13 @@ def test_save_hf_exports_the_tiny_preset_built_by_create_model(tmp_path) -> None
     """``create_model`` (no checkpoint) -> save_hf writes a Thinker config.json; transformers loads it with our
     logits on images, a video, audio and a left-padded batch, and load_hf gives the model back."""
     from omnikit import create_model
-    from omnikit.fusion.omni_prompt import OmniPrompt, collate_prompts
 
     torch.manual_seed(0)
     model = randomise(create_model("qwen2_5_omni_thinker_tiny"))
     save_hf(model, tmp_path, max_shard_size="60KB")
     assert json.loads((tmp_path / "config.json").read_text())["architectures"] == [THINKER_ARCH]
     again = hf_modeling.Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(tmp_path).eval()
-    g = torch.Generator().manual_seed(12)
-    batch = collate_prompts([
-        OmniPrompt(model, generator=g).text(3).image(16, 24).audio(30).video(4, 16, 16, seconds_per_step=0.5).text(2),
-        OmniPrompt(model, generator=g).text(2).image(8, 16).audio(18).text(4),
-    ])
+    batch = model.contract_inputs([5, 6], seed=12).kwargs  # three images, a video, two audio clips, left padded
     with torch.no_grad():
         ours = model(**batch)
         back = load_hf(tmp_path)(**batch)  # the audio key bias (inert in softmax) is not in the layout: zeros
