@@ -22,6 +22,7 @@ from omnikit.fusion import QWEN2_5_OMNI, OmniTalker, OmniThinker, VisualGrid, it
 from omnikit.vision import patchify_frames  # noqa: E402
 
 VOCAB = 1000
+THINKER_ARCH = "Qwen2_5OmniThinkerForConditionalGeneration"
 IMAGE, VIDEO, AUDIO, V_START, V_END, A_START, A_END = range(900, 907)
 N_MELS, PATCH = 8, (2, 4, 4)
 
@@ -349,3 +350,21 @@ def test_talker_preset_is_the_published_architecture() -> None:
     reference = _meta_count(hf_modeling.Qwen2_5OmniTalkerForConditionalGeneration,
                             hf_config.Qwen2_5OmniTalkerConfig(**PUBLISHED_TALKER))
     assert count_parameters(create_model("qwen2_5_omni_7b_talker", device="meta")) == reference
+
+
+def test_save_hf_exports_the_tiny_preset_built_by_create_model(tmp_path) -> None:
+    """``create_model`` (no checkpoint) -> save_hf writes a Thinker config.json; transformers loads it with our
+    logits on images, a video, audio and a left-padded batch, and load_hf gives the model back."""
+    from omnikit import create_model
+
+    torch.manual_seed(0)
+    model = randomise(create_model("qwen2_5_omni_thinker_tiny"))
+    save_hf(model, tmp_path, max_shard_size="60KB")
+    assert json.loads((tmp_path / "config.json").read_text())["architectures"] == [THINKER_ARCH]
+    again = hf_modeling.Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(tmp_path).eval()
+    batch = model.contract_inputs([5, 6], seed=12).kwargs  # three images, a video, two audio clips, left padded
+    with torch.no_grad():
+        ours = model(**batch)
+        back = load_hf(tmp_path)(**batch)  # the audio key bias (inert in softmax) is not in the layout: zeros
+    assert max_rel_error(back, ours, batch["attention_mask"]) <= 1e-6
+    assert max_rel_error(ours, reference_logits(again, batch), batch["attention_mask"]) <= 1e-4

@@ -273,3 +273,32 @@ def test_thinker_greedy_generation_equals_transformers(checkpoint) -> None:
         ref = hf.thinker.generate(**inputs, max_new_tokens=6, do_sample=False)
         ours = thinker.generate(**hf_inputs(thinker, inputs), max_new_tokens=6)
     assert torch.equal(ours.tokens, ref[:, inputs["input_ids"].shape[1]:])
+
+
+def test_save_hf_exports_the_tiny_preset_built_by_create_model(tmp_path) -> None:
+    """``create_model`` (no checkpoint) -> save_hf writes a Thinker-only Qwen3-Omni config.json; transformers
+    loads it with our logits and load_hf gives the model back. An AuT with chunks other than the published
+    100 frames has no transformers config (its tower counts 13 tokens per chunk) and is refused."""
+    import omnikit
+    from omnikit.fusion.omni_prompt import OmniPrompt, collate_prompts
+
+    torch.manual_seed(0)
+    model = randomise(omnikit.create_model("qwen3_omni_thinker_tiny").eval(), scale=0.3)
+    save_hf(model, tmp_path, max_shard_size="100KB")
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["enable_audio_output"] is False and config["thinker_config"]["text_config"]["num_experts"] == 4
+    again = Qwen3OmniMoeForConditionalGeneration.from_pretrained(tmp_path).eval()
+    g = torch.Generator().manual_seed(11)
+    batch = collate_prompts([
+        OmniPrompt(model, generator=g).text(3).image(16, 24).audio(150).video(4, 16, 16, seconds_per_step=0.5).text(2),
+        OmniPrompt(model, generator=g).text(2).image(8, 16).audio(40).text(4),
+    ])
+    with torch.no_grad():
+        ours = model(**batch)
+        ref = again.thinker(**batch).logits
+        assert torch.equal(load_hf(tmp_path)(**batch), ours)
+    valid = batch["attention_mask"].bool()
+    assert rel_err(ours[valid], ref[valid]) < 1e-4
+    model.audio_encoder = omnikit.create_model("qwen3_omni_aut_tiny", output_dim=32)  # 8-frame chunks
+    with pytest.raises(ValueError, match="no architecture exports its config"):
+        save_hf(model, tmp_path / "refused")

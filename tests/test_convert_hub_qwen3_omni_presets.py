@@ -56,3 +56,16 @@ def test_code2wav_preset_count_is_exact() -> None:
     with torch.device("meta"):
         code2wav = modeling.Qwen3OmniMoeCode2Wav(Qwen3OmniMoeCode2WavConfig(**PUBLISHED["code2wav"]))
     assert omnikit.count_parameters(omnikit.create_model("code2wav_qwen3_omni", device="meta")) == count(code2wav)
+
+
+def test_save_hf_config_of_the_thinker_preset_is_the_published_one() -> None:
+    """The config ``save_hf`` derives for ``qwen3_omni_30b_a3b_thinker`` holds the published values
+    (``conv_chunksize``, a transformers batching knob, is left to its default)."""
+    from omnikit.convert.architectures import origin_of
+
+    origin, _ = origin_of(omnikit.create_model("qwen3_omni_30b_a3b_thinker", device="meta"))
+    thinker = origin.config["thinker_config"]
+    for ours, published in (("text_config", "thinker_text"), ("vision_config", "vision"), ("audio_config", "audio")):
+        expected = {k: v for k, v in PUBLISHED[published].items() if k != "conv_chunksize"}
+        assert {k: thinker[ours].get(k) for k in expected} == expected, ours
+    assert origin.config["enable_audio_output"] is False

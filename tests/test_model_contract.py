@@ -7,6 +7,7 @@ A new model family gets this suite by registering a ``*_tiny`` variant that impl
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +34,9 @@ NOT_FULLGRAPH: dict[str, str] = {
     "omni_xattn_tiny": "cross-attention finds media markers with nonzero().tolist() (fusion/xattn.py)",
     "qwen2_5_omni_vision_tiny": "window buckets are grouped by segment size read from grid_thw (vision/window_vit.py)",
     "seanet_codec_tiny": "the quantizer selects valid rows by mask, a data-dependent count (audio/quantize.py)",
+    **dict.fromkeys(("qwen2_5_omni_thinker_tiny", "qwen3_omni_thinker_tiny"),
+                    "packed media: audio token counts, patch grids and TMRoPE positions are read from tensor "
+                    "values (fusion/omni_thinker.py, fusion/tmrope.py, the vision towers)"),
 }
 NOT_EXPORTABLE: dict[str, str] = {
     **{name: why for name, why in NOT_FULLGRAPH.items() if name.startswith(("frame_encoder", "qwen2_5", "seanet"))},
@@ -71,6 +75,8 @@ def valid_lengths(inputs: ContractInputs, out: torch.Tensor, out_lengths: torch.
 
 def crop_item(inputs: ContractInputs, index: int, length: int) -> ContractInputs:
     """Item ``index`` of the batch, its time axes cut to ``length`` (no padding)."""
+    if inputs.item is not None:  # packed media: the model packs the item alone
+        return inputs.item(index)
     kwargs: dict[str, Any] = {}
     for key, value in inputs.kwargs.items():
         if isinstance(value, torch.Tensor) and value.ndim >= 1:
@@ -92,7 +98,7 @@ def with_noisy_padding(inputs: ContractInputs, seed: int = 7, fill: float | None
     for key, dim in inputs.time_dims.items():
         value = kwargs[key].clone()
         for b, n in enumerate(inputs.lengths.tolist()):
-            pad = value[b].narrow(dim - 1, n, value.shape[dim] - n)
+            pad = value[b].narrow(dim - 1, inputs.padding_start(value.shape[dim], n), value.shape[dim] - n)
             if value.is_floating_point() and fill is not None:
                 pad.fill_(fill)
             elif value.is_floating_point():
@@ -100,7 +106,7 @@ def with_noisy_padding(inputs: ContractInputs, seed: int = 7, fill: float | None
             else:
                 pad.copy_(torch.randint(0, int(value.max()) + 1, pad.shape, generator=g))
         kwargs[key] = value
-    return ContractInputs(kwargs, inputs.lengths, inputs.time_dims, inputs.lengths_kwarg)
+    return dataclasses.replace(inputs, kwargs=kwargs)
 
 
 def assert_close(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-4, msg: str = "") -> None:
@@ -209,7 +215,8 @@ def check_padding_is_invisible(name: str, fill: float | None = None) -> None:
         for b, n in enumerate(inputs.lengths.tolist()):
             alone, _ = outputs(model, crop_item(inputs, b, n))
             assert alone.shape[1] == valid[b], f"item {b}: alone gives {alone.shape[1]} steps, batch says {valid[b]}"
-            assert_close(out[b, : valid[b]], alone[0], msg=f"item {b} differs between batch and alone")
+            start = inputs.valid_start(out.shape[1], valid[b])
+            assert_close(out[b, start : start + valid[b]], alone[0], msg=f"item {b} differs between batch and alone")
 
 
 def _streaming_inputs(model: nn.Module) -> ContractInputs:

@@ -21,10 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from omnikit.audio.blocks import feature_contract_inputs
 from omnikit.audio.signal import check_waveform
 from omnikit.layers import LayerNorm
 from omnikit.layers.attention import Attention
 from omnikit.layers.rotary import RotaryEmbedding
+from omnikit.outputs import EncoderOutput
+from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_choice, check_tensor
 
 __all__ = ["MimiConfig", "MimiTokenizer"]
@@ -198,20 +201,33 @@ class MimiRVQ(nn.Module):
         self.output_proj = nn.Conv1d(config.codebook_dim, config.dim, 1, bias=False)
         self.layers = nn.ModuleList(MimiCodebook(config) for _ in range(n))
 
-    def encode(self, latents: torch.Tensor, n: int) -> torch.Tensor:
-        """``latents (B, dim, F) -> codes (B, n, F)``."""
-        residual = self.input_proj(latents).transpose(1, 2)
-        codes = []
+    def quantize(self, latents: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``latents (B, dim, F)`` -> ``codes (B, n, F)`` and their decoded latents ``(B, dim, F)``.
+
+        The gradient of the decoded latents passes straight through the codebooks to ``latents``
+        (the codebooks are EMA statistics, not trained by gradients).
+        """
+        projected = self.input_proj(latents).transpose(1, 2)
+        residual, codes = projected, []
         for codebook in self.layers[:n]:
             index = codebook.encode(residual)
             residual = residual - codebook.decode(index)
             codes.append(index)
-        return torch.stack(codes, dim=1)
+        codes = torch.stack(codes, dim=1)
+        total = self._sum(codes)
+        straight = total + (projected - projected.detach())  # the value of `total`, the gradient of `projected`
+        return codes, self.output_proj(straight.transpose(1, 2))
+
+    def _sum(self, codes: torch.Tensor) -> torch.Tensor:
+        return sum(codebook.decode(codes[:, i]) for i, codebook in enumerate(self.layers[: codes.shape[1]]))
+
+    def encode(self, latents: torch.Tensor, n: int) -> torch.Tensor:
+        """``latents (B, dim, F) -> codes (B, n, F)``."""
+        return self.quantize(latents, n)[0]
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """``codes (B, n, F) -> latents (B, dim, F)``."""
-        total = sum(codebook.decode(codes[:, i]) for i, codebook in enumerate(self.layers[: codes.shape[1]]))
-        return self.output_proj(total.transpose(1, 2))
+        return self.output_proj(self._sum(codes).transpose(1, 2))
 
 
 class MimiCodebook(nn.Module):
@@ -221,7 +237,9 @@ class MimiCodebook(nn.Module):
         super().__init__()
         self.register_buffer("initialized", torch.ones(1))
         self.register_buffer("cluster_usage", torch.ones(config.codebook_size))
-        self.register_buffer("embed_sum", torch.zeros(config.codebook_size, config.codebook_dim))
+        # small random codes until a checkpoint fills them (all-zero codebooks would map every frame to code 0;
+        # a fresh encoder's latents are small, its transformer layer scales being 0.01)
+        self.register_buffer("embed_sum", 0.01 * torch.randn(config.codebook_size, config.codebook_dim))
 
     @property
     def embed(self) -> torch.Tensor:
@@ -279,16 +297,22 @@ class MimiTokenizer(nn.Module):
     def codebook_size(self) -> int:
         return self.config.codebook_size
 
+    def _quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x (B, channels, S)`` -> codes ``(B, num_codebooks, F)`` and decoded latents ``(B, dim, F)``
+        (gradients pass the quantizers straight through)."""
+        latents = self.downsample(self.encoder_transformer(self.encoder(x.to(self.downsample.conv.weight.dtype))))
+        codes, quantized = self.semantic.quantize(latents, self.config.num_semantic)
+        acoustic = self.num_codebooks - self.config.num_semantic
+        if acoustic:
+            acoustic_codes, acoustic_latents = self.acoustic.quantize(latents, acoustic)
+            codes, quantized = torch.cat((codes, acoustic_codes), dim=1), quantized + acoustic_latents
+        return codes, quantized
+
     @torch.no_grad()
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
         """``wav (B, channels, S)`` -> ``codes (B, num_codebooks, ceil(S / hop))`` int64."""
         x, _ = check_waveform(wav, channels=self.config.channels)
-        latents = self.downsample(self.encoder_transformer(self.encoder(x.to(self.downsample.conv.weight.dtype))))
-        codes = self.semantic.encode(latents, self.config.num_semantic)
-        acoustic = self.num_codebooks - self.config.num_semantic
-        if acoustic:
-            codes = torch.cat((codes, self.acoustic.encode(latents, acoustic)), dim=1)
-        return codes
+        return self._quantize(x)[0]
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -306,9 +330,30 @@ class MimiTokenizer(nn.Module):
             latents = latents + self.acoustic.decode(codes[:, n_sem:])
         return self.decoder(self.decoder_transformer(self.upsample(latents)))
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        """Reconstruction ``(B, channels, S)``: ``decode(encode(wav))`` trimmed to the input length."""
-        return self.decode(self.encode(wav))[..., : wav.shape[-1]]
+    def forward(
+        self, wav: torch.Tensor, lengths: torch.Tensor | None = None, *, framed: bool = False
+    ) -> torch.Tensor | EncoderOutput:
+        """Reconstruction ``(B, channels, S)``: ``decode(encode(wav))`` trimmed to the input length, with
+        gradients passed straight through the quantizers (a training pass for everything but the
+        codebooks). Samples past ``lengths (B,)`` are zeroed first.
+
+        With ``framed``, an :class:`~omnikit.outputs.EncoderOutput` instead: the untrimmed reconstruction
+        cut into codec frames, ``(B, F, channels * hop)``, and the valid frames ``ceil(lengths / hop)``.
+        """
+        x, n = check_waveform(wav, lengths, channels=self.config.channels)
+        audio = self.decoder(self.decoder_transformer(self.upsample(self._quantize(x)[1])))
+        if not framed:
+            return audio[..., : wav.shape[-1]]
+        batch, channels, samples = audio.shape
+        frames = audio.view(batch, channels, samples // self.hop, self.hop).transpose(1, 2)
+        return EncoderOutput(frames.reshape(batch, samples // self.hop, channels * self.hop), self.output_lengths(n))
+
+    def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
+        """Waveforms of ``lengths[b]`` whole frames (``lengths[b] * hop`` samples), reconstructed ``framed``."""
+        inputs = feature_contract_inputs(self.config.channels, [n * self.hop for n in lengths], seed, name="wav",
+                                         scale=0.1)
+        inputs.kwargs["framed"] = True
+        return inputs
 
     def output_lengths(self, lengths: Sequence[int] | torch.Tensor) -> torch.Tensor:
         """Frames per item: ``ceil(lengths / hop)``."""

@@ -11,6 +11,7 @@ from typing import Any
 from omnikit.audio.aut import AuTEncoder, AuTEncoderConfig
 from omnikit.audio.code2wav import Code2Wav, Code2WavConfig
 from omnikit.audio.codec import SEANetCodec, SEANetCodecConfig
+from omnikit.audio.mimi import MimiConfig, MimiTokenizer
 from omnikit.audio.wav2vec import ConvFeatureEncoder, ConvFeatureEncoderConfig
 from omnikit.audio.whisper import WhisperEncoder, WhisperEncoderConfig
 from omnikit.audio.windowed import WindowedAudioEncoder, WindowedAudioEncoderConfig
@@ -19,7 +20,9 @@ from omnikit.registry import configure, register_model
 __all__ = [
     "code2wav_qwen3_omni",
     "code2wav_tiny",
+    "mimi",
     "mimi_style_codec",
+    "mimi_tiny",
     "qwen2_5_omni_audio",
     "qwen2_5_omni_audio_tiny",
     "qwen3_omni_aut",
@@ -123,6 +126,24 @@ def seanet_codec_tiny(**overrides: Any) -> SEANetCodec:
 def seanet_codec_24khz(**overrides: Any) -> SEANetCodec:
     """EnCodec-sized causal codec: 24 kHz, 75 frames/s, 8 codebooks of 1024 (6 kbps)."""
     return SEANetCodec(configure(SEANetCodecConfig, "seanet_codec_24khz", overrides))
+
+
+@register_codec
+def mimi(**overrides: Any) -> MimiTokenizer:
+    """Kyutai's Mimi as published (kyutai/mimi, transformers' ``MimiModel``): 24 kHz, 12.5 frames/s, SEANet
+    with 8 causal transformer layers on each side, split RVQ (1 semantic + 31 acoustic) of 2048 codes."""
+    return MimiTokenizer(configure(MimiConfig, "mimi", overrides))
+
+
+@register_codec
+def mimi_tiny(**overrides: Any) -> MimiTokenizer:
+    """A tiny Mimi (800 Hz, 50 frames/s, hop 16, width 16, 2 transformer layers, 1 + 2 codebooks of 16) for tests."""
+    return MimiTokenizer(configure(
+        MimiConfig, "mimi_tiny", overrides,
+        sample_rate=800, dim=16, n_filters=4, ratios=(4, 2), frame_rate=50.0, codebook_size=16, codebook_dim=8,
+        num_quantizers=3, upsample_groups=16, depth=2, num_heads=2, num_kv_heads=2, head_dim=8, mlp_hidden=32,
+        sliding_window=5,
+    ))
 
 
 @register_codec

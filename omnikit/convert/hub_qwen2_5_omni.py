@@ -47,6 +47,7 @@ __all__ = [
     "build_thinker",
     "convert_qwen2_5_omni_vision",
     "export_thinker_config",
+    "mrope_decoder_dict",
     "talker_decoder_config",
     "talker_key_map",
     "text_config",
@@ -54,6 +55,7 @@ __all__ = [
     "thinker_media_tokens",
     "vision_config",
     "vision_key_map",
+    "whole_number",
 ]
 
 THINKER, FULL = "Qwen2_5OmniThinkerForConditionalGeneration", "Qwen2_5OmniForConditionalGeneration"
@@ -211,7 +213,8 @@ def _audio_inputs(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, Any]
     return {"features": features, "lengths": lengths}
 
 
-def _decoder_dict(config: DecoderConfig) -> Config:
+def mrope_decoder_dict(config: DecoderConfig) -> Config:
+    """transformers' ``text_config`` fields of an M-RoPE Qwen decoder (the fields Qwen2 and Qwen3 share)."""
     return {
         "hidden_size": config.dim, "num_hidden_layers": config.depth, "num_attention_heads": config.num_heads,
         "num_key_value_heads": config.num_kv_heads or config.num_heads, "intermediate_size": config.mlp_hidden,
@@ -221,7 +224,7 @@ def _decoder_dict(config: DecoderConfig) -> Config:
     }
 
 
-def _whole(value: float | None) -> float | int | None:
+def whole_number(value: float | None) -> float | int | None:
     """transformers' config fields are ints where the value is whole."""
     return int(value) if value is not None and float(value).is_integer() else value
 
@@ -247,11 +250,11 @@ def export_thinker_config(model: nn.Module) -> Config | None:
     return {
         "architectures": [THINKER], "model_type": "qwen2_5_omni_thinker", "dtype": dtype,
         "audio_token_index": tokens.audio, "image_token_index": tokens.image, "video_token_index": tokens.video,
-        "position_id_per_seconds": _whole(model.scheme.ids_per_second),
-        "seconds_per_chunk": _whole(model.scheme.seconds_per_chunk),
+        "position_id_per_seconds": whole_number(model.scheme.ids_per_second),
+        "seconds_per_chunk": whole_number(model.scheme.seconds_per_chunk),
         "tie_word_embeddings": text.tie_embeddings, **PUBLISHED_MARKERS, **model.marker_tokens,
         "text_config": {"model_type": "qwen2_5_omni_text", "tie_word_embeddings": text.tie_embeddings,
-                        **_decoder_dict(text)},
+                        **mrope_decoder_dict(text)},
         "audio_config": {
             "model_type": "qwen2_5_omni_audio_encoder", "num_mel_bins": audio.n_mels, "d_model": audio.dim,
             "encoder_layers": audio.depth, "encoder_attention_heads": audio.num_heads,

@@ -26,7 +26,7 @@ from omnikit.audio.aut import AuTEncoder, AuTEncoderConfig
 from omnikit.audio.code2wav import Code2Wav
 from omnikit.convert.architectures import Config, Part, register_architecture
 from omnikit.convert.hub_qwen import decoder_config, lm_key_map, moe_config, sparse_layers
-from omnikit.convert.hub_qwen2_5_omni import thinker_inputs
+from omnikit.convert.hub_qwen2_5_omni import mrope_decoder_dict, thinker_inputs, whole_number
 from omnikit.convert.inputs import text_inputs
 from omnikit.convert.keymap import Fuse, KeyMap, Rename
 from omnikit.convert.qwen3_omni_code2wav import code2wav_config, code2wav_key_map
@@ -38,14 +38,15 @@ from omnikit.fusion.modality import MediaTokens
 from omnikit.fusion.qwen3_omni_thinker import Qwen3OmniThinker
 from omnikit.fusion.tmrope import QWEN3_OMNI
 from omnikit.layers.decoder import DecoderConfig
-from omnikit.moe.layer import MoE
+from omnikit.layers.mlp import SwiGLU
+from omnikit.moe.layer import MoE, MoEConfig
 from omnikit.speech.qwen3_omni_talker import Qwen3OmniTalker
 from omnikit.utils.checks import OmnikitValueError, check_choice
 from omnikit.vision.qwen3_vit import Qwen3ViT
 
 __all__ = [
     "FULL", "PUBLISHED_MARKERS", "audio_inputs", "aut_config", "aut_key_map", "build_text_model", "build_thinker",
-    "media_tokens", "text_config", "text_key_map", "thinker_key_map", "vision_inputs",
+    "export_thinker_config", "media_tokens", "text_config", "text_key_map", "thinker_key_map", "vision_inputs",
 ]
 
 FULL = "Qwen3OmniMoeForConditionalGeneration"
@@ -160,13 +161,82 @@ def vision_inputs(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, Any]
     raise OmnikitValueError(f"`inputs` expected 'pixel_values' or 'pixel_values_videos' but got keys {sorted(inputs)}")
 
 
+def _moe_layers(text: DeepstackThinker) -> tuple[MoEConfig, list[int], int] | None:
+    """``(MoE config, dense layer indices, dense MLP width)`` of a Qwen3-MoE layer stack (None if it is not one)."""
+    mlps = [block.mlp for block in text.decoder.blocks]
+    moes = [m for m in mlps if isinstance(m, MoE)]
+    dense = [i for i, m in enumerate(mlps) if not isinstance(m, MoE)]
+    if not moes or any(m.config != moes[0].config for m in moes):
+        return None
+    if any(not isinstance(mlps[i], SwiGLU) or mlps[i].gate.bias is not None for i in dense):
+        return None
+    moe = moes[0].config
+    published = MoEConfig(moe.dim, moe.num_experts, moe.top_k, moe.expert_hidden,
+                          normalize_weights=moe.normalize_weights, expert_gemm=moe.expert_gemm)
+    widths = {mlps[i].gate.out_features for i in dense} or {moe.expert_hidden}
+    return (moe, dense, widths.pop()) if moe == published and len(widths) == 1 else None
+
+
+def export_thinker_config(model: nn.Module) -> Config | None:
+    """The ``Qwen3OmniMoeForConditionalGeneration`` ``config.json`` (Thinker only, ``enable_audio_output``
+    false) of a :class:`Qwen3OmniThinker` with the published layout: AuT, deepstack vision tower, Qwen3-MoE
+    text model with interleaved M-RoPE (None for any other model)."""
+    if not isinstance(model, Qwen3OmniThinker) or not isinstance(model.audio_encoder, AuTEncoder) \
+            or model.vision_encoder is None:
+        return None
+    text, audio, vision = model.text_model.config, model.audio_encoder.config, model.vision_encoder.config
+    layers = _moe_layers(model.text_model)
+    qwen3_text = (text.mlp == "swiglu" and text.norm == "rmsnorm" and text.qk_norm and not text.qkv_bias
+                  and not text.out_bias and text.mrope_sections is not None and text.mrope_interleaved
+                  and text.sliding_window is None and text.attention_chunk is None)
+    scheme = replace(QWEN3_OMNI, ids_per_second=model.scheme.ids_per_second, sections=text.mrope_sections)
+    # transformers' audio tower counts 13 tokens per 100-frame chunk: it models n_window=50 only
+    if layers is None or not qwen3_text or model.scheme != scheme or vision.patch[1] != vision.patch[2] \
+            or audio.n_window != 50 or audio.norm_eps != 1e-5 or vision.norm_eps != 1e-6:
+        return None
+    moe, dense, dense_width = layers
+    tokens = model.text_model.media_tokens
+    text_dict = mrope_decoder_dict(text)
+    text_dict["rope_parameters"]["interleaved"] = True
+    text_dict.update(
+        model_type="qwen3_omni_moe_text", intermediate_size=dense_width,
+        head_dim=text.head_dim or text.dim // text.num_heads,
+        moe_intermediate_size=moe.expert_hidden, num_experts=moe.num_experts, num_experts_per_tok=moe.top_k,
+        norm_topk_prob=moe.normalize_weights, decoder_sparse_step=1, mlp_only_layers=dense, attention_bias=False,
+        tie_word_embeddings=text.tie_embeddings,
+    )
+    thinker = {
+        "model_type": "qwen3_omni_moe_thinker", "audio_token_id": tokens.audio, "image_token_id": tokens.image,
+        "video_token_id": tokens.video, "position_id_per_seconds": whole_number(model.scheme.ids_per_second),
+        "tie_word_embeddings": text.tie_embeddings, **PUBLISHED_MARKERS, **model.marker_tokens,
+        "text_config": text_dict,
+        "audio_config": {
+            "model_type": "qwen3_omni_moe_audio_encoder", "num_mel_bins": audio.n_mels, "d_model": audio.dim,
+            "encoder_layers": audio.depth, "encoder_attention_heads": audio.num_heads,
+            "encoder_ffn_dim": audio.mlp_hidden, "output_dim": audio.output_dim, "n_window": audio.n_window,
+            "n_window_infer": audio.attn_window_chunks * 2 * audio.n_window,
+            "downsample_hidden_size": audio.conv_channels,
+        },
+        "vision_config": {
+            "model_type": "qwen3_omni_moe_vision_encoder", "depth": vision.depth, "hidden_size": vision.dim,
+            "intermediate_size": vision.mlp_hidden, "num_heads": vision.num_heads, "out_hidden_size": vision.out_dim,
+            "patch_size": vision.patch[1], "temporal_patch_size": vision.patch[0], "in_channels": vision.in_chans,
+            "spatial_merge_size": vision.merge_size, "num_position_embeddings": vision.num_position_embeddings,
+            "deepstack_visual_indexes": list(vision.deepstack_indexes), "hidden_act": "gelu_pytorch_tanh",
+        },
+    }
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    return {"architectures": [FULL], "model_type": "qwen3_omni_moe", "dtype": dtype, "enable_audio_output": False,
+            "thinker_config": thinker}
+
+
 def _thinker(config: Config) -> Config:
     return config["thinker_config"]
 
 
 register_architecture(FULL, default_part="thinker", parts={
     "thinker": Part(lambda c: build_thinker(_thinker(c)), lambda c: thinker_key_map(_thinker(c)), "thinker.",
-                    inputs=thinker_inputs),
+                    inputs=thinker_inputs, export_config=export_thinker_config),
     "text_model": Part(lambda c: build_text_model(_thinker(c)), lambda c: text_key_map(_thinker(c)), "thinker.",
                        owns=("thinker.model.", "thinker.lm_head."), inputs=text_inputs),
     "audio_encoder": Part(lambda c: AuTEncoder(aut_config(_thinker(c)["audio_config"])),

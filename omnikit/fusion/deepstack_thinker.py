@@ -30,16 +30,20 @@ class DeepstackThinker(Thinker):
     ``media["video"]`` (``DeepstackOutput`` values) after its first layers. ``(B, T) -> (B, T, vocab)``."""
 
     def _deepstack(
-        self, input_ids: torch.Tensor, media: Mapping[str, MediaInput] | None, like: torch.Tensor
+        self, input_ids: torch.Tensor, media: Mapping[str, MediaInput] | None, like: torch.Tensor,
+        key_padding_mask: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
-        """One ``(B, T, dim)`` tensor per deepstack level: the features at the visual placeholders, zeros elsewhere."""
+        """One ``(B, T, dim)`` tensor per deepstack level: the features at the visual placeholders, zeros elsewhere
+        (placeholder ids in the padding, where ``key_padding_mask`` is False, are not placeholders)."""
         levels: list[torch.Tensor] = []
+        valid = None if key_padding_mask is None else key_padding_mask[:, -input_ids.shape[1]:]
         for modality in _VISUAL:
             value = (media or {}).get(modality)
             features = getattr(value, "deepstack", None)
             if not features:
                 continue
             mask = input_ids == getattr(self.media_tokens, modality)
+            mask = mask if valid is None else mask & valid
             if len(features) > len(self.decoder.blocks):
                 raise OmnikitValueError(
                     f"`media[{modality!r}]` has {len(features)} deepstack levels but the decoder only "
@@ -74,7 +78,7 @@ class DeepstackThinker(Thinker):
         if unknown:
             raise OmnikitTypeError(f"DeepstackThinker.forward got unexpected keyword arguments {unknown}")
         x = self.embed_inputs(input_ids, media, attention.get("key_padding_mask"))
-        levels = self._deepstack(input_ids, media, x)
+        levels = self._deepstack(input_ids, media, x, attention.get("key_padding_mask"))
         decoder, cu_seqlens = self.decoder, attention.get("cu_seqlens")
         if positions is None and cu_seqlens is not None:
             positions = positions_from_cu_seqlens(cu_seqlens, input_ids.shape[1])

@@ -16,7 +16,7 @@ Keyword names are the processor's, so ``model(**processor_outputs)`` works (see
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -25,8 +25,10 @@ from omnikit.fusion.absent import zero_of
 from omnikit.fusion.early import media_item_ids
 from omnikit.fusion.modality import MODALITIES
 from omnikit.fusion.omni import FusedInputs
+from omnikit.fusion.omni_prompt import contract_prompts, prompt_contract_inputs
 from omnikit.fusion.thinker import GenerationOutput, Thinker, ThinkerStep
 from omnikit.fusion.tmrope import TMRoPEScheme, VisualGrid, tmrope_position_ids
+from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_tensor
 
 __all__ = ["OmniThinker", "audio_in_video_items"]
@@ -95,6 +97,12 @@ class OmniThinker(nn.Module):
     @property
     def output_dim(self) -> int:
         return self.text_model.config.vocab_size
+
+    def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
+        """A left-padded processor-style batch: item ``b`` holds ``lengths[b]`` text ids around images, audio
+        and (item 0) a video (:func:`~omnikit.fusion.omni_prompt.contract_prompts`); media are packed
+        across the batch, so ``item(b)`` packs item ``b`` alone."""
+        return prompt_contract_inputs(contract_prompts(self, lengths, seed=seed))
 
     def _encoder(self, name: str, given: str) -> nn.Module:
         module = getattr(self, name)

@@ -11,6 +11,7 @@ language model, :class:`Qwen3OmniTalker` with its code predictor).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from omnikit.fusion.deepstack_thinker import DeepstackThinker
@@ -25,11 +26,16 @@ from omnikit.registry import configure, create_model, register_model
 from omnikit.speech.omni_talker import OmniTalker, OmniTalkerConfig
 from omnikit.speech.qwen3_omni_talker import Qwen3OmniTalker, Qwen3OmniTalkerConfig
 
-__all__ = ["QWEN_MEDIA_TOKENS", "qwen2_5_omni_7b_talker", "qwen2_5_omni_7b_thinker", "qwen2_5_omni_talker_tiny",
-           "qwen3_omni_30b_a3b_talker", "qwen3_omni_30b_a3b_thinker"]
+__all__ = ["QWEN_MEDIA_TOKENS", "TINY_OMNI_MARKERS", "TINY_OMNI_TOKENS", "qwen2_5_omni_7b_talker",
+           "qwen2_5_omni_7b_thinker", "qwen2_5_omni_talker_tiny", "qwen2_5_omni_thinker_tiny",
+           "qwen3_omni_30b_a3b_talker", "qwen3_omni_30b_a3b_thinker", "qwen3_omni_thinker_tiny"]
 
 #: Qwen2.5-Omni placeholder ids (image, video, audio); Qwen3-Omni's audio id is 151675.
 QWEN_MEDIA_TOKENS = MediaTokens(image=151655, video=151656, audio=151646)
+#: Placeholder and marker ids of the tiny omni Thinkers (the top of their 128-id vocabulary).
+TINY_OMNI_TOKENS = MediaTokens(image=121, video=122, audio=120)
+TINY_OMNI_MARKERS = {"vision_start_token_id": 123, "vision_end_token_id": 124, "audio_start_token_id": 125,
+                     "audio_end_token_id": 126}
 
 
 @register_model(kind="omni", modalities=("text", "image", "video", "audio"))
@@ -44,6 +50,21 @@ def qwen2_5_omni_7b_thinker(**overrides: Any) -> OmniThinker:
     ), media_tokens=QWEN_MEDIA_TOKENS)
     return OmniThinker(text, audio_encoder=create_model("qwen2_5_omni_audio"),
                        vision_encoder=create_model("qwen2_5_omni_vision"), scheme=QWEN2_5_OMNI)
+
+
+@register_model(kind="omni", modalities=("text", "image", "video", "audio"))
+def qwen2_5_omni_thinker_tiny(**overrides: Any) -> OmniThinker:
+    """A tiny Qwen2.5-Omni Thinker of the published structure: 2 Qwen2 layers of width 32 (4/2 heads of 8,
+    M-RoPE 1/1/2), vocabulary 128, the tiny windowed audio tower and window-attention vision tower (both -> 32).
+    Overrides apply to the text model."""
+    text = Thinker(configure(
+        DecoderConfig, "qwen2_5_omni_thinker_tiny", overrides,
+        dim=32, depth=2, num_heads=4, num_kv_heads=2, head_dim=8, mlp_hidden=64, vocab_size=128, qkv_bias=True,
+        qk_norm=False, rope_base=10_000.0, mrope_sections=(1, 1, 2),
+    ), media_tokens=TINY_OMNI_TOKENS)
+    return OmniThinker(text, audio_encoder=create_model("qwen2_5_omni_audio_tiny", output_dim=32),
+                       vision_encoder=create_model("qwen2_5_omni_vision_tiny", out_dim=32),
+                       scheme=replace(QWEN2_5_OMNI, sections=(1, 1, 2)), marker_tokens=TINY_OMNI_MARKERS)
 
 
 def _qwen2_5_omni_talker(name: str, overrides: dict[str, Any], thinker_dim: int, **shape: Any) -> OmniTalker:
@@ -89,6 +110,25 @@ def qwen3_omni_30b_a3b_thinker(**overrides: Any) -> Qwen3OmniThinker:
     return Qwen3OmniThinker(text, audio_encoder=create_model("qwen3_omni_aut", output_dim=2048),
                             vision_encoder=create_model("qwen3_vit_omni_30b_a3b"), scheme=QWEN3_OMNI,
                             marker_tokens=markers)
+
+
+@register_model(kind="omni", modalities=("text", "image", "video", "audio"))
+def qwen3_omni_thinker_tiny(**overrides: Any) -> Qwen3OmniThinker:
+    """A tiny Qwen3-Omni Thinker of the published structure: 3 MoE layers of width 32 (4 experts of 16, top-2,
+    4/2 heads of 8, qk-norm, interleaved M-RoPE 2/1/1), vocabulary 128, the tiny AuT (with the published 100-frame
+    chunks) and the tiny vision tower with deepstack mergers after blocks 0 and 1 (both -> 32). Overrides apply to
+    the text model."""
+    config = configure(
+        DecoderConfig, "qwen3_omni_thinker_tiny", overrides,
+        dim=32, depth=3, num_heads=4, num_kv_heads=2, head_dim=8, vocab_size=128, qk_norm=True, rope_base=10_000.0,
+        mrope_sections=(2, 1, 1), mrope_interleaved=True,
+    )
+    moe = MoEConfig(dim=config.dim, num_experts=4, top_k=2, expert_hidden=16)
+    text = DeepstackThinker(config, lambda _: MoE(moe), media_tokens=TINY_OMNI_TOKENS)
+    audio = create_model("qwen3_omni_aut_tiny", output_dim=config.dim, n_window=50)  # 100-frame chunks, as published
+    return Qwen3OmniThinker(text, audio_encoder=audio,
+                            vision_encoder=create_model("qwen3_vit_tiny", out_dim=config.dim, deepstack_indexes=(0, 1)),
+                            scheme=replace(QWEN3_OMNI, sections=(2, 1, 1)), marker_tokens=TINY_OMNI_MARKERS)
 
 
 @register_model(kind="talker", modalities=("text", "speech"))

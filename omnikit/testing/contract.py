@@ -8,12 +8,17 @@ fixed-size inputs), padded to the longest. Optional attributes the suite checks 
 - ``output_lengths(lengths) -> lengths``: exact length arithmetic of encoders;
 - ``supports_streaming = True`` with ``stream_chunk`` (input steps per chunk): chunked == full,
   future input never changes past output, and (for decoders) one-token steps == full forward.
+
+Inputs that slicing along the batch cannot split (media packed across the batch, as a Qwen-Omni
+processor returns them: ``pixel_values`` of all images with their ``image_grid_thw``, audio clips
+with their own padding) give ``item``: a callable that packs item ``b`` alone again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -31,12 +36,26 @@ class ContractInputs:
         time_dims: for each kwarg with a time axis, which dim it is (e.g. ``{"features": 2}``).
         lengths_kwarg: the kwarg that tells the model the valid lengths (``None`` if it needs none,
             as for causal decoders with right padding).
+        item: ``b -> ContractInputs`` of item ``b`` alone, unpadded, for batches whose tensors are not
+            all batch-first (packed media); ``None``: the suite slices every tensor at ``b``.
+        padding_side: where the padding of each time axis sits (``"left"``: the valid steps are the
+            last ``lengths[b]``, as in a batch prepared for generation).
     """
 
     kwargs: dict[str, Any]
     lengths: torch.Tensor | None = None
     time_dims: dict[str, int] = field(default_factory=dict)
     lengths_kwarg: str | None = None
+    item: Callable[[int], ContractInputs] | None = None
+    padding_side: Literal["right", "left"] = "right"
+
+    def valid_start(self, size: int, valid: int) -> int:
+        """Index of the first valid step of an item with ``valid`` steps on a time axis of ``size``."""
+        return size - valid if self.padding_side == "left" else 0
+
+    def padding_start(self, size: int, valid: int) -> int:
+        """Index of the first padded step (``size - valid`` of them) of such an item."""
+        return 0 if self.padding_side == "left" else valid
 
 
 def primary_output(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
