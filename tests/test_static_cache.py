@@ -135,6 +135,22 @@ def test_talker_static_and_compiled_codes_equal_dynamic(strategy: str, fresh_dyn
     assert counter.frame_count == (1 if strategy == "delay" else 2), "temporal step (+ code predictor step)"
 
 
+@pytest.mark.parametrize("strategy", ["delay", "mtp"])
+def test_thinker_talker_streams_the_same_text_and_speech_static_and_compiled(strategy: str, fresh_dynamo) -> None:
+    model = omnikit.create_model("thinker_talker_tiny", strategy=strategy).eval()
+    kwargs = model.omni.contract_inputs([12], seed=0).kwargs
+    kwargs.pop("lengths")
+    prompt = kwargs.pop("input_ids")
+
+    def run(**options) -> tuple[torch.Tensor, torch.Tensor]:
+        chunks = list(model.stream(prompt, max_new_tokens=5, max_frames=6, chunk_frames=3, **options, **kwargs))
+        return torch.cat([c.text_tokens for c in chunks], 1), torch.cat([c.codes for c in chunks], 2)
+
+    reference = run()
+    for got in (run(cache="static"), run(cache="static", compile={"backend": "eager"})):
+        assert all(torch.equal(a, b) for a, b in zip(got, reference))
+
+
 def test_duplex_static_and_compiled_stream_equals_dynamic(fresh_dynamo) -> None:
     model: DuplexModel = omnikit.create_model("duplex_tiny").eval()
     user = torch.randint(0, 64, (2, 4, 7))
