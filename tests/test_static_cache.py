@@ -75,14 +75,17 @@ def test_static_generation_equals_dynamic(padded: bool) -> None:
     torch.testing.assert_close(static.hidden, dynamic.hidden, atol=1e-5, rtol=1e-5)
 
 
-def test_thinker_with_mrope_and_media_generates_the_same_tokens_static() -> None:
-    model = omnikit.create_model("omni_early_tiny").eval()
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_thinker_with_mrope_and_media_generates_the_same_tokens_static(bidirectional: bool) -> None:
+    """TMRoPE positions, media scattered in, and (bidirectional) a media mask widened to the slots."""
+    model = omnikit.create_model("omni_early_tiny", bidirectional_media=bidirectional).eval()
     inputs = model.contract_inputs([14], seed=2).kwargs
     inputs.pop("lengths", None)
     prompt = inputs.pop("input_ids")
     dynamic = model.generate(prompt, max_new_tokens=5, **inputs)
     static = model.generate(prompt, max_new_tokens=5, cache="static", **inputs)
     assert torch.equal(static.tokens, dynamic.tokens)
+    torch.testing.assert_close(static.hidden, dynamic.hidden, atol=1e-5, rtol=1e-4)
 
 
 def test_compiled_decode_step_traces_once_and_equals_eager(fresh_dynamo) -> None:
