@@ -228,9 +228,11 @@ def _is_streaming_model(model: nn.Module) -> bool:
     return bool(getattr(model, "supports_streaming", False))
 
 
-def _stream(model: nn.Module, inputs: ContractInputs, sizes: Sequence[int]) -> torch.Tensor:
+def _stream(
+    model: nn.Module, inputs: ContractInputs, sizes: Sequence[int], max_len: int | None = None
+) -> torch.Tensor:
     pieces, start = [], 0
-    with model.streaming(len(inputs.lengths)):
+    with model.streaming(len(inputs.lengths), max_len=max_len):
         for size in sizes:
             kwargs = dict(inputs.kwargs)
             for key, dim in inputs.time_dims.items():
@@ -263,7 +265,8 @@ def test_streaming_equals_full_and_ignores_the_future(name: str) -> None:
 
 
 def test_single_step_decoding_equals_full(name: str) -> None:
-    """KV-cache decoding: a prompt, then one step at a time, equals one full forward."""
+    """KV-cache decoding: a prompt, then one step at a time, equals one full forward, with growable
+    caches and with static (preallocated, fixed-shape) ones."""
     model = build(name).eval()
     if not _is_streaming_model(model) or getattr(model, "stream_step", 1) != 1:
         pytest.skip("not a token-by-token streaming model")
@@ -271,6 +274,8 @@ def test_single_step_decoding_equals_full(name: str) -> None:
     with torch.no_grad():
         full = outputs(model, inputs)[0]
         assert_close(_stream(model, inputs, [3, 1, 1, 1, 1, 1]), full, msg="cached decoding != full forward")
+        static = _stream(model, inputs, [3, 1, 1, 1, 1, 1], max_len=64)  # room for any encoder inside
+        assert_close(static, full, msg="static-cache decoding != full forward")
 
 
 def test_gradient_checkpointing_changes_nothing(name: str) -> None:

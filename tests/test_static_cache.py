@@ -75,14 +75,17 @@ def test_static_generation_equals_dynamic(padded: bool) -> None:
     torch.testing.assert_close(static.hidden, dynamic.hidden, atol=1e-5, rtol=1e-5)
 
 
-def test_thinker_with_mrope_and_media_generates_the_same_tokens_static() -> None:
-    model = omnikit.create_model("omni_early_tiny").eval()
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_thinker_with_mrope_and_media_generates_the_same_tokens_static(bidirectional: bool) -> None:
+    """TMRoPE positions, media scattered in, and (bidirectional) a media mask widened to the slots."""
+    model = omnikit.create_model("omni_early_tiny", bidirectional_media=bidirectional).eval()
     inputs = model.contract_inputs([14], seed=2).kwargs
     inputs.pop("lengths", None)
     prompt = inputs.pop("input_ids")
     dynamic = model.generate(prompt, max_new_tokens=5, **inputs)
     static = model.generate(prompt, max_new_tokens=5, cache="static", **inputs)
     assert torch.equal(static.tokens, dynamic.tokens)
+    torch.testing.assert_close(static.hidden, dynamic.hidden, atol=1e-5, rtol=1e-4)
 
 
 def test_compiled_decode_step_traces_once_and_equals_eager(fresh_dynamo) -> None:
@@ -133,6 +136,22 @@ def test_talker_static_and_compiled_codes_equal_dynamic(strategy: str, fresh_dyn
     with torch._dynamo.config.patch(error_on_recompile=True):
         assert torch.equal(codes(cache="static", compile={"backend": counter}), reference)
     assert counter.frame_count == (1 if strategy == "delay" else 2), "temporal step (+ code predictor step)"
+
+
+@pytest.mark.parametrize("strategy", ["delay", "mtp"])
+def test_thinker_talker_streams_the_same_text_and_speech_static_and_compiled(strategy: str, fresh_dynamo) -> None:
+    model = omnikit.create_model("thinker_talker_tiny", strategy=strategy).eval()
+    kwargs = model.omni.contract_inputs([12], seed=0).kwargs
+    kwargs.pop("lengths")
+    prompt = kwargs.pop("input_ids")
+
+    def run(**options) -> tuple[torch.Tensor, torch.Tensor]:
+        chunks = list(model.stream(prompt, max_new_tokens=5, max_frames=6, chunk_frames=3, **options, **kwargs))
+        return torch.cat([c.text_tokens for c in chunks], 1), torch.cat([c.codes for c in chunks], 2)
+
+    reference = run()
+    for got in (run(cache="static"), run(cache="static", compile={"backend": "eager"})):
+        assert all(torch.equal(a, b) for a, b in zip(got, reference))
 
 
 def test_duplex_static_and_compiled_stream_equals_dynamic(fresh_dynamo) -> None:

@@ -61,11 +61,14 @@ def _repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x if groups == 1 else x.repeat_interleave(groups, dim=1)
 
 
-def _masked_softmax_attention(q, k, v, mask, scale, dropout_p, *, eager: bool, sync: bool = True) -> torch.Tensor:
+def _masked_softmax_attention(
+    q, k, v, mask, scale, dropout_p, *, eager: bool, sync: bool = True, rows_visible: bool = False
+) -> torch.Tensor:
     """SDPA or float32 math with a bool mask; rows with no visible key give zeros (never NaN).
-    ``sync=False``: never read the mask on the host (always apply the empty-row fix)."""
+    ``sync=False``: never read the mask on the host (always apply the empty-row fix);
+    ``rows_visible``: every query is known to see a key (no fix needed)."""
     row_visible = None
-    if mask is not None:
+    if mask is not None and not rows_visible:
         row_visible = mask.any(dim=-1, keepdim=True)
         if not sync or torch.compiler.is_compiling() or not bool(row_visible.all()):  # traced: always mask
             mask = mask | ~row_visible
@@ -214,4 +217,7 @@ def scaled_dot_product(
         chunk_size=chunk_size, key_padding_mask=key_padding_mask, segment_ids=segment_ids,
         attention_mask=attention_mask, device=q.device,
     )
-    return _masked_softmax_attention(q, k, v, mask, scale, dropout_p, eager=backend == "eager", sync=not static)
+    # causal with no padding or extra mask: every query sees at least its own key
+    rows_visible = causal and key_padding_mask is None and attention_mask is None
+    return _masked_softmax_attention(q, k, v, mask, scale, dropout_p, eager=backend == "eager", sync=not static,
+                                     rows_visible=rows_visible)

@@ -90,9 +90,10 @@ def stream_generate(
         cache: ``"dynamic"`` (a growable KV cache) or ``"static"`` (preallocated for ``max_len``
             positions: every decode step has the same shapes, see :class:`~omnikit.layers.StaticKVCache`).
         max_len: positions a static cache holds, at least prompt + ``max_new_tokens`` (the default).
-        compile: run each decode step through ``torch.compile(fullgraph=True)`` (``True``, or a
-            compile mode such as ``"reduce-overhead"`` for CUDA graphs); needs ``cache="static"``.
-            The compiled step is kept per model and mode, so later calls reuse it.
+        compile: run each decode step through ``torch.compile(fullgraph=True)``: ``True``, a compile
+            mode such as ``"reduce-overhead"`` (CUDA graphs) or a mapping of ``torch.compile``
+            arguments; needs ``cache="static"``. Dynamo keeps the traced step, so later calls with the
+            same batch and ``max_len`` reuse it.
         prompt_kwargs: more keyword arguments of the prompt's forward (``media`` for a Thinker).
     """
     check_stream_settings(max_new_tokens=max_new_tokens, sampling=sampling)
@@ -113,7 +114,8 @@ def stream_generate(
         logits = lm(input_ids, positions=positions, key_padding_mask=key_padding_mask, **prompt_kwargs)[:, -1]
         key_padding_mask = step_padding if max_len is not None else key_padding_mask
         for step in range(max_new_tokens):
-            previous = torch.stack(generated, dim=1) if generated else None
+            penalised = generated and sampling.repetition_penalty != 1.0  # only the penalty reads them
+            previous = torch.stack(generated, dim=1) if penalised else None
             tokens = sample_next(lm.restrict_logits(logits), sampling, generator=generator, previous=previous)
             if eos_token_id is not None:
                 tokens = torch.where(finished, torch.full_like(tokens, eos_token_id), tokens)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from omnikit.models.decode_cache import CacheKind, CompileOption
 from omnikit.models.sampling import GREEDY, Sampling
 from omnikit.speech.talker import Talker
 from omnikit.streaming import StreamingContainer, streaming
@@ -109,12 +110,16 @@ class ThinkerTalker(StreamingContainer, nn.Module):
         speech_sampling: Sampling = GREEDY,
         eos_token_id: int | None = None,
         generator: torch.Generator | None = None,
+        cache: CacheKind = "dynamic",
+        compile: CompileOption = False,
         **media: torch.Tensor,
     ) -> Iterator[SpeechChunk]:
         """Generate text and speech together, yielding a :class:`SpeechChunk` every ``chunk_frames`` frames.
 
         If the speech ends first (``max_frames`` or ``eos``), the text reply is finished and comes
-        in a last chunk without audio.
+        in a last chunk without audio. ``cache`` and ``compile`` go to both the Thinker's and the
+        Talker's decoding (``cache="static"``: preallocated caches sized by ``max_new_tokens`` and
+        ``max_frames``; see ``docs/compile.md``).
 
         ``media``: ``frames``, ``audio_features``, ``audio_lengths`` as for the omni model.
         """
@@ -127,7 +132,7 @@ class ThinkerTalker(StreamingContainer, nn.Module):
         def reply_states() -> Iterator[torch.Tensor]:
             for step in self.omni.stream_generate(
                 input_ids, max_new_tokens=max_new_tokens, sampling=text_sampling, eos_token_id=eos_token_id,
-                generator=generator, **media,
+                generator=generator, cache=cache, compile=compile, **media,
             ):
                 tokens.append(step.tokens)
                 yield step.embeds + step.hidden
@@ -149,7 +154,7 @@ class ThinkerTalker(StreamingContainer, nn.Module):
         with streaming(self.codec, batch):
             for frame in self.talker.stream_codes(
                 replies, batch_size=batch, max_frames=max_frames, frames_per_token=self.frames_per_token,
-                sampling=speech_sampling, generator=generator,
+                sampling=speech_sampling, generator=generator, cache=cache, compile=compile,
             ):
                 frames.append(frame)
                 if len(frames) == chunk_frames:
