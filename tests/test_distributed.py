@@ -263,8 +263,9 @@ def test_memory_table_in_the_docs_lists_every_published_preset() -> None:
     assert listed == set(published_presets())
 
 
-def test_head_split_order_puts_each_ranks_heads_together_and_refuses_an_indivisible_degree() -> None:
+def test_head_split_order_puts_each_ranks_heads_together_and_indivisible_degrees_are_refused() -> None:
     from omnikit.distributed.heads import HeadParallelQKV, head_split_order
+    from omnikit.distributed.tp_experts import ExpertTensorParallel
 
     # 4 query heads, 2 kv heads, head_dim 1: rows q0 q1 q2 q3 k0 k1 v0 v1
     assert head_split_order(4, 2, 1, 2).tolist() == [0, 1, 4, 6, 2, 3, 5, 7]
@@ -276,3 +277,5 @@ def test_head_split_order_puts_each_ranks_heads_together_and_refuses_an_indivisi
 
     with pytest.raises(ValueError, match=r"`mesh\['tp'\]` size 4 must divide the attention's key/value heads \(2\)"):
         HeadParallelQKV(4, 2, 16).check(Mesh())
+    with pytest.raises(ValueError, match=r"`mesh\['tp'\]` size 4 must divide the experts' hidden width, got 6"):
+        ExpertTensorParallel(6).check(Mesh())

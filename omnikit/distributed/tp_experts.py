@@ -75,17 +75,25 @@ class TensorParallelExperts(SwiGLUExperts):
 
 
 class ExpertTensorParallel(ParallelStyle):
-    """The tensor-parallel style of a :class:`SwiGLUExperts` (``parallelize_module`` applies it to
-    the experts module; the tensor-parallel degree must divide the expert width)."""
+    """The tensor-parallel style of a :class:`SwiGLUExperts` of width ``hidden`` (``parallelize_module``
+    applies it to the experts module; the tensor-parallel degree must divide ``hidden``)."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.hidden = hidden
+
+    def check(self, mesh: DeviceMesh) -> None:
+        """Raise before anything is sharded when ``mesh`` cannot split this width."""
+        if self.hidden % mesh.size():
+            raise OmnikitValueError(
+                f"`mesh['tp']` size {mesh.size()} must divide the experts' hidden width, got {self.hidden}"
+            )
 
     def _apply(self, module: nn.Module, device_mesh: DeviceMesh) -> nn.Module:
         if not isinstance(module, SwiGLUExperts):
             raise OmnikitTypeError(f"`module` expected a SwiGLUExperts but got {type(module).__name__}")
+        self.check(device_mesh)
         ranks = device_mesh.size()
-        if module.hidden % ranks:
-            raise OmnikitValueError(
-                f"`mesh['tp']` size {ranks} must divide the experts' hidden width, got {module.hidden}"
-            )
         reorder_parameters(module, {"gate_up": (1, rank_major_order([module.hidden, module.hidden], ranks))})
         for name, dim in (("gate_up", 1), ("down", 2)):
             weight = getattr(module, name)
