@@ -12,7 +12,10 @@ bytes over ranks and prints a markdown table next to the count derived from the 
 - TP (this plan, attention split by heads): per token and layer, all-reduces of ``dim`` floats
   (forward: attention output and MLP down projection, after the embedding; backward: the inputs of
   q/k/v, gate and up, before the LM head), the logits' all-gather (forward), and per layer the
-  all-reduce of the q and k norms' weight gradients (``head_dim`` floats each, backward);
+  all-reduce of the q and k norms' weight gradients (``head_dim`` floats each, backward); with
+  routed experts split over their width, per MoE layer one all-reduce of the output (forward) and
+  two in the backward: the experts' input (``dim`` floats per token) and the routing weights (one
+  float per routed row);
 - EP: per MoE layer, ``E`` int64 counts, then every routed row (``tokens x top_k x dim`` floats)
   dispatched and combined, forward and backward (4 all-to-alls).
 
@@ -46,7 +49,7 @@ from omnikit.moe import MoE, MoEConfig
 BATCH, TOKENS, F32 = 2, 8, 4
 STRATEGIES = {  # name -> (model, mesh sizes)
     2: [("dp_replicate (DDP)", "dense", {"dp_replicate": 2}), ("dp_shard (FSDP)", "dense", {"dp_shard": 2}),
-        ("tp", "dense", {"tp": 2}), ("ep", "moe", {"ep": 2})],
+        ("tp", "dense", {"tp": 2}), ("tp (MoE, experts split)", "moe", {"tp": 2}), ("ep", "moe", {"ep": 2})],
     4: [("HSDP 2x2", "dense", {"dp_replicate": 2, "dp_shard": 2}),
         ("dp_shard x tp 2x2", "dense", {"dp_shard": 2, "tp": 2}),
         ("dp_shard x ep 2x2", "moe", {"dp_shard": 2, "ep": 2})],
@@ -94,9 +97,12 @@ def analytic(model: CausalLM, sizes: dict[str, int]) -> int:
     if tp > 1:
         head_dim = cfg.head_dim or cfg.dim // cfg.num_heads
         depth = cfg.depth
-        all_reduce = (1 + 2 * depth) + (3 * depth + 1)  # forward + backward
+        mlp_inputs = 1 if plan.experts else 2  # backward: the experts' input, or the gate's and the up's
+        all_reduce = (1 + 2 * depth) + (depth * (1 + mlp_inputs) + 1)  # forward + backward
         out += F32 * tokens * (all_reduce * cfg.dim + cfg.vocab_size)
         out += F32 * depth * 2 * head_dim * cfg.qk_norm
+        if plan.experts:  # backward: the routing weights' gradient, one float per routed row
+            out += F32 * depth * tokens * model.decoder.blocks[0].mlp.config.top_k
     return out
 
 

@@ -32,18 +32,19 @@ QUICK = {
     2: ["checkpoint", "decoder/dp_shard", "decoder/tp", "moe_skew/ep", "omni/dp_shard", "thinker_talker/dp_shard",
         "decoder_ckpt_compile/dp_shard", "omni_thinker/dp_shard", "qwen3_omni_thinker/dp_shard"],
 }
-SLOW = {
-    4: ["decoder/hsdp", "moe/dp_shard_x_ep", "omni/dp_shard4", "omni/dp_shard_x_tp", "thinker_talker/dp_shard_x_tp",
-        "moe_ckpt/dp_shard_x_ep", "qwen3_omni_thinker/dp_shard_x_ep", "omni_thinker/dp_shard_x_tp",
-        "moe_skew/dp_replicate_x_ep", "moe_skew/ep_x_tp", "qwen3_omni_thinker/ep_x_tp", "moe_skew/dp_shard_x_tp"],
-    2: ["moe_skew_compile/ep", "decoder/dp_replicate", "moe/ep",
-        "omni/tp", "thinker_talker/tp", "decoder_bf16/dp_shard", "xattn/dp_shard",
-        "omni_text/dp_shard", "xattn_text/dp_shard", "moe/dp_shard", "moe/tp", "moe/dp_replicate",
-        "omni_thinker_text/dp_shard", "qwen2_5_omni_talker_tiny/dp_shard", "qwen3_omni_talker_tiny/dp_shard",
-        "qwen3_omni_talker_tiny/ep", "qwen3_vit_tiny/dp_shard", "qwen2_5_omni_vision_tiny/dp_shard",
-        "qwen2_5_omni_vision_tiny/tp", "code2wav_tiny/dp_shard", "omni_thinker_mixed/tp",
-        "qwen3_omni_thinker_mixed/tp", "moe_skew/tp"],
-}
+#: the slow set in launches of a few scenarios each (world size, scenarios), so each stays well inside its timeout
+SLOW = [
+    (4, ["decoder/hsdp", "moe/dp_shard_x_ep", "omni/dp_shard4", "omni/dp_shard_x_tp", "thinker_talker/dp_shard_x_tp",
+         "moe_ckpt/dp_shard_x_ep"]),
+    (4, ["qwen3_omni_thinker/dp_shard_x_ep", "omni_thinker/dp_shard_x_tp", "moe_skew/dp_replicate_x_ep",
+         "moe_skew/ep_x_tp", "qwen3_omni_thinker/ep_x_tp", "moe_skew/dp_shard_x_tp"]),
+    (2, ["moe_skew_compile/ep", "decoder/dp_replicate", "moe/ep", "omni/tp", "thinker_talker/tp",
+         "decoder_bf16/dp_shard", "xattn/dp_shard", "omni_text/dp_shard"]),
+    (2, ["xattn_text/dp_shard", "moe/dp_shard", "moe/tp", "moe/dp_replicate", "omni_thinker_text/dp_shard",
+         "qwen2_5_omni_talker_tiny/dp_shard", "qwen3_omni_talker_tiny/dp_shard", "qwen3_omni_talker_tiny/ep"]),
+    (2, ["qwen3_vit_tiny/dp_shard", "qwen2_5_omni_vision_tiny/dp_shard", "qwen2_5_omni_vision_tiny/tp",
+         "code2wav_tiny/dp_shard", "omni_thinker_mixed/tp", "qwen3_omni_thinker_mixed/tp", "moe_skew/tp"]),
+]
 
 
 def _free_port() -> int:
@@ -118,19 +119,19 @@ def test_quick_strategies_match_one_process_and_checkpoints_reshard(tmp_path: Pa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("world", [4, 2])
-def test_more_strategies_match_one_process(world: int, tmp_path: Path) -> None:
-    results = _launch(world, SLOW[world], tmp_path)
-    for scenario in SLOW[world]:
+@pytest.mark.parametrize(("world", "scenarios"), SLOW, ids=[f"world{w}-{i}" for i, (w, _) in enumerate(SLOW)])
+def test_more_strategies_match_one_process(world: int, scenarios: list[str], tmp_path: Path) -> None:
+    results = _launch(world, scenarios, tmp_path)
+    for scenario in scenarios:
         # bf16 parameters (fp32 reduction) against the fp32 reference: bf16 rounding
         _check(scenario, results[scenario], 5e-2 if "bf16" in scenario else TOL)
-    if world == 4:  # every token routed to ep rank 0's experts
-        for name in ("moe_skew/dp_replicate_x_ep", "moe_skew/ep_x_tp"):
+    for name in ("moe_skew/dp_replicate_x_ep", "moe_skew/ep_x_tp", "moe_skew_compile/ep"):
+        if name in results:  # every token routed to ep rank 0's experts
             assert results[name]["rows_received_per_ep_rank"][1] == 0, (name, results[name])
-    if world == 2:
+    if "decoder_bf16/dp_shard" in results:
         assert results["decoder_bf16/dp_shard"]["grad_rel"] > 1e-4  # it did compute in bf16
-        compiled = results["moe_skew_compile/ep"]  # compiled MoE blocks under ep (graph breaks at the host splits)
-        assert compiled["compiled_graphs"] > 0 and compiled["rows_received_per_ep_rank"][1] == 0, compiled
+    if "moe_skew_compile/ep" in results:  # compiled MoE blocks under ep (graph breaks at the host splits)
+        assert results["moe_skew_compile/ep"]["compiled_graphs"] > 0
 
 
 @pytest.mark.slow
@@ -262,8 +263,9 @@ def test_memory_table_in_the_docs_lists_every_published_preset() -> None:
     assert listed == set(published_presets())
 
 
-def test_head_split_order_puts_each_ranks_heads_together_and_refuses_an_indivisible_degree() -> None:
+def test_head_split_order_puts_each_ranks_heads_together_and_indivisible_degrees_are_refused() -> None:
     from omnikit.distributed.heads import HeadParallelQKV, head_split_order
+    from omnikit.distributed.tp_experts import ExpertTensorParallel
 
     # 4 query heads, 2 kv heads, head_dim 1: rows q0 q1 q2 q3 k0 k1 v0 v1
     assert head_split_order(4, 2, 1, 2).tolist() == [0, 1, 4, 6, 2, 3, 5, 7]
@@ -275,3 +277,5 @@ def test_head_split_order_puts_each_ranks_heads_together_and_refuses_an_indivisi
 
     with pytest.raises(ValueError, match=r"`mesh\['tp'\]` size 4 must divide the attention's key/value heads \(2\)"):
         HeadParallelQKV(4, 2, 16).check(Mesh())
+    with pytest.raises(ValueError, match=r"`mesh\['tp'\]` size 4 must divide the experts' hidden width, got 6"):
+        ExpertTensorParallel(6).check(Mesh())

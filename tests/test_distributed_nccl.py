@@ -16,7 +16,8 @@ from test_distributed import _check, _launch
 
 pytestmark = pytest.mark.cuda
 
-SCENARIOS = ["decoder/dp_shard1", "decoder/tp1", "moe_skew/dp_shard1", "moe_skew/ep1", "moe/dp_shard1_x_ep1"]
+SCENARIOS = ["decoder/dp_shard1", "decoder/tp1", "moe_skew/dp_shard1", "moe_skew/ep1", "moe_skew/tp1",
+             "moe/dp_shard1_x_ep1"]
 
 
 @pytest.fixture(scope="module")

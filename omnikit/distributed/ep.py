@@ -27,25 +27,13 @@ from torch.distributed._functional_collectives import all_to_all_single_autograd
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
+from omnikit.distributed.grad import map_grad
 from omnikit.moe.dispatch import DispatchPlan
 from omnikit.moe.experts import SwiGLUExperts
 from omnikit.moe.grouped import RowLayout, TokenBags, grouped_mm_native, grouped_swiglu
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
 
 __all__ = ["ExpertParallelExperts", "apply_expert_parallel"]
-
-
-class _ScaleGrad(torch.autograd.Function):
-    """Identity forward, gradient times ``scale`` backward."""
-
-    @staticmethod
-    def forward(ctx, x, scale):  # type: ignore[override]
-        ctx.scale = scale
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        return grad * ctx.scale, None
 
 
 class ExpertParallelExperts(SwiGLUExperts):
@@ -77,7 +65,7 @@ class ExpertParallelExperts(SwiGLUExperts):
         )
         order = torch.argsort(expert_of_row, stable=True)
         rows_per_expert = recv_counts.sum(0)
-        gate_up, down = (_ScaleGrad.apply(w.to_local(), 1.0 / ranks) for w in (self.gate_up, self.down))
+        gate_up, down = (map_grad(w.to_local(), lambda g: g / ranks) for w in (self.gate_up, self.down))
         outputs = grouped_swiglu(received, gate_up, down, *_local_layout(received, gate_up, order, rows_per_expert))
         # 4. back to the routing rank, weighted and summed per token
         returned = all_to_all_single_autograd(outputs, in_splits, out_splits, self.ep_group)

@@ -84,7 +84,7 @@ def _causal_lm(lm: CausalLM) -> ParallelPlan:
 
 @register_parallel_plan(MoE)
 def _moe(moe: MoE) -> ParallelPlan:
-    return ParallelPlan(experts=[moe.experts], tp={"experts": ExpertTensorParallel()})
+    return ParallelPlan(experts=[moe.experts], tp={"experts": ExpertTensorParallel(moe.experts.hidden)})
 
 
 @register_parallel_plan(EarlyFusionOmni)

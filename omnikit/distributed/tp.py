@@ -19,8 +19,9 @@ def _resolve(model: nn.Module, path: str) -> tuple[nn.Module, str]:
 def apply_tensor_parallel(model: nn.Module, plan: ParallelPlan, mesh: DeviceMesh) -> nn.Module:
     """Shard the modules of ``plan.tp`` over the 1-D ``mesh``, then tie ``plan.tied`` parameters again
     (both sides share one placement, e.g. the vocabulary-sharded embedding and LM head). Styles with
-    a ``check(mesh)`` method (e.g. :class:`~omnikit.distributed.heads.HeadParallelQKV`) may refuse
-    the mesh first, before anything is sharded."""
+    a ``check(mesh)`` method (:class:`~omnikit.distributed.heads.HeadParallelQKV`,
+    :class:`~omnikit.distributed.tp_experts.ExpertTensorParallel`) may refuse the mesh first, before
+    anything is sharded."""
     for style in plan.tp.values():
         if callable(getattr(style, "check", None)):
             style.check(mesh)

@@ -17,6 +17,7 @@ experts; the router and everything before it then get the full gradient on every
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 import torch
 import torch.distributed as dist
@@ -25,6 +26,7 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import Shard, distribute_tensor
 from torch.distributed.tensor.parallel import ParallelStyle
 
+from omnikit.distributed.grad import map_grad
 from omnikit.distributed.reorder import rank_major_order, reorder_parameters
 from omnikit.moe.dispatch import DispatchPlan
 from omnikit.moe.experts import SwiGLUExperts
@@ -34,19 +36,10 @@ from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
 __all__ = ["ExpertTensorParallel", "TensorParallelExperts"]
 
 
-class _ReduceGrad(torch.autograd.Function):
-    """Identity forward; the gradient all-reduced over ``group`` (the input of a split computation)."""
-
-    @staticmethod
-    def forward(ctx, x, group):  # type: ignore[override]
-        ctx.group = group
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        grad = grad.contiguous()
-        dist.all_reduce(grad, group=ctx.group)
-        return grad, None
+def _all_reduced(grad: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
+    grad = grad.contiguous()
+    dist.all_reduce(grad, group=group)
+    return grad
 
 
 class _ReduceOutput(torch.autograd.Function):
@@ -73,25 +66,34 @@ class TensorParallelExperts(SwiGLUExperts):
     tp_group: dist.ProcessGroup
 
     def forward(self, x: torch.Tensor, plan: DispatchPlan) -> torch.Tensor:
-        x = _ReduceGrad.apply(x, self.tp_group)
-        plan = dataclasses.replace(plan, weight=_ReduceGrad.apply(plan.weight, self.tp_group))
+        reduce = partial(_all_reduced, group=self.tp_group)  # gradients partial over the width slices
+        x = map_grad(x, reduce)
+        plan = dataclasses.replace(plan, weight=map_grad(plan.weight, reduce))
         gate_up, down = self.gate_up.to_local(), self.down.to_local()
-        partial = grouped_swiglu(x, gate_up, down, *self.arrange(x, plan))
-        return _ReduceOutput.apply(partial, self.tp_group)
+        partial_sum = grouped_swiglu(x, gate_up, down, *self.arrange(x, plan))
+        return _ReduceOutput.apply(partial_sum, self.tp_group)
 
 
 class ExpertTensorParallel(ParallelStyle):
-    """The tensor-parallel style of a :class:`SwiGLUExperts` (``parallelize_module`` applies it to
-    the experts module; the tensor-parallel degree must divide the expert width)."""
+    """The tensor-parallel style of a :class:`SwiGLUExperts` of width ``hidden`` (``parallelize_module``
+    applies it to the experts module; the tensor-parallel degree must divide ``hidden``)."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.hidden = hidden
+
+    def check(self, mesh: DeviceMesh) -> None:
+        """Raise before anything is sharded when ``mesh`` cannot split this width."""
+        if self.hidden % mesh.size():
+            raise OmnikitValueError(
+                f"`mesh['tp']` size {mesh.size()} must divide the experts' hidden width, got {self.hidden}"
+            )
 
     def _apply(self, module: nn.Module, device_mesh: DeviceMesh) -> nn.Module:
         if not isinstance(module, SwiGLUExperts):
             raise OmnikitTypeError(f"`module` expected a SwiGLUExperts but got {type(module).__name__}")
+        self.check(device_mesh)
         ranks = device_mesh.size()
-        if module.hidden % ranks:
-            raise OmnikitValueError(
-                f"`mesh['tp']` size {ranks} must divide the experts' hidden width, got {module.hidden}"
-            )
         reorder_parameters(module, {"gate_up": (1, rank_major_order([module.hidden, module.hidden], ranks))})
         for name, dim in (("gate_up", 1), ("down", 2)):
             weight = getattr(module, name)

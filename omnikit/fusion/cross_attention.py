@@ -166,6 +166,15 @@ class FusionLayer(nn.Module):
         for key in [k for k in state if k.startswith(prefix) and not k.startswith((fusion, prefix + "layer."))]:
             state[prefix + "layer." + key[len(prefix):]] = state.pop(key)
 
+    def __getattr__(self, name: str) -> Any:
+        """An attribute not found here is ``layer``'s, so a state-dict key (``attn.qkv.weight``)
+        resolves as an attribute path too, as ``torch.distributed.checkpoint``'s state-dict
+        helpers (``get_model_state_dict``, used by omnikit.distributed's checkpoints) require."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("layer"), name)
+
     def fusion_groups(self) -> dict[str, nn.Module]:
         """{recipe group: module} (see :func:`omnikit.fusion.parameter_groups`): the fusion part is an adapter."""
         return {"adapters": self.fusion}
