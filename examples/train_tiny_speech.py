@@ -1,21 +1,19 @@
 """A tiny Thinker-Talker learns to answer a generated audio question with text and with the codec
 codes of a generated spoken answer; then the Thinker side alone is fine-tuned on a new audio task,
-without and with :class:`omnikit.fusion.joint.TalkerAlignment`, the Talker frozen, and the
-Talker is measured again.
+the Talker frozen, without and with :class:`omnikit.fusion.joint.TalkerAlignment`, and the Talker
+is measured again.
 
-Run: ``python examples/train_tiny_speech.py [--strategy delay|depth|mtp] [--threads 2]``. Prints a
-markdown table on held-out task-A questions: the Talker's code accuracy when it generates freely
-(greedy, from the Thinker's states of the reference reply) and teacher forced, the log-mel L1
-distance between the waveforms decoded from the generated and from the target codes, and the
-Thinker's reply accuracy (teacher forced) on both tasks.
+Run: ``python examples/train_tiny_speech.py [--strategy delay|depth|mtp] [--threads 1]`` (about a
+minute of CPU). Prints a markdown table on held-out task-A questions: the Talker's code accuracy
+when it generates freely (greedy, from the Thinker's states of the reference reply) and teacher
+forced, the log-mel L1 distance between the waveforms decoded from the generated and from the
+target codes, and the Thinker's teacher-forced reply accuracy on both tasks.
 
-Task A (speech): a 0.3 s tone of one of 4 pitches asks "which?"; the reply is a word ("deep" or
-"high", shared by two pitches) and 0.16 s (8 code frames) of a chord proper to the pitch, tokenized
-by the frozen tiny codec. Which chord of the two sharing a word is only in the Thinker's hidden
-states of the reply, not in its tokens.
+Task A (speech): a 0.3 s tone of one of 4 pitches asks "which?"; the reply is a word per pitch and
+0.16 s (8 code frames) of a chord proper to the pitch, coded by a :class:`FrameCodec`.
 Task B (the fine-tune): a 0.3 s noise burst with 1 to 3 gaps asks "count?"; text reply only. The
-Thinker, its audio encoder and projector train (the Talker and codec stay frozen) at a high
-learning rate, as a user adapting the Thinker to new audio would.
+Thinker, its audio encoder and projector train at a high learning rate (the Talker stays frozen),
+as a user adapting the Thinker to new audio would.
 """
 
 from __future__ import annotations
@@ -213,7 +211,7 @@ VARIANTS = {"Thinker-side fine-tune": None, "+ TalkerAlignment('follow')": "foll
 
 
 def run(*, strategy: str = "delay", pretrain_steps: int = 300, finetune_steps: int = 100, finetune_lr: float = 1e-2,
-        batch: int = 16, samples: int = 256, modes: tuple[str | None, ...] = (None, "follow", "anchor")
+        batch: int = 32, samples: int = 256, modes: tuple[str | None, ...] = (None, "follow", "anchor")
         ) -> dict[str, dict[str, float]]:
     """Joint pre-training on task A, then one Thinker-side fine-tune on task B per alignment mode
     (``None``: none). Returns ``{row: {"generated", "teacher_forced", "mel", "reply_a", "reply_b"}}``
@@ -270,11 +268,11 @@ def run(*, strategy: str = "delay", pretrain_steps: int = 300, finetune_steps: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strategy", default="delay", choices=("delay", "depth", "mtp"))
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (2 threads spin on a busy 2-core CPU)")
     parser.add_argument("--pretrain-steps", type=int, default=300)
     parser.add_argument("--finetune-steps", type=int, default=100)
     parser.add_argument("--finetune-lr", type=float, default=1e-2)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--samples", type=int, default=256, help="training samples per task (held-out: a quarter)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

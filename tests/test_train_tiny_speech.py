@@ -40,7 +40,7 @@ def test_thinker_side_fine_tune_degrades_the_talker_and_anchor_keeps_it() -> Non
     from train_tiny_speech import run
 
     torch.set_num_threads(1)
-    r = run(pretrain_steps=100, finetune_steps=30, samples=64, modes=(None, "anchor"))
+    r = run(pretrain_steps=100, finetune_steps=30, batch=16, samples=64, modes=(None, "anchor"))
     before, plain, anchor = r["before fine-tune"], r["Thinker-side fine-tune"], r["+ TalkerAlignment('anchor')"]
     assert before["generated"] > 0.9
     assert plain["generated"] < before["generated"] - 0.3 and plain["mel"] > before["mel"] + 0.1
