@@ -32,6 +32,7 @@ from omnikit.fusion import text_lm_loss
 from omnikit.fusion.joint import TalkerAlignment, thinker_states, thinker_talker_loss
 from omnikit.fusion.towers import train_towers
 from omnikit.speech import ThinkerTalker
+from omnikit.utils.checks import OmnikitValueError
 
 RATE = 16000
 PITCHES = (300.0, 600.0, 1200.0, 2400.0)
@@ -39,7 +40,7 @@ SPOKEN = ("deep", "bass", "alto", "high")  # one 4-letter word per pitch: replie
 CHORDS = ((220.0, 330.0), (440.0, 550.0), (880.0, 1320.0), (1760.0, 2640.0))
 COUNTS = ("one", "two", "three")  # task B: gaps in a noise burst
 THINKER_SIDE = ("thinker", "audio", "projector")
-MEDIA = ("frames", "audio_features", "audio_lengths")
+MEDIA = ("audio_features", "audio_lengths")
 PRETRAIN_LR = 1e-2
 FOLLOW_TALKER_LR = 3e-3  # the Talker's learning rate while TalkerAlignment("follow") trains it
 
@@ -77,7 +78,7 @@ class FrameCodec(nn.Module):
         return whole.reshape(-1, self.num_codebooks, self.hop // self.num_codebooks).transpose(0, 1)
 
     def fit(self, voice: torch.Tensor, others: torch.Tensor, generator: torch.Generator) -> None:
-        """Codebook ``k``: the parts ``k`` of ``voice (B, 1, S)`` (so it is coded exactly), then random
+        """Codebook ``k``: the parts ``k`` of ``voice (B, 1, S)`` (so it is coded to 0.01), then random
         parts ``k`` of ``others (B', 1, S')``, skipping any part within L2 distance 0.01 of one kept
         (a periodic voice repeats its parts)."""
         for k, (mine, extra) in enumerate(zip(self.parts(voice), self.parts(others))):
@@ -86,7 +87,8 @@ class FrameCodec(nn.Module):
                 if len(kept) < self.codebook_size and torch.cdist(part[None], kept).min() > 0.01:
                     kept = torch.cat((kept, part[None]))
             if len(kept) < self.codebook_size:
-                raise ValueError(f"codebook {k}: {len(kept)} distinct parts, fewer than {self.codebook_size}")
+                raise OmnikitValueError(f"`others` expected at least {self.codebook_size} distinct parts "
+                                        f"for codebook {k} but got {len(kept)}")
             self.codebooks[k] = kept
 
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
@@ -155,7 +157,12 @@ def rows(data: dict, index: torch.Tensor) -> dict:
 
 
 def everything(data: dict) -> dict:
+    """The whole data set as one batch."""
     return rows(data, torch.arange(len(data["batch"].input_ids)))
+
+
+def media_of(b: dict) -> dict:
+    return {k: v for k, v in b.items() if k in MEDIA}
 
 
 def text_accuracy(model, data: dict) -> float:
@@ -163,7 +170,7 @@ def text_accuracy(model, data: dict) -> float:
     b = everything(data)
     with torch.no_grad():
         logits, _ = thinker_states(model.omni, b["input_ids"], lengths=b["lengths"],
-                                   **{k: v for k, v in b.items() if k in MEDIA})
+                                   **media_of(b))
     target, mask = b["input_ids"][:, 1:], b["loss_mask"][:, 1:]
     return float(((logits[:, :-1].argmax(-1) == target) & mask).sum() / mask.sum())
 
@@ -177,7 +184,7 @@ def speech_metrics(model, data: dict, mel: LogMelSpectrogram) -> tuple[float, fl
     batch, _, frames = codes.shape
     with torch.no_grad():
         _, states = thinker_states(model.omni, b["input_ids"], lengths=b["lengths"],
-                                   **{k: v for k, v in b.items() if k in MEDIA})
+                                   **media_of(b))
         reply = states[:, b["reply_start"]:]
         generated = torch.stack(list(model.talker.stream_codes(
             iter(reply.unbind(1)), batch_size=batch, max_frames=frames, min_frames=frames,
@@ -242,15 +249,13 @@ def run(*, strategy: str = "delay", pretrain_steps: int = 300, finetune_steps: i
 
         def finetune_step(tuned=tuned, align=align) -> torch.Tensor:
             b = pick(train_b)
-            logits = tuned.omni(b["input_ids"], lengths=b["lengths"], audio_features=b["audio_features"],
-                                audio_lengths=b["audio_lengths"])
+            logits = tuned.omni(b["input_ids"], lengths=b["lengths"], **media_of(b))
             loss = text_lm_loss(logits, b["input_ids"], media_tokens=tuned.omni.thinker.media_tokens,
                                 loss_mask=b["loss_mask"])
             if align is not None:
                 r = pick(train_a)
-                loss = loss + align.loss(r.pop("input_ids"), r.pop("codes"), reply_start=r.pop("reply_start"),
-                                         lengths=r["lengths"], audio_features=r["audio_features"],
-                                         audio_lengths=r["audio_lengths"])
+                loss = loss + align.loss(r["input_ids"], r["codes"], reply_start=r["reply_start"],
+                                         lengths=r["lengths"], **media_of(r))
             return loss
 
         train(tuned, finetune_steps, finetune_lr, finetune_step, talker_lr=FOLLOW_TALKER_LR)
