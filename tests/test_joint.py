@@ -27,7 +27,8 @@ def test_joint_loss_is_text_plus_per_codebook_and_reaches_both(strategy: str) ->
         text = text_lm_loss(logits, ids, media_tokens=model.omni.thinker.media_tokens, key_padding_mask=mask)
         _, hidden = model.omni(ids, return_hidden=True, **media)  # the Talker reads embeddings + hidden states
         states = model.omni.thinker.embed(ids) + hidden
-        codebooks = per_codebook_loss(model.talker(codes, states[:, 4:]), codes)
+        reply = states[:, 4:].repeat_interleave(model.frames_per_token, dim=1)  # as ThinkerTalker.stream pairs them
+        codebooks = per_codebook_loss(model.talker(codes, reply), codes)
     torch.testing.assert_close(loss.text, text)
     torch.testing.assert_close(loss.codebooks, codebooks)
     assert loss.codebooks.shape == (model.talker.config.num_codebooks,)
@@ -37,6 +38,24 @@ def test_joint_loss_is_text_plus_per_codebook_and_reaches_both(strategy: str) ->
     params = dict(model.named_parameters())
     for tower in ("thinker", "talker"):
         assert any(params[n].grad is not None and params[n].grad.abs().sum() > 0 for n in groups[tower])
+
+
+def test_the_loss_pairs_reply_tokens_with_frames_as_streaming_does() -> None:
+    """Greedy streamed codes are the argmax of the teacher-forced pass over them when every reply state
+    conditions ``frames_per_token`` steps, the pairing :func:`thinker_talker_loss` trains with (checked
+    where step ``f + k`` has not yet read a code past the last frame: delay layout, frame ``f``, codebook ``k``)."""
+    model = omnikit.create_model("thinker_talker_tiny").eval()
+    assert model.frames_per_token == 2 and model.talker.delay == 3
+    frames = 6
+    reply = torch.randn(2, 4, model.talker.config.thinker_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        codes = torch.stack(list(model.talker.stream_codes(
+            iter(reply.unbind(1)), batch_size=2, max_frames=frames, min_frames=frames, frames_per_token=2)), dim=2)
+        paired, unpaired = (model.talker(codes, r)[..., : model.talker.config.codebook_size].argmax(-1).transpose(1, 2)
+                            for r in (reply.repeat_interleave(2, dim=1), reply))
+    before_end = (torch.arange(4)[:, None] + torch.arange(frames)[None]) <= frames  # (K, F)
+    assert torch.equal(paired[:, before_end], codes[:, before_end])
+    assert not torch.equal(unpaired[:, before_end], codes[:, before_end])
 
 
 def test_follow_trains_the_talker_only_and_anchor_pulls_the_thinker_back() -> None:

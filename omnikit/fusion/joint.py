@@ -67,6 +67,9 @@ def thinker_talker_loss(
 ) -> JointLoss:
     """Text loss of the Thinker plus per-codebook loss of the Talker, from one Thinker pass.
 
+    Each reply token's state conditions ``model.frames_per_token`` Talker steps, as in
+    :meth:`ThinkerTalker.stream`, so the Talker is trained the way it generates.
+
     Args:
         input_ids: ``(B, T)`` prompt + reply (placeholders for media); the reply starts at ``reply_start``.
         codes: ``(B, K, F)`` target codes of the spoken reply.
@@ -79,7 +82,7 @@ def thinker_talker_loss(
     padding = None if lengths is None else lengths_to_mask(lengths.to(input_ids.device), input_ids.shape[1])
     text = text_lm_loss(logits, input_ids, media_tokens=model.omni.thinker.media_tokens, key_padding_mask=padding,
                         loss_mask=loss_mask)
-    reply = states[:, reply_start:]
+    reply = states[:, reply_start:].repeat_interleave(model.frames_per_token, dim=1)  # as .stream pairs them
     code_logits = model.talker(codes, reply.detach() if detach_states else reply, lengths=code_lengths)
     mask = None if code_lengths is None else lengths_to_mask(code_lengths.to(codes.device), codes.shape[2])
     codebooks = per_codebook_loss(code_logits, codes, mask)
