@@ -32,10 +32,9 @@ NOT_FULLGRAPH: dict[str, str] = {
     "thinker_talker_tiny": "TMRoPE positions are built per media item from values (fusion/tmrope.py)",
     "omni_xattn_tiny": "cross-attention finds media markers with nonzero().tolist() (fusion/xattn.py)",
     "qwen2_5_omni_vision_tiny": "window buckets are grouped by segment size read from grid_thw (vision/window_vit.py)",
-    "seanet_codec_tiny": "the quantizer selects valid rows by mask, a data-dependent count (audio/quantize.py)",
 }
 NOT_EXPORTABLE: dict[str, str] = {
-    **{name: why for name, why in NOT_FULLGRAPH.items() if name.startswith(("frame_encoder", "qwen2_5", "seanet"))},
+    **{name: why for name, why in NOT_FULLGRAPH.items() if name.startswith(("frame_encoder", "qwen2_5"))},
     "hybrid_moe_tiny": "linear-attention chunking specialises the number of chunks to the traced length",
     "hierarchical_resampler_tiny": "the output width is the longest item's packed token count (video/packing.py)",
 }
