@@ -35,12 +35,10 @@ NOT_FULLGRAPH: dict[str, str] = {
 }
 NOT_EXPORTABLE: dict[str, str] = {
     **{name: why for name, why in NOT_FULLGRAPH.items() if name.startswith(("frame_encoder", "qwen2_5"))},
-    "hybrid_moe_tiny": "linear-attention chunking specialises the number of chunks to the traced length",
     "hierarchical_resampler_tiny": "the output width is the longest item's packed token count (video/packing.py)",
 }
 NOT_RECOMPILE_FREE: dict[str, str] = {
     "qwen3_omni_aut_tiny": "the number of 16-frame chunks is specialised: 17 frames crosses a bucket",
-    "hybrid_moe_tiny": "the linear-attention chunk loop is unrolled per chunk count (4-token chunks)",
 }
 
 
