@@ -35,7 +35,6 @@ NOT_FULLGRAPH: dict[str, str] = {
 }
 NOT_EXPORTABLE: dict[str, str] = {
     **{name: why for name, why in NOT_FULLGRAPH.items() if name.startswith(("frame_encoder", "qwen2_5"))},
-    "hierarchical_resampler_tiny": "the output width is the longest item's packed token count (video/packing.py)",
 }
 NOT_RECOMPILE_FREE: dict[str, str] = {
     "qwen3_omni_aut_tiny": "13 frames is one 16-frame attention window per item, a count of 1 that PyTorch "
