@@ -31,10 +31,9 @@ NOT_FULLGRAPH: dict[str, str] = {
     "omni_early_tiny": "TMRoPE positions are built per media item from values (fusion/tmrope.py)",
     "thinker_talker_tiny": "TMRoPE positions are built per media item from values (fusion/tmrope.py)",
     "omni_xattn_tiny": "cross-attention finds media markers with nonzero().tolist() (fusion/xattn.py)",
-    "qwen2_5_omni_vision_tiny": "window buckets are grouped by segment size read from grid_thw (vision/window_vit.py)",
 }
 NOT_EXPORTABLE: dict[str, str] = {
-    **{name: why for name, why in NOT_FULLGRAPH.items() if name.startswith(("frame_encoder", "qwen2_5"))},
+    **{name: why for name, why in NOT_FULLGRAPH.items() if name.startswith("frame_encoder")},
 }
 NOT_RECOMPILE_FREE: dict[str, str] = {
     "qwen3_omni_aut_tiny": "13 frames is one 16-frame attention window per item, a count of 1 that PyTorch "
