@@ -59,6 +59,24 @@ def test_aut_rate_is_13_tokens_per_second_and_windows_of_8_seconds() -> None:
     assert model.independent_frames == 800 and model.chunk_tokens == 13
 
 
+@pytest.mark.slow
+def test_aut_compiles_once_for_every_length_with_several_attention_windows() -> None:
+    """Compiled with a dynamic time, the AuT encoder needs one graph for inputs with one attention
+    window per item (PyTorch specialises a count of 1) and one for all longer inputs, whatever
+    their length modulo the 8-frame chunks and the windows; each equals eager."""
+    model = build("qwen3_omni_aut_tiny").eval()  # chunks of 8 frames, attention windows of 16 frames
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, dynamic=True, backend="eager")
+    with torch.no_grad():
+        for n, lengths in enumerate(([17, 12], [25, 6, 4], [40, 33], [32, 9])):
+            case = model.contract_inputs(lengths, seed=n)
+            with torch._dynamo.config.patch(error_on_recompile=n > 0):
+                got = compiled(**case.kwargs)
+            want = model(**case.kwargs)
+            torch.testing.assert_close(got.hidden_states, want.hidden_states)
+            assert torch.equal(got.lengths, want.lengths)
+
+
 def test_wav2vec_conv_encoder_streams_with_random_chunks() -> None:
     model = build("wav2vec2_feature_encoder_tiny", channels=(6, 6, 6), kernels=(5, 3, 2), strides=(3, 2, 2))
     wav = torch.randn(2, 1, 257)

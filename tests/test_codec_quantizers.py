@@ -139,3 +139,47 @@ def test_split_rvq_semantic_and_acoustic() -> None:
     assert torch.equal(split.encode(x), out.codes)
     with pytest.raises(ValueError, match="num_quantizers"):
         SplitResidualVQ(16, 1, 32)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ema", [True, False], ids=["ema", "learned"])
+def test_compiled_training_step_updates_the_codebooks_like_eager(ema: bool) -> None:
+    """Traced (fixed shapes, padded rows weighted 0): the same losses and codebook statistics as eager."""
+    torch.manual_seed(0)
+    eager = ResidualVQ(4, 2, 8, ema=ema, kmeans_init=False, dead_threshold=0).train()
+    traced = ResidualVQ(4, 2, 8, ema=ema, kmeans_init=False, dead_threshold=0).train()
+    traced.load_state_dict(eager.state_dict())
+    x = torch.randn(2, 11, 4)
+    mask = torch.arange(11)[None] < torch.tensor([[11], [6]])
+    x[1, 6:] = 100.0  # padding that must not train the codebooks
+    compiled = torch.compile(traced, fullgraph=True, backend="aot_eager")
+    for _ in range(2):
+        want, got = eager(x, mask), compiled(x, mask)
+        torch.testing.assert_close(got.loss, want.loss)
+        assert torch.equal(got.codes, want.codes)
+    for key, value in eager.state_dict().items():
+        torch.testing.assert_close(traced.state_dict()[key], value, msg=key)
+    compiled(x, torch.zeros_like(mask))  # no valid frame: nothing changes, as in eager
+    for key, value in eager.state_dict().items():
+        torch.testing.assert_close(traced.state_dict()[key], value, msg=key)
+
+
+@pytest.mark.slow
+def test_compiled_training_initialises_by_kmeans_and_restarts_dead_codes_from_valid_rows() -> None:
+    torch.manual_seed(0)
+    centers = torch.randn(4, 8) * 5
+    vq = VectorQuantizer(8, 4, kmeans_iters=20, dead_threshold=0).train()
+    compiled = torch.compile(vq.quantize, fullgraph=True, backend="aot_eager")
+    x = clustered(400, centers)
+    _, codes, commit, _ = compiled(x, torch.ones(400, dtype=torch.bool))
+    assert bool(vq.initialized) and commit.item() < 1e-3 and codes.unique().numel() == 4
+    few = VectorQuantizer(4, 8, ema=False, kmeans_iters=0, dead_threshold=0).train()  # 3 valid rows for 8 codes
+    rows = torch.cat([torch.randn(3, 4), torch.full((5, 4), float("nan"))])
+    torch.compile(few.quantize, fullgraph=True, backend="aot_eager")(rows, torch.arange(8) < 3)
+    assert bool((few.codebook[:, None] == rows[None, :3]).all(-1).any(-1).all()), "a start is not a valid row"
+    dead = VectorQuantizer(4, 8, kmeans_init=False, dead_threshold=1.0).train()
+    dead.codebook[1:] = 1000.0  # unreachable codes: never chosen
+    rows = torch.cat([torch.randn(32, 4), torch.full((32, 4), -500.0)])
+    torch.compile(dead.quantize, fullgraph=True, backend="aot_eager")(rows, torch.arange(64) < 32)
+    gap = (dead.codebook[1:, None] - rows[None, :32]).abs().amax(-1).min(-1).values
+    assert bool((gap == 0).all()), "restarted codes are not valid batch vectors"

@@ -120,3 +120,20 @@ def test_cuda_paths_match_the_fp32_cpu_reference() -> None:
         out, state = gated_delta_rule(*(t.cuda() for t in (q, k, v, g, beta, s0)), backend=backend)
         torch.testing.assert_close(out.cpu(), ref, atol=1e-3, rtol=1e-3)
         torch.testing.assert_close(state.cpu(), ref_state, atol=1e-3, rtol=1e-3)
+
+
+
+@pytest.mark.slow
+def test_traced_chunk_scan_compiles_once_across_lengths() -> None:
+    """Compiled, the chunks run as one ``scan`` (no loop unrolled per chunk count): another length
+    reuses the graph, and outputs and final state equal the recurrent form (gradients: the contract's
+    training step of ``hybrid_moe_tiny``)."""
+    torch._dynamo.reset()
+    chunked = torch.compile(gated_delta_rule_chunked, fullgraph=True, dynamic=True, backend="eager")
+    for n, length in enumerate((13, 22)):
+        q, k, v, g, beta, s0 = inputs(length=length, seed=length)
+        with torch._dynamo.config.patch(error_on_recompile=n > 0):
+            out_c, state_c = chunked(q, k, v, g, beta, s0, 4)
+        out_r, state_r = gated_delta_rule_recurrent(q, k, v, g, beta, s0)
+        torch.testing.assert_close(out_c, out_r, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(state_c, state_r, atol=1e-5, rtol=1e-5)

@@ -103,7 +103,7 @@ class AuTEncoder(nn.Module):
         """Tokens per item: ``chunk_tokens`` per full chunk plus the partial chunk's."""
         lengths = lengths if isinstance(lengths, (int, torch.SymInt)) else torch.as_tensor(lengths)
         rest = lengths % self.chunk_frames
-        return (lengths // self.chunk_frames) * self.chunk_tokens + _halve(_halve(_halve(rest))) * (rest > 0)
+        return (lengths // self.chunk_frames) * self.chunk_tokens + _halve(_halve(_halve(rest)))  # 0 when rest is 0
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
         """``features (B, n_mels, T)``, ``lengths (B,)`` valid frames -> ``(B, T', output_dim)``."""
@@ -118,9 +118,12 @@ class AuTEncoder(nn.Module):
         out_lengths = self.output_lengths(n)
         windows = Windows.plan(out_lengths, self.chunk_tokens * self.config.attn_window_chunks, h.shape[1])
         mask = lengths_to_mask(windows.valid, windows.size) if windows.ragged else None
-        # eager: cropped to the longest item; traced: the padded length's (no size read from values)
-        longest = int(out_lengths.max()) if not torch.compiler.is_compiling() else self.output_lengths(x.shape[-1])
-        h = windows.merge(self.encoder(windows.split(h, dim=1), mask))[:, :longest]
+        h = windows.merge(self.encoder(windows.split(h, dim=1), mask))
+        if torch.compiler.is_compiling():  # the padded length's steps, gathered: no size read from values, and
+            # no strided slice whose contiguity (window padding or not) would make a graph per case
+            h = h.index_select(1, torch.arange(self.output_lengths(x.shape[-1]), device=h.device))
+        else:  # cropped to the longest item
+            h = h[:, : int(out_lengths.max())]
         h = self.proj2(F.gelu(self.proj1(self.norm(h))))
         return EncoderOutput(h * lengths_to_mask(out_lengths, h.shape[1])[..., None].to(h.dtype), out_lengths)
 

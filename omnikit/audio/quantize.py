@@ -77,14 +77,36 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator 
     check_finite(x, "x", "k-means needs finite vectors")
     n = x.shape[0]
     start = (torch.randperm(n, generator=generator)[:k] if n >= k else torch.randint(0, n, (k,), generator=generator))
-    centroids = x[start.to(x.device)].clone()
+    return _lloyd(x, x[start.to(x.device)].clone(), iters)
+
+
+def _code_counts(codes: torch.Tensor, k: int, weights: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """``(k,)`` rows assigned to each code: a count, or the sum of the rows' ``weights`` (a fixed-shape
+    ``index_add``, where ``bincount``'s output size would depend on the values)."""
+    if weights is None:
+        return torch.bincount(codes, minlength=k).to(dtype)
+    return torch.zeros(k, device=codes.device, dtype=dtype).index_add_(0, codes, weights.to(dtype))
+
+
+def _lloyd(x: torch.Tensor, centroids: torch.Tensor, iters: int, weights: torch.Tensor | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``iters`` Lloyd steps from ``centroids (k, D)`` over the rows of ``x (N, D)`` (each weighted by
+    ``weights (N,)`` when given; a weight-0 row must be finite) -> ``(centroids, counts (k,))``; an
+    empty centroid stays put."""
+    k = centroids.shape[0]
     counts = torch.zeros(k, device=x.device, dtype=x.dtype)
+    rows = x if weights is None else x * weights[:, None]
     for _ in range(iters):
         assign = _nearest(x, centroids)
-        counts = torch.bincount(assign, minlength=k).to(x.dtype)
-        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
+        counts = _code_counts(assign, k, weights, x.dtype)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, rows)
         centroids = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], centroids)
     return centroids, counts
+
+
+def _masked_mse(a: torch.Tensor, b: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the ``valid (N,)`` rows of ``a, b (N, D)`` (0 without any), without selecting them."""
+    return torch.where(valid[:, None], a - b, 0).square().sum() / (valid.sum() * a.shape[-1]).clamp(min=1)
 
 
 class VectorQuantizer(nn.Module):
@@ -136,16 +158,25 @@ class VectorQuantizer(nn.Module):
         self.initialized.fill_(True)
 
     @torch.no_grad()
-    def _update(self, vectors: torch.Tensor, codes: torch.Tensor) -> None:
-        """EMA usage (and, with ``ema``, codebook) update from the valid ``vectors (N, dim)``."""
-        counts = torch.bincount(codes, minlength=self.codebook_size).to(self.cluster_size.dtype)
+    def _update(self, vectors: torch.Tensor, codes: torch.Tensor, weights: torch.Tensor | None = None) -> None:
+        """EMA usage (and, with ``ema``, codebook) update from the valid ``vectors (N, dim)`` (traced: all
+        rows, padded ones zeroed and ``weights (N,)`` 0; a batch without a valid row changes nothing)."""
+        counts = _code_counts(codes, self.codebook_size, weights, self.cluster_size.dtype)
+        kept = None if weights is None else [b.clone() for b in self._statistics()]
         self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         if self.ema:
-            sums = torch.zeros_like(self.embed_sum).index_add_(0, codes, vectors.to(self.embed_sum.dtype))
+            rows = vectors if weights is None else vectors * weights[:, None]
+            sums = torch.zeros_like(self.embed_sum).index_add_(0, codes, rows.to(self.embed_sum.dtype))
             self.embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
             total = self.cluster_size.sum()
             smoothed = (self.cluster_size + self.eps) / (total + self.codebook_size * self.eps) * total
             self.codebook.copy_(self.embed_sum / smoothed[:, None])
+        if weights is not None:
+            self._restart_dead_traced(vectors, weights)
+            none_valid = weights.sum() == 0
+            for stat, before in zip(self._statistics(), kept):
+                stat.copy_(torch.where(none_valid, before, stat))
+            return
         dead = self.cluster_size < self.dead_threshold
         if self.dead_threshold > 0 and bool(dead.any()):
             picks = torch.randint(0, vectors.shape[0], (int(dead.sum()),), device=vectors.device)
@@ -155,6 +186,50 @@ class VectorQuantizer(nn.Module):
             if self.ema:
                 self.embed_sum[dead] = fresh * self.dead_threshold
 
+    def _statistics(self) -> list[torch.Tensor]:
+        """What a training step updates: usage, codebook (and EMA sums)."""
+        return [self.cluster_size, self.codebook, *([self.embed_sum] if self.ema else [])]
+
+    def _restart_dead_traced(self, vectors: torch.Tensor, weights: torch.Tensor) -> None:
+        """Dead codes restarted from valid rows drawn by ``multinomial`` (fixed shapes: a draw for every
+        code, kept where the code is dead)."""
+        if self.dead_threshold <= 0:
+            return
+        dead = (self.cluster_size < self.dead_threshold)[:, None]
+        picks = torch.multinomial(weights.float() + (weights.sum() == 0), self.codebook_size, replacement=True)
+        fresh = vectors[picks].to(self.codebook.dtype)
+        self.codebook.copy_(torch.where(dead, fresh, self.codebook))
+        self.cluster_size.copy_(torch.where(dead[:, 0], self.dead_threshold, self.cluster_size))
+        if self.ema:
+            self.embed_sum.copy_(torch.where(dead, fresh * self.dead_threshold, self.embed_sum))
+
+    @torch.no_grad()
+    def _initialise_traced(self, vectors: torch.Tensor, weights: torch.Tensor) -> None:
+        """:meth:`_initialise` under tracing: k-means of the rows weighted 1 (padding: zeroed rows, 0), run
+        through ``torch.cond`` so that an initialised codebook skips it without a host read."""
+
+        def keep(v: torch.Tensor, w: torch.Tensor, codebook: torch.Tensor, sizes: torch.Tensor):
+            return codebook.clone(), sizes.clone()
+
+        def fresh(v: torch.Tensor, w: torch.Tensor, codebook: torch.Tensor, sizes: torch.Tensor):
+            # distinct rows, valid ones first (padding weighs 1e-20, k placeholder slots 1e-30); a pick
+            # that is not a valid row (fewer valid rows than codes) is redrawn with replacement
+            k = self.codebook_size
+            start = torch.multinomial(torch.cat((w + 1e-20, w.new_full((k,), 1e-30))), k)
+            row = start.clamp(max=v.shape[0] - 1)
+            redraw = torch.multinomial(w + (w.sum() == 0), k, replacement=True)
+            start = torch.where((start < v.shape[0]) & (w[row] > 0), row, redraw)
+            return _lloyd(v, v[start], self.kmeans_iters, w)
+
+        was = self.initialized.clone()
+        codebook, sizes = torch.cond(self.initialized, keep, fresh,
+                                     (vectors.float(), weights.float(), self.codebook.detach(), self.cluster_size))
+        self.codebook.copy_(codebook)
+        self.cluster_size.copy_(sizes)
+        if self.ema:
+            self.embed_sum.copy_(torch.where(was, self.embed_sum, codebook * sizes[:, None]))
+        self.initialized.fill_(True)
+
     def quantize(self, x: torch.Tensor, valid: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``x (N, dim)`` -> ``(vectors (N, dim), codes (N,), commit_loss, codebook_loss)``.
@@ -162,6 +237,8 @@ class VectorQuantizer(nn.Module):
         ``vectors`` carry the gradient of the codebook (learned mode) but not of ``x``;
         ``valid (N,)`` bool selects the rows that train the codebook and enter the losses.
         """
+        if torch.compiler.is_compiling():  # traced: no row selection by value, padded rows weighted 0
+            return self._quantize_traced(x, x.new_ones(x.shape[0], dtype=torch.bool) if valid is None else valid)
         picked = x if valid is None else x[valid]
         if self.training:
             check_finite(picked, "x", "the codebook was left untouched")
@@ -176,6 +253,23 @@ class VectorQuantizer(nn.Module):
             codebook_loss = F.mse_loss(chosen, picked.detach())
         if self.training and picked.numel():
             self._update(picked.detach(), codes if valid is None else codes[valid])
+        return vectors, codes, commit, codebook_loss
+
+    def _quantize_traced(self, x: torch.Tensor, valid: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`quantize` with fixed shapes: every row stays; padded rows (``valid (N,)`` False) are
+        zeroed and weighted 0 in the codebook statistics, and left out of the losses."""
+        weights, clean = valid.to(x.dtype), x.detach().masked_fill(~valid[:, None], 0)
+        if self.training:
+            self._initialise_traced(clean, weights)
+        codes = _nearest(x.detach().to(self.codebook.dtype), self.codebook.detach())
+        vectors = self.lookup(codes).to(x.dtype)
+        commit = _masked_mse(x, vectors.detach(), valid)
+        codebook_loss = x.new_zeros(())
+        if not self.ema and self.training:
+            codebook_loss = _masked_mse(vectors, x.detach(), valid)
+        if self.training:
+            self._update(clean, codes, weights)
         return vectors, codes, commit, codebook_loss
 
 

@@ -59,7 +59,11 @@ class HierarchyOutput:
 
 
 class HierarchicalSummarizer(nn.Module):
-    """Frame tokens ``(B, T, N, D)`` + ``lengths`` (frames) -> :class:`HierarchyOutput`."""
+    """Frame tokens ``(B, T, N, D)`` + ``lengths`` (frames) -> :class:`HierarchyOutput`.
+
+    Each level's width is its longest item's token count; traced (``torch.compile``, ``torch.export``)
+    it is the padded length's (every clip and segment full, see :func:`pack_groups`).
+    """
 
     def __init__(self, config: HierarchyConfig) -> None:
         super().__init__()

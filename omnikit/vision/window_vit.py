@@ -74,6 +74,23 @@ def patchify_frames(
     row-major inside a group, each row flattened as ``(C, pt, ph, pw)``.
     """
     pt, ph, pw = patch
+    batch, _, _, height, width = frames.shape
+    x = _step_patches(frames, lengths, patch, merge_size)
+    steps, gh, gw = x.shape[1], height // ph, width // pw
+    x = x.reshape(batch, steps, gh * gw, x.shape[-1])
+    valid_steps = -(-lengths // pt)
+    pixel_values = x[lengths_to_mask(valid_steps, steps)].reshape(-1, x.shape[-1])
+    sides = torch.tensor([gh, gw], device=lengths.device).expand(batch, 2)
+    return pixel_values, torch.cat((valid_steps[:, None], sides), dim=1)
+
+
+def _step_patches(
+    frames: torch.Tensor, lengths: torch.Tensor, patch: tuple[int, int, int], merge_size: int
+) -> torch.Tensor:
+    """Frames ``(B, T, C, H, W)`` -> every temporal step's patches ``(B, steps, GH, GW, m*m, C*pt*ph*pw)``:
+    a ``GH x GW`` grid of merge groups of ``m x m`` patches (row-major), padded steps repeating the
+    item's last valid frame."""
+    pt, ph, pw = patch
     batch, _, chans, height, width = frames.shape
     if height % (ph * merge_size) or width % (pw * merge_size):
         raise OmnikitValueError(
@@ -81,13 +98,10 @@ def patchify_frames(
             f"but got {height}x{width}"
         )
     frames = repeat_last_valid_frame(frames, lengths, pt)
-    steps, gh, gw, m = frames.shape[1] // pt, height // ph, width // pw, merge_size
-    x = frames.reshape(batch, steps, pt, chans, gh // m, m, ph, gw // m, m, pw)
-    x = x.permute(0, 1, 4, 7, 5, 8, 3, 2, 6, 9).reshape(batch, steps, gh * gw, chans * pt * ph * pw)
-    valid_steps = -(-lengths // pt)
-    pixel_values = x[lengths_to_mask(valid_steps, steps)].reshape(-1, x.shape[-1])
-    sides = torch.tensor([gh, gw], device=lengths.device).expand(batch, 2)
-    return pixel_values, torch.cat((valid_steps[:, None], sides), dim=1)
+    steps, m = frames.shape[1] // pt, merge_size
+    groups_h, groups_w = height // (ph * m), width // (pw * m)
+    x = frames.reshape(batch, steps, pt, chans, groups_h, m, ph, groups_w, m, pw)
+    return x.permute(0, 1, 4, 7, 5, 8, 3, 2, 6, 9).reshape(batch, steps, groups_h, groups_w, m * m, -1)
 
 
 def window_order(
@@ -164,6 +178,38 @@ class _Buckets:
         out = torch.cat([fn(c.view(*shape, -1), rope).flatten(0, 1)
                          for c, shape, rope in zip(chunks, self.shapes, self.ropes)])
         return out if self.inverse is None else out.index_select(0, self.inverse)
+
+
+class _StepWindows:
+    """The windows of one temporal step of ``GH x GW`` merge groups, cut by static reshapes: the grid
+    splits into at most four regions of equal windows (full windows, the right and bottom edge
+    strips, the corner), each run as one ``(S * windows, tokens, D)`` batch with its rotary tables."""
+
+    def __init__(self, gh: int, gw: int, side: int, positions: torch.Tensor, rotary: nn.Module) -> None:
+        full_h, full_w = gh // side * side, gw // side * side
+        self.regions = [(r0, r1, c0, c1, min(side, r1 - r0), min(side, c1 - c0))
+                        for r0, r1 in ((0, full_h), (full_h, gh)) if r1 > r0
+                        for c0, c1 in ((0, full_w), (full_w, gw)) if c1 > c0]
+        self.ropes = [rotary(self._cut(positions[None], region).permute(2, 0, 1)) for region in self.regions]
+
+    @staticmethod
+    def _cut(x: torch.Tensor, region: tuple[int, ...]) -> torch.Tensor:
+        """``(S, GH, GW, m*m, D)`` -> the region's windows ``(S * windows, wh * ww * m*m, D)``."""
+        r0, r1, c0, c1, wh, ww = region
+        part = x[:, r0:r1, c0:c1]
+        part = part.reshape(x.shape[0], (r1 - r0) // wh, wh, (c1 - c0) // ww, ww, *x.shape[3:])
+        return part.transpose(2, 3).reshape(-1, wh * ww * x.shape[3], x.shape[-1])
+
+    def apply(self, fn, x: torch.Tensor) -> torch.Tensor:
+        """``fn(windows (S * n, L, D), (cos, sin))`` on every region; ``(S, GH, GW, m*m, D)`` -> same."""
+        bands: dict[int, list[torch.Tensor]] = {}  # regions by first row: a band of the grid each
+        for region, (cos, sin) in zip(self.regions, self.ropes):
+            r0, r1, c0, c1, wh, ww = region
+            rope = tuple(t.expand(x.shape[0], *t.shape).reshape(-1, *t.shape[1:]) for t in (cos, sin))
+            out = fn(self._cut(x, region), rope)
+            out = out.view(x.shape[0], (r1 - r0) // wh, (c1 - c0) // ww, wh, ww, *x.shape[3:])
+            bands.setdefault(r0, []).append(out.transpose(2, 3).reshape(x.shape[0], r1 - r0, c1 - c0, *x.shape[3:]))
+        return torch.cat([torch.cat(band, dim=2) for band in bands.values()], dim=1)
 
 
 class WindowViT(nn.Module):
@@ -268,10 +314,41 @@ class WindowViT(nn.Module):
         if lengths is None:
             lengths = torch.full((batch,), length, dtype=torch.long, device=frames.device)
         lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length).to(frames.device)
+        if torch.compiler.is_compiling():
+            return self._forward_steps(frames, lengths)
         pixel_values, grid_thw = patchify_frames(frames, lengths, tuple(self.config.patch), self.config.merge_size)
         tokens = self.forward_patches(pixel_values, grid_thw)
         counts = self.num_tokens(grid_thw)
         return EncoderOutput(_pad_items(tokens, counts), counts)
+
+    def _forward_steps(self, frames: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
+        """:meth:`forward` with fixed shapes (traced): every temporal step of every item, padded ones
+        too, runs as one image ``(S = B * steps, GH, GW, m*m, D)`` (attention never crosses a step),
+        its windows cut by static reshapes; padded steps are zeroed at the end. The output has the
+        padded length's ``steps * GH * GW`` tokens (equal to eager whenever the longest item fills the
+        padding)."""
+        m = self.config.merge_size
+        x = _step_patches(frames, lengths, tuple(self.config.patch), m)
+        batch, steps, gh, gw = x.shape[:4]  # merge groups per side
+        weight = self.patch_embed.proj.weight
+        h = F.linear(x.to(weight.dtype), weight.view(weight.shape[0], -1)).flatten(0, 1)  # (S, GH, GW, m*m, D)
+        rows = torch.arange(gh * m, device=x.device).view(gh, 1, m, 1).expand(gh, gw, m, m)
+        cols = torch.arange(gw * m, device=x.device).view(1, gw, 1, m).expand(gh, gw, m, m)
+        positions = torch.stack((rows, cols), dim=-1).reshape(gh, gw, m * m, 2)  # patch (row, col)
+        windows = _StepWindows(gh, gw, self.window_groups, positions, self.rotary)
+        full_rope = self.rotary(positions.reshape(-1, 2).t())
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+        for i, block in enumerate(self.blocks):
+            run = (lambda t, rope, b=block: checkpoint(b, t, rope=rope, use_reentrant=False)) if recompute else (
+                lambda t, rope, b=block: b(t, rope=rope))
+            if i in self.config.full_attention_blocks:
+                h = run(h.flatten(1, 3), full_rope).view(h.shape)
+            else:
+                h = windows.apply(run, h)
+        merged = self.merger.merge_groups(h.reshape(-1, h.shape[-1]))
+        tokens = merged.view(batch, steps * gh * gw, merged.shape[-1])
+        counts = -(-lengths // self.config.patch[0]) * (gh * gw)
+        return EncoderOutput(tokens.masked_fill(~lengths_to_mask(counts, tokens.shape[1])[..., None], 0), counts)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """Tokens per item for clips of ``lengths`` frames at the contract's frame size."""
