@@ -58,6 +58,19 @@ def test_the_loss_pairs_reply_tokens_with_frames_as_streaming_does() -> None:
     assert not torch.equal(unpaired[:, before_end], codes[:, before_end])
 
 
+def test_forward_pairs_reply_tokens_with_frames_as_the_loss_does() -> None:
+    """``ThinkerTalker.forward`` (teacher forcing) conditions ``frames_per_token`` frames on each reply token."""
+    model = omnikit.create_model("thinker_talker_tiny").eval()
+    ids, codes, media = _batch(model)
+    media.pop("lengths")
+    with torch.no_grad():
+        _, hidden = model.omni(ids, return_hidden=True, **media)
+        reply = (model.omni.thinker.embed(ids) + hidden)[:, 4:]
+        expected = model.talker(codes, reply.repeat_interleave(model.frames_per_token, dim=1))
+        torch.testing.assert_close(model(ids, codes, reply_start=4, **media), expected)
+        assert not torch.allclose(model.talker(codes, reply), expected)
+
+
 def test_follow_trains_the_talker_only_and_anchor_pulls_the_thinker_back() -> None:
     model = omnikit.create_model("thinker_talker_tiny")
     ids, codes, media = _batch(model)

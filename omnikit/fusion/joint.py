@@ -82,7 +82,7 @@ def thinker_talker_loss(
     padding = None if lengths is None else lengths_to_mask(lengths.to(input_ids.device), input_ids.shape[1])
     text = text_lm_loss(logits, input_ids, media_tokens=model.omni.thinker.media_tokens, key_padding_mask=padding,
                         loss_mask=loss_mask)
-    reply = states[:, reply_start:].repeat_interleave(model.frames_per_token, dim=1)  # as .stream pairs them
+    reply = model.frame_states(states, reply_start)
     code_logits = model.talker(codes, reply.detach() if detach_states else reply, lengths=code_lengths)
     mask = None if code_lengths is None else lengths_to_mask(code_lengths.to(codes.device), codes.shape[2])
     codebooks = per_codebook_loss(code_logits, codes, mask)

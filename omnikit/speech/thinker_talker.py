@@ -59,7 +59,9 @@ class ThinkerTalker(StreamingContainer, nn.Module):
 
     ``forward(input_ids (B, T), codes (B, K, F), *, reply_start=0, lengths=None, **media)`` is the
     Talker's teacher-forced training pass: code logits ``(B, F, K, vocab)`` conditioned on the
-    Thinker's states (embedding + final hidden state) of tokens ``reply_start:``.
+    Thinker's states (embedding + final hidden state) of tokens ``reply_start:``, each token's state
+    repeated for the ``frames_per_token`` frames it conditions, as :meth:`stream` pairs them.
+    ``lengths``: valid tokens, also used as the valid code frames.
     """
 
     supports_streaming = False
@@ -96,7 +98,12 @@ class ThinkerTalker(StreamingContainer, nn.Module):
     ) -> torch.Tensor:
         _, hidden = self.omni(input_ids, lengths=lengths, return_hidden=True, **media)
         states = self.omni.thinker.embed(input_ids) + hidden
-        return self.talker(codes, states[:, reply_start:], lengths=lengths)
+        return self.talker(codes, self.frame_states(states, reply_start), lengths=lengths)
+
+    def frame_states(self, states: torch.Tensor, reply_start: int) -> torch.Tensor:
+        """``(B, T, thinker_dim)`` Thinker states -> ``(B, (T - reply_start) * frames_per_token, thinker_dim)``:
+        the state of each reply token once per code frame it conditions, as :meth:`stream` pairs them."""
+        return states[:, reply_start:].repeat_interleave(self.frames_per_token, dim=1)
 
     @torch.no_grad()
     def stream(
