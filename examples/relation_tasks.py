@@ -15,6 +15,7 @@ trains with the documented recipe (:class:`Recipe`: AdamW 3e-3, 50 warm-up steps
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -212,25 +213,61 @@ def train(style: str, task: str, recipe: Recipe, *, seed: int = 0, test_size: in
     }
 
 
-def plot(results: dict, path: Path) -> None:
+def plot(results: list[dict], path: Path, *, x: str = "step") -> None:
+    """Held-out accuracy against ``x`` (``"step"`` or ``"seconds"``), one panel per ``result["panel"]`` (default:
+    the task), one line per ``result["name"]``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = sorted({task for _, task in results}, key=TASKS.index)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.4), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        for (style, t), r in results.items():
-            if t == task:
-                ax.plot(r["history"]["step"], r["history"]["accuracy"], label=style)
-        ax.axhline(0.5, color="grey", linestyle=":", label="chance")
-        ax.set(title=task, xlabel="step", ylabel="held-out accuracy", ylim=(0.4, 1.02))
+    done = [r for r in results if "history" in r]
+    panels = list(dict.fromkeys(r.get("panel", r["task"]) for r in sorted(done, key=lambda r: TASKS.index(r["task"]))))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for r in (r for r in done if r.get("panel", r["task"]) == panel):
+            ax.plot(r["history"][x], r["history"]["accuracy"], label=r["name"], linewidth=1.3)
+        ax.axhline(0.5, color="grey", linestyle=":", linewidth=0.8)
+        ax.axhline(0.95, color="grey", linestyle="--", linewidth=0.8)
+        ax.set(title=panel, xlabel=x, ylabel="held-out accuracy", ylim=(0.4, 1.02))
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def table(results: list[dict]) -> str:
+    """A markdown table of ``results`` (one row per run)."""
+    lines = ["| run | task | steps | s/step | steps to 0.95 | s to 0.95 | accuracy | audio swapped | video swapped |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['name']} | {r['task']} | error: {r['error'][:80]} | | | | | | |")
+            continue
+        lines.append(
+            f"| {r['name']} | {r['task']} | {r['steps']} | {r['seconds'] / r['steps']:.3f} | {r['steps_to_0.95']} "
+            f"| {r['seconds_to_0.95']} | {r['accuracy']:.3f} | {r['audio_swapped']:.3f} | {r['video_swapped']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+#: The TMRoPE ablation: early fusion on ``time`` with the media value embeddings off, so that the only
+#: time information of a video token is its rotary position id (TMRoPE's t, or a plain 1-D index).
+ABLATION_PANEL = "time, no value positions"
+
+
+def runs(args: argparse.Namespace) -> list[tuple[str, str, str, Recipe, str]]:
+    """``(name, style, task, recipe, panel)`` of every run the command line asks for."""
+    recipe = Recipe(steps=args.steps, lr=args.lr, perception=args.perception, unpaired=not args.paired,
+                    max_seconds=args.max_seconds)
+    todo = [(style, task, style, recipe, task) for task in args.tasks for style in args.styles]
+    if args.tmrope_ablation:
+        no_values = dataclasses.replace(recipe, model_kwargs={"media_positions": False})
+        todo += [("early TMRoPE", "early", "time", no_values, ABLATION_PANEL),
+                 ("early plain 1-D", "early", "time", dataclasses.replace(no_values, plain_positions=True),
+                  ABLATION_PANEL)]
+    return todo
 
 
 def main() -> None:
@@ -238,28 +275,34 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--styles", nargs="+", default=list(STYLES), choices=list(STYLES))
     parser.add_argument("--steps", type=int, default=Recipe.steps)
+    parser.add_argument("--max-seconds", type=float, default=None, help="wall-clock cap of each run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=Recipe.lr)
     parser.add_argument("--perception", type=float, default=Recipe.perception,
                         help="share of training rows asking a perception question (0: relation question only)")
-    parser.add_argument("--plain-positions", action="store_true", help="early fusion: 1-D positions, not TMRoPE")
+    parser.add_argument("--paired", action="store_true",
+                        help="perception rows keep their own audio (the shortcut the recipe removes)")
+    parser.add_argument("--tmrope-ablation", action="store_true",
+                        help="also train early fusion on `time` with the value embeddings off, TMRoPE and plain 1-D")
+    parser.add_argument("--from-results", type=Path, default=None,
+                        help="draw the figure and table from a results.jsonl (benchmarks/relation_sweep.py) instead")
     parser.add_argument("--every", type=int, default=25, help="evaluate every this many steps")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("outputs/relation"))
+    parser.add_argument("--figure", type=Path, default=None, help="the figure's path (default: OUT/relation_tasks.png)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    recipe = Recipe(steps=args.steps, lr=args.lr, perception=args.perception, plain_positions=args.plain_positions)
-    results = {(s, t): train(s, t, recipe, seed=args.seed, every=args.every, log=print)
-               for t in args.tasks for s in args.styles}
-    plot(results, args.out / "relation_tasks.png")
-    print("\n| task | fusion | steps | steps to 0.95 | time (s) | accuracy | audio swapped | video swapped |")
-    print("|---|---|---|---|---|---|---|---|")
-    for (style, task), r in results.items():
-        print(f"| {task} | {style} | {recipe.steps} | {r['steps_to_0.95']} | {r['seconds']:.0f} | {r['accuracy']:.3f} "
-              f"| {r['audio_swapped']:.3f} | {r['video_swapped']:.3f} |")
-    summary = {f"{s}/{t}": {k: v for k, v in r.items() if k != "history"} for (s, t), r in results.items()}
-    (args.out / "relation_tasks.json").write_text(json.dumps(summary, indent=2))
+    if args.from_results:
+        results = [json.loads(line) for line in args.from_results.read_text().splitlines() if line.strip()]
+    else:
+        results = [{"name": name, "style": style, "task": task, "panel": panel,
+                    **train(style, task, recipe, seed=args.seed, every=args.every, log=print)}
+                   for name, style, task, recipe, panel in runs(args)]
+        with (args.out / "relation_tasks.jsonl").open("w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in results)
+    plot(results, args.figure or args.out / "relation_tasks.png")
+    print(table(results))
 
 
 if __name__ == "__main__":
