@@ -117,12 +117,23 @@ def training_questions(task: str, batch: dict[str, torch.Tensor], perception: fl
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, style: str, task: str, batch: dict[str, torch.Tensor]) -> float:
     """Held-out accuracy on the relation question (no vs yes)."""
+    return _accuracy(model, style, QUESTION[task], batch, batch["label"], slice(0, 2))
+
+
+@torch.no_grad()
+def perception_accuracy(model: torch.nn.Module, style: str, medium: str, batch: dict[str, torch.Tensor]) -> float:
+    """Accuracy on "what does the video (``medium="video"``) / the audio show?" (4 answers)."""
+    question = ASK_VIDEO if medium == "video" else ASK_AUDIO
+    return _accuracy(model, style, question, batch, batch[f"{medium}_part"], slice(2, 6))
+
+
+def _accuracy(model, style: str, question: int, batch: dict[str, torch.Tensor], target: torch.Tensor,
+              answers: slice) -> float:
     was_training = model.training
     model.eval()
-    questions = torch.full_like(batch["label"], QUESTION[task])
-    logits = answer_logits(model, style, questions, batch)[:, :2]
+    logits = answer_logits(model, style, torch.full_like(target, question), batch)[:, answers]
     model.train(was_training)
-    return float((logits.argmax(-1) == batch["label"]).float().mean())
+    return float((logits.argmax(-1) == target).float().mean())
 
 
 def build(style: str, recipe: Recipe, seed: int) -> torch.nn.Module:
@@ -208,6 +219,8 @@ def train(style: str, task: str, recipe: Recipe, *, seed: int = 0, test_size: in
         "accuracy": accuracy(model, style, task, test),
         "audio_swapped": accuracy(model, style, task, swap_media(test, "audio")),
         "video_swapped": accuracy(model, style, task, swap_media(test, "video")),
+        "video_perception": perception_accuracy(model, style, "video", test),
+        "audio_perception": perception_accuracy(model, style, "audio", test),
         "steps_to_0.95": history["step"][reached[0]] if reached else None,
         "seconds_to_0.95": history["seconds"][reached[0]] if reached else None,
     }
@@ -239,15 +252,16 @@ def plot(results: list[dict], path: Path, *, x: str = "step") -> None:
 
 def table(results: list[dict]) -> str:
     """A markdown table of ``results`` (one row per run)."""
-    lines = ["| run | task | steps | s/step | steps to 0.95 | s to 0.95 | accuracy | audio swapped | video swapped |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | task | steps | s/step | steps to 0.95 | s to 0.95 | accuracy | audio swapped | video swapped "
+             "| perception video / audio |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['name']} | {r['task']} | error: {r['error'][:80]} | | | | | | |")
+            lines.append(f"| {r['name']} | {r['task']} | error: {r['error'][:80]} | | | | | | | |")
             continue
         lines.append(
             f"| {r['name']} | {r['task']} | {r['steps']} | {r['seconds'] / r['steps']:.3f} | {r['steps_to_0.95']} "
-            f"| {r['seconds_to_0.95']} | {r['accuracy']:.3f} | {r['audio_swapped']:.3f} | {r['video_swapped']:.3f} |"
+            f"| {r['seconds_to_0.95']} | {r['accuracy']:.3f} | {r['audio_swapped']:.3f} | {r['video_swapped']:.3f} "
+            f"| {r['video_perception']:.2f} / {r['audio_perception']:.2f} |"
         )
     return "\n".join(lines) + "\n"
 
