@@ -37,11 +37,12 @@ from relation_tasks import ABLATION_PANEL, Recipe, plot, table  # noqa: E402
 #: Upper bound of steps: the wall-clock cap normally ends a run first.
 STEPS = 20_000
 NO_RESAMPLER = {"num_latents": None}
+RESAMPLER = {"num_latents": 4}
 
 
 def _configs() -> dict[str, tuple[str, str, Recipe]]:
     """``{name: (style, task, recipe)}``."""
-    base = Recipe(steps=STEPS)
+    base = Recipe(steps=STEPS, open_gates=None)
     xattn = dataclasses.replace(base, open_gates=1.0)
     configs: dict[str, tuple[str, str, Recipe]] = {}
     for task in TASKS:
@@ -49,8 +50,8 @@ def _configs() -> dict[str, tuple[str, str, Recipe]]:
         configs[f"early-{task}-bidir"] = ("early", task, dataclasses.replace(
             base, model_kwargs={"bidirectional_media": True}))
         configs[f"early-{task}-lr1e-3"] = ("early", task, dataclasses.replace(base, lr=1e-3))
-        configs[f"xattn-{task}"] = ("xattn", task, base)
-        configs[f"xattn-{task}-open"] = ("xattn", task, xattn)
+        configs[f"xattn-{task}"] = ("xattn", task, dataclasses.replace(base, model_kwargs=RESAMPLER))
+        configs[f"xattn-{task}-open"] = ("xattn", task, dataclasses.replace(xattn, model_kwargs=RESAMPLER))
         configs[f"xattn-{task}-open-noresampler"] = ("xattn", task, dataclasses.replace(
             xattn, model_kwargs=NO_RESAMPLER))
         configs[f"xattn-{task}-noresampler"] = ("xattn", task, dataclasses.replace(base, model_kwargs=NO_RESAMPLER))

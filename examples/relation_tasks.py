@@ -78,8 +78,9 @@ class Recipe:
     unpaired: bool = True
     #: early fusion only: replace TMRoPE's (t, h, w) ids by plain 1-D positions 0..T-1 (the ablation)
     plain_positions: bool = False
-    #: cross-attention only: start the tanh gates of the fusion layers at this value (None: as built, 0)
-    open_gates: float | None = None
+    #: cross-attention only: start the tanh gates of the fusion layers at this value (None: as built, closed
+    #: at 0 as in Flamingo, which protects a pretrained text model; these models train from scratch)
+    open_gates: float | None = 1.0
     #: learning-rate multiplier of the fusion parameters (projectors, resampler, gated cross-attention)
     fusion_lr: float = 1.0
     #: stop after this many seconds of training (the schedule still spans ``steps``)

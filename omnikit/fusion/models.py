@@ -91,12 +91,15 @@ def _tiny_early(thinker: Thinker, fps: float = 2.0, media_positions: bool = Fals
 
 @register_model(kind="omni", modalities=("text", "video", "audio"))
 def omni_xattn_tiny(
-    *, every: int = 2, num_latents: int = 4, media_dim: int = 32, only_latest: bool = False, fps: float = 2.0,
-    media_positions: bool = True, **overrides: Any
+    *, every: int = 2, num_latents: int | None = None, media_dim: int = 32, only_latest: bool = False,
+    fps: float = 2.0, media_positions: bool = True, **overrides: Any
 ) -> CrossAttentionOmni:
-    """Cross-attention fusion: tubelet video + audio encoders -> resampler -> gated xattn in a tiny LM.
+    """Cross-attention fusion: tubelet video + audio encoders -> gated xattn in a tiny LM.
 
-    ``media_positions``: as in :func:`omni_early_tiny` (the resampler is blind to token order without it)."""
+    The text attends to every encoder token (Llama-3.2-Vision style); ``num_latents=4`` puts a Perceiver
+    resampler of 4 latents per item in between (Flamingo style; it learned the relation tasks of
+    ``examples/relation_tasks.py`` far slower, see docs/fusion.md). ``media_positions``: as in
+    :func:`omni_early_tiny` (cross-attention reads a set: without them it cannot tell where or when a token was)."""
     config = configure(DecoderConfig, "omni_xattn_tiny", overrides, **{**_TINY_THINKER, "mrope_sections": None})
     video, audio = _tiny_adapters(media_dim, fps, media_positions)
     return CrossAttentionOmni(
