@@ -61,6 +61,9 @@ STYLES: dict[str, tuple[str, Callable[[str, int], torch.Tensor]]] = {
     "early": ("omni_early_tiny", early_ids),
     "xattn": ("omni_xattn_tiny", xattn_ids),
 }
+#: What the models are told about the clips: their frame rate, and (early fusion) that the audio is the
+#: video's soundtrack, so TMRoPE puts both on one time axis (without it the audio's ids follow the video's).
+CLIP_KWARGS = {"early": {"fps": CLIP.fps, "audio_in_video": True}, "xattn": {"fps": CLIP.fps}}
 
 
 @dataclass
@@ -138,9 +141,9 @@ def _accuracy(model, style: str, question: int, batch: dict[str, torch.Tensor], 
 
 
 def build(style: str, recipe: Recipe, seed: int) -> torch.nn.Module:
-    """The registered model, told the clips' frame rate (and what ``recipe.model_kwargs`` says)."""
+    """The registered model, told about the clips (:data:`CLIP_KWARGS`) and what ``recipe.model_kwargs`` says."""
     torch.manual_seed(seed)
-    model = omnikit.create_model(STYLES[style][0], fps=CLIP.fps, **recipe.model_kwargs).train()
+    model = omnikit.create_model(STYLES[style][0], **{**CLIP_KWARGS[style], **recipe.model_kwargs}).train()
     if recipe.plain_positions:
         use_plain_positions(model)
     if recipe.open_gates is not None:

@@ -11,7 +11,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from relation_data import TASKS, make_batch, swap_media
-from relation_tasks import ASK_AUDIO, ASK_VIDEO, Recipe, lr_factor, train, training_questions
+from relation_tasks import ASK_AUDIO, ASK_VIDEO, Recipe, build, early_ids, lr_factor, train, training_questions
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -69,6 +69,25 @@ def test_learning_rate_warms_up_then_decays_to_zero_at_the_step_or_time_limit() 
     assert lr_factor(recipe, 55, 0.0) == pytest.approx(0.5) and lr_factor(recipe, 100, 0.0) == 0.0
     capped = Recipe(steps=100, warmup=10, max_seconds=60.0)
     assert lr_factor(capped, 20, 30.0) == pytest.approx(0.5) and lr_factor(capped, 20, 61.0) == 0.0
+
+
+def test_tmrope_ablation_models_differ_only_in_their_rotary_ids() -> None:
+    """The ablation's two models: same weights, no time in the media values, and rotary ids that are TMRoPE's
+    (video and audio on one time axis) or plain 1-D sequence indices."""
+    batch = make_batch("time", 2, torch.Generator().manual_seed(4))
+    ids = early_ids(torch.tensor([20, 20]))
+    media = {"frames": batch["frames"], "audio_features": batch["mels"], "audio_lengths": torch.tensor([100, 100])}
+    no_values = Recipe(model_kwargs={"media_positions": False})
+    tmrope = build("early", no_values, seed=0)
+    plain = build("early", Recipe(plain_positions=True, model_kwargs={"media_positions": False}), seed=0)
+    assert not tmrope.video.position_embedding and not tmrope.audio.time_embedding
+    torch.testing.assert_close(dict(tmrope.named_parameters()), dict(plain.named_parameters()))
+    t_ids = tmrope.fuse(ids, **media).positions
+    assert torch.equal(plain.fuse(ids, **media).positions, torch.arange(ids.shape[1]).expand(3, 2, -1))
+    video_t, audio_t = t_ids[0, 0, :16].view(4, 4)[:, 0], t_ids[0, 0, 16:41]
+    assert torch.equal(video_t - video_t[0], torch.tensor([0, 6, 12, 18])), "0.25 s per step at 25 ids/s"
+    assert torch.equal(audio_t - audio_t[0], torch.arange(25)), "40 ms per audio token"
+    assert int(audio_t[0]) == int(video_t[0]), "video and audio start on the same time axis"
 
 
 @pytest.mark.slow

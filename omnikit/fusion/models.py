@@ -68,13 +68,16 @@ def thinker_tiny(**overrides: Any) -> Thinker:
 
 @register_model(kind="omni", modalities=("text", "video", "audio"))
 def omni_early_tiny(
-    *, bidirectional_media: bool = False, fps: float = 2.0, media_positions: bool = True, **overrides: Any
+    *, bidirectional_media: bool = False, fps: float = 2.0, media_positions: bool = True, audio_in_video: bool = False,
+    **overrides: Any
 ) -> EarlyFusionOmni:
     """Early fusion: tubelet video encoder + Qwen2.5-Omni-style audio encoder -> tiny Thinker (TMRoPE).
 
     ``media_positions``: video tokens carry a (t, h, w) and audio tokens a t sin-cos embedding (time in
-    TMRoPE ids) in their values, not only in the rotary positions."""
-    return _tiny_early(_tiny_thinker("omni_early_tiny", overrides, bidirectional_media), fps, media_positions)
+    TMRoPE ids) in their values, not only in the rotary positions. ``audio_in_video``: audio item ``i`` is
+    video ``i``'s soundtrack, interleaved with it on one TMRoPE time axis (see :class:`EarlyFusionOmni`)."""
+    thinker = _tiny_thinker("omni_early_tiny", overrides, bidirectional_media)
+    return _tiny_early(thinker, fps, media_positions, audio_in_video)
 
 
 def _tiny_adapters(dim: int, fps: float, media_positions: bool) -> tuple[VideoAdapter, AudioAdapter]:
@@ -83,9 +86,11 @@ def _tiny_adapters(dim: int, fps: float, media_positions: bool) -> tuple[VideoAd
     return video, audio
 
 
-def _tiny_early(thinker: Thinker, fps: float = 2.0, media_positions: bool = False) -> EarlyFusionOmni:
+def _tiny_early(
+    thinker: Thinker, fps: float = 2.0, media_positions: bool = False, audio_in_video: bool = False
+) -> EarlyFusionOmni:
     video, audio = _tiny_adapters(thinker.config.dim, fps, media_positions)
-    return EarlyFusionOmni(thinker, video=video, audio=audio, scheme=QWEN2_5_OMNI_TINY)
+    return EarlyFusionOmni(thinker, video=video, audio=audio, scheme=QWEN2_5_OMNI_TINY, audio_in_video=audio_in_video)
 
 
 
