@@ -8,8 +8,12 @@ fall to chance::
     python examples/relation_tasks.py --tasks place time count --styles early xattn --steps 800 --out outputs/relation
 
 trains with the documented recipe (:class:`Recipe`: AdamW 3e-3, 50 warm-up steps then cosine, batch
-64, half of the rows asking a perception question about one medium) and writes ``relation_tasks.png``
-(held-out accuracy curves) and prints a markdown table.
+64, half of the rows asking a perception question about one medium with another row's audio,
+cross-attention gates started open), writes ``relation_tasks.jsonl`` (results and curves) and
+``relation_tasks.png`` (or ``--figure``), and prints a markdown table. ``--tmrope-ablation`` adds
+early fusion on ``time`` with the value embeddings off, TMRoPE against plain 1-D positions;
+``--from-results`` redraws the figure and table from saved results (``benchmarks/relation_sweep.py``
+writes the same format).
 """
 
 from __future__ import annotations
