@@ -32,16 +32,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "examples")]
 
 from relation_data import TASKS  # noqa: E402
-from relation_tasks import Recipe  # noqa: E402
+from relation_tasks import ABLATION_PANEL, Recipe, plot, table  # noqa: E402
 
 #: Upper bound of steps: the wall-clock cap normally ends a run first.
 STEPS = 20_000
 NO_RESAMPLER = {"num_latents": None}
+RESAMPLER = {"num_latents": 4}
 
 
 def _configs() -> dict[str, tuple[str, str, Recipe]]:
     """``{name: (style, task, recipe)}``."""
-    base = Recipe(steps=STEPS)
+    base = Recipe(steps=STEPS, open_gates=None)
     xattn = dataclasses.replace(base, open_gates=1.0)
     configs: dict[str, tuple[str, str, Recipe]] = {}
     for task in TASKS:
@@ -49,8 +50,8 @@ def _configs() -> dict[str, tuple[str, str, Recipe]]:
         configs[f"early-{task}-bidir"] = ("early", task, dataclasses.replace(
             base, model_kwargs={"bidirectional_media": True}))
         configs[f"early-{task}-lr1e-3"] = ("early", task, dataclasses.replace(base, lr=1e-3))
-        configs[f"xattn-{task}"] = ("xattn", task, base)
-        configs[f"xattn-{task}-open"] = ("xattn", task, xattn)
+        configs[f"xattn-{task}"] = ("xattn", task, dataclasses.replace(base, model_kwargs=RESAMPLER))
+        configs[f"xattn-{task}-open"] = ("xattn", task, dataclasses.replace(xattn, model_kwargs=RESAMPLER))
         configs[f"xattn-{task}-open-noresampler"] = ("xattn", task, dataclasses.replace(
             xattn, model_kwargs=NO_RESAMPLER))
         configs[f"xattn-{task}-noresampler"] = ("xattn", task, dataclasses.replace(base, model_kwargs=NO_RESAMPLER))
@@ -79,6 +80,8 @@ def _configs() -> dict[str, tuple[str, str, Recipe]]:
 
 
 CONFIGS = _configs()
+#: runs drawn in their own panel
+PANELS = {name: ABLATION_PANEL for name in ("early-time-novalpos-tmrope", "early-time-novalpos-plain")}
 
 SETS = {
     # 14 runs, all at once with --jobs 14 --threads 1, or two waves of 7 with --jobs 7 --threads 2:
@@ -112,52 +115,14 @@ def run_one(job: tuple[str, float, int, int]) -> dict:
         result = train(style, task, recipe, every=every)
     except Exception as error:  # one failed configuration must not lose the others' results
         return {"name": name, "style": style, "task": task, "error": repr(error)}
-    return {"name": name, "style": style, "task": task, "recipe": _recipe_dict(recipe),
+    panel = PANELS.get(name, task)
+    return {"name": name, "style": style, "task": task, "panel": panel, "recipe": _recipe_dict(recipe),
             "wall_seconds": round(time.perf_counter() - started, 1),
             "seconds_per_step": round(result["seconds"] / result["steps"], 4), **result}
 
 
 def _recipe_dict(recipe: Recipe) -> dict:
     return {k: v for k, v in dataclasses.asdict(recipe).items() if k not in ("steps", "max_seconds")}
-
-
-def summary_table(results: list[dict]) -> str:
-    lines = ["| configuration | style | task | steps | s/step | steps to 0.95 | s to 0.95 | accuracy | audio swapped "
-             "| video swapped |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(results, key=lambda r: r["name"]):
-        if "error" in r:
-            lines.append(f"| {r['name']} | {r['style']} | {r['task']} | error: {r['error'][:80]} | | | | | | |")
-            continue
-        lines.append(
-            f"| {r['name']} | {r['style']} | {r['task']} | {r['steps']} | {r['seconds_per_step']:.3f} "
-            f"| {r['steps_to_0.95']} | {r['seconds_to_0.95']} | {r['accuracy']:.3f} | {r['audio_swapped']:.3f} "
-            f"| {r['video_swapped']:.3f} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def plot_curves(results: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    done = [r for r in results if "error" not in r]
-    tasks = [t for t in TASKS if any(r["task"] == t for r in done)]
-    if not tasks:
-        return
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        for r in sorted((r for r in done if r["task"] == task), key=lambda r: r["name"]):
-            ax.plot(r["history"]["seconds"], r["history"]["accuracy"], label=r["name"], linewidth=1.2)
-        ax.axhline(0.5, color="grey", linestyle=":")
-        ax.axhline(0.95, color="grey", linestyle="--", linewidth=0.8)
-        ax.set(title=task, xlabel="seconds", ylabel="held-out accuracy", ylim=(0.4, 1.02))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def main() -> None:
@@ -192,10 +157,11 @@ def main() -> None:
                 f.write(json.dumps(result) + "\n")
             status = result.get("error") or f"accuracy {result['accuracy']:.3f} after {result['steps']} steps"
             print(f"{result['name']}: {status}", flush=True)
-    table = summary_table(results)
-    (args.out / "summary.md").write_text(table)
-    plot_curves(results, args.out / "curves.png")
-    print(table)
+    results.sort(key=lambda r: r["name"])
+    summary = table(results)
+    (args.out / "summary.md").write_text(summary)
+    plot(results, args.out / "curves.png", x="seconds")
+    print(summary)
 
 
 if __name__ == "__main__":

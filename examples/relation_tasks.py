@@ -8,13 +8,18 @@ fall to chance::
     python examples/relation_tasks.py --tasks place time count --styles early xattn --steps 800 --out outputs/relation
 
 trains with the documented recipe (:class:`Recipe`: AdamW 3e-3, 50 warm-up steps then cosine, batch
-64, half of the rows asking a perception question about one medium) and writes ``relation_tasks.png``
-(held-out accuracy curves) and prints a markdown table.
+64, half of the rows asking a perception question about one medium with another row's audio,
+cross-attention gates started open), writes ``relation_tasks.jsonl`` (results and curves) and
+``relation_tasks.png`` (or ``--figure``), and prints a markdown table. ``--tmrope-ablation`` adds
+early fusion on ``time`` with the value embeddings off, TMRoPE against plain 1-D positions;
+``--from-results`` redraws the figure and table from saved results (``benchmarks/relation_sweep.py``
+writes the same format).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -60,6 +65,9 @@ STYLES: dict[str, tuple[str, Callable[[str, int], torch.Tensor]]] = {
     "early": ("omni_early_tiny", early_ids),
     "xattn": ("omni_xattn_tiny", xattn_ids),
 }
+#: What the models are told about the clips: their frame rate, and (early fusion) that the audio is the
+#: video's soundtrack, so TMRoPE puts both on one time axis (without it the audio's ids follow the video's).
+CLIP_KWARGS = {"early": {"fps": CLIP.fps, "audio_in_video": True}, "xattn": {"fps": CLIP.fps}}
 
 
 @dataclass
@@ -77,8 +85,9 @@ class Recipe:
     unpaired: bool = True
     #: early fusion only: replace TMRoPE's (t, h, w) ids by plain 1-D positions 0..T-1 (the ablation)
     plain_positions: bool = False
-    #: cross-attention only: start the tanh gates of the fusion layers at this value (None: as built, 0)
-    open_gates: float | None = None
+    #: cross-attention only: start the tanh gates of the fusion layers at this value (None: as built, closed
+    #: at 0 as in Flamingo, which protects a pretrained text model; these models train from scratch)
+    open_gates: float | None = 1.0
     #: learning-rate multiplier of the fusion parameters (projectors, resampler, gated cross-attention)
     fusion_lr: float = 1.0
     #: stop after this many seconds of training (the schedule still spans ``steps``)
@@ -116,18 +125,29 @@ def training_questions(task: str, batch: dict[str, torch.Tensor], perception: fl
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, style: str, task: str, batch: dict[str, torch.Tensor]) -> float:
     """Held-out accuracy on the relation question (no vs yes)."""
+    return _accuracy(model, style, QUESTION[task], batch, batch["label"], slice(0, 2))
+
+
+@torch.no_grad()
+def perception_accuracy(model: torch.nn.Module, style: str, medium: str, batch: dict[str, torch.Tensor]) -> float:
+    """Accuracy on "what does the video (``medium="video"``) / the audio show?" (4 answers)."""
+    question = ASK_VIDEO if medium == "video" else ASK_AUDIO
+    return _accuracy(model, style, question, batch, batch[f"{medium}_part"], slice(2, 6))
+
+
+def _accuracy(model, style: str, question: int, batch: dict[str, torch.Tensor], target: torch.Tensor,
+              answers: slice) -> float:
     was_training = model.training
     model.eval()
-    questions = torch.full_like(batch["label"], QUESTION[task])
-    logits = answer_logits(model, style, questions, batch)[:, :2]
+    logits = answer_logits(model, style, torch.full_like(target, question), batch)[:, answers]
     model.train(was_training)
-    return float((logits.argmax(-1) == batch["label"]).float().mean())
+    return float((logits.argmax(-1) == target).float().mean())
 
 
 def build(style: str, recipe: Recipe, seed: int) -> torch.nn.Module:
-    """The registered model, told the clips' frame rate (and what ``recipe.model_kwargs`` says)."""
+    """The registered model, told about the clips (:data:`CLIP_KWARGS`) and what ``recipe.model_kwargs`` says."""
     torch.manual_seed(seed)
-    model = omnikit.create_model(STYLES[style][0], fps=CLIP.fps, **recipe.model_kwargs).train()
+    model = omnikit.create_model(STYLES[style][0], **{**CLIP_KWARGS[style], **recipe.model_kwargs}).train()
     if recipe.plain_positions:
         use_plain_positions(model)
     if recipe.open_gates is not None:
@@ -207,30 +227,69 @@ def train(style: str, task: str, recipe: Recipe, *, seed: int = 0, test_size: in
         "accuracy": accuracy(model, style, task, test),
         "audio_swapped": accuracy(model, style, task, swap_media(test, "audio")),
         "video_swapped": accuracy(model, style, task, swap_media(test, "video")),
+        "video_perception": perception_accuracy(model, style, "video", test),
+        "audio_perception": perception_accuracy(model, style, "audio", test),
         "steps_to_0.95": history["step"][reached[0]] if reached else None,
         "seconds_to_0.95": history["seconds"][reached[0]] if reached else None,
     }
 
 
-def plot(results: dict, path: Path) -> None:
+def plot(results: list[dict], path: Path, *, x: str = "step") -> None:
+    """Held-out accuracy against ``x`` (``"step"`` or ``"seconds"``), one panel per ``result["panel"]`` (default:
+    the task), one line per ``result["name"]``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = sorted({task for _, task in results}, key=TASKS.index)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.4), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        for (style, t), r in results.items():
-            if t == task:
-                ax.plot(r["history"]["step"], r["history"]["accuracy"], label=style)
-        ax.axhline(0.5, color="grey", linestyle=":", label="chance")
-        ax.set(title=task, xlabel="step", ylabel="held-out accuracy", ylim=(0.4, 1.02))
+    done = [r for r in results if "history" in r]
+    panels = list(dict.fromkeys(r.get("panel", r["task"]) for r in sorted(done, key=lambda r: TASKS.index(r["task"]))))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for r in (r for r in done if r.get("panel", r["task"]) == panel):
+            ax.plot(r["history"][x], r["history"]["accuracy"], label=r["name"], linewidth=1.3)
+        ax.axhline(0.5, color="grey", linestyle=":", linewidth=0.8)
+        ax.axhline(0.95, color="grey", linestyle="--", linewidth=0.8)
+        ax.set(title=panel, xlabel=x, ylabel="held-out accuracy", ylim=(0.4, 1.02))
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def table(results: list[dict]) -> str:
+    """A markdown table of ``results`` (one row per run)."""
+    lines = ["| run | task | steps | s/step | steps to 0.95 | s to 0.95 | accuracy | audio swapped | video swapped "
+             "| perception video / audio |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['name']} | {r['task']} | error: {r['error'][:80]} | | | | | | | |")
+            continue
+        lines.append(
+            f"| {r['name']} | {r['task']} | {r['steps']} | {r['seconds'] / r['steps']:.3f} | {r['steps_to_0.95']} "
+            f"| {r['seconds_to_0.95']} | {r['accuracy']:.3f} | {r['audio_swapped']:.3f} | {r['video_swapped']:.3f} "
+            f"| {r['video_perception']:.2f} / {r['audio_perception']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+#: The TMRoPE ablation: early fusion on ``time`` with the media value embeddings off, so that the only
+#: time information of a video token is its rotary position id (TMRoPE's t, or a plain 1-D index).
+ABLATION_PANEL = "time, no value positions"
+
+
+def runs(args: argparse.Namespace) -> list[tuple[str, str, str, Recipe, str]]:
+    """``(name, style, task, recipe, panel)`` of every run the command line asks for."""
+    recipe = Recipe(steps=args.steps, lr=args.lr, perception=args.perception, unpaired=not args.paired,
+                    max_seconds=args.max_seconds)
+    todo = [(style, task, style, recipe, task) for task in args.tasks for style in args.styles]
+    if args.tmrope_ablation:
+        no_values = dataclasses.replace(recipe, model_kwargs={"media_positions": False})
+        todo += [("early TMRoPE", "early", "time", no_values, ABLATION_PANEL),
+                 ("early plain 1-D", "early", "time", dataclasses.replace(no_values, plain_positions=True),
+                  ABLATION_PANEL)]
+    return todo
 
 
 def main() -> None:
@@ -238,28 +297,34 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--styles", nargs="+", default=list(STYLES), choices=list(STYLES))
     parser.add_argument("--steps", type=int, default=Recipe.steps)
+    parser.add_argument("--max-seconds", type=float, default=None, help="wall-clock cap of each run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=Recipe.lr)
     parser.add_argument("--perception", type=float, default=Recipe.perception,
                         help="share of training rows asking a perception question (0: relation question only)")
-    parser.add_argument("--plain-positions", action="store_true", help="early fusion: 1-D positions, not TMRoPE")
+    parser.add_argument("--paired", action="store_true",
+                        help="perception rows keep their own audio (the shortcut the recipe removes)")
+    parser.add_argument("--tmrope-ablation", action="store_true",
+                        help="also train early fusion on `time` with the value embeddings off, TMRoPE and plain 1-D")
+    parser.add_argument("--from-results", type=Path, default=None,
+                        help="draw the figure and table from a results.jsonl (benchmarks/relation_sweep.py) instead")
     parser.add_argument("--every", type=int, default=25, help="evaluate every this many steps")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("outputs/relation"))
+    parser.add_argument("--figure", type=Path, default=None, help="the figure's path (default: OUT/relation_tasks.png)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    recipe = Recipe(steps=args.steps, lr=args.lr, perception=args.perception, plain_positions=args.plain_positions)
-    results = {(s, t): train(s, t, recipe, seed=args.seed, every=args.every, log=print)
-               for t in args.tasks for s in args.styles}
-    plot(results, args.out / "relation_tasks.png")
-    print("\n| task | fusion | steps | steps to 0.95 | time (s) | accuracy | audio swapped | video swapped |")
-    print("|---|---|---|---|---|---|---|---|")
-    for (style, task), r in results.items():
-        print(f"| {task} | {style} | {recipe.steps} | {r['steps_to_0.95']} | {r['seconds']:.0f} | {r['accuracy']:.3f} "
-              f"| {r['audio_swapped']:.3f} | {r['video_swapped']:.3f} |")
-    summary = {f"{s}/{t}": {k: v for k, v in r.items() if k != "history"} for (s, t), r in results.items()}
-    (args.out / "relation_tasks.json").write_text(json.dumps(summary, indent=2))
+    if args.from_results:
+        results = [json.loads(line) for line in args.from_results.read_text().splitlines() if line.strip()]
+    else:
+        results = [{"name": name, "style": style, "task": task, "panel": panel,
+                    **train(style, task, recipe, seed=args.seed, every=args.every, log=print)}
+                   for name, style, task, recipe, panel in runs(args)]
+        with (args.out / "relation_tasks.jsonl").open("w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in results)
+    plot(results, args.figure or args.out / "relation_tasks.png")
+    print(table(results))
 
 
 if __name__ == "__main__":

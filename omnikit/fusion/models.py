@@ -68,13 +68,16 @@ def thinker_tiny(**overrides: Any) -> Thinker:
 
 @register_model(kind="omni", modalities=("text", "video", "audio"))
 def omni_early_tiny(
-    *, bidirectional_media: bool = False, fps: float = 2.0, media_positions: bool = True, **overrides: Any
+    *, bidirectional_media: bool = False, fps: float = 2.0, media_positions: bool = True, audio_in_video: bool = False,
+    **overrides: Any
 ) -> EarlyFusionOmni:
     """Early fusion: tubelet video encoder + Qwen2.5-Omni-style audio encoder -> tiny Thinker (TMRoPE).
 
     ``media_positions``: video tokens carry a (t, h, w) and audio tokens a t sin-cos embedding (time in
-    TMRoPE ids) in their values, not only in the rotary positions."""
-    return _tiny_early(_tiny_thinker("omni_early_tiny", overrides, bidirectional_media), fps, media_positions)
+    TMRoPE ids) in their values, not only in the rotary positions. ``audio_in_video``: audio item ``i`` is
+    video ``i``'s soundtrack, interleaved with it on one TMRoPE time axis (see :class:`EarlyFusionOmni`)."""
+    thinker = _tiny_thinker("omni_early_tiny", overrides, bidirectional_media)
+    return _tiny_early(thinker, fps, media_positions, audio_in_video)
 
 
 def _tiny_adapters(dim: int, fps: float, media_positions: bool) -> tuple[VideoAdapter, AudioAdapter]:
@@ -83,20 +86,25 @@ def _tiny_adapters(dim: int, fps: float, media_positions: bool) -> tuple[VideoAd
     return video, audio
 
 
-def _tiny_early(thinker: Thinker, fps: float = 2.0, media_positions: bool = False) -> EarlyFusionOmni:
+def _tiny_early(
+    thinker: Thinker, fps: float = 2.0, media_positions: bool = False, audio_in_video: bool = False
+) -> EarlyFusionOmni:
     video, audio = _tiny_adapters(thinker.config.dim, fps, media_positions)
-    return EarlyFusionOmni(thinker, video=video, audio=audio, scheme=QWEN2_5_OMNI_TINY)
+    return EarlyFusionOmni(thinker, video=video, audio=audio, scheme=QWEN2_5_OMNI_TINY, audio_in_video=audio_in_video)
 
 
 
 @register_model(kind="omni", modalities=("text", "video", "audio"))
 def omni_xattn_tiny(
-    *, every: int = 2, num_latents: int = 4, media_dim: int = 32, only_latest: bool = False, fps: float = 2.0,
-    media_positions: bool = True, **overrides: Any
+    *, every: int = 2, num_latents: int | None = None, media_dim: int = 32, only_latest: bool = False,
+    fps: float = 2.0, media_positions: bool = True, **overrides: Any
 ) -> CrossAttentionOmni:
-    """Cross-attention fusion: tubelet video + audio encoders -> resampler -> gated xattn in a tiny LM.
+    """Cross-attention fusion: tubelet video + audio encoders -> gated xattn in a tiny LM.
 
-    ``media_positions``: as in :func:`omni_early_tiny` (the resampler is blind to token order without it)."""
+    The text attends to every encoder token (Llama-3.2-Vision style); ``num_latents=4`` puts a Perceiver
+    resampler of 4 latents per item in between (Flamingo style; it learned the relation tasks of
+    ``examples/relation_tasks.py`` far slower, see docs/fusion.md). ``media_positions``: as in
+    :func:`omni_early_tiny` (cross-attention reads a set: without them it cannot tell where or when a token was)."""
     config = configure(DecoderConfig, "omni_xattn_tiny", overrides, **{**_TINY_THINKER, "mrope_sections": None})
     video, audio = _tiny_adapters(media_dim, fps, media_positions)
     return CrossAttentionOmni(

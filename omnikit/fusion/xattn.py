@@ -2,8 +2,9 @@
 
 Media never enters the token sequence. Each media item is marked in the text by one marker
 token (``media_tokens.video`` / ``.audio``); its encoder tokens are resampled to a fixed number
-of latents, and every ``every``-th decoder block is wrapped in a :class:`FusionLayer` whose
-zero-initialised gates make the model equal to its text-only decoder at initialisation.
+of latents (or, with ``num_latents=None``, attended as they are), and every ``every``-th decoder
+block is wrapped in a :class:`FusionLayer` whose zero-initialised gates make the model equal to its
+text-only decoder at initialisation.
 
 Item ``k`` of a modality is the ``k``-th marker of that modality, counted row by row.
 """
