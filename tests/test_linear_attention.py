@@ -123,17 +123,21 @@ def test_cuda_paths_match_the_fp32_cpu_reference() -> None:
 
 
 
+class _Chunked(torch.nn.Module):
+    def forward(self, q, k, v, g, beta, s0):
+        return gated_delta_rule_chunked(q, k, v, g, beta, s0, 4)
+
+
 @pytest.mark.slow
-def test_traced_chunk_scan_compiles_once_across_lengths() -> None:
-    """Compiled, the chunks run as one ``scan`` (no loop unrolled per chunk count): another length
-    reuses the graph, and outputs and final state equal the recurrent form (gradients: the contract's
-    training step of ``hybrid_moe_tiny``)."""
-    torch._dynamo.reset()
-    chunked = torch.compile(gated_delta_rule_chunked, fullgraph=True, dynamic=True, backend="eager")
-    for n, length in enumerate((13, 22)):
+def test_exported_chunk_scan_serves_other_lengths() -> None:
+    """Exported, the chunks run as one ``scan`` (no loop unrolled per chunk count): the program traced at
+    13 steps serves 22, and outputs and final state equal the recurrent form."""
+    time = torch.export.Dim.DYNAMIC
+    program = torch.export.export(_Chunked(), inputs(length=13, seed=13),
+                                  dynamic_shapes=({2: time}, {2: time}, {2: time}, {2: time}, {2: time}, None))
+    for length in (13, 22):
         q, k, v, g, beta, s0 = inputs(length=length, seed=length)
-        with torch._dynamo.config.patch(error_on_recompile=n > 0):
-            out_c, state_c = chunked(q, k, v, g, beta, s0, 4)
+        out_c, state_c = program.module()(q, k, v, g, beta, s0)
         out_r, state_r = gated_delta_rule_recurrent(q, k, v, g, beta, s0)
         torch.testing.assert_close(out_c, out_r, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(state_c, state_r, atol=1e-5, rtol=1e-5)

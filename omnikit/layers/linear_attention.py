@@ -117,7 +117,9 @@ def gated_delta_rule_chunked(
     state = k.new_zeros(batch, heads, d_k, d_v, dtype=torch.float32) if initial_state is None \
         else initial_state.float()
     per_chunk = (u0, w, q_decayed, scores, k_to_end, c[..., -1].exp())  # each (B, H, n, ...)
-    if torch.compiler.is_compiling():  # traced: one scan over the chunks, not a loop unrolled per chunk count
+    # exported: one scan over the chunks, not a loop unrolled per chunk count; torch.compile unrolls the
+    # loop instead, since Inductor cannot lower this scan (its scan-to-while-loop pass fails, torch 2.14)
+    if torch.compiler.is_exporting():
         state, out = scan(_chunk_step, state, per_chunk, dim=2)
     else:
         outputs = []
