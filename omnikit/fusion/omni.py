@@ -48,6 +48,13 @@ class FusedInputs:
     key_padding_mask: torch.Tensor | None
     absent: torch.Tensor | None = None
 
+    def with_absent(self, out: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """The Thinker's output (a tensor or a tuple of them) plus :attr:`absent`, so the absent
+        encoders' dummy runs join the graph (unchanged without any)."""
+        if self.absent is None:
+            return out
+        return tuple(t + self.absent for t in out) if isinstance(out, tuple) else out + self.absent
+
 
 #: The TMRoPE keyword of each modality's items.
 _TMROPE_ITEMS = {"image": "images", "video": "videos", "audio": "audios"}
@@ -159,11 +166,8 @@ class EarlyFusionOmni(HoldsAdapters, StreamingContainer, nn.Module):
         """Logits ``(B, T, vocab)`` (and the final hidden states with ``return_hidden``); ``inputs``: the
         media and ``lengths`` keywords of :meth:`fuse`."""
         fused = self.fuse(input_ids, **inputs)
-        out = self.thinker(input_ids, media=fused.media, positions=fused.positions,
-                           key_padding_mask=fused.key_padding_mask, return_hidden=return_hidden)
-        if fused.absent is None:
-            return out
-        return tuple(t + fused.absent for t in out) if return_hidden else out + fused.absent
+        return fused.with_absent(self.thinker(input_ids, media=fused.media, positions=fused.positions,
+                                              key_padding_mask=fused.key_padding_mask, return_hidden=return_hidden))
 
     def stream_generate(
         self,

@@ -209,11 +209,8 @@ class OmniThinker(nn.Module):
         """Logits ``(B, T, vocab)`` (and the final hidden states ``(B, T, D)`` with ``return_hidden``);
         ``inputs`` are the media keywords of :meth:`fuse`."""
         fused = self.fuse(input_ids, attention_mask, **inputs)
-        out = self.text_model(input_ids, media=fused.media, positions=fused.positions,
-                              key_padding_mask=fused.key_padding_mask, return_hidden=return_hidden)
-        if fused.absent is None:
-            return out
-        return tuple(t + fused.absent for t in out) if return_hidden else out + fused.absent
+        return fused.with_absent(self.text_model(input_ids, media=fused.media, positions=fused.positions,
+                                                 key_padding_mask=fused.key_padding_mask, return_hidden=return_hidden))
 
     def stream_generate(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *, max_new_tokens: int = 32,
