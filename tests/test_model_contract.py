@@ -28,8 +28,6 @@ EXPORT_KINDS = ("audio_encoder", "frame_encoder", "temporal", "decoder", "moe", 
 # Known gaps, one place, with the cause (``benchmarks/compile_status.py`` prints them all); the
 # checks below run these as strict xfails, so a model that starts to pass must leave the list.
 NOT_FULLGRAPH: dict[str, str] = {
-    "frame_encoder_tome_tiny": "ToMe ViT registers a forward hook on each block's k_norm during forward (a setattr "
-    "graph break), and merge_tokens loops matching rounds while counts exceed the target (vision/tome_vit.py)",
     "omni_early_tiny": "TMRoPE positions are built per media item from values (fusion/tmrope.py)",
     "thinker_talker_tiny": "TMRoPE positions are built per media item from values (fusion/tmrope.py)",
     "omni_xattn_tiny": "cross-attention finds media markers with nonzero().tolist() (fusion/xattn.py)",

@@ -60,7 +60,28 @@ def test_window_keeps_merges_local_and_ordered(matching: str) -> None:
     assert assignment.unique().numel() == 10
 
 
+@pytest.mark.parametrize("length, target, window", [(37, 5, None), (16, 13, None), (64, 3, 1), (9, 8, 2)])
+def test_bipartite_schedule_from_the_shapes_equals_the_rounds_read_from_the_counts(length, target, window) -> None:
+    """Without ``lengths`` the rounds follow from ``N`` and ``target`` (one to six rounds here); passing full
+    ``lengths`` takes the loop that reads the counts: both merge the same tokens into the same slots."""
+    torch.manual_seed(0)
+    x, sizes = torch.randn(3, length, 8), torch.rand(3, length) + 0.5
+    fixed = merge_tokens(x, target, sizes=sizes, window=window)
+    read = merge_tokens(x, target, sizes=sizes, window=window, lengths=torch.full((3,), length))
+    assert fixed.lengths.tolist() == [target] * 3 and fixed.tokens.shape == (3, target, 8)
+    assert torch.equal(fixed.assignment, read.assignment) and torch.equal(fixed.tokens, read.tokens)
+    torch.testing.assert_close(fixed.sizes.sum(1), sizes.sum(1))
+
+
+def test_bipartite_merge_compiles_without_graph_breaks() -> None:
+    x = torch.randn(2, 20, 8)
+    compiled = torch.compile(lambda t: merge_tokens(t, 4).tokens, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(x), merge_tokens(x, 4).tokens)
+
+
 def test_merge_errors() -> None:
+    with pytest.raises(ValueError, match="`metric` expected finite values"):
+        merge_tokens(torch.tensor([[[1.0], [float("nan")], [2.0]]]), 2)
     with pytest.raises(ValueError, match="`target` expected an int > 0"):
         merge_tokens(torch.randn(1, 4, 2), 0)
     with pytest.raises(ValueError, match="`lengths` expected values in"):

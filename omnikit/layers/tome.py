@@ -1,6 +1,7 @@
 """Token merging by similarity (ToMe-style) down to a target count.
 
-Rounds repeat until ``target`` tokens remain; similarity is the cosine similarity of ``metric``.
+Rounds repeat until ``target`` tokens remain; similarity is the cosine similarity of ``metric``. Items
+without padding merged by bipartite matching follow a schedule fixed by the shapes (no host reads).
 
 - ``matching="bipartite"`` (ToMe): current tokens split alternately into A (even positions) and
   B (odd positions); the A tokens closest to their best B token merge into it. A round can halve
@@ -20,7 +21,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from omnikit.utils.checks import OmnikitValueError, check_choice, check_lengths, check_positive, check_tensor
+from omnikit.utils.checks import (
+    OmnikitValueError,
+    check_choice,
+    check_finite,
+    check_lengths,
+    check_positive,
+    check_tensor,
+)
 
 __all__ = ["MergeResult", "merge_by_assignment", "merge_tokens"]
 
@@ -129,6 +137,28 @@ def _mutual_round(
 _ROUNDS = {"bipartite": _bipartite_round, "mutual": _mutual_round}
 
 
+def _bipartite_counts(length: int, target: int) -> list[int]:
+    """Tokens left after each bipartite round that merges items of ``length`` tokens, none of them padding,
+    down to ``target``: a round of ``M >= 2`` tokens merges ``min(M - target, ceil(M / 2))`` (every A token has
+    a B neighbour, within any window, and a finite similarity to it)."""
+    counts = []
+    while length > target:
+        length -= min(length - target, (length + 1) // 2)
+        counts.append(length)
+    return counts
+
+
+def _merge_round(
+    metric: torch.Tensor, assignment: torch.Tensor, sizes: torch.Tensor, count: torch.Tensor, width: int,
+    target: int, window: int | None, matching: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One matching round on the ``width`` current tokens: the new counts ``(B,)`` and the new output slot of
+    every input token ``(B, N)`` (-1 for padding)."""
+    current, _ = merge_by_assignment(metric, assignment, sizes, width)
+    new_slot, new_count = _ROUNDS[matching](current, count, target, window)
+    return new_count, torch.where(assignment >= 0, new_slot.gather(1, assignment.clamp(min=0)), -1)
+
+
 def merge_tokens(
     tokens: torch.Tensor,
     target: int,
@@ -153,35 +183,48 @@ def merge_tokens(
         matching: ``"bipartite"`` (ToMe: fast, up to half the tokens merge per round) or
             ``"mutual"`` (mutual nearest neighbours: identical tokens always meet; ~4x the
             similarity cost per round and more rounds).
+
+    Bipartite matching without ``lengths`` reads no tensor values (traceable by ``torch.compile`` with
+    ``fullgraph=True`` and ``torch.export``): its rounds and their counts follow from ``N`` and ``target``,
+    given a finite ``metric`` (checked in eager mode). With ``lengths`` or ``"mutual"`` matching the
+    rounds repeat while some item has more than ``target`` tokens, a host read per round.
     """
     check_tensor(tokens, "tokens", ndim=3, floating=True)
     check_positive(target, "target")
     check_choice(matching, "matching", tuple(_ROUNDS))
     batch, length, _ = tokens.shape
+    static = lengths is None and matching == "bipartite"
     if lengths is None:
         lengths = torch.full((batch,), length, dtype=torch.long, device=tokens.device)
-    lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length).to(tokens.device)
+    else:
+        lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length).to(tokens.device)
     if sizes is None:
         sizes = torch.ones(batch, length, dtype=tokens.dtype, device=tokens.device)
     check_tensor(sizes, "sizes", shape=(batch, length), floating=True)
     if metric is None:
         metric = tokens
     check_tensor(metric, "metric", shape=(batch, length, "D'"), floating=True)
+    if static:  # a non-finite similarity would stop a round short of its count
+        check_finite(metric, "metric", "token merging compares tokens by cosine similarity")
     if window is not None:
         check_positive(window, "window")
-    if bool((sizes < 0).any()):
+    if not torch.compiler.is_compiling() and bool((sizes < 0).any()):
         raise OmnikitValueError("`sizes` expected non-negative values")
     positions = torch.arange(length, device=tokens.device)[None, :]
     assignment = torch.where(positions < lengths[:, None], positions, -1).expand(batch, length).clone()
     count = lengths.clone()
-    while bool((count > target).any()):
-        width = int(count.max())
-        current, _ = merge_by_assignment(metric, assignment, sizes, width)
-        new_slot, new_count = _ROUNDS[matching](current, count, target, window)
-        if torch.equal(new_count, count):
-            raise OmnikitValueError(f"token merging stalled at {count.tolist()} tokens (target {target})")
-        count = new_count
-        assignment = torch.where(assignment >= 0, new_slot.gather(1, assignment.clamp(min=0)), -1)
-    width = int(count.max()) if batch else 0
+    if static:  # every round's count follows from the shapes: no host reads
+        width = length
+        for width_after in _bipartite_counts(length, target):
+            count, assignment = _merge_round(metric, assignment, sizes, count, width, target, window, matching)
+            width = width_after
+    else:
+        while bool((count > target).any()):
+            new_count, assignment = _merge_round(metric, assignment, sizes, count, int(count.max()), target, window,
+                                                 matching)
+            if torch.equal(new_count, count):
+                raise OmnikitValueError(f"token merging stalled at {count.tolist()} tokens (target {target})")
+            count = new_count
+        width = int(count.max()) if batch else 0
     merged, total = merge_by_assignment(tokens, assignment, sizes, width)
     return MergeResult(merged, total, count, assignment)

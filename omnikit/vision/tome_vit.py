@@ -4,8 +4,11 @@ Each block runs its own attention with *proportional attention* (the logit of a 
 for ``s`` patches gets ``+log s``, so a merged token draws the attention of the patches it
 replaced), then merges ``r`` pairs of patch tokens by bipartite matching on the block's attention
 keys (averaged over heads) with :func:`omnikit.layers.tome.merge_tokens`, then runs its MLP on the
-shorter sequence. Prefix tokens (CLS, registers) never merge. The ViT's weights are used as they
-are (ToMe needs no training); with ``r = 0`` the result is the ViT's ``forward_features``.
+shorter sequence. The attention is timm ``Attention``'s fused path run from its parts, so that it
+also returns the keys (no hooks): the whole loop compiles with ``fullgraph=True`` and exports, its
+merge rounds fixed by the patch count and ``r``. Prefix tokens (CLS, registers) never merge. The
+ViT's weights are used as they are (ToMe needs no training); with ``r = 0`` the result is the ViT's
+``forward_features``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -23,6 +27,7 @@ __all__ = ["ToMeFeatures", "check_tome_backbone", "tome_forward_features"]
 
 _VIT_PARTS = ("patch_embed", "_pos_embed", "patch_drop", "norm_pre", "blocks", "norm")
 _BLOCK_PARTS = ("norm1", "attn", "ls1", "drop_path1", "norm2", "mlp", "ls2", "drop_path2")
+_ATTENTION_PARTS = ("qkv", "q_norm", "k_norm", "attn_drop", "norm", "proj", "proj_drop", "num_heads", "head_dim")
 
 
 @dataclass
@@ -45,7 +50,8 @@ def _check_vit_blocks(vit: nn.Module) -> None:
     missing = [name for name in _VIT_PARTS if not hasattr(vit, name)]
     for block in getattr(vit, "blocks", []):
         missing += [f"blocks[i].{name}" for name in _BLOCK_PARTS if not hasattr(block, name)]
-        missing += [] if hasattr(getattr(block, "attn", None), "k_norm") else ["blocks[i].attn.k_norm"]
+        attn = getattr(block, "attn", None)
+        missing += [f"blocks[i].attn.{name}" for name in _ATTENTION_PARTS if not hasattr(attn, name)]
     if missing:
         raise OmnikitTypeError(
             f"`tome_r` needs a timm VisionTransformer-style backbone (ViT, DeiT, DINOv2) but "
@@ -79,6 +85,24 @@ def _merge_patches(
     return torch.cat([x[:, :num_prefix], merged.tokens], 1), torch.cat([sizes[:, :num_prefix], merged.sizes], 1)
 
 
+def _attention_with_keys(
+    attn: nn.Module, x: torch.Tensor, bias: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """timm ``Attention.forward(x, attn_mask=bias)`` (the fused path: SDPA) that also returns its
+    normalised keys: ``x (N, L, D) -> (N, L, D)`` and keys ``(N, heads, L, head_dim)``."""
+    batch, length, _ = x.shape
+    gate = attn.gate(x).sigmoid() if getattr(attn, "gate", None) is not None else None
+    qkv = attn.qkv(x).reshape(batch, length, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    dropout = attn.attn_drop.p if attn.training else 0.0
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
+    out = attn.norm(out.transpose(1, 2).reshape(batch, length, attn.num_heads * attn.head_dim))
+    if gate is not None:
+        out = out * gate
+    return attn.proj_drop(attn.proj(out)), k
+
+
 def _tome_block(
     block: nn.Module, x: torch.Tensor, sizes: torch.Tensor | None, r: int, num_prefix: int
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -86,16 +110,12 @@ def _tome_block(
 
     ``sizes`` ``(N, L)`` or ``None`` while nothing has merged yet (all ones: no attention bias).
     """
-    keys: list[torch.Tensor] = []
-    hook = block.attn.k_norm.register_forward_hook(lambda _module, _args, out: keys.append(out))
-    try:
-        bias = None if sizes is None else sizes.log().to(x.dtype)[:, None, None, :]
-        x = x + block.drop_path1(block.ls1(block.attn(block.norm1(x), attn_mask=bias)))
-    finally:
-        hook.remove()
+    bias = None if sizes is None else sizes.log().to(x.dtype)[:, None, None, :]
+    attended, keys = _attention_with_keys(block.attn, block.norm1(x), bias)
+    x = x + block.drop_path1(block.ls1(attended))
     if r:
         sizes = x.new_ones(x.shape[:2]) if sizes is None else sizes
-        x, sizes = _merge_patches(x, sizes, keys[0].mean(dim=1), r, num_prefix)
+        x, sizes = _merge_patches(x, sizes, keys.mean(dim=1), r, num_prefix)
     return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x)))), sizes
 
 
