@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from omnikit.fusion.absent import absent_media_inputs, zero_of
-from omnikit.fusion.adapters import AdaptedMedia, AudioAdapter, VideoAdapter
+from omnikit.fusion.adapters import AudioAdapter, VideoAdapter
 from omnikit.fusion.cross_attention import GatedCrossAttentionBlock, media_attention_mask, with_fusion_layers
 from omnikit.fusion.media import HoldsAdapters
 from omnikit.fusion.modality import MediaTokens
@@ -35,11 +35,12 @@ __all__ = ["CrossAttentionOmni"]
 
 @dataclass
 class _MarkerState(StreamingState):
-    """What the stream has seen: every marker ``(modality, absolute position)`` per row, the
-    number of positions, and which of them were valid (``(B, length)`` bool, None: all)."""
+    """What the stream has seen: :meth:`_MarkerTracker.forward`'s marker kinds over all positions so far
+    (``(B, length)``, None before the first chunk), the number of positions, and which of them were valid
+    (``(B, length)`` bool, None: all)."""
 
     batch_size: int
-    offsets: list[list[tuple[str, int]]] | None = None
+    kinds: torch.Tensor | None = None
     length: int = 0
     valid: torch.Tensor | None = None
 
@@ -52,33 +53,31 @@ class _MarkerTracker(StreamingModule[_MarkerState]):
         self.media_tokens = media_tokens
 
     def init_streaming_state(self, batch_size: int) -> _MarkerState:
-        return _MarkerState(batch_size, [[] for _ in range(batch_size)])
+        return _MarkerState(batch_size)
 
     def forward(
         self, input_ids: torch.Tensor, valid: torch.Tensor | None
-    ) -> tuple[list[list[tuple[str, int]]], int, torch.Tensor | None]:
-        """Per row, ``(modality, absolute position)`` of every valid marker so far; the chunk's start;
-        and the key padding mask over all positions so far (``valid``: this chunk's, ``(B, T)``)."""
+    ) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+        """``(B, S)`` int64 over all positions so far: the index of the marker's modality in
+        ``media_tokens.as_dict()`` at every valid marker, ``-1`` elsewhere; the chunk's start; and the
+        key padding mask over all positions so far (``valid``: this chunk's, ``(B, T)``)."""
+        kinds = torch.full_like(input_ids, -1, dtype=torch.long)
+        for index, token in enumerate(self.media_tokens.as_dict().values()):
+            kinds = kinds.masked_fill(input_ids == token, index)
+        if valid is not None:
+            kinds = kinds.masked_fill(~valid, -1)
         state = self.streaming_state
-        start = 0 if state is None else state.length
-        found: list[list[tuple[str, int]]] = [[] for _ in range(input_ids.shape[0])]
-        for modality, token in self.media_tokens.as_dict().items():
-            hits = input_ids == token
-            if valid is not None:
-                hits = hits & valid
-            for b, t in hits.nonzero().tolist():
-                found[b].append((modality, start + t))
         if state is None:
-            return [sorted(row, key=lambda m: m[1]) for row in found], start, valid
+            return kinds, 0, valid
         state.check_batch(input_ids.shape[0], "input_ids")
-        for b, row in enumerate(found):
-            state.offsets[b] = sorted(state.offsets[b] + row, key=lambda m: m[1])
+        start = state.length
+        state.kinds = kinds if state.kinds is None else torch.cat((state.kinds, kinds), dim=1)
         if valid is not None or state.valid is not None:
             past = state.valid if state.valid is not None else input_ids.new_ones(input_ids.shape[0], start, dtype=bool)
             now = valid if valid is not None else torch.ones_like(input_ids, dtype=torch.bool)
             state.valid = torch.cat((past, now), dim=1)
         state.length += input_ids.shape[1]
-        return state.offsets, start, state.valid
+        return state.kinds, start, state.valid
 
 
 class CrossAttentionOmni(HoldsAdapters, StreamingContainer, nn.Module):
@@ -172,14 +171,21 @@ class CrossAttentionOmni(HoldsAdapters, StreamingContainer, nn.Module):
         dummy = absent_media_inputs(self.adapters, device) if self.run_absent_media else {}
         for modality, adapter in self.adapters.items():
             if modality in given:
-                latents[modality] = self._latents(adapter(given[modality].value, given[modality].lengths))
+                latents[modality] = self._latents(adapter, given[modality].value, given[modality].lengths)
             elif modality in dummy:  # where the encoder would run
-                absent.append(self._latents(adapter(*dummy[modality]))[0])
+                absent.append(self._latents(adapter, *dummy[modality])[0])
         return latents, zero_of(absent)
 
-    def _latents(self, adapted: AdaptedMedia) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Grid items (equal sizes) as they are, items of token counts padded to the longest with their
-        lengths, then :meth:`_resample` d."""
+    def _latents(
+        self, adapter: nn.Module, value: torch.Tensor, lengths: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """An adapter's items padded: from its ``forward_padded`` (``(N, L, D)`` tokens and lengths, no host
+        reads) where it has one; else from its :class:`AdaptedMedia`, grid items (equal sizes) as they are and
+        items of token counts padded to the longest (reading the counts); then :meth:`_resample` d."""
+        if hasattr(adapter, "forward_padded"):
+            out = adapter.forward_padded(value, lengths)
+            return self._resample(out.hidden_states, out.lengths)
+        adapted = adapter(value, lengths)
         if all(isinstance(item, VisualGrid) for item in adapted.items):
             return self._resample(adapted.tokens.view(len(adapted.items), -1, adapted.tokens.shape[-1]), None)
         counts = [int(n) for n in adapted.items]
@@ -195,55 +201,70 @@ class CrossAttentionOmni(HoldsAdapters, StreamingContainer, nn.Module):
             return tokens, lengths
         return self.resampler(tokens, lengths).hidden_states, None
 
-    def _gather(
-        self, latents: dict[str, tuple[torch.Tensor, torch.Tensor | None]], markers: list[list[tuple[str, int]]],
-        device, complete: bool,
-    ):
-        """Per row, the latents of its items in marker order ``(B, I * R, D)`` (every item zero padded to the
-        longest, ``R``), offsets ``(B, I)`` and valid latents per item ``(B, I)``.
-
-        ``complete``: every item must have its marker (offline); a stream may not have reached some yet.
-        """
-        used = dict.fromkeys(latents, 0)
-        rows, offsets = [], []
-        for row in markers:
-            items, where = [], []
-            for modality, position in row:
-                if modality not in latents:
-                    raise OmnikitValueError(f"`input_ids` has a {modality} marker but no {modality} input was given")
-                tokens, counts = latents[modality]
-                if used[modality] >= tokens.shape[0]:
-                    raise OmnikitValueError(
-                        f"{modality}: `input_ids` holds more {modality} markers than the "
-                        f"{tokens.shape[0]} {modality} item(s) given"
-                    )
-                count = torch.tensor(tokens.shape[1]) if counts is None else counts[used[modality]].cpu()
-                items.append((tokens[used[modality]], count))
-                where.append(position)
-                used[modality] += 1
-            rows.append(items)
-            offsets.append(where)
-        for modality, count in used.items():
-            if count != latents[modality][0].shape[0] and complete:
+    def _check_markers(
+        self, latents: Mapping[str, tuple[torch.Tensor, torch.Tensor | None]], kinds: torch.Tensor, complete: bool
+    ) -> None:
+        """Raise unless every marker in ``kinds`` has an item of its modality (and, ``complete``, every item
+        its marker). One host read, in eager mode only."""
+        names = list(self.markers.media_tokens.as_dict())
+        found = torch.stack([(kinds == index).sum() for index in range(len(names))]).tolist() if names else []
+        for modality, count in zip(names, found):
+            if count and modality not in latents:
+                raise OmnikitValueError(f"`input_ids` has a {modality} marker but no {modality} input was given")
+            items = latents[modality][0].shape[0] if modality in latents else 0
+            if count > items:
                 raise OmnikitValueError(
-                    f"{modality}: {latents[modality][0].shape[0]} {modality} item(s) given but `input_ids` holds "
-                    f"{count} {modality} marker(s)"
+                    f"{modality}: `input_ids` holds more {modality} markers than the {items} {modality} item(s) given"
                 )
-        width = max((len(r) for r in rows), default=0)
+            if complete and modality in latents and count != items:
+                raise OmnikitValueError(
+                    f"{modality}: {items} {modality} item(s) given but `input_ids` holds {count} {modality} marker(s)"
+                )
+
+    def _gather(
+        self, latents: Mapping[str, tuple[torch.Tensor, torch.Tensor | None]], kinds: torch.Tensor, complete: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """Per row, the latents of its items in marker order ``(B, I * R, D)`` (every item zero padded to the
+        longest, ``R``), the position of each item's marker ``(B, I)`` (``-1``: no item in that slot) and its
+        valid latents ``(B, I)``; all None when no row holds a marker of a modality given.
+
+        ``kinds (B, S)``: :class:`_MarkerTracker`'s marker kinds. Item ``k`` of a modality is its ``k``-th
+        marker counted row by row (a running count over the flattened rows). ``I`` is the most items a
+        row holds (one host read) in eager mode; while compiling it is ``min(items given, S)``, read from
+        the shapes (the slots past a row's items are masked out). ``complete``: every item must have its
+        marker (offline); a stream may not have reached some yet.
+        """
+        compiling = torch.compiler.is_compiling()
+        if not compiling:
+            self._check_markers(latents, kinds, complete)
+        if not latents:
+            return None, None, None
+        names = list(self.markers.media_tokens.as_dict())
+        span = max(tokens.shape[1] for tokens, _ in latents.values())
+        items, valid, first = [], [], 0
+        item = torch.full_like(kinds, -1)  # every marker's item among all modalities' items
+        for modality, (tokens, counts) in latents.items():
+            hits = kinds == names.index(modality)
+            index = hits.flatten().cumsum(0).view_as(kinds) - 1
+            hits = hits & (index < tokens.shape[0])  # markers past the items given: an eager error
+            item = torch.where(hits, index + first, item)
+            first += tokens.shape[0]
+            items.append(nn.functional.pad(tokens, (0, 0, 0, span - tokens.shape[1])))
+            valid.append(counts if counts is not None else kinds.new_full((tokens.shape[0],), tokens.shape[1]))
+        marker = item >= 0
+        if compiling:
+            width = min(first, kinds.shape[1])
+        else:
+            width = int(marker.sum(1).max()) if marker.numel() else 0
         if width == 0:
             return None, None, None
-        span = max(t.shape[0] for r in rows for t, _ in r)
-        sample = next(t for r in rows for t, _ in r)
-        media = sample.new_zeros(len(rows), width, span, sample.shape[-1])
-        table = torch.full((len(rows), width), -1, dtype=torch.long)
-        valid = torch.zeros(len(rows), width, dtype=torch.long)
-        for b, (items, where) in enumerate(zip(rows, offsets)):
-            if items:
-                padded = [nn.functional.pad(t, (0, 0, 0, span - t.shape[0])) for t, _ in items]
-                media[b, : len(items)] = torch.stack(padded)
-                table[b, : len(where)] = torch.tensor(where)
-                valid[b, : len(items)] = torch.stack([c for _, c in items])
-        return media.flatten(1, 2), table.to(device), valid.to(device)
+        slot = torch.where(marker, marker.cumsum(1) - 1, 0)  # the item's place in its row
+        table = kinds.new_full((kinds.shape[0], width), -1)
+        positions = torch.arange(kinds.shape[1], device=kinds.device).expand_as(kinds)
+        offsets = table.scatter_reduce(1, slot, torch.where(marker, positions, -1), "amax")
+        chosen = table.scatter_reduce(1, slot, item, "amax").clamp(min=0)  # empty slots: item 0, masked out
+        media = torch.cat(items)[chosen]  # (B, I, R, D)
+        return media.flatten(1, 2), offsets, torch.cat(valid).to(chosen.device)[chosen]
 
     def forward(
         self,
@@ -260,10 +281,9 @@ class CrossAttentionOmni(HoldsAdapters, StreamingContainer, nn.Module):
         if lengths is not None:  # valid tokens of this call (of this chunk when streaming)
             lengths = check_lengths(lengths, "lengths", batch=input_ids.shape[0], max_len=input_ids.shape[1])
             chunk_valid = lengths_to_mask(lengths.to(input_ids.device), input_ids.shape[1])
-        markers, start, valid = self.markers(input_ids, chunk_valid)
+        kinds, start, valid = self.markers(input_ids, chunk_valid)
         latents, zero = self._encode(**media)
-        media, offsets, counts = self._gather(latents, markers, input_ids.device,
-                                              complete=self.markers.streaming_state is None)
+        media, offsets, counts = self._gather(latents, kinds, complete=self.markers.streaming_state is None)
         positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
         media_mask = None
         if media is not None:

@@ -1,0 +1,101 @@
+"""Cross-attention fusion's markers as tensor ops: rows with different numbers and kinds of media items give
+what each row gives alone, compiled (``fullgraph=True``) equals eager, streaming equals one call, eager errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import omnikit
+from omnikit.fusion import FusionLayer
+from omnikit.fusion.models import TINY_TOKENS
+
+V, A = TINY_TOKENS.video, TINY_TOKENS.audio
+
+
+def _model(**overrides: object) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = omnikit.create_model("omni_xattn_tiny", **overrides).eval()
+    with torch.no_grad():  # open gates: the media reach the logits
+        for layer in model.modules():
+            if isinstance(layer, FusionLayer):
+                layer.fusion.attn_gate.fill_(0.8)
+                layer.fusion.ff_gate.fill_(-0.6)
+    return model
+
+
+def _batch() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Row 0: video, audio, video; row 1: audio; row 2: no media (its padding holds a marker, ignored)."""
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(8, 256, (3, 10), generator=g)
+    ids[0, [0, 3, 7]] = torch.tensor([V, A, V])
+    ids[1, 2] = A
+    ids[2, 8] = V
+    media = {"frames": torch.randn(2, 2, 3, 8, 8, generator=g), "audio_features": torch.randn(2, 16, 64, generator=g),
+             "audio_lengths": torch.tensor([40, 64])}  # 10 and 16 audio tokens
+    return ids, media
+
+
+def _rows_alone(model: torch.nn.Module, ids: torch.Tensor, media: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Each row run by itself with only its own items."""
+    features, lengths = media["audio_features"], media["audio_lengths"]
+    row0 = model(ids[:1], frames=media["frames"], audio_features=features[:1, :, :40], audio_lengths=lengths[:1])
+    row1 = model(ids[1:2], audio_features=features[1:], audio_lengths=lengths[1:])
+    row2 = model(ids[2:, :8])
+    return torch.cat([row0, row1, torch.nn.functional.pad(row2, (0, 0, 0, 2))])
+
+
+@pytest.mark.parametrize("overrides", [{}, {"num_latents": None, "only_latest": True}])
+def test_each_row_reads_its_own_items_in_marker_order_compiled_or_not(overrides: dict) -> None:
+    model = _model(**overrides)
+    ids, media = _batch()
+    lengths = torch.tensor([10, 10, 8])
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        eager = model(ids, lengths=lengths, **media)
+        alone = _rows_alone(model, ids, media)
+        traced = compiled(ids, lengths=lengths, **media)
+    torch.testing.assert_close(eager[:, :8], alone[:, :8], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(eager[:2], alone[:2], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(traced, eager, atol=1e-5, rtol=1e-4)
+    text_only = model.lm.lm_head(model.lm.decoder(model.lm.embed(ids[:1])))
+    assert not torch.allclose(eager[:1, 3:], text_only[:, 3:], atol=1e-3), "the items reach row 0"
+
+
+def test_streamed_chunks_equal_one_call() -> None:
+    """Items whose markers come in later chunks; audio of one encoder window (the windowed encoder's
+    attention is a streaming module too, opened for the batch of rows, not of windows)."""
+    model = _model(num_latents=None, only_latest=True)
+    ids, media = _batch()
+    ids = ids[:2]
+    media = {**media, "audio_features": media["audio_features"][..., :8], "audio_lengths": torch.tensor([8, 8])}
+    with torch.no_grad():
+        full = model(ids, **media)
+        with model.streaming(2):
+            chunks = [model(chunk, **media) for chunk in ids.split([2, 3, 1, 4], dim=1)]
+    torch.testing.assert_close(torch.cat(chunks, dim=1), full, atol=1e-5, rtol=1e-4)
+
+
+def test_marker_errors_in_eager_mode() -> None:
+    model = _model()
+    ids, media = _batch()
+    with pytest.raises(ValueError, match="has a audio marker but no audio input was given"):
+        model(ids[:2], frames=media["frames"])
+    with pytest.raises(ValueError, match="2 audio item\\(s\\) given but `input_ids` holds 1 audio marker"):
+        model(ids[:1], **media)
+    with pytest.raises(ValueError, match="more video markers than the 2 video item"):
+        model(ids, **media)  # row 2's marker counts without `lengths`
+    model(ids, lengths=torch.tensor([10, 10, 8]), **media)
+
+
+def test_audio_adapter_padded_tokens_are_its_packed_tokens() -> None:
+    model = _model()
+    _, media = _batch()
+    adapter = model.adapters["audio"]
+    with torch.no_grad():
+        packed = adapter(media["audio_features"], media["audio_lengths"])
+        padded = adapter.forward_padded(media["audio_features"], media["audio_lengths"])
+    assert packed.items == padded.lengths.tolist() == [10, 16]
+    torch.testing.assert_close(padded.hidden_states[0, :10], packed.tokens[:10])
+    torch.testing.assert_close(padded.hidden_states[1], packed.tokens[10:])
+    assert not padded.hidden_states[0, 10:].any()
