@@ -123,13 +123,19 @@ def paired_rounds(old: Callable[[], object], new: Callable[[], object], repeats:
     return statistics.median(olds), statistics.median(news), ratio
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def before_after_args(description: str) -> argparse.Namespace:
+    """``--old-rev``, ``--repeats`` and ``--threads`` from the command line (the thread count applied)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--old-rev", required=True, help="the git revision to compare with")
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    return args
+
+
+def main() -> None:
+    args = before_after_args(__doc__.splitlines()[0])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         old = import_old(args.old_rev, Path(tmp))

@@ -11,7 +11,6 @@ the per-round ratios ``old / new`` (> 1: faster now).
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import tempfile
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
-from bench_before_after import import_old, paired_rounds
+from bench_before_after import before_after_args, import_old, paired_rounds
 from common import format_table
 
 import omnikit
@@ -81,12 +80,7 @@ def merge(ok: ModuleType) -> Callable[[], torch.Tensor]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--old-rev", required=True, help="the git revision to compare with")
-    parser.add_argument("--repeats", type=int, default=11)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = before_after_args(__doc__.splitlines()[0])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         old = import_old(args.old_rev, Path(tmp))
