@@ -6,7 +6,10 @@ of latents (or, with ``num_latents=None``, attended as they are), and every ``ev
 block is wrapped in a :class:`FusionLayer` whose zero-initialised gates make the model equal to its
 text-only decoder at initialisation.
 
-Item ``k`` of a modality is the ``k``-th marker of that modality, counted row by row.
+Item ``k`` of a modality is the ``k``-th marker of that modality, counted row by row. Markers and
+items are matched with tensor ops (running counts, no host reads while tracing), so the model compiles
+with ``fullgraph=True``; an adapter without ``forward_padded`` whose items are token counts (not
+grids) is padded by reading those counts, which tracing cannot do.
 """
 
 from __future__ import annotations
@@ -150,7 +153,8 @@ class CrossAttentionOmni(HoldsAdapters, StreamingContainer, nn.Module):
         **keywords: torch.Tensor | None,
     ) -> dict[str, torch.Tensor]:
         """``{modality: (items, num_latents, media_dim)}`` resampled latents of every item (without a
-        resampler: ``(items, longest, media_dim)`` encoder tokens, zero padded); the media as ``media`` /
+        resampler: ``(items, L, media_dim)`` encoder tokens, zero past each item's length, ``L`` the encoder's
+        padded output length); the media as ``media`` /
         ``media_lengths`` or the keywords ``frames``, ``audio_features``, ``audio_lengths``."""
         latents = self._encode(media=media, media_lengths=media_lengths, **keywords)[0]
         return {modality: tokens for modality, (tokens, _) in latents.items()}
