@@ -30,8 +30,6 @@ EXPORT_KINDS = ("audio_encoder", "frame_encoder", "temporal", "decoder", "moe", 
 NOT_FULLGRAPH: dict[str, str] = {
     "frame_encoder_tome_tiny": "ToMe ViT registers a forward hook on each block's k_norm during forward (a setattr "
     "graph break), and merge_tokens loops matching rounds while counts exceed the target (vision/tome_vit.py)",
-    "omni_early_tiny": "TMRoPE positions are built per media item from values (fusion/tmrope.py)",
-    "thinker_talker_tiny": "TMRoPE positions are built per media item from values (fusion/tmrope.py)",
     "omni_xattn_tiny": "cross-attention finds media markers with nonzero().tolist() (fusion/xattn.py)",
     **dict.fromkeys(("qwen2_5_omni_thinker_tiny", "qwen3_omni_thinker_tiny"),
                     "packed media: audio token counts, patch grids and TMRoPE positions are read from tensor "
