@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from omnikit.fusion import QWEN2_5_OMNI, QWEN3_OMNI, MediaTokens, VisualGrid, tmrope_position_ids
-from omnikit.fusion.tmrope import _walk_position_ids
 from omnikit.fusion.early import placeholder_items
+from omnikit.fusion.tmrope import _walk_position_ids
 from omnikit.fusion.tmrope_traced import ItemTable, traced_position_ids
 
 TOKENS = MediaTokens(image=1, video=2, audio=3)
@@ -89,7 +89,7 @@ def test_a_layout_that_does_not_fit_the_items_fails_the_check_and_raises(layout,
         walk_fails = True
     assert walk_fails, "a changed placeholder never fits the same items"
     assert not bool(_traced(ids, mask, items, QWEN2_5_OMNI)[2])
-    with pytest.raises(ValueError, match="input_ids|items"):
+    with pytest.raises(ValueError, match=r"input_ids|items"):
         tmrope_position_ids(ids, TOKENS, **items, key_padding_mask=mask)
 
 
@@ -122,5 +122,5 @@ def test_audio_in_video_while_compiling_says_to_pass_positions() -> None:
         return tmrope_position_ids(ids, TOKENS, videos=[VisualGrid(1, 2, 2, audio_tokens=2)])[0]
 
     torch._dynamo.reset()
-    with pytest.raises(Exception, match="audio in video.*pass `positions=`"):
+    with pytest.raises(Exception, match=r"audio in video.*pass `positions=`"):
         torch.compile(build, fullgraph=True, backend="eager")(ids)

@@ -23,7 +23,8 @@ from omnikit.outputs import EncoderOutput
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError, check_tensor
 
 __all__ = [
-    "PackedSequences", "fusion_attention_mask", "media_item_ids", "pack_sequences", "placeholder_items", "scatter_media",
+    "PackedSequences", "fusion_attention_mask", "media_item_ids", "pack_sequences", "placeholder_items",
+    "scatter_media",
 ]
 
 MediaInput = torch.Tensor | EncoderOutput

@@ -2,14 +2,13 @@
 
 For each modality, the valid placeholder tokens are numbered over the batch in row-major order (a
 running count); the cumulative item sizes turn that number into the item the token belongs to and
-its index inside the item (:func:`~omnikit.fusion.early.placeholder_items`), and the item's grid turns the index into
-local ``(t, h, w)`` ids (audio: one time id per token). A cumulative sum along each row of how far
-every token moves the next start (1 for a text token, the item's largest local id + 1 on an item's
-last token, 0 elsewhere) gives each token's start: a text token takes it as its id, a media token
-adds its local ids to it. This equals the item-by-item walk of ``tmrope.py`` (checked by a property
-test) for every layout without audio-in-video items, whose interleaved order and shared markers
-stay on that walk.
-"""
+its index inside the item (one ``torch.searchsorted`` over the items of all modalities), and the
+item's grid turns the index into local ``(t, h, w)`` ids (audio: one time id per token). A
+cumulative sum along each row of how far every token moves the next start (1 for a text token, the
+item's largest local id + 1 on an item's last token, 0 elsewhere) gives each token's start: a text
+token takes it as its id, a media token adds its local ids to it. This equals the item-by-item walk
+of ``tmrope.py`` (checked by a property test) for every layout without audio-in-video items, whose
+interleaved order and shared markers stay on that walk."""
 
 from __future__ import annotations
 
@@ -18,12 +17,12 @@ from dataclasses import dataclass
 
 import torch
 
-from omnikit.fusion.early import placeholder_items
 from omnikit.fusion.modality import MODALITIES
 
 __all__ = ["ItemTable", "traced_position_ids"]
 
 _AUDIO = MODALITIES.index("audio")
+_CODES = len(MODALITIES)
 
 
 @dataclass(frozen=True)
@@ -59,29 +58,12 @@ class ItemTable:
         return self.grid.prod(-1)
 
 
-def _time_ids(steps: torch.Tensor, seconds_per_step: torch.Tensor, ids_per_second: float) -> torch.Tensor:
-    """Float32 temporal ids of visual steps: the same operations as ``TMRoPEScheme.visual_time_ids``."""
-    return steps * seconds_per_step * float(ids_per_second)
-
-
-def _local_ids(code: int, table: ItemTable, item: torch.Tensor, index: torch.Tensor, scheme) -> tuple[torch.Tensor, ...]:
-    """Local ``(3, B, T)`` ids of placeholders (item, index) and their item's largest local id ``(B, T)``."""
-    t, h, w = table.grid[item].unbind(-1)
-    if code == _AUDIO:
-        step = float(scheme.audio_ids_per_token)
-        time, largest = index.float() * step, (t - 1).float() * step
-        time, largest = (time, largest) if scheme.fractional else (time.long(), largest.long())
-        return time.expand(3, *time.shape), largest
-    seconds = table.seconds_per_step[item]
-    area = h * w
-    time = _time_ids(index // area, seconds, scheme.ids_per_second)
-    last = _time_ids(t - 1, seconds, scheme.ids_per_second)
-    if not scheme.fractional:
-        time, last = time.long(), last.long()
-    rest = index % area
-    local = torch.stack((time, (rest // w).to(time.dtype), (rest % w).to(time.dtype)))
-    largest = torch.maximum(last, (torch.maximum(h, w) - 1).to(last.dtype))
-    return local, largest
+def _time_ids(steps: torch.Tensor, seconds: torch.Tensor, audio: torch.Tensor, scheme) -> torch.Tensor:
+    """Temporal ids of visual steps or audio tokens (``audio`` True) in ``scheme.dtype``: the float32
+    operations of ``TMRoPEScheme.visual_time_ids`` / ``audio_time_ids``, elementwise."""
+    visual = steps * seconds * float(scheme.ids_per_second)
+    time = torch.where(audio, steps.float() * float(scheme.audio_ids_per_token), visual)
+    return time if scheme.fractional else time.long()
 
 
 def traced_position_ids(
@@ -96,35 +78,55 @@ def traced_position_ids(
             not supported here).
         scheme: a :class:`~omnikit.fusion.TMRoPEScheme`.
         check: also return whether the layout matches the items (counts equal, every item's
-            placeholders consecutive within one row); costs a few reductions, no host read.
+            placeholders consecutive within one row); a few reductions, no host read.
 
     Returns:
         ``positions (3, B, T)`` (``scheme.dtype``), ``next_position (B,)`` and the check's ``()``
         bool (None without ``check``).
     """
-    dtype = scheme.dtype
+    dtype, device = scheme.dtype, codes.device
     batch, length = codes.shape
-    local = torch.zeros(3, batch, length, dtype=dtype, device=codes.device)
-    advance = ((codes == 0) & valid).to(dtype)  # text tokens move the next start by one
-    ok, previous = None, None
-    if check:  # the code of the previous valid token of the row (-1: none)
-        slots = torch.where(valid, torch.arange(length, device=codes.device), -1).cummax(1).values
-        slots = torch.cat((slots.new_full((batch, 1), -1), slots), dim=1)[:, :-1]
-        previous = torch.where(slots >= 0, codes.gather(1, slots.clamp(min=0)), -1)
-        ok = torch.ones((), dtype=torch.bool, device=codes.device)
-    for code, table in tables.items():
-        where = (codes == code) & valid
-        sizes = table.sizes
-        if sizes.shape[0] == 0:
-            ok = None if ok is None else ok & ~where.any()
-            continue
-        item, index = placeholder_items(where, sizes)
-        ids, largest = _local_ids(code, table, item, index, scheme)
-        local = torch.where(where, ids, local)
-        advance = torch.where(where & (index == sizes[item] - 1), largest + 1, advance)
-        if ok is not None:
-            broken = where & (index > 0) & (previous != code)
-            ok = ok & (where.sum() == sizes.sum()) & ~broken.any()
+    kinds = torch.tensor(list(tables), dtype=torch.long, device=device)
+    sizes = [table.sizes for table in tables.values()]
+    counts = torch.stack([n.sum() for n in sizes]) if sizes else kinds
+    # every media token's rank among its modality's tokens (row-major over the batch), shifted by the
+    # tokens of the modalities before it, so one search over all items finds its item
+    one_hot = (codes[..., None] == kinds) & valid[..., None]  # (B, T, M)
+    ranks = one_hot.flatten(0, 1).long().cumsum(0).view(one_hot.shape) - 1 + (counts.cumsum(0) - counts)
+    media = one_hot.any(-1)
+    text = (codes == 0) & valid
+    advance = text.to(dtype)  # how far each token moves the next start: text by one
+    local = torch.zeros(3, batch, length, dtype=dtype, device=device)
+    ok = previous = None
+    if check:  # counts equal, and every media token but an item's first follows a token of its modality
+        ok = (one_hot.sum((0, 1)) == counts).all()
+        # the code of the row's previous valid token (-1: none): a running max of position * codes + code
+        latest = torch.where(valid, torch.arange(length, device=device) * _CODES + codes, -1).cummax(1).values
+        latest = torch.cat((latest.new_full((batch, 1), -1), latest[:, :-1]), dim=1)
+        previous = torch.where(latest >= 0, latest % _CODES, -1)
+    if sum(n.shape[0] for n in sizes):
+        size = torch.cat(sizes)
+        grid = torch.cat([table.grid for table in tables.values()])
+        audio = torch.cat([torch.full_like(n, code == _AUDIO, dtype=torch.bool) for code, n in zip(tables, sizes)])
+        seconds = torch.cat([table.seconds_per_step for table in tables.values()])
+        t, h, w = grid.unbind(-1)
+        largest = torch.maximum(_time_ids(t - 1, seconds, audio, scheme), (torch.maximum(h, w) - 1).to(dtype))
+        ends = size.cumsum(0)
+        rank = (ranks * one_hot).sum(-1)
+        item = torch.searchsorted(ends, rank, right=True).clamp(max=size.shape[0] - 1)
+        per_item = torch.stack((ends - size, size, h * w, w, audio.long()), dim=-1)[item]  # one gather: (B, T, 5)
+        index = rank - per_item[..., 0]  # the token's index inside its item
+        area, width, is_audio = per_item[..., 2], per_item[..., 3], per_item[..., 4].bool()
+        step = index // area  # an audio item's area is 1
+        rest = index - step * area
+        row = rest // width
+        time = _time_ids(step, seconds[item], is_audio, scheme)
+        ids = torch.stack((time, torch.where(is_audio, time, row.to(dtype)),
+                           torch.where(is_audio, time, (rest - row * width).to(dtype))))
+        local = torch.where(media, ids, local)
+        advance = torch.where(media & (index == per_item[..., 1] - 1), largest[item] + 1, advance)
+        if previous is not None:
+            ok = ok & ~(media & (index > 0) & (previous != codes)).any()
     starts = torch.cat((advance.new_zeros(batch, 1), advance.cumsum(1)), dim=1)  # (B, T + 1): the last one continues
-    positions = torch.where(valid, starts[:, :-1] + local, torch.zeros((), dtype=dtype, device=codes.device))
+    positions = torch.where(valid, starts[:, :-1] + local, torch.zeros((), dtype=dtype, device=device))
     return positions, starts[:, -1], ok
