@@ -42,7 +42,7 @@ def timed(ids: torch.Tensor, items: dict, scheme) -> list[str]:
     }
     walk, _ = fns["walk"]()
     assert torch.allclose(fns["tensor"]()[0].double(), walk.double(), atol=1e-3)
-    times = interleaved_medians(fns, repeats=15)
+    times = interleaved_medians(fns, repeats=41)
     return [f"{times['walk'] * 1e3:.2f}", f"{times['tensor'] * 1e3:.2f}", f"{times['walk'] / times['tensor']:.1f}x"]
 
 
