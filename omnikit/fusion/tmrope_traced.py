@@ -8,7 +8,8 @@ cumulative sum along each row of how far every token moves the next start (1 for
 item's largest local id + 1 on an item's last token, 0 elsewhere) gives each token's start: a text
 token takes it as its id, a media token adds its local ids to it. This equals the item-by-item walk
 of ``tmrope.py`` (checked by a property test) for every layout without audio-in-video items, whose
-interleaved order and shared markers stay on that walk."""
+interleaved order and shared markers stay on that walk.
+"""
 
 from __future__ import annotations
 
