@@ -8,6 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import omnikit
 from omnikit.fusion import QWEN2_5_OMNI, QWEN3_OMNI, MediaTokens, VisualGrid, tmrope_position_ids
 from omnikit.fusion.early import placeholder_items
 from omnikit.fusion.tmrope import _walk_position_ids
@@ -130,3 +131,19 @@ def test_audio_in_video_while_compiling_says_to_pass_positions() -> None:
     torch._dynamo.reset()
     with pytest.raises(Exception, match=r"audio in video.*pass `positions=`"):
         torch.compile(build, fullgraph=True, backend="eager")(ids)
+
+
+@pytest.mark.slow
+def test_early_fusion_compiles_once_across_sequence_lengths() -> None:
+    """``dynamic=True``: TMRoPE, the audio adapter's padded tokens and the gather scatter trace with a
+    symbolic length, so other lengths (same batch size) reuse the graph and equal eager."""
+    torch.manual_seed(0)
+    model = omnikit.create_model("omni_early_tiny").eval()
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, dynamic=True, backend="eager")
+    with torch.no_grad():
+        compiled(**model.contract_inputs([13, 9]).kwargs)
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            for lengths in ([11, 6], [20, 15]):
+                inputs = model.contract_inputs(lengths, seed=3).kwargs
+                torch.testing.assert_close(compiled(**inputs), model(**inputs), atol=1e-4, rtol=1e-3)
