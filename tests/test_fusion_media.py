@@ -149,6 +149,9 @@ def test_audio_in_video_interleaves_each_soundtrack_with_its_video() -> None:
         torch.testing.assert_close(logits, thinker(ids, media=media, positions=positions), rtol=0, atol=0)
     with pytest.raises(ValueError, match="audio_in_video: 1 videos in `frames` but 2 audio items"):
         model(ids, frames=frames, audio_features=mel.expand(2, -1, -1))
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match=r"`audio_in_video=True` cannot be traced.*run this model eagerly"):
+        torch.compile(model, fullgraph=True, backend="eager")(ids, frames=frames, audio_features=mel)
 
 
 def test_distributed_checkpoints_of_the_attribute_layout_still_load(tmp_path) -> None:

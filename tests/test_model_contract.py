@@ -28,8 +28,6 @@ EXPORT_KINDS = ("audio_encoder", "frame_encoder", "temporal", "decoder", "moe", 
 # Known gaps, one place, with the cause (``benchmarks/compile_status.py`` prints them all); the
 # checks below run these as strict xfails, so a model that starts to pass must leave the list.
 NOT_FULLGRAPH: dict[str, str] = {
-    "omni_early_tiny": "TMRoPE positions are built per media item from values (fusion/tmrope.py)",
-    "thinker_talker_tiny": "TMRoPE positions are built per media item from values (fusion/tmrope.py)",
     **dict.fromkeys(("qwen2_5_omni_thinker_tiny", "qwen3_omni_thinker_tiny"),
                     "packed media: audio token counts, patch grids and TMRoPE positions are read from tensor "
                     "values (fusion/omni_thinker.py, fusion/tmrope.py, the vision towers)"),

@@ -37,12 +37,20 @@ class AdaptedMedia:
     """What an adapter gives early fusion.
 
     Attributes:
-        tokens: ``(N, dim)`` valid tokens of all items, item after item.
-        items: per item, an audio token count or a :class:`VisualGrid`.
+        media: the tokens as early fusion places them: ``(N, dim)`` valid tokens of all items, item
+            after item, or an :class:`EncoderOutput` ``(items, L, dim)`` with the valid count of each
+            item (placed by a gather, without reading the counts on the host).
+        items: per item, an audio token count or a :class:`VisualGrid` (audio counts may be an
+            ``(items,)`` tensor).
     """
 
-    tokens: torch.Tensor
-    items: list
+    media: torch.Tensor | EncoderOutput
+    items: list | torch.Tensor
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        """``(N, dim)`` valid tokens of all items, item after item (a host read of padded media's counts)."""
+        return torch.cat(self.media.unpad()) if isinstance(self.media, EncoderOutput) else self.media
 
 
 class MLPProjector(nn.Sequential):
@@ -132,7 +140,8 @@ class _Adapter(nn.Module):
 
 
 class AudioAdapter(_Adapter):
-    """``features (N, n_mels, F)``, ``lengths (N,)`` -> :class:`AdaptedMedia` of width ``dim``.
+    """``features (N, n_mels, F)``, ``lengths (N,)`` -> :class:`AdaptedMedia` of width ``dim``: the
+    projected encoder output, padded per item, and the token counts ``(N,)`` (a tensor: no host read).
 
     ``project=False``: the encoder already ends in a projection to ``dim`` (Qwen's audio towers).
 
@@ -172,11 +181,11 @@ class AudioAdapter(_Adapter):
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> AdaptedMedia:
         out = self.encoder(features, lengths)
-        items = out.unpad()
+        hidden = out.hidden_states
         if self.time_embedding:
-            items = [x + self.times(x.shape[0], x.shape[-1]).to(x) for x in items]
-        tokens = self.projector(torch.cat(items, dim=0))
-        return AdaptedMedia(tokens, [int(n) for n in out.lengths])
+            hidden = hidden + self.times(hidden.shape[1], hidden.shape[-1]).to(hidden)
+        tokens = torch.where(out.mask[..., None], self.projector(hidden), 0.0)  # padding stays zero
+        return AdaptedMedia(EncoderOutput(tokens, out.lengths), out.lengths)
 
     def forward_padded(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
         """The tokens of :meth:`forward` item by item, padded: :class:`EncoderOutput` ``(N, L, dim)``, zero past

@@ -22,21 +22,49 @@ from omnikit.fusion.modality import MediaTokens
 from omnikit.outputs import EncoderOutput
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError, check_tensor
 
-__all__ = ["PackedSequences", "fusion_attention_mask", "media_item_ids", "pack_sequences", "scatter_media"]
+__all__ = [
+    "PackedSequences", "fusion_attention_mask", "media_item_ids", "pack_sequences", "placeholder_items",
+    "scatter_media",
+]
 
 MediaInput = torch.Tensor | EncoderOutput
 
 
-def _flat_tokens(value: MediaInput, modality: str) -> torch.Tensor:
-    """Valid tokens of one modality, in item order, as ``(N, D)``."""
-    if isinstance(value, EncoderOutput):
-        return torch.cat(value.unpad(), dim=0)
-    if not isinstance(value, torch.Tensor):
+def _checked(value: MediaInput, modality: str) -> MediaInput:
+    if not isinstance(value, (torch.Tensor, EncoderOutput)):
         raise OmnikitTypeError(
             f"`media[{modality!r}]` expected a Tensor (N, D) or an EncoderOutput but got {type(value).__name__}"
         )
-    check_tensor(value, f"media[{modality!r}]", ndim=2, floating=True)
+    if isinstance(value, torch.Tensor):
+        check_tensor(value, f"media[{modality!r}]", ndim=2, floating=True)
     return value
+
+
+def placeholder_items(where: torch.Tensor, sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The item each placeholder belongs to and its index inside the item, by tensor operations only.
+
+    Args:
+        where: ``(B, T)`` bool, True on the placeholders of one modality.
+        sizes: ``(N,)`` int64 tokens per item (N >= 1), the items in row-major order over the batch.
+
+    Returns:
+        ``item (B, T)`` and ``index (B, T)`` int64; meaningless on False tokens, and on
+        placeholders past the last item (``item`` is then ``N - 1``, ``index >= sizes[N - 1]``).
+    """
+    order = where.flatten().long().cumsum(0).view(where.shape) - 1
+    ends = sizes.cumsum(0)
+    item = torch.searchsorted(ends, order, right=True).clamp(max=sizes.shape[0] - 1)
+    return item, order - (ends - sizes)[item]
+
+
+def _placed(value: EncoderOutput, where: torch.Tensor) -> torch.Tensor:
+    """``(B, T, D)``: at each placeholder of ``where``, its item's token from the padded ``(N, L, D)``
+    encoder output (a gather: no host read of the lengths)."""
+    hidden = value.hidden_states
+    if hidden.shape[0] == 0:
+        return hidden.new_zeros(*where.shape, hidden.shape[-1])
+    item, index = placeholder_items(where, value.lengths.to(where.device).long())
+    return hidden.flatten(0, 1)[item * hidden.shape[1] + index.clamp(0, hidden.shape[1] - 1)]
 
 
 def scatter_media(
@@ -54,7 +82,7 @@ def scatter_media(
         input_ids: ``(B, T)`` ids with one placeholder per media token.
         media: ``{modality: tokens}``, each ``(N, D)`` (all items' valid tokens, item after item,
             in the order their placeholders appear row by row) or an :class:`EncoderOutput`
-            ``(items, T', D)`` with lengths.
+            ``(items, T', D)`` with lengths (placed by a gather: the lengths are not read on the host).
         tokens: the placeholder id of each modality.
         key_padding_mask: ``(B, T)`` bool, False on padding: placeholders there are ignored.
 
@@ -84,17 +112,24 @@ def scatter_media(
                     f"`input_ids` holds {count} {modality} placeholder tokens but `media` has no {modality!r} entry"
                 )
             continue
-        values = _flat_tokens(media[modality], modality)
-        if counted and values.shape[0] != count:
+        value = _checked(media[modality], modality)
+        padded = isinstance(value, EncoderOutput)
+        if counted:
+            given = int(value.lengths.sum()) if padded else value.shape[0]
+            if given != count:
+                raise OmnikitValueError(
+                    f"{modality}: `input_ids` holds {count} {modality} placeholder tokens but the {modality} "
+                    f"encoder gave {given} tokens"
+                )
+        width = (value.hidden_states if padded else value).shape[-1]
+        if width != embeds.shape[2]:
             raise OmnikitValueError(
-                f"{modality}: `input_ids` holds {count} {modality} placeholder tokens but the {modality} encoder "
-                f"gave {values.shape[0]} tokens"
+                f"`media[{modality!r}]` expected width {embeds.shape[2]} (the text embedding) but got {width}"
             )
-        if values.shape[1] != embeds.shape[2]:
-            raise OmnikitValueError(
-                f"`media[{modality!r}]` expected width {embeds.shape[2]} (the text embedding) but got {values.shape[1]}"
-            )
-        embeds = embeds.masked_scatter(where[..., None], values.to(embeds.dtype))
+        if padded:
+            embeds = torch.where(where[..., None], _placed(value, where).to(embeds.dtype), embeds)
+        else:
+            embeds = embeds.masked_scatter(where[..., None], value.to(embeds.dtype))
     return embeds
 
 

@@ -23,6 +23,7 @@ from omnikit.fusion.modality import MEDIA_MODALITIES
 from omnikit.fusion.thinker import GenerationOutput, Thinker, ThinkerStep
 from omnikit.fusion.tmrope import TMRoPEScheme, VisualGrid, tmrope_position_ids
 from omnikit.layers.masks import lengths_to_mask
+from omnikit.outputs import EncoderOutput
 from omnikit.streaming import StreamingContainer
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_lengths, check_tensor
@@ -35,14 +36,15 @@ class FusedInputs:
     """Everything the Thinker needs for one multimodal batch.
 
     Attributes:
-        media: ``{modality: (N, dim) tokens}`` to scatter at the placeholders.
+        media: ``{modality: (N, dim) tokens or EncoderOutput}`` to scatter at the placeholders
+            (see :func:`~omnikit.fusion.early.scatter_media`).
         positions: ``(3, B, T)`` TMRoPE ids.
         next_position: ``(B,)`` the id of the first generated token.
         key_padding_mask: ``(B, T)`` bool or None.
         absent: ``()`` zero that depends on every absent encoder (``run_absent_media``), or None.
     """
 
-    media: dict[str, torch.Tensor]
+    media: dict[str, torch.Tensor | EncoderOutput]
     positions: torch.Tensor
     next_position: torch.Tensor
     key_padding_mask: torch.Tensor | None
@@ -138,9 +140,15 @@ class EarlyFusionOmni(HoldsAdapters, StreamingContainer, nn.Module):
             if modality in given:
                 adapted[modality] = adapter(given[modality].value, given[modality].lengths)
             elif modality in dummy:
-                absent.append(adapter(*dummy[modality]).tokens)
+                dummy_media = adapter(*dummy[modality]).media
+                absent.append(dummy_media.hidden_states if isinstance(dummy_media, EncoderOutput) else dummy_media)
         items = {modality: out.items for modality, out in adapted.items()}
         if self.audio_in_video:  # the audio items are the videos' soundtracks, not items of their own
+            if torch.compiler.is_compiling():
+                raise OmnikitValueError(
+                    "`audio_in_video=True` cannot be traced: the soundtracks' token counts and their interleaved "
+                    "TMRoPE ids are read on the host; run this model eagerly"
+                )
             soundtracks = items.pop("audio", [])
             if "video" in items:
                 items["video"] = self._with_soundtracks(items["video"], soundtracks)
@@ -148,11 +156,11 @@ class EarlyFusionOmni(HoldsAdapters, StreamingContainer, nn.Module):
             input_ids, self.thinker.media_tokens, **{_TMROPE_ITEMS[m]: i for m, i in items.items()},
             scheme=self.scheme, key_padding_mask=padding,
         )
-        tokens = {modality: out.tokens for modality, out in adapted.items()}
+        tokens = {modality: out.media for modality, out in adapted.items()}
         return FusedInputs(tokens, positions, next_position, padding, zero_of(absent))
 
     @staticmethod
-    def _with_soundtracks(videos: list[VisualGrid], audios: list[int]) -> list[VisualGrid]:
+    def _with_soundtracks(videos: list[VisualGrid], audios: Sequence[int] | torch.Tensor) -> list[VisualGrid]:
         """Audio in video: grid ``i`` with audio item ``i``'s tokens interleaved."""
         if len(audios) != len(videos):
             raise OmnikitValueError(

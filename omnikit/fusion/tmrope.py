@@ -31,6 +31,7 @@ from itertools import pairwise, zip_longest
 import torch
 
 from omnikit.fusion.modality import MODALITIES, MediaTokens
+from omnikit.fusion.tmrope_traced import ItemTable, traced_position_ids
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError, check_tensor
 
 __all__ = ["QWEN2_5_OMNI", "QWEN3_OMNI", "TMRoPEScheme", "VisualGrid", "item_positions", "tmrope_position_ids"]
@@ -275,9 +276,9 @@ def tmrope_position_ids(
     input_ids: torch.Tensor,
     media_tokens: MediaTokens,
     *,
-    images: Sequence[VisualGrid] = (),
-    videos: Sequence[VisualGrid] = (),
-    audios: Sequence[int] = (),
+    images: Sequence[VisualGrid] | ItemTable = (),
+    videos: Sequence[VisualGrid] | ItemTable = (),
+    audios: Sequence[int] | torch.Tensor | ItemTable = (),
     scheme: TMRoPEScheme = QWEN2_5_OMNI,
     key_padding_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -289,7 +290,8 @@ def tmrope_position_ids(
             as :func:`item_positions` orders them).
         media_tokens: the placeholder id of each modality.
         images, videos, audios: the items in the order they appear, across the whole batch
-            (item 0 first). Audio items are token counts.
+            (item 0 first). Audio items are token counts (a tensor of counts is never read on the
+            host); any of the three may be an :class:`~omnikit.fusion.tmrope_traced.ItemTable`.
         scheme: :data:`QWEN2_5_OMNI`, :data:`QWEN3_OMNI` or your own :class:`TMRoPEScheme`.
         key_padding_mask: ``(B, T)`` bool, False on padding (left or right); padding gets id 0.
 
@@ -299,14 +301,64 @@ def tmrope_position_ids(
 
     Raises:
         ValueError: a placeholder run that does not match the next item of its modality, or a
-            count of items that differs from the placeholders in the sequence.
+            count of items that differs from the placeholders in the sequence (eager mode; traced,
+            the layout is not checked). Audio-in-video items while compiling (their interleaved
+            layout is walked on the host: compute the positions eagerly and pass them on).
+
+    The ids come from tensor operations only (:func:`~omnikit.fusion.tmrope_traced.traced_position_ids`),
+    so this traces without graph breaks; audio-in-video items take the host walk of this module.
     """
     check_tensor(input_ids, "input_ids", ndim=(1, 2), floating=False)
     batched = input_ids if input_ids.ndim == 2 else input_ids[None]
     if key_padding_mask is not None:
         check_tensor(key_padding_mask, "key_padding_mask", shape=tuple(batched.shape), dtype=torch.bool)
+    tracing = torch.compiler.is_compiling()
+    if not isinstance(videos, ItemTable) and any(g.audio_tokens for g in videos):
+        if tracing:
+            raise OmnikitValueError(
+                "`videos` with audio_tokens (audio in video) cannot be traced: their interleaved TMRoPE ids are "
+                "walked on the host; compute them eagerly with `tmrope_position_ids` and pass `positions=`"
+            )
+        positions, next_position = _walk_position_ids(batched, media_tokens, images, videos, audios, scheme,
+                                                      key_padding_mask)
+    else:
+        device = input_ids.device
+        tables = {_IMAGE: _table(images, device), _VIDEO: _table(videos, device),
+                  _AUDIO: audios if isinstance(audios, ItemTable) else ItemTable.audio(audios, device)}
+        valid = torch.ones_like(batched, dtype=torch.bool) if key_padding_mask is None else key_padding_mask
+        positions, next_position, ok = traced_position_ids(
+            media_tokens.modality_ids(batched), valid, tables, scheme, check=not tracing
+        )
+        if ok is not None and not bool(ok):  # the walk names the item that does not fit
+            _walk_position_ids(batched, media_tokens, images, videos, audios, scheme, key_padding_mask)
+            raise OmnikitValueError("`input_ids` placeholders do not match the media items given")
+    return (positions if input_ids.ndim == 2 else positions[:, 0]), next_position
+
+
+def _table(items: Sequence[VisualGrid] | ItemTable, device: torch.device) -> ItemTable:
+    return items if isinstance(items, ItemTable) else ItemTable.visual(items, device)
+
+
+def _visual_list(items: Sequence[VisualGrid] | ItemTable) -> list[VisualGrid]:
+    if not isinstance(items, ItemTable):
+        return list(items)
+    rows = zip(items.grid.tolist(), items.seconds_per_step.tolist())
+    return [VisualGrid(*grid, seconds_per_step=seconds) for grid, seconds in rows]
+
+
+def _walk_position_ids(
+    batched: torch.Tensor,
+    media_tokens: MediaTokens,
+    images: Sequence[VisualGrid] | ItemTable,
+    videos: Sequence[VisualGrid] | ItemTable,
+    audios: Sequence[int] | torch.Tensor | ItemTable,
+    scheme: TMRoPEScheme,
+    key_padding_mask: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`tmrope_position_ids` of a ``(B, T)`` batch, item by item on the host (eager only)."""
+    counts = audios.sizes if isinstance(audios, ItemTable) else audios
     kinds = media_tokens.modality_ids(batched).cpu()
-    queues = {_IMAGE: list(images), _VIDEO: list(videos), _AUDIO: list(audios)}
+    queues = {_IMAGE: _visual_list(images), _VIDEO: _visual_list(videos), _AUDIO: [int(n) for n in counts]}
     used = dict.fromkeys(queues, 0)
     positions = torch.zeros(3, *batched.shape, dtype=scheme.dtype)
     next_position = torch.zeros(batched.shape[0], dtype=scheme.dtype)
@@ -322,5 +374,4 @@ def tmrope_position_ids(
                 f"`{name}s`: {len(items)} {name} item(s) were given but `input_ids` holds placeholders for "
                 f"{used[code]}"
             )
-    positions = positions.to(input_ids.device)
-    return (positions if input_ids.ndim == 2 else positions[:, 0]), next_position.to(input_ids.device)
+    return positions.to(batched.device), next_position.to(batched.device)
