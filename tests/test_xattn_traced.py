@@ -93,9 +93,9 @@ def test_audio_adapter_padded_tokens_are_its_packed_tokens() -> None:
     _, media = _batch()
     adapter = model.adapters["audio"]
     with torch.no_grad():
-        packed = adapter(media["audio_features"], media["audio_lengths"])
-        padded = adapter.forward_padded(media["audio_features"], media["audio_lengths"])
-    assert packed.items == padded.lengths.tolist() == [10, 16]
-    torch.testing.assert_close(padded.hidden_states[0, :10], packed.tokens[:10])
-    torch.testing.assert_close(padded.hidden_states[1], packed.tokens[10:])
+        adapted = adapter(media["audio_features"], media["audio_lengths"])
+    padded, packed = adapted.media, adapted.tokens
+    assert adapted.items.tolist() == padded.lengths.tolist() == [10, 16]
+    torch.testing.assert_close(padded.hidden_states[0, :10], packed[:10])
+    torch.testing.assert_close(padded.hidden_states[1], packed[10:])
     assert not padded.hidden_states[0, 10:].any()

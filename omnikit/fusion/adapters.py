@@ -187,18 +187,6 @@ class AudioAdapter(_Adapter):
         tokens = torch.where(out.mask[..., None], self.projector(hidden), 0.0)  # padding stays zero
         return AdaptedMedia(EncoderOutput(tokens, out.lengths), out.lengths)
 
-    def forward_padded(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
-        """The tokens of :meth:`forward` item by item, padded: :class:`EncoderOutput` ``(N, L, dim)``, zero past
-        each item's ``lengths (N,)``. Reads no tensor values (cross-attention fusion's traced path)."""
-        out = self.encoder(features, lengths)
-        hidden = out.hidden_states
-        if self.time_embedding:
-            hidden = hidden + self.times(hidden.shape[1], hidden.shape[-1]).to(hidden)
-        tokens = self.projector(hidden)
-        if out.lengths is not None:
-            tokens = tokens.masked_fill(~lengths_to_mask(out.lengths, tokens.shape[1])[..., None], 0)
-        return EncoderOutput(tokens, out.lengths)
-
     def times(self, count: int, width: int) -> torch.Tensor:
         """``(count, width)`` embedding of the times ``0, s, 2s, ...`` (``s = ids_per_second / tokens_per_second``)."""
         return grid_sincos(torch.arange(count) * self.time_step, 1, 1, width).view(count, width)

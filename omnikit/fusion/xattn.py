@@ -8,8 +8,8 @@ text-only decoder at initialisation.
 
 Item ``k`` of a modality is the ``k``-th marker of that modality, counted row by row. Markers and
 items are matched with tensor ops (running counts, no host reads while tracing), so the model compiles
-with ``fullgraph=True``; an adapter without ``forward_padded`` whose items are token counts (not
-grids) is padded by reading those counts, which tracing cannot do.
+with ``fullgraph=True``; an adapter that hands over packed tokens with token counts as items (not
+grids, not a padded :class:`EncoderOutput`) is padded by reading those counts, which tracing cannot do.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from omnikit.fusion.modality import MediaTokens
 from omnikit.fusion.tmrope import VisualGrid
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.models.language_model import CausalLM
+from omnikit.outputs import EncoderOutput
 from omnikit.streaming import StreamingContainer, StreamingModule, StreamingState
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_lengths, check_positive, check_tensor
@@ -183,13 +184,13 @@ class CrossAttentionOmni(HoldsAdapters, StreamingContainer, nn.Module):
     def _latents(
         self, adapter: nn.Module, value: torch.Tensor, lengths: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """An adapter's items padded: from its ``forward_padded`` (``(N, L, D)`` tokens and lengths, no host
-        reads) where it has one; else from its :class:`AdaptedMedia`, grid items (equal sizes) as they are and
-        items of token counts padded to the longest (reading the counts); then :meth:`_resample` d."""
-        if hasattr(adapter, "forward_padded"):
-            out = adapter.forward_padded(value, lengths)
-            return self._resample(out.hidden_states, out.lengths)
+        """An adapter's items padded: as it hands them over when it gives a padded :class:`EncoderOutput`
+        (``(N, L, D)`` tokens and lengths, no host reads, as :class:`AudioAdapter` does); grid items (equal
+        sizes) as they are; packed items of token counts padded to the longest (reading the counts); then
+        :meth:`_resample` d."""
         adapted = adapter(value, lengths)
+        if isinstance(adapted.media, EncoderOutput):
+            return self._resample(adapted.media.hidden_states, adapted.media.lengths)
         if all(isinstance(item, VisualGrid) for item in adapted.items):
             return self._resample(adapted.tokens.view(len(adapted.items), -1, adapted.tokens.shape[-1]), None)
         counts = [int(n) for n in adapted.items]
