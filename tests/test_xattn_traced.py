@@ -62,18 +62,23 @@ def test_each_row_reads_its_own_items_in_marker_order_compiled_or_not(overrides:
     assert not torch.allclose(eager[:1, 3:], text_only[:, 3:], atol=1e-3), "the items reach row 0"
 
 
-def test_streamed_chunks_equal_one_call() -> None:
-    """Items whose markers come in later chunks; audio of one encoder window (the windowed encoder's
-    attention is a streaming module too, opened for the batch of rows, not of windows)."""
-    model = _model(num_latents=None, only_latest=True)
+@pytest.mark.parametrize("overrides", [{}, {"num_latents": 4}, {"num_latents": None, "only_latest": True}])
+@pytest.mark.parametrize("audio_frames, audio_lengths", [(64, [40, 64]), (8, [5, 8])])
+def test_streamed_chunks_equal_one_call(overrides: dict, audio_frames: int, audio_lengths: list[int]) -> None:
+    """Items whose markers come in later chunks; audio of several encoder windows or of one, an item shorter
+    than the features (the encoder runs on whole items at every call: the text stream never opens its attention)."""
+    model = _model(**overrides)
     ids, media = _batch()
     ids = ids[:2]
-    media = {**media, "audio_features": media["audio_features"][..., :8], "audio_lengths": torch.tensor([8, 8])}
+    media = {**media, "audio_features": media["audio_features"][..., :audio_frames],
+             "audio_lengths": torch.tensor(audio_lengths)}
     with torch.no_grad():
         full = model(ids, **media)
         with model.streaming(2):
             chunks = [model(chunk, **media) for chunk in ids.split([2, 3, 1, 4], dim=1)]
+        text_only = model.lm.lm_head(model.lm.decoder(model.lm.embed(ids)))
     torch.testing.assert_close(torch.cat(chunks, dim=1), full, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(full[:, 3:], text_only[:, 3:], atol=1e-3), "the items reach the logits"
 
 
 def test_marker_errors_in_eager_mode() -> None:
