@@ -81,6 +81,26 @@ def test_streamed_chunks_equal_one_call(overrides: dict, audio_frames: int, audi
     assert not torch.allclose(full[:, 3:], text_only[:, 3:], atol=1e-3), "the items reach the logits"
 
 
+def test_stream_raises_where_items_would_be_assigned_otherwise_than_in_one_call() -> None:
+    """Items are counted row by row: row 1's video marker, streamed before row 0's second one, took item 1,
+    which one full call gives row 0's second marker. The stream raises when that marker comes, instead of
+    streaming outputs that differ from one call; chunks that keep the order stream as one call."""
+    model = _model()
+    ids, media = _batch()
+    ids = ids[:2].clone()
+    ids[1, 5] = V  # row 0: video 0, audio 3, video 7; row 1: audio 2, video 5
+    media = {**media, "frames": torch.cat([media["frames"], media["frames"][:1].flip(-1)])}
+    with torch.no_grad():
+        full = model(ids, **media)
+        with model.streaming(2):
+            kept = [model(chunk, **media) for chunk in ids.split([8, 2], dim=1)]
+        torch.testing.assert_close(torch.cat(kept, dim=1), full, atol=1e-5, rtol=1e-4)
+        with model.streaming(2):
+            model(ids[:, :6], **media)
+            with pytest.raises(ValueError, match="video: row 0's video marker at position 7 comes after row 1's"):
+                model(ids[:, 6:], **media)
+
+
 def test_marker_errors_in_eager_mode() -> None:
     model = _model()
     ids, media = _batch()

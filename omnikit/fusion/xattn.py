@@ -6,10 +6,13 @@ of latents (or, with ``num_latents=None``, attended as they are), and every ``ev
 block is wrapped in a :class:`FusionLayer` whose zero-initialised gates make the model equal to its
 text-only decoder at initialisation.
 
-Item ``k`` of a modality is the ``k``-th marker of that modality, counted row by row. Markers and
-items are matched with tensor ops (running counts, no host reads while tracing), so the model compiles
-with ``fullgraph=True``; an adapter without ``forward_padded`` whose items are token counts (not
-grids) is padded by reading those counts, which tracing cannot do.
+Item ``k`` of a modality is the ``k``-th marker of that modality, counted row by row. A stream counts
+over all the markers seen so far, so it equals one full call only while no chunk brings a marker to a row
+above a row whose marker of the same modality came in an earlier chunk (that marker's item would change
+after its outputs were streamed): in eager mode such a chunk raises, naming both markers; a compiled
+stream does not check. Markers and items are matched with tensor ops (running counts, no host reads
+while tracing), so the model compiles with ``fullgraph=True``; an adapter without ``forward_padded``
+whose items are token counts (not grids) is padded by reading those counts, which tracing cannot do.
 """
 
 from __future__ import annotations
@@ -74,6 +77,8 @@ class _MarkerTracker(StreamingModule[_MarkerState]):
             return kinds, 0, valid
         state.check_batch(input_ids.shape[0], "input_ids")
         start = state.length
+        if state.kinds is not None and not torch.compiler.is_compiling():
+            self._check_item_order(state.kinds, kinds)
         state.kinds = kinds if state.kinds is None else torch.cat((state.kinds, kinds), dim=1)
         if valid is not None or state.valid is not None:
             past = state.valid if state.valid is not None else input_ids.new_ones(input_ids.shape[0], start, dtype=bool)
@@ -81,6 +86,30 @@ class _MarkerTracker(StreamingModule[_MarkerState]):
             state.valid = torch.cat((past, now), dim=1)
         state.length += input_ids.shape[1]
         return state.kinds, start, state.valid
+
+
+    def _check_item_order(self, seen: torch.Tensor, chunk: torch.Tensor) -> None:
+        """Raise if this chunk holds a marker in a row above one whose marker of the same modality came in an
+        earlier chunk: items are counted row by row, so that earlier marker's item would change (it was
+        streamed with another item than one full call gives it). ``seen (B, S)``, ``chunk (B, T)``: marker
+        kinds. One host read, in eager mode only."""
+        names = list(self.media_tokens.as_dict())
+        rows = torch.arange(seen.shape[0], device=seen.device)
+        modalities = torch.arange(len(names), device=seen.device)[:, None, None]
+        last_seen = torch.where((seen == modalities).any(2), rows, -1).amax(1)  # (M,)
+        first_new = torch.where((chunk == modalities).any(2), rows, seen.shape[0]).amin(1)
+        for index, (last, first) in enumerate(zip(last_seen.tolist(), first_new.tolist())):
+            if first < last:
+                name = names[index]
+                now = seen.shape[1] + int((chunk[first] == index).nonzero()[0])
+                before = int((seen[last] == index).nonzero()[-1])
+                raise OmnikitValueError(
+                    f"{name}: row {first}'s {name} marker at position {now} comes after row {last}'s {name} "
+                    f"marker at position {before} of an earlier chunk; items are counted row by row (item k is "
+                    f"the k-th marker, rows in order), so row {last} was streamed with another {name} item than "
+                    f"one full call gives it. Stream rows separately, or give no row a marker after a later "
+                    f"row's marker of the same modality was streamed"
+                )
 
 
 class CrossAttentionOmni(HoldsAdapters, StreamingContainer, nn.Module):
@@ -106,6 +135,11 @@ class CrossAttentionOmni(HoldsAdapters, StreamingContainer, nn.Module):
     (N_a, n_mels, L)`` and ``audio_lengths (N_a,)`` are ``media["video"]``, ``media["audio"]`` and
     ``media_lengths["audio"]``. ``lengths``: valid tokens of this call (right padding; of this chunk
     when streaming, earlier chunks' padding is remembered).
+
+    Streaming (``with model.streaming(B):``, the media given whole at every call): the adapters run offline
+    on whole items at every call (never chunk by chunk). Markers are counted row by row over the whole
+    stream; a chunk bringing a marker to a row above a row that already streamed a marker of the same
+    modality raises in eager mode (see the module docstring): stream such rows separately.
 
     ``run_absent_media = True`` (set by :func:`omnikit.distributed.parallelize`) runs an encoder
     whose modality is absent from the batch on a dummy input (:mod:`omnikit.fusion.absent`).
