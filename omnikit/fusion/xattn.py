@@ -6,17 +6,18 @@ of latents (or, with ``num_latents=None``, attended as they are), and every ``ev
 block is wrapped in a :class:`FusionLayer` whose zero-initialised gates make the model equal to its
 text-only decoder at initialisation.
 
+Streaming: items are matched to markers as below (item ``k`` of a modality is its ``k``-th marker
+counted row by row), over all the markers a stream has seen so far, so a stream equals one full call
+only while no chunk brings a marker to a row above a row whose marker of the same modality came in an
+earlier chunk (that marker's item would change after its outputs were streamed): in eager mode such a
+chunk raises, naming both markers; a compiled stream does not check. Given ``media_rows`` (the row of
+each item), a row's markers read its own items instead, in the order given, and a stream's rows may
+bring their markers in any order.
+
 Item ``k`` of a modality is the ``k``-th marker of that modality, counted row by row. Markers and
 items are matched with tensor ops (running counts, no host reads while tracing), so the model compiles
 with ``fullgraph=True``; an adapter without ``forward_padded`` whose items are token counts (not
 grids) is padded by reading those counts, which tracing cannot do.
-
-Streaming: a stream counts over all the markers seen so far, so it equals one full call only while no
-chunk brings a marker to a row above a row whose marker of the same modality came in an earlier chunk
-(that marker's item would change after its outputs were streamed): in eager mode such a chunk raises,
-naming both markers; a compiled stream does not check. Given ``media_rows`` (the row of each item), a
-row's markers read its own items instead, in the order given, and a stream's rows may bring their
-markers in any order.
 """
 
 from __future__ import annotations
