@@ -270,7 +270,7 @@ def test_single_step_decoding_equals_full(name: str) -> None:
     with torch.no_grad():
         full = outputs(model, inputs)[0]
         assert_close(_stream(model, inputs, [3, 1, 1, 1, 1, 1]), full, msg="cached decoding != full forward")
-        static = _stream(model, inputs, [3, 1, 1, 1, 1, 1], max_len=64)  # media encoders are never streamed
+        static = _stream(model, inputs, [3, 1, 1, 1, 1, 1], max_len=64)  # more slots than the 8 positions streamed
         assert_close(static, full, msg="static-cache decoding != full forward")
 
 
