@@ -98,7 +98,11 @@ def stream_members(module: nn.Module) -> list[StreamingModule]:
     offline: set[int] = set()
     for owner in module.modules():
         for name in getattr(owner, "offline_submodules", ()):
-            child = getattr(owner, name, None)
+            if not hasattr(owner, name):
+                raise OmnikitValueError(
+                    f"{type(owner).__name__}.offline_submodules names `{name}`, which it does not have"
+                )
+            child = getattr(owner, name)  # None: an absent part (e.g. no audio encoder)
             if isinstance(child, nn.Module) and child is not module:
                 offline.update(id(m) for m in child.modules())
     return [m for m in module.modules() if isinstance(m, StreamingModule) and id(m) not in offline]

@@ -60,11 +60,14 @@ def test_stream_leaves_offline_submodules_offline_by_every_path() -> None:
         assert _opened(outer) == {"model.text"}
 
 
-def test_a_model_of_offline_submodules_only_cannot_stream() -> None:
+def test_a_model_of_offline_submodules_only_cannot_stream_and_a_wrong_name_raises() -> None:
     model = _Model()
     del model.text
     with pytest.raises(ValueError, match="no streaming submodules"), model.streaming(1):
         pass
+    model.offline_submodules = ("encoders",)
+    with pytest.raises(ValueError, match=r"_Model\.offline_submodules names `encoders`, which it does not have"):
+        stream_members(model)
 
 
 #: Registered models holding media encoders -> the attributes where they sit.
