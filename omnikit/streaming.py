@@ -7,7 +7,10 @@ convolution's input ...). Streaming is switched on for a whole module tree at on
         for chunk in chunks:          # (B, ..., T_chunk)
             out = model(chunk)        # == the matching slice of model(full_input)
 
-Outside the context every module runs offline (no state). ``model.streaming(B, max_len=N)``
+Outside the context every module runs offline (no state). A module that runs some children on whole
+items at every call (a fusion model's media encoders, run on all of a chunk's media whatever the text
+chunk) names them in ``offline_submodules``: a stream opened on it or on any module holding it leaves
+them offline (their own ``streaming`` still opens them). ``model.streaming(B, max_len=N)``
 preallocates the attention layers' key/value caches for ``N`` positions
 (:class:`~omnikit.layers.kv_cache.StaticKVCache`): fixed shapes, for compiled decoding. The contract
 suite checks, for every streaming model, that chunked output equals the full forward.
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 from torch import nn
 
@@ -29,6 +32,7 @@ __all__ = [
     "StreamingState",
     "check_stream_batch",
     "is_streaming",
+    "stream_members",
     "streaming",
     "suspended",
 ]
@@ -51,7 +55,14 @@ StateT = TypeVar("StateT", bound=StreamingState)
 
 
 class StreamingContainer:
-    """Mixin giving a model that contains streaming modules a ``.streaming(batch_size)`` method."""
+    """Mixin giving a model that contains streaming modules a ``.streaming(batch_size)`` method.
+
+    ``offline_submodules``: names of child modules (any ``nn.Module`` may set it) that every call runs
+    on whole items, never chunk by chunk; a stream opened on this module or an ancestor leaves them
+    offline (see :func:`stream_members`).
+    """
+
+    offline_submodules: ClassVar[tuple[str, ...]] = ()
 
     def streaming(self, batch_size: int, *, max_len: int | None = None) -> AbstractContextManager[nn.Module]:
         """Context manager: stream every streaming submodule (see :func:`streaming`)."""
@@ -80,22 +91,40 @@ class StreamingModule(StreamingContainer, nn.Module, Generic[StateT]):
         return self._streaming_state
 
 
+def stream_members(module: nn.Module) -> list[StreamingModule]:
+    """The :class:`StreamingModule` s a stream opened on ``module`` holds (``module`` itself included): every
+    one inside it except those inside a child that a module within ``module`` names in its
+    ``offline_submodules`` (wherever else that child is also reachable)."""
+    offline: set[int] = set()
+    for owner in module.modules():
+        for name in getattr(owner, "offline_submodules", ()):
+            if not hasattr(owner, name):
+                raise OmnikitValueError(
+                    f"{type(owner).__name__}.offline_submodules names `{name}`, which it does not have"
+                )
+            child = getattr(owner, name)  # None: an absent part (e.g. no audio encoder)
+            if isinstance(child, nn.Module) and child is not module:
+                offline.update(id(m) for m in child.modules())
+    return [m for m in module.modules() if isinstance(m, StreamingModule) and id(m) not in offline]
+
+
 def is_streaming(module: nn.Module) -> bool:
-    """True when any streaming submodule of ``module`` holds live state."""
-    return any(isinstance(m, StreamingModule) and m.streaming_state is not None for m in module.modules())
+    """True when a stream of ``module`` is open: any of its :func:`stream_members` holds live state."""
+    return any(m.streaming_state is not None for m in stream_members(module))
 
 
 def check_stream_batch(module: nn.Module, batch: int, name: str) -> None:
     """Inside an open stream of ``module``, raise naming ``name`` unless ``batch`` is the stream's."""
-    for m in module.modules():
-        if isinstance(m, StreamingModule) and m.streaming_state is not None:
+    for m in stream_members(module):
+        if m.streaming_state is not None:
             m.streaming_state.check_batch(batch, name)
             return
 
 
 @contextmanager
 def streaming(module: nn.Module, batch_size: int, *, max_len: int | None = None) -> Iterator[nn.Module]:
-    """Open a stream over every :class:`StreamingModule` inside ``module`` (any ``nn.Module``).
+    """Open a stream over every :class:`StreamingModule` inside ``module`` (any ``nn.Module``) but those
+    its modules keep offline (``offline_submodules``, see :func:`stream_members`).
 
     ``max_len``: the stream holds at most this many positions and its states are preallocated
     (:meth:`StreamingModule.init_static_state`), so their shapes never change while it runs.
@@ -104,7 +133,7 @@ def streaming(module: nn.Module, batch_size: int, *, max_len: int | None = None)
         raise OmnikitValueError(f"`batch_size` expected an int >= 1 but got {batch_size!r}")
     if max_len is not None and (not isinstance(max_len, int) or max_len < 1):
         raise OmnikitValueError(f"`max_len` expected an int >= 1 or None but got {max_len!r}")
-    members = [m for m in module.modules() if isinstance(m, StreamingModule)]
+    members = stream_members(module)
     if not members:
         raise OmnikitValueError(f"{type(module).__name__} has no streaming submodules; it cannot stream")
     if any(m.streaming_state is not None for m in members):

@@ -62,18 +62,84 @@ def test_each_row_reads_its_own_items_in_marker_order_compiled_or_not(overrides:
     assert not torch.allclose(eager[:1, 3:], text_only[:, 3:], atol=1e-3), "the items reach row 0"
 
 
-def test_streamed_chunks_equal_one_call() -> None:
-    """Items whose markers come in later chunks; audio of one encoder window (the windowed encoder's
-    attention is a streaming module too, opened for the batch of rows, not of windows)."""
-    model = _model(num_latents=None, only_latest=True)
+@pytest.mark.parametrize("overrides", [{}, {"num_latents": 4}, {"num_latents": None, "only_latest": True}])
+@pytest.mark.parametrize("audio_frames, audio_lengths", [(64, [40, 64]), (8, [5, 8])])
+def test_streamed_chunks_equal_one_call(overrides: dict, audio_frames: int, audio_lengths: list[int]) -> None:
+    """Items whose markers come in later chunks; audio of several encoder windows or of one, an item shorter
+    than the features (the encoder runs on whole items at every call: the text stream never opens its attention)."""
+    model = _model(**overrides)
     ids, media = _batch()
     ids = ids[:2]
-    media = {**media, "audio_features": media["audio_features"][..., :8], "audio_lengths": torch.tensor([8, 8])}
+    media = {**media, "audio_features": media["audio_features"][..., :audio_frames],
+             "audio_lengths": torch.tensor(audio_lengths)}
     with torch.no_grad():
         full = model(ids, **media)
         with model.streaming(2):
             chunks = [model(chunk, **media) for chunk in ids.split([2, 3, 1, 4], dim=1)]
+        text_only = model.lm.lm_head(model.lm.decoder(model.lm.embed(ids)))
     torch.testing.assert_close(torch.cat(chunks, dim=1), full, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(full[:, 3:], text_only[:, 3:], atol=1e-3), "the items reach the logits"
+
+
+def _drifting() -> tuple[torch.nn.Module, torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Row 0: video 0, audio 3, video 7; row 1: audio 2, video 5; three videos and the rows of every item."""
+    model = _model()
+    ids, media = _batch()
+    ids = ids[:2].clone()
+    ids[1, 5] = V
+    media = {**media, "frames": torch.cat([media["frames"], media["frames"][:1].flip(-1)])}
+    return model, ids, media, {"video": torch.tensor([0, 0, 1]), "audio": torch.tensor([0, 1])}
+
+
+def test_stream_raises_where_items_would_be_assigned_otherwise_than_in_one_call() -> None:
+    """Items are counted row by row: row 1's video marker, streamed before row 0's second one, took item 1,
+    which one full call gives row 0's second marker. The stream raises when that marker comes, instead of
+    streaming outputs that differ from one call; chunks that keep the order stream as one call."""
+    model, ids, media, _ = _drifting()
+    with torch.no_grad():
+        full = model(ids, **media)
+        with model.streaming(2):
+            kept = [model(chunk, **media) for chunk in ids.split([8, 2], dim=1)]
+        torch.testing.assert_close(torch.cat(kept, dim=1), full, atol=1e-5, rtol=1e-4)
+        with model.streaming(2):
+            model(ids[:, :6], **media)
+            with pytest.raises(ValueError, match="video: row 0's video marker at position 7 comes after row 1's"):
+                model(ids[:, 6:], **media)
+
+
+def test_media_rows_stream_rows_in_any_order_as_one_call() -> None:
+    """With the row of every item given, a row's markers read its own items: the chunks that drift without
+    it stream as one call, and one call equals the default (items listed row by row) or items listed in
+    another order with their rows."""
+    model, ids, media, rows = _drifting()
+    order = torch.tensor([2, 0, 1])  # the videos listed row 1's first
+    shuffled = {**media, "frames": media["frames"][order]}
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        full = model(ids, **media)
+        torch.testing.assert_close(model(ids, media_rows=rows, **media), full)
+        torch.testing.assert_close(model(ids, media_rows={**rows, "video": rows["video"][order]}, **shuffled), full)
+        torch.testing.assert_close(compiled(ids, media_rows=rows, **media), full, atol=1e-5, rtol=1e-4)
+        with model.streaming(2):
+            chunks = [model(chunk, media_rows=rows, **media) for chunk in ids.split([6, 4], dim=1)]
+    torch.testing.assert_close(torch.cat(chunks, dim=1), full, atol=1e-5, rtol=1e-4)
+
+
+def test_media_rows_errors_name_the_argument() -> None:
+    model, ids, media, rows = _drifting()
+    with pytest.raises(ValueError, match="video: row 0 of `input_ids` holds 2 video marker\\(s\\) but "
+                                         "`media_rows\\['video'\\]` gives it 1 item"):
+        model(ids, media_rows={"video": torch.tensor([0, 1, 1])}, **media)
+    with pytest.raises(ValueError, match="`media_rows\\['video'\\]` expected rows in \\[0, 2\\)"):
+        model(ids, media_rows={"video": torch.tensor([0, 0, 2])}, **media)
+    with pytest.raises(ValueError, match="`media_rows\\['video'\\]` expected shape"):
+        model(ids, media_rows={"video": torch.tensor([0, 1])}, **media)
+    with pytest.raises(ValueError, match="`media_rows\\['audio'\\]` given but no audio media"):
+        model(ids[:, :2], media_rows={"audio": rows["audio"]}, frames=media["frames"][:1])
+    with model.streaming(2):  # a stream may not have reached a row's items yet, but never holds more markers
+        model(ids[:, :6], media_rows=rows, **media)
+        with pytest.raises(ValueError, match="row 1 of `input_ids` holds 2 video marker"):
+            model(torch.tensor([[9], [V]]), media_rows=rows, **media)
 
 
 def test_marker_errors_in_eager_mode() -> None:

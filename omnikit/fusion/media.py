@@ -91,11 +91,15 @@ def collect_media(
 class HoldsAdapters:
     """Mixin for a fusion ``nn.Module`` (listed before ``nn.Module``): ``self.adapters``, an
     ``nn.ModuleDict`` ``{modality: adapter}``, with ``self.video`` / ``self.audio`` reading and
-    assigning its entries (None: absent). Checkpoints saved when the adapters were the attributes
-    ``video`` / ``audio`` load through :attr:`legacy_state_prefixes`."""
+    assigning its entries (None: absent). A stream opened on the model (``model.streaming(B)``) never
+    streams the adapters: they run on whole media items at every call. Checkpoints saved when the
+    adapters were the attributes ``video`` / ``audio`` load through :attr:`legacy_state_prefixes`."""
 
     #: ``video.*`` / ``audio.*`` keys of checkpoints written before the adapters were keyed by modality.
     legacy_state_prefixes: ClassVar[dict[str, str]] = {f"{m}.": f"adapters.{m}." for m in MEDIA_KEYWORDS}
+    #: The adapters encode whole media items at every call: a stream of the model leaves them offline
+    #: (:func:`omnikit.streaming.stream_members`).
+    offline_submodules: ClassVar[tuple[str, ...]] = ("adapters",)
     adapters: nn.ModuleDict
 
     def _set_adapters(self, adapters: Mapping[str, nn.Module] | None, allowed: Iterable[str], **named: Any) -> None:

@@ -74,6 +74,9 @@ class OmniThinker(nn.Module):
     (:mod:`omnikit.fusion.absent`).
     """
 
+    #: The towers encode whole media items at every call: a stream opened on the model leaves them offline.
+    offline_submodules = ("audio_encoder", "vision_encoder")
+
     def __init__(
         self,
         text_model: Thinker,
