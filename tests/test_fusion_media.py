@@ -68,6 +68,14 @@ def test_media_errors_name_the_argument_they_came_in(tiny_model) -> None:
         model(kwargs["input_ids"], media={"image": torch.zeros(1, 3, 8, 8)})
 
 
+@pytest.mark.parametrize("name", ["omni_early_tiny", "omni_xattn_tiny"])
+def test_media_without_items_is_refused_by_name(tiny_model, name: str) -> None:
+    model = tiny_model(name)
+    kwargs = model.contract_inputs([12]).kwargs
+    with pytest.raises(ValueError, match=r"`frames` expected at least one video item but got shape \(0, "):
+        model(**{**kwargs, "frames": kwargs["frames"][:0]})
+
+
 def test_assigning_an_adapter_replaces_its_entry() -> None:
     model = omnikit.create_model("omni_early_tiny")
     video, audio = _tiny_adapters(64, 2.0, False)

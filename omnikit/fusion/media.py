@@ -123,11 +123,17 @@ class HoldsAdapters:
         **keywords: torch.Tensor | None,
     ) -> dict[str, ModalityInput]:
         """:func:`collect_media`, each modality checked by its adapter's ``check_inputs`` (when it has
-        one; errors name this call's arguments); media without an adapter raise, naming the argument."""
+        one; errors name this call's arguments); media without an adapter or without items raise, naming the
+        argument."""
         given = collect_media(media, media_lengths, **keywords)
         for modality, item in given.items():
             if modality not in self.adapters:
                 raise OmnikitValueError(f"`{item.names[0]}` given but this model has no {modality} adapter")
+            if item.value.ndim and item.value.shape[0] == 0:
+                raise OmnikitValueError(
+                    f"`{item.names[0]}` expected at least one {modality} item but got shape {tuple(item.value.shape)}; "
+                    f"leave {modality} out of the call when a batch has none"
+                )
             check = getattr(self.adapters[modality], "check_inputs", None)
             if check is not None:
                 check(item.value, item.lengths, item.names)
