@@ -34,8 +34,8 @@ NOT_FULLGRAPH: dict[str, str] = {
     "thinker_talker_tiny": "TMRoPE positions are built per media item from values (fusion/tmrope.py)",
     "omni_xattn_tiny": "cross-attention finds media markers with nonzero().tolist() (fusion/xattn.py)",
     **dict.fromkeys(("qwen2_5_omni_thinker_tiny", "qwen3_omni_thinker_tiny"),
-                    "packed media: audio token counts, patch grids and TMRoPE positions are read from tensor "
-                    "values (fusion/omni_thinker.py, fusion/tmrope.py, the vision towers)"),
+                    "TMRoPE positions are built per media item from values (fusion/tmrope.py, called by "
+                    "OmniThinker._positions); the media encoding traces (tests/test_packed_media_traced.py)"),
 }
 NOT_EXPORTABLE: dict[str, str] = {
     **{name: why for name, why in NOT_FULLGRAPH.items() if name.startswith("frame_encoder")},

@@ -27,16 +27,17 @@ __all__ = ["PackedSequences", "fusion_attention_mask", "media_item_ids", "pack_s
 MediaInput = torch.Tensor | EncoderOutput
 
 
-def _flat_tokens(value: MediaInput, modality: str) -> torch.Tensor:
-    """Valid tokens of one modality, in item order, as ``(N, D)``."""
+def _flat_tokens(value: MediaInput, modality: str) -> tuple[torch.Tensor, torch.Tensor | int]:
+    """Tokens of one modality as ``(N, D)``, the valid ones first in item order, and how many are valid
+    (an :class:`EncoderOutput`'s padded rows stay at the end: no host read of its lengths)."""
     if isinstance(value, EncoderOutput):
-        return torch.cat(value.unpad(), dim=0)
+        return value.valid_first(), value.lengths.sum()
     if not isinstance(value, torch.Tensor):
         raise OmnikitTypeError(
             f"`media[{modality!r}]` expected a Tensor (N, D) or an EncoderOutput but got {type(value).__name__}"
         )
     check_tensor(value, f"media[{modality!r}]", ndim=2, floating=True)
-    return value
+    return value, value.shape[0]
 
 
 def scatter_media(
@@ -84,11 +85,11 @@ def scatter_media(
                     f"`input_ids` holds {count} {modality} placeholder tokens but `media` has no {modality!r} entry"
                 )
             continue
-        values = _flat_tokens(media[modality], modality)
-        if counted and values.shape[0] != count:
+        values, valid_tokens = _flat_tokens(media[modality], modality)
+        if counted and int(valid_tokens) != count:
             raise OmnikitValueError(
                 f"{modality}: `input_ids` holds {count} {modality} placeholder tokens but the {modality} encoder "
-                f"gave {values.shape[0]} tokens"
+                f"gave {int(valid_tokens)} tokens"
             )
         if values.shape[1] != embeds.shape[2]:
             raise OmnikitValueError(
