@@ -112,3 +112,27 @@ def test_media_encoding_compiles_fullgraph_given_positions(name: str) -> None:
     assert {n.split(".")[0] for n in grads[0]} == {"text_model", "audio_encoder", "vision_encoder"}
     for key, grad in grads[0].items():
         torch.testing.assert_close(grads[1][key], grad, atol=1e-5, rtol=1e-4, msg=key)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TOWERS)
+def test_forward_patches_exports_for_fixed_grids(name: str) -> None:
+    """``torch.export`` of the packed path with the grids baked in (each grid is another shape)."""
+    tower = _build(name)
+    pixels, grid = _packed(tower)
+    grids = grid.tolist()
+
+    class Packed(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tower = tower
+
+        def forward(self, pixel_values: torch.Tensor):
+            return self.tower.forward_patches(pixel_values, grids)
+
+    program = torch.export.export(Packed(), (pixels,))
+    other = torch.randn(pixels.shape, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        got, want = program.module()(other), tower.forward_patches(other, grid)
+    for a, b in zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(want), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
