@@ -41,9 +41,9 @@ def test_scatter_errors_name_modality_and_counts() -> None:
     expected = r"audio: `input_ids` holds 3 audio placeholder tokens but the audio encoder gave 2"
     with pytest.raises(ValueError, match=expected):
         scatter_media(torch.zeros(1, 4, 4), ids, {"audio": torch.zeros(2, 4)}, TOKENS)
-    padded_rows = EncoderOutput(torch.zeros(2, 3, 4), torch.tensor([2, 0]))  # 6 rows, 2 of them valid
-    with pytest.raises(ValueError, match=expected):
-        scatter_media(torch.zeros(1, 4, 4), ids, {"audio": padded_rows}, TOKENS)
+    with pytest.raises(ValueError, match=expected):  # padded media: the count is the lengths' sum, not the padding
+        scatter_media(torch.zeros(1, 4, 4), ids, {"audio": EncoderOutput(torch.zeros(1, 3, 4), torch.tensor([2]))},
+                      TOKENS)
     with pytest.raises(ValueError, match="no 'audio' entry"):
         scatter_media(torch.zeros(1, 4, 4), ids, {}, TOKENS)
     with pytest.raises(ValueError, match="width 4"):

@@ -196,24 +196,36 @@ class OmniThinker(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """TMRoPE ids ``(3, B, T)`` and ``next_position (B,)`` (:func:`tmrope_position_ids`) from the patch grids
         (host ints), the videos' seconds per step ``(n_video,)`` and the audio items' token counts
-        ``(n_audio,)``. The only part of :meth:`fuse` that reads tensor values on the host: the counts, the
-        seconds, and which audio items are the soundtracks of videos (from ``input_ids``)."""
+        ``(n_audio,)``. The only part of :meth:`fuse` that reads tensor values on the host: the counts and
+        the seconds (and, with ``use_audio_in_video``, which audio items are soundtracks)."""
+        if use_audio_in_video:
+            return self._positions_with_soundtracks(input_ids, padding, images, videos, video_seconds, audio_tokens)
+        return tmrope_position_ids(
+            input_ids, self.text_model.media_tokens, images=self._visual_grids(images),
+            videos=self._visual_grids(videos, video_seconds),
+            audios=[] if audio_tokens is None else audio_tokens.tolist(), scheme=self.scheme, key_padding_mask=padding,
+        )
+
+    def _positions_with_soundtracks(
+        self, input_ids: torch.Tensor, padding: torch.Tensor | None, images: Sequence[Grid], videos: Sequence[Grid],
+        video_seconds: torch.Tensor | None, audio_tokens: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_positions` when the videos' soundtracks are interleaved with them: the audio items inside
+        video runs of ``input_ids`` go to their videos, the others stay standalone (read on the host)."""
         counts = [] if audio_tokens is None else audio_tokens.tolist()
         video_grids = self._visual_grids(videos, video_seconds)
-        standalone = counts
-        if use_audio_in_video:
-            in_video = audio_in_video_items(self.text_model.media_tokens.modality_ids(input_ids), padding)
-            if len(in_video) != len(counts):
-                raise OmnikitValueError(
-                    f"`input_ids` holds {len(in_video)} audio items but `input_features` has {len(counts)}"
-                )
-            tracks = [n for n, inside in zip(counts, in_video) if inside]
-            if len(tracks) != len(video_grids):
-                raise OmnikitValueError(
-                    f"use_audio_in_video: {len(video_grids)} videos but {len(tracks)} audio tracks inside video items"
-                )
-            standalone = [n for n, inside in zip(counts, in_video) if not inside]
-            video_grids = [VisualGrid(g.t, g.h, g.w, g.seconds_per_step, n) for g, n in zip(video_grids, tracks)]
+        in_video = audio_in_video_items(self.text_model.media_tokens.modality_ids(input_ids), padding)
+        if len(in_video) != len(counts):
+            raise OmnikitValueError(
+                f"`input_ids` holds {len(in_video)} audio items but `input_features` has {len(counts)}"
+            )
+        tracks = [n for n, inside in zip(counts, in_video) if inside]
+        if len(tracks) != len(video_grids):
+            raise OmnikitValueError(
+                f"use_audio_in_video: {len(video_grids)} videos but {len(tracks)} audio tracks inside video items"
+            )
+        standalone = [n for n, inside in zip(counts, in_video) if not inside]
+        video_grids = [VisualGrid(g.t, g.h, g.w, g.seconds_per_step, n) for g, n in zip(video_grids, tracks)]
         return tmrope_position_ids(
             input_ids, self.text_model.media_tokens, images=self._visual_grids(images), videos=video_grids,
             audios=standalone, scheme=self.scheme, key_padding_mask=padding,
