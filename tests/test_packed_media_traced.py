@@ -35,18 +35,20 @@ def _packed(tower: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
 
 
+def _tensors(out) -> list[torch.Tensor]:
+    """The tensors of a ``forward_patches`` output (merged tokens, and the Qwen3 tower's other outputs)."""
+    return [out] if isinstance(out, torch.Tensor) else [out.hidden_states, out.last_hidden_state, *out.deepstack]
+
+
 @pytest.mark.parametrize("name", TOWERS)
 def test_tower_takes_host_grids_with_the_same_outputs(name: str) -> None:
     tower = _build(name)
     pixels, grid = _packed(tower)
     with torch.no_grad():
-        want, got = tower.forward_patches(pixels, grid), tower.forward_patches(pixels, grid.tolist())
-    if isinstance(want, torch.Tensor):
-        assert torch.equal(got, want)
-        return
-    for a, b in zip([got.hidden_states, got.last_hidden_state, *got.deepstack],
-                    [want.hidden_states, want.last_hidden_state, *want.deepstack], strict=True):
-        assert torch.equal(a, b)
+        want = _tensors(tower.forward_patches(pixels, grid))
+        for grids in (grid.tolist(), grid.numpy()):
+            for a, b in zip(_tensors(tower.forward_patches(pixels, grids)), want, strict=True):
+                assert torch.equal(a, b)
 
 
 def test_window_order_of_host_grids_equals_tensor_grids() -> None:
@@ -134,5 +136,5 @@ def test_forward_patches_exports_for_fixed_grids(name: str) -> None:
     other = torch.randn(pixels.shape, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         got, want = program.module()(other), tower.forward_patches(other, grid)
-    for a, b in zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(want), strict=True):
+    for a, b in zip(_tensors(got), _tensors(want), strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

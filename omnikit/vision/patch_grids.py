@@ -16,6 +16,7 @@ specialises on like on shapes::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from numbers import Integral
 from typing import Any, Union
 
 import torch
@@ -32,18 +33,21 @@ GRID_KEYS = ("image_grid_thw", "video_grid_thw")
 
 
 def grid_list(grid_thw: PatchGrids, name: str = "grid_thw") -> tuple[Grid, ...]:
-    """The grids as a tuple of ``(t, h, w)`` Python ints (a tensor is read once)."""
+    """The grids as a tuple of ``(t, h, w)`` Python ints (a tensor is read once; NumPy arrays and ints of
+    any integral type are taken too)."""
     if isinstance(grid_thw, torch.Tensor):
         check_tensor(grid_thw, name, shape=("n", 3), floating=False)
         return tuple((t, h, w) for t, h, w in grid_thw.tolist())
+    if hasattr(grid_thw, "tolist"):  # a NumPy array
+        grid_thw = grid_thw.tolist()
     if isinstance(grid_thw, (str, bytes)) or not isinstance(grid_thw, Sequence):
         raise OmnikitTypeError(
             f"`{name}` expected an (n, 3) int tensor or a sequence of (t, h, w) ints but got {type(grid_thw).__name__}"
         )
-    grids = tuple(tuple(row) if isinstance(row, Sequence) else (row,) for row in grid_thw)
-    if any(len(row) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) for v in row) for row in grids):
+    rows = tuple(tuple(row) if isinstance(row, Sequence) else (row,) for row in grid_thw)
+    if any(len(row) != 3 or not all(isinstance(v, Integral) and not isinstance(v, bool) for v in row) for row in rows):
         raise OmnikitTypeError(f"`{name}` expected (t, h, w) ints per item but got {list(grid_thw)!r}")
-    return grids
+    return tuple((int(t), int(h), int(w)) for t, h, w in rows)
 
 
 def check_grids(grids: Sequence[Grid], *, merge_size: int, rows: int, name: str = "grid_thw") -> None:
