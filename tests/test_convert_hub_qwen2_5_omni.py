@@ -173,6 +173,9 @@ def max_rel_error(ours: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor) -> 
 
 
 def reference_logits(hf: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """transformers' logits; grids given as host ints (the contract's form) go in as the processor's tensors."""
+    batch = {k: torch.tensor(v) if k.endswith("_grid_thw") and not isinstance(v, torch.Tensor) else v
+             for k, v in batch.items()}
     with torch.no_grad():
         return hf(**batch).logits
 

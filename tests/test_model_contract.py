@@ -27,14 +27,8 @@ LENGTHS = (13, 9)  # an odd batch: items of different lengths, padding on the se
 EXPORT_KINDS = ("audio_encoder", "frame_encoder", "temporal", "decoder", "moe", "codec")
 # Known gaps, one place, with the cause (``benchmarks/compile_status.py`` prints them all); the
 # checks below run these as strict xfails, so a model that starts to pass must leave the list.
-NOT_FULLGRAPH: dict[str, str] = {
-    **dict.fromkeys(("qwen2_5_omni_thinker_tiny", "qwen3_omni_thinker_tiny"),
-                    "packed media: audio token counts, patch grids and TMRoPE positions are read from tensor "
-                    "values (fusion/omni_thinker.py, fusion/tmrope.py, the vision towers)"),
-}
-NOT_EXPORTABLE: dict[str, str] = {
-    **{name: why for name, why in NOT_FULLGRAPH.items() if name.startswith("frame_encoder")},
-}
+NOT_FULLGRAPH: dict[str, str] = {}
+NOT_EXPORTABLE: dict[str, str] = {}
 NOT_RECOMPILE_FREE: dict[str, str] = {
     "hybrid_moe_tiny": "torch.compile unrolls the linear-attention chunk loop per chunk count (Inductor cannot lower "
     "the scan that export uses: its scan-to-while-loop pass fails), so each chunk count compiles anew",

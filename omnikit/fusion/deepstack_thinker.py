@@ -18,6 +18,7 @@ from omnikit.fusion.early import MediaInput
 from omnikit.fusion.thinker import Thinker
 from omnikit.layers.decoder import run_blocks
 from omnikit.layers.masks import positions_from_cu_seqlens
+from omnikit.outputs import EncoderOutput
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
 
 __all__ = ["DeepstackThinker"]
@@ -52,11 +53,11 @@ class DeepstackThinker(Thinker):
             for level, feature in enumerate(features):
                 if level == len(levels):
                     levels.append(torch.zeros_like(like))
-                tokens = torch.cat([f[: int(n)] for f, n in zip(feature, value.lengths)]).to(like.dtype)
-                if not torch.compiler.is_compiling() and tokens.shape[0] != int(mask.sum()):
+                tokens = EncoderOutput(feature, value.lengths).valid_first().to(like.dtype)
+                if not torch.compiler.is_compiling() and int(value.lengths.sum()) != int(mask.sum()):
                     raise OmnikitValueError(
-                        f"`media[{modality!r}]` has {tokens.shape[0]} deepstack tokens for {int(mask.sum())} "
-                        "placeholders"
+                        f"`media[{modality!r}]` has {int(value.lengths.sum())} deepstack tokens for "
+                        f"{int(mask.sum())} placeholders"
                     )
                 levels[level] = levels[level].masked_scatter(mask[..., None], tokens)
         return levels

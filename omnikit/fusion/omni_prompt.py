@@ -24,6 +24,7 @@ from omnikit.fusion.modality import MODALITIES
 from omnikit.fusion.tmrope import VisualGrid, item_positions
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_choice
+from omnikit.vision.patch_grids import host_grids
 from omnikit.vision.window_vit import patchify_frames
 
 if TYPE_CHECKING:
@@ -177,8 +178,9 @@ def contract_prompts(model: OmniThinker, lengths: Sequence[int], *, seed: int = 
 
 
 def prompt_contract_inputs(prompts: Sequence[OmniPrompt]) -> ContractInputs:
-    """Contract inputs of a left-padded batch of ``prompts``; ``item(b)`` packs prompt ``b`` alone."""
-    kwargs = collate_prompts(prompts)
+    """Contract inputs of a left-padded batch of ``prompts``, patch grids as host ints (:func:`host_grids`, the
+    form that compiles with ``fullgraph=True``); ``item(b)`` packs prompt ``b`` alone."""
+    kwargs = host_grids(collate_prompts(prompts))
     lengths = kwargs["attention_mask"].sum(-1)
     return ContractInputs(
         kwargs, lengths, {"input_ids": 1}, "attention_mask",

@@ -22,14 +22,16 @@ import torch
 from torch import nn
 
 from omnikit.fusion.absent import zero_of
-from omnikit.fusion.early import media_item_ids
+from omnikit.fusion.early import MediaInput, media_item_ids
 from omnikit.fusion.modality import MODALITIES
 from omnikit.fusion.omni import FusedInputs
 from omnikit.fusion.omni_prompt import contract_prompts, prompt_contract_inputs
 from omnikit.fusion.thinker import GenerationOutput, Thinker, ThinkerStep
 from omnikit.fusion.tmrope import TMRoPEScheme, VisualGrid, tmrope_position_ids
+from omnikit.fusion.tmrope_traced import ItemTable
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_tensor
+from omnikit.vision.patch_grids import Grid, PatchGrids, grid_list
 
 __all__ = ["OmniThinker", "audio_in_video_items"]
 
@@ -113,11 +115,11 @@ class OmniThinker(nn.Module):
             raise OmnikitValueError(f"`{given}` given but this model has no {name}")
         return module
 
-    def _visual(self, pixels: torch.Tensor, grid_thw: torch.Tensor | None, name: str, grid_name: str) -> torch.Tensor:
+    def _visual(self, pixels: torch.Tensor, grids: Sequence[Grid] | None, name: str, grid_name: str) -> torch.Tensor:
         vision = self._encoder("vision_encoder", name)
-        if grid_thw is None:
+        if grids is None:
             raise OmnikitValueError(f"`{name}` given without `{grid_name}` (the (n, 3) patch grids of the items)")
-        return vision.forward_patches(pixels, grid_thw)
+        return vision.forward_patches(pixels, grids)
 
     def _absent_audio(self, device: torch.device) -> list[torch.Tensor]:
         """The audio tower's output on eight fixed mel frames, when ``run_absent_media`` is on."""
@@ -131,17 +133,9 @@ class OmniThinker(nn.Module):
         if not self.run_absent_media or self.vision_encoder is None:
             return []
         c = self.vision_encoder.config
-        grid = torch.tensor([[1, c.merge_size, c.merge_size]], device=device)
         pixels = torch.zeros(c.merge_size**2, c.in_chans * math.prod(c.patch), device=device)
-        out = self._visual(pixels, grid, "pixel_values", "image_grid_thw")
+        out = self._visual(pixels, [(1, c.merge_size, c.merge_size)], "pixel_values", "image_grid_thw")
         return [out] if isinstance(out, torch.Tensor) else [out.hidden_states, *out.deepstack]
-
-    def _grids(self, grid_thw: torch.Tensor | None, seconds: torch.Tensor | None = None) -> list[VisualGrid]:
-        if grid_thw is None:
-            return []
-        merge = self.vision_encoder.config.merge_size
-        steps = [1.0] * len(grid_thw) if seconds is None else [float(s) for s in seconds.reshape(-1).tolist()]
-        return [VisualGrid.from_patch_grid(g, merge, s) for g, s in zip(grid_thw.tolist(), steps)]
 
     def fuse(
         self,
@@ -151,17 +145,21 @@ class OmniThinker(nn.Module):
         input_features: torch.Tensor | None = None,
         feature_attention_mask: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
-        image_grid_thw: torch.Tensor | None = None,
+        image_grid_thw: PatchGrids | None = None,
         pixel_values_videos: torch.Tensor | None = None,
-        video_grid_thw: torch.Tensor | None = None,
+        video_grid_thw: PatchGrids | None = None,
         video_second_per_grid: torch.Tensor | None = None,
         use_audio_in_video: bool = False,
     ) -> FusedInputs:
-        """Encode the media, and compute TMRoPE ids and the padding mask (``attention_mask != 0``)."""
+        """Encode the media, and compute TMRoPE ids and the padding mask (``attention_mask != 0``).
+
+        The grids may be the processor's ``(n, 3)`` tensors or ``(t, h, w)`` ints per item
+        (:func:`~omnikit.vision.host_grids`): as ints they are shape metadata and the media encoding reads no tensor
+        value on the host (the audio tokens stay padded, their counts a tensor)."""
         check_tensor(input_ids, "input_ids", ndim=2, floating=False)
         padding = None if attention_mask is None else attention_mask.to(input_ids.device).bool()
-        media: dict[str, torch.Tensor] = {}
-        audio_tokens: list[int] = []
+        media: dict[str, MediaInput] = {}
+        audio_tokens = None
         absent = self._absent_audio(input_ids.device) if input_features is None else []
         if input_features is not None:
             audio = self._encoder("audio_encoder", "input_features")
@@ -170,40 +168,74 @@ class OmniThinker(nn.Module):
                 lengths = torch.full((input_features.shape[0],), input_features.shape[-1], device=input_features.device)
             else:
                 lengths = feature_attention_mask.sum(-1).to(input_features.device)
-            encoded = audio(input_features, lengths)
-            media["audio"] = torch.cat(encoded.unpad())
-            audio_tokens = encoded.lengths.tolist()
+            media["audio"] = audio(input_features, lengths)
+            audio_tokens = media["audio"].lengths
+        images = None if image_grid_thw is None else grid_list(image_grid_thw, "image_grid_thw")
+        videos = None if video_grid_thw is None else grid_list(video_grid_thw, "video_grid_thw")
         # the vision tower runs at the image slot and at the video slot (a dummy for an absent kind, when
         # run_absent_media is on), so every data-parallel rank calls it the same number of times
         if pixel_values is not None:
-            media["image"] = self._visual(pixel_values, image_grid_thw, "pixel_values", "image_grid_thw")
+            media["image"] = self._visual(pixel_values, images, "pixel_values", "image_grid_thw")
         else:
             absent += self._absent_visual(input_ids.device)
         if pixel_values_videos is not None:
-            media["video"] = self._visual(pixel_values_videos, video_grid_thw, "pixel_values_videos",
-                                          "video_grid_thw")
+            media["video"] = self._visual(pixel_values_videos, videos, "pixel_values_videos", "video_grid_thw")
         else:
             absent += self._absent_visual(input_ids.device)
-        videos = self._grids(video_grid_thw, video_second_per_grid)
-        standalone = audio_tokens
-        if use_audio_in_video:
-            in_video = audio_in_video_items(self.text_model.media_tokens.modality_ids(input_ids), padding)
-            if len(in_video) != len(audio_tokens):
-                raise OmnikitValueError(
-                    f"`input_ids` holds {len(in_video)} audio items but `input_features` has {len(audio_tokens)}"
-                )
-            tracks = [n for n, inside in zip(audio_tokens, in_video) if inside]
-            if len(tracks) != len(videos):
-                raise OmnikitValueError(
-                    f"use_audio_in_video: {len(videos)} videos but {len(tracks)} audio tracks inside video items"
-                )
-            standalone = [n for n, inside in zip(audio_tokens, in_video) if not inside]
-            videos = [VisualGrid(g.t, g.h, g.w, g.seconds_per_step, n) for g, n in zip(videos, tracks)]
-        positions, next_position = tmrope_position_ids(
-            input_ids, self.text_model.media_tokens, images=self._grids(image_grid_thw), videos=videos,
-            audios=standalone, scheme=self.scheme, key_padding_mask=padding,
+        positions, next_position = self._positions(
+            input_ids, padding, images=images or (), videos=videos or (), video_seconds=video_second_per_grid,
+            audio_tokens=audio_tokens, use_audio_in_video=use_audio_in_video,
         )
         return FusedInputs(media, positions, next_position, padding, zero_of(absent))
+
+    def _visual_grids(self, grids: Sequence[Grid], seconds: torch.Tensor | None = None) -> list[VisualGrid]:
+        merge = self.vision_encoder.config.merge_size if grids else 1
+        steps = [1.0] * len(grids) if seconds is None else [float(s) for s in seconds.reshape(-1).tolist()]
+        return [VisualGrid.from_patch_grid(g, merge, s) for g, s in zip(grids, steps)]
+
+    def _positions(
+        self, input_ids: torch.Tensor, padding: torch.Tensor | None, *, images: Sequence[Grid],
+        videos: Sequence[Grid], video_seconds: torch.Tensor | None, audio_tokens: torch.Tensor | None,
+        use_audio_in_video: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """TMRoPE ids ``(3, B, T)`` and ``next_position (B,)`` (:func:`tmrope_position_ids`) from the patch grids
+        (host ints), the videos' seconds per step ``(n_video,)`` and the audio items' token counts
+        ``(n_audio,)``, without host reads; with ``use_audio_in_video`` the soundtracks are found on the host
+        (eager only)."""
+        if use_audio_in_video:
+            return self._positions_with_soundtracks(input_ids, padding, images, videos, video_seconds, audio_tokens)
+        merge = self.vision_encoder.config.merge_size if videos else 1
+        video_items = ItemTable.patch_grids(videos, merge, video_seconds, device=input_ids.device)
+        return tmrope_position_ids(  # no host read: the grids are ints, seconds and audio counts stay tensors
+            input_ids, self.text_model.media_tokens, images=self._visual_grids(images), videos=video_items,
+            audios=() if audio_tokens is None else audio_tokens,
+            scheme=self.scheme, key_padding_mask=padding,
+        )
+
+    def _positions_with_soundtracks(
+        self, input_ids: torch.Tensor, padding: torch.Tensor | None, images: Sequence[Grid], videos: Sequence[Grid],
+        video_seconds: torch.Tensor | None, audio_tokens: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_positions` when the videos' soundtracks are interleaved with them: the audio items inside
+        video runs of ``input_ids`` go to their videos, the others stay standalone (read on the host)."""
+        counts = [] if audio_tokens is None else audio_tokens.tolist()
+        video_grids = self._visual_grids(videos, video_seconds)
+        in_video = audio_in_video_items(self.text_model.media_tokens.modality_ids(input_ids), padding)
+        if len(in_video) != len(counts):
+            raise OmnikitValueError(
+                f"`input_ids` holds {len(in_video)} audio items but `input_features` has {len(counts)}"
+            )
+        tracks = [n for n, inside in zip(counts, in_video) if inside]
+        if len(tracks) != len(video_grids):
+            raise OmnikitValueError(
+                f"use_audio_in_video: {len(video_grids)} videos but {len(tracks)} audio tracks inside video items"
+            )
+        standalone = [n for n, inside in zip(counts, in_video) if not inside]
+        video_grids = [VisualGrid(g.t, g.h, g.w, g.seconds_per_step, n) for g, n in zip(video_grids, tracks)]
+        return tmrope_position_ids(
+            input_ids, self.text_model.media_tokens, images=self._visual_grids(images), videos=video_grids,
+            audios=standalone, scheme=self.scheme, key_padding_mask=padding,
+        )
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *, return_hidden: bool = False,

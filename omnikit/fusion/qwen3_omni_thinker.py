@@ -8,7 +8,7 @@ positions after the matching early decoder layer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -17,6 +17,7 @@ from omnikit.fusion.deepstack_thinker import DeepstackThinker
 from omnikit.fusion.omni_thinker import OmniThinker
 from omnikit.fusion.tmrope import TMRoPEScheme
 from omnikit.utils.checks import OmnikitTypeError
+from omnikit.vision.patch_grids import Grid
 from omnikit.vision.qwen3_vit import DeepstackOutput, Qwen3ViT
 
 __all__ = ["Qwen3OmniThinker"]
@@ -42,9 +43,9 @@ class Qwen3OmniThinker(OmniThinker):
                          marker_tokens=marker_tokens)
 
     def _visual(
-        self, pixels: torch.Tensor, grid_thw: torch.Tensor | None, name: str, grid_name: str
+        self, pixels: torch.Tensor, grids: Sequence[Grid] | None, name: str, grid_name: str
     ) -> DeepstackOutput:
         """The merged tokens of all items as one :class:`DeepstackOutput` item, deepstack features attached."""
-        out = super()._visual(pixels, grid_thw, name, grid_name)
+        out = super()._visual(pixels, grids, name, grid_name)
         count = torch.tensor([out.hidden_states.shape[0]], device=out.hidden_states.device)
         return DeepstackOutput(out.hidden_states[None], count, [d[None] for d in out.deepstack])

@@ -47,6 +47,19 @@ class ItemTable:
         return cls(grid, seconds)
 
     @classmethod
+    def patch_grids(
+        cls, grids: Sequence[Sequence[int]], spatial_merge: int, seconds_per_step: torch.Tensor | None = None,
+        device: torch.device | None = None,
+    ) -> ItemTable:
+        """From ViT patch grids ``(t, h, w)`` (host ints) before a ``spatial_merge`` merger, and the seconds per
+        temporal step ``(N,)`` (a tensor stays on the device; None: 1 s)."""
+        merged = [[t, h // spatial_merge, w // spatial_merge] for t, h, w in grids]
+        grid = torch.tensor(merged, dtype=torch.long, device=device).view(-1, 3)
+        if seconds_per_step is None:
+            return cls(grid, torch.ones(grid.shape[0], device=device))
+        return cls(grid, seconds_per_step.reshape(-1).to(device, torch.float32))
+
+    @classmethod
     def audio(cls, tokens: torch.Tensor | Sequence[int], device: torch.device | None = None) -> ItemTable:
         """From audio token counts ``(N,)`` (a tensor stays on the device: no host read)."""
         counts = torch.as_tensor(tokens, dtype=torch.long, device=device).view(-1)

@@ -7,6 +7,7 @@ from omnikit.layers.stack import TransformerStack
 from omnikit.vision import presets as _presets  # noqa: F401  (registers the frame encoders)
 from omnikit.vision.frame_encoder import POOLS, FrameEncoder
 from omnikit.vision.merger import PatchMerger, group_patches
+from omnikit.vision.patch_grids import host_grids
 from omnikit.vision.qwen3_vit import BlockPatchMerger, DeepstackOutput, Qwen3ViT, Qwen3ViTConfig
 from omnikit.vision.rotary import AxialRotaryEmbedding, grid_positions
 from omnikit.vision.tome_vit import ToMeFeatures, tome_forward_features
@@ -32,6 +33,7 @@ __all__ = [
     "WindowViTConfig",
     "grid_positions",
     "group_patches",
+    "host_grids",
     "patchify_frames",
     "repeat_last_valid_frame",
     "tome_forward_features",

@@ -32,6 +32,7 @@ from omnikit.outputs import EncoderOutput, traceable_output
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_tensor
 from omnikit.vision.merger import PatchMerger
+from omnikit.vision.patch_grids import PatchGrids, check_grids, grid_list
 from omnikit.vision.rotary import AxialRotaryEmbedding, grid_positions
 from omnikit.vision.tubelet import TubeletEmbed, checked_frames
 
@@ -215,18 +216,15 @@ class Qwen3ViT(nn.Module):
 
         return DeepstackOutput(batched(merged), steps * per_step, [batched(d) for d in deepstack])
 
-    def forward_patches(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> PackedVisionOutput:
+    def forward_patches(self, pixel_values: torch.Tensor, grid_thw: PatchGrids) -> PackedVisionOutput:
         """Packed patches ``(N, C*t*p*p)`` of items with patch grids ``grid_thw (M, 3)`` (as transformers'
-        processor returns them) -> :class:`PackedVisionOutput`; attention stays within each temporal step."""
+        processor returns them, or ``(t, h, w)`` ints per item: no host read, the form to give under
+        ``torch.compile``) -> :class:`PackedVisionOutput`; attention stays within each temporal step."""
         pt, ph, pw = self.config.patch
         check_tensor(pixel_values, "pixel_values", shape=("N", self.config.in_chans * pt * ph * pw), floating=True)
-        check_tensor(grid_thw, "grid_thw", shape=("M", 3), floating=False)
-        grids = [tuple(int(v) for v in row) for row in grid_thw.tolist()]
+        grids = grid_list(grid_thw)
+        check_grids(grids, merge_size=self.config.merge_size, rows=pixel_values.shape[0])
         total = sum(t * h * w for t, h, w in grids)
-        if total != pixel_values.shape[0]:
-            raise OmnikitValueError(
-                f"`grid_thw` describes {total} patches but `pixel_values` has {pixel_values.shape[0]} rows"
-            )
         weight = self.embed.proj.weight
         x = F.linear(pixel_values.to(weight.dtype), weight.view(self.config.dim, -1), self.embed.proj.bias)
         # Temporal steps of equal (h, w) share positions and rotary tables: run each such group as a batch.

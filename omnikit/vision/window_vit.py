@@ -24,6 +24,7 @@ frame sizes), with no padding and no mask.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,6 +40,7 @@ from omnikit.outputs import EncoderOutput
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_lengths, check_positive, check_tensor
 from omnikit.vision.merger import PatchMerger
+from omnikit.vision.patch_grids import Grid, PatchGrids, check_grids, grid_list
 from omnikit.vision.rotary import AxialRotaryEmbedding
 from omnikit.vision.tubelet import TubeletEmbed, repeat_last_valid_frame
 
@@ -105,14 +107,15 @@ def _step_patches(
 
 
 def window_order(
-    grid_thw: torch.Tensor, merge_size: int, window_groups: int
+    grid_thw: PatchGrids, merge_size: int, window_groups: int, *, device: torch.device | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Window reordering of the merge groups of packed items.
 
     Args:
-        grid_thw: ``(n, 3)`` patch grids of the items, in packing order.
+        grid_thw: ``(n, 3)`` patch grids of the items, in packing order (a tensor, or ``(t, h, w)`` ints).
         merge_size: ``m``; a merge group is an ``m x m`` block of patches.
         window_groups: window side in merge groups (``window_px // (m * patch)``).
+        device: where the indices go when the grids are ints (default: the grid tensor's device, else CPU).
 
     Returns:
         ``order (G,)``: the merge groups (item by item, row-major) listed window by window (windows
@@ -120,22 +123,43 @@ def window_order(
         merge groups per window in that order; ``group_hw (2, G)``: each group's row and column, in
         the original order.
     """
-    m = merge_size
-    t, gh, gw = grid_thw[:, 0].long(), grid_thw[:, 1].long() // m, grid_thw[:, 2].long() // m
+    if device is None and isinstance(grid_thw, torch.Tensor):
+        device = grid_thw.device
+    order, sizes, group_hw = _window_layout(grid_list(grid_thw), merge_size, window_groups, device)
+    return order, torch.tensor(sizes, dtype=torch.long, device=device), group_hw
+
+
+def _window_layout(
+    grids: Sequence[Grid], merge_size: int, window_groups: int, device: torch.device | None
+) -> tuple[torch.Tensor, list[int], torch.Tensor]:
+    """:func:`window_order` of host grids, the window sizes as ints: the index tensors have shapes fixed
+    by the grids (no value is read back)."""
+    m, side = merge_size, window_groups
+    grid_thw = torch.tensor(grids, dtype=torch.long, device=device).view(-1, 3)
+    t, gh, gw = grid_thw[:, 0], grid_thw[:, 1] // m, grid_thw[:, 2] // m
     groups = t * gh * gw
-    item = torch.repeat_interleave(torch.arange(len(groups), device=grid_thw.device), groups)
-    local = torch.arange(item.numel(), device=grid_thw.device) - (groups.cumsum(0) - groups)[item]
+    total = sum(n * (h // m) * (w // m) for n, h, w in grids)
+    item = torch.repeat_interleave(torch.arange(len(grids), device=device), groups, output_size=total)
+    local = torch.arange(total, device=device) - (groups.cumsum(0) - groups)[item]
     per_step = (gh * gw)[item]
     step, in_step = local // per_step, local % per_step
     row, col = in_step // gw[item], in_step % gw[item]
-    win_h, win_w = -(-gh // window_groups), -(-gw // window_groups)
+    win_h, win_w = -(-gh // side), -(-gw // side)
     windows = t * win_h * win_w
     window_id = (windows.cumsum(0) - windows)[item] + (
-        (step * win_h[item] + row // window_groups) * win_w[item] + col // window_groups
+        (step * win_h[item] + row // side) * win_w[item] + col // side
     )
     order = torch.sort(window_id, stable=True).indices
-    sizes = torch.bincount(window_id, minlength=int(windows.sum()))
-    return order, sizes[sizes > 0], torch.stack((row, col))
+    sizes = []  # every window holds at least one group: its rows times its columns
+    for n, h, w in grids:
+        rows, cols = _window_spans(h // m, side), _window_spans(w // m, side)
+        sizes += [r * c for r in rows for c in cols] * n
+    return order, sizes, torch.stack((row, col))
+
+
+def _window_spans(groups: int, side: int) -> list[int]:
+    """Lengths of the consecutive windows of ``side`` groups along an axis of ``groups`` (the last one shorter)."""
+    return [min(side, groups - start) for start in range(0, groups, side)]
 
 
 def _pad_items(tokens: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -159,16 +183,18 @@ class _Buckets:
     ropes: list[tuple[torch.Tensor, torch.Tensor]]  # (S_b, L_b, head_dim) cos/sin per group
 
     @classmethod
-    def from_sizes(cls, sizes: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> _Buckets:
-        """``sizes (S,)`` consecutive segment lengths; ``cos``/``sin (N, head_dim)`` of the packed positions."""
-        starts = sizes.cumsum(0) - sizes
-        steps = torch.arange(int(sizes.max()), device=sizes.device)
-        indices = [starts[sizes == n][:, None] + steps[:n] for n in torch.unique(sizes).tolist()]
-        order = torch.cat([index.flatten() for index in indices])
-        shapes = [tuple(index.shape) for index in indices]
+    def from_sizes(cls, sizes: Sequence[int], cos: torch.Tensor, sin: torch.Tensor) -> _Buckets:
+        """``sizes`` consecutive segment lengths (host ints); ``cos``/``sin (N, head_dim)`` of the packed positions."""
+        starts: dict[int, list[int]] = {}  # segment starts by length
+        for start, n in zip(itertools.accumulate(sizes, initial=0), sizes):
+            starts.setdefault(n, []).append(start)
+        steps = torch.arange(max(sizes), device=cos.device)
+        indices = [torch.tensor(starts[n], device=cos.device)[:, None] + steps[:n] for n in sorted(starts)]
+        shapes = [(len(starts[n]), n) for n in sorted(starts)]
         ropes = [(cos[index], sin[index]) for index in indices]
-        if torch.equal(order, torch.arange(order.numel(), device=order.device)):
+        if list(sizes) == sorted(sizes):  # grouping by length keeps the packed order
             return cls(None, None, shapes, ropes)
+        order = torch.cat([index.flatten() for index in indices])
         return cls(order, torch.argsort(order), shapes, ropes)
 
     def apply(self, fn, x: torch.Tensor) -> torch.Tensor:
@@ -259,35 +285,23 @@ class WindowViT(nn.Module):
         """Merged output tokens per item ``(n,)`` of patch grids ``(n, 3)``."""
         return grid_thw.long().prod(-1) // self.config.merge_size**2
 
-    def _check_patches(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> None:
-        check_tensor(pixel_values, "pixel_values", shape=("N", self.patch_dim), floating=True)
-        check_tensor(grid_thw, "grid_thw", shape=("n", 3), floating=False)
-        if torch.compiler.is_compiling():
-            return
-        m = self.config.merge_size
-        if bool((grid_thw < 1).any()) or bool((grid_thw[:, 1:] % m).any()):
-            raise OmnikitValueError(
-                f"`grid_thw` expected positive (t, h, w) with h and w multiples of merge_size={m} but got "
-                f"{grid_thw.tolist()}"
-            )
-        total = int(grid_thw.long().prod(-1).sum())
-        if total != pixel_values.shape[0]:
-            raise OmnikitValueError(
-                f"`pixel_values` expected {total} rows (sum of t*h*w over `grid_thw`) but got {pixel_values.shape[0]}"
-            )
+    def forward_patches(self, pixel_values: torch.Tensor, grid_thw: PatchGrids) -> torch.Tensor:
+        """``pixel_values (N, C*pt*ph*pw)``, ``grid_thw (n, 3)`` -> merged tokens ``(N / m^2, out_dim)``.
 
-    def forward_patches(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
-        """``pixel_values (N, C*pt*ph*pw)``, ``grid_thw (n, 3)`` -> merged tokens ``(N / m^2, out_dim)``."""
-        self._check_patches(pixel_values, grid_thw)
-        m2 = self.config.merge_size**2
-        order, window_sizes, group_hw = window_order(grid_thw, self.config.merge_size, self.window_groups)
+        ``grid_thw``: the processor's int tensor, or ``(t, h, w)`` ints per item (no host read: the form
+        to give under ``torch.compile``, see :mod:`omnikit.vision.patch_grids`)."""
+        check_tensor(pixel_values, "pixel_values", shape=("N", self.patch_dim), floating=True)
+        grids = grid_list(grid_thw)
+        m, m2 = self.config.merge_size, self.config.merge_size**2
+        check_grids(grids, merge_size=m, rows=pixel_values.shape[0])
+        order, window_sizes, group_hw = _window_layout(grids, m, self.window_groups, pixel_values.device)
         weight = self.patch_embed.proj.weight
         x = F.linear(pixel_values.to(weight.dtype), weight.view(weight.shape[0], -1))
         x = x.view(-1, m2, x.shape[-1])[order].flatten(0, 1)
         cos, sin = self.rotary(self._patch_positions(group_hw[:, order]))
-        steps = torch.repeat_interleave(grid_thw[:, 1] * grid_thw[:, 2], grid_thw[:, 0]).long()
+        steps = [h * w for t, h, w in grids for _ in range(t)]
         layouts = {full: _Buckets.from_sizes(sizes, cos[0], sin[0])
-                   for full, sizes in ((True, steps), (False, window_sizes * m2))}
+                   for full, sizes in ((True, steps), (False, [n * m2 for n in window_sizes]))}
         recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
             run = (lambda h, rope, b=block: checkpoint(b, h, rope=rope, use_reentrant=False)) if recompute else (
