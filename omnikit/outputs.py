@@ -42,11 +42,3 @@ class EncoderOutput:
     def unpad(self) -> list[torch.Tensor]:
         """One ``(T'_b, D)`` tensor per item, padding removed."""
         return [h[: int(n)] for h, n in zip(self.hidden_states, self.lengths)]
-
-    def valid_first(self) -> torch.Tensor:
-        """``(B * T', D)``: the valid positions of every item, item after item, then all padded ones.
-
-        The leading ``lengths.sum()`` rows equal ``torch.cat(self.unpad())``; the shape depends on no
-        value (no host read), so ``masked_scatter`` can take the valid rows from it when traced."""
-        padded = (~self.mask).flatten().to(torch.uint8)
-        return self.hidden_states.flatten(0, 1).index_select(0, torch.sort(padded, stable=True).indices)

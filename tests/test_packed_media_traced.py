@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import omnikit
+from omnikit.fusion.early import placed_tokens
 from omnikit.fusion.omni_prompt import collate_prompts, contract_prompts
 from omnikit.outputs import EncoderOutput
 from omnikit.vision import host_grids, patchify_frames, window_order
@@ -73,12 +74,13 @@ def test_bad_host_grids_are_named(name: str) -> None:
         tower.forward_patches(pixels[:3], [[1, 1, 3]])
 
 
-def test_valid_first_leads_with_the_unpadded_rows() -> None:
+def test_placed_tokens_put_each_item_at_its_placeholders_in_order() -> None:
     out = EncoderOutput(torch.randn(3, 4, 2), torch.tensor([2, 4, 0]))
-    rows = out.valid_first()
-    assert rows.shape == (12, 2)
-    assert torch.equal(rows[:6], torch.cat(out.unpad()))
-    assert torch.equal(rows[6:], torch.cat((out.hidden_states[0, 2:], out.hidden_states[2])))
+    where = torch.zeros(2, 5, dtype=torch.bool)
+    where[0, 1:4] = where[1, 0:3] = True  # 6 placeholders over two rows, item 1 spans both
+    placed = placed_tokens(out, where)
+    assert placed.shape == (2, 5, 2)
+    assert torch.equal(placed[where], torch.cat(out.unpad()))
 
 
 @pytest.mark.parametrize("name", THINKERS)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import torch
 
-from omnikit.fusion.early import MediaInput
+from omnikit.fusion.early import MediaInput, placed_tokens
 from omnikit.fusion.thinker import Thinker
 from omnikit.layers.decoder import run_blocks
 from omnikit.layers.masks import positions_from_cu_seqlens
@@ -53,13 +53,13 @@ class DeepstackThinker(Thinker):
             for level, feature in enumerate(features):
                 if level == len(levels):
                     levels.append(torch.zeros_like(like))
-                tokens = EncoderOutput(feature, value.lengths).valid_first().to(like.dtype)
                 if not torch.compiler.is_compiling() and int(value.lengths.sum()) != int(mask.sum()):
                     raise OmnikitValueError(
                         f"`media[{modality!r}]` has {int(value.lengths.sum())} deepstack tokens for "
                         f"{int(mask.sum())} placeholders"
                     )
-                levels[level] = levels[level].masked_scatter(mask[..., None], tokens)
+                tokens = placed_tokens(EncoderOutput(feature, value.lengths), mask).to(like.dtype)
+                levels[level] = torch.where(mask[..., None], tokens, levels[level])
         return levels
 
     def forward(

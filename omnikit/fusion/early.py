@@ -57,7 +57,7 @@ def placeholder_items(where: torch.Tensor, sizes: torch.Tensor) -> tuple[torch.T
     return item, order - (ends - sizes)[item]
 
 
-def _placed(value: EncoderOutput, where: torch.Tensor) -> torch.Tensor:
+def placed_tokens(value: EncoderOutput, where: torch.Tensor) -> torch.Tensor:
     """``(B, T, D)``: at each placeholder of ``where``, its item's token from the padded ``(N, L, D)``
     encoder output (a gather: no host read of the lengths)."""
     hidden = value.hidden_states
@@ -127,7 +127,7 @@ def scatter_media(
                 f"`media[{modality!r}]` expected width {embeds.shape[2]} (the text embedding) but got {width}"
             )
         if padded:
-            embeds = torch.where(where[..., None], _placed(value, where).to(embeds.dtype), embeds)
+            embeds = torch.where(where[..., None], placed_tokens(value, where).to(embeds.dtype), embeds)
         else:
             embeds = embeds.masked_scatter(where[..., None], value.to(embeds.dtype))
     return embeds
