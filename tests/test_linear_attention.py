@@ -142,28 +142,27 @@ def test_exported_chunk_scan_serves_other_lengths() -> None:
         torch.testing.assert_close(state_c, state_r, atol=1e-5, rtol=1e-5)
 
 
-def test_chunk_states_operators_pass_opcheck() -> None:
+def test_chunk_recurrence_operators_pass_opcheck() -> None:
     """The opaque operators that ``torch.compile`` sees: fake shapes, autograd registration, AOT dispatch."""
     g = torch.Generator().manual_seed(0)
     b, h, n, c, d_k, d_v = 2, 3, 4, 5, 6, 7
-    state, u0 = torch.randn(b, h, d_k, d_v, generator=g), torch.randn(b, h, n, c, d_v, generator=g)
-    w, k_to_end = torch.randn(b, h, n, c, d_k, generator=g) * 0.1, torch.randn(b, h, n, c, d_k, generator=g)
-    end_decay = torch.rand(b, h, n, generator=g)
-    args = [t.requires_grad_() for t in (state, u0, w, k_to_end, end_decay)]
-    torch.library.opcheck(torch.ops.omnikit.chunk_states, args)
+    chunks = [torch.randn(b, h, n, c, d_v, generator=g), torch.randn(b, h, n, c, d_k, generator=g) * 0.1,
+              torch.randn(b, h, n, c, d_k, generator=g), torch.randn(b, h, n, c, c, generator=g).tril(),
+              torch.randn(b, h, n, c, d_k, generator=g), torch.rand(b, h, n, generator=g)]
+    state = torch.randn(b, h, d_k, d_v, generator=g)
+    torch.library.opcheck(torch.ops.omnikit.chunk_recurrence, [t.clone().requires_grad_() for t in (state, *chunks)])
     entering = torch.randn(b, h, n, d_k, d_v, generator=g)
-    torch.library.opcheck(torch.ops.omnikit.chunk_states_backward,
-                          [entering, *(t.detach() for t in args[1:]), torch.randn_like(entering), torch.randn_like(state)])
+    torch.library.opcheck(torch.ops.omnikit.chunk_recurrence_backward,
+                          [entering, *chunks, torch.randn_like(chunks[0]), torch.randn_like(state)])
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
-def test_compiled_chunks_serve_every_length_with_gradients(backend: str) -> None:
+def test_compiled_chunks_serve_every_length_with_gradients() -> None:
     """Compiled (plain ``torch.compile``, graph breaks allowed: the case where Inductor cannot lower a
     ``scan``), the chunk recurrence is one opaque operator: other lengths and chunk counts reuse the
     graph, and outputs, final state and every gradient equal the recurrent form."""
     torch._dynamo.reset()
-    chunked = torch.compile(gated_delta_rule_chunked, dynamic=True, backend=backend)
+    chunked = torch.compile(gated_delta_rule_chunked, dynamic=True)  # Inductor
     for n, length in enumerate((13, 22, 6)):
         tensors = [t.requires_grad_() for t in inputs(length=length, seed=length)]
         with torch._dynamo.config.patch(error_on_recompile=n > 0):

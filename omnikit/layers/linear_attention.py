@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnikit.layers.chunk_states import chunk_states
+from omnikit.layers.chunk_recurrence import chunk_recurrence
 from omnikit.layers.conv import CausalConv1d
 from omnikit.layers.norm import RMSNorm
 from omnikit.streaming import StreamingModule, StreamingState
@@ -112,9 +112,8 @@ def gated_delta_rule_chunked(
     u0, w = torch.linalg.solve_triangular(eye + a, rhs, upper=False, unitriangular=True).split([d_v, d_k], -1)
     state = k.new_zeros(batch, heads, d_k, d_v, dtype=torch.float32) if initial_state is None \
         else initial_state.float()
-    entering, state = chunk_states(state, u0, w, kc * (c[..., -1:] - c).exp()[..., None], c[..., -1].exp())
-    scores = (qc @ kc.transpose(-1, -2)) * decay
-    out = (qc * c.exp()[..., None]) @ entering + scores @ (u0 - w @ entering)  # (B, H, n, C, d_v)
+    out, state = chunk_recurrence(state, u0, w, qc * c.exp()[..., None], (qc @ kc.transpose(-1, -2)) * decay,
+                                  kc * (c[..., -1:] - c).exp()[..., None], c[..., -1].exp())
     return out.reshape(batch, heads, n * chunk_size, d_v)[:, :, :length].to(v.dtype), state
 
 
