@@ -69,6 +69,7 @@ class Windows:
         """
         x = x.movedim(dim, 1)
         x = F.pad(x, (*(0, 0) * (x.ndim - 2), 0, self.per_item * self.size - x.shape[1]))
+        # through (B * T, ...): a reshape straight from (B, T) would ask whether B * per_item == B
         rows = x.flatten(0, 1).unflatten(0, (self.batch * self.per_item, self.size))
         if not self.complete:
             rows = rows.index_select(0, self.index)
