@@ -4,8 +4,9 @@ module files against this checkout's, in one process, same weights and inputs, t
 Usage: ``OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_traced_paths_eager.py --old-rev a662f14``
 
 Each old file is taken with ``git show REV:path`` and imported on its own (its imports resolve to this
-checkout's ``omnikit``, whose other modules did not change; the old AuT gets the old ``audio/windows.py``); every pair is checked to give equal
-outputs before it is timed. Prints the median milliseconds per call and ``new / old`` (< 1: faster now).
+checkout's ``omnikit``, whose other modules did not change; the old AuT gets the old
+``audio/windows.py``); every pair is checked to give equal outputs before it is timed. Prints the median
+milliseconds per call and ``new / old`` (< 1: faster now).
 """
 
 from __future__ import annotations
