@@ -4,8 +4,9 @@ module files against this checkout's, in one process, same weights and inputs, t
 Usage: ``OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_traced_paths_eager.py --old-rev a662f14``
 
 Each old file is taken with ``git show REV:path`` and imported on its own (its imports resolve to this
-checkout's ``omnikit``, whose other modules did not change); every pair is checked to give equal
-outputs before it is timed. Prints the median milliseconds per call and ``new / old`` (< 1: faster now).
+checkout's ``omnikit``, whose other modules did not change; the old AuT gets the old
+``audio/windows.py``); every pair is checked to give equal outputs before it is timed. Prints the median
+milliseconds per call and ``new / old`` (< 1: faster now).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from common import format_table, interleaved_medians
 
 import omnikit
 from omnikit import registry
-from omnikit.audio import aut, quantize
+from omnikit.audio import aut, quantize, windows
 from omnikit.layers import linear_attention
 from omnikit.vision import window_vit
 
@@ -65,8 +66,9 @@ def main() -> None:
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp())
     old = {m.__name__: old_module(args.old_rev, f"omnikit/{m.__name__.split('.', 1)[1].replace('.', '/')}.py", folder)
-           for m in (linear_attention, quantize, aut, window_vit)}
-    old_la, old_q, old_aut, old_wv = old.values()
+           for m in (linear_attention, quantize, aut, window_vit, windows)}
+    old_la, old_q, old_aut, old_wv, old_windows = old.values()
+    old_aut.Windows = old_windows.Windows  # the old AuT with the old window packing
     g = torch.Generator().manual_seed(0)
     rows = []
 

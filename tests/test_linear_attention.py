@@ -122,7 +122,6 @@ def test_cuda_paths_match_the_fp32_cpu_reference() -> None:
         torch.testing.assert_close(state.cpu(), ref_state, atol=1e-3, rtol=1e-3)
 
 
-
 class _Chunked(torch.nn.Module):
     def forward(self, q, k, v, g, beta, s0):
         return gated_delta_rule_chunked(q, k, v, g, beta, s0, 4)
@@ -141,3 +140,38 @@ def test_exported_chunk_scan_serves_other_lengths() -> None:
         out_r, state_r = gated_delta_rule_recurrent(q, k, v, g, beta, s0)
         torch.testing.assert_close(out_c, out_r, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(state_c, state_r, atol=1e-5, rtol=1e-5)
+
+
+def test_chunk_recurrence_operators_pass_opcheck() -> None:
+    """The opaque operators that ``torch.compile`` sees: fake shapes, autograd registration, AOT dispatch."""
+    g = torch.Generator().manual_seed(0)
+    b, h, n, c, d_k, d_v = 2, 3, 4, 5, 6, 7
+    chunks = [torch.randn(b, h, n, c, d_v, generator=g), torch.randn(b, h, n, c, d_k, generator=g) * 0.1,
+              torch.randn(b, h, n, c, d_k, generator=g), torch.randn(b, h, n, c, c, generator=g).tril(),
+              torch.randn(b, h, n, c, d_k, generator=g), torch.rand(b, h, n, generator=g)]
+    state = torch.randn(b, h, d_k, d_v, generator=g)
+    torch.library.opcheck(torch.ops.omnikit.chunk_recurrence, [t.clone().requires_grad_() for t in (state, *chunks)])
+    entering = torch.randn(b, h, n, d_k, d_v, generator=g)
+    torch.library.opcheck(torch.ops.omnikit.chunk_recurrence_backward,
+                          [entering, *chunks, torch.randn_like(chunks[0]), torch.randn_like(state)])
+
+
+@pytest.mark.slow
+def test_compiled_chunks_serve_every_length_with_gradients() -> None:
+    """Compiled (plain ``torch.compile``, graph breaks allowed: the case where Inductor cannot lower a
+    ``scan``), the chunk recurrence is one opaque operator: other lengths and chunk counts reuse the
+    graph, and outputs, final state and every gradient equal the recurrent form."""
+    torch._dynamo.reset()
+    chunked = torch.compile(gated_delta_rule_chunked, dynamic=True)  # Inductor
+    for n, length in enumerate((13, 22, 6)):
+        tensors = [t.requires_grad_() for t in inputs(length=length, seed=length)]
+        with torch._dynamo.config.patch(error_on_recompile=n > 0):
+            out_c, state_c = chunked(*tensors, 4)
+        out_r, state_r = gated_delta_rule_recurrent(*tensors)
+        torch.testing.assert_close(out_c, out_r, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(state_c, state_r, atol=1e-5, rtol=1e-5)
+        w_out, w_state = torch.randn_like(out_r), torch.randn_like(state_r)
+        grads = [torch.autograd.grad((o * w_out).sum() + (s * w_state).sum(), tensors)
+                 for o, s in ((out_c, state_c), (out_r, state_r))]
+        for a, b in zip(*grads):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)

@@ -29,12 +29,7 @@ EXPORT_KINDS = ("audio_encoder", "frame_encoder", "temporal", "decoder", "moe", 
 # checks below run these as strict xfails, so a model that starts to pass must leave the list.
 NOT_FULLGRAPH: dict[str, str] = {}
 NOT_EXPORTABLE: dict[str, str] = {}
-NOT_RECOMPILE_FREE: dict[str, str] = {
-    "hybrid_moe_tiny": "torch.compile unrolls the linear-attention chunk loop per chunk count (Inductor cannot lower "
-    "the scan that export uses: its scan-to-while-loop pass fails), so each chunk count compiles anew",
-    "qwen3_omni_aut_tiny": "13 frames is one 16-frame attention window per item, a count of 1 that PyTorch "
-    "specialises; 17 frames and longer share a second graph (tests/test_audio_encoders.py)",
-}
+NOT_RECOMPILE_FREE: dict[str, str] = {}
 
 
 def build(name: str, **kwargs: Any) -> nn.Module:

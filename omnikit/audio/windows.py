@@ -42,10 +42,12 @@ class Windows:
     def plan(cls, lengths: torch.Tensor, size: int, padded_len: int) -> Windows:
         """Windows of ``size`` steps over items of ``lengths`` (B,) padded to ``padded_len``."""
         per_item = -(-padded_len // size)
-        starts = torch.arange(per_item, device=lengths.device) * size
-        valid = (lengths[:, None] - starts[None, :]).clamp(0, size).flatten()
+        # flat over the B * per_item windows: no tensor has a per-item axis, whose size (1 for short
+        # inputs) a traced graph would specialise on
+        window = torch.arange(lengths.shape[0] * per_item, device=lengths.device)
+        valid = (lengths[window // per_item] - window % per_item * size).clamp(0, size)
         if torch.compiler.is_compiling():  # traced: every window kept (fixed shapes), empty ones fully masked
-            return cls(size, lengths.shape[0], per_item, torch.arange(valid.numel(), device=valid.device), valid)
+            return cls(size, lengths.shape[0], per_item, window, valid)
         index = valid.nonzero().squeeze(-1)
         return cls(size, int(lengths.shape[0]), per_item, index, valid[index])
 
@@ -53,6 +55,11 @@ class Windows:
     def ragged(self) -> bool:
         """True when some window is only partly valid (always, when traced: no branch on values)."""
         return torch.compiler.is_compiling() or bool((self.valid < self.size).any())
+
+    @property
+    def complete(self) -> bool:
+        """True when every window is kept (always, when traced: no size compared with a count of windows)."""
+        return torch.compiler.is_compiling() or self.index.numel() == self.batch * self.per_item
 
     def split(self, x: torch.Tensor, dim: int = -1) -> torch.Tensor:
         """Cut the time axis ``dim`` of ``x`` (batch first) into the non-empty windows.
@@ -62,16 +69,17 @@ class Windows:
         """
         x = x.movedim(dim, 1)
         x = F.pad(x, (*(0, 0) * (x.ndim - 2), 0, self.per_item * self.size - x.shape[1]))
-        rows = x.reshape(self.batch * self.per_item, self.size, *x.shape[2:])
-        if self.index.numel() != rows.shape[0]:
+        # through (B * T, ...): a reshape straight from (B, T) would ask whether B * per_item == B
+        rows = x.flatten(0, 1).unflatten(0, (self.batch * self.per_item, self.size))
+        if not self.complete:
             rows = rows.index_select(0, self.index)
         return rows.movedim(1, dim)
 
     def merge(self, rows: torch.Tensor) -> torch.Tensor:
         """``(N, t, D) -> (B, per_item * t, D)``: windows back in item order, empty ones zero."""
         _, steps, dim = rows.shape
-        if self.index.numel() == self.batch * self.per_item:
-            return rows.reshape(self.batch, self.per_item * steps, dim)
+        if self.complete:
+            return rows.flatten(0, 1).unflatten(0, (self.batch, self.per_item * steps))
         out = rows.new_zeros(self.batch * self.per_item, steps, dim)
         out = out.index_copy(0, self.index, rows)
         return out.view(self.batch, self.per_item * steps, dim)

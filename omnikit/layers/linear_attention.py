@@ -18,14 +18,13 @@ plus the short convolution's last inputs, whatever the sequence length.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch._higher_order_ops.scan import scan
 
+from omnikit.layers.chunk_recurrence import chunk_recurrence
 from omnikit.layers.conv import CausalConv1d
 from omnikit.layers.norm import RMSNorm
 from omnikit.streaming import StreamingModule, StreamingState
@@ -111,32 +110,11 @@ def gated_delta_rule_chunked(
     eye = torch.eye(chunk_size, device=k.device)
     rhs = torch.cat([bc[..., None] * vc, (bc * c.exp())[..., None] * kc], dim=-1)
     u0, w = torch.linalg.solve_triangular(eye + a, rhs, upper=False, unitriangular=True).split([d_v, d_k], -1)
-    scores = (qc @ kc.transpose(-1, -2)) * decay
-    q_decayed = qc * c.exp()[..., None]
-    k_to_end = kc * (c[..., -1:] - c).exp()[..., None]
     state = k.new_zeros(batch, heads, d_k, d_v, dtype=torch.float32) if initial_state is None \
         else initial_state.float()
-    per_chunk = (u0, w, q_decayed, scores, k_to_end, c[..., -1].exp())  # each (B, H, n, ...)
-    # exported: one scan over the chunks, not a loop unrolled per chunk count; torch.compile unrolls the
-    # loop instead, since Inductor cannot lower this scan (its scan-to-while-loop pass fails, torch 2.14)
-    if torch.compiler.is_exporting():
-        state, out = scan(_chunk_step, state, per_chunk, dim=2)
-    else:
-        outputs = []
-        for i in range(n):
-            state, out_i = _chunk_step(state, [t[:, :, i] for t in per_chunk])
-            outputs.append(out_i)
-        out = torch.stack(outputs, dim=2)
+    out, state = chunk_recurrence(state, u0, w, qc * c.exp()[..., None], (qc @ kc.transpose(-1, -2)) * decay,
+                                  kc * (c[..., -1:] - c).exp()[..., None], c[..., -1].exp())
     return out.reshape(batch, heads, n * chunk_size, d_v)[:, :, :length].to(v.dtype), state
-
-
-def _chunk_step(state: torch.Tensor, chunk: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """One chunk of :func:`gated_delta_rule_chunked`: ``state (B, H, d_k, d_v)`` before the chunk ->
-    ``(state after it, outputs (B, H, C, d_v))``; ``chunk``: its ``u0, w, q e^c, scores, K e^{c_C - c}, e^{c_C}``."""
-    u0, w, q_decayed, scores, k_to_end, end_decay = chunk
-    u = u0 - w @ state
-    out = q_decayed @ state + scores @ u
-    return state * end_decay[..., None, None] + k_to_end.transpose(-1, -2) @ u, out
 
 
 @functools.cache
