@@ -81,7 +81,9 @@ def omni_early_tiny(
 
 
 def _tiny_adapters(dim: int, fps: float, media_positions: bool) -> tuple[VideoAdapter, AudioAdapter]:
-    audio = AudioAdapter(create_model("qwen2_5_omni_audio_tiny"), dim, time_embedding=media_positions)
+    # "he": the conv stem's output is not swamped by the encoder's positions at initialisation (a short sound is
+    # learnable from scratch; docs/fusion.md)
+    audio = AudioAdapter(create_model("qwen2_5_omni_audio_tiny", stem_init="he"), dim, time_embedding=media_positions)
     video = VideoAdapter(TubeletEncoder(32, patch=4, tubelet=2), dim, fps=fps, position_embedding=media_positions)
     return video, audio
 
