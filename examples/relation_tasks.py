@@ -314,7 +314,7 @@ def runs(args: argparse.Namespace) -> list[tuple[str, str, str, Recipe, str]]:
     """``(name, style, task, recipe, panel)`` of every run the command line asks for."""
     recipe = Recipe(steps=args.steps, lr=args.lr, perception=args.perception, unpaired=not args.paired,
                     stepwise=args.stepwise, max_seconds=args.max_seconds)
-    todo = [(style, task, style, recipe, task) for task in args.tasks for style in args.styles]
+    todo = [(style, style, task, recipe, task) for task in args.tasks for style in args.styles]
     if args.tmrope_ablation:
         no_values = dataclasses.replace(recipe, model_kwargs={"media_positions": False})
         todo += [("early TMRoPE", "early", "time", no_values, ABLATION_PANEL),

@@ -3,6 +3,7 @@ training runs of the registered tiny fusion models that must beat chance clearly
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from relation_tasks import (
     build,
     early_ids,
     lr_factor,
+    runs,
     train,
     training_questions,
 )
@@ -97,6 +99,17 @@ def test_stepwise_prompt_asks_each_medium_then_the_relation(style: str) -> None:
     torch.testing.assert_close(changed[:, :2], logits[:, :2])
     assert not torch.allclose(changed[:, 2], logits[:, 2])
     torch.testing.assert_close(alone, logits[:, 0])
+
+
+def test_command_line_runs() -> None:
+    """Every style x task the command line names, with the recipe it sets, plus the TMRoPE ablation's two runs."""
+    args = argparse.Namespace(tasks=["place", "count"], styles=["early", "xattn"], steps=10, lr=1e-3, perception=0.5,
+                              paired=False, stepwise=False, max_seconds=None, tmrope_ablation=True)
+    todo = runs(args)
+    assert [(name, style, task) for name, style, task, _, _ in todo] == [
+        ("early", "early", "place"), ("xattn", "xattn", "place"), ("early", "early", "count"),
+        ("xattn", "xattn", "count"), ("early TMRoPE", "early", "time"), ("early plain 1-D", "early", "time")]
+    assert all(r.steps == 10 and not r.stepwise for _, _, _, r, _ in todo) and todo[-1][3].plain_positions
 
 
 def test_learning_rate_warms_up_then_decays_to_zero_at_the_step_or_time_limit() -> None:
