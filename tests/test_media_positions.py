@@ -155,3 +155,13 @@ def test_audio_stem_init() -> None:
     assert float(default.conv2.weight.abs().max()) <= bound and default.conv2.bias.any()
     with pytest.raises(OmnikitTypeError, match="stem_init"):
         omnikit.create_model("qwen2_5_omni_audio_tiny", stem_init="xavier")
+
+
+def test_small_preset_is_the_tiny_one_with_four_thinker_layers() -> None:
+    torch.manual_seed(0)
+    small = omnikit.create_model("omni_early_small", fps=8.0)
+    torch.manual_seed(0)
+    tiny = omnikit.create_model("omni_early_tiny", fps=8.0, depth=4)
+    assert small.thinker.config.depth == 4 and omnikit.create_model("omni_early_tiny").thinker.config.depth == 2
+    torch.testing.assert_close(small.state_dict(), tiny.state_dict())
+    assert small.audio.encoder.config.stem_init == "he" and small.video.position_embedding
