@@ -41,11 +41,17 @@ RESAMPLER = {"num_latents": 4}
 
 
 def _configs() -> dict[str, tuple[str, str, Recipe]]:
-    """``{name: (style, task, recipe)}``."""
-    base = Recipe(steps=STEPS, open_gates=None)
+    """``{name: (style, task, recipe)}``: ``*-stepwise*`` with the documented recipe (:class:`Recipe`'s defaults),
+    the others with one question per row (``stepwise=False``, the earlier recipe) and its ablations."""
+    base = Recipe(steps=STEPS, open_gates=None, stepwise=False)
     xattn = dataclasses.replace(base, open_gates=1.0)
     configs: dict[str, tuple[str, str, Recipe]] = {}
     for task in TASKS:
+        configs[f"early-{task}-stepwise"] = ("early", task, Recipe(steps=STEPS))
+        configs[f"xattn-{task}-stepwise"] = ("xattn", task, Recipe(steps=STEPS))
+        configs[f"early-{task}-stepwise-bidir"] = ("early", task, Recipe(
+            steps=STEPS, model_kwargs={"bidirectional_media": True}))
+        configs[f"early-{task}-stepwise-depth4"] = ("early", task, Recipe(steps=STEPS, model_kwargs={"depth": 4}))
         configs[f"early-{task}"] = ("early", task, base)
         configs[f"early-{task}-bidir"] = ("early", task, dataclasses.replace(
             base, model_kwargs={"bidirectional_media": True}))
@@ -76,12 +82,18 @@ def _configs() -> dict[str, tuple[str, str, Recipe]]:
     configs["early-time-novalpos-plain"] = ("early", "time", dataclasses.replace(
         no_value_positions, plain_positions=True))
     configs["early-time-plain"] = ("early", "time", dataclasses.replace(base, plain_positions=True))
+    stepwise_no_values = Recipe(steps=STEPS, model_kwargs={"media_positions": False})
+    configs["early-time-stepwise-novalpos-tmrope"] = ("early", "time", stepwise_no_values)
+    configs["early-time-stepwise-novalpos-plain"] = ("early", "time", dataclasses.replace(
+        stepwise_no_values, plain_positions=True))
     return configs
 
 
 CONFIGS = _configs()
 #: runs drawn in their own panel
-PANELS = {name: ABLATION_PANEL for name in ("early-time-novalpos-tmrope", "early-time-novalpos-plain")}
+PANELS = {name: ABLATION_PANEL for name in (
+    "early-time-novalpos-tmrope", "early-time-novalpos-plain", "early-time-stepwise-novalpos-tmrope",
+    "early-time-stepwise-novalpos-plain")}
 
 SETS = {
     # 14 runs, all at once with --jobs 14 --threads 1, or two waves of 7 with --jobs 7 --threads 2:
@@ -93,11 +105,14 @@ SETS = {
         "xattn-place-open-noresampler-lr1e-3", "early-place-paired", "early-time-novalpos-tmrope",
         "early-time-novalpos-plain",
     ],
-    # every task x style with one recipe each, plus the TMRoPE ablation (8 runs)
-    "final": [
+    # every task x style with the one-question-per-row recipe, plus the TMRoPE ablation (8 runs)
+    "single": [
         "early-place", "early-time", "early-count", "xattn-place-open-noresampler", "xattn-time-open-noresampler",
         "xattn-count-open-noresampler", "early-time-novalpos-tmrope", "early-time-novalpos-plain",
     ],
+    # every task x style with the documented (stepwise) recipe, plus its TMRoPE ablation (8 runs)
+    "final": [f"{style}-{task}-stepwise" for task in TASKS for style in ("early", "xattn")]
+    + ["early-time-stepwise-novalpos-tmrope", "early-time-stepwise-novalpos-plain"],
 }
 
 

@@ -8,10 +8,11 @@ fall to chance::
     python examples/relation_tasks.py --tasks place time count --styles early xattn --steps 800 --out outputs/relation
 
 trains with the documented recipe (:class:`Recipe`: AdamW 3e-3, 50 warm-up steps then cosine, batch
-64, half of the rows asking a perception question about one medium with another row's audio,
-cross-attention gates started open), writes ``relation_tasks.jsonl`` (results and curves) and
-``relation_tasks.png`` (or ``--figure``), and prints a markdown table. ``--tmrope-ablation`` adds
-early fusion on ``time`` with the value embeddings off, TMRoPE against plain 1-D positions;
+64, every row asking what the video shows, what the audio shows and then the relation, one question
+token each with a loss at each; cross-attention gates started open), writes ``relation_tasks.jsonl``
+(results and curves) and ``relation_tasks.png`` (or ``--figure``), and prints a markdown table.
+``--tmrope-ablation`` adds early fusion on ``time`` with the value embeddings off, TMRoPE against plain
+1-D positions; ``--no-stepwise`` trains with one question per row (the relation, or one medium's);
 ``--from-results`` redraws the figure and table from saved results (``benchmarks/relation_sweep.py``
 writes the same format).
 """
@@ -46,19 +47,19 @@ AUDIO_TOKENS = 25  # 100 mel frames -> 25 tokens
 
 
 def early_ids(questions: torch.Tensor) -> torch.Tensor:
-    """``[video placeholders][audio placeholders][question][answer slot]`` for ``questions (n,)``."""
+    """``[video placeholders][audio placeholders][questions][answer slot]`` for ``questions (n,)`` or ``(n, k)``."""
     media = torch.tensor([TINY_TOKENS.video] * VIDEO_TOKENS + [TINY_TOKENS.audio] * AUDIO_TOKENS)
     return _with_question(media, questions)
 
 
 def xattn_ids(questions: torch.Tensor) -> torch.Tensor:
-    """``[video marker][audio marker][question][answer slot]``."""
+    """``[video marker][audio marker][questions][answer slot]``."""
     return _with_question(torch.tensor([TINY_TOKENS.video, TINY_TOKENS.audio]), questions)
 
 
 def _with_question(media: torch.Tensor, questions: torch.Tensor) -> torch.Tensor:
     n = questions.shape[0]
-    return torch.cat([media.expand(n, -1), questions[:, None], torch.full((n, 1), NO)], dim=1)
+    return torch.cat([media.expand(n, -1), questions.view(n, -1), torch.full((n, 1), NO)], dim=1)
 
 
 STYLES: dict[str, tuple[str, Callable[[str, int], torch.Tensor]]] = {
@@ -83,6 +84,10 @@ class Recipe:
     perception: float = 0.5
     #: the perception rows get another perception row's audio (see :func:`training_questions`)
     unpaired: bool = True
+    #: every row asks "what does the video show?", "what does the audio show?" and then the relation, one
+    #: token each, with a loss at each (see :func:`training_questions`); ``perception`` and ``unpaired`` are then
+    #: unused. False: one question per row (the relation, or with probability ``perception`` one medium's)
+    stepwise: bool = True
     #: early fusion only: replace TMRoPE's (t, h, w) ids by plain 1-D positions 0..T-1 (the ablation)
     plain_positions: bool = False
     #: cross-attention only: start the tanh gates of the fusion layers at this value (None: as built, closed
@@ -96,22 +101,40 @@ class Recipe:
 
 
 def answer_logits(model: torch.nn.Module, style: str, questions: torch.Tensor, batch: dict[str, torch.Tensor]):
-    """``(n, 6)`` logits of the answer tokens (no, yes, part 0..3) at the answer slot."""
+    """``questions (n,)`` -> ``(n, 6)`` logits of the answer tokens (no, yes, part 0..3) at the question;
+    ``questions (n, k)`` -> ``(n, k, 6)``, at each of the ``k`` questions."""
     n = questions.shape[0]
     logits = model(STYLES[style][1](questions), frames=batch["frames"], audio_features=batch["mels"],
                    audio_lengths=torch.full((n,), CLIP.mel_frames))
-    return logits[:, -2, NO : PART0 + 4]
+    k = questions.shape[1] if questions.dim() == 2 else 1
+    answers = logits[:, -1 - k : -1, NO : PART0 + 4]
+    return answers if questions.dim() == 2 else answers[:, 0]
+
+
+def stepwise_prompt(task: str) -> torch.Tensor:
+    """``(3,)``: "what does the video show?", "what does the audio show?", then the relation question."""
+    return torch.tensor([ASK_VIDEO, ASK_AUDIO, QUESTION[task]])
+
+
+def stepwise_targets(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``(n, 3)`` answer indices into :func:`answer_logits` of the :func:`stepwise_prompt` questions."""
+    return torch.stack([2 + batch["video_part"], 2 + batch["audio_part"], batch["label"]], dim=1)
 
 
 def training_questions(task: str, batch: dict[str, torch.Tensor], perception: float, g: torch.Generator,
-                       unpaired: bool = True):
+                       unpaired: bool = True, stepwise: bool = False):
     """Per row, a question (the relation, or with probability ``perception`` what one medium shows) and
     its answer index into :func:`answer_logits`.
 
     ``unpaired``: the rows asking a perception question get the audio of another such row (in place), so
     that one medium says nothing about what the other shows; otherwise, answering "what does the video
-    show?" with what the audio shows is right whenever the relation holds (half the time)."""
+    show?" with what the audio shows is right whenever the relation holds (half the time).
+
+    ``stepwise``: every row asks the three questions of :func:`stepwise_prompt` (``(n, 3)`` questions and
+    targets); the relation's answer is then the equality of what the two earlier positions perceive."""
     n = batch["label"].shape[0]
+    if stepwise:
+        return stepwise_prompt(task).expand(n, -1), stepwise_targets(batch)
     kind = torch.where(torch.rand(n, generator=g) < perception, 1 + (torch.rand(n, generator=g) < 0.5).long(), 0)
     if unpaired:
         rows = (kind > 0).nonzero()[:, 0]
@@ -123,23 +146,30 @@ def training_questions(task: str, batch: dict[str, torch.Tensor], perception: fl
 
 
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, style: str, task: str, batch: dict[str, torch.Tensor]) -> float:
-    """Held-out accuracy on the relation question (no vs yes)."""
-    return _accuracy(model, style, QUESTION[task], batch, batch["label"], slice(0, 2))
+def accuracy(model: torch.nn.Module, style: str, task: str, batch: dict[str, torch.Tensor],
+             stepwise: bool = False) -> float:
+    """Held-out accuracy on the relation question (no vs yes), asked alone or (``stepwise``) after the two
+    perception questions."""
+    prompt = stepwise_prompt(task) if stepwise else torch.tensor([QUESTION[task]])
+    return _accuracy(model, style, prompt, len(prompt) - 1, batch, batch["label"], slice(0, 2))
 
 
 @torch.no_grad()
-def perception_accuracy(model: torch.nn.Module, style: str, medium: str, batch: dict[str, torch.Tensor]) -> float:
-    """Accuracy on "what does the video (``medium="video"``) / the audio show?" (4 answers)."""
-    question = ASK_VIDEO if medium == "video" else ASK_AUDIO
-    return _accuracy(model, style, question, batch, batch[f"{medium}_part"], slice(2, 6))
+def perception_accuracy(model: torch.nn.Module, style: str, medium: str, batch: dict[str, torch.Tensor],
+                        task: str | None = None) -> float:
+    """Accuracy on "what does the video (``medium="video"``) / the audio show?" (4 answers), asked alone or,
+    given a ``task``, in that task's :func:`stepwise_prompt`."""
+    index = 0 if medium == "video" else 1
+    prompt = stepwise_prompt(task) if task else torch.tensor([(ASK_VIDEO, ASK_AUDIO)[index]])
+    return _accuracy(model, style, prompt, index if task else 0, batch, batch[f"{medium}_part"], slice(2, 6))
 
 
-def _accuracy(model, style: str, question: int, batch: dict[str, torch.Tensor], target: torch.Tensor,
-              answers: slice) -> float:
+def _accuracy(model, style: str, prompt: torch.Tensor, index: int, batch: dict[str, torch.Tensor],
+              target: torch.Tensor, answers: slice) -> float:
+    """Accuracy of the answer at question ``index`` of ``prompt (k,)`` among ``answers``."""
     was_training = model.training
     model.eval()
-    logits = answer_logits(model, style, torch.full_like(target, question), batch)[:, answers]
+    logits = answer_logits(model, style, prompt.expand(target.shape[0], -1), batch)[:, index, answers]
     model.train(was_training)
     return float((logits.argmax(-1) == target).float().mean())
 
@@ -205,8 +235,9 @@ def train(style: str, task: str, recipe: Recipe, *, seed: int = 0, test_size: in
         for group, lr in zip(opt.param_groups, base_lrs):
             group["lr"] = lr * factor
         batch = make_batch(task, recipe.batch_size, g)
-        questions, target = training_questions(task, batch, recipe.perception, g, recipe.unpaired)
-        loss = torch.nn.functional.cross_entropy(answer_logits(model, style, questions, batch), target)
+        questions, target = training_questions(task, batch, recipe.perception, g, recipe.unpaired, recipe.stepwise)
+        logits = answer_logits(model, style, questions, batch)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(target.numel(), -1), target.flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -216,7 +247,7 @@ def train(style: str, task: str, recipe: Recipe, *, seed: int = 0, test_size: in
             history["step"].append(step + 1)
             history["seconds"].append(round(time.perf_counter() - started, 1))
             history["loss"].append(loss.item())
-            history["accuracy"].append(accuracy(model, style, task, test))
+            history["accuracy"].append(accuracy(model, style, task, test, recipe.stepwise))
             if log:
                 log(f"{style} {task} step {step + 1} loss {float(loss):.3f} acc {history['accuracy'][-1]:.3f}")
         if out_of_time:
@@ -224,11 +255,11 @@ def train(style: str, task: str, recipe: Recipe, *, seed: int = 0, test_size: in
     reached = [i for i, a in enumerate(history["accuracy"]) if a >= 0.95]
     return {
         "history": history, "seconds": time.perf_counter() - started, "steps": history["step"][-1],
-        "accuracy": accuracy(model, style, task, test),
-        "audio_swapped": accuracy(model, style, task, swap_media(test, "audio")),
-        "video_swapped": accuracy(model, style, task, swap_media(test, "video")),
-        "video_perception": perception_accuracy(model, style, "video", test),
-        "audio_perception": perception_accuracy(model, style, "audio", test),
+        "accuracy": accuracy(model, style, task, test, recipe.stepwise),
+        "audio_swapped": accuracy(model, style, task, swap_media(test, "audio"), recipe.stepwise),
+        "video_swapped": accuracy(model, style, task, swap_media(test, "video"), recipe.stepwise),
+        "video_perception": perception_accuracy(model, style, "video", test, task if recipe.stepwise else None),
+        "audio_perception": perception_accuracy(model, style, "audio", test, task if recipe.stepwise else None),
         "steps_to_0.95": history["step"][reached[0]] if reached else None,
         "seconds_to_0.95": history["seconds"][reached[0]] if reached else None,
     }
@@ -282,8 +313,8 @@ ABLATION_PANEL = "time, no value positions"
 def runs(args: argparse.Namespace) -> list[tuple[str, str, str, Recipe, str]]:
     """``(name, style, task, recipe, panel)`` of every run the command line asks for."""
     recipe = Recipe(steps=args.steps, lr=args.lr, perception=args.perception, unpaired=not args.paired,
-                    max_seconds=args.max_seconds)
-    todo = [(style, task, style, recipe, task) for task in args.tasks for style in args.styles]
+                    stepwise=args.stepwise, max_seconds=args.max_seconds)
+    todo = [(style, style, task, recipe, task) for task in args.tasks for style in args.styles]
     if args.tmrope_ablation:
         no_values = dataclasses.replace(recipe, model_kwargs={"media_positions": False})
         todo += [("early TMRoPE", "early", "time", no_values, ABLATION_PANEL),
@@ -302,6 +333,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=Recipe.lr)
     parser.add_argument("--perception", type=float, default=Recipe.perception,
                         help="share of training rows asking a perception question (0: relation question only)")
+    parser.add_argument("--stepwise", action=argparse.BooleanOptionalAction, default=Recipe.stepwise,
+                        help="ask the video, the audio, then the relation question in every row (default); "
+                             "--no-stepwise: one question per row, --perception and --paired apply")
     parser.add_argument("--paired", action="store_true",
                         help="perception rows keep their own audio (the shortcut the recipe removes)")
     parser.add_argument("--tmrope-ablation", action="store_true",

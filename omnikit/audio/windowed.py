@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +39,15 @@ __all__ = ["WindowedAudioEncoder", "WindowedAudioEncoderConfig"]
 
 @dataclass
 class WindowedAudioEncoderConfig:
-    """Hyper-parameters of :class:`WindowedAudioEncoder` (defaults: Qwen2.5-Omni-7B's audio tower)."""
+    """Hyper-parameters of :class:`WindowedAudioEncoder` (defaults: Qwen2.5-Omni-7B's audio tower).
+
+    ``stem_init``: initial weights of the conv stem, ``"torch"`` (PyTorch's default) or ``"he"``
+    (normal, std ``sqrt(2 / fan_in)``, zero biases). Only training from scratch sees it: a loaded
+    checkpoint overwrites it. With ``"torch"`` the stem's output at initialisation is about 10x smaller
+    than the sinusoidal positions added to it (std 0.04 against 0.49 on 0.3-std log-mels), so what a short
+    sound changes hardly shows in the tokens; ``"he"`` keeps the stem's output near its input's scale
+    (docs/fusion.md).
+    """
 
     n_mels: int = 128
     dim: int = 1280
@@ -49,6 +58,7 @@ class WindowedAudioEncoderConfig:
     n_window: int = 100
     norm_eps: float = 1e-5
     backend: str = "sdpa"
+    stem_init: Literal["torch", "he"] = "torch"
 
 
 class WindowedAudioEncoder(nn.Module):
@@ -63,6 +73,10 @@ class WindowedAudioEncoder(nn.Module):
         self.config = config
         self.conv1 = nn.Conv1d(config.n_mels, config.dim, kernel_size=3, padding=1)
         self.conv2 = nn.Conv1d(config.dim, config.dim, kernel_size=3, stride=2, padding=1)
+        if config.stem_init == "he":
+            for conv in (self.conv1, self.conv2):
+                nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+                nn.init.zeros_(conv.bias)
         self.register_buffer("positions", sinusoids(config.n_window, config.dim), persistent=False)
         self.encoder = EncoderStack(config.dim, config.depth, config.num_heads, config.mlp_hidden,
                                     norm_eps=config.norm_eps, backend=config.backend)

@@ -30,6 +30,7 @@ __all__ = [
     "TINY_TOKENS",
     "duplex_tiny",
     "mlp_projector_tiny",
+    "omni_early_small",
     "omni_early_tiny",
     "omni_xattn_tiny",
     "perceiver_adapter_tiny",
@@ -80,8 +81,18 @@ def omni_early_tiny(
     return _tiny_early(thinker, fps, media_positions, audio_in_video)
 
 
+@register_model(kind="omni", modalities=("text", "video", "audio"))
+def omni_early_small(**kwargs: Any) -> EarlyFusionOmni:
+    """:func:`omni_early_tiny` with a 4-layer Thinker (2 in the tiny): on the relation task ``place`` of
+    ``examples/relation_tasks.py`` it reached 0.95 after 175 steps with seeds 0 and 1, where the tiny took 475
+    steps and did not reach it in 600 (docs/fusion.md). Same arguments as :func:`omni_early_tiny`."""
+    return omni_early_tiny(**{"depth": 4, **kwargs})
+
+
 def _tiny_adapters(dim: int, fps: float, media_positions: bool) -> tuple[VideoAdapter, AudioAdapter]:
-    audio = AudioAdapter(create_model("qwen2_5_omni_audio_tiny"), dim, time_embedding=media_positions)
+    # "he": the conv stem's output is not swamped by the encoder's positions at initialisation (a short sound is
+    # learnable from scratch; docs/fusion.md)
+    audio = AudioAdapter(create_model("qwen2_5_omni_audio_tiny", stem_init="he"), dim, time_embedding=media_positions)
     video = VideoAdapter(TubeletEncoder(32, patch=4, tubelet=2), dim, fps=fps, position_embedding=media_positions)
     return video, audio
 
