@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+import omnikit
+
 
 @pytest.fixture()
 def encoder(tiny_model) -> torch.nn.Module:
@@ -59,3 +61,12 @@ def test_unnormalised_pixel_frames_are_refused(encoder) -> None:
     with pytest.raises(ValueError, match=r"`frames` expected values normalised for the backbone .* raw 0-255 pixels"):
         model(raw)
     assert model(frames).hidden_states.isfinite().all()
+
+
+@pytest.mark.parametrize("name", ["video_vit_tiny", "qwen2_5_omni_vision_tiny", "qwen3_vit_tiny", "frame_encoder_tiny"])
+def test_zero_frame_video_blames_frames(name: str) -> None:
+    """Before, video towers blamed `lengths` (which the caller had not passed) for a clip of no frames."""
+    model = omnikit.create_model(name).eval()
+    frames = model.contract_inputs([2]).kwargs["frames"]
+    with pytest.raises(ValueError, match="`frames` expected at least one"):
+        model(frames[:, :0])

@@ -89,12 +89,15 @@ def check_tensor(
     return x
 
 
-def check_lengths(lengths: object, name: str, *, batch: int, max_len: int) -> torch.Tensor:
+def check_lengths(lengths: object, name: str, *, batch: int, max_len: int, of: str | None = None) -> torch.Tensor:
     """Check a per-item valid-length vector: integer, shape (batch,), values in [1, max_len].
 
-    The range needs the values: eager only (skipped while compiling or exporting, where the
-    shape and dtype are still checked).
+    ``of`` names the tensor whose time axis the lengths count: an empty axis (``max_len == 0``)
+    is then blamed on it, not on ``lengths``. The range needs the values: eager only (skipped
+    while compiling or exporting, where the shape and dtype are still checked).
     """
+    if of is not None and max_len < 1:
+        raise OmnikitValueError(f"`{of}` expected at least one step along its time axis but got none")
     t = check_tensor(lengths, name, shape=(batch,), floating=False)
     if t.dtype == torch.bool:
         raise OmnikitTypeError(f"`{name}` expected an integer tensor of lengths but got a bool tensor")

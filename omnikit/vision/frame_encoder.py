@@ -260,7 +260,7 @@ class FrameEncoder(nn.Module):
             lengths = torch.full((batch,), length, dtype=torch.long, device=frames.device)
             mask = None
         else:
-            lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length).to(frames.device)
+            lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length, of="frames").to(frames.device)
             mask = torch.arange(length, device=frames.device)[None, :] < lengths[:, None]
             valid = frames[mask] if eager else frames.masked_fill(~mask[:, :, None, None, None], 0).flatten(0, 1)
         check_finite(valid, "frames", "in valid frames")

@@ -30,7 +30,7 @@ def checked_frames(frames: torch.Tensor, lengths: torch.Tensor | None, in_chans:
         raise OmnikitValueError(f"`frames` expected at least one clip but got shape {tuple(frames.shape)}")
     if lengths is None:
         lengths = torch.full((batch,), length, dtype=torch.long, device=frames.device)
-    return check_lengths(lengths, "lengths", batch=batch, max_len=length).to(frames.device)
+    return check_lengths(lengths, "lengths", batch=batch, max_len=length, of="frames").to(frames.device)
 
 
 class TubeletEmbed(nn.Module):
@@ -62,7 +62,7 @@ class TubeletEmbed(nn.Module):
             raise OmnikitValueError(f"`frames` sides expected multiples of {ph}x{pw} but got {height}x{width}")
         if lengths is None:
             lengths = torch.full((batch,), length, device=frames.device)
-        lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length)
+        lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length, of="frames")
         frames = repeat_last_valid_frame(frames, lengths, pt)
         gt, gh, gw = frames.shape[1] // pt, height // ph, width // pw
         tubes = frames.view(batch, gt, pt, chans, gh, ph, gw, pw).permute(0, 1, 4, 6, 3, 2, 5, 7)

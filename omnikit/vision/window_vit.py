@@ -327,7 +327,7 @@ class WindowViT(nn.Module):
         batch, length = frames.shape[:2]
         if lengths is None:
             lengths = torch.full((batch,), length, dtype=torch.long, device=frames.device)
-        lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length).to(frames.device)
+        lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length, of="frames").to(frames.device)
         if torch.compiler.is_compiling():
             return self._forward_steps(frames, lengths)
         pixel_values, grid_thw = patchify_frames(frames, lengths, tuple(self.config.patch), self.config.merge_size)

@@ -8,7 +8,7 @@ import torch
 
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import check_lengths, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_lengths, check_tensor
 
 __all__ = ["check_frame_tokens", "frame_mask_or_none", "frame_positions", "frame_tokens_contract", "zero_padding"]
 
@@ -26,8 +26,10 @@ def check_frame_tokens(
     check_tensor(tokens, "tokens", shape=shape)
     batch, length = tokens.shape[:2]
     if lengths is None:
+        if length < 1:
+            raise OmnikitValueError("`tokens` expected at least one step along its time axis but got none")
         return tokens, torch.full((batch,), length, dtype=torch.long, device=tokens.device)
-    lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length).to(tokens.device)
+    lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length, of="tokens").to(tokens.device)
     return zero_padding(tokens, lengths), lengths
 
 
