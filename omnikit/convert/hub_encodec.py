@@ -19,49 +19,42 @@ import torch
 from torch import nn
 
 from omnikit.audio.encodec_codec import EncodecTokenizer, require_encodec
-from omnikit.convert.architectures import Mapped, register_architecture
-from omnikit.convert.configmap import ConfigMap, Convert, Derived, Field, Refuse
+from omnikit.convert.architectures import Config, Part, register_architecture
 from omnikit.convert.keymap import KeyMap, Legacy, Rename
 from omnikit.utils.checks import OmnikitValueError
 
-__all__ = ["ENCODEC", "build_encodec", "encodec_key_map"]
+__all__ = ["build_encodec", "encodec_key_map"]
 
 
-#: The ``encodec`` package's hyper-parameters of a transformers ``EncodecModel`` ``config.json`` (the
-#: SEANet keywords first, then the quantizer's).
-ENCODEC = ConfigMap((
-    Refuse("norm_type", ("weight_norm",)), Refuse("normalize", (False,), write_value=False),
-    Refuse("chunk_length_s", (0,), write_value=False),
-    Field("channels", "audio_channels", 1), Field("dimension", "hidden_size"), Field("n_filters", "num_filters"),
-    Field("n_residual_layers", "num_residual_layers", 1), Field("ratios", "upsampling_ratios", cast=list),
-    Field("kernel_size", "kernel_size", 7), Field("last_kernel_size", "last_kernel_size", 7),
-    Field("residual_kernel_size", "residual_kernel_size", 3), Field("dilation_base", "dilation_growth_rate", 2),
-    Field("causal", "use_causal_conv", True), Field("pad_mode", "pad_mode", "reflect"),
-    Convert("true_skip", "use_conv_shortcut", lambda v, f: not v, lambda v, f: not v, default=True),
-    Field("compress", "compress", 2), Field("lstm", "num_lstm_layers", 2),
-    Field("trim_right_ratio", "trim_right_ratio", 1.0), Field("sample_rate", "sampling_rate"),
-    Field("bandwidths", "target_bandwidths", cast=list), Field("codebook_size", "codebook_size"),
-    Derived("codebook_dim", "codebook_dim", lambda f: f["dimension"]),
-))
-_SEANET = ("channels", "dimension", "n_filters", "n_residual_layers", "ratios", "kernel_size", "last_kernel_size",
-           "residual_kernel_size", "dilation_base", "causal", "pad_mode", "true_skip", "compress", "lstm")
-
-
-def build_encodec(fields: Mapping[str, Any]) -> EncodecTokenizer:
-    """An :class:`EncodecTokenizer` over an ``encodec.EncodecModel`` with the hyper-parameters
-    :data:`ENCODEC` read from a config.json."""
+def build_encodec(config: Config) -> EncodecTokenizer:
+    """An :class:`EncodecTokenizer` over an ``encodec.EncodecModel`` with ``config``'s hyper-parameters."""
     encodec = require_encodec()
-    seanet = {name: fields[name] for name in _SEANET}
-    encoder = encodec.modules.SEANetEncoder(**seanet, norm="weight_norm")
-    decoder = encodec.modules.SEANetDecoder(**seanet, norm="weight_norm", trim_right_ratio=fields["trim_right_ratio"])
-    frame_rate = math.ceil(fields["sample_rate"] / math.prod(fields["ratios"]))
-    bandwidths = fields["bandwidths"]
-    bits = math.ceil(math.log2(fields["codebook_size"]))
+    if config.get("norm_type", "weight_norm") != "weight_norm" or config.get("normalize") or config.get(
+            "chunk_length_s"):
+        raise OmnikitValueError(
+            "only EnCodec configs with norm_type='weight_norm', normalize=False and no chunking (the 24 kHz "
+            "models) load"
+        )
+    seanet = dict(
+        channels=config.get("audio_channels", 1), dimension=config["hidden_size"], n_filters=config["num_filters"],
+        n_residual_layers=config.get("num_residual_layers", 1), ratios=list(config["upsampling_ratios"]),
+        norm="weight_norm", kernel_size=config.get("kernel_size", 7),
+        last_kernel_size=config.get("last_kernel_size", 7),
+        residual_kernel_size=config.get("residual_kernel_size", 3), dilation_base=config.get("dilation_growth_rate", 2),
+        causal=config.get("use_causal_conv", True), pad_mode=config.get("pad_mode", "reflect"),
+        true_skip=not config.get("use_conv_shortcut", True), compress=config.get("compress", 2),
+        lstm=config.get("num_lstm_layers", 2),
+    )
+    encoder = encodec.modules.SEANetEncoder(**seanet)
+    decoder = encodec.modules.SEANetDecoder(**seanet, trim_right_ratio=config.get("trim_right_ratio", 1.0))
+    frame_rate = math.ceil(config["sampling_rate"] / math.prod(config["upsampling_ratios"]))
+    bandwidths = list(config["target_bandwidths"])
+    bits = math.ceil(math.log2(config["codebook_size"]))
     num_quantizers = int(1000 * bandwidths[-1] // (frame_rate * bits))
     quantizer = encodec.quantization.ResidualVectorQuantizer(
-        dimension=fields["codebook_dim"], n_q=num_quantizers, bins=fields["codebook_size"],
+        dimension=config.get("codebook_dim") or config["hidden_size"], n_q=num_quantizers, bins=config["codebook_size"],
     )
-    model = encodec.EncodecModel(encoder, decoder, quantizer, bandwidths, fields["sample_rate"], seanet["channels"],
+    model = encodec.EncodecModel(encoder, decoder, quantizer, bandwidths, config["sampling_rate"], seanet["channels"],
                                  normalize=False, segment=None)
     return EncodecTokenizer(model.eval(), bandwidths[0])
 
@@ -70,7 +63,7 @@ _WEIGHT_NORM = {"weight_g": "parametrizations.weight.original0", "weight_v": "pa
                 "bias": "bias"}
 
 
-def encodec_key_map(fields: Mapping[str, Any]) -> KeyMap:
+def encodec_key_map(config: Config) -> KeyMap:
     """Rules of the ``encodec`` package's model (under ``model.``) <- transformers' ``EncodecModel``."""
     rules: list[Any] = []
     for ours_conv, theirs_conv in (("conv.conv", "conv"), ("convtr.convtr", "conv")):
@@ -96,5 +89,6 @@ def codec_inputs(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, Any]:
     return {"wav": torch.as_tensor(inputs["input_values"])}
 
 
-register_architecture("EncodecModel", default_part="codec",
-                      parts={"codec": Mapped(ENCODEC, build_encodec, encodec_key_map).part(inputs=codec_inputs)})
+register_architecture(
+    "EncodecModel", parts={"codec": Part(build_encodec, encodec_key_map, inputs=codec_inputs)}, default_part="codec",
+)
