@@ -60,7 +60,7 @@ def _judge(call) -> None:
     assert _finite(out), "a finite answer or a clear error was expected, got non-finite values"
 
 
-MUTATIONS = ("nan", "inf", "huge", "negative", "float64", "int", "bool", "empty_last", "empty_first",
+MUTATIONS = ("nan", "inf", "negative", "float64", "int", "bool", "empty_last", "empty_first",
              "extra_dim", "drop_dim", "long_last", "list", "none", "string")
 
 
@@ -101,7 +101,7 @@ def _mutate(value: torch.Tensor, how: str) -> Any:
 @given(data=st.data())
 def test_registered_models_give_a_clear_error_or_finite_outputs(name: str, data: st.DataObject) -> None:
     model = _model(name)
-    kwargs = dict(model.contract_inputs([5, 3], seed=0).kwargs)
+    kwargs = dict(model.contract_inputs([13, 9], seed=0).kwargs)
     tensors = sorted(k for k, v in kwargs.items() if isinstance(v, torch.Tensor))
     if not tensors:
         pytest.skip("no tensor input to mutate")

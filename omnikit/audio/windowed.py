@@ -106,7 +106,7 @@ class WindowedAudioEncoder(nn.Module):
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
         """``features (B, n_mels, T)``, ``lengths (B,)`` valid frames -> ``(B, T', output_dim)``."""
-        x, n = check_features(features, lengths, self.config.n_mels)
+        x, n = check_features(features, lengths, self.config.n_mels, like=self)
         out_lengths = self.output_lengths(n)
         if not torch.compiler.is_compiling() and int(out_lengths.min()) < 1:
             short = int(out_lengths.argmin())

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from omnikit.fusion.modality import MODALITIES
-from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
+from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError, check_tensor
 
 __all__ = ["ItemTable", "traced_position_ids"]
 
@@ -58,7 +58,11 @@ class ItemTable:
         grid = torch.tensor(merged, dtype=torch.long, device=device).view(-1, 3)
         if seconds_per_step is None:
             return cls(grid, torch.ones(grid.shape[0], device=device))
-        return cls(grid, seconds_per_step.reshape(-1).to(device, torch.float32))
+        seconds = check_tensor(seconds_per_step, "video_second_per_grid", ndim=(1, 2))
+        if seconds.numel() != grid.shape[0]:
+            raise OmnikitValueError(f"`video_second_per_grid` expected one value per video ({grid.shape[0]}) but got "
+                                    f"shape {tuple(seconds.shape)}")
+        return cls(grid, seconds.reshape(-1).to(device, torch.float32))
 
     @classmethod
     def audio(cls, tokens: torch.Tensor | Sequence[int], device: torch.device | None = None) -> ItemTable:

@@ -7,6 +7,7 @@ shape error from deep inside torch.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 
@@ -18,11 +19,13 @@ __all__ = [
     "check_choice",
     "check_finite",
     "check_ids",
+    "check_input",
     "check_int_in_range",
     "check_lengths",
     "check_positive",
     "check_positive_number",
     "check_tensor",
+    "check_weight_dtype",
 ]
 
 
@@ -123,6 +126,38 @@ def check_positive(value: object, name: str, *, allow_zero: bool = False) -> Non
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise OmnikitValueError(f"`{name}` expected an int {bound} but got {value}")
+
+
+def check_input(
+    x: object,
+    name: str,
+    module: torch.nn.Module,
+    *,
+    shape: Sequence[int | str | None] | None = None,
+    ndim: int | Sequence[int] | None = None,
+) -> torch.Tensor:
+    """A floating input at a model's public entry: a tensor of the expected rank or shape, in a
+    dtype the module's weights have (unless autocast is on), finite (eager mode).
+
+    Inputs whose padding may legitimately hold NaN (audio features) check their valid part
+    themselves instead.
+    """
+    x = check_tensor(x, name, shape=shape, ndim=ndim, floating=True)
+    check_weight_dtype(x, name, module)
+    check_finite(x, name)
+    return x
+
+
+def check_weight_dtype(x: torch.Tensor, name: str, module: torch.nn.Module) -> None:
+    """``TypeError`` unless floating ``x`` has a dtype of ``module``'s first weights (autocast exempt):
+    a float64 batch for a float32 model fails with this message, not deep inside a matmul."""
+    if torch.compiler.is_compiling():  # a mismatch fails while tracing anyway; no parameter walk in graphs
+        return
+    weights = {p.dtype for p in itertools.islice(module.parameters(), 8) if p.is_floating_point()}
+    if weights and x.dtype not in weights and not torch.is_autocast_enabled(x.device.type):
+        expected = " or ".join(sorted(str(d) for d in weights))
+        raise OmnikitTypeError(f"`{name}` expected dtype {expected} (the model's weights) but got {x.dtype}; "
+                               "cast the input or the model")
 
 
 def check_positive_number(value: object, name: str) -> float:
