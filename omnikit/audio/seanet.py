@@ -39,13 +39,14 @@ class CausalConvTranspose1d(StreamingModule[ConvTransposeState]):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int,
-                 bias: bool = True) -> None:
+                 groups: int = 1, bias: bool = True) -> None:
         super().__init__()
         check_positive(stride, "stride")
         if kernel_size < stride:
             raise OmnikitValueError(f"`kernel_size` ({kernel_size}) must be >= `stride` ({stride})")
         self.stride = stride
-        self.convtr = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride=stride, bias=bias)
+        self.convtr = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride=stride, groups=groups,
+                                         bias=bias)
 
     def init_streaming_state(self, batch_size: int) -> ConvTransposeState:
         return ConvTransposeState(batch_size)
@@ -59,7 +60,7 @@ class CausalConvTranspose1d(StreamingModule[ConvTransposeState]):
         state.check_batch(x.shape[0])
         if x.shape[-1] == 0:
             return x.new_zeros(x.shape[0], self.convtr.out_channels, 0)
-        y = F.conv_transpose1d(x, self.convtr.weight, None, stride=self.stride)
+        y = F.conv_transpose1d(x, self.convtr.weight, None, stride=self.stride, groups=self.convtr.groups)
         if state.tail is not None:
             y = torch.cat((y[..., : state.tail.shape[-1]] + state.tail, y[..., state.tail.shape[-1] :]), dim=-1)
         state.tail = y[..., steps:]

@@ -64,6 +64,8 @@ def mimi_key_map(config: Config) -> KeyMap:
     return KeyMap((
         *(Rename(f"{{s}}.{{n}}.{inner}conv.{{p}}", f"{{s}}.layers.{{n}}.{inner}conv.{{p}}")
           for inner in ("", "block.{j}.", "shortcut.")),
+        Rename("{s}.{n}.convtr.{p}", "{s}.layers.{n}.conv.{p}"),
+        Rename("upsample.convtr.weight", "upsample.conv.weight"),
         Rename("{c}.conv.weight", "{c}.conv.weight"),
     )) + attention_key_map((q, kv, kv), layer, layer) + KeyMap((
         Rename(layer + "fc1.weight", layer + "mlp.fc1.weight"),
