@@ -99,3 +99,26 @@ def test_mimi_part_and_save_hf_round_trip(loaded, tmp_path):
     back = type(hf).from_pretrained(tmp_path / "back")
     for name, tensor in hf.state_dict().items():
         assert torch.equal(back.state_dict()[name], tensor), name
+
+
+def test_created_moshi_saves_as_a_transformers_checkpoint(tmp_path):
+    """``save_hf`` on a Moshi built by ``create_model`` writes a config and tensors transformers loads, and
+    the logits agree."""
+    import omnikit
+
+    torch.manual_seed(0)
+    moshi = omnikit.create_model("moshi_tiny").eval()
+    save_hf(moshi, tmp_path, max_shard_size="20KB")
+    hf = transformers.MoshiForConditionalGeneration.from_pretrained(tmp_path).eval()
+    again = load_hf(tmp_path).eval()
+    g = torch.Generator().manual_seed(4)
+    text = torch.randint(0, 40, (1, 5), generator=g)
+    codes = torch.randint(0, 16, (1, 3, 5), generator=g)
+    start = torch.full((1, 3, 1), 16)
+    with torch.no_grad():
+        ours = moshi.split_logits(moshi(text, codes, codes))[0]
+        ref = hf(input_ids=torch.cat((torch.full((1, 1), 40), text[:, :-1]), 1),
+                 moshi_audio_codes=torch.cat((start, codes[..., :-1]), 2),
+                 user_audio_codes=torch.cat((start, codes[..., :-1]), 2)).logits
+        assert _rel(ours, ref) <= 1e-4
+        assert torch.equal(again(text, codes, codes), moshi(text, codes, codes))

@@ -11,15 +11,17 @@ Part ``"audio_encoder"`` loads Mimi alone. Config translation lives in :func:`mo
 
 from __future__ import annotations
 
+from torch import nn
+
 from omnikit.audio.mimi import MimiTokenizer
 from omnikit.convert.architectures import Config, Part, register_architecture
-from omnikit.convert.hub_mimi import mimi_config, mimi_key_map
+from omnikit.convert.hub_mimi import mimi_config, mimi_hf_config, mimi_key_map
 from omnikit.convert.keymap import Fuse, KeyMap, Rename
 from omnikit.layers.decoder import DecoderConfig
 from omnikit.speech.moshi import Moshi, MoshiConfig
 from omnikit.utils.checks import OmnikitValueError
 
-__all__ = ["moshi_config", "moshi_key_map"]
+__all__ = ["moshi_config", "moshi_hf_config", "moshi_key_map"]
 
 
 def _transformer(config: Config, *, depth: bool) -> DecoderConfig:
@@ -52,6 +54,38 @@ def moshi_config(config: Config) -> MoshiConfig:
         num_codebooks=k, codebook_size=size, delays=(0,) + (1,) * (k - 1), frame_rate=codec.frame_rate,
         predictor=_transformer(config["depth_decoder_config"], depth=True), codec=codec, per_codebook_depth=True,
     )
+
+
+def _hf_transformer(config: DecoderConfig) -> Config:
+    """The ``config.json`` fields of a transformer (:func:`_transformer` reversed)."""
+    return {
+        "hidden_size": config.dim, "num_hidden_layers": config.depth, "num_attention_heads": config.num_heads,
+        "num_key_value_heads": config.num_kv_heads or config.num_heads,
+        "head_dim": config.head_dim or config.dim // config.num_heads, "ffn_dim": 2 * config.mlp_hidden,
+        "rms_norm_eps": config.norm_eps, "hidden_act": "silu",
+    }
+
+
+def moshi_hf_config(model: nn.Module) -> Config | None:
+    """The transformers ``config.json`` of a :class:`Moshi` (:func:`moshi_config` reversed); None for another
+    model or one transformers' layout cannot hold (other delays, a shared depth transformer ...)."""
+    if not isinstance(model, Moshi):
+        return None
+    cfg = model.config
+    t, k = cfg.temporal, cfg.num_codebooks
+    if (t.mlp != "swiglu_fused" or t.qk_norm or t.qkv_bias or t.out_bias or t.norm != "rmsnorm"
+            or t.mrope_sections is not None or t.attention_chunk is not None or model.delays != (0,) + (1,) * (k - 1)):
+        return None
+    depth = {**_hf_transformer(cfg.predictor), "max_position_embeddings": k, "sliding_window": k,
+             "audio_vocab_size": cfg.codebook_size, "input_size": t.dim, "vocab_size": cfg.text_vocab,
+             "num_codebooks": k}
+    return {
+        "architectures": ["MoshiForConditionalGeneration"], "model_type": "moshi", **_hf_transformer(t),
+        "vocab_size": cfg.text_vocab, "audio_vocab_size": cfg.codebook_size, "num_codebooks": k,
+        "rope_parameters": {"rope_type": "default", "rope_theta": t.rope_base},
+        "sliding_window": t.sliding_window or 3000, "max_position_embeddings": t.sliding_window or 3000,
+        "audio_encoder_config": mimi_hf_config(cfg.codec), "depth_decoder_config": depth,
+    }
 
 
 def _layer_rules(ours: str, theirs: str, sizes: tuple[int, int, int], dim: int) -> KeyMap:
@@ -94,7 +128,7 @@ def moshi_key_map(config: Config) -> KeyMap:
 register_architecture(
     "MoshiForConditionalGeneration",
     parts={
-        "moshi": Part(lambda c: Moshi(moshi_config(c)), moshi_key_map),
+        "moshi": Part(lambda c: Moshi(moshi_config(c)), moshi_key_map, export_config=moshi_hf_config),
         "audio_encoder": Part(lambda c: MimiTokenizer(mimi_config(c["audio_encoder_config"])),
                               lambda c: mimi_key_map(c["audio_encoder_config"]), prefix="audio_encoder."),
     },

@@ -105,7 +105,7 @@ class Moshi(DuplexModel):
 
         Equals transformers' ``generate(input_ids=, user_audio_codes=, moshi_audio_codes=,
         max_new_tokens=)`` (its unconditional first frame is this model's start column): its text
-        after the ``1 + T`` prompt positions and its audio codes after the ``1 + T`` prompt frames
+        after the ``1 + T`` prompt positions and its audio codes after the ``T`` prompt frames
         (transformers returns those too). ``stream_options`` go to :meth:`stream` (``cache``, ``compile`` ...).
         """
         check_positive(max_new_tokens, "max_new_tokens")

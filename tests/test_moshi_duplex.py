@@ -1,0 +1,56 @@
+"""The full-duplex loop on Moshi: user audio frames in, text and reply audio frames out, one frame at a time,
+equal to the same inputs run offline (whole-clip Mimi, teacher-forced forward, whole-clip decode)."""
+
+from __future__ import annotations
+
+import torch
+
+import omnikit
+from omnikit.audio.layouts import delay_codes
+
+FRAMES = 8
+
+
+def _moshi() -> torch.nn.Module:
+    torch.manual_seed(0)
+    moshi = omnikit.create_model("moshi_tiny").eval()
+    with torch.no_grad():
+        for layer in moshi.audio_encoder.semantic.layers[:] + moshi.audio_encoder.acoustic.layers[:]:
+            layer.embed_sum.normal_()
+    return moshi
+
+
+def test_audio_loop_equals_offline():
+    moshi = _moshi()
+    codec = moshi.audio_encoder
+    wav = torch.randn(2, 1, FRAMES * codec.hop, generator=torch.Generator().manual_seed(1))
+    steps = list(moshi.converse(wav.split(codec.hop, dim=-1)))
+    assert len(steps) == FRAMES
+    with torch.no_grad():
+        heard = codec.encode(wav)  # (B, K, F) whole clip
+        text = torch.stack([s.text for s in steps], dim=1)
+        said = torch.stack([s.codes for s in steps], dim=2)  # step layout
+        user = delay_codes(heard, moshi.pad, moshi.delays)[..., :FRAMES]
+        text_logits, code_logits = moshi.split_logits(moshi(text, said, user))
+        # greedy: every streamed token is the offline argmax given the same past
+        assert torch.equal(text_logits.argmax(-1), text)
+        started = said != moshi.pad
+        assert torch.equal(code_logits.argmax(-1).transpose(1, 2)[started], said[started])
+        assert not started[:, 1:, 0].any()  # the acoustic codebooks start one step late
+        frames = torch.stack([s.frame for s in steps[1:]], dim=2)
+        assert torch.equal(frames, torch.cat((said[:, :1, :-1], said[:, 1:, 1:]), dim=1))
+        reply = torch.cat([s.wav for s in steps[1:]], dim=-1)
+        torch.testing.assert_close(reply, codec.decode(frames), rtol=1e-5, atol=1e-6)
+    assert steps[0].wav is None and reply.shape == (2, 1, (FRAMES - 1) * codec.hop)
+
+
+def test_audio_loop_equals_the_code_loop():
+    """Encoding the user's audio inside the loop gives the same steps as feeding its whole-clip codes."""
+    moshi = _moshi()
+    codec = moshi.audio_encoder
+    wav = torch.randn(1, 1, FRAMES * codec.hop, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        codes = list(moshi.stream(codec.encode(wav).unbind(2)))
+    audio = list(moshi.converse(wav.split(codec.hop, dim=-1)))
+    for a, c in zip(audio, codes, strict=True):
+        assert torch.equal(a.text, c.text) and torch.equal(a.codes, c.codes)
