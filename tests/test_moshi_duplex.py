@@ -54,3 +54,28 @@ def test_audio_loop_equals_the_code_loop():
     audio = list(moshi.converse(wav.split(codec.hop, dim=-1)))
     for a, c in zip(audio, codes, strict=True):
         assert torch.equal(a.text, c.text) and torch.equal(a.codes, c.codes)
+
+
+def test_example_runs_on_a_wav_file(tmp_path):
+    """``examples/duplex.py`` on a WAV file (another rate, stereo) with its offline tiny snapshot."""
+    import os
+    import subprocess
+    import sys
+    import wave
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    t = torch.arange(1600) / 1600
+    pcm = (0.3 * torch.sin(2 * torch.pi * 200 * t) * 32767).to(torch.int16)
+    with wave.open(str(tmp_path / "in.wav"), "wb") as f:
+        f.setnchannels(2)
+        f.setsampwidth(2)
+        f.setframerate(1600)
+        f.writeframes(torch.stack((pcm, pcm), dim=1).numpy().tobytes())
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(root / "examples" / "duplex.py"), "--wav", str(tmp_path / "in.wav"),
+                           "--out", str(tmp_path / "reply.wav")], env=env, capture_output=True, text=True,
+                          timeout=300, check=True)
+    assert "50 frames" in done.stdout and "real-time factor" in done.stdout  # 1 s at 800 Hz, 16-sample hop
+    with wave.open(str(tmp_path / "reply.wav"), "rb") as f:
+        assert (f.getframerate(), f.getnframes()) == (800, 49 * 16)

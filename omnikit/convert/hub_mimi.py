@@ -7,6 +7,7 @@ Part ``"codec"`` (the default). Codes and decoded audio equal transformers' ``en
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,8 +36,8 @@ def mimi_config(config: Config) -> MimiConfig:
         if value != expected:
             raise OmnikitValueError(f"Mimi {name}={value!r} is not supported; expected {expected!r}")
     frame_rate = config.get("frame_rate", config.get("_frame_rate"))
-    if frame_rate is None:
-        raise OmnikitValueError("Mimi config.json expected 'frame_rate'")
+    if frame_rate is None:  # transformers writes it only when given: the downsampling conv halves the SEANet rate
+        frame_rate = config["sampling_rate"] / (math.prod(config.get("upsampling_ratios") or (8, 6, 5, 4)) * 2)
     heads = config["num_attention_heads"]
     return MimiConfig(
         sample_rate=config["sampling_rate"], channels=config.get("audio_channels", 1), dim=config["hidden_size"],
