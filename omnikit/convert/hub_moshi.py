@@ -117,7 +117,7 @@ def moshi_key_map(config: Config) -> KeyMap:
         Rename("temporal.norm.weight", "decoder.model.norm.weight"),
         Rename("text_head.weight", "decoder.lm_head.weight"),
         Rename("depth.text_embed.weight", "depth_decoder.text_embed_tokens.weight"),
-        Rename("depth.embed.{j}.weight", "depth_decoder.embed_tokens.{j}.weight"),
+        Rename("depth.code_embed.{j}.weight", "depth_decoder.embed_tokens.{j}.weight"),
         Rename("depth.input_proj.weight", "depth_decoder.input_projections.weight"),
         Rename("depth.heads.weight", "depth_decoder.lm_heads.weight"),
     )) + _layer_rules("temporal.blocks.{i}.", "decoder.model.layers.{i}.", _qkv_sizes(cfg.temporal), 0) + (

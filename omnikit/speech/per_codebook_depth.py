@@ -118,7 +118,7 @@ class PerCodebookDepth(nn.Module):
     ``tokens[:, 0]`` is the frame's text token (ids ``[0, text_vocab]``), ``tokens[:, k]`` for
     ``k >= 1`` codebook ``k - 1``'s code (``[0, codebook_size]``; ``codebook_size``: pad); position
     ``k`` predicts codebook ``k``. :meth:`sample` decodes the ``K`` codes one position at a time
-    with a key/value cache. Weights: ``text_embed``, ``embed.{k}``, ``input_proj``, ``layers``, ``heads``.
+    with a key/value cache. Weights: ``text_embed``, ``code_embed.{k}``, ``input_proj``, ``layers``, ``heads``.
 
     Args:
         in_dim: width of the context ``h`` (the temporal transformer's).
@@ -135,14 +135,14 @@ class PerCodebookDepth(nn.Module):
         k, d = num_codebooks, config.dim
         self.num_codebooks, self.codebook_size = k, codebook_size
         self.text_embed = nn.Embedding(text_vocab + 1, d)
-        self.embed = nn.ModuleList(nn.Embedding(codebook_size + 1, d) for _ in range(k - 1))
+        self.code_embed = nn.ModuleList(nn.Embedding(codebook_size + 1, d) for _ in range(k - 1))
         self.input_proj = PerCodebookLinear(k, in_dim, d)
         self.layers = nn.ModuleList(PerCodebookLayer(k, config) for _ in range(config.depth))
         self.heads = PerCodebookLinear(k, d, codebook_size)
 
     def _embed(self, tokens: torch.Tensor, start: int) -> torch.Tensor:
         """Tokens ``(N, T)`` of positions ``start ..`` -> embeddings ``(N, T, dim)``."""
-        tables = [self.text_embed, *self.embed]
+        tables = [self.text_embed, *self.code_embed]
         return torch.stack([tables[start + t](tokens[:, t]) for t in range(tokens.shape[1])], dim=1)
 
     def _run(self, h: torch.Tensor, tokens: torch.Tensor, start: int, caches: list[LayerCache] | None) -> torch.Tensor:
