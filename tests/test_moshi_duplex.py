@@ -79,3 +79,13 @@ def test_example_runs_on_a_wav_file(tmp_path):
     assert "50 frames" in done.stdout and "real-time factor" in done.stdout  # 1 s at 800 Hz, 16-sample hop
     with wave.open(str(tmp_path / "reply.wav"), "rb") as f:
         assert (f.getframerate(), f.getnframes()) == (800, 49 * 16)
+
+
+def test_static_cache_loop_equals_the_growable_one():
+    moshi = _moshi()
+    user = torch.randint(0, 16, (1, 3, FRAMES), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        growable = list(moshi.stream(user.unbind(2)))
+        static = list(moshi.stream(user.unbind(2), cache="static", max_len=FRAMES))
+    for a, b in zip(growable, static, strict=True):
+        assert torch.equal(a.text, b.text) and torch.equal(a.codes, b.codes)

@@ -125,7 +125,8 @@ class DuplexLoss:
 
 class DuplexModel(StreamingContainer, nn.Module):
     """``forward(text (B, S), assistant (B, K, S), user (B, K, S))`` on the step layout (see the module
-    docstring and :meth:`to_steps`) -> logits ``(B, S, text_vocab + K * (codebook_size + 1))``.
+    docstring and :meth:`to_steps`) -> logits ``(B, S, text_vocab + K * code_vocab)`` (``code_vocab``:
+    ``codebook_size + 1``, the pad id included, or ``codebook_size`` with ``per_codebook_depth``).
 
     The logits are the text logits and the ``K`` codebooks' logits side by side (one tensor, so
     every parameter is behind it); :meth:`split_logits` separates them. Teacher forcing: step ``s``
@@ -329,7 +330,7 @@ class DuplexModel(StreamingContainer, nn.Module):
                          floating=False)
         heard: list[torch.Tensor] = []
         said: list[torch.Tensor] = []
-        depth_decoding = self.depth.static_decoding(batch, compile) if max_len is not None else nullcontext()
+        depth_decoding = self.head.static_decoding(batch, compile) if max_len is not None else nullcontext()
         with streaming(self.temporal, batch, max_len=max_len), depth_decoding:
             column = torch.tensor(self.previous.start, device=first.device).repeat(batch, 1)
             for step, frame in enumerate(itertools.chain([first], frames)):
