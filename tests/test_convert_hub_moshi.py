@@ -122,3 +122,18 @@ def test_created_moshi_saves_as_a_transformers_checkpoint(tmp_path):
                  user_audio_codes=torch.cat((start, codes[..., :-1]), 2)).logits
         assert _rel(ours, ref) <= 1e-4
         assert torch.equal(again(text, codes, codes), moshi(text, codes, codes))
+
+
+def test_published_preset_counts_equal_transformers_meta_model():
+    """``moshi`` has the parameters of transformers' Moshi built from the published config values (moshiko)."""
+    import omnikit
+
+    config = transformers.MoshiConfig(
+        vocab_size=32000, hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, ffn_dim=22528,
+        num_codebooks=8, sliding_window=3000, audio_encoder_config=transformers.MimiConfig().to_dict(),
+        depth_decoder_config=dict(hidden_size=1024, num_hidden_layers=6, num_attention_heads=16, ffn_dim=5632),
+    )
+    with torch.device("meta"):
+        hf = transformers.MoshiForConditionalGeneration(config)
+    ours = omnikit.create_model("moshi", device="meta")
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in hf.parameters())

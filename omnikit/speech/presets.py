@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from omnikit.audio.codec import SEANetCodec
+from omnikit.audio.mimi import MimiConfig
 from omnikit.layers.decoder import DecoderConfig
 from omnikit.registry import configure, create_model, register_model
 from omnikit.speech.duplex import DuplexConfig, DuplexModel
@@ -20,6 +21,7 @@ from omnikit.speech.turn_taking import TurnTakingHead
 
 __all__ = [
     "duplex_tiny",
+    "moshi",
     "moshi_tiny",
     "qwen3_omni_talker_tiny",
     "talker_tiny",
@@ -60,6 +62,20 @@ def duplex_tiny(**overrides: Any) -> DuplexModel:
         DuplexConfig, "duplex_tiny", overrides, dim=64, depth=2, num_heads=4, num_kv_heads=2, mlp_hidden=128,
         text_vocab=256, text_pad_id=0, num_codebooks=4, codebook_size=64, delays=(0, 1, 1, 1), depth_dim=32,
         depth_layers=1, depth_heads=2, depth_mlp_hidden=64,
+    ))
+
+
+@register_model(kind="omni", modalities=("text", "speech"))
+def moshi(**overrides: Any) -> Moshi:
+    """Kyutai's Moshi as published (moshiko / moshika, transformers' ``MoshiForConditionalGeneration``): a
+    32-layer temporal transformer (dim 4096), a 6-layer per-codebook depth decoder (dim 1024), text vocab
+    32000, 8 codebooks of 2048 per speaker, the published Mimi as ``audio_encoder``."""
+    return Moshi(configure(
+        MoshiConfig, "moshi", overrides,
+        temporal=DecoderConfig(dim=4096, depth=32, num_heads=32, mlp_hidden=11264, mlp="swiglu_fused",
+                               norm_eps=1e-8, qk_norm=False, rope_base=10000.0, sliding_window=3000),
+        predictor=DecoderConfig(dim=1024, depth=6, num_heads=16, mlp_hidden=2816, norm_eps=1e-8),
+        text_vocab=32000, num_codebooks=8, codebook_size=2048, frame_rate=12.5, codec=MimiConfig(),
     ))
 
 
