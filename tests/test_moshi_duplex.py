@@ -89,3 +89,26 @@ def test_static_cache_loop_equals_the_growable_one():
         static = list(moshi.stream(user.unbind(2), cache="static", max_len=FRAMES))
     for a, b in zip(growable, static, strict=True):
         assert torch.equal(a.text, b.text) and torch.equal(a.codes, b.codes)
+
+
+def test_bad_inputs_name_the_argument():
+    import pytest
+
+    from omnikit.speech.per_codebook_depth import PerCodebookLinear
+
+    moshi = _moshi()
+    hop = moshi.audio_encoder.hop
+    with pytest.raises(ValueError, match="user_audio"):
+        list(moshi.converse([torch.zeros(1, 1, hop + 1)]))
+    with pytest.raises(ValueError, match="user_codes"):
+        moshi.generate(torch.zeros(1, 2, dtype=torch.long), torch.zeros(1, 2, 2, dtype=torch.long),
+                       torch.zeros(1, 3, 2, dtype=torch.long), max_new_tokens=2)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        moshi.generate(torch.zeros(1, 2, dtype=torch.long), torch.zeros(1, 3, 2, dtype=torch.long),
+                       torch.zeros(1, 3, 2, dtype=torch.long), max_new_tokens=0)
+    with pytest.raises(ValueError, match="holds 3"):
+        PerCodebookLinear(3, 4, 5)(torch.zeros(1, 2, 4), start=2)
+    with pytest.raises(ValueError, match="codebook_size"):
+        omnikit.create_model("moshi_tiny", codebook_size=32)
+    with pytest.raises(ValueError, match="per_codebook_depth"):
+        omnikit.create_model("moshi_tiny", per_codebook_depth=False)
