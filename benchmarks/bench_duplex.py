@@ -12,7 +12,7 @@ loaded with ``omnikit.convert.load_hf``, so both libraries run the same weights 
 
 Rows: ``converse`` (omnikit's live loop: Mimi encodes the user's frame, the temporal and depth
 transformers take a step, Mimi decodes the reply frame) per frame, median and 90th percentile over
-the frames of a clip, and its real-time factor (time per frame / 80 ms; below 1 keeps up); then
+the frames of ``--repeats`` clips, and its real-time factor (time per frame / 80 ms; below 1 keeps up); then
 medians over ``--repeats`` interleaved rounds of: greedy generation of ``--frames`` frames of codes
 from a one-frame prompt (transformers' ``generate`` vs omnikit's ``generate``), and whole-clip Mimi
 encode and decode of ``--frames`` frames. The machine is shared: absolute times are noisy; the
@@ -76,7 +76,8 @@ def main() -> None:
     frame_s = 1 / codec.frame_rate
     with torch.no_grad():
         converse_latency(moshi, 3)  # warm-up
-        steps = converse_latency(moshi, args.frames)[1:]  # the first step holds no reply frame yet
+        # the first step of a clip holds no reply frame yet
+        steps = [t for _ in range(args.repeats) for t in converse_latency(moshi, args.frames)[1:]]
     g = torch.Generator().manual_seed(1)
     text = torch.randint(0, 32000, (1, 1), generator=g)
     user, said = (torch.randint(0, 2048, (1, 8, 1), generator=g) for _ in "us")

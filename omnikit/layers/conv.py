@@ -30,10 +30,10 @@ class CausalConv1d(StreamingModule[CausalConvState]):
     do not fill a frame are dropped. Streaming keeps those samples and emits each frame as soon
     as its last input arrives, so concatenated chunk outputs equal the offline output.
 
-    Options (Mimi / EnCodec checkpoints): ``pad_mode="replicate"`` pads on the left with copies of the
-    first sample instead of zeros; ``pad_last=True`` makes the offline output ``ceil(T / stride)``
-    frames long by zero-padding a partial last frame on the right (a stream emits that frame only
-    once its samples arrive, so chunks of whole frames equal the offline output).
+    Options (Mimi checkpoints): ``pad_mode="replicate"`` pads with copies of the edge samples instead of
+    zeros; ``pad_last=True`` makes the offline output ``ceil(T / stride)`` frames long by padding a
+    partial last frame on the right (a stream emits that frame only once its samples arrive, so
+    chunks of whole frames equal the offline output).
     """
 
     def __init__(
