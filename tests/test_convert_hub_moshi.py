@@ -137,3 +137,13 @@ def test_published_preset_counts_equal_transformers_meta_model():
         hf = transformers.MoshiForConditionalGeneration(config)
     ours = omnikit.create_model("moshi", device="meta")
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in hf.parameters())
+
+
+def test_unsupported_config_values_are_refused():
+    from omnikit.convert.hub_moshi import moshi_config
+
+    config = hf_tiny_moshi().config.to_dict()
+    with pytest.raises(ValueError, match="hidden_act"):
+        moshi_config({**config, "hidden_act": "gelu"})
+    with pytest.raises(ValueError, match="ffn_dim"):
+        moshi_config({**config, "ffn_dim": 63})
