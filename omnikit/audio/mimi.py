@@ -30,7 +30,7 @@ from omnikit.layers.attention import Attention
 from omnikit.layers.conv import CausalConv1d
 from omnikit.layers.rotary import RotaryEmbedding
 from omnikit.outputs import EncoderOutput
-from omnikit.streaming import StreamingContainer, check_stream_batch, is_streaming, streaming
+from omnikit.streaming import StreamingContainer, streaming
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_ids, check_tensor
 
@@ -312,8 +312,8 @@ class MimiTokenizer(StreamingContainer, nn.Module):
     def _quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x (B, channels, S)`` -> codes ``(B, num_codebooks, F)`` and decoded latents ``(B, dim, F)``
         (gradients pass the quantizers straight through)."""
-        if is_streaming(self):
-            check_stream_batch(self, x.shape[0], "wav")
+        if self.downsample.streaming_state is not None:  # the encoder side of an open stream (no module walk)
+            self.downsample.streaming_state.check_batch(x.shape[0], "wav")
         latents = self.downsample(self.encoder_transformer(self.encoder(x.to(self.downsample.conv.weight.dtype))))
         codes, quantized = self.semantic.quantize(latents, self.config.num_semantic)
         acoustic = self.num_codebooks - self.config.num_semantic
@@ -338,8 +338,8 @@ class MimiTokenizer(StreamingContainer, nn.Module):
                 f"`codes` expected between {n_sem} and {self.config.num_quantizers} codebooks but got {codes.shape[1]}"
             )
         check_ids(codes, "codes", self.codebook_size, what="codes")
-        if is_streaming(self):
-            check_stream_batch(self, codes.shape[0], "codes")
+        if self.upsample.streaming_state is not None:  # the decoder side of an open stream
+            self.upsample.streaming_state.check_batch(codes.shape[0], "codes")
         latents = self.semantic.decode(codes[:, :n_sem])
         if codes.shape[1] > n_sem:
             latents = latents + self.acoustic.decode(codes[:, n_sem:])
@@ -357,7 +357,7 @@ class MimiTokenizer(StreamingContainer, nn.Module):
         """
         x, n = check_waveform(wav, lengths, channels=self.config.channels)
         audio = self.decoder(self.decoder_transformer(self.upsample(self._quantize(x)[1])))
-        streamed = is_streaming(self)
+        streamed = self.upsample.streaming_state is not None
         if not framed:
             return audio if streamed else audio[..., : wav.shape[-1]]
         batch, channels, samples = audio.shape
