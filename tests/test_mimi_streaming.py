@@ -110,3 +110,23 @@ def test_stream_rejects_another_batch():
     tok = _tok()
     with tok.streaming(2), pytest.raises(ValueError, match="batch_size=2"):
         tok.encode(torch.zeros(3, 1, tok.hop))
+
+
+def test_checkpoints_of_the_older_layout_load(tmp_path):
+    """Before its transposed convolutions streamed, Mimi saved them as ``conv.*`` (now ``convtr.*``)."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    tok = _tok()
+    omnikit.save_pretrained(tok, tmp_path)
+    path = tmp_path / "model.safetensors"
+    old = {k.replace(".convtr.", ".conv."): v for k, v in load_file(str(path)).items()}
+    save_file(old, str(path))
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["weights_crc32"]  # the file was rewritten on purpose
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    back = omnikit.load_pretrained(tmp_path).eval()
+    codes = torch.randint(0, 16, (1, 3, 4), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert torch.equal(back.decode(codes), tok.decode(codes))
