@@ -7,6 +7,7 @@ Part ``"codec"`` (the default). Codes and decoded audio equal transformers' ``en
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,7 +20,7 @@ from omnikit.convert.hub_qwen import attention_key_map
 from omnikit.convert.keymap import KeyMap, Rename, Skip
 from omnikit.utils.checks import OmnikitValueError
 
-__all__ = ["mimi_config", "mimi_key_map"]
+__all__ = ["mimi_config", "mimi_hf_config", "mimi_key_map"]
 
 
 def mimi_config(config: Config) -> MimiConfig:
@@ -35,8 +36,8 @@ def mimi_config(config: Config) -> MimiConfig:
         if value != expected:
             raise OmnikitValueError(f"Mimi {name}={value!r} is not supported; expected {expected!r}")
     frame_rate = config.get("frame_rate", config.get("_frame_rate"))
-    if frame_rate is None:
-        raise OmnikitValueError("Mimi config.json expected 'frame_rate'")
+    if frame_rate is None:  # transformers writes it only when given: the downsampling conv halves the SEANet rate
+        frame_rate = config["sampling_rate"] / (math.prod(config.get("upsampling_ratios") or (8, 6, 5, 4)) * 2)
     heads = config["num_attention_heads"]
     return MimiConfig(
         sample_rate=config["sampling_rate"], channels=config.get("audio_channels", 1), dim=config["hidden_size"],
@@ -64,6 +65,8 @@ def mimi_key_map(config: Config) -> KeyMap:
     return KeyMap((
         *(Rename(f"{{s}}.{{n}}.{inner}conv.{{p}}", f"{{s}}.layers.{{n}}.{inner}conv.{{p}}")
           for inner in ("", "block.{j}.", "shortcut.")),
+        Rename("{s}.{n}.convtr.{p}", "{s}.layers.{n}.conv.{p}"),
+        Rename("upsample.convtr.weight", "upsample.conv.weight"),
         Rename("{c}.conv.weight", "{c}.conv.weight"),
     )) + attention_key_map((q, kv, kv), layer, layer) + KeyMap((
         Rename(layer + "fc1.weight", layer + "mlp.fc1.weight"),
@@ -87,3 +90,21 @@ register_architecture(
     "MimiModel", parts={"codec": Part(lambda c: MimiTokenizer(mimi_config(c)), mimi_key_map, inputs=codec_inputs)},
     default_part="codec",
 )
+
+
+def mimi_hf_config(cfg: MimiConfig) -> Config:
+    """The transformers ``MimiModel`` ``config.json`` fields of a :class:`MimiConfig` (:func:`mimi_config` reversed)."""
+    return {
+        "model_type": "mimi", "sampling_rate": cfg.sample_rate, "audio_channels": cfg.channels, "hidden_size": cfg.dim,
+        "num_filters": cfg.n_filters, "num_residual_layers": cfg.n_residual, "upsampling_ratios": list(cfg.ratios),
+        "kernel_size": cfg.kernel_size, "last_kernel_size": cfg.last_kernel_size,
+        "residual_kernel_size": cfg.residual_kernel_size, "dilation_growth_rate": cfg.dilation_base,
+        "compress": cfg.compress, "use_conv_shortcut": cfg.conv_shortcut, "pad_mode": cfg.pad_mode,
+        "frame_rate": cfg.frame_rate, "codebook_size": cfg.codebook_size, "codebook_dim": cfg.codebook_dim,
+        "vector_quantization_hidden_dimension": cfg.codebook_dim, "num_quantizers": cfg.num_quantizers,
+        "num_semantic_quantizers": cfg.num_semantic, "upsample_groups": cfg.upsample_groups,
+        "num_hidden_layers": cfg.depth, "num_attention_heads": cfg.num_heads, "num_key_value_heads": cfg.num_kv_heads,
+        "head_dim": cfg.head_dim, "intermediate_size": cfg.mlp_hidden, "norm_eps": cfg.norm_eps,
+        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_base}, "sliding_window": cfg.sliding_window,
+        "use_causal_conv": True, "hidden_act": "gelu", "attention_bias": False, "trim_right_ratio": 1.0,
+    }

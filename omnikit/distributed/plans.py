@@ -67,6 +67,8 @@ def _attention(attn: Attention) -> ParallelPlan:
 
 @register_parallel_plan(SwiGLU)
 def _swiglu(mlp: SwiGLU) -> ParallelPlan:
+    if hasattr(mlp, "gate_up"):  # a fused gate/up cannot be split column-wise: kept whole
+        return ParallelPlan(tp={})
     return ParallelPlan(tp={"gate": ColwiseParallel(), "up": ColwiseParallel(), "down": RowwiseParallel()})
 
 
