@@ -9,6 +9,7 @@ from omnikit.audio.aut import AuTEncoder, AuTEncoderConfig
 from omnikit.audio.blocks import EncoderStack, encoder_block, sinusoids
 from omnikit.audio.code2wav import Code2Wav, Code2WavConfig, Code2WavOutput
 from omnikit.audio.codec import CodecOutput, SEANetCodec, SEANetCodecConfig
+from omnikit.audio.dac import DacCodec, DacConfig, DacOutput
 from omnikit.audio.features import LogMelSpectrogram, log_mel_spectrogram, mel_filterbank
 from omnikit.audio.fsq import FSQ
 from omnikit.audio.layouts import (
@@ -23,6 +24,7 @@ from omnikit.audio.long import encode_long, iter_encode
 from omnikit.audio.quantize import QuantizerOutput, ResidualVQ, VectorQuantizer, kmeans
 from omnikit.audio.seanet import CausalConvTranspose1d, SEANetDecoder, SEANetEncoder
 from omnikit.audio.signal import check_waveform, kaldi_fbank, resample, to_mono
+from omnikit.audio.snake import Snake
 from omnikit.audio.split_rvq import SplitQuantizerOutput, SplitResidualVQ
 from omnikit.audio.wav2vec import ConvFeatureEncoder, ConvFeatureEncoderConfig
 from omnikit.audio.whisper import WhisperEncoder, WhisperEncoderConfig
@@ -39,6 +41,9 @@ __all__ = [
     "CodecOutput",
     "ConvFeatureEncoder",
     "ConvFeatureEncoderConfig",
+    "DacCodec",
+    "DacConfig",
+    "DacOutput",
     "EncoderStack",
     "LogMelSpectrogram",
     "QuantizerOutput",
@@ -47,6 +52,7 @@ __all__ = [
     "SEANetCodecConfig",
     "SEANetDecoder",
     "SEANetEncoder",
+    "Snake",
     "SplitQuantizerOutput",
     "SplitResidualVQ",
     "VectorQuantizer",

@@ -11,6 +11,7 @@ from typing import Any
 from omnikit.audio.aut import AuTEncoder, AuTEncoderConfig
 from omnikit.audio.code2wav import Code2Wav, Code2WavConfig
 from omnikit.audio.codec import SEANetCodec, SEANetCodecConfig
+from omnikit.audio.dac import DacCodec, DacConfig
 from omnikit.audio.mimi import MimiConfig, MimiTokenizer
 from omnikit.audio.wav2vec import ConvFeatureEncoder, ConvFeatureEncoderConfig
 from omnikit.audio.whisper import WhisperEncoder, WhisperEncoderConfig
@@ -20,6 +21,10 @@ from omnikit.registry import configure, register_model
 __all__ = [
     "code2wav_qwen3_omni",
     "code2wav_tiny",
+    "dac_16khz",
+    "dac_24khz",
+    "dac_44khz",
+    "dac_tiny",
     "mimi",
     "mimi_style_codec",
     "mimi_tiny",
@@ -169,3 +174,32 @@ def code2wav_tiny(**overrides: Any) -> Code2Wav:
 def code2wav_qwen3_omni(**overrides: Any) -> Code2Wav:
     """Qwen3-Omni-30B-A3B Code2Wav: 16 x 2048 codes at 12.5 frames/s -> 24 kHz (1920 samples per frame)."""
     return Code2Wav(configure(Code2WavConfig, "code2wav_qwen3_omni", overrides))
+
+
+@register_codec
+def dac_tiny(**overrides: Any) -> DacCodec:
+    """A tiny DAC (600 Hz, ratios 2 and 3: hop 6, widths 4 / 16, 3 codebooks of 16 in 4 dims) for tests."""
+    return DacCodec(configure(
+        DacConfig, "dac_tiny", overrides, sample_rate=600, encoder_dim=4, ratios=(2, 3), decoder_dim=16,
+        num_codebooks=3, codebook_size=16, codebook_dim=4,
+    ))
+
+
+@register_codec
+def dac_16khz(**overrides: Any) -> DacCodec:
+    """descript/dac_16khz: 16 kHz, hop 320 (50 frames/s), 12 codebooks of 1024 in 8 dims."""
+    return DacCodec(configure(DacConfig, "dac_16khz", overrides, sample_rate=16000, ratios=(2, 4, 5, 8),
+                              num_codebooks=12))
+
+
+@register_codec
+def dac_24khz(**overrides: Any) -> DacCodec:
+    """descript/dac_24khz: 24 kHz, hop 320 (75 frames/s), 32 codebooks of 1024 in 8 dims."""
+    return DacCodec(configure(DacConfig, "dac_24khz", overrides, sample_rate=24000, ratios=(2, 4, 5, 8),
+                              num_codebooks=32))
+
+
+@register_codec
+def dac_44khz(**overrides: Any) -> DacCodec:
+    """descript/dac_44khz: 44.1 kHz, hop 512 (~86 frames/s), 9 codebooks of 1024 in 8 dims."""
+    return DacCodec(configure(DacConfig, "dac_44khz", overrides))

@@ -40,6 +40,7 @@ BUILTIN_MODULES: dict[str, str] = {
     "WhisperModel": "omnikit.convert.hub_whisper",
     "EncodecModel": "omnikit.convert.hub_encodec",
     "MimiModel": "omnikit.convert.hub_mimi",
+    "DacModel": "omnikit.convert.hub_dac",
     "Qwen2_5OmniThinkerForConditionalGeneration": "omnikit.convert.hub_qwen2_5_omni",
     "Qwen2_5OmniForConditionalGeneration": "omnikit.convert.hub_qwen2_5_omni",
     "Qwen3OmniMoeForConditionalGeneration": "omnikit.convert.hub_qwen3_omni",
