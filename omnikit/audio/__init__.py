@@ -27,6 +27,7 @@ from omnikit.audio.signal import check_waveform, kaldi_fbank, resample, to_mono
 from omnikit.audio.snake import Snake
 from omnikit.audio.split_rvq import SplitQuantizerOutput, SplitResidualVQ
 from omnikit.audio.wav2vec import ConvFeatureEncoder, ConvFeatureEncoderConfig
+from omnikit.audio.wav2vec2 import Wav2Vec2Config, Wav2Vec2Encoder
 from omnikit.audio.whisper import WhisperEncoder, WhisperEncoderConfig
 from omnikit.audio.windowed import WindowedAudioEncoder, WindowedAudioEncoderConfig
 
@@ -56,6 +57,8 @@ __all__ = [
     "SplitQuantizerOutput",
     "SplitResidualVQ",
     "VectorQuantizer",
+    "Wav2Vec2Config",
+    "Wav2Vec2Encoder",
     "WhisperEncoder",
     "WhisperEncoderConfig",
     "WindowedAudioEncoder",

@@ -14,6 +14,7 @@ from omnikit.audio.codec import SEANetCodec, SEANetCodecConfig
 from omnikit.audio.dac import DacCodec, DacConfig
 from omnikit.audio.mimi import MimiConfig, MimiTokenizer
 from omnikit.audio.wav2vec import ConvFeatureEncoder, ConvFeatureEncoderConfig
+from omnikit.audio.wav2vec2 import Wav2Vec2Config, Wav2Vec2Encoder
 from omnikit.audio.whisper import WhisperEncoder, WhisperEncoderConfig
 from omnikit.audio.windowed import WindowedAudioEncoder, WindowedAudioEncoderConfig
 from omnikit.registry import configure, register_model
@@ -34,9 +35,12 @@ __all__ = [
     "qwen3_omni_aut_tiny",
     "seanet_codec_24khz",
     "seanet_codec_tiny",
+    "wav2vec2_base",
     "wav2vec2_feature_encoder",
     "wav2vec2_feature_encoder_tiny",
     "wav2vec2_large_feature_encoder",
+    "wav2vec2_large_lv60",
+    "wav2vec2_tiny",
     "whisper_base_encoder",
     "whisper_encoder_tiny",
     "whisper_large_v3_encoder",
@@ -203,3 +207,27 @@ def dac_24khz(**overrides: Any) -> DacCodec:
 def dac_44khz(**overrides: Any) -> DacCodec:
     """descript/dac_44khz: 44.1 kHz, hop 512 (~86 frames/s), 9 codebooks of 1024 in 8 dims."""
     return DacCodec(configure(DacConfig, "dac_44khz", overrides))
+
+
+@register_audio_encoder
+def wav2vec2_tiny(**overrides: Any) -> Wav2Vec2Encoder:
+    """A tiny wav2vec 2.0 encoder on raw waveforms (base layout: group norm, post-LN; hop 4, width 16, 2 layers)."""
+    return Wav2Vec2Encoder(configure(
+        Wav2Vec2Config, "wav2vec2_tiny", overrides, conv_channels=(8, 8), conv_kernels=(3, 2), conv_strides=(2, 2),
+        dim=16, depth=2, num_heads=2, mlp_hidden=32, pos_kernel=4, pos_groups=2,
+    ))
+
+
+@register_audio_encoder
+def wav2vec2_base(**overrides: Any) -> Wav2Vec2Encoder:
+    """facebook/wav2vec2-base: 16 kHz waveforms, 20 ms frames, 12 post-LN layers of 768 (95M parameters)."""
+    return Wav2Vec2Encoder(configure(Wav2Vec2Config, "wav2vec2_base", overrides))
+
+
+@register_audio_encoder
+def wav2vec2_large_lv60(**overrides: Any) -> Wav2Vec2Encoder:
+    """facebook/wav2vec2-large-lv60: layer-norm conv encoder, 24 pre-LN layers of 1024 (317M parameters)."""
+    return Wav2Vec2Encoder(configure(
+        Wav2Vec2Config, "wav2vec2_large_lv60", overrides, conv_bias=True, feat_norm="layer", dim=1024, depth=24,
+        num_heads=16, mlp_hidden=4096, stable_layer_norm=True,
+    ))
