@@ -220,13 +220,13 @@ def wav2vec2_tiny(**overrides: Any) -> Wav2Vec2Encoder:
 
 @register_audio_encoder
 def wav2vec2_base(**overrides: Any) -> Wav2Vec2Encoder:
-    """facebook/wav2vec2-base: 16 kHz waveforms, 20 ms frames, 12 post-LN layers of 768 (95M parameters)."""
+    """facebook/wav2vec2-base: 16 kHz waveforms, 20 ms frames, 12 post-LN layers of 768 (94.4 M parameters)."""
     return Wav2Vec2Encoder(configure(Wav2Vec2Config, "wav2vec2_base", overrides))
 
 
 @register_audio_encoder
 def wav2vec2_large_lv60(**overrides: Any) -> Wav2Vec2Encoder:
-    """facebook/wav2vec2-large-lv60: layer-norm conv encoder, 24 pre-LN layers of 1024 (317M parameters)."""
+    """facebook/wav2vec2-large-lv60: layer-norm conv encoder, 24 pre-LN layers of 1024 (315.4 M parameters)."""
     return Wav2Vec2Encoder(configure(
         Wav2Vec2Config, "wav2vec2_large_lv60", overrides, conv_bias=True, feat_norm="layer", dim=1024, depth=24,
         num_heads=16, mlp_hidden=4096, stable_layer_norm=True,
