@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from omnikit.audio.blocks import feature_contract_inputs
-from omnikit.audio.signal import check_waveform
+from omnikit.audio.signal import check_sample_rate, check_waveform
 from omnikit.audio.snake import Snake
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.outputs import traceable_output
@@ -307,8 +307,10 @@ class DacCodec(nn.Module):
         return x.to(self.encoder.conv1.weight.dtype), -(-n // self.hop) * self.hop
 
     @torch.no_grad()
-    def encode(self, wav: torch.Tensor) -> torch.Tensor:
-        """``wav (B, 1, S)`` -> ``codes (B, num_codebooks, ceil(S / hop))`` int64."""
+    def encode(self, wav: torch.Tensor, *, sample_rate: int | None = None) -> torch.Tensor:
+        """``wav (B, 1, S)`` -> ``codes (B, num_codebooks, ceil(S / hop))`` int64; a given ``sample_rate``
+        must be the codec's."""
+        check_sample_rate(sample_rate, self.sample_rate)
         x, _ = self._frames(wav, None)
         return self.quantizer(self.encoder(x)[0])[1]
 
