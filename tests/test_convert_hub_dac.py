@@ -105,3 +105,16 @@ def test_dac_presets_count_as_transformers():
             reference = transformers.DacModel(config)
         ours = omnikit.create_model(name, device="meta")
         assert omnikit.count_parameters(ours) == sum(p.numel() for p in reference.parameters()), name
+
+
+def test_created_codec_saves_as_a_transformers_checkpoint(tmp_path):
+    """``save_hf`` writes a ``create_model`` codec as a ``DacModel`` checkpoint that codes identically."""
+    from omnikit import create_model
+
+    torch.manual_seed(0)
+    tok = create_model("dac_tiny").eval()
+    save_hf(tok, tmp_path)
+    hf = transformers.DacModel.from_pretrained(tmp_path).eval()
+    wav = torch.randn(1, 1, 60, generator=torch.Generator().manual_seed(2)) * 0.1
+    with torch.no_grad():
+        assert torch.equal(tok.encode(wav), hf.encode(wav).audio_codes)

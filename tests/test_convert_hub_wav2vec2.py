@@ -122,3 +122,16 @@ def test_wav2vec2_presets_count_as_transformers():
             reference = transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(mask_time_prob=0.0, **values))
         ours = omnikit.create_model(name, device="meta")
         assert omnikit.count_parameters(ours) == sum(p.numel() for p in reference.parameters()), name
+
+
+def test_created_encoder_saves_as_a_transformers_checkpoint(tmp_path):
+    """``save_hf`` writes a ``create_model`` encoder as a ``Wav2Vec2Model`` checkpoint (config from omnikit's)."""
+    import omnikit
+
+    torch.manual_seed(0)
+    enc = omnikit.create_model("wav2vec2_tiny").eval()
+    save_hf(enc, tmp_path)
+    hf = transformers.Wav2Vec2Model.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    wav = torch.randn(2, 61, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert _rel_err(enc(wav).hidden_states, hf(wav).last_hidden_state) < 1e-5

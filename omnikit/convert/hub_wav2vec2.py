@@ -22,7 +22,7 @@ from omnikit.convert.architectures import Config, Part, register_architecture
 from omnikit.convert.keymap import Fuse, KeyMap, Legacy, Rename, Skip
 from omnikit.utils.checks import OmnikitValueError
 
-__all__ = ["wav2vec2_config", "wav2vec2_key_map"]
+__all__ = ["wav2vec2_config", "wav2vec2_export_config", "wav2vec2_key_map"]
 
 
 def wav2vec2_config(config: Config) -> Wav2Vec2Config:
@@ -46,6 +46,25 @@ def wav2vec2_config(config: Config) -> Wav2Vec2Config:
         pos_groups=config.get("num_conv_pos_embedding_groups", 16),
         stable_layer_norm=config.get("do_stable_layer_norm", False), mask_group_norm=False,
     )
+
+
+def wav2vec2_export_config(model: nn.Module) -> Config | None:
+    """The ``Wav2Vec2Model`` ``config.json`` of a :class:`Wav2Vec2Encoder` (``None`` for any other module).
+
+    SpecAugment is off (``mask_time_prob=0``: no mask vector to write). transformers' GroupNorm then
+    normalises over padding that omnikit's ``mask_group_norm=True`` leaves out; unpadded batches agree.
+    """
+    if not isinstance(model, Wav2Vec2Encoder):
+        return None
+    c = model.config
+    return {
+        "architectures": ["Wav2Vec2Model"], "model_type": "wav2vec2", "conv_dim": list(c.conv_channels),
+        "conv_kernel": list(c.conv_kernels), "conv_stride": list(c.conv_strides), "conv_bias": c.conv_bias,
+        "num_feat_extract_layers": len(c.conv_channels), "feat_extract_norm": c.feat_norm, "hidden_size": c.dim,
+        "num_hidden_layers": c.depth, "num_attention_heads": c.num_heads, "intermediate_size": c.mlp_hidden,
+        "num_conv_pos_embeddings": c.pos_kernel, "num_conv_pos_embedding_groups": c.pos_groups,
+        "do_stable_layer_norm": c.stable_layer_norm, "layer_norm_eps": c.norm_eps, "mask_time_prob": 0.0,
+    }
 
 
 def wav2vec2_key_map(config: Config) -> KeyMap:
@@ -85,11 +104,12 @@ def waveform_inputs(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, An
     return kwargs
 
 
-def _encoder_part(prefix: str) -> Part:
+def _encoder_part(prefix: str, export: bool) -> Part:
     return Part(lambda c: Wav2Vec2Encoder(wav2vec2_config(c)), wav2vec2_key_map, prefix=prefix,
-                inputs=waveform_inputs)
+                inputs=waveform_inputs, export_config=wav2vec2_export_config if export else None)
 
 
-register_architecture("Wav2Vec2Model", parts={"audio_encoder": _encoder_part("")}, default_part="audio_encoder")
-register_architecture("Wav2Vec2ForCTC", parts={"audio_encoder": _encoder_part("wav2vec2.")},
+register_architecture("Wav2Vec2Model", parts={"audio_encoder": _encoder_part("", True)},
+                      default_part="audio_encoder")
+register_architecture("Wav2Vec2ForCTC", parts={"audio_encoder": _encoder_part("wav2vec2.", False)},
                       default_part="audio_encoder")
