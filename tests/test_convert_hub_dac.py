@@ -118,3 +118,10 @@ def test_created_codec_saves_as_a_transformers_checkpoint(tmp_path):
     wav = torch.randn(1, 1, 60, generator=torch.Generator().manual_seed(2)) * 0.1
     with torch.no_grad():
         assert torch.equal(tok.encode(wav), hf.encode(wav).audio_codes)
+
+
+def test_from_transformers_converts_a_dac_module():
+    from omnikit.convert import from_transformers
+
+    hf = _hf_dac()
+    _check_same_dac(from_transformers(hf).eval(), hf)

@@ -135,3 +135,12 @@ def test_created_encoder_saves_as_a_transformers_checkpoint(tmp_path):
     wav = torch.randn(2, 61, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert _rel_err(enc(wav).hidden_states, hf(wav).last_hidden_state) < 1e-5
+
+
+def test_from_transformers_converts_a_wav2vec2_module():
+    from omnikit.convert import from_transformers
+
+    hf = _hf_wav2vec2("base")
+    wav = torch.randn(2, 61, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert _rel_err(from_transformers(hf)(wav).hidden_states, hf(wav).last_hidden_state) < 1e-5

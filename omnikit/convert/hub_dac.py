@@ -8,14 +8,18 @@ feature extractor's ``input_values (B, 1, S)`` (its ``padding_mask`` is ignored,
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from torch import nn
 
 from omnikit.audio.dac import DacCodec, DacConfig
+from omnikit.convert import converter
 from omnikit.convert.architectures import Config, Part, register_architecture
 from omnikit.convert.hub_encodec import codec_inputs
 from omnikit.convert.keymap import KeyMap, Rename
+from omnikit.convert.whisper import build_converted
 
-__all__ = ["dac_config", "dac_export_config", "dac_key_map"]
+__all__ = ["convert_dac", "dac_config", "dac_export_config", "dac_key_map"]
 
 
 def dac_config(config: Config) -> DacConfig:
@@ -45,6 +49,13 @@ def dac_key_map(config: Config) -> KeyMap:
     """Every :class:`DacCodec` tensor is the checkpoint tensor of the same name (names 2 to 6 deep)."""
     patterns = (".".join(f"{{n{i}}}" for i in range(depth)) for depth in range(2, 7))
     return KeyMap(tuple(Rename(p, p) for p in patterns))
+
+
+@converter("DacModel")
+def convert_dac(hf_model: nn.Module) -> DacCodec:
+    """A :class:`DacCodec` with an instantiated transformers ``DacModel``'s config and weights."""
+    config = hf_model.config.to_dict()
+    return build_converted("dac_44khz", hf_model, dac_key_map(config), **asdict(dac_config(config)))
 
 
 register_architecture(

@@ -12,17 +12,20 @@ extractor returns) nothing is masked, exactly like transformers.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 import torch
 from torch import nn
 
 from omnikit.audio.wav2vec2 import Wav2Vec2Config, Wav2Vec2Encoder
+from omnikit.convert import converter
 from omnikit.convert.architectures import Config, Part, register_architecture
 from omnikit.convert.keymap import Fuse, KeyMap, Legacy, Rename, Skip
+from omnikit.convert.whisper import build_converted
 from omnikit.utils.checks import OmnikitValueError
 
-__all__ = ["wav2vec2_config", "wav2vec2_export_config", "wav2vec2_key_map"]
+__all__ = ["convert_wav2vec2", "wav2vec2_config", "wav2vec2_export_config", "wav2vec2_key_map"]
 
 
 def wav2vec2_config(config: Config) -> Wav2Vec2Config:
@@ -102,6 +105,13 @@ def waveform_inputs(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, An
     if inputs.get("attention_mask") is not None:
         kwargs["lengths"] = torch.as_tensor(inputs["attention_mask"]).to(reference.device).long().sum(-1)
     return kwargs
+
+
+@converter("Wav2Vec2Model")
+def convert_wav2vec2(hf_model: nn.Module) -> Wav2Vec2Encoder:
+    """A :class:`Wav2Vec2Encoder` with an instantiated transformers ``Wav2Vec2Model``'s config and weights."""
+    config = hf_model.config.to_dict()
+    return build_converted("wav2vec2_base", hf_model, wav2vec2_key_map(config), **asdict(wav2vec2_config(config)))
 
 
 def _encoder_part(prefix: str, export: bool) -> Part:
