@@ -144,3 +144,15 @@ def test_from_transformers_converts_a_wav2vec2_module():
     wav = torch.randn(2, 61, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         assert _rel_err(from_transformers(hf)(wav).hidden_states, hf(wav).last_hidden_state) < 1e-5
+
+
+def test_wav2vec2_bad_input_names_the_argument():
+    import omnikit
+
+    enc = omnikit.create_model("wav2vec2_tiny").eval()
+    with pytest.raises(ValueError, match=r"`wav` expected at least 5 samples \(one frame\) but got shape \(1, 4\)"):
+        enc(torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="`wav` expected 1 channel"):
+        enc(torch.zeros(1, 2, 64))
+    with pytest.raises(ValueError, match="`lengths`"):
+        enc(torch.zeros(2, 64), lengths=torch.tensor([64, 65]))

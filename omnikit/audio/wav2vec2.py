@@ -37,6 +37,7 @@ from omnikit.audio.wav2vec import ConvFeatureEncoder, ConvFeatureEncoderConfig
 from omnikit.layers import LayerNorm, lengths_to_mask
 from omnikit.outputs import EncoderOutput
 from omnikit.testing import ContractInputs
+from omnikit.utils.checks import OmnikitValueError
 
 __all__ = ["Wav2Vec2Config", "Wav2Vec2Encoder", "Wav2Vec2PositionalConv"]
 
@@ -124,6 +125,9 @@ class Wav2Vec2Encoder(nn.Module):
 
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
         x, n = check_waveform(wav, lengths, channels=1)
+        if not torch.compiler.is_compiling() and x.shape[-1] < self.features.receptive_field:
+            raise OmnikitValueError(f"`wav` expected at least {self.features.receptive_field} samples (one frame) but "
+                                    f"got shape {tuple(wav.shape)}")
         masked = lengths is not None
         exact_stats = masked and (self.config.mask_group_norm or self.config.feat_norm == "layer")
         h = self.features(x, n if exact_stats else None).hidden_states
