@@ -43,6 +43,7 @@ BUILTIN_MODULES: dict[str, str] = {
     "DacModel": "omnikit.convert.hub_dac",
     "Wav2Vec2Model": "omnikit.convert.hub_wav2vec2",
     "Wav2Vec2ForCTC": "omnikit.convert.hub_wav2vec2",
+    "Wav2Vec2ForPreTraining": "omnikit.convert.hub_wav2vec2",
     "Qwen2_5OmniThinkerForConditionalGeneration": "omnikit.convert.hub_qwen2_5_omni",
     "Qwen2_5OmniForConditionalGeneration": "omnikit.convert.hub_qwen2_5_omni",
     "Qwen3OmniMoeForConditionalGeneration": "omnikit.convert.hub_qwen3_omni",

@@ -1,7 +1,8 @@
-"""wav2vec 2.0 from the Hub: ``Wav2Vec2Model``, ``Wav2Vec2ForCTC`` as :class:`omnikit.audio.wav2vec2.Wav2Vec2Encoder`.
+"""wav2vec 2.0 from the Hub: ``Wav2Vec2Model`` and the encoder of ``Wav2Vec2ForCTC`` / ``Wav2Vec2ForPreTraining``.
 
-Part ``"audio_encoder"`` (the default): the model's ``last_hidden_state`` as ``.hidden_states``
-(``Wav2Vec2ForCTC``: its ``wav2vec2.`` encoder; the CTC head is not loaded). q/k/v projections are
+Part ``"audio_encoder"`` (the default), a :class:`omnikit.audio.wav2vec2.Wav2Vec2Encoder`: the model's
+``last_hidden_state`` as ``.hidden_states`` (for the CTC and pretraining checkpoints, their ``wav2vec2.``
+encoder; the CTC head, quantizer and projections are not loaded). q/k/v projections are
 fused; the positional conv's weight norm loads from ``parametrizations.weight.original0/1`` or the
 older ``weight_g/weight_v``. The GroupNorm of base checkpoints normalises over the whole padded clip,
 as in transformers (``mask_group_norm=False``). ``hf_inputs`` turns ``input_values (B, S)`` and
@@ -121,5 +122,6 @@ def _encoder_part(prefix: str, export: bool) -> Part:
 
 register_architecture("Wav2Vec2Model", parts={"audio_encoder": _encoder_part("", True)},
                       default_part="audio_encoder")
-register_architecture("Wav2Vec2ForCTC", parts={"audio_encoder": _encoder_part("wav2vec2.", False)},
-                      default_part="audio_encoder")
+for _name in ("Wav2Vec2ForCTC", "Wav2Vec2ForPreTraining"):  # the pretraining checkpoints (wav2vec2-base, -large-lv60)
+    register_architecture(_name, parts={"audio_encoder": _encoder_part("wav2vec2.", False)},
+                          default_part="audio_encoder")
