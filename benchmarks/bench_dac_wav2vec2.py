@@ -15,7 +15,7 @@ from functools import partial
 
 import torch
 import transformers
-from common import format_table, interleaved_medians
+from common import speedup_table
 
 from omnikit.convert import load_hf
 
@@ -51,13 +51,10 @@ def main() -> None:
             ours = loaded(hf)
             torch.testing.assert_close(ours(wav).hidden_states, hf(wav).last_hidden_state, rtol=1e-4, atol=1e-4)
             rows.append((f"wav2vec 2.0 {name}, 4 x 2 s", partial(hf, wav), partial(ours, wav)))
-        table = []
-        for name, theirs, mine in rows:
-            t = interleaved_medians({"hf": theirs, "ours": mine}, repeats=args.repeats, warmup=1)
-            table.append((name, f"{t['hf']:.3f}", f"{t['ours']:.3f}", f"{t['hf'] / t['ours']:.2f}x"))
+        table = speedup_table(rows, "model (fp32, CPU)", repeats=args.repeats)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}\n"
           f"DAC {DAC}\nwav2vec 2.0 {W2V}\n")
-    print(format_table(["model (fp32, CPU)", "transformers (s)", "omnikit (s)", "speed-up"], table))
+    print(table)
 
 
 if __name__ == "__main__":
