@@ -31,10 +31,8 @@ def loaded(hf: torch.nn.Module) -> torch.nn.Module:
         return load_hf(tmp)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+def report(repeats: int) -> str:
+    """The header and the table: every row's outputs are checked to agree before it is timed."""
     torch.manual_seed(0)
     rows = []
     with torch.inference_mode():
@@ -51,11 +49,12 @@ def main() -> None:
             ours = loaded(hf)
             torch.testing.assert_close(ours(wav).hidden_states, hf(wav).last_hidden_state, rtol=1e-4, atol=1e-4)
             rows.append((f"wav2vec 2.0 {name}, 4 x 2 s", partial(hf, wav), partial(ours, wav)))
-        table = speedup_table(rows, "model (fp32, CPU)", repeats=args.repeats)
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}\n"
-          f"DAC {DAC}\nwav2vec 2.0 {W2V}\n")
-    print(table)
+        table = speedup_table(rows, "model (fp32, CPU)", repeats=repeats)
+    return (f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}\n"
+            f"DAC {DAC}\nwav2vec 2.0 {W2V}\n\n{table}")
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description="DAC and wav2vec 2.0: omnikit vs transformers")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per model (medians)")
+    print(report(parser.parse_args().repeats))
