@@ -11,7 +11,7 @@ from functools import partial
 
 import torch
 import transformers
-from common import format_table, interleaved_medians
+from common import speedup_table
 from transformers.models.qwen2_5_omni import modeling_qwen2_5_omni as q25
 from transformers.models.qwen3_omni_moe import configuration_qwen3_omni_moe as c3
 from transformers.models.qwen3_omni_moe import modeling_qwen3_omni_moe as q3
@@ -55,13 +55,10 @@ def main() -> None:
         ours = convert_qwen3_omni_audio(hf).eval()
         rows.append(("Qwen3-Omni AuT encoder, same clips", partial(hf, packed, feature_lens=lengths),
                      partial(ours, x, lengths)))
-        table = []
-        for name, theirs, mine in rows:
-            t = interleaved_medians({"hf": theirs, "ours": mine}, repeats=args.repeats, warmup=1)
-            table.append((name, f"{t['hf']:.3f}", f"{t['ours']:.3f}", f"{t['hf'] / t['ours']:.2f}x"))
+        table = speedup_table(rows, "encoder (fwd, fp32, CPU)", repeats=args.repeats)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}, "
           f"towers: {TOWER}\n")
-    print(format_table(["encoder (fwd, fp32, CPU)", "transformers (s)", "omnikit (s)", "speed-up"], table))
+    print(table)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from omnikit.audio.aut import AuTEncoder, AuTEncoderConfig
 from omnikit.audio.blocks import EncoderStack, encoder_block, sinusoids
 from omnikit.audio.code2wav import Code2Wav, Code2WavConfig, Code2WavOutput
 from omnikit.audio.codec import CodecOutput, SEANetCodec, SEANetCodecConfig
+from omnikit.audio.dac import DacCodec, DacConfig, DacOutput
 from omnikit.audio.features import LogMelSpectrogram, log_mel_spectrogram, mel_filterbank
 from omnikit.audio.fsq import FSQ
 from omnikit.audio.layouts import (
@@ -23,8 +24,10 @@ from omnikit.audio.long import encode_long, iter_encode
 from omnikit.audio.quantize import QuantizerOutput, ResidualVQ, VectorQuantizer, kmeans
 from omnikit.audio.seanet import CausalConvTranspose1d, SEANetDecoder, SEANetEncoder
 from omnikit.audio.signal import check_waveform, kaldi_fbank, resample, to_mono
+from omnikit.audio.snake import Snake
 from omnikit.audio.split_rvq import SplitQuantizerOutput, SplitResidualVQ
 from omnikit.audio.wav2vec import ConvFeatureEncoder, ConvFeatureEncoderConfig
+from omnikit.audio.wav2vec2 import Wav2Vec2Config, Wav2Vec2Encoder
 from omnikit.audio.whisper import WhisperEncoder, WhisperEncoderConfig
 from omnikit.audio.windowed import WindowedAudioEncoder, WindowedAudioEncoderConfig
 
@@ -39,6 +42,9 @@ __all__ = [
     "CodecOutput",
     "ConvFeatureEncoder",
     "ConvFeatureEncoderConfig",
+    "DacCodec",
+    "DacConfig",
+    "DacOutput",
     "EncoderStack",
     "LogMelSpectrogram",
     "QuantizerOutput",
@@ -47,9 +53,12 @@ __all__ = [
     "SEANetCodecConfig",
     "SEANetDecoder",
     "SEANetEncoder",
+    "Snake",
     "SplitQuantizerOutput",
     "SplitResidualVQ",
     "VectorQuantizer",
+    "Wav2Vec2Config",
+    "Wav2Vec2Encoder",
     "WhisperEncoder",
     "WhisperEncoderConfig",
     "WindowedAudioEncoder",

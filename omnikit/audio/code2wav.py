@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from omnikit.audio.snake import Snake
 from omnikit.layers.conv import CausalConv1d
 from omnikit.layers.decoder import DecoderBlock, run_blocks
 from omnikit.layers.masks import lengths_to_mask
@@ -83,18 +84,12 @@ class Code2WavOutput:
     audio: torch.Tensor
 
 
-class SnakeBeta(nn.Module):
-    """``x + sin^2(x * e^alpha) / (e^beta + 1e-9)`` per channel, on ``(B, C, T)``; log-scale parameters."""
+class SnakeBeta(Snake):
+    """``x + sin^2(x * e^alpha) / (e^beta + 1e-9)`` per channel, on ``(B, C, T)``: :class:`Snake` with a
+    separate ``beta``, both on a log scale."""
 
     def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.alpha = nn.Parameter(torch.zeros(channels))
-        self.beta = nn.Parameter(torch.zeros(channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        alpha = self.alpha.exp()[None, :, None]
-        beta = self.beta.exp()[None, :, None]
-        return x + torch.sin(x * alpha).pow(2) / (beta + 1e-9)
+        super().__init__(channels, beta=True, log_scale=True)
 
 
 class TrimmedConvTranspose1d(nn.Module):

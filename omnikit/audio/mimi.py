@@ -24,7 +24,7 @@ from torch import nn
 
 from omnikit.audio.blocks import feature_contract_inputs
 from omnikit.audio.seanet import CausalConvTranspose1d
-from omnikit.audio.signal import check_waveform
+from omnikit.audio.signal import check_sample_rate, check_waveform
 from omnikit.layers import LayerNorm
 from omnikit.layers.attention import Attention
 from omnikit.layers.conv import CausalConv1d
@@ -323,8 +323,10 @@ class MimiTokenizer(StreamingContainer, nn.Module):
         return codes, quantized
 
     @torch.no_grad()
-    def encode(self, wav: torch.Tensor) -> torch.Tensor:
-        """``wav (B, channels, S)`` -> ``codes (B, num_codebooks, ceil(S / hop))`` int64."""
+    def encode(self, wav: torch.Tensor, *, sample_rate: int | None = None) -> torch.Tensor:
+        """``wav (B, channels, S)`` -> ``codes (B, num_codebooks, ceil(S / hop))`` int64; a given
+        ``sample_rate`` must be the codec's."""
+        check_sample_rate(sample_rate, self.sample_rate)
         x, _ = check_waveform(wav, channels=self.config.channels)
         return self._quantize(x)[0]
 

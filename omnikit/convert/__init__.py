@@ -73,6 +73,8 @@ _CONVERTER_MODULES: dict[str, str] = {
     "Qwen3OmniMoeVisionEncoder": "omnikit.convert.qwen3_omni_vision",
     "Qwen3OmniMoeCode2Wav": "omnikit.convert.qwen3_omni_code2wav",
     "Qwen3OmniMoeTalkerForConditionalGeneration": "omnikit.convert.qwen3_omni_talker",
+    "DacModel": "omnikit.convert.hub_dac",
+    "Wav2Vec2Model": "omnikit.convert.hub_wav2vec2",
 }
 _CONVERTERS: dict[str, Callable[[Any], nn.Module]] = {}
 
