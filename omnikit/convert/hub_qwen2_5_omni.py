@@ -19,19 +19,19 @@ load, so ``save_hf`` does not write it and ``from_pretrained`` initialises it).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from omnikit.audio.windowed import WindowedAudioEncoder, WindowedAudioEncoderConfig
-from omnikit.convert import converter
-from omnikit.convert.architectures import Config, Part, register_architecture
+from omnikit.convert.architectures import Config, Mapped, Part, preset, register_architecture, register_transformers
+from omnikit.convert.configmap import ConfigMap, Constant, Field
 from omnikit.convert.hub_qwen import decoder_config, decoder_key_map, lm_key_map
+from omnikit.convert.hub_whisper import TRANSFORMER, whisper_layers_key_map
 from omnikit.convert.inputs import text_inputs
 from omnikit.convert.keymap import Fuse, KeyMap, Rename, Skip
-from omnikit.convert.whisper import build_converted, whisper_layers_key_map
 from omnikit.fusion.modality import MediaTokens
 from omnikit.fusion.omni_thinker import OmniThinker
 from omnikit.fusion.thinker import Thinker
@@ -45,7 +45,6 @@ __all__ = [
     "audio_config",
     "audio_key_map",
     "build_thinker",
-    "convert_qwen2_5_omni_vision",
     "export_thinker_config",
     "mrope_decoder_dict",
     "talker_decoder_config",
@@ -96,15 +95,11 @@ def vision_config(vision: Config) -> WindowViTConfig:
     )
 
 
-def audio_config(audio: Config) -> WindowedAudioEncoderConfig:
-    """The :class:`WindowedAudioEncoderConfig` of an ``audio_config`` dict."""
-    if audio.get("activation_function", "gelu") != "gelu":
-        raise OmnikitValueError(f"audio activation_function {audio.get('activation_function')!r} is not supported")
-    return WindowedAudioEncoderConfig(
-        n_mels=audio["num_mel_bins"], dim=audio["d_model"], depth=audio["encoder_layers"],
-        num_heads=audio["encoder_attention_heads"], mlp_hidden=audio["encoder_ffn_dim"],
-        output_dim=audio["output_dim"], n_window=audio["n_window"],
-    )
+#: The :class:`WindowedAudioEncoderConfig` of an ``audio_config`` dict.
+audio_config = TRANSFORMER + ConfigMap((
+    Field("output_dim", "output_dim"), Field("n_window", "n_window"),
+    Constant("model_type", "qwen2_5_omni_audio_encoder"),
+), target=WindowedAudioEncoderConfig)
 
 
 def thinker_media_tokens(thinker: Config) -> MediaTokens:
@@ -133,9 +128,9 @@ def build_thinker(thinker: Config) -> OmniThinker:
     )
 
 
-def vision_key_map(config: Config) -> KeyMap:
+def vision_key_map(config: WindowViTConfig) -> KeyMap:
     """WindowViT keys <- ``visual.*`` names (relative): q/k/v fused, SwiGLU with biases, RMSNorm merger."""
-    dim, block = config["hidden_size"], "blocks.{i}."
+    dim, block = config.dim, "blocks.{i}."
     return KeyMap((
         Rename("patch_embed.proj.weight", "patch_embed.proj.weight"),
         Rename("merger.norm.weight", "merger.ln_q.weight"),
@@ -147,20 +142,20 @@ def vision_key_map(config: Config) -> KeyMap:
     ))
 
 
-def audio_key_map(config: Config) -> KeyMap:
+def audio_key_map(config: WindowedAudioEncoderConfig) -> KeyMap:
     """WindowedAudioEncoder keys <- ``audio_tower.*`` names (relative); k_proj has no bias (zeros)."""
     return KeyMap((
         *(Rename(f"{n}.{{p}}", f"{n}.{{p}}") for n in ("conv1", "conv2", "proj")), Rename("norm.{p}", "ln_post.{p}"),
         Skip("audio_bos_eos_token.weight"),
-    )) + whisper_layers_key_map(config["d_model"])
+    )) + whisper_layers_key_map(config.dim)
 
 
 def thinker_key_map(thinker: Config) -> KeyMap:
     """OmniThinker keys <- the Thinker checkpoint's names (``audio_tower.``, ``visual.``, ``model.``, ``lm_head``)."""
     return (
         lm_key_map(text_config(thinker)).under("text_model.")
-        + audio_key_map(thinker["audio_config"]).prefixed("audio_tower.").under("audio_encoder.")
-        + vision_key_map(thinker["vision_config"]).prefixed("visual.").under("vision_encoder.")
+        + audio_key_map(audio_config(thinker["audio_config"])).prefixed("audio_tower.").under("audio_encoder.")
+        + vision_key_map(vision_config(thinker["vision_config"])).prefixed("visual.").under("vision_encoder.")
     )
 
 
@@ -255,11 +250,7 @@ def export_thinker_config(model: nn.Module) -> Config | None:
         "tie_word_embeddings": text.tie_embeddings, **PUBLISHED_MARKERS, **model.marker_tokens,
         "text_config": {"model_type": "qwen2_5_omni_text", "tie_word_embeddings": text.tie_embeddings,
                         **mrope_decoder_dict(text)},
-        "audio_config": {
-            "model_type": "qwen2_5_omni_audio_encoder", "num_mel_bins": audio.n_mels, "d_model": audio.dim,
-            "encoder_layers": audio.depth, "encoder_attention_heads": audio.num_heads,
-            "encoder_ffn_dim": audio.mlp_hidden, "output_dim": audio.output_dim, "n_window": audio.n_window,
-        },
+        "audio_config": audio_config.write(audio),
         "vision_config": {
             "model_type": "qwen2_5_omni_vision_encoder", "depth": vision.depth, "hidden_size": vision.dim,
             "intermediate_size": vision.mlp_hidden, "num_heads": vision.num_heads, "out_hidden_size": vision.out_dim,
@@ -275,24 +266,19 @@ def _parts(prefix: str, of: Any) -> dict[str, Part]:
     return {
         "thinker": Part(lambda c: build_thinker(of(c)), lambda c: thinker_key_map(of(c)), prefix, inputs=thinker_inputs,
                         export_config=export_thinker_config if not prefix else None),
-        "audio_encoder": Part(lambda c: WindowedAudioEncoder(audio_config(of(c)["audio_config"])),
-                              lambda c: audio_key_map(of(c)["audio_config"]), prefix + "audio_tower.",
-                              inputs=_audio_inputs),
-        "vision_encoder": Part(lambda c: WindowViT(vision_config(of(c)["vision_config"])),
-                               lambda c: vision_key_map(of(c)["vision_config"]), prefix + "visual."),
+        "audio_encoder": AUDIO.part(prefix + "audio_tower.", select=lambda c: of(c)["audio_config"],
+                                    inputs=_audio_inputs),
+        "vision_encoder": VISION.part(prefix + "visual.", select=lambda c: of(c)["vision_config"]),
         "text_model": Part(lambda c: _text_model(of(c)), lambda c: lm_key_map(text_config(of(c))), prefix,
                            owns=(prefix + "model.", prefix + "lm_head."), inputs=text_inputs),
     }
 
 
-@converter("Qwen2_5OmniVisionEncoder")
-def convert_qwen2_5_omni_vision(hf_encoder: nn.Module) -> WindowViT:
-    """A :class:`WindowViT` with ``hf_encoder``'s config and weights (``forward_patches`` gives its pooler output)."""
-    config = hf_encoder.config.to_dict()
-    key_map = vision_key_map(config)
-    return build_converted("qwen2_5_omni_vision", hf_encoder, key_map, **asdict(vision_config(config)))
-
-
+AUDIO = Mapped(audio_config, preset("qwen2_5_omni_audio"), audio_key_map)
+#: The vision tower (``forward_patches`` gives transformers' pooler output).
+VISION = Mapped(vision_config, preset("qwen2_5_omni_vision"), vision_key_map)
+register_transformers("Qwen2_5OmniAudioEncoder", AUDIO)
+register_transformers("Qwen2_5OmniVisionEncoder", VISION)
 register_architecture(THINKER, parts=_parts("", lambda c: c), default_part="thinker")
 register_architecture(
     FULL,

@@ -1,23 +1,19 @@
-"""``transformers`` ``Qwen3OmniMoeCode2Wav`` -> :class:`omnikit.audio.code2wav.Code2Wav`.
+"""The Qwen3-Omni Code2Wav's maps: ``Qwen3OmniMoeCode2Wav`` -> :class:`omnikit.audio.code2wav.Code2Wav`.
 
-Key map: :func:`code2wav_key_map`; config: :func:`code2wav_config`.
+Key map: :func:`code2wav_key_map`; config: :func:`code2wav_config` (registered in
+:mod:`omnikit.convert.hub_qwen3_omni`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict
 from typing import Any
 
-from torch import nn
-
-from omnikit.audio.code2wav import Code2Wav, Code2WavConfig
-from omnikit.convert import converter
+from omnikit.audio.code2wav import Code2WavConfig
 from omnikit.convert.keymap import Fuse, KeyMap, Rename
-from omnikit.convert.whisper import build_converted
 from omnikit.utils.checks import check_choice
 
-__all__ = ["code2wav_config", "code2wav_key_map", "convert_qwen3_omni_code2wav"]
+__all__ = ["code2wav_config", "code2wav_key_map"]
 
 def _same_names(prefix: str, max_depth: int = 6) -> tuple[Rename, ...]:
     """Identity rules for every key ``prefix.a[.b[...]]`` of up to ``max_depth`` components."""
@@ -63,10 +59,3 @@ def code2wav_config(config: Mapping[str, Any]) -> Code2WavConfig:
         upsampling_ratios=tuple(config.get("upsampling_ratios", (2, 2))), decoder_dim=config.get("decoder_dim", 1536),
         upsample_rates=tuple(config.get("upsample_rates", (8, 5, 4, 3))),
     )
-
-
-@converter("Qwen3OmniMoeCode2Wav")
-def convert_qwen3_omni_code2wav(hf_module: nn.Module) -> Code2Wav:
-    """A :class:`Code2Wav` whose ``decode(codes)`` equals ``hf_module(codes)``."""
-    config = code2wav_config(hf_module.config.to_dict())
-    return build_converted("code2wav_qwen3_omni", hf_module, code2wav_key_map(config), **asdict(config))

@@ -1,23 +1,19 @@
-"""``transformers`` ``Qwen3OmniMoeVisionEncoder`` -> :class:`omnikit.vision.Qwen3ViT`.
+"""The Qwen3-Omni vision tower's maps: ``Qwen3OmniMoeVisionEncoder`` -> :class:`omnikit.vision.Qwen3ViT`.
 
-Only renames (:data:`VISION_KEYS`); :func:`vision_config` translates the config.
+Only renames (:data:`VISION_KEYS`); :func:`vision_config` translates the config (registered in
+:mod:`omnikit.convert.hub_qwen3_omni`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict
 from typing import Any
 
-from torch import nn
-
-from omnikit.convert import converter
 from omnikit.convert.keymap import KeyMap, Rename
-from omnikit.convert.whisper import build_converted
 from omnikit.utils.checks import OmnikitValueError, check_choice
-from omnikit.vision.qwen3_vit import Qwen3ViT, Qwen3ViTConfig
+from omnikit.vision.qwen3_vit import Qwen3ViTConfig
 
-__all__ = ["VISION_KEYS", "convert_qwen3_omni_vision", "vision_config"]
+__all__ = ["VISION_KEYS", "vision_config"]
 
 #: omnikit key <- transformers key (relative to the tower, ``thinker.visual.`` in a checkpoint).
 VISION_KEYS = KeyMap((
@@ -58,11 +54,3 @@ def vision_config(vision: Mapping[str, Any]) -> Qwen3ViTConfig:
         deepstack_indexes=tuple(int(i) for i in vision.get("deepstack_visual_indexes", (8, 16, 24))),
         rope_base=float(rope.get("rope_theta", 10000.0)),
     )
-
-
-@converter("Qwen3OmniMoeVisionEncoder")
-def convert_qwen3_omni_vision(hf_encoder: nn.Module) -> Qwen3ViT:
-    """A :class:`Qwen3ViT` with ``hf_encoder``'s config and weights (merged tokens and deepstack
-    features equal to transformers' ``pooler_output`` / ``deepstack_features``)."""
-    fields = asdict(vision_config(hf_encoder.config.to_dict()))
-    return build_converted("qwen3_vit_omni_30b_a3b", hf_encoder, VISION_KEYS, **fields)
