@@ -49,3 +49,13 @@ def test_video_vit_empty_batch_is_named(tiny_model) -> None:
     frames = vit.contract_inputs([2]).kwargs["frames"][:0]
     with pytest.raises(ValueError, match=r"`frames` expected at least one clip"):
         vit(frames)
+
+
+def test_unnormalised_pixel_frames_are_refused(encoder) -> None:
+    """Float frames holding raw 0-255 values are refused in eager mode (normalised pixels lie within ~2.7)."""
+    model = encoder.eval()
+    frames = model.contract_inputs([2]).kwargs["frames"]
+    raw = (frames.clamp(-1, 1) + 1) * 127.5
+    with pytest.raises(ValueError, match=r"`frames` expected values normalised for the backbone .* raw 0-255 pixels"):
+        model(raw)
+    assert model(frames).hidden_states.isfinite().all()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from omnikit.fusion.modality import MODALITIES
+from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
 
 __all__ = ["ItemTable", "traced_position_ids"]
 
@@ -61,8 +62,18 @@ class ItemTable:
 
     @classmethod
     def audio(cls, tokens: torch.Tensor | Sequence[int], device: torch.device | None = None) -> ItemTable:
-        """From audio token counts ``(N,)`` (a tensor stays on the device: no host read)."""
+        """From audio token counts ``(N,)`` (a tensor stays on the device: no host read while compiling).
+
+        Counts must be integers >= 0 (a fractional count is refused, not truncated).
+        """
+        if isinstance(tokens, torch.Tensor):
+            if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
+                raise OmnikitTypeError(f"`audios` expected integer token counts but got a {tokens.dtype} tensor")
+        elif not all(isinstance(n, int) and not isinstance(n, bool) for n in tokens):
+            raise OmnikitTypeError(f"`audios` expected integer token counts but got {list(tokens)!r}")
         counts = torch.as_tensor(tokens, dtype=torch.long, device=device).view(-1)
+        if not torch.compiler.is_compiling() and counts.numel() and bool((counts < 0).any()):
+            raise OmnikitValueError(f"`audios` expected token counts >= 0 but got {counts.tolist()}")
         ones = torch.ones_like(counts)
         return cls(torch.stack((counts, ones, ones), dim=-1), torch.ones(counts.shape, device=counts.device))
 

@@ -7,6 +7,7 @@ shape error from deep inside torch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -20,6 +21,7 @@ __all__ = [
     "check_int_in_range",
     "check_lengths",
     "check_positive",
+    "check_positive_number",
     "check_tensor",
 ]
 
@@ -118,6 +120,15 @@ def check_positive(value: object, name: str, *, allow_zero: bool = False) -> Non
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise OmnikitValueError(f"`{name}` expected an int {bound} but got {value}")
+
+
+def check_positive_number(value: object, name: str) -> float:
+    """``value`` as a float after checking it is a finite number > 0 (a rate, a duration, a scale)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise OmnikitTypeError(f"`{name}` expected a number but got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise OmnikitValueError(f"`{name}` expected a finite number > 0 but got {value!r}")
+    return float(value)
 
 
 def check_finite(x: torch.Tensor, name: str, consequence: str = "") -> None:
