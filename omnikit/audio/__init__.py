@@ -11,6 +11,7 @@ from omnikit.audio.code2wav import Code2Wav, Code2WavConfig, Code2WavOutput
 from omnikit.audio.codec import CodecOutput, SEANetCodec, SEANetCodecConfig
 from omnikit.audio.features import LogMelSpectrogram, log_mel_spectrogram, mel_filterbank
 from omnikit.audio.fsq import FSQ
+from omnikit.audio.interface import Codec, CodeDecoder, check_codec
 from omnikit.audio.layouts import (
     delay_codes,
     delay_mask,
@@ -36,6 +37,8 @@ __all__ = [
     "Code2Wav",
     "Code2WavConfig",
     "Code2WavOutput",
+    "CodeDecoder",
+    "Codec",
     "CodecOutput",
     "ConvFeatureEncoder",
     "ConvFeatureEncoderConfig",
@@ -54,6 +57,7 @@ __all__ = [
     "WhisperEncoderConfig",
     "WindowedAudioEncoder",
     "WindowedAudioEncoderConfig",
+    "check_codec",
     "check_waveform",
     "delay_codes",
     "delay_mask",

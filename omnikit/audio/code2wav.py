@@ -223,6 +223,7 @@ class Code2Wav(nn.Module):
             CausalConv1d(out_dim, 1, 7),
         ])
         self.sample_rate = c.sample_rate
+        self.num_codebooks, self.codebook_size = c.num_codebooks, c.codebook_size  # the CodeDecoder interface
         self.hop = math.prod(c.upsampling_ratios) * math.prod(c.upsample_rates)
         self.frame_rate = c.sample_rate / self.hop
         self.num_codebooks, self.codebook_size = c.num_codebooks, c.codebook_size
