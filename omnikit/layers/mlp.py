@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from omnikit.utils.checks import check_choice, check_positive
+from omnikit.utils.parallel import COLWISE, ROWWISE, ParallelPlan
 
 __all__ = ["GeluMLP", "MLPKind", "SwiGLU", "build_mlp"]
 
@@ -30,6 +31,10 @@ class SwiGLU(nn.Module):
         self.gate = nn.Linear(dim, hidden, bias=bias)
         self.up = nn.Linear(dim, hidden, bias=bias)
         self.down = nn.Linear(hidden, dim, bias=bias)
+
+    def parallel_plan(self) -> ParallelPlan:
+        """Gate and up column-parallel, down row-parallel (no communication between them)."""
+        return ParallelPlan(tp={"gate": COLWISE, "up": COLWISE, "down": ROWWISE})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(F.silu(self.gate(x)) * self.up(x))
