@@ -104,23 +104,36 @@ class Field:
 
 @dataclass(frozen=True)
 class Convert:
-    """``ours = read(config[theirs], fields)``, ``theirs = write(ours, fields)``: a value stored in
-    another unit (``n_window_infer`` frames for omnikit's ``attn_window_chunks`` chunks)."""
+    """``ours = read_value(*config[theirs], fields)``, ``theirs = write_value(ours, fields)``: a field stored
+    in another unit (``n_window_infer`` frames for omnikit's ``attn_window_chunks`` chunks) or in several
+    keys (``theirs`` a tuple, ``default`` one per key, ``write_value`` returning one value per key)."""
 
     ours: str
-    theirs: str
-    read_value: Callable[[Any, Fields], Any]
+    theirs: str | tuple[str, ...]
+    read_value: Callable[..., Any]
     write_value: Callable[[Any, Fields], Any]
     default: Any = REQUIRED
 
+    def _keys(self) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+        if isinstance(self.theirs, tuple):
+            defaults = self.default if isinstance(self.default, tuple) else (self.default,) * len(self.theirs)
+            return self.theirs, defaults
+        return (self.theirs,), (self.default,)
+
     def read(self, config: Mapping[str, Any], fields: Fields) -> None:
-        value = _get(config, self.theirs)
-        if value is _ABSENT and self.default is REQUIRED:
-            raise OmnikitValueError(f"config.json expected {self.theirs!r} but it is absent")
-        fields[self.ours] = self.read_value(self.default if value is _ABSENT else value, fields)
+        values = []
+        for key, default in zip(*self._keys()):
+            value = _get(config, key)
+            if value is _ABSENT and default is REQUIRED:
+                raise OmnikitValueError(f"config.json expected {key!r} but it is absent")
+            values.append(default if value is _ABSENT else value)
+        fields[self.ours] = self.read_value(*values, fields)
 
     def write(self, values: Fields, out: dict[str, Any]) -> bool:
-        _put(out, self.theirs, self.write_value(values[self.ours], values))
+        written = self.write_value(values[self.ours], values)
+        keys, _ = self._keys()
+        for key, value in zip(keys, written if isinstance(self.theirs, tuple) else (written,)):
+            _put(out, key, value)
         return True
 
 
@@ -145,18 +158,20 @@ class Derived:
 @dataclass(frozen=True)
 class Refuse:
     """A config.json option that must be one of ``allowed`` (absent: ``allowed[0]``); anything else
-    raises ``ValueError`` naming it. Written as ``allowed[0]`` unless ``write_value`` is False."""
+    raises ``ValueError`` naming it (as ``label`` when given: ``"vision_config.hidden_act"``).
+    Written as ``allowed[0]`` unless ``write_value`` is False."""
 
     theirs: str
     allowed: tuple[Any, ...]
     fallbacks: tuple[str, ...] = ()
     write_value: bool = True
+    label: str = ""
 
     def read(self, config: Mapping[str, Any], fields: Fields) -> None:
         value = _first(config, (self.theirs, *self.fallbacks))
         if value is not _ABSENT and value not in self.allowed:
             expected = repr(self.allowed[0]) if len(self.allowed) == 1 else f"one of {list(self.allowed)}"
-            raise OmnikitValueError(f"{self.theirs}={value!r} is not supported; expected {expected}")
+            raise OmnikitValueError(f"{self.label or self.theirs}={value!r} is not supported; expected {expected}")
 
     def write(self, values: Fields, out: dict[str, Any]) -> bool:
         if self.write_value:

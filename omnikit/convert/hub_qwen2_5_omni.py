@@ -27,7 +27,7 @@ from torch import nn
 
 from omnikit.audio.windowed import WindowedAudioEncoder, WindowedAudioEncoderConfig
 from omnikit.convert.architectures import Config, Mapped, Part, preset, register_architecture, register_transformers
-from omnikit.convert.configmap import ConfigMap, Constant, Field
+from omnikit.convert.configmap import ConfigMap, Constant, Convert, Field, Refuse
 from omnikit.convert.hub_qwen import decoder_config, decoder_key_map, lm_key_map
 from omnikit.convert.hub_whisper import TRANSFORMER, whisper_layers_key_map
 from omnikit.convert.inputs import text_inputs
@@ -80,19 +80,17 @@ def text_config(thinker: Config) -> DecoderConfig:
                    tie_embeddings=bool(thinker.get("tie_word_embeddings", False)))
 
 
-def vision_config(vision: Config) -> WindowViTConfig:
-    """The :class:`WindowViTConfig` of a ``vision_config`` dict."""
-    if vision.get("hidden_act", "silu") != "silu":
-        raise OmnikitValueError(f"vision hidden_act {vision.get('hidden_act')!r} is not supported; expected 'silu'")
-    patch, temporal = vision.get("patch_size", 14), vision.get("temporal_patch_size", 2)
-    return WindowViTConfig(
-        dim=vision["hidden_size"], depth=vision["depth"], num_heads=vision["num_heads"],
-        mlp_hidden=vision["intermediate_size"], out_dim=vision["out_hidden_size"], patch=(temporal, patch, patch),
-        in_chans=vision.get("in_channels", vision.get("in_chans", 3)), merge_size=vision.get("spatial_merge_size", 2),
-        window_size=vision.get("window_size", 112),
-        full_attention_blocks=tuple(vision.get("fullatt_block_indexes", ())),
-        rope_base=float(_rope(vision).get("rope_theta", 10000.0)),
-    )
+#: The :class:`WindowViTConfig` of a ``vision_config`` dict.
+vision_config = ConfigMap((
+    Refuse("hidden_act", ("silu",), label="vision_config.hidden_act"), Field("dim", "hidden_size"),
+    Field("depth", "depth"), Field("num_heads", "num_heads"), Field("mlp_hidden", "intermediate_size"),
+    Field("out_dim", "out_hidden_size"),
+    Convert("patch", ("temporal_patch_size", "patch_size"), lambda t, p, f: (t, p, p), lambda v, f: v[:2], (2, 14)),
+    Field("in_chans", "in_channels", 3, fallbacks=("in_chans",)), Field("merge_size", "spatial_merge_size", 2),
+    Field("window_size", "window_size", 112), Field("full_attention_blocks", "fullatt_block_indexes", (), tuple),
+    Field("rope_base", "rope_parameters.rope_theta", 10000.0, float, ("rope_scaling.rope_theta",)),
+    Constant("model_type", "qwen2_5_omni_vision_encoder"),
+), target=WindowViTConfig)
 
 
 #: The :class:`WindowedAudioEncoderConfig` of an ``audio_config`` dict.
@@ -251,13 +249,7 @@ def export_thinker_config(model: nn.Module) -> Config | None:
         "text_config": {"model_type": "qwen2_5_omni_text", "tie_word_embeddings": text.tie_embeddings,
                         **mrope_decoder_dict(text)},
         "audio_config": audio_config.write(audio),
-        "vision_config": {
-            "model_type": "qwen2_5_omni_vision_encoder", "depth": vision.depth, "hidden_size": vision.dim,
-            "intermediate_size": vision.mlp_hidden, "num_heads": vision.num_heads, "out_hidden_size": vision.out_dim,
-            "patch_size": vision.patch[1], "temporal_patch_size": vision.patch[0], "in_channels": vision.in_chans,
-            "spatial_merge_size": vision.merge_size, "window_size": vision.window_size,
-            "fullatt_block_indexes": list(vision.full_attention_blocks),
-        },
+        "vision_config": vision_config.write(vision),
     }
 
 

@@ -209,13 +209,7 @@ def export_thinker_config(model: nn.Module) -> Config | None:
         "tie_word_embeddings": text.tie_embeddings, **PUBLISHED_MARKERS, **model.marker_tokens,
         "text_config": text_dict,
         "audio_config": aut_config.write(audio),
-        "vision_config": {
-            "model_type": "qwen3_omni_moe_vision_encoder", "depth": vision.depth, "hidden_size": vision.dim,
-            "intermediate_size": vision.mlp_hidden, "num_heads": vision.num_heads, "out_hidden_size": vision.out_dim,
-            "patch_size": vision.patch[1], "temporal_patch_size": vision.patch[0], "in_channels": vision.in_chans,
-            "spatial_merge_size": vision.merge_size, "num_position_embeddings": vision.num_position_embeddings,
-            "deepstack_visual_indexes": list(vision.deepstack_indexes), "hidden_act": "gelu_pytorch_tanh",
-        },
+        "vision_config": vision_config.write(vision),
     }
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     return {"architectures": [FULL], "model_type": "qwen3_omni_moe", "dtype": dtype, "enable_audio_output": False,
