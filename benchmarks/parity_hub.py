@@ -88,10 +88,10 @@ def _hf_modules(models: dict[str, nn.Module]) -> Iterator[tuple[str, nn.Module]]
     yield "Qwen3DecoderLayer", qwen3.model.layers[0]
     yield "Qwen3MoeSparseMoeBlock", moe.model.layers[0].mlp
     yield "WhisperEncoder", models["WhisperModel"].encoder
-    yield "Qwen2_5OmniAudioEncoder", omni25.audio_tower
-    yield "Qwen2_5OmniVisionEncoder", omni25.visual
-    yield "Qwen3OmniMoeAudioEncoder", omni3.thinker.audio_tower
-    yield "Qwen3OmniMoeVisionEncoder", omni3.thinker.visual
+    yield "Qwen2_5OmniAudioEncoder", omni25.model.audio_tower
+    yield "Qwen2_5OmniVisionEncoder", omni25.model.visual
+    yield "Qwen3OmniMoeAudioEncoder", omni3.thinker.model.audio_tower
+    yield "Qwen3OmniMoeVisionEncoder", omni3.thinker.model.visual
     yield "Qwen3OmniMoeTalkerTextSparseMoeBlock", omni3.talker.model.layers[0].mlp
     yield "Qwen3OmniMoeTalkerForConditionalGeneration", omni3.talker
     yield "Qwen3OmniMoeCode2Wav", omni3.code2wav
