@@ -315,13 +315,15 @@ def test_codec(scratch_registry) -> None:
 
 @pytest.fixture()
 def scratch_architectures():
-    """Register test architectures and remove them afterwards."""
+    """An empty slate for test architectures (the docs' example may have registered Mistral in this
+    process); the registry is restored afterwards."""
     from omnikit.convert import architectures
 
-    names = set(architectures._ARCHITECTURES)
+    saved = dict(architectures._ARCHITECTURES)
+    architectures._ARCHITECTURES.pop("MistralForCausalLM", None)
     yield
-    for key in set(architectures._ARCHITECTURES) - names:
-        del architectures._ARCHITECTURES[key]
+    architectures._ARCHITECTURES.clear()
+    architectures._ARCHITECTURES.update(saved)
 
 
 def test_published_architecture(scratch_architectures, tmp_path) -> None:

@@ -106,13 +106,16 @@ class Field:
 class Convert:
     """``ours = read_value(*config[theirs], fields)``, ``theirs = write_value(ours, fields)``: a field stored
     in another unit (``n_window_infer`` frames for omnikit's ``attn_window_chunks`` chunks) or in several
-    keys (``theirs`` a tuple, ``default`` one per key, ``write_value`` returning one value per key)."""
+    keys (``theirs`` a tuple, ``default`` one per key, ``write_value`` returning one value per key).
+    ``fallbacks`` are older spellings of a single key; a required field whose value is ``None`` does not
+    fit on write."""
 
     ours: str
     theirs: str | tuple[str, ...]
     read_value: Callable[..., Any]
     write_value: Callable[[Any, Fields], Any]
     default: Any = REQUIRED
+    fallbacks: tuple[str, ...] = ()
 
     def _keys(self) -> tuple[tuple[str, ...], tuple[Any, ...]]:
         if isinstance(self.theirs, tuple):
@@ -123,13 +126,15 @@ class Convert:
     def read(self, config: Mapping[str, Any], fields: Fields) -> None:
         values = []
         for key, default in zip(*self._keys()):
-            value = _get(config, key)
+            value = _first(config, (key, *self.fallbacks))
             if value is _ABSENT and default is REQUIRED:
                 raise OmnikitValueError(f"config.json expected {key!r} but it is absent")
             values.append(default if value is _ABSENT else value)
         fields[self.ours] = self.read_value(*values, fields)
 
     def write(self, values: Fields, out: dict[str, Any]) -> bool:
+        if values[self.ours] is None:
+            return self.default is not REQUIRED  # a required field without a value does not fit
         written = self.write_value(values[self.ours], values)
         keys, _ = self._keys()
         for key, value in zip(keys, written if isinstance(self.theirs, tuple) else (written,)):

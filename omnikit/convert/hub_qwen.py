@@ -17,15 +17,29 @@ from typing import Any
 from torch import nn
 
 from omnikit.convert.architectures import Config, Mapped, register_architecture, register_transformers
-from omnikit.convert.configmap import ConfigMap, Constant, Derived, Field, Fixed, Refuse, Same
+from omnikit.convert.configmap import ConfigMap, Constant, Convert, Derived, Field, Fixed, Refuse, Same
 from omnikit.convert.inputs import text_inputs
 from omnikit.convert.keymap import Fuse, KeyMap, Rename, Skip, StackExperts
 from omnikit.layers.decoder import DecoderBlock, DecoderConfig
 from omnikit.models.language_model import CausalLM
 from omnikit.moe.layer import MoE, MoEConfig
+from omnikit.utils.checks import OmnikitValueError
 
-__all__ = ["DECODER", "MOE", "QWEN2", "QWEN3", "attention_key_map", "decoder_config", "decoder_key_map",
-           "lm_key_map", "moe_config", "moe_key_map", "sparse_layers"]
+__all__ = [
+    "DECODER",
+    "MOE",
+    "MROPE",
+    "QWEN2",
+    "QWEN3",
+    "attention_key_map",
+    "decoder_config",
+    "decoder_key_map",
+    "interleaved",
+    "lm_key_map",
+    "moe_config",
+    "moe_key_map",
+    "sparse_layers",
+]
 
 #: What every Qwen decoder's config.json shares (Qwen2, Qwen3, their MoE and Omni text models).
 DECODER = ConfigMap((
@@ -60,6 +74,22 @@ MOE = ConfigMap((
 SHARED_MOE = MOE + ConfigMap((Field("shared_hidden", "shared_expert_intermediate_size"), Fixed("shared_gate", True)))
 
 
+def _sections(value: Any, fields: Any) -> tuple[int, int, int]:
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        raise OmnikitValueError(f"text_config rope parameters expected a 3-entry mrope_section but got {value!r}")
+    return tuple(value)
+
+
+def interleaved(value: Any, fields: Any) -> bool:
+    """The ``rope_parameters.interleaved`` a Qwen3-Omni M-RoPE requires (``ValueError`` otherwise)."""
+    if not value:
+        raise OmnikitValueError("text_config rope parameters expected interleaved M-RoPE but got interleaved=False")
+    return True
+
+
+#: M-RoPE ``(t, h, w)`` sections of a Qwen-Omni text model (required, 3 entries).
+MROPE = ConfigMap((Convert("mrope_sections", "rope_parameters.mrope_section", _sections, lambda v, f: list(v),
+                           fallbacks=("rope_scaling.mrope_section",)),))
 def decoder_config(config: Config, *, qk_norm: bool, qkv_bias: bool, out_bias: bool) -> DecoderConfig:
     """The :class:`DecoderConfig` of a Qwen-family ``config.json`` (text part) with these attention options."""
     return (DECODER + ConfigMap((Fixed("qk_norm", qk_norm), Fixed("qkv_bias", qkv_bias),

@@ -27,8 +27,8 @@ from torch import nn
 
 from omnikit.audio.windowed import WindowedAudioEncoder, WindowedAudioEncoderConfig
 from omnikit.convert.architectures import Config, Mapped, Part, preset, register_architecture, register_transformers
-from omnikit.convert.configmap import ConfigMap, Constant, Convert, Field, Refuse
-from omnikit.convert.hub_qwen import decoder_config, decoder_key_map, lm_key_map
+from omnikit.convert.configmap import ConfigMap, Constant, Convert, Field, Fixed, Refuse
+from omnikit.convert.hub_qwen import DECODER, MROPE, decoder_config, decoder_key_map, lm_key_map
 from omnikit.convert.hub_whisper import TRANSFORMER, whisper_layers_key_map
 from omnikit.convert.inputs import text_inputs
 from omnikit.convert.keymap import Fuse, KeyMap, Rename, Skip
@@ -38,15 +38,14 @@ from omnikit.fusion.thinker import Thinker
 from omnikit.fusion.tmrope import TMRoPEScheme
 from omnikit.layers.decoder import DecoderConfig
 from omnikit.speech.omni_talker import OmniTalker, OmniTalkerConfig
-from omnikit.utils.checks import OmnikitValueError
 from omnikit.vision.window_vit import WindowViT, WindowViTConfig
 
 __all__ = [
+    "TEXT",
     "audio_config",
     "audio_key_map",
     "build_thinker",
     "export_thinker_config",
-    "mrope_decoder_dict",
     "talker_decoder_config",
     "talker_key_map",
     "text_config",
@@ -69,15 +68,16 @@ def _rope(config: Config) -> Mapping[str, Any]:
     return config.get("rope_parameters") or config.get("rope_scaling") or {}
 
 
+#: The Thinker's text model: Qwen2 layers (q/k/v bias, no qk-norm) with contiguous M-RoPE.
+TEXT = DECODER + MROPE + ConfigMap((
+    Fixed("mrope_interleaved", False), Fixed("qk_norm", False), Fixed("qkv_bias", True), Fixed("out_bias", False),
+    Constant("model_type", "qwen2_5_omni_text"),
+))
+
+
 def text_config(thinker: Config) -> DecoderConfig:
-    """The Thinker's text model: Qwen2 layers (q/k/v bias, no qk-norm) with M-RoPE sections."""
-    text = thinker["text_config"]
-    sections = _rope(text).get("mrope_section")
-    if sections is None or len(sections) != 3:
-        raise OmnikitValueError(f"text_config rope parameters expected a 3-entry mrope_section but got {_rope(text)}")
-    config = decoder_config(text, qk_norm=False, qkv_bias=True, out_bias=False)
-    return replace(config, mrope_sections=tuple(sections),
-                   tie_embeddings=bool(thinker.get("tie_word_embeddings", False)))
+    """The Thinker's text model config (:data:`TEXT`; ties the embeddings as the Thinker config says)."""
+    return replace(TEXT(thinker["text_config"]), tie_embeddings=bool(thinker.get("tie_word_embeddings", False)))
 
 
 #: The :class:`WindowViTConfig` of a ``vision_config`` dict.
@@ -206,35 +206,21 @@ def _audio_inputs(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, Any]
     return {"features": features, "lengths": lengths}
 
 
-def mrope_decoder_dict(config: DecoderConfig) -> Config:
-    """transformers' ``text_config`` fields of an M-RoPE Qwen decoder (the fields Qwen2 and Qwen3 share)."""
-    return {
-        "hidden_size": config.dim, "num_hidden_layers": config.depth, "num_attention_heads": config.num_heads,
-        "num_key_value_heads": config.num_kv_heads or config.num_heads, "intermediate_size": config.mlp_hidden,
-        "rms_norm_eps": config.norm_eps, "vocab_size": config.vocab_size, "hidden_act": "silu",
-        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_base,
-                            "mrope_section": list(config.mrope_sections)},
-    }
-
-
 def whole_number(value: float | None) -> float | int | None:
     """transformers' config fields are ints where the value is whole."""
     return int(value) if value is not None and float(value).is_integer() else value
-
-
-def _is_qwen2_decoder(config: DecoderConfig) -> bool:
-    return (config.mlp == "swiglu" and config.norm == "rmsnorm" and config.qkv_bias and not config.qk_norm
-            and not config.out_bias and config.mrope_sections is not None and not config.mrope_interleaved
-            and config.sliding_window is None and config.attention_chunk is None and bool(config.mlp_hidden))
 
 
 def export_thinker_config(model: nn.Module) -> Config | None:
     """The ``Qwen2_5OmniThinkerForConditionalGeneration`` ``config.json`` of an :class:`OmniThinker` with the
     Qwen2.5-Omni layout (None for any other model)."""
     if not isinstance(model, OmniThinker) or not isinstance(model.audio_encoder, WindowedAudioEncoder) \
-            or not isinstance(model.vision_encoder, WindowViT) or not _is_qwen2_decoder(model.text_model.config):
+            or not isinstance(model.vision_encoder, WindowViT):
         return None
     text, audio, vision = model.text_model.config, model.audio_encoder.config, model.vision_encoder.config
+    text_dict = TEXT.write(text)
+    if text_dict is None:
+        return None
     tokens = model.text_model.media_tokens
     head_dim = text.head_dim or text.dim // text.num_heads
     if head_dim != text.dim // text.num_heads or vision.patch[1] != vision.patch[2]:
@@ -246,8 +232,7 @@ def export_thinker_config(model: nn.Module) -> Config | None:
         "position_id_per_seconds": whole_number(model.scheme.ids_per_second),
         "seconds_per_chunk": whole_number(model.scheme.seconds_per_chunk),
         "tie_word_embeddings": text.tie_embeddings, **PUBLISHED_MARKERS, **model.marker_tokens,
-        "text_config": {"model_type": "qwen2_5_omni_text", "tie_word_embeddings": text.tie_embeddings,
-                        **mrope_decoder_dict(text)},
+        "text_config": text_dict,
         "audio_config": audio_config.write(audio),
         "vision_config": vision_config.write(vision),
     }

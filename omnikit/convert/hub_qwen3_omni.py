@@ -24,9 +24,9 @@ from torch import nn
 
 from omnikit.audio.aut import AuTEncoder, AuTEncoderConfig
 from omnikit.convert.architectures import Config, Mapped, Part, preset, register_architecture, register_transformers
-from omnikit.convert.configmap import ConfigMap, Constant, Convert, Field, Refuse
-from omnikit.convert.hub_qwen import decoder_config, lm_key_map, moe_config, sparse_layers
-from omnikit.convert.hub_qwen2_5_omni import mrope_decoder_dict, thinker_inputs, whole_number
+from omnikit.convert.configmap import ConfigMap, Constant, Convert, Field, Fixed, Refuse
+from omnikit.convert.hub_qwen import DECODER, MROPE, interleaved, lm_key_map, moe_config, sparse_layers
+from omnikit.convert.hub_qwen2_5_omni import thinker_inputs, whole_number
 from omnikit.convert.hub_whisper import whisper_layers_key_map
 from omnikit.convert.inputs import text_inputs
 from omnikit.convert.keymap import Fuse, KeyMap, Rename
@@ -44,8 +44,20 @@ from omnikit.utils.checks import OmnikitValueError
 from omnikit.vision.qwen3_vit import Qwen3ViT
 
 __all__ = [
-    "FULL", "PUBLISHED_MARKERS", "audio_inputs", "aut_config", "aut_key_map", "build_text_model", "build_thinker",
-    "export_thinker_config", "media_tokens", "text_config", "text_key_map", "thinker_key_map", "vision_inputs",
+    "FULL",
+    "PUBLISHED_MARKERS",
+    "TEXT",
+    "audio_inputs",
+    "aut_config",
+    "aut_key_map",
+    "build_text_model",
+    "build_thinker",
+    "export_thinker_config",
+    "media_tokens",
+    "text_config",
+    "text_key_map",
+    "thinker_key_map",
+    "vision_inputs",
 ]
 
 FULL = "Qwen3OmniMoeForConditionalGeneration"
@@ -75,18 +87,18 @@ def aut_key_map(audio: AuTEncoderConfig) -> KeyMap:
     )) + whisper_layers_key_map(audio.dim)
 
 
+#: The Thinker's text model: Qwen3 layers (qk-norm, no biases) with interleaved M-RoPE (MoE: :data:`MOE`).
+TEXT = DECODER + MROPE + ConfigMap((
+    Convert("mrope_interleaved", "rope_parameters.interleaved", interleaved, lambda v, f: v, False,
+            ("rope_parameters.mrope_interleaved",)),
+    Fixed("mrope_interleaved", True), Fixed("qk_norm", True), Fixed("qkv_bias", False), Fixed("out_bias", False),
+    Constant("model_type", "qwen3_omni_moe_text"),
+))
+
+
 def text_config(thinker: Mapping[str, Any]) -> DecoderConfig:
-    """The Thinker text model's :class:`DecoderConfig`: Qwen3 layers (qk-norm, no biases), interleaved M-RoPE."""
-    text = thinker["text_config"]
-    rope = text.get("rope_parameters") or {}
-    sections = rope.get("mrope_section")
-    if sections is None or len(sections) != 3:
-        raise OmnikitValueError(f"text_config rope parameters expected a 3-entry mrope_section but got {rope}")
-    if not rope.get("interleaved", rope.get("mrope_interleaved", False)):
-        raise OmnikitValueError(f"text_config rope parameters expected interleaved M-RoPE but got {rope}")
-    config = decoder_config(text, qk_norm=True, qkv_bias=False, out_bias=False)
-    return replace(config, mrope_sections=tuple(sections), mrope_interleaved=True,
-                   tie_embeddings=bool(thinker.get("tie_word_embeddings", False)))
+    """The Thinker text model's config (:data:`TEXT`; ties the embeddings as the Thinker config says)."""
+    return replace(TEXT(thinker["text_config"]), tie_embeddings=bool(thinker.get("tie_word_embeddings", False)))
 
 
 def media_tokens(thinker: Mapping[str, Any]) -> MediaTokens:
@@ -184,24 +196,19 @@ def export_thinker_config(model: nn.Module) -> Config | None:
         return None
     text, audio, vision = model.text_model.config, model.audio_encoder.config, model.vision_encoder.config
     layers = _moe_layers(model.text_model)
-    qwen3_text = (text.mlp == "swiglu" and text.norm == "rmsnorm" and text.qk_norm and not text.qkv_bias
-                  and not text.out_bias and text.mrope_sections is not None and text.mrope_interleaved
-                  and text.sliding_window is None and text.attention_chunk is None)
     scheme = replace(QWEN3_OMNI, ids_per_second=model.scheme.ids_per_second, sections=text.mrope_sections)
     # transformers' audio tower counts 13 tokens per 100-frame chunk: it models n_window=50 only
-    if layers is None or not qwen3_text or model.scheme != scheme or vision.patch[1] != vision.patch[2] \
+    if layers is None or model.scheme != scheme or vision.patch[1] != vision.patch[2] \
             or audio.n_window != 50 or audio.norm_eps != 1e-5 or vision.norm_eps != 1e-6:
         return None
     moe, dense, dense_width = layers
+    text_dict = TEXT.write(replace(text, mlp_hidden=dense_width))
+    if text_dict is None:
+        return None
     tokens = model.text_model.media_tokens
-    text_dict = mrope_decoder_dict(text)
-    text_dict["rope_parameters"]["interleaved"] = True
     text_dict.update(
-        model_type="qwen3_omni_moe_text", intermediate_size=dense_width,
-        head_dim=text.head_dim or text.dim // text.num_heads,
         moe_intermediate_size=moe.expert_hidden, num_experts=moe.num_experts, num_experts_per_tok=moe.top_k,
         norm_topk_prob=moe.normalize_weights, decoder_sparse_step=1, mlp_only_layers=dense, attention_bias=False,
-        tie_word_embeddings=text.tie_embeddings,
     )
     thinker = {
         "model_type": "qwen3_omni_moe_thinker", "audio_token_id": tokens.audio, "image_token_id": tokens.image,
