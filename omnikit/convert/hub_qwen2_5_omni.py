@@ -28,7 +28,7 @@ from torch import nn
 from omnikit.audio.windowed import WindowedAudioEncoder, WindowedAudioEncoderConfig
 from omnikit.convert.architectures import Config, Mapped, Part, preset, register_architecture, register_transformers
 from omnikit.convert.configmap import ConfigMap, Constant, Convert, Field, Fixed, Refuse
-from omnikit.convert.hub_qwen import DECODER, MROPE, decoder_config, decoder_key_map, lm_key_map
+from omnikit.convert.hub_qwen import DECODER, MROPE, decoder_key_map, lm_key_map
 from omnikit.convert.hub_whisper import TRANSFORMER, whisper_layers_key_map
 from omnikit.convert.inputs import text_inputs
 from omnikit.convert.keymap import Fuse, KeyMap, Rename, Skip
@@ -62,10 +62,6 @@ PUBLISHED_MARKERS = {"vision_start_token_id": 151652, "vision_end_token_id": 151
                      "audio_start_token_id": 151647, "audio_end_token_id": 151648}
 _PROCESSOR_KEYS = ("input_features", "feature_attention_mask", "pixel_values", "image_grid_thw",
                    "pixel_values_videos", "video_grid_thw", "video_second_per_grid")
-
-
-def _rope(config: Config) -> Mapping[str, Any]:
-    return config.get("rope_parameters") or config.get("rope_scaling") or {}
 
 
 #: The Thinker's text model: Qwen2 layers (q/k/v bias, no qk-norm) with contiguous M-RoPE.
@@ -157,11 +153,12 @@ def thinker_key_map(thinker: Config) -> KeyMap:
     )
 
 
-def talker_decoder_config(talker: Config) -> DecoderConfig:
-    """The Talker's decoder: Qwen2 layers (head_dim from the config) with M-RoPE sections."""
-    sections = _rope(talker).get("mrope_section")
-    config = decoder_config(talker, qk_norm=False, qkv_bias=True, out_bias=False)
-    return replace(config, mrope_sections=None if sections is None else tuple(sections), tie_embeddings=False)
+#: The Talker's decoder: Qwen2 layers (head_dim from the config), M-RoPE sections when the config has them.
+talker_decoder_config = DECODER + ConfigMap((
+    Convert("mrope_sections", "rope_parameters.mrope_section", lambda v, f: v and tuple(v), lambda v, f: list(v), None,
+            ("rope_scaling.mrope_section",)),
+    Fixed("qk_norm", False), Fixed("qkv_bias", True), Fixed("out_bias", False), Fixed("tie_embeddings", False),
+), target=DecoderConfig)
 
 
 def _talker(talker: Config) -> OmniTalker:
