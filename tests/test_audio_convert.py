@@ -126,14 +126,12 @@ def test_qwen2_5_omni_tokens_per_second() -> None:
 def test_qwen3_omni_aut_matches_transformers_on_random_mixed_lengths() -> None:
     from transformers.models.qwen3_omni_moe import modeling_qwen3_omni_moe as m
 
-    from omnikit.convert.qwen2_5_omni_audio import convert_qwen3_omni_audio
-
     config = transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe.Qwen3OmniMoeAudioEncoderConfig(
         **TOWER, output_dim=48, n_window=50, n_window_infer=300, downsample_hidden_size=8,
     )
     torch.manual_seed(0)
     hf = m.Qwen3OmniMoeAudioEncoder(config).eval()
-    ours = convert_qwen3_omni_audio(hf).eval()
+    ours = from_transformers(hf).eval()
     lengths = [*random_lengths(4, 4, 1000), 100, 37]  # the reference needs one full chunk in the batch
     x, n = padded_batch(lengths, 32, 4)
     with torch.no_grad():

@@ -109,13 +109,13 @@ def test_mimi_rates_and_codebooks(tmp_path):
 def test_mimi_defaults_are_the_published_structure():
     """``MimiConfig()`` holds kyutai/mimi's values: as many tensors and elements as transformers' default Mimi."""
     from omnikit.audio.mimi import MimiConfig, MimiTokenizer
-    from omnikit.convert.hub_mimi import mimi_key_map
+    from omnikit.convert.hub_mimi import MIMI, mimi_key_map
 
     with torch.device("meta"):
         ours = MimiTokenizer(MimiConfig())
         reference = transformers.MimiModel(transformers.MimiConfig(frame_rate=12.5))
     config = reference.config.to_dict() | {"frame_rate": 12.5}
-    plan = mimi_key_map(config).plan({k: v.shape for k, v in ours.state_dict().items()})
+    plan = mimi_key_map(MIMI(config)).plan({k: v.shape for k, v in ours.state_dict().items()})
     theirs = reference.state_dict()
     assert sum(len([p for p in pieces if p.source]) for pieces in plan.values()) == len(theirs)
     assert sum(t.numel() for t in ours.state_dict().values()) == sum(t.numel() for t in theirs.values())

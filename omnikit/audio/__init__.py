@@ -12,6 +12,7 @@ from omnikit.audio.codec import CodecOutput, SEANetCodec, SEANetCodecConfig
 from omnikit.audio.dac import DacCodec, DacConfig, DacOutput
 from omnikit.audio.features import LogMelSpectrogram, log_mel_spectrogram, mel_filterbank
 from omnikit.audio.fsq import FSQ
+from omnikit.audio.interface import Codec, CodeDecoder, check_codec
 from omnikit.audio.layouts import (
     delay_codes,
     delay_mask,
@@ -39,6 +40,8 @@ __all__ = [
     "Code2Wav",
     "Code2WavConfig",
     "Code2WavOutput",
+    "CodeDecoder",
+    "Codec",
     "CodecOutput",
     "ConvFeatureEncoder",
     "ConvFeatureEncoderConfig",
@@ -63,6 +66,7 @@ __all__ = [
     "WhisperEncoderConfig",
     "WindowedAudioEncoder",
     "WindowedAudioEncoderConfig",
+    "check_codec",
     "check_waveform",
     "delay_codes",
     "delay_mask",

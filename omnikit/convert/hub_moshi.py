@@ -15,7 +15,7 @@ from torch import nn
 
 from omnikit.audio.mimi import MimiTokenizer
 from omnikit.convert.architectures import Config, Part, register_architecture
-from omnikit.convert.hub_mimi import mimi_config, mimi_hf_config, mimi_key_map
+from omnikit.convert.hub_mimi import MIMI, mimi_key_map
 from omnikit.convert.keymap import Fuse, KeyMap, Rename
 from omnikit.layers.decoder import DecoderConfig
 from omnikit.speech.moshi import Moshi, MoshiConfig
@@ -46,7 +46,7 @@ def _transformer(config: Config, *, depth: bool) -> DecoderConfig:
 
 def moshi_config(config: Config) -> MoshiConfig:
     """The :class:`MoshiConfig` of a transformers ``MoshiForConditionalGeneration`` ``config.json``."""
-    codec = mimi_config(config["audio_encoder_config"])
+    codec = MIMI(config["audio_encoder_config"])
     size = config.get("audio_vocab_size") or codec.codebook_size
     k = config["num_codebooks"]
     return MoshiConfig(
@@ -84,7 +84,7 @@ def moshi_hf_config(model: nn.Module) -> Config | None:
         "vocab_size": cfg.text_vocab, "audio_vocab_size": cfg.codebook_size, "num_codebooks": k,
         "rope_parameters": {"rope_type": "default", "rope_theta": t.rope_base},
         "sliding_window": t.sliding_window or 3000, "max_position_embeddings": t.sliding_window or 3000,
-        "audio_encoder_config": mimi_hf_config(cfg.codec), "depth_decoder_config": depth,
+        "audio_encoder_config": MIMI.write(cfg.codec), "depth_decoder_config": depth,
     }
 
 
@@ -122,15 +122,15 @@ def moshi_key_map(config: Config) -> KeyMap:
         Rename("depth.heads.weight", "depth_decoder.lm_heads.weight"),
     )) + _layer_rules("temporal.blocks.{i}.", "decoder.model.layers.{i}.", _qkv_sizes(cfg.temporal), 0) + (
         _layer_rules("depth.layers.{i}.", "depth_decoder.layers.{i}.", _qkv_sizes(cfg.predictor), 1)
-    ) + mimi_key_map(config["audio_encoder_config"]).prefixed("audio_encoder.").under("audio_encoder.")
+    ) + mimi_key_map(MIMI(config["audio_encoder_config"])).prefixed("audio_encoder.").under("audio_encoder.")
 
 
 register_architecture(
     "MoshiForConditionalGeneration",
     parts={
         "moshi": Part(lambda c: Moshi(moshi_config(c)), moshi_key_map, export_config=moshi_hf_config),
-        "audio_encoder": Part(lambda c: MimiTokenizer(mimi_config(c["audio_encoder_config"])),
-                              lambda c: mimi_key_map(c["audio_encoder_config"]), prefix="audio_encoder."),
+        "audio_encoder": Part(lambda c: MimiTokenizer(MIMI(c["audio_encoder_config"])),
+                              lambda c: mimi_key_map(MIMI(c["audio_encoder_config"])), prefix="audio_encoder."),
     },
     default_part="moshi",
 )

@@ -22,6 +22,7 @@ from omnikit.layers.mlp import MLPKind, build_mlp
 from omnikit.layers.norm import NormKind, build_norm
 from omnikit.layers.rotary import RotaryEmbedding
 from omnikit.utils.checks import OmnikitValueError, check_tensor
+from omnikit.utils.parallel import ParallelPlan
 
 __all__ = ["BlockStack", "Decoder", "DecoderBlock", "DecoderConfig", "default_mlp_hidden", "mlp_residual", "run_blocks"]
 
@@ -239,6 +240,10 @@ class BlockStack(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.norm = norm
         self.gradient_checkpointing = False
+
+    def parallel_plan(self) -> ParallelPlan:
+        """Every block is an FSDP unit."""
+        return ParallelPlan(fsdp_units=list(self.blocks))
 
     def run(
         self,

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from omnikit.utils.checks import check_choice, check_positive
+from omnikit.utils.parallel import COLWISE, ROWWISE, ParallelPlan
 
 __all__ = ["GeluMLP", "MLPKind", "SwiGLU", "build_mlp"]
 
@@ -35,6 +36,13 @@ class SwiGLU(nn.Module):
             self.gate = nn.Linear(dim, hidden, bias=bias)
             self.up = nn.Linear(dim, hidden, bias=bias)
         self.down = nn.Linear(hidden, dim, bias=bias)
+
+    def parallel_plan(self) -> ParallelPlan:
+        """Gate and up column-parallel, down row-parallel (no communication between them); a fused
+        ``gate_up`` cannot be split column-wise and stays whole."""
+        if hasattr(self, "gate_up"):
+            return ParallelPlan(tp={})
+        return ParallelPlan(tp={"gate": COLWISE, "up": COLWISE, "down": ROWWISE})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if hasattr(self, "gate_up"):
