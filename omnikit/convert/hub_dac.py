@@ -8,18 +8,14 @@ feature extractor's ``input_values (B, 1, S)`` (its ``padding_mask`` is ignored,
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from torch import nn
 
 from omnikit.audio.dac import DacCodec, DacConfig
-from omnikit.convert import converter
-from omnikit.convert.architectures import Config, Part, register_architecture
+from omnikit.convert.architectures import Config, Mapped, Part, preset, register_architecture, register_transformers
 from omnikit.convert.hub_encodec import codec_inputs
 from omnikit.convert.keymap import KeyMap, Rename
-from omnikit.convert.whisper import build_converted
 
-__all__ = ["convert_dac", "dac_config", "dac_export_config", "dac_key_map"]
+__all__ = ["dac_config", "dac_export_config", "dac_key_map"]
 
 
 def dac_config(config: Config) -> DacConfig:
@@ -51,16 +47,10 @@ def dac_key_map(config: Config) -> KeyMap:
     return KeyMap(tuple(Rename(p, p) for p in patterns))
 
 
-@converter("DacModel")
-def convert_dac(hf_model: nn.Module) -> DacCodec:
-    """A :class:`DacCodec` with an instantiated transformers ``DacModel``'s config and weights."""
-    config = hf_model.config.to_dict()
-    return build_converted("dac_44khz", hf_model, dac_key_map(config), **asdict(dac_config(config)))
-
-
 register_architecture(
     "DacModel",
     parts={"codec": Part(lambda c: DacCodec(dac_config(c)), dac_key_map, inputs=codec_inputs,
                          export_config=dac_export_config)},
     default_part="codec",
 )
+register_transformers("DacModel", Mapped(dac_config, preset("dac_44khz"), dac_key_map))

@@ -13,20 +13,17 @@ extractor returns) nothing is masked, exactly like transformers.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict
 from typing import Any
 
 import torch
 from torch import nn
 
 from omnikit.audio.wav2vec2 import Wav2Vec2Config, Wav2Vec2Encoder
-from omnikit.convert import converter
-from omnikit.convert.architectures import Config, Part, register_architecture
+from omnikit.convert.architectures import Config, Mapped, Part, preset, register_architecture, register_transformers
 from omnikit.convert.keymap import Fuse, KeyMap, Legacy, Rename, Skip
-from omnikit.convert.whisper import build_converted
 from omnikit.utils.checks import OmnikitValueError
 
-__all__ = ["convert_wav2vec2", "wav2vec2_config", "wav2vec2_export_config", "wav2vec2_key_map"]
+__all__ = ["wav2vec2_config", "wav2vec2_export_config", "wav2vec2_key_map"]
 
 
 def wav2vec2_config(config: Config) -> Wav2Vec2Config:
@@ -108,13 +105,6 @@ def waveform_inputs(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, An
     return kwargs
 
 
-@converter("Wav2Vec2Model")
-def convert_wav2vec2(hf_model: nn.Module) -> Wav2Vec2Encoder:
-    """A :class:`Wav2Vec2Encoder` with an instantiated transformers ``Wav2Vec2Model``'s config and weights."""
-    config = hf_model.config.to_dict()
-    return build_converted("wav2vec2_base", hf_model, wav2vec2_key_map(config), **asdict(wav2vec2_config(config)))
-
-
 def _encoder_part(prefix: str, export: bool) -> Part:
     return Part(lambda c: Wav2Vec2Encoder(wav2vec2_config(c)), wav2vec2_key_map, prefix=prefix,
                 inputs=waveform_inputs, export_config=wav2vec2_export_config if export else None)
@@ -125,3 +115,6 @@ register_architecture("Wav2Vec2Model", parts={"audio_encoder": _encoder_part("",
 for _name in ("Wav2Vec2ForCTC", "Wav2Vec2ForPreTraining"):  # the pretraining checkpoints (wav2vec2-base, -large-lv60)
     register_architecture(_name, parts={"audio_encoder": _encoder_part("wav2vec2.", False)},
                           default_part="audio_encoder")
+# from_transformers: the key map reads the config.json dict itself, so the "config" step keeps it whole
+register_transformers("Wav2Vec2Model", Mapped(lambda config: config, lambda config: preset("wav2vec2_base")(
+    wav2vec2_config(config)), wav2vec2_key_map))
