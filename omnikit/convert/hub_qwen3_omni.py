@@ -10,7 +10,11 @@ Parts (checkpoint prefixes):
 - ``"audio_encoder"``: :class:`~omnikit.audio.AuTEncoder` (``thinker.audio_tower.*``);
 - ``"vision_encoder"``: :class:`~omnikit.vision.Qwen3ViT` with its deepstack mergers (``thinker.visual.*``);
 - ``"talker"``: :class:`~omnikit.fusion.Qwen3OmniTalker` with its code predictor (``talker.*``);
-- ``"code2wav"``: :class:`~omnikit.audio.Code2Wav` (``code2wav.*``).
+- ``"code2wav"``: :class:`~omnikit.audio.Code2Wav` (``code2wav.*``);
+- ``"omni"``: all of them as one :class:`~omnikit.speech.Qwen3OmniSpeech` that speaks (``generate`` / ``stream``).
+
+``Qwen3OmniMoeThinkerForConditionalGeneration`` (a Thinker saved alone: its names have no ``thinker.``)
+has the Thinker's parts.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from omnikit.convert.qwen3_omni_code2wav import code2wav_config, code2wav_key_ma
 from omnikit.convert.qwen3_omni_talker import talker_config, talker_key_map
 from omnikit.convert.qwen3_omni_vision import VISION_KEYS, vision_config
 from omnikit.convert.whisper import whisper_layers_key_map
+from omnikit.convert.whole_model import whole_part
 from omnikit.fusion.deepstack_thinker import DeepstackThinker
 from omnikit.fusion.modality import MediaTokens
 from omnikit.fusion.qwen3_omni_thinker import Qwen3OmniThinker
@@ -40,6 +45,7 @@ from omnikit.fusion.tmrope import QWEN3_OMNI
 from omnikit.layers.decoder import DecoderConfig
 from omnikit.layers.mlp import SwiGLU
 from omnikit.moe.layer import MoE, MoEConfig
+from omnikit.speech.qwen3_omni_speech import Qwen3OmniSpeech, Qwen3SpeechIds
 from omnikit.speech.qwen3_omni_talker import Qwen3OmniTalker
 from omnikit.utils.checks import OmnikitValueError, check_choice
 from omnikit.vision.qwen3_vit import Qwen3ViT
@@ -49,7 +55,7 @@ __all__ = [
     "export_thinker_config", "media_tokens", "text_config", "text_key_map", "thinker_key_map", "vision_inputs",
 ]
 
-FULL = "Qwen3OmniMoeForConditionalGeneration"
+FULL, THINKER = "Qwen3OmniMoeForConditionalGeneration", "Qwen3OmniMoeThinkerForConditionalGeneration"
 
 
 def aut_config(audio: Mapping[str, Any]) -> AuTEncoderConfig:
@@ -234,18 +240,43 @@ def _thinker(config: Config) -> Config:
     return config["thinker_config"]
 
 
-register_architecture(FULL, default_part="thinker", parts={
-    "thinker": Part(lambda c: build_thinker(_thinker(c)), lambda c: thinker_key_map(_thinker(c)), "thinker.",
-                    inputs=thinker_inputs, export_config=export_thinker_config),
-    "text_model": Part(lambda c: build_text_model(_thinker(c)), lambda c: text_key_map(_thinker(c)), "thinker.",
-                       owns=("thinker.model.", "thinker.lm_head."), inputs=text_inputs),
-    "audio_encoder": Part(lambda c: AuTEncoder(aut_config(_thinker(c)["audio_config"])),
-                          lambda c: aut_key_map(_thinker(c)["audio_config"]), "thinker.audio_tower.",
-                          inputs=audio_inputs),
-    "vision_encoder": Part(lambda c: Qwen3ViT(vision_config(_thinker(c)["vision_config"])), lambda c: VISION_KEYS,
-                           "thinker.visual.", inputs=vision_inputs),
+def _thinker_parts(prefix: str, of: Any) -> dict[str, Part]:
+    """The Thinker's parts under checkpoint ``prefix``; ``of(config)`` is the Thinker's config dict."""
+    return {
+        "thinker": Part(lambda c: build_thinker(of(c)), lambda c: thinker_key_map(of(c)), prefix,
+                        inputs=thinker_inputs, export_config=export_thinker_config if prefix else None),
+        "text_model": Part(lambda c: build_text_model(of(c)), lambda c: text_key_map(of(c)), prefix,
+                           owns=(prefix + "model.", prefix + "lm_head."), inputs=text_inputs),
+        "audio_encoder": Part(lambda c: AuTEncoder(aut_config(of(c)["audio_config"])),
+                              lambda c: aut_key_map(of(c)["audio_config"]), prefix + "audio_tower.",
+                              inputs=audio_inputs),
+        "vision_encoder": Part(lambda c: Qwen3ViT(vision_config(of(c)["vision_config"])), lambda c: VISION_KEYS,
+                               prefix + "visual.", inputs=vision_inputs),
+    }
+
+
+def _speaking(parts: dict[str, Part]) -> Part:
+    """The ``"omni"`` part: Thinker, Talker and Code2Wav as one :class:`Qwen3OmniSpeech`."""
+
+    def build(config: Config) -> Qwen3OmniSpeech:
+        if not config.get("enable_audio_output", True) or "talker_config" not in config:
+            raise OmnikitValueError(
+                "part 'omni' needs a checkpoint with a Talker (its config has enable_audio_output false)"
+            )
+        return Qwen3OmniSpeech(parts["thinker"].build(config), parts["talker"].build(config),
+                               parts["code2wav"].build(config), Qwen3SpeechIds.from_config(config))
+
+    members = {"thinker": parts["thinker"], "talker": parts["talker"], "vocoder": parts["code2wav"]}
+    return whole_part(build, members, inputs=thinker_inputs)
+
+
+_PARTS = {
+    **_thinker_parts("thinker.", _thinker),
     "talker": Part(lambda c: Qwen3OmniTalker(talker_config(c["talker_config"])),
                    lambda c: talker_key_map(talker_config(c["talker_config"])), "talker."),
     "code2wav": Part(lambda c: Code2Wav(code2wav_config(c["code2wav_config"])),
                      lambda c: code2wav_key_map(code2wav_config(c["code2wav_config"])), "code2wav."),
-})
+}
+register_architecture(FULL, default_part="thinker", parts={**_PARTS, "omni": _speaking(_PARTS)})
+#: What transformers writes when a Qwen3-Omni Thinker is saved alone (its config is the Thinker's).
+register_architecture(THINKER, default_part="thinker", parts=_thinker_parts("", lambda c: c))

@@ -198,5 +198,7 @@ def load_hf(
     state = _read(plan, model, handles, by_file, device, total_bytes)
     assign_state(model, state, aliases)
     model.to(device)
+    if spec.finish is not None:
+        spec.finish(model, snapshot.directory)
     setattr(model, HF_ORIGIN_ATTR, HubOrigin(architecture.name, part_name, snapshot.config))
     return model.eval()
