@@ -16,8 +16,9 @@ from torch import nn
 
 from omnikit.convert.architectures import Config, Part
 from omnikit.convert.keymap import KeyMap
+from omnikit.utils.checks import OmnikitValueError
 
-__all__ = ["whole_part"]
+__all__ = ["check_same_layout", "whole_part"]
 
 
 def whole_part(
@@ -35,3 +36,15 @@ def whole_part(
 
     owned = tuple(prefix for part in members.values() for prefix in part.owned_prefixes)
     return Part(build, key_map, "", owns=owned, inputs=inputs, finish=finish)
+
+
+def check_same_layout(thinker: Config, talker: Config, defaults: Mapping[str, Any]) -> None:
+    """The Talker reads the Thinker's prompt layout with the Thinker's TMRoPE scheme: ``ValueError`` unless the
+    two configs agree on every key of ``defaults`` (placeholder ids, position ids per second; the value in
+    ``defaults`` stands for an absent key)."""
+    for key, default in defaults.items():
+        if thinker.get(key, default) != talker.get(key, default):
+            raise OmnikitValueError(
+                f"talker_config.{key} ({talker.get(key, default)}) must equal thinker_config.{key} "
+                f"({thinker.get(key, default)}): the Talker's positions are computed with the Thinker's layout"
+            )

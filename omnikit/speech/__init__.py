@@ -7,6 +7,7 @@ from omnikit.speech.duplex import DuplexConfig, DuplexLoss, DuplexModel, DuplexS
 from omnikit.speech.omni_speech import SpeakingOmni, SpeechOutput
 from omnikit.speech.omni_talker import OmniTalker, OmniTalkerConfig
 from omnikit.speech.previous_step import PreviousStep
+from omnikit.speech.qwen2_5_omni_speech import Qwen2_5OmniSpeech
 from omnikit.speech.qwen3_omni_speech import Qwen3OmniSpeech
 from omnikit.speech.qwen3_omni_talker import Qwen3OmniTalker, Qwen3OmniTalkerConfig, Qwen3TalkerScores
 from omnikit.speech.talker import STRATEGIES, Talker, TalkerConfig, codebook_loss, per_codebook_loss
@@ -24,6 +25,7 @@ __all__ = [
     "OmniTalker",
     "OmniTalkerConfig",
     "PreviousStep",
+    "Qwen2_5OmniSpeech",
     "Qwen3OmniSpeech",
     "Qwen3OmniTalker",
     "Qwen3OmniTalkerConfig",
