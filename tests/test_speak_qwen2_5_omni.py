@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_convert_hub_qwen2_5_omni import TOKEN2WAV
 from torch import nn
 
 from omnikit.convert import hf_inputs, load_hf
@@ -39,13 +40,6 @@ TALKER = dict(
     audio_end_token_id=A_END, tts_text_start_token_id=TEXT_BOS, tts_text_end_token_id=TEXT_EOS,
     tts_text_pad_token_id=TEXT_PAD, tts_codec_start_token_id=CODEC_BOS, tts_codec_end_token_id=CODEC_END,
     tts_codec_pad_token_id=CODEC_PAD, tts_codec_mask_token_id=CODEC_MASK,
-)
-TOKEN2WAV = dict(
-    dit_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, head_dim=8, emb_dim=8, enc_emb_dim=8,
-                    enc_dim=8, enc_channels=[8, 8, 8, 8, 24], enc_attention_channels=8, enc_se_channels=8,
-                    num_embeds=64, mel_dim=8),
-    bigvgan_config=dict(mel_dim=8, upsample_initial_channel=16, resblock_kernel_sizes=[3],
-                        resblock_dilation_sizes=[[1, 3, 5]], upsample_rates=[2, 2], upsample_kernel_sizes=[4, 4]),
 )
 SPEAKERS = {"Chelsie": {"bos_token": SPEAKER_BOS, "cond": torch.zeros(8), "ref_mel": torch.zeros(4, 8)},
             "Ethan": {"bos_token": SPEAKER_BOS - 1, "cond": torch.zeros(8), "ref_mel": torch.zeros(4, 8)}}

@@ -119,6 +119,9 @@ def test_static_cache_and_sampling(checkpoint) -> None:
     dynamic = omni.generate(**inputs, **options)
     static = omni.generate(**inputs, cache="static", **options)
     assert torch.equal(static.tokens, dynamic.tokens) and torch.equal(static.codes, dynamic.codes)
+    torch._dynamo.reset()
+    compiled = omni.generate(**inputs, cache="static", compile={"backend": "eager"}, **options)  # fullgraph steps
+    assert torch.equal(compiled.tokens, dynamic.tokens) and torch.equal(compiled.codes, dynamic.codes)
     sampled = omni.generate(**inputs, max_new_tokens=4, talker_max_new_tokens=6, speaker="chelsie",
                             generator=torch.Generator().manual_seed(0))
     assert sampled.codes.shape[1] == 4 and int(sampled.codes.max()) < CODEBOOK
