@@ -12,7 +12,7 @@ import pytest
 import torch
 from qwen3_omni_reference import TINY_FULL, randomise, rel_err, tame_code2wav
 
-from omnikit.convert import hf_inputs, load_hf
+from omnikit.convert import hf_inputs, load_hf, save_hf
 from omnikit.fusion import Qwen3OmniThinker
 from omnikit.speech import Qwen3OmniSpeech
 
@@ -149,3 +149,11 @@ def test_thinker_saved_alone_loads(checkpoint, tmp_path) -> None:
     with torch.no_grad():
         ref = hf.thinker(**inputs).logits
         assert rel_err(thinker(**hf_inputs(thinker, inputs)), ref) < 1e-4
+
+
+def test_save_hf_of_the_whole_model_loads_in_transformers(checkpoint, tmp_path) -> None:
+    hf, path = checkpoint
+    omni = load_hf(path, part="omni")
+    reloaded = Qwen3OmniMoeForConditionalGeneration.from_pretrained(save_hf(omni, tmp_path, max_shard_size="100KB"))
+    saved, original = reloaded.state_dict(), hf.state_dict()
+    assert saved.keys() == original.keys() and all(torch.equal(saved[k], original[k]) for k in original)

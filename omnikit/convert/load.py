@@ -27,7 +27,7 @@ from omnikit.convert.snapshot import Snapshot, open_shards, torch_dtype
 from omnikit.utils.checks import OmnikitValueError
 from omnikit.utils.precision import cast_model
 
-__all__ = ["PROGRESS_MIN_BYTES", "architecture_name", "load_hf", "tied_aliases"]
+__all__ = ["PROGRESS_MIN_BYTES", "architecture_name", "build_hf", "load_hf", "tied_aliases"]
 
 #: Loads of at least this many bytes show a progress bar (one step per shard).
 PROGRESS_MIN_BYTES = 2**30
@@ -142,6 +142,18 @@ def _read(plan: dict[str, list[Piece]], model: nn.Module, handles: Mapping[Path,
     for key in plan:
         destination(key)  # parts made only of zeros
     return state
+
+
+def build_hf(config: Mapping[str, Any], *, part: str | None = None) -> nn.Module:
+    """The model (or ``part``) of a ``config.json`` dict with freshly initialised weights, built as :func:`load_hf`
+    builds it before reading a checkpoint: :func:`save_hf` writes it as a snapshot (a random checkpoint for a
+    test or an offline example, without transformers)."""
+    config = dict(config)
+    architecture = get_architecture(architecture_name(config, "`config`"))
+    part_name, spec = architecture.part(part)
+    model = spec.build(config)
+    setattr(model, HF_ORIGIN_ATTR, HubOrigin(architecture.name, part_name, config))
+    return model.eval()
 
 
 def load_hf(
