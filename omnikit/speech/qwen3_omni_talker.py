@@ -28,6 +28,7 @@ from torch import nn
 from omnikit.layers.decoder import Decoder, DecoderConfig
 from omnikit.models.sampling import GREEDY, Sampling, sample_next
 from omnikit.moe import MoE, MoEConfig
+from omnikit.streaming import streaming
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_tensor
 
@@ -204,14 +205,16 @@ class Qwen3OmniTalker(nn.Module):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Codes ``1..K-1`` of a frame one by one from the Talker state ``hidden (N, dim)`` and code 0
-        ``first (N,)``; returns the frame's codes ``(N, K)`` (greedy by default)."""
-        k = self.config.num_codebooks
-        codes = torch.zeros(hidden.shape[0], k, dtype=torch.long, device=hidden.device)
-        codes[:, 0] = first
-        for step in range(1, k):
-            logits = self.residual_logits(hidden, codes)[:, step - 1]
-            codes[:, step] = sample_next(logits, sampling, generator=generator)
-        return codes
+        ``first (N,)``; returns the frame's codes ``(N, K)`` (greedy by default). The code predictor decodes
+        with a KV cache: one prefill of ``[hidden, embed(code 0)]``, then one position per code."""
+        predictor, codes = self.code_predictor, [first]
+        with streaming(predictor.decoder, hidden.shape[0]):
+            x = predictor.decoder(torch.stack([hidden, self.codec_embedding(first)], dim=1))[:, -1]
+            for step, head in enumerate(predictor.heads, start=1):
+                codes.append(sample_next(head(x), sampling, generator=generator))
+                if step < len(predictor.heads):
+                    x = predictor.decoder(predictor.embeddings[step - 1](codes[-1])[:, None])[:, -1]
+        return torch.stack(codes, dim=1)
 
     def embed_frames(self, codes: torch.Tensor) -> torch.Tensor:
         """``(B, K, F)`` codes -> ``(B, F, dim)``: the sum of their ``K`` embeddings (the next Talker input)."""
