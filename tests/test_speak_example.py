@@ -11,9 +11,10 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from speak import TINY, speak, tiny_random_snapshot
+from speak import speak, tiny_random_snapshot
 
 from omnikit.convert import load_hf
+from omnikit.convert.tiny_configs import qwen3_omni_tiny_config
 
 
 def test_speak_writes_the_streamed_answer(tmp_path) -> None:
@@ -29,5 +30,5 @@ def test_the_tiny_snapshot_is_a_transformers_checkpoint(tmp_path) -> None:
     path = tiny_random_snapshot(tmp_path / "tiny")
     hf = transformers.Qwen3OmniMoeForConditionalGeneration.from_pretrained(path)
     ours = load_hf(path, part="omni").state_dict()
-    assert hf.config.talker_config.speaker_id == TINY["talker_config"]["speaker_id"]
+    assert hf.config.talker_config.speaker_id == qwen3_omni_tiny_config()["talker_config"]["speaker_id"]
     assert len(ours) > 0 and torch.equal(ours["talker.codec_head.weight"], hf.talker.codec_head.weight)
