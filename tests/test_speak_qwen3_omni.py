@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from qwen3_omni_reference import TINY_FULL, randomise, rel_err, tame_code2wav
 
 from omnikit.convert import hf_inputs, load_hf, save_hf
@@ -157,3 +158,23 @@ def test_save_hf_of_the_whole_model_loads_in_transformers(checkpoint, tmp_path) 
     reloaded = Qwen3OmniMoeForConditionalGeneration.from_pretrained(save_hf(omni, tmp_path, max_shard_size="100KB"))
     saved, original = reloaded.state_dict(), hf.state_dict()
     assert saved.keys() == original.keys() and all(torch.equal(saved[k], original[k]) for k in original)
+
+
+def test_a_left_padded_batch_equals_its_items(checkpoint) -> None:
+    _, path = checkpoint
+    omni = load_hf(path, part="omni")
+    rows = [chat(6, mel_frames=200), chat(7, mel_frames=100)]
+    pad = lambda key, left: torch.cat([
+        F.pad(r[key], (max(x[key].shape[-1] for x in rows) - r[key].shape[-1], 0)[:: 1 if left else -1])
+        for r in rows])
+    batch = {"input_ids": pad("input_ids", True), "attention_mask": pad("attention_mask", True),
+             "input_features": pad("input_features", False),
+             "feature_attention_mask": pad("feature_attention_mask", False)}
+    options = dict(max_new_tokens=5, talker_do_sample=False, thinker_eos_token_id=IM_END, talker_max_new_tokens=8)
+    together = omni.generate(**hf_inputs(omni, batch), **options)
+    for b, row in enumerate(rows):
+        alone = omni.generate(**hf_inputs(omni, row), **options)
+        frames, samples = alone.codes.shape[-1], alone.wav.shape[-1]
+        assert torch.equal(together.tokens[b, : alone.tokens.shape[1]], alone.tokens[0])
+        assert int(together.code_lengths[b]) == frames and torch.equal(together.codes[b, :, :frames], alone.codes[0])
+        assert rel_err(together.wav[b, :, :samples], alone.wav[0]) < 1e-5
