@@ -1,7 +1,8 @@
 """Qwen2.5-Omni speaks: ``load_hf(path, part="omni")`` of a tiny random transformers
 ``Qwen2_5OmniForConditionalGeneration`` (norms and biases randomised, sharded, with a ``spk_dict.pt``) gives
-transformers' greedy ``generate`` text and Talker codes with audio in the prompt; without a token2wav model
-``return_audio=True`` says so."""
+transformers' greedy ``generate`` text and Talker codes with audio and an image in the prompt (transformers
+hands the Thinker's ``pixel_values`` to its Talker, which rejects them: ``talker_pixel_values=None``);
+without a token2wav model ``return_audio=True`` says so."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from torch import nn
 
 from omnikit.convert import hf_inputs, load_hf
 from omnikit.speech import Qwen2_5OmniSpeech
+from omnikit.vision import patchify_frames
 
 pytest.importorskip("transformers")
 from transformers.models.qwen2_5_omni import configuration_qwen2_5_omni as hf_config
@@ -80,14 +82,20 @@ def checkpoint(tmp_path_factory) -> tuple[nn.Module, Path]:
     return hf, path
 
 
-def prompt(seed: int, mel_frames: int = 40) -> dict[str, torch.Tensor]:
+def prompt(seed: int, mel_frames: int = 40, image: bool = False) -> dict[str, torch.Tensor]:
+    """Text, an audio clip (and a 16 x 16 image: 4 tokens), text."""
     g = torch.Generator().manual_seed(seed)
     text = lambda n: torch.randint(0, 900, (n,), generator=g).tolist()
     tokens = ((mel_frames - 1) // 2 + 1 - 2) // 2 + 1
-    ids = [*text(3), A_START, *[AUDIO] * tokens, A_END, *text(4)]
-    return {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
-            "input_features": torch.randn(1, 8, mel_frames, generator=g),
-            "feature_attention_mask": torch.ones(1, mel_frames, dtype=torch.long)}
+    picture = [V_START, *[IMAGE] * 4, V_END] if image else []
+    ids = [*text(3), A_START, *[AUDIO] * tokens, A_END, *picture, *text(4)]
+    out = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
+           "input_features": torch.randn(1, 8, mel_frames, generator=g),
+           "feature_attention_mask": torch.ones(1, mel_frames, dtype=torch.long)}
+    if image:
+        out["pixel_values"], out["image_grid_thw"] = patchify_frames(torch.randn(1, 1, 3, 16, 16, generator=g),
+                                                                     torch.tensor([1]), (2, 4, 4), 2)
+    return out
 
 
 def test_greedy_text_and_talker_codes_equal_transformers(checkpoint) -> None:
@@ -95,12 +103,12 @@ def test_greedy_text_and_talker_codes_equal_transformers(checkpoint) -> None:
     omni = load_hf(path, part="omni")
     assert isinstance(omni, Qwen2_5OmniSpeech) and omni.vocoder is None
     assert sorted(omni.speakers) == ["Chelsie", "Ethan"]
-    inputs = prompt(1)
+    inputs = prompt(1, image=True)
     hf.token2wav.seen.clear()
     with torch.no_grad():
         sequences, _ = hf.generate(**inputs, speaker="Chelsie", thinker_max_new_tokens=6, thinker_eos_token_id=IM_END,
                                    talker_max_new_tokens=12, talker_do_sample=False,
-                                   talker_eos_token_id=[CODEC_PAD, CODEC_END])
+                                   talker_eos_token_id=[CODEC_PAD, CODEC_END], talker_pixel_values=None)
     reference = hf.token2wav.seen[0]
     chunks = list(omni.stream(**hf_inputs(omni, inputs), max_new_tokens=6, speaker="Chelsie", return_audio=False,
                               thinker_eos_token_id=IM_END, talker_max_new_tokens=12, talker_do_sample=False,

@@ -1,7 +1,7 @@
 """Qwen3-Omni speaks end to end: ``load_hf(path, part="omni")`` of a tiny random transformers
 ``Qwen3OmniMoeForConditionalGeneration`` (Talker and Code2Wav enabled, norms and biases randomised, sharded)
-gives transformers' greedy ``generate`` text, codes and waveform with audio in the prompt; the stream adds up
-to the offline waveform; a Thinker saved alone loads."""
+gives transformers' greedy ``generate`` text, codes and waveform with audio and an image in the prompt; the
+stream adds up to the offline waveform; a batch equals its items; a Thinker saved alone loads."""
 
 from __future__ import annotations
 
@@ -16,12 +16,13 @@ from qwen3_omni_reference import TINY_FULL, randomise, rel_err, tame_code2wav
 from omnikit.convert import hf_inputs, load_hf, save_hf
 from omnikit.fusion import Qwen3OmniThinker
 from omnikit.speech import Qwen3OmniSpeech
+from omnikit.vision import patchify_frames
 
 pytest.importorskip("transformers")
 from transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe import Qwen3OmniMoeConfig
 from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import Qwen3OmniMoeForConditionalGeneration
 
-AUDIO, A_START, A_END = 150, 155, 156  # as in TINY_FULL
+AUDIO, IMAGE, V_START, V_END, A_START, A_END = 150, 151, 153, 154, 155, 156  # as in TINY_FULL
 IM_START, IM_END, USER, ASSISTANT, SYSTEM, TTS_PAD, TTS_BOS, TTS_EOS = range(141, 149)
 CODEBOOK = 20
 #: The Talker's codec vocabulary: the codebook plus 1024 special ids, as published (3072 = 2048 + 1024), so
@@ -50,19 +51,28 @@ def checkpoint(tmp_path_factory) -> tuple[Qwen3OmniMoeForConditionalGeneration, 
     path = tmp_path_factory.mktemp("qwen3_omni_speech")
     model.save_pretrained(path, max_shard_size="100KB")
     assert (path / "model.safetensors.index.json").exists()
+    # transformers' Talker computes audio positions with `self.config.audio_config.n_window` when the prompt also
+    # has images or videos, but its config has no audio_config (AttributeError): lend it the Thinker's
+    model.talker.config.audio_config = model.config.thinker_config.audio_config
     return model, path
 
 
-def chat(seed: int, mel_frames: int = 200) -> dict[str, torch.Tensor]:
-    """A system turn, a user turn with an audio clip and text, and the assistant's generation prompt."""
+def chat(seed: int, mel_frames: int = 200, image: bool = False) -> dict[str, torch.Tensor]:
+    """A system turn, a user turn with an audio clip (and a 16 x 16 image: 4 tokens) and text, and the
+    assistant's generation prompt."""
     g = torch.Generator().manual_seed(seed)
     text = lambda n: torch.randint(0, 140, (n,), generator=g).tolist()
     tokens = mel_frames // 100 * 13  # the AuT's 13 tokens per 100 mel frames (whole chunks here)
-    ids = [IM_START, SYSTEM, *text(3), IM_END, 9, IM_START, USER, 9, A_START, *[AUDIO] * tokens, A_END, *text(4),
-           IM_END, 9, IM_START, ASSISTANT, 9]
-    return {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
-            "input_features": torch.randn(1, 16, mel_frames, generator=g),
-            "feature_attention_mask": torch.ones(1, mel_frames, dtype=torch.long)}
+    picture = [V_START, *[IMAGE] * 4, V_END] if image else []
+    ids = [IM_START, SYSTEM, *text(3), IM_END, 9, IM_START, USER, 9, A_START, *[AUDIO] * tokens, A_END, *picture,
+           *text(4), IM_END, 9, IM_START, ASSISTANT, 9]
+    out = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
+           "input_features": torch.randn(1, 16, mel_frames, generator=g),
+           "feature_attention_mask": torch.ones(1, mel_frames, dtype=torch.long)}
+    if image:
+        out["pixel_values"], out["image_grid_thw"] = patchify_frames(torch.randn(1, 1, 3, 16, 16, generator=g),
+                                                                     torch.tensor([1]), (2, 4, 4), 2)
+    return out
 
 
 def reference(hf: Qwen3OmniMoeForConditionalGeneration, inputs: dict, **options) -> tuple:
@@ -89,7 +99,7 @@ def test_omni_part_builds_every_component(checkpoint) -> None:
 def test_greedy_text_codes_and_waveform_equal_transformers(checkpoint) -> None:
     hf, path = checkpoint
     omni = load_hf(path, part="omni")
-    inputs = chat(1)
+    inputs = chat(1, image=True)
     tokens, codes, wav = reference(hf, inputs, thinker_max_new_tokens=6, talker_max_new_tokens=10)
     out = omni.generate(**hf_inputs(omni, inputs), max_new_tokens=6, speaker="Ethan", talker_do_sample=False,
                         thinker_eos_token_id=IM_END, talker_max_new_tokens=10)
