@@ -140,3 +140,7 @@ def test_a_plugged_vocoder_gets_each_item_with_its_speaker(checkpoint) -> None:
                         talker_do_sample=False)
     assert out.codes.shape == (1, 1, int(out.code_lengths[0])) and torch.equal(omni.vocoder.seen[0], out.codes[:, 0])
     assert out.wav.shape == (1, 1, 1)
+    chunks = list(omni.stream(**hf_inputs(omni, prompt(3)), max_new_tokens=4, speaker="Ethan", chunk_frames=2,
+                              talker_max_new_tokens=6, talker_do_sample=False))
+    assert torch.equal(torch.cat([c.codes for c in chunks], dim=2), out.codes)
+    assert [c.wav.shape[-1] for c in chunks][-1] == 1 and all(c.wav.shape[-1] == 0 for c in chunks[:-1])
