@@ -14,7 +14,7 @@ from test_convert_hub_qwen2_5_omni import TOKEN2WAV
 from torch import nn
 
 from omnikit.convert import hf_inputs, load_hf
-from omnikit.speech import Qwen2_5OmniSpeech
+from omnikit.fusion import Qwen2_5OmniSpeech
 from omnikit.vision import patchify_frames
 
 pytest.importorskip("transformers")

@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from qwen3_omni_reference import TINY_FULL, randomise, rel_err, tame_code2wav
 
 from omnikit.convert import hf_inputs, load_hf, save_hf
-from omnikit.fusion import Qwen3OmniThinker
-from omnikit.speech import Qwen3OmniSpeech
+from omnikit.fusion import Qwen3OmniSpeech, Qwen3OmniThinker
 from omnikit.vision import patchify_frames
 
 pytest.importorskip("transformers")

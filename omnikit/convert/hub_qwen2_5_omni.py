@@ -10,7 +10,7 @@ Parts (checkpoint prefixes for the full model; the standalone Thinker checkpoint
   (:class:`~omnikit.fusion.Thinker`, ``thinker.model.*`` and ``thinker.lm_head``);
 - ``"audio_encoder"``, ``"vision_encoder"``, ``"text_model"``: each of those alone;
 - ``"talker"`` (full model only): :class:`~omnikit.fusion.OmniTalker` (``talker.*``);
-- ``"omni"`` (full model only): :class:`~omnikit.speech.Qwen2_5OmniSpeech`, the Thinker and Talker speaking
+- ``"omni"`` (full model only): :class:`~omnikit.fusion.Qwen2_5OmniSpeech`, the Thinker and Talker speaking
   together, with the ``"token2wav"`` part as its vocoder when that part is registered, and the speakers
   of the snapshot's ``spk_dict.pt``.
 
@@ -39,11 +39,11 @@ from omnikit.convert.whisper import build_converted, whisper_layers_key_map
 from omnikit.convert.whole_model import check_same_layout, whole_part
 from omnikit.fusion.modality import MediaTokens
 from omnikit.fusion.omni_thinker import OmniThinker
+from omnikit.fusion.qwen2_5_omni_speech import Qwen2_5OmniSpeech, Qwen2_5SpeechIds
 from omnikit.fusion.thinker import Thinker
 from omnikit.fusion.tmrope import TMRoPEScheme
 from omnikit.layers.decoder import DecoderConfig
 from omnikit.speech.omni_talker import OmniTalker, OmniTalkerConfig
-from omnikit.speech.qwen2_5_omni_speech import Qwen2_5OmniSpeech, Qwen2_5SpeechIds
 from omnikit.utils.checks import OmnikitValueError
 from omnikit.vision.window_vit import WindowViT, WindowViTConfig
 

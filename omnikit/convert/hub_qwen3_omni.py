@@ -11,7 +11,7 @@ Parts (checkpoint prefixes):
 - ``"vision_encoder"``: :class:`~omnikit.vision.Qwen3ViT` with its deepstack mergers (``thinker.visual.*``);
 - ``"talker"``: :class:`~omnikit.fusion.Qwen3OmniTalker` with its code predictor (``talker.*``);
 - ``"code2wav"``: :class:`~omnikit.audio.Code2Wav` (``code2wav.*``);
-- ``"omni"``: all of them as one :class:`~omnikit.speech.Qwen3OmniSpeech` that speaks (``generate`` / ``stream``).
+- ``"omni"``: all of them as one :class:`~omnikit.fusion.Qwen3OmniSpeech` that speaks (``generate`` / ``stream``).
 
 ``Qwen3OmniMoeThinkerForConditionalGeneration`` (a Thinker saved alone: its names have no ``thinker.``)
 has the Thinker's parts.
@@ -40,12 +40,12 @@ from omnikit.convert.whisper import whisper_layers_key_map
 from omnikit.convert.whole_model import check_same_layout, whole_part
 from omnikit.fusion.deepstack_thinker import DeepstackThinker
 from omnikit.fusion.modality import MediaTokens
+from omnikit.fusion.qwen3_omni_speech import Qwen3OmniSpeech, Qwen3SpeechIds
 from omnikit.fusion.qwen3_omni_thinker import Qwen3OmniThinker
 from omnikit.fusion.tmrope import QWEN3_OMNI
 from omnikit.layers.decoder import DecoderConfig
 from omnikit.layers.mlp import SwiGLU
 from omnikit.moe.layer import MoE, MoEConfig
-from omnikit.speech.qwen3_omni_speech import Qwen3OmniSpeech, Qwen3SpeechIds
 from omnikit.speech.qwen3_omni_talker import Qwen3OmniTalker
 from omnikit.utils.checks import OmnikitValueError, check_choice
 from omnikit.vision.qwen3_vit import Qwen3ViT

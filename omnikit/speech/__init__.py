@@ -4,11 +4,8 @@ and the Thinker-Talker that streams text and speech together."""
 from omnikit.speech import presets
 from omnikit.speech.depth import CodePredictor, undelay_logits
 from omnikit.speech.duplex import DuplexConfig, DuplexLoss, DuplexModel, DuplexStep
-from omnikit.speech.omni_speech import SpeakingOmni, SpeechOutput
 from omnikit.speech.omni_talker import OmniTalker, OmniTalkerConfig
 from omnikit.speech.previous_step import PreviousStep
-from omnikit.speech.qwen2_5_omni_speech import Qwen2_5OmniSpeech
-from omnikit.speech.qwen3_omni_speech import Qwen3OmniSpeech
 from omnikit.speech.qwen3_omni_talker import Qwen3OmniTalker, Qwen3OmniTalkerConfig, Qwen3TalkerScores
 from omnikit.speech.talker import STRATEGIES, Talker, TalkerConfig, codebook_loss, per_codebook_loss
 from omnikit.speech.thinker_talker import SpeechChunk, ThinkerTalker
@@ -25,15 +22,11 @@ __all__ = [
     "OmniTalker",
     "OmniTalkerConfig",
     "PreviousStep",
-    "Qwen2_5OmniSpeech",
-    "Qwen3OmniSpeech",
     "Qwen3OmniTalker",
     "Qwen3OmniTalkerConfig",
     "Qwen3TalkerScores",
-    "SpeakingOmni",
     "SpeakingResult",
     "SpeechChunk",
-    "SpeechOutput",
     "Talker",
     "TalkerConfig",
     "ThinkerTalker",

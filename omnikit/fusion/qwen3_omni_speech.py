@@ -24,11 +24,11 @@ import torch
 from torch import nn
 
 from omnikit.audio.code2wav import Code2Wav
+from omnikit.fusion.omni_speech import DecodeMask, SpeakingOmni, SpeakRun, TextFeed, pick_codes
 from omnikit.fusion.qwen3_omni_thinker import Qwen3OmniThinker
 from omnikit.models.decode_cache import check_cache_settings, compiled_step
 from omnikit.models.generation import GenerationStep
 from omnikit.models.sampling import GREEDY, Sampling
-from omnikit.speech.omni_speech import DecodeMask, SpeakingOmni, SpeakRun, TextFeed, pick_codes
 from omnikit.speech.qwen3_omni_talker import Qwen3OmniTalker
 from omnikit.streaming import streaming
 from omnikit.utils.checks import OmnikitValueError

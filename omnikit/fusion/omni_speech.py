@@ -1,8 +1,8 @@
 """Published omni models that speak: Thinker -> Talker -> waveform, offline or streamed.
 
 :class:`SpeakingOmni` holds a processor-style Thinker (:class:`~omnikit.fusion.OmniThinker`), a published
-Talker and a codec decoder (``vocoder``). Subclasses (:class:`~omnikit.speech.Qwen3OmniSpeech`,
-:class:`~omnikit.speech.Qwen2_5OmniSpeech`) say how the Talker's prompt is laid out and how one code frame
+Talker and a codec decoder (``vocoder``). Subclasses (:class:`~omnikit.fusion.Qwen3OmniSpeech`,
+:class:`~omnikit.fusion.Qwen2_5OmniSpeech`) say how the Talker's prompt is laid out and how one code frame
 is made; this class runs the loop:
 
 1. the Thinker prefills the prompt (the Talker's prompt reads some of its hidden states, captured then)

@@ -24,10 +24,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from omnikit.fusion.omni_speech import DecodeMask, SpeakingOmni, SpeakRun, TextFeed, pick_codes
 from omnikit.fusion.omni_thinker import OmniThinker
 from omnikit.models.decode_cache import check_cache_settings, compiled_step
 from omnikit.models.generation import GenerationStep
-from omnikit.speech.omni_speech import DecodeMask, SpeakingOmni, SpeakRun, TextFeed, pick_codes
 from omnikit.speech.omni_talker import OmniTalker
 from omnikit.streaming import streaming
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
