@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_convert_hub_qwen2_5_omni import TOKEN2WAV
+from test_convert_hub_qwen2_5_omni import TOKEN2WAV, randomise
 from torch import nn
 
 from omnikit.convert import hf_inputs, load_hf
@@ -65,14 +65,7 @@ class CodesOnly(nn.Module):
 def checkpoint(tmp_path_factory) -> tuple[nn.Module, Path]:
     torch.manual_seed(1)
     config = hf_config.Qwen2_5OmniConfig(thinker_config=THINKER, talker_config=TALKER, token2wav_config=TOKEN2WAV)
-    hf = hf_modeling.Qwen2_5OmniForConditionalGeneration(config).eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in hf.named_parameters():
-            if "norm" in name or "ln_" in name:
-                param.copy_(1 + 0.3 * torch.randn(param.shape, generator=g))
-            elif name.endswith("bias"):
-                param.copy_(0.3 * torch.randn(param.shape, generator=g))
+    hf = randomise(hf_modeling.Qwen2_5OmniForConditionalGeneration(config))  # norms around 1, biases around 0
     path = tmp_path_factory.mktemp("qwen2_5_omni_speech")
     hf.save_pretrained(path, max_shard_size="40KB")
     assert (path / "model.safetensors.index.json").exists()
