@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -256,9 +256,11 @@ class SpeakingOmni(nn.Module):
     def _decode(self, codes: torch.Tensor, lengths: torch.Tensor, speaker: str) -> torch.Tensor:
         raise NotImplementedError
 
-    def _stream_decoder(self, speaker: str, **options: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        """``new frames (B, K, f) -> their waveform (B, 1, s)`` for a stream, or None to decode at the end."""
-        return None
+    def _stream_decoder(self, speaker: str, batch: int, **options: Any
+                        ) -> AbstractContextManager[Callable[[torch.Tensor], torch.Tensor] | None]:
+        """A context giving ``new frames (B, K, f) -> their waveform (B, 1, s)`` for a stream, or None to decode
+        all frames at the end."""
+        return nullcontext(None)
 
     @property
     def sample_rate(self) -> int:
@@ -365,15 +367,25 @@ class SpeakingOmni(nn.Module):
     ) -> Iterator[SpeechChunk]:
         """Text and speech together: a :class:`SpeechChunk` every ``chunk_frames`` code frames (text tokens made
         since the previous chunk, the chunk's codes and waveform), as soon as they exist. Options as
-        :meth:`generate`; ``decoder_options`` go to the vocoder's chunked decoding (``left_context`` for
-        Code2Wav). Without ``return_audio`` the chunks hold codes and an empty waveform. A vocoder that cannot
-        decode chunk by chunk decodes all codes in the last chunk."""
+        :meth:`generate`; ``decoder_options`` go to the vocoder's chunked decoding (Code2Wav: ``left_context``,
+        see :func:`~omnikit.fusion.qwen3_omni_speech.code2wav_stream`). Without ``return_audio`` the chunks hold
+        codes and an empty waveform. A vocoder that cannot decode chunk by chunk decodes all codes in the last
+        chunk."""
         check_positive(chunk_frames, "chunk_frames")
         started = time.perf_counter()
         run, _ = self._run(input_ids, attention_mask, speaker=speaker, talk=True, vocoder_needed=return_audio,
                            generator=generator, cache=cache, compile=compile, max_new_tokens=max_new_tokens,
                            kwargs=kwargs)
-        decoder = self._stream_decoder(run.speaker, **dict(decoder_options or {})) if return_audio else None
+        with ExitStack() as contexts:
+            options = dict(decoder_options or {})
+            decoder = (contexts.enter_context(self._stream_decoder(run.speaker, input_ids.shape[0], **options))
+                       if return_audio else None)
+            yield from self._chunks(run, decoder, chunk_frames, return_audio, started)
+
+    def _chunks(self, run: SpeakRun, decoder: Callable[[torch.Tensor], torch.Tensor] | None, chunk_frames: int,
+                return_audio: bool, started: float) -> Iterator[SpeechChunk]:
+        """:meth:`stream`'s loop: the Talker's frames gathered into chunks, decoded by ``decoder``."""
+        input_ids = run.input_ids
         batch, sent, pending, everything = input_ids.shape[0], 0, [], []
 
         def chunk(final: bool) -> SpeechChunk:

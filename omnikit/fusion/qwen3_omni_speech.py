@@ -17,6 +17,7 @@ vocabulary but ``codec_eos``; codes 1..15 come from the code predictor (top-k 50
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -77,25 +78,35 @@ class Qwen3SpeechIds:
         return cls(**values, speakers=speakers)
 
 
-def code2wav_stream(code2wav: Code2Wav, left_context: int | None = 25) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``new frames (B, K, f) -> (B, 1, s)``: each call decodes its frames with up to ``left_context`` earlier
-    frames in front and keeps the samples after theirs, so the pieces add up to :meth:`Code2Wav.decode` of all
-    frames exactly when ``left_context`` covers the decoder's receptive field (``None``: every earlier frame)."""
-    if left_context is not None and (not isinstance(left_context, int) or left_context < 0):
+@contextmanager
+def code2wav_stream(
+    code2wav: Code2Wav, batch: int, left_context: int | None = None
+) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
+    """A context giving ``decode(new frames (B, K, f)) -> (B, 1, s)`` for a stream of ``batch`` items.
+
+    ``left_context=None`` (default): Code2Wav streams (its attention KV cache and convolution states carry
+    over), so the pieces add up to :meth:`Code2Wav.decode` of all frames and each call costs its own frames.
+    An int: each call decodes its frames afresh with up to ``left_context`` earlier frames in front and keeps
+    the samples after theirs (transformers' ``chunked_decode`` scheme; exact only when the context covers the
+    decoder's receptive field, and every call re-decodes the context).
+    """
+    if left_context is None:
+        with code2wav.streaming(batch):
+            yield code2wav.decode
+        return
+    if not isinstance(left_context, int) or left_context < 0:
         raise OmnikitValueError(f"`left_context` expected an int >= 0 or None but got {left_context!r}")
     history: list[torch.Tensor] = []
 
     def decode(new: torch.Tensor) -> torch.Tensor:
         before = torch.cat(history, dim=-1) if history else new[..., :0]
-        context = before.shape[-1] if left_context is None else min(left_context, before.shape[-1])
+        context = min(left_context, before.shape[-1])
         wav = code2wav.decode(torch.cat((before[..., before.shape[-1] - context:], new), dim=-1))
         seen = torch.cat((before, new), dim=-1)
-        keep = seen.shape[-1] if left_context is None else min(left_context, seen.shape[-1])
-        history[:] = [seen[..., seen.shape[-1] - keep:]]
-        skip = int(code2wav.output_lengths(torch.tensor(context))) if context else 0
-        return wav[..., skip:]
+        history[:] = [seen[..., seen.shape[-1] - min(left_context, seen.shape[-1]):]]
+        return wav[..., int(code2wav.output_lengths(torch.tensor(context))) if context else 0:]
 
-    return decode
+    yield decode
 
 
 class Qwen3OmniSpeech(SpeakingOmni):
@@ -242,5 +253,6 @@ class Qwen3OmniSpeech(SpeakingOmni):
             return torch.zeros(codes.shape[0], 1, 0, device=codes.device)
         return self.vocoder.chunked_decode(codes, 300, 25)
 
-    def _stream_decoder(self, speaker: str, **options: Any) -> Callable[[torch.Tensor], torch.Tensor]:
-        return code2wav_stream(self.vocoder, **options)
+    def _stream_decoder(self, speaker: str, batch: int, **options: Any
+                        ) -> AbstractContextManager[Callable[[torch.Tensor], torch.Tensor]]:
+        return code2wav_stream(self.vocoder, batch, **options)
