@@ -67,10 +67,10 @@ class SpeechOutput:
     sample_rate: int | None = None
 
 
-def sampling_from(options: Mapping[str, Any], defaults: Mapping[str, Any]) -> Sampling:
+def sampling_from(options: Mapping[str, Any]) -> Sampling:
     """transformers' sampling keywords (``do_sample`` ...) -> :class:`Sampling`. Greedy keeps the
     repetition penalty, as transformers applies it whether or not it samples."""
-    merged = {**defaults, **options}
+    merged = dict(options)
     penalty = float(merged.get("repetition_penalty") or 1.0)
     if not merged.get("do_sample", False):
         return Sampling(repetition_penalty=penalty)
@@ -227,6 +227,8 @@ class SpeakingOmni(nn.Module):
     thinker_defaults: ClassVar[Mapping[str, Any]] = {"do_sample": False, "max_new_tokens": 1024}
     talker_defaults: ClassVar[Mapping[str, Any]] = {}
     default_speaker: str = ""
+    #: Talker steps that make no frame (Qwen3-Omni's last code 0 gets no residual codes).
+    talker_extra_steps: int = 0
 
     def __init__(self, thinker: OmniThinker, talker: nn.Module, vocoder: nn.Module | None) -> None:
         super().__init__()
@@ -300,13 +302,16 @@ class SpeakingOmni(nn.Module):
         talker_opts = {**self.talker_defaults, **talker_opts}
         new_tokens, eos = int(thinker_opts["max_new_tokens"]), thinker_opts.get("eos_token_id")
         check_positive(new_tokens, "thinker_max_new_tokens")
+        max_frames = int(talker_opts.get("max_new_tokens", 4096)) - self.talker_extra_steps
+        if talk:
+            check_positive(max_frames, f"talker_max_new_tokens - {self.talker_extra_steps}")
         mask = (torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None
                 else attention_mask.to(input_ids.device).bool())
         fused = self.thinker.fuse(input_ids, mask, **media)
         steps = self.thinker.text_model.stream_generate(
             input_ids, media=fused.media, positions=fused.positions, next_position=fused.next_position,
             key_padding_mask=fused.key_padding_mask, max_new_tokens=new_tokens,
-            sampling=sampling_from(thinker_opts, {}), eos_token_id=eos, generator=generator, cache=cache,
+            sampling=sampling_from(thinker_opts), eos_token_id=eos, generator=generator, cache=cache,
             compile=compile,
         )
         if not talk:
@@ -314,16 +319,11 @@ class SpeakingOmni(nn.Module):
         with first_output(self._prompt_layer()) as seen:
             feed = self._feed(steps, new_tokens, eos)
         audio = fused.media.get("audio")
-        max_frames = int(talker_opts["max_new_tokens"]) - self.talker_extra_steps
-        check_positive(max_frames, "talker_max_new_tokens")
         run = SpeakRun(
             input_ids, mask, media, None if audio is None else audio.lengths, seen[0], feed, speaker,
-            sampling_from(talker_opts, {}), max_frames, self._talker_eos(talker_opts), generator, cache, compile,
+            sampling_from(talker_opts), max_frames, self._talker_eos(talker_opts), generator, cache, compile,
         )
         return run, feed
-
-    #: Talker steps that make no frame (Qwen3-Omni's last code 0 gets no residual codes).
-    talker_extra_steps = 0
 
     @torch.no_grad()
     def generate(
