@@ -240,7 +240,8 @@ class Qwen3OmniSpeech(SpeakingOmni):
                 done = done | (first == eos)
                 if bool(done.all()):
                     return
-                frame = t.sample_residual(hidden, first, predictor, generator=run.generator)
+                frame = t.sample_residual(hidden, first, predictor, generator=run.generator, cache=run.cache,
+                                          compile=run.compile)
                 run.frames_made.append(~done)
                 yield frame.masked_fill(done[:, None], 0)
                 x = t.embed_frames(frame[..., None]) + run.feed.entry(f)[:, None]
