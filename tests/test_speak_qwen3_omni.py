@@ -189,3 +189,12 @@ def test_a_left_padded_batch_equals_its_items(checkpoint) -> None:
         assert torch.equal(together.tokens[b, : alone.tokens.shape[1]], alone.tokens[0])
         assert int(together.code_lengths[b]) == frames and torch.equal(together.codes[b, :, :frames], alone.codes[0])
         assert rel_err(together.wav[b, :, :samples], alone.wav[0]) < 1e-5
+
+
+def test_a_checkpoint_without_talker_has_no_omni_part(tmp_path) -> None:
+    config = tiny_config()
+    config["enable_audio_output"] = False
+    torch.manual_seed(0)
+    Qwen3OmniMoeForConditionalGeneration(Qwen3OmniMoeConfig(**config)).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="enable_audio_output"):
+        load_hf(tmp_path, part="omni")

@@ -36,7 +36,7 @@ from omnikit.convert.hub_qwen import decoder_config, decoder_key_map, lm_key_map
 from omnikit.convert.inputs import text_inputs
 from omnikit.convert.keymap import Fuse, KeyMap, Rename, Skip
 from omnikit.convert.whisper import build_converted, whisper_layers_key_map
-from omnikit.convert.whole_model import check_same_layout, whole_part
+from omnikit.convert.whole_model import check_same_layout, check_speaks, whole_part
 from omnikit.fusion.modality import MediaTokens
 from omnikit.fusion.omni_thinker import OmniThinker
 from omnikit.fusion.qwen2_5_omni_speech import Qwen2_5OmniSpeech, Qwen2_5SpeechIds
@@ -316,10 +316,7 @@ def _speaking(parts: dict[str, Part]) -> Part:
     vocoder = parts.get("token2wav")
 
     def build(config: Config) -> Qwen2_5OmniSpeech:
-        if not config.get("enable_audio_output", True) or "talker_config" not in config:
-            raise OmnikitValueError(
-                "part 'omni' needs a checkpoint with a Talker (its config has enable_audio_output false)"
-            )
+        check_speaks(config)
         _same_layout(config["thinker_config"], config["talker_config"])
         return Qwen2_5OmniSpeech(parts["thinker"].build(config), parts["talker"].build(config),
                                  None if vocoder is None else vocoder.build(config),

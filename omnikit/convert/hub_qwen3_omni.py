@@ -37,7 +37,7 @@ from omnikit.convert.qwen3_omni_code2wav import code2wav_config, code2wav_key_ma
 from omnikit.convert.qwen3_omni_talker import talker_config, talker_key_map
 from omnikit.convert.qwen3_omni_vision import VISION_KEYS, vision_config
 from omnikit.convert.whisper import whisper_layers_key_map
-from omnikit.convert.whole_model import check_same_layout, whole_part
+from omnikit.convert.whole_model import check_same_layout, check_speaks, whole_part
 from omnikit.fusion.deepstack_thinker import DeepstackThinker
 from omnikit.fusion.modality import MediaTokens
 from omnikit.fusion.qwen3_omni_speech import Qwen3OmniSpeech, Qwen3SpeechIds
@@ -264,10 +264,7 @@ def _speaking(parts: dict[str, Part]) -> Part:
     """The ``"omni"`` part: Thinker, Talker and Code2Wav as one :class:`Qwen3OmniSpeech`."""
 
     def build(config: Config) -> Qwen3OmniSpeech:
-        if not config.get("enable_audio_output", True) or "talker_config" not in config:
-            raise OmnikitValueError(
-                "part 'omni' needs a checkpoint with a Talker (its config has enable_audio_output false)"
-            )
+        check_speaks(config)
         check_same_layout(config["thinker_config"], config["talker_config"], TALKER_LAYOUT)
         return Qwen3OmniSpeech(parts["thinker"].build(config), parts["talker"].build(config),
                                parts["code2wav"].build(config), Qwen3SpeechIds.from_config(config))

@@ -18,7 +18,7 @@ from omnikit.convert.architectures import Config, Part
 from omnikit.convert.keymap import KeyMap
 from omnikit.utils.checks import OmnikitValueError
 
-__all__ = ["check_same_layout", "whole_part"]
+__all__ = ["check_same_layout", "check_speaks", "whole_part"]
 
 
 def whole_part(
@@ -48,3 +48,11 @@ def check_same_layout(thinker: Config, talker: Config, defaults: Mapping[str, An
                 f"talker_config.{key} ({talker.get(key, default)}) must equal thinker_config.{key} "
                 f"({thinker.get(key, default)}): the Talker's positions are computed with the Thinker's layout"
             )
+
+
+def check_speaks(config: Config) -> None:
+    """``ValueError`` unless the omni ``config`` has its Talker (``enable_audio_output`` and a ``talker_config``)."""
+    if not config.get("enable_audio_output", True) or "talker_config" not in config:
+        raise OmnikitValueError(
+            "part 'omni' needs a checkpoint with a Talker (its config has enable_audio_output false)"
+        )
