@@ -10,29 +10,41 @@ from torch import nn
 
 from omnikit.utils.checks import check_choice, check_positive
 
-__all__ = ["GeluMLP", "MLPKind", "SwiGLU", "build_mlp"]
+__all__ = ["GATE_ACTIVATIONS", "GeluMLP", "MLPKind", "SwiGLU", "build_mlp", "gate_activation"]
 
 MLPKind = Literal["swiglu", "gelu"]
 
 
+#: Gate activations of the gated MLPs: ``"silu"`` (SwiGLU) or ``"gelu_tanh"`` (GeGLU with the tanh
+#: approximation of GELU, Gemma's ``gelu_pytorch_tanh``).
+GATE_ACTIVATIONS: tuple[str, ...] = ("silu", "gelu_tanh")
+
+
+def gate_activation(x: torch.Tensor, activation: str) -> torch.Tensor:
+    """``silu(x)`` or ``gelu(x, approximate="tanh")``."""
+    return F.silu(x) if activation == "silu" else F.gelu(x, approximate="tanh")
+
+
 class SwiGLU(nn.Module):
-    """``down(silu(gate(x)) * up(x))``. Shapes: ``(..., dim) -> (..., dim)``.
+    """``down(act(gate(x)) * up(x))``, ``act`` silu (SwiGLU) or ``activation="gelu_tanh"`` (GeGLU).
+    Shapes: ``(..., dim) -> (..., dim)``.
 
     Gate and up stay two matmuls: fusing them into one saves little on the forward but makes
     the backward assemble a strided gradient, which measured slower on the CPU.
     """
 
-    def __init__(self, dim: int, hidden: int, *, bias: bool = False) -> None:
+    def __init__(self, dim: int, hidden: int, *, bias: bool = False, activation: str = "silu") -> None:
         super().__init__()
         check_positive(dim, "dim")
         check_positive(hidden, "hidden")
-        self.hidden = hidden
+        check_choice(activation, "activation", GATE_ACTIVATIONS)
+        self.hidden, self.activation = hidden, activation
         self.gate = nn.Linear(dim, hidden, bias=bias)
         self.up = nn.Linear(dim, hidden, bias=bias)
         self.down = nn.Linear(hidden, dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(F.silu(self.gate(x)) * self.up(x))
+        return self.down(gate_activation(self.gate(x), self.activation) * self.up(x))
 
 
 class GeluMLP(nn.Module):

@@ -18,23 +18,26 @@ NormKind = Literal["rmsnorm", "layernorm"]
 class RMSNorm(nn.Module):
     """Root-mean-square norm: ``x / rms(x) * weight`` over the last dim, computed in fp32.
 
+    ``scale=False``: no weight, ``x / rms(x)`` only (Gemma 4's value and router norms).
+
     Shapes: ``(..., dim) -> (..., dim)``, output in the input's dtype.
     """
 
     keep_fp32 = True
 
-    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+    def __init__(self, dim: int, eps: float = 1e-6, *, scale: bool = True) -> None:
         super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps, self.dim = eps, dim
+        self.weight = nn.Parameter(torch.ones(dim)) if scale else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight
         if x.dtype == torch.float32:
-            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
-        return F.rms_norm(x.float(), self.weight.shape, self.weight.float(), self.eps).to(x.dtype)
+            return F.rms_norm(x, (self.dim,), weight, self.eps)
+        return F.rms_norm(x.float(), (self.dim,), None if weight is None else weight.float(), self.eps).to(x.dtype)
 
     def extra_repr(self) -> str:
-        return f"{self.weight.shape[0]}, eps={self.eps}"
+        return f"{self.dim}, eps={self.eps}{'' if self.weight is not None else ', scale=False'}"
 
 
 class LayerNorm(nn.LayerNorm):
