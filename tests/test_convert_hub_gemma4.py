@@ -132,3 +132,38 @@ def test_save_hf_exports_a_model_built_from_a_config(tmp_path):
     batch = _batch()
     with torch.no_grad():
         assert max_rel_error(model(**hf_inputs(model, batch)), again(**batch).logits, batch["attention_mask"]) <= 1e-4
+
+
+_PUBLISHED_COMMON = dict(vocab_size=262_144, head_dim=256, global_head_dim=512, final_logit_softcapping=30.0,
+                         rms_norm_eps=1e-6)
+PUBLISHED = {
+    # Values of the published checkpoints' GGUF metadata (see docs/checkpoints_gemma4.md for the
+    # provenance and the numbers that are assumptions).
+    "gemma4_e2b": dict(hidden_size=1536, num_hidden_layers=35, num_attention_heads=8, num_key_value_heads=1,
+                       intermediate_size=6144, sliding_window=512, num_kv_shared_layers=20, use_double_wide_mlp=True,
+                       hidden_size_per_layer_input=256, vocab_size_per_layer_input=262_144,
+                       layer_types=[F if (i + 1) % 5 == 0 else S for i in range(35)]),
+    "gemma4_e4b": dict(hidden_size=2560, num_hidden_layers=42, num_attention_heads=8, num_key_value_heads=2,
+                       intermediate_size=10240, sliding_window=512, num_kv_shared_layers=18,
+                       hidden_size_per_layer_input=256, vocab_size_per_layer_input=262_144),
+    "gemma4_26b_a4b": dict(hidden_size=2816, num_hidden_layers=30, num_attention_heads=16, num_key_value_heads=8,
+                           num_global_key_value_heads=2, attention_k_eq_v=True, intermediate_size=2112,
+                           sliding_window=1024, hidden_size_per_layer_input=0, enable_moe_block=True, num_experts=128,
+                           top_k_experts=8, moe_intermediate_size=704),
+    "gemma4_31b": dict(hidden_size=5376, num_hidden_layers=60, num_attention_heads=32, num_key_value_heads=16,
+                       num_global_key_value_heads=4, attention_k_eq_v=True, intermediate_size=21504,
+                       sliding_window=1024, hidden_size_per_layer_input=0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_preset_parameter_counts_equal_transformers(name):
+    from omnikit import create_model
+
+    config = transformers.Gemma4TextConfig(**_PUBLISHED_COMMON, **PUBLISHED[name])
+    with torch.device("meta"):
+        reference = transformers.Gemma4ForCausalLM(config)
+    ours = create_model(name, device="meta")
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in reference.parameters())
+    assert [b.attn.kv_reuse is not None for b in ours.decoder.blocks] == [
+        layer.self_attn.is_kv_shared_layer for layer in reference.model.layers]

@@ -19,7 +19,7 @@ What sets it apart from :class:`~omnikit.models.CausalLM` (all built from the sh
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -35,10 +35,13 @@ from omnikit.moe.layer import MoE, MoEConfig
 from omnikit.moe.scaled_router import ScaledNormRouter
 from omnikit.streaming import StreamingContainer
 from omnikit.utils.checks import OmnikitValueError, check_choice, check_positive, check_tensor
+from omnikit.utils.config_checks import Range
 
 __all__ = ["Gemma4Block", "Gemma4Config", "Gemma4Decoder", "Gemma4LM", "PerLayerEmbedding", "kv_sharing"]
 
 LAYER_TYPES = ("sliding", "full")
+#: Range of the counts whose 0 turns a feature off (checked by ``create_model`` overrides).
+_OFF_WHEN_ZERO = {"range": Range(0)}
 
 
 @dataclass
@@ -75,17 +78,17 @@ class Gemma4Config:
     global_head_dim: int | None = None
     global_kv_heads: int | None = None
     k_eq_v: bool = False
-    num_kv_shared_layers: int = 0
+    num_kv_shared_layers: int = field(default=0, metadata=_OFF_WHEN_ZERO)
     double_wide_mlp: bool = False
     norm_eps: float = 1e-6
     rope_base: float = 10_000.0
     global_rope_base: float = 1_000_000.0
     global_rotary_fraction: float = 0.25
-    per_layer_dim: int = 0
+    per_layer_dim: int = field(default=0, metadata=_OFF_WHEN_ZERO)
     per_layer_vocab: int | None = None
     final_softcap: float | None = None
     num_experts: int = 0
-    top_k: int = 0
+    top_k: int = field(default=0, metadata=_OFF_WHEN_ZERO)
     expert_hidden: int = 0
     tie_embeddings: bool = True
     causal: bool = True
