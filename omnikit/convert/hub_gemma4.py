@@ -1,26 +1,36 @@
-"""Gemma 4 from the Hub: ``Gemma4ForCausalLM`` (part ``"text_model"``) as a :class:`~omnikit.models.gemma4.Gemma4LM`.
+"""Gemma 4 from the Hub: ``Gemma4ForCausalLM`` (part ``"text_model"``) as a
+:class:`~omnikit.models.gemma4.Gemma4LM`; ``Gemma4ForConditionalGeneration``'s parts ``"text_model"``
+and ``"audio_encoder"`` (a :class:`~omnikit.audio.gemma4.Gemma4AudioEncoder` with the audio
+embedder, giving soft tokens of the text width).
 
-Config translation is one function per direction (:func:`text_config_from_hf`,
-:func:`text_config_to_hf`); every structural option of ``Gemma4TextConfig`` is either honoured or
-refused with a ``ValueError`` naming it. The key map is per layer: sliding and global layers
-differ in head size and key/value heads, K = V layers have no ``v_proj`` and KV-shared layers no
-``k_proj`` / ``v_proj`` / ``k_norm`` at all; q/k/v projections are fused into omnikit's ``attn.qkv``.
-The MoE's experts are stored fused (``experts.gate_up_proj``, gate rows first) as omnikit keeps them.
+Config translation is one function per direction and tower (:func:`text_config_from_hf`,
+:func:`text_config_to_hf`, :func:`audio_config_from_hf`, :func:`audio_config_to_hf`); every
+structural option is either honoured or refused with a ``ValueError`` naming it. The text key map
+is per layer: sliding and global layers differ in head size and key/value heads, K = V layers have
+no ``v_proj`` and KV-shared layers no ``k_proj`` / ``v_proj`` / ``k_norm`` at all; q/k/v projections
+are fused into omnikit's ``attn.qkv``. The MoE's experts are stored fused (``experts.gate_up_proj``,
+gate rows first) as omnikit keeps them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import nn
 
+from omnikit.audio.gemma4 import Gemma4AudioConfig, Gemma4AudioEncoder
 from omnikit.convert.architectures import Config, Part, register_architecture
-from omnikit.convert.inputs import text_inputs
+from omnikit.convert.inputs import _as_tensor, text_inputs
 from omnikit.convert.keymap import Fuse, KeyMap, Rename, Skip
 from omnikit.models.gemma4 import Gemma4Config, Gemma4LM, kv_sharing
 from omnikit.utils.checks import OmnikitValueError
 
-__all__ = ["text_config_from_hf", "text_config_to_hf", "text_key_map"]
+__all__ = [
+    "audio_config_from_hf", "audio_config_to_hf", "audio_key_map", "text_config_from_hf", "text_config_to_hf",
+    "text_key_map",
+]
 
 _TYPES = {"sliding_attention": "sliding", "full_attention": "full"}
 
@@ -193,8 +203,142 @@ def _export_text(model: nn.Module) -> Config | None:
     return {**text_config_to_hf(model.config), "architectures": ["Gemma4ForCausalLM"]}
 
 
+def audio_config_from_hf(config: Config, text_dim: int = 0) -> Gemma4AudioConfig:
+    """The :class:`Gemma4AudioConfig` of a ``Gemma4AudioConfig`` dict (``audio_config``); ``text_dim``:
+    width of the audio embedder (``text_config.hidden_size``; 0 for the tower alone)."""
+    if config.get("hidden_act", "silu") != "silu":
+        raise _refuse("audio_config.hidden_act", config.get("hidden_act"), "'silu'")
+    if config.get("attention_context_right", 0):
+        raise _refuse("audio_config.attention_context_right", config["attention_context_right"], "0 (causal)")
+    if config.get("rms_norm_eps", 1e-6) != 1e-6:  # most of the tower's norms use 1e-6 whatever the config says
+        raise _refuse("audio_config.rms_norm_eps", config["rms_norm_eps"], "1e-6")
+    channels = tuple(config.get("subsampling_conv_channels", (128, 32)))
+    if len(channels) != 2:
+        raise _refuse("audio_config.subsampling_conv_channels", channels, "two channel counts")
+    return Gemma4AudioConfig(
+        n_mels=channels[0], dim=config.get("hidden_size", 1024), depth=config.get("num_hidden_layers", 12),
+        num_heads=config.get("num_attention_heads", 8), channels=channels,
+        chunk_size=config.get("attention_chunk_size", 12), context_left=config.get("attention_context_left", 13),
+        softcap=config.get("attention_logit_cap", 50.0),
+        invalid_logit=config.get("attention_invalid_logits_value", -1e9), conv_kernel=config.get("conv_kernel_size", 5),
+        residual_weight=config.get("residual_weight", 0.5), clip=config.get("gradient_clipping", 1e10),
+        out_dim=config.get("output_proj_dims", 1536), text_dim=text_dim,
+        clipped_linears=bool(config.get("use_clipped_linears", True)),
+    )
+
+
+def audio_config_to_hf(config: Gemma4AudioConfig) -> Config:
+    """An ``audio_config`` dict (``model_type`` ``gemma4_audio``) for a :class:`Gemma4AudioConfig`."""
+    if config.n_mels != config.channels[0]:
+        raise OmnikitValueError(f"`n_mels` ({config.n_mels}) must equal channels[0] ({config.channels[0]}) "
+                                "to have a Gemma4AudioConfig")
+    return {
+        "model_type": "gemma4_audio", "hidden_size": config.dim, "num_hidden_layers": config.depth,
+        "num_attention_heads": config.num_heads, "hidden_act": "silu",
+        "subsampling_conv_channels": list(config.channels), "conv_kernel_size": config.conv_kernel,
+        "residual_weight": config.residual_weight, "attention_chunk_size": config.chunk_size,
+        "attention_context_left": config.context_left, "attention_context_right": 0,
+        "attention_logit_cap": config.softcap, "attention_invalid_logits_value": config.invalid_logit,
+        "use_clipped_linears": config.clipped_linears, "rms_norm_eps": config.norm_eps,
+        "gradient_clipping": config.clip, "output_proj_dims": config.out_dim,
+    }
+
+
+_BOUNDS = ("input_min", "input_max", "output_min", "output_max")
+
+
+def _clippable(ours: str, theirs: str, clipped: bool) -> tuple[Rename, ...]:
+    bounds = _BOUNDS if clipped else ()
+    return (Rename(ours + ".weight", theirs + ".linear.weight"),
+            *(Rename(f"{ours}.{b}", f"{theirs}.{b}") for b in bounds))
+
+
+def audio_key_map(config: Gemma4AudioConfig, tower: str = "audio_tower.", embedder: str = "embed_audio.") -> KeyMap:
+    """Rules of the audio tower (checkpoint names under ``tower``) and its embedder (under ``embedder``)."""
+    sub, layer, ours = tower + "subsample_conv_projection.", tower + "layers.{i}.", "blocks.{i}."
+    clipped = config.clipped_linears
+    rules: list[Any] = [
+        Rename("conv0.weight", sub + "layer0.conv.weight"), Rename("norm0.weight", sub + "layer0.norm.weight"),
+        Rename("conv1.weight", sub + "layer1.conv.weight"), Rename("norm1.weight", sub + "layer1.norm.weight"),
+        Rename("proj.weight", sub + "input_proj_linear.weight"), Rename("out_proj.{p}", tower + "output_proj.{p}"),
+        Rename("embed.proj.weight", embedder + "embedding_projection.weight"),
+    ]
+    for n in (1, 2):
+        ff, hf = f"{ours}ff{n}.", f"{layer}feed_forward{n}."
+        rules += [Rename(ff + "pre_norm.weight", hf + "pre_layer_norm.weight"),
+                  Rename(ff + "post_norm.weight", hf + "post_layer_norm.weight"),
+                  *_clippable(ff + "fc1", hf + "ffw_layer_1", clipped),
+                  *_clippable(ff + "fc2", hf + "ffw_layer_2", clipped)]
+    for o, t in (("q", "q_proj"), ("k", "k_proj"), ("v", "v_proj"), ("out", "post")):
+        rules += _clippable(f"{ours}attn.{o}", f"{layer}self_attn.{t}", clipped)
+    for o, t in (("start", "linear_start"), ("end", "linear_end")):
+        rules += _clippable(f"{ours}conv.{o}", f"{layer}lconv1d.{t}", clipped)
+    renames = {
+        "attn.rel_k.weight": "self_attn.relative_k_proj.weight", "attn.per_dim_scale": "self_attn.per_dim_scale",
+        "attn_norm.weight": "norm_pre_attn.weight", "attn_post_norm.weight": "norm_post_attn.weight",
+        "out_norm.weight": "norm_out.weight", "conv.conv.weight": "lconv1d.depthwise_conv1d.weight",
+        "conv.pre_norm.weight": "lconv1d.pre_layer_norm.weight", "conv.conv_norm.weight": "lconv1d.conv_norm.weight",
+    }
+    rules += [Rename(ours + o, layer + t) for o, t in renames.items()]
+    return KeyMap(tuple(rules))
+
+
+def audio_inputs(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """``input_features (B, T, n_mels)`` and ``input_features_mask (B, T)`` (a prefix of valid frames)
+    -> ``features (B, n_mels, T)`` and ``lengths``."""
+    if "input_features" not in inputs:
+        raise OmnikitValueError(f"`inputs` expected 'input_features' but got keys {sorted(inputs)}")
+    device = next(model.parameters()).device
+    features = _as_tensor(inputs["input_features"], "input_features").float().to(device)
+    if features.ndim != 3:
+        raise OmnikitValueError(f"`inputs['input_features']` expected (B, T, n_mels) but got {tuple(features.shape)}")
+    kwargs: dict[str, Any] = {"features": features.transpose(1, 2)}
+    mask = inputs.get("input_features_mask")
+    if mask is not None:
+        mask = _as_tensor(mask, "input_features_mask").to(device).bool()
+        lengths = mask.sum(-1)
+        if tuple(mask.shape) != tuple(features.shape[:2]) or not torch.equal(
+                mask, torch.arange(mask.shape[1], device=device) < lengths[:, None]):
+            raise OmnikitValueError("`inputs['input_features_mask']` expected (B, T) with valid frames first")
+        kwargs["lengths"] = lengths
+    return kwargs
+
+
+def _text_part(config: Config) -> Config:
+    return config.get("text_config") or {}
+
+
+def _build_audio(config: Config) -> nn.Module:
+    return Gemma4AudioEncoder(audio_config_from_hf(_audio_part(config), _text_part(config).get("hidden_size", 0)))
+
+
+def _audio_part(config: Config) -> Config:
+    audio = config.get("audio_config")
+    if not audio:
+        raise OmnikitValueError("`part` 'audio_encoder' needs a checkpoint with an audio_config (this one has none)")
+    return audio
+
+
+def _export_audio(model: nn.Module) -> Config | None:
+    if not isinstance(model, Gemma4AudioEncoder) or not model.config.text_dim:
+        return None
+    return {"architectures": ["Gemma4ForConditionalGeneration"], "model_type": "gemma4",
+            "audio_config": audio_config_to_hf(model.config), "text_config": {"hidden_size": model.config.text_dim}}
+
+
 register_architecture(
     "Gemma4ForCausalLM",
     parts={"text_model": Part(_build_text, _text_map, inputs=text_inputs, export_config=_export_text)},
+    default_part="text_model",
+)
+register_architecture(
+    "Gemma4ForConditionalGeneration",
+    parts={
+        "text_model": Part(lambda c: _build_text(_text_part(c)), lambda c: text_key_map(text_config_from_hf(
+            _text_part(c)), "model.language_model."), owns=("model.language_model.", "lm_head."), inputs=text_inputs),
+        "audio_encoder": Part(_build_audio, lambda c: audio_key_map(audio_config_from_hf(_audio_part(c), 1)),
+                              prefix="model.", owns=("model.audio_tower.", "model.embed_audio."), inputs=audio_inputs,
+                              export_config=_export_audio),
+    },
     default_part="text_model",
 )
