@@ -100,3 +100,19 @@ def test_audio_config_options_are_refused_by_name():
                        ("subsampling_conv_channels", [8, 8, 8])):
         with pytest.raises(ValueError, match=key):
             audio_config_from_hf({**AUDIO, key: value})
+
+
+def test_long_audio_in_chunks_equals_one_pass(tmp_path):
+    _hf_model().save_pretrained(tmp_path)
+    tower = load_hf(tmp_path, part="audio_encoder")
+    g = torch.Generator().manual_seed(3)
+    features = torch.randn(2, 16, 301, generator=g)
+    lengths = torch.tensor([301, 190])
+    with torch.no_grad():
+        full = tower(features, lengths)
+    chunked = tower.encode_long(features, lengths, chunk_frames=40)
+    assert tower.history_frames < 301 - 40  # chunks really cut the receptive field's reach
+    assert torch.equal(chunked.lengths, full.lengths)
+    assert torch.allclose(chunked.hidden_states, full.hidden_states, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="chunk_frames"):
+        tower.encode_long(features, lengths, chunk_frames=42)

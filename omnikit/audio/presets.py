@@ -11,6 +11,7 @@ from typing import Any
 from omnikit.audio.aut import AuTEncoder, AuTEncoderConfig
 from omnikit.audio.code2wav import Code2Wav, Code2WavConfig
 from omnikit.audio.codec import SEANetCodec, SEANetCodecConfig
+from omnikit.audio.gemma4 import Gemma4AudioConfig, Gemma4AudioEncoder
 from omnikit.audio.mimi import MimiConfig, MimiTokenizer
 from omnikit.audio.wav2vec import ConvFeatureEncoder, ConvFeatureEncoderConfig
 from omnikit.audio.whisper import WhisperEncoder, WhisperEncoderConfig
@@ -20,6 +21,8 @@ from omnikit.registry import configure, register_model
 __all__ = [
     "code2wav_qwen3_omni",
     "code2wav_tiny",
+    "gemma4_audio",
+    "gemma4_audio_tiny",
     "mimi",
     "mimi_style_codec",
     "mimi_tiny",
@@ -169,3 +172,18 @@ def code2wav_tiny(**overrides: Any) -> Code2Wav:
 def code2wav_qwen3_omni(**overrides: Any) -> Code2Wav:
     """Qwen3-Omni-30B-A3B Code2Wav: 16 x 2048 codes at 12.5 frames/s -> 24 kHz (1920 samples per frame)."""
     return Code2Wav(configure(Code2WavConfig, "code2wav_qwen3_omni", overrides))
+
+
+@register_audio_encoder
+def gemma4_audio_tiny(**overrides: Any) -> Gemma4AudioEncoder:
+    """A 2-block Gemma 4 conformer audio tower (16 mels, dim 32, blocks of 4 tokens) with a 32-wide embedder."""
+    return Gemma4AudioEncoder(configure(
+        Gemma4AudioConfig, "gemma4_audio_tiny", overrides, n_mels=16, dim=32, depth=2, num_heads=4, channels=(16, 8),
+        chunk_size=4, context_left=6, out_dim=24, text_dim=32))
+
+
+@register_audio_encoder
+def gemma4_audio(**overrides: Any) -> Gemma4AudioEncoder:
+    """Gemma 4 E2B / E4B audio tower shapes: 128 mels, 12 conformer blocks at dim 1024, 8 heads, output 1536
+    (pass ``text_dim`` for the embedder into a language model: 1536 for E2B, 2560 for E4B)."""
+    return Gemma4AudioEncoder(configure(Gemma4AudioConfig, "gemma4_audio", overrides))

@@ -29,6 +29,7 @@ class ClippableLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.clipped:
             return super().forward(x)
-        x = torch.clamp(x, self.input_min.to(x.dtype), self.input_max.to(x.dtype))
+        # maximum/minimum with 0-dim bounds (torch.clamp with tensor bounds specialises traced shapes)
+        x = torch.minimum(torch.maximum(x, self.input_min.to(x.dtype)), self.input_max.to(x.dtype))
         y = super().forward(x)
-        return torch.clamp(y, self.output_min.to(y.dtype), self.output_max.to(y.dtype))
+        return torch.minimum(torch.maximum(y, self.output_min.to(y.dtype)), self.output_max.to(y.dtype))
