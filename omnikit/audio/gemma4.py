@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,7 @@ from omnikit.layers.norm import LayerNorm, RMSNorm
 from omnikit.outputs import EncoderOutput
 from omnikit.testing import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_positive
+from omnikit.utils.config_checks import Range
 
 __all__ = ["Gemma4AudioConfig", "Gemma4AudioEncoder", "MultimodalEmbedder", "relative_shift"]
 
@@ -71,7 +72,7 @@ class Gemma4AudioConfig:
     clip: float = 1e10
     norm_eps: float = 1e-6
     out_dim: int = 1536
-    text_dim: int = 0
+    text_dim: int = field(default=0, metadata={"range": Range(0)})
     clipped_linears: bool = True
 
 
