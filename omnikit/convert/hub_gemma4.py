@@ -1,7 +1,8 @@
 """Gemma 4 from the Hub: ``Gemma4ForCausalLM`` (part ``"text_model"``) as a
 :class:`~omnikit.models.gemma4.Gemma4LM`; ``Gemma4ForConditionalGeneration``'s parts ``"text_model"``
-and ``"audio_encoder"`` (a :class:`~omnikit.audio.gemma4.Gemma4AudioEncoder` with the audio
-embedder, giving soft tokens of the text width).
+``"audio_encoder"`` (a :class:`~omnikit.audio.gemma4.Gemma4AudioEncoder` with the audio
+embedder, giving soft tokens of the text width) and ``"vision_encoder"`` (a
+:class:`~omnikit.vision.gemma4.Gemma4VisionEncoder` with the vision embedder).
 
 Config translation is one function per direction and tower (:func:`text_config_from_hf`,
 :func:`text_config_to_hf`, :func:`audio_config_from_hf`, :func:`audio_config_to_hf`); every
@@ -26,10 +27,11 @@ from omnikit.convert.inputs import _as_tensor, text_inputs
 from omnikit.convert.keymap import Fuse, KeyMap, Rename, Skip
 from omnikit.models.gemma4 import Gemma4Config, Gemma4LM, kv_sharing
 from omnikit.utils.checks import OmnikitValueError
+from omnikit.vision.gemma4 import Gemma4VisionConfig, Gemma4VisionEncoder
 
 __all__ = [
     "audio_config_from_hf", "audio_config_to_hf", "audio_key_map", "text_config_from_hf", "text_config_to_hf",
-    "text_key_map",
+    "text_key_map", "vision_config_from_hf", "vision_key_map",
 ]
 
 _TYPES = {"sliding_attention": "sliding", "full_attention": "full"}
@@ -304,6 +306,74 @@ def audio_inputs(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+def vision_config_from_hf(config: Config, text_dim: int = 0) -> Gemma4VisionConfig:
+    """The :class:`Gemma4VisionConfig` of a ``Gemma4VisionConfig`` dict (``vision_config``)."""
+    if config.get("hidden_activation", "gelu_pytorch_tanh") not in ("gelu_pytorch_tanh", "gelu_tanh"):
+        raise _refuse("vision_config.hidden_activation", config.get("hidden_activation"), "'gelu_pytorch_tanh'")
+    for flag in ("attention_bias", "use_clipped_linears"):
+        if config.get(flag):
+            raise _refuse(f"vision_config.{flag}", config[flag], "False")
+    rope = config.get("rope_parameters") or {"rope_type": "axial", "rope_theta": 100.0}
+    if rope.get("rope_type", "axial") != "axial" or rope.get("factor", 1.0) != 1.0:
+        raise _refuse("vision_config.rope_parameters", rope, "rope_type 'axial'")
+    heads = config.get("num_attention_heads", 12)
+    return Gemma4VisionConfig(
+        dim=config.get("hidden_size", 768), depth=config.get("num_hidden_layers", 16), num_heads=heads,
+        num_kv_heads=config.get("num_key_value_heads", heads), head_dim=config.get("head_dim", 64),
+        mlp_hidden=config.get("intermediate_size", 3072), patch_size=config.get("patch_size", 16),
+        position_table=config.get("position_embedding_size", 10240), pool=config.get("pooling_kernel_size", 3),
+        rope_base=float(rope.get("rope_theta", 100.0)), norm_eps=config.get("rms_norm_eps", 1e-6),
+        standardize=bool(config.get("standardize", False)), text_dim=text_dim,
+    )
+
+
+def vision_key_map(config: Gemma4VisionConfig, tower: str = "vision_tower.", embedder: str = "embed_vision.") -> KeyMap:
+    """Rules of the vision tower (checkpoint names under ``tower``) and its embedder (under ``embedder``)."""
+    layer, ours = tower + "encoder.layers.{i}.", "blocks.{i}."
+    q, kv = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
+    attn = layer + "self_attn."
+    renames = {
+        "attn.out.weight": "self_attn.o_proj.linear.weight", "attn.q_norm.weight": "self_attn.q_norm.weight",
+        "attn.k_norm.weight": "self_attn.k_norm.weight", "norm1.weight": "input_layernorm.weight",
+        "post_attn_norm.weight": "post_attention_layernorm.weight", "norm2.weight": "pre_feedforward_layernorm.weight",
+        "post_mlp_norm.weight": "post_feedforward_layernorm.weight", "mlp.gate.weight": "mlp.gate_proj.linear.weight",
+        "mlp.up.weight": "mlp.up_proj.linear.weight", "mlp.down.weight": "mlp.down_proj.linear.weight",
+    }
+    return KeyMap((
+        Rename("patch_proj.weight", tower + "patch_embedder.input_proj.weight"),
+        Rename("position_table", tower + "patch_embedder.position_embedding_table"),
+        Rename("std_bias", tower + "std_bias"), Rename("std_scale", tower + "std_scale"),
+        Rename("embed.proj.weight", embedder + "embedding_projection.weight"),
+        Fuse(ours + "attn.qkv.weight", tuple(f"{attn}{x}_proj.linear.weight" for x in "qkv"), (q, kv, kv)),
+        *(Rename(ours + o, layer + t) for o, t in renames.items()),
+    ))
+
+
+def vision_inputs(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """``pixel_values (B, N, 3 p^2)`` and ``image_position_ids (B, N, 2)`` -> the tower's arguments."""
+    missing = sorted({"pixel_values", "image_position_ids"} - set(inputs))
+    if missing:
+        raise OmnikitValueError(f"`inputs` expected {missing} but got keys {sorted(inputs)}")
+    device = next(model.parameters()).device
+    return {"pixel_values": _as_tensor(inputs["pixel_values"], "pixel_values").float().to(device),
+            "positions": _as_tensor(inputs["image_position_ids"], "image_position_ids").long().to(device)}
+
+
+def _build_vision(config: Config) -> nn.Module:
+    return Gemma4VisionEncoder(vision_config_from_hf(_vision_part(config), _text_part(config).get("hidden_size", 0)))
+
+
+def _vision_part(config: Config) -> Config:
+    vision = config.get("vision_config")
+    if not vision:
+        raise OmnikitValueError("`part` 'vision_encoder' needs a checkpoint with a vision_config (this one has none)")
+    return vision
+
+
+def _vision_map(config: Config) -> KeyMap:
+    return vision_key_map(vision_config_from_hf(_vision_part(config)))
+
+
 def _text_part(config: Config) -> Config:
     return config.get("text_config") or {}
 
@@ -336,6 +406,8 @@ register_architecture(
     parts={
         "text_model": Part(lambda c: _build_text(_text_part(c)), lambda c: text_key_map(text_config_from_hf(
             _text_part(c)), "model.language_model."), owns=("model.language_model.", "lm_head."), inputs=text_inputs),
+        "vision_encoder": Part(_build_vision, _vision_map, prefix="model.",
+                               owns=("model.vision_tower.", "model.embed_vision."), inputs=vision_inputs),
         "audio_encoder": Part(_build_audio, lambda c: audio_key_map(audio_config_from_hf(_audio_part(c), 1)),
                               prefix="model.", owns=("model.audio_tower.", "model.embed_audio."), inputs=audio_inputs,
                               export_config=_export_audio),

@@ -40,6 +40,8 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
             (the whole cache when streaming) in ``shared_kv[kv_store]`` for later layers.
         kv_reuse: the layer has no key/value projections and attends over ``shared_kv[kv_reuse]``,
             what an earlier layer stored in the same forward (KV sharing, Gemma 3n / 4).
+        rotary_parts: the head is rotated in this many independent chunks (2: Gemma 4's 2-D
+            vision rotary; see :func:`apply_rotary`).
 
     Weights: ``qkv.weight`` stacks the q, k, v projections as ``(H + 2*H_kv) * head_dim`` rows
     (``H + H_kv`` with ``k_eq_v``, ``H`` with ``kv_reuse``).
@@ -71,6 +73,7 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
         v_norm: bool = False,
         kv_store: str | None = None,
         kv_reuse: str | None = None,
+        rotary_parts: int = 1,
     ) -> None:
         super().__init__()
         check_positive(dim, "dim")
@@ -96,7 +99,7 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
         self.chunk_size = chunk_size
         self.dim, self.num_heads, self.num_kv_heads, self.head_dim = dim, num_heads, num_kv_heads, head_dim
         self.causal, self.sliding_window, self.backend, self.dropout = causal, sliding_window, backend, dropout
-        self.scale, self.kv_store, self.kv_reuse = scale, kv_store, kv_reuse
+        self.scale, self.kv_store, self.kv_reuse, self.rotary_parts = scale, kv_store, kv_reuse, rotary_parts
         #: key/value projections in ``qkv``: 2 (k, v), 1 (k = v) or 0 (reused from an earlier layer)
         self.kv_projections = 0 if kv_reuse is not None else 1 if k_eq_v else 2
         self.qkv = nn.Linear(dim, (num_heads + self.kv_projections * num_kv_heads) * head_dim, bias=qkv_bias)
@@ -176,7 +179,7 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
                 raise OmnikitValueError(
                     f"`rope` tables expected shape (B, {length}, {self.head_dim}) but got {tuple(cos.shape)}"
                 )
-            q = apply_rotary(q, cos, sin)
+            q = apply_rotary(q, cos, sin, self.rotary_parts)
         if self.kv_reuse is not None:
             k, v, q_offset = shared_kv[self.kv_reuse]
             key_padding_mask, attention_mask = _widen(key_padding_mask, k.shape[2], True), _widen(
@@ -222,7 +225,7 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
             v = self.v_norm(v)
         k, v = k.transpose(1, 2), v.transpose(1, 2)
         if rope is not None:
-            k = apply_rotary(k, *rope)
+            k = apply_rotary(k, *rope, self.rotary_parts)
         q_offset: int | torch.Tensor = 0
         state = self.streaming_state
         if state is not None:

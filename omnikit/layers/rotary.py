@@ -116,8 +116,16 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` of shape ``(B, H, T, D)`` by tables ``cos``/``sin`` of shape ``(B, T, D)``."""
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, parts: int = 1) -> torch.Tensor:
+    """Rotate ``x`` of shape ``(B, H, T, D)`` by tables ``cos``/``sin`` of shape ``(B, T, D)``.
+
+    ``parts > 1``: the head splits into ``parts`` equal chunks, each rotated on its own ("rotate
+    half" within the chunk): multi-axis rotary such as Gemma 4's 2-D vision rotary, whose tables
+    hold one axis's angles per chunk.
+    """
     cos = cos.unsqueeze(1).to(x.dtype)
     sin = sin.unsqueeze(1).to(x.dtype)
-    return x * cos + _rotate_half(x) * sin
+    if parts == 1:
+        return x * cos + _rotate_half(x) * sin
+    rotated = _rotate_half(x.unflatten(-1, (parts, x.shape[-1] // parts))).flatten(-2)
+    return x * cos + rotated * sin
