@@ -88,9 +88,11 @@ def test_kv_shared_layers_have_no_key_value_weights(tmp_path):
     assert model.decoder.blocks[4].mlp.hidden == 2 * 24  # double-wide MLP in KV-shared layers
 
 
-@pytest.mark.parametrize(("case", "cache"), [("e2b_style", "dynamic"), ("e2b_style", "static"),
-                                             ("moe_style", "static")])
-def test_greedy_decoding_matches_transformers_generate(tmp_path, case, cache):
+@pytest.mark.parametrize(("case", "cache", "compile"), [
+    ("e2b_style", "dynamic", False), ("e2b_style", "static", False), ("moe_style", "static", False),
+    ("e2b_style", "static", {"backend": "aot_eager"}),  # KV sharing + sliding windows traced with fullgraph
+])
+def test_greedy_decoding_matches_transformers_generate(tmp_path, case, cache, compile):
     hf = _hf_model(**CASES[case])
     hf.save_pretrained(tmp_path, max_shard_size="20KB")
     model = load_hf(tmp_path)
@@ -99,7 +101,7 @@ def test_greedy_decoding_matches_transformers_generate(tmp_path, case, cache):
     ref = hf.generate(**batch, max_new_tokens=8, do_sample=False, pad_token_id=0)[:, ids.shape[1]:]
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # what transformers' generate uses for left padding
     out = model.generate(ids, key_padding_mask=mask.bool(), positions=positions, next_position=mask.sum(-1),
-                         max_new_tokens=8, cache=cache)
+                         max_new_tokens=8, cache=cache, compile=compile)
     assert torch.equal(out.tokens, ref)
 
 
