@@ -40,9 +40,10 @@ def _hf_model(**extra):
 def _randomise(model: torch.nn.Module) -> torch.nn.Module:
     """Norm weights, router scales, per-expert scales and layer scalars away from their constant inits."""
     g = torch.Generator().manual_seed(0)
+    saved = model.state_dict().keys()  # not the buffers computed at build (embedding scales, rotary tables)
     with torch.no_grad():
         for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-            if "embed_scale" in name:  # sqrt(width), not a weight
+            if name not in saved:
                 continue
             if any(k in name for k in ("norm", "scale", "layer_scalar")):
                 tensor.copy_(1 + 0.3 * torch.randn(tensor.shape, generator=g))

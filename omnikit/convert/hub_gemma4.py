@@ -401,9 +401,54 @@ register_architecture(
     parts={"text_model": Part(_build_text, _text_map, inputs=text_inputs, export_config=_export_text)},
     default_part="text_model",
 )
+def _build_omni(config: Config) -> nn.Module:
+    from omnikit.fusion.gemma4_omni import Gemma4Omni
+
+    text = _text_part(config)
+    if text.get("use_bidirectional_attention") == "all":
+        raise _refuse("text_config.use_bidirectional_attention", "all", "None or 'vision'")
+    if config.get("video_config"):
+        raise _refuse("video_config", "...", "none (video is not supported)")
+    vision = config.get("vision_config")
+    audio = config.get("audio_config")
+    return Gemma4Omni(
+        Gemma4LM(text_config_from_hf(text)),
+        Gemma4VisionEncoder(vision_config_from_hf(vision, text["hidden_size"])) if vision else None,
+        Gemma4AudioEncoder(audio_config_from_hf(audio, text["hidden_size"])) if audio else None,
+        image_token_id=config.get("image_token_id", 258_880), audio_token_id=config.get("audio_token_id", 258_881),
+        pad_token_id=text.get("pad_token_id", 0) or 0,
+        bidirectional_vision=text.get("use_bidirectional_attention") == "vision",
+    )
+
+
+def _omni_map(config: Config) -> KeyMap:
+    rules = text_key_map(text_config_from_hf(_text_part(config)), "model.language_model.").under("lm.")
+    if config.get("vision_config"):
+        rules = rules + vision_key_map(vision_config_from_hf(config["vision_config"]), "model.vision_tower.",
+                                       "model.embed_vision.").under("vision.")
+    if config.get("audio_config"):
+        rules = rules + audio_key_map(audio_config_from_hf(config["audio_config"], 1), "model.audio_tower.",
+                                      "model.embed_audio.").under("audio.")
+    return rules
+
+
+def omni_inputs(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """A Gemma 4 processor's outputs (``input_ids``, ``attention_mask``, ``pixel_values``,
+    ``image_position_ids``, ``input_features``, ``input_features_mask``) -> :class:`Gemma4Omni` arguments."""
+    kwargs = text_inputs(model, inputs)
+    if "pixel_values" in inputs:
+        vision = vision_inputs(model, inputs)
+        kwargs.update(pixel_values=vision["pixel_values"], image_positions=vision["positions"])
+    if "input_features" in inputs:
+        audio = audio_inputs(model, inputs)
+        kwargs.update(audio_features=audio["features"], audio_lengths=audio.get("lengths"))
+    return kwargs
+
+
 register_architecture(
     "Gemma4ForConditionalGeneration",
     parts={
+        "model": Part(_build_omni, _omni_map, owns=("model.", "lm_head."), inputs=omni_inputs),
         "text_model": Part(lambda c: _build_text(_text_part(c)), lambda c: text_key_map(text_config_from_hf(
             _text_part(c)), "model.language_model."), owns=("model.language_model.", "lm_head."), inputs=text_inputs),
         "vision_encoder": Part(_build_vision, _vision_map, prefix="model.",
@@ -412,5 +457,5 @@ register_architecture(
                               prefix="model.", owns=("model.audio_tower.", "model.embed_audio."), inputs=audio_inputs,
                               export_config=_export_audio),
     },
-    default_part="text_model",
+    default_part="model",
 )

@@ -4,7 +4,8 @@ Found from the module tree (the module types), never from parameter names:
 
 - ``audio``: the encoder inside an :class:`AudioAdapter` (or of the adapter a fusion model holds
   under ``adapters["audio"]``), a Gemma 4 audio tower (its soft-token embedder is ``projector``);
-- ``vision``: the encoder inside a :class:`VideoAdapter` (or of an adapter held under another key);
+- ``vision``: the encoder inside a :class:`VideoAdapter` (or of an adapter held under another key),
+  a Gemma 4 vision tower (its embedder is ``projector``);
 - ``projector``: what connects media to the language model: the adapters (any module a fusion
   model holds in ``adapters``) but their encoders, Perceiver resamplers and the gated
   cross-attention part of every :class:`FusionLayer`;
@@ -32,6 +33,7 @@ from omnikit.models.language_model import TokenLM
 from omnikit.moe.experts import SwiGLUExperts
 from omnikit.utils.checks import OmnikitValueError
 from omnikit.video.temporal.resampler import PerceiverResampler
+from omnikit.vision.gemma4 import Gemma4VisionEncoder
 
 __all__ = ["LORA_KINDS", "TOWERS", "lora_targets", "tower_modules", "tower_parameters", "train_towers"]
 
@@ -53,8 +55,8 @@ def tower_modules(model: nn.Module) -> dict[str, str]:
     for name, module in named:  # outer modules first, inner ones override
         if isinstance(module, TokenLM):
             mark(name, module, "thinker")
-        elif isinstance(module, Gemma4AudioEncoder):
-            mark(name, module, "audio")
+        elif isinstance(module, (Gemma4AudioEncoder, Gemma4VisionEncoder)):
+            mark(name, module, "audio" if isinstance(module, Gemma4AudioEncoder) else "vision")
             if module.embed is not None:
                 mark(_join(name, "embed"), module.embed, "projector")
         elif isinstance(module, Talker):

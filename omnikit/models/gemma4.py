@@ -239,21 +239,24 @@ class Gemma4Decoder(BlockStack):
         key_padding_mask: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         sliding_attention_mask: torch.Tensor | None = None,
+        sliding_causal: bool | None = None,
     ) -> torch.Tensor:
         """``attention_mask`` (bool, broadcastable to ``(B, H, T, S)``) goes to full layers;
-        ``sliding_attention_mask`` to sliding layers (default: ``attention_mask``)."""
+        ``sliding_attention_mask`` to sliding layers (default: ``attention_mask``), which run causal
+        unless ``sliding_causal=False`` (the mask then says what is visible, the window still applies)."""
         check_tensor(x, "x", shape=("B", "T", self.config.dim), floating=True)
         if positions is None:
             positions = _default_positions(x.shape[1], self.blocks[0].attn.cache_position, None, x.device)
         ropes = {name: rotary(positions) for name, rotary in self.rotary.items()}
         masks = {"full": attention_mask,
                  "sliding": attention_mask if sliding_attention_mask is None else sliding_attention_mask}
+        causal = {"full": None, "sliding": sliding_causal}
         shared_kv: dict[str, Any] = {}
 
         def kwargs_for(block: nn.Module) -> dict[str, Any]:
             return dict(
                 rope=ropes[block.layer_type], shared_kv=shared_kv, key_padding_mask=key_padding_mask,
-                attention_mask=masks[block.layer_type],
+                attention_mask=masks[block.layer_type], causal=causal[block.layer_type],
                 per_layer_input=None if per_layer_inputs is None else per_layer_inputs[:, :, block.index],
             )
 
