@@ -84,3 +84,17 @@ def test_whole_model_greedy_decoding_matches_transformers_generate(tmp_path):
     out = model.generate(kwargs.pop("input_ids"), positions=positions, next_position=mask.sum(-1), max_new_tokens=6,
                          **kwargs)
     assert torch.equal(out.tokens, ref)
+
+
+def test_parallel_plans_cover_the_gemma4_classes(tmp_path):
+    from omnikit.distributed.plan import collect_plan
+
+    _hf_model().save_pretrained(tmp_path)
+    model = load_hf(tmp_path)
+    plan = collect_plan(model)
+    units = [*model.lm.decoder.blocks, *model.vision.blocks, *model.audio.blocks, model.vision, model.audio]
+    assert all(any(u is v for v in plan.fsdp_units) for u in units)
+    # attention is split by heads only where no layer shares its keys/values: layers 0 (own cache) only
+    assert "lm.decoder.blocks.0.attn.qkv" in plan.tp and "lm.decoder.blocks.1.attn.qkv" not in plan.tp
+    assert not any(k.startswith("lm.decoder.blocks.3.attn") for k in plan.tp)
+    assert "lm.decoder.blocks.4.mlp.down" in plan.tp and "lm.lm_head" in plan.tp

@@ -31,9 +31,11 @@ from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
 
 from omnikit.audio.blocks import EncoderStack
 from omnikit.audio.code2wav import Code2Wav, DecoderStage
+from omnikit.audio.gemma4 import Gemma4AudioEncoder
 from omnikit.distributed.heads import HeadParallelQKV, HeadShardedNorm
 from omnikit.distributed.plan import ParallelPlan, register_parallel_plan
 from omnikit.distributed.tp_experts import ExpertTensorParallel
+from omnikit.fusion.gemma4_omni import Gemma4Omni
 from omnikit.fusion.omni import EarlyFusionOmni
 from omnikit.fusion.omni_thinker import OmniThinker
 from omnikit.layers.attention import Attention
@@ -41,9 +43,11 @@ from omnikit.layers.decoder import Decoder
 from omnikit.layers.hybrid import HybridDecoder
 from omnikit.layers.mlp import SwiGLU
 from omnikit.layers.stack import TransformerStack
+from omnikit.models.gemma4 import Gemma4Decoder, Gemma4LM
 from omnikit.models.language_model import CausalLM
 from omnikit.moe.layer import MoE
 from omnikit.speech.qwen3_omni_talker import Qwen3OmniTalker
+from omnikit.vision.gemma4 import Gemma4VisionEncoder
 from omnikit.vision.qwen3_vit import Qwen3ViT
 from omnikit.vision.window_vit import WindowViT
 
@@ -51,6 +55,9 @@ __all__: list[str] = []
 
 
 @register_parallel_plan(Decoder)
+@register_parallel_plan(Gemma4Decoder)
+@register_parallel_plan(Gemma4AudioEncoder)
+@register_parallel_plan(Gemma4VisionEncoder)
 @register_parallel_plan(HybridDecoder)
 @register_parallel_plan(EncoderStack)
 @register_parallel_plan(TransformerStack)
@@ -60,6 +67,9 @@ def _block_stack(stack: nn.Module) -> ParallelPlan:
 
 @register_parallel_plan(Attention)
 def _attention(attn: Attention) -> ParallelPlan:
+    if attn.kv_projections != 2 or attn.kv_store is not None:
+        # K = V and KV-shared layers (Gemma 4) stay whole: a shared cache must hold every head
+        return ParallelPlan()
     styles = {"qkv": HeadParallelQKV(attn.num_heads, attn.num_kv_heads, attn.head_dim), "out": RowwiseParallel()}
     norms = [name for name in ("q_norm", "k_norm") if getattr(attn, name) is not None]
     return ParallelPlan(tp={**styles, **{name: HeadShardedNorm() for name in norms}})
@@ -71,7 +81,8 @@ def _swiglu(mlp: SwiGLU) -> ParallelPlan:
 
 
 @register_parallel_plan(CausalLM)
-def _causal_lm(lm: CausalLM) -> ParallelPlan:
+@register_parallel_plan(Gemma4LM)
+def _causal_lm(lm: CausalLM | Gemma4LM) -> ParallelPlan:
     tied = [("lm_head.weight", "embed.weight")] if lm.config.tie_embeddings else []
     return ParallelPlan(
         tp={
@@ -97,6 +108,11 @@ def _early_fusion(omni: EarlyFusionOmni) -> ParallelPlan:
 def _vision_tower(tower: nn.Module) -> ParallelPlan:
     # OmniThinker calls the tower through forward_patches, not forward
     return ParallelPlan(fsdp_units=list(tower.blocks), fsdp_methods=[(tower, "forward_patches")])
+
+
+@register_parallel_plan(Gemma4Omni)
+def _gemma4_omni(omni: Gemma4Omni) -> ParallelPlan:
+    return ParallelPlan(fsdp_units=[m for m in (omni.vision, omni.audio) if m is not None])
 
 
 @register_parallel_plan(OmniThinker)
