@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from omnikit.audio.gemma4 import MultimodalEmbedder
@@ -146,25 +145,35 @@ class Gemma4VisionEncoder(nn.Module):
         return EncoderOutput(out.masked_fill(~valid[..., None], 0), valid.sum(-1))
 
     def _pool(self, h: torch.Tensor, where: torch.Tensor, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Average ``k x k`` neighbourhoods of patches (by position) into ``tokens`` rows; which rows
-        received a patch."""
-        if h.shape[1] == tokens:
+        """Average ``pool x pool`` neighbourhoods of patches (by position) into ``tokens`` rows; which
+        rows received a patch."""
+        k = self.config.pool
+        if k == 1:
             return h, torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
-        k = int((h.shape[1] // tokens) ** 0.5)
         width = where[..., 0].max(dim=-1, keepdim=True).values + 1
         cell = where // k
-        index = cell[..., 0] + (width // k) * cell[..., 1]
-        weights = F.one_hot(index.long(), tokens).float() / k**2  # (B, N, tokens)
-        return (weights.transpose(1, 2) @ h.float()).to(h.dtype), (weights != 0).any(dim=1)
+        index = cell[..., 0] + (width // k) * cell[..., 1]  # (B, N) soft token of each patch
+        weights = h.new_zeros(h.shape[0], tokens, h.shape[1], dtype=torch.float32)
+        weights.scatter_(1, index[:, None, :], 1.0 / k**2)  # (B, tokens, N)
+        return (weights @ h.float()).to(h.dtype), (weights != 0).any(dim=2)
 
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
-        """Images of ``lengths[b]`` soft tokens: a 1-row strip of ``pool x (pool * n)`` patches, padded."""
+        """Images of ``lengths[b]`` soft tokens, each a strip of ``pool x (pool * n)`` patches; the
+        suite's lengths count patches (the padded ones have position ``(-1, -1)``)."""
         g = torch.Generator().manual_seed(seed)
-        pool, n = self.config.pool, max(lengths)
-        pixels = torch.rand(len(lengths), n * pool * pool, 3 * self.config.patch_size**2, generator=g)
-        positions = torch.full((len(lengths), n * pool * pool, 2), -1, dtype=torch.long)
+        area = self.config.pool**2
+        patches = torch.tensor([area * n for n in lengths])
+        pixels = torch.rand(len(lengths), int(patches.max()), 3 * self.config.patch_size**2, generator=g)
+        positions = torch.full((len(lengths), int(patches.max()), 2), -1, dtype=torch.long)
         for b, count in enumerate(lengths):
-            ys, xs = torch.meshgrid(torch.arange(pool), torch.arange(pool * count), indexing="ij")
-            positions[b, : pool * pool * count] = torch.stack((xs.flatten(), ys.flatten()), dim=-1)
-        return ContractInputs({"pixel_values": pixels, "positions": positions}, torch.tensor(list(lengths)),
-                              {"pixel_values": 1, "positions": 1})
+            ys, xs = torch.meshgrid(torch.arange(self.config.pool), torch.arange(self.config.pool * count),
+                                    indexing="ij")
+            positions[b, : area * count] = torch.stack((xs.flatten(), ys.flatten()), dim=-1)
+
+        def item(b: int) -> ContractInputs:
+            n = int(patches[b])
+            return ContractInputs({"pixel_values": pixels[b:b + 1, :n], "positions": positions[b:b + 1, :n]},
+                                  patches[b:b + 1], {"pixel_values": 1})
+
+        return ContractInputs({"pixel_values": pixels, "positions": positions}, patches, {"pixel_values": 1},
+                              item=item)
