@@ -15,7 +15,7 @@ from test_convert_hub_gemma4_vision import VISION, _grid
 
 transformers = pytest.importorskip("transformers")
 
-from omnikit.convert import hf_inputs, load_hf  # noqa: E402
+from omnikit.convert import hf_inputs, load_hf, save_hf  # noqa: E402
 
 S, F = "sliding_attention", "full_attention"
 IMAGE, AUDIO_TOKEN, BOI, EOI, BOA = 60, 61, 62, 63, 59
@@ -57,8 +57,8 @@ def _inputs():
 
 def test_whole_model_with_images_and_audio_gives_transformers_logits(tmp_path):
     hf = _hf_model()
-    hf.save_pretrained(tmp_path, max_shard_size="20KB")
-    model = load_hf(tmp_path)
+    hf.save_pretrained(tmp_path / "hf", max_shard_size="20KB")
+    model = load_hf(tmp_path / "hf")
     inputs = _inputs()
     with torch.no_grad():
         ref = hf(**inputs).logits
@@ -68,6 +68,10 @@ def test_whole_model_with_images_and_audio_gives_transformers_logits(tmp_path):
     mask = inputs["attention_mask"]
     assert max_rel_error(ours, ref, mask) <= 1e-4
     assert max_rel_error(no_media, ref, mask) > 1e-2  # the media really enter the logits
+    save_hf(model, tmp_path / "back", max_shard_size="20KB")
+    again = transformers.Gemma4ForConditionalGeneration.from_pretrained(tmp_path / "back").eval()
+    with torch.no_grad():
+        assert max_rel_error(again(**inputs).logits, ref, mask) <= 1e-4
     with torch.no_grad():
         assert max_rel_error(model(**hf_inputs(model, text_only)), no_media, mask) <= 1e-4
 
