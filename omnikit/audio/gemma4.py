@@ -26,6 +26,7 @@ from torch import nn
 
 from omnikit.audio.blocks import check_features, feature_contract_inputs, zero_padding
 from omnikit.layers.clippable import ClippableLinear
+from omnikit.layers.decoder import run_blocks
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.layers.norm import LayerNorm, RMSNorm
 from omnikit.outputs import EncoderOutput
@@ -224,6 +225,7 @@ class Gemma4AudioEncoder(nn.Module):
 
     Weights: ``conv0``/``norm0``/``conv1``/``norm1``/``proj`` (subsampling), ``blocks.{i}``
     (:class:`ConformerBlock`), ``out_proj``, ``embed`` (:class:`MultimodalEmbedder`, with ``text_dim``).
+    Set ``gradient_checkpointing = True`` to recompute the blocks in backward.
     """
 
     def __init__(self, config: Gemma4AudioConfig) -> None:
@@ -243,6 +245,7 @@ class Gemma4AudioEncoder(nn.Module):
         self.blocks = nn.ModuleList(ConformerBlock(config) for _ in range(config.depth))
         self.out_proj = nn.Linear(config.dim, config.out_dim)
         self.embed = MultimodalEmbedder(config.out_dim, config.text_dim, config.norm_eps) if config.text_dim else None
+        self.gradient_checkpointing = False
 
     @property
     def output_dim(self) -> int:
@@ -264,8 +267,8 @@ class Gemma4AudioEncoder(nn.Module):
         h = self.proj(h.flatten(2))  # (B, T', F' * C), channels fastest
         out_lengths = self.output_lengths(n)
         valid = lengths_to_mask(out_lengths, h.shape[1])
-        for block in self.blocks:
-            h = block(h, valid)
+        h, _ = run_blocks(self.blocks, h, lambda block: {"valid": valid},
+                          checkpointing=self.gradient_checkpointing and self.training, return_aux=False)
         h = self.out_proj(h)
         if self.embed is not None:
             h = self.embed(h)

@@ -21,6 +21,7 @@ from torch import nn
 
 from omnikit.audio.gemma4 import MultimodalEmbedder
 from omnikit.layers.attention import Attention
+from omnikit.layers.decoder import run_blocks
 from omnikit.layers.mlp import SwiGLU
 from omnikit.layers.norm import RMSNorm
 from omnikit.outputs import EncoderOutput
@@ -81,6 +82,7 @@ class Gemma4VisionEncoder(nn.Module):
 
     Weights: ``patch_proj``, ``position_table (2, position_table, dim)``, ``blocks.{i}``
     (:class:`SandwichBlock`), ``std_bias`` / ``std_scale`` (with ``standardize``), ``embed``.
+    Set ``gradient_checkpointing = True`` to recompute the blocks in backward.
     """
 
     def __init__(self, config: Gemma4VisionConfig) -> None:
@@ -108,6 +110,7 @@ class Gemma4VisionEncoder(nn.Module):
             self.register_buffer("std_bias", torch.zeros(dim))
             self.register_buffer("std_scale", torch.ones(dim))
         self.embed = MultimodalEmbedder(dim, config.text_dim, eps) if config.text_dim else None
+        self.gradient_checkpointing = False
 
     @property
     def output_dim(self) -> int:
@@ -133,8 +136,9 @@ class Gemma4VisionEncoder(nn.Module):
         h = self.patch_proj((2 * pixel_values - 1).to(self.patch_proj.weight.dtype))
         h = h + table.masked_fill(padding[..., None], 0)
         rope = self.rope(positions)
-        for block in self.blocks:
-            h = block(h, rope=rope, key_padding_mask=~padding)
+        kwargs = {"rope": rope, "key_padding_mask": ~padding}
+        h, _ = run_blocks(self.blocks, h, lambda block: kwargs,
+                          checkpointing=self.gradient_checkpointing and self.training, return_aux=False)
         pooled, valid = self._pool(h.masked_fill(padding[..., None], 0), where, tokens)
         pooled = pooled.float() * self.config.dim**0.5
         if self.config.standardize:
