@@ -102,3 +102,15 @@ def test_parallel_plans_cover_the_gemma4_classes(tmp_path):
     assert "lm.decoder.blocks.0.attn.qkv" in plan.tp and "lm.decoder.blocks.1.attn.qkv" not in plan.tp
     assert not any(k.startswith("lm.decoder.blocks.3.attn") for k in plan.tp)
     assert "lm.decoder.blocks.4.mlp.down" in plan.tp and "lm.lm_head" in plan.tp
+
+
+def test_video_inputs_and_placeholder_mismatches_are_refused(tmp_path):
+    _hf_model().save_pretrained(tmp_path)
+    model = load_hf(tmp_path)
+    inputs = _inputs()
+    with pytest.raises(ValueError, match="pixel_values_videos"):
+        hf_inputs(model, {**inputs, "pixel_values_videos": torch.zeros(1, 4, 12)})
+    kwargs = hf_inputs(model, inputs)
+    kwargs["input_ids"] = kwargs["input_ids"].masked_fill(kwargs["input_ids"] == IMAGE, 5)  # no image slots left
+    with pytest.raises(ValueError, match="image placeholders"):
+        model(**kwargs)

@@ -310,9 +310,9 @@ def vision_config_from_hf(config: Config, text_dim: int = 0) -> Gemma4VisionConf
     """The :class:`Gemma4VisionConfig` of a ``Gemma4VisionConfig`` dict (``vision_config``)."""
     if config.get("hidden_activation", "gelu_pytorch_tanh") not in ("gelu_pytorch_tanh", "gelu_tanh"):
         raise _refuse("vision_config.hidden_activation", config.get("hidden_activation"), "'gelu_pytorch_tanh'")
-    for flag in ("attention_bias", "use_clipped_linears"):
+    for flag in ("attention_bias", "use_clipped_linears", "attention_dropout"):
         if config.get(flag):
-            raise _refuse(f"vision_config.{flag}", config[flag], "False")
+            raise _refuse(f"vision_config.{flag}", config[flag], "False / 0")
     rope = config.get("rope_parameters") or {"rope_type": "axial", "rope_theta": 100.0}
     if rope.get("rope_type", "axial") != "axial" or rope.get("factor", 1.0) != 1.0:
         raise _refuse("vision_config.rope_parameters", rope, "rope_type 'axial'")
@@ -407,8 +407,6 @@ def _build_omni(config: Config) -> nn.Module:
     text = _text_part(config)
     if text.get("use_bidirectional_attention") == "all":
         raise _refuse("text_config.use_bidirectional_attention", "all", "None or 'vision'")
-    if config.get("video_config"):
-        raise _refuse("video_config", "...", "none (video is not supported)")
     vision = config.get("vision_config")
     audio = config.get("audio_config")
     return Gemma4Omni(
@@ -416,6 +414,7 @@ def _build_omni(config: Config) -> nn.Module:
         Gemma4VisionEncoder(vision_config_from_hf(vision, text["hidden_size"])) if vision else None,
         Gemma4AudioEncoder(audio_config_from_hf(audio, text["hidden_size"])) if audio else None,
         image_token_id=config.get("image_token_id", 258_880), audio_token_id=config.get("audio_token_id", 258_881),
+        video_token_id=config.get("video_token_id", 258_884),
         pad_token_id=text.get("pad_token_id", 0) or 0,
         bidirectional_vision=text.get("use_bidirectional_attention") == "vision",
     )
@@ -435,6 +434,8 @@ def _omni_map(config: Config) -> KeyMap:
 def omni_inputs(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, Any]:
     """A Gemma 4 processor's outputs (``input_ids``, ``attention_mask``, ``pixel_values``,
     ``image_position_ids``, ``input_features``, ``input_features_mask``) -> :class:`Gemma4Omni` arguments."""
+    if inputs.get("pixel_values_videos") is not None:
+        raise OmnikitValueError("`inputs['pixel_values_videos']`: Gemma 4 video is not supported")
     kwargs = text_inputs(model, inputs)
     if "pixel_values" in inputs:
         vision = vision_inputs(model, inputs)

@@ -49,6 +49,7 @@ class Gemma4Omni(TokenLM, StreamingContainer, nn.Module):
         *,
         image_token_id: int,
         audio_token_id: int,
+        video_token_id: int | None = None,
         pad_token_id: int = 0,
         bidirectional_vision: bool = False,
     ) -> None:
@@ -59,6 +60,7 @@ class Gemma4Omni(TokenLM, StreamingContainer, nn.Module):
                 raise OmnikitValueError(f"`{name}` expected soft tokens of width {lm.config.dim} but gives "
                                         f"{tower.output_dim} (set its text_dim)")
         self.image_token_id, self.audio_token_id, self.pad_token_id = image_token_id, audio_token_id, pad_token_id
+        self.video_token_id = video_token_id
         self.bidirectional_vision = bidirectional_vision
 
     @property
@@ -96,7 +98,10 @@ class Gemma4Omni(TokenLM, StreamingContainer, nn.Module):
         """
         self.check_ids(input_ids)
         is_image, is_audio = input_ids == self.image_token_id, input_ids == self.audio_token_id
-        text_ids = input_ids.masked_fill(is_image | is_audio, self.pad_token_id)
+        placeholders = is_image | is_audio
+        if self.video_token_id is not None:  # video placeholders embed as padding too (no video tower here)
+            placeholders = placeholders | (input_ids == self.video_token_id)
+        text_ids = input_ids.masked_fill(placeholders, self.pad_token_id)
         embeds = self.lm.embed_tokens(text_ids)
         if pixel_values is not None:
             if self.vision is None or image_positions is None:
