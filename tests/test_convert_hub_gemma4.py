@@ -123,11 +123,12 @@ def test_unsupported_config_options_are_refused_by_name(key, value, match):
         text_config_from_hf(config)
 
 
-def test_save_hf_exports_a_model_built_from_a_config(tmp_path):
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_save_hf_exports_a_model_built_from_a_config(tmp_path, case):
     from omnikit.convert.hub_gemma4 import text_config_from_hf
     from omnikit.models.gemma4 import Gemma4LM
 
-    hf = _hf_model(**E2B_STYLE)
+    hf = _hf_model(**CASES[case])
     torch.manual_seed(3)
     model = _randomise(Gemma4LM(text_config_from_hf(hf.config.to_dict())))
     save_hf(model, tmp_path)
