@@ -52,3 +52,17 @@ def randomise_mimi(model: torch.nn.Module) -> torch.nn.Module:
             elif name.endswith("cluster_usage"):
                 buffer.uniform_(0.5, 2.0)
     return model.eval()
+def left_padded_batch(vocab: int, low: int = 0) -> dict[str, torch.Tensor]:
+    """``input_ids`` ``(3, 9)`` in ``[low, vocab)`` and an ``attention_mask`` padding items 0 and 2 on the left."""
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(low, vocab, (3, 9), generator=g)
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0
+    mask[2, :1] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def max_rel_error(ours: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor) -> float:
+    """``max |ours - ref| / max |ref|`` over the positions where ``mask`` is set."""
+    valid = mask.bool()
+    return float((ours[valid] - ref[valid]).abs().max() / ref[valid].abs().max())

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from references import randomise_norms_and_biases
+from references import left_padded_batch, max_rel_error, randomise_norms_and_biases
 
 transformers = pytest.importorskip("transformers")
 
@@ -34,17 +34,10 @@ def _hf_model(kind: str, **extra):
 
 
 def _batch():
-    g = torch.Generator().manual_seed(1)
-    ids = torch.randint(0, VOCAB, (3, 9), generator=g)
-    mask = torch.ones_like(ids)
-    mask[0, :4] = 0
-    mask[2, :1] = 0
-    return {"input_ids": ids, "attention_mask": mask}
+    return left_padded_batch(VOCAB)
 
 
-def _max_rel_error(ours: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor) -> float:
-    valid = mask.bool()
-    return float((ours[valid] - ref[valid]).abs().max() / ref[valid].abs().max())
+_max_rel_error = max_rel_error
 
 
 CASES = [

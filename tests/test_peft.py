@@ -134,3 +134,35 @@ def test_xattn_fusion_layers_are_projector_and_bad_towers_raise() -> None:
         train_towers(model, ["speech"])
     with pytest.raises(OmnikitValueError, match="kinds"):
         lora_targets(model, kinds=("conv",))
+
+
+def test_gemma4_lora_reaches_clippable_linears_towers_and_every_expert() -> None:
+    """LoRA on Gemma 4: the audio tower's clippable linears (plain ``nn.Linear`` s to peft), the
+    text model's attention and MLPs, and its 3-D experts with one rank-r pair per expert; one
+    training step gives every adapter a gradient."""
+    model = torch.nn.ModuleDict({
+        "audio": omnikit.create_model("gemma4_audio_tiny"), "lm": omnikit.create_model("gemma4_tiny"),
+    })
+    targets = lora_targets(model, ("audio", "thinker"), ("attention", "mlp", "experts"))
+    modules = targets["target_modules"]
+    clippable = [n for n in modules if n.startswith("audio.") and getattr(model.get_submodule(n), "clipped", False)]
+    assert len(clippable) == 2 * (4 + 2 * 2 + 2)  # per block: q k v out, 2 feed-forwards x 2, conv start / end
+    assert {n.rpartition(".")[2] for n in modules if n.startswith("audio.")} >= {"q", "rel_k", "fc1", "start"}
+    assert not any(n.startswith("audio.embed") for n in modules)  # the embedder is the projector
+    assert targets["target_parameters"] == [f"lm.decoder.blocks.{i}.moe.experts.{w}" for i in range(4)
+                                            for w in ("gate_up", "down")]
+    trainable_before = sum(p.numel() for p in model.parameters())
+    peft_model = peft.get_peft_model(model, peft.LoraConfig(r=2, lora_alpha=4, init_lora_weights=False, **targets))
+    lora = _lora_params(peft_model)
+    experts_a = [p for n, p in lora.items() if "experts" in n and "lora_A" in n]
+    assert experts_a and all(a.shape[0] == 2 * 4 for a in experts_a)  # rank 2 for each of the 4 experts
+    assert sum(p.numel() for p in lora.values()) < trainable_before
+    audio = peft_model.base_model.model["audio"]
+    lm = peft_model.base_model.model["lm"]
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(2, 16, 40, generator=g)
+    ids = torch.randint(0, 128, (2, 7), generator=g)
+    loss = audio(features, torch.tensor([40, 29])).hidden_states.square().mean() + lm(ids).float().square().mean()
+    loss.backward()
+    missing = [n for n, p in lora.items() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing

@@ -12,6 +12,7 @@ from omnikit.audio.aut import AuTEncoder, AuTEncoderConfig
 from omnikit.audio.code2wav import Code2Wav, Code2WavConfig
 from omnikit.audio.codec import SEANetCodec, SEANetCodecConfig
 from omnikit.audio.dac import DacCodec, DacConfig
+from omnikit.audio.gemma4 import Gemma4AudioConfig, Gemma4AudioEncoder
 from omnikit.audio.mimi import MimiConfig, MimiTokenizer
 from omnikit.audio.wav2vec import ConvFeatureEncoder, ConvFeatureEncoderConfig
 from omnikit.audio.wav2vec2 import Wav2Vec2Config, Wav2Vec2Encoder
@@ -26,6 +27,8 @@ __all__ = [
     "dac_24khz",
     "dac_44khz",
     "dac_tiny",
+    "gemma4_audio",
+    "gemma4_audio_tiny",
     "mimi",
     "mimi_style_codec",
     "mimi_tiny",
@@ -231,3 +234,16 @@ def wav2vec2_large_lv60(**overrides: Any) -> Wav2Vec2Encoder:
         Wav2Vec2Config, "wav2vec2_large_lv60", overrides, conv_bias=True, feat_norm="layer", dim=1024, depth=24,
         num_heads=16, mlp_hidden=4096, stable_layer_norm=True,
     ))
+@register_audio_encoder
+def gemma4_audio_tiny(**overrides: Any) -> Gemma4AudioEncoder:
+    """A 2-block Gemma 4 conformer audio tower (16 mels, dim 32, blocks of 4 tokens) with a 32-wide embedder."""
+    return Gemma4AudioEncoder(configure(
+        Gemma4AudioConfig, "gemma4_audio_tiny", overrides, n_mels=16, dim=32, depth=2, num_heads=4, channels=(16, 8),
+        chunk_size=4, context_left=6, out_dim=24, text_dim=32))
+
+
+@register_audio_encoder
+def gemma4_audio(**overrides: Any) -> Gemma4AudioEncoder:
+    """Gemma 4 E2B / E4B audio tower shapes: 128 mels, 12 conformer blocks at dim 1024, 8 heads, output 1536
+    (pass ``text_dim`` for the embedder into a language model: 1536 for E2B, 2560 for E4B)."""
+    return Gemma4AudioEncoder(configure(Gemma4AudioConfig, "gemma4_audio", overrides))

@@ -63,6 +63,8 @@ BUILTIN_MODULES: dict[str, str] = {
     "Qwen2_5OmniForConditionalGeneration": "omnikit.convert.hub_qwen2_5_omni",
     "Qwen3OmniMoeForConditionalGeneration": "omnikit.convert.hub_qwen3_omni",
     "Qwen3OmniMoeThinkerForConditionalGeneration": "omnikit.convert.hub_qwen3_omni",
+    "Gemma4ForCausalLM": "omnikit.convert.hub_gemma4",
+    "Gemma4ForConditionalGeneration": "omnikit.convert.hub_gemma4",
 }
 
 #: Attribute :func:`load_hf` sets on the models it returns (a :class:`HubOrigin`).

@@ -66,7 +66,8 @@ class ExpertParallelExperts(SwiGLUExperts):
         order = torch.argsort(expert_of_row, stable=True)
         rows_per_expert = recv_counts.sum(0)
         gate_up, down = (map_grad(w.to_local(), lambda g: g / ranks) for w in (self.gate_up, self.down))
-        outputs = grouped_swiglu(received, gate_up, down, *_local_layout(received, gate_up, order, rows_per_expert))
+        outputs = grouped_swiglu(received, gate_up, down, *_local_layout(received, gate_up, order, rows_per_expert),
+                                 self.activation)
         # 4. back to the routing rank, weighted and summed per token
         returned = all_to_all_single_autograd(outputs, in_splits, out_splits, self.ep_group)
         weighted = returned * plan.weight.to(returned.dtype)[:, None]

@@ -70,7 +70,7 @@ class TensorParallelExperts(SwiGLUExperts):
         x = map_grad(x, reduce)
         plan = dataclasses.replace(plan, weight=map_grad(plan.weight, reduce))
         gate_up, down = self.gate_up.to_local(), self.down.to_local()
-        partial_sum = grouped_swiglu(x, gate_up, down, *self.arrange(x, plan))
+        partial_sum = grouped_swiglu(x, gate_up, down, *self.arrange(x, plan), self.activation)
         return _ReduceOutput.apply(partial_sum, self.tp_group)
 
 

@@ -3,12 +3,14 @@
 Found from the module tree (the module types), never from parameter names:
 
 - ``audio``: the encoder inside an :class:`AudioAdapter` (or of the adapter a fusion model holds
-  under ``adapters["audio"]``);
-- ``vision``: the encoder inside a :class:`VideoAdapter` (or of an adapter held under another key);
+  under ``adapters["audio"]``), a Gemma 4 audio tower (its soft-token embedder is ``projector``);
+- ``vision``: the encoder inside a :class:`VideoAdapter` (or of an adapter held under another key),
+  a Gemma 4 vision tower (its embedder is ``projector``);
 - ``projector``: what connects media to the language model: the adapters (any module a fusion
   model holds in ``adapters``) but their encoders, Perceiver resamplers and the gated
   cross-attention part of every :class:`FusionLayer`;
-- ``thinker``: the language model (a :class:`CausalLM` / Thinker) minus its fusion layers;
+- ``thinker``: the language model (a :class:`CausalLM` / Thinker, any :class:`TokenLM` such as Gemma 4's)
+  minus its fusion layers;
 - ``talker``: a :class:`Talker` (its code predictor included);
 - a full-duplex model (:class:`~omnikit.speech.DuplexModel`, Moshi): its temporal transformer and
   token embeddings are ``thinker``, its text head and depth transformer ``talker``;
@@ -24,16 +26,18 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
+from omnikit.audio.gemma4 import BlockedLocalAttention, Gemma4AudioEncoder, HalfStepFeedForward, LightConv
 from omnikit.fusion import AudioAdapter, FusionLayer, Talker, VideoAdapter
 from omnikit.fusion.media import HoldsAdapters
 from omnikit.layers.attention import Attention
 from omnikit.layers.mlp import GeluMLP, SwiGLU
-from omnikit.models.language_model import CausalLM
+from omnikit.models.language_model import TokenLM
 from omnikit.moe.experts import SwiGLUExperts
 from omnikit.speech.duplex import DuplexModel
 from omnikit.speech.per_codebook_depth import PerCodebookAttention, PerCodebookLinear, PerCodebookMLP
 from omnikit.utils.checks import OmnikitValueError
 from omnikit.video.temporal.resampler import PerceiverResampler
+from omnikit.vision.gemma4 import Gemma4VisionEncoder
 
 __all__ = ["LORA_KINDS", "TOWERS", "lora_targets", "tower_modules", "tower_parameters", "train_towers"]
 
@@ -54,8 +58,12 @@ def tower_modules(model: nn.Module) -> dict[str, str]:
 
     named = list(model.named_modules())
     for name, module in named:  # outer modules first, inner ones override
-        if isinstance(module, CausalLM):
+        if isinstance(module, TokenLM):
             mark(name, module, "thinker")
+        elif isinstance(module, (Gemma4AudioEncoder, Gemma4VisionEncoder)):
+            mark(name, module, "audio" if isinstance(module, Gemma4AudioEncoder) else "vision")
+            if module.embed is not None:
+                mark(_join(name, "embed"), module.embed, "projector")
         elif isinstance(module, Talker):
             mark(name, module, "talker")
         elif isinstance(module, DuplexModel):
@@ -104,14 +112,17 @@ def lora_targets(
     expert with its own rank-``r`` pair through ``target_parameters``), and their ``nn.Embedding``
     tables (``"embeddings"``). Per-codebook weights ``(K, out, in)`` of Moshi's depth decoder
     (:class:`~omnikit.speech.per_codebook_depth.PerCodebookLinear` in its attention and MLP) go to
-    ``target_parameters`` like experts: one rank-``r`` pair per codebook.
+    ``target_parameters`` like experts: one rank-``r`` pair per codebook. Gemma 4's audio tower counts
+    too: its blocked attention's projections (clippable linears are ``nn.Linear`` s) and its
+    feed-forward and conv-module linears.
     """
     for label, values, allowed in (("towers", towers, TOWERS), ("kinds", kinds, LORA_KINDS)):
         bad = [v for v in values if v not in allowed]
         if bad or not values:
             raise OmnikitValueError(f"`{label}` expected a non-empty subset of {allowed} but got {tuple(values)}")
     tower = tower_modules(model)
-    parents = {"attention": (Attention, PerCodebookAttention), "mlp": (SwiGLU, GeluMLP, PerCodebookMLP)}
+    parents = {"attention": (Attention, PerCodebookAttention, BlockedLocalAttention),
+               "mlp": (SwiGLU, GeluMLP, PerCodebookMLP, HalfStepFeedForward, LightConv)}
     modules: list[str] = []
     parameters: list[str] = []
     for name, module in model.named_modules():

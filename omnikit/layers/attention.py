@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from omnikit.layers.attention_backends import BACKENDS, scaled_dot_product
@@ -33,8 +34,18 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
             ``chunk_size`` positions.
         backend: one of ``"sdpa"``, ``"flash"``, ``"flex"``, ``"eager"``, ``"auto"``.
         dropout: attention-probability dropout in training.
+        scale: softmax scale (default ``1 / sqrt(head_dim)``; Gemma 4 uses 1 after its qk-norm).
+        k_eq_v: values are the key projection (before the key norm and rotary): no v rows (Gemma 4).
+        v_norm: RMS-normalise values per head without a weight (Gemma 4).
+        kv_store: with ``shared_kv`` given to ``forward``, also leave this layer's keys and values
+            (the whole cache when streaming) in ``shared_kv[kv_store]`` for later layers.
+        kv_reuse: the layer has no key/value projections and attends over ``shared_kv[kv_reuse]``,
+            what an earlier layer stored in the same forward (KV sharing, Gemma 3n / 4).
+        rotary_parts: the head is rotated in this many independent chunks (2: Gemma 4's 2-D
+            vision rotary; see :func:`apply_rotary`).
 
-    Weights: ``qkv.weight`` stacks the q, k, v projections as ``(H + 2*H_kv) * head_dim`` rows.
+    Weights: ``qkv.weight`` stacks the q, k, v projections as ``(H + 2*H_kv) * head_dim`` rows
+    (``H + H_kv`` with ``k_eq_v``, ``H`` with ``kv_reuse``).
 
     Inside ``with attn.streaming(B):`` keys and values are cached and every call continues the
     sequence (positions and causality offset by what was seen). ``streaming(B, max_len=N)``
@@ -58,6 +69,12 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
         chunk_size: int | None = None,
         backend: str = "sdpa",
         dropout: float = 0.0,
+        scale: float | None = None,
+        k_eq_v: bool = False,
+        v_norm: bool = False,
+        kv_store: str | None = None,
+        kv_reuse: str | None = None,
+        rotary_parts: int = 1,
     ) -> None:
         super().__init__()
         check_positive(dim, "dim")
@@ -83,14 +100,20 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
         self.chunk_size = chunk_size
         self.dim, self.num_heads, self.num_kv_heads, self.head_dim = dim, num_heads, num_kv_heads, head_dim
         self.causal, self.sliding_window, self.backend, self.dropout = causal, sliding_window, backend, dropout
-        self.qkv = nn.Linear(dim, (num_heads + 2 * num_kv_heads) * head_dim, bias=qkv_bias)
+        self.scale, self.kv_store, self.kv_reuse, self.rotary_parts = scale, kv_store, kv_reuse, rotary_parts
+        #: key/value projections in ``qkv``: 2 (k, v), 1 (k = v) or 0 (reused from an earlier layer)
+        self.kv_projections = 0 if kv_reuse is not None else 1 if k_eq_v else 2
+        self.qkv = nn.Linear(dim, (num_heads + self.kv_projections * num_kv_heads) * head_dim, bias=qkv_bias)
         self.out = nn.Linear(num_heads * head_dim, dim, bias=out_bias)
         self.q_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
-        self.k_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
+        self.k_norm = RMSNorm(head_dim, norm_eps) if qk_norm and self.kv_projections else None
+        self.v_norm = RMSNorm(head_dim, norm_eps, scale=False) if v_norm and self.kv_projections else None
 
     def parallel_plan(self) -> ParallelPlan:
         """Split by heads: the fused q/k/v column-parallel with its rows reordered so that each rank holds
         its query heads and their key/value groups, the output row-parallel, q/k norms replicated."""
+        if self.kv_projections != 2 or self.kv_store is not None:
+            return ParallelPlan()  # K = V and KV-shared layers (Gemma 4) stay whole: a shared cache holds every head
         norms = {name: HEAD_NORM for name in ("q_norm", "k_norm") if getattr(self, name) is not None}
         return ParallelPlan(tp={"qkv": head_qkv(self.num_heads, self.num_kv_heads, self.head_dim), "out": ROWWISE,
                                 **norms})
@@ -98,7 +121,9 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
     def init_streaming_state(self, batch_size: int) -> KVCache:
         return KVCache(batch_size)
 
-    def init_static_state(self, batch_size: int, max_len: int) -> StaticKVCache:
+    def init_static_state(self, batch_size: int, max_len: int) -> KVCache | StaticKVCache:
+        if self.kv_reuse is not None:  # attends over another layer's cache: nothing of its own to hold
+            return KVCache(batch_size)
         weight = self.qkv.weight
         return StaticKVCache.allocate(
             batch_size, self.num_kv_heads, max_len, self.head_dim, dtype=weight.dtype, device=weight.device
@@ -126,6 +151,7 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
         attention_mask: torch.Tensor | None = None,
         cu_seqlens: torch.Tensor | None = None,
         causal: bool | None = None,
+        shared_kv: dict[str, tuple[torch.Tensor, torch.Tensor, int | torch.Tensor]] | None = None,
     ) -> torch.Tensor:
         """Attend.
 
@@ -138,6 +164,8 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
             cu_seqlens: ``(N+1,)`` int, sequences packed along T of a batch-1 input; they never
                 attend to one another.
             causal: override the module's default causality.
+            shared_kv: the keys, values and first query position that layers with ``kv_store`` leave
+                for layers with ``kv_reuse``, one dict per forward of the stack (required by those).
 
         Returns:
             ``(B, T, dim)``.
@@ -145,33 +173,32 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
         check_tensor(x, "x", shape=("B", "T", self.dim), floating=True)
         batch, length, _ = x.shape
         causal = self.causal if causal is None else causal
+        if (self.kv_store or self.kv_reuse) and shared_kv is None:
+            raise OmnikitValueError("`shared_kv` expected a dict for a layer that shares keys/values but got None")
         qkv = self.qkv(x)
         # a head-split projection (omnikit.distributed's tensor parallel) yields this rank's share of the heads
-        share = (self.num_heads + 2 * self.num_kv_heads) * self.head_dim // qkv.shape[-1]
+        share = (self.num_heads + self.kv_projections * self.num_kv_heads) * self.head_dim // qkv.shape[-1]
         heads, kv_heads = self.num_heads // share, self.num_kv_heads // share
-        q, k, v = qkv.view(batch, length, heads + 2 * kv_heads, self.head_dim).split([heads, kv_heads, kv_heads], dim=2)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        q, *kv = qkv.view(batch, length, heads + self.kv_projections * kv_heads, self.head_dim).split(
+            [heads] + [kv_heads] * self.kv_projections, dim=2
+        )
+        q = (q if self.q_norm is None else self.q_norm(q)).transpose(1, 2)
         if rope is not None:
             cos, sin = rope
             if cos.shape[-2] != length or cos.shape[-1] != self.head_dim:
                 raise OmnikitValueError(
                     f"`rope` tables expected shape (B, {length}, {self.head_dim}) but got {tuple(cos.shape)}"
                 )
-            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        q_offset: int | torch.Tensor = 0
-        state = self.streaming_state
-        if state is not None:
-            if cu_seqlens is not None:
-                raise OmnikitValueError("`cu_seqlens` (packed sequences) cannot be used while streaming")
-            if isinstance(state, StaticKVCache):  # masks over the keys seen so far widen to every slot
-                k, v, q_offset = state.append(k, v)
-                key_padding_mask = state.widen_mask(key_padding_mask, True)
-                attention_mask = state.widen_mask(attention_mask, False)
-            else:
-                q_offset = state.length
-                k, v = state.append(k, v)
+            q = apply_rotary(q, cos, sin, self.rotary_parts)
+        if self.kv_reuse is not None:
+            k, v, q_offset = shared_kv[self.kv_reuse]
+            key_padding_mask, attention_mask = _widen(key_padding_mask, k.shape[2], True), _widen(
+                attention_mask, k.shape[2], False)
+        else:
+            k, v, q_offset, key_padding_mask, attention_mask = self._own_keys(
+                kv, rope, key_padding_mask, attention_mask, cu_seqlens)
+        if self.kv_store is not None:
+            shared_kv[self.kv_store] = (k, v, q_offset)
         if key_padding_mask is not None:
             check_tensor(key_padding_mask, "key_padding_mask", shape=(batch, k.shape[2]), dtype=torch.bool)
         out = scaled_dot_product(
@@ -185,11 +212,54 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
             cu_seqlens=cu_seqlens,
             attention_mask=attention_mask,
             dropout_p=self.dropout if self.training else 0.0,
+            scale=self.scale,
         )
         return self.out(out.transpose(1, 2).reshape(batch, length, heads * self.head_dim))
 
+    def _own_keys(
+        self,
+        kv: list[torch.Tensor],
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        key_padding_mask: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        cu_seqlens: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, int | torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """This layer's keys and values ``(B, H_kv, S, D)`` from its ``(B, T, H_kv, D)`` projections
+        (normed, rotated, appended to the cache when streaming), the first query's position and the
+        masks widened over a static cache's slots."""
+        k = kv[0]
+        v = kv[1] if len(kv) == 2 else k
+        if self.k_norm is not None:
+            k = self.k_norm(k)
+        if self.v_norm is not None:
+            v = self.v_norm(v)
+        k, v = k.transpose(1, 2), v.transpose(1, 2)
+        if rope is not None:
+            k = apply_rotary(k, *rope, self.rotary_parts)
+        q_offset: int | torch.Tensor = 0
+        state = self.streaming_state
+        if state is not None:
+            if cu_seqlens is not None:
+                raise OmnikitValueError("`cu_seqlens` (packed sequences) cannot be used while streaming")
+            if isinstance(state, StaticKVCache):  # masks over the keys seen so far widen to every slot
+                k, v, q_offset = state.append(k, v)
+                key_padding_mask = state.widen_mask(key_padding_mask, True)
+                attention_mask = state.widen_mask(attention_mask, False)
+            else:
+                q_offset = state.length
+                k, v = state.append(k, v)
+        return k, v, q_offset, key_padding_mask, attention_mask
+
     def extra_repr(self) -> str:
+        sharing = "".join(f", {n}={getattr(self, n)!r}" for n in ("kv_store", "kv_reuse") if getattr(self, n))
         return (
             f"heads={self.num_heads}, kv_heads={self.num_kv_heads}, head_dim={self.head_dim}, causal={self.causal}, "
-            f"window={self.sliding_window}, chunk={self.chunk_size}, backend={self.backend!r}"
+            f"window={self.sliding_window}, chunk={self.chunk_size}, backend={self.backend!r}{sharing}"
         )
+
+
+def _widen(mask: torch.Tensor | None, width: int, fill: bool) -> torch.Tensor | None:
+    """A mask over keys ``(..., S)`` padded with ``fill`` to ``width`` columns (a static cache's slots)."""
+    if mask is None or mask.shape[-1] >= width:
+        return mask
+    return F.pad(mask, (0, width - mask.shape[-1]), value=fill)

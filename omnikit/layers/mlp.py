@@ -11,13 +11,24 @@ from torch import nn
 from omnikit.utils.checks import check_choice, check_positive
 from omnikit.utils.parallel import COLWISE, ROWWISE, ParallelPlan
 
-__all__ = ["GeluMLP", "MLPKind", "SwiGLU", "build_mlp"]
+__all__ = ["GATE_ACTIVATIONS", "GeluMLP", "MLPKind", "SwiGLU", "build_mlp", "gate_activation"]
 
 MLPKind = Literal["swiglu", "swiglu_fused", "gelu"]
 
 
+#: Gate activations of the gated MLPs: ``"silu"`` (SwiGLU) or ``"gelu_tanh"`` (GeGLU with the tanh
+#: approximation of GELU, Gemma's ``gelu_pytorch_tanh``).
+GATE_ACTIVATIONS: tuple[str, ...] = ("silu", "gelu_tanh")
+
+
+def gate_activation(x: torch.Tensor, activation: str) -> torch.Tensor:
+    """``silu(x)`` or ``gelu(x, approximate="tanh")``."""
+    return F.silu(x) if activation == "silu" else F.gelu(x, approximate="tanh")
+
+
 class SwiGLU(nn.Module):
-    """``down(silu(gate(x)) * up(x))``. Shapes: ``(..., dim) -> (..., dim)``.
+    """``down(act(gate(x)) * up(x))``, ``act`` silu (SwiGLU) or ``activation="gelu_tanh"`` (GeGLU).
+    Shapes: ``(..., dim) -> (..., dim)``.
 
     Gate and up stay two matmuls by default: fusing them into one saves little on the forward but
     makes the backward assemble a strided gradient, which measured slower on the CPU. ``fused=True``
@@ -25,11 +36,13 @@ class SwiGLU(nn.Module):
     store them so (Moshi's ``fc1``).
     """
 
-    def __init__(self, dim: int, hidden: int, *, bias: bool = False, fused: bool = False) -> None:
+    def __init__(self, dim: int, hidden: int, *, bias: bool = False, fused: bool = False,
+                 activation: str = "silu") -> None:
         super().__init__()
         check_positive(dim, "dim")
         check_positive(hidden, "hidden")
-        self.hidden = hidden
+        check_choice(activation, "activation", GATE_ACTIVATIONS)
+        self.hidden, self.activation = hidden, activation
         if fused:
             self.gate_up = nn.Linear(dim, 2 * hidden, bias=bias)
         else:
@@ -47,8 +60,9 @@ class SwiGLU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if hasattr(self, "gate_up"):
             gate, up = self.gate_up(x).chunk(2, dim=-1)
-            return self.down(F.silu(gate) * up)
-        return self.down(F.silu(self.gate(x)) * self.up(x))
+        else:
+            gate, up = self.gate(x), self.up(x)
+        return self.down(gate_activation(gate, self.activation) * up)
 
 
 class GeluMLP(nn.Module):

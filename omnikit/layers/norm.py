@@ -23,24 +23,27 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
 class RMSNorm(nn.Module):
     """Root-mean-square norm: ``x / rms(x) * weight`` over the last dim, computed in fp32.
 
+    ``scale=False``: no weight, ``x / rms(x)`` only (Gemma 4's value and router norms).
+
     Shapes: ``(..., dim) -> (..., dim)``, output in the input's dtype.
     """
 
     keep_fp32 = True
 
-    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+    def __init__(self, dim: int, eps: float = 1e-6, *, scale: bool = True) -> None:
         super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps, self.dim = eps, dim
+        self.weight = nn.Parameter(torch.ones(dim)) if scale else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight
         wide = _compute_dtype(x)
-        if x.dtype == wide == self.weight.dtype:
-            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
-        return F.rms_norm(x.to(wide), self.weight.shape, self.weight.to(wide), self.eps).to(x.dtype)
+        if x.dtype == wide and (weight is None or weight.dtype == wide):
+            return F.rms_norm(x, (self.dim,), weight, self.eps)
+        return F.rms_norm(x.to(wide), (self.dim,), None if weight is None else weight.to(wide), self.eps).to(x.dtype)
 
     def extra_repr(self) -> str:
-        return f"{self.weight.shape[0]}, eps={self.eps}"
+        return f"{self.dim}, eps={self.eps}{'' if self.weight is not None else ', scale=False'}"
 
 
 class _Float32Norm(nn.Module):

@@ -44,6 +44,9 @@ class RotaryEmbedding(nn.Module):
         sections: ``(t, h, w)`` frequency counts for M-RoPE, summing to ``head_dim // 2``;
             ``None`` for 1-D RoPE.
         interleaved: M-RoPE frequency split, contiguous (False) or interleaved (True).
+        fraction: proportional partial rotary (Gemma 4's global layers): only the first
+            ``int(fraction * head_dim) // 2`` frequencies rotate (their exponents still over the whole
+            ``head_dim``); the others are zero, so those dims pass unrotated.
 
     ``forward(positions)`` takes int positions ``(T,)`` or ``(B, T)``, or ``(3, B, T)``
     (t, h, w) ids when ``sections`` is set, and returns ``(cos, sin)``, each ``(B, T, head_dim)``
@@ -59,15 +62,20 @@ class RotaryEmbedding(nn.Module):
         *,
         sections: tuple[int, int, int] | None = None,
         interleaved: bool = False,
+        fraction: float = 1.0,
     ) -> None:
         super().__init__()
         if head_dim % 2:
             raise OmnikitValueError(f"`head_dim` expected an even number but got {head_dim}")
+        if not 0.0 <= fraction <= 1.0:
+            raise OmnikitValueError(f"`fraction` expected a float in [0, 1] but got {fraction}")
         self.head_dim = head_dim
         self.base = base
+        self.fraction = fraction
         self.sections = tuple(sections) if sections is not None else None
         self.interleaved = interleaved
         inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+        inv_freq[int(fraction * head_dim // 2):] = 0.0
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         if self.sections is not None:
             if len(self.sections) != 3 or sum(self.sections) != head_dim // 2:
@@ -99,7 +107,8 @@ class RotaryEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         mode = "1-D" if self.sections is None else f"sections={self.sections}, interleaved={self.interleaved}"
-        return f"head_dim={self.head_dim}, base={self.base}, {mode}"
+        partial = "" if self.fraction == 1.0 else f", fraction={self.fraction}"
+        return f"head_dim={self.head_dim}, base={self.base}, {mode}{partial}"
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -107,8 +116,16 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` of shape ``(B, H, T, D)`` by tables ``cos``/``sin`` of shape ``(B, T, D)``."""
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, parts: int = 1) -> torch.Tensor:
+    """Rotate ``x`` of shape ``(B, H, T, D)`` by tables ``cos``/``sin`` of shape ``(B, T, D)``.
+
+    ``parts > 1``: the head splits into ``parts`` equal chunks, each rotated on its own ("rotate
+    half" within the chunk): multi-axis rotary such as Gemma 4's 2-D vision rotary, whose tables
+    hold one axis's angles per chunk.
+    """
     cos = cos.unsqueeze(1).to(x.dtype)
     sin = sin.unsqueeze(1).to(x.dtype)
-    return x * cos + _rotate_half(x) * sin
+    if parts == 1:
+        return x * cos + _rotate_half(x) * sin
+    rotated = _rotate_half(x.unflatten(-1, (parts, x.shape[-1] // parts))).flatten(-2)
+    return x * cos + rotated * sin

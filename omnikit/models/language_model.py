@@ -15,10 +15,57 @@ from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_ids, check_tensor
 from omnikit.utils.parallel import VOCAB_EMBED, VOCAB_HEAD, ParallelPlan
 
-__all__ = ["CausalLM"]
+__all__ = ["CausalLM", "TokenLM"]
 
 
-class CausalLM(StreamingContainer, nn.Module):
+class TokenLM:
+    """What every token language model shares (:class:`CausalLM`, Gemma 4's): id checks, KV-cached
+    generation and the contract's inputs. A subclass has ``config.vocab_size``, ``embed``,
+    ``forward(input_ids, positions=, key_padding_mask=)`` and ``decode_step``."""
+
+    config: Any
+    uses_mrope = False
+
+    def fusion_groups(self) -> dict[str, nn.Module]:
+        """{recipe group: module}: the language model trains as ``lm`` (see :func:`omnikit.fusion.parameter_groups`)."""
+        return {"lm": self}
+
+    @property
+    def output_dim(self) -> int:
+        return self.config.vocab_size
+
+    def parallel_plan(self) -> ParallelPlan:
+        """Vocabulary-parallel embedding and LM head, tied again when the model ties them."""
+        tied = [("lm_head.weight", "embed.weight")] if self.config.tie_embeddings else []
+        return ParallelPlan(tp={"embed": VOCAB_EMBED, "lm_head": VOCAB_HEAD}, tied=tied)
+
+    def check_ids(self, input_ids: torch.Tensor) -> None:
+        """``input_ids (B, T)`` int in ``[0, vocab_size)``: the one value check of a public entry point
+        (skipped while compiling; generated tokens never come through it)."""
+        check_tensor(input_ids, "input_ids", ndim=2, floating=False)
+        check_ids(input_ids, "input_ids", self.config.vocab_size)
+
+    def restrict_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits (..., vocab)`` with the ids generation must never pick at ``-inf`` (none here)."""
+        return logits
+
+    def stream_generate(self, input_ids: torch.Tensor, **kwargs: Any) -> Iterator[GenerationStep]:
+        """KV-cached decoding, one :class:`GenerationStep` per token (see :func:`.generation.stream_generate`)."""
+        return stream_generate(self, input_ids, **kwargs)
+
+    def generate(
+        self, input_ids: torch.Tensor, *, on_token: Callable[[GenerationStep], None] | None = None, **kwargs: Any
+    ) -> GenerationOutput:
+        """Run :meth:`stream_generate` to the end; ``on_token`` sees every step as it is made."""
+        return generate(self.stream_generate(input_ids, **kwargs), on_token)
+
+    def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
+        g = torch.Generator().manual_seed(seed)
+        ids = torch.randint(0, self.config.vocab_size, (len(lengths), max(lengths)), generator=g)
+        return ContractInputs({"input_ids": ids}, torch.tensor(list(lengths)), {"input_ids": 1})
+
+
+class CausalLM(TokenLM, StreamingContainer, nn.Module):
     """``input_ids (B, T) -> logits (B, T, vocab_size)``.
 
     Streaming (``with lm.streaming(B):``) caches keys/values, so feeding a prompt and then one
@@ -43,19 +90,6 @@ class CausalLM(StreamingContainer, nn.Module):
             self.lm_head.weight = self.embed.weight
         self.reset_parameters()
 
-    def parallel_plan(self) -> ParallelPlan:
-        """Vocabulary-parallel embedding and LM head, tied again when the model ties them."""
-        tied = [("lm_head.weight", "embed.weight")] if self.config.tie_embeddings else []
-        return ParallelPlan(tp={"embed": VOCAB_EMBED, "lm_head": VOCAB_HEAD}, tied=tied)
-
-    def fusion_groups(self) -> dict[str, nn.Module]:
-        """{recipe group: module}: the language model trains as ``lm`` (see :func:`omnikit.fusion.parameter_groups`)."""
-        return {"lm": self}
-
-    @property
-    def output_dim(self) -> int:
-        return self.config.vocab_size
-
     def reset_parameters(self, std: float = 0.02) -> None:
         """Normal(0, std) linear and embedding weights, zero biases (GPT-2 / Llama practice)."""
         for module in self.modules():
@@ -68,12 +102,6 @@ class CausalLM(StreamingContainer, nn.Module):
     def uses_mrope(self) -> bool:
         """Positions are ``(3, B, T)`` M-RoPE ids."""
         return self.config.mrope_sections is not None
-
-    def check_ids(self, input_ids: torch.Tensor) -> None:
-        """``input_ids (B, T)`` int in ``[0, vocab_size)``: the one value check of a public entry point
-        (skipped while compiling; generated tokens never come through it)."""
-        check_tensor(input_ids, "input_ids", ndim=2, floating=False)
-        check_ids(input_ids, "input_ids", self.config.vocab_size)
 
     def forward(
         self,
@@ -103,22 +131,3 @@ class CausalLM(StreamingContainer, nn.Module):
         ``(B, 1, vocab)`` and hidden ``(B, 1, dim)``. No value checks: the ids come from the model."""
         hidden = self.decoder(self.embed(tokens), positions=positions, key_padding_mask=key_padding_mask)
         return self.lm_head(hidden), hidden
-
-    def restrict_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """``logits (..., vocab)`` with the ids generation must never pick at ``-inf`` (none here)."""
-        return logits
-
-    def stream_generate(self, input_ids: torch.Tensor, **kwargs: Any) -> Iterator[GenerationStep]:
-        """KV-cached decoding, one :class:`GenerationStep` per token (see :func:`.generation.stream_generate`)."""
-        return stream_generate(self, input_ids, **kwargs)
-
-    def generate(
-        self, input_ids: torch.Tensor, *, on_token: Callable[[GenerationStep], None] | None = None, **kwargs: Any
-    ) -> GenerationOutput:
-        """Run :meth:`stream_generate` to the end; ``on_token`` sees every step as it is made."""
-        return generate(self.stream_generate(input_ids, **kwargs), on_token)
-
-    def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
-        g = torch.Generator().manual_seed(seed)
-        ids = torch.randint(0, self.config.vocab_size, (len(lengths), max(lengths)), generator=g)
-        return ContractInputs({"input_ids": ids}, torch.tensor(list(lengths)), {"input_ids": 1})

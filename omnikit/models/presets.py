@@ -1,4 +1,5 @@
-"""Registered decoder presets: tiny models, published Qwen3 / Qwen3-MoE shapes, the Qwen3-Next hybrid MoE stack."""
+"""Registered decoder presets: tiny models, published Qwen3 / Qwen3-MoE and Gemma 4 text shapes, the Qwen3-Next
+hybrid MoE stack."""
 
 from __future__ import annotations
 
@@ -6,11 +7,15 @@ from typing import Any
 
 from omnikit.layers.decoder import DecoderConfig
 from omnikit.layers.hybrid import HybridConfig, HybridDecoder
+from omnikit.models.gemma4 import Gemma4Config, Gemma4LM
 from omnikit.models.language_model import CausalLM
 from omnikit.moe.layer import MoE, MoEConfig
 from omnikit.registry import configure, register_model
 
-__all__ = ["decoder_tiny", "hybrid_moe_tiny", "qwen3_0_6b", "qwen3_1_7b", "qwen3_30b_a3b", "qwen3_next_80b_a3b"]
+__all__ = [
+    "decoder_tiny", "gemma4_26b_a4b", "gemma4_31b", "gemma4_e2b", "gemma4_e4b", "gemma4_tiny", "hybrid_moe_tiny",
+    "qwen3_0_6b", "qwen3_1_7b", "qwen3_30b_a3b", "qwen3_next_80b_a3b",
+]
 
 
 @register_model(kind="decoder", modalities=("text",))
@@ -80,3 +85,60 @@ def qwen3_next_80b_a3b(**overrides: Any) -> HybridDecoder:
     moe = MoEConfig(dim=config.dim, num_experts=512, top_k=10, expert_hidden=512, shared_hidden=512,
                     shared_gate=True)
     return HybridDecoder(config, mlp_factory=lambda i: MoE(moe))
+
+
+def _gemma4_pattern(depth: int, period: int) -> tuple[str, ...]:
+    """``period - 1`` sliding layers then one full layer, repeated; the last layer full."""
+    return tuple("full" if (i + 1) % period == 0 or i == depth - 1 else "sliding" for i in range(depth))
+
+
+def _gemma4(name: str, overrides: dict[str, Any], depth: int, period: int, **values: Any) -> Gemma4LM:
+    defaults = dict(depth=depth, layer_types=_gemma4_pattern(depth, period), vocab_size=262_144, head_dim=256,
+                    global_head_dim=512, final_softcap=30.0)
+    return Gemma4LM(configure(Gemma4Config, name, overrides, **{**defaults, **values}))
+
+
+@register_model(kind="decoder", modalities=("text",))
+def gemma4_tiny(**overrides: Any) -> Gemma4LM:
+    """A 4-layer Gemma 4 LM at dim 32 with every text feature: sliding/full layers of head size 8/16,
+    K = V full layers, KV sharing in the last 2 layers (double-wide MLPs), per-layer embeddings,
+    a MoE of 4 tanh-GELU experts beside the MLP, final softcap."""
+    return _gemma4(
+        "gemma4_tiny", overrides, 4, 2, dim=32, num_heads=4, num_kv_heads=2, head_dim=8, global_head_dim=16,
+        global_kv_heads=1, k_eq_v=True, mlp_hidden=32, vocab_size=128, sliding_window=4, num_kv_shared_layers=2,
+        double_wide_mlp=True, per_layer_dim=8, num_experts=4, top_k=2, expert_hidden=16, final_softcap=10.0,
+    )
+
+
+@register_model(kind="decoder", modalities=("text",))
+def gemma4_e2b(**overrides: Any) -> Gemma4LM:
+    """Gemma 4 E2B text model shapes: 35 layers at dim 1536 (4 sliding : 1 full, window 512), 8 q / 1 kv
+    heads of 256 (512 on full layers), FFN 6144 (12288 in the 20 KV-shared layers), per-layer embeddings
+    of 256."""
+    return _gemma4("gemma4_e2b", overrides, 35, 5, dim=1536, num_heads=8, num_kv_heads=1, mlp_hidden=6144,
+                   num_kv_shared_layers=20, double_wide_mlp=True, per_layer_dim=256)
+
+
+@register_model(kind="decoder", modalities=("text",))
+def gemma4_e4b(**overrides: Any) -> Gemma4LM:
+    """Gemma 4 E4B text model shapes: 42 layers at dim 2560 (5 sliding : 1 full, window 512), 8 q / 2 kv
+    heads of 256 (512 on full layers), FFN 10240, KV shared in the last 18 layers, per-layer embeddings of 256."""
+    return _gemma4("gemma4_e4b", overrides, 42, 6, dim=2560, num_heads=8, num_kv_heads=2, mlp_hidden=10240,
+                   num_kv_shared_layers=18, per_layer_dim=256)
+
+
+@register_model(kind="decoder", modalities=("text",))
+def gemma4_26b_a4b(**overrides: Any) -> Gemma4LM:
+    """Gemma 4 26B-A4B text model shapes (build on ``device="meta"``): 30 layers at dim 2816 (5 sliding :
+    1 full, window 1024), 16 q / 8 kv heads of 256, full layers 2 kv heads of 512 with K = V, dense FFN
+    2112 beside a MoE of 128 experts of 704, top-8."""
+    return _gemma4("gemma4_26b_a4b", overrides, 30, 6, dim=2816, num_heads=16, num_kv_heads=8, global_kv_heads=2,
+                   k_eq_v=True, mlp_hidden=2112, sliding_window=1024, num_experts=128, top_k=8, expert_hidden=704)
+
+
+@register_model(kind="decoder", modalities=("text",))
+def gemma4_31b(**overrides: Any) -> Gemma4LM:
+    """Gemma 4 31B text model shapes (build on ``device="meta"``): 60 layers at dim 5376 (5 sliding : 1
+    full, window 1024), 32 q / 16 kv heads of 256, full layers 4 kv heads of 512 with K = V, FFN 21504."""
+    return _gemma4("gemma4_31b", overrides, 60, 6, dim=5376, num_heads=32, num_kv_heads=16, global_kv_heads=4,
+                   k_eq_v=True, mlp_hidden=21504, sliding_window=1024)

@@ -13,6 +13,7 @@ from omnikit.moe.layer import MoE, MoEAux, MoEConfig
 from omnikit.moe.losses import load_balancing_loss, router_z_loss
 from omnikit.moe.plot import plot_expert_load
 from omnikit.moe.router import Routing, TopKRouter
+from omnikit.moe.scaled_router import ScaledNormRouter
 
 __all__ = [
     "DispatchPlan",
@@ -23,6 +24,7 @@ __all__ = [
     "Routing",
     "RowChunk",
     "RowLayout",
+    "ScaledNormRouter",
     "SwiGLUExperts",
     "TokenBags",
     "TopKRouter",

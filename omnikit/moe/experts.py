@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from omnikit.layers.mlp import GATE_ACTIVATIONS
 from omnikit.moe.dispatch import DispatchPlan
 from omnikit.moe.grouped import RowChunk, RowLayout, TokenBags, grouped_mm_native, grouped_swiglu, pair_experts
 from omnikit.moe.traced import ragged_swiglu
@@ -42,16 +43,21 @@ class SwiGLUExperts(nn.Module):
             aligned widths), padded elsewhere (padding to the busiest expert costs extra rows:
             17% under a random router at 64 experts, top-8).
 
+        activation: gate activation, ``"silu"`` (SwiGLU) or ``"gelu_tanh"`` (GeGLU experts, Gemma 4).
+
     ``forward(x: (N, dim), plan) -> (N, dim)``: the routing-weighted sum of each token's experts.
     """
 
-    def __init__(self, num_experts: int, dim: int, hidden: int, *, gemm: str = "auto") -> None:
+    def __init__(self, num_experts: int, dim: int, hidden: int, *, gemm: str = "auto",
+                 activation: str = "silu") -> None:
         super().__init__()
         check_positive(num_experts, "num_experts")
         check_positive(dim, "dim")
         check_positive(hidden, "expert_hidden")
         check_choice(gemm, "expert_gemm", EXPERT_GEMMS)
+        check_choice(activation, "activation", GATE_ACTIVATIONS)
         self.num_experts, self.dim, self.hidden, self.gemm = num_experts, dim, hidden, gemm
+        self.activation = activation
         self.gate_up = nn.Parameter(torch.empty(num_experts, 2 * hidden, dim))
         self.down = nn.Parameter(torch.empty(num_experts, dim, hidden))
         nn.init.uniform_(self.gate_up, -1 / math.sqrt(dim), 1 / math.sqrt(dim))
@@ -96,8 +102,10 @@ class SwiGLUExperts(nn.Module):
 
     def forward(self, x: torch.Tensor, plan: DispatchPlan) -> torch.Tensor:
         if torch.compiler.is_compiling():  # no layout chosen from routed counts: one ragged graph
-            return ragged_swiglu(x, self.gate_up, self.down, plan.weight, plan.token_index, plan.offsets)
-        return grouped_swiglu(x, self.gate_up, self.down, *self.arrange(x, plan))
+            return ragged_swiglu(x, self.gate_up, self.down, plan.weight, plan.token_index, plan.offsets,
+                                 self.activation)
+        return grouped_swiglu(x, self.gate_up, self.down, *self.arrange(x, plan), self.activation)
 
     def extra_repr(self) -> str:
-        return f"experts={self.num_experts}, dim={self.dim}, hidden={self.hidden}, gemm={self.gemm!r}"
+        act = "" if self.activation == "silu" else f", activation={self.activation!r}"
+        return f"experts={self.num_experts}, dim={self.dim}, hidden={self.hidden}, gemm={self.gemm!r}{act}"

@@ -28,11 +28,14 @@ preallocated tensor. The CPU uses two kinds:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from omnikit.layers.mlp import gate_activation
 
 __all__ = [
     "GroupedSwiGLU", "RowChunk", "RowLayout", "TokenBags", "grouped_mm_native", "grouped_swiglu", "pair_experts",
@@ -152,11 +155,21 @@ def pair_experts(rows_per_expert: list[int]) -> tuple[list[RowChunk], list[int]]
     return chunks, first_slot
 
 
-def _silu_and_grad(gate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``silu(g)`` and its derivative ``sigmoid(g) * (1 - silu(g)) + silu(g)``."""
-    sig = torch.sigmoid(gate)
-    silu = gate * sig
-    return silu, silu.neg().add_(1).mul_(sig).add_(silu)
+_GELU_C = math.sqrt(2.0 / math.pi)
+
+
+def _act_and_grad(gate: torch.Tensor, activation: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``act(g)`` and its derivative: silu, ``sigmoid(g) * (1 - silu(g)) + silu(g)``, or tanh-GELU,
+    ``0.5 (1 + t) + 0.5 g (1 - t^2) c (1 + 3 a g^2)`` with ``t = tanh(c (g + a g^3))``."""
+    if activation == "silu":
+        sig = torch.sigmoid(gate)
+        silu = gate * sig
+        return silu, silu.neg().add_(1).mul_(sig).add_(silu)
+    square = gate * gate
+    t = torch.tanh(_GELU_C * gate * (1 + 0.044715 * square))
+    act = 0.5 * gate * (1 + t)
+    grad = 0.5 * (1 + t) + 0.5 * gate * (1 - t * t) * _GELU_C * (1 + 3 * 0.044715 * square)
+    return act, grad
 
 
 @dataclass(frozen=True)
@@ -218,22 +231,24 @@ class GroupedSwiGLU(torch.autograd.Function):
         bags: the :class:`TokenBags` of all rows when ``chunks`` is a single chunk, else ``None``
             (per-token sums then go through ``index_add_``).
 
+        activation: the gate activation, ``"silu"`` or ``"gelu_tanh"`` (GeGLU experts).
+
     Returns ``(N, D)``; tokens with no row get zeros.
     """
 
     @staticmethod
-    def forward(ctx, x, gate_up, down, row_weight, token_index, chunks, bags):  # type: ignore[override]
+    def forward(ctx, x, gate_up, down, row_weight, token_index, chunks, bags, activation="silu"):  # type: ignore[override]
         hidden = down.shape[-1]
         out = _RowSum(bags, x.shape[0], x)
         saved = []
         for chunk in chunks:
             rows = token_index[chunk.rows]
             gate_up_out = chunk.layout.mm(x.index_select(0, rows), gate_up[chunk.experts].transpose(1, 2))
-            act = F.silu(gate_up_out[:, :hidden])
+            act = gate_activation(gate_up_out[:, :hidden], activation)
             act.mul_(gate_up_out[:, hidden:]).mul_(row_weight[chunk.rows, None])
             out.add(rows, chunk.layout.mm(act, down[chunk.experts].transpose(1, 2)))
             saved.append(gate_up_out)
-        ctx.chunks, ctx.bags = chunks, bags
+        ctx.chunks, ctx.bags, ctx.activation = chunks, bags, activation
         ctx.save_for_backward(x, gate_up, down, row_weight, token_index, *saved)
         return out.total
 
@@ -253,7 +268,7 @@ class GroupedSwiGLU(torch.autograd.Function):
             gate, up = gate_up_out[:, :hidden], gate_up_out[:, hidden:]
             grad_y = grad_out.index_select(0, rows)
             grad_act = layout.mm(grad_y, down[chunk.experts])  # d loss / d (weighted activation)
-            silu, silu_grad = _silu_and_grad(gate)
+            silu, silu_grad = _act_and_grad(gate, ctx.activation)
             act = silu * up
             if need_weight:
                 grad_weight = _into(grad_weight, chunk.rows, torch.linalg.vecdot, grad_act, act)
@@ -271,7 +286,7 @@ class GroupedSwiGLU(torch.autograd.Function):
             if need_x:
                 grad_x.add(rows, layout.mm(grad_gate_up_out, gate_up[chunk.experts]))
         grad_x = grad_x.total if grad_x is not None else None
-        return grad_x, grad_gate_up, grad_down, grad_weight, None, None, None
+        return grad_x, grad_gate_up, grad_down, grad_weight, None, None, None, None
 
 
 def grouped_swiglu(
@@ -282,6 +297,7 @@ def grouped_swiglu(
     token_index: torch.Tensor,
     chunks: list[RowChunk],
     bags: TokenBags | None,
+    activation: str = "silu",
 ) -> torch.Tensor:
     """Functional entry to :class:`GroupedSwiGLU` (same arguments; ``row_weight`` is cast to ``x``'s dtype)."""
-    return GroupedSwiGLU.apply(x, gate_up, down, row_weight.to(x.dtype), token_index, chunks, bags)
+    return GroupedSwiGLU.apply(x, gate_up, down, row_weight.to(x.dtype), token_index, chunks, bags, activation)

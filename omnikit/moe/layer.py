@@ -57,6 +57,7 @@ class MoEConfig:
             Expert choice uses 1.0 when ``None``.
         balance_bias: auxiliary-loss-free balancing bias (DeepSeek-V3), see :meth:`MoE.update_bias`.
         expert_gemm: ``"auto"``, ``"ragged"`` or ``"padded"`` expert GEMMs (see :class:`SwiGLUExperts`).
+        activation: gate activation of the experts, ``"silu"`` or ``"gelu_tanh"`` (Gemma 4).
     """
 
     dim: int
@@ -72,6 +73,7 @@ class MoEConfig:
     capacity_factor: float | None = None
     balance_bias: bool = False
     expert_gemm: str = "auto"
+    activation: str = "silu"
 
 
 @dataclass
@@ -133,8 +135,10 @@ class MoE(nn.Module):
             config.dim, config.num_experts, config.top_k, scoring=config.scoring,
             normalize=config.normalize_weights, scale=config.route_scale, balance_bias=config.balance_bias,
         )
-        self.experts = SwiGLUExperts(config.num_experts, config.dim, config.expert_hidden, gemm=config.expert_gemm)
-        self.shared = SwiGLU(config.dim, config.shared_hidden) if config.shared_hidden else None
+        self.experts = SwiGLUExperts(config.num_experts, config.dim, config.expert_hidden, gemm=config.expert_gemm,
+                                     activation=config.activation)
+        self.shared = (SwiGLU(config.dim, config.shared_hidden, activation=config.activation)
+                       if config.shared_hidden else None)
         self.shared_gate = nn.Linear(config.dim, 1, bias=False) if config.shared_gate else None
 
     def parallel_plan(self) -> ParallelPlan:
@@ -156,10 +160,14 @@ class MoE(nn.Module):
         plan = token_choice_plan(routing.expert_index, routing.weight, cfg.num_experts, cfg.capacity_factor)
         return plan, routing.logits, routing.scores
 
-    def forward(self, x: torch.Tensor, *, return_aux: bool = False) -> torch.Tensor | tuple[torch.Tensor, MoEAux]:
+    def forward(
+        self, x: torch.Tensor, *, return_aux: bool = False, route_input: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, MoEAux]:
         """Args:
             x: ``(..., dim)`` tokens.
             return_aux: also return the :class:`MoEAux` of this call.
+            route_input: ``(..., dim)`` what the router reads instead of ``x`` (Gemma 4 routes the
+                un-normed residual and feeds the experts its normed copy).
 
         Returns:
             ``(..., dim)``, or ``(output, aux)`` with ``return_aux=True``.
@@ -174,7 +182,9 @@ class MoE(nn.Module):
         check_weight_dtype(x, "x", self)
         check_finite(x, "x", "a MoE layer would route such tokens arbitrarily and its losses would hide them")
         tokens = x.reshape(-1, self.config.dim)
-        plan, logits, scores = self.plan(tokens)
+        if route_input is not None:
+            check_tensor(route_input, "route_input", shape=tuple(x.shape), floating=True)
+        plan, logits, scores = self.plan(tokens if route_input is None else route_input.reshape(-1, self.config.dim))
         out = self.experts(tokens, plan)
         if self.shared is not None:
             shared = self.shared(tokens)

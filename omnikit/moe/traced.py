@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from omnikit.layers.mlp import gate_activation
 from omnikit.moe.grouped import grouped_mm_native
 
 __all__ = ["grouped_mm", "ragged_swiglu"]
@@ -79,9 +80,10 @@ def ragged_swiglu(
     row_weight: torch.Tensor,
     token_index: torch.Tensor,
     offsets: torch.Tensor,
+    activation: str = "silu",
 ) -> torch.Tensor:
-    """``out[t] = sum_r w_r * down_e(silu(gate_e x_t) * up_e x_t)``, traceable (same maths as
-    :class:`~omnikit.moe.grouped.GroupedSwiGLU`).
+    """``out[t] = sum_r w_r * down_e(act(gate_e x_t) * up_e x_t)`` (``act``: ``activation``, silu by
+    default), traceable (same maths as :class:`~omnikit.moe.grouped.GroupedSwiGLU`).
 
     Args: ``x (N, D)``, ``gate_up (E, 2H, D)``, ``down (E, D, H)``, ``row_weight (R,)``,
     ``token_index (R,)`` int64 sorted by expert, ``offsets (E,)`` int32 cumulative rows per expert.
@@ -89,6 +91,7 @@ def ragged_swiglu(
     """
     hidden = down.shape[-1]
     gate_up_out = grouped_mm(x.index_select(0, token_index), gate_up.transpose(1, 2), offsets)  # (R, 2H)
-    act = F.silu(gate_up_out[:, :hidden]) * gate_up_out[:, hidden:] * row_weight.to(x.dtype)[:, None]
+    act = gate_activation(gate_up_out[:, :hidden], activation) * gate_up_out[:, hidden:]
+    act = act * row_weight.to(x.dtype)[:, None]
     rows_out = grouped_mm(act, down.transpose(1, 2), offsets)  # (R, D)
     return x.new_zeros(x.shape).index_add(0, token_index, rows_out)

@@ -7,6 +7,7 @@ from typing import Any
 
 from omnikit.registry import configure, register_model
 from omnikit.vision.frame_encoder import FrameEncoder
+from omnikit.vision.gemma4 import Gemma4VisionConfig, Gemma4VisionEncoder
 from omnikit.vision.qwen3_vit import Qwen3ViT, Qwen3ViTConfig
 from omnikit.vision.video_vit import VideoViT, VideoViTConfig
 from omnikit.vision.window_vit import WindowViT, WindowViTConfig
@@ -85,3 +86,26 @@ def video_vit_qwen2vl(**overrides: Any) -> VideoViT:
     """Qwen2-VL sized video ViT: width 1280, 32 layers, 16 heads, (2, 14, 14) patches, 2x2 merger."""
     return VideoViT(configure(VideoViTConfig, "video_vit_qwen2vl", overrides, dim=1280, depth=32, num_heads=16,
                               out_dim=3584))
+
+
+@register_model(kind="frame_encoder", modalities=("image",))
+def gemma4_vision_tiny(**overrides: Any) -> Gemma4VisionEncoder:
+    """A 2-block Gemma 4 vision tower (2x2-pixel patches, 2x2 pooling, dim 32) with a 32-wide embedder."""
+    return Gemma4VisionEncoder(configure(
+        Gemma4VisionConfig, "gemma4_vision_tiny", overrides, dim=32, depth=2, num_heads=4, num_kv_heads=2,
+        head_dim=8, mlp_hidden=48, patch_size=2, position_table=32, pool=2, text_dim=32))
+
+
+@register_model(kind="frame_encoder", modalities=("image",))
+def gemma4_vision(**overrides: Any) -> Gemma4VisionEncoder:
+    """Gemma 4 E2B / E4B vision tower shapes: 16 blocks at width 768, 12 heads of 64, MLP 3072, 16-pixel
+    patches, 3x3 pooling (pass ``text_dim`` for the embedder into a language model)."""
+    return Gemma4VisionEncoder(configure(Gemma4VisionConfig, "gemma4_vision", overrides))
+
+
+@register_model(kind="frame_encoder", modalities=("image",))
+def gemma4_vision_large(**overrides: Any) -> Gemma4VisionEncoder:
+    """Gemma 4 26B-A4B / 31B vision tower shapes: 27 blocks at width 1152, 16 heads of 72, MLP 4304,
+    16-pixel patches, 3x3 pooling."""
+    return Gemma4VisionEncoder(configure(Gemma4VisionConfig, "gemma4_vision_large", overrides, dim=1152, depth=27,
+                                         num_heads=16, num_kv_heads=16, head_dim=72, mlp_hidden=4304))

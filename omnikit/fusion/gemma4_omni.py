@@ -1,0 +1,147 @@
+"""Gemma 4's whole model: the language model reading image and audio soft tokens at their placeholders.
+
+``input_ids`` carry one ``image_token_id`` per image soft token and one ``audio_token_id`` per
+audio soft token; the towers' valid tokens, in batch order, replace them (their count must match).
+Placeholders embed as the padding token for the per-layer embeddings. With
+``bidirectional_vision`` (``use_bidirectional_attention="vision"``), the tokens of one image see
+each other both ways on sliding layers (still within the window); full layers stay causal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from omnikit.audio.gemma4 import Gemma4AudioEncoder
+from omnikit.models.gemma4 import Gemma4LM
+from omnikit.models.language_model import TokenLM
+from omnikit.streaming import StreamingContainer
+from omnikit.testing import ContractInputs
+from omnikit.utils.checks import OmnikitValueError
+from omnikit.utils.parallel import ParallelPlan
+from omnikit.vision.gemma4 import Gemma4VisionEncoder
+
+__all__ = ["Gemma4Omni", "vision_blocks"]
+
+
+def vision_blocks(is_image: torch.Tensor) -> torch.Tensor:
+    """``(B, T)`` bool -> ``(B, T)`` int: the index of each run of image tokens, -1 elsewhere."""
+    starts = is_image & ~torch.cat((torch.zeros_like(is_image[:, :1]), is_image[:, :-1]), dim=1)
+    return torch.where(is_image, starts.long().cumsum(dim=1) - 1, -1)
+
+
+class Gemma4Omni(TokenLM, StreamingContainer, nn.Module):
+    """``input_ids (B, T)`` with media placeholders (+ images, audio) -> logits ``(B, T, vocab)``.
+
+    Submodules: ``lm`` (:class:`Gemma4LM`), ``vision`` (:class:`Gemma4VisionEncoder`), ``audio``
+    (:class:`Gemma4AudioEncoder`), each tower with its embedder into the text width.
+    """
+
+    supports_streaming = True
+
+    def __init__(
+        self,
+        lm: Gemma4LM,
+        vision: Gemma4VisionEncoder | None = None,
+        audio: Gemma4AudioEncoder | None = None,
+        *,
+        image_token_id: int,
+        audio_token_id: int,
+        video_token_id: int | None = None,
+        pad_token_id: int = 0,
+        bidirectional_vision: bool = False,
+    ) -> None:
+        super().__init__()
+        self.lm, self.vision, self.audio = lm, vision, audio
+        for tower, name in ((vision, "vision"), (audio, "audio")):
+            if tower is not None and tower.output_dim != lm.config.dim:
+                raise OmnikitValueError(f"`{name}` expected soft tokens of width {lm.config.dim} but gives "
+                                        f"{tower.output_dim} (set its text_dim)")
+        self.image_token_id, self.audio_token_id, self.pad_token_id = image_token_id, audio_token_id, pad_token_id
+        self.video_token_id = video_token_id
+        self.bidirectional_vision = bidirectional_vision
+
+    @property
+    def config(self) -> Any:  # the language model's (vocab_size for generation)
+        return self.lm.config
+
+    @property
+    def embed(self) -> nn.Embedding:
+        return self.lm.embed
+
+    def _scatter(self, embeds: torch.Tensor, slots: torch.Tensor, tokens: torch.Tensor, what: str) -> torch.Tensor:
+        """``embeds (B, T, D)`` with the rows where ``slots`` is set replaced by ``tokens (N, D)`` in order."""
+        if not torch.compiler.is_compiling() and int(slots.sum()) != tokens.shape[0]:
+            raise OmnikitValueError(f"`input_ids` hold {int(slots.sum())} {what} placeholders but the {what} "
+                                    f"tower gives {tokens.shape[0]} soft tokens")
+        return embeds.masked_scatter(slots[..., None], tokens.to(embeds.dtype))
+
+    def parallel_plan(self) -> ParallelPlan:
+        """The towers are FSDP units (the language model brings its own plan)."""
+        return ParallelPlan(fsdp_units=[m for m in (self.vision, self.audio) if m is not None])
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        pixel_values: torch.Tensor | None = None,
+        image_positions: torch.Tensor | None = None,
+        audio_features: torch.Tensor | None = None,
+        audio_lengths: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+        return_hidden: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Args:
+        input_ids: ``(B, T)`` with placeholders.
+        pixel_values, image_positions: images for :class:`Gemma4VisionEncoder` (``(I, N, 3 p^2)``, ``(I, N, 2)``).
+        audio_features, audio_lengths: clips for :class:`Gemma4AudioEncoder` (``(A, mels, frames)``, ``(A,)``).
+        positions, key_padding_mask: as :meth:`Gemma4LM.forward`.
+        """
+        self.check_ids(input_ids)
+        is_image, is_audio = input_ids == self.image_token_id, input_ids == self.audio_token_id
+        placeholders = is_image | is_audio
+        if self.video_token_id is not None:  # video placeholders embed as padding too (no video tower here)
+            placeholders = placeholders | (input_ids == self.video_token_id)
+        text_ids = input_ids.masked_fill(placeholders, self.pad_token_id)
+        embeds = self.lm.embed_tokens(text_ids)
+        if pixel_values is not None:
+            if self.vision is None or image_positions is None:
+                raise OmnikitValueError("`pixel_values` need a vision tower and `image_positions`")
+            out = self.vision(pixel_values, image_positions)
+            embeds = self._scatter(embeds, is_image, out.hidden_states[out.mask], "image")
+        if audio_features is not None:
+            if self.audio is None:
+                raise OmnikitValueError("`audio_features` need an audio tower")
+            out = self.audio(audio_features, audio_lengths)
+            embeds = self._scatter(embeds, is_audio, out.hidden_states[out.mask], "audio")
+        masks: dict[str, Any] = {}
+        if self.bidirectional_vision and bool(is_image.any()):
+            masks = {"sliding_attention_mask": self._vision_mask(is_image), "sliding_causal": False}
+        logits, hidden = self.lm.run(text_ids, embeds, positions=positions, key_padding_mask=key_padding_mask,
+                                     **masks)
+        return (logits, hidden) if return_hidden else logits
+
+    def _vision_mask(self, is_image: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, T, S)`` causal, or within one image, over the cached and the new positions."""
+        cached = self.lm.decoder.blocks[0].attn.cache_length
+        length = is_image.shape[1]
+        blocks = vision_blocks(is_image)
+        query = torch.arange(cached, cached + length, device=is_image.device)
+        key = torch.arange(cached + length, device=is_image.device)
+        causal = key[None, :] <= query[:, None]
+        key_blocks = torch.cat((blocks.new_full((blocks.shape[0], cached), -1), blocks), dim=1)
+        same = (blocks[:, :, None] == key_blocks[:, None, :]) & (blocks[:, :, None] >= 0)
+        return (causal[None] | same)[:, None]
+
+    def decode_step(
+        self, tokens: torch.Tensor, *, positions: torch.Tensor, key_padding_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One generated text token per item (see :meth:`Gemma4LM.decode_step`)."""
+        return self.lm.decode_step(tokens, positions=positions, key_padding_mask=key_padding_mask)
+
+    def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
+        return self.lm.contract_inputs(lengths, seed=seed)
