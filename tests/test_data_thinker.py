@@ -103,3 +103,62 @@ def test_thinker_talker_batches_carry_codes() -> None:
         processor([{"text": "no speech"}])
     with pytest.raises(ValueError, match=r"with F <= 4 .* but got 5 frames"):
         processor([{"text": "ab", "codes": torch.zeros(k, 5, dtype=torch.long)}])
+
+
+def _tiny_tokenizer():
+    """A character-level Hugging Face tokenizer built offline: printable ASCII at ids 1..95, newline 112, the
+    chat markers and the tiny Thinkers' placeholders / media markers as special tokens at their ids."""
+    tokenizers = pytest.importorskip("tokenizers")
+    transformers = pytest.importorskip("transformers")
+    named = {"audio_token": ("<|AUDIO|>", 120), "image_token": ("<|IMAGE|>", 121), "video_token": ("<|VIDEO|>", 122),
+             "vision_bos_token": ("<|vision_bos|>", 123), "vision_eos_token": ("<|vision_eos|>", 124),
+             "audio_bos_token": ("<|audio_bos|>", 125), "audio_eos_token": ("<|audio_eos|>", 126)}
+    vocab = {"<pad>": 0, **{chr(c): c - 31 for c in range(32, 127)}, "<|im_start|>": 110, "<|im_end|>": 111, "\n": 112}
+    vocab.update(dict(named.values()))
+    model = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<pad>"))
+    model.pre_tokenizer = tokenizers.pre_tokenizers.Split("", "isolated")
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=model, pad_token="<pad>", extra_special_tokens={k: v for k, (v, _) in named.items()})
+    tokenizer.add_tokens(["<|im_start|>", "<|im_end|>"], special_tokens=True)
+    return tokenizer
+
+
+def test_batches_equal_the_transformers_processor() -> None:
+    """Qwen2.5-Omni's processor (Whisper features, Qwen2-VL image and video processors, the tokenizer above) on
+    the same chat, an image, a clip and an audio, left padded: equal ids and masks, pixels to float32
+    rounding, log-mels equal on the valid frames (transformers pads them to 30 s, omnikit to the longest clip)."""
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.qwen2_5_omni.processing_qwen2_5_omni import Qwen2_5OmniProcessor
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    tokenizer = _tiny_tokenizer()
+    geometry = dict(patch_size=4, merge_size=2, temporal_patch_size=2, min_pixels=64, max_pixels=4096)
+    video = dict(geometry, cap_pixels_per_frame=False)
+    reference = Qwen2_5OmniProcessor(
+        image_processor=Qwen2VLImageProcessor(**geometry), video_processor=Qwen2VLVideoProcessor(**video),
+        feature_extractor=transformers.WhisperFeatureExtractor(feature_size=16, sampling_rate=16000),
+        tokenizer=tokenizer)
+    g = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (3, 16, 24), dtype=torch.uint8, generator=g)
+    clip = torch.randint(0, 256, (4, 3, 16, 24), dtype=torch.uint8, generator=g)
+    wav = torch.randn(8000, generator=g) * 0.1
+    samples = [_chat("<image>hi <audio>", "ok", images=[image], audios=[wav]), _chat("<video>moves?", "a box",
+                                                                                    videos=[clip])]
+    texts = ["<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\n<|vision_bos|><|IMAGE|><|vision_eos|>hi "
+             "<|audio_bos|><|AUDIO|><|audio_eos|><|im_end|>\n<|im_start|>assistant\nok<|im_end|>\n",
+             "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\n<|vision_bos|><|VIDEO|><|vision_eos|>moves?"
+             "<|im_end|>\n<|im_start|>assistant\na box<|im_end|>\n"]
+    want = reference(text=texts, images=[image.permute(1, 2, 0).numpy()], videos=[clip.permute(0, 2, 3, 1).numpy()],
+                     audio=[wav.numpy()], padding=True, return_tensors="pt",
+                     videos_kwargs={"size": {"shortest_edge": 64, "longest_edge": 4096}})
+    model = omnikit.create_model("qwen2_5_omni_thinker_tiny")
+    got = OmniProcessor(model, tokenizer, num_frames=4, size=(16, 24), pad_id=tokenizer.pad_token_id)(samples).inputs
+    for key in ("input_ids", "attention_mask", "image_grid_thw", "video_grid_thw"):
+        assert torch.equal(got[key], want[key]), key
+    torch.testing.assert_close(got["video_second_per_grid"], want["video_second_per_grid"].float())
+    for key in ("pixel_values", "pixel_values_videos"):
+        torch.testing.assert_close(got[key], want[key], rtol=0, atol=1e-6)
+    frames = int(want["feature_attention_mask"].sum())
+    assert got["input_features"].shape[-1] == frames and got["feature_attention_mask"].all()
+    torch.testing.assert_close(got["input_features"], want["input_features"][..., :frames], rtol=0, atol=1e-6)
