@@ -1,0 +1,45 @@
+"""Back out of a fine-tune: LoRA on every tower of a load_hf Qwen3-Omni Thinker (MoE experts included), merged
+into the weights and written with save_hf, loads in transformers with the adapted model's logits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+from qwen3_omni_reference import TINY_FULL, randomise, rel_err  # noqa: E402
+from test_convert_hub_qwen3_omni import processor_inputs  # noqa: E402
+from transformers.models.qwen3_omni_moe import configuration_qwen3_omni_moe, modeling_qwen3_omni_moe  # noqa: E402
+
+from omnikit.convert import hf_inputs, load_hf, save_hf  # noqa: E402
+from omnikit.fusion.towers import LORA_KINDS, TOWERS, lora_targets  # noqa: E402
+
+
+def test_merged_lora_exports_to_transformers_with_the_adapted_logits(tmp_path) -> None:
+    torch.manual_seed(0)
+    hub = modeling_qwen3_omni_moe.Qwen3OmniMoeForConditionalGeneration(
+        configuration_qwen3_omni_moe.Qwen3OmniMoeConfig(**TINY_FULL))
+    randomise(hub, scale=0.3).save_pretrained(tmp_path / "snapshot", max_shard_size="100KB")
+    thinker = load_hf(tmp_path / "snapshot").eval()
+    inputs = processor_inputs(thinker, [[("text", 2), ("image", 8, 16), ("audio", 120), ("text", 3)]], seed=4)
+    kwargs = hf_inputs(thinker, inputs)
+    with torch.no_grad():
+        original = thinker(**kwargs)
+    torch.manual_seed(1)
+    config = peft.LoraConfig(r=2, lora_alpha=4, init_lora_weights=False, **lora_targets(thinker, TOWERS, LORA_KINDS))
+    model = peft.get_peft_model(thinker, config).eval()
+    with torch.no_grad():
+        adapted = model(**kwargs)
+        merged = model.merge_and_unload()
+        assert not any("lora_" in n for n, _ in merged.named_parameters())
+        torch.testing.assert_close(merged(**kwargs), adapted, rtol=1e-4, atol=1e-5)
+    assert rel_err(adapted, original) > 1e-2  # the adapters matter
+    out = save_hf(merged, tmp_path / "export", max_shard_size="100KB")
+    again = modeling_qwen3_omni_moe.Qwen3OmniMoeForConditionalGeneration.from_pretrained(out).eval()
+    with torch.no_grad():
+        reference = again.thinker(**inputs).logits
+        reloaded = load_hf(out).eval()(**kwargs)
+    assert rel_err(reference, adapted) < 1e-4
+    assert rel_err(reloaded, adapted) < 1e-5
