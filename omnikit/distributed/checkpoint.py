@@ -9,8 +9,10 @@ layout of :func:`omnikit.convert.save_hf`.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +73,8 @@ def save_distributed(
     state: dict[str, Any] = {"model": get_model_state_dict(model)}
     if optimizer is not None:
         state["optimizer"] = get_optimizer_state_dict(model, optimizer)
-    dcp.save(state, checkpoint_id=str(path))
+    with _one_process_quietly():
+        dcp.save(state, checkpoint_id=str(path))
     write_atomically(path, [(f"trainer-rank{_rank()}.json", lambda p: p.write_text(text, encoding="utf-8"))])
     _barrier()
     if _rank() == 0:
@@ -107,7 +110,8 @@ def load_distributed(
         if not any(k.startswith("optimizer.") for k in stored):
             raise OmnikitValueError(f"`optimizer` was given but the checkpoint {str(path)!r} holds no optimizer state")
         request["optimizer"] = get_optimizer_state_dict(model, optimizer)
-    dcp.load(request, checkpoint_id=str(path))  # fills in place
+    with _one_process_quietly():
+        dcp.load(request, checkpoint_id=str(path))  # fills in place
     set_model_state_dict(model, state)
     if optimizer is not None:
         set_optimizer_state_dict(model, optimizer, request["optimizer"])
@@ -126,6 +130,15 @@ def read_extra(directory: str | Path) -> dict[str, Any]:
     if not nested:
         raise OmnikitValueError(f"`directory` {str(directory)!r} holds bare weights without `extra`")
     return _trainer_state(path)["extra"]
+
+
+@contextlib.contextmanager
+def _one_process_quietly() -> Iterator[None]:
+    """Without a process group DCP warns that it assumes one process: that is the documented use here."""
+    with warnings.catch_warnings():
+        if not dist.is_initialized():
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
 
 
 def _rank() -> int:
