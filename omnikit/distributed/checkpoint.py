@@ -106,15 +106,23 @@ def load_distributed(
     state = get_model_state_dict(model)
     weights = {as_stored.get(k, k): v for k, v in state.items()}
     request: dict[str, Any] = {"model": weights} if nested else weights
+    stepped: set[str] = set()  # parameters the saved optimizer had state for
     if optimizer is not None:
         if not any(k.startswith("optimizer.") for k in stored):
             raise OmnikitValueError(f"`optimizer` was given but the checkpoint {str(path)!r} holds no optimizer state")
-        request["optimizer"] = get_optimizer_state_dict(model, optimizer)
+        stepped = {k[len("optimizer.state."):].rpartition(".")[0] for k in stored if k.startswith("optimizer.state.")}
+        optim = get_optimizer_state_dict(model, optimizer)
+        optim["state"] = {fqn: v for fqn, v in optim["state"].items() if fqn in stepped}
+        request["optimizer"] = optim
     with _one_process_quietly():
         dcp.load(request, checkpoint_id=str(path))  # fills in place
     set_model_state_dict(model, state)
     if optimizer is not None:
-        set_optimizer_state_dict(model, optimizer, request["optimizer"])
+        set_optimizer_state_dict(model, optimizer, request["optimizer"], options=StateDictOptions(strict=False))
+        # a parameter without a gradient before the save had no state: it starts afresh, as it would have
+        names = {p: n for n, p in model.named_parameters()}
+        for param in [p for p in optimizer.state if names.get(p) not in stepped]:
+            del optimizer.state[param]
     if scheduler is not None:
         saved = _trainer_state(path)["scheduler"]
         if saved is None:
