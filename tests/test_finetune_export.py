@@ -3,6 +3,8 @@ into the weights and written with save_hf, loads in transformers with the adapte
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -43,3 +45,35 @@ def test_merged_lora_exports_to_transformers_with_the_adapted_logits(tmp_path) -
         reloaded = load_hf(out).eval()(**kwargs)
     assert rel_err(reference, adapted) < 1e-4
     assert rel_err(reloaded, adapted) < 1e-5
+
+
+def test_adapter_alone_loads_with_peft_on_the_transformers_model(tmp_path) -> None:
+    """save_hf_adapter: LoRA on every tower of a load_hf Qwen2.5-Omni Thinker, written in peft's format under the
+    published names (fused q/k/v split into q_proj/k_proj/v_proj), loads with peft onto transformers' model
+    of the original snapshot with the adapted logits; experts adapters are refused."""
+    from test_convert_hub_qwen2_5_omni import THINKER, mixed_prompt
+    from transformers.models.qwen2_5_omni import configuration_qwen2_5_omni, modeling_qwen2_5_omni
+
+    from omnikit.convert.peft_adapter import save_hf_adapter
+
+    torch.manual_seed(0)
+    hub = modeling_qwen2_5_omni.Qwen2_5OmniThinkerForConditionalGeneration(
+        configuration_qwen2_5_omni.Qwen2_5OmniThinkerConfig(**THINKER))
+    hub.save_pretrained(tmp_path / "snapshot")
+    thinker = load_hf(tmp_path / "snapshot").eval()
+    targets = lora_targets(thinker, TOWERS, ("attention", "mlp", "linear"))
+    model = peft.get_peft_model(thinker, peft.LoraConfig(r=2, lora_alpha=4, init_lora_weights=False, **targets))
+    batch = mixed_prompt()
+    with torch.no_grad():
+        adapted = model(**hf_inputs(thinker, batch))
+    out = save_hf_adapter(model.eval(), tmp_path / "adapter")
+    names = json.loads((out / "adapter_config.json").read_text())["target_modules"]
+    assert {"model.language_model.layers.0.self_attn.q_proj", "model.language_model.layers.0.self_attn.k_proj",
+            "model.audio_tower.layers.1.fc2", "model.visual.merger.mlp.2", "lm_head"} <= set(names)
+    reference = modeling_qwen2_5_omni.Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
+        tmp_path / "snapshot").eval()
+    hub_adapted = peft.PeftModel.from_pretrained(reference, out).eval()
+    with torch.no_grad():
+        logits = hub_adapted(**batch).logits
+    valid = batch["attention_mask"].bool()
+    assert rel_err(logits[valid], adapted[valid]) < 1e-4
