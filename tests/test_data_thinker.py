@@ -189,3 +189,13 @@ def test_batches_equal_the_transformers_processor(name: str) -> None:
         return  # the logits then differ through that frame
     with torch.no_grad():  # and the model runs on the transformers processor's batch as on ours
         torch.testing.assert_close(model(**hf_inputs(model, dict(want))), model(**got), rtol=1e-5, atol=1e-5)
+
+
+def test_processors_pickle_for_dataloader_workers() -> None:
+    import copy
+    import pickle
+
+    for name, kind in (("qwen2_5_omni_thinker_tiny", ThinkerProcessor), ("omni_early_tiny", OmniProcessor)):
+        processor = OmniProcessor(omnikit.create_model(name), size=(16, 16))
+        for again in (pickle.loads(pickle.dumps(processor)), copy.deepcopy(processor)):
+            assert type(again) is kind and again.size == (16, 16)

@@ -128,8 +128,8 @@ class OmniProcessor:
     #: The model type a subclass processes (``OmniProcessor(model)`` picks the subclass).
     handles: type | None = None
 
-    def __new__(cls, model: nn.Module, *args: Any, **kwargs: Any) -> OmniProcessor:
-        if cls is OmniProcessor:
+    def __new__(cls, model: nn.Module | None = None, *args: Any, **kwargs: Any) -> OmniProcessor:
+        if cls is OmniProcessor and model is not None:  # (None: unpickling, in a DataLoader worker)
             cls = next((sub for sub in cls.__subclasses__() if sub.handles and isinstance(model, sub.handles)), cls)
         return super().__new__(cls)
 
