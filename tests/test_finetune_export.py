@@ -47,33 +47,51 @@ def test_merged_lora_exports_to_transformers_with_the_adapted_logits(tmp_path) -
     assert rel_err(reloaded, adapted) < 1e-5
 
 
-def test_adapter_alone_loads_with_peft_on_the_transformers_model(tmp_path) -> None:
-    """save_hf_adapter: LoRA on every tower of a load_hf Qwen2.5-Omni Thinker, written in peft's format under the
-    published names (fused q/k/v split into q_proj/k_proj/v_proj), loads with peft onto transformers' model
-    of the original snapshot with the adapted logits; experts adapters are refused."""
+def _qwen2_5_thinker(tmp_path):
     from test_convert_hub_qwen2_5_omni import THINKER, mixed_prompt
     from transformers.models.qwen2_5_omni import configuration_qwen2_5_omni, modeling_qwen2_5_omni
 
+    cls = modeling_qwen2_5_omni.Qwen2_5OmniThinkerForConditionalGeneration
+    cls(configuration_qwen2_5_omni.Qwen2_5OmniThinkerConfig(**THINKER)).save_pretrained(tmp_path)
+    names = {"model.language_model.layers.0.self_attn.q_proj", "model.language_model.layers.0.self_attn.k_proj",
+             "model.audio_tower.layers.1.fc2", "model.visual.merger.mlp.2", "lm_head"}
+    return mixed_prompt(), lambda hub, batch: hub(**batch).logits, cls, names
+
+
+def _qwen3_thinker(tmp_path):
+    cls = modeling_qwen3_omni_moe.Qwen3OmniMoeForConditionalGeneration
+    randomise(cls(configuration_qwen3_omni_moe.Qwen3OmniMoeConfig(**TINY_FULL)), scale=0.3).save_pretrained(tmp_path)
+    thinker = load_hf(tmp_path)
+    batch = processor_inputs(thinker, [[("text", 2), ("image", 8, 16), ("audio", 120), ("text", 3)],
+                                       [("text", 5), ("image", 8, 8), ("text", 1)]], seed=4)
+    names = {"thinker.model.language_model.layers.0.self_attn.v_proj", "thinker.model.visual.blocks.0.attn.qkv",
+             "thinker.model.visual.merger_list.1.mlp.2", "thinker.model.audio_tower.conv_out", "thinker.lm_head"}
+    return batch, lambda hub, batch: hub.thinker(**batch).logits, cls, names
+
+
+@pytest.mark.parametrize("build", [_qwen2_5_thinker, _qwen3_thinker], ids=["qwen2_5_omni", "qwen3_omni"])
+def test_adapter_alone_loads_with_peft_on_the_transformers_model(build, tmp_path) -> None:
+    """save_hf_adapter: LoRA on every tower of a load_hf Thinker, written in peft's format under transformers'
+    module names (fused q/k/v split into q_proj/k_proj/v_proj), loads with peft onto transformers' model of the
+    original snapshot with the adapted logits."""
     from omnikit.convert.peft_adapter import save_hf_adapter
 
     torch.manual_seed(0)
-    hub = modeling_qwen2_5_omni.Qwen2_5OmniThinkerForConditionalGeneration(
-        configuration_qwen2_5_omni.Qwen2_5OmniThinkerConfig(**THINKER))
-    hub.save_pretrained(tmp_path / "snapshot")
+    batch, run, cls, names = build(tmp_path / "snapshot")
     thinker = load_hf(tmp_path / "snapshot").eval()
     targets = lora_targets(thinker, TOWERS, ("attention", "mlp", "linear"))
     model = peft.get_peft_model(thinker, peft.LoraConfig(r=2, lora_alpha=4, init_lora_weights=False, **targets))
-    batch = mixed_prompt()
     with torch.no_grad():
         adapted = model(**hf_inputs(thinker, batch))
     out = save_hf_adapter(model.eval(), tmp_path / "adapter")
-    names = json.loads((out / "adapter_config.json").read_text())["target_modules"]
-    assert {"model.language_model.layers.0.self_attn.q_proj", "model.language_model.layers.0.self_attn.k_proj",
-            "model.audio_tower.layers.1.fc2", "model.visual.merger.mlp.2", "lm_head"} <= set(names)
-    reference = modeling_qwen2_5_omni.Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
-        tmp_path / "snapshot").eval()
-    hub_adapted = peft.PeftModel.from_pretrained(reference, out).eval()
+    assert names <= set(json.loads((out / "adapter_config.json").read_text())["target_modules"])
+    hub = peft.PeftModel.from_pretrained(cls.from_pretrained(tmp_path / "snapshot").eval(), out).eval()
     with torch.no_grad():
-        logits = hub_adapted(**batch).logits
+        logits = run(hub.base_model.model, batch)
     valid = batch["attention_mask"].bool()
     assert rel_err(logits[valid], adapted[valid]) < 1e-4
+    if build is _qwen3_thinker:  # adapters on MoE experts are refused: merge and save_hf instead
+        experts = peft.get_peft_model(load_hf(tmp_path / "snapshot"), peft.LoraConfig(
+            r=2, target_modules=["lm_head"], target_parameters=["text_model.decoder.blocks.0.mlp.experts.down"]))
+        with pytest.raises(ValueError, match=r"plain LoRA adapter but it uses \['target_parameters'\]"):
+            save_hf_adapter(experts, tmp_path / "refused")
