@@ -10,6 +10,7 @@ layout of :func:`omnikit.convert.save_hf`.
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import warnings
 from collections.abc import Iterator, Mapping
@@ -44,6 +45,8 @@ __all__ = ["LATEST", "export_hf", "export_pretrained", "full_state_dict", "load_
 
 #: The file in a checkpoint directory that names its complete ``state-NNNNNN`` folder.
 LATEST = "LATEST"
+#: Name parts of wrappers (``torch.compile``, activation checkpointing) that state-dict names leave out.
+_WRAPPERS = re.compile(r"(_orig_mod|_checkpoint_wrapped_module|_fsdp_wrapped_module)\.")
 
 
 def save_distributed(
@@ -120,7 +123,7 @@ def load_distributed(
     if optimizer is not None:
         set_optimizer_state_dict(model, optimizer, request["optimizer"], options=StateDictOptions(strict=False))
         # a parameter without a gradient before the save had no state: it starts afresh, as it would have
-        names = {p: n for n, p in model.named_parameters()}
+        names = {p: _WRAPPERS.sub("", n) for n, p in model.named_parameters()}
         for param in [p for p in optimizer.state if names.get(p) not in stepped]:
             del optimizer.state[param]
     if scheduler is not None:
