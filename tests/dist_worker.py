@@ -1,6 +1,6 @@
 """Multi-process checks of ``omnikit.distributed`` on gloo (run by ``tests/test_distributed.py``).
 
-``python tests/dist_worker.py WORLD PORT OUT_DIR SCENARIO...`` (``CASE/MESH`` or ``checkpoint``)
+``python tests/dist_worker.py WORLD PORT OUT_DIR SCENARIO...`` (``CASE/MESH``, ``checkpoint`` or ``resume``)
 spawns ``WORLD`` CPU processes that run the scenarios in order: each builds a tiny model, its one-process reference
 on the whole batch, and the parallelized copy on each rank's slice, and rank 0 writes
 ``OUT_DIR/results_WORLD.json`` with the loss and gradient relative errors. Collectives time out
@@ -419,6 +419,69 @@ def checkpoint_round(world: int, out_dir: Path) -> dict:
     }
 
 
+def lora_decoder() -> nn.Module:
+    """decoder_tiny with LoRA (random B, so every adapter matters from step 0) on its attention and MLP."""
+    import peft
+
+    from omnikit.fusion.towers import lora_targets
+
+    torch.manual_seed(0)
+    base = omnikit.create_model("decoder_tiny")
+    config = peft.LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, **lora_targets(base))
+    return peft.get_peft_model(base, config)
+
+
+def train_lora(model: nn.Module, steps: range, directory: Path | None = None, save_at: int | None = None,
+               mesh=None) -> dict[str, torch.Tensor]:
+    """AdamW + warmup/decay LambdaLR on ``model``'s trainable parameters for ``steps`` (resuming from
+    ``directory`` when ``steps`` starts past 0); each step draws its batch of 4 from 16 items with a
+    saved ``torch.Generator`` (the data position) and a loss weight from the global RNG (restored
+    with ``rng_state``); under ``mesh`` each rank takes its slice. Saves at ``save_at``; returns the
+    full trainable state."""
+    from omnikit.distributed import read_extra, rng_state, set_rng_state
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 3) * 0.9**s)
+    data = torch.randint(0, 256, (16, 8), generator=torch.Generator().manual_seed(7))
+    order = torch.Generator().manual_seed(11)
+    torch.manual_seed(3)
+    if steps.start > 0:
+        load_distributed(model, directory, optimizer=optimizer, scheduler=scheduler)
+        extra = read_extra(directory)
+        assert extra["step"] == steps.start, extra
+        order.set_state(extra["data_order"])
+        set_rng_state(extra["rng"])
+    index, count = data_parallel_coords(mesh) if mesh is not None else (0, 1)
+    for step in steps:
+        batch = data[torch.randperm(16, generator=order)[:4]]
+        weight = 1 + torch.rand(())
+        local = batch.chunk(count)[index]
+        loss = lm_loss(model(input_ids=local), {"input_ids": local}) * weight
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        if step + 1 == save_at:
+            save_distributed(model, directory, optimizer=optimizer, scheduler=scheduler,
+                             extra={"step": step + 1, "data_order": order.get_state(), "rng": rng_state()})
+    full = full_state_dict(model)
+    return {k: v for k, v in full.items() if "lora_" in k}
+
+
+def resume_round(out_dir: Path) -> dict:
+    """Under FSDP (dp_shard over the world): train 6 steps without stopping; train 3, save, then a
+    fresh model, optimizer and scheduler load and train to 6; the LoRA weights equal bit for bit."""
+    mesh = build_mesh("cpu", dp_shard=dist.get_world_size())
+    whole = train_lora(parallelize(lora_decoder(), mesh), range(6), mesh=mesh)
+    train_lora(parallelize(lora_decoder(), mesh), range(3), out_dir / "resume", save_at=3, mesh=mesh)
+    resumed = train_lora(parallelize(lora_decoder(), mesh), range(3, 6), out_dir / "resume", mesh=mesh)
+    if dist.get_rank() != 0:
+        return {}
+    return {"adapters": len(whole), "bit_exact": sorted(whole) == sorted(resumed)
+            and all(torch.equal(whole[k], resumed[k]) for k in whole)}
+
+
 def worker(rank: int, world: int, port: int, out_dir: str, names: list[str]) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
@@ -433,6 +496,9 @@ def worker(rank: int, world: int, port: int, out_dir: str, names: list[str]) -> 
     for name in names:
         if name == "checkpoint":
             results[name] = checkpoint_round(world, Path(out_dir))
+            continue
+        if name == "resume":
+            results[name] = resume_round(Path(out_dir))
             continue
         case_name, mesh_name = name.split("/")
         try:

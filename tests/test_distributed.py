@@ -29,8 +29,9 @@ TOL = 1e-5
 
 QUICK = {
     4: ["checkpoint", "decoder/dp_shard_x_tp", "moe_skew/dp_shard_x_ep", "decoder_mha/tp4", "decoder/tp4"],
-    2: ["checkpoint", "decoder/dp_shard", "decoder/tp", "moe_skew/ep", "omni/dp_shard", "thinker_talker/dp_shard",
-        "decoder_ckpt_compile/dp_shard", "omni_thinker/dp_shard", "qwen3_omni_thinker/dp_shard"],
+    2: ["checkpoint", "resume", "decoder/dp_shard", "decoder/tp", "moe_skew/ep", "omni/dp_shard",
+        "thinker_talker/dp_shard", "decoder_ckpt_compile/dp_shard", "omni_thinker/dp_shard",
+        "qwen3_omni_thinker/dp_shard"],
 }
 #: the slow set in launches of a few scenarios each (world size, scenarios), so each stays well inside its timeout
 SLOW = [
@@ -89,7 +90,7 @@ def test_quick_strategies_match_one_process_and_checkpoints_reshard(tmp_path: Pa
     assert "`mesh['tp']` size 4 must divide the attention's key/value heads (2)" in results[4][refused]["error"]
     for world, names in QUICK.items():
         for name in names:
-            if name not in ("checkpoint", refused):
+            if name not in ("checkpoint", "resume", refused):
                 _check(name, results[world][name])
     # expert parallel where every token goes to rank 0's experts: rank 1 receives none
     for world, name in ((2, "moe_skew/ep"), (4, "moe_skew/dp_shard_x_ep")):
@@ -97,6 +98,8 @@ def test_quick_strategies_match_one_process_and_checkpoints_reshard(tmp_path: Pa
         assert received[0] > 0 and received[1] == 0, (name, received)
     assert results[2]["decoder_ckpt_compile/dp_shard"]["compiled_graphs"] > 0
     assert results[2]["decoder/dp_shard"]["compiled_graphs"] == 0  # the scenarios before it compile nothing
+    # LoRA + AdamW + LambdaLR under FSDP: resumed at step 3 == uninterrupted to step 6, bit for bit
+    assert results[2]["resume"] == {"adapters": 20, "bit_exact": True}
     assert results[2]["checkpoint"]["bit_exact"]
     assert results[2]["checkpoint"]["tp_logits_rel"] <= TOL
     model = omnikit.create_model("decoder_tiny", tie_embeddings=True)

@@ -42,3 +42,16 @@ def test_notebook_executes(path: Path, monkeypatch) -> None:
         signal.signal(signal.SIGALRM, previous)
     errors = [o for cell in notebook.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+
+
+def test_docs_site_executes_the_notebooks() -> None:
+    """The site shows each notebook with its outputs: mkdocs-jupyter executes them at build time (a failing
+    cell fails the strict build), and the notebooks that plot select the inline backend, so the figures
+    appear even where CI sets MPLBACKEND=Agg."""
+    config = (Path(__file__).resolve().parents[1] / "mkdocs.yml").read_text(encoding="utf-8")
+    plugin = config.split("- mkdocs-jupyter:", 1)[1].split("\n  - ", 1)[0]
+    assert "execute: true" in plugin and "allow_errors: false" in plugin
+    for path in NOTEBOOKS:
+        text = path.read_text(encoding="utf-8")
+        if "import matplotlib" in text:
+            assert "# %matplotlib inline" in text, path.name

@@ -20,6 +20,7 @@
 # 12.5 frames/s with split RVQ, has the same interface; it is left out to keep this page fast.)
 
 # %%
+# %matplotlib inline
 import math
 
 import matplotlib.pyplot as plt

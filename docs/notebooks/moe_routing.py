@@ -19,6 +19,7 @@
 # DeepSeek-V3's loss-free selection bias.
 
 # %%
+# %matplotlib inline
 import matplotlib.pyplot as plt
 import torch
 

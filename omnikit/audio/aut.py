@@ -62,6 +62,9 @@ class AuTEncoder(nn.Module):
     Weights: ``conv2d1..3``, ``conv_out``, ``encoder``, ``norm`` (ln_post), ``proj1``, ``proj2``.
     """
 
+    #: The output MLP: the ``projector`` part for per-tower recipes and LoRA (omnikit.fusion.towers).
+    projector_modules: tuple[str, ...] = ("proj1", "proj2")
+
     def __init__(self, config: AuTEncoderConfig) -> None:
         super().__init__()
         check_positive(config.n_window, "n_window")

@@ -67,6 +67,9 @@ class WindowedAudioEncoder(nn.Module):
     Weights: ``conv1``, ``conv2``, ``encoder``, ``norm`` (ln_post), ``proj``.
     """
 
+    #: The output projection: the ``projector`` part for per-tower recipes and LoRA (omnikit.fusion.towers).
+    projector_modules: tuple[str, ...] = ("proj",)
+
     def __init__(self, config: WindowedAudioEncoderConfig) -> None:
         super().__init__()
         check_positive(config.n_window, "n_window")

@@ -3,6 +3,7 @@
 from omnikit.data.dataset import MediaDataset
 from omnikit.data.processor import EncodedSample, OmniBatch, OmniProcessor
 from omnikit.data.samples import MARKERS, LoadedSample, MediaFileError, Sample, as_sample, load_sample
+from omnikit.data.thinker_processor import ThinkerBatch, ThinkerProcessor
 from omnikit.data.tokenizer import ByteTokenizer, Tokenize, as_tokenizer
 
 __all__ = [
@@ -15,6 +16,8 @@ __all__ = [
     "OmniBatch",
     "OmniProcessor",
     "Sample",
+    "ThinkerBatch",
+    "ThinkerProcessor",
     "Tokenize",
     "as_sample",
     "as_tokenizer",

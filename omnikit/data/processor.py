@@ -57,6 +57,7 @@ class EncodedSample:
         mels: per audio item ``(n_mels, L_i)``, in order.
         grids: ``(t, h, w)`` of each visual item.
         audio_tokens: encoder tokens of each audio item.
+        codes: the Talker's target codes ``(K, F)`` (Thinker-Talker models), or None.
     """
 
     input_ids: torch.Tensor
@@ -65,6 +66,7 @@ class EncodedSample:
     mels: list[torch.Tensor] = field(default_factory=list)
     grids: list[tuple[int, int, int]] = field(default_factory=list)
     audio_tokens: list[int] = field(default_factory=list)
+    codes: torch.Tensor | None = None
 
 
 @dataclass
@@ -80,6 +82,8 @@ class OmniBatch:
         packed: :class:`PackedSequences` with each sample's own TMRoPE ids (early fusion, ``pack=True``);
             run it with ``model.thinker(packed.input_ids, media=..., positions=packed.positions,
             cu_seqlens=packed.cu_seqlens)``.
+        codes: Thinker-Talker models: ``(B, K, T * frames_per_token)`` target codes, zero padded;
+            ``code_mask``: ``(B, F)`` bool, True on each sample's given frames.
     """
 
     input_ids: torch.Tensor
@@ -91,11 +95,13 @@ class OmniBatch:
     grids: list[tuple[int, int, int]]
     audio_tokens: list[int]
     packed: PackedSequences | None = None
+    codes: torch.Tensor | None = None
+    code_mask: torch.Tensor | None = None
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
-        """Keyword arguments of the omni models' forward (media left out when absent)."""
+        """Keyword arguments of the omni models' forward (media and codes left out when absent)."""
         inputs = {"input_ids": self.input_ids, "lengths": self.lengths, "frames": self.frames,
-                  "audio_features": self.audio_features, "audio_lengths": self.audio_lengths}
+                  "audio_features": self.audio_features, "audio_lengths": self.audio_lengths, "codes": self.codes}
         return {k: v for k, v in inputs.items() if v is not None}
 
 
@@ -114,7 +120,18 @@ class OmniProcessor:
         markers: optional ``{"vision_start", "vision_end", "audio_start", "audio_end"}`` ids wrapped
             around every placeholder run (e.g. ``omnikit.fusion.models.TINY_MARKERS``).
         pad_id: padding id.
+
+    A model of a layout a subclass ``handles`` (its class attribute: an :class:`OmniThinker` for
+    :class:`~omnikit.data.thinker_processor.ThinkerProcessor`) gets an instance of that subclass.
     """
+
+    #: The model type a subclass processes (``OmniProcessor(model)`` picks the subclass).
+    handles: type | None = None
+
+    def __new__(cls, model: nn.Module | None = None, *args: Any, **kwargs: Any) -> OmniProcessor:
+        if cls is OmniProcessor and model is not None:  # (None: unpickling, in a DataLoader worker)
+            cls = next((sub for sub in cls.__subclasses__() if sub.handles and isinstance(model, sub.handles)), cls)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -145,6 +162,7 @@ class OmniProcessor:
                                     f"token step) but got {num_frames}")
         self.num_frames, self.size, self.sample_rate = num_frames, tuple(size), sample_rate
         self.max_media_tokens, self.markers, self.pad_id = max_media_tokens, dict(markers or {}), pad_id
+        self.frames_per_token = getattr(model, "frames_per_token", None) if hasattr(model, "talker") else None
         self.tokenize = as_tokenizer(tokenizer)
         self.mel = LogMelSpectrogram(self.audio.encoder.config.n_mels) if self.audio is not None else None
 
@@ -163,6 +181,10 @@ class OmniProcessor:
         frames = torch.tensor([samples // self.mel.hop_length])
         return int(self.audio.encoder.output_lengths(frames)[0])
 
+    def visual_tokens(self, loaded: LoadedSample, frames: int) -> int:
+        """Tokens of the sample's videos and images at ``frames`` frames per video (an image is a still video)."""
+        return (len(loaded.videos) + len(loaded.images)) * int(np.prod(self.grid(frames)))
+
     def plan(self, loaded: LoadedSample) -> tuple[int, list[int]]:
         """``(frames per video, samples kept per audio item)`` within ``max_media_tokens``."""
         audios = self._audio_items(loaded)
@@ -174,7 +196,7 @@ class OmniProcessor:
             return frames, keep
 
         def visual_tokens(f: int) -> int:
-            return visual * int(np.prod(self.grid(f))) if visual else 0
+            return self.visual_tokens(loaded, f) if visual else 0
 
         audio_total = sum(self.audio_tokens(n) for n in keep)
         while frames > self.step_frames and visual_tokens(frames) + audio_total > budget:
@@ -273,7 +295,21 @@ class OmniProcessor:
         out.input_ids = torch.tensor(ids, dtype=torch.long)
         out.loss_mask = torch.tensor(mask, dtype=torch.bool)
         out.frames = torch.stack(visual) if visual else None
+        out.codes = self._check_codes(loaded, len(ids))
         return out
+
+    def _check_codes(self, loaded: LoadedSample, tokens: int) -> torch.Tensor | None:
+        """A Thinker-Talker model needs the sample's codes, at most ``frames_per_token`` frames per token."""
+        if self.frames_per_token is None:
+            return loaded.codes
+        frames = tokens * self.frames_per_token
+        if loaded.codes is None or loaded.codes.shape[1] > frames:
+            got = "none" if loaded.codes is None else f"{loaded.codes.shape[1]} frames"
+            raise OmnikitValueError(
+                f"sample {loaded.source}: a Thinker-Talker model expected `codes` (K, F) with F <= {frames} "
+                f"({tokens} tokens x {self.frames_per_token} frames) but got {got}; make them with the model's "
+                "codec, e.g. model.codec.encode(wav)[0]")
+        return loaded.codes
 
     def _run(self, modality: str, count: int) -> list[int]:
         """``count`` placeholders (one marker token for cross-attention fusion), wrapped in markers."""
@@ -342,6 +378,13 @@ class OmniProcessor:
             grids=[g for e in encoded for g in e.grids],
             audio_tokens=[n for e in encoded for n in e.audio_tokens],
         )
+        if self.frames_per_token is not None:
+            frames = batch.input_ids.shape[1] * self.frames_per_token
+            batch.codes = torch.zeros(len(encoded), encoded[0].codes.shape[0], frames, dtype=torch.long)
+            batch.code_mask = torch.zeros(len(encoded), frames, dtype=torch.bool)
+            for b, e in enumerate(encoded):
+                batch.codes[b, :, : e.codes.shape[1]] = e.codes
+                batch.code_mask[b, : e.codes.shape[1]] = True
         if pack:
             batch.packed = pack_sequences(ids, [self.positions(e) for e in encoded])
         return batch

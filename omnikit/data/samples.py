@@ -8,7 +8,9 @@ A :class:`Sample` is chat-style text with media markers plus the media it points
 - ``audios``: waveforms ``(S,)`` / ``(C, S)`` at the processor's sample rate, or audio files;
 - ``videos``: frame tensors ``(T, C, H, W)`` (uint8 or float in [0, 1]) or video files;
 - ``images``: ``(C, H, W)`` tensors or image files;
-- ``use_audio_in_video``: a video file's soundtrack also goes in, right after the video.
+- ``use_audio_in_video``: a video file's soundtrack also goes in, right after the video;
+- ``codes``: the Talker's targets for a Thinker-Talker model, codec codes ``(K, F)`` int64 of the
+  reply's speech (a tensor or a ``.npy`` file; e.g. ``model.codec.encode(wav)[0]``).
 
 :func:`load_sample` decodes the files (in a ``DataLoader`` worker when used by
 :class:`~omnikit.data.MediaDataset`) into a :class:`LoadedSample` of tensors.
@@ -53,6 +55,7 @@ class Sample:
     videos: Sequence[Media] = ()
     images: Sequence[Media] = ()
     use_audio_in_video: bool = False
+    codes: torch.Tensor | str | os.PathLike | None = None
 
     def turns(self) -> list[tuple[str, str]]:
         """``[(role, content)]``: ``text`` is one turn without a role (``""``) whose text is all learned."""
@@ -73,6 +76,7 @@ class LoadedSample:
         videos: frames ``(T, C, H, W)`` float32 in [0, 1] at the processor's size.
         images: ``(C, H, W)`` float32 in [0, 1] at the processor's size.
         soundtracks: per video, its mono waveform ``(S,)`` (``use_audio_in_video``) or None.
+        codes: the Talker's target codes ``(K, F)`` int64, or None.
         source: a name for error messages (a file or manifest line).
     """
 
@@ -82,6 +86,7 @@ class LoadedSample:
     images: list[torch.Tensor] = field(default_factory=list)
     soundtracks: list[torch.Tensor | None] = field(default_factory=list)
     source: str = "<sample>"
+    codes: torch.Tensor | None = None
 
 
 def as_sample(sample: Sample | Mapping[str, Any]) -> Sample:
@@ -112,7 +117,20 @@ def load_sample(
         loaded.videos.append(frames)
         loaded.soundtracks.append(soundtrack)
     loaded.images = [_resize(_image(i)[None], size)[0] for i in sample.images]
+    loaded.codes = None if sample.codes is None else _codes(sample.codes)
     return loaded
+
+
+def _codes(codes: Media) -> torch.Tensor:
+    if not isinstance(codes, torch.Tensor):
+        path = _path(codes)
+        try:
+            codes = torch.from_numpy(np.load(path, allow_pickle=False))
+        except (ValueError, OSError) as err:
+            raise MediaFileError(path, f"cannot read codes ({err})") from err
+    if codes.ndim != 2 or codes.is_floating_point() or codes.is_complex():
+        raise OmnikitValueError(f"`codes` expected integer codes (K, F) but got {codes.dtype} {tuple(codes.shape)}")
+    return codes.long()
 
 
 def _path(media: Media) -> str:

@@ -16,12 +16,14 @@ from omnikit.distributed.checkpoint import (
     export_pretrained,
     full_state_dict,
     load_distributed,
+    read_extra,
     save_distributed,
 )
 from omnikit.distributed.ep import ExpertParallelExperts, apply_expert_parallel
 from omnikit.distributed.mesh import MESH_DIMS, build_mesh, data_parallel_coords, data_shard
 from omnikit.distributed.parallelize import parallelize
 from omnikit.distributed.plan import ParallelPlan, collect_plan, declared_plan, register_parallel_plan
+from omnikit.distributed.resume import rng_state, set_rng_state
 
 __all__ = [
     "MESH_DIMS",
@@ -38,6 +40,9 @@ __all__ = [
     "full_state_dict",
     "load_distributed",
     "parallelize",
+    "read_extra",
     "register_parallel_plan",
+    "rng_state",
     "save_distributed",
+    "set_rng_state",
 ]

@@ -9,7 +9,13 @@ layout of :func:`omnikit.convert.save_hf`.
 
 from __future__ import annotations
 
+import contextlib
+import re
+import shutil
+import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -18,37 +24,165 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
+    get_optimizer_state_dict,
     set_model_state_dict,
+    set_optimizer_state_dict,
 )
+from torch.optim.lr_scheduler import LRScheduler
 
-from omnikit.checkpoint import _spec_of, save_pretrained
+from omnikit.checkpoint import _spec_of, save_pretrained, write_atomically
 from omnikit.convert.architectures import HF_ORIGIN_ATTR, origin_of
 from omnikit.convert.empty_init import meta_parameters
 from omnikit.convert.load import assign_state, tied_aliases
 from omnikit.convert.save import save_hf
+from omnikit.distributed.resume import dumps, loads
 from omnikit.registry import create_model
+from omnikit.utils.checks import OmnikitValueError
 from omnikit.utils.legacy_keys import legacy_key_renames
 
-__all__ = ["export_hf", "export_pretrained", "full_state_dict", "load_distributed", "save_distributed"]
+__all__ = ["LATEST", "export_hf", "export_pretrained", "full_state_dict", "load_distributed", "read_extra",
+           "save_distributed"]
+
+#: The file in a checkpoint directory that names its complete ``state-NNNNNN`` folder.
+LATEST = "LATEST"
+#: Name parts of wrappers (``torch.compile``, activation checkpointing) that state-dict names leave out.
+_WRAPPERS = re.compile(r"(_orig_mod|_checkpoint_wrapped_module|_fsdp_wrapped_module)\.")
 
 
-def save_distributed(model: nn.Module, directory: str | Path) -> Path:
-    """Every rank writes its shards of ``model``'s weights to ``directory`` (collective)."""
-    dcp.save(get_model_state_dict(model), checkpoint_id=str(directory))
-    return Path(directory)
+def save_distributed(
+    model: nn.Module,
+    directory: str | Path,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: LRScheduler | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Every rank writes its shards of ``model``'s weights, and of ``optimizer``'s state when given, to
+    ``directory`` (collective; in one process without a process group too). ``scheduler``'s state and
+    ``extra`` (step, data position, :func:`~omnikit.distributed.resume.rng_state`, ...: JSON values,
+    tuples, tensors, numpy arrays) are written per rank; :func:`read_extra` gives them back.
+
+    The save is atomic: it writes a new ``state-NNNNNN`` folder inside ``directory`` and then
+    replaces the ``LATEST`` file that names it (temporary file, fsync, rename), so a save that fails
+    or is killed part way leaves the previous checkpoint in ``directory`` whole and loadable; older
+    folders are removed after the switch. Returns ``directory``.
+    """
+    scheduler_state = None if scheduler is None else scheduler.state_dict()
+    text = dumps({"scheduler": scheduler_state, "extra": dict(extra or {})})  # checked before anything is written
+    out = Path(directory)
+    version = _next_version(out)
+    path = out / version
+    path.mkdir(parents=True, exist_ok=True)
+    state: dict[str, Any] = {"model": get_model_state_dict(model)}
+    if optimizer is not None:
+        state["optimizer"] = get_optimizer_state_dict(model, optimizer)
+    with _one_process_quietly():
+        dcp.save(state, checkpoint_id=str(path))
+    write_atomically(path, [(f"trainer-rank{_rank()}.json", lambda p: p.write_text(text, encoding="utf-8"))])
+    _barrier()
+    if _rank() == 0:
+        write_atomically(out, [(LATEST, lambda p: p.write_text(version + "\n", encoding="utf-8"))])
+        for old in out.glob("state-*"):
+            if old.name != version and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+    _barrier()
+    return out
 
 
-def load_distributed(model: nn.Module, directory: str | Path) -> nn.Module:
+def load_distributed(
+    model: nn.Module,
+    directory: str | Path,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: LRScheduler | None = None,
+) -> nn.Module:
     """Load a :func:`save_distributed` checkpoint into ``model`` (wrapped by ``parallelize`` at any
-    mesh, or plain in one process without a process group); strict. Names an older layout of the
-    model wrote (``legacy_state_prefixes``, e.g. ``video.*`` for ``adapters.video.*``) are read as
-    the current ones."""
+    mesh, or plain in one process without a process group); strict. ``optimizer`` and ``scheduler``
+    (built as for the saved run, over the same parameters) are restored in place. Names an older
+    layout of the model wrote (``legacy_state_prefixes``, e.g. ``video.*`` for ``adapters.video.*``)
+    are read as the current ones; a folder written by ``dcp.save`` of the bare weights loads too."""
+    path, nested = _current(Path(directory))
+    stored = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
+    prefix = "model." if nested else ""
+    names = [k[len(prefix):] for k in stored if k.startswith(prefix)]
+    as_stored = {current: name for name, current in legacy_key_renames(model, names).items()}
     state = get_model_state_dict(model)
-    stored = dcp.FileSystemReader(str(directory)).read_metadata().state_dict_metadata
-    as_stored = {current: name for name, current in legacy_key_renames(model, stored).items()}
-    dcp.load({as_stored.get(k, k): v for k, v in state.items()}, checkpoint_id=str(directory))  # fills in place
+    weights = {as_stored.get(k, k): v for k, v in state.items()}
+    request: dict[str, Any] = {"model": weights} if nested else weights
+    stepped: set[str] = set()  # parameters the saved optimizer had state for
+    if optimizer is not None:
+        if not any(k.startswith("optimizer.") for k in stored):
+            raise OmnikitValueError(f"`optimizer` was given but the checkpoint {str(path)!r} holds no optimizer state")
+        stepped = {k[len("optimizer.state."):].rpartition(".")[0] for k in stored if k.startswith("optimizer.state.")}
+        optim = get_optimizer_state_dict(model, optimizer)
+        optim["state"] = {fqn: v for fqn, v in optim["state"].items() if fqn in stepped}
+        request["optimizer"] = optim
+    with _one_process_quietly():
+        dcp.load(request, checkpoint_id=str(path))  # fills in place
     set_model_state_dict(model, state)
+    if optimizer is not None:
+        set_optimizer_state_dict(model, optimizer, request["optimizer"], options=StateDictOptions(strict=False))
+        # a parameter without a gradient before the save had no state: it starts afresh, as it would have
+        names = {p: _WRAPPERS.sub("", n) for n, p in model.named_parameters()}
+        for param in [p for p in optimizer.state if names.get(p) not in stepped]:
+            del optimizer.state[param]
+    if scheduler is not None:
+        saved = _trainer_state(path)["scheduler"]
+        if saved is None:
+            raise OmnikitValueError(f"`scheduler` was given but the checkpoint {str(path)!r} holds no scheduler state")
+        scheduler.load_state_dict(saved)
     return model
+
+
+def read_extra(directory: str | Path) -> dict[str, Any]:
+    """The ``extra`` mapping :func:`save_distributed` wrote (this rank's; rank 0's when the checkpoint
+    was written by fewer ranks, or for a process without a process group)."""
+    path, nested = _current(Path(directory))
+    if not nested:
+        raise OmnikitValueError(f"`directory` {str(directory)!r} holds bare weights without `extra`")
+    return _trainer_state(path)["extra"]
+
+
+@contextlib.contextmanager
+def _one_process_quietly() -> Iterator[None]:
+    """Without a process group DCP warns that it assumes one process: that is the documented use here."""
+    with warnings.catch_warnings():
+        if not dist.is_initialized():
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _next_version(out: Path) -> str:
+    """``state-NNNNNN`` one past the newest folder in ``out``, chosen by rank 0 for every rank."""
+    numbers = [int(p.name[6:]) for p in out.glob("state-*") if p.name[6:].isdigit()] if out.is_dir() else []
+    chosen = [f"state-{max(numbers, default=0) + 1:06d}"]
+    if dist.is_initialized():
+        dist.broadcast_object_list(chosen, src=0)
+    return chosen[0]
+
+
+def _current(directory: Path) -> tuple[Path, bool]:
+    """(the folder of the complete checkpoint in ``directory``, whether it is the save_distributed layout)."""
+    pointer = directory / LATEST
+    if pointer.is_file():
+        return directory / pointer.read_text(encoding="utf-8").strip(), True
+    if not (directory / ".metadata").is_file():
+        raise OmnikitValueError(f"`directory` expected a save_distributed checkpoint but {str(directory)!r} has none")
+    return directory, False
+
+
+def _trainer_state(path: Path) -> dict[str, Any]:
+    mine = path / f"trainer-rank{_rank()}.json"
+    return loads((mine if mine.is_file() else path / "trainer-rank0.json").read_text(encoding="utf-8"))
 
 
 def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -30,7 +30,7 @@ from omnikit.vision.window_vit import patchify_frames
 if TYPE_CHECKING:
     from omnikit.fusion.omni_thinker import OmniThinker
 
-__all__ = ["OmniPrompt", "collate_prompts", "contract_prompts", "prompt_contract_inputs"]
+__all__ = ["OmniPrompt", "collate_prompts", "contract_prompts", "pad_rows", "prompt_contract_inputs"]
 
 _VIDEO = MODALITIES.index("video")
 
@@ -72,53 +72,63 @@ class OmniPrompt:
         self.ids += torch.randint(*self.text_ids, (n,), generator=self.generator).tolist()
         return self
 
-    def _visual(self, kind: str, frames: int, height: int, width: int, seconds: float) -> VisualGrid:
+    def tokens(self, ids: Sequence[int]) -> OmniPrompt:
+        """Given token ids (tokenized text, chat markers)."""
+        self.ids += list(ids)
+        return self
+
+    def _visual(self, kind: str, frames: int, height: int, width: int, seconds: float,
+                clip: torch.Tensor | None = None) -> VisualGrid:
         vision = self.model.vision_encoder
         if vision is None:
             raise OmnikitValueError(f"an {kind} needs a vision encoder but the model has none")
         c = vision.config
-        clip = torch.randn(1, frames, c.in_chans, height, width, generator=self.generator)
+        if clip is None:
+            clip = torch.randn(1, frames, c.in_chans, height, width, generator=self.generator)
         pixels, grid = patchify_frames(clip, torch.tensor([frames]), tuple(c.patch), c.merge_size)
         self.pixels[kind].append(pixels)
         self.grids[kind].append(grid)
         return VisualGrid.from_patch_grid(grid[0], c.merge_size, seconds)
 
-    def image(self, height: int, width: int) -> OmniPrompt:
-        """A random ``height x width`` image (multiples of ``patch * merge_size`` pixels)."""
-        grid = self._visual("image", 1, height, width, 1.0)
+    def image(self, height: int, width: int, *, pixels: torch.Tensor | None = None) -> OmniPrompt:
+        """A ``height x width`` image (multiples of ``patch * merge_size`` pixels): ``pixels (C, H, W)``
+        (normalised as the model expects) or random."""
+        grid = self._visual("image", 1, height, width, 1.0, None if pixels is None else pixels[None, None])
         return self._wrap("vision", [self.model.text_model.media_tokens.image] * grid.num_tokens)
 
-    def _audio_tokens(self, frames: int) -> int:
+    def _audio_tokens(self, frames: int, mel: torch.Tensor | None = None) -> int:
         encoder = self.model.audio_encoder
         if encoder is None:
             raise OmnikitValueError("an audio clip needs an audio encoder but the model has none")
-        self.mels.append(torch.randn(encoder.config.n_mels, frames, generator=self.generator))
+        self.mels.append(torch.randn(encoder.config.n_mels, frames, generator=self.generator) if mel is None else mel)
         return int(encoder.output_lengths(torch.tensor([frames]))[0])
 
-    def audio(self, frames: int) -> OmniPrompt:
-        """A random audio clip of ``frames`` mel frames."""
-        return self._wrap("audio", [self.model.text_model.media_tokens.audio] * self._audio_tokens(frames))
+    def audio(self, frames: int, *, mel: torch.Tensor | None = None) -> OmniPrompt:
+        """An audio clip of ``frames`` mel frames: ``mel (n_mels, frames)`` or random."""
+        return self._wrap("audio", [self.model.text_model.media_tokens.audio] * self._audio_tokens(frames, mel))
 
     def video(self, frames: int, height: int, width: int, *, seconds_per_step: float = 1.0,
-              audio_frames: int = 0) -> OmniPrompt:
-        """A random clip of ``frames`` frames; ``audio_frames > 0`` gives it a soundtrack of that many mel
-        frames, interleaved in time with the video tokens (batches then need ``use_audio_in_video``)."""
-        grid = self._visual("video", frames, height, width, seconds_per_step)
+              audio_frames: int = 0, clip: torch.Tensor | None = None, mel: torch.Tensor | None = None) -> OmniPrompt:
+        """A clip of ``frames`` frames (``clip (frames, C, H, W)``, normalised, or random); ``audio_frames > 0``
+        gives it a soundtrack of that many mel frames (``mel`` or random), interleaved in time with the
+        video tokens (batches then need ``use_audio_in_video``)."""
+        grid = self._visual("video", frames, height, width, seconds_per_step, None if clip is None else clip[None])
         self.seconds.append(seconds_per_step)
         tokens = self.model.text_model.media_tokens
         if not audio_frames:
             return self._wrap("vision", [tokens.video] * grid.num_tokens)
         self.soundtracks += 1
-        grid = VisualGrid(grid.t, grid.h, grid.w, seconds_per_step, self._audio_tokens(audio_frames))
+        grid = VisualGrid(grid.t, grid.h, grid.w, seconds_per_step, self._audio_tokens(audio_frames, mel))
         _, kinds = item_positions(grid, "video", self.model.scheme)
         body = [tokens.video if int(k) == _VIDEO else tokens.audio for k in kinds]
         return self._wrap("vision", self._marker("audio_start") + body + self._marker("audio_end"))
 
 
-def _pad_rows(rows: list[list[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_rows(rows: list[list[int]], side: str, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of ids padded on ``side`` with ``pad_id`` -> ``(ids (B, T), mask (B, T))`` (mask 1 on the rows' ids)."""
     length = max(map(len, rows))
-    ids = torch.zeros(len(rows), length, dtype=torch.long)
-    mask = torch.zeros_like(ids)
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), length, dtype=torch.long)
     for b, row in enumerate(rows):
         start = length - len(row) if side == "left" else 0
         ids[b, start : start + len(row)] = torch.tensor(row, dtype=torch.long)
@@ -127,16 +137,17 @@ def _pad_rows(rows: list[list[int]], side: str) -> tuple[torch.Tensor, torch.Ten
 
 
 def collate_prompts(
-    prompts: Sequence[OmniPrompt], *, padding_side: Literal["left", "right"] = "left"
+    prompts: Sequence[OmniPrompt], *, padding_side: Literal["left", "right"] = "left", pad_id: int = 0
 ) -> dict[str, Any]:
-    """Pack ``prompts`` into :meth:`OmniThinker.forward` keywords (the processor's names and layout)."""
+    """Pack ``prompts`` into :meth:`OmniThinker.forward` keywords (the processor's names and layout;
+    rows padded with ``pad_id``)."""
     check_choice(padding_side, "padding_side", ("left", "right"))
     if not prompts:
         raise OmnikitValueError("`prompts` expected at least one item but got none")
     with_sound = {bool(p.soundtracks) for p in prompts if p.seconds}
     if len(with_sound) > 1 or any(p.soundtracks != len(p.seconds) for p in prompts if p.soundtracks):
         raise OmnikitValueError("`prompts` mix videos with and without soundtracks; use_audio_in_video is per batch")
-    ids, mask = _pad_rows([p.ids for p in prompts], padding_side)
+    ids, mask = pad_rows([p.ids for p in prompts], padding_side, pad_id)
     out: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
     mels = [m for p in prompts for m in p.mels]
     if mels:

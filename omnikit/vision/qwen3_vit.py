@@ -132,6 +132,9 @@ class Qwen3ViT(nn.Module):
     tubelet repeats the last valid frame; padded steps give zero outputs.
     """
 
+    #: The patch mergers: the ``projector`` part for per-tower recipes and LoRA (omnikit.fusion.towers).
+    projector_modules: tuple[str, ...] = ("merger", "deepstack_mergers")
+
     def __init__(self, config: Qwen3ViTConfig) -> None:
         super().__init__()
         side = round(config.num_position_embeddings**0.5)

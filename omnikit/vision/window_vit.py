@@ -254,6 +254,9 @@ class WindowViT(nn.Module):
     (``norm``, ``mlp.0``, ``mlp.2``).
     """
 
+    #: The patch merger: the ``projector`` part for per-tower recipes and LoRA (omnikit.fusion.towers).
+    projector_modules: tuple[str, ...] = ("merger",)
+
     def __init__(self, config: WindowViTConfig) -> None:
         super().__init__()
         check_positive(config.merge_size, "merge_size")
