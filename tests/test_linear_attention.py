@@ -81,10 +81,10 @@ def test_layer_streaming_equals_full_and_state_is_fixed_size() -> None:
         sizes = []
         with layer.streaming(2):
             pieces = [layer(x[:, :7]), layer(x[:, 7:8])]
-            sizes.append(layer.streaming_state.recurrent.numel() + layer.conv.streaming_state.pending.numel())
+            sizes.append(layer.streaming_state.recurrent.numel() + layer.streaming_state.conv.numel())
             for t in range(8, 30):
                 pieces.append(layer(x[:, t : t + 1]))
-            sizes.append(layer.streaming_state.recurrent.numel() + layer.conv.streaming_state.pending.numel())
+            sizes.append(layer.streaming_state.recurrent.numel() + layer.streaming_state.conv.numel())
     torch.testing.assert_close(torch.cat(pieces, 1), full, atol=1e-5, rtol=1e-5)
     assert sizes[0] == sizes[1] == 2 * 4 * 8 * 8 + 2 * (2 * 2 * 8 + 4 * 8) * 3  # state + conv tail, any length
 

@@ -43,6 +43,9 @@ BUILTIN_MODULES: dict[str, str] = {
     "Qwen2_5OmniThinkerForConditionalGeneration": "omnikit.convert.hub_qwen2_5_omni",
     "Qwen2_5OmniForConditionalGeneration": "omnikit.convert.hub_qwen2_5_omni",
     "Qwen3OmniMoeForConditionalGeneration": "omnikit.convert.hub_qwen3_omni",
+    "Qwen3NextForCausalLM": "omnikit.convert.hub_qwen3_next",
+    "Qwen3_5ForCausalLM": "omnikit.convert.hub_qwen3_next",
+    "Qwen3_5MoeForCausalLM": "omnikit.convert.hub_qwen3_next",
 }
 
 #: Attribute :func:`load_hf` sets on the models it returns (a :class:`HubOrigin`).

@@ -32,8 +32,12 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
             ``chunk_size`` positions.
         backend: one of ``"sdpa"``, ``"flash"``, ``"flex"``, ``"eager"``, ``"auto"``.
         dropout: attention-probability dropout in training.
+        output_gate: scale each head's output by ``sigmoid(gate)`` before the output projection,
+            the gate projected with the query (Qwen3-Next, Qwen3.5).
+        zero_centered_qk_norm: the q/k norms scale by ``1 + weight`` (see :class:`RMSNorm`).
 
-    Weights: ``qkv.weight`` stacks the q, k, v projections as ``(H + 2*H_kv) * head_dim`` rows.
+    Weights: ``qkv.weight`` stacks the q, k, v projections as ``(H + 2*H_kv) * head_dim`` rows; with
+    ``output_gate`` the query rows are ``H * 2 * head_dim``, each head's query then its gate.
 
     Inside ``with attn.streaming(B):`` keys and values are cached and every call continues the
     sequence (positions and causality offset by what was seen). ``streaming(B, max_len=N)``
@@ -57,6 +61,8 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
         chunk_size: int | None = None,
         backend: str = "sdpa",
         dropout: float = 0.0,
+        output_gate: bool = False,
+        zero_centered_qk_norm: bool = False,
     ) -> None:
         super().__init__()
         check_positive(dim, "dim")
@@ -82,10 +88,12 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
         self.chunk_size = chunk_size
         self.dim, self.num_heads, self.num_kv_heads, self.head_dim = dim, num_heads, num_kv_heads, head_dim
         self.causal, self.sliding_window, self.backend, self.dropout = causal, sliding_window, backend, dropout
-        self.qkv = nn.Linear(dim, (num_heads + 2 * num_kv_heads) * head_dim, bias=qkv_bias)
+        self.output_gate = output_gate
+        self.query_width = 2 * head_dim if output_gate else head_dim  # per head: query (and gate)
+        self.qkv = nn.Linear(dim, num_heads * self.query_width + 2 * num_kv_heads * head_dim, bias=qkv_bias)
         self.out = nn.Linear(num_heads * head_dim, dim, bias=out_bias)
-        self.q_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
-        self.k_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
+        self.q_norm = RMSNorm(head_dim, norm_eps, zero_centered=zero_centered_qk_norm) if qk_norm else None
+        self.k_norm = RMSNorm(head_dim, norm_eps, zero_centered=zero_centered_qk_norm) if qk_norm else None
 
     def init_streaming_state(self, batch_size: int) -> KVCache:
         return KVCache(batch_size)
@@ -123,7 +131,8 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
 
         Args:
             x: ``(B, T, dim)``.
-            rope: ``(cos, sin)`` each ``(B or 1, T, head_dim)``, from :class:`RotaryEmbedding`.
+            rope: ``(cos, sin)`` each ``(B or 1, T, R)``, from :class:`RotaryEmbedding`; ``R <= head_dim``
+                (partial rotary: the first ``R`` dims of each head are rotated).
             key_padding_mask: ``(B, S)`` bool, False on padded keys (S = cached + T when streaming;
                 with a static cache also ``max_len``).
             attention_mask: bool mask broadcastable to ``(B, H, T, S)``, True where attention is allowed.
@@ -139,17 +148,25 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
         causal = self.causal if causal is None else causal
         qkv = self.qkv(x)
         # a head-split projection (omnikit.distributed's tensor parallel) yields this rank's share of the heads
-        share = (self.num_heads + 2 * self.num_kv_heads) * self.head_dim // qkv.shape[-1]
+        share = (self.num_heads * self.query_width + 2 * self.num_kv_heads * self.head_dim) // qkv.shape[-1]
         heads, kv_heads = self.num_heads // share, self.num_kv_heads // share
-        q, k, v = qkv.view(batch, length, heads + 2 * kv_heads, self.head_dim).split([heads, kv_heads, kv_heads], dim=2)
+        q, k, v = qkv.split([heads * self.query_width, kv_heads * self.head_dim, kv_heads * self.head_dim], dim=-1)
+        q = q.view(batch, length, heads, self.query_width)
+        gate = None
+        if self.output_gate:
+            q, gate = q.chunk(2, dim=-1)
+            gate = gate.reshape(batch, length, heads * self.head_dim)
+        q = q.reshape(batch, length, heads, self.head_dim)
+        k, v = k.view(batch, length, kv_heads, self.head_dim), v.view(batch, length, kv_heads, self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if rope is not None:
             cos, sin = rope
-            if cos.shape[-2] != length or cos.shape[-1] != self.head_dim:
+            if cos.shape[-2] != length or cos.shape[-1] > self.head_dim or cos.shape[-1] % 2:
                 raise OmnikitValueError(
-                    f"`rope` tables expected shape (B, {length}, {self.head_dim}) but got {tuple(cos.shape)}"
+                    f"`rope` tables expected shape (B, {length}, R) with an even R <= {self.head_dim} "
+                    f"but got {tuple(cos.shape)}"
                 )
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         q_offset: int | torch.Tensor = 0
@@ -178,10 +195,12 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
             attention_mask=attention_mask,
             dropout_p=self.dropout if self.training else 0.0,
         )
-        return self.out(out.transpose(1, 2).reshape(batch, length, heads * self.head_dim))
+        out = out.transpose(1, 2).reshape(batch, length, heads * self.head_dim)
+        return self.out(out if gate is None else out * gate.sigmoid())
 
     def extra_repr(self) -> str:
         return (
             f"heads={self.num_heads}, kv_heads={self.num_kv_heads}, head_dim={self.head_dim}, causal={self.causal}, "
             f"window={self.sliding_window}, chunk={self.chunk_size}, backend={self.backend!r}"
+            + (", output_gate=True" if self.output_gate else "")
         )

@@ -12,29 +12,34 @@ from omnikit.utils.checks import check_choice
 
 __all__ = ["LayerNorm", "NormKind", "RMSNorm", "build_norm"]
 
-NormKind = Literal["rmsnorm", "layernorm"]
+NormKind = Literal["rmsnorm", "layernorm", "rmsnorm_zero_centered"]
 
 
 class RMSNorm(nn.Module):
     """Root-mean-square norm: ``x / rms(x) * weight`` over the last dim, computed in fp32.
+
+    ``zero_centered=True`` scales by ``1 + weight`` instead, the weight starting at 0 (Qwen3-Next,
+    Qwen3.5, Gemma), so weight decay pulls the scale towards 1.
 
     Shapes: ``(..., dim) -> (..., dim)``, output in the input's dtype.
     """
 
     keep_fp32 = True
 
-    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+    def __init__(self, dim: int, eps: float = 1e-6, *, zero_centered: bool = False) -> None:
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.zero_centered = zero_centered
+        self.weight = nn.Parameter(torch.zeros(dim) if zero_centered else torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = 1.0 + self.weight.float() if self.zero_centered else self.weight
         if x.dtype == torch.float32:
-            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
-        return F.rms_norm(x.float(), self.weight.shape, self.weight.float(), self.eps).to(x.dtype)
+            return F.rms_norm(x, scale.shape, scale, self.eps)
+        return F.rms_norm(x.float(), scale.shape, scale.float(), self.eps).to(x.dtype)
 
     def extra_repr(self) -> str:
-        return f"{self.weight.shape[0]}, eps={self.eps}"
+        return f"{self.weight.shape[0]}, eps={self.eps}" + (", zero_centered=True" if self.zero_centered else "")
 
 
 class LayerNorm(nn.LayerNorm):
@@ -49,6 +54,9 @@ class LayerNorm(nn.LayerNorm):
 
 
 def build_norm(kind: NormKind, dim: int, eps: float = 1e-6) -> nn.Module:
-    """``"rmsnorm"`` -> :class:`RMSNorm`, ``"layernorm"`` -> :class:`LayerNorm`."""
-    check_choice(kind, "norm", ("rmsnorm", "layernorm"))
-    return RMSNorm(dim, eps) if kind == "rmsnorm" else LayerNorm(dim, eps=eps)
+    """``"rmsnorm"`` -> :class:`RMSNorm`, ``"rmsnorm_zero_centered"`` -> :class:`RMSNorm` scaling by
+    ``1 + weight``, ``"layernorm"`` -> :class:`LayerNorm`."""
+    check_choice(kind, "norm", ("rmsnorm", "layernorm", "rmsnorm_zero_centered"))
+    if kind == "layernorm":
+        return LayerNorm(dim, eps=eps)
+    return RMSNorm(dim, eps, zero_centered=kind == "rmsnorm_zero_centered")

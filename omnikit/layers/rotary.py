@@ -11,6 +11,10 @@ M-RoPE gives each frequency one of three position axes (t, h, w):
   h and w sections are used up, the rest are temporal.
 
 With identical t, h and w ids, M-RoPE equals 1-D RoPE, so text tokens need nothing special.
+
+Partial rotary (Qwen3-Next, Qwen3.5: a quarter of the head): ``rotary_dim < head_dim`` rotates
+only the first ``rotary_dim`` dims of each head (the pairs ``(x[j], x[j + rotary_dim/2])``) and
+passes the rest through; M-RoPE sections then split the ``rotary_dim / 2`` frequencies.
 """
 
 from __future__ import annotations
@@ -41,12 +45,13 @@ class RotaryEmbedding(nn.Module):
     Args:
         head_dim: per-head width (even).
         base: rotary base (theta).
-        sections: ``(t, h, w)`` frequency counts for M-RoPE, summing to ``head_dim // 2``;
+        sections: ``(t, h, w)`` frequency counts for M-RoPE, summing to ``rotary_dim // 2``;
             ``None`` for 1-D RoPE.
         interleaved: M-RoPE frequency split, contiguous (False) or interleaved (True).
+        rotary_dim: rotated dims per head (even, at most ``head_dim``; default ``head_dim``).
 
     ``forward(positions)`` takes int positions ``(T,)`` or ``(B, T)``, or ``(3, B, T)``
-    (t, h, w) ids when ``sections`` is set, and returns ``(cos, sin)``, each ``(B, T, head_dim)``
+    (t, h, w) ids when ``sections`` is set, and returns ``(cos, sin)``, each ``(B, T, rotary_dim)``
     float32.
     """
 
@@ -59,20 +64,27 @@ class RotaryEmbedding(nn.Module):
         *,
         sections: tuple[int, int, int] | None = None,
         interleaved: bool = False,
+        rotary_dim: int | None = None,
     ) -> None:
         super().__init__()
         if head_dim % 2:
             raise OmnikitValueError(f"`head_dim` expected an even number but got {head_dim}")
+        rotary_dim = head_dim if rotary_dim is None else rotary_dim
+        if rotary_dim % 2 or not 0 < rotary_dim <= head_dim:
+            raise OmnikitValueError(
+                f"`rotary_dim` expected an even number in (0, head_dim={head_dim}] but got {rotary_dim}"
+            )
         self.head_dim = head_dim
+        self.rotary_dim = rotary_dim
         self.base = base
         self.sections = tuple(sections) if sections is not None else None
         self.interleaved = interleaved
-        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+        inv_freq = 1.0 / (base ** (torch.arange(0, rotary_dim, 2, dtype=torch.int64).float() / rotary_dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         if self.sections is not None:
-            if len(self.sections) != 3 or sum(self.sections) != head_dim // 2:
+            if len(self.sections) != 3 or sum(self.sections) != rotary_dim // 2:
                 raise OmnikitValueError(
-                    f"`sections` expected three ints summing to head_dim // 2 = {head_dim // 2} "
+                    f"`sections` expected three ints summing to rotary_dim // 2 = {rotary_dim // 2} "
                     f"but got {self.sections}"
                 )
             axis = mrope_axis_of_frequency(self.sections, interleaved)
@@ -99,7 +111,8 @@ class RotaryEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         mode = "1-D" if self.sections is None else f"sections={self.sections}, interleaved={self.interleaved}"
-        return f"head_dim={self.head_dim}, base={self.base}, {mode}"
+        partial = f", rotary_dim={self.rotary_dim}" if self.rotary_dim != self.head_dim else ""
+        return f"head_dim={self.head_dim}, base={self.base}, {mode}{partial}"
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -108,7 +121,12 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` of shape ``(B, H, T, D)`` by tables ``cos``/``sin`` of shape ``(B, T, D)``."""
+    """Rotate ``x`` of shape ``(B, H, T, D)`` by tables ``cos``/``sin`` of shape ``(B, T, R)``: the first
+    ``R <= D`` dims of each head are rotated, the rest pass through (partial rotary)."""
     cos = cos.unsqueeze(1).to(x.dtype)
     sin = sin.unsqueeze(1).to(x.dtype)
-    return x * cos + _rotate_half(x) * sin
+    rotary_dim = cos.shape[-1]
+    if rotary_dim == x.shape[-1]:
+        return x * cos + _rotate_half(x) * sin
+    rotated, passed = x[..., :rotary_dim], x[..., rotary_dim:]
+    return torch.cat((rotated * cos + _rotate_half(rotated) * sin, passed), dim=-1)
