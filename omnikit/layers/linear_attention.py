@@ -318,7 +318,8 @@ class GatedDeltaNet(StreamingModule[GatedDeltaNetState]):
         return GatedDeltaNetState(batch_size, recurrent, conv, static=True)
 
     def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``x (B, T, dim)`` -> ``qkv (B, T, C)`` (all q, all k, all v), ``z (B, T, H_v, d_v)``, ``b, a (B, T, H_v)``."""
+        """``x (B, T, dim)`` -> ``qkv (B, T, C)`` (all q, all k, all v), ``z (B, T, H_v, d_v)`` and
+        ``b, a (B, T, H_v)``."""
         batch, length, _ = x.shape
         if self.projection == "split":
             b, a = self.beta_decay(x).chunk(2, dim=-1)
@@ -372,7 +373,9 @@ class GatedDeltaNet(StreamingModule[GatedDeltaNetState]):
             if state is not None:
                 raise OmnikitValueError("`cu_seqlens` (packed sequences) cannot be used while streaming")
             if batch != 1:
-                raise OmnikitValueError(f"`cu_seqlens` packs sequences along T of a batch-1 input but got batch {batch}")
+                raise OmnikitValueError(
+                    f"`cu_seqlens` packs sequences along T of a batch-1 input but got batch {batch}"
+                )
             resets = resets_from_cu_seqlens(cu_seqlens, length)
         qkv, z, b, a = self._project(x)
         qkv, conv_tail = self._conv(qkv.transpose(1, 2), resets)
