@@ -4,9 +4,13 @@ left-padded batch, round-trip through save_hf -> from_pretrained, and decode lik
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from references import randomise_norms_and_biases
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 transformers = pytest.importorskip("transformers")
 
@@ -73,3 +77,73 @@ def test_sharded_checkpoint_loads_with_transformers_logits_and_round_trips(tmp_p
     again = type(hf).from_pretrained(tmp_path / "back").eval()
     with torch.no_grad():
         assert _max_rel_error(again(**batch).logits, ref, batch["attention_mask"]) <= 1e-4
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_greedy_decoding_matches_transformers_generate_dynamic_and_static(tmp_path, architecture):
+    hf = _hf_model(architecture)
+    hf.save_pretrained(tmp_path, max_shard_size="20KB")
+    model = load_hf(tmp_path)
+    batch = _batch()
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    ref = hf.generate(**batch, max_new_tokens=8, do_sample=False, pad_token_id=0)[:, ids.shape[1]:]
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # what transformers' generate uses for left padding
+    kwargs = dict(key_padding_mask=mask.bool(), positions=positions, next_position=mask.sum(-1), max_new_tokens=8)
+    assert torch.equal(model.generate(ids, **kwargs).tokens, ref)
+    assert torch.equal(model.generate(ids, cache="static", **kwargs).tokens, ref)
+
+
+def test_compiled_static_decode_compiles_once(tmp_path):
+    from torch._dynamo.testing import CompileCounter
+
+    _hf_model("Qwen3NextForCausalLM").save_pretrained(tmp_path)
+    model = load_hf(tmp_path)
+    ids = _batch()["input_ids"][:2]
+    reference = model.generate(ids, max_new_tokens=6).tokens
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    options = dict(cache="static", max_len=20, compile={"backend": counter})
+    try:
+        first = model.generate(ids, max_new_tokens=6, **options).tokens
+        with torch._dynamo.config.patch(error_on_recompile=True):  # a new stream: new states, same graph
+            second = model.generate(ids, max_new_tokens=6, **options).tokens
+    finally:
+        torch._dynamo.reset()
+    assert counter.frame_count == 1
+    assert torch.equal(first, reference) and torch.equal(second, reference)
+
+
+def test_packed_row_equals_each_sample_run_alone(tmp_path):
+    """``cu_seqlens``: attention, DeltaNet state and short convolution all restart at every sample."""
+    _hf_model("Qwen3NextForCausalLM").save_pretrained(tmp_path)
+    model = load_hf(tmp_path)
+    lengths = (5, 1, 9, 6)
+    g = torch.Generator().manual_seed(3)
+    samples = [torch.randint(0, VOCAB, (1, n), generator=g) for n in lengths]
+    cu_seqlens = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
+    with torch.no_grad():
+        packed = model(torch.cat(samples, dim=1), cu_seqlens=cu_seqlens)
+        alone = torch.cat([model(s) for s in samples], dim=1)
+    torch.testing.assert_close(packed, alone, atol=1e-5, rtol=1e-5)
+
+
+def _add_tensors(directory, tensors: dict) -> None:
+    """Add ``tensors`` in a second shard beside ``model.safetensors`` and index both."""
+    save_file(tensors, str(directory / "extra.safetensors"))
+    weight_map = {}
+    for name in ("model.safetensors", "extra.safetensors"):
+        with safe_open(str(directory / name), "pt") as f:
+            weight_map.update(dict.fromkeys(f.keys(), name))
+    (directory / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+
+
+def test_mtp_tensors_are_skipped_by_rule_and_other_strays_still_fail(tmp_path):
+    _hf_model("Qwen3_5ForCausalLM").save_pretrained(tmp_path)
+    _add_tensors(tmp_path, {"mtp.fc.weight": torch.zeros(32, 64),
+                            "mtp.layers.0.mlp.experts.3.up_proj.weight": torch.zeros(2, 2)})
+    save_hf(load_hf(tmp_path), tmp_path / "back")
+    with safe_open(str(tmp_path / "back" / "model.safetensors"), "pt") as f:
+        assert not [k for k in f.keys() if k.startswith("mtp.")]  # noqa: SIM118 (a safetensors handle)
+    _add_tensors(tmp_path, {"mtp.fc.weight": torch.zeros(32, 64), "model.stray.weight": torch.zeros(2)})
+    with pytest.raises(ValueError, match=r"unexpected \(1\).*model.stray.weight"):
+        load_hf(tmp_path)
