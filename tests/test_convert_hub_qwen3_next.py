@@ -147,3 +147,49 @@ def test_mtp_tensors_are_skipped_by_rule_and_other_strays_still_fail(tmp_path):
     _add_tensors(tmp_path, {"mtp.fc.weight": torch.zeros(32, 64), "model.stray.weight": torch.zeros(2)})
     with pytest.raises(ValueError, match=r"unexpected \(1\).*model.stray.weight"):
         load_hf(tmp_path)
+
+
+PUBLISHED = {
+    # Qwen3-Next-80B-A3B config.json values; the Qwen3.5 ones are what transformers' config docstrings document.
+    "qwen3_next_80b_a3b": ("Qwen3NextForCausalLM", dict(
+        vocab_size=151936, hidden_size=2048, intermediate_size=5120, num_hidden_layers=48, num_attention_heads=16,
+        num_key_value_heads=2, head_dim=256, num_experts=512, num_experts_per_tok=10, moe_intermediate_size=512,
+        shared_expert_intermediate_size=512)),
+    "qwen3_5_9b": ("Qwen3_5ForCausalLM", dict(
+        vocab_size=248320, hidden_size=4096, intermediate_size=12288, num_hidden_layers=32, num_attention_heads=16,
+        num_key_value_heads=4, head_dim=256)),
+    "qwen3_5_35b_a3b": ("Qwen3_5MoeForCausalLM", dict(
+        vocab_size=248320, hidden_size=2048, num_hidden_layers=40, num_attention_heads=16, num_key_value_heads=2,
+        head_dim=256, num_experts=256, num_experts_per_tok=8, moe_intermediate_size=512,
+        shared_expert_intermediate_size=512)),
+}
+_CONFIGS = {"Qwen3NextForCausalLM": "Qwen3NextConfig", "Qwen3_5ForCausalLM": "Qwen3_5TextConfig",
+            "Qwen3_5MoeForCausalLM": "Qwen3_5MoeTextConfig"}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_preset_parameter_counts_equal_transformers(name):
+    from omnikit import create_model
+
+    architecture, values = PUBLISHED[name]
+    config = getattr(transformers, _CONFIGS[architecture])(
+        linear_num_key_heads=16, linear_num_value_heads=32, linear_key_head_dim=128, linear_value_head_dim=128,
+        **values,
+    )
+    with torch.device("meta"):
+        reference = getattr(transformers, architecture)(config)
+    ours = create_model(name, device="meta")
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in reference.parameters())
+
+
+@pytest.mark.parametrize(("name", "architecture"), [("qwen3_next_tiny", "Qwen3NextForCausalLM"),
+                                                    ("qwen3_5_tiny", "Qwen3_5ForCausalLM")])
+def test_save_hf_exports_a_tiny_preset(tmp_path, name, architecture):
+    from omnikit import create_model
+
+    model = create_model(name).eval()
+    save_hf(model, tmp_path)
+    hf = getattr(transformers, architecture).from_pretrained(tmp_path).eval()
+    batch = _batch()
+    with torch.no_grad():
+        assert _max_rel_error(model(**hf_inputs(model, batch)), hf(**batch).logits, batch["attention_mask"]) <= 1e-4

@@ -59,6 +59,6 @@ def test_hybrid_stack_returns_moe_aux_per_block() -> None:
 
 
 def test_published_shape_builds_on_meta() -> None:
-    model = omnikit.create_model("qwen3_next_80b_a3b", device="meta")
-    assert sum(isinstance(b, DecoderBlock) for b in model.blocks) == 12
-    assert model.blocks[0].mlp.router.top_k == 10 and model.blocks[0].mixer.num_v_heads == 32
+    blocks = omnikit.create_model("qwen3_next_80b_a3b", device="meta").decoder.blocks
+    assert sum(isinstance(b, DecoderBlock) for b in blocks) == 12
+    assert blocks[0].mlp.router.top_k == 10 and blocks[0].mixer.num_v_heads == 32
