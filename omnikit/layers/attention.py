@@ -148,16 +148,15 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
         causal = self.causal if causal is None else causal
         qkv = self.qkv(x)
         # a head-split projection (omnikit.distributed's tensor parallel) yields this rank's share of the heads
-        share = (self.num_heads * self.query_width + 2 * self.num_kv_heads * self.head_dim) // qkv.shape[-1]
+        per_query = self.query_width // self.head_dim  # head_dim-wide rows per query head: query (and gate)
+        share = (self.num_heads * per_query + 2 * self.num_kv_heads) * self.head_dim // qkv.shape[-1]
         heads, kv_heads = self.num_heads // share, self.num_kv_heads // share
-        q, k, v = qkv.split([heads * self.query_width, kv_heads * self.head_dim, kv_heads * self.head_dim], dim=-1)
-        q = q.view(batch, length, heads, self.query_width)
+        q, k, v = qkv.view(batch, length, heads * per_query + 2 * kv_heads, self.head_dim).split(
+            [heads * per_query, kv_heads, kv_heads], dim=2
+        )
         gate = None
-        if self.output_gate:
-            q, gate = q.chunk(2, dim=-1)
-            gate = gate.reshape(batch, length, heads * self.head_dim)
-        q = q.reshape(batch, length, heads, self.head_dim)
-        k, v = k.view(batch, length, kv_heads, self.head_dim), v.view(batch, length, kv_heads, self.head_dim)
+        if self.output_gate:  # each head's query rows, then its gate rows
+            q, gate = q[:, :, 0::2], q[:, :, 1::2].reshape(batch, length, heads * self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)

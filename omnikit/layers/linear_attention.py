@@ -216,6 +216,14 @@ def gated_delta_rule(
     return gated_delta_rule_chunked(q, k, v, g, beta, initial_state, chunk_size, resets)
 
 
+def _grouped_order(groups: int, sizes: list[int]) -> torch.Tensor:
+    """Rows stored group by group, ``sizes`` parts per group (``[g0p0 g0p1 .. | g1p0 ..]``), in part-major
+    order (``[g0p0 g1p0 .. | g0p1 g1p1 ..]``): ``(groups * sum(sizes),)`` int64 indices."""
+    width, starts = sum(sizes), [sum(sizes[:p]) for p in range(len(sizes))]
+    return torch.tensor([g * width + start + i for start, size in zip(starts, sizes) for g in range(groups)
+                         for i in range(size)], dtype=torch.long)
+
+
 @dataclass
 class GatedDeltaNetState(StreamingState):
     """The recurrent state ``(B, H_v, d_k, d_v)`` float32 and the short convolution's last
@@ -300,6 +308,10 @@ class GatedDeltaNet(StreamingModule[GatedDeltaNetState]):
         else:
             self.qkvz = nn.Linear(dim, qkv + num_v_heads * v_head_dim, bias=False)
             self.ba = nn.Linear(dim, 2 * num_v_heads, bias=False)
+            groups = num_v_heads // num_heads  # rows of the fused outputs in the split layout's order
+            self.register_buffer("qkvz_order", _grouped_order(num_heads, [head_dim] * 2 + [groups * v_head_dim] * 2),
+                                 persistent=False)
+            self.register_buffer("ba_order", _grouped_order(num_heads, [groups, groups]), persistent=False)
         self.conv = nn.Conv1d(qkv, qkv, conv_size, groups=qkv, bias=False)  # applied causally
         self.A_log = nn.Parameter(torch.empty(num_v_heads).uniform_(0, 16).log())
         self.dt_bias = nn.Parameter(torch.ones(num_v_heads))
@@ -323,14 +335,13 @@ class GatedDeltaNet(StreamingModule[GatedDeltaNetState]):
         batch, length, _ = x.shape
         if self.projection == "split":
             b, a = self.beta_decay(x).chunk(2, dim=-1)
-            return self.qkv(x), self.gate(x).view(batch, length, self.num_v_heads, self.v_head_dim), b, a
-        groups = self.num_v_heads // self.num_heads
-        per_head = self.qkvz(x).view(batch, length, self.num_heads, -1)
-        q, k, v, z = per_head.split([self.head_dim] * 2 + [groups * self.v_head_dim] * 2, dim=-1)
-        b, a = self.ba(x).view(batch, length, self.num_heads, 2 * groups).chunk(2, dim=-1)
-        qkv = torch.cat([t.reshape(batch, length, -1) for t in (q, k, v)], dim=-1)
-        z = z.reshape(batch, length, self.num_v_heads, self.v_head_dim)
-        return qkv, z, b.reshape(batch, length, -1), a.reshape(batch, length, -1)
+            return self.qkv(x), self.gate(x).reshape(batch, length, self.num_v_heads, self.v_head_dim), b, a
+        value_width = self.num_v_heads * self.v_head_dim
+        qkv, z = self.qkvz(x).index_select(-1, self.qkvz_order).split(
+            [2 * self.num_heads * self.head_dim + value_width, value_width], dim=-1
+        )
+        b, a = self.ba(x).index_select(-1, self.ba_order).chunk(2, dim=-1)
+        return qkv, z.reshape(batch, length, self.num_v_heads, self.v_head_dim), b, a
 
     def _conv(self, u: torch.Tensor, resets: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Causal depthwise convolution of ``u (B, C, T)``, continuing a stream's last inputs, or with
