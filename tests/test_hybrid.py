@@ -62,3 +62,15 @@ def test_published_shape_builds_on_meta() -> None:
     blocks = omnikit.create_model("qwen3_next_80b_a3b", device="meta").decoder.blocks
     assert sum(isinstance(b, DecoderBlock) for b in blocks) == 12
     assert blocks[0].mlp.router.top_k == 10 and blocks[0].mixer.num_v_heads == 32
+
+
+def test_lora_targets_and_tensor_parallel_rows_cover_the_new_layers() -> None:
+    """peft adapts the DeltaNet projections beside attention; a gated query head's rows (query then
+    gate) stay together on one tensor-parallel rank."""
+    from omnikit.distributed.heads import head_split_order
+    from omnikit.fusion.towers import lora_targets
+
+    targets = lora_targets(omnikit.create_model("qwen3_next_tiny"), kinds=("attention",))["target_modules"]
+    assert {"decoder.blocks.0.mixer.qkvz", "decoder.blocks.0.mixer.out", "decoder.blocks.3.attn.qkv"} <= set(targets)
+    # 2 query heads of width 2 (query, gate), 2 kv heads, head_dim 1: rows q0 g0 q1 g1 k0 k1 v0 v1
+    assert head_split_order(2, 2, 1, 2, query_width=2).tolist() == [0, 1, 4, 6, 2, 3, 5, 7]

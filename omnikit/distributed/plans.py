@@ -7,7 +7,9 @@
   column-parallel with its rows reordered so that each rank holds its query heads and their
   key/value groups (:class:`~omnikit.distributed.heads.HeadParallelQKV`), the output projection
   row-parallel, the q/k norms' weights replicated (their gradients all-reduced): each rank attends
-  with its own heads;
+  with its own heads (an output-gated attention's gate rows travel with their query head);
+- :class:`~omnikit.layers.linear_attention.GatedDeltaNet` (Qwen3-Next / Qwen3.5): no tensor-parallel
+  split (replicated under ``tp``, like transformers' gathered-output plan); FSDP shards it with its block;
 - :class:`~omnikit.layers.mlp.SwiGLU`: gate/up column-parallel, down row-parallel (no
   communication between them);
 - :class:`~omnikit.models.CausalLM` (and the Thinker): vocabulary-parallel embedding and LM head,
@@ -60,7 +62,8 @@ def _block_stack(stack: nn.Module) -> ParallelPlan:
 
 @register_parallel_plan(Attention)
 def _attention(attn: Attention) -> ParallelPlan:
-    styles = {"qkv": HeadParallelQKV(attn.num_heads, attn.num_kv_heads, attn.head_dim), "out": RowwiseParallel()}
+    qkv = HeadParallelQKV(attn.num_heads, attn.num_kv_heads, attn.head_dim, attn.query_width)
+    styles = {"qkv": qkv, "out": RowwiseParallel()}
     norms = [name for name in ("q_norm", "k_norm") if getattr(attn, name) is not None]
     return ParallelPlan(tp={**styles, **{name: HeadShardedNorm() for name in norms}})
 

@@ -25,6 +25,7 @@ from torch import nn
 from omnikit.fusion import AudioAdapter, FusionLayer, Talker, VideoAdapter
 from omnikit.fusion.media import HoldsAdapters
 from omnikit.layers.attention import Attention
+from omnikit.layers.linear_attention import GatedDeltaNet
 from omnikit.layers.mlp import GeluMLP, SwiGLU
 from omnikit.models.language_model import CausalLM
 from omnikit.moe.experts import SwiGLUExperts
@@ -90,7 +91,8 @@ def lora_targets(
     """Full names to hand to ``peft.LoraConfig(**lora_targets(model, ...))``.
 
     Returns ``{"target_modules": [...], "target_parameters": [...]}``: the ``nn.Linear`` layers of
-    the attention (``kinds`` has ``"attention"``) and dense MLP (``"mlp"``) modules of ``towers``,
+    the attention (``kinds`` has ``"attention"``: softmax attention and the Gated DeltaNet token mixer's
+    projections) and dense MLP (``"mlp"``) modules of ``towers``,
     and the stacked ``(E, out, in)`` weights of their MoE experts (``"experts"``; peft adapts each
     expert with its own rank-``r`` pair through ``target_parameters``).
     """
@@ -99,7 +101,7 @@ def lora_targets(
         if bad or not values:
             raise OmnikitValueError(f"`{label}` expected a non-empty subset of {allowed} but got {tuple(values)}")
     tower = tower_modules(model)
-    parents = {"attention": Attention, "mlp": (SwiGLU, GeluMLP)}
+    parents = {"attention": (Attention, GatedDeltaNet), "mlp": (SwiGLU, GeluMLP)}
     modules: list[str] = []
     parameters: list[str] = []
     for name, module in model.named_modules():
