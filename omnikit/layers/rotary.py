@@ -83,8 +83,9 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         if self.sections is not None:
             if len(self.sections) != 3 or sum(self.sections) != rotary_dim // 2:
+                width = "head_dim" if rotary_dim == head_dim else "rotary_dim"
                 raise OmnikitValueError(
-                    f"`sections` expected three ints summing to rotary_dim // 2 = {rotary_dim // 2} "
+                    f"`sections` expected three ints summing to {width} // 2 = {rotary_dim // 2} "
                     f"but got {self.sections}"
                 )
             axis = mrope_axis_of_frequency(self.sections, interleaved)
