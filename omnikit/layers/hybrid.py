@@ -34,7 +34,7 @@ from omnikit.layers.norm import NormKind, build_norm
 from omnikit.layers.rotary import RotaryEmbedding
 from omnikit.streaming import StreamingContainer
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import OmnikitValueError, check_positive, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_input, check_positive
 
 __all__ = ["HybridConfig", "HybridDecoder", "LinearAttentionBlock"]
 
@@ -170,7 +170,9 @@ class HybridDecoder(StreamingContainer, nn.Module):
         ``positions``, ``key_padding_mask``, ``cu_seqlens`` as in :meth:`omnikit.layers.Decoder.forward`;
         the linear blocks zero padded steps and restart their state at every packed sequence.
         """
-        check_tensor(x, "x", shape=("B", "T", self.config.dim), floating=True)
+        check_input(x, "x", self, shape=("B", "T", self.config.dim))
+        if not x.shape[0]:
+            raise OmnikitValueError(f"`x` expected at least one item but got shape {tuple(x.shape)}")
         if positions is None:
             first = self._first_attention()
             start = first.attn.cache_position if first is not None else 0

@@ -1,4 +1,4 @@
-"""Normalisation layers computed in float32 whatever the input dtype."""
+"""Normalisation layers computed in float32 or wider whatever the input dtype."""
 
 from __future__ import annotations
 
@@ -13,6 +13,11 @@ from omnikit.utils.checks import check_choice
 __all__ = ["LayerNorm", "NormKind", "RMSNorm", "build_norm"]
 
 NormKind = Literal["rmsnorm", "layernorm", "rmsnorm_zero_centered"]
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """float32 for half-precision inputs, the input's own dtype for float32 and float64."""
+    return torch.promote_types(x.dtype, torch.float32)
 
 
 class RMSNorm(nn.Module):
@@ -33,10 +38,11 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.zeros(dim) if zero_centered else torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = 1.0 + self.weight.float() if self.zero_centered else self.weight
-        if x.dtype == torch.float32:
+        wide = _compute_dtype(x)
+        scale = 1.0 + self.weight.to(wide) if self.zero_centered else self.weight.to(wide)
+        if x.dtype == wide:
             return F.rms_norm(x, scale.shape, scale, self.eps)
-        return F.rms_norm(x.float(), scale.shape, scale.float(), self.eps).to(x.dtype)
+        return F.rms_norm(x.to(wide), scale.shape, scale, self.eps).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}" + (", zero_centered=True" if self.zero_centered else "")
@@ -48,9 +54,11 @@ class LayerNorm(nn.LayerNorm):
     keep_fp32 = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.float32:
+        wide = _compute_dtype(x)
+        if x.dtype == wide == self.weight.dtype:
             return super().forward(x)
-        return super().forward(x.float()).to(x.dtype)
+        weight, bias = (None if p is None else p.to(wide) for p in (self.weight, self.bias))
+        return F.layer_norm(x.to(wide), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
 
 
 def build_norm(kind: NormKind, dim: int, eps: float = 1e-6) -> nn.Module:
