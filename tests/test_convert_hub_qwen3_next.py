@@ -163,12 +163,14 @@ def test_preset_parameter_counts_equal_transformers(name):
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in reference.parameters())
 
 
-@pytest.mark.parametrize(("name", "architecture"), [("qwen3_next_tiny", "Qwen3NextForCausalLM"),
-                                                    ("qwen3_5_tiny", "Qwen3_5ForCausalLM")])
-def test_save_hf_exports_a_tiny_preset(tmp_path, name, architecture):
+@pytest.mark.parametrize(("name", "overrides", "architecture"), [
+    ("qwen3_next_tiny", {}, "Qwen3NextForCausalLM"), ("qwen3_5_tiny", {}, "Qwen3_5ForCausalLM"),
+    ("qwen3_next_tiny", {"linear_projection": "split"}, "Qwen3_5MoeForCausalLM"),
+])
+def test_save_hf_exports_a_tiny_preset(tmp_path, name, overrides, architecture):
     from omnikit import create_model
 
-    model = create_model(name).eval()
+    model = create_model(name, **overrides).eval()
     save_hf(model, tmp_path)
     hf = getattr(transformers, architecture).from_pretrained(tmp_path).eval()
     batch = _batch()

@@ -201,10 +201,12 @@ def _export(architecture: str) -> Any:
         matches = (cfg.linear_projection == projection and cfg.norm == "rmsnorm_zero_centered" and cfg.qk_norm
                    and cfg.attn_output_gate and cfg.qkv_bias == cfg.out_bias and cfg.mlp == "swiglu"
                    and cfg.mrope_sections is None and bool(moes) == has_moe)
-        if not matches:
-            return None
         moe = model.decoder.blocks[moes[0]].mlp.config if moes else None
-        return hf_config(cfg, architecture, moe, moes)
+        if moe is not None:  # one gated-shared-expert MoE everywhere it is; 3.5-MoE: every layer, renormalised
+            same = all(model.decoder.blocks[i].mlp.config == moe for i in moes)
+            matches = matches and same and moe.shared_gate and moe.shared_hidden > 0 and (
+                architecture == "Qwen3NextForCausalLM" or (len(moes) == cfg.depth and moe.normalize_weights))
+        return hf_config(cfg, architecture, moe, moes) if matches else None
 
     return export
 
