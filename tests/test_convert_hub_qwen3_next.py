@@ -165,7 +165,7 @@ def test_preset_parameter_counts_equal_transformers(name):
 
 @pytest.mark.parametrize(("name", "overrides", "architecture"), [
     ("qwen3_next_tiny", {}, "Qwen3NextForCausalLM"), ("qwen3_5_tiny", {}, "Qwen3_5ForCausalLM"),
-    ("qwen3_next_tiny", {"linear_projection": "split"}, "Qwen3_5MoeForCausalLM"),
+    ("qwen3_5_moe_tiny", {}, "Qwen3_5MoeForCausalLM"),
 ])
 def test_save_hf_exports_a_tiny_preset(tmp_path, name, overrides, architecture):
     from omnikit import create_model

@@ -18,6 +18,7 @@ __all__ = [
     "qwen3_1_7b",
     "qwen3_5_9b",
     "qwen3_5_35b_a3b",
+    "qwen3_5_moe_tiny",
     "qwen3_5_tiny",
     "qwen3_30b_a3b",
     "qwen3_next_80b_a3b",
@@ -143,6 +144,12 @@ def qwen3_5_35b_a3b(**overrides: Any) -> CausalLM:
 def qwen3_next_tiny(**overrides: Any) -> CausalLM:
     """Qwen3-Next layout at dim 32 (fused DeltaNet projections, gated MoE) for tests and examples."""
     return _qwen3_next_lm("qwen3_next_tiny", overrides, (4, 2, 16), linear_projection="fused", **_TINY)
+
+
+@register_model(kind="decoder", modalities=("text",))
+def qwen3_5_moe_tiny(**overrides: Any) -> CausalLM:
+    """Qwen3.5-MoE layout at dim 32 (split DeltaNet projections, gated MoE in every layer) for tests."""
+    return _qwen3_next_lm("qwen3_5_moe_tiny", overrides, (4, 2, 16), **_TINY)
 
 
 @register_model(kind="decoder", modalities=("text",))
