@@ -11,6 +11,11 @@ splits them (``in_proj_qkv/z/b/a``). MLPs: Qwen3.5 dense SwiGLU; Qwen3-Next and 
 layer (softmax router, top-k renormalised) with a sigmoid-gated shared expert, per-expert
 tensors on disk stacked into omnikit's grouped experts.
 
+The published Qwen3.5 checkpoints are vision-language (``Qwen3_5ForConditionalGeneration``,
+``Qwen3_5MoeForConditionalGeneration``): their language model loads as part ``"text_model"`` (named
+explicitly; ``model.language_model.*`` and ``lm_head``, config from ``text_config``); the vision tower
+is not modelled yet, so no other part exists.
+
 Not modelled: the multi-token-prediction head. Its ``mtp.*`` tensors are skipped by an explicit
 rule on load and not written back. Qwen3.5 text checkpoints load from transformers' layout
 (``model.layers.*``, what ``Qwen3_5ForCausalLM.save_pretrained`` writes); M-RoPE sections are
@@ -22,6 +27,7 @@ The config translation is one function per direction: :func:`hybrid_config` (``c
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from torch import nn
@@ -29,19 +35,25 @@ from torch import nn
 from omnikit.convert.architectures import Config, Part, register_architecture
 from omnikit.convert.hub_qwen import lm_key_map, sparse_layers
 from omnikit.convert.inputs import text_inputs
-from omnikit.convert.keymap import Fuse, KeyMap, Rename, Skip
+from omnikit.convert.keymap import Fuse, KeyMap, Rename, Skip, StackExperts
 from omnikit.layers.hybrid import HybridConfig, HybridDecoder
 from omnikit.models.language_model import CausalLM
 from omnikit.moe.layer import MoE, MoEConfig
 from omnikit.utils.checks import OmnikitValueError
 
-__all__ = ["ARCHITECTURES", "hf_config", "hybrid_config", "hybrid_key_map", "moe_config"]
+__all__ = ["ARCHITECTURES", "VISION_LANGUAGE", "hf_config", "hybrid_config", "hybrid_key_map", "moe_config"]
 
 #: architecture -> (``model_type``, DeltaNet projection layout, MoE MLPs).
 ARCHITECTURES: dict[str, tuple[str, str, bool]] = {
     "Qwen3NextForCausalLM": ("qwen3_next", "fused", True),
     "Qwen3_5ForCausalLM": ("qwen3_5_text", "split", False),
     "Qwen3_5MoeForCausalLM": ("qwen3_5_moe_text", "split", True),
+}
+
+#: Vision-language architecture -> the text architecture of its language model.
+VISION_LANGUAGE: dict[str, str] = {
+    "Qwen3_5ForConditionalGeneration": "Qwen3_5ForCausalLM",
+    "Qwen3_5MoeForConditionalGeneration": "Qwen3_5MoeForCausalLM",
 }
 
 #: Deepest name below ``mtp.`` in published checkpoints (``layers.0.mlp.experts.7.up_proj.weight``) plus room.
@@ -217,3 +229,38 @@ for _name in ARCHITECTURES:
         parts={"text_model": Part(_build(_name), _key_map(_name), inputs=text_inputs, export_config=_export(_name))},
         default_part="text_model",
     )
+
+
+def _text_config(config: Config) -> Config:
+    """The language model's ``config.json`` values inside a vision-language config."""
+    text = config.get("text_config")
+    if not isinstance(text, dict):
+        raise OmnikitValueError("a Qwen3.5 vision-language config expected a `text_config` mapping")
+    return {**text, "tie_word_embeddings": config.get("tie_word_embeddings", text.get("tie_word_embeddings", False))}
+
+
+def _under_language_model(key_map: KeyMap) -> KeyMap:
+    """``key_map`` with its ``model.*`` checkpoint names moved to ``model.language_model.*`` (``lm_head`` stays)."""
+    def move(name: str | None) -> str | None:
+        return "model.language_model." + name[len("model."):] if name and name.startswith("model.") else name
+
+    rules = []
+    for rule in key_map.rules:
+        if isinstance(rule, (Rename, Skip)):
+            rule = replace(rule, theirs=move(rule.theirs))
+        elif isinstance(rule, (Fuse, StackExperts)):
+            rule = replace(rule, theirs=tuple(move(t) for t in rule.theirs))
+        rules.append(rule)
+    return KeyMap(tuple(rules))
+
+
+def _language_model_part(text: str) -> Part:
+    def key_map(config: Config) -> KeyMap:
+        return _under_language_model(_key_map(text)(_text_config(config)))
+
+    return Part(lambda c: _build(text)(_text_config(c)), key_map, owns=("model.language_model.", "lm_head."),
+                inputs=text_inputs)
+
+
+for _name, _text in VISION_LANGUAGE.items():
+    register_architecture(_name, parts={"text_model": _language_model_part(_text)})
