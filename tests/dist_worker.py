@@ -272,6 +272,7 @@ CASES: dict[str, Case] = {
     **{name: generic_case(name, mean_square) for name in (
         "qwen2_5_omni_talker_tiny", "qwen3_omni_talker_tiny", "qwen3_vit_tiny", "qwen2_5_omni_vision_tiny",
         "code2wav_tiny")},
+    "qwen3_next": Case(lambda: omnikit.create_model("qwen3_next_tiny"), text_items, stack_collate, lm_loss),
     "decoder_bf16": Case(lambda: omnikit.create_model("decoder_tiny"), text_items, stack_collate, lm_loss,
                          options={"mp_policy": MixedPrecisionPolicy(torch.bfloat16, torch.float32)}),
 }

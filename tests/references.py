@@ -52,10 +52,13 @@ def randomise_mimi(model: torch.nn.Module) -> torch.nn.Module:
             elif name.endswith("cluster_usage"):
                 buffer.uniform_(0.5, 2.0)
     return model.eval()
-def left_padded_batch(vocab: int, low: int = 0) -> dict[str, torch.Tensor]:
-    """``input_ids`` ``(3, 9)`` in ``[low, vocab)`` and an ``attention_mask`` padding items 0 and 2 on the left."""
-    g = torch.Generator().manual_seed(1)
-    ids = torch.randint(low, vocab, (3, 9), generator=g)
+
+def left_padded_batch(vocab: int, batch: int = 3, length: int = 9, seed: int = 1,
+                      low: int = 0) -> dict[str, torch.Tensor]:
+    """A processor-style text batch: ``input_ids`` in ``[low, vocab)`` and an ``attention_mask`` left-padding
+    items 0 (4 steps) and 2 (1 step)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(low, vocab, (batch, length), generator=g)
     mask = torch.ones_like(ids)
     mask[0, :4] = 0
     mask[2, :1] = 0
@@ -63,6 +66,34 @@ def left_padded_batch(vocab: int, low: int = 0) -> dict[str, torch.Tensor]:
 
 
 def max_rel_error(ours: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor) -> float:
-    """``max |ours - ref| / max |ref|`` over the positions where ``mask`` is set."""
+    """``max |ours - ref| / max |ref|`` over the valid (``mask``) positions."""
     valid = mask.bool()
     return float((ours[valid] - ref[valid]).abs().max() / ref[valid].abs().max())
+
+
+def assert_loads_and_round_trips(hf: torch.nn.Module, directory, batch: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """``hf`` saved in 20KB shards loads with ``load_hf`` to its logits on ``batch`` (rel. error <= 1e-4 on valid
+    positions), and ``save_hf`` -> ``from_pretrained`` gives them back; returns the loaded omnikit model."""
+    from omnikit.convert import hf_inputs, load_hf, save_hf
+
+    hf.save_pretrained(directory / "hf", max_shard_size="20KB")
+    assert (directory / "hf" / "model.safetensors.index.json").is_file()
+    model = load_hf(directory / "hf")
+    with torch.no_grad():
+        ref = hf(**batch).logits
+        assert max_rel_error(model(**hf_inputs(model, batch)), ref, batch["attention_mask"]) <= 1e-4
+    save_hf(model, directory / "back", max_shard_size="20KB")
+    assert (directory / "back" / "model.safetensors.index.json").is_file()
+    again = type(hf).from_pretrained(directory / "back").eval()
+    with torch.no_grad():
+        assert max_rel_error(again(**batch).logits, ref, batch["attention_mask"]) <= 1e-4
+    return model
+
+
+def greedy_reference(hf: torch.nn.Module, batch: dict[str, torch.Tensor], new: int = 8) -> tuple[torch.Tensor, dict]:
+    """transformers' greedy ``generate`` tokens ``(B, new)`` for a left-padded ``batch``, and the keyword
+    arguments of omnikit's ``generate`` that match it (its mask, and the positions ``generate`` uses)."""
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    ref = hf.generate(**batch, max_new_tokens=new, do_sample=False, pad_token_id=0)[:, ids.shape[1]:]
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ref, dict(key_padding_mask=mask.bool(), positions=positions, next_position=mask.sum(-1), max_new_tokens=new)

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from references import left_padded_batch, max_rel_error, randomise_norms_and_biases
+from references import (
+    assert_loads_and_round_trips,
+    greedy_reference,
+    left_padded_batch,
+    max_rel_error,
+    randomise_norms_and_biases,
+)
 
 transformers = pytest.importorskip("transformers")
 
@@ -34,7 +40,7 @@ def _hf_model(kind: str, **extra):
 
 
 def _batch():
-    return left_padded_batch(VOCAB)
+    return left_padded_batch(VOCAB, length=9)
 
 
 _max_rel_error = max_rel_error
@@ -51,20 +57,7 @@ CASES = [
 
 @pytest.mark.parametrize(("kind", "extra"), CASES)
 def test_sharded_checkpoint_loads_with_transformers_logits(tmp_path, kind, extra):
-    hf = _hf_model(kind, **extra)
-    hf.save_pretrained(tmp_path / "hf", max_shard_size="20KB")
-    assert (tmp_path / "hf" / "model.safetensors.index.json").is_file()
-    model = load_hf(tmp_path / "hf")
-    batch = _batch()
-    with torch.no_grad():
-        ref = hf(**batch).logits
-        ours = model(**hf_inputs(model, batch))
-    assert _max_rel_error(ours, ref, batch["attention_mask"]) <= 1e-4
-    save_hf(model, tmp_path / "back", max_shard_size="20KB")
-    assert (tmp_path / "back" / "model.safetensors.index.json").is_file()
-    again = type(hf).from_pretrained(tmp_path / "back").eval()
-    with torch.no_grad():
-        assert _max_rel_error(again(**batch).logits, ref, batch["attention_mask"]) <= 1e-4
+    assert_loads_and_round_trips(_hf_model(kind, **extra), tmp_path, _batch())
 
 
 def test_tied_embeddings_stay_tied(tmp_path):
@@ -87,11 +80,8 @@ def test_greedy_decoding_matches_transformers_generate(tmp_path, kind):
     hf.save_pretrained(tmp_path, max_shard_size="20KB")
     model = load_hf(tmp_path)
     batch = _batch()
-    ids, mask = batch["input_ids"], batch["attention_mask"]
-    ref = hf.generate(**batch, max_new_tokens=8, do_sample=False, pad_token_id=0)[:, ids.shape[1]:]
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # what transformers' generate uses for left padding
-    out = model.generate(ids, key_padding_mask=mask.bool(), positions=positions, next_position=mask.sum(-1),
-                         max_new_tokens=8)
+    ref, kwargs = greedy_reference(hf, batch)
+    out = model.generate(batch["input_ids"], **kwargs)
     assert torch.equal(out.tokens, ref)
 
 
@@ -103,7 +93,7 @@ def test_save_hf_exports_a_preset_built_by_create_model(tmp_path):
     hf = transformers.Qwen3ForCausalLM.from_pretrained(tmp_path).eval()
     batch = _batch()
     with torch.no_grad():
-        assert _max_rel_error(model(**hf_inputs(model, batch)), hf(**batch).logits, batch["attention_mask"]) <= 1e-4
+        assert max_rel_error(model(**hf_inputs(model, batch)), hf(**batch).logits, batch["attention_mask"]) <= 1e-4
 
 
 PUBLISHED = {

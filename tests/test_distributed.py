@@ -45,6 +45,7 @@ SLOW = [
          "qwen2_5_omni_talker_tiny/dp_shard", "qwen3_omni_talker_tiny/dp_shard", "qwen3_omni_talker_tiny/ep"]),
     (2, ["qwen3_vit_tiny/dp_shard", "qwen2_5_omni_vision_tiny/dp_shard", "qwen2_5_omni_vision_tiny/tp",
          "code2wav_tiny/dp_shard", "omni_thinker_mixed/tp", "qwen3_omni_thinker_mixed/tp", "moe_skew/tp"]),
+    (2, ["qwen3_next/dp_shard", "qwen3_next/tp", "qwen3_next/ep"]),
 ]
 
 

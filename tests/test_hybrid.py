@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import omnikit
@@ -59,6 +60,35 @@ def test_hybrid_stack_returns_moe_aux_per_block() -> None:
 
 
 def test_published_shape_builds_on_meta() -> None:
-    model = omnikit.create_model("qwen3_next_80b_a3b", device="meta")
-    assert sum(isinstance(b, DecoderBlock) for b in model.blocks) == 12
-    assert model.blocks[0].mlp.router.top_k == 10 and model.blocks[0].mixer.num_v_heads == 32
+    blocks = omnikit.create_model("qwen3_next_80b_a3b", device="meta").decoder.blocks
+    assert sum(isinstance(b, DecoderBlock) for b in blocks) == 12
+    assert blocks[0].mlp.router.top_k == 10 and blocks[0].mixer.num_v_heads == 32
+
+
+def test_lora_targets_and_tensor_parallel_rows_cover_the_new_layers() -> None:
+    """peft adapts the DeltaNet projections beside attention; a gated query head's rows (query then
+    gate) stay together on one tensor-parallel rank."""
+    from omnikit.distributed.heads import head_split_order
+    from omnikit.fusion.towers import lora_targets
+
+    targets = lora_targets(omnikit.create_model("qwen3_next_tiny"), kinds=("attention",))["target_modules"]
+    assert {"decoder.blocks.0.mixer.qkvz", "decoder.blocks.0.mixer.out", "decoder.blocks.3.attn.qkv"} <= set(targets)
+    # 2 query heads of width 2 (query, gate), 2 kv heads, head_dim 1: rows q0 g0 q1 g1 k0 k1 v0 v1
+    assert head_split_order(2, 2, 1, 2, query_width=2).tolist() == [0, 1, 4, 6, 2, 3, 5, 7]
+
+
+def test_partial_interleaved_mrope_equals_qwen3_5_rotary() -> None:
+    """Qwen3.5's rotary: interleaved M-RoPE sections on a quarter of the head (distinct t/h/w ids)."""
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.qwen3_5.modeling_qwen3_5 import Qwen3_5TextRotaryEmbedding
+
+    from omnikit.layers import RotaryEmbedding
+
+    config = transformers.Qwen3_5TextConfig(head_dim=64, rope_parameters={
+        "rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.25, "mrope_section": [3, 3, 2],
+        "mrope_interleaved": True})
+    positions = torch.randint(0, 50, (3, 2, 7))
+    cos_ref, sin_ref = Qwen3_5TextRotaryEmbedding(config)(torch.zeros(1), positions)
+    cos, sin = RotaryEmbedding(64, 1e4, sections=(3, 3, 2), interleaved=True, rotary_dim=16)(positions)
+    torch.testing.assert_close(cos, cos_ref)
+    torch.testing.assert_close(sin, sin_ref)

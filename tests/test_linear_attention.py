@@ -81,10 +81,10 @@ def test_layer_streaming_equals_full_and_state_is_fixed_size() -> None:
         sizes = []
         with layer.streaming(2):
             pieces = [layer(x[:, :7]), layer(x[:, 7:8])]
-            sizes.append(layer.streaming_state.recurrent.numel() + layer.conv.streaming_state.pending.numel())
+            sizes.append(layer.streaming_state.recurrent.numel() + layer.streaming_state.conv.numel())
             for t in range(8, 30):
                 pieces.append(layer(x[:, t : t + 1]))
-            sizes.append(layer.streaming_state.recurrent.numel() + layer.conv.streaming_state.pending.numel())
+            sizes.append(layer.streaming_state.recurrent.numel() + layer.streaming_state.conv.numel())
     torch.testing.assert_close(torch.cat(pieces, 1), full, atol=1e-5, rtol=1e-5)
     assert sizes[0] == sizes[1] == 2 * 4 * 8 * 8 + 2 * (2 * 2 * 8 + 4 * 8) * 3  # state + conv tail, any length
 
@@ -175,3 +175,46 @@ def test_compiled_chunks_serve_every_length_with_gradients() -> None:
                  for o, s in ((out_c, state_c), (out_r, state_r))]
         for a, b in zip(*grads):
             torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 64])
+def test_packed_sequences_restart_the_state_in_both_forms(chunk_size: int) -> None:
+    """``resets`` at sample starts (mid-chunk, on a chunk's first step, two in one chunk): each form of
+    a packed row equals its samples run alone, outputs and gradients; the final state is the last sample's."""
+    lengths = (5, 3, 1, 8, 6)
+    tensors = [t[:1].requires_grad_() for t in inputs(length=sum(lengths), seed=4)]
+    q, k, v, g, beta, _ = tensors
+    cu_seqlens = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
+    resets = torch.zeros(1, sum(lengths), dtype=torch.bool)
+    resets[0, cu_seqlens[:-1]] = True
+    packed_r = gated_delta_rule_recurrent(q, k, v, g, beta, resets=resets)
+    packed_c = gated_delta_rule_chunked(q, k, v, g, beta, chunk_size=chunk_size, resets=resets)
+    pieces = [gated_delta_rule_recurrent(*(t[:, :, a:b] for t in (q, k, v, g, beta)))
+              for a, b in zip(cu_seqlens[:-1].tolist(), cu_seqlens[1:].tolist())]
+    alone = torch.cat([o for o, _ in pieces], dim=2)
+    w = torch.randn_like(alone)
+    grads = [torch.autograd.grad((out * w).sum(), (q, k, v, g, beta)) for out in (alone, packed_r[0], packed_c[0])]
+    for out, state in (packed_r, packed_c):
+        torch.testing.assert_close(out, alone, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(state, pieces[-1][1], atol=1e-5, rtol=1e-5)
+    for got in grads[1:]:
+        for a, b in zip(got, grads[0]):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(gated_delta_rule(q, k, v, g, beta, cu_seqlens=cu_seqlens, backend="torch")[0], alone,
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_layer_packed_row_equals_samples_alone_and_padding_is_zeroed() -> None:
+    """The layer's short convolution restarts with the state; a left-padded item equals it unpadded."""
+    torch.manual_seed(0)
+    for projection in ("split", "fused"):
+        layer = GatedDeltaNet(16, 2, 8, num_v_heads=4, chunk_size=4, projection=projection).eval()
+        x = torch.randn(1, 13, 16)
+        cu_seqlens = torch.tensor([0, 2, 9, 13])
+        with torch.no_grad():
+            packed = layer(x, cu_seqlens=cu_seqlens)
+            alone = torch.cat([layer(x[:, a:b]) for a, b in ((0, 2), (2, 9), (9, 13))], dim=1)
+            padded = layer(torch.cat([torch.randn(1, 3, 16), x], dim=1),
+                           key_padding_mask=torch.arange(16)[None] >= 3)[:, 3:]
+        torch.testing.assert_close(packed, alone, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(padded, layer(x).detach(), atol=1e-5, rtol=1e-5)

@@ -65,6 +65,11 @@ BUILTIN_MODULES: dict[str, str] = {
     "Qwen3OmniMoeThinkerForConditionalGeneration": "omnikit.convert.hub_qwen3_omni",
     "Gemma4ForCausalLM": "omnikit.convert.hub_gemma4",
     "Gemma4ForConditionalGeneration": "omnikit.convert.hub_gemma4",
+    "Qwen3NextForCausalLM": "omnikit.convert.hub_qwen3_next",
+    "Qwen3_5ForCausalLM": "omnikit.convert.hub_qwen3_next",
+    "Qwen3_5MoeForCausalLM": "omnikit.convert.hub_qwen3_next",
+    "Qwen3_5ForConditionalGeneration": "omnikit.convert.hub_qwen3_next",
+    "Qwen3_5MoeForConditionalGeneration": "omnikit.convert.hub_qwen3_next",
 }
 
 #: Attribute :func:`load_hf` sets on the models it returns (a :class:`HubOrigin`).

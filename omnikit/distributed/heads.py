@@ -30,32 +30,39 @@ from omnikit.utils.checks import OmnikitValueError
 __all__ = ["HeadParallelQKV", "HeadShardedNorm", "head_split_order"]
 
 
-def head_split_order(num_heads: int, num_kv_heads: int, head_dim: int, ranks: int) -> torch.Tensor:
-    """``((H + 2 H_kv) * hd,)`` int64: the unwrapped row of each tensor-parallel row, rank by rank
-    ``[q_r | k_r | v_r]``; refuses a ``ranks`` that does not divide the key/value heads."""
+def head_split_order(num_heads: int, num_kv_heads: int, head_dim: int, ranks: int,
+                     query_width: int | None = None) -> torch.Tensor:
+    """``(H * qw + 2 H_kv * hd,)`` int64: the unwrapped row of each tensor-parallel row, rank by rank
+    ``[q_r | k_r | v_r]``; refuses a ``ranks`` that does not divide the key/value heads. ``query_width``
+    ``qw``: rows per query head (default ``hd``; ``2 hd`` for an output-gated attention, whose query
+    head's rows are its query then its gate)."""
     if num_kv_heads % ranks:
         raise OmnikitValueError(
             f"`mesh['tp']` size {ranks} must divide the attention's key/value heads ({num_kv_heads}) "
             f"and query heads ({num_heads}) to split attention by heads"
         )
-    return rank_major_order([num_heads * head_dim, num_kv_heads * head_dim, num_kv_heads * head_dim], ranks)
+    query_width = head_dim if query_width is None else query_width
+    return rank_major_order([num_heads * query_width, num_kv_heads * head_dim, num_kv_heads * head_dim], ranks)
 
 
 class HeadParallelQKV(ColwiseParallel):
     """``ColwiseParallel`` of a fused ``nn.Linear(dim, (H + 2 H_kv) * hd)`` q/k/v projection that
     splits it by heads: rank ``r``'s output ``(B, T, (H + 2 H_kv) * hd / n)`` is its ``[q_r | k_r | v_r]``
-    (see the module docstring). The tensor-parallel degree ``n`` must divide ``H_kv``."""
+    (see the module docstring). The tensor-parallel degree ``n`` must divide ``H_kv``. ``query_width``:
+    rows per query head (``2 * head_dim`` with an output gate, which then travels with its head)."""
 
-    def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int) -> None:
+    def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, query_width: int | None = None) -> None:
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+        self.query_width = query_width
 
     def check(self, mesh: DeviceMesh) -> None:
         """Raise before anything is sharded when ``mesh`` cannot split these heads."""
-        head_split_order(self.num_heads, self.num_kv_heads, self.head_dim, mesh.size())
+        head_split_order(self.num_heads, self.num_kv_heads, self.head_dim, mesh.size(), self.query_width)
 
     def _partition_linear_fn(self, name: str, module: nn.Module, device_mesh: DeviceMesh) -> None:
-        order = head_split_order(self.num_heads, self.num_kv_heads, self.head_dim, device_mesh.size())
+        order = head_split_order(self.num_heads, self.num_kv_heads, self.head_dim, device_mesh.size(),
+                                 self.query_width)
         reorder_parameters(module, {param: (0, order) for param, _ in module.named_parameters(recurse=False)})
         super()._partition_linear_fn(name, module, device_mesh)
 

@@ -43,9 +43,13 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
             what an earlier layer stored in the same forward (KV sharing, Gemma 3n / 4).
         rotary_parts: the head is rotated in this many independent chunks (2: Gemma 4's 2-D
             vision rotary; see :func:`apply_rotary`).
+        output_gate: scale each head's output by ``sigmoid(gate)`` before the output projection,
+            the gate projected with the query (Qwen3-Next, Qwen3.5).
+        zero_centered_qk_norm: the q/k norms scale by ``1 + weight`` (see :class:`RMSNorm`).
 
     Weights: ``qkv.weight`` stacks the q, k, v projections as ``(H + 2*H_kv) * head_dim`` rows
-    (``H + H_kv`` with ``k_eq_v``, ``H`` with ``kv_reuse``).
+    (``H + H_kv`` with ``k_eq_v``, ``H`` with ``kv_reuse``); with ``output_gate`` the query rows are
+    ``H * 2 * head_dim``, each head's query then its gate.
 
     Inside ``with attn.streaming(B):`` keys and values are cached and every call continues the
     sequence (positions and causality offset by what was seen). ``streaming(B, max_len=N)``
@@ -75,6 +79,8 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
         kv_store: str | None = None,
         kv_reuse: str | None = None,
         rotary_parts: int = 1,
+        output_gate: bool = False,
+        zero_centered_qk_norm: bool = False,
     ) -> None:
         super().__init__()
         check_positive(dim, "dim")
@@ -103,10 +109,14 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
         self.scale, self.kv_store, self.kv_reuse, self.rotary_parts = scale, kv_store, kv_reuse, rotary_parts
         #: key/value projections in ``qkv``: 2 (k, v), 1 (k = v) or 0 (reused from an earlier layer)
         self.kv_projections = 0 if kv_reuse is not None else 1 if k_eq_v else 2
-        self.qkv = nn.Linear(dim, (num_heads + self.kv_projections * num_kv_heads) * head_dim, bias=qkv_bias)
+        self.output_gate = output_gate
+        self.query_width = 2 * head_dim if output_gate else head_dim  # per head: query (and gate)
+        self.qkv = nn.Linear(dim, num_heads * self.query_width + self.kv_projections * num_kv_heads * head_dim,
+                             bias=qkv_bias)
         self.out = nn.Linear(num_heads * head_dim, dim, bias=out_bias)
-        self.q_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
-        self.k_norm = RMSNorm(head_dim, norm_eps) if qk_norm and self.kv_projections else None
+        self.q_norm = RMSNorm(head_dim, norm_eps, zero_centered=zero_centered_qk_norm) if qk_norm else None
+        self.k_norm = (RMSNorm(head_dim, norm_eps, zero_centered=zero_centered_qk_norm)
+                       if qk_norm and self.kv_projections else None)
         self.v_norm = RMSNorm(head_dim, norm_eps, scale=False) if v_norm and self.kv_projections else None
 
     def parallel_plan(self) -> ParallelPlan:
@@ -115,8 +125,8 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
         if self.kv_projections != 2 or self.kv_store is not None:
             return ParallelPlan()  # K = V and KV-shared layers (Gemma 4) stay whole: a shared cache holds every head
         norms = {name: HEAD_NORM for name in ("q_norm", "k_norm") if getattr(self, name) is not None}
-        return ParallelPlan(tp={"qkv": head_qkv(self.num_heads, self.num_kv_heads, self.head_dim), "out": ROWWISE,
-                                **norms})
+        qkv = head_qkv(self.num_heads, self.num_kv_heads, self.head_dim, self.query_width)
+        return ParallelPlan(tp={"qkv": qkv, "out": ROWWISE, **norms})
 
     def init_streaming_state(self, batch_size: int) -> KVCache:
         return KVCache(batch_size)
@@ -157,7 +167,8 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
 
         Args:
             x: ``(B, T, dim)``.
-            rope: ``(cos, sin)`` each ``(B or 1, T, head_dim)``, from :class:`RotaryEmbedding`.
+            rope: ``(cos, sin)`` each ``(B or 1, T, R)``, from :class:`RotaryEmbedding`; ``R <= head_dim``
+                (partial rotary: the first ``R`` dims of each head are rotated).
             key_padding_mask: ``(B, S)`` bool, False on padded keys (S = cached + T when streaming;
                 with a static cache also ``max_len``).
             attention_mask: bool mask broadcastable to ``(B, H, T, S)``, True where attention is allowed.
@@ -177,17 +188,22 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
             raise OmnikitValueError("`shared_kv` expected a dict for a layer that shares keys/values but got None")
         qkv = self.qkv(x)
         # a head-split projection (omnikit.distributed's tensor parallel) yields this rank's share of the heads
-        share = (self.num_heads + self.kv_projections * self.num_kv_heads) * self.head_dim // qkv.shape[-1]
+        per_query = self.query_width // self.head_dim  # head_dim-wide rows per query head: query (and gate)
+        share = (self.num_heads * per_query + self.kv_projections * self.num_kv_heads) * self.head_dim // qkv.shape[-1]
         heads, kv_heads = self.num_heads // share, self.num_kv_heads // share
-        q, *kv = qkv.view(batch, length, heads + self.kv_projections * kv_heads, self.head_dim).split(
-            [heads] + [kv_heads] * self.kv_projections, dim=2
+        q, *kv = qkv.view(batch, length, heads * per_query + self.kv_projections * kv_heads, self.head_dim).split(
+            [heads * per_query] + [kv_heads] * self.kv_projections, dim=2
         )
+        gate = None
+        if self.output_gate:  # each head's query rows, then its gate rows
+            q, gate = q[:, :, 0::2], q[:, :, 1::2].reshape(batch, length, heads * self.head_dim)
         q = (q if self.q_norm is None else self.q_norm(q)).transpose(1, 2)
         if rope is not None:
             cos, sin = rope
-            if cos.shape[-2] != length or cos.shape[-1] != self.head_dim:
+            if cos.shape[-2] != length or cos.shape[-1] > self.head_dim or cos.shape[-1] % 2:
                 raise OmnikitValueError(
-                    f"`rope` tables expected shape (B, {length}, {self.head_dim}) but got {tuple(cos.shape)}"
+                    f"`rope` tables expected shape (B, {length}, R) with an even R <= {self.head_dim} "
+                    f"but got {tuple(cos.shape)}"
                 )
             q = apply_rotary(q, cos, sin, self.rotary_parts)
         if self.kv_reuse is not None:
@@ -214,7 +230,8 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
             dropout_p=self.dropout if self.training else 0.0,
             scale=self.scale,
         )
-        return self.out(out.transpose(1, 2).reshape(batch, length, heads * self.head_dim))
+        out = out.transpose(1, 2).reshape(batch, length, heads * self.head_dim)
+        return self.out(out if gate is None else out * gate.sigmoid())
 
     def _own_keys(
         self,

@@ -37,6 +37,8 @@ class DecoderConfig:
     """Hyper-parameters of a decoder stack (and of the language models built on it).
 
     Its defaults are the defaults of :class:`DecoderBlock` too (one set: Qwen3's qk-norm and rotary base).
+    ``rotary_dim`` (partial rotary) and ``attn_output_gate`` are the Qwen3-Next / Qwen3.5 attention
+    options (see :class:`DecoderBlock`); ``norm="rmsnorm_zero_centered"`` their ``1 + w`` norms.
     """
 
     dim: int
@@ -59,6 +61,8 @@ class DecoderConfig:
     vocab_size: int | None = None
     tie_embeddings: bool = False
     out_bias: bool = False
+    rotary_dim: int | None = None
+    attn_output_gate: bool = False
 
 
 #: The defaults :class:`DecoderBlock` shares with :class:`DecoderConfig`.
@@ -76,7 +80,8 @@ class DecoderBlock(nn.Module):
         mlp_hidden: SwiGLU/GELU hidden width (default ``8/3 * dim``).
         mlp: ``"swiglu"``, ``"gelu"``, or any module mapping ``(..., dim) -> (..., dim)``
             (a MoE layer, an adapter ...).
-        norm: ``"rmsnorm"`` or ``"layernorm"``.
+        norm: ``"rmsnorm"``, ``"rmsnorm_zero_centered"`` (``1 + weight``; the q/k norms follow) or
+            ``"layernorm"``.
         norm_eps: epsilon of both norms.
         qk_norm: RMS-normalise queries and keys per head (default on, as in :class:`DecoderConfig`).
         qkv_bias: bias on the fused q/k/v projection.
@@ -92,6 +97,9 @@ class DecoderBlock(nn.Module):
         causal: causal self-attention (default) or bidirectional.
         post_norm: normalise after each residual sum instead of before each sublayer (BERT / wav2vec 2.0
             base): ``h = norm1(x + attn(x))``, ``y = norm2(h + mlp(h))``.
+        rotary_dim: rotate only the first ``rotary_dim`` dims of each head (partial rotary; the
+            block's own table, or the shared ``rotary``'s width).
+        output_gate: sigmoid output gate per head, projected with the query (see :class:`Attention`).
     """
 
     def __init__(
@@ -118,20 +126,23 @@ class DecoderBlock(nn.Module):
         backend: str = _DEFAULTS.backend,
         causal: bool = True,
         post_norm: bool = False,
+        rotary_dim: int | None = None,
+        output_gate: bool = False,
     ) -> None:
         super().__init__()
         self.post_norm = post_norm
         self.attn = Attention(
             dim, num_heads, num_kv_heads, head_dim, qk_norm=qk_norm, norm_eps=norm_eps, qkv_bias=qkv_bias,
             out_bias=out_bias, causal=causal, sliding_window=sliding_window, chunk_size=attention_chunk,
-            backend=backend,
+            backend=backend, output_gate=output_gate, zero_centered_qk_norm=norm == "rmsnorm_zero_centered",
         )
         self.norm1 = build_norm(norm, dim, norm_eps)
         self.norm2 = build_norm(norm, dim, norm_eps)
         self.mlp = mlp if isinstance(mlp, nn.Module) else build_mlp(mlp, dim, mlp_hidden or default_mlp_hidden(dim))
         if use_rope and rotary is None:
             rotary = RotaryEmbedding(
-                self.attn.head_dim, rope_base, sections=mrope_sections, interleaved=mrope_interleaved
+                self.attn.head_dim, rope_base, sections=mrope_sections, interleaved=mrope_interleaved,
+                rotary_dim=rotary_dim,
             )
         self.rotary = rotary if use_rope else None
 
@@ -277,7 +288,8 @@ class Decoder(BlockStack):
             raise OmnikitValueError(f"`depth` expected an int >= 1 but got {config.depth}")
         head_dim = config.head_dim or config.dim // config.num_heads
         rotary = RotaryEmbedding(
-            head_dim, config.rope_base, sections=config.mrope_sections, interleaved=config.mrope_interleaved
+            head_dim, config.rope_base, sections=config.mrope_sections, interleaved=config.mrope_interleaved,
+            rotary_dim=config.rotary_dim,
         )
         super().__init__((
             DecoderBlock(
@@ -287,7 +299,7 @@ class Decoder(BlockStack):
                 norm=config.norm, norm_eps=config.norm_eps, qk_norm=config.qk_norm, qkv_bias=config.qkv_bias,
                 out_bias=config.out_bias,
                 rotary=rotary, sliding_window=config.sliding_window, attention_chunk=config.attention_chunk,
-                backend=config.backend,
+                backend=config.backend, output_gate=config.attn_output_gate,
             )
             for i in range(config.depth)
         ), build_norm(config.norm, config.dim, config.norm_eps))

@@ -12,7 +12,7 @@ from omnikit.utils.checks import check_choice
 
 __all__ = ["GroupNorm", "LayerNorm", "NormKind", "RMSNorm", "build_norm"]
 
-NormKind = Literal["rmsnorm", "layernorm"]
+NormKind = Literal["rmsnorm", "layernorm", "rmsnorm_zero_centered"]
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -24,26 +24,32 @@ class RMSNorm(nn.Module):
     """Root-mean-square norm: ``x / rms(x) * weight`` over the last dim, computed in fp32.
 
     ``scale=False``: no weight, ``x / rms(x)`` only (Gemma 4's value and router norms).
+    ``zero_centered=True`` scales by ``1 + weight`` instead, the weight starting at 0 (Qwen3-Next,
+    Qwen3.5, Gemma), so weight decay pulls the scale towards 1.
 
     Shapes: ``(..., dim) -> (..., dim)``, output in the input's dtype.
     """
 
     keep_fp32 = True
 
-    def __init__(self, dim: int, eps: float = 1e-6, *, scale: bool = True) -> None:
+    def __init__(self, dim: int, eps: float = 1e-6, *, scale: bool = True, zero_centered: bool = False) -> None:
         super().__init__()
-        self.eps, self.dim = eps, dim
-        self.weight = nn.Parameter(torch.ones(dim)) if scale else None
+        self.eps, self.dim, self.zero_centered = eps, dim, zero_centered
+        self.weight = nn.Parameter(torch.zeros(dim) if zero_centered else torch.ones(dim)) if scale else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight
         wide = _compute_dtype(x)
-        if x.dtype == wide and (weight is None or weight.dtype == wide):
+        if weight is not None:
+            weight = 1.0 + weight.to(wide) if self.zero_centered else weight.to(wide)
+        if x.dtype == wide:
             return F.rms_norm(x, (self.dim,), weight, self.eps)
-        return F.rms_norm(x.to(wide), (self.dim,), None if weight is None else weight.to(wide), self.eps).to(x.dtype)
+        return F.rms_norm(x.to(wide), (self.dim,), weight, self.eps).to(x.dtype)
 
     def extra_repr(self) -> str:
-        return f"{self.dim}, eps={self.eps}{'' if self.weight is not None else ', scale=False'}"
+        options = ("" if self.weight is not None else ", scale=False") + (", zero_centered=True" if self.zero_centered
+                                                                         else "")
+        return f"{self.dim}, eps={self.eps}{options}"
 
 
 class _Float32Norm(nn.Module):
@@ -68,6 +74,9 @@ class GroupNorm(_Float32Norm, nn.GroupNorm):
 
 
 def build_norm(kind: NormKind, dim: int, eps: float = 1e-6) -> nn.Module:
-    """``"rmsnorm"`` -> :class:`RMSNorm`, ``"layernorm"`` -> :class:`LayerNorm`."""
-    check_choice(kind, "norm", ("rmsnorm", "layernorm"))
-    return RMSNorm(dim, eps) if kind == "rmsnorm" else LayerNorm(dim, eps=eps)
+    """``"rmsnorm"`` -> :class:`RMSNorm`, ``"rmsnorm_zero_centered"`` -> :class:`RMSNorm` scaling by
+    ``1 + weight``, ``"layernorm"`` -> :class:`LayerNorm`."""
+    check_choice(kind, "norm", ("rmsnorm", "layernorm", "rmsnorm_zero_centered"))
+    if kind == "layernorm":
+        return LayerNorm(dim, eps=eps)
+    return RMSNorm(dim, eps, zero_centered=kind == "rmsnorm_zero_centered")

@@ -11,6 +11,10 @@ M-RoPE gives each frequency one of three position axes (t, h, w):
   h and w sections are used up, the rest are temporal.
 
 With identical t, h and w ids, M-RoPE equals 1-D RoPE, so text tokens need nothing special.
+
+Partial rotary (Qwen3-Next, Qwen3.5: a quarter of the head): ``rotary_dim < head_dim`` rotates
+only the first ``rotary_dim`` dims of each head (the pairs ``(x[j], x[j + rotary_dim/2])``) and
+passes the rest through; M-RoPE sections then split the ``rotary_dim / 2`` frequencies.
 """
 
 from __future__ import annotations
@@ -41,15 +45,16 @@ class RotaryEmbedding(nn.Module):
     Args:
         head_dim: per-head width (even).
         base: rotary base (theta).
-        sections: ``(t, h, w)`` frequency counts for M-RoPE, summing to ``head_dim // 2``;
+        sections: ``(t, h, w)`` frequency counts for M-RoPE, summing to ``rotary_dim // 2``;
             ``None`` for 1-D RoPE.
         interleaved: M-RoPE frequency split, contiguous (False) or interleaved (True).
+        rotary_dim: rotated dims per head (even, at most ``head_dim``; default ``head_dim``).
         fraction: proportional partial rotary (Gemma 4's global layers): only the first
-            ``int(fraction * head_dim) // 2`` frequencies rotate (their exponents still over the whole
-            ``head_dim``); the others are zero, so those dims pass unrotated.
+            ``int(fraction * rotary_dim) // 2`` frequencies rotate (their exponents still over the whole
+            ``rotary_dim``); the others are zero, so those dims pass unrotated.
 
     ``forward(positions)`` takes int positions ``(T,)`` or ``(B, T)``, or ``(3, B, T)``
-    (t, h, w) ids when ``sections`` is set, and returns ``(cos, sin)``, each ``(B, T, head_dim)``
+    (t, h, w) ids when ``sections`` is set, and returns ``(cos, sin)``, each ``(B, T, rotary_dim)``
     float32.
     """
 
@@ -62,6 +67,7 @@ class RotaryEmbedding(nn.Module):
         *,
         sections: tuple[int, int, int] | None = None,
         interleaved: bool = False,
+        rotary_dim: int | None = None,
         fraction: float = 1.0,
     ) -> None:
         super().__init__()
@@ -69,18 +75,25 @@ class RotaryEmbedding(nn.Module):
             raise OmnikitValueError(f"`head_dim` expected an even number but got {head_dim}")
         if not 0.0 <= fraction <= 1.0:
             raise OmnikitValueError(f"`fraction` expected a float in [0, 1] but got {fraction}")
+        rotary_dim = head_dim if rotary_dim is None else rotary_dim
+        if rotary_dim % 2 or not 0 < rotary_dim <= head_dim:
+            raise OmnikitValueError(
+                f"`rotary_dim` expected an even number in (0, head_dim={head_dim}] but got {rotary_dim}"
+            )
         self.head_dim = head_dim
+        self.rotary_dim = rotary_dim
         self.base = base
         self.fraction = fraction
         self.sections = tuple(sections) if sections is not None else None
         self.interleaved = interleaved
-        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
-        inv_freq[int(fraction * head_dim // 2):] = 0.0
+        inv_freq = 1.0 / (base ** (torch.arange(0, rotary_dim, 2, dtype=torch.int64).float() / rotary_dim))
+        inv_freq[int(fraction * rotary_dim // 2):] = 0.0
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         if self.sections is not None:
-            if len(self.sections) != 3 or sum(self.sections) != head_dim // 2:
+            if len(self.sections) != 3 or sum(self.sections) != rotary_dim // 2:
+                width = "head_dim" if rotary_dim == head_dim else "rotary_dim"
                 raise OmnikitValueError(
-                    f"`sections` expected three ints summing to head_dim // 2 = {head_dim // 2} "
+                    f"`sections` expected three ints summing to {width} // 2 = {rotary_dim // 2} "
                     f"but got {self.sections}"
                 )
             axis = mrope_axis_of_frequency(self.sections, interleaved)
@@ -107,7 +120,8 @@ class RotaryEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         mode = "1-D" if self.sections is None else f"sections={self.sections}, interleaved={self.interleaved}"
-        partial = "" if self.fraction == 1.0 else f", fraction={self.fraction}"
+        partial = (f", rotary_dim={self.rotary_dim}" if self.rotary_dim != self.head_dim else "") + (
+            "" if self.fraction == 1.0 else f", fraction={self.fraction}")
         return f"head_dim={self.head_dim}, base={self.base}, {mode}{partial}"
 
 
@@ -117,15 +131,22 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, parts: int = 1) -> torch.Tensor:
-    """Rotate ``x`` of shape ``(B, H, T, D)`` by tables ``cos``/``sin`` of shape ``(B, T, D)``.
+    """Rotate ``x`` of shape ``(B, H, T, D)`` by tables ``cos``/``sin`` of shape ``(B, T, R)``: the first
+    ``R <= D`` dims of each head are rotated, the rest pass through (partial rotary).
 
-    ``parts > 1``: the head splits into ``parts`` equal chunks, each rotated on its own ("rotate
-    half" within the chunk): multi-axis rotary such as Gemma 4's 2-D vision rotary, whose tables
-    hold one axis's angles per chunk.
+    ``parts > 1``: the rotated dims split into ``parts`` equal chunks, each rotated on its own
+    ("rotate half" within the chunk): multi-axis rotary such as Gemma 4's 2-D vision rotary, whose
+    tables hold one axis's angles per chunk.
     """
     cos = cos.unsqueeze(1).to(x.dtype)
     sin = sin.unsqueeze(1).to(x.dtype)
+    rotary_dim = cos.shape[-1]
+    if rotary_dim == x.shape[-1]:
+        return _rotated(x, cos, sin, parts)
+    return torch.cat((_rotated(x[..., :rotary_dim], cos, sin, parts), x[..., rotary_dim:]), dim=-1)
+
+
+def _rotated(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, parts: int) -> torch.Tensor:
     if parts == 1:
         return x * cos + _rotate_half(x) * sin
-    rotated = _rotate_half(x.unflatten(-1, (parts, x.shape[-1] // parts))).flatten(-2)
-    return x * cos + rotated * sin
+    return x * cos + _rotate_half(x.unflatten(-1, (parts, x.shape[-1] // parts))).flatten(-2) * sin

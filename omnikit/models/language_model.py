@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from omnikit.layers.decoder import Decoder, DecoderConfig, MLPFactory
+from omnikit.layers.hybrid import HybridConfig, HybridDecoder
 from omnikit.models.generation import GenerationOutput, GenerationStep, generate, stream_generate
 from omnikit.streaming import StreamingContainer
 from omnikit.testing.contract import ContractInputs
@@ -71,6 +72,10 @@ class CausalLM(TokenLM, StreamingContainer, nn.Module):
     Streaming (``with lm.streaming(B):``) caches keys/values, so feeding a prompt and then one
     token at a time gives the same logits as one full forward; :meth:`stream_generate` /
     :meth:`generate` decode that way (see :mod:`omnikit.models.generation`).
+
+    A :class:`~omnikit.layers.hybrid.HybridConfig` makes the decoder a :class:`~omnikit.layers.hybrid.HybridDecoder`
+    (Gated DeltaNet blocks beside full attention: Qwen3-Next, Qwen3.5), whose fixed-size states
+    stream beside the KV caches.
     """
 
     supports_streaming = True
@@ -84,7 +89,7 @@ class CausalLM(TokenLM, StreamingContainer, nn.Module):
             )
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.dim)
-        self.decoder = Decoder(config, mlp_factory)
+        self.decoder = (HybridDecoder if isinstance(config, HybridConfig) else Decoder)(config, mlp_factory)
         self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.embed.weight

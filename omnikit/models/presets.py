@@ -1,5 +1,5 @@
-"""Registered decoder presets: tiny models, published Qwen3 / Qwen3-MoE and Gemma 4 text shapes, the Qwen3-Next
-hybrid MoE stack."""
+"""Registered decoder presets: tiny models, published Qwen3 / Qwen3-MoE and Gemma 4 text shapes, the
+Qwen3-Next / Qwen3.5 hybrid linear-attention LMs."""
 
 from __future__ import annotations
 
@@ -13,8 +13,22 @@ from omnikit.moe.layer import MoE, MoEConfig
 from omnikit.registry import configure, register_model
 
 __all__ = [
-    "decoder_tiny", "gemma4_26b_a4b", "gemma4_31b", "gemma4_e2b", "gemma4_e4b", "gemma4_tiny", "hybrid_moe_tiny",
-    "qwen3_0_6b", "qwen3_1_7b", "qwen3_30b_a3b", "qwen3_next_80b_a3b",
+    "decoder_tiny",
+    "gemma4_26b_a4b",
+    "gemma4_31b",
+    "gemma4_e2b",
+    "gemma4_e4b",
+    "gemma4_tiny",
+    "hybrid_moe_tiny",
+    "qwen3_0_6b",
+    "qwen3_1_7b",
+    "qwen3_5_9b",
+    "qwen3_5_35b_a3b",
+    "qwen3_5_moe_tiny",
+    "qwen3_5_tiny",
+    "qwen3_30b_a3b",
+    "qwen3_next_80b_a3b",
+    "qwen3_next_tiny",
 ]
 
 
@@ -71,20 +85,52 @@ def hybrid_moe_tiny(**overrides: Any) -> HybridDecoder:
     return HybridDecoder(config, mlp_factory=lambda i: MoE(moe))
 
 
-@register_model(kind="decoder", modalities=("text",))
-def qwen3_next_80b_a3b(**overrides: Any) -> HybridDecoder:
-    """Qwen3-Next-80B-A3B stack shapes (build on ``device="meta"``): 48 layers at dim 2048, full
-    attention every 4th layer (16 q / 2 kv heads of 256), Gated DeltaNet elsewhere (16 qk heads,
-    32 v heads, all of 128), MoE with 512 experts of 512, top-10, gated shared expert of 512.
-    Shapes only: Qwen3-Next's output-gated attention and partial rotary are not modelled."""
+def _qwen3_next_lm(name: str, overrides: dict[str, Any], experts: tuple[int, int, int] | None,
+                   **values: Any) -> CausalLM:
+    """A Qwen3-Next / Qwen3.5 hybrid LM: zero-centred norms, output-gated attention with partial rotary,
+    full attention every 4th layer, Gated DeltaNet elsewhere; with ``experts = (count, top_k, width)``
+    every MLP is a MoE with a sigmoid-gated shared expert of the same width."""
     config = configure(
-        HybridConfig, "qwen3_next_80b_a3b", overrides, dim=2048, depth=48, num_heads=16, num_kv_heads=2,
-        head_dim=256, linear_heads=16, linear_head_dim=128, linear_v_heads=32, linear_v_head_dim=128,
-        rope_base=10_000_000.0,
+        HybridConfig, name, overrides, norm="rmsnorm_zero_centered", attn_output_gate=True, **values,
     )
-    moe = MoEConfig(dim=config.dim, num_experts=512, top_k=10, expert_hidden=512, shared_hidden=512,
+    if experts is None:
+        return CausalLM(config)
+    count, top_k, width = experts
+    moe = MoEConfig(dim=config.dim, num_experts=count, top_k=top_k, expert_hidden=width, shared_hidden=width,
                     shared_gate=True)
-    return HybridDecoder(config, mlp_factory=lambda i: MoE(moe))
+    return CausalLM(config, mlp_factory=lambda i: MoE(moe))
+
+
+#: The Gated DeltaNet shapes every published Qwen3-Next / Qwen3.5 model above uses.
+_PUBLISHED_DELTANET = dict(linear_heads=16, linear_head_dim=128, linear_v_heads=32, linear_v_head_dim=128)
+_TINY = dict(dim=32, depth=4, num_heads=4, num_kv_heads=2, head_dim=16, rotary_dim=4, rope_base=1e4, linear_heads=2,
+             linear_head_dim=8, linear_v_heads=4, linear_v_head_dim=8, chunk_size=4, vocab_size=64)
+
+
+@register_model(kind="decoder", modalities=("text",))
+def qwen3_next_80b_a3b(**overrides: Any) -> CausalLM:
+    """Qwen3-Next-80B-A3B (build on ``device="meta"``; its ``config.json`` values): 48 layers at dim 2048,
+    gated full attention every 4th layer (16 q / 2 kv heads of 256, rotary on 64 dims, theta 1e7),
+    Gated DeltaNet elsewhere (16 qk heads, 32 v heads, all of 128, fused projections), every MLP a MoE
+    of 512 experts of 512, top-10 renormalised, sigmoid-gated shared expert of 512; vocab 151936."""
+    return _qwen3_next_lm(
+        "qwen3_next_80b_a3b", overrides, (512, 10, 512), dim=2048, depth=48, num_heads=16, num_kv_heads=2,
+        head_dim=256, rotary_dim=64, rope_base=1e7, mlp_hidden=5120, vocab_size=151936, linear_projection="fused",
+        **_PUBLISHED_DELTANET,
+    )
+
+
+@register_model(kind="decoder", modalities=("text",))
+def qwen3_5_9b(**overrides: Any) -> CausalLM:
+    """Qwen3.5-9B-style text model (build on ``device="meta"``): the values transformers'
+    ``Qwen3_5TextConfig`` documents as "Qwen3.5-9B style": 32 layers at dim 4096, gated full attention
+    every 4th layer (16 q / 4 kv heads of 256), Gated DeltaNet (16 qk / 32 v heads of 128, split
+    projections), SwiGLU 12288, vocab 248320. Rope theta 1e7 is an assumption (no published
+    ``config.json`` was readable here)."""
+    return _qwen3_next_lm(
+        "qwen3_5_9b", overrides, None, dim=4096, depth=32, num_heads=16, num_kv_heads=4, head_dim=256,
+        rotary_dim=64, rope_base=1e7, mlp_hidden=12288, vocab_size=248320, **_PUBLISHED_DELTANET,
+    )
 
 
 def _gemma4_pattern(depth: int, period: int) -> tuple[str, ...]:
@@ -142,3 +188,34 @@ def gemma4_31b(**overrides: Any) -> Gemma4LM:
     full, window 1024), 32 q / 16 kv heads of 256, full layers 4 kv heads of 512 with K = V, FFN 21504."""
     return _gemma4("gemma4_31b", overrides, 60, 6, dim=5376, num_heads=32, num_kv_heads=16, global_kv_heads=4,
                    k_eq_v=True, mlp_hidden=21504, sliding_window=1024)
+
+
+@register_model(kind="decoder", modalities=("text",))
+def qwen3_5_35b_a3b(**overrides: Any) -> CausalLM:
+    """Qwen3.5-35B-A3B text model (build on ``device="meta"``): the values transformers'
+    ``Qwen3_5MoeTextConfig`` documents for it: 40 layers at dim 2048, gated full attention every 4th
+    layer (16 q / 2 kv heads of 256), Gated DeltaNet (16 qk / 32 v heads of 128, split projections),
+    every MLP a MoE of 256 experts of 512, top-8, gated shared expert of 512; vocab 248320. Rope
+    theta 1e7 is an assumption."""
+    return _qwen3_next_lm(
+        "qwen3_5_35b_a3b", overrides, (256, 8, 512), dim=2048, depth=40, num_heads=16, num_kv_heads=2,
+        head_dim=256, rotary_dim=64, rope_base=1e7, vocab_size=248320, **_PUBLISHED_DELTANET,
+    )
+
+
+@register_model(kind="decoder", modalities=("text",))
+def qwen3_next_tiny(**overrides: Any) -> CausalLM:
+    """Qwen3-Next layout at dim 32 (fused DeltaNet projections, gated MoE) for tests and examples."""
+    return _qwen3_next_lm("qwen3_next_tiny", overrides, (4, 2, 16), linear_projection="fused", **_TINY)
+
+
+@register_model(kind="decoder", modalities=("text",))
+def qwen3_5_moe_tiny(**overrides: Any) -> CausalLM:
+    """Qwen3.5-MoE layout at dim 32 (split DeltaNet projections, gated MoE in every layer) for tests."""
+    return _qwen3_next_lm("qwen3_5_moe_tiny", overrides, (4, 2, 16), **_TINY)
+
+
+@register_model(kind="decoder", modalities=("text",))
+def qwen3_5_tiny(**overrides: Any) -> CausalLM:
+    """Qwen3.5 layout at dim 32 (split DeltaNet projections, dense SwiGLU) for tests and examples."""
+    return _qwen3_next_lm("qwen3_5_tiny", overrides, None, mlp_hidden=48, **_TINY)

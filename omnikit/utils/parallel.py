@@ -40,9 +40,10 @@ VOCAB_EMBED, VOCAB_HEAD = TPRole("vocab_embed"), TPRole("vocab_head")
 HEAD_NORM = TPRole("head_norm")
 
 
-def head_qkv(num_heads: int, num_kv_heads: int, head_dim: int) -> TPRole:
-    """A fused q/k/v projection split by heads (each rank: its query heads and their kv groups)."""
-    return TPRole("head_qkv", (num_heads, num_kv_heads, head_dim))
+def head_qkv(num_heads: int, num_kv_heads: int, head_dim: int, query_width: int | None = None) -> TPRole:
+    """A fused q/k/v projection split by heads (each rank: its query heads and their kv groups);
+    ``query_width``: rows per query head (``2 * head_dim`` with an output gate, which travels with its head)."""
+    return TPRole("head_qkv", (num_heads, num_kv_heads, head_dim, query_width))
 
 
 def expert_hidden(hidden: int) -> TPRole:
