@@ -134,7 +134,7 @@ def test_create_model_names_a_non_string_name(name) -> None:
         omnikit.create_model(name)
 
 
-@pytest.mark.parametrize(("field", "choices"), [("mlp", "'swiglu', 'gelu'"),
+@pytest.mark.parametrize(("field", "choices"), [("mlp", "'swiglu', 'swiglu_fused', 'gelu'"),
                                                ("norm", "'rmsnorm', 'layernorm', 'rmsnorm_zero_centered'")])
 def test_literal_fields_list_their_choices(field: str, choices: str) -> None:
     with pytest.raises(TypeError, match=f"`{field}` expected one of {choices} but got str"):

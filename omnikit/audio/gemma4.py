@@ -263,7 +263,7 @@ class Gemma4AudioEncoder(nn.Module):
         return ParallelPlan(fsdp_units=list(self.blocks))
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
-        x, n = check_features(features, lengths, self.config.n_mels)
+        x, n = check_features(features, lengths, self.config.n_mels, like=self)
         h = zero_padding(x, n).transpose(1, 2)[:, None]  # (B, 1, T, n_mels)
         half = (n + 1) // 2
         h = F.relu(self.norm0(self.conv0(h).permute(0, 2, 3, 1))).permute(0, 3, 1, 2)

@@ -178,6 +178,8 @@ class HybridDecoder(StreamingContainer, nn.Module):
         check_input(x, "x", self, shape=("B", "T", self.config.dim))
         if not x.shape[0]:
             raise OmnikitValueError(f"`x` expected at least one item but got shape {tuple(x.shape)}")
+        if not x.shape[1]:  # no steps: nothing to mix (the short convolutions need at least one)
+            return (self.norm(x), []) if return_aux else self.norm(x)
         if positions is None:
             first = self._first_attention()
             start = first.attn.cache_position if first is not None else 0

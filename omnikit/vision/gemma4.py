@@ -26,7 +26,7 @@ from omnikit.layers.mlp import SwiGLU
 from omnikit.layers.norm import RMSNorm
 from omnikit.outputs import EncoderOutput
 from omnikit.testing import ContractInputs
-from omnikit.utils.checks import OmnikitValueError, check_positive, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_finite, check_positive, check_tensor
 from omnikit.utils.config_checks import Range
 from omnikit.utils.parallel import ParallelPlan
 
@@ -130,6 +130,7 @@ class Gemma4VisionEncoder(nn.Module):
     def forward(self, pixel_values: torch.Tensor, positions: torch.Tensor) -> EncoderOutput:
         p2 = 3 * self.config.patch_size**2
         check_tensor(pixel_values, "pixel_values", shape=("B", "N", p2), floating=True)
+        check_finite(pixel_values, "pixel_values")
         check_tensor(positions, "positions", shape=(pixel_values.shape[0], pixel_values.shape[1], 2), floating=False)
         tokens = pixel_values.shape[1] // self.config.pool**2
         if tokens * self.config.pool**2 != pixel_values.shape[1]:
