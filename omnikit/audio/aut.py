@@ -24,14 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnikit.audio.blocks import (
-    EncoderStack,
-    check_features,
-    feature_contract_inputs,
-    on_valid_steps,
-    sinusoids,
-    zero_padding,
-)
+from omnikit.audio import blocks
+from omnikit.audio.blocks import EncoderStack, check_features, feature_contract_inputs, sinusoids, zero_padding
 from omnikit.audio.windows import Windows
 from omnikit.layers import LayerNorm
 from omnikit.outputs import EncoderOutput
@@ -130,7 +124,7 @@ class AuTEncoder(nn.Module):
             h = h.index_select(1, torch.arange(self.output_lengths(x.shape[-1]), device=h.device))
         else:  # cropped to the longest item
             h = h[:, : int(out_lengths.max())]
-        h = on_valid_steps(lambda v: self.proj2(F.gelu(self.proj1(self.norm(v)))), h, out_lengths)
+        h = blocks.on_valid_steps(lambda v: self.proj2(F.gelu(self.proj1(self.norm(v)))), h, out_lengths)
         return EncoderOutput(h, out_lengths)
 
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
