@@ -11,27 +11,31 @@ import torch
 __all__ = ["format_table", "interleaved_medians", "interleaved_samples", "matmul_flops_per_second", "speedup_table"]
 
 
-def _time_once(fn: Callable[[], object]) -> float:
+def _time_once(fn: Callable[[], object], clock: Callable[[], float] = time.perf_counter) -> float:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start = clock()
     fn()
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def interleaved_samples(
-    fns: dict[str, Callable[[], object]], *, repeats: int = 7, warmup: int = 2
+    fns: dict[str, Callable[[], object]], *, repeats: int = 7, warmup: int = 2,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, list[float]]:
-    """Seconds of every timed call of each function, timed round-robin so drift hits all alike."""
+    """Seconds of every timed call of each function, timed round-robin so drift hits all alike.
+
+    ``clock``: wall time by default; ``time.process_time`` (the process's CPU time) on a loaded CPU,
+    where wall time mostly measures waiting for a core (single-threaded runs only)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            samples[name].append(_time_once(fn))
+            samples[name].append(_time_once(fn, clock))
     return samples
 
 

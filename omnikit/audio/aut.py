@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from omnikit.audio import blocks
 from omnikit.audio.blocks import EncoderStack, check_features, feature_contract_inputs, sinusoids, zero_padding
 from omnikit.audio.windows import Windows
-from omnikit.layers import LayerNorm, lengths_to_mask
+from omnikit.layers import LayerNorm
 from omnikit.outputs import EncoderOutput
 from omnikit.testing import ContractInputs
 from omnikit.utils.checks import check_positive
@@ -120,15 +121,14 @@ class AuTEncoder(nn.Module):
         h = chunks.merge(h + self.positions.to(h.dtype))  # (B, chunks * chunk_tokens, dim)
         out_lengths = self.output_lengths(n)
         windows = Windows.plan(out_lengths, self.chunk_tokens * self.config.attn_window_chunks, h.shape[1])
-        mask = lengths_to_mask(windows.valid, windows.size) if windows.ragged else None
-        h = windows.merge(self.encoder(windows.split(h, dim=1), mask))
+        h = windows.merge(self.encoder.forward_ragged(windows.split(h, dim=1), windows.valid))
         if torch.compiler.is_compiling():  # the padded length's steps, gathered: no size read from values, and
             # no strided slice whose contiguity (window padding or not) would make a graph per case
             h = h.index_select(1, torch.arange(self.output_lengths(x.shape[-1]), device=h.device))
         else:  # cropped to the longest item
             h = h[:, : int(out_lengths.max())]
-        h = self.proj2(F.gelu(self.proj1(self.norm(h))))
-        return EncoderOutput(h * lengths_to_mask(out_lengths, h.shape[1])[..., None].to(h.dtype), out_lengths)
+        h = blocks.on_valid_steps(lambda v: self.proj2(F.gelu(self.proj1(self.norm(v)))), h, out_lengths)
+        return EncoderOutput(h, out_lengths)
 
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
         return feature_contract_inputs(self.config.n_mels, lengths, seed)

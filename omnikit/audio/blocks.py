@@ -12,9 +12,10 @@ with LayerNorms and a biased :class:`~omnikit.layers.GeluMLP` (see :func:`encode
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from omnikit.layers import DecoderBlock, GeluMLP
@@ -22,7 +23,10 @@ from omnikit.layers.decoder import BlockStack
 from omnikit.testing import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_lengths, check_tensor, check_weight_dtype
 
-__all__ = ["EncoderStack", "check_features", "encoder_block", "feature_contract_inputs", "sinusoids", "zero_padding"]
+__all__ = [
+    "EncoderStack", "check_features", "encoder_block", "feature_contract_inputs", "on_valid_steps", "sinusoids",
+    "zero_padding",
+]
 
 
 def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> torch.Tensor:
@@ -73,6 +77,20 @@ def zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return x.masked_fill(~valid[:, None, :], 0)  # not a product: NaN in padding must not survive
 
 
+def on_valid_steps(fn: Callable[[torch.Tensor], torch.Tensor], h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """A step-wise ``fn`` (norm, projections) on ``h (B, T, D)``'s valid steps -> ``(B, T, D')``, padding zero.
+
+    Eager: only the ``lengths (B,)`` valid steps are computed (short items in a batch with a long
+    one leave most of ``B * T`` as padding). Traced: every step, then masked (fixed shapes).
+    """
+    valid = torch.arange(h.shape[1], device=h.device)[None, :] < lengths[:, None]
+    if torch.compiler.is_compiling():
+        out = fn(h)
+        return out * valid[..., None].to(out.dtype)
+    rows = fn(h[valid])
+    return rows.new_zeros(*valid.shape, rows.shape[-1]).masked_scatter(valid[..., None], rows)
+
+
 def encoder_block(dim: int, num_heads: int, mlp_hidden: int, *, norm_eps: float = 1e-5,
                   backend: str = "sdpa", post_norm: bool = False) -> DecoderBlock:
     """A pre-LN bidirectional transformer block ``(B, T, dim) -> (B, T, dim)`` (Whisper layout): a
@@ -103,6 +121,32 @@ class EncoderStack(BlockStack):
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``x (B, T, dim) -> (B, T, dim)``; ``key_padding_mask (B, T)`` True on valid positions."""
         return self.run(x, {"key_padding_mask": key_padding_mask})
+
+    def forward_ragged(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """``x (N, T, dim)`` independent windows, ``valid (N,)`` leading valid steps of each -> ``(N, T, dim)``.
+
+        Eager: windows of equal ``valid`` run together, cut to their valid steps and unmasked, so no
+        row of padding goes through the blocks (a batch of short mixed clips has many: the last
+        window of every item); padded steps come back zero. Traced: one masked call (fixed shapes).
+        """
+        size = x.shape[1]
+        if torch.compiler.is_compiling():
+            return self(x, torch.arange(size, device=x.device)[None, :] < valid[:, None])
+        counts = valid.tolist()
+        if all(n == size for n in counts):
+            return self(x)
+        groups: dict[int, list[int]] = {}
+        for row, n in enumerate(counts):
+            groups.setdefault(n, []).append(row)
+        rows, outs = [], []
+        for n, members in groups.items():
+            index = torch.tensor(members, device=x.device)
+            part = x.index_select(0, index)
+            outs.append(F.pad(self(part[:, :n] if n < size else part), (0, 0, 0, size - n)))
+            rows.append(index)
+        if len(outs) == 1:
+            return outs[0]
+        return torch.cat(outs).index_select(0, torch.cat(rows).argsort())
 
 
 def feature_contract_inputs(channels: int, lengths: Sequence[int], seed: int = 0, *, name: str = "features",

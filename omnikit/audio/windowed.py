@@ -27,7 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnikit.audio.blocks import EncoderStack, check_features, feature_contract_inputs, sinusoids, zero_padding
+from omnikit.audio.blocks import (
+    EncoderStack,
+    check_features,
+    feature_contract_inputs,
+    on_valid_steps,
+    sinusoids,
+    zero_padding,
+)
 from omnikit.audio.windows import Windows
 from omnikit.layers import LayerNorm, lengths_to_mask
 from omnikit.outputs import EncoderOutput
@@ -121,17 +128,14 @@ class WindowedAudioEncoder(nn.Module):
         rows = windows.split(zero_padding(x, n))  # (N, n_mels, 2 * n_window)
         h = F.gelu(self.conv1(rows))
         tokens_valid = (windows.valid - 1) // 2 + 1
-        mask = None
         if windows.ragged:
             h = h * lengths_to_mask(windows.valid, rows.shape[-1])[:, None, :].to(h.dtype)
-            mask = lengths_to_mask(tokens_valid, self.config.n_window)
         h = F.gelu(self.conv2(h)).transpose(1, 2) + self.positions.to(h.dtype)
-        h = windows.merge(self.encoder(h, mask))  # (B, windows * n_window, dim)
+        h = windows.merge(self.encoder.forward_ragged(h, tokens_valid))  # (B, windows * n_window, dim)
         # eager: cropped to the longest item; traced: the padded length's (no size read from values)
         pairs = int(out_lengths.max()) if not torch.compiler.is_compiling() else self.output_lengths(x.shape[-1])
         h = (h[:, 0 : 2 * pairs : 2] + h[:, 1 : 2 * pairs : 2]) / 2
-        h = self.proj(self.norm(h))
-        return EncoderOutput(h * lengths_to_mask(out_lengths, pairs)[..., None].to(h.dtype), out_lengths)
+        return EncoderOutput(on_valid_steps(lambda v: self.proj(self.norm(v)), h, out_lengths), out_lengths)
 
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
         return feature_contract_inputs(self.config.n_mels, lengths, seed)
