@@ -6,9 +6,11 @@ torchaudio and encodec are imported only by the functions that need them.
 
 from omnikit.audio import presets  # noqa: F401  (registers the models)
 from omnikit.audio.aut import AuTEncoder, AuTEncoderConfig
+from omnikit.audio.bigvgan import BigVGAN, BigVGANConfig
 from omnikit.audio.blocks import EncoderStack, encoder_block, sinusoids
 from omnikit.audio.code2wav import Code2Wav, Code2WavConfig, Code2WavOutput
 from omnikit.audio.codec import CodecOutput, SEANetCodec, SEANetCodecConfig
+from omnikit.audio.ecapa import SpeakerEncoder
 from omnikit.audio.features import LogMelSpectrogram, log_mel_spectrogram, mel_filterbank
 from omnikit.audio.fsq import FSQ
 from omnikit.audio.layouts import (
@@ -23,7 +25,10 @@ from omnikit.audio.long import encode_long, iter_encode
 from omnikit.audio.quantize import QuantizerOutput, ResidualVQ, VectorQuantizer, kmeans
 from omnikit.audio.seanet import CausalConvTranspose1d, SEANetDecoder, SEANetEncoder
 from omnikit.audio.signal import check_waveform, kaldi_fbank, resample, to_mono
+from omnikit.audio.speakers import Speakers, UnknownSpeakerError, Voice, convert_speakers, load_speakers
 from omnikit.audio.split_rvq import SplitQuantizerOutput, SplitResidualVQ
+from omnikit.audio.token2wav import Token2Wav, Token2WavConfig, Token2WavStream
+from omnikit.audio.token2wav_dit import DiTConfig, Token2WavDiT
 from omnikit.audio.wav2vec import ConvFeatureEncoder, ConvFeatureEncoderConfig
 from omnikit.audio.whisper import WhisperEncoder, WhisperEncoderConfig
 from omnikit.audio.windowed import WindowedAudioEncoder, WindowedAudioEncoderConfig
@@ -32,6 +37,8 @@ __all__ = [
     "FSQ",
     "AuTEncoder",
     "AuTEncoderConfig",
+    "BigVGAN",
+    "BigVGANConfig",
     "CausalConvTranspose1d",
     "Code2Wav",
     "Code2WavConfig",
@@ -39,6 +46,7 @@ __all__ = [
     "CodecOutput",
     "ConvFeatureEncoder",
     "ConvFeatureEncoderConfig",
+    "DiTConfig",
     "EncoderStack",
     "LogMelSpectrogram",
     "QuantizerOutput",
@@ -47,14 +55,23 @@ __all__ = [
     "SEANetCodecConfig",
     "SEANetDecoder",
     "SEANetEncoder",
+    "SpeakerEncoder",
+    "Speakers",
     "SplitQuantizerOutput",
     "SplitResidualVQ",
+    "Token2Wav",
+    "Token2WavConfig",
+    "Token2WavDiT",
+    "Token2WavStream",
+    "UnknownSpeakerError",
     "VectorQuantizer",
+    "Voice",
     "WhisperEncoder",
     "WhisperEncoderConfig",
     "WindowedAudioEncoder",
     "WindowedAudioEncoderConfig",
     "check_waveform",
+    "convert_speakers",
     "delay_codes",
     "delay_mask",
     "encode_long",
@@ -63,6 +80,7 @@ __all__ = [
     "iter_encode",
     "kaldi_fbank",
     "kmeans",
+    "load_speakers",
     "log_mel_spectrogram",
     "mel_filterbank",
     "resample",

@@ -72,6 +72,7 @@ _CONVERTER_MODULES: dict[str, str] = {
     "Qwen3OmniMoeTalkerTextSparseMoeBlock": "omnikit.convert.qwen_moe",
     "Qwen3OmniMoeVisionEncoder": "omnikit.convert.qwen3_omni_vision",
     "Qwen3OmniMoeCode2Wav": "omnikit.convert.qwen3_omni_code2wav",
+    "Qwen2_5OmniToken2WavModel": "omnikit.convert.qwen2_5_omni_token2wav",
     "Qwen3OmniMoeTalkerForConditionalGeneration": "omnikit.convert.qwen3_omni_talker",
 }
 _CONVERTERS: dict[str, Callable[[Any], nn.Module]] = {}

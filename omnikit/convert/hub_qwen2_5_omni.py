@@ -9,10 +9,11 @@ Parts (checkpoint prefixes for the full model; the standalone Thinker checkpoint
   (:class:`~omnikit.vision.WindowViT`, ``thinker.visual.*``) + the M-RoPE Qwen2 text model
   (:class:`~omnikit.fusion.Thinker`, ``thinker.model.*`` and ``thinker.lm_head``);
 - ``"audio_encoder"``, ``"vision_encoder"``, ``"text_model"``: each of those alone;
-- ``"talker"`` (full model only): :class:`~omnikit.fusion.OmniTalker` (``talker.*``).
+- ``"talker"`` (full model only): :class:`~omnikit.fusion.OmniTalker` (``talker.*``);
+- ``"token2wav"`` (full model only): :class:`~omnikit.audio.Token2Wav`, the DiT + BigVGAN code-to-waveform
+  model (``token2wav.*``); its voices are in the snapshot's ``spk_dict.pt`` (:func:`omnikit.audio.load_speakers`).
 
-Not loaded: ``token2wav.*`` (the DiT + BigVGAN code-to-waveform model is not implemented), and the
-audio tower's ``audio_bos_eos_token`` embedding, which transformers' forward never reads (skipped on
+Not loaded: the audio tower's ``audio_bos_eos_token`` embedding, which transformers' forward never reads (skipped on
 load, so ``save_hf`` does not write it and ``from_pretrained`` initialises it).
 """
 
@@ -25,12 +26,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from omnikit.audio.token2wav import Token2Wav
 from omnikit.audio.windowed import WindowedAudioEncoder, WindowedAudioEncoderConfig
 from omnikit.convert import converter
 from omnikit.convert.architectures import Config, Part, register_architecture
 from omnikit.convert.hub_qwen import decoder_config, decoder_key_map, lm_key_map
 from omnikit.convert.inputs import text_inputs
 from omnikit.convert.keymap import Fuse, KeyMap, Rename, Skip
+from omnikit.convert.qwen2_5_omni_token2wav import token2wav_config, token2wav_key_map
 from omnikit.convert.whisper import build_converted, whisper_layers_key_map
 from omnikit.fusion.modality import MediaTokens
 from omnikit.fusion.omni_thinker import OmniThinker
@@ -298,6 +301,8 @@ register_architecture(
     FULL,
     parts={**_parts("thinker.", lambda c: c["thinker_config"]),
            "talker": Part(lambda c: _talker(c["talker_config"]), lambda c: talker_key_map(c["talker_config"]),
-                          "talker.")},
+                          "talker."),
+           "token2wav": Part(lambda c: Token2Wav(token2wav_config(c["token2wav_config"])),
+                             lambda c: token2wav_key_map(token2wav_config(c["token2wav_config"])), "token2wav.")},
     default_part="thinker",
 )

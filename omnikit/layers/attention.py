@@ -10,7 +10,7 @@ from omnikit.layers.kv_cache import KVCache, StaticKVCache
 from omnikit.layers.norm import RMSNorm
 from omnikit.layers.rotary import apply_rotary
 from omnikit.streaming import StreamingModule
-from omnikit.utils.checks import OmnikitValueError, check_choice, check_positive, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_choice, check_int_in_range, check_positive, check_tensor
 
 __all__ = ["Attention"]
 
@@ -32,6 +32,8 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
             ``chunk_size`` positions.
         backend: one of ``"sdpa"``, ``"flash"``, ``"flex"``, ``"eager"``, ``"auto"``.
         dropout: attention-probability dropout in training.
+        rope_heads: rotary positions on the first ``rope_heads`` heads only (default: all).
+        rope_interleaved: rotary pairs are adjacent entries of a head (see :func:`apply_rotary`).
 
     Weights: ``qkv.weight`` stacks the q, k, v projections as ``(H + 2*H_kv) * head_dim`` rows.
 
@@ -57,6 +59,8 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
         chunk_size: int | None = None,
         backend: str = "sdpa",
         dropout: float = 0.0,
+        rope_heads: int | None = None,
+        rope_interleaved: bool = False,
     ) -> None:
         super().__init__()
         check_positive(dim, "dim")
@@ -79,7 +83,10 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
             check_positive(sliding_window, "sliding_window")
         if chunk_size is not None:
             check_positive(chunk_size, "chunk_size")
+        if rope_heads is not None:
+            check_int_in_range(rope_heads, "rope_heads", 1, num_heads + 1)
         self.chunk_size = chunk_size
+        self.rope_heads, self.rope_interleaved = rope_heads, rope_interleaved
         self.dim, self.num_heads, self.num_kv_heads, self.head_dim = dim, num_heads, num_kv_heads, head_dim
         self.causal, self.sliding_window, self.backend, self.dropout = causal, sliding_window, backend, dropout
         self.qkv = nn.Linear(dim, (num_heads + 2 * num_kv_heads) * head_dim, bias=qkv_bias)
@@ -151,7 +158,8 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
                 raise OmnikitValueError(
                     f"`rope` tables expected shape (B, {length}, {self.head_dim}) but got {tuple(cos.shape)}"
                 )
-            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+            kw = {"heads": self.rope_heads, "interleaved": self.rope_interleaved}
+            q, k = apply_rotary(q, cos, sin, **kw), apply_rotary(k, cos, sin, **kw)
         q_offset: int | torch.Tensor = 0
         state = self.streaming_state
         if state is not None:

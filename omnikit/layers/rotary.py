@@ -107,8 +107,21 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` of shape ``(B, H, T, D)`` by tables ``cos``/``sin`` of shape ``(B, T, D)``."""
+def apply_rotary(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, heads: int | None = None, interleaved: bool = False
+) -> torch.Tensor:
+    """Rotate ``x`` of shape ``(B, H, T, D)`` by tables ``cos``/``sin`` of shape ``(B, T, D)``.
+
+    ``heads``: rotate only the first ``heads`` heads (the others pass unchanged; Qwen2.5-Omni's DiT
+    rotates one). ``interleaved``: the rotated pairs are adjacent, ``(x[2j], x[2j+1])``; those heads
+    come back de-interleaved (even then odd entries), a permutation that queries and keys share,
+    so attention scores are unchanged by it.
+    """
+    if heads is not None:
+        rotated = apply_rotary(x[:, :heads], cos, sin, interleaved=interleaved)
+        return torch.cat((rotated, x[:, heads:]), dim=1)
+    if interleaved:
+        x = torch.cat((x[..., 0::2], x[..., 1::2]), dim=-1)
     cos = cos.unsqueeze(1).to(x.dtype)
     sin = sin.unsqueeze(1).to(x.dtype)
     return x * cos + _rotate_half(x) * sin
