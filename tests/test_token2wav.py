@@ -14,7 +14,7 @@ from qwen3_omni_reference import randomise
 
 import omnikit
 from omnikit.audio import Token2Wav, Token2WavStream, UnknownSpeakerError, convert_speakers, load_speakers
-from omnikit.convert import load_hf, save_hf
+from omnikit.convert import from_transformers, load_hf, save_hf
 from omnikit.utils.checks import OmnikitValueError
 
 pytest.importorskip("transformers")
@@ -111,6 +111,9 @@ def test_waveform_matches_transformers_for_the_same_noise(snapshot) -> None:
     assert peak_error(wav, ref.reshape(1, -1)) < 1e-4
     assert peak_error(wav, ref64.reshape(1, -1)) < max(1e-4, 3 * rounding)
     assert torch.equal(drawn, wav)
+    converted = from_transformers(hf.token2wav).eval()  # the in-memory module converts to the same model
+    with torch.no_grad():
+        assert peak_error(converted.token2wav(codes, noise=noise, **v), wav) < 1e-6
 
 
 def test_padded_batch_no_guidance_and_other_schedules_match_transformers(snapshot) -> None:
@@ -220,7 +223,7 @@ def test_chunked_decoding_equals_offline_with_whole_windows_and_stays_close_with
     pieces = list(model.stream(codes, noise=noise, steps=4, **v))
     chunked = torch.cat(pieces, dim=-1)
     assert len(pieces) > 2 and chunked.shape == offline.shape
-    assert 0 < peak_error(chunked, offline) < 0.5
+    assert 0 < peak_error(chunked, offline) < 0.05  # 6e-3 with these weights
     # codes pushed one at a time give the same pieces' concatenation
     stream = Token2WavStream(model, batch=2, noise=noise, steps=4, **v)
     pushed = [stream.push(codes[:, i : i + 1]) for i in range(codes.shape[1])] + [stream.finish()]
