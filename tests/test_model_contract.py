@@ -27,9 +27,8 @@ LENGTHS = (13, 9)  # an odd batch: items of different lengths, padding on the se
 EXPORT_KINDS = ("audio_encoder", "frame_encoder", "temporal", "decoder", "moe", "codec")
 # Known gaps, one place, with the cause (``benchmarks/compile_status.py`` prints them all); the
 # checks below run these as strict xfails, so a model that starts to pass must leave the list.
-_T2W_ITEMS = "a padded batch is vocoded item by item (BigVGAN pads at each item's end): lengths are read as values"
-NOT_FULLGRAPH: dict[str, str] = {"token2wav_tiny": _T2W_ITEMS}
-NOT_EXPORTABLE: dict[str, str] = {"token2wav_tiny": _T2W_ITEMS}
+NOT_FULLGRAPH: dict[str, str] = {}
+NOT_EXPORTABLE: dict[str, str] = {}
 NOT_RECOMPILE_FREE: dict[str, str] = {}
 
 

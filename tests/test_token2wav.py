@@ -132,6 +132,8 @@ def test_padded_batch_no_guidance_and_other_schedules_match_transformers(snapsho
             torch.manual_seed(10 + b)
             noise[b, : 2 * n] = torch.randn(1, 2 * n, MEL)
         out = model(codes, lengths, noise=noise, steps=4, guidance_scale=0.0, sway=None, **v)
+        grouped = model(codes, lengths, noise=noise.view(2, 11, 2 * MEL), steps=4, guidance_scale=0.0, sway=None, **v)
+    assert torch.equal(grouped.audio, out.audio)  # noise may come one row per code, (B, F, repeats * mel)
     assert out.lengths.tolist() == [11 * model.samples_per_code, 7 * model.samples_per_code]
     for b, ref in enumerate(refs):
         valid = ref.shape[-1]
@@ -272,3 +274,25 @@ def test_published_preset_is_the_published_architecture() -> None:
     assert omnikit.count_parameters(ours) == sum(p.numel() for p in reference.parameters())
     assert ours.sample_rate == 24000 and ours.samples_per_code == 480 and ours.frame_rate == 50
     assert ours.vocoder.context_frames() == 39
+
+
+def test_first_head_adjacent_pair_rotary_gives_the_scores_of_rotating_pairs_in_place() -> None:
+    """``apply_rotary(heads=1, interleaved=True)`` (the DiT's attention) returns the first head de-interleaved; its
+    attention scores are those of rotating each adjacent pair ``(x[2j], x[2j+1])`` in place by angle ``t f_j``."""
+    from omnikit.layers.rotary import RotaryEmbedding, apply_rotary
+
+    g = torch.Generator().manual_seed(16)
+    q, k = torch.randn(2, 3, 5, 8, generator=g, dtype=torch.float64), torch.randn(2, 3, 5, 8, generator=g,
+                                                                                      dtype=torch.float64)
+    rotary = RotaryEmbedding(8, 100.0)
+    cos, sin = rotary(torch.arange(5))
+    rq, rk = (apply_rotary(x, cos.double(), sin.double(), heads=1, interleaved=True) for x in (q, k))
+    assert torch.equal(rq[:, 1:], q[:, 1:])
+
+    def in_place(x: torch.Tensor) -> torch.Tensor:  # complex rotation of adjacent pairs, head 0 only
+        angles = torch.arange(5, dtype=torch.float64)[:, None] * rotary.inv_freq.double()
+        pairs = torch.view_as_complex(x[:, :1].reshape(2, 1, 5, 4, 2).contiguous()) * torch.polar(
+            torch.ones_like(angles), angles)
+        return torch.view_as_real(pairs).flatten(-2)
+
+    torch.testing.assert_close(rq[:, :1] @ rk[:, :1].transpose(-1, -2), in_place(q) @ in_place(k).transpose(-1, -2))

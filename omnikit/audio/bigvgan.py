@@ -10,6 +10,10 @@ SnakeBeta, low-pass and downsample x2 (both filters pad by replicating the edge 
 
 Input mels are natural-log magnitudes; they are mapped to decibels, clipped at -115 dB, lowered by
 20 dB and scaled to [-1, 1] before ``conv_pre`` (:meth:`BigVGAN.normalize`).
+
+A right-padded batch (``lengths``) gives each item what it gives alone: before every convolution the
+padding is zeroed (what zero padding shows an item alone) and before every resampling filter it holds
+the item's last valid sample (what replicate padding shows it), with tensor operations only.
 """
 
 from __future__ import annotations
@@ -26,6 +30,24 @@ from omnikit.audio.code2wav import SnakeBeta
 from omnikit.utils.checks import OmnikitValueError, check_tensor
 
 __all__ = ["AntiAliasedSnake", "BigVGAN", "BigVGANConfig", "kaiser_sinc_filter"]
+
+
+def _valid(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, T)`` bool: True on the first ``lengths[b]`` steps of ``x (B, C, T)``."""
+    return (torch.arange(x.shape[-1], device=x.device) < lengths[:, None])[:, None]
+
+
+def zero_padding(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """``x (B, C, T)`` with the steps past each item's length zeroed (None: ``x``)."""
+    return x if lengths is None else x.masked_fill(~_valid(x, lengths), 0)
+
+
+def hold_last(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """``x (B, C, T)`` with the steps past each item's length set to its last valid step (None: ``x``)."""
+    if lengths is None:
+        return x
+    index = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, x.shape[1], 1)
+    return torch.where(_valid(x, lengths), x, x.gather(2, index))
 
 
 @dataclass
@@ -84,8 +106,10 @@ class AntiAliasedSnake(nn.Module):
         x = F.pad(x, (k // 2 - (k % 2 == 0), k // 2), mode="replicate")
         return F.conv1d(x, self.filter.to(x.dtype).expand(channels, 1, k), stride=2, groups=channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.downsample(self.act(self.upsample(x)))
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``lengths``: valid steps per item of a right-padded batch (see the module docs)."""
+        y = self.act(self.upsample(hold_last(x, lengths)))
+        return self.downsample(hold_last(y, None if lengths is None else 2 * lengths))
 
 
 def _same_conv(channels: int, kernel_size: int, dilation: int) -> nn.Conv1d:
@@ -102,9 +126,10 @@ class AMPBlock(nn.Module):
         self.convs2 = nn.ModuleList(_same_conv(channels, kernel_size, 1) for _ in dilations)
         self.activations = nn.ModuleList(AntiAliasedSnake(channels) for _ in range(2 * len(dilations)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         for j, (conv1, conv2) in enumerate(zip(self.convs1, self.convs2)):
-            x = x + conv2(self.activations[2 * j + 1](conv1(self.activations[2 * j](x))))
+            h = conv1(zero_padding(self.activations[2 * j](x, lengths), lengths))
+            x = x + conv2(zero_padding(self.activations[2 * j + 1](h, lengths), lengths))
         return x
 
 
@@ -158,14 +183,16 @@ class BigVGAN(nn.Module):
         decibels = 20 * torch.log10(torch.clamp(torch.exp(mel), min=floor)) - 20
         return torch.clamp(2 * ((decibels + 115) / 115) - 1, -1, 1)
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        """``(B, mel_dim, T)`` -> ``(B, T * hop)``."""
+    def forward(self, mel: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, mel_dim, T)`` -> ``(B, T * hop)``; ``lengths`` ``(B,)``: valid frames per item of a right-padded
+        batch (samples past ``lengths * hop`` are zero)."""
         check_tensor(mel, "mel", shape=("B", self.config.mel_dim, "T"), floating=True)
-        x = self.conv_pre(self.normalize(mel))
+        x = self.conv_pre(zero_padding(self.normalize(mel), lengths))
         per_stage = len(self.config.resblock_kernel_sizes)
         for i, (up,) in enumerate(self.ups):
-            x = up(x)
+            x = up(zero_padding(x, lengths))
+            lengths = None if lengths is None else lengths * self.config.upsample_rates[i]
             blocks = self.resblocks[i * per_stage : (i + 1) * per_stage]
-            x = sum(block(x) for block in blocks) / per_stage
-        x = self.conv_post(self.activation_post(x))
-        return x.clamp(-1.0, 1.0)[:, 0]
+            x = sum(block(x, lengths) for block in blocks) / per_stage
+        x = self.conv_post(zero_padding(self.activation_post(x, lengths), lengths))
+        return zero_padding(x.clamp(-1.0, 1.0), lengths)[:, 0]

@@ -98,23 +98,20 @@ class Token2Wav(nn.Module):
                 raise OmnikitValueError(f"`{name}` expected batch 1 or {batch} (the codes') but got {value.shape[0]}")
         return conditioning.expand(batch, -1), reference_mel.expand(batch, -1, -1)
 
-    def _noise(self, noise: torch.Tensor | None, batch: int, frames: int, like: torch.Tensor) -> torch.Tensor:
-        shape = (batch, frames, self.config.dit.mel_dim)
+    def _noise(self, noise: torch.Tensor | None, batch: int, codes: int, like: torch.Tensor) -> torch.Tensor:
+        c = self.config.dit
         if noise is None:
-            return torch.randn(shape, dtype=like.dtype, device=like.device)
-        check_tensor(noise, "noise", shape=shape, floating=True)
+            return torch.randn((batch, codes * c.repeats, c.mel_dim), dtype=like.dtype, device=like.device)
+        check_tensor(noise, "noise", ndim=3, floating=True)
+        if noise.shape[1:] == (codes, c.repeats * c.mel_dim):  # the same values, one row per code
+            noise = noise.reshape(batch, codes * c.repeats, c.mel_dim)
+        check_tensor(noise, "noise", shape=(batch, codes * c.repeats, c.mel_dim))
         return noise.to(like.dtype)
 
     def vocode(self, mel: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """``mel (B, T, mel_dim)`` -> ``(B, T * hop)``; with ``lengths`` (B,) valid frames, items of different
-        lengths are vocoded one by one (zeros past their end), since the vocoder pads at the sequence end."""
-        mel = mel.transpose(1, 2)
-        if lengths is None or bool((lengths == mel.shape[-1]).all()):
-            return self.vocoder(mel)
-        wav = mel.new_zeros(mel.shape[0], mel.shape[-1] * self.vocoder.hop)
-        for b, n in enumerate(lengths.tolist()):
-            wav[b, : n * self.vocoder.hop] = self.vocoder(mel[b : b + 1, :, :n])[0]
-        return wav
+        """``mel (B, T, mel_dim)`` -> ``(B, T * hop)``; ``lengths`` (B,): valid frames per item (each item as if
+        alone, zeros past its end)."""
+        return self.vocoder(mel.transpose(1, 2), lengths)
 
     def token2wav(self, codes: torch.Tensor, *, conditioning: torch.Tensor, reference_mel: torch.Tensor,
                   noise: torch.Tensor | None = None, steps: int = 10, guidance_scale: float = 0.5,
@@ -126,7 +123,8 @@ class Token2Wav(nn.Module):
             codes: ``(B, F)`` int64 Talker codes (ids ``0 .. num_embeds``; strip the end-of-speech code first).
             conditioning: ``(B | 1, xvector_dim)`` speaker x-vector (a voice's ``"cond"`` in ``spk_dict.pt``).
             reference_mel: ``(B | 1, T_ref, mel_dim)`` the voice's reference mel (its ``"ref_mel"``).
-            noise: ``(B, F * repeats, mel_dim)`` initial sample; None: ``torch.randn`` (global generator).
+            noise: ``(B, F * repeats, mel_dim)`` initial sample (or the same values as ``(B, F, repeats * mel_dim)``,
+                one row per code); None: ``torch.randn`` (global generator).
             steps, guidance_scale, sway: the ODE's time points, classifier-free guidance, time sway.
             lengths: ``(B,)`` valid codes per item of a right-padded batch (padding never reaches valid samples).
 
@@ -137,7 +135,7 @@ class Token2Wav(nn.Module):
         batch, frames = codes.shape
         repeats = self.config.dit.repeats
         conditioning, reference_mel = self.voice(conditioning, reference_mel, batch)
-        noise = self._noise(noise, batch, frames * repeats, reference_mel)
+        noise = self._noise(noise, batch, frames, reference_mel)
         mel_lengths = None
         if lengths is not None:
             mel_lengths = check_lengths(lengths, "lengths", batch=batch, max_len=frames).to(codes.device) * repeats
@@ -180,19 +178,10 @@ class Token2Wav(nn.Module):
             "lengths": torch.tensor(list(lengths)),
             "conditioning": torch.randn(batch, c.xvector_dim, generator=g),
             "reference_mel": torch.randn(batch, 3 * c.block_size, c.mel_dim, generator=g) - 4,
-            "noise": torch.randn(batch, frames * c.repeats, c.mel_dim, generator=g),
+            "noise": torch.randn(batch, frames, c.repeats * c.mel_dim, generator=g),  # one row per code
             "steps": 2,
         }
-
-        def item(b: int) -> ContractInputs:
-            n = int(kwargs["lengths"][b])
-            alone = {**kwargs, "codes": kwargs["codes"][b : b + 1, :n], "lengths": torch.tensor([n]),
-                     "conditioning": kwargs["conditioning"][b : b + 1],
-                     "reference_mel": kwargs["reference_mel"][b : b + 1],
-                     "noise": kwargs["noise"][b : b + 1, : n * c.repeats]}
-            return ContractInputs(alone, torch.tensor([n]), {"codes": 1}, "lengths")
-
-        return ContractInputs(kwargs, kwargs["lengths"], {"codes": 1}, "lengths", item=item)
+        return ContractInputs(kwargs, kwargs["lengths"], {"codes": 1, "noise": 1}, "lengths")
 
 
 class Token2WavStream:

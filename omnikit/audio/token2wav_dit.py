@@ -209,11 +209,14 @@ class Token2WavDiT(nn.Module):
         return masks
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
-                 masks: dict[tuple[int, int], torch.Tensor]) -> torch.Tensor:
-        """One model evaluation: ``x (B', T, mel_dim)``, times ``t (B',)``, ``cond`` from :meth:`condition`
-        -> velocity ``(B', T, mel_dim)``."""
+                 masks: dict[tuple[int, int], torch.Tensor], valid: torch.Tensor | None = None) -> torch.Tensor:
+        """One model evaluation: ``x (B', T, mel_dim)``, times ``t (B',)``, ``cond`` from :meth:`condition`,
+        ``masks`` from :meth:`masks`, ``valid`` ``(B', T, 1)`` bool (padded frames are zeroed, so whatever they
+        hold, NaN included, never reaches a valid one) -> velocity ``(B', T, mel_dim)``."""
         c = self.config
         h = F.linear(x, self.input_proj.weight[:, : c.mel_dim]) + cond
+        if valid is not None:
+            h = h.masked_fill(~valid, 0)
         time = self.time(t)
         rope = self.rotary(torch.arange(x.shape[1], device=x.device))
         for block in self.blocks:
@@ -245,11 +248,12 @@ class Token2WavDiT(nn.Module):
         if lengths is not None and guidance:
             lengths = torch.cat([lengths, lengths])
         masks = self.masks(noise.shape[1], lengths, noise.device)
+        valid = None if lengths is None else lengths_to_mask(lengths, noise.shape[1])[..., None]
 
         def velocity(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             if not guidance:
-                return self.velocity(x, t.expand(batch), cond, masks)
-            both = self.velocity(torch.cat([x, x]), t.expand(2 * batch), cond, masks)
+                return self.velocity(x, t.expand(batch), cond, masks, valid)
+            both = self.velocity(torch.cat([x, x]), t.expand(2 * batch), cond, masks, valid)
             conditioned, unconditioned = both[:batch], both[batch:]
             return conditioned + (conditioned - unconditioned) * guidance_scale
 
