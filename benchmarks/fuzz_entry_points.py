@@ -509,6 +509,7 @@ FAMILIES: dict[str, Callable[[], list[Case]]] = {
     "speech": speech_cases,
     "checkpoint": checkpoint_cases,
     "registry": registry_cases,
+    "round3": lambda: __import__("fuzz_cases_round3").round3_cases(),
 }
 
 

@@ -31,6 +31,8 @@ from omnikit.checkpoint_checks import (
     SafetensorsHeader,
     TensorEntry,
     check_against_header,
+    check_contained,
+    check_finite,
     dtype_name,
     read_safetensors_header,
 )
@@ -125,6 +127,13 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` would give a new file under the current umask (``mkstemp`` always gives 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _temp_path(out: Path, name: str) -> Path:
     fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out)
     os.close(fd)
@@ -135,13 +144,16 @@ def write_atomically(out: Path, writers: Sequence[tuple[str, Callable[[Path], No
     """Write each file to a temporary name in ``out``, fsync them all, then rename in order.
 
     On any failure the temporaries are removed and the files already in ``out`` are untouched.
+    Files get the permissions the umask gives (as ``open()`` would), not the temporaries' 0600.
     """
     temps: list[tuple[Path, str]] = []
+    mode = _file_mode()
     try:
         for name, write in writers:
             temp = _temp_path(out, name)
             temps.append((temp, name))
             write(temp)
+            os.chmod(temp, mode)  # writers (mkstemp, safetensors) create files 0600 whatever the umask
             _fsync(temp)
         for temp, name in temps:
             os.replace(temp, out / name)
@@ -203,10 +215,10 @@ def _resolve_weights(path: Path) -> Path:
         found = [c for c in candidates if c.is_file()]
         if not found:
             raise FileNotFoundError(f"no {WEIGHTS_NAME} in checkpoint directory {str(path)!r}")
-        return found[0]
+        return check_contained(found[0], path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    return path
+    return check_contained(path, path.parent)
 
 
 def _read_pickle(weights: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
@@ -350,7 +362,9 @@ def load_weights(model: nn.Module, path: str | Path, *, allow_pickle: bool = Fal
     checkpoint's dtype first), and any unreadable file.
     """
     checked = _prepare(model, Path(path), allow_pickle, None)
-    model.load_state_dict(_renamed(checked.renames, checked.state()), strict=True)
+    state = checked.state()
+    check_finite(state, f"checkpoint file {str(checked.weights)!r}")
+    model.load_state_dict(_renamed(checked.renames, state), strict=True)
     return model
 
 
@@ -411,6 +425,7 @@ def load_weights_as_saved(model: nn.Module, path: str | Path, *, allow_pickle: b
     _adopt_dtypes(model, checked.expected)
     state = checked.state()
     _check_crc(state, checked.aliases, config or {}, checked.weights)
+    check_finite(state, f"checkpoint file {str(checked.weights)!r}")
     model.load_state_dict(_renamed(checked.renames, state), strict=True)
     return model
 

@@ -32,10 +32,40 @@ __all__ = [
     "SafetensorsHeader",
     "TensorEntry",
     "check_against_header",
+    "check_contained",
+    "check_finite",
     "dtype_name",
     "merge_headers",
     "read_safetensors_header",
 ]
+
+def check_contained(path: Path, directory: Path) -> Path:
+    """``path`` itself, after checking that it (or the file a symlink points to) lies inside the checkpoint.
+
+    Inside means under ``directory`` once links are resolved, or, for a Hub-cache snapshot
+    (``<repo>/snapshots/<revision>/``), under ``<repo>/`` whose ``blobs/`` the snapshot's links point
+    into. A link or an index entry escaping that folder raises ``ValueError`` naming both paths: a
+    checkpoint must not read files it does not own.
+    """
+    root = directory.resolve()
+    store = root.parent.parent if root.parent.name == "snapshots" else root
+    target = path.resolve()
+    if not target.is_relative_to(store):
+        raise OmnikitValueError(
+            f"checkpoint file {str(path)!r} resolves to {str(target)!r}, outside the checkpoint folder "
+            f"{str(store)!r}; links may only point inside it (or into a Hub-cache snapshot's own blobs/)"
+        )
+    return path
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], source: str) -> None:
+    """``ValueError`` naming the floating tensors of ``tensors`` that hold NaN or inf."""
+    bad = sorted(k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if bad:
+        raise OmnikitValueError(
+            f"{source}: {len(bad)} tensor(s) hold NaN or inf: {bad[:10]}{' ...' if len(bad) > 10 else ''}"
+        )
+
 
 #: safetensors dtype codes -> torch dtypes (those torch has).
 SAFETENSORS_DTYPES: dict[str, torch.dtype] = {

@@ -133,6 +133,10 @@ def _unknown_name_error(name: str) -> KeyError:
 
 def model_info(name: str) -> ModelInfo:
     """The :class:`ModelInfo` of a registered name; ``KeyError`` listing close names otherwise."""
+    if not isinstance(name, str):
+        raise OmnikitTypeError(
+            f"`name` expected a registered model name (str) but got {type(name).__name__} ({name!r})"
+        )
     if name not in _REGISTRY:
         raise _unknown_name_error(name)
     return _REGISTRY[name]
@@ -140,6 +144,8 @@ def model_info(name: str) -> ModelInfo:
 
 def list_models(pattern: str = "*", *, kind: str | None = None) -> list[str]:
     """Registered names matching the fnmatch ``pattern`` (and ``kind``), sorted."""
+    if not isinstance(pattern, str):
+        raise OmnikitTypeError(f"`pattern` expected an fnmatch pattern (str) but got {type(pattern).__name__}")
     if kind is not None and kind not in KINDS:
         raise OmnikitValueError(f"`kind` expected one of {list(KINDS)} but got {kind!r}")
     return sorted(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -126,3 +128,14 @@ def test_log_mel_module_accepts_numpy_converted_audio() -> None:
     clip = np.sin(np.linspace(0, 200, 8000)).astype(np.float32)
     mel, frames = LogMelSpectrogram(128)(torch.from_numpy(clip))
     assert mel.shape == (1, 128, 50) and frames.tolist() == [50]
+
+
+@pytest.mark.parametrize("amplitude", [1e15, 1e18, 1e30, 1e37])
+def test_huge_amplitudes_give_finite_exactly_shifted_features(amplitude: float) -> None:
+    """Scaling audio by ``a`` shifts every log-mel value by ``log10(a**2) / 4`` (the max - 8 floor moves with
+    it); amplitudes where the float32 power spectrum would overflow give that too, not NaN."""
+    wav = torch.randn(2, 16000, generator=torch.Generator().manual_seed(0))
+    ref, _ = log_mel_spectrogram(wav, sample_rate=16000, n_mels=80)
+    mel, _ = log_mel_spectrogram(wav * amplitude, sample_rate=16000, n_mels=80)
+    assert torch.isfinite(mel).all()
+    torch.testing.assert_close(mel - ref, torch.full_like(ref, math.log10(amplitude**2) / 4), atol=2e-5, rtol=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import omnikit
 from omnikit.audio.features import log_mel_spectrogram
 
 ENCODERS = ("whisper_encoder_tiny", "qwen2_5_omni_audio_tiny", "qwen3_omni_aut_tiny")
@@ -56,3 +57,15 @@ def test_log_mel_refuses_nan_and_wrong_rate() -> None:
         log_mel_spectrogram(torch.full((1, 1600), float("nan")), sample_rate=16000)
     with pytest.raises(ValueError, match="`sample_rate`"):
         log_mel_spectrogram(torch.randn(1, 1600), sample_rate=8000)
+
+
+@pytest.mark.parametrize("frames", [1, 2])
+def test_windowed_encoder_refuses_items_too_short_for_a_token(frames: int) -> None:
+    """1 or 2 mel frames give no token after the stride-2 conv and the pair pooling: an error, not 0 tokens."""
+    model = omnikit.create_model("qwen2_5_omni_audio_tiny").eval()
+    n_mels = model.config.n_mels
+    with pytest.raises(ValueError, match=f"at least 3 valid frames per item .* item 0 has {frames}"):
+        model(torch.randn(1, n_mels, frames))
+    with pytest.raises(ValueError, match=f"`lengths` expected at least 3 valid frames .* item 1 has {frames}"):
+        model(torch.randn(2, n_mels, 9), torch.tensor([9, frames]))
+    assert model(torch.randn(1, n_mels, 3)).lengths.tolist() == [1]

@@ -237,3 +237,43 @@ def test_random_corruption_is_a_clear_error_or_harmless(tmp_path_factory, data) 
         assert "model.safetensors" in str(exc) or "config.json" in str(exc), str(exc)
     else:
         assert torch.equal(loaded(ids), logits), f"silently different model after corrupting {region}"
+
+
+def test_saved_files_follow_the_umask(tmp_path: Path) -> None:
+    """Checkpoints written on a shared cluster are readable by the team: the umask decides, not the 0600 of
+    mkstemp and safetensors (save_hf writes through the same ``write_atomically``)."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        omnikit.save_pretrained(omnikit.create_model("decoder_tiny"), tmp_path / "ours")
+        os.umask(0o027)
+        omnikit.save_pretrained(omnikit.create_model("decoder_tiny"), tmp_path / "group")
+    finally:
+        os.umask(old)
+    modes = {p.parent.name + "/" + p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.glob("*/*")}
+    assert modes == {"ours/model.safetensors": 0o644, "ours/config.json": 0o644,
+                     "group/model.safetensors": 0o640, "group/config.json": 0o640}, modes
+
+
+def test_non_finite_weights_are_refused_on_load(saved) -> None:
+    model, directory = saved
+    with torch.no_grad():
+        model.embed.weight[0, 0] = float("nan")
+    omnikit.save_pretrained(model, directory)
+    with pytest.raises(ValueError, match=r"hold NaN or inf: \['embed.weight'\]"):
+        omnikit.load_pretrained(directory)
+
+
+def test_links_may_not_escape_the_checkpoint_folder(saved, tmp_path_factory) -> None:
+    """A symlinked weights file elsewhere on disk is refused (the Hub cache's snapshots/ -> blobs/ links are
+    allowed: tests/test_convert_hub_core.py)."""
+    import os
+
+    _, directory = saved
+    linked = tmp_path_factory.mktemp("linked")
+    for name in ("model.safetensors", "config.json"):
+        os.symlink(directory / name, linked / name)
+    with pytest.raises(ValueError, match="outside the checkpoint folder"):
+        omnikit.load_pretrained(linked)

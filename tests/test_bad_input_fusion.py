@@ -94,3 +94,38 @@ def test_training_example_learns_with_the_registered_presets() -> None:
             assert result["accuracy"] >= 0.9, (style, result["accuracy"])
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"ids_per_second": -25.0}, "ids_per_second` expected a finite number > 0"),
+     ({"ids_per_second": float("nan")}, "ids_per_second` expected a finite number > 0"),
+     ({"seconds_per_chunk": 0.0}, "seconds_per_chunk` expected a finite number > 0"),
+     ({"seconds_per_chunk": 0.01}, "at least one temporal id per chunk"),
+     ({"audio_ids_per_token": 0.0}, "audio_ids_per_token` expected a finite number > 0")],
+)
+def test_tmrope_scheme_refuses_rates_that_give_negative_or_no_ids(kwargs, message) -> None:
+    from omnikit.fusion.tmrope import TMRoPEScheme
+
+    with pytest.raises(ValueError, match=message):
+        TMRoPEScheme(**kwargs)
+
+
+def test_visual_grid_refuses_negative_time_and_fractional_audio() -> None:
+    from omnikit.fusion import VisualGrid
+
+    with pytest.raises(ValueError, match="seconds_per_step` expected a finite number >= 0 but got -1"):
+        VisualGrid(2, 2, 2, seconds_per_step=-1.0)
+    with pytest.raises(ValueError, match=r"audio_tokens` expected an int >= 0 but got 2\.5"):
+        VisualGrid(2, 2, 2, audio_tokens=2.5)
+
+
+@pytest.mark.parametrize(("audios", "error", "message"),
+                         [([2.5], TypeError, "integer token counts"), ([-2], ValueError, "counts >= 0"),
+                          (torch.tensor([2.5]), TypeError, "integer token counts")])
+def test_tmrope_audio_counts_are_whole_and_non_negative(audios, error, message) -> None:
+    from omnikit.fusion import QWEN2_5_OMNI, MediaTokens, tmrope_position_ids
+
+    ids = torch.tensor([[1, 7, 7, 2]])
+    with pytest.raises(error, match=f"`audios` expected .*{message}"):
+        tmrope_position_ids(ids, MediaTokens(audio=7), audios=audios, scheme=QWEN2_5_OMNI)

@@ -126,3 +126,15 @@ def test_tiny_temperature_does_not_overflow_to_nan() -> None:
     logits = torch.tensor([[1.0, 3.0, 2.0]])
     token = sample_next(logits, Sampling(temperature=1e-30), generator=torch.Generator().manual_seed(0))
     assert token.tolist() == [1]
+
+
+@pytest.mark.parametrize("name", [123, None, ["decoder_tiny"]])
+def test_create_model_names_a_non_string_name(name) -> None:
+    with pytest.raises(TypeError, match="`name` expected a registered model name"):
+        omnikit.create_model(name)
+
+
+@pytest.mark.parametrize(("field", "choices"), [("mlp", "'swiglu', 'gelu'"), ("norm", "'rmsnorm', 'layernorm'")])
+def test_literal_fields_list_their_choices(field: str, choices: str) -> None:
+    with pytest.raises(TypeError, match=f"`{field}` expected one of {choices} but got str"):
+        omnikit.create_model("decoder_tiny", **{field: "bogus"})

@@ -38,7 +38,7 @@ def test_huge_fps_is_bounded_by_the_frames(clip40) -> None:
 
 @pytest.mark.parametrize("fps", [float("nan"), float("inf"), 0.0, -1.0, "2"])
 def test_bad_fps_is_named(clip40, fps) -> None:
-    with pytest.raises(ValueError, match="`fps`"):
+    with pytest.raises((ValueError, TypeError), match="`fps`"):
         load_video(clip40, fps=fps, strategy="fps")
 
 
@@ -86,3 +86,23 @@ def test_truncated_file_warns_with_both_counts(clip40, tmp_path) -> None:
         assert video.read([0, 1, 2]).shape[0] == 3, "the frames that are there still decode"
     messages = [str(w.message) for w in caught]
     assert any("40 frames" in m and f"only {read}" in m for m in messages), messages
+
+
+@pytest.mark.parametrize("strategy", ["scene", "uniform", "keyframe", "event"])
+@pytest.mark.parametrize("fps", [-1, 0, float("nan")])
+def test_bad_fps_is_refused_by_every_strategy(clip40, strategy, fps) -> None:
+    """Before, strategy='scene' with fps=-1 returned one frame where strategy='fps' refused it."""
+    with pytest.raises(ValueError, match="`fps` expected a finite number > 0"):
+        load_video(clip40, fps=fps, strategy=strategy)
+
+
+@pytest.mark.parametrize("num_frames", [0, -3])
+def test_bad_num_frames_is_refused(clip40, num_frames) -> None:
+    with pytest.raises(ValueError, match="`num_frames` expected an int > 0"):
+        load_video(clip40, num_frames=num_frames, strategy="scene")
+
+
+@pytest.mark.parametrize("size", [(100000, 100000), 20000, (32, 0)])
+def test_absurd_sizes_are_refused_before_decoding(clip40, size) -> None:
+    with pytest.raises(ValueError, match=r"`size` expected .* in \[1, 16384\]"):
+        load_video(clip40, num_frames=2, size=size)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+import omnikit
+
 
 @pytest.fixture()
 def encoder(tiny_model) -> torch.nn.Module:
@@ -49,3 +51,22 @@ def test_video_vit_empty_batch_is_named(tiny_model) -> None:
     frames = vit.contract_inputs([2]).kwargs["frames"][:0]
     with pytest.raises(ValueError, match=r"`frames` expected at least one clip"):
         vit(frames)
+
+
+def test_unnormalised_pixel_frames_are_refused(encoder) -> None:
+    """Float frames holding raw 0-255 values are refused in eager mode (normalised pixels lie within ~2.7)."""
+    model = encoder.eval()
+    frames = model.contract_inputs([2]).kwargs["frames"]
+    raw = (frames.clamp(-1, 1) + 1) * 127.5
+    with pytest.raises(ValueError, match=r"`frames` expected values normalised for the backbone .* raw 0-255 pixels"):
+        model(raw)
+    assert model(frames).hidden_states.isfinite().all()
+
+
+@pytest.mark.parametrize("name", ["video_vit_tiny", "qwen2_5_omni_vision_tiny", "qwen3_vit_tiny", "frame_encoder_tiny"])
+def test_zero_frame_video_blames_frames(name: str) -> None:
+    """Before, video towers blamed `lengths` (which the caller had not passed) for a clip of no frames."""
+    model = omnikit.create_model(name).eval()
+    frames = model.contract_inputs([2]).kwargs["frames"]
+    with pytest.raises(ValueError, match="`frames` expected at least one"):
+        model(frames[:, :0])

@@ -228,3 +228,38 @@ def test_save_hf_and_hf_inputs_refuse_models_without_an_architecture(tmp_path):
         save_hf(nn.Linear(2, 2), tmp_path)
     with pytest.raises(ValueError, match=r"Linear.*was not loaded by load_hf"):
         hf_inputs(nn.Linear(2, 2), {"input_ids": torch.zeros(1, 2)})
+
+
+def test_integer_tensor_where_the_model_holds_floats_is_refused(tmp_path, two_parts):
+    """An int32 tensor is not silently cast into a float parameter (it would load as garbage)."""
+    tensors = _tower_tensors()
+    tensors["a.q.weight"] = tensors["a.q.weight"].to(torch.int32)
+    _write_sharded(tmp_path, [tensors])
+    with pytest.raises(ValueError, match=r"wrong dtype \(1\): \['a.q.weight: checkpoint torch.int32 vs model"):
+        load_hf(tmp_path)
+
+
+def test_non_finite_tensors_are_refused(tmp_path, two_parts):
+    tensors = _tower_tensors()
+    tensors["a.v.bias"][1] = float("inf")
+    _write_sharded(tmp_path, [tensors])
+    with pytest.raises(ValueError, match=r"hold NaN or inf: \['qkv.bias'\]"):
+        load_hf(tmp_path)
+
+
+def test_links_and_index_entries_outside_the_snapshot_are_refused(tmp_path, two_parts):
+    outside = tmp_path / "elsewhere"
+    _write_sharded(outside, [_tower_tensors()])
+    snap = tmp_path / "snap"
+    snap.mkdir()
+    for f in outside.iterdir():
+        os.symlink(f, snap / f.name)
+    with pytest.raises(ValueError, match="outside the checkpoint folder"):
+        load_hf(snap)
+    traversal = tmp_path / "traversal"
+    _write_sharded(traversal, [_tower_tensors()])
+    index = json.loads((traversal / "model.safetensors.index.json").read_text())
+    index["weight_map"] = {k: "../elsewhere/model-00001-of-00001.safetensors" for k in index["weight_map"]}
+    (traversal / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="outside the checkpoint folder"):
+        load_hf(traversal)

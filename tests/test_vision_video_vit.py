@@ -28,7 +28,7 @@ def test_tubelet_repeats_last_valid_frame() -> None:
     assert out.shape[1] == 3
     repeated = torch.cat([frames[1:2, :3], frames[1:2, 2:3]], dim=1)  # frames 0,1,2,2
     torch.testing.assert_close(out[1, :2], embed(repeated)[0])
-    with pytest.raises(ValueError, match="`frames` sides expected multiples of 2x2"):
+    with pytest.raises(ValueError, match="`frames` sides expected positive multiples of 2x2"):
         embed(torch.randn(1, 2, 3, 5, 4))
 
 

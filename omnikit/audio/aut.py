@@ -107,7 +107,7 @@ class AuTEncoder(nn.Module):
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
         """``features (B, n_mels, T)``, ``lengths (B,)`` valid frames -> ``(B, T', output_dim)``."""
-        x, n = check_features(features, lengths, self.config.n_mels)
+        x, n = check_features(features, lengths, self.config.n_mels, like=self)
         chunks = Windows.plan(n, self.chunk_frames, x.shape[-1])
         h = chunks.split(zero_padding(x, n))[:, None]  # (N, 1, n_mels, chunk_frames)
         for conv in (self.conv2d1, self.conv2d2, self.conv2d3):

@@ -15,11 +15,12 @@ import math
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 
 from omnikit.layers import DecoderBlock, GeluMLP
 from omnikit.layers.decoder import BlockStack
 from omnikit.testing import ContractInputs
-from omnikit.utils.checks import OmnikitValueError, check_lengths, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_lengths, check_tensor, check_weight_dtype
 
 __all__ = ["EncoderStack", "check_features", "encoder_block", "feature_contract_inputs", "sinusoids", "zero_padding"]
 
@@ -37,14 +38,17 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> tor
 
 
 def check_features(
-    features: object, lengths: object, n_mels: int, name: str = "features", lengths_name: str = "lengths"
+    features: object, lengths: object, n_mels: int, name: str = "features", lengths_name: str = "lengths",
+    *, like: nn.Module | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate ``features (B, n_mels, T)`` and ``lengths (B,)``; returns both (lengths default to T).
 
     In eager mode the valid frames must be finite (NaN or inf in the padding is allowed: the
-    encoders remove it by masking).
+    encoders remove it by masking). ``like``: the encoder, whose weights' dtype the features must have.
     """
     x = check_tensor(features, name, shape=("B", n_mels, "T"), floating=True)
+    if like is not None:
+        check_weight_dtype(x, name, like)
     for size, what in ((x.shape[0], "item"), (x.shape[-1], "frame")):
         if size == 0:
             raise OmnikitValueError(f"`{name}` expected at least one {what} but got shape {tuple(x.shape)}")

@@ -31,7 +31,7 @@ from omnikit.layers.norm import LayerNorm, RMSNorm
 from omnikit.layers.rotary import RotaryEmbedding
 from omnikit.outputs import traceable_output
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import OmnikitValueError, check_lengths, check_positive, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_ids, check_lengths, check_positive, check_tensor
 
 __all__ = ["Code2Wav", "Code2WavConfig", "Code2WavOutput", "LayerScaleBlock", "SnakeBeta", "TrimmedConvTranspose1d"]
 
@@ -240,12 +240,9 @@ class Code2Wav(nn.Module):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """``(B, K, F)`` int codes -> ``(B, 1, S)`` waveform in [-1, 1]."""
         check_tensor(codes, "codes", shape=("B", self.num_codebooks, "F"), floating=False)
-        if not torch.compiler.is_compiling() and codes.numel() and (
-            int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size
-        ):
-            raise OmnikitValueError(
-                f"`codes` expected ids in [0, {self.codebook_size}) but got [{int(codes.min())}, {int(codes.max())}]"
-            )
+        if not codes.shape[-1]:
+            raise OmnikitValueError(f"`codes` expected at least one frame but got shape {tuple(codes.shape)}")
+        check_ids(codes, "codes", self.codebook_size, what="ids")
         x = self.code_embedding(codes + self.code_offset).mean(1)
         rope = self.rotary(torch.arange(x.shape[1], device=x.device))
         x, _ = run_blocks(self.blocks, x, lambda block: {"rope": rope},

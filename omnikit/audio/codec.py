@@ -133,7 +133,7 @@ class SEANetCodec(StreamingContainer, nn.Module):
         return torch.as_tensor(lengths) // self.hop
 
     def _latents(self, wav: torch.Tensor) -> torch.Tensor:
-        x, _ = check_waveform(wav, channels=self.config.channels)
+        x, _ = check_waveform(wav, channels=self.config.channels, like=self.encoder)
         self._check_call(x, "wav", x.shape[-1] // self.hop)
         return self.encoder(x).transpose(1, 2)  # (B, F, dim)
 
@@ -164,7 +164,7 @@ class SEANetCodec(StreamingContainer, nn.Module):
         """
         if lengths is not None and is_streaming(self):
             raise OmnikitValueError("`lengths` cannot be given while streaming: every chunk is fully valid")
-        x, n = check_waveform(wav, lengths, channels=self.config.channels)
+        x, n = check_waveform(wav, lengths, channels=self.config.channels, like=self.encoder)
         self._check_call(x, "wav", x.shape[-1] // self.hop)
         latents = self.encoder(x).transpose(1, 2)
         frames = torch.full_like(n, latents.shape[1]) if is_streaming(self) else self.output_lengths(n)

@@ -12,6 +12,10 @@ Documented behaviour at the edges:
   frames do not depend on its batch; padded frames of the output are 0;
 - the ``max - 8`` floor uses each item's own valid frames;
 - pure silence maps to the constant ``-1.5`` (the floor), not to NaN;
+- loud items (peak above ``2**40``, where the float32 power spectrum would overflow from about
+  1e16 on) are scaled by an exact power of two before the STFT and the log shifted back, so the
+  features stay finite and equal the exact ones: the ``max - 8`` floor lies far above the
+  ``1e-10`` clamp at such levels, so the clamp never decides a value there;
 - NaN/inf samples, no samples, fewer than ``hop_length`` samples, several channels or a sample
   rate other than 16 kHz raise ``ValueError`` (resample with :func:`omnikit.audio.resample`).
 """
@@ -62,6 +66,17 @@ def mel_filterbank(n_freqs: int, n_mels: int, sample_rate: int, f_min: float = 0
     return filters.float()
 
 
+#: items whose peak |sample| exceeds 2**this are scaled down by a power of two before the STFT
+_LOUDNESS_OCTAVES = 40
+
+
+def _loudness_octaves(x: torch.Tensor) -> torch.Tensor:
+    """Per item of ``x`` (B, S): the power of two ``k >= 0`` to divide by so its peak is at most
+    ``2**40`` (0 for any ordinary recording); int32 (B,)."""
+    _, exponent = torch.frexp(x.abs().amax(dim=-1))
+    return (exponent - _LOUDNESS_OCTAVES).clamp(min=0)
+
+
 class LogMelSpectrogram(nn.Module):
     """Module form of :func:`log_mel_spectrogram`; holds the window and filters as buffers.
 
@@ -100,11 +115,14 @@ class LogMelSpectrogram(nn.Module):
         x = x[:, 0]
         if bool((n < x.shape[-1]).any()):
             x = x * lengths_to_mask(n, x.shape[-1]).to(x.dtype)
-        x = F.pad(x.float(), (0, self.n_fft // 2))
+        x = x.float()
+        octaves = _loudness_octaves(x)  # (B,)
+        x = F.pad(torch.ldexp(x, -octaves[:, None]), (0, self.n_fft // 2))
         spec = torch.stft(x, self.n_fft, self.hop_length, window=self.window, center=True, pad_mode="reflect",
                           return_complex=True)
         power = spec[..., : int(frames.max())].abs().square()
         log_spec = torch.clamp(self.filters @ power, min=1e-10).log10()  # (B, n_mels, F)
+        log_spec = log_spec + (2 * math.log10(2.0)) * octaves[:, None, None].float()
         valid = lengths_to_mask(frames, log_spec.shape[-1])[:, None, :]
         peak = log_spec.masked_fill(~valid, float("-inf")).amax(dim=(1, 2), keepdim=True)
         log_spec = (torch.maximum(log_spec, peak - 8.0) + 4.0) / 4.0

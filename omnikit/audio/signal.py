@@ -13,7 +13,14 @@ from typing import Any
 import torch
 
 from omnikit.layers.masks import lengths_to_mask
-from omnikit.utils.checks import OmnikitValueError, check_finite, check_lengths, check_positive, check_tensor
+from omnikit.utils.checks import (
+    OmnikitValueError,
+    check_finite,
+    check_lengths,
+    check_positive,
+    check_tensor,
+    check_weight_dtype,
+)
 
 __all__ = ["check_waveform", "kaldi_fbank", "require_torchaudio", "resample", "to_mono"]
 
@@ -28,15 +35,19 @@ def require_torchaudio() -> Any:
 
 
 def check_waveform(
-    wav: object, lengths: object = None, *, name: str = "wav", channels: int | None = None
+    wav: object, lengths: object = None, *, name: str = "wav", channels: int | None = None,
+    like: torch.nn.Module | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate a waveform batch; returns ``(wav (B, C, S), lengths (B,))``.
 
     Raises on a non-float tensor, more than 3 dims, no samples, NaN/inf values in the valid
     samples, or a channel count other than ``channels`` (when given). Samples past ``lengths``
-    come back zeroed, whatever they held (NaN included).
+    come back zeroed, whatever they held (NaN included). ``like``: the module whose weights' dtype
+    the waveform must have.
     """
     x = check_tensor(wav, name, ndim=(1, 2, 3), floating=True)
+    if like is not None:
+        check_weight_dtype(x, name, like)
     x = x.reshape(1, 1, -1) if x.ndim == 1 else (x[:, None] if x.ndim == 2 else x)
     if x.shape[-1] == 0 or x.shape[0] == 0:
         raise OmnikitValueError(f"`{name}` expected at least one sample but got shape {tuple(x.shape)}")

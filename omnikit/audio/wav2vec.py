@@ -160,7 +160,7 @@ class ConvFeatureEncoder(StreamingContainer, nn.Module):
             raise OmnikitValueError("`lengths` cannot be given while streaming: every chunk is fully valid")
         if streaming and self.config.norm != "layer":
             raise OmnikitValueError("norm='group' normalises over the whole clip and cannot stream; use norm='layer'")
-        x, n = check_features(features, lengths, self.config.in_channels)
+        x, n = check_features(features, lengths, self.config.in_channels, like=self)
         if not streaming and not torch.compiler.is_compiling() and int(
             self.output_lengths(torch.tensor([x.shape[-1]]))[0]
         ) < 1:

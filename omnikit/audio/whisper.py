@@ -75,7 +75,7 @@ class WhisperEncoder(nn.Module):
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
         """``features (B, n_mels, T)`` log-mel frames, ``lengths (B,)`` valid frames -> ``(B, T', dim)``."""
-        x, n = check_features(features, lengths, self.config.n_mels)
+        x, n = check_features(features, lengths, self.config.n_mels, like=self)
         tokens = (x.shape[-1] - 1) // 2 + 1
         if tokens > self.config.max_positions:
             raise OmnikitValueError(

@@ -32,7 +32,7 @@ from omnikit.audio.windows import Windows
 from omnikit.layers import LayerNorm, lengths_to_mask
 from omnikit.outputs import EncoderOutput
 from omnikit.testing import ContractInputs
-from omnikit.utils.checks import check_positive
+from omnikit.utils.checks import OmnikitValueError, check_positive
 
 __all__ = ["WindowedAudioEncoder", "WindowedAudioEncoderConfig"]
 
@@ -106,7 +106,14 @@ class WindowedAudioEncoder(nn.Module):
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
         """``features (B, n_mels, T)``, ``lengths (B,)`` valid frames -> ``(B, T', output_dim)``."""
-        x, n = check_features(features, lengths, self.config.n_mels)
+        x, n = check_features(features, lengths, self.config.n_mels, like=self)
+        out_lengths = self.output_lengths(n)
+        if not torch.compiler.is_compiling() and int(out_lengths.min()) < 1:
+            short = int(out_lengths.argmin())
+            raise OmnikitValueError(
+                f"`{'lengths' if lengths is not None else 'features'}` expected at least 3 valid frames per item "
+                f"(one token after the stride-2 conv and the pair pooling) but item {short} has {int(n[short])}"
+            )
         windows = Windows.plan(n, self.window_frames, x.shape[-1])
         rows = windows.split(zero_padding(x, n))  # (N, n_mels, 2 * n_window)
         h = F.gelu(self.conv1(rows))
@@ -117,7 +124,6 @@ class WindowedAudioEncoder(nn.Module):
             mask = lengths_to_mask(tokens_valid, self.config.n_window)
         h = F.gelu(self.conv2(h)).transpose(1, 2) + self.positions.to(h.dtype)
         h = windows.merge(self.encoder(h, mask))  # (B, windows * n_window, dim)
-        out_lengths = self.output_lengths(n)
         # eager: cropped to the longest item; traced: the padded length's (no size read from values)
         pairs = int(out_lengths.max()) if not torch.compiler.is_compiling() else self.output_lengths(x.shape[-1])
         h = (h[:, 0 : 2 * pairs : 2] + h[:, 1 : 2 * pairs : 2]) / 2

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from omnikit.checkpoint_checks import check_finite
 from omnikit.convert.architectures import HF_ORIGIN_ATTR, HubOrigin, Part, get_architecture
 from omnikit.convert.empty_init import meta_parameters
 from omnikit.convert.keymap import KeyMap, Piece
@@ -95,6 +96,27 @@ def _check_shapes(plan: Mapping[str, list[Piece]], shapes: Mapping[str, torch.Si
         )
 
 
+def _dtype_kind(dtype: torch.dtype) -> str:
+    return "floating" if dtype.is_floating_point else "complex" if dtype.is_complex else "integer or bool"
+
+
+def _check_dtypes(plan: Mapping[str, list[Piece]], dtypes: Mapping[str, torch.dtype], headers: Mapping[str, Any],
+                  directory: Path) -> None:
+    """Refuse a tensor stored as another kind of number than the model holds (an int32 embedding would
+    otherwise be cast silently); floating precisions convert freely (bf16 -> float32)."""
+    wrong = sorted(
+        f"{piece.source}: checkpoint {torch_dtype(headers[piece.source].get_dtype())} vs model {dtypes[key]}"
+        for key, pieces in plan.items()
+        for piece in pieces
+        if piece.source is not None
+        and _dtype_kind(torch_dtype(headers[piece.source].get_dtype())) != _dtype_kind(dtypes[key])
+    )
+    if wrong:
+        raise OmnikitValueError(
+            f"checkpoint {str(directory)!r} does not fit the model: {_problems('wrong dtype', wrong)}"
+        )
+
+
 def _header(handle: Any, name: str, path: Path) -> Any:
     """The safetensors slice (header only) of ``name``; ``ValueError`` when the file lacks it."""
     try:
@@ -164,7 +186,8 @@ def load_hf(
 
     Raises:
         ValueError: unsupported architecture (naming it and the supported ones), unknown part,
-            missing / unexpected / mis-shaped tensors (naming the keys), corrupt JSON or
+            missing / unexpected / mis-shaped tensors or tensors of another kind of number than the
+            model holds (integer where it holds floats; naming the keys), corrupt JSON or
             safetensors (naming the file).
     """
     device = torch.device("cpu" if device is None else device)
@@ -178,7 +201,8 @@ def load_hf(
     with meta_parameters():
         model = spec.build(snapshot.config)
     aliases = tied_aliases(model)
-    shapes = {k: v.shape for k, v in model.state_dict().items() if k not in aliases}
+    meta_state = {k: v for k, v in model.state_dict().items() if k not in aliases}
+    shapes = {k: v.shape for k, v in meta_state.items()}
     key_map = spec.key_map(snapshot.config).prefixed(spec.prefix)
     stored = key_map.current_names(snapshot.weight_map)
     plan = {
@@ -193,9 +217,11 @@ def load_hf(
         by_file[snapshot.weight_map[name]].append(name)
     headers = {name: _header(handles[path], name, path) for path, names in by_file.items() for name in names}
     _check_shapes(plan, shapes, headers, snapshot.directory)
+    _check_dtypes(plan, {k: v.dtype for k, v in meta_state.items()}, headers, snapshot.directory)
     cast_model(model, dtype or _default_dtype(headers))
     total_bytes = sum(p.stat().st_size for p in handles)
     state = _read(plan, model, handles, by_file, device, total_bytes)
+    check_finite(state, f"checkpoint {str(snapshot.directory)!r}")
     assign_state(model, state, aliases)
     model.to(device)
     setattr(model, HF_ORIGIN_ATTR, HubOrigin(architecture.name, part_name, snapshot.config))

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
+from omnikit.checkpoint_checks import check_contained
 from omnikit.utils.checks import OmnikitValueError
 
 __all__ = ["CONFIG_FILE", "INDEX_FILE", "SINGLE_FILE", "Snapshot", "open_shards", "read_json", "torch_dtype"]
@@ -88,16 +89,18 @@ class Snapshot:
         config_path = directory / CONFIG_FILE
         if not config_path.is_file():
             raise FileNotFoundError(f"no {CONFIG_FILE} in checkpoint directory {str(directory)!r}")
-        config = read_json(config_path)
+        config = read_json(check_contained(config_path, directory))
         index_path = directory / INDEX_FILE
         if index_path.is_file():
-            weight_map = read_json(index_path).get("weight_map")
+            weight_map = read_json(check_contained(index_path, directory)).get("weight_map")
             if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
                 raise OmnikitValueError(f"{str(index_path)!r} expected a 'weight_map' of tensor name -> file name")
-            return cls(directory, config, {k: directory / v for k, v in weight_map.items()})
+            files = {v: check_contained(directory / v, directory) for v in set(weight_map.values())}
+            return cls(directory, config, {k: files[v] for k, v in weight_map.items()})
         single = directory / SINGLE_FILE
         if not single.is_file():
             raise FileNotFoundError(f"no {SINGLE_FILE} or {INDEX_FILE} in checkpoint directory {str(directory)!r}")
+        check_contained(single, directory)
         with _open(single) as handle:
             keys = list(handle.keys())
         return cls(directory, config, dict.fromkeys(keys, single))

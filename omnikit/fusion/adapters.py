@@ -25,7 +25,7 @@ from omnikit.layers.norm import LayerNorm
 from omnikit.layers.positions import GridPositionEmbedding, grid_sincos
 from omnikit.outputs import EncoderOutput
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import OmnikitValueError, check_positive, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_input, check_positive, check_tensor
 from omnikit.vision.tubelet import TubeletEmbed
 
 __all__ = ["AdaptedMedia", "AudioAdapter", "MLPProjector", "ResampledAdapter", "TubeletEncoder", "VideoAdapter",
@@ -59,6 +59,13 @@ class MLPProjector(nn.Sequential):
     def __init__(self, in_dim: int, out_dim: int) -> None:
         super().__init__(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
         self.in_dim, self.output_dim = in_dim, out_dim
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """``(..., in_dim)`` finite tokens in the weights' dtype -> ``(..., out_dim)``."""
+        x = check_input(input, "input", self, ndim=range(1, 8))
+        if x.shape[-1] != self.in_dim:
+            raise OmnikitValueError(f"`input` expected shape (..., {self.in_dim}) but got {tuple(x.shape)}")
+        return super().forward(x)
 
     def fusion_groups(self) -> dict[str, nn.Module]:
         """{recipe group: module} (see :func:`omnikit.fusion.parameter_groups`): an adapter."""

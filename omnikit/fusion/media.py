@@ -84,6 +84,8 @@ def collect_media(
     for modality, slots in given.items():
         name, value = slots["value"]
         lengths_name, lengths = slots.get("lengths", (f"media_lengths[{modality!r}]", None))
+        if not isinstance(value, torch.Tensor):
+            raise OmnikitTypeError(f"`{name}` expected a torch.Tensor but got {type(value).__name__}")
         inputs[modality] = ModalityInput(value, lengths, (name, lengths_name))
     return inputs
 

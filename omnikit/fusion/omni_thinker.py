@@ -157,6 +157,8 @@ class OmniThinker(nn.Module):
         (:func:`~omnikit.vision.host_grids`): as ints they are shape metadata and the media encoding reads no tensor
         value on the host (the audio tokens stay padded, their counts a tensor)."""
         check_tensor(input_ids, "input_ids", ndim=2, floating=False)
+        if attention_mask is not None:
+            check_tensor(attention_mask, "attention_mask", shape=tuple(input_ids.shape))
         padding = None if attention_mask is None else attention_mask.to(input_ids.device).bool()
         media: dict[str, MediaInput] = {}
         audio_tokens = None
@@ -167,6 +169,8 @@ class OmniThinker(nn.Module):
             if feature_attention_mask is None:
                 lengths = torch.full((input_features.shape[0],), input_features.shape[-1], device=input_features.device)
             else:
+                check_tensor(feature_attention_mask, "feature_attention_mask",
+                             shape=(input_features.shape[0], input_features.shape[-1]))
                 lengths = feature_attention_mask.sum(-1).to(input_features.device)
             media["audio"] = audio(input_features, lengths)
             audio_tokens = media["audio"].lengths

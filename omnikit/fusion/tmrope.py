@@ -24,6 +24,7 @@ Usage::
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise, zip_longest
@@ -32,7 +33,7 @@ import torch
 
 from omnikit.fusion.modality import MODALITIES, MediaTokens
 from omnikit.fusion.tmrope_traced import ItemTable, traced_position_ids
-from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError, check_tensor
+from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError, check_positive_number, check_tensor
 
 __all__ = ["QWEN2_5_OMNI", "QWEN3_OMNI", "TMRoPEScheme", "VisualGrid", "item_positions", "tmrope_position_ids"]
 
@@ -62,6 +63,17 @@ class TMRoPEScheme:
     shared_av_markers: bool = True
     sections: tuple[int, int, int] = (16, 24, 24)
     interleaved: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("ids_per_second", "audio_ids_per_token"):
+            check_positive_number(getattr(self, name), f"TMRoPEScheme.{name}")
+        if self.seconds_per_chunk is not None:
+            seconds = check_positive_number(self.seconds_per_chunk, "TMRoPEScheme.seconds_per_chunk")
+            if int(self.ids_per_second * seconds) < 1:
+                raise OmnikitValueError(
+                    f"`TMRoPEScheme.seconds_per_chunk` expected at least one temporal id per chunk "
+                    f"(ids_per_second * seconds_per_chunk >= 1) but got {seconds} s at {self.ids_per_second} ids/s"
+                )
 
     @property
     def dtype(self) -> torch.dtype:
@@ -109,8 +121,14 @@ class VisualGrid:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise OmnikitValueError(f"`VisualGrid.{name}` expected an int >= 1 but got {value!r}")
-        if self.audio_tokens < 0:
-            raise OmnikitValueError(f"`VisualGrid.audio_tokens` expected >= 0 but got {self.audio_tokens}")
+        if not isinstance(self.audio_tokens, int) or self.audio_tokens < 0:
+            raise OmnikitValueError(f"`VisualGrid.audio_tokens` expected an int >= 0 but got {self.audio_tokens!r}")
+        seconds = self.seconds_per_step
+        if torch.compiler.is_compiling():  # traced grids come from checked inputs (a symbolic float here)
+            return
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not math.isfinite(seconds) \
+                or seconds < 0:
+            raise OmnikitValueError(f"`VisualGrid.seconds_per_step` expected a finite number >= 0 but got {seconds!r}")
 
     @classmethod
     def from_patch_grid(
@@ -155,7 +173,9 @@ def item_positions(item: VisualGrid | int, modality: str, scheme: TMRoPEScheme) 
     are cached (treat them as read-only).
     """
     if modality == "audio":
-        t = scheme.audio_time_ids(int(item))
+        if not isinstance(item, int) or isinstance(item, bool) or item < 0:
+            raise OmnikitValueError(f"an audio item expected an int token count >= 0 but got {item!r}")
+        t = scheme.audio_time_ids(item)
         return t.expand(3, -1), torch.full((int(item),), _AUDIO)
     if not isinstance(item, VisualGrid):
         raise OmnikitTypeError(f"a {modality} item expected a VisualGrid but got {type(item).__name__}")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from omnikit.fusion.modality import MODALITIES
+from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError, check_tensor
 
 __all__ = ["ItemTable", "traced_position_ids"]
 
@@ -57,12 +58,26 @@ class ItemTable:
         grid = torch.tensor(merged, dtype=torch.long, device=device).view(-1, 3)
         if seconds_per_step is None:
             return cls(grid, torch.ones(grid.shape[0], device=device))
-        return cls(grid, seconds_per_step.reshape(-1).to(device, torch.float32))
+        seconds = check_tensor(seconds_per_step, "video_second_per_grid", ndim=(1, 2))
+        if seconds.numel() != grid.shape[0]:
+            raise OmnikitValueError(f"`video_second_per_grid` expected one value per video ({grid.shape[0]}) but got "
+                                    f"shape {tuple(seconds.shape)}")
+        return cls(grid, seconds.reshape(-1).to(device, torch.float32))
 
     @classmethod
     def audio(cls, tokens: torch.Tensor | Sequence[int], device: torch.device | None = None) -> ItemTable:
-        """From audio token counts ``(N,)`` (a tensor stays on the device: no host read)."""
+        """From audio token counts ``(N,)`` (a tensor stays on the device: no host read while compiling).
+
+        Counts must be integers >= 0 (a fractional count is refused, not truncated).
+        """
+        if isinstance(tokens, torch.Tensor):
+            if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
+                raise OmnikitTypeError(f"`audios` expected integer token counts but got a {tokens.dtype} tensor")
+        elif not all(isinstance(n, int) and not isinstance(n, bool) for n in tokens):
+            raise OmnikitTypeError(f"`audios` expected integer token counts but got {list(tokens)!r}")
         counts = torch.as_tensor(tokens, dtype=torch.long, device=device).view(-1)
+        if not torch.compiler.is_compiling() and counts.numel() and bool((counts < 0).any()):
+            raise OmnikitValueError(f"`audios` expected token counts >= 0 but got {counts.tolist()}")
         ones = torch.ones_like(counts)
         return cls(torch.stack((counts, ones, ones), dim=-1), torch.ones(counts.shape, device=counts.device))
 

@@ -21,7 +21,7 @@ from omnikit.layers.norm import RMSNorm
 from omnikit.layers.rotary import RotaryEmbedding
 from omnikit.streaming import StreamingContainer
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import OmnikitValueError, check_positive, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_input, check_positive
 
 __all__ = ["HybridConfig", "HybridDecoder", "LinearAttentionBlock"]
 
@@ -123,7 +123,9 @@ class HybridDecoder(StreamingContainer, nn.Module):
 
     def forward(self, x: torch.Tensor, *, return_aux: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[Any]]:
         """``x: (B, T, dim) -> (B, T, dim)`` (and one aux per block with ``return_aux=True``)."""
-        check_tensor(x, "x", shape=("B", "T", self.config.dim), floating=True)
+        check_input(x, "x", self, shape=("B", "T", self.config.dim))
+        if not x.shape[0]:
+            raise OmnikitValueError(f"`x` expected at least one item but got shape {tuple(x.shape)}")
         start = self._cache_length()
         rope = self.rotary(torch.arange(start, start + x.shape[1], device=x.device))
         x, auxes = run_blocks(

@@ -1,4 +1,4 @@
-"""Normalisation layers computed in float32 whatever the input dtype."""
+"""Normalisation layers computed in float32 or wider whatever the input dtype."""
 
 from __future__ import annotations
 
@@ -15,6 +15,11 @@ __all__ = ["LayerNorm", "NormKind", "RMSNorm", "build_norm"]
 NormKind = Literal["rmsnorm", "layernorm"]
 
 
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """float32 for half-precision inputs, the input's own dtype for float32 and float64."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
 class RMSNorm(nn.Module):
     """Root-mean-square norm: ``x / rms(x) * weight`` over the last dim, computed in fp32.
 
@@ -29,9 +34,10 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.float32:
+        wide = _compute_dtype(x)
+        if x.dtype == wide == self.weight.dtype:
             return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
-        return F.rms_norm(x.float(), self.weight.shape, self.weight.float(), self.eps).to(x.dtype)
+        return F.rms_norm(x.to(wide), self.weight.shape, self.weight.to(wide), self.eps).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"
@@ -43,9 +49,11 @@ class LayerNorm(nn.LayerNorm):
     keep_fp32 = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.float32:
+        wide = _compute_dtype(x)
+        if x.dtype == wide == self.weight.dtype:
             return super().forward(x)
-        return super().forward(x.float()).to(x.dtype)
+        weight, bias = (None if p is None else p.to(wide) for p in (self.weight, self.bias))
+        return F.layer_norm(x.to(wide), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
 
 
 def build_norm(kind: NormKind, dim: int, eps: float = 1e-6) -> nn.Module:

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from omnikit.models.decode_cache import CacheKind, CompileOption, check_cache_settings, compiled_step
-from omnikit.models.sampling import GREEDY, Sampling, check_stream_settings, sample_next
-from omnikit.utils.checks import OmnikitValueError, check_int_in_range
+from omnikit.models.sampling import GREEDY, Sampling, check_stream_settings, sample_next, sampling_from_hf
+from omnikit.utils.checks import OmnikitValueError, check_int_in_range, check_tensor
 
 if TYPE_CHECKING:
     from omnikit.models.language_model import CausalLM
@@ -94,12 +94,18 @@ def stream_generate(
             mode such as ``"reduce-overhead"`` (CUDA graphs) or a mapping of ``torch.compile``
             arguments; needs ``cache="static"``. Dynamo keeps the traced step, so later calls with the
             same batch and ``max_len`` reuse it.
-        prompt_kwargs: more keyword arguments of the prompt's forward (``media`` for a Thinker).
+        prompt_kwargs: more keyword arguments of the prompt's forward (``media`` for a Thinker);
+            transformers' ``do_sample`` / ``temperature`` / ``top_k`` / ``top_p`` /
+            ``repetition_penalty`` are read as ``sampling`` (see :func:`.sampling.sampling_from_hf`).
     """
+    sampling = sampling_from_hf(sampling, prompt_kwargs)
     check_stream_settings(max_new_tokens=max_new_tokens, sampling=sampling)
     if eos_token_id is not None:
         check_int_in_range(eos_token_id, "eos_token_id", 0, lm.config.vocab_size)
+    check_tensor(input_ids, "input_ids", ndim=2, floating=False)
     batch, length = input_ids.shape
+    if length == 0:
+        raise OmnikitValueError(f"`input_ids` expected a prompt of at least one token but got shape {(batch, 0)}")
     max_len = check_cache_settings(cache, max_len, compile, needed=length + max_new_tokens)
     device = input_ids.device
     start = torch.full((batch,), length, device=device) if next_position is None else next_position

@@ -12,7 +12,7 @@ from omnikit.layers.decoder import Decoder, DecoderConfig, MLPFactory
 from omnikit.models.generation import GenerationOutput, GenerationStep, generate, stream_generate
 from omnikit.streaming import StreamingContainer
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import OmnikitValueError, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_ids, check_tensor
 
 __all__ = ["CausalLM"]
 
@@ -67,13 +67,7 @@ class CausalLM(StreamingContainer, nn.Module):
         """``input_ids (B, T)`` int in ``[0, vocab_size)``: the one value check of a public entry point
         (skipped while compiling; generated tokens never come through it)."""
         check_tensor(input_ids, "input_ids", ndim=2, floating=False)
-        if torch.compiler.is_compiling() or not input_ids.numel():
-            return
-        low, high = int(input_ids.min()), int(input_ids.max())
-        if low < 0 or high >= self.config.vocab_size:
-            raise OmnikitValueError(
-                f"`input_ids` expected values in [0, {self.config.vocab_size}) but got [{low}, {high}]"
-            )
+        check_ids(input_ids, "input_ids", self.config.vocab_size)
 
     def forward(
         self,

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from omnikit.utils.checks import OmnikitTypeError, check_positive, check_tensor
+from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError, check_positive, check_tensor
 from omnikit.utils.config_checks import validate_config
 
-__all__ = ["GREEDY", "Sampling", "ban_tokens", "check_stream_settings", "sample_next"]
+__all__ = [
+    "GREEDY", "HF_SAMPLING_KEYWORDS", "Sampling", "ban_tokens", "check_stream_settings", "sample_next",
+    "sampling_from_hf",
+]
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,36 @@ def ban_tokens(logits: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
     if not ids:
         return logits
     return logits.index_fill(-1, torch.tensor(list(ids), device=logits.device), float("-inf"))
+
+
+#: transformers' ``generate`` keywords that choose how tokens are picked
+HF_SAMPLING_KEYWORDS = ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty")
+
+
+def sampling_from_hf(sampling: Sampling, kwargs: dict[str, Any]) -> Sampling:
+    """The :class:`Sampling` a transformers-style call asks for, popping its keywords from ``kwargs``.
+
+    As in transformers, ``do_sample=True`` samples (``temperature`` default 1.0) and
+    ``repetition_penalty`` applies to greedy decoding too. ``temperature`` / ``top_k`` / ``top_p``
+    without ``do_sample=True`` raise ``ValueError`` (transformers would silently decode greedily),
+    and so does mixing these keywords with ``sampling=``.
+    """
+    given = {k: kwargs.pop(k) for k in HF_SAMPLING_KEYWORDS if k in kwargs}
+    if not given:
+        return sampling
+    if sampling is not GREEDY:
+        raise OmnikitValueError(f"pass either `sampling` or transformers-style {sorted(given)}, not both")
+    do_sample = given.pop("do_sample", False)
+    if not isinstance(do_sample, bool):
+        raise OmnikitTypeError(f"`do_sample` expected a bool but got {type(do_sample).__name__}")
+    if not do_sample and {"temperature", "top_k", "top_p"} & set(given):
+        raise OmnikitValueError(
+            f"{sorted(set(given) - {'repetition_penalty'})} only apply with do_sample=True (as in transformers); "
+            "pass do_sample=True or sampling=Sampling(...)"
+        )
+    if do_sample:
+        given.setdefault("temperature", 1.0)
+    return Sampling(**given)
 
 
 def check_stream_settings(*, sampling: object, min_frames: int = 0, **positive: int) -> None:

@@ -22,7 +22,14 @@ from omnikit.moe.experts import SwiGLUExperts
 from omnikit.moe.losses import load_balancing_loss, router_z_loss
 from omnikit.moe.router import TopKRouter
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import OmnikitValueError, check_choice, check_positive, check_tensor
+from omnikit.utils.checks import (
+    OmnikitValueError,
+    check_choice,
+    check_finite,
+    check_positive,
+    check_tensor,
+    check_weight_dtype,
+)
 
 __all__ = ["MoE", "MoEAux", "MoEConfig"]
 
@@ -151,10 +158,16 @@ class MoE(nn.Module):
 
         Returns:
             ``(..., dim)``, or ``(output, aux)`` with ``return_aux=True``.
+
+        Raises:
+            ValueError: (eager mode) ``x`` holds NaN or inf. Compiled code skips the check: a non-finite
+                token then gives a non-finite output row and is left out of the auxiliary losses.
         """
         check_tensor(x, "x", floating=True)
         if x.ndim == 0 or x.shape[-1] != self.config.dim:
             raise OmnikitValueError(f"`x` expected shape (..., {self.config.dim}) but got {tuple(x.shape)}")
+        check_weight_dtype(x, "x", self)
+        check_finite(x, "x", "a MoE layer would route such tokens arbitrarily and its losses would hide them")
         tokens = x.reshape(-1, self.config.dim)
         plan, logits, scores = self.plan(tokens)
         out = self.experts(tokens, plan)

@@ -21,7 +21,7 @@ from torch import nn
 from omnikit.layers.decoder import Decoder, DecoderConfig
 from omnikit.streaming import StreamingContainer
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import check_tensor
+from omnikit.utils.checks import check_ids, check_input, check_tensor
 
 __all__ = ["OmniTalker", "OmniTalkerConfig"]
 
@@ -78,9 +78,10 @@ class OmniTalker(StreamingContainer, nn.Module):
         key_padding_mask: ``(B, S)`` bool, False on padding (S includes cached positions).
         return_hidden: also return the decoder's final hidden states ``(B, T, dim)``.
         """
-        check_tensor(inputs_embeds, "inputs_embeds", shape=("B", "T", self.config.thinker_dim), floating=True)
+        check_input(inputs_embeds, "inputs_embeds", self, shape=("B", "T", self.config.thinker_dim))
         if codes is not None:
             check_tensor(codes, "codes", shape=tuple(inputs_embeds.shape[:2]), floating=False)
+            check_ids(codes, "codes", self.embed.num_embeddings, what="codes")
             inputs_embeds = inputs_embeds + self.embed(codes).to(inputs_embeds.dtype)
         hidden = self.decoder(self.thinker_proj(inputs_embeds), positions=positions, key_padding_mask=key_padding_mask)
         logits = self.codec_head(hidden).float()

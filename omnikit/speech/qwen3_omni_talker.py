@@ -29,7 +29,7 @@ from omnikit.layers.decoder import Decoder, DecoderConfig
 from omnikit.models.sampling import GREEDY, Sampling, sample_next
 from omnikit.moe import MoE, MoEConfig
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import OmnikitValueError, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_ids, check_input, check_tensor
 
 __all__ = [
     "Qwen3OmniTalker", "Qwen3OmniTalkerConfig", "Qwen3TalkerScores", "ResidualCodePredictor", "ResizeMLP",
@@ -230,13 +230,15 @@ class Qwen3OmniTalker(nn.Module):
     ) -> Qwen3TalkerScores:
         c = self.config
         check_tensor(codes, "codes", shape=("B", c.num_codebooks, "F"), floating=False)
+        check_ids(codes[:, 0], "codes", c.vocab_size, what="codebook-0 codes")
+        check_ids(codes[:, 1:], "codes", self.code_predictor.embeddings[0].num_embeddings, what="residual codes")
         batch, _, frames = codes.shape
-        check_tensor(reply_embeds, "reply_embeds", shape=(batch, frames, c.thinker_dim), floating=True)
+        check_input(reply_embeds, "reply_embeds", self, shape=(batch, frames, c.thinker_dim))
         bos = self.codec_embedding.weight[c.codec_bos_id].expand(batch, 1, c.dim)
         previous = torch.cat([bos, self.embed_frames(codes[:, :, :-1])], dim=1)
         x = self.text_projection(reply_embeds) + previous
         if context is not None:
-            check_tensor(context, "context", shape=(batch, "C", c.thinker_dim), floating=True)
+            check_input(context, "context", self, shape=(batch, "C", c.thinker_dim))
             x = torch.cat([self.hidden_projection(context), x], dim=1)
         logits, hidden = self.codec_logits(x, positions)
         logits, hidden = logits[:, -frames:], hidden[:, -frames:]

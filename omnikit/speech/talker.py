@@ -38,7 +38,7 @@ from omnikit.speech.depth import PREDICTOR_DEFAULTS, TemporalDepthConfig
 from omnikit.speech.heads import TALKER_HEADS, Pick, build_talker_head
 from omnikit.streaming import StreamingContainer, streaming
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import check_ids, check_lengths, check_positive, check_tensor
+from omnikit.utils.checks import check_ids, check_input, check_lengths, check_positive, check_tensor
 
 __all__ = ["STRATEGIES", "Talker", "TalkerConfig", "TalkerStrategy", "codebook_loss", "per_codebook_loss"]
 
@@ -196,7 +196,7 @@ class Talker(StreamingContainer, nn.Module):
         cfg = self.config
         check_tensor(codes, "codes", shape=("B", cfg.num_codebooks, "F"), floating=False)
         check_ids(codes, "codes", cfg.vocab, what="codes")
-        check_tensor(text, "text", shape=(codes.shape[0], "N", cfg.thinker_dim), floating=True)
+        check_input(text, "text", self, shape=(codes.shape[0], "N", cfg.thinker_dim))
         batch, k, frames = codes.shape
         if lengths is not None:
             lengths = check_lengths(lengths, "lengths", batch=batch, max_len=frames)

@@ -23,7 +23,7 @@ from omnikit.layers.conv import CausalConv1d
 from omnikit.speech.thinker_talker import SpeechChunk
 from omnikit.streaming import StreamingContainer, streaming
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import OmnikitValueError, check_positive, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_input, check_positive
 
 __all__ = ["TURN_EVENTS", "SpeakingResult", "TurnTakingHead", "speak_until_interrupted"]
 
@@ -55,7 +55,7 @@ class TurnTakingHead(StreamingContainer, nn.Module):
         return len(TURN_EVENTS)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
-        check_tensor(states, "states", shape=("B", "T", self.dim), floating=True)
+        check_input(states, "states", self, shape=("B", "T", self.dim))
         return self.out(F.gelu(self.conv(states.transpose(1, 2))).transpose(1, 2))
 
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:

@@ -7,6 +7,8 @@ shape error from deep inside torch.
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -17,10 +19,13 @@ __all__ = [
     "check_choice",
     "check_finite",
     "check_ids",
+    "check_input",
     "check_int_in_range",
     "check_lengths",
     "check_positive",
+    "check_positive_number",
     "check_tensor",
+    "check_weight_dtype",
 ]
 
 
@@ -87,12 +92,15 @@ def check_tensor(
     return x
 
 
-def check_lengths(lengths: object, name: str, *, batch: int, max_len: int) -> torch.Tensor:
+def check_lengths(lengths: object, name: str, *, batch: int, max_len: int, of: str | None = None) -> torch.Tensor:
     """Check a per-item valid-length vector: integer, shape (batch,), values in [1, max_len].
 
-    The range needs the values: eager only (skipped while compiling or exporting, where the
-    shape and dtype are still checked).
+    ``of`` names the tensor whose time axis the lengths count: an empty axis (``max_len == 0``)
+    is then blamed on it, not on ``lengths``. The range needs the values: eager only (skipped
+    while compiling or exporting, where the shape and dtype are still checked).
     """
+    if of is not None and max_len < 1:
+        raise OmnikitValueError(f"`{of}` expected at least one step along its time axis but got none")
     t = check_tensor(lengths, name, shape=(batch,), floating=False)
     if t.dtype == torch.bool:
         raise OmnikitTypeError(f"`{name}` expected an integer tensor of lengths but got a bool tensor")
@@ -118,6 +126,47 @@ def check_positive(value: object, name: str, *, allow_zero: bool = False) -> Non
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise OmnikitValueError(f"`{name}` expected an int {bound} but got {value}")
+
+
+def check_input(
+    x: object,
+    name: str,
+    module: torch.nn.Module,
+    *,
+    shape: Sequence[int | str | None] | None = None,
+    ndim: int | Sequence[int] | None = None,
+) -> torch.Tensor:
+    """A floating input at a model's public entry: a tensor of the expected rank or shape, in a
+    dtype the module's weights have (unless autocast is on), finite (eager mode).
+
+    Inputs whose padding may legitimately hold NaN (audio features) check their valid part
+    themselves instead.
+    """
+    x = check_tensor(x, name, shape=shape, ndim=ndim, floating=True)
+    check_weight_dtype(x, name, module)
+    check_finite(x, name)
+    return x
+
+
+def check_weight_dtype(x: torch.Tensor, name: str, module: torch.nn.Module) -> None:
+    """``TypeError`` unless floating ``x`` has a dtype of ``module``'s first weights (autocast exempt):
+    a float64 batch for a float32 model fails with this message, not deep inside a matmul."""
+    if torch.compiler.is_compiling():  # a mismatch fails while tracing anyway; no parameter walk in graphs
+        return
+    weights = {p.dtype for p in itertools.islice(module.parameters(), 8) if p.is_floating_point()}
+    if weights and x.dtype not in weights and not torch.is_autocast_enabled(x.device.type):
+        expected = " or ".join(sorted(str(d) for d in weights))
+        raise OmnikitTypeError(f"`{name}` expected dtype {expected} (the model's weights) but got {x.dtype}; "
+                               "cast the input or the model")
+
+
+def check_positive_number(value: object, name: str) -> float:
+    """``value`` as a float after checking it is a finite number > 0 (a rate, a duration, a scale)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise OmnikitTypeError(f"`{name}` expected a number but got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise OmnikitValueError(f"`{name}` expected a finite number > 0 but got {value!r}")
+    return float(value)
 
 
 def check_finite(x: torch.Tensor, name: str, consequence: str = "") -> None:

@@ -111,6 +111,16 @@ def _range_for(field: dataclasses.Field[Any]) -> Range | None:
 
 
 def _type_name(hint: Any) -> str:
+    """How an annotation reads in an error: a ``Literal`` lists its choices, a union each member."""
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return "None"
+    if origin is not None:
+        return str(hint).replace("typing.", "")
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 

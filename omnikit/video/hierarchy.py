@@ -102,7 +102,7 @@ class HierarchicalSummarizer(nn.Module):
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> HierarchyOutput:
         cfg = self.config
-        tokens, lengths = check_frame_tokens(tokens, lengths, cfg.dim)
+        tokens, lengths = check_frame_tokens(tokens, lengths, cfg.dim, like=self)
         batch, length, num_tokens, dim = tokens.shape
         clips = -(-length // cfg.clip_frames)
         padded = F.pad(tokens, (0, 0, 0, 0, 0, clips * cfg.clip_frames - length))

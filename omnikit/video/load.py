@@ -7,7 +7,7 @@ import os
 import numpy as np
 import torch
 
-from omnikit.utils.checks import OmnikitValueError, check_choice
+from omnikit.utils.checks import OmnikitValueError, check_choice, check_positive, check_positive_number
 from omnikit.video.audio import frame_audio_energy, load_audio
 from omnikit.video.backends import Size, VideoBackend, open_video, resolve_size
 from omnikit.video.budget import TokenSpec, plan_budget
@@ -51,6 +51,10 @@ def sample_indices(
     ``"scene"`` and ``"event"`` first decode every frame at 64 px to score changes.
     """
     check_choice(strategy, "strategy", STRATEGIES)
+    if fps is not None:
+        check_positive_number(fps, "fps")
+    if num_frames is not None:
+        check_positive(num_frames, "num_frames")
     info = video.info
     if strategy == "uniform":
         if fps is not None:

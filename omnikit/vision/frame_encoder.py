@@ -64,6 +64,11 @@ def _keep_norms_fp32(backbone: nn.Module) -> None:
             module.keep_fp32 = True
 
 
+#: the largest |value| a normalised frame may hold (ImageNet-normalised pixels lie within about 2.7; raw
+#: 0-255 values far beyond), checked in eager mode so unnormalised frames are refused, not encoded
+MAX_NORMALISED = 64.0
+
+
 class FrameEncoder(nn.Module):
     """Encode every frame of ``(B, T, C, H, W)`` clips with a timm backbone's ``forward_features``.
 
@@ -255,10 +260,15 @@ class FrameEncoder(nn.Module):
             lengths = torch.full((batch,), length, dtype=torch.long, device=frames.device)
             mask = None
         else:
-            lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length).to(frames.device)
+            lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length, of="frames").to(frames.device)
             mask = torch.arange(length, device=frames.device)[None, :] < lengths[:, None]
             valid = frames[mask] if eager else frames.masked_fill(~mask[:, :, None, None, None], 0).flatten(0, 1)
         check_finite(valid, "frames", "in valid frames")
+        if eager and valid.numel() and float(valid.abs().amax()) > MAX_NORMALISED:
+            raise OmnikitValueError(
+                f"`frames` expected values normalised for the backbone (|x| <= {MAX_NORMALISED:g}) but got values up "
+                f"to {float(valid.abs().amax()):g}, like raw 0-255 pixels; pass uint8 frames through .preprocess"
+            )
         step = self.frame_batch_size or valid.shape[0]
         encoded = torch.cat([self._encode(chunk) for chunk in valid.split(step)])
         if mask is None or not eager:  # traced: every frame encoded (fixed shapes), padding zeroed after

@@ -30,7 +30,7 @@ from omnikit.layers.mlp import GeluMLP
 from omnikit.layers.norm import LayerNorm
 from omnikit.outputs import EncoderOutput, traceable_output
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import OmnikitValueError, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_finite, check_tensor
 from omnikit.vision.merger import PatchMerger
 from omnikit.vision.patch_grids import PatchGrids, check_grids, grid_list
 from omnikit.vision.rotary import AxialRotaryEmbedding, grid_positions
@@ -222,6 +222,7 @@ class Qwen3ViT(nn.Module):
         ``torch.compile``) -> :class:`PackedVisionOutput`; attention stays within each temporal step."""
         pt, ph, pw = self.config.patch
         check_tensor(pixel_values, "pixel_values", shape=("N", self.config.in_chans * pt * ph * pw), floating=True)
+        check_finite(pixel_values, "pixel_values")
         grids = grid_list(grid_thw)
         check_grids(grids, merge_size=self.config.merge_size, rows=pixel_values.shape[0])
         total = sum(t * h * w for t, h, w in grids)

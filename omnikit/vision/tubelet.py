@@ -6,7 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnikit.utils.checks import OmnikitValueError, check_lengths, check_positive, check_tensor
+from omnikit.utils.checks import (
+    OmnikitValueError,
+    check_finite,
+    check_lengths,
+    check_positive,
+    check_tensor,
+    check_weight_dtype,
+)
 
 __all__ = ["TubeletEmbed", "checked_frames", "repeat_last_valid_frame"]
 
@@ -30,7 +37,7 @@ def checked_frames(frames: torch.Tensor, lengths: torch.Tensor | None, in_chans:
         raise OmnikitValueError(f"`frames` expected at least one clip but got shape {tuple(frames.shape)}")
     if lengths is None:
         lengths = torch.full((batch,), length, dtype=torch.long, device=frames.device)
-    return check_lengths(lengths, "lengths", batch=batch, max_len=length).to(frames.device)
+    return check_lengths(lengths, "lengths", batch=batch, max_len=length, of="frames").to(frames.device)
 
 
 class TubeletEmbed(nn.Module):
@@ -58,12 +65,14 @@ class TubeletEmbed(nn.Module):
         check_tensor(frames, "frames", shape=("B", "T", self.in_chans, "H", "W"), floating=True)
         batch, length, chans, height, width = frames.shape
         pt, ph, pw = self.patch
-        if height % ph or width % pw:
-            raise OmnikitValueError(f"`frames` sides expected multiples of {ph}x{pw} but got {height}x{width}")
+        if height % ph or width % pw or not height or not width:
+            raise OmnikitValueError(f"`frames` sides expected positive multiples of {ph}x{pw} but got {height}x{width}")
         if lengths is None:
             lengths = torch.full((batch,), length, device=frames.device)
-        lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length)
+        lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length, of="frames")
+        check_weight_dtype(frames, "frames", self)
         frames = repeat_last_valid_frame(frames, lengths, pt)
+        check_finite(frames, "frames", "in valid frames")  # padding now repeats the last valid frame
         gt, gh, gw = frames.shape[1] // pt, height // ph, width // pw
         tubes = frames.view(batch, gt, pt, chans, gh, ph, gw, pw).permute(0, 1, 4, 6, 3, 2, 5, 7)
         tubes = tubes.reshape(batch, gt, gh, gw, chans * pt * ph * pw)

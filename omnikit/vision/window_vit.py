@@ -38,7 +38,14 @@ from omnikit.layers.masks import lengths_to_mask
 from omnikit.layers.mlp import SwiGLU
 from omnikit.outputs import EncoderOutput
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import OmnikitValueError, check_lengths, check_positive, check_tensor
+from omnikit.utils.checks import (
+    OmnikitValueError,
+    check_finite,
+    check_lengths,
+    check_positive,
+    check_tensor,
+    check_weight_dtype,
+)
 from omnikit.vision.merger import PatchMerger
 from omnikit.vision.patch_grids import Grid, PatchGrids, check_grids, grid_list
 from omnikit.vision.rotary import AxialRotaryEmbedding
@@ -94,10 +101,10 @@ def _step_patches(
     item's last valid frame."""
     pt, ph, pw = patch
     batch, _, chans, height, width = frames.shape
-    if height % (ph * merge_size) or width % (pw * merge_size):
+    if height % (ph * merge_size) or width % (pw * merge_size) or not height or not width:
         raise OmnikitValueError(
-            f"`frames` sides expected multiples of {ph * merge_size}x{pw * merge_size} px (patch x merge_size) "
-            f"but got {height}x{width}"
+            f"`frames` sides expected positive multiples of {ph * merge_size}x{pw * merge_size} px "
+            f"(patch x merge_size) but got {height}x{width}"
         )
     frames = repeat_last_valid_frame(frames, lengths, pt)
     steps, m = frames.shape[1] // pt, merge_size
@@ -291,6 +298,7 @@ class WindowViT(nn.Module):
         ``grid_thw``: the processor's int tensor, or ``(t, h, w)`` ints per item (no host read: the form
         to give under ``torch.compile``, see :mod:`omnikit.vision.patch_grids`)."""
         check_tensor(pixel_values, "pixel_values", shape=("N", self.patch_dim), floating=True)
+        check_finite(pixel_values, "pixel_values")
         grids = grid_list(grid_thw)
         m, m2 = self.config.merge_size, self.config.merge_size**2
         check_grids(grids, merge_size=m, rows=pixel_values.shape[0])
@@ -324,10 +332,11 @@ class WindowViT(nn.Module):
         are ``ceil(lengths[b] / pt) * H/(p*m) * W/(p*m)``, time-major then row-major.
         """
         check_tensor(frames, "frames", shape=("B", "T", self.config.in_chans, "H", "W"), floating=True)
+        check_weight_dtype(frames, "frames", self)
         batch, length = frames.shape[:2]
         if lengths is None:
             lengths = torch.full((batch,), length, dtype=torch.long, device=frames.device)
-        lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length).to(frames.device)
+        lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length, of="frames").to(frames.device)
         if torch.compiler.is_compiling():
             return self._forward_steps(frames, lengths)
         pixel_values, grid_thw = patchify_frames(frames, lengths, tuple(self.config.patch), self.config.merge_size)

@@ -31,6 +31,10 @@ def check_path(path: object) -> str:
     return str(file)
 
 
+#: the largest frame side :func:`resolve_size` accepts (16K video; beyond it decoders fail obscurely)
+MAX_SIDE = 16384
+
+
 def resolve_size(size: Size, height: int, width: int) -> tuple[int, int] | None:
     """The ``(height, width)`` frames are resized to, or ``None`` to keep them as stored.
 
@@ -40,18 +44,20 @@ def resolve_size(size: Size, height: int, width: int) -> tuple[int, int] | None:
     if size is None:
         return None
     if isinstance(size, int) and not isinstance(size, bool):
-        if size < 1:
-            raise OmnikitValueError(f"`size` expected a positive int but got {size}")
+        if not 1 <= size <= MAX_SIDE:
+            raise OmnikitValueError(f"`size` expected an int in [1, {MAX_SIDE}] but got {size}")
         scale = size / min(height, width)
         long_side = max(2, 2 * round(max(height, width) * scale / 2))
         return (size, long_side) if height <= width else (long_side, size)
     if (
         isinstance(size, (tuple, list))
         and len(size) == 2
-        and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
+        and all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= MAX_SIDE for s in size)
     ):
         return int(size[0]), int(size[1])
-    raise OmnikitValueError(f"`size` expected None, a positive int or (height, width) but got {size!r}")
+    raise OmnikitValueError(
+        f"`size` expected None, an int or (height, width) of ints in [1, {MAX_SIDE}] but got {size!r}"
+    )
 
 
 class VideoBackend(ABC):

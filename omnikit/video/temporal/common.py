@@ -5,30 +5,39 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import check_lengths, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_finite, check_lengths, check_tensor, check_weight_dtype
 
 __all__ = ["check_frame_tokens", "frame_mask_or_none", "frame_positions", "frame_tokens_contract", "zero_padding"]
 
 
 def check_frame_tokens(
-    tokens: object, lengths: object, dim: int, *, ndim: tuple[int, ...] = (4,)
+    tokens: object, lengths: object, dim: int, *, ndim: tuple[int, ...] = (4,), like: nn.Module | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate ``tokens`` ``(B, T, N, dim)`` (or ``(B, T, dim)`` when 3 is in ``ndim``) and the
     per-clip valid frame counts; returns ``(tokens, lengths)`` with lengths defaulting to ``T``.
 
     Padded frames come back zeroed (replaced, not multiplied), so NaN or inf there can never
-    reach valid outputs through attention."""
+    reach valid outputs through attention; valid ones must be finite (eager) and, given ``like`` (the
+    module), in its weights' dtype."""
     check_tensor(tokens, "tokens", ndim=ndim, floating=True)
     shape = ("B", "T", "N", dim) if tokens.ndim == 4 else ("B", "T", dim)
     check_tensor(tokens, "tokens", shape=shape)
+    if like is not None:
+        check_weight_dtype(tokens, "tokens", like)
     batch, length = tokens.shape[:2]
     if lengths is None:
-        return tokens, torch.full((batch,), length, dtype=torch.long, device=tokens.device)
-    lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length).to(tokens.device)
-    return zero_padding(tokens, lengths), lengths
+        if length < 1:
+            raise OmnikitValueError("`tokens` expected at least one step along its time axis but got none")
+        lengths = torch.full((batch,), length, dtype=torch.long, device=tokens.device)
+    else:
+        lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length, of="tokens").to(tokens.device)
+        tokens = zero_padding(tokens, lengths)
+    check_finite(tokens, "tokens", "in valid frames")
+    return tokens, lengths
 
 
 def frame_positions(

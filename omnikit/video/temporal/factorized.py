@@ -66,7 +66,7 @@ class FactorizedEncoder(nn.Module):
         self, tokens: torch.Tensor, lengths: torch.Tensor | None = None, *, timestamps: torch.Tensor | None = None
     ) -> EncoderOutput:
         """``tokens (B, T, N, D)``, ``lengths (B,)`` valid frames, ``timestamps (B, T)`` seconds (optional)."""
-        tokens, lengths = check_frame_tokens(tokens, lengths, self.config.dim)
+        tokens, lengths = check_frame_tokens(tokens, lengths, self.config.dim, like=self)
         batch, length, _, dim = tokens.shape
         frame_mask = lengths_to_mask(lengths, length)
         frames = tokens[frame_mask]  # (valid frames, N, D)

@@ -44,7 +44,7 @@ class TemporalPooling(nn.Module):
         self.output_dim = config.out_dim or config.dim
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
-        tokens, lengths = check_frame_tokens(tokens, lengths, self.config.dim)
+        tokens, lengths = check_frame_tokens(tokens, lengths, self.config.dim, like=self)
         batch, length, num_tokens, dim = tokens.shape
         stride = self.config.stride
         windows = -(-length // stride)

@@ -88,7 +88,7 @@ class QFormer(nn.Module):
     ) -> EncoderOutput:
         """``tokens (B, N, context_dim)``; ``lengths (B,)`` valid tokens per item; ``times (B, N)`` or
         ``(N,)`` time step of every token (needs ``config.time_steps`` > 0)."""
-        tokens, key_mask = check_token_inputs(tokens, lengths, self.context_dim)
+        tokens, key_mask = check_token_inputs(tokens, lengths, self.context_dim, like=self)
         tokens = add_time_embedding(self.time_embed, tokens, times)
         queries = self.queries.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
         kwargs = {"tokens": tokens, "key_mask": key_mask}

@@ -15,7 +15,14 @@ from omnikit.layers.norm import LayerNorm
 from omnikit.layers.positions import TimeEmbedding
 from omnikit.outputs import EncoderOutput
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import OmnikitValueError, check_lengths, check_positive, check_tensor
+from omnikit.utils.checks import (
+    OmnikitValueError,
+    check_finite,
+    check_lengths,
+    check_positive,
+    check_tensor,
+    check_weight_dtype,
+)
 from omnikit.video.temporal.cross_attention import CrossAttention
 
 __all__ = [
@@ -23,16 +30,22 @@ __all__ = [
 ]
 
 
-def check_token_inputs(tokens: object, lengths: object, dim: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+def check_token_inputs(tokens: object, lengths: object, dim: int,
+                       like: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Validate ``tokens (B, N, dim)`` and optional ``lengths (B,)`` valid tokens; returns the key mask.
 
-    Padded tokens come back zeroed, so NaN or inf there cannot leak through attention values."""
+    Padded tokens come back zeroed, so NaN or inf there cannot leak through attention values; valid
+    ones must be finite (eager) and, given ``like`` (the module), in its weights' dtype."""
     check_tensor(tokens, "tokens", shape=("B", "N", dim), floating=True)
-    if lengths is None:
-        return tokens, None
-    lengths = check_lengths(lengths, "lengths", batch=tokens.shape[0], max_len=tokens.shape[1])
-    mask = lengths_to_mask(lengths.to(tokens.device), tokens.shape[1])
-    return tokens.masked_fill(~mask[..., None], 0), mask
+    if like is not None:
+        check_weight_dtype(tokens, "tokens", like)
+    mask = None
+    if lengths is not None:
+        lengths = check_lengths(lengths, "lengths", batch=tokens.shape[0], max_len=tokens.shape[1], of="tokens")
+        mask = lengths_to_mask(lengths.to(tokens.device), tokens.shape[1])
+        tokens = tokens.masked_fill(~mask[..., None], 0)
+    check_finite(tokens, "tokens", "in valid tokens")
+    return tokens, mask
 
 
 def latent_contract_inputs(lengths: Sequence[int], dim: int, seed: int) -> ContractInputs:
@@ -139,7 +152,7 @@ class PerceiverResampler(nn.Module):
     ) -> EncoderOutput:
         """``tokens (B, N, context_dim)``; ``lengths (B,)`` valid tokens per item (padding ignored);
         ``times (B, N)`` or ``(N,)`` time step of every token (needs ``time_steps`` > 0)."""
-        tokens, key_mask = check_token_inputs(tokens, lengths, self.context_dim)
+        tokens, key_mask = check_token_inputs(tokens, lengths, self.context_dim, like=self)
         tokens = add_time_embedding(self.time_embed, tokens, times)
         if self.input_proj is not None:
             tokens = self.input_proj(tokens)

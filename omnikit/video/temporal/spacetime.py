@@ -128,7 +128,7 @@ class SpaceTimeEncoder(nn.Module):
         lengths: ``(B,)`` valid frames per clip.
         timestamps: ``(B, T)`` seconds of each frame for the temporal positions (default frame numbers).
         """
-        tokens, lengths = check_frame_tokens(tokens, lengths, self.config.dim)
+        tokens, lengths = check_frame_tokens(tokens, lengths, self.config.dim, like=self)
         batch, length, num_tokens, dim = tokens.shape
         frame_mask = frame_mask_or_none(lengths, length)
         positions = frame_positions(batch, length, timestamps, self.config.time_unit, tokens.device)

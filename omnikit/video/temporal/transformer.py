@@ -57,7 +57,7 @@ class TemporalTransformer(nn.Module):
     def forward(
         self, tokens: torch.Tensor, lengths: torch.Tensor | None = None, *, timestamps: torch.Tensor | None = None
     ) -> EncoderOutput:
-        tokens, lengths = check_frame_tokens(tokens, lengths, self.config.dim, ndim=(3, 4))
+        tokens, lengths = check_frame_tokens(tokens, lengths, self.config.dim, ndim=(3, 4), like=self)
         if tokens.ndim == 3:
             tokens = tokens.unsqueeze(2)
         batch, length, num_tokens, dim = tokens.shape
