@@ -238,7 +238,7 @@ def test_bad_inputs_are_named(snapshot) -> None:
     _, path = snapshot
     model = load_hf(path, part="token2wav")
     v = voice()
-    with pytest.raises(OmnikitValueError, match=r"`codes` expected ids in \[0, 40\]"):
+    with pytest.raises(OmnikitValueError, match=r"`codes` expected ids in \[0, 41\)"):
         model.token2wav(torch.full((1, 4), NUM_EMBEDS + 1), **v)
     with pytest.raises(TypeError, match="`codes`"):
         model.token2wav(torch.zeros(1, 4), **v)
@@ -254,6 +254,15 @@ def test_bad_inputs_are_named(snapshot) -> None:
         model.token2wav(codes_of(2, 4), lengths=torch.tensor([4, 5]), **v)
     with pytest.raises(ValueError, match="`chunk` expected a multiple of block_size"):
         Token2WavStream(model, chunk=6, **v)
+    with pytest.raises(ValueError, match="`codes` expected 1 to"):
+        model.token2wav(codes_of(1, 0), **v)
+    with pytest.raises(ValueError, match="`conditioning` expected finite"):
+        model.token2wav(codes_of(1, 4), conditioning=torch.full((1, XVEC), float("nan")),
+                        reference_mel=v["reference_mel"])
+    with pytest.raises(TypeError, match=r"`reference_mel` expected dtype torch\.float32"):
+        model.token2wav(codes_of(1, 4), conditioning=v["conditioning"], reference_mel=v["reference_mel"].double())
+    with pytest.raises(ValueError, match="`reference_mel` expected at least 3 frames"):
+        model.token2wav(codes_of(1, 4), conditioning=v["conditioning"], reference_mel=v["reference_mel"][:, :2])
     with pytest.raises(ValueError, match="`steps`"):
         model.token2wav(codes_of(1, 4), steps=1, **v)
 

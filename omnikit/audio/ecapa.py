@@ -142,6 +142,8 @@ class SpeakerEncoder(nn.Module):
             raise OmnikitValueError(f"the last of `channels` ({channels[-1]}) expected the sum of the SE-Res2Net "
                                     f"widths ({sum(channels[1:-1])})")
         self.n_mels = n_mels
+        #: the shortest input the reflection padding of every conv accepts
+        self.min_frames = 1 + max(d * (k - 1) // 2 for k, d in zip(kernel_sizes, dilations))
         self.blocks = nn.ModuleList([TDNN(n_mels, channels[0], kernel_sizes[0], dilations[0])])
         self.blocks.extend(
             SERes2NetBlock(channels[i - 1], channels[i], scale=res2net_scale, se_channels=se_channels,

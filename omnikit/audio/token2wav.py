@@ -32,7 +32,7 @@ from omnikit.audio.bigvgan import BigVGAN, BigVGANConfig
 from omnikit.audio.code2wav import Code2WavOutput
 from omnikit.audio.token2wav_dit import DiTConfig, Token2WavDiT
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import OmnikitValueError, check_lengths, check_positive, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_input, check_lengths, check_positive, check_tensor
 
 __all__ = ["Token2Wav", "Token2WavConfig", "Token2WavStream"]
 
@@ -87,12 +87,16 @@ class Token2Wav(nn.Module):
         """``conditioning (B | 1, xvector_dim)`` or ``(xvector_dim,)`` and ``reference_mel (B | 1, T, mel_dim)``
         or ``(T, mel_dim)`` (one voice for every item) -> both with batch ``batch``."""
         c = self.config.dit
-        conditioning = check_tensor(conditioning, "conditioning", ndim=(1, 2), floating=True)
-        reference_mel = check_tensor(reference_mel, "reference_mel", ndim=(2, 3), floating=True)
-        conditioning = conditioning.reshape(-1, conditioning.shape[-1])
-        reference_mel = reference_mel.reshape(-1, *reference_mel.shape[-2:])
-        check_tensor(conditioning, "conditioning", shape=(None, c.xvector_dim))
-        check_tensor(reference_mel, "reference_mel", shape=(None, "T", c.mel_dim))
+        conditioning = check_input(conditioning, "conditioning", self, ndim=(1, 2))
+        reference_mel = check_input(reference_mel, "reference_mel", self, ndim=(2, 3))
+        check_tensor(conditioning, "conditioning", shape=(*[None] * (conditioning.ndim - 1), c.xvector_dim))
+        check_tensor(reference_mel, "reference_mel", shape=(*[None] * (reference_mel.ndim - 2), "T", c.mel_dim))
+        conditioning = conditioning.reshape(-1, c.xvector_dim)
+        reference_mel = reference_mel.reshape(-1, reference_mel.shape[-2], c.mel_dim)
+        shortest = self.dit.speaker_encoder.min_frames
+        if reference_mel.shape[1] < shortest:
+            raise OmnikitValueError(f"`reference_mel` expected at least {shortest} frames (the speaker encoder's "
+                                    f"reflection padding) but got {reference_mel.shape[1]}")
         for name, value in (("conditioning", conditioning), ("reference_mel", reference_mel)):
             if value.shape[0] not in (1, batch):
                 raise OmnikitValueError(f"`{name}` expected batch 1 or {batch} (the codes') but got {value.shape[0]}")
@@ -102,9 +106,9 @@ class Token2Wav(nn.Module):
         c = self.config.dit
         if noise is None:
             return torch.randn((batch, codes * c.repeats, c.mel_dim), dtype=like.dtype, device=like.device)
-        check_tensor(noise, "noise", ndim=3, floating=True)
+        check_input(noise, "noise", self, ndim=3)
         if noise.shape[1:] == (codes, c.repeats * c.mel_dim):  # the same values, one row per code
-            noise = noise.reshape(batch, codes * c.repeats, c.mel_dim)
+            noise = noise.reshape(noise.shape[0], codes * c.repeats, c.mel_dim)
         check_tensor(noise, "noise", shape=(batch, codes * c.repeats, c.mel_dim))
         return noise.to(like.dtype)
 

@@ -35,7 +35,7 @@ from omnikit.layers.masks import lengths_to_mask
 from omnikit.layers.mlp import GeluMLP
 from omnikit.layers.norm import LayerNorm
 from omnikit.layers.rotary import RotaryEmbedding
-from omnikit.utils.checks import OmnikitValueError, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_ids, check_tensor
 from omnikit.utils.config_checks import NON_NEGATIVE
 
 __all__ = ["DiTBlock", "DiTConfig", "Token2WavDiT"]
@@ -166,16 +166,13 @@ class Token2WavDiT(nn.Module):
         self.proj_out = nn.Linear(c.dim, c.mel_dim)
 
     def check_codes(self, codes: torch.Tensor) -> None:
-        """``codes (B, F)`` integer ids in ``[0, num_embeds]``, ``F * repeats <= max_positions``."""
+        """``codes (B, F)`` integer ids in ``[0, num_embeds]``, ``1 <= F``, ``F * repeats <= max_positions``."""
         c = self.config
         check_tensor(codes, "codes", ndim=2, floating=False)
-        if codes.shape[1] * c.repeats > c.max_positions:
-            raise OmnikitValueError(f"`codes` expected at most {c.max_positions // c.repeats} frames "
+        if not codes.shape[1] or codes.shape[1] * c.repeats > c.max_positions:
+            raise OmnikitValueError(f"`codes` expected 1 to {c.max_positions // c.repeats} frames "
                                     f"(max_positions {c.max_positions}) but got {codes.shape[1]}")
-        if not torch.compiler.is_compiling() and codes.numel() and (int(codes.min()) < 0
-                                                                    or int(codes.max()) > c.num_embeds):
-            raise OmnikitValueError(f"`codes` expected ids in [0, {c.num_embeds}] but got "
-                                    f"[{int(codes.min())}, {int(codes.max())}]")
+        check_ids(codes, "codes", c.num_embeds + 1, what="ids")
 
     def condition(self, codes: torch.Tensor, conditioning: torch.Tensor, reference_mel: torch.Tensor,
                   guidance: bool) -> torch.Tensor:

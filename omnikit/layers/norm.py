@@ -50,7 +50,7 @@ class LayerNorm(nn.LayerNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         wide = _compute_dtype(x)
-        if x.dtype == wide == self.weight.dtype:
+        if x.dtype == wide and (self.weight is None or self.weight.dtype == wide):  # no weight: no affine
             return super().forward(x)
         weight, bias = (None if p is None else p.to(wide) for p in (self.weight, self.bias))
         return F.layer_norm(x.to(wide), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
