@@ -254,6 +254,10 @@ def test_bad_inputs_are_named(snapshot) -> None:
         model.token2wav(codes_of(2, 4), lengths=torch.tensor([4, 5]), **v)
     with pytest.raises(ValueError, match="`chunk` expected a multiple of block_size"):
         Token2WavStream(model, chunk=6, **v)
+    short = Token2WavStream(model, noise=torch.randn(1, 10, MEL), **v)
+    with pytest.raises(ValueError, match="`noise` expected at least 12 mel frames"):
+        short.push(codes_of(1, 6))
+        short.finish()
     with pytest.raises(ValueError, match="`codes` expected 1 to"):
         model.token2wav(codes_of(1, 0), **v)
     with pytest.raises(ValueError, match="`conditioning` expected finite"):

@@ -31,8 +31,17 @@ from torch import nn
 from omnikit.audio.bigvgan import BigVGAN, BigVGANConfig
 from omnikit.audio.code2wav import Code2WavOutput
 from omnikit.audio.token2wav_dit import DiTConfig, Token2WavDiT
+from omnikit.layers.masks import lengths_to_mask
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import OmnikitValueError, check_input, check_lengths, check_positive, check_tensor
+from omnikit.utils.checks import (
+    OmnikitValueError,
+    check_finite,
+    check_input,
+    check_lengths,
+    check_positive,
+    check_tensor,
+    check_weight_dtype,
+)
 
 __all__ = ["Token2Wav", "Token2WavConfig", "Token2WavStream"]
 
@@ -102,14 +111,19 @@ class Token2Wav(nn.Module):
                 raise OmnikitValueError(f"`{name}` expected batch 1 or {batch} (the codes') but got {value.shape[0]}")
         return conditioning.expand(batch, -1), reference_mel.expand(batch, -1, -1)
 
-    def _noise(self, noise: torch.Tensor | None, batch: int, codes: int, like: torch.Tensor) -> torch.Tensor:
+    def _noise(self, noise: torch.Tensor | None, batch: int, codes: int, like: torch.Tensor,
+               mel_lengths: torch.Tensor | None) -> torch.Tensor:
         c = self.config.dit
         if noise is None:
             return torch.randn((batch, codes * c.repeats, c.mel_dim), dtype=like.dtype, device=like.device)
-        check_input(noise, "noise", self, ndim=3)
+        check_tensor(noise, "noise", ndim=3, floating=True)
+        check_weight_dtype(noise, "noise", self)
         if noise.shape[1:] == (codes, c.repeats * c.mel_dim):  # the same values, one row per code
             noise = noise.reshape(noise.shape[0], codes * c.repeats, c.mel_dim)
         check_tensor(noise, "noise", shape=(batch, codes * c.repeats, c.mel_dim))
+        valid = noise if mel_lengths is None else noise.masked_fill(
+            ~lengths_to_mask(mel_lengths, noise.shape[1])[..., None], 0)
+        check_finite(valid, "noise")  # the padding may hold anything
         return noise.to(like.dtype)
 
     def vocode(self, mel: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -139,10 +153,10 @@ class Token2Wav(nn.Module):
         batch, frames = codes.shape
         repeats = self.config.dit.repeats
         conditioning, reference_mel = self.voice(conditioning, reference_mel, batch)
-        noise = self._noise(noise, batch, frames, reference_mel)
         mel_lengths = None
         if lengths is not None:
             mel_lengths = check_lengths(lengths, "lengths", batch=batch, max_len=frames).to(codes.device) * repeats
+        noise = self._noise(noise, batch, frames, reference_mel, mel_lengths)
         mel = self.dit.sample(codes, conditioning, reference_mel, noise, steps=steps, guidance_scale=guidance_scale,
                               sway=sway, lengths=mel_lengths)
         return self.vocode(mel, mel_lengths)
@@ -229,8 +243,8 @@ class Token2WavStream:
         self.vocoder_context = model.vocoder.context_frames() if vocoder_context is None else vocoder_context
         check_positive(self.vocoder_context, "vocoder_context", allow_zero=True)
         if noise is not None:
-            check_tensor(noise, "noise", shape=(batch, None, c.mel_dim), floating=True)
-        self.noise = noise
+            check_input(noise, "noise", model, shape=(batch, None, c.mel_dim))
+        self.noise, self.drawn = noise, noise is None
         self.options = {"steps": steps, "guidance_scale": guidance_scale, "sway": sway}
         self.batch = batch
         self.codes = torch.zeros(batch, 0, dtype=torch.long, device=self.conditioning.device)
@@ -240,6 +254,9 @@ class Token2WavStream:
     def _noise_until(self, frames: int) -> torch.Tensor:
         if self.noise is None:
             self.noise = self.conditioning.new_zeros(self.batch, 0, self.model.config.dit.mel_dim)
+        if self.noise.shape[1] < frames and not self.drawn:
+            raise OmnikitValueError(f"`noise` expected at least {frames} mel frames (the codes pushed so far) but "
+                                    f"has {self.noise.shape[1]}")
         if self.noise.shape[1] < frames:
             extra = torch.randn(self.batch, frames - self.noise.shape[1], self.noise.shape[2],
                                 dtype=self.noise.dtype, device=self.noise.device)
