@@ -11,14 +11,13 @@ from functools import partial
 
 import torch
 import transformers
-from common import format_table, interleaved_medians
+from common import speedup_table
 from transformers.models.qwen2_5_omni import modeling_qwen2_5_omni as q25
 from transformers.models.qwen3_omni_moe import configuration_qwen3_omni_moe as c3
 from transformers.models.qwen3_omni_moe import modeling_qwen3_omni_moe as q3
 from transformers.models.whisper import modeling_whisper as w
 
 from omnikit.convert import from_transformers
-from omnikit.convert.qwen2_5_omni_audio import convert_qwen3_omni_audio
 
 TOWER = dict(d_model=512, encoder_layers=4, encoder_attention_heads=8, encoder_ffn_dim=2048, num_mel_bins=128)
 CLIP_SECONDS = (30.0, 12.34, 4.56, 21.7)  # one batch of clips of very different lengths
@@ -52,16 +51,13 @@ def main() -> None:
 
         config = c3.Qwen3OmniMoeAudioEncoderConfig(**TOWER, output_dim=1024, downsample_hidden_size=128)
         hf = q3.Qwen3OmniMoeAudioEncoder(config).eval()
-        ours = convert_qwen3_omni_audio(hf).eval()
+        ours = from_transformers(hf).eval()
         rows.append(("Qwen3-Omni AuT encoder, same clips", partial(hf, packed, feature_lens=lengths),
                      partial(ours, x, lengths)))
-        table = []
-        for name, theirs, mine in rows:
-            t = interleaved_medians({"hf": theirs, "ours": mine}, repeats=args.repeats, warmup=1)
-            table.append((name, f"{t['hf']:.3f}", f"{t['ours']:.3f}", f"{t['hf'] / t['ours']:.2f}x"))
+        table = speedup_table(rows, "encoder (fwd, fp32, CPU)", repeats=args.repeats)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}, "
           f"towers: {TOWER}\n")
-    print(format_table(["encoder (fwd, fp32, CPU)", "transformers (s)", "omnikit (s)", "speed-up"], table))
+    print(table)
 
 
 if __name__ == "__main__":

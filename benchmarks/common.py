@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["format_table", "interleaved_medians", "interleaved_samples", "matmul_flops_per_second"]
+__all__ = ["format_table", "interleaved_medians", "interleaved_samples", "matmul_flops_per_second", "speedup_table"]
 
 
 def _time_once(fn: Callable[[], object]) -> float:
@@ -55,3 +55,14 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def speedup_table(rows: Sequence[tuple[str, Callable[[], object], Callable[[], object]]], title: str, *,
+                  repeats: int, warmup: int = 1) -> str:
+    """``(name, transformers call, omnikit call)`` rows timed side by side: a table of median seconds and the
+    ratio transformers / omnikit (> 1: omnikit is faster)."""
+    table = []
+    for name, theirs, mine in rows:
+        t = interleaved_medians({"hf": theirs, "ours": mine}, repeats=repeats, warmup=warmup)
+        table.append((name, f"{t['hf']:.3f}", f"{t['ours']:.3f}", f"{t['hf'] / t['ours']:.2f}x"))
+    return format_table([title, "transformers (s)", "omnikit (s)", "speed-up"], table)

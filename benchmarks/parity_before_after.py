@@ -1,11 +1,13 @@
 """Outputs of tiny models at an earlier git revision and on this checkout, compared in one process.
 
-Usage: python benchmarks/parity_before_after.py --old-rev a662f14
+Usage: python benchmarks/parity_before_after.py --old-rev a662f14 [--hub]
 
 For each model the old revision builds it (seed 0), its state dict is loaded into this checkout's
 model (through the legacy key remap where names changed) and both run on the same inputs; a
 checkpoint the old revision saves is loaded with this checkout's ``load_pretrained`` too. The
-table gives the largest absolute difference of each output (0 means bit-identical).
+table gives the largest absolute difference of each output (0 means bit-identical). ``--hub`` adds
+the published-checkpoint paths (``load_hf`` of every architecture and part, ``from_transformers``
+of every class, ``save_hf`` exports; see ``parity_hub.py``; needs transformers).
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ def compare(old: ModuleType, name: str, overrides: dict, run: Run, directory: Pa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old-rev", required=True)
+    parser.add_argument("--hub", action="store_true", help="also compare load_hf / from_transformers / save_hf")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         old = import_old(args.old_rev, Path(tmp))
@@ -97,7 +100,15 @@ def main() -> None:
             direct, saved = compare(old, name, overrides, run, Path(tmp) / f"ckpt{i}")
             label = name + "".join(f" {k}={v}" for k, v in overrides.items())
             rows.append([label, run.__name__.lstrip("_"), f"{direct:.3g}", f"{saved:.3g}"])
-    print(format_table(["model", "check", "max |old - new| (state dict)", "(old checkpoint)"], rows))
+        print(format_table(["model", "check", "max |old - new| (state dict)", "(old checkpoint)"], rows))
+        if args.hub:
+            from parity_hub import rows as hub_rows
+
+            parity, exports = hub_rows(old, Path(tmp))
+            print()
+            print(format_table(["path", "part / class", "max |old - new| state dict", "forward"], parity))
+            print()
+            print(format_table(["save_hf of preset", "config.json old -> new"], exports))
 
 
 if __name__ == "__main__":

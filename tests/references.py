@@ -25,3 +25,30 @@ def randomise_norms_and_biases(model: torch.nn.Module, seed: int = 0) -> torch.n
             elif name.endswith("bias"):
                 param.copy_(0.3 * torch.randn(param.shape, generator=g))
     return model.eval()
+
+
+def hf_tiny_mimi_config(transformers, **overrides):
+    """A tiny transformers ``MimiConfig`` (800 Hz, 50 frames/s, hop 16, 3 codebooks of 16, window 5)."""
+    values = dict(
+        hidden_size=16, num_filters=4, upsampling_ratios=[4, 2], num_hidden_layers=2, intermediate_size=32,
+        num_attention_heads=2, num_key_value_heads=2, head_dim=8, codebook_size=16, codebook_dim=8,
+        vector_quantization_hidden_dimension=8, num_quantizers=3, upsample_groups=16, sampling_rate=800,
+        frame_rate=50, sliding_window=5,
+    )
+    return transformers.MimiConfig(**{**values, **overrides})
+
+
+def randomise_mimi(model: torch.nn.Module) -> torch.nn.Module:
+    """A transformers Mimi (or a model holding one) with random norms, layer scales, biases and codebooks."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name or "scale" in name:
+                param.copy_(1 + 0.3 * torch.randn_like(param))
+            elif name.endswith("bias"):
+                param.copy_(0.3 * torch.randn_like(param))
+        for name, buffer in model.named_buffers():
+            if name.endswith("embed_sum"):
+                buffer.normal_()
+            elif name.endswith("cluster_usage"):
+                buffer.uniform_(0.5, 2.0)
+    return model.eval()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from omnikit.audio import Codec
 from omnikit.audio.encodec_codec import EncodecTokenizer, load_encodec
 from omnikit.convert import from_encodec
 
@@ -19,6 +20,7 @@ def model() -> torch.nn.Module:
 
 def test_codes_and_audio_equal_the_package(model: torch.nn.Module) -> None:
     tok = from_encodec(model)
+    assert isinstance(tok, Codec)
     assert (tok.sample_rate, tok.frame_rate, tok.codebook_size, tok.num_codebooks) == (24000, 75, 1024, 8)
     g = torch.Generator().manual_seed(1)
     wav = torch.randn(2, 1, 24000 * 3 // 4 + 37, generator=g) * 0.2  # not a whole number of frames

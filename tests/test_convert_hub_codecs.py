@@ -11,6 +11,8 @@ from safetensors.torch import load_file, save_file
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("encodec")
 
+from references import hf_tiny_mimi_config, randomise_mimi  # noqa: E402
+
 from omnikit.audio.encodec_codec import EncodecTokenizer  # noqa: E402
 from omnikit.convert import hf_inputs, load_hf, save_hf  # noqa: E402
 
@@ -65,26 +67,8 @@ def test_encodec_legacy_weight_norm_names_load(tmp_path):
 
 
 def _hf_mimi() -> torch.nn.Module:
-    config = transformers.MimiConfig(
-        hidden_size=16, num_filters=4, upsampling_ratios=[4, 2], num_hidden_layers=2, intermediate_size=32,
-        num_attention_heads=2, num_key_value_heads=2, head_dim=8, codebook_size=16, codebook_dim=8,
-        vector_quantization_hidden_dimension=8, num_quantizers=3, upsample_groups=16, sampling_rate=800,
-        frame_rate=50, sliding_window=5,
-    )
     torch.manual_seed(0)
-    model = transformers.MimiModel(config).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "norm" in name or "scale" in name:
-                param.copy_(1 + 0.3 * torch.randn_like(param))
-            elif name.endswith("bias"):
-                param.copy_(0.3 * torch.randn_like(param))
-        for name, buffer in model.named_buffers():
-            if name.endswith("embed_sum"):
-                buffer.normal_()
-            elif name.endswith("cluster_usage"):
-                buffer.uniform_(0.5, 2.0)
-    return model
+    return randomise_mimi(transformers.MimiModel(hf_tiny_mimi_config(transformers)))
 
 
 def _check_same_mimi(tok: torch.nn.Module, hf: torch.nn.Module) -> None:
@@ -125,13 +109,13 @@ def test_mimi_rates_and_codebooks(tmp_path):
 def test_mimi_defaults_are_the_published_structure():
     """``MimiConfig()`` holds kyutai/mimi's values: as many tensors and elements as transformers' default Mimi."""
     from omnikit.audio.mimi import MimiConfig, MimiTokenizer
-    from omnikit.convert.hub_mimi import mimi_key_map
+    from omnikit.convert.hub_mimi import MIMI, mimi_key_map
 
     with torch.device("meta"):
         ours = MimiTokenizer(MimiConfig())
         reference = transformers.MimiModel(transformers.MimiConfig(frame_rate=12.5))
     config = reference.config.to_dict() | {"frame_rate": 12.5}
-    plan = mimi_key_map(config).plan({k: v.shape for k, v in ours.state_dict().items()})
+    plan = mimi_key_map(MIMI(config)).plan({k: v.shape for k, v in ours.state_dict().items()})
     theirs = reference.state_dict()
     assert sum(len([p for p in pieces if p.source]) for pieces in plan.values()) == len(theirs)
     assert sum(t.numel() for t in ours.state_dict().values()) == sum(t.numel() for t in theirs.values())

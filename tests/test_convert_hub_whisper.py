@@ -56,7 +56,7 @@ def test_encoder_presets_hold_the_published_tensors(name, published):
     """Every tensor of the published encoder (openai/whisper-base, -large-v3 config values) has its
     place in the preset, with its shape: the key map plans the whole checkpoint part."""
     from omnikit import create_model
-    from omnikit.convert.whisper import whisper_key_map
+    from omnikit.convert.hub_whisper import whisper_key_map
 
     config = transformers.WhisperConfig(max_source_positions=1500, **published)
     with torch.device("meta"):

@@ -161,6 +161,24 @@ def test_plans_compose_from_declared_parts() -> None:
     assert tied == [("omni.thinker.lm_head.weight", "omni.thinker.embed.weight")]
 
 
+def test_fusion_adapters_are_units_of_every_fusion_style() -> None:
+    """The adapters' plan is on the shared mixin (``HoldsAdapters``): cross-attention fusion gets it too."""
+    for name in ("omni_early_tiny", "omni_xattn_tiny"):
+        model = omnikit.create_model(name)
+        units = collect_plan(model).fsdp_units
+        assert model.adapters and all(a in units for a in model.adapters.values()), name
+
+
+def test_distributed_holds_strategies_and_imports_no_model_family() -> None:
+    import ast
+
+    families = ("audio", "vision", "video", "models", "speech", "fusion")
+    for path in (Path(__file__).parents[1] / "omnikit" / "distributed").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("omnikit."):
+                assert node.module.split(".")[1] not in families, (path.name, node.module)
+
+
 def test_a_new_class_plugs_in_by_registering_a_plan() -> None:
     class Pair(torch.nn.Module):
         def __init__(self) -> None:

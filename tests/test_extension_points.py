@@ -274,3 +274,119 @@ def test_moe_router(scratch_registry) -> None:
     y, aux = moe(x, return_aux=True)
     assert y.shape == x.shape
     assert aux.tokens_per_expert.tolist() == [4, 4, 4, 4]  # 8 tokens x 2 choices spread evenly by the hash
+
+
+def test_codec(scratch_registry) -> None:
+    """A codec (here a mu-law scalar quantizer, 1 codebook, hop 1) implements the codec protocol, is
+    registered as a ``codec`` and is accepted where a codec is expected (a Thinker-Talker)."""
+    from omnikit.audio import Codec, check_codec
+    from omnikit.speech.thinker_talker import ThinkerTalker
+
+    class MuLawCodec(nn.Module):
+        sample_rate, frame_rate, num_codebooks = 8000, 8000.0, 1
+
+        def __init__(self, codebook_size: int = 16) -> None:
+            super().__init__()
+            self.codebook_size = codebook_size
+
+        def encode(self, wav: torch.Tensor) -> torch.Tensor:
+            mu = self.codebook_size - 1
+            y = torch.sign(wav) * torch.log1p(mu * wav.abs().clamp(max=1)) / torch.log1p(torch.tensor(mu))
+            return ((y + 1) / 2 * mu).round().long()
+
+        def decode(self, codes: torch.Tensor) -> torch.Tensor:
+            mu = self.codebook_size - 1
+            y = codes.float() / mu * 2 - 1
+            return torch.sign(y) * ((1 + mu) ** y.abs() - 1) / mu
+
+    omnikit.register_model(kind="codec", modalities=("audio",))(lambda **kw: MuLawCodec(**kw))
+    codec = MuLawCodec()
+    assert isinstance(codec, Codec)
+    wav = torch.linspace(-1, 1, 9).view(1, 1, 9)
+    assert (codec.decode(codec.encode(wav)) - wav).abs().max() < 0.2
+    tiny = omnikit.create_model("thinker_talker_tiny")
+    with pytest.raises(TypeError, match="lacks \\['encode', 'decode'"):
+        check_codec(nn.Linear(2, 2), "codec")
+    config = tiny.talker.config
+    codec = MuLawCodec(config.codebook_size)
+    codec.num_codebooks = config.num_codebooks
+    assert ThinkerTalker(tiny.omni, tiny.talker, codec).codec is codec
+
+
+@pytest.fixture()
+def scratch_architectures():
+    """An empty slate for test architectures (the docs' example may have registered Mistral in this
+    process); the registry is restored afterwards."""
+    from omnikit.convert import architectures
+
+    saved = dict(architectures._ARCHITECTURES)
+    architectures._ARCHITECTURES.pop("MistralForCausalLM", None)
+    yield
+    architectures._ARCHITECTURES.clear()
+    architectures._ARCHITECTURES.update(saved)
+
+
+def test_published_architecture(scratch_architectures, tmp_path) -> None:
+    """A published architecture whose blocks exist (Mistral: Llama-style layers, no qk-norm) is a
+    config map and a key map: load_hf then gives transformers' logits, save_hf writes it back."""
+    transformers = pytest.importorskip("transformers")
+    from references import randomise_norms_and_biases
+
+    from omnikit.convert import load_hf, save_hf
+    from omnikit.convert.architectures import Mapped, register_architecture
+    from omnikit.convert.configmap import ConfigMap, Constant, Field, Fixed, Refuse, Same
+    from omnikit.convert.hub_qwen import DECODER, lm_key_map
+    from omnikit.convert.inputs import text_inputs
+
+    mistral = DECODER + ConfigMap((
+        Refuse("sliding_window", (None,)), Fixed("mrope_sections", None), Fixed("qk_norm", False),
+        Field("qkv_bias", "attention_bias", False, bool), Same("out_bias", "qkv_bias"),
+        Constant("model_type", "mistral"),
+    ))
+    register_architecture("MistralForCausalLM", default_part="text_model", parts={
+        "text_model": Mapped(mistral, CausalLM, lm_key_map).part(inputs=text_inputs)})
+
+    config = transformers.MistralConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, sliding_window=None)
+    torch.manual_seed(0)
+    hf = randomise_norms_and_biases(transformers.MistralForCausalLM(config)).eval()
+    hf.save_pretrained(tmp_path / "hf", max_shard_size="20KB")
+    ours = load_hf(tmp_path / "hf")
+    ids = torch.randint(0, 64, (2, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = hf(input_ids=ids).logits
+        assert float((ours(**text_inputs(ours, {"input_ids": ids})) - ref).abs().max() / ref.abs().max()) <= 1e-4
+        save_hf(ours, tmp_path / "back")
+        again = transformers.MistralForCausalLM.from_pretrained(tmp_path / "back")
+        assert torch.equal(again(input_ids=ids).logits, ref)
+    with pytest.raises(ValueError, match="sliding_window=4096 is not supported"):
+        mistral({**config.to_dict(), "sliding_window": 4096})
+
+
+def test_parallel_strategy() -> None:
+    """A block declares its parallel plan beside its forward (roles, or any DTensor style); a class
+    from elsewhere is given one by registration. parallelize reads both through collect_plan."""
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, SequenceParallel
+
+    from omnikit.distributed import collect_plan, register_parallel_plan
+    from omnikit.utils.parallel import COLWISE, ROWWISE, ParallelPlan
+
+    class GatedMLP(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.up, self.down = nn.Linear(8, 16), nn.Linear(16, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.down(torch.relu(self.up(x)))
+
+        def parallel_plan(self) -> ParallelPlan:
+            return ParallelPlan(tp={"up": COLWISE, "down": ROWWISE})
+
+    class Norm(nn.LayerNorm):
+        pass
+
+    register_parallel_plan(Norm)(lambda norm: ParallelPlan(tp={"": SequenceParallel()}))
+    model = nn.Sequential(GatedMLP(), Norm(8))
+    plan = collect_plan(model)
+    assert isinstance(plan.tp["0.up"], ColwiseParallel) and isinstance(plan.tp["0.down"], RowwiseParallel)
+    assert isinstance(plan.tp["1."], SequenceParallel)

@@ -9,7 +9,9 @@ Floors, lowest first (a module may import its own floor and the floors below it)
     4 models                             (language models, sampling, generation)
     5 speech                             (Talker, duplex, turn-taking, Thinker-Talker)
     6 fusion                             (early / cross-attention fusion, Thinker; re-exports speech)
-    7 convert and anything else, the package root
+    7 convert, data                      (published checkpoints and interop; processors and datasets)
+    8 distributed and anything else, the package root (strategies: FSDP2, TP, EP; they export
+                                         through convert and read the registry through the root)
 
 Every ``import`` counts, inside functions too (a lazy import hides a cycle, it does not remove
 it), except those under ``if TYPE_CHECKING:``.
@@ -32,8 +34,9 @@ FLOORS = {
     "models": 4,
     "speech": 5,
     "fusion": 6,
+    "convert": 7, "data": 7,
 }
-TOP = 7
+TOP = 8
 
 
 def module_name(path: Path) -> str:

@@ -115,6 +115,27 @@ def name(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
+@pytest.mark.parametrize("name", [n for n in TINY if omnikit.model_info(n).kind == "codec"])
+def test_codecs_implement_the_codec_interface(name: str) -> None:
+    """Every codec is an ``omnikit.audio.CodeDecoder`` (a ``Codec`` when it encodes): decode turns
+    ``(B, num_codebooks, F)`` codes into at most ``F * sample_rate / frame_rate`` samples (a codec's own
+    audio: exactly that many), encode gives that layout back."""
+    from omnikit.audio import Codec, CodeDecoder
+
+    model = build(name).eval()
+    assert isinstance(model, CodeDecoder)
+    generator = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, model.codebook_size, (2, model.num_codebooks, 3), generator=generator)
+    wav = model.decode(codes)
+    assert wav.ndim == 3 and wav.shape[0] == 2
+    assert 0 < wav.shape[-1] <= round(3 * model.sample_rate / model.frame_rate)
+    if hasattr(model, "encode"):
+        assert isinstance(model, Codec)
+        assert wav.shape[-1] == round(3 * model.sample_rate / model.frame_rate)
+        again = model.encode(wav)
+        assert again.dtype == torch.int64 and tuple(again.shape) == (2, model.num_codebooks, 3)
+
+
 def test_registry_has_tiny_models() -> None:
     assert "decoder_tiny" in TINY
 

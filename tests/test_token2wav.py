@@ -183,6 +183,10 @@ def test_speaker_dictionary_loads_safely_and_converts(snapshot, tmp_path) -> Non
         torch.manual_seed(12)
         wav = model.token2wav(codes, conditioning=ethan.conditioning, reference_mel=ethan.reference_mel, steps=3)
     assert peak_error(wav, ref.reshape(1, -1)) < 1e-4
+    model.default_voice = ethan  # the codec interface: decode((B, 1, F) codes) in the default voice
+    torch.manual_seed(12)
+    with torch.no_grad():
+        assert torch.equal(model.decode(codes[:, None], steps=3), wav[:, None])
 
 
 class _RunsCode:

@@ -10,9 +10,11 @@ from omnikit.audio.bigvgan import BigVGAN, BigVGANConfig
 from omnikit.audio.blocks import EncoderStack, encoder_block, sinusoids
 from omnikit.audio.code2wav import Code2Wav, Code2WavConfig, Code2WavOutput
 from omnikit.audio.codec import CodecOutput, SEANetCodec, SEANetCodecConfig
+from omnikit.audio.dac import DacCodec, DacConfig, DacOutput
 from omnikit.audio.ecapa import SpeakerEncoder
 from omnikit.audio.features import LogMelSpectrogram, log_mel_spectrogram, mel_filterbank
 from omnikit.audio.fsq import FSQ
+from omnikit.audio.interface import Codec, CodeDecoder, check_codec
 from omnikit.audio.layouts import (
     delay_codes,
     delay_mask,
@@ -25,11 +27,13 @@ from omnikit.audio.long import encode_long, iter_encode
 from omnikit.audio.quantize import QuantizerOutput, ResidualVQ, VectorQuantizer, kmeans
 from omnikit.audio.seanet import CausalConvTranspose1d, SEANetDecoder, SEANetEncoder
 from omnikit.audio.signal import check_waveform, kaldi_fbank, resample, to_mono
+from omnikit.audio.snake import Snake
 from omnikit.audio.speakers import Speakers, UnknownSpeakerError, Voice, convert_speakers, load_speakers
 from omnikit.audio.split_rvq import SplitQuantizerOutput, SplitResidualVQ
 from omnikit.audio.token2wav import Token2Wav, Token2WavConfig, Token2WavStream
 from omnikit.audio.token2wav_dit import DiTConfig, Token2WavDiT
 from omnikit.audio.wav2vec import ConvFeatureEncoder, ConvFeatureEncoderConfig
+from omnikit.audio.wav2vec2 import Wav2Vec2Config, Wav2Vec2Encoder
 from omnikit.audio.whisper import WhisperEncoder, WhisperEncoderConfig
 from omnikit.audio.windowed import WindowedAudioEncoder, WindowedAudioEncoderConfig
 
@@ -43,9 +47,14 @@ __all__ = [
     "Code2Wav",
     "Code2WavConfig",
     "Code2WavOutput",
+    "CodeDecoder",
+    "Codec",
     "CodecOutput",
     "ConvFeatureEncoder",
     "ConvFeatureEncoderConfig",
+    "DacCodec",
+    "DacConfig",
+    "DacOutput",
     "DiTConfig",
     "EncoderStack",
     "LogMelSpectrogram",
@@ -55,6 +64,7 @@ __all__ = [
     "SEANetCodecConfig",
     "SEANetDecoder",
     "SEANetEncoder",
+    "Snake",
     "SpeakerEncoder",
     "Speakers",
     "SplitQuantizerOutput",
@@ -66,10 +76,13 @@ __all__ = [
     "UnknownSpeakerError",
     "VectorQuantizer",
     "Voice",
+    "Wav2Vec2Config",
+    "Wav2Vec2Encoder",
     "WhisperEncoder",
     "WhisperEncoderConfig",
     "WindowedAudioEncoder",
     "WindowedAudioEncoderConfig",
+    "check_codec",
     "check_waveform",
     "convert_speakers",
     "delay_codes",

@@ -74,16 +74,18 @@ def zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 def encoder_block(dim: int, num_heads: int, mlp_hidden: int, *, norm_eps: float = 1e-5,
-                  backend: str = "sdpa") -> DecoderBlock:
+                  backend: str = "sdpa", post_norm: bool = False) -> DecoderBlock:
     """A pre-LN bidirectional transformer block ``(B, T, dim) -> (B, T, dim)`` (Whisper layout): a
     :class:`~omnikit.layers.DecoderBlock` with LayerNorms, biased attention and a biased GELU MLP, no
     rotary and no causal mask.
 
     Weights: ``attn.qkv`` (fused q/k/v, biased), ``attn.out``, ``norm1``, ``norm2``, ``mlp.fc1``, ``mlp.fc2``.
+    ``post_norm``: the norms follow the residual sums instead (wav2vec 2.0 base).
     """
     return DecoderBlock(
         dim, num_heads, mlp=GeluMLP(dim, mlp_hidden, bias=True), norm="layernorm", norm_eps=norm_eps,
         qk_norm=False, qkv_bias=True, out_bias=True, use_rope=False, causal=False, backend=backend,
+        post_norm=post_norm,
     )
 
 
@@ -92,9 +94,10 @@ class EncoderStack(BlockStack):
     Set ``gradient_checkpointing = True`` to recompute them in backward."""
 
     def __init__(self, dim: int, depth: int, num_heads: int, mlp_hidden: int, *, norm_eps: float = 1e-5,
-                 backend: str = "sdpa") -> None:
+                 backend: str = "sdpa", post_norm: bool = False) -> None:
         super().__init__(
-            encoder_block(dim, num_heads, mlp_hidden, norm_eps=norm_eps, backend=backend) for _ in range(depth)
+            encoder_block(dim, num_heads, mlp_hidden, norm_eps=norm_eps, backend=backend, post_norm=post_norm)
+            for _ in range(depth)
         )
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from omnikit.audio.snake import Snake
 from omnikit.layers.conv import CausalConv1d
 from omnikit.layers.decoder import DecoderBlock, run_blocks
 from omnikit.layers.masks import lengths_to_mask
@@ -32,6 +33,7 @@ from omnikit.layers.rotary import RotaryEmbedding
 from omnikit.outputs import traceable_output
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_ids, check_lengths, check_positive, check_tensor
+from omnikit.utils.parallel import ParallelPlan
 
 __all__ = ["Code2Wav", "Code2WavConfig", "Code2WavOutput", "LayerScaleBlock", "SnakeBeta", "TrimmedConvTranspose1d"]
 
@@ -83,18 +85,12 @@ class Code2WavOutput:
     audio: torch.Tensor
 
 
-class SnakeBeta(nn.Module):
-    """``x + sin^2(x * e^alpha) / (e^beta + 1e-9)`` per channel, on ``(B, C, T)``; log-scale parameters."""
+class SnakeBeta(Snake):
+    """``x + sin^2(x * e^alpha) / (e^beta + 1e-9)`` per channel, on ``(B, C, T)``: :class:`Snake` with a
+    separate ``beta``, both on a log scale."""
 
     def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.alpha = nn.Parameter(torch.zeros(channels))
-        self.beta = nn.Parameter(torch.zeros(channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        alpha = self.alpha.exp()[None, :, None]
-        beta = self.beta.exp()[None, :, None]
-        return x + torch.sin(x * alpha).pow(2) / (beta + 1e-9)
+        super().__init__(channels, beta=True, log_scale=True)
 
 
 class TrimmedConvTranspose1d(nn.Module):
@@ -223,11 +219,17 @@ class Code2Wav(nn.Module):
             CausalConv1d(out_dim, 1, 7),
         ])
         self.sample_rate = c.sample_rate
+        self.num_codebooks, self.codebook_size = c.num_codebooks, c.codebook_size  # the CodeDecoder interface
         self.hop = math.prod(c.upsampling_ratios) * math.prod(c.upsample_rates)
         self.frame_rate = c.sample_rate / self.hop
         self.num_codebooks, self.codebook_size = c.num_codebooks, c.codebook_size
         self.output_dim = 1
         self.gradient_checkpointing = False
+
+    def parallel_plan(self) -> ParallelPlan:
+        """Block by block and each upsampling decoder stage; ``decode`` is hooked as ``forward`` is."""
+        stages = [m for m in self.decoder if isinstance(m, DecoderStage)]
+        return ParallelPlan(fsdp_units=[*self.blocks, *stages], fsdp_methods=[(self, "decode")])
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """Samples produced from ``lengths`` frames (each transposed conv's length arithmetic in turn)."""

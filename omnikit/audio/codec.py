@@ -28,7 +28,7 @@ from omnikit.audio.blocks import feature_contract_inputs
 from omnikit.audio.fsq import FSQ
 from omnikit.audio.quantize import ResidualVQ
 from omnikit.audio.seanet import SEANetDecoder, SEANetEncoder
-from omnikit.audio.signal import check_waveform
+from omnikit.audio.signal import check_sample_rate, check_waveform
 from omnikit.audio.split_rvq import SplitResidualVQ
 from omnikit.layers import lengths_to_mask
 from omnikit.outputs import traceable_output
@@ -146,8 +146,10 @@ class SEANetCodec(StreamingContainer, nn.Module):
                 f"`{name}` expected at least one frame ({self.hop} samples) but got shape {tuple(x.shape)}"
             )
 
-    def encode(self, wav: torch.Tensor) -> torch.Tensor:
-        """``wav (B, channels, S) -> codes (B, K, S // hop)`` int64 (streams inside ``streaming``)."""
+    def encode(self, wav: torch.Tensor, *, sample_rate: int | None = None) -> torch.Tensor:
+        """``wav (B, channels, S) -> codes (B, K, S // hop)`` int64 (streams inside ``streaming``); a given
+        ``sample_rate`` must be the codec's."""
+        check_sample_rate(sample_rate, self.sample_rate)
         return self.quantizer.encode(self._latents(wav))
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from omnikit.audio.signal import check_waveform
+from omnikit.audio.signal import check_sample_rate, check_waveform
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError, check_tensor
 
 __all__ = ["EncodecTokenizer", "load_encodec", "require_encodec"]
@@ -89,8 +89,10 @@ class EncodecTokenizer(nn.Module):
         return -(-torch.as_tensor(lengths) // self.hop)
 
     @torch.no_grad()
-    def encode(self, wav: torch.Tensor) -> torch.Tensor:
-        """``wav (B, channels, S)`` at :attr:`sample_rate` -> ``codes (B, K, ceil(S / hop))`` int64."""
+    def encode(self, wav: torch.Tensor, *, sample_rate: int | None = None) -> torch.Tensor:
+        """``wav (B, channels, S)`` at :attr:`sample_rate` -> ``codes (B, K, ceil(S / hop))`` int64; a given
+        ``sample_rate`` must be the codec's."""
+        check_sample_rate(sample_rate, self.sample_rate)
         x, _ = check_waveform(wav, channels=int(self.model.channels))
         self.model.set_target_bandwidth(self.bandwidth)
         (codes, _scale), = self.model.encode(x.to(next(self.model.parameters()).dtype))

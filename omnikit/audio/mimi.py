@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
@@ -22,13 +23,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from omnikit.audio.blocks import feature_contract_inputs
-from omnikit.audio.signal import check_waveform
+from omnikit.audio.seanet import CausalConvTranspose1d
+from omnikit.audio.signal import check_sample_rate, check_waveform
 from omnikit.layers import LayerNorm
 from omnikit.layers.attention import Attention
+from omnikit.layers.conv import CausalConv1d
 from omnikit.layers.rotary import RotaryEmbedding
 from omnikit.outputs import EncoderOutput
+from omnikit.streaming import StreamingContainer, streaming
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import OmnikitValueError, check_choice, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_ids, check_tensor
 
 __all__ = ["MimiConfig", "MimiTokenizer"]
 
@@ -72,41 +76,12 @@ class MimiConfig:
         return int(math.ceil(self.sample_rate / math.prod(self.ratios)) / self.frame_rate)
 
 
-class MimiConv(nn.Module):
-    """Causal ``Conv1d`` ``(B, C_in, T) -> (B, C_out, ceil(T / stride))``: left padding ``kernel - stride``
-    (dilated kernel), right padding only to complete the last frame, in ``pad_mode``."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1, dilation: int = 1,
-                 groups: int = 1, bias: bool = True, pad_mode: str = "constant") -> None:
-        super().__init__()
-        check_choice(pad_mode, "pad_mode", ("constant", "replicate"))
-        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride, dilation=dilation, groups=groups,
-                              bias=bias)
-        self.pad_mode = pad_mode
-        self.effective_kernel = (kernel_size - 1) * dilation + 1
-        self.stride = stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        length = x.shape[-1]
-        left = self.effective_kernel - self.stride
-        frames = -(-(length - self.effective_kernel + left) // self.stride)
-        right = frames * self.stride + self.effective_kernel - left - length
-        return self.conv(F.pad(x, (left, right), mode=self.pad_mode))
-
-
-class MimiConvTranspose(nn.Module):
-    """Causal ``ConvTranspose1d`` ``(B, C_in, T) -> (B, C_out, T * stride)``: the ``kernel - stride``
-    trailing samples are trimmed."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int, groups: int = 1,
-                 bias: bool = True) -> None:
-        super().__init__()
-        self.conv = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride, groups=groups, bias=bias)
-        self.trim = kernel_size - stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)
-        return y[..., : y.shape[-1] - self.trim]
+def mimi_conv(in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1, dilation: int = 1,
+              bias: bool = True, pad_mode: str = "constant") -> CausalConv1d:
+    """Mimi's causal conv ``(B, C_in, T) -> (B, C_out, ceil(T / stride))``: left padding ``kernel - stride``
+    (dilated kernel), right padding only to complete the last frame, in ``pad_mode``; streams."""
+    return CausalConv1d(in_channels, out_channels, kernel_size, stride=stride, dilation=dilation, bias=bias,
+                        pad_mode=pad_mode, pad_last=True)
 
 
 class MimiResidual(nn.Module):
@@ -116,10 +91,10 @@ class MimiResidual(nn.Module):
         super().__init__()
         hidden, pad = channels // config.compress, config.pad_mode
         self.block = nn.Sequential(
-            nn.ELU(), MimiConv(channels, hidden, config.residual_kernel_size, dilation=dilation, pad_mode=pad),
-            nn.ELU(), MimiConv(hidden, channels, 1, pad_mode=pad),
+            nn.ELU(), mimi_conv(channels, hidden, config.residual_kernel_size, dilation=dilation, pad_mode=pad),
+            nn.ELU(), mimi_conv(hidden, channels, 1, pad_mode=pad),
         )
-        self.shortcut = MimiConv(channels, channels, 1, pad_mode=config.pad_mode) if config.conv_shortcut else None
+        self.shortcut = mimi_conv(channels, channels, 1, pad_mode=config.pad_mode) if config.conv_shortcut else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x if self.shortcut is None else self.shortcut(x)) + self.block(x)
@@ -132,24 +107,24 @@ def _residuals(channels: int, config: MimiConfig) -> list[nn.Module]:
 def seanet_encoder(config: MimiConfig) -> nn.Sequential:
     """``(B, channels, S) -> (B, dim, S / prod(ratios))``."""
     width = config.n_filters
-    layers: list[nn.Module] = [MimiConv(config.channels, width, config.kernel_size, pad_mode=config.pad_mode)]
+    layers: list[nn.Module] = [mimi_conv(config.channels, width, config.kernel_size, pad_mode=config.pad_mode)]
     for ratio in reversed(config.ratios):
         layers += [*_residuals(width, config), nn.ELU(),
-                   MimiConv(width, 2 * width, 2 * ratio, stride=ratio, pad_mode=config.pad_mode)]
+                   mimi_conv(width, 2 * width, 2 * ratio, stride=ratio, pad_mode=config.pad_mode)]
         width *= 2
-    layers += [nn.ELU(), MimiConv(width, config.dim, config.last_kernel_size, pad_mode=config.pad_mode)]
+    layers += [nn.ELU(), mimi_conv(width, config.dim, config.last_kernel_size, pad_mode=config.pad_mode)]
     return nn.Sequential(*layers)
 
 
 def seanet_decoder(config: MimiConfig) -> nn.Sequential:
     """``(B, dim, F) -> (B, channels, F * prod(ratios))``."""
     width = config.n_filters * 2 ** len(config.ratios)
-    layers: list[nn.Module] = [MimiConv(config.dim, width, config.kernel_size, pad_mode=config.pad_mode)]
+    layers: list[nn.Module] = [mimi_conv(config.dim, width, config.kernel_size, pad_mode=config.pad_mode)]
     for ratio in config.ratios:
-        layers += [nn.ELU(), MimiConvTranspose(width, width // 2, 2 * ratio, stride=ratio),
+        layers += [nn.ELU(), CausalConvTranspose1d(width, width // 2, 2 * ratio, stride=ratio),
                    *_residuals(width // 2, config)]
         width //= 2
-    layers += [nn.ELU(), MimiConv(width, config.channels, config.last_kernel_size, pad_mode=config.pad_mode)]
+    layers += [nn.ELU(), mimi_conv(width, config.channels, config.last_kernel_size, pad_mode=config.pad_mode)]
     return nn.Sequential(*layers)
 
 
@@ -173,7 +148,8 @@ class MimiTransformerLayer(nn.Module):
 
 
 class MimiTransformer(nn.Module):
-    """``(B, dim, T) -> (B, dim, T)``: causal transformer over the frames (channels-first in and out)."""
+    """``(B, dim, T) -> (B, dim, T)``: causal transformer over the frames (channels-first in and out);
+    inside a stream its attention layers cache keys and values and positions continue."""
 
     def __init__(self, config: MimiConfig) -> None:
         super().__init__()
@@ -182,7 +158,7 @@ class MimiTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.transpose(1, 2)
-        rope = self.rotary(torch.arange(h.shape[1], device=h.device))
+        rope = self.rotary(self.layers[0].attn.cache_position + torch.arange(h.shape[1], device=h.device))
         for layer in self.layers:
             h = layer(h, rope)
         return h.transpose(1, 2)
@@ -205,8 +181,11 @@ class MimiRVQ(nn.Module):
         """``latents (B, dim, F)`` -> ``codes (B, n, F)`` and their decoded latents ``(B, dim, F)``.
 
         The gradient of the decoded latents passes straight through the codebooks to ``latents``
-        (the codebooks are EMA statistics, not trained by gradients).
+        (the codebooks are EMA statistics, not trained by gradients). No frames (a stream's chunk
+        shorter than a frame) give empty results.
         """
+        if not latents.shape[-1]:
+            return latents.new_zeros(latents.shape[0], n, 0, dtype=torch.long), latents
         projected = self.input_proj(latents).transpose(1, 2)
         residual, codes = projected, []
         for codebook in self.layers[:n]:
@@ -227,6 +206,8 @@ class MimiRVQ(nn.Module):
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """``codes (B, n, F) -> latents (B, dim, F)``."""
+        if not codes.shape[-1]:
+            return self.output_proj.weight.new_zeros(codes.shape[0], self.output_proj.out_channels, 0)
         return self.output_proj(self._sum(codes).transpose(1, 2))
 
 
@@ -253,13 +234,21 @@ class MimiCodebook(nn.Module):
         return F.embedding(index, self.embed)
 
 
-class MimiTokenizer(nn.Module):
+class MimiTokenizer(StreamingContainer, nn.Module):
     """Codec interface: ``encode(wav (B, C, S)) -> codes (B, K, F)``, ``decode(codes) -> wav (B, C, F * hop)``.
 
     ``num_codebooks`` (default: all ``num_quantizers``) sets how many codebooks ``encode`` returns;
     the first ``num_semantic`` come from the semantic quantizer. ``forward(wav)`` reconstructs
     ``wav`` (trimmed to its length).
+
+    Streaming: inside ``with tok.streaming(B):`` ``encode`` takes the next samples and returns the codes of
+    the frames they complete, ``decode`` the next codes and returns their samples (both directions keep
+    their own state, so one stream can encode the user and decode the reply); chunks of whole frames
+    (``hop`` samples) give the whole-clip codes and audio piece by piece. ``streaming(B, max_len=N)``
+    preallocates the transformers' key/value caches for ``N`` frames (fixed shapes for ``torch.compile``).
     """
+
+    supports_streaming = True
 
     def __init__(self, config: MimiConfig) -> None:
         super().__init__()
@@ -271,10 +260,10 @@ class MimiTokenizer(nn.Module):
         stride = config.latent_stride
         self.encoder = seanet_encoder(config)
         self.encoder_transformer = MimiTransformer(config)
-        self.downsample = MimiConv(config.dim, config.dim, 2 * stride, stride=stride, bias=False, pad_mode="replicate")
+        self.downsample = mimi_conv(config.dim, config.dim, 2 * stride, stride=stride, bias=False, pad_mode="replicate")
         self.semantic = MimiRVQ(config, config.num_semantic)
         self.acoustic = MimiRVQ(config, config.num_quantizers - config.num_semantic)
-        self.upsample = MimiConvTranspose(config.dim, config.dim, 2 * stride, stride=stride,
+        self.upsample = CausalConvTranspose1d(config.dim, config.dim, 2 * stride, stride=stride,
                                           groups=config.upsample_groups, bias=False)
         self.decoder_transformer = MimiTransformer(config)
         self.decoder = seanet_decoder(config)
@@ -294,12 +283,37 @@ class MimiTokenizer(nn.Module):
         return math.prod(self.config.ratios) * self.config.latent_stride
 
     @property
+    def stream_chunk(self) -> int:
+        """Samples per chunk of the contract's streaming check: one frame."""
+        return self.hop
+
+    def streaming(self, batch_size: int, *, max_len: int | None = None) -> AbstractContextManager[nn.Module]:
+        """Open a stream (see the class docstring); ``max_len`` counts frames (the transformers run
+        ``latent_stride`` positions per frame)."""
+        positions = None if max_len is None else max_len * self.config.latent_stride
+        return streaming(self, batch_size, max_len=positions)
+
+    @property
+    def stream_step(self) -> int:
+        """Samples that make one output step: a whole frame (offline, a partial last frame is padded; a
+        stream waits for its samples)."""
+        return self.hop
+
+    @property
+    def legacy_state_prefixes(self) -> dict[str, str]:
+        """Checkpoints written before the transposed convolutions streamed named their weights ``conv.``."""
+        names = [f"decoder.{i}." for i, m in enumerate(self.decoder) if isinstance(m, CausalConvTranspose1d)]
+        return {f"{name}conv.": f"{name}convtr." for name in (*names, "upsample.")}
+
+    @property
     def codebook_size(self) -> int:
         return self.config.codebook_size
 
     def _quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x (B, channels, S)`` -> codes ``(B, num_codebooks, F)`` and decoded latents ``(B, dim, F)``
         (gradients pass the quantizers straight through)."""
+        if self.downsample.streaming_state is not None:  # the encoder side of an open stream (no module walk)
+            self.downsample.streaming_state.check_batch(x.shape[0], "wav")
         latents = self.downsample(self.encoder_transformer(self.encoder(x.to(self.downsample.conv.weight.dtype))))
         codes, quantized = self.semantic.quantize(latents, self.config.num_semantic)
         acoustic = self.num_codebooks - self.config.num_semantic
@@ -309,8 +323,10 @@ class MimiTokenizer(nn.Module):
         return codes, quantized
 
     @torch.no_grad()
-    def encode(self, wav: torch.Tensor) -> torch.Tensor:
-        """``wav (B, channels, S)`` -> ``codes (B, num_codebooks, ceil(S / hop))`` int64."""
+    def encode(self, wav: torch.Tensor, *, sample_rate: int | None = None) -> torch.Tensor:
+        """``wav (B, channels, S)`` -> ``codes (B, num_codebooks, ceil(S / hop))`` int64; a given
+        ``sample_rate`` must be the codec's."""
+        check_sample_rate(sample_rate, self.sample_rate)
         x, _ = check_waveform(wav, channels=self.config.channels)
         return self._quantize(x)[0]
 
@@ -323,8 +339,9 @@ class MimiTokenizer(nn.Module):
             raise OmnikitValueError(
                 f"`codes` expected between {n_sem} and {self.config.num_quantizers} codebooks but got {codes.shape[1]}"
             )
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
-            raise OmnikitValueError(f"`codes` expected values in [0, {self.codebook_size})")
+        check_ids(codes, "codes", self.codebook_size, what="codes")
+        if self.upsample.streaming_state is not None:  # the decoder side of an open stream
+            self.upsample.streaming_state.check_batch(codes.shape[0], "codes")
         latents = self.semantic.decode(codes[:, :n_sem])
         if codes.shape[1] > n_sem:
             latents = latents + self.acoustic.decode(codes[:, n_sem:])
@@ -342,11 +359,13 @@ class MimiTokenizer(nn.Module):
         """
         x, n = check_waveform(wav, lengths, channels=self.config.channels)
         audio = self.decoder(self.decoder_transformer(self.upsample(self._quantize(x)[1])))
+        streamed = self.upsample.streaming_state is not None
         if not framed:
-            return audio[..., : wav.shape[-1]]
+            return audio if streamed else audio[..., : wav.shape[-1]]
         batch, channels, samples = audio.shape
         frames = audio.view(batch, channels, samples // self.hop, self.hop).transpose(1, 2)
-        return EncoderOutput(frames.reshape(batch, samples // self.hop, channels * self.hop), self.output_lengths(n))
+        lengths = torch.full_like(n, samples // self.hop) if streamed else self.output_lengths(n)
+        return EncoderOutput(frames.reshape(batch, samples // self.hop, channels * self.hop), lengths)
 
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
         """Waveforms of ``lengths[b]`` whole frames (``lengths[b] * hop`` samples), reconstructed ``framed``."""

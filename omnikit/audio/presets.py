@@ -12,10 +12,12 @@ from omnikit.audio.aut import AuTEncoder, AuTEncoderConfig
 from omnikit.audio.bigvgan import BigVGANConfig
 from omnikit.audio.code2wav import Code2Wav, Code2WavConfig
 from omnikit.audio.codec import SEANetCodec, SEANetCodecConfig
+from omnikit.audio.dac import DacCodec, DacConfig
 from omnikit.audio.mimi import MimiConfig, MimiTokenizer
 from omnikit.audio.token2wav import Token2Wav, Token2WavConfig
 from omnikit.audio.token2wav_dit import DiTConfig
 from omnikit.audio.wav2vec import ConvFeatureEncoder, ConvFeatureEncoderConfig
+from omnikit.audio.wav2vec2 import Wav2Vec2Config, Wav2Vec2Encoder
 from omnikit.audio.whisper import WhisperEncoder, WhisperEncoderConfig
 from omnikit.audio.windowed import WindowedAudioEncoder, WindowedAudioEncoderConfig
 from omnikit.registry import configure, register_model
@@ -23,6 +25,10 @@ from omnikit.registry import configure, register_model
 __all__ = [
     "code2wav_qwen3_omni",
     "code2wav_tiny",
+    "dac_16khz",
+    "dac_24khz",
+    "dac_44khz",
+    "dac_tiny",
     "mimi",
     "mimi_style_codec",
     "mimi_tiny",
@@ -34,9 +40,12 @@ __all__ = [
     "seanet_codec_tiny",
     "token2wav_qwen2_5_omni",
     "token2wav_tiny",
+    "wav2vec2_base",
     "wav2vec2_feature_encoder",
     "wav2vec2_feature_encoder_tiny",
     "wav2vec2_large_feature_encoder",
+    "wav2vec2_large_lv60",
+    "wav2vec2_tiny",
     "whisper_base_encoder",
     "whisper_encoder_tiny",
     "whisper_large_v3_encoder",
@@ -193,3 +202,56 @@ def token2wav_qwen2_5_omni(**overrides: Any) -> Token2Wav:
 def code2wav_qwen3_omni(**overrides: Any) -> Code2Wav:
     """Qwen3-Omni-30B-A3B Code2Wav: 16 x 2048 codes at 12.5 frames/s -> 24 kHz (1920 samples per frame)."""
     return Code2Wav(configure(Code2WavConfig, "code2wav_qwen3_omni", overrides))
+
+
+@register_codec
+def dac_tiny(**overrides: Any) -> DacCodec:
+    """A tiny DAC (600 Hz, ratios 2 and 3: hop 6, widths 4 / 16, 3 codebooks of 16 in 4 dims) for tests."""
+    return DacCodec(configure(
+        DacConfig, "dac_tiny", overrides, sample_rate=600, encoder_dim=4, ratios=(2, 3), decoder_dim=16,
+        num_codebooks=3, codebook_size=16, codebook_dim=4,
+    ))
+
+
+@register_codec
+def dac_16khz(**overrides: Any) -> DacCodec:
+    """descript/dac_16khz: 16 kHz, hop 320 (50 frames/s), 12 codebooks of 1024 in 8 dims."""
+    return DacCodec(configure(DacConfig, "dac_16khz", overrides, sample_rate=16000, ratios=(2, 4, 5, 8),
+                              num_codebooks=12))
+
+
+@register_codec
+def dac_24khz(**overrides: Any) -> DacCodec:
+    """descript/dac_24khz: 24 kHz, hop 320 (75 frames/s), 32 codebooks of 1024 in 8 dims."""
+    return DacCodec(configure(DacConfig, "dac_24khz", overrides, sample_rate=24000, ratios=(2, 4, 5, 8),
+                              num_codebooks=32))
+
+
+@register_codec
+def dac_44khz(**overrides: Any) -> DacCodec:
+    """descript/dac_44khz: 44.1 kHz, hop 512 (~86 frames/s), 9 codebooks of 1024 in 8 dims."""
+    return DacCodec(configure(DacConfig, "dac_44khz", overrides))
+
+
+@register_audio_encoder
+def wav2vec2_tiny(**overrides: Any) -> Wav2Vec2Encoder:
+    """A tiny wav2vec 2.0 encoder on raw waveforms (base layout: group norm, post-LN; hop 4, width 16, 2 layers)."""
+    return Wav2Vec2Encoder(configure(
+        Wav2Vec2Config, "wav2vec2_tiny", overrides, conv_channels=(8, 8), conv_kernels=(3, 2), conv_strides=(2, 2),
+        dim=16, depth=2, num_heads=2, mlp_hidden=32, pos_kernel=4, pos_groups=2,
+    ))
+
+
+@register_audio_encoder
+def wav2vec2_base(**overrides: Any) -> Wav2Vec2Encoder:
+    """facebook/wav2vec2-base: 16 kHz waveforms, 20 ms frames, 12 post-LN layers of 768 (94.4 M parameters)."""
+    return Wav2Vec2Encoder(configure(Wav2Vec2Config, "wav2vec2_base", overrides))
+
+
+@register_audio_encoder
+def wav2vec2_large_lv60(**overrides: Any) -> Wav2Vec2Encoder:
+    """facebook/wav2vec2-large-lv60: layer-norm conv encoder, 24 pre-LN layers of 1024 (315.4 M parameters)."""
+    return Wav2Vec2Encoder(configure(
+        Wav2Vec2Config, "wav2vec2_large_lv60", overrides, conv_bias=True, feat_norm="layer", dim=1024, depth=24,
+        num_heads=16, mlp_hidden=4096, stable_layer_norm=True,
+    ))

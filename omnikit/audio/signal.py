@@ -22,7 +22,7 @@ from omnikit.utils.checks import (
     check_weight_dtype,
 )
 
-__all__ = ["check_waveform", "kaldi_fbank", "require_torchaudio", "resample", "to_mono"]
+__all__ = ["check_sample_rate", "check_waveform", "kaldi_fbank", "require_torchaudio", "resample", "to_mono"]
 
 
 def require_torchaudio() -> Any:
@@ -62,6 +62,18 @@ def check_waveform(
         x = x.masked_fill(~lengths_to_mask(n, x.shape[-1])[:, None, :], 0)
     check_finite(x, name, "NaN or infinite samples")
     return x, n
+
+
+def check_sample_rate(sample_rate: object, expected: int) -> None:
+    """Refuse audio recorded at another rate than a model's: ``sample_rate`` (``None``: not given, not
+    checked) must equal ``expected``; a codec never resamples silently."""
+    if sample_rate is None or (isinstance(sample_rate, (int, float)) and not isinstance(sample_rate, bool)
+                               and sample_rate == expected):
+        return
+    raise OmnikitValueError(
+        f"`sample_rate` expected {expected} (the codec's rate) but got {sample_rate!r}; resample first with "
+        f"omnikit.audio.resample(wav, {sample_rate!r}, {expected})"
+    )
 
 
 def to_mono(wav: torch.Tensor) -> torch.Tensor:

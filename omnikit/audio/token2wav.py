@@ -30,6 +30,7 @@ from torch import nn
 
 from omnikit.audio.bigvgan import BigVGAN, BigVGANConfig
 from omnikit.audio.code2wav import Code2WavOutput
+from omnikit.audio.speakers import Voice
 from omnikit.audio.token2wav_dit import DiTConfig, Token2WavDiT
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.testing.contract import ContractInputs
@@ -66,7 +67,8 @@ class Token2WavConfig:
 
 class Token2Wav(nn.Module):
     """``codes (B, F) -> waveform (B, F * samples_per_code)`` (:meth:`token2wav`); ``forward`` returns a
-    :class:`~omnikit.audio.Code2WavOutput` (``hidden_states (B, S, 1)``, ``lengths``, ``audio (B, 1, S)``).
+    :class:`~omnikit.audio.Code2WavOutput` (``hidden_states (B, S, 1)``, ``lengths``, ``audio (B, 1, S)``);
+    :meth:`decode` is the codec interface (one codebook).
 
     Attributes:
         sample_rate, frame_rate: output samples and codes per second (24000 and 50 published).
@@ -86,6 +88,29 @@ class Token2Wav(nn.Module):
         self.samples_per_code = config.dit.repeats * self.vocoder.hop
         self.frame_rate = config.sample_rate / self.samples_per_code
         self.codebook_size = config.dit.num_embeds + 1
+        #: the voice :meth:`decode` uses when given none (None: the unconditioned voice)
+        self.default_voice: Voice | None = None
+
+    def decode(self, codes: torch.Tensor, *, conditioning: torch.Tensor | None = None,
+               reference_mel: torch.Tensor | None = None, **options: Any) -> torch.Tensor:
+        """The codec interface (:class:`~omnikit.audio.CodeDecoder`): ``codes (B, 1, F)`` -> ``(B, 1, S)``.
+
+        Without ``conditioning`` / ``reference_mel`` the voice is :attr:`default_voice` (a
+        :class:`~omnikit.audio.speakers.Voice`, e.g. ``load_speakers(snapshot)["Chelsie"]``), or, when that is
+        None, the unconditioned voice (zero x-vector and reference mel: the input classifier-free guidance
+        drops to). ``options``: :meth:`token2wav`'s (``noise``, ``steps``, ...).
+        """
+        check_tensor(codes, "codes", shape=("B", 1, "F"), floating=False)
+        if conditioning is None and reference_mel is None:
+            voice, weight = self.default_voice, self.dit.input_proj.weight
+            if voice is None:
+                conditioning = weight.new_zeros(self.config.dit.xvector_dim)
+                reference_mel = weight.new_zeros(self.dit.speaker_encoder.min_frames, self.config.dit.mel_dim)
+            else:
+                conditioning = voice.conditioning.to(weight.device, weight.dtype)
+                reference_mel = voice.reference_mel.to(weight.device, weight.dtype)
+        wav = self.token2wav(codes[:, 0], conditioning=conditioning, reference_mel=reference_mel, **options)
+        return wav[:, None]
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """Samples produced from ``lengths`` codes."""

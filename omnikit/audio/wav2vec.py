@@ -25,6 +25,7 @@ from torch import nn
 
 from omnikit.audio.blocks import check_features, feature_contract_inputs, zero_padding
 from omnikit.layers import LayerNorm, lengths_to_mask
+from omnikit.layers.norm import GroupNorm
 from omnikit.outputs import EncoderOutput
 from omnikit.streaming import StreamingContainer, StreamingModule, StreamingState, is_streaming
 from omnikit.testing import ContractInputs
@@ -100,7 +101,7 @@ class ConvFeatureEncoder(StreamingContainer, nn.Module):
         if config.norm == "layer":
             self.norms = nn.ModuleList(LayerNorm(c, eps=config.norm_eps) for c in config.channels)
         else:
-            self.norms = nn.ModuleList([nn.GroupNorm(config.channels[0], config.channels[0], eps=config.norm_eps)])
+            self.norms = nn.ModuleList([GroupNorm(config.channels[0], config.channels[0], eps=config.norm_eps)])
         self.proj_norm = LayerNorm(config.channels[-1], eps=config.norm_eps)
         self.proj = nn.Linear(config.channels[-1], config.dim)
 
@@ -145,13 +146,13 @@ class ConvFeatureEncoder(StreamingContainer, nn.Module):
         norm = self.norms[0]
         if not torch.compiler.is_compiling() and bool((lengths == h.shape[-1]).all()):
             return norm(h)  # eager fast path; traced code always masks
-        valid = lengths_to_mask(lengths, h.shape[-1])[:, None, :]
-        h = h.masked_fill(~valid, 0)  # NaN/inf in padded frames must not reach the statistics
+        dtype, valid = h.dtype, lengths_to_mask(lengths, h.shape[-1])[:, None, :]
+        h = h.float().masked_fill(~valid, 0)  # NaN/inf in padded frames must not reach the statistics
         count = lengths.clamp(min=1)[:, None, None].to(h.dtype)
         mean = h.sum(-1, keepdim=True) / count
         var = (h - mean).square().masked_fill(~valid, 0).sum(-1, keepdim=True) / count
         h = (h - mean) * torch.rsqrt(var + norm.eps)
-        return h * norm.weight[:, None] + norm.bias[:, None]
+        return (h * norm.weight[:, None] + norm.bias[:, None]).to(dtype)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
         """``features (B, in_channels, S)`` waveform, ``lengths (B,)`` valid samples -> ``(B, T', dim)``."""

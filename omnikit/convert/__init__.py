@@ -35,8 +35,10 @@ model (``whisper_key_map(dim).under("audio.")``), ``+`` concatenates maps, and
 ``Legacy(old, new)`` reads an older spelling of checkpoint names.
 
 Modules already instantiated: ``from_transformers(hf_module)`` dispatches on the class name of
-the module it is given; the converter for each class lives in its own file here and is imported
-only when needed, so ``transformers`` is never imported by omnikit itself.
+the module it is given through the same registry: a hub file declares the module once as a
+``Mapped(config=ConfigMap(...), build=..., key_map=...)`` and calls
+``register_transformers("WhisperEncoder", mapped)``, so the conversion reads the config map and the
+key map ``load_hf`` reads (``transformers`` is never imported by omnikit itself).
 """
 
 from __future__ import annotations
@@ -60,29 +62,15 @@ __all__ = [
     "supported_transformers_classes",
 ]
 
-#: transformers class name -> module holding its converter.
-_CONVERTER_MODULES: dict[str, str] = {
-    "Qwen3DecoderLayer": "omnikit.convert.qwen3",
-    "WhisperEncoder": "omnikit.convert.whisper",
-    "Qwen2_5OmniAudioEncoder": "omnikit.convert.qwen2_5_omni_audio",
-    "Qwen3OmniMoeAudioEncoder": "omnikit.convert.qwen2_5_omni_audio",
-    "Qwen2_5OmniVisionEncoder": "omnikit.convert.hub_qwen2_5_omni",
-    "Qwen3MoeSparseMoeBlock": "omnikit.convert.qwen_moe",
-    "Qwen2MoeSparseMoeBlock": "omnikit.convert.qwen_moe",
-    "Qwen3OmniMoeTalkerTextSparseMoeBlock": "omnikit.convert.qwen_moe",
-    "Qwen3OmniMoeVisionEncoder": "omnikit.convert.qwen3_omni_vision",
-    "Qwen3OmniMoeCode2Wav": "omnikit.convert.qwen3_omni_code2wav",
-    "Qwen2_5OmniToken2WavModel": "omnikit.convert.qwen2_5_omni_token2wav",
-    "Qwen3OmniMoeTalkerForConditionalGeneration": "omnikit.convert.qwen3_omni_talker",
-}
-_CONVERTERS: dict[str, Callable[[Any], nn.Module]] = {}
-
-
 def converter(class_name: str) -> Callable[[Callable[[Any], nn.Module]], Callable[[Any], nn.Module]]:
-    """Register the function converting instances of the transformers class ``class_name``."""
+    """Decorator: register ``fn(hf_module) -> nn.Module`` as the conversion of the transformers class
+    ``class_name`` (a class whose maps exist is registered with
+    :func:`~omnikit.convert.architectures.register_transformers` instead)."""
 
     def decorator(fn: Callable[[Any], nn.Module]) -> Callable[[Any], nn.Module]:
-        _CONVERTERS[class_name] = fn
+        from omnikit.convert.architectures import register_transformers
+
+        register_transformers(class_name, fn)
         return fn
 
     return decorator
@@ -90,7 +78,9 @@ def converter(class_name: str) -> Callable[[Callable[[Any], nn.Module]], Callabl
 
 def supported_transformers_classes() -> list[str]:
     """Names of the transformers classes :func:`from_transformers` accepts."""
-    return sorted(_CONVERTER_MODULES)
+    from omnikit.convert.architectures import supported_transformers_classes as names
+
+    return names()
 
 
 def from_transformers(hf_module: nn.Module) -> nn.Module:
@@ -98,16 +88,14 @@ def from_transformers(hf_module: nn.Module) -> nn.Module:
 
     Outputs match the original's to float32 rounding. Supported classes:
     :func:`supported_transformers_classes`. The returned module is on the same device and dtype.
+    The conversion reads the same config and key maps as :func:`load_hf` (one registry,
+    :mod:`omnikit.convert.architectures`).
     """
     if not isinstance(hf_module, nn.Module):
         raise OmnikitTypeError(f"`hf_module` expected an instantiated nn.Module but got {type(hf_module).__name__}")
-    name = type(hf_module).__name__
-    if name not in _CONVERTER_MODULES:
-        raise OmnikitTypeError(
-            f"`hf_module` of class {name} has no omnikit converter; supported: {supported_transformers_classes()}"
-        )
-    importlib.import_module(_CONVERTER_MODULES[name])
-    return _CONVERTERS[name](hf_module)
+    from omnikit.convert.architectures import transformers_converter
+
+    return transformers_converter(hf_module)(hf_module)
 
 
 def from_encodec(model: Any, bandwidth: float | None = None) -> nn.Module:

@@ -1,34 +1,47 @@
-"""The registry of published architectures :func:`omnikit.convert.load_hf` knows.
+"""The one registry of published architectures: :func:`load_hf`, :func:`save_hf` and
+:func:`from_transformers` all read it.
 
 An architecture is the name in ``config.json``'s ``architectures`` list (``"Qwen3ForCausalLM"``)
 and a set of named :class:`Part` s. Each part says how to build the omnikit module from the
 config and which checkpoint tensors it is made of (a declarative :class:`~omnikit.convert.keymap.KeyMap`
-under a name prefix). Built-in architectures live in ``omnikit/convert/hub_*.py`` and are imported
-on first use through :data:`BUILTIN_MODULES`.
+under a name prefix). A :class:`Mapped` module declares the three maps once (config map, builder,
+key map); :meth:`Mapped.part` makes the :class:`Part` ``load_hf`` / ``save_hf`` use, and
+:func:`register_transformers` lets ``from_transformers`` convert the transformers class of the
+same module with the same maps (its ``state_dict()`` read through the key map). Built-in
+architectures live in ``omnikit/convert/hub_*.py`` (one file per family) and are imported on first
+use through :data:`BUILTIN_MODULES`.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from omnikit.convert.keymap import KeyMap
-from omnikit.utils.checks import OmnikitValueError
+from omnikit.registry import create_model
+from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
+from omnikit.utils.precision import cast_model
 
 __all__ = [
     "BUILTIN_MODULES",
     "HF_ORIGIN_ATTR",
     "Architecture",
     "HubOrigin",
+    "Mapped",
     "Part",
+    "convert_transformers",
     "get_architecture",
     "origin_of",
+    "preset",
     "register_architecture",
+    "register_transformers",
     "supported_architectures",
+    "supported_transformers_classes",
 ]
 
 #: Architecture name -> module whose import registers it.
@@ -40,6 +53,11 @@ BUILTIN_MODULES: dict[str, str] = {
     "WhisperModel": "omnikit.convert.hub_whisper",
     "EncodecModel": "omnikit.convert.hub_encodec",
     "MimiModel": "omnikit.convert.hub_mimi",
+    "MoshiForConditionalGeneration": "omnikit.convert.hub_moshi",
+    "DacModel": "omnikit.convert.hub_dac",
+    "Wav2Vec2Model": "omnikit.convert.hub_wav2vec2",
+    "Wav2Vec2ForCTC": "omnikit.convert.hub_wav2vec2",
+    "Wav2Vec2ForPreTraining": "omnikit.convert.hub_wav2vec2",
     "Qwen2_5OmniThinkerForConditionalGeneration": "omnikit.convert.hub_qwen2_5_omni",
     "Qwen2_5OmniForConditionalGeneration": "omnikit.convert.hub_qwen2_5_omni",
     "Qwen3OmniMoeForConditionalGeneration": "omnikit.convert.hub_qwen3_omni",
@@ -80,6 +98,45 @@ class Part:
         return self.owns if self.owns is not None else (self.prefix,)
 
 
+def _whole(config: Config) -> Config:
+    return config
+
+
+@dataclass(frozen=True)
+class Mapped:
+    """A module declared by maps, read alike by ``load_hf``, ``save_hf`` and ``from_transformers``.
+
+    Attributes:
+        config: ``config.json dict -> omnikit config`` (a :class:`~omnikit.convert.configmap.ConfigMap`).
+        build: ``omnikit config -> nn.Module`` (e.g. :func:`preset`); must not read parameter values.
+        key_map: ``omnikit config -> KeyMap``, checkpoint names relative to the module.
+        export: ``model -> config.json dict`` (``None`` when ``model`` is not of this layout), for
+            ``save_hf`` of a model that was not loaded.
+    """
+
+    config: Callable[[Config], Any]
+    build: Callable[[Any], nn.Module]
+    key_map: Callable[[Any], KeyMap]
+    export: Callable[[nn.Module], Config | None] | None = None
+
+    def part(self, prefix: str = "", *, select: Callable[[Config], Config] = _whole,
+             owns: tuple[str, ...] | None = None,
+             inputs: Callable[[nn.Module, Mapping[str, Any]], dict[str, Any]] | None = None,
+             exported: bool = True) -> Part:
+        """The :class:`Part` of this module under checkpoint ``prefix``, its config being
+        ``select(config.json dict)`` (``lambda c: c["thinker_config"]`` for a nested one);
+        ``exported=False`` leaves :attr:`export` out (``save_hf`` then needs a loaded model)."""
+        return Part(lambda c: self.build(self.config(select(c))), lambda c: self.key_map(self.config(select(c))),
+                    prefix, owns, inputs, self.export if exported else None)
+
+
+def preset(name: str) -> Callable[[Any], nn.Module]:
+    """``config -> create_model(name, **fields)``: a :attr:`Mapped.build` through a registered preset
+    (the model remembers it, so ``omnikit.save_pretrained`` writes it); ``config`` is a mapping of
+    fields or a config dataclass."""
+    return lambda config: create_model(name, **(config if isinstance(config, Mapping) else asdict(config)))
+
+
 @dataclass(frozen=True)
 class Architecture:
     """A published architecture: its parts and the part loaded when none is named."""
@@ -108,6 +165,8 @@ class HubOrigin:
 
 
 _ARCHITECTURES: dict[str, Architecture] = {}
+#: transformers class name -> ``hf_module -> omnikit module``.
+_TRANSFORMERS: dict[str, Callable[[nn.Module], nn.Module]] = {}
 
 
 def register_architecture(name: str, *, parts: Mapping[str, Part], default_part: str | None = None) -> Architecture:
@@ -155,3 +214,57 @@ def origin_of(model: nn.Module) -> tuple[HubOrigin, Part]:
     raise OmnikitValueError(
         f"`model` ({type(model).__name__}) was not loaded by load_hf and no architecture exports its config"
     )
+
+
+def _module_config(hf_module: nn.Module) -> Config:
+    return hf_module.config.to_dict()
+
+
+@torch.no_grad()
+def convert_transformers(hf_module: nn.Module, mapped: Mapped,
+                         config_of: Callable[[nn.Module], Config] = _module_config) -> nn.Module:
+    """``mapped`` built from ``config_of(hf_module)`` on its device, loaded strictly with the tensors
+    its key map gathers from ``hf_module.state_dict()``, cast to its dtype, in its train/eval mode."""
+    reference = next(hf_module.parameters())
+    config = mapped.config(config_of(hf_module))
+    with torch.device(reference.device):
+        model = mapped.build(config)
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    model.load_state_dict(mapped.key_map(config).in_memory().gather(hf_module.state_dict(), shapes), strict=True)
+    if reference.dtype != torch.float32:
+        cast_model(model, reference.dtype)
+    return model.train(hf_module.training)
+
+
+def register_transformers(class_name: str, converter: Mapped | Callable[[nn.Module], nn.Module],
+                          config_of: Callable[[nn.Module], Config] = _module_config) -> None:
+    """Let :func:`~omnikit.convert.from_transformers` convert instances of the transformers class
+    ``class_name``: through the maps of ``converter`` (a :class:`Mapped`, its config read by
+    ``config_of(module)``, default ``module.config.to_dict()``) or a plain ``module -> module`` function."""
+    _TRANSFORMERS[class_name] = (
+        (lambda module: convert_transformers(module, converter, config_of)) if isinstance(converter, Mapped)
+        else converter
+    )
+
+
+def _import_builtins() -> None:
+    for module in sorted(set(BUILTIN_MODULES.values())):
+        importlib.import_module(module)
+
+
+def supported_transformers_classes() -> list[str]:
+    """Names of the transformers classes :func:`~omnikit.convert.from_transformers` accepts."""
+    _import_builtins()
+    return sorted(_TRANSFORMERS)
+
+
+def transformers_converter(hf_module: nn.Module) -> Callable[[nn.Module], nn.Module]:
+    """The registered conversion of ``hf_module``'s class; ``TypeError`` listing the supported ones."""
+    name = type(hf_module).__name__
+    if name not in _TRANSFORMERS:
+        _import_builtins()
+    if name not in _TRANSFORMERS:
+        raise OmnikitTypeError(
+            f"`hf_module` of class {name} has no omnikit converter; supported: {supported_transformers_classes()}"
+        )
+    return _TRANSFORMERS[name]

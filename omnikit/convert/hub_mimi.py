@@ -7,6 +7,7 @@ Part ``"codec"`` (the default). Codes and decoded audio equal transformers' ``en
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,56 +15,51 @@ import torch
 from torch import nn
 
 from omnikit.audio.mimi import MimiConfig, MimiTokenizer
-from omnikit.convert.architectures import Config, Part, register_architecture
+from omnikit.convert.architectures import Mapped, register_architecture
+from omnikit.convert.configmap import ConfigMap, Constant, Convert, Derived, Field, Refuse
 from omnikit.convert.hub_qwen import attention_key_map
 from omnikit.convert.keymap import KeyMap, Rename, Skip
 from omnikit.utils.checks import OmnikitValueError
 
-__all__ = ["mimi_config", "mimi_key_map"]
+__all__ = ["MIMI", "mimi_key_map"]
 
 
-def mimi_config(config: Config) -> MimiConfig:
-    """The :class:`MimiConfig` of a transformers ``MimiModel`` ``config.json``."""
-    unsupported = {
-        "use_causal_conv": (config.get("use_causal_conv", True), True),
-        "hidden_act": (config.get("hidden_act", "gelu"), "gelu"),
-        "attention_bias": (config.get("attention_bias", False), False),
-        "trim_right_ratio": (config.get("trim_right_ratio", 1.0), 1.0),
-        "rope_type": ((config.get("rope_parameters") or {}).get("rope_type", "default"), "default"),
-    }
-    for name, (value, expected) in unsupported.items():
-        if value != expected:
-            raise OmnikitValueError(f"Mimi {name}={value!r} is not supported; expected {expected!r}")
-    frame_rate = config.get("frame_rate", config.get("_frame_rate"))
-    if frame_rate is None:
-        raise OmnikitValueError("Mimi config.json expected 'frame_rate'")
-    heads = config["num_attention_heads"]
-    return MimiConfig(
-        sample_rate=config["sampling_rate"], channels=config.get("audio_channels", 1), dim=config["hidden_size"],
-        n_filters=config["num_filters"], n_residual=config.get("num_residual_layers", 1),
-        ratios=tuple(config["upsampling_ratios"]), kernel_size=config.get("kernel_size", 7),
-        last_kernel_size=config.get("last_kernel_size", 3), residual_kernel_size=config.get("residual_kernel_size", 3),
-        dilation_base=config.get("dilation_growth_rate", 2), compress=config.get("compress", 2),
-        conv_shortcut=config.get("use_conv_shortcut", False), pad_mode=config.get("pad_mode", "constant"),
-        frame_rate=float(frame_rate), codebook_size=config["codebook_size"],
-        codebook_dim=config.get("vector_quantization_hidden_dimension") or config["hidden_size"],
-        num_quantizers=config["num_quantizers"], num_semantic=config.get("num_semantic_quantizers", 1),
-        upsample_groups=config.get("upsample_groups", config["hidden_size"]), depth=config["num_hidden_layers"],
-        num_heads=heads, num_kv_heads=config.get("num_key_value_heads") or heads,
-        head_dim=config.get("head_dim") or config["hidden_size"] // heads, mlp_hidden=config["intermediate_size"],
-        rope_base=float((config.get("rope_parameters") or {}).get("rope_theta", config.get("rope_theta", 10000.0))),
-        norm_eps=config.get("norm_eps", 1e-5), sliding_window=config.get("sliding_window") or 250,
-    )
+#: The :class:`MimiConfig` of a transformers ``MimiModel`` ``config.json``.
+MIMI = ConfigMap((
+    Constant("model_type", "mimi"),
+    Refuse("use_causal_conv", (True,)), Refuse("hidden_act", ("gelu",)), Refuse("attention_bias", (False,)),
+    Refuse("trim_right_ratio", (1.0,)), Refuse("rope_parameters.rope_type", ("default",)),
+    Field("sample_rate", "sampling_rate"), Field("channels", "audio_channels", 1), Field("dim", "hidden_size"),
+    Field("n_filters", "num_filters"), Field("n_residual", "num_residual_layers", 1),
+    Field("ratios", "upsampling_ratios", cast=tuple), Field("kernel_size", "kernel_size", 7),
+    Field("last_kernel_size", "last_kernel_size", 3), Field("residual_kernel_size", "residual_kernel_size", 3),
+    Field("dilation_base", "dilation_growth_rate", 2), Field("compress", "compress", 2),
+    Field("conv_shortcut", "use_conv_shortcut", False), Field("pad_mode", "pad_mode", "constant"),
+    # transformers writes frame_rate only when it was given: the downsampling conv halves the SEANet rate
+    Convert("frame_rate", "frame_rate", lambda rate, f: float(rate) if rate is not None else
+            f["sample_rate"] / (math.prod(f["ratios"]) * 2), lambda rate, f: rate, None, ("_frame_rate",)),
+    Field("codebook_size", "codebook_size"),
+    Derived("codebook_dim", "vector_quantization_hidden_dimension", lambda f: f["dim"]),
+    # transformers also reads its own `codebook_dim` (default 256): written equal, never read
+    Convert("codebook_dim", "codebook_dim", lambda _, f: f["codebook_dim"], lambda dim, f: dim, None),
+    Field("num_quantizers", "num_quantizers"), Field("num_semantic", "num_semantic_quantizers", 1),
+    Derived("upsample_groups", "upsample_groups", lambda f: f["dim"]), Field("depth", "num_hidden_layers"),
+    Field("num_heads", "num_attention_heads"), Derived("num_kv_heads", "num_key_value_heads", lambda f: f["num_heads"]),
+    Derived("head_dim", "head_dim", lambda f: f["dim"] // f["num_heads"]), Field("mlp_hidden", "intermediate_size"),
+    Field("rope_base", "rope_parameters.rope_theta", 10000.0, float, ("rope_theta",)),
+    Field("norm_eps", "norm_eps", 1e-5), Field("sliding_window", "sliding_window", 250),
+), target=MimiConfig)
 
 
-def mimi_key_map(config: Config) -> KeyMap:
+def mimi_key_map(cfg: MimiConfig) -> KeyMap:
     """Rules of :class:`MimiTokenizer` <- transformers' ``MimiModel`` (flat published names)."""
-    cfg = mimi_config(config)
     q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
     layer = "{t}.layers.{i}."
     return KeyMap((
         *(Rename(f"{{s}}.{{n}}.{inner}conv.{{p}}", f"{{s}}.layers.{{n}}.{inner}conv.{{p}}")
           for inner in ("", "block.{j}.", "shortcut.")),
+        Rename("{s}.{n}.convtr.{p}", "{s}.layers.{n}.conv.{p}"),
+        Rename("upsample.convtr.weight", "upsample.conv.weight"),
         Rename("{c}.conv.weight", "{c}.conv.weight"),
     )) + attention_key_map((q, kv, kv), layer, layer) + KeyMap((
         Rename(layer + "fc1.weight", layer + "mlp.fc1.weight"),
@@ -83,7 +79,5 @@ def codec_inputs(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, Any]:
     return {"wav": torch.as_tensor(inputs["input_values"])}
 
 
-register_architecture(
-    "MimiModel", parts={"codec": Part(lambda c: MimiTokenizer(mimi_config(c)), mimi_key_map, inputs=codec_inputs)},
-    default_part="codec",
-)
+register_architecture("MimiModel", default_part="codec",
+                      parts={"codec": Mapped(MIMI, MimiTokenizer, mimi_key_map).part(inputs=codec_inputs)})

@@ -5,49 +5,100 @@ with ``generate``), part ``"text_model"`` (the default). Qwen2 has q/k/v biases 
 Qwen3 has qk-norm and, with ``attention_bias``, q/k/v and output biases; Qwen3-MoE replaces the
 MLP of every ``decoder_sparse_step``-th layer not in ``mlp_only_layers`` by a MoE layer (softmax
 router, top-k renormalised when ``norm_topk_prob``), its per-expert weights stacked into
-omnikit's grouped experts.
+omnikit's grouped experts. ``from_transformers`` converts ``Qwen3DecoderLayer`` and the Qwen MoE
+blocks with the same config and key maps.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
-from omnikit.convert.architectures import Config, Part, register_architecture
+from omnikit.convert.architectures import Config, Mapped, register_architecture, register_transformers
+from omnikit.convert.configmap import ConfigMap, Constant, Convert, Derived, Field, Fixed, Refuse, Same
 from omnikit.convert.inputs import text_inputs
 from omnikit.convert.keymap import Fuse, KeyMap, Rename, Skip, StackExperts
-from omnikit.layers.decoder import DecoderConfig
+from omnikit.layers.decoder import DecoderBlock, DecoderConfig
 from omnikit.models.language_model import CausalLM
 from omnikit.moe.layer import MoE, MoEConfig
 from omnikit.utils.checks import OmnikitValueError
 
-__all__ = ["attention_key_map", "decoder_config", "decoder_key_map", "qwen_config", "sparse_layers"]
+__all__ = [
+    "DECODER",
+    "MOE",
+    "MROPE",
+    "QWEN2",
+    "QWEN3",
+    "attention_key_map",
+    "decoder_config",
+    "decoder_key_map",
+    "interleaved",
+    "lm_key_map",
+    "moe_config",
+    "moe_key_map",
+    "sparse_layers",
+]
+
+#: What every Qwen decoder's config.json shares (Qwen2, Qwen3, their MoE and Omni text models).
+DECODER = ConfigMap((
+    Refuse("hidden_act", ("silu",)), Refuse("use_sliding_window", (False,), write_value=False),
+    Refuse("rope_parameters.rope_type", ("default",), ("rope_scaling.rope_type", "rope_scaling.type")),
+    Field("dim", "hidden_size"), Field("depth", "num_hidden_layers"), Field("num_heads", "num_attention_heads"),
+    Derived("num_kv_heads", "num_key_value_heads", lambda f: f["num_heads"]),
+    Derived("head_dim", "head_dim", lambda f: f["dim"] // f["num_heads"]),
+    Field("mlp_hidden", "intermediate_size"), Field("norm_eps", "rms_norm_eps", 1e-6),
+    Field("rope_base", "rope_parameters.rope_theta", 10000.0, float, ("rope_scaling.rope_theta", "rope_theta")),
+    Field("vocab_size", "vocab_size"), Field("tie_embeddings", "tie_word_embeddings", False, bool),
+    Fixed("mlp", "swiglu"), Fixed("norm", "rmsnorm"), Fixed("sliding_window", None), Fixed("attention_chunk", None),
+), target=DecoderConfig)
+_PLAIN_ROPE = ConfigMap((Fixed("mrope_sections", None), Fixed("mrope_interleaved", False),
+                         Constant("max_position_embeddings", 32768), Constant("dtype", "float32")))
+#: Qwen3: qk-norm; ``attention_bias`` puts biases on q/k/v and the output projection.
+QWEN3 = DECODER + _PLAIN_ROPE + ConfigMap((
+    Fixed("qk_norm", True), Field("qkv_bias", "attention_bias", False, bool), Same("out_bias", "qkv_bias"),
+    Constant("model_type", "qwen3"),
+))
+#: Qwen2: q/k/v biases, no qk-norm.
+QWEN2 = DECODER + _PLAIN_ROPE + ConfigMap((
+    Fixed("qk_norm", False), Fixed("qkv_bias", True), Fixed("out_bias", False), Constant("model_type", "qwen2"),
+))
+#: A Qwen MoE layer (routed SwiGLU experts, softmax router).
+MOE = ConfigMap((
+    Refuse("hidden_act", ("silu",)), Field("dim", "hidden_size"),
+    Field("num_experts", "num_experts", fallbacks=("num_local_experts",)), Field("top_k", "num_experts_per_tok"),
+    Field("expert_hidden", "moe_intermediate_size"), Field("normalize_weights", "norm_topk_prob", True, bool),
+), target=MoEConfig)
+#: Qwen2-MoE's layer adds a shared expert scaled by ``sigmoid(shared_expert_gate(x))``.
+SHARED_MOE = MOE + ConfigMap((Field("shared_hidden", "shared_expert_intermediate_size"), Fixed("shared_gate", True)))
 
 
-def _rope_theta(config: Config) -> float:
-    params = config.get("rope_parameters") or config.get("rope_scaling") or {}
-    rope_type = params.get("rope_type", params.get("type", "default"))
-    if rope_type != "default":
-        raise OmnikitValueError(f"rope_type {rope_type!r} is not supported; only 'default' rotary loads")
-    return float(params.get("rope_theta", config.get("rope_theta", 10000.0)))
+def _sections(value: Any, fields: Any) -> tuple[int, int, int]:
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        raise OmnikitValueError(f"text_config rope parameters expected a 3-entry mrope_section but got {value!r}")
+    return tuple(value)
 
 
+def interleaved(value: Any, fields: Any) -> bool:
+    """The ``rope_parameters.interleaved`` a Qwen3-Omni M-RoPE requires (``ValueError`` otherwise)."""
+    if not value:
+        raise OmnikitValueError("text_config rope parameters expected interleaved M-RoPE but got interleaved=False")
+    return True
+
+
+#: M-RoPE ``(t, h, w)`` sections of a Qwen-Omni text model (required, 3 entries).
+MROPE = ConfigMap((Convert("mrope_sections", "rope_parameters.mrope_section", _sections, lambda v, f: list(v),
+                           fallbacks=("rope_scaling.mrope_section",)),))
 def decoder_config(config: Config, *, qk_norm: bool, qkv_bias: bool, out_bias: bool) -> DecoderConfig:
-    """The :class:`DecoderConfig` of a Qwen-family ``config.json`` (text part)."""
-    if config.get("hidden_act", "silu") != "silu":
-        raise OmnikitValueError(f"hidden_act {config.get('hidden_act')!r} is not supported; expected 'silu'")
-    if config.get("use_sliding_window"):
-        raise OmnikitValueError("use_sliding_window=True is not supported (per-layer windows are not modelled)")
-    heads = config["num_attention_heads"]
-    return DecoderConfig(
-        dim=config["hidden_size"], depth=config["num_hidden_layers"], num_heads=heads,
-        num_kv_heads=config.get("num_key_value_heads") or heads,
-        head_dim=config.get("head_dim") or config["hidden_size"] // heads,
-        mlp_hidden=config["intermediate_size"], norm_eps=config.get("rms_norm_eps", 1e-6), qk_norm=qk_norm,
-        qkv_bias=qkv_bias, out_bias=out_bias, rope_base=_rope_theta(config), vocab_size=config["vocab_size"],
-        tie_embeddings=bool(config.get("tie_word_embeddings", False)),
-    )
+    """The :class:`DecoderConfig` of a Qwen-family ``config.json`` (text part) with these attention options."""
+    return (DECODER + ConfigMap((Fixed("qk_norm", qk_norm), Fixed("qkv_bias", qkv_bias),
+                                 Fixed("out_bias", out_bias))))(config)
+
+
+def moe_config(config: Config) -> MoEConfig:
+    """The :class:`MoEConfig` of a Qwen3-MoE layer."""
+    return MOE(config)
 
 
 def sparse_layers(config: Config) -> list[int]:
@@ -56,15 +107,6 @@ def sparse_layers(config: Config) -> list[int]:
     step = config.get("decoder_sparse_step", 1)
     dense = set(config.get("mlp_only_layers") or ())
     return [i for i in range(config["num_hidden_layers"]) if i not in dense and experts > 0 and (i + 1) % step == 0]
-
-
-def moe_config(config: Config) -> MoEConfig:
-    """The :class:`MoEConfig` of a Qwen3-MoE layer."""
-    return MoEConfig(
-        dim=config["hidden_size"], num_experts=config.get("num_experts", config.get("num_local_experts")),
-        top_k=config["num_experts_per_tok"], expert_hidden=config["moe_intermediate_size"],
-        normalize_weights=bool(config.get("norm_topk_prob", True)),
-    )
 
 
 def attention_key_map(sizes: tuple[int, int, int], hf_layers: str, ours: str) -> KeyMap:
@@ -82,6 +124,19 @@ def attention_key_map(sizes: tuple[int, int, int], hf_layers: str, ours: str) ->
     ))
 
 
+def moe_key_map(expert_hidden: int, hf: str = "", ours: str = "") -> KeyMap:
+    """Rules of a :class:`MoE` <- a Qwen sparse block (``gate``, per-expert or in-memory stacked
+    ``experts``, optional ``shared_expert`` and ``shared_expert_gate``)."""
+    return KeyMap((
+        Rename(ours + "router.weight", hf + "gate.weight"),
+        StackExperts(ours + "experts.gate_up", (hf + "experts.{e}.gate_proj.weight", hf + "experts.{e}.up_proj.weight"),
+                     (expert_hidden, expert_hidden), stacked=hf + "experts.gate_up_proj"),
+        StackExperts(ours + "experts.down", (hf + "experts.{e}.down_proj.weight",), stacked=hf + "experts.down_proj"),
+        Rename(ours + "shared.{m}.weight", hf + "shared_expert.{m}_proj.weight"),
+        Rename(ours + "shared_gate.weight", hf + "shared_expert_gate.weight"),
+    ))
+
+
 def decoder_key_map(config: DecoderConfig, expert_hidden: int = 0, hf_layers: str = "model.layers.{i}.",
                     ours: str = "decoder.blocks.{i}.") -> KeyMap:
     """Rules of a Qwen decoder layer stack (attention, norms, dense SwiGLU, or MoE experts of width
@@ -93,16 +148,9 @@ def decoder_key_map(config: DecoderConfig, expert_hidden: int = 0, hf_layers: st
     return attention_key_map((heads * head_dim, kv * head_dim, kv * head_dim), hf_layers, ours) + KeyMap((
         Rename(ours + "attn.q_norm.weight", attn + "q_norm.weight"),
         Rename(ours + "attn.k_norm.weight", attn + "k_norm.weight"),
-        Rename(ours + "mlp.gate.weight", mlp + "gate_proj.weight"),
-        Rename(ours + "mlp.up.weight", mlp + "up_proj.weight"),
-        Rename(ours + "mlp.down.weight", mlp + "down_proj.weight"),
-        Rename(ours + "mlp.router.weight", mlp + "gate.weight"),
-        StackExperts(ours + "mlp.experts.gate_up", (mlp + "experts.{e}.gate_proj.weight",
-                                                    mlp + "experts.{e}.up_proj.weight"),
-                     (expert_hidden, expert_hidden)),
-        StackExperts(ours + "mlp.experts.down", (mlp + "experts.{e}.down_proj.weight",)),
+        *(Rename(f"{ours}mlp.{m}.weight", f"{mlp}{m}_proj.weight") for m in ("gate", "up", "down")),
         Skip(attn + "rotary_emb.inv_freq"),
-    ))
+    )) + moe_key_map(expert_hidden, mlp, ours + "mlp.")
 
 
 def lm_key_map(config: DecoderConfig, expert_hidden: int = 0) -> KeyMap:
@@ -114,70 +162,52 @@ def lm_key_map(config: DecoderConfig, expert_hidden: int = 0) -> KeyMap:
     )) + decoder_key_map(config, expert_hidden)
 
 
-def qwen_config(config: DecoderConfig, architecture: str) -> Config:
-    """A transformers ``config.json`` dict for a dense Qwen2/Qwen3 :class:`DecoderConfig`."""
-    config_dict: Config = {
-        "architectures": [architecture], "model_type": "qwen3" if architecture.startswith("Qwen3") else "qwen2",
-        "hidden_size": config.dim, "num_hidden_layers": config.depth, "num_attention_heads": config.num_heads,
-        "num_key_value_heads": config.num_kv_heads or config.num_heads,
-        "intermediate_size": config.mlp_hidden, "rms_norm_eps": config.norm_eps, "vocab_size": config.vocab_size,
-        "tie_word_embeddings": config.tie_embeddings, "hidden_act": "silu",
-        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_base},
-        "max_position_embeddings": 32768, "dtype": "float32",
-    }
-    if architecture.startswith("Qwen3"):
-        config_dict.update(head_dim=config.head_dim or config.dim // config.num_heads, attention_bias=config.qkv_bias)
-    return config_dict
-
-
-def _dense_export(architecture: str, qk_norm: bool) -> Any:
-    def export(model: nn.Module) -> Config | None:
-        if not isinstance(model, CausalLM) or any(isinstance(m, MoE) for m in model.modules()):
-            return None
-        cfg = model.config
-        matches = (cfg.mlp == "swiglu" and cfg.norm == "rmsnorm" and cfg.mrope_sections is None
-                   and cfg.sliding_window is None and cfg.attention_chunk is None and cfg.qk_norm == qk_norm
-                   and (cfg.qkv_bias == cfg.out_bias if qk_norm else cfg.qkv_bias and not cfg.out_bias))
-        return qwen_config(cfg, architecture) if matches and cfg.mlp_hidden else None
-
-    return export
-
-
 def _build_lm(config: DecoderConfig, mlp_factory: Any = None) -> nn.Module:
     from omnikit.fusion.thinker import Thinker
 
     return Thinker(config, mlp_factory)
 
 
-def _qwen3(config: Config) -> DecoderConfig:
-    bias = bool(config.get("attention_bias", False))
-    return decoder_config(config, qk_norm=True, qkv_bias=bias, out_bias=bias)
+def _export(cmap: ConfigMap, architecture: str) -> Callable[[nn.Module], Config | None]:
+    def export(model: nn.Module) -> Config | None:
+        if not isinstance(model, CausalLM) or any(isinstance(m, MoE) for m in model.modules()):
+            return None
+        config = cmap.write(model.config)
+        return None if config is None else {"architectures": [architecture], **config}
+
+    return export
 
 
-def _qwen2(config: Config) -> DecoderConfig:
-    return decoder_config(config, qk_norm=False, qkv_bias=True, out_bias=False)
+def _dense(cmap: ConfigMap, architecture: str) -> Mapped:
+    return Mapped(cmap, _build_lm, lm_key_map, _export(cmap, architecture))
 
 
-def _build_moe(config: Config) -> nn.Module:
-    sparse, moe = set(sparse_layers(config)), moe_config(config)
-    return _build_lm(_qwen3(config), lambda i: MoE(moe) if i in sparse else "swiglu")
+def _moe_lm(config: Config) -> tuple[DecoderConfig, MoEConfig, frozenset[int]]:
+    return QWEN3(config), MOE(config), frozenset(sparse_layers(config))
 
 
-register_architecture(
-    "Qwen3ForCausalLM",
-    parts={"text_model": Part(lambda c: _build_lm(_qwen3(c)), lambda c: lm_key_map(_qwen3(c)),
-                              inputs=text_inputs, export_config=_dense_export("Qwen3ForCausalLM", qk_norm=True))},
-    default_part="text_model",
-)
-register_architecture(
-    "Qwen2ForCausalLM",
-    parts={"text_model": Part(lambda c: _build_lm(_qwen2(c)), lambda c: lm_key_map(_qwen2(c)),
-                              inputs=text_inputs, export_config=_dense_export("Qwen2ForCausalLM", qk_norm=False))},
-    default_part="text_model",
-)
-register_architecture(
-    "Qwen3MoeForCausalLM",
-    parts={"text_model": Part(_build_moe, lambda c: lm_key_map(_qwen3(c), c["moe_intermediate_size"]),
-                              inputs=text_inputs)},
-    default_part="text_model",
-)
+def _build_moe_lm(config: tuple[DecoderConfig, MoEConfig, frozenset[int]]) -> nn.Module:
+    decoder, moe, sparse = config
+    return _build_lm(decoder, lambda i: MoE(moe) if i in sparse else "swiglu")
+
+
+def _block(config: DecoderConfig) -> DecoderBlock:
+    return DecoderBlock(config.dim, config.num_heads, config.num_kv_heads, config.head_dim,
+                        mlp_hidden=config.mlp_hidden, mlp=config.mlp, norm=config.norm, norm_eps=config.norm_eps,
+                        qk_norm=config.qk_norm, qkv_bias=config.qkv_bias, out_bias=config.out_bias,
+                        rope_base=config.rope_base, sliding_window=config.sliding_window)
+
+
+for _name, _map in (("Qwen3ForCausalLM", QWEN3), ("Qwen2ForCausalLM", QWEN2)):
+    register_architecture(_name, parts={"text_model": _dense(_map, _name).part(inputs=text_inputs)},
+                          default_part="text_model")
+register_architecture("Qwen3MoeForCausalLM", default_part="text_model", parts={"text_model": Mapped(
+    _moe_lm, _build_moe_lm, lambda c: lm_key_map(c[0], c[1].expert_hidden)).part(inputs=text_inputs)})
+
+register_transformers("Qwen3DecoderLayer", Mapped(QWEN3, _block, lambda c: decoder_key_map(c, 0, "", "")),
+                      lambda layer: layer.self_attn.config.to_dict())
+register_transformers("Qwen3MoeSparseMoeBlock", Mapped(MOE, MoE, lambda c: moe_key_map(c.expert_hidden)),
+                      lambda block: block.experts.config.to_dict())
+for _name in ("Qwen2MoeSparseMoeBlock", "Qwen3OmniMoeTalkerTextSparseMoeBlock"):
+    register_transformers(_name, Mapped(SHARED_MOE, MoE, lambda c: moe_key_map(c.expert_hidden)),
+                          lambda block: block.experts.config.to_dict())

@@ -23,16 +23,16 @@ import torch
 from torch import nn
 
 from omnikit.audio.aut import AuTEncoder, AuTEncoderConfig
-from omnikit.audio.code2wav import Code2Wav
-from omnikit.convert.architectures import Config, Part, register_architecture
-from omnikit.convert.hub_qwen import decoder_config, lm_key_map, moe_config, sparse_layers
-from omnikit.convert.hub_qwen2_5_omni import mrope_decoder_dict, thinker_inputs, whole_number
+from omnikit.convert.architectures import Config, Mapped, Part, preset, register_architecture, register_transformers
+from omnikit.convert.configmap import ConfigMap, Constant, Convert, Field, Fixed, Refuse
+from omnikit.convert.hub_qwen import DECODER, MROPE, interleaved, lm_key_map, moe_config, sparse_layers
+from omnikit.convert.hub_qwen2_5_omni import thinker_inputs, whole_number
+from omnikit.convert.hub_whisper import whisper_layers_key_map
 from omnikit.convert.inputs import text_inputs
 from omnikit.convert.keymap import Fuse, KeyMap, Rename
 from omnikit.convert.qwen3_omni_code2wav import code2wav_config, code2wav_key_map
 from omnikit.convert.qwen3_omni_talker import talker_config, talker_key_map
 from omnikit.convert.qwen3_omni_vision import VISION_KEYS, vision_config
-from omnikit.convert.whisper import whisper_layers_key_map
 from omnikit.fusion.deepstack_thinker import DeepstackThinker
 from omnikit.fusion.modality import MediaTokens
 from omnikit.fusion.qwen3_omni_thinker import Qwen3OmniThinker
@@ -40,55 +40,65 @@ from omnikit.fusion.tmrope import QWEN3_OMNI
 from omnikit.layers.decoder import DecoderConfig
 from omnikit.layers.mlp import SwiGLU
 from omnikit.moe.layer import MoE, MoEConfig
-from omnikit.speech.qwen3_omni_talker import Qwen3OmniTalker
-from omnikit.utils.checks import OmnikitValueError, check_choice
+from omnikit.utils.checks import OmnikitValueError
 from omnikit.vision.qwen3_vit import Qwen3ViT
 
 __all__ = [
-    "FULL", "PUBLISHED_MARKERS", "audio_inputs", "aut_config", "aut_key_map", "build_text_model", "build_thinker",
-    "export_thinker_config", "media_tokens", "text_config", "text_key_map", "thinker_key_map", "vision_inputs",
+    "FULL",
+    "PUBLISHED_MARKERS",
+    "TEXT",
+    "audio_inputs",
+    "aut_config",
+    "aut_key_map",
+    "build_text_model",
+    "build_thinker",
+    "export_thinker_config",
+    "media_tokens",
+    "text_config",
+    "text_key_map",
+    "thinker_key_map",
+    "vision_inputs",
 ]
 
 FULL = "Qwen3OmniMoeForConditionalGeneration"
 
 
-def aut_config(audio: Mapping[str, Any]) -> AuTEncoderConfig:
-    """The :class:`AuTEncoderConfig` of a Qwen3-Omni ``audio_config`` dict (transformers' defaults for absent keys)."""
-    check_choice(audio.get("activation_function", "gelu"), "audio_config.activation_function", ("gelu",))
-    n_window = audio.get("n_window", 50)
-    return AuTEncoderConfig(
-        n_mels=audio.get("num_mel_bins", 128), conv_channels=audio.get("downsample_hidden_size", 480),
-        dim=audio.get("d_model", 1280), depth=audio.get("encoder_layers", 32),
-        num_heads=audio.get("encoder_attention_heads", 20), mlp_hidden=audio.get("encoder_ffn_dim", 5120),
-        output_dim=audio.get("output_dim", 3584), n_window=n_window,
-        attn_window_chunks=audio.get("n_window_infer", 800) // (2 * n_window),
-    )
+#: The :class:`AuTEncoderConfig` of a Qwen3-Omni ``audio_config`` dict (transformers' defaults for absent keys).
+aut_config = ConfigMap((
+    Refuse("activation_function", ("gelu",)), Field("n_mels", "num_mel_bins", 128),
+    Field("conv_channels", "downsample_hidden_size", 480), Field("dim", "d_model", 1280),
+    Field("depth", "encoder_layers", 32), Field("num_heads", "encoder_attention_heads", 20),
+    Field("mlp_hidden", "encoder_ffn_dim", 5120), Field("output_dim", "output_dim", 3584),
+    Field("n_window", "n_window", 50),
+    Convert("attn_window_chunks", "n_window_infer", lambda v, f: v // (2 * f["n_window"]),
+            lambda v, f: v * 2 * f["n_window"], default=800),
+    Constant("model_type", "qwen3_omni_moe_audio_encoder"),
+), target=AuTEncoderConfig)
 
 
-def aut_key_map(audio: Mapping[str, Any]) -> KeyMap:
+def aut_key_map(audio: AuTEncoderConfig) -> KeyMap:
     """AuTEncoder keys <- ``audio_tower.*`` names (relative). Unlike Whisper's, the key projection has
     a bias (it cancels in the softmax but is kept, so a save writes the checkpoint back)."""
-    dim = audio.get("d_model", 1280)
     stem = ("conv2d1", "conv2d2", "conv2d3", "conv_out", "proj1", "proj2")
     attn = "layers.{i}.self_attn."
     return KeyMap((
         *(Rename(f"{n}.{{p}}", f"{n}.{{p}}") for n in stem), Rename("norm.{p}", "ln_post.{p}"),
-        Fuse("encoder.blocks.{i}.attn.qkv.bias", tuple(f"{attn}{x}_proj.bias" for x in "qkv"), (dim,) * 3),
-    )) + whisper_layers_key_map(dim)
+        Fuse("encoder.blocks.{i}.attn.qkv.bias", tuple(f"{attn}{x}_proj.bias" for x in "qkv"), (audio.dim,) * 3),
+    )) + whisper_layers_key_map(audio.dim)
+
+
+#: The Thinker's text model: Qwen3 layers (qk-norm, no biases) with interleaved M-RoPE (MoE: :data:`MOE`).
+TEXT = DECODER + MROPE + ConfigMap((
+    Convert("mrope_interleaved", "rope_parameters.interleaved", interleaved, lambda v, f: v, False,
+            ("rope_parameters.mrope_interleaved",)),
+    Fixed("mrope_interleaved", True), Fixed("qk_norm", True), Fixed("qkv_bias", False), Fixed("out_bias", False),
+    Constant("model_type", "qwen3_omni_moe_text"),
+))
 
 
 def text_config(thinker: Mapping[str, Any]) -> DecoderConfig:
-    """The Thinker text model's :class:`DecoderConfig`: Qwen3 layers (qk-norm, no biases), interleaved M-RoPE."""
-    text = thinker["text_config"]
-    rope = text.get("rope_parameters") or {}
-    sections = rope.get("mrope_section")
-    if sections is None or len(sections) != 3:
-        raise OmnikitValueError(f"text_config rope parameters expected a 3-entry mrope_section but got {rope}")
-    if not rope.get("interleaved", rope.get("mrope_interleaved", False)):
-        raise OmnikitValueError(f"text_config rope parameters expected interleaved M-RoPE but got {rope}")
-    config = decoder_config(text, qk_norm=True, qkv_bias=False, out_bias=False)
-    return replace(config, mrope_sections=tuple(sections), mrope_interleaved=True,
-                   tie_embeddings=bool(thinker.get("tie_word_embeddings", False)))
+    """The Thinker text model's config (:data:`TEXT`; ties the embeddings as the Thinker config says)."""
+    return replace(TEXT(thinker["text_config"]), tie_embeddings=bool(thinker.get("tie_word_embeddings", False)))
 
 
 def media_tokens(thinker: Mapping[str, Any]) -> MediaTokens:
@@ -132,7 +142,7 @@ def thinker_key_map(thinker: Mapping[str, Any]) -> KeyMap:
     ``visual.*``)."""
     return (
         text_key_map(thinker).under("text_model.")
-        + aut_key_map(thinker["audio_config"]).prefixed("audio_tower.").under("audio_encoder.")
+        + aut_key_map(aut_config(thinker["audio_config"])).prefixed("audio_tower.").under("audio_encoder.")
         + VISION_KEYS.prefixed("visual.").under("vision_encoder.")
     )
 
@@ -186,44 +196,27 @@ def export_thinker_config(model: nn.Module) -> Config | None:
         return None
     text, audio, vision = model.text_model.config, model.audio_encoder.config, model.vision_encoder.config
     layers = _moe_layers(model.text_model)
-    qwen3_text = (text.mlp == "swiglu" and text.norm == "rmsnorm" and text.qk_norm and not text.qkv_bias
-                  and not text.out_bias and text.mrope_sections is not None and text.mrope_interleaved
-                  and text.sliding_window is None and text.attention_chunk is None)
     scheme = replace(QWEN3_OMNI, ids_per_second=model.scheme.ids_per_second, sections=text.mrope_sections)
     # transformers' audio tower counts 13 tokens per 100-frame chunk: it models n_window=50 only
-    if layers is None or not qwen3_text or model.scheme != scheme or vision.patch[1] != vision.patch[2] \
+    if layers is None or model.scheme != scheme or vision.patch[1] != vision.patch[2] \
             or audio.n_window != 50 or audio.norm_eps != 1e-5 or vision.norm_eps != 1e-6:
         return None
     moe, dense, dense_width = layers
+    text_dict = TEXT.write(replace(text, mlp_hidden=dense_width))
+    if text_dict is None:
+        return None
     tokens = model.text_model.media_tokens
-    text_dict = mrope_decoder_dict(text)
-    text_dict["rope_parameters"]["interleaved"] = True
     text_dict.update(
-        model_type="qwen3_omni_moe_text", intermediate_size=dense_width,
-        head_dim=text.head_dim or text.dim // text.num_heads,
         moe_intermediate_size=moe.expert_hidden, num_experts=moe.num_experts, num_experts_per_tok=moe.top_k,
         norm_topk_prob=moe.normalize_weights, decoder_sparse_step=1, mlp_only_layers=dense, attention_bias=False,
-        tie_word_embeddings=text.tie_embeddings,
     )
     thinker = {
         "model_type": "qwen3_omni_moe_thinker", "audio_token_id": tokens.audio, "image_token_id": tokens.image,
         "video_token_id": tokens.video, "position_id_per_seconds": whole_number(model.scheme.ids_per_second),
         "tie_word_embeddings": text.tie_embeddings, **PUBLISHED_MARKERS, **model.marker_tokens,
         "text_config": text_dict,
-        "audio_config": {
-            "model_type": "qwen3_omni_moe_audio_encoder", "num_mel_bins": audio.n_mels, "d_model": audio.dim,
-            "encoder_layers": audio.depth, "encoder_attention_heads": audio.num_heads,
-            "encoder_ffn_dim": audio.mlp_hidden, "output_dim": audio.output_dim, "n_window": audio.n_window,
-            "n_window_infer": audio.attn_window_chunks * 2 * audio.n_window,
-            "downsample_hidden_size": audio.conv_channels,
-        },
-        "vision_config": {
-            "model_type": "qwen3_omni_moe_vision_encoder", "depth": vision.depth, "hidden_size": vision.dim,
-            "intermediate_size": vision.mlp_hidden, "num_heads": vision.num_heads, "out_hidden_size": vision.out_dim,
-            "patch_size": vision.patch[1], "temporal_patch_size": vision.patch[0], "in_channels": vision.in_chans,
-            "spatial_merge_size": vision.merge_size, "num_position_embeddings": vision.num_position_embeddings,
-            "deepstack_visual_indexes": list(vision.deepstack_indexes), "hidden_act": "gelu_pytorch_tanh",
-        },
+        "audio_config": aut_config.write(audio),
+        "vision_config": vision_config.write(vision),
     }
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     return {"architectures": [FULL], "model_type": "qwen3_omni_moe", "dtype": dtype, "enable_audio_output": False,
@@ -234,18 +227,24 @@ def _thinker(config: Config) -> Config:
     return config["thinker_config"]
 
 
+AUDIO = Mapped(aut_config, preset("qwen3_omni_aut"), aut_key_map)
+VISION = Mapped(vision_config, preset("qwen3_vit_omni_30b_a3b"), lambda c: VISION_KEYS)
+TALKER = Mapped(talker_config, preset("qwen3_omni_30b_a3b_talker"), talker_key_map)
+CODE2WAV = Mapped(code2wav_config, preset("code2wav_qwen3_omni"), code2wav_key_map)
+
 register_architecture(FULL, default_part="thinker", parts={
     "thinker": Part(lambda c: build_thinker(_thinker(c)), lambda c: thinker_key_map(_thinker(c)), "thinker.",
                     inputs=thinker_inputs, export_config=export_thinker_config),
     "text_model": Part(lambda c: build_text_model(_thinker(c)), lambda c: text_key_map(_thinker(c)), "thinker.",
                        owns=("thinker.model.", "thinker.lm_head."), inputs=text_inputs),
-    "audio_encoder": Part(lambda c: AuTEncoder(aut_config(_thinker(c)["audio_config"])),
-                          lambda c: aut_key_map(_thinker(c)["audio_config"]), "thinker.audio_tower.",
-                          inputs=audio_inputs),
-    "vision_encoder": Part(lambda c: Qwen3ViT(vision_config(_thinker(c)["vision_config"])), lambda c: VISION_KEYS,
-                           "thinker.visual.", inputs=vision_inputs),
-    "talker": Part(lambda c: Qwen3OmniTalker(talker_config(c["talker_config"])),
-                   lambda c: talker_key_map(talker_config(c["talker_config"])), "talker."),
-    "code2wav": Part(lambda c: Code2Wav(code2wav_config(c["code2wav_config"])),
-                     lambda c: code2wav_key_map(code2wav_config(c["code2wav_config"])), "code2wav."),
+    "audio_encoder": AUDIO.part("thinker.audio_tower.", select=lambda c: _thinker(c)["audio_config"],
+                                inputs=audio_inputs),
+    "vision_encoder": VISION.part("thinker.visual.", select=lambda c: _thinker(c)["vision_config"],
+                                  inputs=vision_inputs),
+    "talker": TALKER.part("talker.", select=lambda c: c["talker_config"]),
+    "code2wav": CODE2WAV.part("code2wav.", select=lambda c: c["code2wav_config"]),
 })
+register_transformers("Qwen3OmniMoeAudioEncoder", AUDIO)
+register_transformers("Qwen3OmniMoeVisionEncoder", VISION)
+register_transformers("Qwen3OmniMoeTalkerForConditionalGeneration", TALKER)
+register_transformers("Qwen3OmniMoeCode2Wav", CODE2WAV)

@@ -123,12 +123,15 @@ class StackExperts:
     """``ours[e] = cat([t.format(e=e) for t in theirs], dim)``: per-expert tensors stacked to 3-D.
 
     ``ours``'s first dim is the number of experts. With one ``theirs`` name, ``sizes`` may be empty.
+    ``stacked`` names the one 3-D tensor an instantiated transformers module holds instead (its
+    ``state_dict()``, read by :meth:`KeyMap.in_memory`; checkpoints store the experts one by one).
     """
 
     ours: str
     theirs: tuple[str, ...]
     sizes: tuple[int, ...] = ()
     dim: int = 0
+    stacked: str | None = None
 
     def pieces(self, groups: Mapping[str, str], shape: Sequence[int]) -> list[Piece]:
         pieces: list[Piece] = []
@@ -142,7 +145,8 @@ class StackExperts:
         return pieces
 
     def prefixed(self, prefix: str) -> StackExperts:
-        return replace(self, theirs=tuple(prefix + t for t in self.theirs))
+        stacked = None if self.stacked is None else prefix + self.stacked
+        return replace(self, theirs=tuple(prefix + t for t in self.theirs), stacked=stacked)
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,12 @@ class KeyMap:
         """The same map with ``prefix`` prepended to every omnikit key (a submodule's map reused)."""
         return KeyMap(tuple(rule if isinstance(rule, _NOT_MAPPING) else replace(rule, ours=prefix + rule.ours)
                             for rule in self.rules))
+
+    def in_memory(self) -> KeyMap:
+        """The map of an instantiated transformers module's ``state_dict()``: experts read from their
+        ``stacked`` 3-D tensors."""
+        return KeyMap(tuple(Rename(r.ours, r.stacked) if isinstance(r, StackExperts) and r.stacked else r
+                            for r in self.rules))
 
     def skipped(self, key: str) -> bool:
         """True when the checkpoint tensor ``key`` is ignored."""

@@ -1,6 +1,7 @@
 """``transformers`` ``Qwen2_5OmniToken2WavModel`` (checkpoint keys ``token2wav.*``) -> :class:`omnikit.audio.Token2Wav`.
 
-Config: :func:`token2wav_config` (and back: :func:`token2wav_config_dict`); key map: :func:`token2wav_key_map`.
+Config: :func:`token2wav_config` (and back: :func:`token2wav_config_dict`); key map: :func:`token2wav_key_map`;
+both in :data:`TOKEN2WAV` (registered in :mod:`omnikit.convert.hub_qwen2_5_omni`).
 The DiT's q/k/v projections are fused, its time MLP, AdaLN linears and MLP renamed; the ECAPA-TDNN
 speaker encoder and the BigVGAN vocoder keep transformers' names.
 """
@@ -11,18 +12,15 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
-from torch import nn
-
 from omnikit.audio.bigvgan import BigVGANConfig
 from omnikit.audio.token2wav import Token2Wav, Token2WavConfig
 from omnikit.audio.token2wav_dit import DiTConfig
-from omnikit.convert import converter
+from omnikit.convert.architectures import Mapped
 from omnikit.convert.keymap import Fuse, KeyMap, Rename
 from omnikit.convert.qwen3_omni_code2wav import _same_names
-from omnikit.convert.whisper import build_converted
 from omnikit.utils.checks import check_choice
 
-__all__ = ["convert_qwen2_5_omni_token2wav", "token2wav_config", "token2wav_config_dict", "token2wav_key_map"]
+__all__ = ["TOKEN2WAV", "token2wav_config", "token2wav_config_dict", "token2wav_key_map"]
 
 #: omnikit DiT field <- transformers ``dit_config`` field, where the names differ.
 _DIT_NAMES = {
@@ -96,10 +94,7 @@ def token2wav_key_map(config: Token2WavConfig) -> KeyMap:
     )
 
 
-@converter("Qwen2_5OmniToken2WavModel")
-def convert_qwen2_5_omni_token2wav(hf_module: nn.Module) -> Token2Wav:
-    """A :class:`Token2Wav` whose ``token2wav(code, conditioning=, reference_mel=, noise=)`` equals ``hf_module``'s
-    waveform for the same initial noise."""
-    config = token2wav_config(hf_module.config.to_dict())
-    return build_converted("token2wav_qwen2_5_omni", hf_module, token2wav_key_map(config),
-                           dit=config.dit, vocoder=config.vocoder)
+#: load_hf's ``"token2wav"`` part of ``Qwen2_5OmniForConditionalGeneration`` and ``from_transformers`` of a
+#: ``Qwen2_5OmniToken2WavModel`` (its ``token2wav(code, conditioning=, reference_mel=, noise=)`` then equals the
+#: module's waveform for the same initial noise).
+TOKEN2WAV = Mapped(token2wav_config, Token2Wav, token2wav_key_map)

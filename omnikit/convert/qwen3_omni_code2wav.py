@@ -1,23 +1,16 @@
-"""``transformers`` ``Qwen3OmniMoeCode2Wav`` -> :class:`omnikit.audio.code2wav.Code2Wav`.
+"""The Qwen3-Omni Code2Wav's maps: ``Qwen3OmniMoeCode2Wav`` -> :class:`omnikit.audio.code2wav.Code2Wav`.
 
-Key map: :func:`code2wav_key_map`; config: :func:`code2wav_config`.
+Key map: :func:`code2wav_key_map`; config: :func:`code2wav_config` (registered in
+:mod:`omnikit.convert.hub_qwen3_omni`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict
-from typing import Any
-
-from torch import nn
-
-from omnikit.audio.code2wav import Code2Wav, Code2WavConfig
-from omnikit.convert import converter
+from omnikit.audio.code2wav import Code2WavConfig
+from omnikit.convert.configmap import ConfigMap, Derived, Field, Refuse
 from omnikit.convert.keymap import Fuse, KeyMap, Rename
-from omnikit.convert.whisper import build_converted
-from omnikit.utils.checks import check_choice
 
-__all__ = ["code2wav_config", "code2wav_key_map", "convert_qwen3_omni_code2wav"]
+__all__ = ["code2wav_config", "code2wav_key_map"]
 
 def _same_names(prefix: str, max_depth: int = 6) -> tuple[Rename, ...]:
     """Identity rules for every key ``prefix.a[.b[...]]`` of up to ``max_depth`` components."""
@@ -46,27 +39,18 @@ def code2wav_key_map(config: Code2WavConfig) -> KeyMap:
     ))
 
 
-def code2wav_config(config: Mapping[str, Any]) -> Code2WavConfig:
-    """The :class:`~omnikit.audio.Code2WavConfig` of a ``code2wav_config`` dict (transformers' defaults
-    for absent keys)."""
-    check_choice(config.get("hidden_act", "silu"), "code2wav_config.hidden_act", ("silu",))
-    rope = config.get("rope_parameters") or {}
-    check_choice(rope.get("rope_type", "default"), "code2wav_config.rope_parameters.rope_type", ("default",))
-    heads = config.get("num_attention_heads", 16)
-    return Code2WavConfig(
-        num_codebooks=config.get("num_quantizers", 16), codebook_size=config.get("codebook_size", 2048),
-        dim=config.get("hidden_size", 1024), depth=config.get("num_hidden_layers", 8), num_heads=heads,
-        num_kv_heads=config.get("num_key_value_heads", heads), mlp_hidden=config.get("intermediate_size", 3072),
-        sliding_window=config.get("sliding_window", 72), norm_eps=config.get("rms_norm_eps", 1e-5),
-        rope_base=float(rope.get("rope_theta", 10000.0)), layer_scale=config.get("layer_scale_initial_scale", 0.01),
-        attention_bias=bool(config.get("attention_bias", False)),
-        upsampling_ratios=tuple(config.get("upsampling_ratios", (2, 2))), decoder_dim=config.get("decoder_dim", 1536),
-        upsample_rates=tuple(config.get("upsample_rates", (8, 5, 4, 3))),
-    )
-
-
-@converter("Qwen3OmniMoeCode2Wav")
-def convert_qwen3_omni_code2wav(hf_module: nn.Module) -> Code2Wav:
-    """A :class:`Code2Wav` whose ``decode(codes)`` equals ``hf_module(codes)``."""
-    config = code2wav_config(hf_module.config.to_dict())
-    return build_converted("code2wav_qwen3_omni", hf_module, code2wav_key_map(config), **asdict(config))
+#: The :class:`~omnikit.audio.Code2WavConfig` of a ``code2wav_config`` dict (transformers' defaults for absent keys).
+code2wav_config = ConfigMap((
+    Refuse("hidden_act", ("silu",), label="code2wav_config.hidden_act"),
+    Refuse("rope_parameters.rope_type", ("default",), label="code2wav_config.rope_parameters.rope_type"),
+    Field("num_codebooks", "num_quantizers", 16), Field("codebook_size", "codebook_size", 2048),
+    Field("dim", "hidden_size", 1024), Field("depth", "num_hidden_layers", 8),
+    Field("num_heads", "num_attention_heads", 16),
+    Derived("num_kv_heads", "num_key_value_heads", lambda f: f["num_heads"]),
+    Field("mlp_hidden", "intermediate_size", 3072),
+    Field("sliding_window", "sliding_window", 72), Field("norm_eps", "rms_norm_eps", 1e-5),
+    Field("rope_base", "rope_parameters.rope_theta", 10000.0, float),
+    Field("layer_scale", "layer_scale_initial_scale", 0.01), Field("attention_bias", "attention_bias", False, bool),
+    Field("upsampling_ratios", "upsampling_ratios", (2, 2), tuple), Field("decoder_dim", "decoder_dim", 1536),
+    Field("upsample_rates", "upsample_rates", (8, 5, 4, 3), tuple),
+), target=Code2WavConfig)

@@ -1,48 +1,33 @@
-"""``transformers`` ``Qwen3OmniMoeTalkerForConditionalGeneration`` -> :class:`omnikit.fusion.Qwen3OmniTalker`.
+"""The Qwen3-Omni Talker's maps (``talker_config`` of :mod:`omnikit.convert.hub_qwen3_omni`):
+``Qwen3OmniMoeTalkerForConditionalGeneration`` -> :class:`omnikit.fusion.Qwen3OmniTalker`.
 
 Key map: :func:`talker_key_map` (the Qwen decoder-layer rules of :mod:`omnikit.convert.hub_qwen`
-for both decoders, plus the shared expert, projections, codec embeddings and heads).
+for both decoders, shared expert included, plus projections, codec embeddings and heads).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict
 from typing import Any
 
-from torch import nn
-
-from omnikit.convert import converter
 from omnikit.convert.hub_qwen import decoder_key_map
 from omnikit.convert.keymap import KeyMap, Rename, Skip
-from omnikit.convert.whisper import build_converted
 from omnikit.speech.qwen3_omni_talker import (
-    Qwen3OmniTalker,
     Qwen3OmniTalkerConfig,
     predictor_decoder_config,
     talker_decoder_config,
 )
 from omnikit.utils.checks import OmnikitValueError
 
-__all__ = ["convert_qwen3_omni_talker", "talker_config", "talker_key_map"]
+__all__ = ["talker_config", "talker_key_map"]
 
-def talker_key_map(config: Qwen3OmniTalkerConfig, *, stacked_experts: bool = False) -> KeyMap:
-    """omnikit key <- checkpoint name (relative to ``talker.``).
-
-    Checkpoints store each routed expert's ``gate_proj`` / ``up_proj`` / ``down_proj`` (stacked on
-    load); ``stacked_experts=True`` reads transformers' in-memory 3-D ``gate_up_proj`` / ``down_proj``.
-    """
-    layer, ours = "model.layers.{i}.mlp.", "decoder.blocks.{i}.mlp."
-    in_memory = KeyMap((
-        Rename(ours + "experts.gate_up", layer + "experts.gate_up_proj"),
-        Rename(ours + "experts.down", layer + "experts.down_proj"),
-    )) if stacked_experts else KeyMap(())
-    return in_memory + decoder_key_map(talker_decoder_config(config), config.expert_hidden) + decoder_key_map(
+def talker_key_map(config: Qwen3OmniTalkerConfig) -> KeyMap:
+    """omnikit key <- checkpoint name (relative to ``talker.``); checkpoints store each routed
+    expert's ``gate_proj`` / ``up_proj`` / ``down_proj`` (stacked on load)."""
+    return decoder_key_map(talker_decoder_config(config), config.expert_hidden) + decoder_key_map(
         predictor_decoder_config(config), hf_layers="code_predictor.model.layers.{i}.",
         ours="code_predictor.decoder.blocks.{i}.",
     ) + KeyMap((
-        Rename(ours + "shared.{m}.weight", layer + "shared_expert.{m}_proj.weight"),
-        Rename(ours + "shared_gate.weight", layer + "shared_expert_gate.weight"),
         Rename("decoder.norm.weight", "model.norm.weight"),
         Rename("code_predictor.decoder.norm.weight", "code_predictor.model.norm.weight"),
         Rename("codec_embedding.weight", "model.codec_embedding.weight"),
@@ -92,12 +77,3 @@ def talker_config(talker: Mapping[str, Any]) -> Qwen3OmniTalkerConfig:
         predictor_vocab_size=pred["vocab_size"], predictor_rope_base=float(pred_rope.get("rope_theta", 10000.0)),
         predictor_norm_eps=pred.get("rms_norm_eps", 1e-6),
     )
-
-
-@converter("Qwen3OmniMoeTalkerForConditionalGeneration")
-def convert_qwen3_omni_talker(hf_talker: nn.Module) -> Qwen3OmniTalker:
-    """A :class:`Qwen3OmniTalker` whose :meth:`~Qwen3OmniTalker.codec_logits` and
-    :meth:`~Qwen3OmniTalker.residual_logits` equal the transformers Talker's and code predictor's logits."""
-    config = talker_config(hf_talker.config.to_dict())
-    key_map = talker_key_map(config, stacked_experts=True)
-    return build_converted("qwen3_omni_30b_a3b_talker", hf_talker, key_map, **asdict(config))

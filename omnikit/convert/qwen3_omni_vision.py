@@ -1,23 +1,19 @@
-"""``transformers`` ``Qwen3OmniMoeVisionEncoder`` -> :class:`omnikit.vision.Qwen3ViT`.
+"""The Qwen3-Omni vision tower's maps: ``Qwen3OmniMoeVisionEncoder`` -> :class:`omnikit.vision.Qwen3ViT`.
 
-Only renames (:data:`VISION_KEYS`); :func:`vision_config` translates the config.
+Only renames (:data:`VISION_KEYS`); :func:`vision_config` translates the config (registered in
+:mod:`omnikit.convert.hub_qwen3_omni`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict
 from typing import Any
 
-from torch import nn
-
-from omnikit.convert import converter
+from omnikit.convert.configmap import ConfigMap, Constant, Convert, Field, Refuse
 from omnikit.convert.keymap import KeyMap, Rename
-from omnikit.convert.whisper import build_converted
-from omnikit.utils.checks import OmnikitValueError, check_choice
-from omnikit.vision.qwen3_vit import Qwen3ViT, Qwen3ViTConfig
+from omnikit.utils.checks import OmnikitValueError
+from omnikit.vision.qwen3_vit import Qwen3ViTConfig
 
-__all__ = ["VISION_KEYS", "convert_qwen3_omni_vision", "vision_config"]
+__all__ = ["VISION_KEYS", "vision_config"]
 
 #: omnikit key <- transformers key (relative to the tower, ``thinker.visual.`` in a checkpoint).
 VISION_KEYS = KeyMap((
@@ -43,26 +39,17 @@ def _square(value: Any, name: str) -> int:
     return int(value)
 
 
-def vision_config(vision: Mapping[str, Any]) -> Qwen3ViTConfig:
-    """The :class:`~omnikit.vision.Qwen3ViTConfig` of a ``vision_config`` dict (transformers' defaults
-    for absent keys)."""
-    check_choice(vision.get("hidden_act", "gelu_pytorch_tanh"), "vision_config.hidden_act", ("gelu_pytorch_tanh",))
-    rope = vision.get("rope_parameters") or {}
-    patch = _square(vision.get("patch_size", 16), "patch_size")
-    return Qwen3ViTConfig(
-        dim=vision.get("hidden_size", 1152), depth=vision.get("depth", 27), num_heads=vision.get("num_heads", 16),
-        mlp_hidden=vision.get("intermediate_size", 4304), out_dim=vision.get("out_hidden_size", 3584),
-        patch=(_square(vision.get("temporal_patch_size", 2), "temporal_patch_size"), patch, patch),
-        in_chans=vision.get("in_channels", 3), merge_size=vision.get("spatial_merge_size", 2),
-        num_position_embeddings=vision.get("num_position_embeddings", 2304),
-        deepstack_indexes=tuple(int(i) for i in vision.get("deepstack_visual_indexes", (8, 16, 24))),
-        rope_base=float(rope.get("rope_theta", 10000.0)),
-    )
-
-
-@converter("Qwen3OmniMoeVisionEncoder")
-def convert_qwen3_omni_vision(hf_encoder: nn.Module) -> Qwen3ViT:
-    """A :class:`Qwen3ViT` with ``hf_encoder``'s config and weights (merged tokens and deepstack
-    features equal to transformers' ``pooler_output`` / ``deepstack_features``)."""
-    fields = asdict(vision_config(hf_encoder.config.to_dict()))
-    return build_converted("qwen3_vit_omni_30b_a3b", hf_encoder, VISION_KEYS, **fields)
+#: The :class:`~omnikit.vision.Qwen3ViTConfig` of a ``vision_config`` dict (transformers' defaults for absent keys).
+vision_config = ConfigMap((
+    Refuse("hidden_act", ("gelu_pytorch_tanh",), label="vision_config.hidden_act"),
+    Field("dim", "hidden_size", 1152), Field("depth", "depth", 27), Field("num_heads", "num_heads", 16),
+    Field("mlp_hidden", "intermediate_size", 4304), Field("out_dim", "out_hidden_size", 3584),
+    Convert("patch", ("temporal_patch_size", "patch_size"),
+            lambda t, p, f: (_square(t, "temporal_patch_size"), _square(p, "patch_size"), _square(p, "patch_size")),
+            lambda v, f: v[:2], (2, 16)),
+    Field("in_chans", "in_channels", 3), Field("merge_size", "spatial_merge_size", 2),
+    Field("num_position_embeddings", "num_position_embeddings", 2304),
+    Field("deepstack_indexes", "deepstack_visual_indexes", (8, 16, 24), lambda v: tuple(int(i) for i in v)),
+    Field("rope_base", "rope_parameters.rope_theta", 10000.0, float),
+    Constant("model_type", "qwen3_omni_moe_vision_encoder"),
+), target=Qwen3ViTConfig)

@@ -6,11 +6,11 @@
     model = parallelize(create_model(...), mesh)    # the mesh's dimension names choose the strategies
     loss_fn(model(data_shard(batch, mesh))).backward()
 
-Each model family declares its plan (FSDP units, tensor-parallel styles, MoE experts): see
-:mod:`omnikit.distributed.plan`; omnikit's own are in :mod:`omnikit.distributed.plans`.
+Each class declares its part of the plan (FSDP units, tensor-parallel roles, MoE experts) with a
+``parallel_plan()`` method beside its ``forward`` (data types in :mod:`omnikit.utils.parallel`);
+this package holds the strategies only: see :mod:`omnikit.distributed.plan`.
 """
 
-from omnikit.distributed import plans as _plans  # noqa: F401  (registers the families' plans)
 from omnikit.distributed.checkpoint import (
     export_hf,
     export_pretrained,

@@ -1,60 +1,57 @@
-"""Parallel plans: what each model family declares so that :func:`parallelize` can wrap it.
+"""Parallel plans: how :func:`parallelize` finds what each model family declares.
 
-A plan names, for one module and relative to it:
-
-- ``fsdp_units``: submodules sharded by FSDP2 one by one (each its own all-gather and
-  reduce-scatter), before the root;
-- ``tp``: ``{submodule path: ParallelStyle}``, the DTensor tensor-parallel plan;
-- ``experts``: expert modules (:class:`omnikit.moe.SwiGLUExperts`) run expert-parallel;
-- ``tied``: ``(path, source)`` parameters that share a tensor, tied again after tensor parallel;
-- ``fsdp_methods``: ``(module, method name)``: methods other than ``forward`` through which a
-  module is called (e.g. a vision tower's ``forward_patches``), hooked by FSDP2 as its forward is.
-
-A class declares its own part, either with a ``parallel_plan(self) -> ParallelPlan`` method or with
-``@register_parallel_plan(cls)`` on a function; :func:`collect_plan` walks the whole model and
-joins the parts of every submodule, so a model built from planned blocks needs no plan of its own::
+The plan types are data in :mod:`omnikit.utils.parallel` (:class:`ParallelPlan`, the
+tensor-parallel roles); each class declares its part with a ``parallel_plan(self)`` method beside
+its ``forward`` (``Attention``, ``SwiGLU``, the block stacks, ``CausalLM``, ``MoE``, the fusion
+models' adapters, the published towers), so this package holds strategies and no knowledge of
+the families. A class outside omnikit may instead be given a plan with
+``@register_parallel_plan(cls)`` on a function::
 
     @register_parallel_plan(MyEncoder)
     def _my_encoder_plan(encoder: MyEncoder) -> ParallelPlan:
-        return ParallelPlan(fsdp_units=list(encoder.layers))
+        return ParallelPlan(fsdp_units=list(encoder.layers), tp={"proj": COLWISE})
+
+:func:`collect_plan` walks the whole model, joins the parts of every submodule and turns roles
+into DTensor styles (:func:`tp_style`), so a model built from planned blocks needs no plan of its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import Any
 
 from torch import nn
-from torch.distributed.tensor.parallel import ParallelStyle
+from torch.distributed.tensor import Replicate
+from torch.distributed.tensor.parallel import ColwiseParallel, ParallelStyle, RowwiseParallel
 
-from omnikit.utils.checks import OmnikitTypeError
+from omnikit.distributed.heads import HeadParallelQKV, HeadShardedNorm
+from omnikit.distributed.tp_experts import ExpertTensorParallel
+from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
+from omnikit.utils.parallel import ParallelPlan, TPRole
 
-__all__ = ["ParallelPlan", "collect_plan", "declared_plan", "register_parallel_plan"]
+__all__ = ["ParallelPlan", "collect_plan", "declared_plan", "register_parallel_plan", "tp_style"]
 
-
-@dataclass
-class ParallelPlan:
-    """The parallel layout one module declares (paths relative to it); see the module docstring."""
-
-    fsdp_units: list[nn.Module] = field(default_factory=list)
-    tp: dict[str, ParallelStyle] = field(default_factory=dict)
-    experts: list[nn.Module] = field(default_factory=list)
-    tied: list[tuple[str, str]] = field(default_factory=list)
-    fsdp_methods: list[tuple[nn.Module, str]] = field(default_factory=list)
-
-    def join(self, other: ParallelPlan, prefix: str = "") -> ParallelPlan:
-        """This plan plus ``other`` declared by the submodule at ``prefix`` (``""``: the same module)."""
-        dotted = f"{prefix}." if prefix else ""
-        return ParallelPlan(
-            fsdp_units=self.fsdp_units + [m for m in other.fsdp_units if m not in self.fsdp_units],
-            tp={**self.tp, **{dotted + path: style for path, style in other.tp.items()}},
-            experts=self.experts + [m for m in other.experts if m not in self.experts],
-            tied=self.tied + [(dotted + a, dotted + b) for a, b in other.tied],
-            fsdp_methods=self.fsdp_methods + [m for m in other.fsdp_methods if m not in self.fsdp_methods],
-        )
+_STYLES: dict[str, Callable[..., ParallelStyle]] = {
+    "colwise": ColwiseParallel,
+    "rowwise": RowwiseParallel,
+    "vocab_embed": lambda: RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate()),
+    "vocab_head": lambda: ColwiseParallel(output_layouts=Replicate()),
+    "head_qkv": HeadParallelQKV,
+    "head_norm": HeadShardedNorm,
+    "expert_hidden": ExpertTensorParallel,
+}
 
 
-PlanFn = Callable[[nn.Module], ParallelPlan]
+def tp_style(role: TPRole | ParallelStyle) -> ParallelStyle:
+    """The DTensor style of a tensor-parallel ``role`` (a ``ParallelStyle`` is returned as it is)."""
+    if isinstance(role, ParallelStyle):
+        return role
+    if not isinstance(role, TPRole) or role.kind not in _STYLES:
+        raise OmnikitValueError(f"tensor-parallel role expected a TPRole of {sorted(_STYLES)} but got {role!r}")
+    return _STYLES[role.kind](*role.args)
+
+
+PlanFn = Callable[[Any], ParallelPlan]
 _PLANS: dict[type, PlanFn] = {}
 
 
@@ -72,14 +69,14 @@ def register_parallel_plan(cls: type) -> Callable[[PlanFn], PlanFn]:
 
 
 def declared_plan(module: nn.Module) -> ParallelPlan:
-    """The part ``module`` declares itself: its ``parallel_plan()`` method, else the plan registered
-    for the nearest class in its MRO, else an empty plan."""
-    method = getattr(module, "parallel_plan", None)
-    if callable(method):
-        return method()
+    """The part ``module`` declares itself: for the nearest class in its MRO that has one, the plan
+    registered for it or its ``parallel_plan()`` method (a registration wins on the same class);
+    else an empty plan."""
     for cls in type(module).__mro__:
         if cls in _PLANS:
             return _PLANS[cls](module)
+        if callable(cls.__dict__.get("parallel_plan")):
+            return module.parallel_plan()
     return ParallelPlan()
 
 
@@ -89,6 +86,7 @@ def collect_plan(model: nn.Module) -> ParallelPlan:
     plan = ParallelPlan()
     for name, module in model.named_modules():
         plan = plan.join(declared_plan(module), name)
+    plan.tp = {path: tp_style(role) for path, role in plan.tp.items()}
     depth = {id(m): name.count(".") for name, m in model.named_modules()}
     units = [m for m in plan.fsdp_units if m is not model]
     plan.fsdp_units = sorted(units, key=lambda m: -depth[id(m)])

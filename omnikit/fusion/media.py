@@ -25,6 +25,7 @@ from torch import nn
 
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
 from omnikit.utils.legacy_keys import rename_legacy_keys
+from omnikit.utils.parallel import ParallelPlan
 
 __all__ = ["MEDIA_KEYWORDS", "HoldsAdapters", "ModalityInput", "collect_media"]
 
@@ -103,6 +104,10 @@ class HoldsAdapters:
     #: (:func:`omnikit.streaming.stream_members`).
     offline_submodules: ClassVar[tuple[str, ...]] = ("adapters",)
     adapters: nn.ModuleDict
+
+    def parallel_plan(self) -> ParallelPlan:
+        """Each media adapter is an FSDP unit (early and cross-attention fusion alike)."""
+        return ParallelPlan(fsdp_units=list(self.adapters.values()))
 
     def _set_adapters(self, adapters: Mapping[str, nn.Module] | None, allowed: Iterable[str], **named: Any) -> None:
         """``self.adapters`` from ``adapters`` and the keyword adapters ``named`` (``video=``, ``audio=``);

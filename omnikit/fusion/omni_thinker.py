@@ -31,6 +31,7 @@ from omnikit.fusion.tmrope import TMRoPEScheme, VisualGrid, tmrope_position_ids
 from omnikit.fusion.tmrope_traced import ItemTable
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_tensor
+from omnikit.utils.parallel import ParallelPlan
 from omnikit.vision.patch_grids import Grid, PatchGrids, grid_list
 
 __all__ = ["OmniThinker", "audio_in_video_items"]
@@ -98,6 +99,10 @@ class OmniThinker(nn.Module):
         self.scheme = scheme
         self.marker_tokens = dict(marker_tokens or {})
         self.run_absent_media = False
+
+    def parallel_plan(self) -> ParallelPlan:
+        """Each media tower is an FSDP unit of its own."""
+        return ParallelPlan(fsdp_units=[m for m in (self.audio_encoder, self.vision_encoder) if m is not None])
 
     @property
     def output_dim(self) -> int:

@@ -10,6 +10,8 @@ Found from the module tree (the module types), never from parameter names:
   cross-attention part of every :class:`FusionLayer`;
 - ``thinker``: the language model (a :class:`CausalLM` / Thinker) minus its fusion layers;
 - ``talker``: a :class:`Talker` (its code predictor included);
+- a full-duplex model (:class:`~omnikit.speech.DuplexModel`, Moshi): its temporal transformer and
+  token embeddings are ``thinker``, its text head and depth transformer ``talker``;
 - ``other``: the rest (a codec, ...).
 
 :func:`tower_parameters` feeds the per-tower recipes of :mod:`omnikit.fusion.recipes` and
@@ -28,6 +30,8 @@ from omnikit.layers.attention import Attention
 from omnikit.layers.mlp import GeluMLP, SwiGLU
 from omnikit.models.language_model import CausalLM
 from omnikit.moe.experts import SwiGLUExperts
+from omnikit.speech.duplex import DuplexModel
+from omnikit.speech.per_codebook_depth import PerCodebookAttention, PerCodebookLinear, PerCodebookMLP
 from omnikit.utils.checks import OmnikitValueError
 from omnikit.video.temporal.resampler import PerceiverResampler
 
@@ -35,8 +39,9 @@ __all__ = ["LORA_KINDS", "TOWERS", "lora_targets", "tower_modules", "tower_param
 
 TOWERS: tuple[str, ...] = ("audio", "vision", "projector", "thinker", "talker")
 
-#: Layer kinds :func:`lora_targets` can select: attention projections, dense MLP linears, MoE experts.
-LORA_KINDS: tuple[str, ...] = ("attention", "mlp", "experts")
+#: Layer kinds :func:`lora_targets` can select: attention projections, dense MLP linears, MoE experts,
+#: token embeddings.
+LORA_KINDS: tuple[str, ...] = ("attention", "mlp", "experts", "embeddings")
 
 
 def tower_modules(model: nn.Module) -> dict[str, str]:
@@ -53,6 +58,10 @@ def tower_modules(model: nn.Module) -> dict[str, str]:
             mark(name, module, "thinker")
         elif isinstance(module, Talker):
             mark(name, module, "talker")
+        elif isinstance(module, DuplexModel):
+            for child, part in (("embed", "thinker"), ("temporal", "thinker"), ("text_head", "talker"),
+                                ("depth", "talker")):
+                mark(_join(name, child), getattr(module, child), part)
         elif isinstance(module, HoldsAdapters):  # adapters of any type, found by their modality key
             for modality, adapter in module.adapters.items():
                 _mark_adapter(mark, _join(name, f"adapters.{modality}"), adapter, modality == "audio")
@@ -91,15 +100,18 @@ def lora_targets(
 
     Returns ``{"target_modules": [...], "target_parameters": [...]}``: the ``nn.Linear`` layers of
     the attention (``kinds`` has ``"attention"``) and dense MLP (``"mlp"``) modules of ``towers``,
-    and the stacked ``(E, out, in)`` weights of their MoE experts (``"experts"``; peft adapts each
-    expert with its own rank-``r`` pair through ``target_parameters``).
+    the stacked ``(E, out, in)`` weights of their MoE experts (``"experts"``; peft adapts each
+    expert with its own rank-``r`` pair through ``target_parameters``), and their ``nn.Embedding``
+    tables (``"embeddings"``). Per-codebook weights ``(K, out, in)`` of Moshi's depth decoder
+    (:class:`~omnikit.speech.per_codebook_depth.PerCodebookLinear` in its attention and MLP) go to
+    ``target_parameters`` like experts: one rank-``r`` pair per codebook.
     """
     for label, values, allowed in (("towers", towers, TOWERS), ("kinds", kinds, LORA_KINDS)):
         bad = [v for v in values if v not in allowed]
         if bad or not values:
             raise OmnikitValueError(f"`{label}` expected a non-empty subset of {allowed} but got {tuple(values)}")
     tower = tower_modules(model)
-    parents = {"attention": Attention, "mlp": (SwiGLU, GeluMLP)}
+    parents = {"attention": (Attention, PerCodebookAttention), "mlp": (SwiGLU, GeluMLP, PerCodebookMLP)}
     modules: list[str] = []
     parameters: list[str] = []
     for name, module in model.named_modules():
@@ -108,8 +120,13 @@ def lora_targets(
         for kind in kinds:
             if kind == "experts" and isinstance(module, SwiGLUExperts):
                 parameters += [_join(name, "gate_up"), _join(name, "down")]
-            elif kind != "experts" and isinstance(module, parents[kind]):
-                modules += [_join(name, sub) for sub, child in module.named_children() if isinstance(child, nn.Linear)]
+            elif kind == "embeddings" and isinstance(module, nn.Embedding):
+                modules.append(name)
+            elif kind in parents and isinstance(module, parents[kind]):
+                children = list(module.named_children())
+                modules += [_join(name, sub) for sub, child in children if isinstance(child, nn.Linear)]
+                parameters += [_join(name, f"{sub}.weight") for sub, child in children
+                               if isinstance(child, PerCodebookLinear)]
     return {"target_modules": modules, "target_parameters": parameters}
 
 

@@ -11,6 +11,7 @@ from omnikit.layers.norm import RMSNorm
 from omnikit.layers.rotary import apply_rotary
 from omnikit.streaming import StreamingModule
 from omnikit.utils.checks import OmnikitValueError, check_choice, check_int_in_range, check_positive, check_tensor
+from omnikit.utils.parallel import HEAD_NORM, ROWWISE, ParallelPlan, head_qkv
 
 __all__ = ["Attention"]
 
@@ -93,6 +94,13 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
         self.out = nn.Linear(num_heads * head_dim, dim, bias=out_bias)
         self.q_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
         self.k_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
+
+    def parallel_plan(self) -> ParallelPlan:
+        """Split by heads: the fused q/k/v column-parallel with its rows reordered so that each rank holds
+        its query heads and their key/value groups, the output row-parallel, q/k norms replicated."""
+        norms = {name: HEAD_NORM for name in ("q_norm", "k_norm") if getattr(self, name) is not None}
+        return ParallelPlan(tp={"qkv": head_qkv(self.num_heads, self.num_kv_heads, self.head_dim), "out": ROWWISE,
+                                **norms})
 
     def init_streaming_state(self, batch_size: int) -> KVCache:
         return KVCache(batch_size)

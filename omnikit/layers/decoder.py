@@ -22,6 +22,7 @@ from omnikit.layers.mlp import MLPKind, build_mlp
 from omnikit.layers.norm import NormKind, build_norm
 from omnikit.layers.rotary import RotaryEmbedding
 from omnikit.utils.checks import OmnikitValueError, check_tensor
+from omnikit.utils.parallel import ParallelPlan
 
 __all__ = ["BlockStack", "Decoder", "DecoderBlock", "DecoderConfig", "default_mlp_hidden", "mlp_residual", "run_blocks"]
 
@@ -89,6 +90,8 @@ class DecoderBlock(nn.Module):
         rotary: a shared :class:`RotaryEmbedding`; by default the block owns a 1-D one
             (``rope_base``) or an M-RoPE one (``mrope_sections``). ``use_rope=False`` disables rotary.
         causal: causal self-attention (default) or bidirectional.
+        post_norm: normalise after each residual sum instead of before each sublayer (BERT / wav2vec 2.0
+            base): ``h = norm1(x + attn(x))``, ``y = norm2(h + mlp(h))``.
     """
 
     def __init__(
@@ -114,8 +117,10 @@ class DecoderBlock(nn.Module):
         attention_chunk: int | None = None,
         backend: str = _DEFAULTS.backend,
         causal: bool = True,
+        post_norm: bool = False,
     ) -> None:
         super().__init__()
+        self.post_norm = post_norm
         self.attn = Attention(
             dim, num_heads, num_kv_heads, head_dim, qk_norm=qk_norm, norm_eps=norm_eps, qkv_bias=qkv_bias,
             out_bias=out_bias, causal=causal, sliding_window=sliding_window, chunk_size=attention_chunk,
@@ -157,10 +162,14 @@ class DecoderBlock(nn.Module):
                 positions = _default_positions(x.shape[1], self.attn.cache_position, cu_seqlens, x.device)
             rope = self.rotary(positions)
         h = x + self.attn(
-            self.norm1(x), rope=rope, key_padding_mask=key_padding_mask, attention_mask=attention_mask,
-            cu_seqlens=cu_seqlens, causal=causal,
+            x if self.post_norm else self.norm1(x), rope=rope, key_padding_mask=key_padding_mask,
+            attention_mask=attention_mask, cu_seqlens=cu_seqlens, causal=causal,
         )
-        return mlp_residual(h, self.norm2, self.mlp, return_aux)
+        if not self.post_norm:
+            return mlp_residual(h, self.norm2, self.mlp, return_aux)
+        h = self.norm1(h)
+        out = mlp_residual(h, nn.Identity(), self.mlp, return_aux)
+        return (self.norm2(out[0]), out[1]) if return_aux else self.norm2(out)
 
 
 def _default_positions(
@@ -231,6 +240,10 @@ class BlockStack(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.norm = norm
         self.gradient_checkpointing = False
+
+    def parallel_plan(self) -> ParallelPlan:
+        """Every block is an FSDP unit."""
+        return ParallelPlan(fsdp_units=list(self.blocks))
 
     def run(
         self,

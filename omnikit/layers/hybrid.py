@@ -22,6 +22,7 @@ from omnikit.layers.rotary import RotaryEmbedding
 from omnikit.streaming import StreamingContainer
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_input, check_positive
+from omnikit.utils.parallel import ParallelPlan
 
 __all__ = ["HybridConfig", "HybridDecoder", "LinearAttentionBlock"]
 
@@ -107,6 +108,10 @@ class HybridDecoder(StreamingContainer, nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.gradient_checkpointing = False
+
+    def parallel_plan(self) -> ParallelPlan:
+        """Every block is an FSDP unit."""
+        return ParallelPlan(fsdp_units=list(self.blocks))
 
     def is_full_attention(self, index: int) -> bool:
         """Whether block ``index`` is a full-attention block."""

@@ -9,29 +9,45 @@ import torch.nn.functional as F
 from torch import nn
 
 from omnikit.utils.checks import check_choice, check_positive
+from omnikit.utils.parallel import COLWISE, ROWWISE, ParallelPlan
 
 __all__ = ["GeluMLP", "MLPKind", "SwiGLU", "build_mlp"]
 
-MLPKind = Literal["swiglu", "gelu"]
+MLPKind = Literal["swiglu", "swiglu_fused", "gelu"]
 
 
 class SwiGLU(nn.Module):
     """``down(silu(gate(x)) * up(x))``. Shapes: ``(..., dim) -> (..., dim)``.
 
-    Gate and up stay two matmuls: fusing them into one saves little on the forward but makes
-    the backward assemble a strided gradient, which measured slower on the CPU.
+    Gate and up stay two matmuls by default: fusing them into one saves little on the forward but
+    makes the backward assemble a strided gradient, which measured slower on the CPU. ``fused=True``
+    holds them as one ``gate_up`` linear (gate rows, then up rows), the layout of checkpoints that
+    store them so (Moshi's ``fc1``).
     """
 
-    def __init__(self, dim: int, hidden: int, *, bias: bool = False) -> None:
+    def __init__(self, dim: int, hidden: int, *, bias: bool = False, fused: bool = False) -> None:
         super().__init__()
         check_positive(dim, "dim")
         check_positive(hidden, "hidden")
         self.hidden = hidden
-        self.gate = nn.Linear(dim, hidden, bias=bias)
-        self.up = nn.Linear(dim, hidden, bias=bias)
+        if fused:
+            self.gate_up = nn.Linear(dim, 2 * hidden, bias=bias)
+        else:
+            self.gate = nn.Linear(dim, hidden, bias=bias)
+            self.up = nn.Linear(dim, hidden, bias=bias)
         self.down = nn.Linear(hidden, dim, bias=bias)
 
+    def parallel_plan(self) -> ParallelPlan:
+        """Gate and up column-parallel, down row-parallel (no communication between them); a fused
+        ``gate_up`` cannot be split column-wise and stays whole."""
+        if hasattr(self, "gate_up"):
+            return ParallelPlan(tp={})
+        return ParallelPlan(tp={"gate": COLWISE, "up": COLWISE, "down": ROWWISE})
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, "gate_up"):
+            gate, up = self.gate_up(x).chunk(2, dim=-1)
+            return self.down(F.silu(gate) * up)
         return self.down(F.silu(self.gate(x)) * self.up(x))
 
 
@@ -51,6 +67,8 @@ class GeluMLP(nn.Module):
 
 
 def build_mlp(kind: MLPKind, dim: int, hidden: int, *, bias: bool = False) -> nn.Module:
-    """``"swiglu"`` -> :class:`SwiGLU`, ``"gelu"`` -> :class:`GeluMLP`."""
-    check_choice(kind, "mlp", ("swiglu", "gelu"))
-    return SwiGLU(dim, hidden, bias=bias) if kind == "swiglu" else GeluMLP(dim, hidden, bias=bias)
+    """``"swiglu"`` -> :class:`SwiGLU` (``"swiglu_fused"``: one ``gate_up`` linear), ``"gelu"`` -> :class:`GeluMLP`."""
+    check_choice(kind, "mlp", ("swiglu", "swiglu_fused", "gelu"))
+    if kind == "gelu":
+        return GeluMLP(dim, hidden, bias=bias)
+    return SwiGLU(dim, hidden, bias=bias, fused=kind == "swiglu_fused")

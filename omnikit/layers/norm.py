@@ -10,7 +10,7 @@ from torch import nn
 
 from omnikit.utils.checks import check_choice
 
-__all__ = ["LayerNorm", "NormKind", "RMSNorm", "build_norm"]
+__all__ = ["GroupNorm", "LayerNorm", "NormKind", "RMSNorm", "build_norm"]
 
 NormKind = Literal["rmsnorm", "layernorm"]
 
@@ -43,8 +43,8 @@ class RMSNorm(nn.Module):
         return f"{self.weight.shape[0]}, eps={self.eps}"
 
 
-class LayerNorm(nn.LayerNorm):
-    """``nn.LayerNorm`` computed in fp32 and returned in the input's dtype."""
+class _Float32Norm(nn.Module):
+    """Mixin: the torch norm it precedes runs in fp32 (parameters kept fp32), output in the input's dtype."""
 
     keep_fp32 = True
 
@@ -54,6 +54,14 @@ class LayerNorm(nn.LayerNorm):
             return super().forward(x)
         weight, bias = (None if p is None else p.to(wide) for p in (self.weight, self.bias))
         return F.layer_norm(x.to(wide), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
+
+
+class LayerNorm(_Float32Norm, nn.LayerNorm):
+    """``nn.LayerNorm`` computed in fp32 and returned in the input's dtype."""
+
+
+class GroupNorm(_Float32Norm, nn.GroupNorm):
+    """``nn.GroupNorm`` ``(B, C, T)`` computed in fp32 and returned in the input's dtype."""
 
 
 def build_norm(kind: NormKind, dim: int, eps: float = 1e-6) -> nn.Module:

@@ -13,6 +13,7 @@ from omnikit.models.generation import GenerationOutput, GenerationStep, generate
 from omnikit.streaming import StreamingContainer
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_ids, check_tensor
+from omnikit.utils.parallel import VOCAB_EMBED, VOCAB_HEAD, ParallelPlan
 
 __all__ = ["CausalLM"]
 
@@ -41,6 +42,11 @@ class CausalLM(StreamingContainer, nn.Module):
         if config.tie_embeddings:
             self.lm_head.weight = self.embed.weight
         self.reset_parameters()
+
+    def parallel_plan(self) -> ParallelPlan:
+        """Vocabulary-parallel embedding and LM head, tied again when the model ties them."""
+        tied = [("lm_head.weight", "embed.weight")] if self.config.tie_embeddings else []
+        return ParallelPlan(tp={"embed": VOCAB_EMBED, "lm_head": VOCAB_HEAD}, tied=tied)
 
     def fusion_groups(self) -> dict[str, nn.Module]:
         """{recipe group: module}: the language model trains as ``lm`` (see :func:`omnikit.fusion.parameter_groups`)."""

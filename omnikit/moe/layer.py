@@ -30,6 +30,7 @@ from omnikit.utils.checks import (
     check_tensor,
     check_weight_dtype,
 )
+from omnikit.utils.parallel import ParallelPlan, expert_hidden
 
 __all__ = ["MoE", "MoEAux", "MoEConfig"]
 
@@ -135,6 +136,10 @@ class MoE(nn.Module):
         self.experts = SwiGLUExperts(config.num_experts, config.dim, config.expert_hidden, gemm=config.expert_gemm)
         self.shared = SwiGLU(config.dim, config.shared_hidden) if config.shared_hidden else None
         self.shared_gate = nn.Linear(config.dim, 1, bias=False) if config.shared_gate else None
+
+    def parallel_plan(self) -> ParallelPlan:
+        """Routed experts expert-parallel under ``ep``, split over their hidden width under ``tp`` alone."""
+        return ParallelPlan(experts=[self.experts], tp={"experts": expert_hidden(self.experts.hidden)})
 
     @property
     def output_dim(self) -> int:

@@ -40,6 +40,7 @@ from omnikit.models.decode_cache import CacheKind, CompileOption, check_cache_se
 from omnikit.models.sampling import GREEDY, Sampling, ban_tokens, sample_next
 from omnikit.speech.depth import PREDICTOR_DEFAULTS, TemporalDepthConfig
 from omnikit.speech.depth_head import MTPHead
+from omnikit.speech.per_codebook_depth import PerCodebookDepthHead
 from omnikit.speech.previous_step import PreviousStep
 from omnikit.speech.talker import per_codebook_loss
 from omnikit.streaming import StreamingContainer, streaming
@@ -62,6 +63,10 @@ class DuplexConfig(TemporalDepthConfig):
         delays: per-codebook delay in steps (default ``(0, 1, 1, ...)``).
         frame_rate: steps per second (the codec's frame rate).
         predictor: the depth transformer over the text token and the ``K`` codes of a step.
+        per_codebook_depth: Moshi's depth decoder (:class:`~omnikit.speech.per_codebook_depth.PerCodebookDepth`:
+            one weight per codebook, ``K`` positions, no rotary, no final norm, codes scored over
+            ``codebook_size`` ids) instead of the shared :class:`~omnikit.speech.CodePredictor`
+            (``K + 1`` positions, which also scores the pad id).
 
     ``configure`` / :meth:`from_flat` also take the flat keywords of :attr:`flat_fields` (``dim=``,
     ``depth_layers=`` ...; see ``docs/thinker_talker.md``).
@@ -75,6 +80,7 @@ class DuplexConfig(TemporalDepthConfig):
     delays: tuple[int, ...] | None = None
     frame_rate: float = 12.5
     predictor: DecoderConfig = field(default_factory=lambda: DecoderConfig(**PREDICTOR_DEFAULTS))
+    per_codebook_depth: bool = False
 
     flat_fields: ClassVar[dict[str, tuple[str, str]]] = {
         **TemporalDepthConfig.flat_fields,
@@ -119,7 +125,8 @@ class DuplexLoss:
 
 class DuplexModel(StreamingContainer, nn.Module):
     """``forward(text (B, S), assistant (B, K, S), user (B, K, S))`` on the step layout (see the module
-    docstring and :meth:`to_steps`) -> logits ``(B, S, text_vocab + K * (codebook_size + 1))``.
+    docstring and :meth:`to_steps`) -> logits ``(B, S, text_vocab + K * code_vocab)`` (``code_vocab``:
+    ``codebook_size + 1``, the pad id included, or ``codebook_size`` with ``per_codebook_depth``).
 
     The logits are the text logits and the ``K`` codebooks' logits side by side (one tensor, so
     every parameter is behind it); :meth:`split_logits` separates them. Teacher forcing: step ``s``
@@ -149,13 +156,18 @@ class DuplexModel(StreamingContainer, nn.Module):
         self.embed = nn.Embedding(sum(rows), config.dim)
         self.previous = PreviousStep((self.text_bos,) + (self.pad,) * (2 * k))
         self.temporal = Decoder(config.temporal)
-        # the text token is the MTP head's position 0; state-dict keys ``text_head.*`` and ``depth.*``
-        self.head = MTPHead(config, [config.text_vocab] + [config.codebook_size + 1] * k)
+        # the text token is the head's position 0; state-dict keys ``text_head.*`` and ``depth.*``
+        if config.per_codebook_depth:
+            self.head: MTPHead | PerCodebookDepthHead = PerCodebookDepthHead(config)
+        else:
+            self.head = MTPHead(config, [config.text_vocab] + [config.codebook_size + 1] * k)
         self.text_head, self.depth = self.head.heads, self.head.predictor
+        #: ids each codebook's logits score: the codes, and the pad id unless the depth is per-codebook
+        self.code_vocab = config.codebook_size + (0 if config.per_codebook_depth else 1)
 
     @property
     def output_dim(self) -> int:
-        return self.config.text_vocab + self.config.num_codebooks * (self.config.codebook_size + 1)
+        return self.config.text_vocab + self.config.num_codebooks * self.code_vocab
 
     @property
     def frame_rate(self) -> float:
@@ -215,10 +227,10 @@ class DuplexModel(StreamingContainer, nn.Module):
 
     def split_logits(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, S, output_dim)`` -> text logits ``(B, S, text_vocab)`` and code logits
-        ``(B, S, K, codebook_size + 1)``."""
+        ``(B, S, K, code_vocab)`` (``codebook_size + 1`` with the pad id, ``codebook_size`` per-codebook)."""
         check_tensor(logits, "logits", shape=("B", "S", self.output_dim), floating=True)
         text, codes = logits.split([self.config.text_vocab, self.output_dim - self.config.text_vocab], dim=-1)
-        return text, codes.unflatten(-1, (self.config.num_codebooks, self.config.codebook_size + 1))
+        return text, codes.unflatten(-1, (self.config.num_codebooks, self.code_vocab))
 
     def loss(
         self,
@@ -256,16 +268,24 @@ class DuplexModel(StreamingContainer, nn.Module):
 
     def _sample_step(
         self, h: torch.Tensor, step: int, text_sampling: Sampling, audio_sampling: Sampling,
-        generator: torch.Generator | None,
+        generator: torch.Generator | None, prompt: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Text ``(B,)`` and assistant codes ``(B, K)`` of ``step`` from its context ``h (B, dim)``."""
+        """Text ``(B,)`` and assistant codes ``(B, K)`` of ``step`` from its context ``h (B, dim)``; the
+        tokens of the ``prompt`` (text ``(B, T)``, frames ``(B, K, T)``) are taken, not sampled."""
 
         def pick(position: int, logits: torch.Tensor) -> torch.Tensor:  # position k + 1 is codebook k
             if position == 0:
+                if prompt is not None and step < prompt[0].shape[1]:
+                    return prompt[0][:, step]
                 return sample_next(logits, text_sampling, generator=generator)
-            if step < self.delays[position - 1]:
+            frame = step - self.delays[position - 1]
+            if prompt is not None and 0 <= frame < prompt[1].shape[2]:
+                return prompt[1][:, position - 1, frame]
+            if frame < 0:
                 return torch.full((logits.shape[0],), self.pad, dtype=torch.long, device=logits.device)
-            return sample_next(ban_tokens(logits, (self.pad,)), audio_sampling, generator=generator)
+            if logits.shape[-1] > self.pad:  # the shared depth transformer scores the pad id too
+                logits = ban_tokens(logits, (self.pad,))
+            return sample_next(logits, audio_sampling, generator=generator)
 
         column = self.head.next_column(h, step, pick)
         return column[:, 0], column[:, 1:]
@@ -281,6 +301,7 @@ class DuplexModel(StreamingContainer, nn.Module):
         cache: CacheKind = "dynamic",
         max_len: int | None = None,
         compile: CompileOption = False,
+        prompt: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> Iterator[DuplexStep]:
         """The live loop: one :class:`DuplexStep` per user frame ``(B, K)`` (codes, frame layout) as it arrives.
 
@@ -289,7 +310,9 @@ class DuplexModel(StreamingContainer, nn.Module):
         ``cache="static"`` preallocates the temporal KV cache for ``max_len`` steps (required: a live
         stream has no known end; more frames raise) and the depth transformer's for its positions, so
         every step has fixed shapes; ``compile`` (True or a ``torch.compile`` mode) then compiles
-        :meth:`decode_step` and the depth step once.
+        :meth:`decode_step` and the depth step once. ``prompt``: the assistant's first ``T`` steps of
+        text ``(B, T)`` and frames ``(B, K, T)`` are these, not sampled (the user's first frames are the
+        first ``user_frames``); sampling takes over after them (transformers' ``generate`` with a prompt).
         """
         if cache == "static" and max_len is None:
             raise OmnikitValueError("a live duplex stream with cache='static' needs `max_len` (steps it may last)")
@@ -301,9 +324,13 @@ class DuplexModel(StreamingContainer, nn.Module):
             return
         check_tensor(first, "user_frames", shape=("B", self.config.num_codebooks), floating=False)
         batch, tail = first.shape[0], max(self.delays)
+        if prompt is not None:
+            check_tensor(prompt[0], "prompt[0]", shape=(batch, "T"), floating=False)
+            check_tensor(prompt[1], "prompt[1]", shape=(batch, self.config.num_codebooks, prompt[0].shape[1]),
+                         floating=False)
         heard: list[torch.Tensor] = []
         said: list[torch.Tensor] = []
-        depth_decoding = self.depth.static_decoding(batch, compile) if max_len is not None else nullcontext()
+        depth_decoding = self.head.static_decoding(batch, compile) if max_len is not None else nullcontext()
         with streaming(self.temporal, batch, max_len=max_len), depth_decoding:
             column = torch.tensor(self.previous.start, device=first.device).repeat(batch, 1)
             for step, frame in enumerate(itertools.chain([first], frames)):
@@ -312,7 +339,7 @@ class DuplexModel(StreamingContainer, nn.Module):
                 if max_len is not None and step >= max_len:
                     raise OmnikitValueError(f"`user_frames` ran past max_len={max_len} steps of the static cache")
                 h = decode_step(column)  # context of this step
-                text, codes = self._sample_step(h, step, text_sampling, audio_sampling, generator)
+                text, codes = self._sample_step(h, step, text_sampling, audio_sampling, generator, prompt)
                 heard.append(frame)
                 said.append(codes)
                 done = None

@@ -10,14 +10,19 @@ from __future__ import annotations
 from typing import Any
 
 from omnikit.audio.codec import SEANetCodec
+from omnikit.audio.mimi import MimiConfig
+from omnikit.layers.decoder import DecoderConfig
 from omnikit.registry import configure, create_model, register_model
 from omnikit.speech.duplex import DuplexConfig, DuplexModel
+from omnikit.speech.moshi import Moshi, MoshiConfig
 from omnikit.speech.qwen3_omni_talker import Qwen3OmniTalker, Qwen3OmniTalkerConfig
 from omnikit.speech.talker import Talker, TalkerConfig
 from omnikit.speech.turn_taking import TurnTakingHead
 
 __all__ = [
     "duplex_tiny",
+    "moshi",
+    "moshi_tiny",
     "qwen3_omni_talker_tiny",
     "talker_tiny",
     "tiny_speech_codec",
@@ -57,6 +62,35 @@ def duplex_tiny(**overrides: Any) -> DuplexModel:
         DuplexConfig, "duplex_tiny", overrides, dim=64, depth=2, num_heads=4, num_kv_heads=2, mlp_hidden=128,
         text_vocab=256, text_pad_id=0, num_codebooks=4, codebook_size=64, delays=(0, 1, 1, 1), depth_dim=32,
         depth_layers=1, depth_heads=2, depth_mlp_hidden=64,
+    ))
+
+
+@register_model(kind="omni", modalities=("text", "speech"))
+def moshi(**overrides: Any) -> Moshi:
+    """Kyutai's Moshi as published (moshiko / moshika, transformers' ``MoshiForConditionalGeneration``): a
+    32-layer temporal transformer (dim 4096), a 6-layer per-codebook depth decoder (dim 1024), text vocab
+    32000, 8 codebooks of 2048 per speaker, the published Mimi as ``audio_encoder``."""
+    return Moshi(configure(
+        MoshiConfig, "moshi", overrides,
+        temporal=DecoderConfig(dim=4096, depth=32, num_heads=32, mlp_hidden=11264, mlp="swiglu_fused",
+                               norm_eps=1e-8, qk_norm=False, rope_base=10000.0, sliding_window=3000),
+        predictor=DecoderConfig(dim=1024, depth=6, num_heads=16, mlp_hidden=2816, norm_eps=1e-8),
+        text_vocab=32000, num_codebooks=8, codebook_size=2048, frame_rate=12.5, codec=MimiConfig(),
+    ))
+
+
+@register_model(kind="omni", modalities=("text", "speech"))
+def moshi_tiny(**overrides: Any) -> Moshi:
+    """A tiny Moshi (the published layout at test size): 2-layer temporal transformer (dim 32, fused gated
+    MLP, no qk-norm), 1-layer per-codebook depth decoder (dim 16), text vocab 40, 3 codebooks of 16 per
+    speaker and ``mimi_tiny`` (50 frames/s) as ``audio_encoder``."""
+    return Moshi(configure(
+        MoshiConfig, "moshi_tiny", overrides,
+        temporal=DecoderConfig(dim=32, depth=2, num_heads=4, num_kv_heads=2, mlp_hidden=32, mlp="swiglu_fused",
+                               norm_eps=1e-8, qk_norm=False, rope_base=10000.0, sliding_window=64),
+        predictor=DecoderConfig(dim=16, depth=1, num_heads=2, mlp_hidden=24, norm_eps=1e-8),
+        text_vocab=40, num_codebooks=3, codebook_size=16, frame_rate=50.0,
+        codec=create_model("mimi_tiny", device="meta").config,
     ))
 
 

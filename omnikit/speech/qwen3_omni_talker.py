@@ -30,6 +30,7 @@ from omnikit.models.sampling import GREEDY, Sampling, sample_next
 from omnikit.moe import MoE, MoEConfig
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_ids, check_input, check_tensor
+from omnikit.utils.parallel import ParallelPlan
 
 __all__ = [
     "Qwen3OmniTalker", "Qwen3OmniTalkerConfig", "Qwen3TalkerScores", "ResidualCodePredictor", "ResizeMLP",
@@ -173,6 +174,12 @@ class Qwen3OmniTalker(nn.Module):
         self.codec_head = nn.Linear(c.dim, c.vocab_size, bias=False)
         self.code_predictor = ResidualCodePredictor(predictor_decoder_config(c), c.num_codebooks,
                                                     c.predictor_vocab_size)
+
+    def parallel_plan(self) -> ParallelPlan:
+        """Each code-predictor head is an FSDP unit (its decoder blocks are, as any decoder's); the
+        predictor's embeddings also feed the Talker's input before the predictor runs, so they stay
+        with the root."""
+        return ParallelPlan(fsdp_units=list(self.code_predictor.heads))
 
     def codec_logits(
         self, inputs_embeds: torch.Tensor, positions: torch.Tensor | None = None

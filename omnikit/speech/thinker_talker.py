@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from omnikit.audio.interface import CodeDecoder, check_codec
 from omnikit.models.decode_cache import CacheKind, CompileOption
 from omnikit.models.sampling import GREEDY, Sampling
 from omnikit.speech.talker import Talker
@@ -66,8 +67,9 @@ class ThinkerTalker(StreamingContainer, nn.Module):
 
     supports_streaming = False
 
-    def __init__(self, omni: nn.Module, talker: Talker, codec: nn.Module, *, frames_per_token: int = 1) -> None:
+    def __init__(self, omni: nn.Module, talker: Talker, codec: CodeDecoder, *, frames_per_token: int = 1) -> None:
         super().__init__()
+        check_codec(codec, "codec", encodes=False)
         if talker.config.thinker_dim != omni.thinker.config.dim:
             raise OmnikitValueError(
                 f"`talker.config.thinker_dim` ({talker.config.thinker_dim}) must equal the Thinker width "

@@ -31,6 +31,7 @@ from omnikit.layers.norm import LayerNorm
 from omnikit.outputs import EncoderOutput, traceable_output
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_finite, check_tensor
+from omnikit.utils.parallel import ParallelPlan
 from omnikit.vision.merger import PatchMerger
 from omnikit.vision.patch_grids import PatchGrids, check_grids, grid_list
 from omnikit.vision.rotary import AxialRotaryEmbedding, grid_positions
@@ -162,6 +163,10 @@ class Qwen3ViT(nn.Module):
         )
         self.output_dim = config.out_dim
         self.gradient_checkpointing = False
+
+    def parallel_plan(self) -> ParallelPlan:
+        """Block by block; the Thinker calls the tower through ``forward_patches``, hooked as ``forward`` is."""
+        return ParallelPlan(fsdp_units=list(self.blocks), fsdp_methods=[(self, "forward_patches")])
 
     def position_embedding(self, height: int, width: int) -> torch.Tensor:
         """The learned table resampled to an ``height x width`` patch grid, block order: ``(h*w, dim)``."""

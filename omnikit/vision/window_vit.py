@@ -46,6 +46,7 @@ from omnikit.utils.checks import (
     check_tensor,
     check_weight_dtype,
 )
+from omnikit.utils.parallel import ParallelPlan
 from omnikit.vision.merger import PatchMerger
 from omnikit.vision.patch_grids import Grid, PatchGrids, check_grids, grid_list
 from omnikit.vision.rotary import AxialRotaryEmbedding
@@ -276,6 +277,10 @@ class WindowViT(nn.Module):
         self.merger = PatchMerger(config.dim, config.out_dim, config.merge_size, eps=config.norm_eps, norm="rmsnorm")
         self.output_dim = config.out_dim
         self.gradient_checkpointing = False
+
+    def parallel_plan(self) -> ParallelPlan:
+        """Block by block; the Thinkers call the tower through ``forward_patches``, hooked as ``forward`` is."""
+        return ParallelPlan(fsdp_units=list(self.blocks), fsdp_methods=[(self, "forward_patches")])
 
     @property
     def patch_dim(self) -> int:
