@@ -14,7 +14,7 @@ from qwen3_omni_reference import randomise
 
 import omnikit
 from omnikit.audio import Token2Wav, Token2WavStream, UnknownSpeakerError, convert_speakers, load_speakers
-from omnikit.convert import from_transformers, load_hf, save_hf
+from omnikit.convert import from_transformers, hf_inputs, load_hf, save_hf
 from omnikit.utils.checks import OmnikitValueError
 
 pytest.importorskip("transformers")
@@ -22,7 +22,7 @@ from test_convert_hub_qwen2_5_omni import TALKER, THINKER
 from transformers.models.qwen2_5_omni import configuration_qwen2_5_omni as hf_config
 from transformers.models.qwen2_5_omni import modeling_qwen2_5_omni as hf_modeling
 
-MEL, XVEC, NUM_EMBEDS = 8, 8, 40
+MEL, XVEC, NUM_EMBEDS = 8, 8, 64  # a Talker of 64 codec ids can feed it
 #: two look-back layers and one look-ahead layer, 3-frame reflection convs, two AMP kernels, x3 then x2
 TOKEN2WAV = dict(
     dit_config=dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, head_dim=16, emb_dim=8,
@@ -242,7 +242,7 @@ def test_bad_inputs_are_named(snapshot) -> None:
     _, path = snapshot
     model = load_hf(path, part="token2wav")
     v = voice()
-    with pytest.raises(OmnikitValueError, match=r"`codes` expected ids in \[0, 41\)"):
+    with pytest.raises(OmnikitValueError, match=r"`codes` expected ids in \[0, 65\)"):
         model.token2wav(torch.full((1, 4), NUM_EMBEDS + 1), **v)
     with pytest.raises(TypeError, match="`codes`"):
         model.token2wav(torch.zeros(1, 4), **v)
@@ -313,3 +313,36 @@ def test_first_head_adjacent_pair_rotary_gives_the_scores_of_rotating_pairs_in_p
         return torch.view_as_real(pairs).flatten(-2)
 
     torch.testing.assert_close(rq[:, :1] @ rk[:, :1].transpose(-1, -2), in_place(q) @ in_place(k).transpose(-1, -2))
+
+
+def test_the_omni_part_speaks_with_transformers_text_codes_and_waveform(tmp_path) -> None:
+    """``load_hf(part="omni")`` with this token2wav as its vocoder: greedy text, Talker codes and the waveform equal
+    transformers' ``generate`` (audio in the prompt; the same seed before both, so token2wav draws the same noise)."""
+    import test_speak_qwen2_5_omni as speak
+    from test_convert_hub_qwen2_5_omni import randomise as randomise_norms
+
+    torch.manual_seed(17)
+    config = hf_config.Qwen2_5OmniConfig(thinker_config=speak.THINKER, talker_config=speak.TALKER,
+                                         token2wav_config=TOKEN2WAV)
+    hf = randomise_norms(hf_modeling.Qwen2_5OmniForConditionalGeneration(config))
+    randomise(hf.token2wav, scale=0.2).eval()
+    tame(hf.token2wav)
+    hf.save_pretrained(tmp_path, max_shard_size="40KB")
+    g = torch.Generator().manual_seed(18)
+    speakers = {"Chelsie": {"bos_token": speak.SPEAKER_BOS, "cond": torch.randn(XVEC, generator=g),
+                            "ref_mel": torch.randn(16, MEL, generator=g) - 3}}
+    torch.save(speakers, tmp_path / "spk_dict.pt")
+    hf.speaker_map = speakers
+    omni = load_hf(tmp_path, part="omni")
+    inputs = speak.prompt(19)
+    options = dict(thinker_eos_token_id=speak.IM_END, talker_max_new_tokens=12, talker_do_sample=False)
+    with torch.no_grad():
+        torch.manual_seed(20)
+        sequences, ref = hf.generate(**inputs, speaker="Chelsie", thinker_max_new_tokens=6,
+                                     talker_eos_token_id=[speak.CODEC_PAD, speak.CODEC_END],
+                                     talker_pixel_values=None, **options)
+        torch.manual_seed(20)
+        out = omni.generate(**hf_inputs(omni, inputs), max_new_tokens=6, speaker="Chelsie", **options)
+    assert torch.equal(out.tokens, sequences[:, inputs["input_ids"].shape[1]:])
+    assert out.wav.shape[-1] == ref.shape[-1] == int(out.code_lengths[0]) * omni.vocoder.samples_per_code > 0
+    assert peak_error(out.wav.reshape(1, -1), ref.reshape(1, -1)) < 1e-4

@@ -31,6 +31,7 @@ from omnikit.layers.masks import lengths_to_mask
 from omnikit.layers.norm import LayerNorm, RMSNorm
 from omnikit.layers.rotary import RotaryEmbedding
 from omnikit.outputs import traceable_output
+from omnikit.streaming import StreamingContainer, StreamingModule, StreamingState
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_ids, check_lengths, check_positive, check_tensor
 from omnikit.utils.parallel import ParallelPlan
@@ -93,25 +94,51 @@ class SnakeBeta(Snake):
         super().__init__(channels, beta=True, log_scale=True)
 
 
-class TrimmedConvTranspose1d(nn.Module):
+@dataclass
+class TransposeState(StreamingState):
+    """The last input step of the previous chunk ``(B, C_in, 1)`` (its kernel reaches into this chunk)."""
+
+    batch_size: int
+    tail: torch.Tensor | None = None
+
+
+class TrimmedConvTranspose1d(StreamingModule[TransposeState]):
     """``ConvTranspose1d(kernel, stride)`` with ``kernel - stride`` samples cut from both ends.
 
     ``(B, C_in, T) -> (B, C_out, T')``: ``T' = T * stride`` when ``kernel == stride``,
     ``(T - 1) * stride`` when ``kernel == 2 * stride``; output step ``t`` sees inputs up to ``t // stride + 1``.
+    Streaming, each chunk emits the samples its inputs complete (the previous chunk's last input step is kept),
+    so the chunks add up to the offline output.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int) -> None:
         super().__init__()
+        if not stride <= kernel_size <= 2 * stride:
+            raise OmnikitValueError(f"`kernel_size` ({kernel_size}) must lie in [stride, 2 * stride] (stride {stride})")
         self.conv = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride=stride)
         self.trim = kernel_size - stride
+
+    def init_streaming_state(self, batch_size: int) -> TransposeState:
+        return TransposeState(batch_size)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         conv = self.conv
         return (lengths - 1) * conv.stride[0] + conv.kernel_size[0] - 2 * self.trim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)
-        return y[..., self.trim : y.shape[-1] - self.trim]
+        state = self.streaming_state
+        if state is None:
+            y = self.conv(x)
+            return y[..., self.trim : y.shape[-1] - self.trim]
+        stride, steps = self.conv.stride[0], x.shape[-1]
+        if steps == 0:
+            return x.new_zeros(x.shape[0], self.conv.out_channels, 0)
+        if state.tail is None:  # samples before `steps * stride` are complete; the first `trim` are cut
+            out = self.conv(x)[..., self.trim : steps * stride]
+        else:  # the tail's step comes first: its samples before `stride` were emitted with the previous chunk
+            out = self.conv(torch.cat((state.tail, x), dim=-1))[..., stride : (steps + 1) * stride]
+        state.tail = x[..., -1:]
+        return out
 
 
 class ConvNeXtBlock(nn.Module):
@@ -179,10 +206,13 @@ class LayerScaleBlock(DecoderBlock):
         return h + self.mlp_scale * self.mlp(self.norm2(h))
 
 
-class Code2Wav(nn.Module):
+class Code2Wav(StreamingContainer, nn.Module):
     """``codes (B, K, F) -> Code2WavOutput`` (waveform ``(B, 1, S)`` at ``sample_rate``).
 
     ``decode(codes)`` returns the ``(B, 1, S)`` waveform alone (transformers' ``Qwen3OmniMoeCode2Wav``).
+    Inside ``with code2wav.streaming(B):`` successive ``decode`` calls continue one another (attention KV
+    cache, causal convolution and transposed-convolution state): their waveforms add up to ``decode`` of
+    all frames, and each call costs only its own frames.
     """
 
     def __init__(self, config: Code2WavConfig) -> None:
@@ -246,7 +276,8 @@ class Code2Wav(nn.Module):
             raise OmnikitValueError(f"`codes` expected at least one frame but got shape {tuple(codes.shape)}")
         check_ids(codes, "codes", self.codebook_size, what="ids")
         x = self.code_embedding(codes + self.code_offset).mean(1)
-        rope = self.rotary(torch.arange(x.shape[1], device=x.device))
+        start = self.blocks[0].attn.cache_position  # frames decoded before in an open stream (0 offline)
+        rope = self.rotary(start + torch.arange(x.shape[1], device=x.device))
         x, _ = run_blocks(self.blocks, x, lambda block: {"rope": rope},
                           checkpointing=self.gradient_checkpointing and self.training, return_aux=False)
         x = self.norm(x).transpose(1, 2)

@@ -121,8 +121,8 @@ class Token2Wav(nn.Module):
         """``conditioning (B | 1, xvector_dim)`` or ``(xvector_dim,)`` and ``reference_mel (B | 1, T, mel_dim)``
         or ``(T, mel_dim)`` (one voice for every item) -> both with batch ``batch``."""
         c = self.config.dit
-        conditioning = check_input(conditioning, "conditioning", self, ndim=(1, 2))
-        reference_mel = check_input(reference_mel, "reference_mel", self, ndim=(2, 3))
+        conditioning = check_input(conditioning, "conditioning", self, ndim=(1, 2, 3))  # leading dims merge
+        reference_mel = check_input(reference_mel, "reference_mel", self, ndim=(2, 3, 4))
         check_tensor(conditioning, "conditioning", shape=(*[None] * (conditioning.ndim - 1), c.xvector_dim))
         check_tensor(reference_mel, "reference_mel", shape=(*[None] * (reference_mel.ndim - 2), "T", c.mel_dim))
         conditioning = conditioning.reshape(-1, c.xvector_dim)

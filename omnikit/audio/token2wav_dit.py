@@ -50,7 +50,8 @@ class DiTConfig:
         dim, depth, num_heads, head_dim, ff_mult: the transformer (hidden_size, num_hidden_layers, ...).
         num_embeds, emb_dim, repeats: codebook size, code embedding width, mel frames per code.
         mel_dim: mel bins.
-        block_size, look_ahead_layers, look_backward_layers: the block attention pattern.
+        block_size, look_ahead_layers, look_backward_layers: the block attention pattern (indices past
+            ``depth`` name no layer, as in transformers, where a shallow config keeps the published lists).
         xvector_dim: the speaker x-vector width (enc_emb_dim).
         speaker_dim, speaker_channels, speaker_kernel_sizes, speaker_dilations, speaker_attention_channels,
             speaker_res2net_scale, speaker_se_channels: the ECAPA-TDNN (enc_dim, enc_channels, ...).
@@ -143,10 +144,6 @@ class Token2WavDiT(nn.Module):
     def __init__(self, config: DiTConfig) -> None:
         super().__init__()
         c = config
-        for name in ("look_ahead_layers", "look_backward_layers"):
-            bad = [i for i in getattr(c, name) if not 0 <= i < c.depth]
-            if bad:
-                raise OmnikitValueError(f"`{name}` expected layer indices in [0, {c.depth}) but got {bad}")
         self.config = c
         self.time = TimeEmbedding(c.dim)
         self.code_embed = nn.Embedding(c.num_embeds + 1, c.emb_dim)

@@ -4,7 +4,9 @@ Published checkpoints (no ``transformers`` needed):
 
 - ``load_hf(path, *, part=None, device=None, dtype=None)``: a Hub-layout directory -> omnikit model;
 - ``save_hf(model, path, *, max_shard_size="5GB")``: the inverse, loadable by ``from_pretrained``;
-- ``hf_inputs(model, inputs)``: a transformers processor's outputs -> the model's forward kwargs.
+- ``hf_inputs(model, inputs)``: a transformers processor's outputs -> the model's forward kwargs;
+- ``build_hf(config, *, part=None)``: the model of a ``config.json`` dict with fresh weights (``save_hf``
+  writes it as a random snapshot).
 
 Adding an architecture (one ``hub_<family>.py`` file, plus a line in
 :data:`~omnikit.convert.architectures.BUILTIN_MODULES` so it is imported on first use)::
@@ -52,6 +54,7 @@ from torch import nn
 from omnikit.utils.checks import OmnikitTypeError
 
 __all__ = [
+    "build_hf",
     "converter",
     "from_encodec",
     "from_transformers",
@@ -112,6 +115,13 @@ def load_hf(path: Any, *, part: str | None = None, device: Any = None, dtype: An
     from omnikit.convert.load import load_hf as load
 
     return load(path, part=part, device=device, dtype=dtype)
+
+
+def build_hf(config: Any, *, part: str | None = None) -> nn.Module:
+    """The model of a ``config.json`` dict with fresh weights (see :func:`omnikit.convert.load.build_hf`)."""
+    from omnikit.convert.load import build_hf as build
+
+    return build(config, part=part)
 
 
 def save_hf(model: nn.Module, path: Any, **kwargs: Any) -> Any:

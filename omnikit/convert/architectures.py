@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -61,6 +62,7 @@ BUILTIN_MODULES: dict[str, str] = {
     "Qwen2_5OmniThinkerForConditionalGeneration": "omnikit.convert.hub_qwen2_5_omni",
     "Qwen2_5OmniForConditionalGeneration": "omnikit.convert.hub_qwen2_5_omni",
     "Qwen3OmniMoeForConditionalGeneration": "omnikit.convert.hub_qwen3_omni",
+    "Qwen3OmniMoeThinkerForConditionalGeneration": "omnikit.convert.hub_qwen3_omni",
 }
 
 #: Attribute :func:`load_hf` sets on the models it returns (a :class:`HubOrigin`).
@@ -84,6 +86,8 @@ class Part:
         inputs: ``(model, processor outputs) -> forward kwargs`` for :func:`hf_inputs`.
         export_config: ``model -> config.json dict`` for :func:`save_hf` on a model that was not
             loaded from a checkpoint (built by ``create_model``, say).
+        finish: ``(model, snapshot directory) -> None``, run by :func:`load_hf` after the tensors are in
+            place (to read a side file of the snapshot, such as speaker tables).
     """
 
     build: Callable[[Config], nn.Module]
@@ -92,6 +96,7 @@ class Part:
     owns: tuple[str, ...] | None = None
     inputs: Callable[[nn.Module, Mapping[str, Any]], dict[str, Any]] | None = None
     export_config: Callable[[nn.Module], Config] | None = None
+    finish: Callable[[nn.Module, Path], None] | None = None
 
     @property
     def owned_prefixes(self) -> tuple[str, ...]:

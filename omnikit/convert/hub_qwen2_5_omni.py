@@ -11,7 +11,9 @@ Parts (checkpoint prefixes for the full model; the standalone Thinker checkpoint
 - ``"audio_encoder"``, ``"vision_encoder"``, ``"text_model"``: each of those alone;
 - ``"talker"`` (full model only): :class:`~omnikit.fusion.OmniTalker` (``talker.*``);
 - ``"token2wav"`` (full model only): :class:`~omnikit.audio.Token2Wav`, the DiT + BigVGAN code-to-waveform
-  model (``token2wav.*``); its voices are in the snapshot's ``spk_dict.pt`` (:func:`omnikit.audio.load_speakers`).
+  model (``token2wav.*``); its voices are in the snapshot's ``spk_dict.pt`` (:func:`omnikit.audio.load_speakers`);
+- ``"omni"`` (full model only): :class:`~omnikit.fusion.Qwen2_5OmniSpeech`, the Thinker and Talker speaking
+  together, with the ``"token2wav"`` part as its vocoder, and the speakers of the snapshot's ``spk_dict.pt``.
 
 Not loaded: the audio tower's ``audio_bos_eos_token`` embedding, which transformers' forward never reads (skipped on
 load, so ``save_hf`` does not write it and ``from_pretrained`` initialises it).
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,12 +37,15 @@ from omnikit.convert.hub_whisper import TRANSFORMER, whisper_layers_key_map
 from omnikit.convert.inputs import text_inputs
 from omnikit.convert.keymap import Fuse, KeyMap, Rename, Skip
 from omnikit.convert.qwen2_5_omni_token2wav import TOKEN2WAV
+from omnikit.convert.whole_model import check_same_layout, check_speaks, whole_part
 from omnikit.fusion.modality import MediaTokens
 from omnikit.fusion.omni_thinker import OmniThinker
+from omnikit.fusion.qwen2_5_omni_speech import Qwen2_5OmniSpeech, Qwen2_5SpeechIds
 from omnikit.fusion.thinker import Thinker
 from omnikit.fusion.tmrope import TMRoPEScheme
 from omnikit.layers.decoder import DecoderConfig
 from omnikit.speech.omni_talker import OmniTalker, OmniTalkerConfig
+from omnikit.utils.checks import OmnikitValueError
 from omnikit.vision.window_vit import WindowViT, WindowViTConfig
 
 __all__ = [
@@ -255,13 +261,45 @@ AUDIO = Mapped(audio_config, preset("qwen2_5_omni_audio"), audio_key_map)
 VISION = Mapped(vision_config, preset("qwen2_5_omni_vision"), vision_key_map)
 register_transformers("Qwen2_5OmniAudioEncoder", AUDIO)
 register_transformers("Qwen2_5OmniVisionEncoder", VISION)
+
+
+def _same_layout(thinker: Config, talker: Config) -> None:
+    """The Talker's placeholders and TMRoPE timing must be the Thinker's (its positions are computed with them)."""
+    keys = {"position_id_per_seconds": 25, "seconds_per_chunk": 2}
+    for modality in ("audio", "image", "video"):
+        ours = thinker_media_tokens(thinker).as_dict().get(modality)
+        theirs = talker.get(f"{modality}_token_index", talker.get(f"{modality}_token_id", ours))
+        if theirs != ours:
+            raise OmnikitValueError(f"talker_config {modality} placeholder {theirs} must equal the Thinker's ({ours})")
+    check_same_layout(thinker, talker, keys)
+
+
+def _speaking(parts: dict[str, Part]) -> Part:
+    """The ``"omni"`` part: Thinker, Talker and, when a ``"token2wav"`` part is registered, the vocoder, as one
+    :class:`Qwen2_5OmniSpeech`; the snapshot's ``spk_dict.pt`` gives the speakers."""
+    vocoder = parts.get("token2wav")
+
+    def build(config: Config) -> Qwen2_5OmniSpeech:
+        check_speaks(config)
+        _same_layout(config["thinker_config"], config["talker_config"])
+        return Qwen2_5OmniSpeech(parts["thinker"].build(config), parts["talker"].build(config),
+                                 None if vocoder is None else vocoder.build(config),
+                                 Qwen2_5SpeechIds.from_config(config["talker_config"]))
+
+    def finish(model: nn.Module, directory: Path) -> None:
+        if (directory / "spk_dict.pt").is_file():
+            model.load_speakers(directory / "spk_dict.pt")
+
+    members = {"thinker": parts["thinker"], "talker": parts["talker"]}
+    return whole_part(build, {**members, **({"vocoder": vocoder} if vocoder else {})}, inputs=thinker_inputs,
+                      finish=finish)
+
+
 register_transformers("Qwen2_5OmniToken2WavModel", TOKEN2WAV)
 register_architecture(THINKER, parts=_parts("", lambda c: c), default_part="thinker")
-register_architecture(
-    FULL,
-    parts={**_parts("thinker.", lambda c: c["thinker_config"]),
-           "talker": Part(lambda c: _talker(c["talker_config"]), lambda c: talker_key_map(c["talker_config"]),
-                          "talker."),
-           "token2wav": TOKEN2WAV.part("token2wav.", select=lambda c: c["token2wav_config"], exported=False)},
-    default_part="thinker",
-)
+_FULL_PARTS = {
+    **_parts("thinker.", lambda c: c["thinker_config"]),
+    "talker": Part(lambda c: _talker(c["talker_config"]), lambda c: talker_key_map(c["talker_config"]), "talker."),
+    "token2wav": TOKEN2WAV.part("token2wav.", select=lambda c: c["token2wav_config"], exported=False),
+}
+register_architecture(FULL, parts={**_FULL_PARTS, "omni": _speaking(_FULL_PARTS)}, default_part="thinker")

@@ -10,7 +10,11 @@ Parts (checkpoint prefixes):
 - ``"audio_encoder"``: :class:`~omnikit.audio.AuTEncoder` (``thinker.audio_tower.*``);
 - ``"vision_encoder"``: :class:`~omnikit.vision.Qwen3ViT` with its deepstack mergers (``thinker.visual.*``);
 - ``"talker"``: :class:`~omnikit.fusion.Qwen3OmniTalker` with its code predictor (``talker.*``);
-- ``"code2wav"``: :class:`~omnikit.audio.Code2Wav` (``code2wav.*``).
+- ``"code2wav"``: :class:`~omnikit.audio.Code2Wav` (``code2wav.*``);
+- ``"omni"``: all of them as one :class:`~omnikit.fusion.Qwen3OmniSpeech` that speaks (``generate`` / ``stream``).
+
+``Qwen3OmniMoeThinkerForConditionalGeneration`` (a Thinker saved alone: its names have no ``thinker.``)
+has the Thinker's parts.
 """
 
 from __future__ import annotations
@@ -33,8 +37,10 @@ from omnikit.convert.keymap import Fuse, KeyMap, Rename
 from omnikit.convert.qwen3_omni_code2wav import code2wav_config, code2wav_key_map
 from omnikit.convert.qwen3_omni_talker import talker_config, talker_key_map
 from omnikit.convert.qwen3_omni_vision import VISION_KEYS, vision_config
+from omnikit.convert.whole_model import check_same_layout, check_speaks, whole_part
 from omnikit.fusion.deepstack_thinker import DeepstackThinker
 from omnikit.fusion.modality import MediaTokens
+from omnikit.fusion.qwen3_omni_speech import Qwen3OmniSpeech, Qwen3SpeechIds
 from omnikit.fusion.qwen3_omni_thinker import Qwen3OmniThinker
 from omnikit.fusion.tmrope import QWEN3_OMNI
 from omnikit.layers.decoder import DecoderConfig
@@ -60,7 +66,7 @@ __all__ = [
     "vision_inputs",
 ]
 
-FULL = "Qwen3OmniMoeForConditionalGeneration"
+FULL, THINKER = "Qwen3OmniMoeForConditionalGeneration", "Qwen3OmniMoeThinkerForConditionalGeneration"
 
 
 #: The :class:`AuTEncoderConfig` of a Qwen3-Omni ``audio_config`` dict (transformers' defaults for absent keys).
@@ -232,18 +238,47 @@ VISION = Mapped(vision_config, preset("qwen3_vit_omni_30b_a3b"), lambda c: VISIO
 TALKER = Mapped(talker_config, preset("qwen3_omni_30b_a3b_talker"), talker_key_map)
 CODE2WAV = Mapped(code2wav_config, preset("code2wav_qwen3_omni"), code2wav_key_map)
 
-register_architecture(FULL, default_part="thinker", parts={
-    "thinker": Part(lambda c: build_thinker(_thinker(c)), lambda c: thinker_key_map(_thinker(c)), "thinker.",
-                    inputs=thinker_inputs, export_config=export_thinker_config),
-    "text_model": Part(lambda c: build_text_model(_thinker(c)), lambda c: text_key_map(_thinker(c)), "thinker.",
-                       owns=("thinker.model.", "thinker.lm_head."), inputs=text_inputs),
-    "audio_encoder": AUDIO.part("thinker.audio_tower.", select=lambda c: _thinker(c)["audio_config"],
-                                inputs=audio_inputs),
-    "vision_encoder": VISION.part("thinker.visual.", select=lambda c: _thinker(c)["vision_config"],
-                                  inputs=vision_inputs),
+
+def _thinker_parts(prefix: str, of: Any) -> dict[str, Part]:
+    """The Thinker's parts under checkpoint ``prefix``; ``of(config)`` is the Thinker's config dict."""
+    return {
+        "thinker": Part(lambda c: build_thinker(of(c)), lambda c: thinker_key_map(of(c)), prefix,
+                        inputs=thinker_inputs, export_config=export_thinker_config if prefix else None),
+        "text_model": Part(lambda c: build_text_model(of(c)), lambda c: text_key_map(of(c)), prefix,
+                           owns=(prefix + "model.", prefix + "lm_head."), inputs=text_inputs),
+        "audio_encoder": AUDIO.part(prefix + "audio_tower.", select=lambda c: of(c)["audio_config"],
+                                    inputs=audio_inputs),
+        "vision_encoder": VISION.part(prefix + "visual.", select=lambda c: of(c)["vision_config"],
+                                      inputs=vision_inputs),
+    }
+
+
+#: The Talker's prompt-layout keys, with transformers' defaults: they must equal the Thinker's.
+TALKER_LAYOUT = {"audio_token_id": 151646, "image_token_id": 151655, "video_token_id": 151656,
+                 "position_id_per_seconds": 25}
+
+
+def _speaking(parts: dict[str, Part]) -> Part:
+    """The ``"omni"`` part: Thinker, Talker and Code2Wav as one :class:`Qwen3OmniSpeech`."""
+
+    def build(config: Config) -> Qwen3OmniSpeech:
+        check_speaks(config)
+        check_same_layout(config["thinker_config"], config["talker_config"], TALKER_LAYOUT)
+        return Qwen3OmniSpeech(parts["thinker"].build(config), parts["talker"].build(config),
+                               parts["code2wav"].build(config), Qwen3SpeechIds.from_config(config))
+
+    members = {"thinker": parts["thinker"], "talker": parts["talker"], "vocoder": parts["code2wav"]}
+    return whole_part(build, members, inputs=thinker_inputs)
+
+
+_PARTS = {
+    **_thinker_parts("thinker.", _thinker),
     "talker": TALKER.part("talker.", select=lambda c: c["talker_config"]),
     "code2wav": CODE2WAV.part("code2wav.", select=lambda c: c["code2wav_config"]),
-})
+}
+register_architecture(FULL, default_part="thinker", parts={**_PARTS, "omni": _speaking(_PARTS)})
+#: What transformers writes when a Qwen3-Omni Thinker is saved alone (its config is the Thinker's).
+register_architecture(THINKER, default_part="thinker", parts=_thinker_parts("", lambda c: c))
 register_transformers("Qwen3OmniMoeAudioEncoder", AUDIO)
 register_transformers("Qwen3OmniMoeVisionEncoder", VISION)
 register_transformers("Qwen3OmniMoeTalkerForConditionalGeneration", TALKER)

@@ -28,7 +28,7 @@ from omnikit.convert.snapshot import Snapshot, open_shards, torch_dtype
 from omnikit.utils.checks import OmnikitValueError
 from omnikit.utils.precision import cast_model
 
-__all__ = ["PROGRESS_MIN_BYTES", "architecture_name", "load_hf", "tied_aliases"]
+__all__ = ["PROGRESS_MIN_BYTES", "architecture_name", "build_hf", "load_hf", "tied_aliases"]
 
 #: Loads of at least this many bytes show a progress bar (one step per shard).
 PROGRESS_MIN_BYTES = 2**30
@@ -166,6 +166,18 @@ def _read(plan: dict[str, list[Piece]], model: nn.Module, handles: Mapping[Path,
     return state
 
 
+def build_hf(config: Mapping[str, Any], *, part: str | None = None) -> nn.Module:
+    """The model (or ``part``) of a ``config.json`` dict with freshly initialised weights, built as :func:`load_hf`
+    builds it before reading a checkpoint: :func:`save_hf` writes it as a snapshot (a random checkpoint for a
+    test or an offline example, without transformers)."""
+    config = dict(config)
+    architecture = get_architecture(architecture_name(config, "`config`"))
+    part_name, spec = architecture.part(part)
+    model = spec.build(config)
+    setattr(model, HF_ORIGIN_ATTR, HubOrigin(architecture.name, part_name, config))
+    return model.eval()
+
+
 def load_hf(
     path: str | Path,
     *,
@@ -224,5 +236,7 @@ def load_hf(
     check_finite(state, f"checkpoint {str(snapshot.directory)!r}")
     assign_state(model, state, aliases)
     model.to(device)
+    if spec.finish is not None:
+        spec.finish(model, snapshot.directory)
     setattr(model, HF_ORIGIN_ATTR, HubOrigin(architecture.name, part_name, snapshot.config))
     return model.eval()

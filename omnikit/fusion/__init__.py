@@ -20,7 +20,10 @@ from omnikit.fusion.early import PackedSequences, fusion_attention_mask, media_i
 from omnikit.fusion.losses import text_lm_loss
 from omnikit.fusion.modality import MEDIA_MODALITIES, MODALITIES, MediaTokens
 from omnikit.fusion.omni import EarlyFusionOmni, FusedInputs
+from omnikit.fusion.omni_speech import SpeakingOmni, SpeechOutput
 from omnikit.fusion.omni_thinker import OmniThinker
+from omnikit.fusion.qwen2_5_omni_speech import Qwen2_5OmniSpeech
+from omnikit.fusion.qwen3_omni_speech import Qwen3OmniSpeech
 from omnikit.fusion.qwen3_omni_thinker import Qwen3OmniThinker
 from omnikit.fusion.recipes import RECIPES, apply_recipe, parameter_groups
 from omnikit.fusion.thinker import GenerationOutput, Thinker, ThinkerStep
@@ -85,14 +88,18 @@ __all__ = [
     "OmniTalkerConfig",
     "OmniThinker",
     "PackedSequences",
+    "Qwen2_5OmniSpeech",
+    "Qwen3OmniSpeech",
     "Qwen3OmniTalker",
     "Qwen3OmniTalkerConfig",
     "Qwen3OmniThinker",
     "Qwen3TalkerScores",
     "ResampledAdapter",
     "Sampling",
+    "SpeakingOmni",
     "SpeakingResult",
     "SpeechChunk",
+    "SpeechOutput",
     "TMRoPEScheme",
     "Talker",
     "TalkerConfig",

@@ -221,6 +221,23 @@ class OmniThinker(nn.Module):
             scheme=self.scheme, key_padding_mask=padding,
         )
 
+    def prompt_positions(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+        image_grid_thw: PatchGrids | None = None, video_grid_thw: PatchGrids | None = None,
+        video_second_per_grid: torch.Tensor | None = None, audio_tokens: torch.Tensor | None = None,
+        use_audio_in_video: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """TMRoPE ids ``(3, B, T)`` and ``next_position (B,)`` of ``input_ids`` whose media are given by their
+        patch grids and audio token counts ``(n_audio,)`` (nothing is encoded): the positions a model that reads
+        the same prompt layout with this Thinker's placeholders and scheme uses (a Talker's prompt)."""
+        check_tensor(input_ids, "input_ids", ndim=2, floating=False)
+        return self._positions(
+            input_ids, None if attention_mask is None else attention_mask.to(input_ids.device).bool(),
+            images=() if image_grid_thw is None else grid_list(image_grid_thw, "image_grid_thw"),
+            videos=() if video_grid_thw is None else grid_list(video_grid_thw, "video_grid_thw"),
+            video_seconds=video_second_per_grid, audio_tokens=audio_tokens, use_audio_in_video=use_audio_in_video,
+        )
+
     def _positions_with_soundtracks(
         self, input_ids: torch.Tensor, padding: torch.Tensor | None, images: Sequence[Grid], videos: Sequence[Grid],
         video_seconds: torch.Tensor | None, audio_tokens: torch.Tensor | None,

@@ -26,8 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from omnikit.layers.decoder import Decoder, DecoderConfig
+from omnikit.models.decode_cache import CacheKind, CompileOption, check_cache_settings, compiled_step
 from omnikit.models.sampling import GREEDY, Sampling, sample_next
 from omnikit.moe import MoE, MoEConfig
+from omnikit.streaming import streaming
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_ids, check_input, check_tensor
 from omnikit.utils.parallel import ParallelPlan
@@ -209,16 +211,27 @@ class Qwen3OmniTalker(nn.Module):
         sampling: Sampling = GREEDY,
         *,
         generator: torch.Generator | None = None,
+        cache: CacheKind = "dynamic",
+        compile: CompileOption = False,
     ) -> torch.Tensor:
         """Codes ``1..K-1`` of a frame one by one from the Talker state ``hidden (N, dim)`` and code 0
-        ``first (N,)``; returns the frame's codes ``(N, K)`` (greedy by default)."""
-        k = self.config.num_codebooks
-        codes = torch.zeros(hidden.shape[0], k, dtype=torch.long, device=hidden.device)
-        codes[:, 0] = first
-        for step in range(1, k):
-            logits = self.residual_logits(hidden, codes)[:, step - 1]
-            codes[:, step] = sample_next(logits, sampling, generator=generator)
-        return codes
+        ``first (N,)``; returns the frame's codes ``(N, K)`` (greedy by default). The code predictor decodes
+        with a KV cache: one prefill of ``[hidden, embed(code 0)]``, then one position per code;
+        ``cache="static"`` preallocates its ``K`` positions and ``compile`` compiles its decoder steps."""
+        predictor, codes = self.code_predictor, [first]
+        max_len = check_cache_settings(cache, None, compile, needed=self.config.num_codebooks)
+        step = self._predictor_step if compile is False else compiled_step(self._predictor_step, compile)
+        with streaming(predictor.decoder, hidden.shape[0], max_len=max_len):
+            x = step(torch.stack([hidden, self.codec_embedding(first)], dim=1))
+            for index, head in enumerate(predictor.heads, start=1):
+                codes.append(sample_next(head(x), sampling, generator=generator))
+                if index < len(predictor.heads):
+                    x = step(predictor.embeddings[index - 1](codes[-1])[:, None])
+        return torch.stack(codes, dim=1)
+
+    def _predictor_step(self, x: torch.Tensor) -> torch.Tensor:
+        """The code predictor's decoder on ``x (N, t, dim)`` inside its stream: the last state ``(N, dim)``."""
+        return self.code_predictor.decoder(x)[:, -1]
 
     def embed_frames(self, codes: torch.Tensor) -> torch.Tensor:
         """``(B, K, F)`` codes -> ``(B, F, dim)``: the sum of their ``K`` embeddings (the next Talker input)."""
