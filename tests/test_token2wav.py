@@ -346,3 +346,17 @@ def test_the_omni_part_speaks_with_transformers_text_codes_and_waveform(tmp_path
     assert torch.equal(out.tokens, sequences[:, inputs["input_ids"].shape[1]:])
     assert out.wav.shape[-1] == ref.shape[-1] == int(out.code_lengths[0]) * omni.vocoder.samples_per_code > 0
     assert peak_error(out.wav.reshape(1, -1), ref.reshape(1, -1)) < 1e-4
+
+    # the stream with token2wav decoding chunk by chunk: the same noise, windows covering the reply -> the offline
+    # waveform; the published windows (in blocks) -> close (this reply is shorter than the vocoder's receptive
+    # field, so its audio comes in the last chunk; test_chunked_decoding... checks early audio on a longer one)
+    torch.manual_seed(20)
+    noise = torch.randn(1, 2 * int(out.code_lengths[0]), MEL)
+    streams = {}
+    for name, windows in (("whole", dict(past=256, future=256)), ("published", {})):
+        chunks = list(omni.stream(**hf_inputs(omni, inputs), max_new_tokens=6, speaker="Chelsie", chunk_frames=2,
+                                  decoder_options=dict(chunked=True, noise=noise, chunk=4, **windows), **options))
+        assert torch.equal(torch.cat([c.codes for c in chunks], dim=2), out.codes)
+        streams[name] = (chunks, torch.cat([c.wav for c in chunks], dim=-1))
+    assert peak_error(streams["whole"][1].reshape(1, -1), out.wav.reshape(1, -1)) < 1e-5
+    assert peak_error(streams["published"][1].reshape(1, -1), out.wav.reshape(1, -1)) < 0.05
