@@ -363,7 +363,7 @@ def load_weights(model: nn.Module, path: str | Path, *, allow_pickle: bool = Fal
     """
     checked = _prepare(model, Path(path), allow_pickle, None)
     state = checked.state()
-    check_finite(state, f"checkpoint file {str(checked.weights)!r}")
+    check_finite(state, f"checkpoint file {str(checked.weights)!r}", inf_allowed=dict(model.named_buffers()))
     model.load_state_dict(_renamed(checked.renames, state), strict=True)
     return model
 
@@ -425,7 +425,7 @@ def load_weights_as_saved(model: nn.Module, path: str | Path, *, allow_pickle: b
     _adopt_dtypes(model, checked.expected)
     state = checked.state()
     _check_crc(state, checked.aliases, config or {}, checked.weights)
-    check_finite(state, f"checkpoint file {str(checked.weights)!r}")
+    check_finite(state, f"checkpoint file {str(checked.weights)!r}", inf_allowed=dict(model.named_buffers()))
     model.load_state_dict(_renamed(checked.renames, state), strict=True)
     return model
 

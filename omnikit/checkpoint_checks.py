@@ -58,9 +58,12 @@ def check_contained(path: Path, directory: Path) -> Path:
     return path
 
 
-def check_finite(tensors: Mapping[str, torch.Tensor], source: str) -> None:
-    """``ValueError`` naming the floating tensors of ``tensors`` that hold NaN or inf."""
-    bad = sorted(k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+def check_finite(tensors: Mapping[str, torch.Tensor], source: str, *, inf_allowed: Iterable[str] = ()) -> None:
+    """``ValueError`` naming the floating tensors of ``tensors`` that hold NaN, or inf outside
+    ``inf_allowed`` (buffers such as clipping bounds, which are +-inf when unclipped)."""
+    allowed = set(inf_allowed)
+    bad = sorted(k for k, v in tensors.items() if v.is_floating_point() and not bool(
+        (~torch.isnan(v) if k in allowed else torch.isfinite(v)).all()))
     if bad:
         raise OmnikitValueError(
             f"{source}: {len(bad)} tensor(s) hold NaN or inf: {bad[:10]}{' ...' if len(bad) > 10 else ''}"

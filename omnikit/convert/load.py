@@ -233,7 +233,7 @@ def load_hf(
     cast_model(model, dtype or _default_dtype(headers))
     total_bytes = sum(p.stat().st_size for p in handles)
     state = _read(plan, model, handles, by_file, device, total_bytes)
-    check_finite(state, f"checkpoint {str(snapshot.directory)!r}")
+    check_finite(state, f"checkpoint {str(snapshot.directory)!r}", inf_allowed=dict(model.named_buffers()))
     assign_state(model, state, aliases)
     model.to(device)
     if spec.finish is not None:
