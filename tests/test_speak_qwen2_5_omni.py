@@ -13,6 +13,7 @@ import torch
 from test_convert_hub_qwen2_5_omni import TOKEN2WAV, randomise
 from torch import nn
 
+from omnikit.audio import Token2Wav
 from omnikit.convert import hf_inputs, load_hf
 from omnikit.fusion import Qwen2_5OmniSpeech
 from omnikit.vision import patchify_frames
@@ -94,7 +95,7 @@ def prompt(seed: int, mel_frames: int = 40, image: bool = False) -> dict[str, to
 def test_greedy_text_and_talker_codes_equal_transformers(checkpoint) -> None:
     hf, path = checkpoint
     omni = load_hf(path, part="omni")
-    assert isinstance(omni, Qwen2_5OmniSpeech) and omni.vocoder is None
+    assert isinstance(omni, Qwen2_5OmniSpeech) and isinstance(omni.vocoder, Token2Wav)  # the token2wav part
     assert sorted(omni.speakers) == ["Chelsie", "Ethan"]
     inputs = prompt(1, image=True)
     hf.token2wav.seen.clear()
@@ -116,6 +117,7 @@ def test_audio_needs_token2wav_and_text_only_works(checkpoint) -> None:
     _, path = checkpoint
     omni = load_hf(path, part="omni")
     inputs = hf_inputs(omni, prompt(2))
+    omni.vocoder = None  # as for a model built without one
     with pytest.raises(ValueError, match="token2wav"):
         omni.generate(**inputs, max_new_tokens=3)
     text = omni.generate(**inputs, max_new_tokens=3, return_audio=False)

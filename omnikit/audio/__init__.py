@@ -6,10 +6,12 @@ torchaudio and encodec are imported only by the functions that need them.
 
 from omnikit.audio import presets  # noqa: F401  (registers the models)
 from omnikit.audio.aut import AuTEncoder, AuTEncoderConfig
+from omnikit.audio.bigvgan import BigVGAN, BigVGANConfig
 from omnikit.audio.blocks import EncoderStack, encoder_block, sinusoids
 from omnikit.audio.code2wav import Code2Wav, Code2WavConfig, Code2WavOutput
 from omnikit.audio.codec import CodecOutput, SEANetCodec, SEANetCodecConfig
 from omnikit.audio.dac import DacCodec, DacConfig, DacOutput
+from omnikit.audio.ecapa import SpeakerEncoder
 from omnikit.audio.features import LogMelSpectrogram, log_mel_spectrogram, mel_filterbank
 from omnikit.audio.fsq import FSQ
 from omnikit.audio.interface import Codec, CodeDecoder, check_codec
@@ -26,7 +28,10 @@ from omnikit.audio.quantize import QuantizerOutput, ResidualVQ, VectorQuantizer,
 from omnikit.audio.seanet import CausalConvTranspose1d, SEANetDecoder, SEANetEncoder
 from omnikit.audio.signal import check_waveform, kaldi_fbank, resample, to_mono
 from omnikit.audio.snake import Snake
+from omnikit.audio.speakers import Speakers, UnknownSpeakerError, Voice, convert_speakers, load_speakers
 from omnikit.audio.split_rvq import SplitQuantizerOutput, SplitResidualVQ
+from omnikit.audio.token2wav import Token2Wav, Token2WavConfig, Token2WavStream
+from omnikit.audio.token2wav_dit import DiTConfig, Token2WavDiT
 from omnikit.audio.wav2vec import ConvFeatureEncoder, ConvFeatureEncoderConfig
 from omnikit.audio.wav2vec2 import Wav2Vec2Config, Wav2Vec2Encoder
 from omnikit.audio.whisper import WhisperEncoder, WhisperEncoderConfig
@@ -36,6 +41,8 @@ __all__ = [
     "FSQ",
     "AuTEncoder",
     "AuTEncoderConfig",
+    "BigVGAN",
+    "BigVGANConfig",
     "CausalConvTranspose1d",
     "Code2Wav",
     "Code2WavConfig",
@@ -48,6 +55,7 @@ __all__ = [
     "DacCodec",
     "DacConfig",
     "DacOutput",
+    "DiTConfig",
     "EncoderStack",
     "LogMelSpectrogram",
     "QuantizerOutput",
@@ -57,9 +65,17 @@ __all__ = [
     "SEANetDecoder",
     "SEANetEncoder",
     "Snake",
+    "SpeakerEncoder",
+    "Speakers",
     "SplitQuantizerOutput",
     "SplitResidualVQ",
+    "Token2Wav",
+    "Token2WavConfig",
+    "Token2WavDiT",
+    "Token2WavStream",
+    "UnknownSpeakerError",
     "VectorQuantizer",
+    "Voice",
     "Wav2Vec2Config",
     "Wav2Vec2Encoder",
     "WhisperEncoder",
@@ -68,6 +84,7 @@ __all__ = [
     "WindowedAudioEncoderConfig",
     "check_codec",
     "check_waveform",
+    "convert_speakers",
     "delay_codes",
     "delay_mask",
     "encode_long",
@@ -76,6 +93,7 @@ __all__ = [
     "iter_encode",
     "kaldi_fbank",
     "kmeans",
+    "load_speakers",
     "log_mel_spectrogram",
     "mel_filterbank",
     "resample",

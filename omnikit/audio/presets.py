@@ -9,11 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from omnikit.audio.aut import AuTEncoder, AuTEncoderConfig
+from omnikit.audio.bigvgan import BigVGANConfig
 from omnikit.audio.code2wav import Code2Wav, Code2WavConfig
 from omnikit.audio.codec import SEANetCodec, SEANetCodecConfig
 from omnikit.audio.dac import DacCodec, DacConfig
 from omnikit.audio.gemma4 import Gemma4AudioConfig, Gemma4AudioEncoder
 from omnikit.audio.mimi import MimiConfig, MimiTokenizer
+from omnikit.audio.token2wav import Token2Wav, Token2WavConfig
+from omnikit.audio.token2wav_dit import DiTConfig
 from omnikit.audio.wav2vec import ConvFeatureEncoder, ConvFeatureEncoderConfig
 from omnikit.audio.wav2vec2 import Wav2Vec2Config, Wav2Vec2Encoder
 from omnikit.audio.whisper import WhisperEncoder, WhisperEncoderConfig
@@ -38,6 +41,8 @@ __all__ = [
     "qwen3_omni_aut_tiny",
     "seanet_codec_24khz",
     "seanet_codec_tiny",
+    "token2wav_qwen2_5_omni",
+    "token2wav_tiny",
     "wav2vec2_base",
     "wav2vec2_feature_encoder",
     "wav2vec2_feature_encoder_tiny",
@@ -175,6 +180,25 @@ def code2wav_tiny(**overrides: Any) -> Code2Wav:
         num_kv_heads=2, mlp_hidden=48, sliding_window=4, upsampling_ratios=(2,), decoder_dim=16,
         upsample_rates=(2, 3), layer_scale=0.5,
     ))
+
+
+@register_model(kind="codec", modalities=("audio",))
+def token2wav_tiny(**overrides: Any) -> Token2Wav:
+    """A tiny Qwen2.5-Omni token2wav (a 1-layer DiT of width 32, 8 mels; one x4 BigVGAN stage) for tests."""
+    dit = DiTConfig(dim=32, depth=1, num_heads=2, head_dim=16, num_embeds=31, emb_dim=8, mel_dim=8, block_size=4,
+                    look_ahead_layers=(0,), look_backward_layers=(0,), xvector_dim=8, speaker_dim=8,
+                    speaker_channels=(8, 8, 8), speaker_kernel_sizes=(3, 3, 1), speaker_dilations=(1, 2, 1),
+                    speaker_attention_channels=8, speaker_se_channels=4)
+    vocoder = BigVGANConfig(mel_dim=8, upsample_initial_channel=16, resblock_kernel_sizes=(3,),
+                            resblock_dilation_sizes=((1, 3),), upsample_rates=(4,), upsample_kernel_sizes=(8,))
+    return Token2Wav(configure(Token2WavConfig, "token2wav_tiny", overrides, dit=dit, vocoder=vocoder))
+
+
+@register_model(kind="codec", modalities=("audio",))
+def token2wav_qwen2_5_omni(**overrides: Any) -> Token2Wav:
+    """Qwen2.5-Omni-7B token2wav: 50 Hz codes (8193 ids) -> DiT (22 layers, width 1024) -> 100 Hz mels -> BigVGAN
+    -> 24 kHz (480 samples per code)."""
+    return Token2Wav(configure(Token2WavConfig, "token2wav_qwen2_5_omni", overrides))
 
 
 @register_model(kind="codec", modalities=("audio",))

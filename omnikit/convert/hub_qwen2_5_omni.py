@@ -10,12 +10,12 @@ Parts (checkpoint prefixes for the full model; the standalone Thinker checkpoint
   (:class:`~omnikit.fusion.Thinker`, ``thinker.model.*`` and ``thinker.lm_head``);
 - ``"audio_encoder"``, ``"vision_encoder"``, ``"text_model"``: each of those alone;
 - ``"talker"`` (full model only): :class:`~omnikit.fusion.OmniTalker` (``talker.*``);
+- ``"token2wav"`` (full model only): :class:`~omnikit.audio.Token2Wav`, the DiT + BigVGAN code-to-waveform
+  model (``token2wav.*``); its voices are in the snapshot's ``spk_dict.pt`` (:func:`omnikit.audio.load_speakers`);
 - ``"omni"`` (full model only): :class:`~omnikit.fusion.Qwen2_5OmniSpeech`, the Thinker and Talker speaking
-  together, with the ``"token2wav"`` part as its vocoder when that part is registered, and the speakers
-  of the snapshot's ``spk_dict.pt``.
+  together, with the ``"token2wav"`` part as its vocoder, and the speakers of the snapshot's ``spk_dict.pt``.
 
-Not loaded: ``token2wav.*`` unless a ``"token2wav"`` part is registered, and the
-audio tower's ``audio_bos_eos_token`` embedding, which transformers' forward never reads (skipped on
+Not loaded: the audio tower's ``audio_bos_eos_token`` embedding, which transformers' forward never reads (skipped on
 load, so ``save_hf`` does not write it and ``from_pretrained`` initialises it).
 """
 
@@ -36,6 +36,7 @@ from omnikit.convert.hub_qwen import DECODER, MROPE, decoder_key_map, lm_key_map
 from omnikit.convert.hub_whisper import TRANSFORMER, whisper_layers_key_map
 from omnikit.convert.inputs import text_inputs
 from omnikit.convert.keymap import Fuse, KeyMap, Rename, Skip
+from omnikit.convert.qwen2_5_omni_token2wav import TOKEN2WAV
 from omnikit.convert.whole_model import check_same_layout, check_speaks, whole_part
 from omnikit.fusion.modality import MediaTokens
 from omnikit.fusion.omni_thinker import OmniThinker
@@ -294,9 +295,11 @@ def _speaking(parts: dict[str, Part]) -> Part:
                       finish=finish)
 
 
+register_transformers("Qwen2_5OmniToken2WavModel", TOKEN2WAV)
 register_architecture(THINKER, parts=_parts("", lambda c: c), default_part="thinker")
 _FULL_PARTS = {
     **_parts("thinker.", lambda c: c["thinker_config"]),
     "talker": Part(lambda c: _talker(c["talker_config"]), lambda c: talker_key_map(c["talker_config"]), "talker."),
+    "token2wav": TOKEN2WAV.part("token2wav.", select=lambda c: c["token2wav_config"], exported=False),
 }
 register_architecture(FULL, parts={**_FULL_PARTS, "omni": _speaking(_FULL_PARTS)}, default_part="thinker")

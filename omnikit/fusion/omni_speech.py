@@ -403,6 +403,8 @@ class SpeakingOmni(nn.Module):
                 wav = self._decode(all_codes, lengths, run.speaker)
             else:
                 wav = torch.zeros(batch, 1, 0, device=input_ids.device)
+            if final and decoder is not None and hasattr(decoder, "finish"):  # a decoder that holds audio back
+                wav = torch.cat([wav, decoder.finish()], dim=-1)
             return SpeechChunk(text, codes, wav, time.perf_counter() - started)
 
         for frame in self._talker_frames(run):

@@ -17,6 +17,7 @@ and ``ref_mel`` from the snapshot's ``spk_dict.pt``. Without one, ``return_audio
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,6 +25,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from omnikit.audio.token2wav import Token2Wav, Token2WavStream
 from omnikit.fusion.omni_speech import DecodeMask, SpeakingOmni, SpeakRun, TextFeed, pick_codes
 from omnikit.fusion.omni_thinker import OmniThinker
 from omnikit.models.decode_cache import check_cache_settings, compiled_step
@@ -33,6 +35,20 @@ from omnikit.streaming import streaming
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
 
 __all__ = ["Qwen2_5OmniSpeech", "Qwen2_5SpeechIds", "read_speakers"]
+
+
+class _ChunkedToken2Wav:
+    """A speech stream's decoder over a :class:`~omnikit.audio.Token2WavStream`: ``(1, 1, f)`` new codes ->
+    ``(1, 1, s)`` waveform that is final; :meth:`finish` gives the rest at the end of speech."""
+
+    def __init__(self, stream: Token2WavStream) -> None:
+        self.stream = stream
+
+    def __call__(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.stream.push(codes[:, 0])[:, None]
+
+    def finish(self) -> torch.Tensor:
+        return self.stream.finish()[:, None]
 
 
 @dataclass(frozen=True)
@@ -96,6 +112,22 @@ class Qwen2_5OmniSpeech(SpeakingOmni):
     @property
     def sample_rate(self) -> int:
         return 24000
+
+    @contextmanager
+    def _stream_decoder(self, speaker: str, batch: int, **options: Any) -> Iterator[_ChunkedToken2Wav | None]:
+        """``decoder_options={"chunked": True, ...}``: the token2wav vocoder decodes chunk by chunk
+        (:class:`~omnikit.audio.Token2WavStream`'s options: ``chunk``, ``past``, ``future``, ``noise``, ``steps``;
+        close to, not equal to, the offline waveform by design); otherwise all codes at the end."""
+        if not options.pop("chunked", False):
+            yield None
+            return
+        if batch != 1 or not isinstance(self.vocoder, Token2Wav):
+            raise OmnikitValueError(f"`decoder_options` chunked=True needs the token2wav vocoder and a batch of 1 but "
+                                    f"got {type(self.vocoder).__name__} and a batch of {batch}")
+        table, weight = self.speakers[speaker], next(self.vocoder.parameters())
+        yield _ChunkedToken2Wav(Token2WavStream(
+            self.vocoder, conditioning=table["cond"].to(weight.device, weight.dtype),
+            reference_mel=table["ref_mel"].to(weight.device, weight.dtype), **options))
 
     @property
     def num_codebooks(self) -> int:
@@ -179,9 +211,10 @@ class Qwen2_5OmniSpeech(SpeakingOmni):
     def _decode(self, codes: torch.Tensor, lengths: torch.Tensor, speaker: str) -> torch.Tensor:
         """Each item alone through the vocoder (transformers decodes item by item too), zero-padded."""
         table = self.speakers[speaker]
+        decode = getattr(self.vocoder, "token2wav", self.vocoder)  # omnikit's Token2Wav: its waveform method
         wavs = []
         for b, n in enumerate(lengths.tolist()):
-            wav = self.vocoder(codes[b : b + 1, 0, :n], conditioning=table["cond"].float()[None].to(codes.device),
+            wav = decode(codes[b : b + 1, 0, :n], conditioning=table["cond"].float()[None].to(codes.device),
                                reference_mel=table["ref_mel"].float()[None].to(codes.device))
             wavs.append(wav.reshape(-1).float())
         out = torch.zeros(len(wavs), 1, max(w.shape[0] for w in wavs), device=codes.device)

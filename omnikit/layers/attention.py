@@ -11,7 +11,7 @@ from omnikit.layers.kv_cache import KVCache, StaticKVCache
 from omnikit.layers.norm import RMSNorm
 from omnikit.layers.rotary import apply_rotary
 from omnikit.streaming import StreamingModule
-from omnikit.utils.checks import OmnikitValueError, check_choice, check_positive, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_choice, check_int_in_range, check_positive, check_tensor
 from omnikit.utils.parallel import HEAD_NORM, ROWWISE, ParallelPlan, head_qkv
 
 __all__ = ["Attention"]
@@ -46,6 +46,8 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
         output_gate: scale each head's output by ``sigmoid(gate)`` before the output projection,
             the gate projected with the query (Qwen3-Next, Qwen3.5).
         zero_centered_qk_norm: the q/k norms scale by ``1 + weight`` (see :class:`RMSNorm`).
+        rope_heads: rotary positions on the first ``rope_heads`` heads only (default: all).
+        rope_interleaved: rotary pairs are adjacent entries of a head (see :func:`apply_rotary`).
 
     Weights: ``qkv.weight`` stacks the q, k, v projections as ``(H + 2*H_kv) * head_dim`` rows
     (``H + H_kv`` with ``k_eq_v``, ``H`` with ``kv_reuse``); with ``output_gate`` the query rows are
@@ -81,6 +83,8 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
         rotary_parts: int = 1,
         output_gate: bool = False,
         zero_centered_qk_norm: bool = False,
+        rope_heads: int | None = None,
+        rope_interleaved: bool = False,
     ) -> None:
         super().__init__()
         check_positive(dim, "dim")
@@ -103,7 +107,12 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
             check_positive(sliding_window, "sliding_window")
         if chunk_size is not None:
             check_positive(chunk_size, "chunk_size")
+        if rope_heads is not None:
+            check_int_in_range(rope_heads, "rope_heads", 1, num_heads + 1)
         self.chunk_size = chunk_size
+        self.rope_heads, self.rope_interleaved = rope_heads, rope_interleaved
+        #: how ``apply_rotary`` lays the rotation over the heads (all heads, rotate-half, by default)
+        self._rope_layout = {"heads": rope_heads, "interleaved": rope_interleaved}
         self.dim, self.num_heads, self.num_kv_heads, self.head_dim = dim, num_heads, num_kv_heads, head_dim
         self.causal, self.sliding_window, self.backend, self.dropout = causal, sliding_window, backend, dropout
         self.scale, self.kv_store, self.kv_reuse, self.rotary_parts = scale, kv_store, kv_reuse, rotary_parts
@@ -205,7 +214,7 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
                     f"`rope` tables expected shape (B, {length}, R) with an even R <= {self.head_dim} "
                     f"but got {tuple(cos.shape)}"
                 )
-            q = apply_rotary(q, cos, sin, self.rotary_parts)
+            q = apply_rotary(q, cos, sin, self.rotary_parts, **self._rope_layout)
         if self.kv_reuse is not None:
             k, v, q_offset = shared_kv[self.kv_reuse]
             key_padding_mask, attention_mask = _widen(key_padding_mask, k.shape[2], True), _widen(
@@ -252,7 +261,7 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
             v = self.v_norm(v)
         k, v = k.transpose(1, 2), v.transpose(1, 2)
         if rope is not None:
-            k = apply_rotary(k, *rope, self.rotary_parts)
+            k = apply_rotary(k, *rope, self.rotary_parts, **self._rope_layout)
         q_offset: int | torch.Tensor = 0
         state = self.streaming_state
         if state is not None:

@@ -58,11 +58,11 @@ class _Float32Norm(nn.Module):
     keep_fp32 = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        wide = _compute_dtype(x)
-        if x.dtype == wide == self.weight.dtype:
+        """In the parameters' dtype (float32, or wider when the model was cast so), never narrower than float32."""
+        compute = self.weight.dtype if self.weight is not None else _compute_dtype(x)
+        if x.dtype == compute:
             return super().forward(x)
-        weight, bias = (None if p is None else p.to(wide) for p in (self.weight, self.bias))
-        return F.layer_norm(x.to(wide), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
+        return super().forward(x.to(compute)).to(x.dtype)
 
 
 class LayerNorm(_Float32Norm, nn.LayerNorm):

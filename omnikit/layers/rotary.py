@@ -130,14 +130,25 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, parts: int = 1) -> torch.Tensor:
+def apply_rotary(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, parts: int = 1, *, heads: int | None = None,
+    interleaved: bool = False,
+) -> torch.Tensor:
     """Rotate ``x`` of shape ``(B, H, T, D)`` by tables ``cos``/``sin`` of shape ``(B, T, R)``: the first
     ``R <= D`` dims of each head are rotated, the rest pass through (partial rotary).
 
     ``parts > 1``: the rotated dims split into ``parts`` equal chunks, each rotated on its own
     ("rotate half" within the chunk): multi-axis rotary such as Gemma 4's 2-D vision rotary, whose
-    tables hold one axis's angles per chunk.
+    tables hold one axis's angles per chunk. ``heads``: rotate only the first ``heads`` heads (the
+    others pass unchanged; Qwen2.5-Omni's DiT rotates one). ``interleaved``: the rotated pairs are
+    adjacent, ``(x[2j], x[2j+1])``; those heads come back de-interleaved (even then odd entries), a
+    permutation that queries and keys share, so attention scores are unchanged by it.
     """
+    if heads is not None:
+        rotated = apply_rotary(x[:, :heads], cos, sin, parts, interleaved=interleaved)
+        return torch.cat((rotated, x[:, heads:]), dim=1)
+    if interleaved:
+        x = torch.cat((x[..., 0::2], x[..., 1::2]), dim=-1)
     cos = cos.unsqueeze(1).to(x.dtype)
     sin = sin.unsqueeze(1).to(x.dtype)
     rotary_dim = cos.shape[-1]
