@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -86,6 +88,8 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
         self.out = nn.Linear(num_heads * head_dim, dim, bias=out_bias)
         self.q_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
         self.k_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
+        #: set by ``parallelize`` on a ``"cp"`` mesh (:class:`omnikit.distributed.cp.ContextParallel`)
+        self.context_parallel: Any = None
 
     def init_streaming_state(self, batch_size: int) -> KVCache:
         return KVCache(batch_size)
@@ -152,6 +156,9 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
                     f"`rope` tables expected shape (B, {length}, {self.head_dim}) but got {tuple(cos.shape)}"
                 )
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if self.context_parallel is not None:
+            masks = (key_padding_mask, attention_mask, cu_seqlens)
+            k, v, attention_mask, causal = self._gather_context(k, v, causal, *masks)
         q_offset: int | torch.Tensor = 0
         state = self.streaming_state
         if state is not None:
@@ -179,6 +186,19 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
             dropout_p=self.dropout if self.training else 0.0,
         )
         return self.out(out.transpose(1, 2).reshape(batch, length, heads * self.head_dim))
+
+    def _gather_context(
+        self, k: torch.Tensor, v: torch.Tensor, causal: bool, *masks: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool]:
+        """Context parallel: every rank's keys/values and the global-position causal mask."""
+        if any(m is not None for m in masks) or self.streaming_state is not None or self.sliding_window \
+                or self.chunk_size:
+            raise OmnikitValueError(
+                "context parallel attention takes no padding/attention mask, packed sequences, stream, sliding "
+                "window or attention chunks"
+            )
+        k, v, mask = self.context_parallel.gather(k, v, causal)
+        return k, v, mask, False
 
     def extra_repr(self) -> str:
         return (

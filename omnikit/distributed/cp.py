@@ -1,0 +1,109 @@
+"""Context parallel: the sequence split over the ``"cp"`` ranks, all-gather attention, causal load balance.
+
+The sequence of ``T`` positions is cut into ``2 * cp`` equal chunks and rank ``r`` holds chunks ``r``
+and ``2 * cp - 1 - r`` (:func:`cp_positions`): under a causal mask an early chunk is cheap and a
+late one expensive, so every rank gets the same work. Each rank runs the whole model on its
+``T / cp`` positions, with the rotary ids of their global positions; in every full-attention layer
+of a :class:`~omnikit.layers.Decoder` the keys and values of all ranks are gathered (differentiably:
+the backward sums each rank's key/value gradients back to it) and the causal mask compares global
+positions, so outputs, loss and gradients equal one process::
+
+    mesh = build_mesh(dp_shard=2, cp=2)
+    parallelize(model, mesh)                       # FSDP over dp_shard x cp, attention over cp
+    ids = data_shard(batch, mesh)                  # cp ranks read the same items ...
+    index = cp_positions(ids.shape[1], mesh["cp"])  # ... and their own positions of them
+    logits = model(ids[:, index], positions=index)
+
+Each rank then holds the keys/values of the whole sequence in one layer at a time (activations and
+everything else scale with ``T / cp``). The gradient of a gathered key/value reaches its rank by an
+all-reduce (gloo has no reduce-scatter). Not supported yet: the linear-attention layers of the
+hybrid stack (their state would pass rank to rank), padding masks, packed sequences and sliding
+windows under cp.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh
+
+from omnikit.layers.attention import Attention
+from omnikit.layers.decoder import Decoder
+from omnikit.layers.linear_attention import GatedDeltaNet
+from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
+
+__all__ = ["ContextParallel", "apply_context_parallel", "cp_positions"]
+
+
+def cp_positions(length: int, mesh: DeviceMesh | tuple[int, int]) -> torch.Tensor:
+    """Global position ids ``(length / cp,)`` of this rank's shard of a ``length``-long sequence:
+    chunks ``r`` and ``2 * cp - 1 - r`` of ``2 * cp`` equal chunks. ``mesh``: the ``"cp"`` mesh, or
+    ``(rank, cp)``."""
+    rank, size = (mesh.get_local_rank(), mesh.size()) if isinstance(mesh, DeviceMesh) else mesh
+    if not isinstance(length, int) or length < 1 or length % (2 * size):
+        raise OmnikitValueError(
+            f"`length` expected a positive multiple of 2 * cp = {2 * size} (load-balanced chunks) but got {length}"
+        )
+    chunk = length // (2 * size)
+    first, last = rank * chunk, (2 * size - 1 - rank) * chunk
+    return torch.cat((torch.arange(first, first + chunk), torch.arange(last, last + chunk)))
+
+
+class _GatherSequence(torch.autograd.Function):
+    """All-gather along dim 2 (``(B, H, T, D)`` -> ``(B, H, cp * T, D)``, rank order); backward:
+    all-reduce the gathered gradient and keep this rank's slice."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
+        ctx.group, ctx.rank, ctx.length = group, dist.get_rank(group), x.shape[2]
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(parts, x.contiguous(), group=group)
+        return torch.cat(parts, dim=2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        grad = grad.contiguous()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad.narrow(2, ctx.rank * ctx.length, ctx.length), None
+
+
+class ContextParallel:
+    """An :class:`~omnikit.layers.Attention` hook: gathers every cp rank's keys and values and masks
+    them by global position (set as ``attention.context_parallel`` by :func:`apply_context_parallel`)."""
+
+    def __init__(self, mesh: DeviceMesh) -> None:
+        self.group, self.rank, self.size = mesh.get_group(), mesh.get_local_rank(), mesh.size()
+
+    def gather(
+        self, k: torch.Tensor, v: torch.Tensor, causal: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Local ``k``/``v`` ``(B, H_kv, T, D)`` -> all ranks' ``(B, H_kv, cp * T, D)`` and the mask
+        ``(1, 1, T, cp * T)`` of which keys each local query sees (None when not causal)."""
+        length = k.shape[2]
+        keys, values = _GatherSequence.apply(k, self.group), _GatherSequence.apply(v, self.group)
+        if not causal:
+            return keys, values, None
+        total = length * self.size
+        q_pos = cp_positions(total, (self.rank, self.size)).to(k.device)
+        k_pos = torch.cat([cp_positions(total, (r, self.size)) for r in range(self.size)]).to(k.device)
+        return keys, values, (q_pos[:, None] >= k_pos[None, :])[None, None]
+
+
+def apply_context_parallel(model: nn.Module, mesh: DeviceMesh) -> nn.Module:
+    """Hook every attention layer of every :class:`~omnikit.layers.Decoder` in ``model`` to the ``cp``
+    mesh (encoder towers keep attending within their own inputs). Returns ``model``."""
+    if any(isinstance(m, GatedDeltaNet) for m in model.modules()):
+        raise OmnikitValueError(
+            "context parallel does not yet pass linear-attention (Gated DeltaNet) state across ranks; "
+            "use a mesh without 'cp' for the hybrid stack"
+        )
+    decoders = [m for m in model.modules() if isinstance(m, Decoder)]
+    if not decoders:
+        raise OmnikitTypeError(f"`model` ({type(model).__name__}) has no Decoder whose attention 'cp' could split")
+    hook = ContextParallel(mesh)
+    for decoder in decoders:
+        for module in decoder.modules():
+            if isinstance(module, Attention):
+                module.context_parallel = hook
+    return model

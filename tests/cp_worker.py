@@ -1,0 +1,104 @@
+"""Context-parallel scenarios on gloo (launched by tests/test_context_parallel.py): loss and gradients
+of a model under ``parallelize`` with a ``"cp"`` mesh dimension against one process.
+
+Usage: ``python tests/cp_worker.py WORLD PORT OUT_DIR CASE/MESH ...``; rank 0 writes ``OUT_DIR/cp_WORLD.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+import traceback
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
+from torch.distributed.tensor import DTensor
+
+from omnikit.distributed import build_mesh, data_parallel_coords, data_shard, parallelize
+from omnikit.distributed.cp import cp_positions
+from omnikit.layers import DecoderConfig
+from omnikit.models import CausalLM
+from omnikit.moe import MoE, MoEConfig
+
+VOCAB, LENGTH = 64, 16
+MESHES = {"cp": {"cp": 2}, "cp4": {"cp": 4}, "dp_shard_x_cp": {"dp_shard": 2, "cp": 2}}
+
+
+def build(case: str) -> nn.Module:
+    config = DecoderConfig(dim=32, depth=2, num_heads=4, num_kv_heads=2, vocab_size=VOCAB)
+    if case == "moe":
+        return CausalLM(config, mlp_factory=lambda i: MoE(MoEConfig(dim=32, num_experts=4, top_k=2, expert_hidden=16)))
+    return CausalLM(config)
+
+
+def token_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy of every position against its target (next-token targets made globally)."""
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
+
+
+def full_grads(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad
+            for n, p in model.named_parameters() if p.grad is not None}
+
+
+def run(case: str, sizes: dict[str, int]) -> dict:
+    torch.manual_seed(0)
+    model = build(case)
+    reference = copy.deepcopy(model)
+    mesh = build_mesh("cpu", **sizes)
+    _, data_ranks = data_parallel_coords(mesh)
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, VOCAB, (2 * data_ranks, LENGTH + 1), generator=g)
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+    count = targets.numel()
+    ref_loss = token_losses(reference(inputs), targets) / count
+    ref_loss.backward()
+    parallelize(model, mesh)
+    index = cp_positions(LENGTH, mesh["cp"])
+    local_in, local_tg = data_shard(inputs, mesh)[:, index], data_shard(targets, mesh)[:, index]
+    local = token_losses(model(local_in, positions=index), local_tg)
+    shards = data_ranks * mesh["cp"].size()  # FSDP averages the gradients over these ranks
+    (local * shards / count).backward()
+    total = local.detach().clone()
+    dist.all_reduce(total)
+    got, want = full_grads(model), full_grads(reference)
+    return {
+        "loss_rel": abs(float(total) / count - ref_loss.item()) / abs(ref_loss.item()),
+        "grad_rel": max(float((got[n] - want[n]).norm() / want[n].norm().clamp(min=1e-12)) for n in want),
+        "missing_grads": sorted(set(want) - set(got)),
+        "local_positions": index.tolist(),
+    }
+
+
+def guarded(name: str) -> dict:
+    """One scenario's result, or its traceback (the test fails on it); every rank then meets at a barrier."""
+    case, mesh_name = name.split("/")
+    try:
+        return run(case, MESHES[mesh_name])
+    except Exception:
+        return {"error": traceback.format_exc()}
+    finally:
+        dist.barrier()
+
+
+def worker(rank: int, world: int, port: int, out_dir: str, names: list[str]) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world, init_method=f"tcp://127.0.0.1:{port}",
+                            timeout=timedelta(seconds=60))
+    results = {name: guarded(name) for name in names}
+    if rank == 0:
+        Path(out_dir, f"cp_{world}.json").write_text(json.dumps(results, indent=1))
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    mp.spawn(worker, args=(world, port, out, sys.argv[4:]), nprocs=world)
