@@ -55,11 +55,12 @@ def main() -> None:
     parser.add_argument("--child", nargs=3, metavar=("CONTEXT", "KIND", "CHUNK"))
     parser.add_argument("--contexts", type=int, nargs="+", default=[4096, 8192, 16384])
     parser.add_argument("--chunk", type=int, default=1024)
+    parser.add_argument("--plot", help="also save memory and time vs context as this PNG")
     args = parser.parse_args()
     if args.child:
         child(int(args.child[0]), args.child[1], int(args.child[2]))
         return
-    rows = []
+    rows, curves = [], {}
     for kind in ("dense", "hybrid"):
         for context in args.contexts:
             sums = []
@@ -68,11 +69,36 @@ def main() -> None:
                                         check=True, capture_output=True, text=True)
                 r = json.loads(result.stdout.strip().splitlines()[-1])
                 sums.append(r["sum"])
+                curves.setdefault((kind, chunk), []).append((context, r["delta"], r["seconds"]))
                 how = "one pass" if chunk == 0 else f"chunks of {chunk}"
                 rows.append((kind, context, how, f"{r['delta']:.0f}", f"{r['seconds']:.2f}"))
             rows.append((kind, context, "|last out| diff", f"{abs(sums[0] - sums[1]):.1e}", ""))
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, dim {DIM}, depth {DEPTH}, vocab {VOCAB}\n")
     print(format_table(["model", "context", "how", "peak memory growth (MiB)", "time (s)"], rows))
+    if args.plot:
+        plot(curves, args.plot)
+
+
+def plot(curves: dict[tuple[str, int], list[tuple[int, float, float]]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for (kind, chunk), points in curves.items():
+        contexts, memory, seconds = zip(*points)
+        label = f"{kind}, {'one pass' if chunk == 0 else f'chunks of {chunk}'}"
+        style = "-" if chunk == 0 else "--"
+        axes[0].plot(contexts, memory, style, marker="o", label=label)
+        axes[1].plot(contexts, seconds, style, marker="o", label=label)
+    for ax, title in zip(axes, ("peak memory growth (MiB)", "time (s)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("context (tokens)")
+        ax.set_title(title)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 if __name__ == "__main__":
