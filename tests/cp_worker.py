@@ -22,16 +22,42 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 
 from omnikit.distributed import build_mesh, data_parallel_coords, data_shard, parallelize
-from omnikit.distributed.cp import cp_positions
+from omnikit.distributed.cp import cp_media_rows, cp_positions
+from omnikit.fusion import MediaTokens, Thinker
 from omnikit.layers import DecoderConfig
 from omnikit.models import CausalLM
 from omnikit.moe import MoE, MoEConfig
 
-VOCAB, LENGTH = 64, 16
+VOCAB, LENGTH, AUDIO = 64, 16, 3
 MESHES = {"cp": {"cp": 2}, "cp4": {"cp": 4}, "dp_shard_x_cp": {"dp_shard": 2, "cp": 2}}
 
 
+class MediaThinker(nn.Module):
+    """An M-RoPE Thinker fed by a linear audio "encoder": ``media`` rows are the encoder's inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        config = DecoderConfig(dim=32, depth=2, num_heads=4, num_kv_heads=2, vocab_size=VOCAB, mrope_sections=(2, 1, 1))
+        self.thinker = Thinker(config, media_tokens=MediaTokens(audio=AUDIO))
+        self.encoder = nn.Linear(8, 32)
+
+    def forward(self, ids: torch.Tensor, *, features: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return self.thinker(ids, media={"audio": self.encoder(features)}, positions=positions)
+
+
+def thinker_inputs(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Audio placeholders at positions 2-6 of every row (across the first shard boundary at cp 2 and
+    4), their features, and (3, B, T) M-RoPE ids whose three axes differ."""
+    ids = inputs.masked_fill(inputs == AUDIO, AUDIO + 1)
+    ids[:, 2:7] = AUDIO
+    features = torch.randn(int((ids == AUDIO).sum()), 8, generator=torch.Generator().manual_seed(2))
+    t = torch.arange(ids.shape[1]).expand_as(ids)
+    return ids, features, torch.stack((t, t // 2, (t * 3) % 5))
+
+
 def build(case: str) -> nn.Module:
+    if case == "thinker":
+        return MediaThinker()
     config = DecoderConfig(dim=32, depth=2, num_heads=4, num_kv_heads=2, vocab_size=VOCAB)
     if case == "moe":
         return CausalLM(config, mlp_factory=lambda i: MoE(MoEConfig(dim=32, num_experts=4, top_k=2, expert_hidden=16)))
@@ -58,12 +84,23 @@ def run(case: str, sizes: dict[str, int]) -> dict:
     ids = torch.randint(0, VOCAB, (2 * data_ranks, LENGTH + 1), generator=g)
     inputs, targets = ids[:, :-1], ids[:, 1:]
     count = targets.numel()
-    ref_loss = token_losses(reference(inputs), targets) / count
-    ref_loss.backward()
-    parallelize(model, mesh)
     index = cp_positions(LENGTH, mesh["cp"])
-    local_in, local_tg = data_shard(inputs, mesh)[:, index], data_shard(targets, mesh)[:, index]
-    local = token_losses(model(local_in, positions=index), local_tg)
+    if case == "thinker":  # media split at the shard boundary, positions sliced per shard
+        inputs, features, positions = thinker_inputs(inputs)
+        ref_loss = token_losses(reference(inputs, features=features, positions=positions), targets) / count
+        mine = data_shard(inputs, mesh)
+        first = data_parallel_coords(mesh)[0] * mine.shape[0]  # this shard's first item in the batch
+        before = int((inputs[:first] == AUDIO).sum())
+        rows = before + cp_media_rows(mine == AUDIO, index)
+        local_pos = positions[:, first : first + mine.shape[0]][..., index]
+        parallelize(model, mesh)
+        logits = model(mine[:, index], features=features[rows], positions=local_pos)
+    else:
+        ref_loss = token_losses(reference(inputs), targets) / count
+        parallelize(model, mesh)
+        logits = model(data_shard(inputs, mesh)[:, index], positions=index)
+    ref_loss.backward()
+    local = token_losses(logits, data_shard(targets, mesh)[:, index])
     shards = data_ranks * mesh["cp"].size()  # FSDP averages the gradients over these ranks
     (local * shards / count).backward()
     total = local.detach().clone()

@@ -13,13 +13,16 @@ import pytest
 import torch
 
 import omnikit
-from omnikit.distributed.cp import apply_context_parallel, cp_positions
+from omnikit.distributed.cp import apply_context_parallel, cp_media_rows, cp_positions
 from omnikit.distributed.mesh import check_mesh
 from omnikit.layers import Attention
 
 WORKER = Path(__file__).with_name("cp_worker.py")
 TOL = 1e-5
-LAUNCHES = {2: ["dense/cp", "moe/cp"], 4: ["dense/cp4", "dense/dp_shard_x_cp", "moe/dp_shard_x_cp"]}
+LAUNCHES = {
+    2: ["dense/cp", "moe/cp", "thinker/cp"],
+    4: ["dense/cp4", "dense/dp_shard_x_cp", "moe/dp_shard_x_cp", "thinker/dp_shard_x_cp"],
+}
 
 
 def _free_port() -> int:
@@ -37,6 +40,16 @@ def test_positions_are_load_balanced() -> None:
     assert len(set(causal_work)) == 1
     with pytest.raises(ValueError, match="multiple of 2 \\* cp = 4"):
         cp_positions(6, (0, 2))
+
+
+def test_media_rows_follow_their_placeholders_into_the_shard() -> None:
+    placeholders = torch.zeros(2, 8, dtype=torch.bool)
+    placeholders[0, 1:3] = True  # rows 0, 1: positions 1, 2 (rank 0 and rank 1 at cp 2)
+    placeholders[1, 5:7] = True  # rows 2, 3: positions 5, 6 (rank 1 and rank 0)
+    assert cp_media_rows(placeholders, cp_positions(8, (0, 2))).tolist() == [0, 3]
+    assert cp_media_rows(placeholders, cp_positions(8, (1, 2))).tolist() == [1, 2]
+    with pytest.raises(ValueError, match="placeholders"):
+        cp_media_rows(placeholders.long(), torch.arange(4))
 
 
 def test_unsupported_combinations_are_refused() -> None:
@@ -58,7 +71,8 @@ def test_unsupported_combinations_are_refused() -> None:
 
 @pytest.mark.parametrize("world", sorted(LAUNCHES))
 def test_cp_equals_one_process(world: int, tmp_path: Path) -> None:
-    """Dense and MoE decoders, cp over 2 and 4 ranks and dp_shard x cp (FSDP over both)."""
+    """Dense and MoE decoders and an M-RoPE Thinker whose audio item crosses the shard boundary, cp over
+    2 and 4 ranks and dp_shard x cp (FSDP over both)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
         [sys.executable, str(WORKER), str(world), str(_free_port()), str(tmp_path), *LAUNCHES[world]],

@@ -33,7 +33,7 @@ from omnikit.layers.decoder import Decoder
 from omnikit.layers.linear_attention import GatedDeltaNet
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
 
-__all__ = ["ContextParallel", "apply_context_parallel", "cp_positions"]
+__all__ = ["ContextParallel", "apply_context_parallel", "cp_media_rows", "cp_positions"]
 
 
 def cp_positions(length: int, mesh: DeviceMesh | tuple[int, int]) -> torch.Tensor:
@@ -48,6 +48,19 @@ def cp_positions(length: int, mesh: DeviceMesh | tuple[int, int]) -> torch.Tenso
     chunk = length // (2 * size)
     first, last = rank * chunk, (2 * size - 1 - rank) * chunk
     return torch.cat((torch.arange(first, first + chunk), torch.arange(last, last + chunk)))
+
+
+def cp_media_rows(placeholders: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows of a packed media tensor ``(N, D)`` (rows in the order of their placeholders, row-major
+    over the batch, as :func:`~omnikit.fusion.early.scatter_media` reads them) whose placeholders
+    fall on this rank's positions ``index``: ``placeholders (B, T)`` bool over the whole sequence.
+    An item crossing a shard boundary is split between the ranks holding its positions."""
+    if placeholders.dtype != torch.bool or placeholders.ndim != 2:
+        raise OmnikitValueError(
+            f"`placeholders` expected a (B, T) bool tensor but got {placeholders.dtype} {tuple(placeholders.shape)}"
+        )
+    row = placeholders.flatten().long().cumsum(0).view_as(placeholders) - 1
+    return row[:, index][placeholders[:, index]]
 
 
 class _GatherSequence(torch.autograd.Function):
