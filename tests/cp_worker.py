@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributed.tensor import DTensor
 
+import omnikit
 from omnikit.distributed import build_mesh, data_parallel_coords, data_shard, parallelize
 from omnikit.distributed.cp import cp_media_rows, cp_positions
 from omnikit.fusion import MediaTokens, Thinker
@@ -58,6 +59,8 @@ def thinker_inputs(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
 def build(case: str) -> nn.Module:
     if case == "thinker":
         return MediaThinker()
+    if case == "hybrid":
+        return omnikit.create_model("hybrid_moe_tiny")
     config = DecoderConfig(dim=32, depth=2, num_heads=4, num_kv_heads=2, vocab_size=VOCAB)
     if case == "moe":
         return CausalLM(config, mlp_factory=lambda i: MoE(MoEConfig(dim=32, num_experts=4, top_k=2, expert_hidden=16)))
@@ -85,7 +88,14 @@ def run(case: str, sizes: dict[str, int]) -> dict:
     inputs, targets = ids[:, :-1], ids[:, 1:]
     count = targets.numel()
     index = cp_positions(LENGTH, mesh["cp"])
-    if case == "thinker":  # media split at the shard boundary, positions sliced per shard
+    if case == "hybrid":  # embeddings in, a squared error against random targets
+        inputs, targets = (torch.randn(2 * data_ranks, LENGTH, 32, generator=g) for _ in "xy")
+        count = targets.numel()
+        ref_loss = (reference(inputs) - targets).square().sum() / count
+        parallelize(model, mesh)
+        local_tg = data_shard(targets, mesh)[:, index]
+        local = (model(data_shard(inputs, mesh)[:, index], positions=index) - local_tg).square().sum()
+    elif case == "thinker":  # media split at the shard boundary, positions sliced per shard
         inputs, features, positions = thinker_inputs(inputs)
         ref_loss = token_losses(reference(inputs, features=features, positions=positions), targets) / count
         mine = data_shard(inputs, mesh)
@@ -99,8 +109,9 @@ def run(case: str, sizes: dict[str, int]) -> dict:
         ref_loss = token_losses(reference(inputs), targets) / count
         parallelize(model, mesh)
         logits = model(data_shard(inputs, mesh)[:, index], positions=index)
+    if case != "hybrid":
+        local = token_losses(logits, data_shard(targets, mesh)[:, index])
     ref_loss.backward()
-    local = token_losses(logits, data_shard(targets, mesh)[:, index])
     shards = data_ranks * mesh["cp"].size()  # FSDP averages the gradients over these ranks
     (local * shards / count).backward()
     total = local.detach().clone()
@@ -109,6 +120,7 @@ def run(case: str, sizes: dict[str, int]) -> dict:
     return {
         "loss_rel": abs(float(total) / count - ref_loss.item()) / abs(ref_loss.item()),
         "grad_rel": max(float((got[n] - want[n]).norm() / want[n].norm().clamp(min=1e-12)) for n in want),
+        "worst": max(want, key=lambda n: float((got[n] - want[n]).norm() / want[n].norm().clamp(min=1e-12))),
         "missing_grads": sorted(set(want) - set(got)),
         "local_positions": index.tolist(),
     }

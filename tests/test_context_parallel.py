@@ -19,9 +19,13 @@ from omnikit.layers import Attention
 
 WORKER = Path(__file__).with_name("cp_worker.py")
 TOL = 1e-5
+#: The Gated DeltaNet's A_log gradient is tiny (norm ~1e-5) and computed in float32 inside the layer whatever
+#: the model's dtype: in ONE process, the sum of its gradients over the 4 shards' positions differs from the
+#: gradient of the whole loss by 2.7e-5 (relative), so cp (which sums exactly those parts) gets the same.
+HYBRID_GRAD_TOL = 1e-4
 LAUNCHES = {
-    2: ["dense/cp", "moe/cp", "thinker/cp"],
-    4: ["dense/cp4", "dense/dp_shard_x_cp", "moe/dp_shard_x_cp", "thinker/dp_shard_x_cp"],
+    2: ["dense/cp", "moe/cp", "thinker/cp", "hybrid/cp"],
+    4: ["dense/cp4", "dense/dp_shard_x_cp", "moe/dp_shard_x_cp", "thinker/dp_shard_x_cp", "hybrid/cp4"],
 }
 
 
@@ -61,8 +65,8 @@ def test_unsupported_combinations_are_refused() -> None:
     for names in (("cp", "tp"), ("dp_replicate", "cp"), ("cp", "ep")):
         with pytest.raises(ValueError, match="'cp' takes at most 'dp_shard'"):
             check_mesh(Named(*names))
-    with pytest.raises(ValueError, match="Gated DeltaNet"):
-        apply_context_parallel(omnikit.create_model("hybrid_moe_tiny"), None)
+    with pytest.raises(TypeError, match="no decoder"):
+        apply_context_parallel(omnikit.create_model("moe_tiny"), None)
     attn = Attention(16, 2)
     attn.context_parallel = object()
     with pytest.raises(ValueError, match="context parallel attention takes no padding"):
@@ -71,8 +75,8 @@ def test_unsupported_combinations_are_refused() -> None:
 
 @pytest.mark.parametrize("world", sorted(LAUNCHES))
 def test_cp_equals_one_process(world: int, tmp_path: Path) -> None:
-    """Dense and MoE decoders and an M-RoPE Thinker whose audio item crosses the shard boundary, cp over
-    2 and 4 ranks and dp_shard x cp (FSDP over both)."""
+    """Dense and MoE decoders, an M-RoPE Thinker whose audio item crosses the shard boundary and the
+    hybrid Gated DeltaNet + attention MoE stack, cp over 2 and 4 ranks and dp_shard x cp (FSDP over both)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
         [sys.executable, str(WORKER), str(world), str(_free_port()), str(tmp_path), *LAUNCHES[world]],
@@ -83,5 +87,6 @@ def test_cp_equals_one_process(world: int, tmp_path: Path) -> None:
     for name in LAUNCHES[world]:
         result = results[name]
         assert "error" not in result, f"{name}: {result.get('error')}"
-        assert result["loss_rel"] <= TOL and result["grad_rel"] <= TOL, (name, result)
+        grad_tol = HYBRID_GRAD_TOL if name.startswith("hybrid") else TOL
+        assert result["loss_rel"] <= TOL and result["grad_rel"] <= grad_tol, (name, result)
         assert result["missing_grads"] == [], (name, result)

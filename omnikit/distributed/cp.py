@@ -16,9 +16,10 @@ positions, so outputs, loss and gradients equal one process::
 
 Each rank then holds the keys/values of the whole sequence in one layer at a time (activations and
 everything else scale with ``T / cp``). The gradient of a gathered key/value reaches its rank by an
-all-reduce (gloo has no reduce-scatter). Not supported yet: the linear-attention layers of the
-hybrid stack (their state would pass rank to rank), padding masks, packed sequences and sliding
-windows under cp.
+all-reduce (gloo has no reduce-scatter). The Gated DeltaNet layers of the hybrid stack gather their
+input and run the exact recurrence over the whole sequence on every rank, keeping their own
+positions (simple and exact; a state passed rank to rank, which would split that layer's work too,
+is not implemented). Not supported: padding masks, packed sequences and sliding windows under cp.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from torch.distributed.device_mesh import DeviceMesh
 
 from omnikit.layers.attention import Attention
 from omnikit.layers.decoder import Decoder
+from omnikit.layers.hybrid import HybridDecoder
 from omnikit.layers.linear_attention import GatedDeltaNet
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
 
@@ -88,6 +90,23 @@ class ContextParallel:
     def __init__(self, mesh: DeviceMesh) -> None:
         self.group, self.rank, self.size = mesh.get_group(), mesh.get_local_rank(), mesh.size()
 
+    def local_positions(self, length: int) -> torch.Tensor:
+        """This rank's global positions when each rank holds ``length``."""
+        return cp_positions(length * self.size, (self.rank, self.size))
+
+    def gather_sequence(self, module: nn.Module, args: tuple) -> tuple:
+        """Forward pre-hook of a linear-attention layer: its input ``(B, T, dim)`` becomes every rank's,
+        in global order, so each rank runs the exact recurrence over the whole sequence."""
+        x, *rest = args
+        gathered = _GatherSequence.apply(x.unsqueeze(1), self.group).squeeze(1)
+        total = x.shape[1] * self.size
+        order = torch.cat([cp_positions(total, (r, self.size)) for r in range(self.size)]).argsort()
+        return (gathered[:, order.to(x.device)], *rest)
+
+    def keep_local(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        """Forward hook after :meth:`gather_sequence`: this rank's positions of the output."""
+        return out[:, self.local_positions(out.shape[1] // self.size).to(out.device)]
+
     def gather(
         self, k: torch.Tensor, v: torch.Tensor, causal: bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -97,26 +116,25 @@ class ContextParallel:
         keys, values = _GatherSequence.apply(k, self.group), _GatherSequence.apply(v, self.group)
         if not causal:
             return keys, values, None
-        total = length * self.size
-        q_pos = cp_positions(total, (self.rank, self.size)).to(k.device)
-        k_pos = torch.cat([cp_positions(total, (r, self.size)) for r in range(self.size)]).to(k.device)
+        q_pos = self.local_positions(length).to(k.device)
+        k_pos = torch.cat([cp_positions(length * self.size, (r, self.size)) for r in range(self.size)]).to(k.device)
         return keys, values, (q_pos[:, None] >= k_pos[None, :])[None, None]
 
 
 def apply_context_parallel(model: nn.Module, mesh: DeviceMesh) -> nn.Module:
-    """Hook every attention layer of every :class:`~omnikit.layers.Decoder` in ``model`` to the ``cp``
-    mesh (encoder towers keep attending within their own inputs). Returns ``model``."""
-    if any(isinstance(m, GatedDeltaNet) for m in model.modules()):
-        raise OmnikitValueError(
-            "context parallel does not yet pass linear-attention (Gated DeltaNet) state across ranks; "
-            "use a mesh without 'cp' for the hybrid stack"
-        )
-    decoders = [m for m in model.modules() if isinstance(m, Decoder)]
+    """Hook every attention layer of every :class:`~omnikit.layers.Decoder` and
+    :class:`~omnikit.layers.hybrid.HybridDecoder` in ``model`` to the ``cp`` mesh (encoder towers keep
+    attending within their own inputs); a Gated DeltaNet layer gathers its input and keeps its own
+    positions of the output. Returns ``model``."""
+    decoders = [m for m in model.modules() if isinstance(m, (Decoder, HybridDecoder))]
     if not decoders:
-        raise OmnikitTypeError(f"`model` ({type(model).__name__}) has no Decoder whose attention 'cp' could split")
+        raise OmnikitTypeError(f"`model` ({type(model).__name__}) has no decoder whose attention 'cp' could split")
     hook = ContextParallel(mesh)
     for decoder in decoders:
         for module in decoder.modules():
             if isinstance(module, Attention):
                 module.context_parallel = hook
+            elif isinstance(module, GatedDeltaNet):
+                module.register_forward_pre_hook(hook.gather_sequence)
+                module.register_forward_hook(hook.keep_local)
     return model

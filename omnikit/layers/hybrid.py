@@ -121,13 +121,16 @@ class HybridDecoder(StreamingContainer, nn.Module):
         attention = [b for b in self.blocks if isinstance(b, DecoderBlock)]
         return attention[0].attn.cache_length if attention else 0
 
-    def forward(self, x: torch.Tensor, *, return_aux: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[Any]]:
-        """``x: (B, T, dim) -> (B, T, dim)`` (and one aux per block with ``return_aux=True``)."""
+    def forward(
+        self, x: torch.Tensor, *, positions: torch.Tensor | None = None, return_aux: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, list[Any]]:
+        """``x: (B, T, dim) -> (B, T, dim)`` (and one aux per block with ``return_aux=True``);
+        ``positions (T,)``: the rotary ids of the full-attention blocks (default: after the cache)."""
         check_input(x, "x", self, shape=("B", "T", self.config.dim))
         if not x.shape[0]:
             raise OmnikitValueError(f"`x` expected at least one item but got shape {tuple(x.shape)}")
         start = self._cache_length()
-        rope = self.rotary(torch.arange(start, start + x.shape[1], device=x.device))
+        rope = self.rotary(torch.arange(start, start + x.shape[1], device=x.device) if positions is None else positions)
         x, auxes = run_blocks(
             self.blocks, x, lambda block: {"rope": rope} if isinstance(block, DecoderBlock) else {},
             checkpointing=self.gradient_checkpointing and self.training, return_aux=return_aux,
