@@ -1,7 +1,8 @@
 """Token budget of an omni prompt: what audio, video, images and text cost, and what is left.
 
 For an :class:`~omnikit.fusion.OmniThinker` (Qwen2.5-Omni, Qwen3-Omni, their tiny variants, or one
-loaded with :func:`omnikit.convert.load_hf`) :class:`TokenCounter` counts the prompt positions the
+loaded with :func:`omnikit.convert.load_hf`) or an :class:`~omnikit.fusion.EarlyFusionOmni`
+(``omni_early_*``: no markers, its video adapter's token grid) :class:`TokenCounter` counts the prompt positions the
 processor writes for each item: its placeholder run (what the encoder produces) plus the start/end
 markers around it. The counts use the model's own arithmetic (the audio tower's
 ``output_lengths``, the vision tower's patch and merge sizes), so they are exact for short media
@@ -84,18 +85,39 @@ class TokenCounter:
     """Prompt positions of text, audio, images and videos for one omni Thinker (see the module doc)."""
 
     def __init__(self, model: nn.Module) -> None:
-        if not hasattr(model, "text_model") or not hasattr(model, "scheme"):
+        self.early = all(hasattr(model, a) for a in ("thinker", "video", "audio", "adapters"))
+        if not self.early and not (hasattr(model, "text_model") and hasattr(model, "scheme")):
             raise OmnikitTypeError(
-                f"`model` expected an OmniThinker (media towers before a Thinker) but got {type(model).__name__}"
+                f"`model` expected an OmniThinker or an EarlyFusionOmni (media towers before a Thinker) but got "
+                f"{type(model).__name__}"
             )
         self.model = model
         self.markers = getattr(model, "marker_tokens", {})
+
+    def _audio_encoder(self) -> nn.Module | None:
+        if self.early:
+            return None if self.model.audio is None else self.model.audio.encoder
+        return self.model.audio_encoder
+
+    def _early_grid_tokens(self, frames: int, height: int, width: int, name: str) -> int:
+        """Tokens of an early-fusion video adapter: its ``grid`` of ``(1, frames, C, height, width)``."""
+        adapter = self.model.video
+        if adapter is None or name == "image":
+            raise OmnikitValueError(f"`{name}` given but {type(self.model).__name__} takes no {name}s")
+        encoder = adapter.encoder
+        for side, value in (("height", height), ("width", width)):
+            if not isinstance(value, int) or value < encoder.patch or value % encoder.patch:
+                raise OmnikitValueError(
+                    f"`{name}` {side} expected a positive multiple of {encoder.patch} px but got {value}"
+                )
+        t, h, w = adapter.grid((1, frames, encoder.in_channels, height, width))
+        return t * h * w
 
     def _wrapped(self, kind: str, tokens: int) -> int:
         return tokens + sum(f"{kind}_{edge}_token_id" in self.markers for edge in ("start", "end"))
 
     def _audio_body(self, seconds: float) -> int:
-        encoder = self.model.audio_encoder
+        encoder = self._audio_encoder()
         if encoder is None:
             raise OmnikitValueError(f"`audio_seconds` given but {type(self.model).__name__} has no audio encoder")
         check_positive_number(seconds, "audio_seconds")
@@ -105,6 +127,8 @@ class TokenCounter:
         return int(encoder.output_lengths(torch.tensor([frames]))[0])
 
     def _grid_tokens(self, frames: int, height: int, width: int, name: str) -> int:
+        if self.early:
+            return self._early_grid_tokens(frames, height, width, name)
         vision = self.model.vision_encoder
         if vision is None:
             raise OmnikitValueError(f"`{name}` given but {type(self.model).__name__} has no vision encoder")

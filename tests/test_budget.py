@@ -86,3 +86,22 @@ def test_bad_input_names_the_argument(model) -> None:
         counter.budget(0)
     with pytest.raises(TypeError, match="OmniThinker"):
         TokenCounter(omnikit.create_model("decoder_tiny"))
+
+
+def test_early_fusion_budget_equals_the_placeholders_the_model_reads() -> None:
+    """omni_early_tiny: no markers; video tokens from its adapter's grid, audio from its encoder."""
+    torch.manual_seed(0)
+    model = omnikit.create_model("omni_early_tiny").eval()
+    counter = TokenCounter(model)
+    video, audio = counter.video(2.0, 2.0, 16, 16), counter.audio(1.5)
+    tokens = model.thinker.media_tokens
+    ids = torch.tensor([[tokens.video] * video + [tokens.audio] * audio + [20] * 5])
+    frames = torch.randn(1, 4, model.video.encoder.in_channels, 16, 16)
+    mel = torch.randn(1, model.audio.encoder.config.n_mels, 150)
+    with torch.no_grad():
+        logits = model(ids, frames=frames, audio_features=mel, audio_lengths=torch.tensor([150]))
+    assert logits.shape[1] == counter.budget(64, text=5, audio_seconds=[1.5], videos=[(2.0, 2.0, 16, 16)]).used
+    with pytest.raises(ValueError, match="takes no images"):
+        counter.image(16, 16)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        counter.video(2.0, 2.0, 18, 16)
