@@ -105,3 +105,17 @@ def test_early_fusion_budget_equals_the_placeholders_the_model_reads() -> None:
         counter.image(16, 16)
     with pytest.raises(ValueError, match="multiple of 4"):
         counter.video(2.0, 2.0, 18, 16)
+
+
+def test_the_data_path_counts_the_same() -> None:
+    """OmniProcessor (whose ``max_media_tokens`` refuses or drops frames, then cuts audio) counts media
+    tokens the way the budget does."""
+    from omnikit.data import OmniProcessor
+
+    model = omnikit.create_model("omni_early_tiny")
+    counter = TokenCounter(model)
+    processor = OmniProcessor(model, num_frames=8, size=(16, 32))
+    for seconds in (0.5, 3.21, 60.0):
+        assert processor.audio_tokens(int(seconds * 16000)) == counter.audio(seconds)
+    t, h, w = processor.grid(8)
+    assert t * h * w == counter.video(4.0, 2.0, 16, 32)
