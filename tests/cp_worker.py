@@ -109,8 +109,13 @@ def run(case: str, sizes: dict[str, int]) -> dict:
         ref_loss = token_losses(reference(inputs), targets) / count
         parallelize(model, mesh)
         logits = model(data_shard(inputs, mesh)[:, index], positions=index)
-    if case != "hybrid":
+    out_rel = 0.0
+    if case != "hybrid":  # the prefill: each rank's logits are the one-process logits at its positions
         local = token_losses(logits, data_shard(targets, mesh)[:, index])
+        with torch.no_grad():
+            ref = reference(inputs, features=features, positions=positions) if case == "thinker" else reference(inputs)
+        want_out = data_shard(ref, mesh)[:, index]
+        out_rel = float((logits.detach() - want_out).norm() / want_out.norm())
     ref_loss.backward()
     shards = data_ranks * mesh["cp"].size()  # FSDP averages the gradients over these ranks
     (local * shards / count).backward()
@@ -119,6 +124,7 @@ def run(case: str, sizes: dict[str, int]) -> dict:
     got, want = full_grads(model), full_grads(reference)
     return {
         "loss_rel": abs(float(total) / count - ref_loss.item()) / abs(ref_loss.item()),
+        "out_rel": out_rel,
         "grad_rel": max(float((got[n] - want[n]).norm() / want[n].norm().clamp(min=1e-12)) for n in want),
         "worst": max(want, key=lambda n: float((got[n] - want[n]).norm() / want[n].norm().clamp(min=1e-12))),
         "missing_grads": sorted(set(want) - set(got)),

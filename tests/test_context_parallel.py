@@ -88,5 +88,5 @@ def test_cp_equals_one_process(world: int, tmp_path: Path) -> None:
         result = results[name]
         assert "error" not in result, f"{name}: {result.get('error')}"
         grad_tol = HYBRID_GRAD_TOL if name.startswith("hybrid") else TOL
-        assert result["loss_rel"] <= TOL and result["grad_rel"] <= grad_tol, (name, result)
+        assert result["loss_rel"] <= TOL and result["out_rel"] <= TOL and result["grad_rel"] <= grad_tol, (name, result)
         assert result["missing_grads"] == [], (name, result)
