@@ -11,8 +11,8 @@ from omnikit.utils.checks import OmnikitValueError
 __all__ = ["MESH_DIMS", "build_mesh", "check_mesh", "data_parallel_coords", "data_shard"]
 
 #: Known dimension names, outermost first: replicated data parallel (DDP, or HSDP's replicate dim),
-#: sharded data parallel (FSDP2), expert parallel, tensor parallel.
-MESH_DIMS: tuple[str, ...] = ("dp_replicate", "dp_shard", "ep", "tp")
+#: sharded data parallel (FSDP2), context parallel (the sequence split), expert parallel, tensor parallel.
+MESH_DIMS: tuple[str, ...] = ("dp_replicate", "dp_shard", "cp", "ep", "tp")
 
 #: Dimensions whose ranks read different data ("ep" borrows data-parallel ranks, as in torchtitan).
 DATA_DIMS: tuple[str, ...] = ("dp_replicate", "dp_shard", "ep")
@@ -29,6 +29,8 @@ def check_mesh(mesh: DeviceMesh) -> tuple[str, ...]:
         raise OmnikitValueError(f"`mesh` dimension names expected in the order {MESH_DIMS} but got {names}")
     if "tp" in names and "ep" in names and len(names) > 2:
         raise OmnikitValueError(f"`mesh` with 'ep' and 'tp' takes no other dimension; got {names}")
+    if "cp" in names and not set(names) <= {"dp_shard", "cp"}:
+        raise OmnikitValueError(f"`mesh` with 'cp' takes at most 'dp_shard' besides (the tested set); got {names}")
     if "dp_replicate" in names and "dp_shard" in names and "ep" in names:
         raise OmnikitValueError(f"`mesh` with 'ep' takes at most one of 'dp_replicate', 'dp_shard'; got {names}")
     return names

@@ -7,6 +7,7 @@ from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy
 
+from omnikit.distributed.cp import apply_context_parallel
 from omnikit.distributed.ep import apply_expert_parallel
 from omnikit.distributed.fsdp import apply_data_parallel
 from omnikit.distributed.mesh import DATA_DIMS, check_mesh
@@ -31,7 +32,10 @@ def parallelize(
     - ``"ep"``: every declared MoE experts module expert-parallel (its ranks also split the data);
     - ``"dp_shard"``: FSDP2 ``fully_shard`` of every declared unit, then of the root (with ``"ep"``
       the dense parameters shard over ``dp_shard x ep`` and the experts over ``dp_shard``);
-    - ``"dp_replicate"``: replicated data parallel, or HSDP's replicate dimension with ``"dp_shard"``.
+    - ``"dp_replicate"``: replicated data parallel, or HSDP's replicate dimension with ``"dp_shard"``;
+    - ``"cp"``: context parallel (:mod:`omnikit.distributed.cp`): each rank runs its load-balanced share
+      of the positions (:func:`~omnikit.distributed.cp.cp_positions`), the decoder's attention gathers
+      every rank's keys/values; parameters FSDP-shard over ``dp_shard x cp`` (or ``cp`` alone).
 
     Supported: any of ``dp_replicate``, ``dp_shard`` with ``tp``; ``ep`` with one of ``dp_replicate``,
     ``dp_shard`` (the dense parameters replicated or sharded over both dimensions, the experts over
@@ -60,10 +64,14 @@ def parallelize(
         if "dp_shard" not in names:
             ignored = {p for experts in plan.experts for p in experts.parameters()}
     data = [n for n in names if n in DATA_DIMS]
-    if not data:
-        return model
     options = dict(mp_policy=mp_policy, reshard_after_forward=reshard_after_forward)
-    if data == ["dp_replicate"]:
+    if "cp" in names:  # parameters shard over every rank that splits the data or the sequence
+        apply_context_parallel(model, mesh["cp"])
+        shard_mesh = mesh["dp_shard", "cp"]._flatten("dp_shard_cp") if "dp_shard" in names else mesh["cp"]
+        apply_data_parallel(model, plan, shard_mesh, shard=True, **options)
+    elif not data:
+        return model
+    elif data == ["dp_replicate"]:
         apply_data_parallel(model, plan, mesh["dp_replicate"], shard=False, mp_policy=mp_policy)
     elif "ep" in data and len(data) == 2:  # dense weights over both dimensions, experts over the first
         dense = mesh[data[0], "ep"]._flatten(f"{data[0]}_ep")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -128,6 +130,9 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
                        if qk_norm and self.kv_projections else None)
         self.v_norm = RMSNorm(head_dim, norm_eps, scale=False) if v_norm and self.kv_projections else None
 
+        #: set by ``parallelize`` on a ``"cp"`` mesh (:class:`omnikit.distributed.cp.ContextParallel`)
+        self.context_parallel: Any = None
+
     def parallel_plan(self) -> ParallelPlan:
         """Split by heads: the fused q/k/v column-parallel with its rows reordered so that each rank holds
         its query heads and their key/value groups, the output row-parallel, q/k norms replicated."""
@@ -222,6 +227,9 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
         else:
             k, v, q_offset, key_padding_mask, attention_mask = self._own_keys(
                 kv, rope, key_padding_mask, attention_mask, cu_seqlens)
+        if self.context_parallel is not None:
+            masks = (key_padding_mask, attention_mask, cu_seqlens)
+            k, v, attention_mask, causal = self._gather_context(k, v, causal, *masks)
         if self.kv_store is not None:
             shared_kv[self.kv_store] = (k, v, q_offset)
         if key_padding_mask is not None:
@@ -275,6 +283,19 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
                 q_offset = state.length
                 k, v = state.append(k, v)
         return k, v, q_offset, key_padding_mask, attention_mask
+
+    def _gather_context(
+        self, k: torch.Tensor, v: torch.Tensor, causal: bool, *masks: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool]:
+        """Context parallel: every rank's keys/values and the global-position causal mask."""
+        if any(m is not None for m in masks) or self.streaming_state is not None or self.sliding_window \
+                or self.chunk_size:
+            raise OmnikitValueError(
+                "context parallel attention takes no padding/attention mask, packed sequences, stream, sliding "
+                "window or attention chunks"
+            )
+        k, v, mask = self.context_parallel.gather(k, v, causal)
+        return k, v, mask, False
 
     def extra_repr(self) -> str:
         sharing = "".join(f", {n}={getattr(self, n)!r}" for n in ("kv_store", "kv_reuse") if getattr(self, n))

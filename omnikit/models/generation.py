@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from omnikit.models.decode_cache import CacheKind, CompileOption, check_cache_settings, compiled_step
+from omnikit.models.prefill import prefill
 from omnikit.models.sampling import GREEDY, Sampling, check_stream_settings, sample_next, sampling_from_hf
 from omnikit.utils.checks import OmnikitValueError, check_int_in_range, check_tensor
 
@@ -71,6 +72,7 @@ def stream_generate(
     cache: CacheKind = "dynamic",
     max_len: int | None = None,
     compile: CompileOption = False,
+    prefill_chunk: int | None = None,
     **prompt_kwargs: Any,
 ) -> Iterator[GenerationStep]:
     """Prefill ``input_ids (B, T)`` once, then yield one :class:`GenerationStep` per generated token.
@@ -94,6 +96,9 @@ def stream_generate(
             mode such as ``"reduce-overhead"`` (CUDA graphs) or a mapping of ``torch.compile``
             arguments; needs ``cache="static"``. Dynamo keeps the traced step, so later calls with the
             same batch and ``max_len`` reuse it.
+        prefill_chunk: run the prompt through the cache this many positions at a time (see
+            :func:`.prefill.prefill`): the same logits, activation memory bounded by the chunk. Text
+            prompts only (media in ``prompt_kwargs`` are scattered over the whole prompt).
         prompt_kwargs: more keyword arguments of the prompt's forward (``media`` for a Thinker);
             transformers' ``do_sample`` / ``temperature`` / ``top_k`` / ``top_p`` /
             ``repetition_penalty`` are read as ``sampling`` (see :func:`.sampling.sampling_from_hf`).
@@ -107,6 +112,10 @@ def stream_generate(
     if length == 0:
         raise OmnikitValueError(f"`input_ids` expected a prompt of at least one token but got shape {(batch, 0)}")
     max_len = check_cache_settings(cache, max_len, compile, needed=length + max_new_tokens)
+    if prefill_chunk is not None and prompt_kwargs:
+        raise OmnikitValueError(
+            f"`prefill_chunk` runs text prompts only but got more prompt arguments {sorted(prompt_kwargs)}"
+        )
     device = input_ids.device
     start = torch.full((batch,), length, device=device) if next_position is None else next_position
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -117,7 +126,10 @@ def stream_generate(
         step_padding = torch.ones(batch, max_len, dtype=torch.bool, device=device)
         step_padding[:, :length] = key_padding_mask
     with lm.streaming(batch, max_len=max_len):
-        logits = lm(input_ids, positions=positions, key_padding_mask=key_padding_mask, **prompt_kwargs)[:, -1]
+        if prefill_chunk is None:
+            logits = lm(input_ids, positions=positions, key_padding_mask=key_padding_mask, **prompt_kwargs)[:, -1]
+        else:
+            logits = prefill(lm, input_ids, chunk=prefill_chunk, positions=positions, key_padding_mask=key_padding_mask)
         key_padding_mask = step_padding if max_len is not None else key_padding_mask
         for step in range(max_new_tokens):
             penalised = generated and sampling.repetition_penalty != 1.0  # only the penalty reads them

@@ -1,0 +1,105 @@
+"""Prefill peak memory and time vs context: one pass vs chunked (``omnikit.models.prefill``).
+
+Run: ``OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_prefill.py [--contexts 4096 8192 16384]``.
+Each measurement runs in a fresh process and reports the growth of its peak resident memory during
+the prefill (model and prompt are allocated before the baseline). Two small models of the same
+width: a dense decoder LM (all full attention) and a hybrid stack (3 Gated DeltaNet blocks per
+full-attention block). One pass keeps every position's activations (and, for the LM, logits);
+chunked keeps a chunk's, plus the KV cache, which grows with the context in both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+from common import format_table
+
+from omnikit.layers import DecoderConfig
+from omnikit.layers.hybrid import HybridConfig, HybridDecoder
+from omnikit.models import CausalLM, prefill
+
+DIM, DEPTH, VOCAB = 64, 4, 4096
+
+
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def build(kind: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if kind == "dense":
+        return CausalLM(DecoderConfig(dim=DIM, depth=DEPTH, num_heads=4, num_kv_heads=2, vocab_size=VOCAB)).eval()
+    config = HybridConfig(dim=DIM, depth=DEPTH, num_heads=4, num_kv_heads=2, linear_heads=4, linear_head_dim=16,
+                          linear_v_heads=4, linear_v_head_dim=16, linear_backend="torch")
+    return HybridDecoder(config).eval()
+
+
+def child(context: int, kind: str, chunk: int) -> None:
+    model = build(kind)
+    prompt = torch.randint(0, VOCAB, (1, context)) if kind == "dense" else torch.randn(1, context, DIM)
+    base = peak_mib()
+    start = time.perf_counter()
+    with torch.inference_mode(), model.streaming(1):
+        out = model(prompt)[:, -1] if chunk == 0 else prefill(model, prompt, chunk=chunk)
+    print(json.dumps({"delta": peak_mib() - base, "seconds": time.perf_counter() - start, "sum": float(out.sum())}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child", nargs=3, metavar=("CONTEXT", "KIND", "CHUNK"))
+    parser.add_argument("--contexts", type=int, nargs="+", default=[4096, 8192, 16384])
+    parser.add_argument("--chunk", type=int, default=1024)
+    parser.add_argument("--plot", help="also save memory and time vs context as this PNG")
+    args = parser.parse_args()
+    if args.child:
+        child(int(args.child[0]), args.child[1], int(args.child[2]))
+        return
+    rows, curves = [], {}
+    for kind in ("dense", "hybrid"):
+        for context in args.contexts:
+            sums = []
+            for chunk in (0, args.chunk):
+                result = subprocess.run([sys.executable, __file__, "--child", str(context), kind, str(chunk)],
+                                        check=True, capture_output=True, text=True)
+                r = json.loads(result.stdout.strip().splitlines()[-1])
+                sums.append(r["sum"])
+                curves.setdefault((kind, chunk), []).append((context, r["delta"], r["seconds"]))
+                how = "one pass" if chunk == 0 else f"chunks of {chunk}"
+                rows.append((kind, context, how, f"{r['delta']:.0f}", f"{r['seconds']:.2f}"))
+            rows.append((kind, context, "|last out| diff", f"{abs(sums[0] - sums[1]):.1e}", ""))
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, dim {DIM}, depth {DEPTH}, vocab {VOCAB}\n")
+    print(format_table(["model", "context", "how", "peak memory growth (MiB)", "time (s)"], rows))
+    if args.plot:
+        plot(curves, args.plot)
+
+
+def plot(curves: dict[tuple[str, int], list[tuple[int, float, float]]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for (kind, chunk), points in curves.items():
+        contexts, memory, seconds = zip(*points)
+        label = f"{kind}, {'one pass' if chunk == 0 else f'chunks of {chunk}'}"
+        style = "-" if chunk == 0 else "--"
+        axes[0].plot(contexts, memory, style, marker="o", label=label)
+        axes[1].plot(contexts, seconds, style, marker="o", label=label)
+    for ax, title in zip(axes, ("peak memory growth (MiB)", "time (s)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("context (tokens)")
+        ax.set_title(title)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Context-parallel scenarios on gloo (launched by tests/test_context_parallel.py): loss and gradients
+of a model under ``parallelize`` with a ``"cp"`` mesh dimension against one process.
+
+Usage: ``python tests/cp_worker.py WORLD PORT OUT_DIR CASE/MESH ...``; rank 0 writes ``OUT_DIR/cp_WORLD.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+import traceback
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
+from torch.distributed.tensor import DTensor
+
+import omnikit
+from omnikit.distributed import build_mesh, data_parallel_coords, data_shard, parallelize
+from omnikit.distributed.cp import cp_media_rows, cp_positions
+from omnikit.fusion import MediaTokens, Thinker
+from omnikit.layers import DecoderConfig
+from omnikit.models import CausalLM
+from omnikit.moe import MoE, MoEConfig
+
+VOCAB, LENGTH, AUDIO = 64, 16, 3
+MESHES = {"cp": {"cp": 2}, "cp4": {"cp": 4}, "dp_shard_x_cp": {"dp_shard": 2, "cp": 2}}
+
+
+class MediaThinker(nn.Module):
+    """An M-RoPE Thinker fed by a linear audio "encoder": ``media`` rows are the encoder's inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        config = DecoderConfig(dim=32, depth=2, num_heads=4, num_kv_heads=2, vocab_size=VOCAB, mrope_sections=(2, 1, 1))
+        self.thinker = Thinker(config, media_tokens=MediaTokens(audio=AUDIO))
+        self.encoder = nn.Linear(8, 32)
+
+    def forward(self, ids: torch.Tensor, *, features: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return self.thinker(ids, media={"audio": self.encoder(features)}, positions=positions)
+
+
+def thinker_inputs(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Audio placeholders at positions 2-6 of every row (across the first shard boundary at cp 2 and
+    4), their features, and (3, B, T) M-RoPE ids whose three axes differ."""
+    ids = inputs.masked_fill(inputs == AUDIO, AUDIO + 1)
+    ids[:, 2:7] = AUDIO
+    features = torch.randn(int((ids == AUDIO).sum()), 8, generator=torch.Generator().manual_seed(2))
+    t = torch.arange(ids.shape[1]).expand_as(ids)
+    return ids, features, torch.stack((t, t // 2, (t * 3) % 5))
+
+
+def build(case: str) -> nn.Module:
+    if case == "thinker":
+        return MediaThinker()
+    if case == "hybrid":
+        return omnikit.create_model("hybrid_moe_tiny")
+    config = DecoderConfig(dim=32, depth=2, num_heads=4, num_kv_heads=2, vocab_size=VOCAB)
+    if case == "moe":
+        return CausalLM(config, mlp_factory=lambda i: MoE(MoEConfig(dim=32, num_experts=4, top_k=2, expert_hidden=16)))
+    return CausalLM(config)
+
+
+def token_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy of every position against its target (next-token targets made globally)."""
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
+
+
+def full_grads(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad
+            for n, p in model.named_parameters() if p.grad is not None}
+
+
+def run(case: str, sizes: dict[str, int]) -> dict:
+    torch.manual_seed(0)
+    model = build(case)
+    reference = copy.deepcopy(model)
+    mesh = build_mesh("cpu", **sizes)
+    _, data_ranks = data_parallel_coords(mesh)
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, VOCAB, (2 * data_ranks, LENGTH + 1), generator=g)
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+    count = targets.numel()
+    index = cp_positions(LENGTH, mesh["cp"])
+    if case == "hybrid":  # embeddings in, a squared error against random targets
+        inputs, targets = (torch.randn(2 * data_ranks, LENGTH, 32, generator=g) for _ in "xy")
+        count = targets.numel()
+        ref_loss = (reference(inputs) - targets).square().sum() / count
+        parallelize(model, mesh)
+        local_tg = data_shard(targets, mesh)[:, index]
+        local = (model(data_shard(inputs, mesh)[:, index], positions=index) - local_tg).square().sum()
+    elif case == "thinker":  # media split at the shard boundary, positions sliced per shard
+        inputs, features, positions = thinker_inputs(inputs)
+        ref_loss = token_losses(reference(inputs, features=features, positions=positions), targets) / count
+        mine = data_shard(inputs, mesh)
+        first = data_parallel_coords(mesh)[0] * mine.shape[0]  # this shard's first item in the batch
+        before = int((inputs[:first] == AUDIO).sum())
+        rows = before + cp_media_rows(mine == AUDIO, index)
+        local_pos = positions[:, first : first + mine.shape[0]][..., index]
+        parallelize(model, mesh)
+        logits = model(mine[:, index], features=features[rows], positions=local_pos)
+    else:
+        ref_loss = token_losses(reference(inputs), targets) / count
+        parallelize(model, mesh)
+        logits = model(data_shard(inputs, mesh)[:, index], positions=index)
+    out_rel = 0.0
+    if case != "hybrid":  # the prefill: each rank's logits are the one-process logits at its positions
+        local = token_losses(logits, data_shard(targets, mesh)[:, index])
+        with torch.no_grad():
+            ref = reference(inputs, features=features, positions=positions) if case == "thinker" else reference(inputs)
+        want_out = data_shard(ref, mesh)[:, index]
+        out_rel = float((logits.detach() - want_out).norm() / want_out.norm())
+    ref_loss.backward()
+    shards = data_ranks * mesh["cp"].size()  # FSDP averages the gradients over these ranks
+    (local * shards / count).backward()
+    total = local.detach().clone()
+    dist.all_reduce(total)
+    got, want = full_grads(model), full_grads(reference)
+    return {
+        "loss_rel": abs(float(total) / count - ref_loss.item()) / abs(ref_loss.item()),
+        "out_rel": out_rel,
+        "grad_rel": max(float((got[n] - want[n]).norm() / want[n].norm().clamp(min=1e-12)) for n in want),
+        "worst": max(want, key=lambda n: float((got[n] - want[n]).norm() / want[n].norm().clamp(min=1e-12))),
+        "missing_grads": sorted(set(want) - set(got)),
+        "local_positions": index.tolist(),
+    }
+
+
+def guarded(name: str) -> dict:
+    """One scenario's result, or its traceback (the test fails on it); every rank then meets at a barrier."""
+    case, mesh_name = name.split("/")
+    try:
+        return run(case, MESHES[mesh_name])
+    except Exception:
+        return {"error": traceback.format_exc()}
+    finally:
+        dist.barrier()
+
+
+def worker(rank: int, world: int, port: int, out_dir: str, names: list[str]) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world, init_method=f"tcp://127.0.0.1:{port}",
+                            timeout=timedelta(seconds=60))
+    results = {name: guarded(name) for name in names}
+    if rank == 0:
+        Path(out_dir, f"cp_{world}.json").write_text(json.dumps(results, indent=1))
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    mp.spawn(worker, args=(world, port, out, sys.argv[4:]), nprocs=world)
