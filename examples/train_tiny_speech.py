@@ -72,6 +72,11 @@ class FrameCodec(nn.Module):
         self.hop, self.sample_rate = part * num_codebooks, sample_rate
         self.num_codebooks, self.codebook_size = num_codebooks, codebook_size
 
+    @property
+    def frame_rate(self) -> float:
+        """Code frames per second (the codec interface: ``sample_rate / hop``)."""
+        return self.sample_rate / self.hop
+
     def parts(self, wav: torch.Tensor) -> torch.Tensor:
         """``(B, 1, S) -> (K, B * F, hop // K)``."""
         whole = wav[:, 0, : wav.shape[-1] // self.hop * self.hop]

@@ -100,8 +100,9 @@ def test_thinker_talker_batches_carry_codes() -> None:
     assert batch.code_mask.sum(-1).tolist() == [9, 3]
     assert torch.equal(batch.codes[1, :, :3], codes[1]) and not batch.codes[1, :, 3:].any()
     codebook_loss(model(**batch.model_inputs()), batch.codes, batch.code_mask).backward()
-    with pytest.raises(ValueError, match=r"expected `codes` .* but got none"):
-        processor([{"text": "no speech"}])
+    assert processor([{"text": "no speech"}]).codes is None  # Thinker-only training
+    with pytest.raises(ValueError, match=r"`samples` expected codes on every sample of a batch or on none"):
+        processor([{"text": "ab", "codes": codes[1]}, {"text": "no speech"}])
     with pytest.raises(ValueError, match=r"with F <= 4 .* but got 5 frames"):
         processor([{"text": "ab", "codes": torch.zeros(k, 5, dtype=torch.long)}])
 

@@ -299,12 +299,13 @@ class OmniProcessor:
         return out
 
     def _check_codes(self, loaded: LoadedSample, tokens: int) -> torch.Tensor | None:
-        """A Thinker-Talker model needs the sample's codes, at most ``frames_per_token`` frames per token."""
-        if self.frames_per_token is None:
+        """A Thinker-Talker sample's codes, at most ``frames_per_token`` frames per token (a sample without
+        codes serves Thinker-only training: its batch has none, and the joint forward then refuses it)."""
+        if self.frames_per_token is None or loaded.codes is None:
             return loaded.codes
         frames = tokens * self.frames_per_token
-        if loaded.codes is None or loaded.codes.shape[1] > frames:
-            got = "none" if loaded.codes is None else f"{loaded.codes.shape[1]} frames"
+        if loaded.codes.shape[1] > frames:
+            got = f"{loaded.codes.shape[1]} frames"
             raise OmnikitValueError(
                 f"sample {loaded.source}: a Thinker-Talker model expected `codes` (K, F) with F <= {frames} "
                 f"({tokens} tokens x {self.frames_per_token} frames) but got {got}; make them with the model's "
@@ -378,7 +379,12 @@ class OmniProcessor:
             grids=[g for e in encoded for g in e.grids],
             audio_tokens=[n for e in encoded for n in e.audio_tokens],
         )
-        if self.frames_per_token is not None:
+        with_codes = [e.codes is not None for e in encoded]
+        if any(with_codes) and not all(with_codes):
+            raise OmnikitValueError(
+                f"`samples` expected codes on every sample of a batch or on none, but samples "
+                f"{[i for i, c in enumerate(with_codes) if not c]} have none")
+        if self.frames_per_token is not None and all(with_codes):
             frames = batch.input_ids.shape[1] * self.frames_per_token
             batch.codes = torch.zeros(len(encoded), encoded[0].codes.shape[0], frames, dtype=torch.long)
             batch.code_mask = torch.zeros(len(encoded), frames, dtype=torch.bool)

@@ -38,7 +38,14 @@ from omnikit.speech.depth import PREDICTOR_DEFAULTS, TemporalDepthConfig
 from omnikit.speech.heads import TALKER_HEADS, Pick, build_talker_head
 from omnikit.streaming import StreamingContainer, streaming
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import check_ids, check_input, check_lengths, check_positive, check_tensor
+from omnikit.utils.checks import (
+    check_finite,
+    check_ids,
+    check_lengths,
+    check_positive,
+    check_tensor,
+    check_weight_dtype,
+)
 
 __all__ = ["STRATEGIES", "Talker", "TalkerConfig", "TalkerStrategy", "codebook_loss", "per_codebook_loss"]
 
@@ -196,7 +203,8 @@ class Talker(StreamingContainer, nn.Module):
         cfg = self.config
         check_tensor(codes, "codes", shape=("B", cfg.num_codebooks, "F"), floating=False)
         check_ids(codes, "codes", cfg.vocab, what="codes")
-        check_input(text, "text", self, shape=(codes.shape[0], "N", cfg.thinker_dim))
+        check_tensor(text, "text", shape=(codes.shape[0], "N", cfg.thinker_dim), floating=True)
+        check_weight_dtype(text, "text", self)
         batch, k, frames = codes.shape
         if lengths is not None:
             lengths = check_lengths(lengths, "lengths", batch=batch, max_len=frames)
@@ -205,6 +213,7 @@ class Talker(StreamingContainer, nn.Module):
         steps = layout.shape[2]
         previous = torch.cat((layout.new_full((batch, k, 1), self.bos), layout[:, :, :-1]), dim=2)
         x = self._step_inputs(previous, self._reply_states(text, steps, lengths))
+        check_finite(x, "text", "in the reply states of valid frames")  # padding was replaced above
         prefix = 0
         if context is not None:
             check_tensor(context, "context", shape=(batch, "P", cfg.thinker_dim), floating=True)
