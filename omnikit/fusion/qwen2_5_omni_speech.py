@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from omnikit.audio.speakers import load_speakers
 from omnikit.audio.token2wav import Token2Wav, Token2WavStream
 from omnikit.fusion.omni_speech import DecodeMask, SpeakingOmni, SpeakRun, TextFeed, pick_codes
 from omnikit.fusion.omni_thinker import OmniThinker
@@ -73,12 +74,16 @@ class Qwen2_5SpeechIds:
 
 
 def read_speakers(path: str | Path) -> dict[str, dict[str, Any]]:
-    """A published ``spk_dict.pt`` (``{name: {"bos_token", "cond", "ref_mel"}}``) read with torch's safe loader
-    (``weights_only=True``: tensors, numbers and containers only, no arbitrary objects)."""
-    table = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(table, Mapping) or not all(isinstance(v, Mapping) and "bos_token" in v for v in table.values()):
-        raise OmnikitValueError(f"{str(path)!r}: expected {{speaker: {{'bos_token', 'cond', 'ref_mel'}}}} entries")
-    return {str(name): {**entry, "bos_token": int(entry["bos_token"])} for name, entry in table.items()}
+    """``{name: {"bos_token", "cond", "ref_mel", ...}}`` of a published ``spk_dict.pt`` (or the safetensors copy
+    :func:`~omnikit.audio.convert_speakers` writes), read by :func:`~omnikit.audio.load_speakers` (no pickled
+    code runs); every voice needs the Talker's ``bos_token``."""
+    table = {}
+    for name, voice in load_speakers(path).items():
+        if "bos_token" not in voice.extras:
+            raise OmnikitValueError(f"{str(path)!r}: speaker {name!r} lacks 'bos_token' (the Talker's start token)")
+        table[name] = {**voice.extras, "cond": voice.conditioning, "ref_mel": voice.reference_mel,
+                       "bos_token": int(voice.extras["bos_token"])}
+    return table
 
 
 class Qwen2_5OmniSpeech(SpeakingOmni):
