@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -76,7 +77,7 @@ def save_distributed(
     state: dict[str, Any] = {"model": get_model_state_dict(model)}
     if optimizer is not None:
         state["optimizer"] = get_optimizer_state_dict(model, optimizer)
-    with _one_process_quietly():
+    with _dcp_call("writing", path):
         dcp.save(state, checkpoint_id=str(path))
     write_atomically(path, [(f"trainer-rank{_rank()}.json", lambda p: p.write_text(text, encoding="utf-8"))])
     _barrier()
@@ -117,7 +118,7 @@ def load_distributed(
         optim = get_optimizer_state_dict(model, optimizer)
         optim["state"] = {fqn: v for fqn, v in optim["state"].items() if fqn in stepped}
         request["optimizer"] = optim
-    with _one_process_quietly():
+    with _dcp_call("reading", path):
         dcp.load(request, checkpoint_id=str(path))  # fills in place
     set_model_state_dict(model, state)
     if optimizer is not None:
@@ -144,12 +145,23 @@ def read_extra(directory: str | Path) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _one_process_quietly() -> Iterator[None]:
-    """Without a process group DCP warns that it assumes one process: that is the documented use here."""
+def _dcp_call(action: str, path: Path) -> Iterator[None]:
+    """Around a DCP save or load: without a process group DCP warns that it assumes one process (the
+    documented use here), so that warning is hidden. DCP reports a rank's failure as a
+    ``CheckpointException``, a ``BaseException`` that a training loop's ``except Exception`` misses; the
+    failing rank's own exception (``OSError`` for a full disk, ...) is raised instead, naming the folder."""
     with warnings.catch_warnings():
         if not dist.is_initialized():
             warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        yield
+        try:
+            yield
+        except CheckpointException as failed:
+            rank, (cause, _) = min(failed.failures.items())
+            if not isinstance(cause, Exception):
+                raise
+            cause.add_note(f"omnikit: {action} the checkpoint {str(path)!r} failed on rank {rank} "
+                           f"(failed ranks: {sorted(failed.failures)})")
+            raise cause from failed
 
 
 def _rank() -> int:
