@@ -510,6 +510,7 @@ FAMILIES: dict[str, Callable[[], list[Case]]] = {
     "checkpoint": checkpoint_cases,
     "registry": registry_cases,
     "round3": lambda: __import__("fuzz_cases_round3").round3_cases(),
+    "round4": lambda: __import__("fuzz_cases_round4").round4_cases(),
 }
 
 

@@ -10,6 +10,7 @@ its place (cast to the target dtype, on the target device) and load with
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import replace
@@ -25,7 +26,8 @@ from omnikit.convert.architectures import HF_ORIGIN_ATTR, HubOrigin, Part, get_a
 from omnikit.convert.empty_init import meta_parameters
 from omnikit.convert.keymap import KeyMap, Piece
 from omnikit.convert.snapshot import Snapshot, open_shards, torch_dtype
-from omnikit.utils.checks import OmnikitValueError
+from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
+from omnikit.utils.config_checks import validate_config
 from omnikit.utils.precision import cast_model
 
 __all__ = ["PROGRESS_MIN_BYTES", "architecture_name", "build_hf", "load_hf", "tied_aliases"]
@@ -77,8 +79,8 @@ def _check_names(
     problems = [_problems(label, keys) for label, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
     if problems:
         raise OmnikitValueError(
-            f"checkpoint {str(snapshot.directory)!r} (part {part_name!r}) does not fit the model: "
-            + "; ".join(problems)
+            f"checkpoint {str(snapshot.directory)!r} (part {part_name!r}) does not fit the model its config.json "
+            "describes: " + "; ".join(problems)
         )
 
 
@@ -92,7 +94,8 @@ def _check_shapes(plan: Mapping[str, list[Piece]], shapes: Mapping[str, torch.Si
     )
     if wrong:
         raise OmnikitValueError(
-            f"checkpoint {str(directory)!r} does not fit the model: {_problems('mis-shaped', wrong)}"
+            f"checkpoint {str(directory)!r} does not fit the model its config.json describes: "
+            f"{_problems('mis-shaped', wrong)}"
         )
 
 
@@ -166,6 +169,26 @@ def _read(plan: dict[str, list[Piece]], model: nn.Module, handles: Mapping[Path,
     return state
 
 
+def _build(spec: Any, config: Mapping[str, Any], architecture: str, part: str, where: str) -> nn.Module:
+    """``spec``'s module of ``config``; a value the module refuses or a key it lacks is reported as the
+    config's, with the architecture and part it was built for."""
+    try:
+        model = spec.build(config)
+        for module in model.modules():  # the configs a config.json gave, checked as create_model checks its own
+            if dataclasses.is_dataclass(getattr(module, "config", None)):
+                validate_config(module.config, type(module).__name__)
+        return model
+    except KeyError as err:
+        raise OmnikitValueError(
+            f"{where} lacks the key {err.args[0]!r} that part {part!r} of {architecture} needs (a snapshot that "
+            f"save_hf wrote of one part loads with `part` naming that part)") from err
+    except (ValueError, TypeError) as err:
+        if "config.json" in str(err) or "`config`" in str(err):
+            raise
+        error = OmnikitTypeError if isinstance(err, TypeError) else OmnikitValueError
+        raise error(f"{where} does not build part {part!r} of {architecture}: {err}") from err
+
+
 def build_hf(config: Mapping[str, Any], *, part: str | None = None) -> nn.Module:
     """The model (or ``part``) of a ``config.json`` dict with freshly initialised weights, built as :func:`load_hf`
     builds it before reading a checkpoint: :func:`save_hf` writes it as a snapshot (a random checkpoint for a
@@ -173,7 +196,7 @@ def build_hf(config: Mapping[str, Any], *, part: str | None = None) -> nn.Module
     config = dict(config)
     architecture = get_architecture(architecture_name(config, "`config`"))
     part_name, spec = architecture.part(part)
-    model = spec.build(config)
+    model = _build(spec, config, architecture.name, part_name, "`config`")
     setattr(model, HF_ORIGIN_ATTR, HubOrigin(architecture.name, part_name, config))
     return model.eval()
 
@@ -211,7 +234,8 @@ def load_hf(
     architecture = get_architecture(architecture_name(snapshot.config, str(snapshot.directory)))
     part_name, spec = architecture.part(part)
     with meta_parameters():
-        model = spec.build(snapshot.config)
+        model = _build(spec, snapshot.config, architecture.name, part_name,
+                       f"config.json of {str(snapshot.directory)!r}")
     aliases = tied_aliases(model)
     meta_state = {k: v for k, v in model.state_dict().items() if k not in aliases}
     shapes = {k: v.shape for k, v in meta_state.items()}

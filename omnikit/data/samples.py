@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
+from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError, check_finite
 
 __all__ = ["MARKERS", "LoadedSample", "MediaFileError", "Sample", "as_sample", "load_sample"]
 
@@ -62,8 +62,33 @@ class Sample:
         if (self.text is None) == (self.messages is None):
             raise OmnikitValueError("a sample expected exactly one of `text` and `messages`")
         if self.text is not None:
+            if not isinstance(self.text, str):
+                raise OmnikitTypeError(f"`text` expected a str but got {type(self.text).__name__}")
             return [("", self.text)]
-        return [(m["role"], m["content"]) for m in self.messages]
+        return _turns(self.messages)
+
+
+#: The roles of the published chat templates; another (a typo of "assistant") would silently learn nothing.
+ROLES = ("system", "user", "assistant", "tool")
+
+
+def _turns(messages: object) -> list[tuple[str, str]]:
+    """``[(role, content)]`` of chat ``messages``, each checked."""
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
+        raise OmnikitValueError(f"`messages` expected a non-empty list of {{'role', 'content'}} dicts but got "
+                                f"{messages!r:.80}")
+    turns = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping) or set(message) != {"role", "content"}:
+            raise OmnikitValueError(f"`messages[{i}]` expected a dict with exactly 'role' and 'content' but got "
+                                    f"{message!r:.80}")
+        role, content = message["role"], message["content"]
+        if role not in ROLES:
+            raise OmnikitValueError(f"`messages[{i}]['role']` expected one of {list(ROLES)} but got {role!r}")
+        if not isinstance(content, str):
+            raise OmnikitTypeError(f"`messages[{i}]['content']` expected a str but got {type(content).__name__}")
+        turns.append((role, content))
+    return turns
 
 
 @dataclass
@@ -111,12 +136,12 @@ def load_sample(
     :class:`MediaFileError` naming it."""
     sample = as_sample(sample)
     loaded = LoadedSample(sample.turns(), source=source)
-    loaded.audios = [_audio(a, sample_rate) for a in sample.audios]
-    for video in sample.videos:
-        frames, soundtrack = _video(video, num_frames, size, sample_rate, sample.use_audio_in_video)
+    loaded.audios = [_audio(a, sample_rate, f"audios[{i}]") for i, a in enumerate(sample.audios)]
+    for i, video in enumerate(sample.videos):
+        frames, soundtrack = _video(video, num_frames, size, sample_rate, sample.use_audio_in_video, f"videos[{i}]")
         loaded.videos.append(frames)
         loaded.soundtracks.append(soundtrack)
-    loaded.images = [_resize(_image(i)[None], size)[0] for i in sample.images]
+    loaded.images = [_resize(_image(image, f"images[{i}]")[None], size)[0] for i, image in enumerate(sample.images)]
     loaded.codes = None if sample.codes is None else _codes(sample.codes)
     return loaded
 
@@ -140,11 +165,12 @@ def _path(media: Media) -> str:
     return path
 
 
-def _audio(audio: Media, sample_rate: int) -> torch.Tensor:
+def _audio(audio: Media, sample_rate: int, name: str) -> torch.Tensor:
     if isinstance(audio, torch.Tensor):
         if audio.ndim not in (1, 2) or not audio.is_floating_point():
-            raise OmnikitValueError(f"an audio waveform expected a float (S,) or (C, S) tensor but got "
+            raise OmnikitValueError(f"`{name}` expected a float waveform (S,) or (C, S) but got "
                                     f"{audio.dtype} {tuple(audio.shape)}")
+        check_finite(audio, name)
         return (audio if audio.ndim == 1 else audio.mean(0)).float()
     from omnikit.video.audio import load_audio
 
@@ -157,11 +183,12 @@ def _audio(audio: Media, sample_rate: int) -> torch.Tensor:
 
 
 def _video(
-    video: Media, num_frames: int, size: tuple[int, int], sample_rate: int, soundtrack: bool
+    video: Media, num_frames: int, size: tuple[int, int], sample_rate: int, soundtrack: bool, name: str
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     if isinstance(video, torch.Tensor):
-        if video.ndim != 4:
-            raise OmnikitValueError(f"a video tensor expected (T, C, H, W) but got {tuple(video.shape)}")
+        if video.ndim != 4 or video.shape[0] == 0:
+            raise OmnikitValueError(f"`{name}` expected frames (T, C, H, W) with T >= 1 but got {tuple(video.shape)}")
+        _check_pixels(video, name)
         if soundtrack:
             raise OmnikitValueError("`use_audio_in_video` needs video files (a frame tensor has no soundtrack); "
                                     "pass the waveform in `audios` instead")
@@ -181,10 +208,11 @@ def _video(
     return _to_float(clip.frames), audio
 
 
-def _image(image: Media) -> torch.Tensor:
+def _image(image: Media, name: str) -> torch.Tensor:
     if isinstance(image, torch.Tensor):
         if image.ndim != 3:
-            raise OmnikitValueError(f"an image tensor expected (C, H, W) but got {tuple(image.shape)}")
+            raise OmnikitValueError(f"`{name}` expected an image (C, H, W) but got {tuple(image.shape)}")
+        _check_pixels(image[None], name)
         return _to_float(image)
     path = _path(image)
     from PIL import Image, UnidentifiedImageError
@@ -195,6 +223,22 @@ def _image(image: Media) -> torch.Tensor:
     except (UnidentifiedImageError, OSError) as err:
         raise MediaFileError(path, f"cannot decode image ({err})") from err
     return _to_float(torch.from_numpy(array.copy()).permute(2, 0, 1))
+
+
+def _check_pixels(frames: torch.Tensor, name: str) -> None:
+    """``frames (T, C, H, W)``: RGB, uint8 or float in [0, 1] (the range files decode to), finite."""
+    if frames.shape[1] != 3:
+        raise OmnikitValueError(f"`{name}` expected 3 (RGB) channels in dim -3 but got {frames.shape[1]} "
+                                f"(shape {tuple(frames.shape[1:])})")
+    if frames.dtype == torch.uint8:
+        return
+    if not frames.is_floating_point():
+        raise OmnikitTypeError(f"`{name}` expected uint8 or float pixels but got {frames.dtype}")
+    check_finite(frames, name)
+    low, high = float(frames.min()), float(frames.max())
+    if low < 0.0 or high > 1.0:
+        raise OmnikitValueError(f"`{name}` expected float pixels in [0, 1] (or uint8 0-255) but got values in "
+                                f"[{low:.3g}, {high:.3g}]")
 
 
 def _to_float(x: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,7 @@ from omnikit.convert.load import assign_state, tied_aliases
 from omnikit.convert.save import save_hf
 from omnikit.distributed.resume import dumps, loads
 from omnikit.registry import create_model
-from omnikit.utils.checks import OmnikitValueError
+from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
 from omnikit.utils.legacy_keys import legacy_key_renames
 
 __all__ = ["LATEST", "export_hf", "export_pretrained", "full_state_dict", "load_distributed", "read_extra",
@@ -68,6 +68,9 @@ def save_distributed(
     or is killed part way leaves the previous checkpoint in ``directory`` whole and loadable; older
     folders are removed after the switch. Returns ``directory``.
     """
+    _check_training_state(model, optimizer, scheduler)
+    if extra is not None and not isinstance(extra, Mapping):
+        raise OmnikitTypeError(f"`extra` expected a mapping of names to values but got {type(extra).__name__}")
     scheduler_state = None if scheduler is None else scheduler.state_dict()
     text = dumps({"scheduler": scheduler_state, "extra": dict(extra or {})})  # checked before anything is written
     out = Path(directory)
@@ -102,6 +105,7 @@ def load_distributed(
     (built as for the saved run, over the same parameters) are restored in place. Names an older
     layout of the model wrote (``legacy_state_prefixes``, e.g. ``video.*`` for ``adapters.video.*``)
     are read as the current ones; a folder written by ``dcp.save`` of the bare weights loads too."""
+    _check_training_state(model, optimizer, scheduler)
     path, nested = _current(Path(directory))
     stored = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
     prefix = "model." if nested else ""
@@ -109,6 +113,7 @@ def load_distributed(
     as_stored = {current: name for name, current in legacy_key_renames(model, names).items()}
     state = get_model_state_dict(model)
     weights = {as_stored.get(k, k): v for k, v in state.items()}
+    _check_fits(weights, {k[len(prefix):]: v for k, v in stored.items() if k.startswith(prefix)}, path)
     request: dict[str, Any] = {"model": weights} if nested else weights
     stepped: set[str] = set()  # parameters the saved optimizer had state for
     if optimizer is not None:
@@ -142,6 +147,36 @@ def read_extra(directory: str | Path) -> dict[str, Any]:
     if not nested:
         raise OmnikitValueError(f"`directory` {str(directory)!r} holds bare weights without `extra`")
     return _trainer_state(path)["extra"]
+
+
+def _check_training_state(model: object, optimizer: object, scheduler: object) -> None:
+    """``model`` is a module, ``optimizer`` (when given) an optimizer over ``model``'s parameters only, and
+    ``scheduler`` (when given) has a state to save and load."""
+    if not isinstance(model, nn.Module):
+        raise OmnikitTypeError(f"`model` expected a torch.nn.Module but got {type(model).__name__}")
+    if optimizer is not None:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise OmnikitTypeError(f"`optimizer` expected a torch.optim.Optimizer but got {type(optimizer).__name__}")
+        own = {id(p) for p in model.parameters()}
+        foreign = sum(id(p) not in own for group in optimizer.param_groups for p in group["params"])
+        if foreign:
+            raise OmnikitValueError(f"`optimizer` holds {foreign} parameters that are not `model`'s; build it "
+                                    f"over `model.parameters()` (after `parallelize`, when the model is wrapped)")
+    if scheduler is not None and not (callable(getattr(scheduler, "state_dict", None))
+                                      and callable(getattr(scheduler, "load_state_dict", None))):
+        raise OmnikitTypeError(f"`scheduler` expected an LRScheduler (state_dict / load_state_dict) but got "
+                               f"{type(scheduler).__name__}")
+
+
+def _check_fits(weights: Mapping[str, Any], stored: Mapping[str, Any], path: Path) -> None:
+    """Every tensor of ``weights`` is in the checkpoint with its shape (``stored``: DCP's metadata)."""
+    missing = sorted(k for k in weights if k not in stored)
+    shaped = sorted(f"{k}: checkpoint {tuple(stored[k].size)} vs model {tuple(v.shape)}" for k, v in weights.items()
+                    if k in stored and hasattr(stored[k], "size") and tuple(stored[k].size) != tuple(v.shape))
+    if missing or shaped:
+        problems = [f"{label} ({len(items)}): {items[:3]}" for label, items in (("missing", missing),
+                                                                               ("mis-shaped", shaped)) if items]
+        raise OmnikitValueError(f"`model` does not fit the checkpoint {str(path)!r}: " + "; ".join(problems))
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ Sampling options follow transformers' ``generate`` of the published models: ``th
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
@@ -67,16 +68,22 @@ class SpeechOutput:
     sample_rate: int | None = None
 
 
-def sampling_from(options: Mapping[str, Any]) -> Sampling:
+def sampling_from(options: Mapping[str, Any], prefix: str = "") -> Sampling:
     """transformers' sampling keywords (``do_sample`` ...) -> :class:`Sampling`. Greedy keeps the
-    repetition penalty, as transformers applies it whether or not it samples."""
+    repetition penalty, as transformers applies it whether or not it samples. An invalid value's error
+    names the keyword as the caller spelled it (``prefix``: ``"thinker_"``, ``"talker_"``)."""
     merged = dict(options)
-    penalty = float(merged.get("repetition_penalty") or 1.0)
-    if not merged.get("do_sample", False):
-        return Sampling(repetition_penalty=penalty)
-    top_k = merged.get("top_k")
-    return Sampling(temperature=float(merged.get("temperature", 1.0)), top_k=top_k or None,
-                    top_p=merged.get("top_p"), repetition_penalty=penalty)
+    try:
+        penalty = float(merged.get("repetition_penalty") or 1.0)
+        if not merged.get("do_sample", False):
+            return Sampling(repetition_penalty=penalty)
+        top_k = merged.get("top_k")
+        return Sampling(temperature=float(merged.get("temperature", 1.0)), top_k=top_k or None,
+                        top_p=merged.get("top_p"), repetition_penalty=penalty)
+    except (ValueError, TypeError) as err:
+        named = re.sub(r"`(\w+)`", lambda m: f"`{prefix}{m[1]}`" if m[1] in SAMPLING_OPTIONS else m[0], str(err))
+        error = OmnikitTypeError if isinstance(err, TypeError) else OmnikitValueError
+        raise error(named if named != str(err) else f"thinker/talker sampling options {options}: {err}") from err
 
 
 def pick_codes(
@@ -293,6 +300,10 @@ class SpeakingOmni(nn.Module):
     ) -> tuple[SpeakRun | None, TextFeed | Iterator[GenerationStep]]:
         """Start the Thinker; with audio, also capture what the Talker's prompt needs (a :class:`SpeakRun`)."""
         check_tensor(input_ids, "input_ids", ndim=2, floating=False)
+        if attention_mask is not None:
+            check_tensor(attention_mask, "attention_mask", shape=tuple(input_ids.shape))
+        if not isinstance(vocoder_needed, bool):  # the caller's `return_audio`
+            raise OmnikitTypeError(f"`return_audio` expected a bool but got {type(vocoder_needed).__name__}")
         media, thinker_opts, talker_opts = self._options(dict(kwargs))
         speaker = self.default_speaker if speaker is None else speaker
         self._check_speaker(speaker, vocoder_needed)
@@ -311,7 +322,7 @@ class SpeakingOmni(nn.Module):
         steps = self.thinker.text_model.stream_generate(
             input_ids, media=fused.media, positions=fused.positions, next_position=fused.next_position,
             key_padding_mask=fused.key_padding_mask, max_new_tokens=new_tokens,
-            sampling=sampling_from(thinker_opts), eos_token_id=eos, generator=generator, cache=cache,
+            sampling=sampling_from(thinker_opts, "thinker_"), eos_token_id=eos, generator=generator, cache=cache,
             compile=compile,
         )
         if not talk:
@@ -321,7 +332,7 @@ class SpeakingOmni(nn.Module):
         audio = fused.media.get("audio")
         run = SpeakRun(
             input_ids, mask, media, None if audio is None else audio.lengths, seen[0], feed, speaker,
-            sampling_from(talker_opts), max_frames, self._talker_eos(talker_opts), generator, cache, compile,
+            sampling_from(talker_opts, "talker_"), max_frames, self._talker_eos(talker_opts), generator, cache, compile,
         )
         return run, feed
 

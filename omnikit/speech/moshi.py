@@ -20,7 +20,7 @@ import torch
 from omnikit.audio.mimi import MimiConfig, MimiTokenizer
 from omnikit.models.sampling import GREEDY, Sampling
 from omnikit.speech.duplex import DuplexConfig, DuplexModel
-from omnikit.utils.checks import OmnikitValueError, check_positive, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_ids, check_positive, check_tensor
 
 __all__ = ["Moshi", "MoshiAudioStep", "MoshiConfig", "MoshiGeneration"]
 
@@ -112,8 +112,9 @@ class Moshi(DuplexModel):
         check_tensor(input_ids, "input_ids", ndim=2, floating=False)
         batch, frames = input_ids.shape
         k = self.config.num_codebooks
-        check_tensor(user_codes, "user_codes", shape=(batch, k, frames), floating=False)
-        check_tensor(moshi_codes, "moshi_codes", shape=(batch, k, frames), floating=False)
+        for codes, name in ((user_codes, "user_codes"), (moshi_codes, "moshi_codes")):
+            check_tensor(codes, name, shape=(batch, k, frames), floating=False)
+            check_ids(codes, name, self.pad + 1, what="codes (pad included)")
         blank = self.silence(batch)
         user = itertools.chain(user_codes.unbind(2), itertools.repeat(blank, max_new_tokens))
         steps = list(self.stream(user, text_sampling=text_sampling, audio_sampling=audio_sampling,

@@ -67,7 +67,7 @@ RANGE_RULES: tuple[tuple[tuple[str, ...], Range], ...] = (
       "max_positions", "fsq_levels", "mrope_sections"), AT_LEAST_ONE),
     # positive reals
     (("eps", "*_eps", "*rope_base", "*theta", "*_rate", "time_unit", "*ratio", "route_scale", "capacity_factor",
-      "temperature_floor"), POSITIVE),
+      "temperature_floor", "softcap", "*_softcap"), POSITIVE),
     (("*dropout*", "*drop_rate", "*drop_path*"), PROBABILITY_OPEN_HIGH),
     (("*_weight", "*_coef", "*_coeff", "*_scale"), NON_NEGATIVE),
     # sampling settings
