@@ -198,6 +198,16 @@ def _one_part_snapshot() -> Any:
     return load_hf(save_hf(omnikit.create_model("gemma4_audio_tiny"), Path(tempfile.mkdtemp())))
 
 
+def _counter() -> Any:
+    from omnikit.budget import TokenCounter
+
+    return TokenCounter(omnikit.create_model("qwen2_5_omni_thinker_tiny"))
+
+
+def _lm_snapshot() -> torch.nn.Module:
+    return load_hf(_snapshot("decoder_tiny"))
+
+
 def round4_cases() -> list:
     from fuzz_entry_points import Case, model
 
@@ -297,6 +307,26 @@ def round4_cases() -> list:
         Case("round4", "data: content of the wrong type", _batch([{"messages": [{"role": "user", "content": 5}]}]),
              "content"),
         Case("round4", "data: padding_side 'middle'", lambda: _processor("middle"), "padding_side"),
+        # ---- generation, budgets, adapters and snapshots around them
+        Case("round4", "generate: prefill_chunk 0", lambda: decoder().generate(
+            torch.ones(1, 5, dtype=torch.long), max_new_tokens=1, prefill_chunk=0), "prefill_chunk"),
+        Case("round4", "generate: prefill_chunk longer than the prompt", lambda: decoder().generate(
+            torch.ones(1, 5, dtype=torch.long), max_new_tokens=1, prefill_chunk=100), None),
+        Case("round4", "budget: audio_seconds a number", lambda: _counter().budget(100, audio_seconds=5.0),
+             "audio_seconds"),
+        Case("round4", "budget: a video of 3 numbers", lambda: _counter().budget(100, videos=[(1.0, 2.0, 16)]),
+             "videos"),
+        Case("round4", "lora_targets: towers one str", lambda: __import__(
+            "omnikit.fusion.towers", fromlist=["lora_targets"]).lora_targets(
+            omnikit.create_model("qwen2_5_omni_thinker_tiny"), towers="thinker"), None),
+        Case("round4", "build_hf: config a list", lambda: build_hf([1, 2]), "config"),
+        Case("round4", "hf_inputs: float input_ids", lambda: __import__("omnikit.convert", fromlist=["hf_inputs"])
+             .hf_inputs(_lm_snapshot(), {"input_ids": torch.ones(1, 3)}), "inputs['input_ids']"),
+        Case("round4", "save_hf: path is a file", lambda: save_hf(
+            _lm_snapshot(), Path(tempfile.mkstemp()[1])), "path"),
+        Case("round4", "load_hf: device 'bogus'", lambda: load_hf(_snapshot("decoder_tiny"), device="bogus"),
+             "device"),
+        Case("round4", "load_hf: path None", lambda: load_hf(None), "path"),
         # ---- resumable checkpoints
         Case("round4", "save_distributed: optimizer 'adam'", _save_distributed(optimizer="adam"), "optimizer"),
         Case("round4", "save_distributed: scheduler object()", _save_distributed(scheduler=object()), "scheduler"),

@@ -44,6 +44,17 @@ MEL_FRAMES_PER_SECOND = 100
 VideoSpec = tuple[float, float, int, int]
 
 
+def _items(value: object, name: str, width: tuple[int, str] | None = None) -> list:
+    """``value`` as a list of numbers (``width``: of tuples of that many numbers, described as ``width[1]``)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise OmnikitTypeError(f"`{name}` expected a list but got {type(value).__name__}")
+    if width is not None:
+        bad = [v for v in value if isinstance(v, (str, bytes)) or not isinstance(v, Sequence) or len(v) != width[0]]
+        if bad:
+            raise OmnikitValueError(f"`{name}` expected a list of {width[1]} tuples but got {bad[0]!r}")
+    return list(value)
+
+
 @dataclass(frozen=True)
 class TokenBudget:
     """Prompt positions per item against a context of ``context`` positions."""
@@ -182,6 +193,9 @@ class TokenCounter:
     ) -> TokenBudget:
         """The :class:`TokenBudget` of one prompt in a context of ``context`` positions."""
         check_positive(context, "context")
+        audio_seconds = _items(audio_seconds, "audio_seconds")
+        images = _items(images, "images", (2, "(height, width)"))
+        videos = _items(videos, "videos", (4, "(seconds, fps, height, width)"))
         rows = [("text", self.text(text))] if text else []
         rows += [(f"audio {s:g} s", self.audio(s)) for s in audio_seconds]
         rows += [(f"image {h}x{w}", self.image(h, w)) for h, w in images]

@@ -37,7 +37,7 @@ from omnikit.checkpoint_checks import (
     read_safetensors_header,
 )
 from omnikit.registry import PRETRAINED_HOOKS, SPEC_ATTR, ModelSpec, create_model
-from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
+from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError, check_directory
 from omnikit.utils.legacy_keys import legacy_key_renames
 from omnikit.utils.precision import cast_model, model_dtype
 from omnikit.version import __version__
@@ -183,7 +183,7 @@ def save_pretrained(model: nn.Module, directory: str | Path) -> Path:
     Returns the directory. Never pickles.
     """
     spec = _spec_of(model)
-    out = Path(directory)
+    out = check_directory(directory, "directory", to_write=True)
     out.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()
     if any(t.device.type == "meta" for t in state.values()):
@@ -447,7 +447,7 @@ def load_pretrained(
     is allocated for a checkpoint that does not fit. Tensors come back in the dtype they were
     saved in (then cast to ``dtype`` when given).
     """
-    path = Path(directory)
+    path = check_directory(directory, "directory")
     config, config_path = _config_beside(path)
     if config is None:
         raise FileNotFoundError(f"no {CONFIG_NAME} next to checkpoint {str(path)!r}")

@@ -39,7 +39,10 @@ def text_inputs(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, Any]:
     if "input_ids" not in inputs:
         raise OmnikitValueError(f"`inputs` expected 'input_ids' but got keys {sorted(inputs)}")
     device = next(model.parameters()).device
-    kwargs: dict[str, Any] = {"input_ids": _as_tensor(inputs["input_ids"], "input_ids").long().to(device)}
+    ids = _as_tensor(inputs["input_ids"], "input_ids")
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise OmnikitTypeError(f"`inputs['input_ids']` expected integer token ids but got {ids.dtype}")
+    kwargs: dict[str, Any] = {"input_ids": ids.long().to(device)}
     mask = inputs.get("attention_mask")
     if mask is not None:
         mask = _as_tensor(mask, "attention_mask").to(device).bool()

@@ -26,7 +26,7 @@ from omnikit.convert.architectures import HF_ORIGIN_ATTR, HubOrigin, Part, get_a
 from omnikit.convert.empty_init import meta_parameters
 from omnikit.convert.keymap import KeyMap, Piece
 from omnikit.convert.snapshot import Snapshot, open_shards, torch_dtype
-from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
+from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError, check_device, check_directory
 from omnikit.utils.config_checks import validate_config
 from omnikit.utils.precision import cast_model
 
@@ -193,6 +193,8 @@ def build_hf(config: Mapping[str, Any], *, part: str | None = None) -> nn.Module
     """The model (or ``part``) of a ``config.json`` dict with freshly initialised weights, built as :func:`load_hf`
     builds it before reading a checkpoint: :func:`save_hf` writes it as a snapshot (a random checkpoint for a
     test or an offline example, without transformers)."""
+    if not isinstance(config, Mapping):
+        raise OmnikitTypeError(f"`config` expected a config.json dict but got {type(config).__name__}")
     config = dict(config)
     architecture = get_architecture(architecture_name(config, "`config`"))
     part_name, spec = architecture.part(part)
@@ -225,7 +227,8 @@ def load_hf(
             model holds (integer where it holds floats; naming the keys), corrupt JSON or
             safetensors (naming the file).
     """
-    device = torch.device("cpu" if device is None else device)
+    check_directory(path, "path")
+    device = check_device("cpu" if device is None else device)
     if device.type == "meta":
         raise OmnikitValueError("`device` cannot be 'meta' when loading weights")
     if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):

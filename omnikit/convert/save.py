@@ -25,7 +25,7 @@ from omnikit.convert.architectures import origin_of
 from omnikit.convert.keymap import Piece
 from omnikit.convert.load import tied_aliases
 from omnikit.convert.snapshot import CONFIG_FILE, INDEX_FILE, SINGLE_FILE
-from omnikit.utils.checks import OmnikitValueError
+from omnikit.utils.checks import OmnikitValueError, check_directory
 
 __all__ = ["DEFAULT_MAX_SHARD_BYTES", "parse_size", "save_hf"]
 
@@ -76,6 +76,7 @@ def save_hf(model: nn.Module, path: str | Path, *, max_shard_size: int | str = D
     architecture can export its config (the LM presets). A part alone writes only its tensors,
     under their names in the full checkpoint.
     """
+    out = check_directory(path, "path", to_write=True)
     origin, part = origin_of(model)
     limit = parse_size(max_shard_size)
     state = model.state_dict()
@@ -85,7 +86,6 @@ def save_hf(model: nn.Module, path: str | Path, *, max_shard_size: int | str = D
     state = {k: v.detach() for k, v in state.items() if k not in aliases}
     plan = part.key_map(origin.config).prefixed(part.prefix).plan({k: v.shape for k, v in state.items()})
     pieces = [(p.source, state[k], p) for k, ps in plan.items() for p in ps if p.source is not None]
-    out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     shards = _shards(pieces, limit)
     names = (

@@ -38,7 +38,7 @@ from omnikit.convert.load import assign_state, tied_aliases
 from omnikit.convert.save import save_hf
 from omnikit.distributed.resume import dumps, loads
 from omnikit.registry import create_model
-from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
+from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError, check_directory
 from omnikit.utils.legacy_keys import legacy_key_renames
 
 __all__ = ["LATEST", "export_hf", "export_pretrained", "full_state_dict", "load_distributed", "read_extra",
@@ -73,7 +73,7 @@ def save_distributed(
         raise OmnikitTypeError(f"`extra` expected a mapping of names to values but got {type(extra).__name__}")
     scheduler_state = None if scheduler is None else scheduler.state_dict()
     text = dumps({"scheduler": scheduler_state, "extra": dict(extra or {})})  # checked before anything is written
-    out = Path(directory)
+    out = check_directory(directory, "directory", to_write=True)
     version = _next_version(out)
     path = out / version
     path.mkdir(parents=True, exist_ok=True)
@@ -106,7 +106,7 @@ def load_distributed(
     layout of the model wrote (``legacy_state_prefixes``, e.g. ``video.*`` for ``adapters.video.*``)
     are read as the current ones; a folder written by ``dcp.save`` of the bare weights loads too."""
     _check_training_state(model, optimizer, scheduler)
-    path, nested = _current(Path(directory))
+    path, nested = _current(check_directory(directory, "directory"))
     stored = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
     prefix = "model." if nested else ""
     names = [k[len(prefix):] for k in stored if k.startswith(prefix)]
@@ -143,7 +143,7 @@ def load_distributed(
 def read_extra(directory: str | Path) -> dict[str, Any]:
     """The ``extra`` mapping :func:`save_distributed` wrote (this rank's; rank 0's when the checkpoint
     was written by fewer ranks, or for a process without a process group)."""
-    path, nested = _current(Path(directory))
+    path, nested = _current(check_directory(directory, "directory"))
     if not nested:
         raise OmnikitValueError(f"`directory` {str(directory)!r} holds bare weights without `extra`")
     return _trainer_state(path)["extra"]

@@ -156,7 +156,7 @@ def tower_parameters(model: nn.Module) -> dict[str, list[str]]:
 
 
 def lora_targets(
-    model: nn.Module, towers: Sequence[str] = ("thinker",), kinds: Sequence[str] = ("attention", "mlp")
+    model: nn.Module, towers: str | Sequence[str] = ("thinker",), kinds: str | Sequence[str] = ("attention", "mlp")
 ) -> dict[str, list[str]]:
     """Full names to hand to ``peft.LoraConfig(**lora_targets(model, ...))``.
 
@@ -170,10 +170,7 @@ def lora_targets(
     (Thinker with its audio and vision towers, Talker with its code predictor, the whole omni model,
     Gemma 4, Moshi). Routers are not targeted.
     """
-    for label, values, allowed in (("towers", towers, TOWERS), ("kinds", kinds, LORA_KINDS)):
-        bad = [v for v in values if v not in allowed]
-        if bad or not values:
-            raise OmnikitValueError(f"`{label}` expected a non-empty subset of {allowed} but got {tuple(values)}")
+    towers, kinds = _subset(towers, "towers", TOWERS), _subset(kinds, "kinds", LORA_KINDS)
     tower = tower_modules(model)
     layer_kinds = _layer_kinds(model)
     modules: list[str] = []
@@ -215,12 +212,18 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def train_towers(model: nn.Module, towers: Sequence[str]) -> list[str]:
+def _subset(values: str | Sequence[str], label: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """``values`` (one name or several) as a tuple, checked to be a non-empty subset of ``allowed``."""
+    values = (values,) if isinstance(values, str) else tuple(values)  # one name, not its letters
+    if not values or any(v not in allowed for v in values):
+        raise OmnikitValueError(f"`{label}` expected a non-empty subset of {allowed} but got {values}")
+    return values
+
+
+def train_towers(model: nn.Module, towers: str | Sequence[str]) -> list[str]:
     """Train the parameters of ``towers`` only (e.g. ``("audio",)`` or ``("projector", "talker")``),
     freeze every other one; returns the sorted trainable names. A codec (tower ``"other"``) stays frozen."""
-    bad = [t for t in towers if t not in TOWERS]
-    if bad or not towers:
-        raise OmnikitValueError(f"`towers` expected a non-empty subset of {TOWERS} but got {tuple(towers)}")
+    towers = _subset(towers, "towers", TOWERS)
     groups = tower_parameters(model)
     train = {name for t in towers for name in groups[t]}
     for name, p in model.named_parameters():

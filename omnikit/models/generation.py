@@ -17,7 +17,7 @@ import torch
 from omnikit.models.decode_cache import CacheKind, CompileOption, check_cache_settings, compiled_step
 from omnikit.models.prefill import prefill
 from omnikit.models.sampling import GREEDY, Sampling, check_stream_settings, sample_next, sampling_from_hf
-from omnikit.utils.checks import OmnikitValueError, check_int_in_range, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_int_in_range, check_positive, check_tensor
 
 if TYPE_CHECKING:
     from omnikit.models.language_model import CausalLM
@@ -112,6 +112,8 @@ def stream_generate(
     if length == 0:
         raise OmnikitValueError(f"`input_ids` expected a prompt of at least one token but got shape {(batch, 0)}")
     max_len = check_cache_settings(cache, max_len, compile, needed=length + max_new_tokens)
+    if prefill_chunk is not None:
+        check_positive(prefill_chunk, "prefill_chunk")
     if prefill_chunk is not None and prompt_kwargs:
         raise OmnikitValueError(
             f"`prefill_chunk` runs text prompts only but got more prompt arguments {sorted(prompt_kwargs)}"

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import torch
 
@@ -17,6 +19,8 @@ __all__ = [
     "OmnikitTypeError",
     "OmnikitValueError",
     "check_choice",
+    "check_device",
+    "check_directory",
     "check_finite",
     "check_ids",
     "check_input",
@@ -158,6 +162,26 @@ def check_weight_dtype(x: torch.Tensor, name: str, module: torch.nn.Module) -> N
         expected = " or ".join(sorted(str(d) for d in weights))
         raise OmnikitTypeError(f"`{name}` expected dtype {expected} (the model's weights) but got {x.dtype}; "
                                "cast the input or the model")
+
+
+def check_directory(value: object, name: str, *, to_write: bool = False) -> Path:
+    """``value`` (a ``str`` or ``os.PathLike``) as a ``Path``; ``to_write``: it must not be an existing file
+    (a folder is written there)."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise OmnikitTypeError(f"`{name}` expected a folder path (str or os.PathLike) but got {type(value).__name__}")
+    path = Path(value)
+    if to_write and path.exists() and not path.is_dir():
+        raise OmnikitValueError(f"`{name}` expected a folder to write into but {str(path)!r} is a file")
+    return path
+
+
+def check_device(value: object, name: str = "device") -> torch.device:
+    """``value`` (a ``torch.device`` or its name) as a ``torch.device``."""
+    try:
+        return torch.device(value)  # type: ignore[arg-type]
+    except (RuntimeError, TypeError) as err:
+        raise OmnikitValueError(f"`{name}` expected a torch.device or a name like 'cpu' or 'cuda:0' but got "
+                                f"{value!r}") from err
 
 
 def check_positive_number(value: object, name: str) -> float:
