@@ -294,6 +294,10 @@ def round4_cases() -> list:
             prompt(), codes(), codes(), max_new_tokens=0), "max_new_tokens"),
         Case("round4", "moshi generate: user codes of another length", lambda: moshi().generate(
             prompt(), codes(3), codes(), max_new_tokens=1), "user_codes"),
+        Case("round4", "moshi generate: a text id past the vocabulary", lambda: moshi().generate(
+            prompt() + 10**6, codes(), codes(), max_new_tokens=1), "input_ids"),
+        Case("round4", "dac: decode zero frames", lambda: dac().decode(
+            torch.zeros(1, dac().num_codebooks, 0, dtype=torch.long)), "codes"),
         Case("round4", "moshi generate: a code past the codebook", lambda: moshi().generate(
             prompt(), codes() + 10**6, codes(), max_new_tokens=1), "user_codes"),
         # ---- the fine-tuning data path of the published Thinkers

@@ -318,6 +318,8 @@ class DacCodec(nn.Module):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """``codes (B, K, F)`` with ``1 <= K <= num_codebooks`` -> ``wav (B, 1, S')``."""
         check_tensor(codes, "codes", ndim=3, floating=False)
+        if codes.shape[-1] == 0:
+            raise OmnikitValueError(f"`codes` expected at least one frame but got shape {tuple(codes.shape)}")
         if not 1 <= codes.shape[1] <= self.num_codebooks:
             raise OmnikitValueError(
                 f"`codes` expected between 1 and {self.num_codebooks} codebooks but got {codes.shape[1]}"

@@ -109,7 +109,8 @@ class Moshi(DuplexModel):
         (transformers returns those too). ``stream_options`` go to :meth:`stream` (``cache``, ``compile`` ...).
         """
         check_positive(max_new_tokens, "max_new_tokens")
-        check_tensor(input_ids, "input_ids", ndim=2, floating=False)
+        check_ids(check_tensor(input_ids, "input_ids", ndim=2), "input_ids", self.config.text_vocab + 1,
+                  what="text ids (the start id included)")
         batch, frames = input_ids.shape
         k = self.config.num_codebooks
         for codes, name in ((user_codes, "user_codes"), (moshi_codes, "moshi_codes")):
