@@ -11,6 +11,7 @@ attention, TMRoPE on the partial rotary dims) with the AuT and a vision tower, t
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -148,6 +149,17 @@ def test_joint_forward_trains_thinker_and_talker(tiny) -> None:
     assert not any(p.requires_grad for p in tiny.vocoder.parameters())  # the codec trains on its own
     with pytest.raises(ValueError, match="codes"):
         tiny(**{**inputs.kwargs, "codes": inputs.kwargs["codes"][:, :2]})
+
+
+def test_joint_forward_reads_an_earlier_thinker_layer(tiny) -> None:
+    """An ``accept_hidden_layer`` below the depth (the published presets') is read from that block's output."""
+    inputs = tiny.contract_inputs([9, 7]).kwargs
+    earlier = Qwen3_5OmniSpeech(tiny.thinker, tiny.talker, tiny.vocoder,
+                                dataclasses.replace(TINY_SPEECH_IDS, accept_hidden_layer=2))
+    with torch.no_grad():
+        final, second = tiny(**inputs), earlier(**inputs)
+    assert torch.equal(second.logits, final.logits)  # the Thinker's own output is the same
+    assert torch.isfinite(second.log_probs).all() and not torch.allclose(second.log_probs, final.log_probs)
 
 
 def _count(module: torch.nn.Module) -> int:

@@ -114,16 +114,23 @@ class Qwen3_5OmniSpeech(Qwen3OmniSpeech):
         Position ``t`` of the Talker reads what the published Talker's prompt reads there (:meth:`prompt_states`:
         the Thinker's hidden state after ``accept_hidden_layer`` at media placeholders, its token embedding
         elsewhere) plus the summed embeddings of frame ``t - 1`` (``codec_bos``'s at an item's first valid
-        position); the Talker runs over the Thinker's TMRoPE ids and padding mask.
+        position); the Talker runs over the Thinker's TMRoPE ids and padding mask. An ``accept_hidden_layer``
+        below the Thinker's depth is read with a forward hook, which ``torch.compile(fullgraph=True)`` cannot
+        trace (the tiny model reads the final states).
         """
         self.talker.check_codes(codes)
         check_tensor(codes, "codes", shape=(input_ids.shape[0], self.num_codebooks, input_ids.shape[1]))
         fused = self.thinker.fuse(input_ids, attention_mask, **media)
-        with first_output(self._prompt_layer()) as seen:
-            logits = self.thinker.text_model(input_ids, media=fused.media, positions=fused.positions,
-                                             key_padding_mask=fused.key_padding_mask)
+        text = self.thinker.text_model
+        inputs = dict(media=fused.media, positions=fused.positions, key_padding_mask=fused.key_padding_mask)
+        if self.ids.accept_hidden_layer == len(text.decoder.blocks):  # the final states: no hook, compiles whole
+            logits, hidden = text(input_ids, return_hidden=True, **inputs)
+        else:
+            with first_output(self._prompt_layer()) as seen:
+                logits = text(input_ids, **inputs)
+            hidden = seen[0]
         valid = fused.key_padding_mask
-        x = self.prompt_states(input_ids, seen[0]) + self.talker.previous_frames(codes, valid)
+        x = self.prompt_states(input_ids, hidden) + self.talker.previous_frames(codes, valid)
         scores = self.talker.score(x, codes, fused.positions, valid)
         return OmniSpeechScores(fused.with_absent(scores.log_probs), logits, scores)
 
