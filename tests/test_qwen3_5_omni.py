@@ -22,6 +22,7 @@ import omnikit
 from omnikit.fusion import HybridOmniThinker, Qwen3_5OmniSpeech
 from omnikit.fusion.presets import TINY_OMNI_MARKERS, TINY_OMNI_TOKENS, TINY_SPEECH_IDS
 from omnikit.layers.hybrid import HybridConfig, HybridDecoder
+from omnikit.layers.rotary import RotaryEmbedding
 from omnikit.models.prefill import prefill
 from omnikit.vision import patchify_frames
 
@@ -94,6 +95,33 @@ def test_thinker_with_audio_and_image_decodes_step_by_step(tiny, static) -> None
     stepped = torch.stack(steps, dim=1)
     assert mask[:, split - 1 :].all()
     assert rel_err(stepped, full[:, split - 1 :]) < 1e-5
+
+
+@pytest.mark.parametrize("name", ["qwen3_5_omni_tiny", "qwen3_5_omni_35b_a3b"])
+def test_tmrope_tables_equal_qwen3_5_interleaved_partial_rotary(tiny, name) -> None:
+    """The Thinker's rotary tables on TMRoPE ids of an audio + image + video prompt equal transformers'
+    Qwen3.5-MoE M-RoPE (interleaved sections on the partial rotary dims) for the same config values."""
+    pytest.importorskip("transformers")
+    from transformers import Qwen3_5MoeTextConfig
+    from transformers.models.qwen3_5_moe.modeling_qwen3_5_moe import Qwen3_5MoeTextRotaryEmbedding
+
+    model = tiny if name == "qwen3_5_omni_tiny" else omnikit.create_model(name, device="meta")
+    config = model.thinker.text_model.config
+    positions = tiny.thinker.fuse(**tiny.thinker.contract_inputs([31, 24]).kwargs).positions * 97  # large ids
+    reference = Qwen3_5MoeTextRotaryEmbedding(Qwen3_5MoeTextConfig(
+        hidden_size=config.dim, num_attention_heads=config.num_heads, head_dim=config.head_dim,
+        rope_parameters={"rope_type": "default", "rope_theta": config.rope_base, "mrope_interleaved": True,
+                         "mrope_section": list(config.mrope_sections),
+                         "partial_rotary_factor": config.rotary_dim / config.head_dim}))
+    # the preset's tables, rebuilt on the CPU from its config (a meta build holds no values)
+    rotary = RotaryEmbedding(config.head_dim, config.rope_base, sections=config.mrope_sections,
+                             interleaved=config.mrope_interleaved, rotary_dim=config.rotary_dim)
+    assert repr(rotary) == repr(model.thinker.text_model.decoder.rotary)
+    cos, sin = rotary(positions)
+    ref_cos, ref_sin = reference(torch.zeros(1), positions)
+    assert cos.shape[-1] == config.rotary_dim
+    torch.testing.assert_close(cos, ref_cos, rtol=0, atol=1e-6)
+    torch.testing.assert_close(sin, ref_sin, rtol=0, atol=1e-6)
 
 
 def speech_prompt(model: Qwen3_5OmniSpeech, seed: int) -> dict[str, torch.Tensor]:
