@@ -124,6 +124,22 @@ def test_tmrope_tables_equal_qwen3_5_interleaved_partial_rotary(tiny, name) -> N
     torch.testing.assert_close(sin, ref_sin, rtol=0, atol=1e-6)
 
 
+def test_chunked_prefill_into_static_caches_zeroes_padding_in_every_chunk() -> None:
+    """``generate(prefill_chunk=, cache="static")`` of a left-padded batch whose padding spans several chunks:
+    the DeltaNet blocks read each chunk's padding columns, so the tokens equal the unchunked dynamic ones."""
+    torch.manual_seed(0)
+    lm = omnikit.create_model("qwen3_5_moe_tiny").eval()
+    ids = torch.randint(0, 64, (2, 12))
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    mask[1, :7] = False
+    positions = (mask.long().cumsum(-1) - 1).clamp_min(0)
+    options = dict(key_padding_mask=mask, positions=positions, next_position=positions[:, -1] + 1, max_new_tokens=4)
+    reference = lm.generate(ids, **options)
+    chunked = lm.generate(ids, prefill_chunk=3, cache="static", **options)
+    assert torch.equal(chunked.tokens, reference.tokens)
+    assert rel_err(chunked.hidden, reference.hidden) < 1e-5
+
+
 def speech_prompt(model: Qwen3_5OmniSpeech, seed: int) -> dict[str, torch.Tensor]:
     """A user turn with an audio clip, a 16 x 16 image (4 tokens) and text, then the assistant's generation
     prompt, in the tiny model's ids."""
