@@ -183,6 +183,9 @@ def test_static_caches_speak_as_dynamic_ones(tiny) -> None:
     static = tiny.generate(**inputs, cache="static", **OPTIONS)
     assert torch.equal(static.tokens, dynamic.tokens) and torch.equal(static.codes, dynamic.codes)
     assert rel_err(static.wav, dynamic.wav) < 1e-6
+    torch._dynamo.reset()  # every decode step (Thinker, Talker, code predictor) traced with fullgraph=True
+    compiled = tiny.generate(**inputs, cache="static", compile={"backend": "eager"}, **OPTIONS)
+    assert torch.equal(compiled.tokens, dynamic.tokens) and torch.equal(compiled.codes, dynamic.codes)
 
 
 def test_joint_forward_trains_thinker_and_talker(tiny) -> None:
