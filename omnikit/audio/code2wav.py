@@ -26,7 +26,7 @@ from torch import nn
 
 from omnikit.audio.snake import Snake
 from omnikit.layers.conv import CausalConv1d
-from omnikit.layers.decoder import DecoderBlock, run_blocks
+from omnikit.layers.decoder import CachedPositions, DecoderBlock, run_blocks
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.layers.norm import LayerNorm, RMSNorm
 from omnikit.layers.rotary import RotaryEmbedding
@@ -206,7 +206,7 @@ class LayerScaleBlock(DecoderBlock):
         return h + self.mlp_scale * self.mlp(self.norm2(h))
 
 
-class Code2Wav(StreamingContainer, nn.Module):
+class Code2Wav(CachedPositions, StreamingContainer, nn.Module):
     """``codes (B, K, F) -> Code2WavOutput`` (waveform ``(B, 1, S)`` at ``sample_rate``).
 
     ``decode(codes)`` returns the ``(B, 1, S)`` waveform alone (transformers' ``Qwen3OmniMoeCode2Wav``).
@@ -276,7 +276,7 @@ class Code2Wav(StreamingContainer, nn.Module):
             raise OmnikitValueError(f"`codes` expected at least one frame but got shape {tuple(codes.shape)}")
         check_ids(codes, "codes", self.codebook_size, what="ids")
         x = self.code_embedding(codes + self.code_offset).mean(1)
-        start = self.blocks[0].attn.cache_position  # frames decoded before in an open stream (0 offline)
+        start = self.cache_position  # frames decoded before in an open stream (0 offline)
         rope = self.rotary(start + torch.arange(x.shape[1], device=x.device))
         x, _ = run_blocks(self.blocks, x, lambda block: {"rope": rope},
                           checkpointing=self.gradient_checkpointing and self.training, return_aux=False)

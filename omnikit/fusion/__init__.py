@@ -23,6 +23,7 @@ from omnikit.fusion.omni import EarlyFusionOmni, FusedInputs
 from omnikit.fusion.omni_speech import SpeakingOmni, SpeechOutput
 from omnikit.fusion.omni_thinker import OmniThinker
 from omnikit.fusion.qwen2_5_omni_speech import Qwen2_5OmniSpeech
+from omnikit.fusion.qwen3_5_omni import QWEN3_5_OMNI, HybridOmniThinker, Qwen3_5OmniSpeech
 from omnikit.fusion.qwen3_omni_speech import Qwen3OmniSpeech
 from omnikit.fusion.qwen3_omni_thinker import Qwen3OmniThinker
 from omnikit.fusion.recipes import RECIPES, apply_recipe, parameter_groups
@@ -64,6 +65,7 @@ __all__ = [
     "MEDIA_MODALITIES",
     "MODALITIES",
     "QWEN2_5_OMNI",
+    "QWEN3_5_OMNI",
     "QWEN3_OMNI",
     "RECIPES",
     "STRATEGIES",
@@ -82,6 +84,7 @@ __all__ = [
     "FusionLayer",
     "GatedCrossAttentionBlock",
     "GenerationOutput",
+    "HybridOmniThinker",
     "MLPProjector",
     "MediaTokens",
     "OmniTalker",
@@ -94,6 +97,7 @@ __all__ = [
     "Qwen3OmniTalkerConfig",
     "Qwen3OmniThinker",
     "Qwen3TalkerScores",
+    "Qwen3_5OmniSpeech",
     "ResampledAdapter",
     "Sampling",
     "SpeakingOmni",

@@ -84,7 +84,7 @@ class DeepstackThinker(Thinker):
         if positions is None and cu_seqlens is not None:
             positions = positions_from_cu_seqlens(cu_seqlens, input_ids.shape[1])
         elif positions is None:
-            positions = torch.arange(input_ids.shape[1], device=x.device) + decoder.blocks[0].attn.cache_length
+            positions = torch.arange(input_ids.shape[1], device=x.device) + decoder.cache_length
         kwargs = {"rope": decoder.rotary(positions), **attention}
         checkpointing = decoder.gradient_checkpointing and self.training
         blocks = list(decoder.blocks)

@@ -127,7 +127,7 @@ class Gemma4Omni(TokenLM, StreamingContainer, nn.Module):
 
     def _vision_mask(self, is_image: torch.Tensor) -> torch.Tensor:
         """``(B, 1, T, S)`` causal, or within one image, over the cached and the new positions."""
-        cached = self.lm.decoder.blocks[0].attn.cache_length
+        cached = self.lm.decoder.cache_length
         length = is_image.shape[1]
         blocks = vision_blocks(is_image)
         query = torch.arange(cached, cached + length, device=is_image.device)

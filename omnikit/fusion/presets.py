@@ -17,17 +17,21 @@ from typing import Any
 from omnikit.fusion.deepstack_thinker import DeepstackThinker
 from omnikit.fusion.modality import MediaTokens
 from omnikit.fusion.omni_thinker import OmniThinker
+from omnikit.fusion.qwen3_5_omni import QWEN3_5_OMNI, HybridOmniThinker, Qwen3_5OmniSpeech
+from omnikit.fusion.qwen3_omni_speech import Qwen3SpeechIds
 from omnikit.fusion.qwen3_omni_thinker import Qwen3OmniThinker
 from omnikit.fusion.thinker import Thinker
 from omnikit.fusion.tmrope import QWEN2_5_OMNI, QWEN3_OMNI
 from omnikit.layers.decoder import DecoderConfig
+from omnikit.models.presets import QWEN3_5_35B_A3B, QWEN3_5_35B_A3B_EXPERTS, QWEN3_NEXT_TINY, qwen3_next_parts
 from omnikit.moe import MoE, MoEConfig
 from omnikit.registry import configure, create_model, register_model
 from omnikit.speech.omni_talker import OmniTalker, OmniTalkerConfig
 from omnikit.speech.qwen3_omni_talker import Qwen3OmniTalker, Qwen3OmniTalkerConfig
 
 __all__ = ["QWEN_MEDIA_TOKENS", "TINY_OMNI_MARKERS", "TINY_OMNI_TOKENS", "qwen2_5_omni_7b_talker",
-           "qwen2_5_omni_7b_thinker", "qwen2_5_omni_talker_tiny", "qwen2_5_omni_thinker_tiny",
+           "qwen2_5_omni_7b_thinker", "qwen2_5_omni_talker_tiny", "qwen2_5_omni_thinker_tiny", "qwen3_5_omni_35b_a3b",
+           "qwen3_5_omni_tiny",
            "qwen3_omni_30b_a3b_talker", "qwen3_omni_30b_a3b_thinker", "qwen3_omni_thinker_tiny"]
 
 #: Qwen2.5-Omni placeholder ids (image, video, audio); Qwen3-Omni's audio id is 151675.
@@ -139,3 +143,74 @@ def qwen3_omni_30b_a3b_talker(**overrides: Any) -> Qwen3OmniTalker:
         Qwen3OmniTalkerConfig, "qwen3_omni_30b_a3b_talker", overrides,
         dim=1024, depth=20, num_heads=16, num_kv_heads=2, head_dim=128, thinker_dim=2048,
     ))
+
+
+#: Qwen3-Omni-30B-A3B's placeholder and marker ids (Qwen3.5-Omni's are not public here: an assumption).
+_QWEN3_OMNI_MEDIA = MediaTokens(image=151655, video=151656, audio=151675)
+_QWEN3_OMNI_MARKERS = {"vision_start_token_id": 151652, "vision_end_token_id": 151653,
+                       "audio_start_token_id": 151669, "audio_end_token_id": 151670}
+
+
+@register_model(kind="omni", modalities=("text", "image", "video", "audio", "speech"))
+def qwen3_5_omni_35b_a3b(**overrides: Any) -> Qwen3_5OmniSpeech:
+    """A Qwen3.5-Omni-style speaking model at published-ish size (build on ``device="meta"``), assembled from
+    published parts; Qwen3.5-Omni's own config is not public here.
+
+    Published values: the Thinker's language model is Qwen3.5-35B-A3B's (``qwen3_5_35b_a3b``: 40 layers at
+    2048, Gated DeltaNet with gated full attention every 4th layer, 256 experts of 512, top-8, gated shared
+    expert, vocab 248320); the audio tower is Qwen3-Omni-30B-A3B's AuT (1280 x 32 -> 2048); the vision tower
+    is Qwen3-Omni-30B-A3B's (1152 x 27, 16 px patches, -> 2048) without deepstack mergers, as Qwen3.5's
+    tower; the Talker (20 MoE layers at 1024, 16-codebook code predictor) and Code2Wav are Qwen3-Omni-30B-A3B's.
+    Assumptions: rope theta 1e7; TMRoPE :data:`~omnikit.fusion.QWEN3_5_OMNI` (Qwen3-Omni's timing on Qwen3.5's
+    interleaved sections 11/11/10 of the 64 rotary dims); Qwen3-Omni's placeholder, marker and speech ids
+    (the speaker id ``ethan = 2302`` unverified here); ``accept_hidden_layer = 20`` (Qwen3-Omni's 24 of 48
+    layers, scaled to 40); untied embeddings.
+    Overrides apply to the text model."""
+    config, mlp = qwen3_next_parts(
+        "qwen3_5_omni_35b_a3b", overrides, QWEN3_5_35B_A3B_EXPERTS,
+        **{**QWEN3_5_35B_A3B, "mrope_sections": QWEN3_5_OMNI.sections, "mrope_interleaved": True},
+    )
+    thinker = HybridOmniThinker(
+        Thinker(config, mlp, media_tokens=_QWEN3_OMNI_MEDIA), audio_encoder=create_model("qwen3_omni_aut"),
+        vision_encoder=create_model("qwen3_vit_omni_30b_a3b", deepstack_indexes=()), scheme=QWEN3_5_OMNI,
+        marker_tokens=_QWEN3_OMNI_MARKERS,
+    )
+    return Qwen3_5OmniSpeech(thinker, create_model("qwen3_omni_30b_a3b_talker"), create_model("code2wav_qwen3_omni"),
+                             Qwen3SpeechIds(accept_hidden_layer=20, speakers={"ethan": 2302}))
+
+
+#: The tiny Qwen3.5-Omni-style model's speech ids: chat and TTS markers at the top of its 128-id text vocabulary
+#: (below the placeholders), codec control ids after its 16 codes and 1024 - 16 unused ids (the Talker never
+#: samples the last 1024 ids of its vocabulary but the eos id, as published).
+TINY_SPEECH_IDS = Qwen3SpeechIds(
+    im_start=110, im_end=111, user=112, assistant=113, tts_bos=114, tts_eos=115, tts_pad=116, codec_nothink=1030,
+    codec_think_bos=1031, codec_think_eos=1032, codec_pad=1033, codec_bos=1034, codec_eos=1035, accept_hidden_layer=4,
+    speakers={"ethan": 1036},
+)
+
+
+@register_model(kind="omni", modalities=("text", "image", "video", "audio", "speech"))
+def qwen3_5_omni_tiny(**overrides: Any) -> Qwen3_5OmniSpeech:
+    """A tiny Qwen3.5-Omni-style speaking model: a 4-layer hybrid MoE Thinker of width 32 (3 Gated DeltaNet
+    blocks, then gated full attention with TMRoPE 2/1/1 on 8 of its 16 head dims; 4 experts of 16, top-2, gated
+    shared expert; tied embeddings, vocab 128), the tiny AuT and vision tower (-> 32), a 2-layer MoE Talker with
+    a 3-codebook code predictor, and ``code2wav_tiny`` (3 codebooks of 16). The Talker reads the final hidden
+    states (``accept_hidden_layer = 4``). Overrides apply to the text model."""
+    config, mlp = qwen3_next_parts(
+        "qwen3_5_omni_tiny", overrides, (4, 2, 16),
+        **{**QWEN3_NEXT_TINY, "rotary_dim": 8, "vocab_size": 128, "mrope_sections": (2, 1, 1),
+           "mrope_interleaved": True, "tie_embeddings": True},
+    )
+    thinker = HybridOmniThinker(
+        Thinker(config, mlp, media_tokens=TINY_OMNI_TOKENS),
+        audio_encoder=create_model("qwen3_omni_aut_tiny", output_dim=config.dim, n_window=50),
+        vision_encoder=create_model("qwen3_vit_tiny", out_dim=config.dim),
+        scheme=replace(QWEN3_5_OMNI, sections=(2, 1, 1)), marker_tokens=TINY_OMNI_MARKERS,
+    )
+    talker = Qwen3OmniTalker(Qwen3OmniTalkerConfig(
+        dim=32, depth=2, num_heads=4, num_kv_heads=2, head_dim=8, thinker_dim=config.dim, vocab_size=16 + 1024,
+        num_experts=4, top_k=2, expert_hidden=16, shared_hidden=24, projection_hidden=20, mrope_sections=(2, 1, 1),
+        num_codebooks=3, codec_bos_id=TINY_SPEECH_IDS.codec_bos, predictor_depth=1, predictor_heads=4,
+        predictor_kv_heads=2, predictor_head_dim=8, predictor_mlp_hidden=40, predictor_vocab_size=16,
+    ))
+    return Qwen3_5OmniSpeech(thinker, talker, create_model("code2wav_tiny"), TINY_SPEECH_IDS)

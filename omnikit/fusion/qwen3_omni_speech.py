@@ -169,14 +169,20 @@ class Qwen3OmniSpeech(SpeakingOmni):
                         embed=lambda step: self.talker.text_projection(step.embeds),
                         eos_marker=tts_eos[None], pad_marker=tts_pad[None])
 
-    def _user_part(self, run: SpeakRun) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The user turns' Talker inputs ``(B, U, dim)``, ids ``(B, U)`` and mask ``(B, U)`` (right-aligned)."""
-        ids, mask, t = run.input_ids, run.attention_mask, self.talker
-        batch, length = ids.shape
-        tokens = self.thinker.text_model.media_tokens
+    def prompt_states(self, ids: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """The Talker's reading of prompt positions ``ids (B, T)`` -> ``(B, T, talker dim)``: ``hidden_projection``
+        of the Thinker's hidden state ``hidden (B, T, D)`` (after ``accept_hidden_layer``) at media placeholders,
+        ``text_projection`` of the token's Thinker embedding elsewhere."""
+        t, tokens = self.talker, self.thinker.text_model.media_tokens
         media = torch.isin(ids, torch.tensor([tokens.audio, tokens.image, tokens.video], device=ids.device))
         embeds = self.thinker.text_model.embed(ids)
-        states = torch.where(media[..., None], t.hidden_projection(run.prompt_hidden), t.text_projection(embeds))
+        return torch.where(media[..., None], t.hidden_projection(hidden), t.text_projection(embeds))
+
+    def _user_part(self, run: SpeakRun) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The user turns' Talker inputs ``(B, U, dim)``, ids ``(B, U)`` and mask ``(B, U)`` (right-aligned)."""
+        ids, mask = run.input_ids, run.attention_mask
+        batch, length = ids.shape
+        states = self.prompt_states(ids, run.prompt_hidden)
         positions = torch.arange(length, device=ids.device).expand(batch, length)
         starts = torch.where(ids == self.ids.im_start, positions, -1).cummax(dim=-1).values.clamp_min(0)
         role = ids.gather(1, (starts + 1).clamp_max(length - 1))

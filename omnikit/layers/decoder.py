@@ -24,7 +24,10 @@ from omnikit.layers.rotary import RotaryEmbedding
 from omnikit.utils.checks import OmnikitValueError, check_tensor
 from omnikit.utils.parallel import ParallelPlan
 
-__all__ = ["BlockStack", "Decoder", "DecoderBlock", "DecoderConfig", "default_mlp_hidden", "mlp_residual", "run_blocks"]
+__all__ = [
+    "BlockStack", "CachedPositions", "Decoder", "DecoderBlock", "DecoderConfig", "default_mlp_hidden", "mlp_residual",
+    "run_blocks",
+]
 
 
 def default_mlp_hidden(dim: int, multiple_of: int = 64) -> int:
@@ -236,7 +239,34 @@ def run_blocks(
     return x, auxes
 
 
-class BlockStack(nn.Module):
+class CachedPositions:
+    """How many positions a decoder's open stream holds, the one way every caller asks it.
+
+    A stack's blocks all see the same steps, so its first block's token mixer answers: an
+    :class:`Attention` (``attn``: its KV cache) or a linear-attention mixer (``mixer``: the steps its
+    fixed-size state has absorbed). Mixed in by :class:`BlockStack` and the hybrid decoder.
+    """
+
+    blocks: nn.ModuleList
+
+    def _position_mixer(self) -> nn.Module:
+        block = self.blocks[0]
+        mixer = getattr(block, "attn", None)
+        return mixer if mixer is not None else block.mixer
+
+    @property
+    def cache_length(self) -> int:
+        """Positions the open stream has cached (0 outside a stream; a host sync for a static cache)."""
+        return self._position_mixer().cache_length
+
+    @property
+    def cache_position(self) -> int | torch.Tensor:
+        """Position of the next step: :attr:`cache_length`, or for a static cache its 0-dim position
+        tensor (no host sync, so traced code stays shape-static)."""
+        return self._position_mixer().cache_position
+
+
+class BlockStack(CachedPositions, nn.Module):
     """Blocks applied in order, then an optional final norm: the one stack the library's encoders and
     decoders are made of (:class:`Decoder`, :class:`~omnikit.layers.stack.TransformerStack`, the audio
     encoders' ``EncoderStack``). ``(B, T, dim) -> (B, T, dim)``.
@@ -328,7 +358,7 @@ class Decoder(BlockStack):
         """
         check_tensor(x, "x", shape=("B", "T", self.config.dim), floating=True)
         if positions is None:
-            positions = _default_positions(x.shape[1], self.blocks[0].attn.cache_position, cu_seqlens, x.device)
+            positions = _default_positions(x.shape[1], self.cache_position, cu_seqlens, x.device)
         rope = self.rotary(positions)
         kwargs = dict(rope=rope, key_padding_mask=key_padding_mask, attention_mask=attention_mask,
                       cu_seqlens=cu_seqlens, causal=causal)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from omnikit.layers.decoder import (
+    CachedPositions,
     DecoderBlock,
     DecoderConfig,
     _default_positions,
@@ -92,7 +93,7 @@ class LinearAttentionBlock(nn.Module):
         return mlp_residual(h, self.norm2, self.mlp, return_aux)
 
 
-class HybridDecoder(StreamingContainer, nn.Module):
+class HybridDecoder(CachedPositions, StreamingContainer, nn.Module):
     """Causal stack ``(B, T, dim) -> (B, T, dim)`` mixing linear and full attention blocks.
 
     ``mlp_factory(layer_index)`` may supply each block's MLP (a MoE layer, say). Streams with
@@ -152,12 +153,15 @@ class HybridDecoder(StreamingContainer, nn.Module):
 
     def _linear_mask(self, mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
         """The padding mask of the ``length`` new steps, from a mask over every key the attention
-        blocks see (a stream's cached keys too): its last columns, or none over a static cache's
-        slots (the steps after its prompt are generated tokens)."""
+        blocks see (a stream's cached keys too): its last columns, or none for a mask over all of a
+        static cache's slots (what decoding loops pass: the steps after the prompt are generated
+        tokens, all valid); a narrower mask under a static cache (a chunked prefill's columns so
+        far) gives its last columns too."""
         if mask is None or mask.shape[1] == length:
             return mask
         first = self._first_attention()
-        if first is not None and isinstance(first.attn.streaming_state, StaticKVCache):
+        state = None if first is None else first.attn.streaming_state
+        if isinstance(state, StaticKVCache) and mask.shape[1] == state.max_len:
             return None
         return mask[:, -length:]
 
@@ -169,21 +173,29 @@ class HybridDecoder(StreamingContainer, nn.Module):
         key_padding_mask: torch.Tensor | None = None,
         cu_seqlens: torch.Tensor | None = None,
         return_aux: bool = False,
+        attention_mask: torch.Tensor | None = None,
+        causal: bool | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, list[Any]]:
         """``x: (B, T, dim) -> (B, T, dim)`` (and one aux per block with ``return_aux=True``).
 
         ``positions``, ``key_padding_mask``, ``cu_seqlens`` as in :meth:`omnikit.layers.Decoder.forward`;
         the linear blocks zero padded steps and restart their state at every packed sequence.
+        ``attention_mask`` and ``causal`` are :class:`~omnikit.layers.Decoder`'s keywords (so a
+        :class:`~omnikit.fusion.Thinker` calls either stack alike); a recurrence is causal and reads no
+        mask, so only their defaults (None) are accepted.
         """
+        if attention_mask is not None or causal not in (None, True):
+            raise OmnikitValueError(
+                "HybridDecoder's linear-attention blocks are causal: `attention_mask` expected None and `causal` "
+                f"None or True but got a mask={attention_mask is not None}, causal={causal!r}"
+            )
         check_input(x, "x", self, shape=("B", "T", self.config.dim))
         if not x.shape[0]:
             raise OmnikitValueError(f"`x` expected at least one item but got shape {tuple(x.shape)}")
         if not x.shape[1]:  # no steps: nothing to mix (the short convolutions need at least one)
             return (self.norm(x), []) if return_aux else self.norm(x)
         if positions is None:
-            first = self._first_attention()
-            start = first.attn.cache_position if first is not None else 0
-            positions = _default_positions(x.shape[1], start, cu_seqlens, x.device)
+            positions = _default_positions(x.shape[1], self.cache_position, cu_seqlens, x.device)
         rope = self.rotary(positions)
         attention = dict(rope=rope, key_padding_mask=key_padding_mask, cu_seqlens=cu_seqlens)
         linear = dict(key_padding_mask=self._linear_mask(key_padding_mask, x.shape[1]), cu_seqlens=cu_seqlens)

@@ -227,21 +227,32 @@ def _grouped_order(groups: int, sizes: list[int]) -> torch.Tensor:
 @dataclass
 class GatedDeltaNetState(StreamingState):
     """The recurrent state ``(B, H_v, d_k, d_v)`` float32 and the short convolution's last
-    ``conv_size - 1`` inputs ``(B, C, conv_size - 1)``. ``static``: preallocated and written in place
-    (a static decoding cache: fixed shapes and addresses for a compiled step)."""
+    ``conv_size - 1`` inputs ``(B, C, conv_size - 1)``, and the steps seen so far (``steps``; a static
+    state counts them in ``position``, a 0-dim tensor advanced in place, as :class:`StaticKVCache` does).
+    ``static``: preallocated and written in place (a static decoding cache: fixed shapes and addresses for
+    a compiled step)."""
 
     batch_size: int
     recurrent: torch.Tensor | None = None
     conv: torch.Tensor | None = None
     static: bool = False
+    steps: int = 0
+    position: torch.Tensor | None = None
 
-    def update(self, recurrent: torch.Tensor, conv: torch.Tensor) -> None:
-        """Store the states after a call (in place when static)."""
+    @property
+    def length(self) -> int:
+        """Steps the state has seen (a host read of ``position`` when static, for eager code)."""
+        return int(self.position) if self.position is not None else self.steps
+
+    def update(self, recurrent: torch.Tensor, conv: torch.Tensor, steps: int) -> None:
+        """Store the states after a call of ``steps`` steps (in place when static)."""
         if self.static:
             self.recurrent.copy_(recurrent)
             self.conv.copy_(conv)
+            self.position.add_(steps)
         else:
             self.recurrent, self.conv = recurrent, conv
+            self.steps += steps
 
 
 class GatedDeltaNet(StreamingModule[GatedDeltaNetState]):
@@ -325,9 +336,24 @@ class GatedDeltaNet(StreamingModule[GatedDeltaNetState]):
         weight = self.conv.weight
         recurrent = torch.zeros(batch_size, self.num_v_heads, self.head_dim, self.v_head_dim, device=weight.device)
         conv = weight.new_zeros(batch_size, weight.shape[0], weight.shape[-1] - 1)
-        for buffer in (recurrent, conv):
+        position = torch.zeros((), dtype=torch.long, device=weight.device)
+        for buffer in (recurrent, conv, position):
             torch._dynamo.mark_static_address(buffer)
-        return GatedDeltaNetState(batch_size, recurrent, conv, static=True)
+        return GatedDeltaNetState(batch_size, recurrent, conv, static=True, position=position)
+
+    @property
+    def cache_length(self) -> int:
+        """Steps the open stream has seen (0 when not streaming; a host sync for a static state), as
+        :attr:`Attention.cache_length` counts cached positions."""
+        state = self.streaming_state
+        return 0 if state is None else state.length
+
+    @property
+    def cache_position(self) -> int | torch.Tensor:
+        """Position of the next step: :attr:`cache_length`, or a static state's 0-dim position tensor
+        (read without a host sync)."""
+        state = self.streaming_state
+        return state.position if state is not None and state.position is not None else self.cache_length
 
     def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``x (B, T, dim)`` -> ``qkv (B, T, C)`` (all q, all k, all v), ``z (B, T, H_v, d_v)`` and
@@ -405,7 +431,7 @@ class GatedDeltaNet(StreamingModule[GatedDeltaNetState]):
         o, final = gated_delta_rule(q, k, v, g, beta, initial, chunk_size=self.chunk_size, backend=self.backend,
                                     cu_seqlens=cu_seqlens)
         if state is not None:
-            state.update(final, conv_tail)
+            state.update(final, conv_tail, length)
         o = self.norm(o.transpose(1, 2)) * F.silu(z)
         return self.out(o.reshape(batch, length, -1))
 

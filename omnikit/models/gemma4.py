@@ -246,7 +246,7 @@ class Gemma4Decoder(BlockStack):
         unless ``sliding_causal=False`` (the mask then says what is visible, the window still applies)."""
         check_tensor(x, "x", shape=("B", "T", self.config.dim), floating=True)
         if positions is None:
-            positions = _default_positions(x.shape[1], self.blocks[0].attn.cache_position, None, x.device)
+            positions = _default_positions(x.shape[1], self.cache_position, None, x.device)
         ropes = {name: rotary(positions) for name, rotary in self.rotary.items()}
         masks = {"full": attention_mask,
                  "sliding": attention_mask if sliding_attention_mask is None else sliding_attention_mask}

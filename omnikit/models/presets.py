@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from omnikit.layers.decoder import DecoderConfig
+from omnikit.layers.decoder import DecoderConfig, MLPFactory
 from omnikit.layers.hybrid import HybridConfig, HybridDecoder
 from omnikit.models.gemma4 import Gemma4Config, Gemma4LM
 from omnikit.models.language_model import CausalLM
@@ -13,6 +13,9 @@ from omnikit.moe.layer import MoE, MoEConfig
 from omnikit.registry import configure, register_model
 
 __all__ = [
+    "QWEN3_5_35B_A3B",
+    "QWEN3_5_35B_A3B_EXPERTS",
+    "QWEN3_NEXT_TINY",
     "decoder_tiny",
     "gemma4_26b_a4b",
     "gemma4_31b",
@@ -28,6 +31,7 @@ __all__ = [
     "qwen3_5_tiny",
     "qwen3_30b_a3b",
     "qwen3_next_80b_a3b",
+    "qwen3_next_parts",
     "qwen3_next_tiny",
 ]
 
@@ -85,26 +89,36 @@ def hybrid_moe_tiny(**overrides: Any) -> HybridDecoder:
     return HybridDecoder(config, mlp_factory=lambda i: MoE(moe))
 
 
-def _qwen3_next_lm(name: str, overrides: dict[str, Any], experts: tuple[int, int, int] | None,
-                   **values: Any) -> CausalLM:
-    """A Qwen3-Next / Qwen3.5 hybrid LM: zero-centred norms, output-gated attention with partial rotary,
-    full attention every 4th layer, Gated DeltaNet elsewhere; with ``experts = (count, top_k, width)``
-    every MLP is a MoE with a sigmoid-gated shared expert of the same width."""
+def qwen3_next_parts(name: str, overrides: dict[str, Any], experts: tuple[int, int, int] | None,
+                     **values: Any) -> tuple[HybridConfig, MLPFactory | None]:
+    """The config and MLP factory of a Qwen3-Next / Qwen3.5 hybrid LM: zero-centred norms, output-gated
+    attention with partial rotary, full attention every 4th layer, Gated DeltaNet elsewhere; with
+    ``experts = (count, top_k, width)`` every MLP is a MoE with a sigmoid-gated shared expert of the same
+    width (None: the config's dense MLP). Any class built on a :class:`HybridConfig` takes them (a
+    :class:`CausalLM`, an omni Thinker)."""
     config = configure(
         HybridConfig, name, overrides, norm="rmsnorm_zero_centered", attn_output_gate=True, **values,
     )
     if experts is None:
-        return CausalLM(config)
+        return config, None
     count, top_k, width = experts
     moe = MoEConfig(dim=config.dim, num_experts=count, top_k=top_k, expert_hidden=width, shared_hidden=width,
                     shared_gate=True)
-    return CausalLM(config, mlp_factory=lambda i: MoE(moe))
+    return config, lambda i: MoE(moe)
+
+
+def _qwen3_next_lm(name: str, overrides: dict[str, Any], experts: tuple[int, int, int] | None,
+                   **values: Any) -> CausalLM:
+    """A Qwen3-Next / Qwen3.5 hybrid :class:`CausalLM` (see :func:`qwen3_next_parts`)."""
+    return CausalLM(*qwen3_next_parts(name, overrides, experts, **values))
 
 
 #: The Gated DeltaNet shapes every published Qwen3-Next / Qwen3.5 model above uses.
 _PUBLISHED_DELTANET = dict(linear_heads=16, linear_head_dim=128, linear_v_heads=32, linear_v_head_dim=128)
-_TINY = dict(dim=32, depth=4, num_heads=4, num_kv_heads=2, head_dim=16, rotary_dim=4, rope_base=1e4, linear_heads=2,
-             linear_head_dim=8, linear_v_heads=4, linear_v_head_dim=8, chunk_size=4, vocab_size=64)
+#: The shapes of the tiny Qwen3-Next / Qwen3.5 LMs (dim 32, one full-attention block in four).
+QWEN3_NEXT_TINY = dict(dim=32, depth=4, num_heads=4, num_kv_heads=2, head_dim=16, rotary_dim=4, rope_base=1e4,
+                       linear_heads=2, linear_head_dim=8, linear_v_heads=4, linear_v_head_dim=8, chunk_size=4,
+                       vocab_size=64)
 
 
 @register_model(kind="decoder", modalities=("text",))
@@ -190,6 +204,13 @@ def gemma4_31b(**overrides: Any) -> Gemma4LM:
                    k_eq_v=True, mlp_hidden=21504, sliding_window=1024)
 
 
+#: Qwen3.5-35B-A3B's text shapes (transformers' ``Qwen3_5MoeTextConfig`` values; rope theta 1e7 assumed) and
+#: its experts ``(count, top_k, width)``: shared with the Qwen3.5-Omni-style preset built on it.
+QWEN3_5_35B_A3B = dict(dim=2048, depth=40, num_heads=16, num_kv_heads=2, head_dim=256, rotary_dim=64, rope_base=1e7,
+                       vocab_size=248320, **_PUBLISHED_DELTANET)
+QWEN3_5_35B_A3B_EXPERTS = (256, 8, 512)
+
+
 @register_model(kind="decoder", modalities=("text",))
 def qwen3_5_35b_a3b(**overrides: Any) -> CausalLM:
     """Qwen3.5-35B-A3B text model (build on ``device="meta"``): the values transformers'
@@ -197,25 +218,22 @@ def qwen3_5_35b_a3b(**overrides: Any) -> CausalLM:
     layer (16 q / 2 kv heads of 256), Gated DeltaNet (16 qk / 32 v heads of 128, split projections),
     every MLP a MoE of 256 experts of 512, top-8, gated shared expert of 512; vocab 248320. Rope
     theta 1e7 is an assumption."""
-    return _qwen3_next_lm(
-        "qwen3_5_35b_a3b", overrides, (256, 8, 512), dim=2048, depth=40, num_heads=16, num_kv_heads=2,
-        head_dim=256, rotary_dim=64, rope_base=1e7, vocab_size=248320, **_PUBLISHED_DELTANET,
-    )
+    return _qwen3_next_lm("qwen3_5_35b_a3b", overrides, QWEN3_5_35B_A3B_EXPERTS, **QWEN3_5_35B_A3B)
 
 
 @register_model(kind="decoder", modalities=("text",))
 def qwen3_next_tiny(**overrides: Any) -> CausalLM:
     """Qwen3-Next layout at dim 32 (fused DeltaNet projections, gated MoE) for tests and examples."""
-    return _qwen3_next_lm("qwen3_next_tiny", overrides, (4, 2, 16), linear_projection="fused", **_TINY)
+    return _qwen3_next_lm("qwen3_next_tiny", overrides, (4, 2, 16), linear_projection="fused", **QWEN3_NEXT_TINY)
 
 
 @register_model(kind="decoder", modalities=("text",))
 def qwen3_5_moe_tiny(**overrides: Any) -> CausalLM:
     """Qwen3.5-MoE layout at dim 32 (split DeltaNet projections, gated MoE in every layer) for tests."""
-    return _qwen3_next_lm("qwen3_5_moe_tiny", overrides, (4, 2, 16), **_TINY)
+    return _qwen3_next_lm("qwen3_5_moe_tiny", overrides, (4, 2, 16), **QWEN3_NEXT_TINY)
 
 
 @register_model(kind="decoder", modalities=("text",))
 def qwen3_5_tiny(**overrides: Any) -> CausalLM:
     """Qwen3.5 layout at dim 32 (split DeltaNet projections, dense SwiGLU) for tests and examples."""
-    return _qwen3_next_lm("qwen3_5_tiny", overrides, None, mlp_hidden=48, **_TINY)
+    return _qwen3_next_lm("qwen3_5_tiny", overrides, None, mlp_hidden=48, **QWEN3_NEXT_TINY)

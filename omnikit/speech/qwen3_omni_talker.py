@@ -184,15 +184,16 @@ class Qwen3OmniTalker(nn.Module):
         return ParallelPlan(fsdp_units=list(self.code_predictor.heads))
 
     def codec_logits(
-        self, inputs_embeds: torch.Tensor, positions: torch.Tensor | None = None
+        self, inputs_embeds: torch.Tensor, positions: torch.Tensor | None = None,
+        key_padding_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``inputs_embeds (B, T, dim)``, M-RoPE ``positions (3, B, T)`` (default ``0..T-1`` on every axis)
-        -> ``(logits (B, T, vocab_size), hidden (B, T, dim))``."""
+        """``inputs_embeds (B, T, dim)``, M-RoPE ``positions (3, B, T)`` (default ``0..T-1`` on every axis),
+        ``key_padding_mask (B, T)`` (False on padding) -> ``(logits (B, T, vocab_size), hidden (B, T, dim))``."""
         check_tensor(inputs_embeds, "inputs_embeds", shape=("B", "T", self.config.dim), floating=True)
         if positions is None:
             batch, length = inputs_embeds.shape[:2]
             positions = torch.arange(length, device=inputs_embeds.device).expand(3, batch, length)
-        hidden = self.decoder(inputs_embeds, positions=positions)
+        hidden = self.decoder(inputs_embeds, positions=positions, key_padding_mask=key_padding_mask)
         return self.codec_head(hidden), hidden
 
     def residual_logits(self, hidden: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
@@ -249,18 +250,43 @@ class Qwen3OmniTalker(nn.Module):
         positions: torch.Tensor | None = None,
     ) -> Qwen3TalkerScores:
         c = self.config
-        check_tensor(codes, "codes", shape=("B", c.num_codebooks, "F"), floating=False)
-        check_ids(codes[:, 0], "codes", c.vocab_size, what="codebook-0 codes")
-        check_ids(codes[:, 1:], "codes", self.code_predictor.embeddings[0].num_embeddings, what="residual codes")
+        self.check_codes(codes)
         batch, _, frames = codes.shape
         check_input(reply_embeds, "reply_embeds", self, shape=(batch, frames, c.thinker_dim))
-        bos = self.codec_embedding.weight[c.codec_bos_id].expand(batch, 1, c.dim)
-        previous = torch.cat([bos, self.embed_frames(codes[:, :, :-1])], dim=1)
-        x = self.text_projection(reply_embeds) + previous
+        x = self.text_projection(reply_embeds) + self.previous_frames(codes)
         if context is not None:
             check_input(context, "context", self, shape=(batch, "C", c.thinker_dim))
             x = torch.cat([self.hidden_projection(context), x], dim=1)
-        logits, hidden = self.codec_logits(x, positions)
+        return self.score(x, codes, positions)
+
+    def check_codes(self, codes: torch.Tensor) -> None:
+        """``codes (B, K, F)``: codebook 0 in the codec vocabulary, the others in the predictor's."""
+        c = self.config
+        check_tensor(codes, "codes", shape=("B", c.num_codebooks, "F"), floating=False)
+        check_ids(codes[:, 0], "codes", c.vocab_size, what="codebook-0 codes")
+        check_ids(codes[:, 1:], "codes", self.code_predictor.embeddings[0].num_embeddings, what="residual codes")
+
+    def previous_frames(self, codes: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """``codes (B, K, F)`` -> ``(B, F, dim)``: at frame ``f`` the summed embeddings of frame ``f - 1``;
+        ``codec_bos_id``'s embedding at ``f = 0`` and, given ``valid (B, F)`` bool, after every invalid
+        frame (so a left-padded item starts as it does alone)."""
+        batch, c = codes.shape[0], self.config
+        bos = self.codec_embedding.weight[c.codec_bos_id].expand(batch, 1, c.dim)
+        previous = torch.cat([bos, self.embed_frames(codes[:, :, :-1])], dim=1)
+        if valid is None:
+            return previous
+        after_valid = torch.cat([torch.zeros_like(valid[:, :1]), valid[:, :-1]], dim=1)
+        return torch.where(after_valid[..., None], previous, bos)
+
+    def score(
+        self, x: torch.Tensor, codes: torch.Tensor, positions: torch.Tensor | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+    ) -> Qwen3TalkerScores:
+        """Teacher-forced scores of ``codes (B, K, F)`` from the Talker inputs ``x (B, T, dim)`` (``T >= F``:
+        the last ``F`` positions are the frames'); ``positions``, ``key_padding_mask`` as in :meth:`codec_logits`."""
+        c = self.config
+        batch, _, frames = codes.shape
+        logits, hidden = self.codec_logits(x, positions, key_padding_mask)
         logits, hidden = logits[:, -frames:], hidden[:, -frames:]
         flat = codes.permute(0, 2, 1).reshape(batch * frames, c.num_codebooks)
         residual = self.residual_logits(hidden.reshape(batch * frames, c.dim), flat)
