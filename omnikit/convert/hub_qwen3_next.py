@@ -12,9 +12,8 @@ layer (softmax router, top-k renormalised) with a sigmoid-gated shared expert, p
 tensors on disk stacked into omnikit's grouped experts.
 
 The published Qwen3.5 checkpoints are vision-language (``Qwen3_5ForConditionalGeneration``,
-``Qwen3_5MoeForConditionalGeneration``): their language model loads as part ``"text_model"`` (named
-explicitly; ``model.language_model.*`` and ``lm_head``, config from ``text_config``); the vision tower
-is not modelled yet, so no other part exists.
+``Qwen3_5MoeForConditionalGeneration``): :mod:`omnikit.convert.hub_qwen3_5_vl` registers them on the
+functions of this module.
 
 Not modelled: the multi-token-prediction head. Its ``mtp.*`` tensors are skipped by an explicit
 rule on load and not written back. Qwen3.5 text checkpoints load from transformers' layout
@@ -27,7 +26,7 @@ The config translation is one function per direction: :func:`hybrid_config` (``c
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
@@ -35,25 +34,20 @@ from torch import nn
 from omnikit.convert.architectures import Config, Part, register_architecture
 from omnikit.convert.hub_qwen import lm_key_map, sparse_layers
 from omnikit.convert.inputs import text_inputs
-from omnikit.convert.keymap import Fuse, KeyMap, Rename, Skip, StackExperts
+from omnikit.convert.keymap import Fuse, KeyMap, Rename, Skip
 from omnikit.layers.hybrid import HybridConfig, HybridDecoder
 from omnikit.models.language_model import CausalLM
 from omnikit.moe.layer import MoE, MoEConfig
 from omnikit.utils.checks import OmnikitValueError
 
-__all__ = ["ARCHITECTURES", "VISION_LANGUAGE", "hf_config", "hybrid_config", "hybrid_key_map", "moe_config"]
+__all__ = ["ARCHITECTURES", "build_text", "export_text_config", "hf_config", "hybrid_config", "hybrid_key_map",
+           "moe_config", "text_key_map"]
 
 #: architecture -> (``model_type``, DeltaNet projection layout, MoE MLPs).
 ARCHITECTURES: dict[str, tuple[str, str, bool]] = {
     "Qwen3NextForCausalLM": ("qwen3_next", "fused", True),
     "Qwen3_5ForCausalLM": ("qwen3_5_text", "split", False),
     "Qwen3_5MoeForCausalLM": ("qwen3_5_moe_text", "split", True),
-}
-
-#: Vision-language architecture -> the text architecture of its language model.
-VISION_LANGUAGE: dict[str, str] = {
-    "Qwen3_5ForConditionalGeneration": "Qwen3_5ForCausalLM",
-    "Qwen3_5MoeForConditionalGeneration": "Qwen3_5MoeForCausalLM",
 }
 
 #: Deepest name below ``mtp.`` in published checkpoints (``layers.0.mlp.experts.7.up_proj.weight``) plus room.
@@ -183,42 +177,56 @@ def hybrid_key_map(config: HybridConfig, expert_hidden: int = 0) -> KeyMap:
     )) + lm_key_map(config, expert_hidden)
 
 
-def _build(architecture: str) -> Any:
-    def build(config: Config) -> nn.Module:
-        cfg = hybrid_config(config, architecture)
-        if not ARCHITECTURES[architecture][2]:
-            return CausalLM(cfg)
-        sparse, moe = set(sparse_layers(config)), moe_config(config)
-        return CausalLM(cfg, lambda i: MoE(moe) if i in sparse else "swiglu")
+def build_text(config: Config, architecture: str, lm: Callable[..., CausalLM] = CausalLM,
+               cfg: HybridConfig | None = None) -> CausalLM:
+    """``lm(cfg, mlp_factory)`` of a hybrid ``config.json`` (``cfg``: its :class:`HybridConfig`, read from it
+    when not given): MoE MLPs on the sparse layers of the MoE architectures."""
+    cfg = hybrid_config(config, architecture) if cfg is None else cfg
+    if not ARCHITECTURES[architecture][2]:
+        return lm(cfg, None)
+    sparse, moe = set(sparse_layers(config)), moe_config(config)
+    return lm(cfg, lambda i: MoE(moe) if i in sparse else "swiglu")
 
-    return build
+
+def text_key_map(config: Config, architecture: str) -> KeyMap:
+    """:func:`hybrid_key_map` of a hybrid ``config.json``."""
+    return hybrid_key_map(hybrid_config(config, architecture), config.get("moe_intermediate_size", 0))
+
+
+def _build(architecture: str) -> Any:
+    return lambda config: build_text(config, architecture)
 
 
 def _key_map(architecture: str) -> Any:
-    def key_map(config: Config) -> KeyMap:
-        return hybrid_key_map(hybrid_config(config, architecture), config.get("moe_intermediate_size", 0))
+    return lambda config: text_key_map(config, architecture)
 
-    return key_map
+
+def export_text_config(model: nn.Module, architecture: str) -> Config | None:
+    """The ``config.json`` dict of a hybrid LM of ``architecture``'s layout (M-RoPE sections aside: the
+    caller writes them), or None when ``model`` does not have it."""
+    _, projection, has_moe = ARCHITECTURES[architecture]
+    if not isinstance(model, CausalLM) or not isinstance(model.decoder, HybridDecoder):
+        return None
+    cfg = model.config
+    moes = [i for i, b in enumerate(model.decoder.blocks) if isinstance(b.mlp, MoE)]
+    matches = (cfg.linear_projection == projection and cfg.norm == "rmsnorm_zero_centered" and cfg.qk_norm
+               and cfg.attn_output_gate and cfg.qkv_bias == cfg.out_bias and cfg.mlp == "swiglu"
+               and bool(moes) == has_moe)
+    moe = model.decoder.blocks[moes[0]].mlp.config if moes else None
+    if moe is not None:  # one gated-shared-expert MoE everywhere it is; 3.5-MoE: every layer, renormalised
+        same = all(model.decoder.blocks[i].mlp.config == moe for i in moes)
+        matches = matches and same and moe.shared_gate and moe.shared_hidden > 0 and (
+            architecture == "Qwen3NextForCausalLM" or (len(moes) == cfg.depth and moe.normalize_weights))
+    return hf_config(cfg, architecture, moe, moes) if matches else None
 
 
 def _export(architecture: str) -> Any:
     """``save_hf`` of a hybrid LM built without ``load_hf`` (a preset): its config when it matches."""
-    _, projection, has_moe = ARCHITECTURES[architecture]
 
     def export(model: nn.Module) -> Config | None:
-        if not isinstance(model, CausalLM) or not isinstance(model.decoder, HybridDecoder):
+        if not isinstance(model, CausalLM) or model.config.mrope_sections is not None:
             return None
-        cfg = model.config
-        moes = [i for i, b in enumerate(model.decoder.blocks) if isinstance(b.mlp, MoE)]
-        matches = (cfg.linear_projection == projection and cfg.norm == "rmsnorm_zero_centered" and cfg.qk_norm
-                   and cfg.attn_output_gate and cfg.qkv_bias == cfg.out_bias and cfg.mlp == "swiglu"
-                   and cfg.mrope_sections is None and bool(moes) == has_moe)
-        moe = model.decoder.blocks[moes[0]].mlp.config if moes else None
-        if moe is not None:  # one gated-shared-expert MoE everywhere it is; 3.5-MoE: every layer, renormalised
-            same = all(model.decoder.blocks[i].mlp.config == moe for i in moes)
-            matches = matches and same and moe.shared_gate and moe.shared_hidden > 0 and (
-                architecture == "Qwen3NextForCausalLM" or (len(moes) == cfg.depth and moe.normalize_weights))
-        return hf_config(cfg, architecture, moe, moes) if matches else None
+        return export_text_config(model, architecture)
 
     return export
 
@@ -230,37 +238,3 @@ for _name in ARCHITECTURES:
         default_part="text_model",
     )
 
-
-def _text_config(config: Config) -> Config:
-    """The language model's ``config.json`` values inside a vision-language config."""
-    text = config.get("text_config")
-    if not isinstance(text, dict):
-        raise OmnikitValueError("a Qwen3.5 vision-language config expected a `text_config` mapping")
-    return {**text, "tie_word_embeddings": config.get("tie_word_embeddings", text.get("tie_word_embeddings", False))}
-
-
-def _under_language_model(key_map: KeyMap) -> KeyMap:
-    """``key_map`` with its ``model.*`` checkpoint names moved to ``model.language_model.*`` (``lm_head`` stays)."""
-    def move(name: str | None) -> str | None:
-        return "model.language_model." + name[len("model."):] if name and name.startswith("model.") else name
-
-    rules = []
-    for rule in key_map.rules:
-        if isinstance(rule, (Rename, Skip)):
-            rule = replace(rule, theirs=move(rule.theirs))
-        elif isinstance(rule, (Fuse, StackExperts)):
-            rule = replace(rule, theirs=tuple(move(t) for t in rule.theirs))
-        rules.append(rule)
-    return KeyMap(tuple(rules))
-
-
-def _language_model_part(text: str) -> Part:
-    def key_map(config: Config) -> KeyMap:
-        return _under_language_model(_key_map(text)(_text_config(config)))
-
-    return Part(lambda c: _build(text)(_text_config(c)), key_map, owns=("model.language_model.", "lm_head."),
-                inputs=text_inputs)
-
-
-for _name, _text in VISION_LANGUAGE.items():
-    register_architecture(_name, parts={"text_model": _language_model_part(_text)})

@@ -171,19 +171,25 @@ def collate_prompts(
 
 def contract_prompts(model: OmniThinker, lengths: Sequence[int], *, seed: int = 0) -> list[OmniPrompt]:
     """The contract's items: item ``b`` holds ``lengths[b]`` text ids around its media. Item 0: two images,
-    an audio clip and a video; every other item: one image and a shorter audio clip (other sizes)."""
+    an audio clip and a video; every other item: one image and a shorter audio clip (other sizes). A model
+    without an audio encoder gets no audio clips."""
     g = torch.Generator().manual_seed(seed)
     c = model.vision_encoder.config
     unit = c.patch[1] * c.merge_size  # pixels per merged token
+    hears = model.audio_encoder is not None
     prompts = []
     for b, n in enumerate(lengths):
         head, mid = n // 3, n // 3
         prompt = OmniPrompt(model, generator=g).text(head)
         if b == 0:
-            prompt.image(2 * unit, 3 * unit).text(mid).audio(30).image(unit, unit)
-            prompt.video(4, 2 * unit, 2 * unit, seconds_per_step=0.5)
+            prompt.image(2 * unit, 3 * unit).text(mid)
+            if hears:
+                prompt.audio(30)
+            prompt.image(unit, unit).video(4, 2 * unit, 2 * unit, seconds_per_step=0.5)
         else:
-            prompt.image(2 * unit, unit).text(mid).audio(17 + b)
+            prompt.image(2 * unit, unit).text(mid)
+            if hears:
+                prompt.audio(17 + b)
         prompts.append(prompt.text(n - head - mid))
     return prompts
 

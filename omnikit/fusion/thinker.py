@@ -54,8 +54,15 @@ class Thinker(CausalLM):
         self.media_tokens = media_tokens or MediaTokens()
         self.bidirectional_media = bidirectional_media  # causality then comes from the mask built in forward
 
+    @property
+    def cache_length(self) -> int:
+        """Positions held in the stream's KV caches (0 outside a stream; a hybrid decoder's first
+        attention block counts them, its linear blocks keep fixed-size states)."""
+        attn = next((block.attn for block in self.decoder.blocks if hasattr(block, "attn")), None)
+        return 0 if attn is None else attn.cache_length
+
     def _bidirectional_mask(self, input_ids, key_padding_mask, cu_seqlens) -> torch.Tensor:
-        cached = self.decoder.blocks[0].attn.cache_length
+        cached = self.cache_length
         batch, length = input_ids.shape
         segments = None if cu_seqlens is None else segment_ids_from_cu_seqlens(cu_seqlens, length)[None]
         chunk_padding = None if key_padding_mask is None else key_padding_mask[:, cached:]
@@ -78,7 +85,7 @@ class Thinker(CausalLM):
         """Token embeddings ``(B, T, dim)`` with media scattered in at its placeholders."""
         self.check_ids(input_ids)
         if key_padding_mask is not None:  # (B, cached + T): checked before media scatter and masks use it
-            cached = self.decoder.blocks[0].attn.cache_length
+            cached = self.cache_length
             check_tensor(key_padding_mask, "key_padding_mask", shape=(input_ids.shape[0], cached + input_ids.shape[1]),
                          dtype=torch.bool)
         embeds = self.embed(input_ids)

@@ -169,12 +169,22 @@ class HybridDecoder(StreamingContainer, nn.Module):
         key_padding_mask: torch.Tensor | None = None,
         cu_seqlens: torch.Tensor | None = None,
         return_aux: bool = False,
+        attention_mask: torch.Tensor | None = None,
+        causal: bool | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, list[Any]]:
         """``x: (B, T, dim) -> (B, T, dim)`` (and one aux per block with ``return_aux=True``).
 
         ``positions``, ``key_padding_mask``, ``cu_seqlens`` as in :meth:`omnikit.layers.Decoder.forward`;
         the linear blocks zero padded steps and restart their state at every packed sequence.
+        ``attention_mask`` and ``causal`` are accepted as a :class:`~omnikit.layers.Decoder` takes them
+        (a :class:`~omnikit.fusion.Thinker` passes them) but only as ``None``: the recurrence is causal.
         """
+        if attention_mask is not None or causal is False:
+            raise OmnikitValueError(
+                "HybridDecoder expected attention_mask=None and a causal stack (its linear-attention blocks "
+                f"are recurrent) but got attention_mask={'a tensor' if attention_mask is not None else None}, "
+                f"causal={causal}"
+            )
         check_input(x, "x", self, shape=("B", "T", self.config.dim))
         if not x.shape[0]:
             raise OmnikitValueError(f"`x` expected at least one item but got shape {tuple(x.shape)}")

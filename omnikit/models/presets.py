@@ -3,6 +3,7 @@ Qwen3-Next / Qwen3.5 hybrid linear-attention LMs."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from omnikit.layers.decoder import DecoderConfig
@@ -86,19 +87,19 @@ def hybrid_moe_tiny(**overrides: Any) -> HybridDecoder:
 
 
 def _qwen3_next_lm(name: str, overrides: dict[str, Any], experts: tuple[int, int, int] | None,
-                   **values: Any) -> CausalLM:
-    """A Qwen3-Next / Qwen3.5 hybrid LM: zero-centred norms, output-gated attention with partial rotary,
-    full attention every 4th layer, Gated DeltaNet elsewhere; with ``experts = (count, top_k, width)``
-    every MLP is a MoE with a sigmoid-gated shared expert of the same width."""
+                   lm: Callable[..., CausalLM] = CausalLM, **values: Any) -> CausalLM:
+    """A Qwen3-Next / Qwen3.5 hybrid LM ``lm(config, mlp_factory)``: zero-centred norms, output-gated
+    attention with partial rotary, full attention every 4th layer, Gated DeltaNet elsewhere; with
+    ``experts = (count, top_k, width)`` every MLP is a MoE with a sigmoid-gated shared expert of the same width."""
     config = configure(
         HybridConfig, name, overrides, norm="rmsnorm_zero_centered", attn_output_gate=True, **values,
     )
     if experts is None:
-        return CausalLM(config)
+        return lm(config, None)
     count, top_k, width = experts
     moe = MoEConfig(dim=config.dim, num_experts=count, top_k=top_k, expert_hidden=width, shared_hidden=width,
                     shared_gate=True)
-    return CausalLM(config, mlp_factory=lambda i: MoE(moe))
+    return lm(config, lambda i: MoE(moe))
 
 
 #: The Gated DeltaNet shapes every published Qwen3-Next / Qwen3.5 model above uses.
