@@ -166,3 +166,23 @@ def test_save_hf_exports_a_tiny_preset(tmp_path, name, overrides, architecture):
     batch = _batch()
     with torch.no_grad():
         assert max_rel_error(model(**hf_inputs(model, batch)), hf(**batch).logits, batch["attention_mask"]) <= 1e-4
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_config_maps_read_published_spellings_and_write_back(architecture):
+    """``full_attention_interval`` / top-level ``rope_theta`` and ``partial_rotary_factor`` (older config.json
+    spellings) read like ``layer_types`` / ``rope_parameters``; what the map writes reads back to the same config;
+    a layer pattern that is not "every n-th layer" is refused."""
+    from omnikit.convert.hub_qwen3_next import MOE, TEXT
+
+    config = _config(architecture).to_dict()
+    old = {k: v for k, v in config.items() if k not in ("layer_types", "rope_parameters")}
+    old.update(full_attention_interval=4, rope_theta=1e4, partial_rotary_factor=0.25)
+    ours = TEXT[architecture](config)
+    assert TEXT[architecture](old) == ours and TEXT[architecture](TEXT[architecture].write(ours)) == ours
+    if architecture in MOE:
+        moe = MOE[architecture](config)
+        assert MOE[architecture](MOE[architecture].write(moe)) == moe and moe.normalize_weights
+    bad = dict(config, layer_types=["full_attention", *config["layer_types"][1:]])
+    with pytest.raises(ValueError, match="layer_types"):
+        TEXT[architecture](bad)
