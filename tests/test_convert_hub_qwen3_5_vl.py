@@ -13,7 +13,7 @@ from torch.nn.utils.rnn import pad_sequence
 transformers = pytest.importorskip("transformers")
 
 from omnikit import create_model  # noqa: E402
-from omnikit.convert import hf_inputs, load_hf, save_hf  # noqa: E402
+from omnikit.convert import from_transformers, hf_inputs, load_hf, save_hf  # noqa: E402
 from omnikit.fusion import Qwen3_5VL  # noqa: E402
 from omnikit.models import CausalLM  # noqa: E402
 from omnikit.vision import Qwen3ViT, patchify_frames  # noqa: E402
@@ -129,6 +129,8 @@ def test_parts_load_alone(checkpoint):
         video = {k: batch[k] for k in ("pixel_values_videos", "video_grid_thw")}
         out = tower.forward_patches(**hf_inputs(tower, video))
         assert max_rel_error(out.hidden_states, ref, torch.ones(ref.shape[0], dtype=torch.bool)) <= 1e-5
+        converted = from_transformers(hf.model.visual).forward_patches(**hf_inputs(tower, video))
+        assert torch.equal(converted.hidden_states, out.hidden_states)
         logits = lm(**hf_inputs(lm, text_only))
         assert max_rel_error(logits, hf(**text_only).logits, text_only["attention_mask"]) <= 1e-4
 
