@@ -175,6 +175,12 @@ def test_bad_layouts_are_refused():
         Qwen3_5VL(model.text_model, vision_encoder=create_model("qwen3_vit_tiny", out_dim=16))
     with pytest.raises(ValueError, match="attention_mask=None"):
         model.text_model.decoder(torch.zeros(1, 3, 32), attention_mask=torch.ones(1, 1, 3, 3, dtype=torch.bool))
+    from omnikit.convert.hub_qwen3_5_vl import text_config
+
+    text = _text_config("Qwen3_5ForConditionalGeneration")
+    text["rope_parameters"] = dict(text["rope_parameters"], mrope_section=[3, 3, 3])  # 9 != 12 / 2 rotary frequencies
+    with pytest.raises(ValueError, match="mrope_section"):
+        text_config({"architectures": ["Qwen3_5ForConditionalGeneration"], "text_config": text})
     batch = _batch()
     with pytest.raises(ValueError, match="use_audio_in_video"):
         model(**{k: v for k, v in batch.items() if k != "mm_token_type_ids"}, use_audio_in_video=True)

@@ -23,9 +23,9 @@ from dataclasses import replace
 from torch import nn
 
 from omnikit.convert.architectures import Config, Mapped, Part, register_architecture, register_transformers
-from omnikit.convert.configmap import ConfigMap, Constant, Fixed
+from omnikit.convert.configmap import ConfigMap, Constant, Convert, Fixed
 from omnikit.convert.hub_qwen2_5_omni import thinker_inputs
-from omnikit.convert.hub_qwen3_next import build_text, export_text_config, hybrid_config, text_key_map
+from omnikit.convert.hub_qwen3_next import TEXT, build_text, export_text_config, text_key_map
 from omnikit.convert.hub_qwen3_omni import vision_inputs
 from omnikit.convert.inputs import text_inputs
 from omnikit.convert.keymap import Fuse, KeyMap, Rename, Skip, StackExperts
@@ -37,7 +37,8 @@ from omnikit.layers.hybrid import HybridConfig
 from omnikit.utils.checks import OmnikitValueError
 from omnikit.vision.qwen3_vit import Qwen3ViT
 
-__all__ = ["ARCHITECTURES", "VISION_KEYS", "build_model", "export_config", "text_config", "vision_config"]
+__all__ = ["ARCHITECTURES", "TEXT_VL", "VISION_KEYS", "build_model", "export_config", "model_key_map", "text_config",
+           "vision_config"]
 
 #: Vision-language architecture -> (its ``model_type``, the text architecture of its language model).
 ARCHITECTURES: dict[str, tuple[str, str]] = {
@@ -73,20 +74,29 @@ def _text_architecture(config: Config) -> str:
     return ARCHITECTURES[config["architectures"][0]][1]
 
 
-def text_config(config: Config) -> HybridConfig:
-    """The hybrid language model's config with its interleaved M-RoPE sections (transformers' default
-    ``[11, 11, 10]`` when absent)."""
-    text = _text(config)
-    sections = (text.get("rope_parameters") or {}).get("mrope_section", [11, 11, 10])
-    if not isinstance(sections, (list, tuple)) or len(sections) != 3:
-        raise OmnikitValueError(f"text_config rope parameters expected a 3-entry mrope_section but got {sections!r}")
-    cfg = hybrid_config(text, _text_architecture(config))
-    if sum(sections) != (cfg.rotary_dim or 0) // 2:
+def _sections(value: object, fields: dict) -> tuple[int, int, int]:
+    """``mrope_section``: three ints splitting the rotary frequencies (``rotary_dim / 2``)."""
+    rotary = fields["rotary_dim"] // 2
+    if not isinstance(value, (list, tuple)) or len(value) != 3 or sum(value) != rotary:
         raise OmnikitValueError(
-            f"text_config mrope_section {list(sections)} expected to sum to the rotary frequencies "
-            f"{(cfg.rotary_dim or 0) // 2}"
+            f"text_config rope parameters expected a 3-entry mrope_section summing to the {rotary} rotary "
+            f"frequencies but got {value!r}"
         )
-    return replace(cfg, mrope_sections=tuple(int(s) for s in sections), mrope_interleaved=True)
+    return tuple(int(v) for v in value)
+
+
+#: text architecture -> the map of its language model inside a vision-language checkpoint: the hybrid map
+#: (:data:`~omnikit.convert.hub_qwen3_next.TEXT`) plus interleaved M-RoPE sections (transformers' default
+#: ``[11, 11, 10]`` when absent).
+TEXT_VL: dict[str, ConfigMap] = {text: TEXT[text] + ConfigMap((
+    Convert("mrope_sections", "rope_parameters.mrope_section", _sections, lambda v, f: list(v), [11, 11, 10]),
+    Fixed("mrope_interleaved", True), Constant("rope_parameters.mrope_interleaved", True),
+)) for _, text in ARCHITECTURES.values()}
+
+
+def text_config(config: Config) -> HybridConfig:
+    """The hybrid language model's config (:data:`TEXT_VL`) of a vision-language ``config.json``."""
+    return TEXT_VL[_text_architecture(config)](_text(config))
 
 
 def build_model(config: Config) -> Qwen3_5VL:
@@ -130,13 +140,12 @@ def export_config(model: nn.Module) -> Config | None:
     if not isinstance(model, Qwen3_5VL):
         return None
     for architecture, (model_type, text_architecture) in ARCHITECTURES.items():
-        text = export_text_config(model.text_model, text_architecture)
+        text = export_text_config(model.text_model, text_architecture, TEXT_VL[text_architecture])
         vision = vision_config.write(model.vision_encoder.config)
         patch = model.vision_encoder.config.patch
         if text is None or vision is None or patch[1] != patch[2]:
             continue
         cfg = model.text_model.config
-        text["rope_parameters"].update(mrope_section=list(cfg.mrope_sections), mrope_interleaved=True)
         tokens = model.text_model.media_tokens
         dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
         return {"architectures": [architecture], "model_type": model_type, "dtype": dtype,

@@ -133,10 +133,10 @@ def hybrid_config(config: Config, architecture: str) -> HybridConfig:
 
 
 def hf_config(config: HybridConfig, architecture: str, moe: MoEConfig | None = None,
-              sparse: list[int] | None = None) -> Config | None:
-    """The transformers ``config.json`` dict of a hybrid LM (:data:`TEXT`, :data:`MOE`; ``moe`` on the layers
-    ``sparse``), or None when ``config`` does not have the architecture's layout. Widths left to their
-    defaults are written as the model builds them."""
+              sparse: list[int] | None = None, text_map: ConfigMap | None = None) -> Config | None:
+    """The transformers ``config.json`` dict of a hybrid LM (``text_map``, default :data:`TEXT`, and :data:`MOE`;
+    ``moe`` on the layers ``sparse``), or None when ``config`` does not have the architecture's layout. Widths
+    left to their defaults are written as the model builds them."""
     _, _, has_moe = ARCHITECTURES[architecture]
     head_dim = config.head_dim or config.dim // config.num_heads
     linear_heads = config.linear_heads or config.num_heads
@@ -145,7 +145,7 @@ def hf_config(config: HybridConfig, architecture: str, moe: MoEConfig | None = N
                      rotary_dim=config.rotary_dim or head_dim, linear_heads=linear_heads, linear_head_dim=key_dim,
                      linear_v_heads=config.linear_v_heads or linear_heads,
                      linear_v_head_dim=config.linear_v_head_dim or key_dim)
-    text = TEXT[architecture].write(config)
+    text = (TEXT[architecture] if text_map is None else text_map).write(config)
     experts = MOE[architecture].write(moe) if has_moe and moe is not None else {}
     if text is None or experts is None:
         return None
@@ -215,9 +215,9 @@ def _key_map(architecture: str) -> Any:
     return lambda config: text_key_map(config, architecture)
 
 
-def export_text_config(model: nn.Module, architecture: str) -> Config | None:
-    """The ``config.json`` dict of a hybrid LM of ``architecture``'s layout (M-RoPE sections aside: the
-    caller writes them), or None when ``model`` does not have it."""
+def export_text_config(model: nn.Module, architecture: str, text_map: ConfigMap | None = None) -> Config | None:
+    """The ``config.json`` dict of a hybrid LM of ``architecture``'s layout (its language model written by
+    ``text_map``, default :data:`TEXT`), or None when ``model`` does not have it."""
     if not isinstance(model, CausalLM) or not isinstance(model.decoder, HybridDecoder):
         return None
     cfg = model.config
@@ -228,7 +228,7 @@ def export_text_config(model: nn.Module, architecture: str) -> Config | None:
         same = all(model.decoder.blocks[i].mlp.config == moe for i in moes)
         matches = matches and same and moe.shared_hidden > 0 and (
             architecture == "Qwen3NextForCausalLM" or len(moes) == cfg.depth)
-    return hf_config(cfg, architecture, moe, moes) if matches else None
+    return hf_config(cfg, architecture, moe, moes, text_map) if matches else None
 
 
 def _export(architecture: str) -> Any:
