@@ -15,6 +15,7 @@ transformers = pytest.importorskip("transformers")
 from omnikit import create_model  # noqa: E402
 from omnikit.convert import from_transformers, hf_inputs, load_hf, save_hf  # noqa: E402
 from omnikit.fusion import Qwen3_5VL  # noqa: E402
+from omnikit.fusion.omni_prompt import OmniPrompt, collate_prompts  # noqa: E402
 from omnikit.models import CausalLM  # noqa: E402
 from omnikit.vision import Qwen3ViT, patchify_frames  # noqa: E402
 
@@ -136,10 +137,17 @@ def test_parts_load_alone(checkpoint):
 
 
 def test_tiny_preset_saves_to_transformers(tmp_path):
+    """The preset written by save_hf gives its logits in transformers, on prompts OmniPrompt writes the way the
+    Qwen3.5 processor does (a timestamp before every video step)."""
     model = create_model("qwen3_5_vl_tiny").eval()
     save_hf(model, tmp_path)
     hf = transformers.Qwen3_5ForConditionalGeneration.from_pretrained(tmp_path).eval()
-    batch = _batch()
+    g = torch.Generator().manual_seed(3)
+    prompts = [OmniPrompt(model, generator=g).text(2).image(16, 8).text(3).video(6, 8, 16, step_text=2).text(1),
+               OmniPrompt(model, generator=g).text(4).image(8, 8).text(2)]
+    batch = collate_prompts(prompts)
+    ids = batch["input_ids"]
+    batch["mm_token_type_ids"] = (ids == IMAGE).long() + 2 * (ids == VIDEO).long()
     with torch.no_grad():
         ours = model(**hf_inputs(model, batch))
         assert max_rel_error(ours, hf(**batch).logits, batch["attention_mask"]) <= 1e-4

@@ -108,13 +108,22 @@ class OmniPrompt:
         return self._wrap("audio", [self.model.text_model.media_tokens.audio] * self._audio_tokens(frames, mel))
 
     def video(self, frames: int, height: int, width: int, *, seconds_per_step: float = 1.0,
-              audio_frames: int = 0, clip: torch.Tensor | None = None, mel: torch.Tensor | None = None) -> OmniPrompt:
+              audio_frames: int = 0, clip: torch.Tensor | None = None, mel: torch.Tensor | None = None,
+              step_text: int = 0) -> OmniPrompt:
         """A clip of ``frames`` frames (``clip (frames, C, H, W)``, normalised, or random); ``audio_frames > 0``
         gives it a soundtrack of that many mel frames (``mel`` or random), interleaved in time with the
-        video tokens (batches then need ``use_audio_in_video``)."""
+        video tokens (batches then need ``use_audio_in_video``). ``step_text > 0`` writes every temporal step
+        as its own run between markers after that many text ids (the timestamps of the Qwen3-VL / Qwen3.5
+        processors)."""
+        if step_text and audio_frames:
+            raise OmnikitValueError("`step_text` (one run per video step) cannot be combined with `audio_frames`")
         grid = self._visual("video", frames, height, width, seconds_per_step, None if clip is None else clip[None])
         self.seconds.append(seconds_per_step)
         tokens = self.model.text_model.media_tokens
+        if step_text:
+            for _ in range(grid.t):
+                self.text(step_text)._wrap("vision", [tokens.video] * (grid.h * grid.w))
+            return self
         if not audio_frames:
             return self._wrap("vision", [tokens.video] * grid.num_tokens)
         self.soundtracks += 1
