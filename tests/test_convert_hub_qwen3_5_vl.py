@@ -153,6 +153,23 @@ def test_tiny_preset_saves_to_transformers(tmp_path):
         assert max_rel_error(ours, hf(**batch).logits, batch["attention_mask"]) <= 1e-4
 
 
+def test_a_moe_model_built_from_parts_saves_to_transformers(tmp_path):
+    """save_hf of a Qwen3_5VL whose MLPs are gated-shared-expert MoE layers writes the Qwen3.5-MoE layout."""
+    from omnikit.fusion import Thinker
+    from omnikit.moe import MoE, MoEConfig
+
+    dense = create_model("qwen3_5_vl_tiny")
+    moe = MoEConfig(32, 4, 2, 16, shared_hidden=16, shared_gate=True)
+    text = Thinker(dense.text_model.config, lambda _: MoE(moe), media_tokens=dense.text_model.media_tokens)
+    model = Qwen3_5VL(text, vision_encoder=dense.vision_encoder, marker_tokens=dense.marker_tokens).eval()
+    save_hf(model, tmp_path)
+    hf = transformers.Qwen3_5MoeForConditionalGeneration.from_pretrained(tmp_path).eval()
+    assert hf.config.vision_config.model_type == "qwen3_5_moe_vision"
+    batch = _batch()
+    with torch.no_grad():
+        assert max_rel_error(model(**hf_inputs(model, batch)), hf(**batch).logits, batch["attention_mask"]) <= 1e-4
+
+
 PUBLISHED = {
     "qwen3_5_9b_vl": ("Qwen3_5ForConditionalGeneration", 4096, dict(
         intermediate_size=12288, num_hidden_layers=32, num_key_value_heads=4)),

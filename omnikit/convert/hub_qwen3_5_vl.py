@@ -37,8 +37,8 @@ from omnikit.layers.hybrid import HybridConfig
 from omnikit.utils.checks import OmnikitValueError
 from omnikit.vision.qwen3_vit import Qwen3ViT
 
-__all__ = ["ARCHITECTURES", "TEXT_VL", "VISION_KEYS", "build_model", "export_config", "model_key_map", "text_config",
-           "vision_config"]
+__all__ = ["ARCHITECTURES", "TEXT_VL", "VISION_CONFIGS", "VISION_KEYS", "build_model", "export_config", "model_key_map",
+           "text_config", "vision_config"]
 
 #: Vision-language architecture -> (its ``model_type``, the text architecture of its language model).
 ARCHITECTURES: dict[str, tuple[str, str]] = {
@@ -57,9 +57,14 @@ VISION_KEYS = TOWER_KEYS + KeyMap((
     Rename("merger.mlp.2.{p}", "merger.linear_fc2.{p}"),
 ))
 
-#: The :class:`~omnikit.vision.Qwen3ViTConfig` of a Qwen3.5 ``vision_config`` (no deepstack mergers).
-vision_config = TOWER + ConfigMap((Fixed("deepstack_indexes", ()), Constant("model_type", "qwen3_5_vision"),
-                                   Constant("rope_parameters.rope_type", "axial")))
+#: architecture -> the map of its ``vision_config`` (:class:`~omnikit.vision.Qwen3ViTConfig`, no deepstack mergers;
+#: the two differ in the ``model_type`` they write).
+VISION_CONFIGS: dict[str, ConfigMap] = {name: TOWER + ConfigMap((
+    Fixed("deepstack_indexes", ()), Constant("model_type", f"{model_type}_vision"),
+    Constant("rope_parameters.rope_type", "axial"),
+)) for name, (model_type, _) in ARCHITECTURES.items()}
+#: The :class:`~omnikit.vision.Qwen3ViTConfig` of a Qwen3.5 ``vision_config`` (both architectures read alike).
+vision_config = VISION_CONFIGS["Qwen3_5ForConditionalGeneration"]
 
 
 def _text(config: Config) -> Config:
@@ -141,7 +146,7 @@ def export_config(model: nn.Module) -> Config | None:
         return None
     for architecture, (model_type, text_architecture) in ARCHITECTURES.items():
         text = export_text_config(model.text_model, text_architecture, TEXT_VL[text_architecture])
-        vision = vision_config.write(model.vision_encoder.config)
+        vision = VISION_CONFIGS[architecture].write(model.vision_encoder.config)
         patch = model.vision_encoder.config.patch
         if text is None or vision is None or patch[1] != patch[2]:
             continue
