@@ -117,6 +117,28 @@ def test_greedy_decoding_matches_transformers_generate_dynamic_and_static(checkp
         assert torch.equal(model.generate(**hf_inputs(model, batch), max_new_tokens=new, cache=cache).tokens, ref)
 
 
+def test_mtp_tensors_are_skipped_by_rule(checkpoint, tmp_path):
+    """A published checkpoint's ``mtp.*`` tensors (multi-token prediction, not modelled) load by rule and are
+    not written back."""
+    import json
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    _, path = checkpoint
+    shutil.copytree(path, tmp_path / "ckpt")
+    save_file({"mtp.fc.weight": torch.zeros(32, 64), "mtp.layers.0.mlp.experts.3.up_proj.weight": torch.zeros(2, 2)},
+              str(tmp_path / "ckpt" / "mtp.safetensors"))
+    index = json.loads((tmp_path / "ckpt" / "model.safetensors.index.json").read_text())
+    index["weight_map"].update({"mtp.fc.weight": "mtp.safetensors",
+                                "mtp.layers.0.mlp.experts.3.up_proj.weight": "mtp.safetensors"})
+    (tmp_path / "ckpt" / "model.safetensors.index.json").write_text(json.dumps(index))
+    out = save_hf(load_hf(tmp_path / "ckpt"), tmp_path / "back")
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert not [k for k in f.keys() if k.startswith("mtp.")]  # noqa: SIM118 (a safetensors handle)
+
+
 def test_parts_load_alone(checkpoint):
     hf, path = checkpoint
     tower = load_hf(path, part="vision_encoder").eval()
