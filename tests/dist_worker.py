@@ -43,7 +43,7 @@ from omnikit.distributed.checkpoint import (
     save_distributed,
 )
 from omnikit.distributed.reorder import unwrapped_layout
-from omnikit.fusion import DeepstackThinker, OmniThinker, Qwen3OmniThinker, Thinker
+from omnikit.fusion import DeepstackThinker, OmniThinker, Qwen3_5VL, Qwen3OmniThinker, Thinker
 from omnikit.fusion.models import _TINY_THINKER, QWEN2_5_OMNI_TINY, TINY_TOKENS
 from omnikit.fusion.tmrope import QWEN3_OMNI
 from omnikit.layers.decoder import DecoderConfig
@@ -165,23 +165,30 @@ def tiny_omni_thinker(qwen3: bool) -> nn.Module:
                             scheme=dataclasses.replace(QWEN3_OMNI, sections=QWEN2_5_OMNI_TINY.sections))
 
 
+def tiny_qwen3_5_vl() -> nn.Module:
+    """The Qwen3.5 vision-language structure (Qwen3ViT without deepstack, hybrid text model with interleaved
+    M-RoPE) of ``qwen3_5_vl_tiny``, its MLPs gated-shared-expert MoE layers, on the tiny placeholder ids."""
+    vl = omnikit.create_model("qwen3_5_vl_tiny")
+    moe = MoEConfig(32, 4, 2, 16, shared_hidden=16, shared_gate=True)
+    text = Thinker(vl.text_model.config, lambda _: MoE(moe), media_tokens=TINY_TOKENS)
+    return Qwen3_5VL(text, vision_encoder=vl.vision_encoder)
+
+
 def thinker_items(model: nn.Module, count: int, kinds: tuple[str, ...] = ("audio", "image"),
                   run: int = 2) -> list[Item]:
     """Processor-style items for an OmniThinker, in runs of ``run`` items of one kind (pairs, as
     :func:`media_items`, by default): an image of 16 x 16 pixels (4 merged tokens), 16 mel frames,
     or text only; 16 tokens each."""
     g = torch.Generator().manual_seed(2)
-    n_mels = model.audio_encoder.config.n_mels
-    n_audio = int(model.audio_encoder.output_lengths(torch.tensor([16]))[0])
-    vision = model.vision_encoder.config
+    audio, vision = model.audio_encoder, model.vision_encoder.config
     items = []
     for i in range(count):
         kind = kinds[(i // run) % len(kinds)]
         ids = torch.randint(8, model.text_model.config.vocab_size, (16,), generator=g)
         item = {"input_ids": ids}
         if kind == "audio":
-            item["input_features"] = torch.randn(1, n_mels, 16, generator=g)
-            ids[:n_audio] = TINY_TOKENS.audio
+            item["input_features"] = torch.randn(1, audio.config.n_mels, 16, generator=g)
+            ids[: int(audio.output_lengths(torch.tensor([16]))[0])] = TINY_TOKENS.audio
         elif kind == "image":
             clip = torch.randn(1, 1, vision.in_chans, 16, 16, generator=g)
             item["pixel_values"], item["image_grid_thw"] = patchify_frames(clip, torch.tensor([1]), vision.patch,
@@ -273,6 +280,7 @@ CASES: dict[str, Case] = {
         "qwen2_5_omni_talker_tiny", "qwen3_omni_talker_tiny", "qwen3_vit_tiny", "qwen2_5_omni_vision_tiny",
         "code2wav_tiny")},
     "qwen3_next": Case(lambda: omnikit.create_model("qwen3_next_tiny"), text_items, stack_collate, lm_loss),
+    "qwen3_5_vl": Case(tiny_qwen3_5_vl, partial(thinker_items, kinds=("image", "text")), thinker_collate, lm_loss),
     "decoder_bf16": Case(lambda: omnikit.create_model("decoder_tiny"), text_items, stack_collate, lm_loss,
                          options={"mp_policy": MixedPrecisionPolicy(torch.bfloat16, torch.float32)}),
 }
@@ -366,6 +374,7 @@ def run_scenario(case_name: str, sizes: dict[str, int], device: torch.device) ->
         "compiled_graphs": torch._dynamo.utils.counters["stats"]["unique_graphs"],
         "loss_rel": abs(float(total) - ref_loss.item()) / abs(ref_loss.item()),
         "grad_rel": max(rel(got[n], want[n]) for n in want if n in got),
+        "grad_worst": max((n for n in want if n in got), key=lambda n: rel(got[n], want[n])),
         "missing_grads": sorted(set(want) - set(got)),
         "names_equal": [n for n, _ in model.named_parameters()] == [n for n, _ in reference.named_parameters()],
         "state_equal": state_equal,  # the gathered state dict is the unwrapped one (layout and values)

@@ -27,6 +27,23 @@ def randomise_norms_and_biases(model: torch.nn.Module, seed: int = 0) -> torch.n
     return model.eval()
 
 
+def randomise_hybrid(model: torch.nn.Module) -> torch.nn.Module:
+    """A Qwen3-Next / Qwen3.5 transformers model with norms, biases, ``A_log``, ``dt_bias`` and gates
+    randomised and projections scaled up (gates and decays far from their initial values), so a layout
+    mistake shows; returns ``model.eval()``."""
+    model = randomise_norms_and_biases(model)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(("A_log", "dt_bias")):
+                param.copy_(torch.randn(param.shape, generator=g))
+            elif name.endswith(("shared_expert_gate.weight", "mlp.gate.weight")):
+                param.copy_(0.5 * torch.randn(param.shape, generator=g))
+            elif "q_proj" in name or "in_proj" in name:
+                param.mul_(10)
+    return model
+
+
 def hf_tiny_mimi_config(transformers, **overrides):
     """A tiny transformers ``MimiConfig`` (800 Hz, 50 frames/s, hop 16, 3 codebooks of 16, window 5)."""
     values = dict(

@@ -13,7 +13,7 @@ from references import (
     greedy_reference,
     left_padded_batch,
     max_rel_error,
-    randomise_norms_and_biases,
+    randomise_hybrid,
 )
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -41,23 +41,7 @@ def _config(architecture: str, **extra):
 
 def _hf_model(architecture: str, **extra):
     torch.manual_seed(0)
-    return _randomised(getattr(transformers, architecture)(_config(architecture, **extra)))
-
-
-def _randomised(model):
-    """Norms, biases, ``A_log``, ``dt_bias`` and gates randomised; projections scaled up (gates and decays far
-    from their initial values), so a layout mistake shows."""
-    model = randomise_norms_and_biases(model)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith(("A_log", "dt_bias")):
-                param.copy_(torch.randn(param.shape, generator=g))
-            elif name.endswith(("shared_expert_gate.weight", "mlp.gate.weight")):
-                param.copy_(0.5 * torch.randn(param.shape, generator=g))
-            elif "q_proj" in name or "in_proj" in name:
-                param.mul_(10)
-    return model
+    return randomise_hybrid(getattr(transformers, architecture)(_config(architecture, **extra)))
 
 
 def _batch():
@@ -184,22 +168,21 @@ def test_save_hf_exports_a_tiny_preset(tmp_path, name, overrides, architecture):
         assert max_rel_error(model(**hf_inputs(model, batch)), hf(**batch).logits, batch["attention_mask"]) <= 1e-4
 
 
-@pytest.mark.parametrize("architecture", ["Qwen3_5ForConditionalGeneration", "Qwen3_5MoeForConditionalGeneration"])
-def test_vision_language_checkpoint_loads_its_language_model(tmp_path, architecture):
-    """The published Qwen3.5 layout (``model.language_model.*``, ``text_config``): part ``text_model``
-    gives the VL model's text-only logits; the part must be named (the vision tower is not modelled)."""
-    text = "Qwen3_5ForCausalLM" if architecture == "Qwen3_5ForConditionalGeneration" else "Qwen3_5MoeForCausalLM"
-    config_class = getattr(transformers, architecture.replace("ForConditionalGeneration", "Config"))
-    vision = dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=32, patch_size=4,
-                  num_position_embeddings=16)
-    torch.manual_seed(0)
-    hf = _randomised(getattr(transformers, architecture)(config_class(text_config=_config(text).to_dict(),
-                                                                      vision_config=vision)))
-    hf.save_pretrained(tmp_path, max_shard_size="20KB")
-    with pytest.raises(ValueError, match="`part` must be given"):
-        load_hf(tmp_path)
-    model = load_hf(tmp_path, part="text_model")
-    batch = _batch()
-    with torch.no_grad():
-        ref = hf(**batch).logits
-        assert max_rel_error(model(**hf_inputs(model, batch)), ref, batch["attention_mask"]) <= 1e-4
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_config_maps_read_published_spellings_and_write_back(architecture):
+    """``full_attention_interval`` / top-level ``rope_theta`` and ``partial_rotary_factor`` (older config.json
+    spellings) read like ``layer_types`` / ``rope_parameters``; what the map writes reads back to the same config;
+    a layer pattern that is not "every n-th layer" is refused."""
+    from omnikit.convert.hub_qwen3_next import MOE, TEXT
+
+    config = _config(architecture).to_dict()
+    old = {k: v for k, v in config.items() if k not in ("layer_types", "rope_parameters")}
+    old.update(full_attention_interval=4, rope_theta=1e4, partial_rotary_factor=0.25)
+    ours = TEXT[architecture](config)
+    assert TEXT[architecture](old) == ours and TEXT[architecture](TEXT[architecture].write(ours)) == ours
+    if architecture in MOE:
+        moe = MOE[architecture](config)
+        assert MOE[architecture](MOE[architecture].write(moe)) == moe and moe.normalize_weights
+    bad = dict(config, layer_types=["full_attention", *config["layer_types"][1:]])
+    with pytest.raises(ValueError, match="layer_types"):
+        TEXT[architecture](bad)

@@ -46,7 +46,13 @@ SLOW = [
     (2, ["qwen3_vit_tiny/dp_shard", "qwen2_5_omni_vision_tiny/dp_shard", "qwen2_5_omni_vision_tiny/tp",
          "code2wav_tiny/dp_shard", "omni_thinker_mixed/tp", "qwen3_omni_thinker_mixed/tp", "moe_skew/tp"]),
     (2, ["qwen3_next/dp_shard", "qwen3_next/tp", "qwen3_next/ep"]),
+    (2, ["qwen3_5_vl/dp_shard", "qwen3_5_vl/tp", "qwen3_5_vl/ep"]),
 ]
+
+#: scenarios whose fp32 rounding exceeds TOL: the Gated DeltaNet's dt_bias / A_log gradients sum many cancelling
+#: terms (in one process their fp32 gradient is 8e-6 from float64); tensor parallel's other summation order
+#: leaves dt_bias 3.4e-5 from the one-process one
+LOOSER = {"qwen3_5_vl/tp": 1e-4}
 
 
 def _free_port() -> int:
@@ -128,7 +134,7 @@ def test_more_strategies_match_one_process(world: int, scenarios: list[str], tmp
     results = _launch(world, scenarios, tmp_path)
     for scenario in scenarios:
         # bf16 parameters (fp32 reduction) against the fp32 reference: bf16 rounding
-        _check(scenario, results[scenario], 5e-2 if "bf16" in scenario else TOL)
+        _check(scenario, results[scenario], 5e-2 if "bf16" in scenario else LOOSER.get(scenario, TOL))
     for name in ("moe_skew/dp_replicate_x_ep", "moe_skew/ep_x_tp", "moe_skew_compile/ep"):
         if name in results:  # every token routed to ep rank 0's experts
             assert results[name]["rows_received_per_ep_rank"][1] == 0, (name, results[name])

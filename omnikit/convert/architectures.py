@@ -68,8 +68,8 @@ BUILTIN_MODULES: dict[str, str] = {
     "Qwen3NextForCausalLM": "omnikit.convert.hub_qwen3_next",
     "Qwen3_5ForCausalLM": "omnikit.convert.hub_qwen3_next",
     "Qwen3_5MoeForCausalLM": "omnikit.convert.hub_qwen3_next",
-    "Qwen3_5ForConditionalGeneration": "omnikit.convert.hub_qwen3_next",
-    "Qwen3_5MoeForConditionalGeneration": "omnikit.convert.hub_qwen3_next",
+    "Qwen3_5ForConditionalGeneration": "omnikit.convert.hub_qwen3_5_vl",
+    "Qwen3_5MoeForConditionalGeneration": "omnikit.convert.hub_qwen3_5_vl",
 }
 
 #: Attribute :func:`load_hf` sets on the models it returns (a :class:`HubOrigin`).

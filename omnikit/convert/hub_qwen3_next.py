@@ -12,36 +12,38 @@ layer (softmax router, top-k renormalised) with a sigmoid-gated shared expert, p
 tensors on disk stacked into omnikit's grouped experts.
 
 The published Qwen3.5 checkpoints are vision-language (``Qwen3_5ForConditionalGeneration``,
-``Qwen3_5MoeForConditionalGeneration``): their language model loads as part ``"text_model"`` (named
-explicitly; ``model.language_model.*`` and ``lm_head``, config from ``text_config``); the vision tower
-is not modelled yet, so no other part exists.
+``Qwen3_5MoeForConditionalGeneration``): :mod:`omnikit.convert.hub_qwen3_5_vl` registers them on the
+functions of this module.
 
 Not modelled: the multi-token-prediction head. Its ``mtp.*`` tensors are skipped by an explicit
 rule on load and not written back. Qwen3.5 text checkpoints load from transformers' layout
 (``model.layers.*``, what ``Qwen3_5ForCausalLM.save_pretrained`` writes); M-RoPE sections are
 ignored for text (equal t/h/w ids make M-RoPE the 1-D rotary).
 
-The config translation is one function per direction: :func:`hybrid_config` (``config.json`` ->
-:class:`HybridConfig`) and :func:`hf_config` (:class:`HybridConfig` and MoE settings -> ``config.json``).
+The config translation is declarative: one :class:`~omnikit.convert.configmap.ConfigMap` per architecture for
+the language model (:data:`TEXT`, read and written) and one for its MoE layer (:data:`MOE`).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from torch import nn
 
 from omnikit.convert.architectures import Config, Part, register_architecture
-from omnikit.convert.hub_qwen import lm_key_map, sparse_layers
+from omnikit.convert.configmap import ConfigMap, Constant, Convert, Derived, Field, Fixed, Refuse, Same
+from omnikit.convert.hub_qwen import SHARED_MOE, lm_key_map, sparse_layers
 from omnikit.convert.inputs import text_inputs
-from omnikit.convert.keymap import Fuse, KeyMap, Rename, Skip, StackExperts
+from omnikit.convert.keymap import Fuse, KeyMap, Rename, Skip
 from omnikit.layers.hybrid import HybridConfig, HybridDecoder
 from omnikit.models.language_model import CausalLM
 from omnikit.moe.layer import MoE, MoEConfig
 from omnikit.utils.checks import OmnikitValueError
 
-__all__ = ["ARCHITECTURES", "VISION_LANGUAGE", "hf_config", "hybrid_config", "hybrid_key_map", "moe_config"]
+__all__ = ["ARCHITECTURES", "MOE", "TEXT", "build_text", "export_text_config", "hf_config", "hybrid_config",
+           "hybrid_key_map", "text_key_map"]
 
 #: architecture -> (``model_type``, DeltaNet projection layout, MoE MLPs).
 ARCHITECTURES: dict[str, tuple[str, str, bool]] = {
@@ -50,100 +52,106 @@ ARCHITECTURES: dict[str, tuple[str, str, bool]] = {
     "Qwen3_5MoeForCausalLM": ("qwen3_5_moe_text", "split", True),
 }
 
-#: Vision-language architecture -> the text architecture of its language model.
-VISION_LANGUAGE: dict[str, str] = {
-    "Qwen3_5ForConditionalGeneration": "Qwen3_5ForCausalLM",
-    "Qwen3_5MoeForConditionalGeneration": "Qwen3_5MoeForCausalLM",
-}
-
 #: Deepest name below ``mtp.`` in published checkpoints (``layers.0.mlp.experts.7.up_proj.weight``) plus room.
 _MTP_DEPTH = 9
 
 
-def _full_attention_interval(config: Config) -> int:
-    """The ``n`` of ``layer_types`` (full attention at ``i % n == n - 1``); ValueError for another pattern."""
-    depth = config["num_hidden_layers"]
-    types = config.get("layer_types")
-    interval = config.get("full_attention_interval", 4)
-    if types is None:
-        return interval
-    full = [i for i, kind in enumerate(types) if kind == "full_attention"]
-    interval = full[0] + 1 if full else depth + 1
-    expected = ["full_attention" if i % interval == interval - 1 else "linear_attention" for i in range(depth)]
-    if list(types) != expected:
-        raise OmnikitValueError(
-            f"`layer_types` expected full attention every n-th layer (n = {interval}) but got {types}"
-        )
-    return interval
+@dataclass(frozen=True)
+class _LayerPattern:
+    """Config-map rule: ``full_attention_interval`` <- ``layer_types`` (full attention every ``n``-th layer,
+    ``i % n == n - 1``; any other pattern raises ``ValueError``) or, without it, the ``full_attention_interval``
+    key (default 4); written as ``layer_types`` alone. Reads ``depth`` from the rules before it."""
+
+    def read(self, config: Config, fields: dict[str, Any]) -> None:
+        depth, types = fields["depth"], config.get("layer_types")
+        if types is None:
+            fields["full_attention_interval"] = config.get("full_attention_interval", 4)
+            return
+        full = [i for i, kind in enumerate(types) if kind == "full_attention"]
+        interval = full[0] + 1 if full else depth + 1
+        if list(types) != _pattern(interval, depth):
+            raise OmnikitValueError(
+                f"`layer_types` expected full attention every n-th layer (n = {interval}) but got {types}"
+            )
+        fields["full_attention_interval"] = interval
+
+    def write(self, values: dict[str, Any], out: Config) -> bool:
+        out["layer_types"] = _pattern(values["full_attention_interval"], values["depth"])
+        return True
+
+
+def _pattern(interval: int, depth: int) -> list[str]:
+    return ["full_attention" if i % interval == interval - 1 else "linear_attention" for i in range(depth)]
+
+
+def _text_map(architecture: str) -> ConfigMap:
+    """The :class:`HybridConfig` <-> ``config.json`` map of ``architecture``'s language model."""
+    model_type, projection, moe = ARCHITECTURES[architecture]
+    # MoE models may omit the dense width (then no layer is dense); a None width is not written
+    width = (Convert("mlp_hidden", "intermediate_size", lambda v, f: v, lambda v, f: v, None) if moe
+             else Field("mlp_hidden", "intermediate_size"))
+    return ConfigMap((
+        Refuse("hidden_act", ("silu",)), Refuse("rope_parameters.rope_type", ("default",)),
+        Constant("model_type", model_type), Field("dim", "hidden_size"), Field("depth", "num_hidden_layers"),
+        Field("num_heads", "num_attention_heads"),
+        Derived("num_kv_heads", "num_key_value_heads", lambda f: f["num_heads"]),
+        Derived("head_dim", "head_dim", lambda f: f["dim"] // f["num_heads"]),
+        Field("norm_eps", "rms_norm_eps", 1e-6), Field("vocab_size", "vocab_size"),
+        Field("tie_embeddings", "tie_word_embeddings", False, bool),
+        Field("qkv_bias", "attention_bias", False, bool), Same("out_bias", "qkv_bias"),
+        Field("rope_base", "rope_parameters.rope_theta", 10000.0, float, ("rope_theta",)),
+        Convert("rotary_dim", "rope_parameters.partial_rotary_factor", lambda v, f: int(f["head_dim"] * v),
+                lambda v, f: v / f["head_dim"], 0.25, ("partial_rotary_factor",)),
+        _LayerPattern(),
+        Field("linear_heads", "linear_num_key_heads"), Field("linear_head_dim", "linear_key_head_dim"),
+        Field("linear_v_heads", "linear_num_value_heads"), Field("conv_size", "linear_conv_kernel_dim", 4),
+        Constant("max_position_embeddings", 32768), Constant("dtype", "float32"),
+        Field("linear_v_head_dim", "linear_value_head_dim"), width,
+        Fixed("norm", "rmsnorm_zero_centered"), Fixed("qk_norm", True), Fixed("attn_output_gate", True),
+        Fixed("mlp", "swiglu"), Fixed("linear_projection", projection), Fixed("sliding_window", None),
+        Fixed("attention_chunk", None),
+    ), target=HybridConfig)
+
+
+#: architecture -> the map of its language model (``config.json`` <-> :class:`HybridConfig`).
+TEXT: dict[str, ConfigMap] = {name: _text_map(name) for name in ARCHITECTURES}
+#: architecture -> the map of its MoE layer: routed experts and a sigmoid-gated shared expert (Qwen3.5-MoE always
+#: renormalises the top-k weights and has no ``norm_topk_prob``).
+MOE: dict[str, ConfigMap] = {
+    "Qwen3NextForCausalLM": SHARED_MOE + ConfigMap((Constant("decoder_sparse_step", 1),)),
+    "Qwen3_5MoeForCausalLM": ConfigMap((
+        Field("dim", "hidden_size"), Field("num_experts", "num_experts"), Field("top_k", "num_experts_per_tok"),
+        Field("expert_hidden", "moe_intermediate_size"), Field("shared_hidden", "shared_expert_intermediate_size"),
+        Fixed("shared_gate", True), Fixed("normalize_weights", True),
+    ), target=MoEConfig),
+}
 
 
 def hybrid_config(config: Config, architecture: str) -> HybridConfig:
-    """The :class:`HybridConfig` of a Qwen3-Next / Qwen3.5 ``config.json`` (checked, not silently cast)."""
-    if config.get("hidden_act", "silu") != "silu":
-        raise OmnikitValueError(f"hidden_act {config.get('hidden_act')!r} is not supported; expected 'silu'")
-    rope = config.get("rope_parameters") or {}
-    if rope.get("rope_type", "default") != "default":
-        raise OmnikitValueError(f"rope_type {rope.get('rope_type')!r} is not supported; only 'default' rotary loads")
-    heads = config["num_attention_heads"]
-    head_dim = config.get("head_dim") or config["hidden_size"] // heads
-    factor = rope.get("partial_rotary_factor", config.get("partial_rotary_factor", 0.25))
-    bias = bool(config.get("attention_bias", False))
-    _, projection, moe = ARCHITECTURES[architecture]
-    return HybridConfig(
-        dim=config["hidden_size"], depth=config["num_hidden_layers"], num_heads=heads,
-        num_kv_heads=config.get("num_key_value_heads") or heads, head_dim=head_dim,
-        mlp_hidden=None if moe and "intermediate_size" not in config else config["intermediate_size"],
-        norm="rmsnorm_zero_centered", norm_eps=config.get("rms_norm_eps", 1e-6), qk_norm=True, qkv_bias=bias,
-        out_bias=bias, rope_base=float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),
-        rotary_dim=int(head_dim * factor), attn_output_gate=True, vocab_size=config["vocab_size"],
-        tie_embeddings=bool(config.get("tie_word_embeddings", False)),
-        linear_heads=config["linear_num_key_heads"], linear_head_dim=config["linear_key_head_dim"],
-        linear_v_heads=config["linear_num_value_heads"], linear_v_head_dim=config["linear_value_head_dim"],
-        full_attention_interval=_full_attention_interval(config), conv_size=config.get("linear_conv_kernel_dim", 4),
-        linear_projection=projection,
-    )
-
-
-def moe_config(config: Config) -> MoEConfig:
-    """The MoE layer of Qwen3-Next / Qwen3.5-MoE: routed experts plus a sigmoid-gated shared expert."""
-    return MoEConfig(
-        dim=config["hidden_size"], num_experts=config["num_experts"], top_k=config["num_experts_per_tok"],
-        expert_hidden=config["moe_intermediate_size"], normalize_weights=bool(config.get("norm_topk_prob", True)),
-        shared_hidden=config["shared_expert_intermediate_size"], shared_gate=True,
-    )
+    """The :class:`HybridConfig` of a Qwen3-Next / Qwen3.5 ``config.json`` (:data:`TEXT`)."""
+    return TEXT[architecture](config)
 
 
 def hf_config(config: HybridConfig, architecture: str, moe: MoEConfig | None = None,
-              sparse: list[int] | None = None) -> Config:
-    """The transformers ``config.json`` dict of a hybrid LM (``moe`` on the layers ``sparse``, all by default)."""
-    model_type, _, has_moe = ARCHITECTURES[architecture]
+              sparse: list[int] | None = None, text_map: ConfigMap | None = None) -> Config | None:
+    """The transformers ``config.json`` dict of a hybrid LM (``text_map``, default :data:`TEXT`, and :data:`MOE`;
+    ``moe`` on the layers ``sparse``), or None when ``config`` does not have the architecture's layout. Widths
+    left to their defaults are written as the model builds them."""
+    _, _, has_moe = ARCHITECTURES[architecture]
     head_dim = config.head_dim or config.dim // config.num_heads
-    interval = config.full_attention_interval
-    out: Config = {
-        "architectures": [architecture], "model_type": model_type, "hidden_size": config.dim,
-        "num_hidden_layers": config.depth, "num_attention_heads": config.num_heads,
-        "num_key_value_heads": config.num_kv_heads or config.num_heads, "head_dim": head_dim,
-        "rms_norm_eps": config.norm_eps, "vocab_size": config.vocab_size, "hidden_act": "silu",
-        "tie_word_embeddings": config.tie_embeddings, "attention_bias": config.qkv_bias,
-        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_base,
-                            "partial_rotary_factor": (config.rotary_dim or head_dim) / head_dim},
-        "layer_types": ["full_attention" if i % interval == interval - 1 else "linear_attention"
-                        for i in range(config.depth)],
-        "linear_num_key_heads": config.linear_heads or config.num_heads,
-        "linear_key_head_dim": config.linear_head_dim or config.dim // (config.linear_heads or config.num_heads),
-        "linear_num_value_heads": config.linear_v_heads or config.linear_heads or config.num_heads,
-        "linear_conv_kernel_dim": config.conv_size, "max_position_embeddings": 32768, "dtype": "float32",
-    }
-    out["linear_value_head_dim"] = config.linear_v_head_dim or out["linear_key_head_dim"]
-    if config.mlp_hidden is not None:
-        out["intermediate_size"] = config.mlp_hidden
-    if has_moe and moe is not None:
-        out.update(num_experts=moe.num_experts, num_experts_per_tok=moe.top_k,
-                   moe_intermediate_size=moe.expert_hidden, shared_expert_intermediate_size=moe.shared_hidden)
-        if architecture == "Qwen3NextForCausalLM":
-            dense = [i for i in range(config.depth) if sparse is not None and i not in sparse]
-            out.update(norm_topk_prob=moe.normalize_weights, decoder_sparse_step=1, mlp_only_layers=dense)
-    return out
+    linear_heads = config.linear_heads or config.num_heads
+    key_dim = config.linear_head_dim or config.dim // linear_heads
+    config = replace(config, num_kv_heads=config.num_kv_heads or config.num_heads, head_dim=head_dim,
+                     rotary_dim=config.rotary_dim or head_dim, linear_heads=linear_heads, linear_head_dim=key_dim,
+                     linear_v_heads=config.linear_v_heads or linear_heads,
+                     linear_v_head_dim=config.linear_v_head_dim or key_dim)
+    text = (TEXT[architecture] if text_map is None else text_map).write(config)
+    experts = MOE[architecture].write(moe) if has_moe and moe is not None else {}
+    if text is None or experts is None:
+        return None
+    if experts and architecture == "Qwen3NextForCausalLM":
+        experts["mlp_only_layers"] = [i for i in range(config.depth) if sparse is not None and i not in sparse]
+    return {"architectures": [architecture], **text, **experts}
 
 
 def _mtp_skips() -> tuple[Skip, ...]:
@@ -183,42 +191,53 @@ def hybrid_key_map(config: HybridConfig, expert_hidden: int = 0) -> KeyMap:
     )) + lm_key_map(config, expert_hidden)
 
 
-def _build(architecture: str) -> Any:
-    def build(config: Config) -> nn.Module:
-        cfg = hybrid_config(config, architecture)
-        if not ARCHITECTURES[architecture][2]:
-            return CausalLM(cfg)
-        sparse, moe = set(sparse_layers(config)), moe_config(config)
-        return CausalLM(cfg, lambda i: MoE(moe) if i in sparse else "swiglu")
+def build_text(config: Config, architecture: str, lm: Callable[..., CausalLM] = CausalLM,
+               cfg: HybridConfig | None = None) -> CausalLM:
+    """``lm(cfg, mlp_factory)`` of a hybrid ``config.json`` (``cfg``: its :class:`HybridConfig`, read from it
+    when not given): MoE MLPs on the sparse layers of the MoE architectures."""
+    cfg = hybrid_config(config, architecture) if cfg is None else cfg
+    if not ARCHITECTURES[architecture][2]:
+        return lm(cfg, None)
+    sparse, moe = set(sparse_layers(config)), MOE[architecture](config)
+    return lm(cfg, lambda i: MoE(moe) if i in sparse else "swiglu")
 
-    return build
+
+def text_key_map(config: Config, architecture: str) -> KeyMap:
+    """:func:`hybrid_key_map` of a hybrid ``config.json``."""
+    return hybrid_key_map(hybrid_config(config, architecture), config.get("moe_intermediate_size", 0))
+
+
+def _build(architecture: str) -> Any:
+    return lambda config: build_text(config, architecture)
 
 
 def _key_map(architecture: str) -> Any:
-    def key_map(config: Config) -> KeyMap:
-        return hybrid_key_map(hybrid_config(config, architecture), config.get("moe_intermediate_size", 0))
+    return lambda config: text_key_map(config, architecture)
 
-    return key_map
+
+def export_text_config(model: nn.Module, architecture: str, text_map: ConfigMap | None = None) -> Config | None:
+    """The ``config.json`` dict of a hybrid LM of ``architecture``'s layout (its language model written by
+    ``text_map``, default :data:`TEXT`), or None when ``model`` does not have it."""
+    if not isinstance(model, CausalLM) or not isinstance(model.decoder, HybridDecoder):
+        return None
+    cfg = model.config
+    moes = [i for i, b in enumerate(model.decoder.blocks) if isinstance(b.mlp, MoE)]
+    matches = bool(moes) == ARCHITECTURES[architecture][2]  # the maps check the rest of the layout
+    moe = model.decoder.blocks[moes[0]].mlp.config if moes else None
+    if moe is not None:  # one shared-expert MoE everywhere it is; 3.5-MoE: in every layer
+        same = all(model.decoder.blocks[i].mlp.config == moe for i in moes)
+        matches = matches and same and moe.shared_hidden > 0 and (
+            architecture == "Qwen3NextForCausalLM" or len(moes) == cfg.depth)
+    return hf_config(cfg, architecture, moe, moes, text_map) if matches else None
 
 
 def _export(architecture: str) -> Any:
     """``save_hf`` of a hybrid LM built without ``load_hf`` (a preset): its config when it matches."""
-    _, projection, has_moe = ARCHITECTURES[architecture]
 
     def export(model: nn.Module) -> Config | None:
-        if not isinstance(model, CausalLM) or not isinstance(model.decoder, HybridDecoder):
+        if not isinstance(model, CausalLM) or model.config.mrope_sections is not None:
             return None
-        cfg = model.config
-        moes = [i for i, b in enumerate(model.decoder.blocks) if isinstance(b.mlp, MoE)]
-        matches = (cfg.linear_projection == projection and cfg.norm == "rmsnorm_zero_centered" and cfg.qk_norm
-                   and cfg.attn_output_gate and cfg.qkv_bias == cfg.out_bias and cfg.mlp == "swiglu"
-                   and cfg.mrope_sections is None and bool(moes) == has_moe)
-        moe = model.decoder.blocks[moes[0]].mlp.config if moes else None
-        if moe is not None:  # one gated-shared-expert MoE everywhere it is; 3.5-MoE: every layer, renormalised
-            same = all(model.decoder.blocks[i].mlp.config == moe for i in moes)
-            matches = matches and same and moe.shared_gate and moe.shared_hidden > 0 and (
-                architecture == "Qwen3NextForCausalLM" or (len(moes) == cfg.depth and moe.normalize_weights))
-        return hf_config(cfg, architecture, moe, moes) if matches else None
+        return export_text_config(model, architecture)
 
     return export
 
@@ -230,37 +249,3 @@ for _name in ARCHITECTURES:
         default_part="text_model",
     )
 
-
-def _text_config(config: Config) -> Config:
-    """The language model's ``config.json`` values inside a vision-language config."""
-    text = config.get("text_config")
-    if not isinstance(text, dict):
-        raise OmnikitValueError("a Qwen3.5 vision-language config expected a `text_config` mapping")
-    return {**text, "tie_word_embeddings": config.get("tie_word_embeddings", text.get("tie_word_embeddings", False))}
-
-
-def _under_language_model(key_map: KeyMap) -> KeyMap:
-    """``key_map`` with its ``model.*`` checkpoint names moved to ``model.language_model.*`` (``lm_head`` stays)."""
-    def move(name: str | None) -> str | None:
-        return "model.language_model." + name[len("model."):] if name and name.startswith("model.") else name
-
-    rules = []
-    for rule in key_map.rules:
-        if isinstance(rule, (Rename, Skip)):
-            rule = replace(rule, theirs=move(rule.theirs))
-        elif isinstance(rule, (Fuse, StackExperts)):
-            rule = replace(rule, theirs=tuple(move(t) for t in rule.theirs))
-        rules.append(rule)
-    return KeyMap(tuple(rules))
-
-
-def _language_model_part(text: str) -> Part:
-    def key_map(config: Config) -> KeyMap:
-        return _under_language_model(_key_map(text)(_text_config(config)))
-
-    return Part(lambda c: _build(text)(_text_config(c)), key_map, owns=("model.language_model.", "lm_head."),
-                inputs=text_inputs)
-
-
-for _name, _text in VISION_LANGUAGE.items():
-    register_architecture(_name, parts={"text_model": _language_model_part(_text)})

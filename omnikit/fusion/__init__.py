@@ -24,6 +24,7 @@ from omnikit.fusion.omni_speech import SpeakingOmni, SpeechOutput
 from omnikit.fusion.omni_thinker import OmniThinker
 from omnikit.fusion.qwen2_5_omni_speech import Qwen2_5OmniSpeech
 from omnikit.fusion.qwen3_5_omni import QWEN3_5_OMNI, HybridOmniThinker, Qwen3_5OmniSpeech
+from omnikit.fusion.qwen3_5_vl import Qwen3_5VL
 from omnikit.fusion.qwen3_omni_speech import Qwen3OmniSpeech
 from omnikit.fusion.qwen3_omni_thinker import Qwen3OmniThinker
 from omnikit.fusion.recipes import RECIPES, apply_recipe, parameter_groups
@@ -98,6 +99,7 @@ __all__ = [
     "Qwen3OmniThinker",
     "Qwen3TalkerScores",
     "Qwen3_5OmniSpeech",
+    "Qwen3_5VL",
     "ResampledAdapter",
     "Sampling",
     "SpeakingOmni",

@@ -108,13 +108,22 @@ class OmniPrompt:
         return self._wrap("audio", [self.model.text_model.media_tokens.audio] * self._audio_tokens(frames, mel))
 
     def video(self, frames: int, height: int, width: int, *, seconds_per_step: float = 1.0,
-              audio_frames: int = 0, clip: torch.Tensor | None = None, mel: torch.Tensor | None = None) -> OmniPrompt:
+              audio_frames: int = 0, clip: torch.Tensor | None = None, mel: torch.Tensor | None = None,
+              step_text: int = 0) -> OmniPrompt:
         """A clip of ``frames`` frames (``clip (frames, C, H, W)``, normalised, or random); ``audio_frames > 0``
         gives it a soundtrack of that many mel frames (``mel`` or random), interleaved in time with the
-        video tokens (batches then need ``use_audio_in_video``)."""
+        video tokens (batches then need ``use_audio_in_video``). ``step_text > 0`` writes every temporal step
+        as its own run between markers after that many text ids (the timestamps of the Qwen3-VL / Qwen3.5
+        processors)."""
+        if step_text and audio_frames:
+            raise OmnikitValueError("`step_text` (one run per video step) cannot be combined with `audio_frames`")
         grid = self._visual("video", frames, height, width, seconds_per_step, None if clip is None else clip[None])
         self.seconds.append(seconds_per_step)
         tokens = self.model.text_model.media_tokens
+        if step_text:
+            for _ in range(grid.t):
+                self.text(step_text)._wrap("vision", [tokens.video] * (grid.h * grid.w))
+            return self
         if not audio_frames:
             return self._wrap("vision", [tokens.video] * grid.num_tokens)
         self.soundtracks += 1
@@ -171,19 +180,25 @@ def collate_prompts(
 
 def contract_prompts(model: OmniThinker, lengths: Sequence[int], *, seed: int = 0) -> list[OmniPrompt]:
     """The contract's items: item ``b`` holds ``lengths[b]`` text ids around its media. Item 0: two images,
-    an audio clip and a video; every other item: one image and a shorter audio clip (other sizes)."""
+    an audio clip and a video; every other item: one image and a shorter audio clip (other sizes). A model
+    without an audio encoder gets no audio clips."""
     g = torch.Generator().manual_seed(seed)
     c = model.vision_encoder.config
     unit = c.patch[1] * c.merge_size  # pixels per merged token
+    hears = model.audio_encoder is not None
     prompts = []
     for b, n in enumerate(lengths):
         head, mid = n // 3, n // 3
         prompt = OmniPrompt(model, generator=g).text(head)
         if b == 0:
-            prompt.image(2 * unit, 3 * unit).text(mid).audio(30).image(unit, unit)
-            prompt.video(4, 2 * unit, 2 * unit, seconds_per_step=0.5)
+            prompt.image(2 * unit, 3 * unit).text(mid)
+            if hears:
+                prompt.audio(30)
+            prompt.image(unit, unit).video(4, 2 * unit, 2 * unit, seconds_per_step=0.5)
         else:
-            prompt.image(2 * unit, unit).text(mid).audio(17 + b)
+            prompt.image(2 * unit, unit).text(mid)
+            if hears:
+                prompt.audio(17 + b)
         prompts.append(prompt.text(n - head - mid))
     return prompts
 

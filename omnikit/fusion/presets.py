@@ -18,20 +18,28 @@ from omnikit.fusion.deepstack_thinker import DeepstackThinker
 from omnikit.fusion.modality import MediaTokens
 from omnikit.fusion.omni_thinker import OmniThinker
 from omnikit.fusion.qwen3_5_omni import QWEN3_5_OMNI, HybridOmniThinker, Qwen3_5OmniSpeech
+from omnikit.fusion.qwen3_5_vl import Qwen3_5VL
 from omnikit.fusion.qwen3_omni_speech import Qwen3SpeechIds
 from omnikit.fusion.qwen3_omni_thinker import Qwen3OmniThinker
 from omnikit.fusion.thinker import Thinker
 from omnikit.fusion.tmrope import QWEN2_5_OMNI, QWEN3_OMNI
 from omnikit.layers.decoder import DecoderConfig
-from omnikit.models.presets import QWEN3_5_35B_A3B, QWEN3_5_35B_A3B_EXPERTS, QWEN3_NEXT_TINY, qwen3_next_parts
+from omnikit.models.presets import (
+    QWEN3_5_9B,
+    QWEN3_5_35B_A3B,
+    QWEN3_5_35B_A3B_EXPERTS,
+    QWEN3_NEXT_TINY,
+    qwen3_next_parts,
+)
 from omnikit.moe import MoE, MoEConfig
 from omnikit.registry import configure, create_model, register_model
 from omnikit.speech.omni_talker import OmniTalker, OmniTalkerConfig
 from omnikit.speech.qwen3_omni_talker import Qwen3OmniTalker, Qwen3OmniTalkerConfig
+from omnikit.vision.qwen3_vit import Qwen3ViT
 
 __all__ = ["QWEN_MEDIA_TOKENS", "TINY_OMNI_MARKERS", "TINY_OMNI_TOKENS", "qwen2_5_omni_7b_talker",
-           "qwen2_5_omni_7b_thinker", "qwen2_5_omni_talker_tiny", "qwen2_5_omni_thinker_tiny", "qwen3_5_omni_35b_a3b",
-           "qwen3_5_omni_tiny",
+           "qwen2_5_omni_7b_thinker", "qwen2_5_omni_talker_tiny", "qwen2_5_omni_thinker_tiny", "qwen3_5_9b_vl",
+           "qwen3_5_35b_a3b_vl", "qwen3_5_omni_35b_a3b", "qwen3_5_omni_tiny", "qwen3_5_vl_tiny",
            "qwen3_omni_30b_a3b_talker", "qwen3_omni_30b_a3b_thinker", "qwen3_omni_thinker_tiny"]
 
 #: Qwen2.5-Omni placeholder ids (image, video, audio); Qwen3-Omni's audio id is 151675.
@@ -133,6 +141,62 @@ def qwen3_omni_thinker_tiny(**overrides: Any) -> Qwen3OmniThinker:
     return Qwen3OmniThinker(text, audio_encoder=audio,
                             vision_encoder=create_model("qwen3_vit_tiny", out_dim=config.dim, deepstack_indexes=(0, 1)),
                             scheme=replace(QWEN3_OMNI, sections=(2, 1, 1)), marker_tokens=TINY_OMNI_MARKERS)
+
+
+def _qwen3_5_vl(name: str, overrides: dict[str, Any], experts: tuple[int, int, int] | None, vision: Qwen3ViT,
+                tokens: MediaTokens, markers: dict[str, int], **values: Any) -> Qwen3_5VL:
+    """A Qwen3.5 vision-language model: the hybrid text model of ``values``
+    (:func:`~omnikit.models.presets.qwen3_next_parts`) with interleaved M-RoPE, read through ``tokens`` by the
+    ``vision`` tower; overrides apply to the text model."""
+    text = Thinker(*qwen3_next_parts(name, overrides, experts, mrope_interleaved=True, **values), media_tokens=tokens)
+    return Qwen3_5VL(text, vision_encoder=vision, marker_tokens=markers)
+
+
+#: Qwen3.5's placeholder and marker ids (transformers' config defaults).
+QWEN3_5_TOKENS = MediaTokens(image=248056, video=248057)
+_QWEN3_5_MARKERS = {"vision_start_token_id": 248053, "vision_end_token_id": 248054}
+
+
+def _qwen3_5_vision(out_dim: int) -> Qwen3ViT:
+    """The Qwen3.5 vision tower at transformers' ``Qwen3_5VisionConfig`` defaults (an assumption, see the
+    presets), without deepstack mergers."""
+    return create_model("qwen3_vit_omni_30b_a3b", deepstack_indexes=(), out_dim=out_dim)
+
+
+@register_model(kind="omni", modalities=("text", "image", "video"))
+def qwen3_5_9b_vl(**overrides: Any) -> Qwen3_5VL:
+    """Qwen3.5-9B-style vision-language model (build on ``device="meta"``): the ``qwen3_5_9b`` text model with
+    interleaved M-RoPE 11/11/10 on its 64 rotary dims, and a vision tower at transformers'
+    ``Qwen3_5VisionConfig`` defaults (1152 x 27, 16 heads, MLP 4304, (2, 16, 16) patches, 48x48 positions)
+    merging to 4096. The tower values are assumptions: no published ``config.json`` was readable here."""
+    return _qwen3_5_vl(
+        "qwen3_5_9b_vl", overrides, None, _qwen3_5_vision(4096), QWEN3_5_TOKENS, _QWEN3_5_MARKERS,
+        mrope_sections=(11, 11, 10), **QWEN3_5_9B,
+    )
+
+
+@register_model(kind="omni", modalities=("text", "image", "video"))
+def qwen3_5_35b_a3b_vl(**overrides: Any) -> Qwen3_5VL:
+    """Qwen3.5-35B-A3B-style vision-language model (build on ``device="meta"``): the ``qwen3_5_35b_a3b`` MoE
+    text model with interleaved M-RoPE 11/11/10, and the vision tower of :func:`qwen3_5_9b_vl` merging to 2048
+    (the same assumptions)."""
+    return _qwen3_5_vl(
+        "qwen3_5_35b_a3b_vl", overrides, QWEN3_5_35B_A3B_EXPERTS, _qwen3_5_vision(2048), QWEN3_5_TOKENS,
+        _QWEN3_5_MARKERS, mrope_sections=(11, 11, 10), **QWEN3_5_35B_A3B,
+    )
+
+
+@register_model(kind="omni", modalities=("text", "image", "video"))
+def qwen3_5_vl_tiny(**overrides: Any) -> Qwen3_5VL:
+    """A tiny Qwen3.5 vision-language model: the ``qwen3_5_tiny`` layout (4 hybrid layers of width 32, dense
+    SwiGLU) with 12 rotary dims under interleaved M-RoPE 3/2/1, vocabulary 64 (placeholders 60/61, markers
+    62/63), read by the tiny vision tower (no deepstack). Overrides apply to the text model."""
+    values = {**QWEN3_NEXT_TINY, "rotary_dim": 12}
+    return _qwen3_5_vl(
+        "qwen3_5_vl_tiny", overrides, None, create_model("qwen3_vit_tiny", out_dim=32),
+        MediaTokens(image=60, video=61), {"vision_start_token_id": 62, "vision_end_token_id": 63},
+        mlp_hidden=48, mrope_sections=(3, 2, 1), **values,
+    )
 
 
 @register_model(kind="talker", modalities=("text", "speech"))

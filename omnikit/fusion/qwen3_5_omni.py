@@ -34,12 +34,21 @@ from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError, check_tensor
 from omnikit.vision.patch_grids import Grid
 
-__all__ = ["QWEN3_5_OMNI", "HybridOmniThinker", "OmniSpeechScores", "Qwen3_5OmniSpeech"]
+__all__ = ["QWEN3_5_OMNI", "HybridOmniThinker", "OmniSpeechScores", "Qwen3_5OmniSpeech", "check_hybrid_thinker"]
 
 #: Qwen3-Omni's TMRoPE timing (13 ids/s, fractional, token-by-token audio-in-video interleave) on Qwen3.5's
 #: interleaved M-RoPE sections 11/11/10, which cover the 64 rotary dims of its 256-wide heads (an assumption:
 #: Qwen3.5-Omni's scheme is not public here).
 QWEN3_5_OMNI = dataclasses.replace(QWEN3_OMNI, sections=(11, 11, 10))
+
+
+def check_hybrid_thinker(text_model: object) -> None:
+    """Raise unless ``text_model`` is a :class:`Thinker` built on a :class:`HybridConfig`."""
+    if not isinstance(text_model, Thinker) or not isinstance(text_model.config, HybridConfig):
+        raise OmnikitTypeError(
+            f"`text_model` expected a Thinker built on a HybridConfig but got {type(text_model).__name__} "
+            f"with {type(getattr(text_model, 'config', None)).__name__}"
+        )
 
 
 class HybridOmniThinker(OmniThinker):
@@ -51,11 +60,7 @@ class HybridOmniThinker(OmniThinker):
     def __init__(self, text_model: Thinker, **towers: Any) -> None:
         """``towers``: :class:`OmniThinker`'s keywords (``audio_encoder``, ``vision_encoder``, ``scheme``,
         ``marker_tokens``)."""
-        if not isinstance(text_model, Thinker) or not isinstance(text_model.config, HybridConfig):
-            raise OmnikitTypeError(
-                f"`text_model` expected a Thinker built on a HybridConfig but got {type(text_model).__name__} "
-                f"with {type(getattr(text_model, 'config', None)).__name__}"
-            )
+        check_hybrid_thinker(text_model)
         deepstack = getattr(getattr(towers.get("vision_encoder"), "config", None), "deepstack_indexes", ())
         if deepstack:
             raise OmnikitValueError(

@@ -54,6 +54,13 @@ class Thinker(CausalLM):
         self.media_tokens = media_tokens or MediaTokens()
         self.bidirectional_media = bidirectional_media  # causality then comes from the mask built in forward
 
+    @property
+    def cache_length(self) -> int:
+        """Positions held in the stream's KV caches (0 outside a stream; a hybrid decoder's first
+        attention block counts them, its linear blocks keep fixed-size states)."""
+        attn = next((block.attn for block in self.decoder.blocks if hasattr(block, "attn")), None)
+        return 0 if attn is None else attn.cache_length
+
     def _bidirectional_mask(self, input_ids, key_padding_mask, cu_seqlens) -> torch.Tensor:
         cached = self.decoder.cache_length
         batch, length = input_ids.shape

@@ -92,6 +92,8 @@ def tower_modules(model: nn.Module) -> dict[str, str]:
         elif isinstance(module, OmniThinker):
             for attr, label in (("audio_encoder", "audio"), ("vision_encoder", "vision")):
                 encoder = getattr(module, attr)
+                if encoder is None:  # a Thinker without this tower (Qwen3.5: no audio)
+                    continue
                 mark(_join(name, attr), encoder, label)
                 for part in _projector_parts(encoder):
                     mark(_join(name, f"{attr}.{part}"), encoder.get_submodule(part), "projector")

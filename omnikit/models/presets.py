@@ -13,6 +13,7 @@ from omnikit.moe.layer import MoE, MoEConfig
 from omnikit.registry import configure, register_model
 
 __all__ = [
+    "QWEN3_5_9B",
     "QWEN3_5_35B_A3B",
     "QWEN3_5_35B_A3B_EXPERTS",
     "QWEN3_NEXT_TINY",
@@ -134,6 +135,11 @@ def qwen3_next_80b_a3b(**overrides: Any) -> CausalLM:
     )
 
 
+#: Qwen3.5-9B's text model (see :func:`qwen3_5_9b`).
+QWEN3_5_9B = dict(dim=4096, depth=32, num_heads=16, num_kv_heads=4, head_dim=256, rotary_dim=64, rope_base=1e7,
+                  mlp_hidden=12288, vocab_size=248320, **_PUBLISHED_DELTANET)
+
+
 @register_model(kind="decoder", modalities=("text",))
 def qwen3_5_9b(**overrides: Any) -> CausalLM:
     """Qwen3.5-9B-style text model (build on ``device="meta"``): the values transformers'
@@ -141,10 +147,7 @@ def qwen3_5_9b(**overrides: Any) -> CausalLM:
     every 4th layer (16 q / 4 kv heads of 256), Gated DeltaNet (16 qk / 32 v heads of 128, split
     projections), SwiGLU 12288, vocab 248320. Rope theta 1e7 is an assumption (no published
     ``config.json`` was readable here)."""
-    return _qwen3_next_lm(
-        "qwen3_5_9b", overrides, None, dim=4096, depth=32, num_heads=16, num_kv_heads=4, head_dim=256,
-        rotary_dim=64, rope_base=1e7, mlp_hidden=12288, vocab_size=248320, **_PUBLISHED_DELTANET,
-    )
+    return _qwen3_next_lm("qwen3_5_9b", overrides, None, **QWEN3_5_9B)
 
 
 def _gemma4_pattern(depth: int, period: int) -> tuple[str, ...]:
