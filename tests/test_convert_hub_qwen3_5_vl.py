@@ -220,7 +220,7 @@ def test_bad_layouts_are_refused():
         Qwen3_5VL(model.text_model, vision_encoder=create_model("qwen3_vit_tiny", out_dim=32, deepstack_indexes=(0,)))
     with pytest.raises(ValueError, match="out_dim"):
         Qwen3_5VL(model.text_model, vision_encoder=create_model("qwen3_vit_tiny", out_dim=16))
-    with pytest.raises(ValueError, match="attention_mask=None"):
+    with pytest.raises(ValueError, match="`attention_mask` expected None"):
         model.text_model.decoder(torch.zeros(1, 3, 32), attention_mask=torch.ones(1, 1, 3, 3, dtype=torch.bool))
     from omnikit.convert.hub_qwen3_5_vl import text_config
 
