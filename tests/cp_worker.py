@@ -93,8 +93,7 @@ def run(case: str, sizes: dict[str, int]) -> dict:
         count = targets.numel()
         ref_loss = (reference(inputs) - targets).square().sum() / count
         parallelize(model, mesh)
-        local_tg = data_shard(targets, mesh)[:, index]
-        local = (model(data_shard(inputs, mesh)[:, index], positions=index) - local_tg).square().sum()
+        logits = model(data_shard(inputs, mesh)[:, index], positions=index)  # hidden states here
     elif case == "thinker":  # media split at the shard boundary, positions sliced per shard
         inputs, features, positions = thinker_inputs(inputs)
         ref_loss = token_losses(reference(inputs, features=features, positions=positions), targets) / count
@@ -109,13 +108,13 @@ def run(case: str, sizes: dict[str, int]) -> dict:
         ref_loss = token_losses(reference(inputs), targets) / count
         parallelize(model, mesh)
         logits = model(data_shard(inputs, mesh)[:, index], positions=index)
-    out_rel = 0.0
-    if case != "hybrid":  # the prefill: each rank's logits are the one-process logits at its positions
-        local = token_losses(logits, data_shard(targets, mesh)[:, index])
-        with torch.no_grad():
-            ref = reference(inputs, features=features, positions=positions) if case == "thinker" else reference(inputs)
-        want_out = data_shard(ref, mesh)[:, index]
-        out_rel = float((logits.detach() - want_out).norm() / want_out.norm())
+    # the prefill: each rank's outputs are the one-process outputs at its positions
+    local_targets = data_shard(targets, mesh)[:, index]
+    local = (logits - local_targets).square().sum() if case == "hybrid" else token_losses(logits, local_targets)
+    with torch.no_grad():
+        ref = reference(inputs, features=features, positions=positions) if case == "thinker" else reference(inputs)
+    want_out = data_shard(ref, mesh)[:, index]
+    out_rel = float((logits.detach() - want_out).norm() / want_out.norm())
     ref_loss.backward()
     shards = data_ranks * mesh["cp"].size()  # FSDP averages the gradients over these ranks
     (local * shards / count).backward()
