@@ -31,7 +31,7 @@ TOL = 1e-5
 #: the state in a different association order, measures 1.3e-5 at most (dt_bias, cp 4).
 HYBRID_GRAD_TOL = 1e-4
 LAUNCHES = {
-    2: ["dense/cp", "moe/cp", "thinker/cp", "hybrid/cp"],
+    2: ["dense/cp", "moe/cp", "thinker/cp", "hybrid/cp", "omni/cp"],
     4: ["dense/cp4", "dense/dp_shard_x_cp", "moe/dp_shard_x_cp", "thinker/dp_shard_x_cp", "hybrid/cp4",
         "hybrid/dp_shard_x_cp"],
 }
@@ -104,19 +104,43 @@ def test_context_parallel_delta_net_refuses_what_it_cannot_split() -> None:
         layer(torch.randn(1, 3, 16))
 
 
+def save_published_thinker(out_dir: Path) -> bool:
+    """A tiny random transformers Qwen2.5-Omni Thinker saved in shards, and processor inputs of two unpadded
+    24-token rows (row 0: image placeholders at 4-9 and audio at 14-20, across the shard boundaries 6 and 18 at
+    cp 2; row 1: audio at 3-6, image at 11-16), for the worker's ``omni`` case. False without transformers."""
+    try:
+        from test_convert_hub_qwen2_5_omni import THINKER, Prompt, randomise
+        from transformers.models.qwen2_5_omni import configuration_qwen2_5_omni, modeling_qwen2_5_omni
+    except ImportError:
+        return False
+    torch.manual_seed(0)
+    config = configuration_qwen2_5_omni.Qwen2_5OmniThinkerConfig(**THINKER)
+    randomise(modeling_qwen2_5_omni.Qwen2_5OmniThinkerForConditionalGeneration(config)).save_pretrained(
+        out_dir / "omni_thinker", max_shard_size="40KB")
+    prompt = Prompt(7)
+    prompt.rows.append(prompt.text(3) + prompt.image(16, 24) + prompt.text(2) + prompt.audio(30) + prompt.text(2))
+    prompt.rows.append(prompt.text(2) + prompt.audio(17) + prompt.text(1) + prompt.image(24, 16) + prompt.text(7))
+    batch = prompt.batch()
+    assert batch.pop("attention_mask").all() and batch["input_ids"].shape == (2, 24)
+    torch.save(batch, out_dir / "omni_batch.pt")
+    return True
+
+
 @pytest.mark.parametrize("world", sorted(LAUNCHES))
 def test_cp_equals_one_process(world: int, tmp_path: Path) -> None:
-    """Dense and MoE decoders, an M-RoPE Thinker whose audio item crosses the shard boundary and the
+    """Dense and MoE decoders, an M-RoPE Thinker whose audio item crosses the shard boundary, the published
+    Qwen2.5-Omni Thinker (load_hf; its image and audio items cross shard boundaries; cp 2) and the
     hybrid Gated DeltaNet + attention MoE stack (its state passed across the ranks; at cp 4 a piece is 2 steps,
     shorter than the convolution's 3-step history), cp over 2 and 4 ranks and dp_shard x cp (FSDP over both)."""
+    names = [n for n in LAUNCHES[world] if not n.startswith("omni/") or save_published_thinker(tmp_path)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
-        [sys.executable, str(WORKER), str(world), str(_free_port()), str(tmp_path), *LAUNCHES[world]],
+        [sys.executable, str(WORKER), str(world), str(_free_port()), str(tmp_path), *names],
         env=env, capture_output=True, text=True, timeout=240, cwd=Path(__file__).parents[1],
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads((tmp_path / f"cp_{world}.json").read_text())
-    for name in LAUNCHES[world]:
+    for name in names:
         result = results[name]
         assert "error" not in result, f"{name}: {result.get('error')}"
         grad_tol = HYBRID_GRAD_TOL if name.startswith("hybrid") else TOL

@@ -33,15 +33,20 @@ padding masks, packed sequences and sliding windows under cp.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 
+from omnikit.fusion.omni import FusedInputs
+from omnikit.fusion.omni_thinker import OmniThinker
 from omnikit.layers.attention import Attention
 from omnikit.layers.decoder import Decoder
 from omnikit.layers.hybrid import HybridDecoder
 from omnikit.layers.linear_attention import GatedDeltaNet, gated_delta_rule_transition
+from omnikit.outputs import EncoderOutput
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
 
 __all__ = ["ContextParallel", "apply_context_parallel", "cp_media_rows", "cp_positions"]
@@ -74,6 +79,19 @@ def cp_media_rows(placeholders: torch.Tensor, index: torch.Tensor) -> torch.Tens
     return row[:, index][placeholders[:, index]]
 
 
+def _packed(value: object, modality: str) -> torch.Tensor:
+    """Media tokens as ``(N, D)`` rows, item after item (an encoder's padded output without its padding)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if not isinstance(value, EncoderOutput):
+        raise OmnikitTypeError(
+            f"context parallel splits media given as (N, D) tokens or an EncoderOutput but `{modality}` is a "
+            f"{type(value).__name__}"
+        )
+    hidden, lengths = value.hidden_states, value.lengths.to(value.hidden_states.device)
+    return hidden[torch.arange(hidden.shape[1], device=hidden.device) < lengths[:, None]]
+
+
 class _Gather(torch.autograd.Function):
     """All-gather along ``dim`` (rank order: ``(..., T, ...)`` -> ``(..., cp * T, ...)``); backward:
     all-reduce the gathered gradient and keep this rank's slice."""
@@ -102,6 +120,19 @@ class ContextParallel:
     def local_positions(self, length: int) -> torch.Tensor:
         """This rank's global positions when each rank holds ``length``."""
         return cp_positions(length * self.size, (self.rank, self.size))
+
+    def shard_fused(
+        self, input_ids: torch.Tensor, fused: FusedInputs, placeholders: dict[str, int]
+    ) -> tuple[torch.Tensor, FusedInputs]:
+        """An :class:`~omnikit.fusion.OmniThinker`'s whole prompt ``input_ids (B, T)`` and its fused inputs ->
+        this rank's positions of both: ids, TMRoPE ids and the media tokens whose ``placeholders`` (id per
+        modality) fall there (:func:`cp_media_rows`)."""
+        index = self.local_positions(input_ids.shape[1] // self.size).to(input_ids.device)
+        media = {name: _packed(value, name)[cp_media_rows(input_ids == placeholders[name], index)]
+                 for name, value in fused.media.items()}
+        padding = None if fused.key_padding_mask is None else fused.key_padding_mask[:, index]
+        return input_ids[:, index], dataclasses.replace(fused, media=media, positions=fused.positions[..., index],
+                                                        key_padding_mask=padding)
 
     def _pieces(self, local: torch.Tensor) -> list[torch.Tensor]:
         """``local (2B, ...)`` (this rank's two pieces of each of ``B`` sequences, rows ``2b, 2b + 1``) ->
@@ -170,4 +201,7 @@ def apply_context_parallel(model: nn.Module, mesh: DeviceMesh) -> nn.Module:
         for module in decoder.modules():
             if isinstance(module, (Attention, GatedDeltaNet)):
                 module.context_parallel = hook
+    for module in model.modules():
+        if isinstance(module, OmniThinker):
+            module.context_parallel = hook
     return model
