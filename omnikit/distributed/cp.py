@@ -111,8 +111,11 @@ class _Gather(torch.autograd.Function):
 
 
 class ContextParallel:
-    """An :class:`~omnikit.layers.Attention` hook: gathers every cp rank's keys and values and masks
-    them by global position (set as ``attention.context_parallel`` by :func:`apply_context_parallel`)."""
+    """The ``context_parallel`` hook :func:`apply_context_parallel` sets: an :class:`~omnikit.layers.Attention`
+    gathers every cp rank's keys and values and masks them by global position (:meth:`gather`), a
+    :class:`~omnikit.layers.linear_attention.GatedDeltaNet` passes its state (:meth:`conv_history`,
+    :meth:`delta_rule`), an :class:`~omnikit.fusion.OmniThinker` keeps this rank's share of its prompt
+    (:meth:`shard_fused`)."""
 
     def __init__(self, mesh: DeviceMesh) -> None:
         self.group, self.rank, self.size = mesh.get_group(), mesh.get_local_rank(), mesh.size()
@@ -127,7 +130,7 @@ class ContextParallel:
         """An :class:`~omnikit.fusion.OmniThinker`'s whole prompt ``input_ids (B, T)`` and its fused inputs ->
         this rank's positions of both: ids, TMRoPE ids and the media tokens whose ``placeholders`` (id per
         modality) fall there (:func:`cp_media_rows`)."""
-        index = self.local_positions(input_ids.shape[1] // self.size).to(input_ids.device)
+        index = cp_positions(input_ids.shape[1], (self.rank, self.size)).to(input_ids.device)
         media = {name: _packed(value, name)[cp_media_rows(input_ids == placeholders[name], index)]
                  for name, value in fused.media.items()}
         padding = None if fused.key_padding_mask is None else fused.key_padding_mask[:, index]
@@ -172,7 +175,7 @@ class ContextParallel:
             entering.append(state)
             add, linear = piece.split([d_v, piece.shape[-1] - d_v], dim=-1)
             state = linear @ state + add
-        return o0 + (basis @ self._mine(entering).to(basis.dtype)).to(o0.dtype)
+        return (o0 + basis @ self._mine(entering)).to(v.dtype)
 
     def gather(
         self, k: torch.Tensor, v: torch.Tensor, causal: bool
@@ -192,7 +195,8 @@ def apply_context_parallel(model: nn.Module, mesh: DeviceMesh) -> nn.Module:
     """Hook every attention layer of every :class:`~omnikit.layers.Decoder` and
     :class:`~omnikit.layers.hybrid.HybridDecoder` in ``model`` to the ``cp`` mesh (encoder towers keep
     attending within their own inputs) and every Gated DeltaNet layer, which then passes its state
-    across the ranks. Returns ``model``."""
+    across the ranks; an :class:`~omnikit.fusion.OmniThinker` in ``model`` then takes whole prompts and
+    returns this rank's positions. Returns ``model``."""
     decoders = [m for m in model.modules() if isinstance(m, (Decoder, HybridDecoder))]
     if not decoders:
         raise OmnikitTypeError(f"`model` ({type(model).__name__}) has no decoder whose attention 'cp' could split")

@@ -238,15 +238,16 @@ def gated_delta_rule_transition(
     of them.
 
     Returns:
-        ``(o0 (B, H, T, d_v), basis (B, H, T, d_k), final (B, H, d_k, d_v), transition (B, H, d_k, d_k))``
-        with ``basis_t = P_t^T q_t`` and ``transition = P_T``: the outputs for an entering state ``S_in``
-        are ``o0 + basis @ S_in`` and the state leaving is ``transition @ S_in + final``.
+        ``(o0 (B, H, T, d_v), basis (B, H, T, d_k), final (B, H, d_k, d_v), transition (B, H, d_k, d_k))``,
+        all float32, with ``basis_t = P_t^T q_t`` and ``transition = P_T``: the outputs for an entering
+        state ``S_in`` are ``o0 + basis @ S_in`` and the state leaving is ``transition @ S_in + final``.
     """
     batch, heads, _, d_k = k.shape
     d_v = v.shape[-1]
     eye = torch.eye(d_k, device=k.device).expand(batch, heads, d_k, d_k)
     initial = torch.cat((eye.new_zeros(batch, heads, d_k, d_v), eye), dim=-1)
-    out, state = gated_delta_rule(q, k, F.pad(v, (0, d_k)), g, beta, initial, chunk_size=chunk_size, backend=backend)
+    out, state = gated_delta_rule(q, k, F.pad(v.float(), (0, d_k)), g, beta, initial, chunk_size=chunk_size,
+                                  backend=backend)
     o0, basis = out.split([d_v, d_k], dim=-1)
     final, transition = state.split([d_v, d_k], dim=-1)
     return o0, basis, final, transition
