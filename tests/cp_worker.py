@@ -22,6 +22,7 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 
 import omnikit
+from omnikit.convert import load_hf
 from omnikit.distributed import build_mesh, data_parallel_coords, data_shard, parallelize
 from omnikit.distributed.cp import cp_media_rows, cp_positions
 from omnikit.fusion import MediaTokens, Thinker
@@ -56,7 +57,9 @@ def thinker_inputs(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     return ids, features, torch.stack((t, t // 2, (t * 3) % 5))
 
 
-def build(case: str) -> nn.Module:
+def build(case: str, out_dir: str) -> nn.Module:
+    if case == "omni":  # the tiny random Qwen2.5-Omni Thinker checkpoint the test saved
+        return load_hf(Path(out_dir, "omni_thinker"))
     if case == "thinker":
         return MediaThinker()
     if case == "hybrid":
@@ -77,45 +80,50 @@ def full_grads(model: nn.Module) -> dict[str, torch.Tensor]:
             for n, p in model.named_parameters() if p.grad is not None}
 
 
-def run(case: str, sizes: dict[str, int]) -> dict:
+def run(case: str, sizes: dict[str, int], out_dir: str) -> dict:
     torch.manual_seed(0)
-    model = build(case)
+    model = build(case, out_dir)
     reference = copy.deepcopy(model)
     mesh = build_mesh("cpu", **sizes)
     _, data_ranks = data_parallel_coords(mesh)
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, VOCAB, (2 * data_ranks, LENGTH + 1), generator=g)
     inputs, targets = ids[:, :-1], ids[:, 1:]
-    count = targets.numel()
     index = cp_positions(LENGTH, mesh["cp"])
     if case == "hybrid":  # embeddings in, a squared error against random targets
         inputs, targets = (torch.randn(2 * data_ranks, LENGTH, 32, generator=g) for _ in "xy")
-        count = targets.numel()
-        ref_loss = (reference(inputs) - targets).square().sum() / count
+        ref_out = reference(inputs)
         parallelize(model, mesh)
-        local_tg = data_shard(targets, mesh)[:, index]
-        local = (model(data_shard(inputs, mesh)[:, index], positions=index) - local_tg).square().sum()
+        out = model(data_shard(inputs, mesh)[:, index], positions=index)  # hidden states here
     elif case == "thinker":  # media split at the shard boundary, positions sliced per shard
         inputs, features, positions = thinker_inputs(inputs)
-        ref_loss = token_losses(reference(inputs, features=features, positions=positions), targets) / count
+        ref_out = reference(inputs, features=features, positions=positions)
         mine = data_shard(inputs, mesh)
         first = data_parallel_coords(mesh)[0] * mine.shape[0]  # this shard's first item in the batch
         before = int((inputs[:first] == AUDIO).sum())
         rows = before + cp_media_rows(mine == AUDIO, index)
         local_pos = positions[:, first : first + mine.shape[0]][..., index]
         parallelize(model, mesh)
-        logits = model(mine[:, index], features=features[rows], positions=local_pos)
-    else:
-        ref_loss = token_losses(reference(inputs), targets) / count
+        out = model(mine[:, index], features=features[rows], positions=local_pos)
+    elif case == "omni":  # processor inputs whose image and audio items cross shard boundaries (cp only)
+        media = torch.load(Path(out_dir, "omni_batch.pt"))
+        inputs = media.pop("input_ids")
+        targets = torch.randint(0, model.output_dim, inputs.shape, generator=g)
+        index = cp_positions(inputs.shape[1], mesh["cp"])
+        ref_out = reference(inputs, **media)
         parallelize(model, mesh)
-        logits = model(data_shard(inputs, mesh)[:, index], positions=index)
-    out_rel = 0.0
-    if case != "hybrid":  # the prefill: each rank's logits are the one-process logits at its positions
-        local = token_losses(logits, data_shard(targets, mesh)[:, index])
-        with torch.no_grad():
-            ref = reference(inputs, features=features, positions=positions) if case == "thinker" else reference(inputs)
-        want_out = data_shard(ref, mesh)[:, index]
-        out_rel = float((logits.detach() - want_out).norm() / want_out.norm())
+        out = model(inputs, **media)  # the whole prompt in, this rank's positions out
+    else:
+        ref_out = reference(inputs)
+        parallelize(model, mesh)
+        out = model(data_shard(inputs, mesh)[:, index], positions=index)
+    count = targets.numel()
+    loss = (lambda o, t: (o - t).square().sum()) if case == "hybrid" else token_losses
+    ref_loss = loss(ref_out, targets) / count
+    local = loss(out, data_shard(targets, mesh)[:, index])
+    # the prefill: each rank's outputs are the one-process outputs at its positions
+    want_out = data_shard(ref_out.detach(), mesh)[:, index]
+    out_rel = float((out.detach() - want_out).norm() / want_out.norm())
     ref_loss.backward()
     shards = data_ranks * mesh["cp"].size()  # FSDP averages the gradients over these ranks
     (local * shards / count).backward()
@@ -132,11 +140,11 @@ def run(case: str, sizes: dict[str, int]) -> dict:
     }
 
 
-def guarded(name: str) -> dict:
+def guarded(name: str, out_dir: str) -> dict:
     """One scenario's result, or its traceback (the test fails on it); every rank then meets at a barrier."""
     case, mesh_name = name.split("/")
     try:
-        return run(case, MESHES[mesh_name])
+        return run(case, MESHES[mesh_name], out_dir)
     except Exception:
         return {"error": traceback.format_exc()}
     finally:
@@ -147,7 +155,7 @@ def worker(rank: int, world: int, port: int, out_dir: str, names: list[str]) -> 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world, init_method=f"tcp://127.0.0.1:{port}",
                             timeout=timedelta(seconds=60))
-    results = {name: guarded(name) for name in names}
+    results = {name: guarded(name, out_dir) for name in names}
     if rank == 0:
         Path(out_dir, f"cp_{world}.json").write_text(json.dumps(results, indent=1))
     dist.destroy_process_group()

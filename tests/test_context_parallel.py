@@ -16,16 +16,24 @@ import omnikit
 from omnikit.distributed.cp import apply_context_parallel, cp_media_rows, cp_positions
 from omnikit.distributed.mesh import check_mesh
 from omnikit.layers import Attention
+from omnikit.layers.linear_attention import (
+    GatedDeltaNet,
+    gated_delta_rule_recurrent,
+    gated_delta_rule_transition,
+    l2_normalize,
+)
 
 WORKER = Path(__file__).with_name("cp_worker.py")
 TOL = 1e-5
-#: The Gated DeltaNet's A_log gradient is tiny (norm ~1e-5) and computed in float32 inside the layer whatever
-#: the model's dtype: in ONE process, the sum of its gradients over the 4 shards' positions differs from the
-#: gradient of the whole loss by 2.7e-5 (relative), so cp (which sums exactly those parts) gets the same.
+#: The Gated DeltaNet's A_log and dt_bias gradients are tiny (norm ~1e-5), sums of cancelling terms computed in
+#: float32 inside the layer whatever the model's dtype: in ONE process, the sum of A_log's gradients over the 4
+#: shards' positions differs from the gradient of the whole loss by 2.7e-5 (relative); cp, which also passes
+#: the state in a different association order, measures 1.3e-5 at most (dt_bias, cp 4).
 HYBRID_GRAD_TOL = 1e-4
 LAUNCHES = {
-    2: ["dense/cp", "moe/cp", "thinker/cp", "hybrid/cp"],
-    4: ["dense/cp4", "dense/dp_shard_x_cp", "moe/dp_shard_x_cp", "thinker/dp_shard_x_cp", "hybrid/cp4"],
+    2: ["dense/cp", "moe/cp", "thinker/cp", "hybrid/cp", "omni/cp"],
+    4: ["dense/cp4", "dense/dp_shard_x_cp", "moe/dp_shard_x_cp", "thinker/dp_shard_x_cp", "hybrid/cp4",
+        "hybrid/dp_shard_x_cp"],
 }
 
 
@@ -73,18 +81,66 @@ def test_unsupported_combinations_are_refused() -> None:
         attn(torch.randn(1, 4, 16), key_padding_mask=torch.ones(1, 4, dtype=torch.bool))
 
 
+def test_delta_rule_piece_is_affine_in_its_entering_state() -> None:
+    """What the DeltaNet layers pass between ranks: one run from a zero state gives the piece's outputs and
+    final state for any entering state (7 steps in chunks of 3: a padded last chunk)."""
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 3, 7, 4, generator=g), l2_normalize(torch.randn(2, 3, 7, 4, generator=g))
+    v, entering = torch.randn(2, 3, 7, 5, generator=g), torch.randn(2, 3, 4, 5, generator=g)
+    decay, beta = -torch.rand(2, 3, 7, generator=g), torch.rand(2, 3, 7, generator=g)
+    want_out, want_state = gated_delta_rule_recurrent(q, k, v, decay, beta, entering)
+    out0, basis, final, transition = gated_delta_rule_transition(q, k, v, decay, beta, chunk_size=3, backend="torch")
+    assert transition.shape == (2, 3, 4, 4)
+    torch.testing.assert_close(out0 + basis @ entering, want_out, rtol=0, atol=1e-5)
+    torch.testing.assert_close(transition @ entering + final, want_state, rtol=0, atol=1e-5)
+
+
+def test_context_parallel_delta_net_refuses_what_it_cannot_split() -> None:
+    layer = GatedDeltaNet(16, 2)
+    layer.context_parallel = object()
+    with pytest.raises(ValueError, match="takes no padding mask"):
+        layer(torch.randn(1, 4, 16), key_padding_mask=torch.ones(1, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="two equal pieces but got length 3"):
+        layer(torch.randn(1, 3, 16))
+
+
+def save_published_thinker(out_dir: Path) -> bool:
+    """A tiny random transformers Qwen2.5-Omni Thinker saved in shards, and processor inputs of two unpadded
+    24-token rows (row 0: image placeholders at 4-9 and audio at 14-20, across the shard boundaries 6 and 18 at
+    cp 2; row 1: audio at 3-6, image at 11-16), for the worker's ``omni`` case. False without transformers."""
+    try:
+        from test_convert_hub_qwen2_5_omni import THINKER, Prompt, randomise
+        from transformers.models.qwen2_5_omni import configuration_qwen2_5_omni, modeling_qwen2_5_omni
+    except ImportError:
+        return False
+    torch.manual_seed(0)
+    config = configuration_qwen2_5_omni.Qwen2_5OmniThinkerConfig(**THINKER)
+    randomise(modeling_qwen2_5_omni.Qwen2_5OmniThinkerForConditionalGeneration(config)).save_pretrained(
+        out_dir / "omni_thinker", max_shard_size="40KB")
+    prompt = Prompt(7)
+    prompt.rows.append(prompt.text(3) + prompt.image(16, 24) + prompt.text(2) + prompt.audio(30) + prompt.text(2))
+    prompt.rows.append(prompt.text(2) + prompt.audio(17) + prompt.text(1) + prompt.image(24, 16) + prompt.text(7))
+    batch = prompt.batch()
+    assert batch.pop("attention_mask").all() and batch["input_ids"].shape == (2, 24)
+    torch.save(batch, out_dir / "omni_batch.pt")
+    return True
+
+
 @pytest.mark.parametrize("world", sorted(LAUNCHES))
 def test_cp_equals_one_process(world: int, tmp_path: Path) -> None:
-    """Dense and MoE decoders, an M-RoPE Thinker whose audio item crosses the shard boundary and the
-    hybrid Gated DeltaNet + attention MoE stack, cp over 2 and 4 ranks and dp_shard x cp (FSDP over both)."""
+    """Dense and MoE decoders, an M-RoPE Thinker whose audio item crosses the shard boundary, the published
+    Qwen2.5-Omni Thinker (load_hf; its image and audio items cross shard boundaries; cp 2) and the
+    hybrid Gated DeltaNet + attention MoE stack (its state passed across the ranks; at cp 4 a piece is 2 steps,
+    shorter than the convolution's 3-step history), cp over 2 and 4 ranks and dp_shard x cp (FSDP over both)."""
+    names = [n for n in LAUNCHES[world] if not n.startswith("omni/") or save_published_thinker(tmp_path)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
-        [sys.executable, str(WORKER), str(world), str(_free_port()), str(tmp_path), *LAUNCHES[world]],
+        [sys.executable, str(WORKER), str(world), str(_free_port()), str(tmp_path), *names],
         env=env, capture_output=True, text=True, timeout=240, cwd=Path(__file__).parents[1],
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads((tmp_path / f"cp_{world}.json").read_text())
-    for name in LAUNCHES[world]:
+    for name in names:
         result = results[name]
         assert "error" not in result, f"{name}: {result.get('error')}"
         grad_tol = HYBRID_GRAD_TOL if name.startswith("hybrid") else TOL

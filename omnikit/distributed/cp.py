@@ -16,23 +16,37 @@ positions, so outputs, loss and gradients equal one process::
 
 Each rank then holds the keys/values of the whole sequence in one layer at a time (activations and
 everything else scale with ``T / cp``). The gradient of a gathered key/value reaches its rank by an
-all-reduce (gloo has no reduce-scatter). The Gated DeltaNet layers of the hybrid stack gather their
-input and run the exact recurrence over the whole sequence on every rank, keeping their own
-positions (simple and exact; a state passed rank to rank, which would split that layer's work too,
-is not implemented). Not supported: padding masks, packed sequences and sliding windows under cp.
+all-reduce (gloo has no reduce-scatter).
+
+The Gated DeltaNet layers of the hybrid stack pass their state instead. Rank ``r``'s input is two
+pieces of the sequence, ``r`` and ``2 * cp - 1 - r`` of the ``2 * cp``, each already in natural order
+(the load balance reorders whole pieces, never the tokens inside one), so the layer runs them as
+two batch items. Each piece's recurrence is affine in the state entering it (``S_out = P S_in + B``,
+:func:`~omnikit.layers.linear_attention.gated_delta_rule_transition`): every rank computes ``(P, B)``
+of its pieces from a zero state in parallel, the ``(d_k, d_k + d_v)`` pairs are all-gathered, every
+rank combines them in natural order (``2 * cp`` small products) into the states entering its own
+pieces and corrects its outputs (``o = o0 + basis @ S_in``). The short causal convolution reads the
+last ``conv_size - 1`` inputs of the pieces before, gathered the same way. Both gathers are
+differentiable, so each layer's work, activations and gradients split over the ranks. Not supported:
+padding masks, packed sequences and sliding windows under cp.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 
+from omnikit.fusion.omni import FusedInputs
+from omnikit.fusion.omni_thinker import OmniThinker
 from omnikit.layers.attention import Attention
 from omnikit.layers.decoder import Decoder
 from omnikit.layers.hybrid import HybridDecoder
-from omnikit.layers.linear_attention import GatedDeltaNet
+from omnikit.layers.linear_attention import GatedDeltaNet, gated_delta_rule_transition
+from omnikit.outputs import EncoderOutput
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError
 
 __all__ = ["ContextParallel", "apply_context_parallel", "cp_media_rows", "cp_positions"]
@@ -65,27 +79,43 @@ def cp_media_rows(placeholders: torch.Tensor, index: torch.Tensor) -> torch.Tens
     return row[:, index][placeholders[:, index]]
 
 
-class _GatherSequence(torch.autograd.Function):
-    """All-gather along dim 2 (``(B, H, T, D)`` -> ``(B, H, cp * T, D)``, rank order); backward:
+def _packed(value: object, modality: str) -> torch.Tensor:
+    """Media tokens as ``(N, D)`` rows, item after item (an encoder's padded output without its padding)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if not isinstance(value, EncoderOutput):
+        raise OmnikitTypeError(
+            f"context parallel splits media given as (N, D) tokens or an EncoderOutput but `{modality}` is a "
+            f"{type(value).__name__}"
+        )
+    hidden, lengths = value.hidden_states, value.lengths.to(value.hidden_states.device)
+    return hidden[torch.arange(hidden.shape[1], device=hidden.device) < lengths[:, None]]
+
+
+class _Gather(torch.autograd.Function):
+    """All-gather along ``dim`` (rank order: ``(..., T, ...)`` -> ``(..., cp * T, ...)``); backward:
     all-reduce the gathered gradient and keep this rank's slice."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
-        ctx.group, ctx.rank, ctx.length = group, dist.get_rank(group), x.shape[2]
+    def forward(ctx, x: torch.Tensor, group: dist.ProcessGroup, dim: int) -> torch.Tensor:
+        ctx.group, ctx.rank, ctx.dim, ctx.length = group, dist.get_rank(group), dim, x.shape[dim]
         parts = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
         dist.all_gather(parts, x.contiguous(), group=group)
-        return torch.cat(parts, dim=2)
+        return torch.cat(parts, dim=dim)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         grad = grad.contiguous()
         dist.all_reduce(grad, group=ctx.group)
-        return grad.narrow(2, ctx.rank * ctx.length, ctx.length), None
+        return grad.narrow(ctx.dim, ctx.rank * ctx.length, ctx.length), None, None
 
 
 class ContextParallel:
-    """An :class:`~omnikit.layers.Attention` hook: gathers every cp rank's keys and values and masks
-    them by global position (set as ``attention.context_parallel`` by :func:`apply_context_parallel`)."""
+    """The ``context_parallel`` hook :func:`apply_context_parallel` sets: an :class:`~omnikit.layers.Attention`
+    gathers every cp rank's keys and values and masks them by global position (:meth:`gather`), a
+    :class:`~omnikit.layers.linear_attention.GatedDeltaNet` passes its state (:meth:`conv_history`,
+    :meth:`delta_rule`), an :class:`~omnikit.fusion.OmniThinker` keeps this rank's share of its prompt
+    (:meth:`shard_fused`)."""
 
     def __init__(self, mesh: DeviceMesh) -> None:
         self.group, self.rank, self.size = mesh.get_group(), mesh.get_local_rank(), mesh.size()
@@ -94,18 +124,58 @@ class ContextParallel:
         """This rank's global positions when each rank holds ``length``."""
         return cp_positions(length * self.size, (self.rank, self.size))
 
-    def gather_sequence(self, module: nn.Module, args: tuple) -> tuple:
-        """Forward pre-hook of a linear-attention layer: its input ``(B, T, dim)`` becomes every rank's,
-        in global order, so each rank runs the exact recurrence over the whole sequence."""
-        x, *rest = args
-        gathered = _GatherSequence.apply(x.unsqueeze(1), self.group).squeeze(1)
-        total = x.shape[1] * self.size
-        order = torch.cat([cp_positions(total, (r, self.size)) for r in range(self.size)]).argsort()
-        return (gathered[:, order.to(x.device)], *rest)
+    def shard_fused(
+        self, input_ids: torch.Tensor, fused: FusedInputs, placeholders: dict[str, int]
+    ) -> tuple[torch.Tensor, FusedInputs]:
+        """An :class:`~omnikit.fusion.OmniThinker`'s whole prompt ``input_ids (B, T)`` and its fused inputs ->
+        this rank's positions of both: ids, TMRoPE ids and the media tokens whose ``placeholders`` (id per
+        modality) fall there (:func:`cp_media_rows`)."""
+        index = cp_positions(input_ids.shape[1], (self.rank, self.size)).to(input_ids.device)
+        media = {name: _packed(value, name)[cp_media_rows(input_ids == placeholders[name], index)]
+                 for name, value in fused.media.items()}
+        padding = None if fused.key_padding_mask is None else fused.key_padding_mask[:, index]
+        return input_ids[:, index], dataclasses.replace(fused, media=media, positions=fused.positions[..., index],
+                                                        key_padding_mask=padding)
 
-    def keep_local(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
-        """Forward hook after :meth:`gather_sequence`: this rank's positions of the output."""
-        return out[:, self.local_positions(out.shape[1] // self.size).to(out.device)]
+    def _pieces(self, local: torch.Tensor) -> list[torch.Tensor]:
+        """``local (2B, ...)`` (this rank's two pieces of each of ``B`` sequences, rows ``2b, 2b + 1``) ->
+        every rank's pieces, gathered, as ``2 * cp`` tensors ``(B, ...)`` in natural order."""
+        pairs = local.unflatten(0, (-1, 2))
+        every = _Gather.apply(pairs.unsqueeze(0), self.group, 0)  # (cp, B, 2, ...)
+        return [every[j, :, 0] if j < self.size else every[2 * self.size - 1 - j, :, 1] for j in range(2 * self.size)]
+
+    def _mine(self, per_piece: list[torch.Tensor]) -> torch.Tensor:
+        """Natural-order per-piece values ``(B, ...)`` -> this rank's two, as ``(2B, ...)``."""
+        return torch.stack((per_piece[self.rank], per_piece[2 * self.size - 1 - self.rank]), dim=1).flatten(0, 1)
+
+    def conv_history(self, u: torch.Tensor, width: int) -> torch.Tensor:
+        """The ``width`` inputs ``(2B, C, width)`` before each of this rank's pieces ``u (2B, C, L)`` of
+        the short causal convolution (zeros before the sequence), from the pieces before them."""
+        tail = min(width, u.shape[-1])
+        pieces = self._pieces(u[..., u.shape[-1] - tail:])
+        seen = [u.new_zeros(*pieces[0].shape[:-1], width)]
+        histories = []
+        for piece in pieces:
+            histories.append(torch.cat(seen, dim=-1)[..., -width:] if width else seen[0])
+            seen.append(piece)
+        return self._mine(histories)
+
+    def delta_rule(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor,
+                   *, chunk_size: int, backend: str) -> torch.Tensor:
+        """The gated delta rule over this rank's pieces (rows ``(2B, H, L, ...)``, arguments of
+        :func:`~omnikit.layers.linear_attention.gated_delta_rule`) continuing the state from the pieces
+        before each: outputs ``(2B, H, L, d_v)``."""
+        o0, basis, final, transition = gated_delta_rule_transition(q, k, v, g, beta, chunk_size=chunk_size,
+                                                                   backend=backend)
+        d_v = final.shape[-1]
+        pieces = self._pieces(torch.cat((final, transition), dim=-1))
+        state = pieces[0].new_zeros(*pieces[0].shape[:-1], d_v)
+        entering = []
+        for piece in pieces:
+            entering.append(state)
+            add, linear = piece.split([d_v, piece.shape[-1] - d_v], dim=-1)
+            state = linear @ state + add
+        return (o0 + basis @ self._mine(entering)).to(v.dtype)
 
     def gather(
         self, k: torch.Tensor, v: torch.Tensor, causal: bool
@@ -113,7 +183,7 @@ class ContextParallel:
         """Local ``k``/``v`` ``(B, H_kv, T, D)`` -> all ranks' ``(B, H_kv, cp * T, D)`` and the mask
         ``(1, 1, T, cp * T)`` of which keys each local query sees (None when not causal)."""
         length = k.shape[2]
-        keys, values = _GatherSequence.apply(k, self.group), _GatherSequence.apply(v, self.group)
+        keys, values = _Gather.apply(k, self.group, 2), _Gather.apply(v, self.group, 2)
         if not causal:
             return keys, values, None
         q_pos = self.local_positions(length).to(k.device)
@@ -124,17 +194,18 @@ class ContextParallel:
 def apply_context_parallel(model: nn.Module, mesh: DeviceMesh) -> nn.Module:
     """Hook every attention layer of every :class:`~omnikit.layers.Decoder` and
     :class:`~omnikit.layers.hybrid.HybridDecoder` in ``model`` to the ``cp`` mesh (encoder towers keep
-    attending within their own inputs); a Gated DeltaNet layer gathers its input and keeps its own
-    positions of the output. Returns ``model``."""
+    attending within their own inputs) and every Gated DeltaNet layer, which then passes its state
+    across the ranks; an :class:`~omnikit.fusion.OmniThinker` in ``model`` then takes whole prompts and
+    returns this rank's positions. Returns ``model``."""
     decoders = [m for m in model.modules() if isinstance(m, (Decoder, HybridDecoder))]
     if not decoders:
         raise OmnikitTypeError(f"`model` ({type(model).__name__}) has no decoder whose attention 'cp' could split")
     hook = ContextParallel(mesh)
     for decoder in decoders:
         for module in decoder.modules():
-            if isinstance(module, Attention):
+            if isinstance(module, (Attention, GatedDeltaNet)):
                 module.context_parallel = hook
-            elif isinstance(module, GatedDeltaNet):
-                module.register_forward_pre_hook(hook.gather_sequence)
-                module.register_forward_hook(hook.keep_local)
+    for module in model.modules():
+        if isinstance(module, OmniThinker):
+            module.context_parallel = hook
     return model

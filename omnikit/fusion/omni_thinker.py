@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -99,6 +100,9 @@ class OmniThinker(nn.Module):
         self.scheme = scheme
         self.marker_tokens = dict(marker_tokens or {})
         self.run_absent_media = False
+        #: set by ``parallelize`` on a ``"cp"`` mesh (:class:`omnikit.distributed.cp.ContextParallel`): ``forward``
+        #: then takes the whole prompt and returns this rank's positions of it (``cp_positions``)
+        self.context_parallel: Any = None
 
     def parallel_plan(self) -> ParallelPlan:
         """Each media tower is an FSDP unit of its own."""
@@ -268,8 +272,12 @@ class OmniThinker(nn.Module):
         **inputs,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Logits ``(B, T, vocab)`` (and the final hidden states ``(B, T, D)`` with ``return_hidden``);
-        ``inputs`` are the media keywords of :meth:`fuse`."""
+        ``inputs`` are the media keywords of :meth:`fuse`. Under context parallel: the whole prompt in,
+        this rank's ``T / cp`` positions out (:func:`~omnikit.distributed.cp.cp_positions`)."""
         fused = self.fuse(input_ids, attention_mask, **inputs)
+        if self.context_parallel is not None:
+            placeholders = self.text_model.media_tokens.as_dict()
+            input_ids, fused = self.context_parallel.shard_fused(input_ids, fused, placeholders)
         return fused.with_absent(self.text_model(input_ids, media=fused.media, positions=fused.positions,
                                                  key_padding_mask=fused.key_padding_mask, return_hidden=return_hidden))
 

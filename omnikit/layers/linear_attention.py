@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,7 @@ __all__ = [
     "gated_delta_rule",
     "gated_delta_rule_chunked",
     "gated_delta_rule_recurrent",
+    "gated_delta_rule_transition",
     "l2_normalize",
     "resets_from_cu_seqlens",
 ]
@@ -216,6 +217,42 @@ def gated_delta_rule(
     return gated_delta_rule_chunked(q, k, v, g, beta, initial_state, chunk_size, resets)
 
 
+def gated_delta_rule_transition(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    *,
+    chunk_size: int = 64,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The gated delta rule over a piece of a sequence as an affine function of the state entering it.
+
+    Every step maps the state ``S (d_k, d_v)`` to ``alpha (I - beta k k^T) S + beta k v^T``: linear in
+    ``S`` from the left, and each of its columns evolves on its own. So over the piece (arguments of
+    :func:`gated_delta_rule_recurrent`, no initial state) ``S_t = P_t S_in + B_t`` and
+    ``o_t = o0_t + S_in^T P_t^T q_t``, where ``B_t, o0_t`` are the state and outputs from a zero state
+    and ``P_t`` the product of the steps' ``alpha (I - beta k k^T)``. One run of the rule on ``d_v + d_k``
+    columns (the values padded with ``d_k`` zero columns, the state starting at ``[0 | I]``) gives all
+    of them.
+
+    Returns:
+        ``(o0 (B, H, T, d_v), basis (B, H, T, d_k), final (B, H, d_k, d_v), transition (B, H, d_k, d_k))``,
+        all float32, with ``basis_t = P_t^T q_t`` and ``transition = P_T``: the outputs for an entering
+        state ``S_in`` are ``o0 + basis @ S_in`` and the state leaving is ``transition @ S_in + final``.
+    """
+    batch, heads, _, d_k = k.shape
+    d_v = v.shape[-1]
+    eye = torch.eye(d_k, device=k.device).expand(batch, heads, d_k, d_k)
+    initial = torch.cat((eye.new_zeros(batch, heads, d_k, d_v), eye), dim=-1)
+    out, state = gated_delta_rule(q, k, F.pad(v.float(), (0, d_k)), g, beta, initial, chunk_size=chunk_size,
+                                  backend=backend)
+    o0, basis = out.split([d_v, d_k], dim=-1)
+    final, transition = state.split([d_v, d_k], dim=-1)
+    return o0, basis, final, transition
+
+
 def _grouped_order(groups: int, sizes: list[int]) -> torch.Tensor:
     """Rows stored group by group, ``sizes`` parts per group (``[g0p0 g0p1 .. | g1p0 ..]``), in part-major
     order (``[g0p0 g1p0 .. | g0p1 g1p1 ..]``): ``(groups * sum(sizes),)`` int64 indices."""
@@ -328,6 +365,9 @@ class GatedDeltaNet(StreamingModule[GatedDeltaNetState]):
         self.dt_bias = nn.Parameter(torch.ones(num_v_heads))
         self.norm = RMSNorm(v_head_dim, norm_eps)
         self.out = nn.Linear(num_v_heads * v_head_dim, dim, bias=False)
+        #: set by ``parallelize`` on a ``"cp"`` mesh (:class:`omnikit.distributed.cp.ContextParallel`): the
+        #: input holds two pieces of the sequence, their entering states and convolution inputs come from it
+        self.context_parallel: Any = None
 
     def init_streaming_state(self, batch_size: int) -> GatedDeltaNetState:
         return GatedDeltaNetState(batch_size)
@@ -383,7 +423,12 @@ class GatedDeltaNet(StreamingModule[GatedDeltaNetState]):
                 out = out + weight[:, :, size - 1 - shift] * F.pad(u, (shift, 0))[..., :length] * same
             return out, None
         state = self.streaming_state
-        history = state.conv if state is not None and state.conv is not None else u.new_zeros(*u.shape[:2], size - 1)
+        if self.context_parallel is not None:
+            history = self.context_parallel.conv_history(u, size - 1)
+        elif state is not None and state.conv is not None:
+            history = state.conv
+        else:
+            history = u.new_zeros(*u.shape[:2], size - 1)
         buffer = torch.cat((history.to(u.dtype), u), dim=-1)
         return F.conv1d(buffer, weight, groups=weight.shape[0]), buffer[..., buffer.shape[-1] - (size - 1):]
 
@@ -396,8 +441,26 @@ class GatedDeltaNet(StreamingModule[GatedDeltaNetState]):
         projections, so they neither write to the state nor reach the convolution (left padding then
         equals the item run alone). ``cu_seqlens (N+1,)``: sequences packed along ``T`` of a batch-1
         input; the state and the convolution restart at each (offline only).
+
+        Under context parallel (``context_parallel`` set) ``x`` holds this rank's two pieces of every
+        sequence, each in natural order, one after the other (:func:`omnikit.distributed.cp.cp_positions`):
+        they run as two batch items whose entering states and convolution inputs come from the pieces
+        before them, on whichever rank those are.
         """
         check_tensor(x, "x", shape=("B", "T", self.dim), floating=True)
+        if self.context_parallel is not None:
+            if key_padding_mask is not None or cu_seqlens is not None or self.streaming_state is not None:
+                raise OmnikitValueError(
+                    "context parallel Gated DeltaNet takes no padding mask, packed sequences or stream"
+                )
+            if x.shape[1] % 2:
+                raise OmnikitValueError(f"context parallel `x` holds two equal pieces but got length {x.shape[1]}")
+            return self._forward(x.reshape(2 * x.shape[0], x.shape[1] // 2, self.dim)).reshape(x.shape)
+        return self._forward(x, key_padding_mask=key_padding_mask, cu_seqlens=cu_seqlens)
+
+    def _forward(
+        self, x: torch.Tensor, *, key_padding_mask: torch.Tensor | None = None, cu_seqlens: torch.Tensor | None = None
+    ) -> torch.Tensor:
         batch, length, _ = x.shape
         state = self.streaming_state
         if state is not None:
@@ -428,8 +491,11 @@ class GatedDeltaNet(StreamingModule[GatedDeltaNetState]):
         beta = b.float().transpose(1, 2).sigmoid()  # (B, H_v, T)
         g = -self.A_log.float().exp()[:, None] * F.softplus(a.float().transpose(1, 2) + self.dt_bias.float()[:, None])
         initial = None if state is None else state.recurrent
-        o, final = gated_delta_rule(q, k, v, g, beta, initial, chunk_size=self.chunk_size, backend=self.backend,
-                                    cu_seqlens=cu_seqlens)
+        if self.context_parallel is not None:
+            o = self.context_parallel.delta_rule(q, k, v, g, beta, chunk_size=self.chunk_size, backend=self.backend)
+        else:
+            o, final = gated_delta_rule(q, k, v, g, beta, initial, chunk_size=self.chunk_size, backend=self.backend,
+                                        cu_seqlens=cu_seqlens)
         if state is not None:
             state.update(final, conv_tail, length)
         o = self.norm(o.transpose(1, 2)) * F.silu(z)
