@@ -15,9 +15,11 @@ Rules (``theirs`` is a config.json key; ``"a.b"`` names key ``b`` of the sub-dic
   (``head_dim = hidden_size // num_attention_heads``); always written;
 - :class:`Refuse`: a config.json option omnikit does not model: any value outside ``allowed``
   raises ``ValueError`` naming the key (never ignored); writes ``allowed[0]``;
-- :class:`Fixed`: an omnikit field this architecture fixes (``qk_norm=True``); on write, a config
-  with another value does not fit the map; :class:`Same` ties a field to another one;
-- :class:`Constant`: a config.json key written with a constant (``model_type``), ignored on read;
+- :class:`Fixed`: an omnikit field this architecture fixes (``qk_norm=True``, or a function of the
+  fields read before it); on write, a config with another value does not fit the map; :class:`Same`
+  ties a field to another one;
+- :class:`Constant`: a config.json key written with a constant (``model_type``) or a function of the
+  omnikit fields, ignored on read;
 - :class:`Nested`: a sub-config (``text_config``; ``""``: the same dict) read by its own map into
   one omnikit field (a config that holds configs).
 
@@ -106,9 +108,9 @@ class Field:
 class Convert:
     """``ours = read_value(*config[theirs], fields)``, ``theirs = write_value(ours, fields)``: a field stored
     in another unit (``n_window_infer`` frames for omnikit's ``attn_window_chunks`` chunks) or in several
-    keys (``theirs`` a tuple, ``default`` one per key, ``write_value`` returning one value per key).
-    ``fallbacks`` are older spellings of a single key; a required field whose value is ``None`` does not
-    fit on write."""
+    keys (``theirs`` a tuple, ``default`` one per key, ``write_value`` returning one value per key); a
+    ``None`` written value leaves its key out. ``fallbacks`` are older spellings of a single key; a required
+    field whose value is ``None`` does not fit on write."""
 
     ours: str
     theirs: str | tuple[str, ...]
@@ -138,7 +140,8 @@ class Convert:
         written = self.write_value(values[self.ours], values)
         keys, _ = self._keys()
         for key, value in zip(keys, written if isinstance(self.theirs, tuple) else (written,)):
-            _put(out, key, value)
+            if value is not None:  # None: a key read but never written
+                _put(out, key, value)
         return True
 
 
@@ -162,8 +165,8 @@ class Derived:
 
 @dataclass(frozen=True)
 class Refuse:
-    """A config.json option that must be one of ``allowed`` (absent: ``allowed[0]``); anything else
-    raises ``ValueError`` naming it (as ``label`` when given: ``"vision_config.hidden_act"``).
+    """A config.json option that must be one of ``allowed`` (absent: ``default``, by default allowed);
+    anything else raises ``ValueError`` naming it (as ``label`` when given: ``"vision_config.hidden_act"``).
     Written as ``allowed[0]`` unless ``write_value`` is False."""
 
     theirs: str
@@ -171,9 +174,11 @@ class Refuse:
     fallbacks: tuple[str, ...] = ()
     write_value: bool = True
     label: str = ""
+    default: Any = _ABSENT
 
     def read(self, config: Mapping[str, Any], fields: Fields) -> None:
         value = _first(config, (self.theirs, *self.fallbacks))
+        value = self.default if value is _ABSENT else value
         if value is not _ABSENT and value not in self.allowed:
             expected = repr(self.allowed[0]) if len(self.allowed) == 1 else f"one of {list(self.allowed)}"
             raise OmnikitValueError(f"{self.label or self.theirs}={value!r} is not supported; expected {expected}")
@@ -186,17 +191,22 @@ class Refuse:
 
 @dataclass(frozen=True)
 class Fixed:
-    """The omnikit field ``ours`` is ``value`` for this architecture (a config with another value
-    does not fit it on write)."""
+    """The omnikit field ``ours`` is ``value`` for this architecture, or ``value(fields read before it)``
+    when ``value`` is callable (a config with another value does not fit it on write, unless
+    ``checked=False``: a field the layout does not use)."""
 
     ours: str
     value: Any
+    checked: bool = True
+
+    def _value(self, fields: Fields) -> Any:
+        return self.value(fields) if callable(self.value) else self.value
 
     def read(self, config: Mapping[str, Any], fields: Fields) -> None:
-        fields[self.ours] = self.value
+        fields[self.ours] = self._value(fields)
 
     def write(self, values: Fields, out: dict[str, Any]) -> bool:
-        return values[self.ours] == self.value
+        return not self.checked or values[self.ours] == self._value(values)
 
 
 @dataclass(frozen=True)
@@ -215,7 +225,8 @@ class Same:
 
 @dataclass(frozen=True)
 class Constant:
-    """config.json key ``theirs`` written as ``value`` (``model_type``); not read."""
+    """config.json key ``theirs`` written as ``value`` (``model_type``), or ``value(omnikit fields)`` when
+    callable (a key the published config repeats from another field); not read."""
 
     theirs: str
     value: Any
@@ -224,7 +235,7 @@ class Constant:
         return None
 
     def write(self, values: Fields, out: dict[str, Any]) -> bool:
-        _put(out, self.theirs, self.value)
+        _put(out, self.theirs, self.value(values) if callable(self.value) else self.value)
         return True
 
 
