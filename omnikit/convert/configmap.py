@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from omnikit.utils.checks import OmnikitValueError
+from omnikit.utils.config import flat_names
 
 __all__ = ["REQUIRED", "ConfigMap", "Constant", "Convert", "Derived", "Field", "Fixed", "Nested", "Refuse", "Same"]
 
@@ -292,9 +293,10 @@ class ConfigMap:
     __call__ = config
 
     def write(self, config: Any) -> dict[str, Any] | None:
-        """The config.json dict of an omnikit ``config`` (a dataclass or a mapping of fields), or
-        ``None`` when a :class:`Fixed` / :class:`Same` / :class:`Nested` rule does not fit it."""
+        """The config.json dict of an omnikit ``config`` (a dataclass, with the flat keywords it reads, or a
+        mapping of fields), or ``None`` when a :class:`Fixed` / :class:`Same` / :class:`Nested` rule does not fit it."""
         values = dict(config) if isinstance(config, Mapping) else {
-            f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+            name: getattr(config, name) for name in [f.name for f in dataclasses.fields(config)] + sorted(
+                flat_names(type(config))) if hasattr(config, name)}
         out: dict[str, Any] = {}
         return out if all(rule.write(values, out) for rule in self.rules) else None
