@@ -82,6 +82,10 @@ CASES: list[tuple[str, dict, Run]] = [
     ("vivit_factorized_tiny", {"spatial_depth": 1}, _forward),
     ("temporal_transformer_tiny", {"mlp_ratio": 2.0}, _forward),
     ("qwen2_5_omni_vision_tiny", {"mlp_hidden": 24}, _forward),
+    ("timesformer_tiny", {"depth": 1}, _forward),
+    ("qwen3_vit_tiny", {"mlp_hidden": 24}, _forward),
+    ("video_vit_tiny", {"mlp_ratio": 2.0}, _forward),
+    ("wav2vec2_tiny", {"depth": 1}, _forward),
 ]
 
 

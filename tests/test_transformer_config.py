@@ -17,6 +17,7 @@ import omnikit
 from omnikit.audio.aut import AuTEncoderConfig
 from omnikit.audio.code2wav import Code2WavConfig
 from omnikit.audio.mimi import MimiConfig
+from omnikit.audio.wav2vec2 import Wav2Vec2Config
 from omnikit.audio.whisper import WhisperEncoderConfig
 from omnikit.audio.windowed import WindowedAudioEncoderConfig
 from omnikit.layers import TransformerConfig
@@ -25,7 +26,10 @@ from omnikit.utils.config import flat_names
 from omnikit.video.temporal.factorized import FactorizedConfig
 from omnikit.video.temporal.qformer import QFormerConfig
 from omnikit.video.temporal.resampler import ResamplerConfig
+from omnikit.video.temporal.spacetime import SpaceTimeConfig
 from omnikit.video.temporal.transformer import TemporalTransformerConfig
+from omnikit.vision.qwen3_vit import Qwen3ViTConfig
+from omnikit.vision.video_vit import VideoViTConfig
 from omnikit.vision.window_vit import WindowViTConfig
 
 #: (registered tiny model, its config class, a flat override of a transformer field, the nested field it sets)
@@ -40,6 +44,10 @@ CASES = [
     ("perceiver_resampler_tiny", ResamplerConfig, {"depth": 1}, ("depth", 1)),
     ("vivit_factorized_tiny", FactorizedConfig, {"spatial_depth": 1}, ("depth", 1)),
     ("temporal_transformer_tiny", TemporalTransformerConfig, {"mlp_ratio": 2.0}, ("mlp_ratio", 2.0)),
+    ("timesformer_tiny", SpaceTimeConfig, {"depth": 1}, ("depth", 1)),
+    ("qwen3_vit_tiny", Qwen3ViTConfig, {"mlp_hidden": 24}, ("mlp_hidden", 24)),
+    ("video_vit_tiny", VideoViTConfig, {"mlp_ratio": 2.0}, ("mlp_ratio", 2.0)),
+    ("wav2vec2_tiny", Wav2Vec2Config, {"depth": 1}, ("depth", 1)),
 ]
 
 
@@ -56,6 +64,8 @@ def test_config_nests_one_transformer_config_and_reads_its_flat_keywords(config_
     flat = {name: ("transformer", name) for name in ("dim", "depth", "num_heads")} | config_cls.flat_fields
     required = {"dim": 32, "depth": 2, "num_heads": 4} if config_cls is not FactorizedConfig else {
         "dim": 32, "spatial_depth": 2, "num_heads": 4, "temporal_depth": 1}
+    if config_cls is Qwen3ViTConfig:
+        required |= {"mlp_hidden": 48, "out_dim": 16}
     config = config_cls(**required)
     assert isinstance(config.transformer, TransformerConfig)
     for name, (outer, inner) in config_cls.flat_fields.items():
