@@ -28,6 +28,10 @@ transformers = importlib.import_module("transformers")
 def _randomised(model: nn.Module) -> nn.Module:
     from references import randomise_norms_and_biases
 
+    with torch.no_grad():
+        for param in model.parameters():  # some experts start as torch.empty (NaN, huge values)
+            if not torch.isfinite(param).all() or param.abs().max() > 1e3:
+                param.normal_(0, 0.2)
     return randomise_norms_and_biases(model).eval()
 
 
