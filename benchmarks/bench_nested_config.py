@@ -13,14 +13,11 @@ times and the median per-round ratio ``old / new`` (> 1: faster now).
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from types import ModuleType
 
 import torch
-from bench_before_after import before_after_args, import_old, paired_rounds
-from common import format_table
+from bench_before_after import compare
 
 import omnikit
 
@@ -59,17 +56,8 @@ def mimi_stream(package: ModuleType) -> Callable[[], object]:
 
 
 def main() -> None:
-    args = before_after_args(__doc__.splitlines()[0])
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        old = import_old(args.old_rev, Path(tmp))
-        workloads = [(f"{name} forward", forward(name)) for name in FORWARD]
-        workloads.append(("mimi_tiny streamed encode + decode, 24 frames", mimi_stream))
-        for label, make in workloads:
-            t_old, t_new, ratio = paired_rounds(make(old), make(omnikit), args.repeats)
-            rows.append([label, f"{t_old * 1000:.2f}", f"{t_new * 1000:.2f}", f"{ratio:.2f}"])
-    print(f"old: {args.old_rev}; new: this checkout; {args.threads} thread(s), {args.repeats} interleaved rounds\n")
-    print(format_table(["workload", "old (ms)", "new (ms)", "old / new (median of rounds)"], rows))
+    workloads = [(f"{name} forward", forward(name)) for name in FORWARD]
+    compare(__doc__.splitlines()[0], [*workloads, ("mimi_tiny streamed encode + decode, 24 frames", mimi_stream)], 2)
 
 
 if __name__ == "__main__":
