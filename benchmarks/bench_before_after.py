@@ -134,20 +134,29 @@ def before_after_args(description: str) -> argparse.Namespace:
     return args
 
 
-def main() -> None:
-    args = before_after_args(__doc__.splitlines()[0])
+Workload = tuple[str, Callable[[ModuleType], Callable[[], object]]]
+
+
+def compare(description: str, workloads: list[Workload], digits: int = 1) -> None:
+    """Parse the command line, run each ``(label, make)`` workload built by the old revision and by this
+    checkout in interleaved rounds, and print the table of median times and ratios."""
+    args = before_after_args(description)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         old = import_old(args.old_rev, Path(tmp))
-        for label, make in (("Thinker train step (fwd+bwd+AdamW)", thinker_step),
-                            ("streamed speech, thinker_talker_tiny", speech_stream),
-                            ("omni_early_tiny fwd+bwd (video + audio)", omni_step),
-                            ("duplex_tiny live loop, 24 frames", duplex_stream),
-                            ("MoE layer fwd+bwd", moe_step)):
+        for label, make in workloads:
             t_old, t_new, ratio = paired_rounds(make(old), make(omnikit), args.repeats)
-            rows.append([label, f"{t_old * 1000:.1f}", f"{t_new * 1000:.1f}", f"{ratio:.2f}"])
+            rows.append([label, f"{t_old * 1000:.{digits}f}", f"{t_new * 1000:.{digits}f}", f"{ratio:.2f}"])
     print(f"old: {args.old_rev}; new: this checkout; {args.threads} thread(s), {args.repeats} interleaved rounds\n")
     print(format_table(["workload", "old (ms)", "new (ms)", "old / new (median of rounds)"], rows))
+
+
+def main() -> None:
+    compare(__doc__.splitlines()[0], [("Thinker train step (fwd+bwd+AdamW)", thinker_step),
+                                      ("streamed speech, thinker_talker_tiny", speech_stream),
+                                      ("omni_early_tiny fwd+bwd (video + audio)", omni_step),
+                                      ("duplex_tiny live loop, 24 frames", duplex_stream),
+                                      ("MoE layer fwd+bwd", moe_step)])
 
 
 if __name__ == "__main__":

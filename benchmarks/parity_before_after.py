@@ -70,6 +70,22 @@ CASES: list[tuple[str, dict, Run]] = [
     *((name, {}, _forward) for name in omnikit.list_models("*", kind="temporal") if name.endswith("_tiny")),
     *((name, {}, _forward) for name in ("qwen2_5_omni_vision_tiny", "qwen3_vit_tiny", "video_vit_tiny",
                                         "code2wav_tiny", "qwen3_omni_talker_tiny")),  # registrations moved
+    # configs that nest a TransformerConfig: the old checkpoints' flat overrides load through the legacy path
+    ("whisper_encoder_tiny", {"depth": 1}, _forward),
+    ("qwen2_5_omni_audio_tiny", {"n_window": 2}, _forward),
+    ("qwen3_omni_aut_tiny", {"num_heads": 4}, _forward),
+    ("mimi_tiny", {"sliding_window": 3}, _forward),
+    ("moshi_tiny", {}, _forward),
+    ("code2wav_tiny", {"sliding_window": 2}, _forward),
+    ("qformer_tiny", {"num_heads": 4}, _forward),
+    ("perceiver_resampler_tiny", {"depth": 1}, _forward),
+    ("vivit_factorized_tiny", {"spatial_depth": 1}, _forward),
+    ("temporal_transformer_tiny", {"mlp_ratio": 2.0}, _forward),
+    ("qwen2_5_omni_vision_tiny", {"mlp_hidden": 24}, _forward),
+    ("timesformer_tiny", {"depth": 1}, _forward),
+    ("qwen3_vit_tiny", {"mlp_hidden": 24}, _forward),
+    ("video_vit_tiny", {"mlp_ratio": 2.0}, _forward),
+    ("wav2vec2_tiny", {"depth": 1}, _forward),
 ]
 
 

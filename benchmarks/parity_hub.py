@@ -28,6 +28,10 @@ transformers = importlib.import_module("transformers")
 def _randomised(model: nn.Module) -> nn.Module:
     from references import randomise_norms_and_biases
 
+    with torch.no_grad():
+        for param in model.parameters():  # some experts start as torch.empty (NaN, huge values)
+            if not torch.isfinite(param).all() or param.abs().max() > 1e3:
+                param.normal_(0, 0.2)
     return randomise_norms_and_biases(model).eval()
 
 
@@ -68,6 +72,18 @@ def _qwen3_omni() -> nn.Module:
     return transformers.Qwen3OmniMoeForConditionalGeneration(transformers.Qwen3OmniMoeConfig(**TINY_FULL))
 
 
+def _qwen2_5_omni_full() -> nn.Module:
+    from test_convert_hub_qwen2_5_omni import TALKER, THINKER
+    from test_token2wav import TOKEN2WAV
+
+    return transformers.Qwen2_5OmniForConditionalGeneration(transformers.Qwen2_5OmniConfig(
+        thinker_config=THINKER, talker_config=TALKER, token2wav_config=TOKEN2WAV))
+
+
+def _from_test(module: str, builder: str, *args: str) -> Callable[[], nn.Module]:
+    return lambda: getattr(importlib.import_module(module), builder)(*args)
+
+
 #: (label, builder, parts loaded with load_hf)
 CHECKPOINTS: list[tuple[str, Callable[[], nn.Module], tuple[str | None, ...]]] = [
     ("Qwen3ForCausalLM", lambda: _qwen_lm("qwen3"), (None,)),
@@ -78,6 +94,11 @@ CHECKPOINTS: list[tuple[str, Callable[[], nn.Module], tuple[str | None, ...]]] =
     ("Qwen2_5OmniThinker", _qwen2_5_omni, ("thinker", "audio_encoder", "vision_encoder", "text_model")),
     ("Qwen3OmniMoe", _qwen3_omni,
      ("thinker", "text_model", "audio_encoder", "vision_encoder", "talker", "code2wav")),
+    ("Qwen2_5Omni", _qwen2_5_omni_full, ("talker", "token2wav")),
+    ("DacModel", _from_test("test_convert_hub_dac", "_hf_dac"), (None,)),
+    ("Wav2Vec2Model", _from_test("test_convert_hub_wav2vec2", "_hf_wav2vec2", "large"), (None,)),
+    ("Wav2Vec2ForCTC", _from_test("test_convert_hub_wav2vec2", "_hf_wav2vec2", "base", "Wav2Vec2ForCTC"), (None,)),
+    ("MoshiForConditionalGeneration", _from_test("test_convert_hub_moshi", "hf_tiny_moshi"), (None, "audio_encoder")),
 ]
 
 
@@ -95,6 +116,8 @@ def _hf_modules(models: dict[str, nn.Module]) -> Iterator[tuple[str, nn.Module]]
     yield "Qwen3OmniMoeTalkerTextSparseMoeBlock", omni3.talker.model.layers[0].mlp
     yield "Qwen3OmniMoeTalkerForConditionalGeneration", omni3.talker
     yield "Qwen3OmniMoeCode2Wav", omni3.code2wav
+    yield "DacModel", models["DacModel"]
+    yield "Wav2Vec2Model", models["Wav2Vec2Model"]
     config = transformers.Qwen2MoeConfig(hidden_size=24, moe_intermediate_size=12, shared_expert_intermediate_size=20,
                                          num_experts=5, num_experts_per_tok=2)
     block = transformers.models.qwen2_moe.modeling_qwen2_moe.Qwen2MoeSparseMoeBlock(config)
@@ -150,7 +173,8 @@ def rows(old: ModuleType, directory: Path) -> tuple[list[list[str]], list[list[s
         before, after = old_convert.from_transformers(module), new_convert.from_transformers(module)
         out.append(["from_transformers", name, *_difference(before, after)])
     exports = []
-    for preset in ("decoder_tiny", "qwen2_5_omni_thinker_tiny", "qwen3_omni_thinker_tiny"):
+    for preset in ("decoder_tiny", "qwen2_5_omni_thinker_tiny", "qwen3_omni_thinker_tiny", "dac_tiny", "wav2vec2_tiny",
+                   "moshi_tiny"):
         for package, convert, side in ((old, old_convert, "old"), (omnikit, new_convert, "new")):
             torch.manual_seed(0)
             try:

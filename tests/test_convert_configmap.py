@@ -89,3 +89,38 @@ def test_one_registry_serves_load_hf_and_from_transformers():
     classes = architectures.supported_transformers_classes()
     assert {"WhisperEncoder", "Qwen3DecoderLayer", "Qwen3MoeSparseMoeBlock", "Qwen2_5OmniAudioEncoder"} <= set(classes)
     assert classes == convert.supported_transformers_classes()
+
+
+@dataclass(frozen=True)
+class Codes:
+    codebooks: int
+    delays: tuple[int, ...]
+    unused: str
+    theta: float
+
+
+def test_rules_may_depend_on_the_fields_read_before_them():
+    """``Fixed`` / ``Constant`` take functions of the fields; ``Fixed(checked=False)`` fits any value on
+    write; ``Refuse(default=)`` refuses an absent option; a ``Convert`` writing ``None`` leaves its key out."""
+    cmap = ConfigMap((
+        Refuse("interleaved", (True,), label="rope.interleaved", default=False), Field("codebooks", "num_codebooks"),
+        Fixed("delays", lambda f: (0,) + (1,) * (f["codebooks"] - 1)), Fixed("unused", "a", checked=False),
+        Convert("theta", "rope_theta", lambda v, f: float(v), lambda v, f: None, 10.0),
+        Constant("depth.num_codebooks", lambda f: f["codebooks"]),
+    ), target=Codes)
+    codes = cmap({"num_codebooks": 3, "interleaved": True})
+    assert codes == Codes(3, (0, 1, 1), "a", 10.0)
+    assert cmap.write(Codes(3, (0, 1, 1), "b", 5.0)) == {"interleaved": True, "num_codebooks": 3,
+                                                          "depth": {"num_codebooks": 3}}
+    assert cmap.write(Codes(3, (0, 0, 0), "a", 5.0)) is None
+    with pytest.raises(ValueError, match=r"rope.interleaved=False is not supported; expected True"):
+        cmap({"num_codebooks": 3})
+
+
+def test_write_reads_the_flat_keywords_of_a_nested_config():
+    from omnikit.audio.mimi import MimiConfig
+    from omnikit.convert.hub_mimi import MIMI
+
+    config = MimiConfig(dim=16, depth=2, num_heads=2, num_kv_heads=2, head_dim=8, sliding_window=5)
+    written = MIMI.write(config)
+    assert written["hidden_size"] == 16 and written["sliding_window"] == 5 and MIMI(written) == config

@@ -140,10 +140,10 @@ def test_published_preset_counts_equal_transformers_meta_model():
 
 
 def test_unsupported_config_values_are_refused():
-    from omnikit.convert.hub_moshi import moshi_config
+    from omnikit.convert.hub_moshi import MOSHI
 
     config = hf_tiny_moshi().config.to_dict()
     with pytest.raises(ValueError, match="hidden_act"):
-        moshi_config({**config, "hidden_act": "gelu"})
+        MOSHI({**config, "hidden_act": "gelu"})
     with pytest.raises(ValueError, match="ffn_dim"):
-        moshi_config({**config, "ffn_dim": 63})
+        MOSHI({**config, "ffn_dim": 63})

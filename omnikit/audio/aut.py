@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -28,9 +29,11 @@ from omnikit.audio import blocks
 from omnikit.audio.blocks import EncoderStack, check_features, feature_contract_inputs, sinusoids, zero_padding
 from omnikit.audio.windows import Windows
 from omnikit.layers import LayerNorm
+from omnikit.layers.transformer_config import TransformerConfig, transformer_flat
 from omnikit.outputs import EncoderOutput
 from omnikit.testing import ContractInputs
 from omnikit.utils.checks import check_positive
+from omnikit.utils.config import NestedConfig, flat_keywords, nested_field
 
 __all__ = ["AuTEncoder", "AuTEncoderConfig"]
 
@@ -40,21 +43,21 @@ def _halve(lengths: torch.Tensor | int) -> torch.Tensor | int:
     return (lengths - 1) // 2 + 1
 
 
+@flat_keywords
 @dataclass
-class AuTEncoderConfig:
+class AuTEncoderConfig(NestedConfig):
     """Hyper-parameters of :class:`AuTEncoder` (defaults: Qwen3-Omni's audio tower as in transformers)."""
 
     n_mels: int = 128
     conv_channels: int = 480
-    dim: int = 1280
-    depth: int = 32
-    num_heads: int = 20
-    mlp_hidden: int = 5120
+    transformer: TransformerConfig = nested_field(
+        TransformerConfig, dim=1280, depth=32, num_heads=20, mlp_hidden=5120, window=50, norm_eps=1e-5)
     output_dim: int = 3584
-    n_window: int = 50
     attn_window_chunks: int = 8
-    norm_eps: float = 1e-5
     backend: str = "sdpa"
+
+    flat_fields: ClassVar[dict[str, tuple[str, str]]] = transformer_flat(
+        "dim", "depth", "num_heads", "mlp_hidden", "norm_eps", n_window="window")
 
 
 class AuTEncoder(nn.Module):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -30,17 +30,20 @@ from omnikit.layers.decoder import CachedPositions, DecoderBlock, run_blocks
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.layers.norm import LayerNorm, RMSNorm
 from omnikit.layers.rotary import RotaryEmbedding
+from omnikit.layers.transformer_config import TransformerConfig, transformer_flat
 from omnikit.outputs import traceable_output
 from omnikit.streaming import StreamingContainer, StreamingModule, StreamingState
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_ids, check_lengths, check_positive, check_tensor
+from omnikit.utils.config import NestedConfig, flat_keywords, nested_field
 from omnikit.utils.parallel import ParallelPlan
 
 __all__ = ["Code2Wav", "Code2WavConfig", "Code2WavOutput", "LayerScaleBlock", "SnakeBeta", "TrimmedConvTranspose1d"]
 
 
+@flat_keywords
 @dataclass
-class Code2WavConfig:
+class Code2WavConfig(NestedConfig):
     """Hyper-parameters of :class:`Code2Wav` (transformers' ``Qwen3OmniMoeCode2WavConfig`` names in brackets).
 
     Attributes:
@@ -53,14 +56,9 @@ class Code2WavConfig:
 
     num_codebooks: int = 16
     codebook_size: int = 2048
-    dim: int = 1024
-    depth: int = 8
-    num_heads: int = 16
-    num_kv_heads: int = 16
-    mlp_hidden: int = 3072
-    sliding_window: int = 72
-    norm_eps: float = 1e-5
-    rope_base: float = 10000.0
+    transformer: TransformerConfig = nested_field(
+        TransformerConfig, dim=1024, depth=8, num_heads=16, num_kv_heads=16, mlp_hidden=3072, window=72, norm_eps=1e-5,
+        rope_base=10000.0)
     layer_scale: float = 0.01
     attention_bias: bool = False
     upsampling_ratios: tuple[int, ...] = (2, 2)
@@ -68,6 +66,9 @@ class Code2WavConfig:
     upsample_rates: tuple[int, ...] = (8, 5, 4, 3)
     sample_rate: int = 24000
     backend: str = "sdpa"
+
+    flat_fields: ClassVar[dict[str, tuple[str, str]]] = transformer_flat(
+        "dim", "depth", "num_heads", "num_kv_heads", "mlp_hidden", "norm_eps", "rope_base", sliding_window="window")
 
 
 @traceable_output

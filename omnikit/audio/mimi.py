@@ -17,6 +17,7 @@ import math
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -29,21 +30,26 @@ from omnikit.layers import LayerNorm
 from omnikit.layers.attention import Attention
 from omnikit.layers.conv import CausalConv1d
 from omnikit.layers.rotary import RotaryEmbedding
+from omnikit.layers.transformer_config import TransformerConfig, transformer_flat
 from omnikit.outputs import EncoderOutput
 from omnikit.streaming import StreamingContainer, streaming
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_ids, check_tensor
+from omnikit.utils.config import NestedConfig, flat_keywords, nested_field
 
 __all__ = ["MimiConfig", "MimiTokenizer"]
 
 
+@flat_keywords
 @dataclass
-class MimiConfig:
+class MimiConfig(NestedConfig):
     """Hyper-parameters of :class:`MimiTokenizer` (defaults: the published ``kyutai/mimi``)."""
 
     sample_rate: int = 24000
     channels: int = 1
-    dim: int = 512
+    transformer: TransformerConfig = nested_field(
+        TransformerConfig, dim=512, depth=8, num_heads=8, num_kv_heads=8, head_dim=64, mlp_hidden=2048,
+        rope_base=10000.0, norm_eps=1e-5, window=250)
     n_filters: int = 64
     n_residual: int = 1
     ratios: tuple[int, ...] = (8, 6, 5, 4)
@@ -60,15 +66,11 @@ class MimiConfig:
     num_quantizers: int = 32
     num_semantic: int = 1
     upsample_groups: int = 512
-    depth: int = 8
-    num_heads: int = 8
-    num_kv_heads: int = 8
-    head_dim: int = 64
-    mlp_hidden: int = 2048
-    rope_base: float = 10000.0
-    norm_eps: float = 1e-5
-    sliding_window: int = 250
     backend: str = "sdpa"
+
+    flat_fields: ClassVar[dict[str, tuple[str, str]]] = transformer_flat(
+        "dim", "depth", "num_heads", "num_kv_heads", "head_dim", "mlp_hidden", "rope_base", "norm_eps",
+        sliding_window="window")
 
     @property
     def latent_stride(self) -> int:

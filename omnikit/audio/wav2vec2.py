@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -35,15 +36,18 @@ from omnikit.audio.blocks import EncoderStack
 from omnikit.audio.signal import check_waveform
 from omnikit.audio.wav2vec import ConvFeatureEncoder, ConvFeatureEncoderConfig
 from omnikit.layers import LayerNorm, lengths_to_mask
+from omnikit.layers.transformer_config import TransformerConfig, transformer_flat
 from omnikit.outputs import EncoderOutput
 from omnikit.testing import ContractInputs
 from omnikit.utils.checks import OmnikitValueError
+from omnikit.utils.config import NestedConfig, flat_keywords, nested_field
 
 __all__ = ["Wav2Vec2Config", "Wav2Vec2Encoder", "Wav2Vec2PositionalConv"]
 
 
+@flat_keywords
 @dataclass
-class Wav2Vec2Config:
+class Wav2Vec2Config(NestedConfig):
     """Hyper-parameters of :class:`Wav2Vec2Encoder` (defaults: ``facebook/wav2vec2-base``).
 
     Attributes:
@@ -62,16 +66,16 @@ class Wav2Vec2Config:
     conv_strides: tuple[int, ...] = (5, 2, 2, 2, 2, 2, 2)
     conv_bias: bool = False
     feat_norm: str = "group"
-    dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_hidden: int = 3072
+    transformer: TransformerConfig = nested_field(
+        TransformerConfig, dim=768, depth=12, num_heads=12, mlp_hidden=3072, norm_eps=1e-5)
     pos_kernel: int = 128
     pos_groups: int = 16
     stable_layer_norm: bool = False
-    norm_eps: float = 1e-5
     mask_group_norm: bool = True
     backend: str = "sdpa"
+
+    flat_fields: ClassVar[dict[str, tuple[str, str]]] = transformer_flat(
+        "dim", "depth", "num_heads", "mlp_hidden", "norm_eps")
 
 
 class Wav2Vec2PositionalConv(nn.Module):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -20,25 +21,29 @@ from torch import nn
 
 from omnikit.audio.blocks import EncoderStack, check_features, feature_contract_inputs, sinusoids, zero_padding
 from omnikit.layers import LayerNorm, lengths_to_mask
+from omnikit.layers.transformer_config import TransformerConfig, transformer_flat
 from omnikit.outputs import EncoderOutput
 from omnikit.testing import ContractInputs
 from omnikit.utils.checks import OmnikitValueError
+from omnikit.utils.config import NestedConfig, flat_keywords, nested_field
 
 __all__ = ["WhisperEncoder", "WhisperEncoderConfig"]
 
 
+@flat_keywords
 @dataclass
-class WhisperEncoderConfig:
-    """Hyper-parameters of :class:`WhisperEncoder` (defaults: Whisper large-v3)."""
+class WhisperEncoderConfig(NestedConfig):
+    """Hyper-parameters of :class:`WhisperEncoder` (defaults: Whisper large-v3); the flat keywords
+    ``dim``, ``depth``, ``num_heads``, ``mlp_hidden``, ``norm_eps`` set (and read) ``transformer``'s."""
 
     n_mels: int = 128
-    dim: int = 1280
-    depth: int = 32
-    num_heads: int = 20
-    mlp_hidden: int = 5120
+    transformer: TransformerConfig = nested_field(TransformerConfig, dim=1280, depth=32, num_heads=20,
+                                                  mlp_hidden=5120, norm_eps=1e-5)
     max_positions: int = 1500
-    norm_eps: float = 1e-5
     backend: str = "sdpa"
+
+    flat_fields: ClassVar[dict[str, tuple[str, str]]] = transformer_flat(
+        "dim", "depth", "num_heads", "mlp_hidden", "norm_eps")
 
 
 class WhisperEncoder(nn.Module):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -37,15 +37,18 @@ from omnikit.audio.blocks import (
 )
 from omnikit.audio.windows import Windows
 from omnikit.layers import LayerNorm, lengths_to_mask
+from omnikit.layers.transformer_config import TransformerConfig, transformer_flat
 from omnikit.outputs import EncoderOutput
 from omnikit.testing import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_positive
+from omnikit.utils.config import NestedConfig, flat_keywords, nested_field
 
 __all__ = ["WindowedAudioEncoder", "WindowedAudioEncoderConfig"]
 
 
+@flat_keywords
 @dataclass
-class WindowedAudioEncoderConfig:
+class WindowedAudioEncoderConfig(NestedConfig):
     """Hyper-parameters of :class:`WindowedAudioEncoder` (defaults: Qwen2.5-Omni-7B's audio tower).
 
     ``stem_init``: initial weights of the conv stem, ``"torch"`` (PyTorch's default) or ``"he"``
@@ -57,15 +60,14 @@ class WindowedAudioEncoderConfig:
     """
 
     n_mels: int = 128
-    dim: int = 1280
-    depth: int = 32
-    num_heads: int = 20
-    mlp_hidden: int = 5120
+    transformer: TransformerConfig = nested_field(
+        TransformerConfig, dim=1280, depth=32, num_heads=20, mlp_hidden=5120, window=100, norm_eps=1e-5)
     output_dim: int = 3584
-    n_window: int = 100
-    norm_eps: float = 1e-5
     backend: str = "sdpa"
     stem_init: Literal["torch", "he"] = "torch"
+
+    flat_fields: ClassVar[dict[str, tuple[str, str]]] = transformer_flat(
+        "dim", "depth", "num_heads", "mlp_hidden", "norm_eps", n_window="window")
 
 
 class WindowedAudioEncoder(nn.Module):

@@ -36,6 +36,7 @@ __all__ = [
     "Mapped",
     "Part",
     "convert_transformers",
+    "exporter",
     "get_architecture",
     "origin_of",
     "preset",
@@ -147,6 +148,18 @@ def preset(name: str) -> Callable[[Any], nn.Module]:
     (the model remembers it, so ``omnikit.save_pretrained`` writes it); ``config`` is a mapping of
     fields or a config dataclass."""
     return lambda config: create_model(name, **(config if isinstance(config, Mapping) else asdict(config)))
+
+
+def exporter(cmap: Callable[[Any], Config | None], module_type: type, architecture: str,
+             config_of: Callable[[Any], Any] = lambda model: model.config) -> Callable[[nn.Module], Config | None]:
+    """A :attr:`Mapped.export`: ``{"architectures": [architecture], **cmap.write(config_of(model))}`` for a
+    ``module_type`` model (``cmap`` a :class:`~omnikit.convert.configmap.ConfigMap`'s ``write``), ``None``
+    for any other model or a config the map does not fit."""
+    def export(model: nn.Module) -> Config | None:
+        config = cmap(config_of(model)) if isinstance(model, module_type) else None
+        return None if config is None else {"architectures": [architecture], **config}
+
+    return export
 
 
 @dataclass(frozen=True)

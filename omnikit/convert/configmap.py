@@ -15,9 +15,11 @@ Rules (``theirs`` is a config.json key; ``"a.b"`` names key ``b`` of the sub-dic
   (``head_dim = hidden_size // num_attention_heads``); always written;
 - :class:`Refuse`: a config.json option omnikit does not model: any value outside ``allowed``
   raises ``ValueError`` naming the key (never ignored); writes ``allowed[0]``;
-- :class:`Fixed`: an omnikit field this architecture fixes (``qk_norm=True``); on write, a config
-  with another value does not fit the map; :class:`Same` ties a field to another one;
-- :class:`Constant`: a config.json key written with a constant (``model_type``), ignored on read;
+- :class:`Fixed`: an omnikit field this architecture fixes (``qk_norm=True``, or a function of the
+  fields read before it); on write, a config with another value does not fit the map; :class:`Same`
+  ties a field to another one;
+- :class:`Constant`: a config.json key written with a constant (``model_type``) or a function of the
+  omnikit fields, ignored on read;
 - :class:`Nested`: a sub-config (``text_config``; ``""``: the same dict) read by its own map into
   one omnikit field (a config that holds configs).
 
@@ -39,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from omnikit.utils.checks import OmnikitValueError
+from omnikit.utils.config import flat_names
 
 __all__ = ["REQUIRED", "ConfigMap", "Constant", "Convert", "Derived", "Field", "Fixed", "Nested", "Refuse", "Same"]
 
@@ -106,9 +109,9 @@ class Field:
 class Convert:
     """``ours = read_value(*config[theirs], fields)``, ``theirs = write_value(ours, fields)``: a field stored
     in another unit (``n_window_infer`` frames for omnikit's ``attn_window_chunks`` chunks) or in several
-    keys (``theirs`` a tuple, ``default`` one per key, ``write_value`` returning one value per key).
-    ``fallbacks`` are older spellings of a single key; a required field whose value is ``None`` does not
-    fit on write."""
+    keys (``theirs`` a tuple, ``default`` one per key, ``write_value`` returning one value per key); a
+    ``None`` written value leaves its key out. ``fallbacks`` are older spellings of a single key; a required
+    field whose value is ``None`` does not fit on write."""
 
     ours: str
     theirs: str | tuple[str, ...]
@@ -138,7 +141,8 @@ class Convert:
         written = self.write_value(values[self.ours], values)
         keys, _ = self._keys()
         for key, value in zip(keys, written if isinstance(self.theirs, tuple) else (written,)):
-            _put(out, key, value)
+            if value is not None:  # None: a key read but never written
+                _put(out, key, value)
         return True
 
 
@@ -162,8 +166,8 @@ class Derived:
 
 @dataclass(frozen=True)
 class Refuse:
-    """A config.json option that must be one of ``allowed`` (absent: ``allowed[0]``); anything else
-    raises ``ValueError`` naming it (as ``label`` when given: ``"vision_config.hidden_act"``).
+    """A config.json option that must be one of ``allowed`` (absent: ``default``, by default allowed);
+    anything else raises ``ValueError`` naming it (as ``label`` when given: ``"vision_config.hidden_act"``).
     Written as ``allowed[0]`` unless ``write_value`` is False."""
 
     theirs: str
@@ -171,9 +175,11 @@ class Refuse:
     fallbacks: tuple[str, ...] = ()
     write_value: bool = True
     label: str = ""
+    default: Any = _ABSENT
 
     def read(self, config: Mapping[str, Any], fields: Fields) -> None:
         value = _first(config, (self.theirs, *self.fallbacks))
+        value = self.default if value is _ABSENT else value
         if value is not _ABSENT and value not in self.allowed:
             expected = repr(self.allowed[0]) if len(self.allowed) == 1 else f"one of {list(self.allowed)}"
             raise OmnikitValueError(f"{self.label or self.theirs}={value!r} is not supported; expected {expected}")
@@ -186,17 +192,22 @@ class Refuse:
 
 @dataclass(frozen=True)
 class Fixed:
-    """The omnikit field ``ours`` is ``value`` for this architecture (a config with another value
-    does not fit it on write)."""
+    """The omnikit field ``ours`` is ``value`` for this architecture, or ``value(fields read before it)``
+    when ``value`` is callable (a config with another value does not fit it on write, unless
+    ``checked=False``: a field the layout does not use)."""
 
     ours: str
     value: Any
+    checked: bool = True
+
+    def _value(self, fields: Fields) -> Any:
+        return self.value(fields) if callable(self.value) else self.value
 
     def read(self, config: Mapping[str, Any], fields: Fields) -> None:
-        fields[self.ours] = self.value
+        fields[self.ours] = self._value(fields)
 
     def write(self, values: Fields, out: dict[str, Any]) -> bool:
-        return values[self.ours] == self.value
+        return not self.checked or values[self.ours] == self._value(values)
 
 
 @dataclass(frozen=True)
@@ -215,7 +226,8 @@ class Same:
 
 @dataclass(frozen=True)
 class Constant:
-    """config.json key ``theirs`` written as ``value`` (``model_type``); not read."""
+    """config.json key ``theirs`` written as ``value`` (``model_type``), or ``value(omnikit fields)`` when
+    callable (a key the published config repeats from another field); not read."""
 
     theirs: str
     value: Any
@@ -224,7 +236,7 @@ class Constant:
         return None
 
     def write(self, values: Fields, out: dict[str, Any]) -> bool:
-        _put(out, self.theirs, self.value)
+        _put(out, self.theirs, self.value(values) if callable(self.value) else self.value)
         return True
 
 
@@ -281,9 +293,10 @@ class ConfigMap:
     __call__ = config
 
     def write(self, config: Any) -> dict[str, Any] | None:
-        """The config.json dict of an omnikit ``config`` (a dataclass or a mapping of fields), or
-        ``None`` when a :class:`Fixed` / :class:`Same` / :class:`Nested` rule does not fit it."""
+        """The config.json dict of an omnikit ``config`` (a dataclass, with the flat keywords it reads, or a
+        mapping of fields), or ``None`` when a :class:`Fixed` / :class:`Same` / :class:`Nested` rule does not fit it."""
         values = dict(config) if isinstance(config, Mapping) else {
-            f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+            name: getattr(config, name) for name in [f.name for f in dataclasses.fields(config)] + sorted(
+                flat_names(type(config))) if hasattr(config, name)}
         out: dict[str, Any] = {}
         return out if all(rule.write(values, out) for rule in self.rules) else None

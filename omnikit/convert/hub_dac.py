@@ -8,49 +8,29 @@ feature extractor's ``input_values (B, 1, S)`` (its ``padding_mask`` is ignored,
 
 from __future__ import annotations
 
-from torch import nn
-
 from omnikit.audio.dac import DacCodec, DacConfig
-from omnikit.convert.architectures import Config, Mapped, Part, preset, register_architecture, register_transformers
+from omnikit.convert.architectures import Mapped, exporter, preset, register_architecture, register_transformers
+from omnikit.convert.configmap import ConfigMap, Constant, Field
 from omnikit.convert.hub_encodec import codec_inputs
 from omnikit.convert.keymap import KeyMap, Rename
 
-__all__ = ["dac_config", "dac_export_config", "dac_key_map"]
+__all__ = ["DAC", "dac_key_map"]
+
+#: The :class:`DacConfig` of a transformers ``DacModel`` ``config.json``.
+DAC = ConfigMap((
+    Constant("model_type", "dac"), Field("sample_rate", "sampling_rate"), Field("encoder_dim", "encoder_hidden_size"),
+    Field("ratios", "downsampling_ratios", cast=tuple), Field("decoder_dim", "decoder_hidden_size"),
+    Field("num_codebooks", "n_codebooks"), Field("codebook_size", "codebook_size"),
+    Field("codebook_dim", "codebook_dim"),
+), target=DacConfig)
 
 
-def dac_config(config: Config) -> DacConfig:
-    """The :class:`DacConfig` of a transformers ``DacModel`` ``config.json``."""
-    return DacConfig(
-        sample_rate=config["sampling_rate"], encoder_dim=config["encoder_hidden_size"],
-        ratios=tuple(config["downsampling_ratios"]), decoder_dim=config["decoder_hidden_size"],
-        num_codebooks=config["n_codebooks"], codebook_size=config["codebook_size"],
-        codebook_dim=config["codebook_dim"],
-    )
-
-
-def dac_export_config(model: nn.Module) -> Config | None:
-    """The ``config.json`` of a :class:`DacCodec` (``None`` for any other module)."""
-    if not isinstance(model, DacCodec):
-        return None
-    c = model.config
-    return {
-        "architectures": ["DacModel"], "model_type": "dac", "sampling_rate": c.sample_rate,
-        "encoder_hidden_size": c.encoder_dim, "downsampling_ratios": list(c.ratios),
-        "decoder_hidden_size": c.decoder_dim, "n_codebooks": c.num_codebooks, "codebook_size": c.codebook_size,
-        "codebook_dim": c.codebook_dim,
-    }
-
-
-def dac_key_map(config: Config) -> KeyMap:
+def dac_key_map(config: DacConfig) -> KeyMap:
     """Every :class:`DacCodec` tensor is the checkpoint tensor of the same name (names 2 to 6 deep)."""
     patterns = (".".join(f"{{n{i}}}" for i in range(depth)) for depth in range(2, 7))
     return KeyMap(tuple(Rename(p, p) for p in patterns))
 
 
-register_architecture(
-    "DacModel",
-    parts={"codec": Part(lambda c: DacCodec(dac_config(c)), dac_key_map, inputs=codec_inputs,
-                         export_config=dac_export_config)},
-    default_part="codec",
-)
-register_transformers("DacModel", Mapped(dac_config, preset("dac_44khz"), dac_key_map))
+register_architecture("DacModel", default_part="codec", parts={"codec": Mapped(
+    DAC, DacCodec, dac_key_map, exporter(DAC.write, DacCodec, "DacModel")).part(inputs=codec_inputs)})
+register_transformers("DacModel", Mapped(DAC, preset("dac_44khz"), dac_key_map))

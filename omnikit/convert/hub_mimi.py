@@ -21,7 +21,7 @@ from omnikit.convert.hub_qwen import attention_key_map
 from omnikit.convert.keymap import KeyMap, Rename, Skip
 from omnikit.utils.checks import OmnikitValueError
 
-__all__ = ["MIMI", "mimi_key_map"]
+__all__ = ["CODEC", "MIMI", "mimi_key_map"]
 
 
 #: The :class:`MimiConfig` of a transformers ``MimiModel`` ``config.json``.
@@ -79,5 +79,6 @@ def codec_inputs(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, Any]:
     return {"wav": torch.as_tensor(inputs["input_values"])}
 
 
-register_architecture("MimiModel", default_part="codec",
-                      parts={"codec": Mapped(MIMI, MimiTokenizer, mimi_key_map).part(inputs=codec_inputs)})
+#: Mimi as a module of maps (Moshi's ``"audio_encoder"`` part too).
+CODEC = Mapped(MIMI, MimiTokenizer, mimi_key_map)
+register_architecture("MimiModel", default_part="codec", parts={"codec": CODEC.part(inputs=codec_inputs)})

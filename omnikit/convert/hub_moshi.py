@@ -6,86 +6,68 @@ its gated MLP's ``fc1`` holding gate then up rows), the text head (``decoder.lm_
 and ``2K`` audio embeddings (``decoder.model.embed_tokens``, ``embed_tokens.{0..2K-1}``: the
 assistant's ``K`` then the user's ``K``, stacked into one table), the depth decoder
 (``depth_decoder.*``, per-codebook weights ``(K, out, in)``) and Mimi (``audio_encoder.*``).
-Part ``"audio_encoder"`` loads Mimi alone. Config translation lives in :func:`moshi_config`.
+Part ``"audio_encoder"`` loads Mimi alone. Config translation: :data:`MOSHI`.
 """
 
 from __future__ import annotations
 
-from torch import nn
+from dataclasses import replace
 
-from omnikit.audio.mimi import MimiTokenizer
-from omnikit.convert.architectures import Config, Part, register_architecture
-from omnikit.convert.hub_mimi import MIMI, mimi_key_map
+from omnikit.convert.architectures import Mapped, exporter, register_architecture
+from omnikit.convert.configmap import ConfigMap, Constant, Convert, Derived, Field, Fields, Fixed, Nested, Refuse
+from omnikit.convert.hub_mimi import CODEC, MIMI, mimi_key_map
 from omnikit.convert.keymap import Fuse, KeyMap, Rename
 from omnikit.layers.decoder import DecoderConfig
 from omnikit.speech.moshi import Moshi, MoshiConfig
 from omnikit.utils.checks import OmnikitValueError
 
-__all__ = ["moshi_config", "moshi_hf_config", "moshi_key_map"]
+__all__ = ["MOSHI", "moshi_key_map"]
 
 
-def _transformer(config: Config, *, depth: bool) -> DecoderConfig:
-    """The :class:`DecoderConfig` of the temporal (``depth=False``) or depth transformer's config."""
-    if config.get("hidden_act", "silu") != "silu":
-        raise OmnikitValueError(f"Moshi hidden_act={config.get('hidden_act')!r} is not supported; expected 'silu'")
-    rope = config.get("rope_parameters") or {}
-    if not depth and rope.get("rope_type", "default") != "default":
-        raise OmnikitValueError(f"Moshi rope_type={rope.get('rope_type')!r} is not supported; expected 'default'")
-    heads = config["num_attention_heads"]
-    if config["ffn_dim"] % 2:
-        raise OmnikitValueError(f"Moshi ffn_dim={config['ffn_dim']} expected even (gate and up halves)")
-    return DecoderConfig(
-        dim=config["hidden_size"], depth=config["num_hidden_layers"], num_heads=heads,
-        num_kv_heads=config.get("num_key_value_heads") or heads,
-        head_dim=config.get("head_dim") or config["hidden_size"] // heads, mlp_hidden=config["ffn_dim"] // 2,
-        mlp="swiglu_fused", norm_eps=config.get("rms_norm_eps", 1e-8), qk_norm=False,
-        rope_base=float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),
-        sliding_window=None if depth else config.get("sliding_window"),
-    )
+def _gate_up(ffn_dim: int, fields: Fields) -> int:
+    if ffn_dim % 2:
+        raise OmnikitValueError(f"Moshi ffn_dim={ffn_dim} expected even (gate and up halves)")
+    return ffn_dim // 2
 
 
-def moshi_config(config: Config) -> MoshiConfig:
-    """The :class:`MoshiConfig` of a transformers ``MoshiForConditionalGeneration`` ``config.json``."""
-    codec = MIMI(config["audio_encoder_config"])
-    size = config.get("audio_vocab_size") or codec.codebook_size
-    k = config["num_codebooks"]
-    return MoshiConfig(
-        temporal=_transformer(config, depth=False), text_vocab=config["vocab_size"], text_pad_id=0,
-        num_codebooks=k, codebook_size=size, delays=(0,) + (1,) * (k - 1), frame_rate=codec.frame_rate,
-        predictor=_transformer(config["depth_decoder_config"], depth=True), codec=codec, per_codebook_depth=True,
-    )
-
-
-def _hf_transformer(config: DecoderConfig) -> Config:
-    """The ``config.json`` fields of a transformer (:func:`_transformer` reversed)."""
-    return {
-        "hidden_size": config.dim, "num_hidden_layers": config.depth, "num_attention_heads": config.num_heads,
-        "num_key_value_heads": config.num_kv_heads or config.num_heads,
-        "head_dim": config.head_dim or config.dim // config.num_heads, "ffn_dim": 2 * config.mlp_hidden,
-        "rms_norm_eps": config.norm_eps, "hidden_act": "silu",
-    }
-
-
-def moshi_hf_config(model: nn.Module) -> Config | None:
-    """The transformers ``config.json`` of a :class:`Moshi` (:func:`moshi_config` reversed); None for another
-    model or one transformers' layout cannot hold (other delays, a shared depth transformer ...)."""
-    if not isinstance(model, Moshi):
-        return None
-    cfg = model.config
-    t, k = cfg.temporal, cfg.num_codebooks
-    if (t.mlp != "swiglu_fused" or t.qk_norm or t.qkv_bias or t.out_bias or t.norm != "rmsnorm"
-            or t.mrope_sections is not None or t.attention_chunk is not None or model.delays != (0,) + (1,) * (k - 1)):
-        return None
-    depth = {**_hf_transformer(cfg.predictor), "max_position_embeddings": k, "sliding_window": k,
-             "audio_vocab_size": cfg.codebook_size, "input_size": t.dim, "vocab_size": cfg.text_vocab,
-             "num_codebooks": k}
-    return {
-        "architectures": ["MoshiForConditionalGeneration"], "model_type": "moshi", **_hf_transformer(t),
-        "vocab_size": cfg.text_vocab, "audio_vocab_size": cfg.codebook_size, "num_codebooks": k,
-        "rope_parameters": {"rope_type": "default", "rope_theta": t.rope_base},
-        "sliding_window": t.sliding_window or 3000, "max_position_embeddings": t.sliding_window or 3000,
-        "audio_encoder_config": MIMI.write(cfg.codec), "depth_decoder_config": depth,
-    }
+#: The fields of both Moshi transformers (the temporal one and the depth decoder).
+_TRANSFORMER = ConfigMap((
+    Refuse("hidden_act", ("silu",)), Field("dim", "hidden_size"), Field("depth", "num_hidden_layers"),
+    Field("num_heads", "num_attention_heads"), Derived("num_kv_heads", "num_key_value_heads", lambda f: f["num_heads"]),
+    Derived("head_dim", "head_dim", lambda f: f["dim"] // f["num_heads"]),
+    Convert("mlp_hidden", "ffn_dim", _gate_up, lambda hidden, f: 2 * hidden), Field("norm_eps", "rms_norm_eps", 1e-8),
+), target=DecoderConfig)
+#: The temporal transformer: rotary, a sliding window (written as the context too; 3000 when unset).
+_TEMPORAL = _TRANSFORMER + ConfigMap((
+    Refuse("rope_parameters.rope_type", ("default",)),
+    Field("rope_base", "rope_parameters.rope_theta", 10000.0, float, ("rope_theta",)),
+    Convert("sliding_window", ("sliding_window", "max_position_embeddings"), lambda window, _, f: window,
+            lambda window, f: (window or 3000,) * 2, (None, None)),
+    Fixed("mlp", "swiglu_fused"), Fixed("qk_norm", False), Fixed("qkv_bias", False), Fixed("out_bias", False),
+    Fixed("norm", "rmsnorm"), Fixed("mrope_sections", None), Fixed("attention_chunk", None),
+))
+#: The per-codebook depth decoder (no rotary: ``rope_theta`` is read but not used, and not written; its
+#: layers have their own MLP and no qk-norm whatever the config says).
+_DEPTH = _TRANSFORMER + ConfigMap((
+    Fixed("mlp", "swiglu_fused", checked=False), Fixed("qk_norm", False, checked=False),
+    Convert("rope_base", "rope_parameters.rope_theta", lambda theta, f: float(theta), lambda base, f: None,
+            10000.0, ("rope_theta",)),
+    Fixed("sliding_window", None),
+))
+#: The :class:`MoshiConfig` of a transformers ``MoshiForConditionalGeneration`` ``config.json``.
+MOSHI = ConfigMap((
+    Constant("model_type", "moshi"), Nested("codec", "audio_encoder_config", MIMI), Nested("temporal", "", _TEMPORAL),
+    Field("text_vocab", "vocab_size"), Fixed("text_pad_id", 0), Field("num_codebooks", "num_codebooks"),
+    Derived("codebook_size", "audio_vocab_size", lambda f: f["codec"].codebook_size),
+    Fixed("delays", lambda f: (0,) + (1,) * (f["num_codebooks"] - 1)),
+    Fixed("frame_rate", lambda f: f["codec"].frame_rate),
+    Nested("predictor", "depth_decoder_config", _DEPTH), Fixed("per_codebook_depth", True),
+    # the depth decoder's config.json repeats these fields of the whole model
+    *(Constant(f"depth_decoder_config.{theirs}", value) for theirs, value in (
+        ("max_position_embeddings", lambda f: f["num_codebooks"]), ("sliding_window", lambda f: f["num_codebooks"]),
+        ("num_codebooks", lambda f: f["num_codebooks"]), ("audio_vocab_size", lambda f: f["codebook_size"]),
+        ("input_size", lambda f: f["temporal"].dim), ("vocab_size", lambda f: f["text_vocab"]))),
+), target=MoshiConfig)
 
 
 def _layer_rules(ours: str, theirs: str, sizes: tuple[int, int, int], dim: int) -> KeyMap:
@@ -107,9 +89,8 @@ def _qkv_sizes(config: DecoderConfig) -> tuple[int, int, int]:
     return config.num_heads * config.head_dim, kv, kv
 
 
-def moshi_key_map(config: Config) -> KeyMap:
+def moshi_key_map(cfg: MoshiConfig) -> KeyMap:
     """Rules of :class:`Moshi` <- transformers' ``MoshiForConditionalGeneration``."""
-    cfg = moshi_config(config)
     k, size = cfg.num_codebooks, cfg.codebook_size
     embeds = ("decoder.model.embed_tokens.weight", *(f"embed_tokens.{j}.weight" for j in range(2 * k)))
     return KeyMap((
@@ -122,15 +103,14 @@ def moshi_key_map(config: Config) -> KeyMap:
         Rename("depth.heads.weight", "depth_decoder.lm_heads.weight"),
     )) + _layer_rules("temporal.blocks.{i}.", "decoder.model.layers.{i}.", _qkv_sizes(cfg.temporal), 0) + (
         _layer_rules("depth.layers.{i}.", "depth_decoder.layers.{i}.", _qkv_sizes(cfg.predictor), 1)
-    ) + mimi_key_map(MIMI(config["audio_encoder_config"])).prefixed("audio_encoder.").under("audio_encoder.")
+    ) + mimi_key_map(cfg.codec).prefixed("audio_encoder.").under("audio_encoder.")
 
 
-register_architecture(
-    "MoshiForConditionalGeneration",
-    parts={
-        "moshi": Part(lambda c: Moshi(moshi_config(c)), moshi_key_map, export_config=moshi_hf_config),
-        "audio_encoder": Part(lambda c: MimiTokenizer(MIMI(c["audio_encoder_config"])),
-                              lambda c: mimi_key_map(MIMI(c["audio_encoder_config"])), prefix="audio_encoder."),
-    },
-    default_part="moshi",
-)
+#: ``save_hf`` of a :class:`Moshi` built by ``create_model`` (its delays resolved); ``None`` for a layout
+#: transformers' Moshi cannot hold (other delays, a shared depth transformer, biases ...).
+_EXPORT = exporter(MOSHI.write, Moshi, "MoshiForConditionalGeneration",
+                   lambda model: replace(model.config, delays=model.delays))
+register_architecture("MoshiForConditionalGeneration", default_part="moshi", parts={
+    "moshi": Mapped(MOSHI, Moshi, moshi_key_map, _EXPORT).part(),
+    "audio_encoder": CODEC.part("audio_encoder.", select=lambda c: c["audio_encoder_config"]),
+})

@@ -13,64 +13,47 @@ extractor returns) nothing is masked, exactly like transformers.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from omnikit.audio.wav2vec2 import Wav2Vec2Config, Wav2Vec2Encoder
-from omnikit.convert.architectures import Config, Mapped, Part, preset, register_architecture, register_transformers
+from omnikit.convert.architectures import Mapped, exporter, preset, register_architecture, register_transformers
+from omnikit.convert.configmap import REQUIRED, ConfigMap, Constant, Convert, Field, Fields, Fixed, Refuse
 from omnikit.convert.keymap import Fuse, KeyMap, Legacy, Rename, Skip
 from omnikit.utils.checks import OmnikitValueError
 
-__all__ = ["wav2vec2_config", "wav2vec2_export_config", "wav2vec2_key_map"]
+__all__ = ["WAV2VEC2", "wav2vec2_key_map"]
 
 
-def wav2vec2_config(config: Config) -> Wav2Vec2Config:
-    """The :class:`Wav2Vec2Config` of a transformers ``Wav2Vec2Config`` ``config.json``."""
-    unsupported = {
-        "hidden_act": (config.get("hidden_act", "gelu"), "gelu"),
-        "feat_extract_activation": (config.get("feat_extract_activation", "gelu"), "gelu"),
-        "add_adapter": (config.get("add_adapter", False), False),
-        "adapter_attn_dim": (config.get("adapter_attn_dim"), None),
-        "layer_norm_eps": (config.get("layer_norm_eps", 1e-5), 1e-5),  # the conv norms use 1e-5 too
-    }
-    for name, (value, expected) in unsupported.items():
-        if value != expected:
-            raise OmnikitValueError(f"Wav2Vec2 {name}={value!r} is not supported; expected {expected!r}")
-    return Wav2Vec2Config(
-        conv_channels=tuple(config["conv_dim"]), conv_kernels=tuple(config["conv_kernel"]),
-        conv_strides=tuple(config["conv_stride"]), conv_bias=config.get("conv_bias", False),
-        feat_norm=config.get("feat_extract_norm", "group"), dim=config["hidden_size"],
-        depth=config["num_hidden_layers"], num_heads=config["num_attention_heads"],
-        mlp_hidden=config["intermediate_size"], pos_kernel=config.get("num_conv_pos_embeddings", 128),
-        pos_groups=config.get("num_conv_pos_embedding_groups", 16),
-        stable_layer_norm=config.get("do_stable_layer_norm", False), mask_group_norm=False,
-    )
+def _conv_layers(values: tuple[int, ...], fields: Fields) -> tuple[list[int], int]:
+    return list(values), len(values)
 
 
-def wav2vec2_export_config(model: nn.Module) -> Config | None:
-    """The ``Wav2Vec2Model`` ``config.json`` of a :class:`Wav2Vec2Encoder` (``None`` for any other module).
+#: The :class:`Wav2Vec2Config` of a transformers ``Wav2Vec2Config`` ``config.json``. Written with SpecAugment
+#: off (``mask_time_prob=0``: no mask vector to write); transformers' GroupNorm then normalises over padding
+#: that omnikit's ``mask_group_norm=True`` leaves out (read as False); unpadded batches agree.
+WAV2VEC2 = ConfigMap((
+    Constant("model_type", "wav2vec2"), Constant("mask_time_prob", 0.0),
+    Refuse("hidden_act", ("gelu",)), Refuse("feat_extract_activation", ("gelu",)),
+    Refuse("add_adapter", (False,), write_value=False), Refuse("adapter_attn_dim", (None,), write_value=False),
+    Refuse("layer_norm_eps", (1e-5,)), Fixed("norm_eps", 1e-5),  # the conv norms use 1e-5 too
+    Convert("conv_channels", ("conv_dim", "num_feat_extract_layers"), lambda dims, n, f: tuple(dims), _conv_layers,
+            (REQUIRED, None)),
+    Field("conv_kernels", "conv_kernel", cast=tuple), Field("conv_strides", "conv_stride", cast=tuple),
+    Field("conv_bias", "conv_bias", False), Field("feat_norm", "feat_extract_norm", "group"),
+    Field("dim", "hidden_size"), Field("depth", "num_hidden_layers"), Field("num_heads", "num_attention_heads"),
+    Field("mlp_hidden", "intermediate_size"), Field("pos_kernel", "num_conv_pos_embeddings", 128),
+    Field("pos_groups", "num_conv_pos_embedding_groups", 16),
+    Field("stable_layer_norm", "do_stable_layer_norm", False), Fixed("mask_group_norm", False),
+), target=Wav2Vec2Config)
 
-    SpecAugment is off (``mask_time_prob=0``: no mask vector to write). transformers' GroupNorm then
-    normalises over padding that omnikit's ``mask_group_norm=True`` leaves out; unpadded batches agree.
-    """
-    if not isinstance(model, Wav2Vec2Encoder):
-        return None
-    c = model.config
-    return {
-        "architectures": ["Wav2Vec2Model"], "model_type": "wav2vec2", "conv_dim": list(c.conv_channels),
-        "conv_kernel": list(c.conv_kernels), "conv_stride": list(c.conv_strides), "conv_bias": c.conv_bias,
-        "num_feat_extract_layers": len(c.conv_channels), "feat_extract_norm": c.feat_norm, "hidden_size": c.dim,
-        "num_hidden_layers": c.depth, "num_attention_heads": c.num_heads, "intermediate_size": c.mlp_hidden,
-        "num_conv_pos_embeddings": c.pos_kernel, "num_conv_pos_embedding_groups": c.pos_groups,
-        "do_stable_layer_norm": c.stable_layer_norm, "layer_norm_eps": c.norm_eps, "mask_time_prob": 0.0,
-    }
 
-
-def wav2vec2_key_map(config: Config) -> KeyMap:
+def wav2vec2_key_map(config: Wav2Vec2Config) -> KeyMap:
     """Rules of :class:`Wav2Vec2Encoder` <- transformers' ``Wav2Vec2Model`` (names relative to it)."""
-    dim = config["hidden_size"]
+    dim = config.dim
     ours, theirs = "layers.blocks.{i}.", "encoder.layers.{i}."
     attn = theirs + "attention."
     qkv = tuple(f"{attn}{p}_proj" for p in "qkv")
@@ -105,16 +88,13 @@ def waveform_inputs(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, An
     return kwargs
 
 
-def _encoder_part(prefix: str, export: bool) -> Part:
-    return Part(lambda c: Wav2Vec2Encoder(wav2vec2_config(c)), wav2vec2_key_map, prefix=prefix,
-                inputs=waveform_inputs, export_config=wav2vec2_export_config if export else None)
-
-
-register_architecture("Wav2Vec2Model", parts={"audio_encoder": _encoder_part("", True)},
+#: ``save_hf`` exports any :class:`Wav2Vec2Encoder` (``mask_group_norm`` is not part of the published layout).
+ENCODER = Mapped(WAV2VEC2, Wav2Vec2Encoder, wav2vec2_key_map, exporter(
+    WAV2VEC2.write, Wav2Vec2Encoder, "Wav2Vec2Model", lambda model: replace(model.config, mask_group_norm=False)))
+register_architecture("Wav2Vec2Model", parts={"audio_encoder": ENCODER.part(inputs=waveform_inputs)},
                       default_part="audio_encoder")
 for _name in ("Wav2Vec2ForCTC", "Wav2Vec2ForPreTraining"):  # the pretraining checkpoints (wav2vec2-base, -large-lv60)
-    register_architecture(_name, parts={"audio_encoder": _encoder_part("wav2vec2.", False)},
+    register_architecture(_name, parts={"audio_encoder": ENCODER.part("wav2vec2.", inputs=waveform_inputs,
+                                                                      exported=False)},
                           default_part="audio_encoder")
-# from_transformers: the key map reads the config.json dict itself, so the "config" step keeps it whole
-register_transformers("Wav2Vec2Model", Mapped(lambda config: config, lambda config: preset("wav2vec2_base")(
-    wav2vec2_config(config)), wav2vec2_key_map))
+register_transformers("Wav2Vec2Model", Mapped(WAV2VEC2, preset("wav2vec2_base"), wav2vec2_key_map))

@@ -1,16 +1,15 @@
 """The Qwen3-Omni Talker's maps (``talker_config`` of :mod:`omnikit.convert.hub_qwen3_omni`):
 ``Qwen3OmniMoeTalkerForConditionalGeneration`` -> :class:`omnikit.fusion.Qwen3OmniTalker`.
 
-Key map: :func:`talker_key_map` (the Qwen decoder-layer rules of :mod:`omnikit.convert.hub_qwen`
-for both decoders, shared expert included, plus projections, codec embeddings and heads).
+Config map: :data:`talker_config`; key map: :func:`talker_key_map` (the Qwen decoder-layer rules of
+:mod:`omnikit.convert.hub_qwen` for both decoders, shared expert included, plus projections, codec
+embeddings and heads).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from omnikit.convert.hub_qwen import decoder_key_map
+from omnikit.convert.configmap import ConfigMap, Convert, Field, Fields, Refuse
+from omnikit.convert.hub_qwen import _sections, decoder_key_map
 from omnikit.convert.keymap import KeyMap, Rename, Skip
 from omnikit.speech.qwen3_omni_talker import (
     Qwen3OmniTalkerConfig,
@@ -39,41 +38,37 @@ def talker_key_map(config: Qwen3OmniTalkerConfig) -> KeyMap:
     ))
 
 
-def _rope(config: Mapping[str, Any], name: str) -> dict[str, Any]:
-    rope = dict(config.get("rope_parameters") or {})
-    if rope.get("rope_type", "default") != "default":
-        raise OmnikitValueError(f"{name} rope_type {rope.get('rope_type')!r} is not supported; expected 'default'")
-    return rope
+def _same_width(talker: int, predictor: int, fields: Fields) -> int:
+    if predictor != talker:
+        raise OmnikitValueError(f"code predictor width {predictor} must equal the talker's {talker}")
+    return talker
 
 
-def talker_config(talker: Mapping[str, Any]) -> Qwen3OmniTalkerConfig:
-    """The :class:`~omnikit.fusion.Qwen3OmniTalkerConfig` of a ``talker_config`` dict."""
-    text, pred = talker["text_config"], talker["code_predictor_config"]
-    for sub, name in ((text, "talker"), (pred, "code predictor")):
-        if sub.get("hidden_act", "silu") != "silu" or sub.get("attention_bias", False):
-            raise OmnikitValueError(f"{name} with hidden_act={sub.get('hidden_act')!r}, attention_bias="
-                                    f"{sub.get('attention_bias')} is not supported; expected 'silu' without biases")
-    if text.get("mlp_only_layers") or text.get("decoder_sparse_step", 1) != 1:
-        raise OmnikitValueError("talker with dense layers (mlp_only_layers / decoder_sparse_step) is not supported")
-    if pred["hidden_size"] != text["hidden_size"]:
-        raise OmnikitValueError(
-            f"code predictor width {pred['hidden_size']} must equal the talker's {text['hidden_size']}"
-        )
-    rope, pred_rope = _rope(text, "talker"), _rope(pred, "code predictor")
-    if not rope.get("interleaved", rope.get("mrope_interleaved", False)) or "mrope_section" not in rope:
-        raise OmnikitValueError(f"talker rope parameters expected an interleaved mrope_section but got {rope}")
-    return Qwen3OmniTalkerConfig(
-        dim=text["hidden_size"], depth=text["num_hidden_layers"], num_heads=text["num_attention_heads"],
-        num_kv_heads=text.get("num_key_value_heads"), head_dim=text.get("head_dim"),
-        thinker_dim=talker.get("thinker_hidden_size", 2048), vocab_size=text["vocab_size"],
-        num_experts=text.get("num_experts", text.get("num_local_experts")), top_k=text["num_experts_per_tok"],
-        expert_hidden=text["moe_intermediate_size"], shared_hidden=text["shared_expert_intermediate_size"],
-        normalize_weights=bool(text.get("norm_topk_prob", False)), projection_hidden=text["intermediate_size"],
-        norm_eps=text.get("rms_norm_eps", 1e-6), rope_base=float(rope.get("rope_theta", 10000.0)),
-        mrope_sections=tuple(rope["mrope_section"]), num_codebooks=talker.get("num_code_groups", 32),
-        codec_bos_id=talker.get("codec_bos_id", 4197), predictor_depth=pred["num_hidden_layers"],
-        predictor_heads=pred["num_attention_heads"], predictor_kv_heads=pred.get("num_key_value_heads"),
-        predictor_head_dim=pred.get("head_dim"), predictor_mlp_hidden=pred["intermediate_size"],
-        predictor_vocab_size=pred["vocab_size"], predictor_rope_base=float(pred_rope.get("rope_theta", 10000.0)),
-        predictor_norm_eps=pred.get("rms_norm_eps", 1e-6),
-    )
+_T, _P = "text_config.", "code_predictor_config."
+_INTERLEAVED = _T + "rope_parameters.interleaved"
+#: The :class:`~omnikit.fusion.Qwen3OmniTalkerConfig` of a ``talker_config`` dict: an all-MoE talker decoder
+#: (interleaved M-RoPE) and a dense code predictor of the same width, SiLU, no biases.
+talker_config = ConfigMap((
+    *(Refuse(sub + key, allowed, label=sub + key) for sub in (_T, _P) for key, allowed in (
+        ("hidden_act", ("silu",)), ("attention_bias", (False,)), ("rope_parameters.rope_type", ("default",)))),
+    Refuse(_T + "mlp_only_layers", ([],), write_value=False, label=_T + "mlp_only_layers"),
+    Refuse(_T + "decoder_sparse_step", (1,), write_value=False, label=_T + "decoder_sparse_step"),
+    Refuse(_INTERLEAVED, (True,), (_T + "rope_parameters.mrope_interleaved",), label=_INTERLEAVED, default=False),
+    Convert("dim", (_T + "hidden_size", _P + "hidden_size"), _same_width, lambda dim, f: (dim, dim)),
+    Field("depth", _T + "num_hidden_layers"), Field("num_heads", _T + "num_attention_heads"),
+    Field("num_kv_heads", _T + "num_key_value_heads", None), Field("head_dim", _T + "head_dim", None),
+    Field("thinker_dim", "thinker_hidden_size", 2048), Field("vocab_size", _T + "vocab_size"),
+    Field("num_experts", _T + "num_experts", fallbacks=(_T + "num_local_experts",)),
+    Field("top_k", _T + "num_experts_per_tok"), Field("expert_hidden", _T + "moe_intermediate_size"),
+    Field("shared_hidden", _T + "shared_expert_intermediate_size"),
+    Field("normalize_weights", _T + "norm_topk_prob", False, bool),
+    Field("projection_hidden", _T + "intermediate_size"),
+    Field("norm_eps", _T + "rms_norm_eps", 1e-6), Field("rope_base", _T + "rope_parameters.rope_theta", 10000.0, float),
+    Convert("mrope_sections", _T + "rope_parameters.mrope_section", _sections, lambda v, f: list(v)),
+    Field("num_codebooks", "num_code_groups", 32), Field("codec_bos_id", "codec_bos_id", 4197),
+    Field("predictor_depth", _P + "num_hidden_layers"), Field("predictor_heads", _P + "num_attention_heads"),
+    Field("predictor_kv_heads", _P + "num_key_value_heads", None), Field("predictor_head_dim", _P + "head_dim", None),
+    Field("predictor_mlp_hidden", _P + "intermediate_size"), Field("predictor_vocab_size", _P + "vocab_size"),
+    Field("predictor_rope_base", _P + "rope_parameters.rope_theta", 10000.0, float),
+    Field("predictor_norm_eps", _P + "rms_norm_eps", 1e-6),
+), target=Qwen3OmniTalkerConfig)

@@ -15,6 +15,7 @@ from omnikit.layers.mlp import GeluMLP, SwiGLU, build_mlp
 from omnikit.layers.norm import LayerNorm, RMSNorm, build_norm
 from omnikit.layers.rotary import RotaryEmbedding, apply_rotary
 from omnikit.layers.stack import TransformerStack
+from omnikit.layers.transformer_config import TransformerConfig
 
 __all__ = [
     "BACKENDS",
@@ -31,6 +32,7 @@ __all__ = [
     "RotaryEmbedding",
     "StaticKVCache",
     "SwiGLU",
+    "TransformerConfig",
     "TransformerStack",
     "apply_rotary",
     "build_attention_mask",

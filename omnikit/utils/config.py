@@ -10,11 +10,15 @@ field may also come whole (a config object) or as a mapping of its fields (as in
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from collections.abc import Mapping
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
-__all__ = ["NestedConfig", "flat_names", "nest_flat"]
+__all__ = ["NestedConfig", "flat_keywords", "flat_names", "nest_flat", "nested_field"]
+
+ConfigT = TypeVar("ConfigT", bound=type)
+_DEFAULTS_KEY = "nested_defaults"
 
 
 def flat_names(config_cls: type) -> set[str]:
@@ -71,3 +75,38 @@ class NestedConfig:
     def from_flat(cls, **values: Any) -> Self:
         """Build from flat keywords, e.g. ``TalkerConfig.from_flat(dim=48, depth=2, predictor_depth=1, ...)``."""
         return cls(**nest_flat(cls, values))
+
+
+def nested_field(config_cls: type, **defaults: Any) -> Any:
+    """A dataclass field holding a ``config_cls`` that starts from ``defaults`` when built from flat
+    keywords (:func:`flat_keywords` makes them the class's ``nested_defaults``); its default is
+    ``config_cls(**defaults)`` when those are complete, else the field is required."""
+    metadata = {_DEFAULTS_KEY: defaults}
+    required = {f.name for f in dataclasses.fields(config_cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    if required - set(defaults):
+        return dataclasses.field(metadata=metadata)
+    return dataclasses.field(default_factory=lambda: config_cls(**defaults), metadata=metadata)
+
+
+def _flat_property(outer: str, inner: str) -> property:
+    return property(lambda self: getattr(getattr(self, outer), inner), doc=f"``{outer}.{inner}``")
+
+
+def flat_keywords(cls: ConfigT) -> ConfigT:
+    """Class decorator (above ``@dataclass``) of a :class:`NestedConfig`: the constructor also takes the flat
+    keywords of ``cls.flat_fields`` (through :func:`nest_flat`), each flat keyword that is not a field is a
+    read-only property of the nested value, and the defaults of :func:`nested_field` s are ``nested_defaults``."""
+    cls.nested_defaults = {**cls.nested_defaults, **{  # type: ignore[attr-defined]
+        f.name: f.metadata[_DEFAULTS_KEY] for f in dataclasses.fields(cls) if _DEFAULTS_KEY in f.metadata}}
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **values: Any) -> None:
+        init(self, *args, **nest_flat(cls, values))
+
+    cls.__init__ = __init__  # type: ignore[misc]
+    for name, (outer, inner) in cls.flat_fields.items():  # type: ignore[attr-defined]
+        if name not in cls.__dict__:
+            setattr(cls, name, _flat_property(outer, inner))
+    return cls

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -28,9 +28,11 @@ from omnikit.layers.decoder import DecoderBlock, run_blocks
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.layers.mlp import GeluMLP
 from omnikit.layers.norm import LayerNorm
+from omnikit.layers.transformer_config import TransformerConfig, transformer_flat
 from omnikit.outputs import EncoderOutput, traceable_output
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_finite, check_tensor
+from omnikit.utils.config import NestedConfig, flat_keywords, nested_field
 from omnikit.utils.parallel import ParallelPlan
 from omnikit.vision.merger import PatchMerger
 from omnikit.vision.patch_grids import PatchGrids, check_grids, grid_list
@@ -40,8 +42,9 @@ from omnikit.vision.tubelet import TubeletEmbed, checked_frames
 __all__ = ["BlockPatchMerger", "DeepstackOutput", "PackedVisionOutput", "Qwen3ViT", "Qwen3ViTConfig"]
 
 
+@flat_keywords
 @dataclass
-class Qwen3ViTConfig:
+class Qwen3ViTConfig(NestedConfig):
     """Hyper-parameters of :class:`Qwen3ViT` (transformers' names in brackets).
 
     Attributes:
@@ -54,19 +57,17 @@ class Qwen3ViTConfig:
         rope_base: theta of the 2-D rotary.
     """
 
-    dim: int
-    depth: int
-    num_heads: int
-    mlp_hidden: int
+    transformer: TransformerConfig = nested_field(TransformerConfig, norm_eps=1e-6, rope_base=10000.0)
     out_dim: int
     patch: tuple[int, int, int] = (2, 16, 16)
     in_chans: int = 3
     merge_size: int = 2
     num_position_embeddings: int = 2304
     deepstack_indexes: tuple[int, ...] = ()
-    norm_eps: float = 1e-6
-    rope_base: float = 10000.0
     backend: str = "sdpa"
+
+    flat_fields: ClassVar[dict[str, tuple[str, str]]] = transformer_flat(
+        "dim", "depth", "num_heads", "mlp_hidden", "norm_eps", "rope_base")
 
 
 @traceable_output

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.layers.stack import TransformerStack
+from omnikit.layers.transformer_config import TransformerConfig, transformer_flat
 from omnikit.outputs import EncoderOutput
 from omnikit.testing.contract import ContractInputs
+from omnikit.utils.config import NestedConfig, flat_keywords, nested_field
 from omnikit.vision.merger import PatchMerger
 from omnikit.vision.rotary import AxialRotaryEmbedding, grid_positions
 from omnikit.vision.tubelet import TubeletEmbed, checked_frames
@@ -24,21 +27,20 @@ from omnikit.vision.tubelet import TubeletEmbed, checked_frames
 __all__ = ["VideoViT", "VideoViTConfig"]
 
 
+@flat_keywords
 @dataclass
-class VideoViTConfig:
+class VideoViTConfig(NestedConfig):
     """Hyper-parameters of :class:`VideoViT`."""
 
-    dim: int
-    depth: int
-    num_heads: int
+    transformer: TransformerConfig = nested_field(TransformerConfig, mlp_ratio=4.0, norm_eps=1e-6, rope_base=10000.0)
     patch: tuple[int, int, int] = (2, 14, 14)
     in_chans: int = 3
-    mlp_ratio: float = 4.0
-    norm_eps: float = 1e-6
-    rope_base: float = 10000.0
     merge_size: int | None = 2
     out_dim: int | None = None
     backend: str = "sdpa"
+
+    flat_fields: ClassVar[dict[str, tuple[str, str]]] = transformer_flat(
+        "dim", "depth", "num_heads", "mlp_ratio", "norm_eps", "rope_base")
 
 
 class VideoViT(nn.Module):

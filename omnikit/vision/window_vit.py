@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,7 @@ from torch.utils.checkpoint import checkpoint
 from omnikit.layers.decoder import DecoderBlock
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.layers.mlp import SwiGLU
+from omnikit.layers.transformer_config import TransformerConfig, transformer_flat
 from omnikit.outputs import EncoderOutput
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import (
@@ -46,6 +48,7 @@ from omnikit.utils.checks import (
     check_tensor,
     check_weight_dtype,
 )
+from omnikit.utils.config import NestedConfig, flat_keywords, nested_field
 from omnikit.utils.parallel import ParallelPlan
 from omnikit.vision.merger import PatchMerger
 from omnikit.vision.patch_grids import Grid, PatchGrids, check_grids, grid_list
@@ -55,23 +58,23 @@ from omnikit.vision.tubelet import TubeletEmbed, repeat_last_valid_frame
 __all__ = ["WindowViT", "WindowViTConfig", "patchify_frames", "window_order"]
 
 
+@flat_keywords
 @dataclass
-class WindowViTConfig:
+class WindowViTConfig(NestedConfig):
     """Hyper-parameters of :class:`WindowViT` (defaults: Qwen2.5-Omni-7B's vision tower)."""
 
-    dim: int = 1280
-    depth: int = 32
-    num_heads: int = 16
-    mlp_hidden: int = 3420
+    transformer: TransformerConfig = nested_field(
+        TransformerConfig, dim=1280, depth=32, num_heads=16, mlp_hidden=3420, window=112, norm_eps=1e-6,
+        rope_base=10000.0)
     out_dim: int = 3584
     patch: tuple[int, int, int] = (2, 14, 14)
     in_chans: int = 3
     merge_size: int = 2
-    window_size: int = 112
     full_attention_blocks: tuple[int, ...] = (7, 15, 23, 31)
-    norm_eps: float = 1e-6
-    rope_base: float = 10000.0
     backend: str = "sdpa"
+
+    flat_fields: ClassVar[dict[str, tuple[str, str]]] = transformer_flat(
+        "dim", "depth", "num_heads", "mlp_hidden", "norm_eps", "rope_base", window_size="window")
 
 
 def patchify_frames(

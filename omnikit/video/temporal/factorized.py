@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -11,8 +12,10 @@ from torch import nn
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.layers.rotary import RotaryEmbedding
 from omnikit.layers.stack import TransformerStack
+from omnikit.layers.transformer_config import TransformerConfig, transformer_flat
 from omnikit.outputs import EncoderOutput
 from omnikit.testing.contract import ContractInputs
+from omnikit.utils.config import NestedConfig, flat_keywords, nested_field
 from omnikit.video.temporal.common import (
     check_frame_tokens,
     frame_mask_or_none,
@@ -24,19 +27,18 @@ from omnikit.video.temporal.common import (
 __all__ = ["FactorizedConfig", "FactorizedEncoder"]
 
 
+@flat_keywords
 @dataclass
-class FactorizedConfig:
+class FactorizedConfig(NestedConfig):
     """Hyper-parameters of :class:`FactorizedEncoder`."""
 
-    dim: int
-    spatial_depth: int
+    transformer: TransformerConfig = nested_field(TransformerConfig, mlp_ratio=4.0, norm_eps=1e-6, rope_base=10000.0)
     temporal_depth: int
-    num_heads: int
-    mlp_ratio: float = 4.0
-    norm_eps: float = 1e-6
-    rope_base: float = 10000.0
     time_unit: float = 0.04
     backend: str = "sdpa"
+
+    flat_fields: ClassVar[dict[str, tuple[str, str]]] = transformer_flat(
+        "dim", "num_heads", "mlp_ratio", "norm_eps", "rope_base", spatial_depth="depth")
 
 
 class FactorizedEncoder(nn.Module):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -13,29 +14,31 @@ from omnikit.layers.decoder import run_blocks
 from omnikit.layers.mlp import GeluMLP
 from omnikit.layers.norm import LayerNorm
 from omnikit.layers.positions import TimeEmbedding
+from omnikit.layers.transformer_config import TransformerConfig, transformer_flat
 from omnikit.outputs import EncoderOutput
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import check_positive
+from omnikit.utils.config import NestedConfig, flat_keywords, nested_field
 from omnikit.video.temporal.cross_attention import CrossAttention
 from omnikit.video.temporal.resampler import add_time_embedding, check_token_inputs, latent_contract_inputs
 
 __all__ = ["QFormer", "QFormerConfig"]
 
 
+@flat_keywords
 @dataclass
-class QFormerConfig:
+class QFormerConfig(NestedConfig):
     """Hyper-parameters of :class:`QFormer`."""
 
-    dim: int
+    transformer: TransformerConfig = nested_field(TransformerConfig, depth=2, num_heads=8, mlp_ratio=4.0, norm_eps=1e-6)
     num_queries: int = 32
-    depth: int = 2
-    num_heads: int = 8
     context_dim: int | None = None
-    mlp_ratio: float = 4.0
-    norm_eps: float = 1e-6
     backend: str = "sdpa"
     #: > 0: a learned embedding of each input token's time step (``times`` in ``forward``) is added to it.
     time_steps: int = 0
+
+    flat_fields: ClassVar[dict[str, tuple[str, str]]] = transformer_flat(
+        "dim", "depth", "num_heads", "mlp_ratio", "norm_eps")
 
 
 class QFormerBlock(nn.Module):

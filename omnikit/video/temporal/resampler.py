@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -13,6 +14,7 @@ from omnikit.layers.masks import lengths_to_mask
 from omnikit.layers.mlp import GeluMLP
 from omnikit.layers.norm import LayerNorm
 from omnikit.layers.positions import TimeEmbedding
+from omnikit.layers.transformer_config import TransformerConfig, transformer_flat
 from omnikit.outputs import EncoderOutput
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import (
@@ -23,6 +25,7 @@ from omnikit.utils.checks import (
     check_tensor,
     check_weight_dtype,
 )
+from omnikit.utils.config import NestedConfig, flat_keywords, nested_field
 from omnikit.video.temporal.cross_attention import CrossAttention
 
 __all__ = [
@@ -56,19 +59,19 @@ def latent_contract_inputs(lengths: Sequence[int], dim: int, seed: int) -> Contr
     return ContractInputs({"tokens": tokens, "lengths": lens}, lens, {"tokens": 1}, "lengths")
 
 
+@flat_keywords
 @dataclass
-class ResamplerConfig:
+class ResamplerConfig(NestedConfig):
     """Hyper-parameters of :class:`PerceiverResampler`."""
 
-    dim: int
+    transformer: TransformerConfig = nested_field(TransformerConfig, depth=2, num_heads=8, mlp_ratio=4.0, norm_eps=1e-5)
     num_latents: int = 64
-    depth: int = 2
-    num_heads: int = 8
     context_dim: int | None = None
-    mlp_ratio: float = 4.0
-    norm_eps: float = 1e-5
     backend: str = "sdpa"
     time_steps: int = 0
+
+    flat_fields: ClassVar[dict[str, tuple[str, str]]] = transformer_flat(
+        "dim", "depth", "num_heads", "mlp_ratio", "norm_eps")
 
 
 def add_time_embedding(

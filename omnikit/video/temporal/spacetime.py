@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -22,9 +22,11 @@ from omnikit.layers.decoder import DecoderBlock
 from omnikit.layers.mlp import GeluMLP
 from omnikit.layers.norm import LayerNorm
 from omnikit.layers.rotary import RotaryEmbedding
+from omnikit.layers.transformer_config import TransformerConfig, transformer_flat
 from omnikit.outputs import EncoderOutput
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import check_choice
+from omnikit.utils.config import NestedConfig, flat_keywords, nested_field
 from omnikit.video.temporal.common import (
     check_frame_tokens,
     frame_mask_or_none,
@@ -38,19 +40,18 @@ __all__ = ["DividedSpaceTimeBlock", "SpaceTimeConfig", "SpaceTimeEncoder"]
 Rope = tuple[torch.Tensor, torch.Tensor]
 
 
+@flat_keywords
 @dataclass
-class SpaceTimeConfig:
+class SpaceTimeConfig(NestedConfig):
     """Hyper-parameters of :class:`SpaceTimeEncoder`."""
 
-    dim: int
-    depth: int
-    num_heads: int
+    transformer: TransformerConfig = nested_field(TransformerConfig, mlp_ratio=4.0, norm_eps=1e-6, rope_base=10000.0)
     attention: str = "divided"  # or "joint"
-    mlp_ratio: float = 4.0
-    norm_eps: float = 1e-6
-    rope_base: float = 10000.0
     time_unit: float = 0.04
     backend: str = "sdpa"
+
+    flat_fields: ClassVar[dict[str, tuple[str, str]]] = transformer_flat(
+        "dim", "depth", "num_heads", "mlp_ratio", "norm_eps", "rope_base")
 
 
 class DividedSpaceTimeBlock(nn.Module):
