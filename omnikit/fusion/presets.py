@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from omnikit.fusion.deepstack_thinker import DeepstackThinker
+from omnikit.fusion.gemma4_omni import Gemma4Omni
 from omnikit.fusion.modality import MediaTokens
 from omnikit.fusion.omni_thinker import OmniThinker
 from omnikit.fusion.qwen3_omni_thinker import Qwen3OmniThinker
@@ -26,7 +27,7 @@ from omnikit.registry import configure, create_model, register_model
 from omnikit.speech.omni_talker import OmniTalker, OmniTalkerConfig
 from omnikit.speech.qwen3_omni_talker import Qwen3OmniTalker, Qwen3OmniTalkerConfig
 
-__all__ = ["QWEN_MEDIA_TOKENS", "TINY_OMNI_MARKERS", "TINY_OMNI_TOKENS", "qwen2_5_omni_7b_talker",
+__all__ = ["QWEN_MEDIA_TOKENS", "TINY_OMNI_MARKERS", "TINY_OMNI_TOKENS", "gemma4_omni_tiny", "qwen2_5_omni_7b_talker",
            "qwen2_5_omni_7b_thinker", "qwen2_5_omni_talker_tiny", "qwen2_5_omni_thinker_tiny",
            "qwen3_omni_30b_a3b_talker", "qwen3_omni_30b_a3b_thinker", "qwen3_omni_thinker_tiny"]
 
@@ -139,3 +140,14 @@ def qwen3_omni_30b_a3b_talker(**overrides: Any) -> Qwen3OmniTalker:
         Qwen3OmniTalkerConfig, "qwen3_omni_30b_a3b_talker", overrides,
         dim=1024, depth=20, num_heads=16, num_kv_heads=2, head_dim=128, thinker_dim=2048,
     ))
+
+
+@register_model(kind="omni", modalities=("text", "image", "audio"))
+def gemma4_omni_tiny(**overrides: Any) -> Gemma4Omni:
+    """A tiny Gemma 4 of the published structure: the ``gemma4_tiny`` language model (every text feature:
+    per-layer embeddings, KV sharing, K = V, MoE beside the MLP, softcap), the tiny vision and audio towers
+    (both -> 32), bidirectional attention over an image on sliding layers. Overrides apply to the text model."""
+    tokens = TINY_OMNI_TOKENS
+    return Gemma4Omni(create_model("gemma4_tiny", **overrides), create_model("gemma4_vision_tiny"),
+                      create_model("gemma4_audio_tiny"), image_token_id=tokens.image, audio_token_id=tokens.audio,
+                      video_token_id=tokens.video, bidirectional_vision=True)
