@@ -178,8 +178,8 @@ def text_key_map(config: Gemma4Config, theirs: str = "model.") -> KeyMap:
         "moe.experts.down": "experts.down_proj", "post_mlp_norm1.weight": "post_feedforward_layernorm_1.weight",
         "pre_moe_norm.weight": "pre_feedforward_layernorm_2.weight",
         "post_moe_norm.weight": "post_feedforward_layernorm_2.weight",
-        "ple_gate.weight": "per_layer_input_gate.weight", "ple_proj.weight": "per_layer_projection.weight",
-        "ple_norm.weight": "post_per_layer_input_norm.weight", "layer_scalar": "layer_scalar",
+        "per_layer.gate.weight": "per_layer_input_gate.weight", "per_layer.proj.weight": "per_layer_projection.weight",
+        "per_layer.norm.weight": "post_per_layer_input_norm.weight", "layer_scalar": "layer_scalar",
     }
     return per_layer + KeyMap((
         Rename("embed.weight", theirs + "embed_tokens.weight"), Rename("decoder.norm.weight", theirs + "norm.weight"),
