@@ -388,7 +388,9 @@ def _vision_map(config: Config) -> KeyMap:
 
 
 def _text_part(config: Config) -> Config:
-    return config.get("text_config") or {}
+    """``text_config`` with the top-level ``tie_word_embeddings`` (default True), the one that ties
+    ``Gemma4ForConditionalGeneration``'s ``lm_head`` in transformers (the text config's is not read)."""
+    return {**(config.get("text_config") or {}), "tie_word_embeddings": config.get("tie_word_embeddings", True)}
 
 
 def _build_audio(config: Config) -> nn.Module:
