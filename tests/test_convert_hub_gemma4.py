@@ -184,3 +184,12 @@ def test_loaded_experts_run_the_grouped_kernel(tmp_path):
     experts = model.decoder.blocks[0].moe.experts
     x = torch.zeros(3, 32)
     assert grouped_mm_native(x, experts.gate_up) and grouped_mm_native(x, experts.down)
+
+
+def test_transformers_gemma4_has_no_router_aux_loss():
+    """transformers' Gemma 4 defines no load-balancing loss (no ``router_aux_loss_coef``, no ``aux_loss``
+    with router logits), so a Gemma 4 training step has none to match; if one appears, this fails."""
+    hf = _hf_model(**MOE_STYLE)
+    assert not hasattr(hf.config, "router_aux_loss_coef")
+    out = hf(input_ids=torch.randint(1, VOCAB, (1, 5)), output_router_logits=True)
+    assert getattr(out, "aux_loss", None) is None
