@@ -171,3 +171,25 @@ def test_preset_parameter_counts_equal_transformers(name):
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in reference.parameters())
     assert [b.attn.kv_reuse is not None for b in ours.decoder.blocks] == [
         layer.self_attn.is_kv_shared_layer for layer in reference.model.layers]
+
+
+def test_loaded_experts_run_the_grouped_kernel(tmp_path):
+    """load_hf leaves no tensor on a memory-mapped file's 8-byte offsets: the experts' stacked weights
+    are aligned, so the MoE runs torch's grouped GEMM (ragged rows) instead of padding every expert."""
+    from omnikit.moe.grouped import grouped_mm_native
+
+    _hf_model(**MOE_STYLE).save_pretrained(tmp_path)
+    model = load_hf(tmp_path)
+    assert all(p.data_ptr() % 64 == 0 for p in model.parameters())
+    experts = model.decoder.blocks[0].moe.experts
+    x = torch.zeros(3, 32)
+    assert grouped_mm_native(x, experts.gate_up) and grouped_mm_native(x, experts.down)
+
+
+def test_transformers_gemma4_has_no_router_aux_loss():
+    """transformers' Gemma 4 defines no load-balancing loss (no ``router_aux_loss_coef``, no ``aux_loss``
+    with router logits), so a Gemma 4 training step has none to match; if one appears, this fails."""
+    hf = _hf_model(**MOE_STYLE)
+    assert not hasattr(hf.config, "router_aux_loss_coef")
+    out = hf(input_ids=torch.randint(1, VOCAB, (1, 5)), output_router_logits=True)
+    assert getattr(out, "aux_loss", None) is None

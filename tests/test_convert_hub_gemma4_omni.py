@@ -114,3 +114,38 @@ def test_video_inputs_and_placeholder_mismatches_are_refused(tmp_path):
     kwargs["input_ids"] = kwargs["input_ids"].masked_fill(kwargs["input_ids"] == IMAGE, 5)  # no image slots left
     with pytest.raises(ValueError, match="image placeholders"):
         model(**kwargs)
+
+
+@pytest.mark.parametrize(("top", "text"), [(False, True), (True, False)])
+def test_the_top_level_tie_word_embeddings_ties_the_head(tmp_path, top, text):
+    """transformers ties ``Gemma4ForConditionalGeneration``'s ``lm_head`` by the top-level
+    ``tie_word_embeddings`` (the text config's is not read); so does load_hf."""
+    torch.manual_seed(0)
+    config = transformers.Gemma4Config(text_config={**TEXT, "tie_word_embeddings": text}, vision_config=None,
+                                       audio_config=None, tie_word_embeddings=top)
+    hf = _randomise(transformers.Gemma4ForConditionalGeneration(config))
+    with torch.no_grad():
+        hf.lm_head.weight.copy_(0.5 * torch.randn(hf.lm_head.weight.shape))  # differs from the embeddings if untied
+    hf.save_pretrained(tmp_path)
+    model = load_hf(tmp_path)
+    assert (model.lm.lm_head.weight is model.lm.embed.weight) == top
+    ids = torch.randint(1, 56, (2, 9))
+    with torch.no_grad():
+        assert max_rel_error(model(ids), hf(input_ids=ids).logits, torch.ones_like(ids)) <= 1e-4
+
+
+@pytest.mark.parametrize(("where", "key", "value"), [
+    ("text_config", "attention_dropout", 0.1), ("text_config", "use_bidirectional_attention", "all"),
+    ("audio_config", "attention_context_right", 4), ("audio_config", "hidden_act", "gelu"),
+    ("vision_config", "attention_bias", True), ("vision_config", "rope_parameters", {"rope_type": "default"}),
+])
+def test_structural_options_outside_the_model_are_refused_by_name(tmp_path, where, key, value):
+    _hf_model().save_pretrained(tmp_path)
+    import json
+
+    path = tmp_path / "config.json"
+    config = json.loads(path.read_text())
+    config[where][key] = value
+    path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=key):
+        load_hf(tmp_path)

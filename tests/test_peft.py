@@ -138,8 +138,8 @@ def test_xattn_fusion_layers_are_projector_and_bad_towers_raise() -> None:
 
 def test_gemma4_lora_reaches_clippable_linears_towers_and_every_expert() -> None:
     """LoRA on Gemma 4: the audio tower's clippable linears (plain ``nn.Linear`` s to peft), the
-    text model's attention and MLPs, and its 3-D experts with one rank-r pair per expert; one
-    training step gives every adapter a gradient."""
+    text model's attention and MLPs (the per-layer-embedding branches included), and its 3-D experts
+    with one rank-r pair per expert; one training step gives every adapter a gradient."""
     model = torch.nn.ModuleDict({
         "audio": omnikit.create_model("gemma4_audio_tiny"), "lm": omnikit.create_model("gemma4_tiny"),
     })
@@ -149,6 +149,8 @@ def test_gemma4_lora_reaches_clippable_linears_towers_and_every_expert() -> None
     assert len(clippable) == 2 * (4 + 2 * 2 + 2)  # per block: q k v out, 2 feed-forwards x 2, conv start / end
     assert {n.rpartition(".")[2] for n in modules if n.startswith("audio.")} >= {"q", "rel_k", "fc1", "start"}
     assert not any(n.startswith("audio.embed") for n in modules)  # the embedder is the projector
+    per_layer = [f"lm.decoder.blocks.{i}.per_layer.{w}" for i in range(4) for w in ("gate", "proj")]
+    assert set(per_layer) <= set(modules)  # the per-layer-embedding gate and projection (E2B / E4B) are MLPs
     assert targets["target_parameters"] == [f"lm.decoder.blocks.{i}.moe.experts.{w}" for i in range(4)
                                             for w in ("gate_up", "down")]
     trainable_before = sum(p.numel() for p in model.parameters())

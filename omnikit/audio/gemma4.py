@@ -119,7 +119,8 @@ class BlockedLocalAttention(nn.Module):
         q = self.q(x).float().view(shape) * scale
         k = self.k(x).float().view(shape) * (math.log(1 + math.e) / math.log(2))
         v = self.v(x).float().view(shape)
-        blocks = (length + self.chunk - 1) // self.chunk
+        # at least two blocks (padding): a traced block count of 1 would specialise the program to it
+        blocks = torch.sym_max((length + self.chunk - 1) // self.chunk, 2)
         q = F.pad(q, (0, 0, 0, 0, 0, blocks * self.chunk - length)).unflatten(1, (blocks, self.chunk))
         k, v = (self._contexts(t, blocks) for t in (k, v))  # (B, blocks, context, H, D)
         rel = self.rel_k(self.positions.to(x.dtype)).float().view(-1, self.heads, self.head_dim)  # (P, H, D)

@@ -4,9 +4,10 @@
 embedder, giving soft tokens of the text width) and ``"vision_encoder"`` (a
 :class:`~omnikit.vision.gemma4.Gemma4VisionEncoder` with the vision embedder).
 
-Config translation is one function per direction and tower (:func:`text_config_from_hf`,
-:func:`text_config_to_hf`, :func:`audio_config_from_hf`, :func:`audio_config_to_hf`); every
-structural option is either honoured or refused with a ``ValueError`` naming it. The text key map
+Config translation is one declarative :class:`~omnikit.convert.configmap.ConfigMap` per tower
+(:data:`TEXT`, :data:`AUDIO`, :data:`VISION`; the ``*_config_from_hf`` / ``*_to_hf`` functions add
+only the text width and the checks no rule expresses); every structural option is either honoured
+or refused with a ``ValueError`` naming it. The text key map
 is per layer: sliding and global layers differ in head size and key/value heads, K = V layers have
 no ``v_proj`` and KV-shared layers no ``k_proj`` / ``v_proj`` / ``k_norm`` at all; q/k/v projections
 are fused into omnikit's ``attn.qkv``. The MoE's experts are stored fused (``experts.gate_up_proj``,
@@ -16,6 +17,7 @@ gate rows first) as omnikit keeps them.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -23,6 +25,7 @@ from torch import nn
 
 from omnikit.audio.gemma4 import Gemma4AudioConfig, Gemma4AudioEncoder
 from omnikit.convert.architectures import Config, Part, register_architecture
+from omnikit.convert.configmap import ConfigMap, Constant, Convert, Derived, Field, Fields, Fixed, Refuse
 from omnikit.convert.inputs import _as_tensor, text_inputs
 from omnikit.convert.keymap import Fuse, KeyMap, Rename, Skip
 from omnikit.models.gemma4 import Gemma4Config, Gemma4LM, kv_sharing
@@ -30,6 +33,7 @@ from omnikit.utils.checks import OmnikitValueError
 from omnikit.vision.gemma4 import Gemma4VisionConfig, Gemma4VisionEncoder
 
 __all__ = [
+    "AUDIO", "TEXT", "VISION",
     "audio_config_from_hf", "audio_config_to_hf", "audio_key_map", "text_config_from_hf", "text_config_to_hf",
     "text_key_map", "vision_config_from_hf", "vision_key_map",
 ]
@@ -41,28 +45,49 @@ def _refuse(name: str, value: Any, expected: str) -> OmnikitValueError:
     return OmnikitValueError(f"Gemma 4 config `{name}` = {value!r} is not supported; expected {expected}")
 
 
-def _rope(config: Config) -> tuple[float, float, float]:
-    """``(sliding base, full base, full rotary fraction)`` of ``rope_parameters``."""
-    params = config.get("rope_parameters") or {
-        "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
-        "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1_000_000.0},
-    }
+_DEFAULT_ROPE = {
+    "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+    "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1_000_000.0},
+}
+
+
+def _rope(params: Config, index: int) -> float:
+    """Entry ``index`` of ``(sliding base, full base, full rotary fraction)`` of ``rope_parameters``."""
     sliding, full = params.get("sliding_attention") or {}, params.get("full_attention") or {}
     if sliding.get("rope_type", "default") != "default" or sliding.get("partial_rotary_factor", 1.0) != 1.0:
         raise _refuse("rope_parameters.sliding_attention", sliding, "rope_type 'default' on the whole head")
     if full.get("rope_type", "default") not in ("default", "proportional") or full.get("factor", 1.0) != 1.0:
         raise _refuse("rope_parameters.full_attention", full, "rope_type 'proportional' or 'default', factor 1")
     fraction = full.get("partial_rotary_factor", 1.0) if full.get("rope_type") == "proportional" else 1.0
-    return float(sliding.get("rope_theta", 10_000.0)), float(full.get("rope_theta", 1_000_000.0)), float(fraction)
+    return float((sliding.get("rope_theta", 10_000.0), full.get("rope_theta", 1_000_000.0), fraction)[index])
 
 
-def _global_layer(config: Config, types: list[str]) -> tuple[int | None, int | None]:
+def _rope_parameters(value: Any, f: Fields) -> Config:
+    return {"sliding_attention": {"rope_type": "default", "rope_theta": f["rope_base"]},
+            "full_attention": {"rope_type": "proportional", "rope_theta": f["global_rope_base"],
+                               "partial_rotary_factor": f["global_rotary_fraction"]}}
+
+
+def _rope_rule(ours: str, index: int) -> Convert:
+    return Convert(ours, "rope_parameters", lambda params, f: _rope(params, index), _rope_parameters,
+                   default=_DEFAULT_ROPE)
+
+
+def _layer_types(raw: list[str] | None, f: Fields) -> tuple[str, ...]:
+    """``layer_types`` (default: every 6th layer full); transformers forces the last layer to full."""
+    depth = f["depth"]
+    raw = raw or ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(depth)]
+    if len(raw) != depth or set(raw) - set(_TYPES):
+        raise _refuse("layer_types", raw, f"{depth} entries of {sorted(_TYPES)}")
+    return (*(_TYPES[t] for t in raw[:-1]), "full")
+
+
+def _global_layer(per_layer: Config | None, head_dim: int, heads: int | None, f: Fields) -> tuple[Any, Any]:
     """``(head_dim, kv heads)`` of full layers from ``per_layer_config`` or ``global_head_dim`` /
     ``num_global_key_value_heads``; refused when layers of one type differ."""
-    per_layer = config.get("per_layer_config")
     if per_layer is None:
-        heads = config.get("num_global_key_value_heads") if config.get("attention_k_eq_v", False) else None
-        return config.get("global_head_dim", 512), heads
+        return head_dim, heads if f["k_eq_v"] else None
+    types = f["layer_types"]
     overrides = {int(i): dict(v) for i, v in per_layer.items()}
     allowed = {"head_dim", "num_key_value_heads"}
     for i, override in overrides.items():
@@ -74,77 +99,66 @@ def _global_layer(config: Config, types: list[str]) -> tuple[int | None, int | N
     return (full[0].get("head_dim"), full[0].get("num_key_value_heads")) if full else (None, None)
 
 
+def _per_layer_config(value: Any, f: Fields) -> dict[str, Config]:
+    override = {"head_dim": f["global_head_dim"]}
+    if f["k_eq_v"] and f["global_kv_heads"]:
+        override["num_key_value_heads"] = f["global_kv_heads"]
+    return {str(i): override for i, t in enumerate(f["layer_types"]) if t == "full"}
+
+
+def _global_rule(ours: str, index: int) -> Convert:
+    return Convert(ours, ("per_layer_config", "global_head_dim", "num_global_key_value_heads"),
+                   lambda *values: _global_layer(*values)[index],
+                   lambda value, f: (_per_layer_config(value, f), f["global_head_dim"], f["global_kv_heads"]),
+                   default=(None, 512, None))
+
+
+def _moe_rule(ours: str, theirs: str) -> Convert:
+    """A MoE size, 0 unless ``enable_moe_block``; written with ``enable_moe_block``."""
+    return Convert(ours, ("enable_moe_block", theirs), lambda on, value, f: (value or 0) if on else 0,
+                   lambda value, f: (bool(f["num_experts"]), value or None), default=(False, None))
+
+
+#: ``Gemma4TextConfig`` (``config.json`` of ``Gemma4ForCausalLM`` or ``text_config``) <-> :class:`Gemma4Config`.
+#: ``hidden_size_per_layer_input`` null (as transformers writes a disabled one) or absent: no per-layer inputs.
+TEXT = ConfigMap((
+    Refuse("hidden_activation", ("gelu_pytorch_tanh", "gelu_tanh")), Refuse("attention_bias", (False,)),
+    Refuse("attention_dropout", (0.0,)), Refuse("use_bidirectional_attention", (None, "vision")),
+    Field("dim", "hidden_size"), Field("depth", "num_hidden_layers"), Field("num_heads", "num_attention_heads"),
+    Field("num_kv_heads", "num_key_value_heads", 4), Field("head_dim", "head_dim", 256),
+    Field("mlp_hidden", "intermediate_size"), Field("vocab_size", "vocab_size"),
+    Convert("layer_types", "layer_types", _layer_types, lambda value, f: [f"{t}_attention" for t in value],
+            default=None),
+    Field("sliding_window", "sliding_window", 512), Field("k_eq_v", "attention_k_eq_v", False, bool),
+    _global_rule("global_head_dim", 0), _global_rule("global_kv_heads", 1),
+    Field("num_kv_shared_layers", "num_kv_shared_layers", 0),
+    Field("double_wide_mlp", "use_double_wide_mlp", False, bool),
+    Field("norm_eps", "rms_norm_eps", 1e-6), _rope_rule("rope_base", 0), _rope_rule("global_rope_base", 1),
+    _rope_rule("global_rotary_fraction", 2),
+    Convert("per_layer_dim", "hidden_size_per_layer_input", lambda value, f: value or 0, lambda value, f: value,
+            default=None),
+    Convert("per_layer_vocab", "vocab_size_per_layer_input",
+            lambda value, f: (value or f["vocab_size"]) if f["per_layer_dim"] else None,
+            lambda value, f: value, default=None),
+    Field("final_softcap", "final_logit_softcapping", None), _moe_rule("num_experts", "num_experts"),
+    _moe_rule("top_k", "top_k_experts"), _moe_rule("expert_hidden", "moe_intermediate_size"),
+    Field("tie_embeddings", "tie_word_embeddings", True, bool), Fixed("causal", True),
+    Constant("model_type", "gemma4_text"), Constant("dtype", "float32"),
+), target=Gemma4Config)
+
+
 def text_config_from_hf(config: Config) -> Gemma4Config:
     """The :class:`Gemma4Config` of a ``Gemma4TextConfig`` dict (``config.json`` or its ``text_config``)."""
-    if config.get("hidden_activation", "gelu_pytorch_tanh") not in ("gelu_pytorch_tanh", "gelu_tanh"):
-        raise _refuse("hidden_activation", config.get("hidden_activation"), "'gelu_pytorch_tanh'")
-    for flag in ("attention_bias",):
-        if config.get(flag):
-            raise _refuse(flag, config.get(flag), "False")
-    if config.get("attention_dropout") or 0.0:
-        raise _refuse("attention_dropout", config.get("attention_dropout"), "0.0")
-    if config.get("use_bidirectional_attention") not in (None, "vision"):
-        raise _refuse("use_bidirectional_attention", config.get("use_bidirectional_attention"), "None or 'vision'")
-    depth = config["num_hidden_layers"]
-    raw_types = config.get("layer_types") or [
-        "full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(depth)
-    ]
-    if len(raw_types) != depth or set(raw_types) - set(_TYPES):
-        raise _refuse("layer_types", raw_types, f"{depth} entries of {sorted(_TYPES)}")
-    types = [_TYPES[t] for t in raw_types]
-    types[-1] = "full"  # transformers forces the last layer to full attention
-    global_head_dim, global_kv_heads = _global_layer(config, types)
-    rope_base, global_rope_base, fraction = _rope(config)
-    moe = bool(config.get("enable_moe_block", False))
-    per_layer_dim = config.get("hidden_size_per_layer_input", 256) or 0
-    return Gemma4Config(
-        dim=config["hidden_size"], depth=depth, num_heads=config["num_attention_heads"],
-        num_kv_heads=config.get("num_key_value_heads", 4), head_dim=config.get("head_dim", 256),
-        mlp_hidden=config["intermediate_size"], vocab_size=config["vocab_size"], layer_types=tuple(types),
-        sliding_window=config.get("sliding_window", 512), global_head_dim=global_head_dim,
-        global_kv_heads=global_kv_heads, k_eq_v=bool(config.get("attention_k_eq_v", False)),
-        num_kv_shared_layers=config.get("num_kv_shared_layers", 0) or 0,
-        double_wide_mlp=bool(config.get("use_double_wide_mlp", False)), norm_eps=config.get("rms_norm_eps", 1e-6),
-        rope_base=rope_base, global_rope_base=global_rope_base, global_rotary_fraction=fraction,
-        per_layer_dim=per_layer_dim,
-        per_layer_vocab=config.get("vocab_size_per_layer_input", config["vocab_size"]) if per_layer_dim else None,
-        final_softcap=config.get("final_logit_softcapping"),
-        num_experts=(config.get("num_experts") or 0) if moe else 0,
-        top_k=(config.get("top_k_experts") or 0) if moe else 0,
-        expert_hidden=(config.get("moe_intermediate_size") or 0) if moe else 0,
-        tie_embeddings=bool(config.get("tie_word_embeddings", True)),
-    )
+    return TEXT(config)
 
 
 def text_config_to_hf(config: Gemma4Config) -> Config:
     """A ``Gemma4TextConfig`` dict (``model_type`` ``gemma4_text``) for a :class:`Gemma4Config`."""
-    types = config.types()
-    full_override = {"head_dim": config.global_head_dim or config.head_dim}
-    if config.k_eq_v and config.global_kv_heads:
-        full_override["num_key_value_heads"] = config.global_kv_heads
-    if not config.causal:
+    out = TEXT.write(replace(config, layer_types=config.types(), global_head_dim=config.global_head_dim
+                             or config.head_dim, per_layer_vocab=config.per_layer_vocab or config.vocab_size))
+    if out is None:
         raise OmnikitValueError("`causal=False` (bidirectional everywhere) has no Gemma4ForCausalLM config")
-    return {
-        "model_type": "gemma4_text", "hidden_size": config.dim, "num_hidden_layers": config.depth,
-        "num_attention_heads": config.num_heads, "num_key_value_heads": config.num_kv_heads,
-        "head_dim": config.head_dim, "intermediate_size": config.mlp_hidden, "vocab_size": config.vocab_size,
-        "layer_types": [f"{t}_attention" for t in types], "sliding_window": config.sliding_window,
-        "per_layer_config": {str(i): full_override for i, t in enumerate(types) if t == "full"},
-        "attention_k_eq_v": config.k_eq_v, "num_kv_shared_layers": config.num_kv_shared_layers,
-        "use_double_wide_mlp": config.double_wide_mlp, "rms_norm_eps": config.norm_eps,
-        "rope_parameters": {
-            "sliding_attention": {"rope_type": "default", "rope_theta": config.rope_base},
-            "full_attention": {"rope_type": "proportional", "rope_theta": config.global_rope_base,
-                               "partial_rotary_factor": config.global_rotary_fraction},
-        },
-        "hidden_size_per_layer_input": config.per_layer_dim,
-        "vocab_size_per_layer_input": config.per_layer_vocab or config.vocab_size,
-        "final_logit_softcapping": config.final_softcap, "enable_moe_block": bool(config.num_experts),
-        "num_experts": config.num_experts or None, "top_k_experts": config.top_k or None,
-        "moe_intermediate_size": config.expert_hidden or None, "tie_word_embeddings": config.tie_embeddings,
-        "hidden_activation": "gelu_pytorch_tanh", "attention_bias": False, "use_bidirectional_attention": None,
-        "dtype": "float32",
-    }
+    return out
 
 
 def _qkv_rule(config: Gemma4Config, i: int, theirs: str) -> Fuse:
@@ -178,8 +192,8 @@ def text_key_map(config: Gemma4Config, theirs: str = "model.") -> KeyMap:
         "moe.experts.down": "experts.down_proj", "post_mlp_norm1.weight": "post_feedforward_layernorm_1.weight",
         "pre_moe_norm.weight": "pre_feedforward_layernorm_2.weight",
         "post_moe_norm.weight": "post_feedforward_layernorm_2.weight",
-        "ple_gate.weight": "per_layer_input_gate.weight", "ple_proj.weight": "per_layer_projection.weight",
-        "ple_norm.weight": "post_per_layer_input_norm.weight", "layer_scalar": "layer_scalar",
+        "per_layer.gate.weight": "per_layer_input_gate.weight", "per_layer.proj.weight": "per_layer_projection.weight",
+        "per_layer.norm.weight": "post_per_layer_input_norm.weight", "layer_scalar": "layer_scalar",
     }
     return per_layer + KeyMap((
         Rename("embed.weight", theirs + "embed_tokens.weight"), Rename("decoder.norm.weight", theirs + "norm.weight"),
@@ -205,28 +219,35 @@ def _export_text(model: nn.Module) -> Config | None:
     return {**text_config_to_hf(model.config), "architectures": ["Gemma4ForCausalLM"]}
 
 
+def _channels(value: Any, f: Fields) -> tuple[int, int]:
+    if len(value) != 2:
+        raise _refuse("audio_config.subsampling_conv_channels", value, "two channel counts")
+    return tuple(value)
+
+
+#: ``audio_config`` (``Gemma4AudioConfig``) <-> :class:`Gemma4AudioConfig` fields (``text_dim`` comes from
+#: the text config); most of the tower's norms use 1e-6 whatever ``rms_norm_eps`` says, so it must be 1e-6.
+AUDIO = ConfigMap((
+    Refuse("hidden_act", ("silu",), label="audio_config.hidden_act"),
+    Refuse("attention_context_right", (0,), label="audio_config.attention_context_right"),
+    Refuse("rms_norm_eps", (1e-6,), label="audio_config.rms_norm_eps"),
+    Convert("channels", "subsampling_conv_channels", _channels, lambda value, f: list(value), default=(128, 32)),
+    Convert("n_mels", "subsampling_conv_channels", lambda value, f: f["channels"][0],
+            lambda value, f: list(f["channels"]), default=(128, 32)),
+    Field("dim", "hidden_size", 1024), Field("depth", "num_hidden_layers", 12),
+    Field("num_heads", "num_attention_heads", 8), Field("chunk_size", "attention_chunk_size", 12),
+    Field("context_left", "attention_context_left", 13), Field("softcap", "attention_logit_cap", 50.0),
+    Field("invalid_logit", "attention_invalid_logits_value", -1e9), Field("conv_kernel", "conv_kernel_size", 5),
+    Field("residual_weight", "residual_weight", 0.5), Field("clip", "gradient_clipping", 1e10),
+    Field("out_dim", "output_proj_dims", 1536), Field("clipped_linears", "use_clipped_linears", True, bool),
+    Constant("model_type", "gemma4_audio"),
+))
+
+
 def audio_config_from_hf(config: Config, text_dim: int = 0) -> Gemma4AudioConfig:
-    """The :class:`Gemma4AudioConfig` of a ``Gemma4AudioConfig`` dict (``audio_config``); ``text_dim``:
-    width of the audio embedder (``text_config.hidden_size``; 0 for the tower alone)."""
-    if config.get("hidden_act", "silu") != "silu":
-        raise _refuse("audio_config.hidden_act", config.get("hidden_act"), "'silu'")
-    if config.get("attention_context_right", 0):
-        raise _refuse("audio_config.attention_context_right", config["attention_context_right"], "0 (causal)")
-    if config.get("rms_norm_eps", 1e-6) != 1e-6:  # most of the tower's norms use 1e-6 whatever the config says
-        raise _refuse("audio_config.rms_norm_eps", config["rms_norm_eps"], "1e-6")
-    channels = tuple(config.get("subsampling_conv_channels", (128, 32)))
-    if len(channels) != 2:
-        raise _refuse("audio_config.subsampling_conv_channels", channels, "two channel counts")
-    return Gemma4AudioConfig(
-        n_mels=channels[0], dim=config.get("hidden_size", 1024), depth=config.get("num_hidden_layers", 12),
-        num_heads=config.get("num_attention_heads", 8), channels=channels,
-        chunk_size=config.get("attention_chunk_size", 12), context_left=config.get("attention_context_left", 13),
-        softcap=config.get("attention_logit_cap", 50.0),
-        invalid_logit=config.get("attention_invalid_logits_value", -1e9), conv_kernel=config.get("conv_kernel_size", 5),
-        residual_weight=config.get("residual_weight", 0.5), clip=config.get("gradient_clipping", 1e10),
-        out_dim=config.get("output_proj_dims", 1536), text_dim=text_dim,
-        clipped_linears=bool(config.get("use_clipped_linears", True)),
-    )
+    """The :class:`Gemma4AudioConfig` of an ``audio_config`` dict; ``text_dim``: width of the audio
+    embedder (``text_config.hidden_size``; 0 for the tower alone)."""
+    return Gemma4AudioConfig(**AUDIO.read(config), text_dim=text_dim)
 
 
 def audio_config_to_hf(config: Gemma4AudioConfig) -> Config:
@@ -234,16 +255,7 @@ def audio_config_to_hf(config: Gemma4AudioConfig) -> Config:
     if config.n_mels != config.channels[0]:
         raise OmnikitValueError(f"`n_mels` ({config.n_mels}) must equal channels[0] ({config.channels[0]}) "
                                 "to have a Gemma4AudioConfig")
-    return {
-        "model_type": "gemma4_audio", "hidden_size": config.dim, "num_hidden_layers": config.depth,
-        "num_attention_heads": config.num_heads, "hidden_act": "silu",
-        "subsampling_conv_channels": list(config.channels), "conv_kernel_size": config.conv_kernel,
-        "residual_weight": config.residual_weight, "attention_chunk_size": config.chunk_size,
-        "attention_context_left": config.context_left, "attention_context_right": 0,
-        "attention_logit_cap": config.softcap, "attention_invalid_logits_value": config.invalid_logit,
-        "use_clipped_linears": config.clipped_linears, "rms_norm_eps": config.norm_eps,
-        "gradient_clipping": config.clip, "output_proj_dims": config.out_dim,
-    }
+    return AUDIO.write(config)
 
 
 _BOUNDS = ("input_min", "input_max", "output_min", "output_max")
@@ -306,25 +318,26 @@ def audio_inputs(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+#: ``vision_config`` <-> :class:`Gemma4VisionConfig` fields (``text_dim`` from the text config).
+VISION = ConfigMap((
+    Refuse("hidden_activation", ("gelu_pytorch_tanh", "gelu_tanh"), label="vision_config.hidden_activation"),
+    *(Refuse(flag, (False,), label=f"vision_config.{flag}") for flag in ("attention_bias", "use_clipped_linears")),
+    Refuse("attention_dropout", (0.0,), label="vision_config.attention_dropout"),
+    Refuse("rope_parameters.rope_type", ("axial",), label="vision_config.rope_parameters.rope_type"),
+    Refuse("rope_parameters.factor", (1.0,), label="vision_config.rope_parameters.factor", write_value=False),
+    Field("dim", "hidden_size", 768), Field("depth", "num_hidden_layers", 16),
+    Field("num_heads", "num_attention_heads", 12),
+    Derived("num_kv_heads", "num_key_value_heads", lambda f: f["num_heads"]), Field("head_dim", "head_dim", 64),
+    Field("mlp_hidden", "intermediate_size", 3072), Field("patch_size", "patch_size", 16),
+    Field("position_table", "position_embedding_size", 10240), Field("pool", "pooling_kernel_size", 3),
+    Field("rope_base", "rope_parameters.rope_theta", 100.0, float), Field("norm_eps", "rms_norm_eps", 1e-6),
+    Field("standardize", "standardize", False, bool), Constant("model_type", "gemma4_vision"),
+))
+
+
 def vision_config_from_hf(config: Config, text_dim: int = 0) -> Gemma4VisionConfig:
-    """The :class:`Gemma4VisionConfig` of a ``Gemma4VisionConfig`` dict (``vision_config``)."""
-    if config.get("hidden_activation", "gelu_pytorch_tanh") not in ("gelu_pytorch_tanh", "gelu_tanh"):
-        raise _refuse("vision_config.hidden_activation", config.get("hidden_activation"), "'gelu_pytorch_tanh'")
-    for flag in ("attention_bias", "use_clipped_linears", "attention_dropout"):
-        if config.get(flag):
-            raise _refuse(f"vision_config.{flag}", config[flag], "False / 0")
-    rope = config.get("rope_parameters") or {"rope_type": "axial", "rope_theta": 100.0}
-    if rope.get("rope_type", "axial") != "axial" or rope.get("factor", 1.0) != 1.0:
-        raise _refuse("vision_config.rope_parameters", rope, "rope_type 'axial'")
-    heads = config.get("num_attention_heads", 12)
-    return Gemma4VisionConfig(
-        dim=config.get("hidden_size", 768), depth=config.get("num_hidden_layers", 16), num_heads=heads,
-        num_kv_heads=config.get("num_key_value_heads", heads), head_dim=config.get("head_dim", 64),
-        mlp_hidden=config.get("intermediate_size", 3072), patch_size=config.get("patch_size", 16),
-        position_table=config.get("position_embedding_size", 10240), pool=config.get("pooling_kernel_size", 3),
-        rope_base=float(rope.get("rope_theta", 100.0)), norm_eps=config.get("rms_norm_eps", 1e-6),
-        standardize=bool(config.get("standardize", False)), text_dim=text_dim,
-    )
+    """The :class:`Gemma4VisionConfig` of a ``vision_config`` dict; ``text_dim``: width of the embedder."""
+    return Gemma4VisionConfig(**VISION.read(config), text_dim=text_dim)
 
 
 def vision_key_map(config: Gemma4VisionConfig, tower: str = "vision_tower.", embedder: str = "embed_vision.") -> KeyMap:
@@ -375,7 +388,9 @@ def _vision_map(config: Config) -> KeyMap:
 
 
 def _text_part(config: Config) -> Config:
-    return config.get("text_config") or {}
+    """``text_config`` with the top-level ``tie_word_embeddings`` (default True), the one that ties
+    ``Gemma4ForConditionalGeneration``'s ``lm_head`` in transformers (the text config's is not read)."""
+    return {**(config.get("text_config") or {}), "tie_word_embeddings": config.get("tie_word_embeddings", True)}
 
 
 def _build_audio(config: Config) -> nn.Module:

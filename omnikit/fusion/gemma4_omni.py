@@ -5,6 +5,7 @@ audio soft token; the towers' valid tokens, in batch order, replace them (their 
 Placeholders embed as the padding token for the per-layer embeddings. With
 ``bidirectional_vision`` (``use_bidirectional_attention="vision"``), the tokens of one image see
 each other both ways on sliding layers (still within the window); full layers stay causal.
+With a ``key_padding_mask``, placeholder ids in the padding are padding, not slots.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import torch
 from torch import nn
 
 from omnikit.audio.gemma4 import Gemma4AudioEncoder
+from omnikit.fusion.omni_prompt import pad_rows
 from omnikit.models.gemma4 import Gemma4LM
 from omnikit.models.language_model import TokenLM
+from omnikit.outputs import EncoderOutput
 from omnikit.streaming import StreamingContainer
 from omnikit.testing import ContractInputs
 from omnikit.utils.checks import OmnikitValueError
@@ -40,7 +43,9 @@ class Gemma4Omni(TokenLM, StreamingContainer, nn.Module):
     (:class:`Gemma4AudioEncoder`), each tower with its embedder into the text width.
     """
 
-    supports_streaming = True
+    # It streams (KV-cached ``generate``), but the contract's chunked checks cut the ids apart from
+    # the media they stand for; the language model alone runs them (``gemma4_tiny``).
+    supports_streaming = False
 
     def __init__(
         self,
@@ -72,12 +77,17 @@ class Gemma4Omni(TokenLM, StreamingContainer, nn.Module):
     def embed(self) -> nn.Embedding:
         return self.lm.embed
 
-    def _scatter(self, embeds: torch.Tensor, slots: torch.Tensor, tokens: torch.Tensor, what: str) -> torch.Tensor:
-        """``embeds (B, T, D)`` with the rows where ``slots`` is set replaced by ``tokens (N, D)`` in order."""
-        if not torch.compiler.is_compiling() and int(slots.sum()) != tokens.shape[0]:
+    def _scatter(self, embeds: torch.Tensor, slots: torch.Tensor, out: EncoderOutput, what: str) -> torch.Tensor:
+        """``embeds (B, T, D)`` with the rows where ``slots`` is set replaced by the valid rows of ``out``
+        in order (a gather by rank, no data-dependent shapes, so it compiles whole)."""
+        valid, tokens = out.mask.flatten(), out.hidden_states.flatten(0, 1)
+        if not torch.compiler.is_compiling() and int(slots.sum()) != int(valid.sum()):
             raise OmnikitValueError(f"`input_ids` hold {int(slots.sum())} {what} placeholders but the {what} "
-                                    f"tower gives {tokens.shape[0]} soft tokens")
-        return embeds.masked_scatter(slots[..., None], tokens.to(embeds.dtype))
+                                    f"tower gives {int(valid.sum())} soft tokens")
+        rank = slots.flatten().long().cumsum(0)  # the k-th slot takes the k-th valid token
+        source = torch.searchsorted(valid.long().cumsum(0), rank).clamp(max=tokens.shape[0] - 1)
+        picked = tokens[source].view(*slots.shape, tokens.shape[-1]).to(embeds.dtype)
+        return torch.where(slots[..., None], picked, embeds)
 
     def parallel_plan(self) -> ParallelPlan:
         """The towers are FSDP units (the language model brings its own plan)."""
@@ -103,6 +113,9 @@ class Gemma4Omni(TokenLM, StreamingContainer, nn.Module):
         """
         self.check_ids(input_ids)
         is_image, is_audio = input_ids == self.image_token_id, input_ids == self.audio_token_id
+        if key_padding_mask is not None:
+            valid = key_padding_mask[:, -input_ids.shape[1]:]
+            is_image, is_audio = is_image & valid, is_audio & valid
         placeholders = is_image | is_audio
         if self.video_token_id is not None:  # video placeholders embed as padding too (no video tower here)
             placeholders = placeholders | (input_ids == self.video_token_id)
@@ -112,14 +125,14 @@ class Gemma4Omni(TokenLM, StreamingContainer, nn.Module):
             if self.vision is None or image_positions is None:
                 raise OmnikitValueError("`pixel_values` need a vision tower and `image_positions`")
             out = self.vision(pixel_values, image_positions)
-            embeds = self._scatter(embeds, is_image, out.hidden_states[out.mask], "image")
+            embeds = self._scatter(embeds, is_image, out, "image")
         if audio_features is not None:
             if self.audio is None:
                 raise OmnikitValueError("`audio_features` need an audio tower")
             out = self.audio(audio_features, audio_lengths)
-            embeds = self._scatter(embeds, is_audio, out.hidden_states[out.mask], "audio")
+            embeds = self._scatter(embeds, is_audio, out, "audio")
         masks: dict[str, Any] = {}
-        if self.bidirectional_vision and bool(is_image.any()):
+        if self.bidirectional_vision and input_ids.shape[1] > 1:  # decode steps (one token) are causal
             masks = {"sliding_attention_mask": self._vision_mask(is_image), "sliding_causal": False}
         logits, hidden = self.lm.run(text_ids, embeds, positions=positions, key_padding_mask=key_padding_mask,
                                      **masks)
@@ -144,4 +157,37 @@ class Gemma4Omni(TokenLM, StreamingContainer, nn.Module):
         return self.lm.decode_step(tokens, positions=positions, key_padding_mask=key_padding_mask)
 
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
-        return self.lm.contract_inputs(lengths, seed=seed)
+        """A left-padded batch: item ``b`` holds ``lengths[b]`` text ids around an image of ``3 - b % 2``
+        soft tokens and an audio clip of ``max(20 - 6 b, 5)`` mel frames (text only without the towers);
+        ``item(b)`` packs item ``b`` alone."""
+        if self.vision is None or self.audio is None:
+            return self.lm.contract_inputs(lengths, seed=seed)
+        images = [3 - b % 2 for b in range(len(lengths))]
+        frames = [max(20 - 6 * b, 5) for b in range(len(lengths))]
+        vision = self.vision.contract_inputs(images, seed=seed)
+        audio = self.audio.contract_inputs(frames, seed=seed).kwargs["features"]
+        tokens = self.audio.output_lengths(torch.tensor(frames)).tolist()
+        g = torch.Generator().manual_seed(seed)
+        specials = min(self.image_token_id, self.audio_token_id, self.video_token_id or self.config.vocab_size)
+        rows = []
+        for b, n in enumerate(lengths):
+            text = torch.randint(1, specials, (n,), generator=g).tolist()
+            head, mid = n // 3, 2 * n // 3
+            rows.append(text[:head] + [self.image_token_id] * images[b] + text[head:mid]
+                        + [self.audio_token_id] * tokens[b] + text[mid:])
+
+        def pack(items: Sequence[int]) -> ContractInputs:
+            ids, mask = pad_rows([rows[b] for b in items], "left", self.pad_token_id)
+            if len(items) == 1:
+                pictures = vision.item(items[0]).kwargs
+                clips = audio[items[0]:items[0] + 1, :, : frames[items[0]]]
+            else:
+                pictures, clips = vision.kwargs, audio
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            kwargs = {"input_ids": ids, "key_padding_mask": mask.bool(), "positions": positions,
+                      "pixel_values": pictures["pixel_values"], "image_positions": pictures["positions"],
+                      "audio_features": clips, "audio_lengths": torch.tensor([frames[b] for b in items])}
+            return ContractInputs(kwargs, mask.sum(-1), {"input_ids": 1}, "key_padding_mask",
+                                  item=lambda b: pack([items[b]]), padding_side="left")
+
+        return pack(range(len(lengths)))

@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from omnikit.fusion.deepstack_thinker import DeepstackThinker
+from omnikit.fusion.gemma4_omni import Gemma4Omni
 from omnikit.fusion.modality import MediaTokens
 from omnikit.fusion.omni_thinker import OmniThinker
 from omnikit.fusion.qwen3_5_omni import QWEN3_5_OMNI, HybridOmniThinker, Qwen3_5OmniSpeech
@@ -37,7 +38,7 @@ from omnikit.speech.omni_talker import OmniTalker, OmniTalkerConfig
 from omnikit.speech.qwen3_omni_talker import Qwen3OmniTalker, Qwen3OmniTalkerConfig
 from omnikit.vision.qwen3_vit import Qwen3ViT
 
-__all__ = ["QWEN_MEDIA_TOKENS", "TINY_OMNI_MARKERS", "TINY_OMNI_TOKENS", "qwen2_5_omni_7b_talker",
+__all__ = ["QWEN_MEDIA_TOKENS", "TINY_OMNI_MARKERS", "TINY_OMNI_TOKENS", "gemma4_omni_tiny", "qwen2_5_omni_7b_talker",
            "qwen2_5_omni_7b_thinker", "qwen2_5_omni_talker_tiny", "qwen2_5_omni_thinker_tiny", "qwen3_5_9b_vl",
            "qwen3_5_35b_a3b_vl", "qwen3_5_omni_35b_a3b", "qwen3_5_omni_tiny", "qwen3_5_vl_tiny",
            "qwen3_omni_30b_a3b_talker", "qwen3_omni_30b_a3b_thinker", "qwen3_omni_thinker_tiny"]
@@ -278,3 +279,14 @@ def qwen3_5_omni_tiny(**overrides: Any) -> Qwen3_5OmniSpeech:
         predictor_kv_heads=2, predictor_head_dim=8, predictor_mlp_hidden=40, predictor_vocab_size=16,
     ))
     return Qwen3_5OmniSpeech(thinker, talker, create_model("code2wav_tiny"), TINY_SPEECH_IDS)
+
+
+@register_model(kind="omni", modalities=("text", "image", "audio"))
+def gemma4_omni_tiny(**overrides: Any) -> Gemma4Omni:
+    """A tiny Gemma 4 of the published structure: the ``gemma4_tiny`` language model (every text feature:
+    per-layer embeddings, KV sharing, K = V, MoE beside the MLP, softcap), the tiny vision and audio towers
+    (both -> 32), bidirectional attention over an image on sliding layers. Overrides apply to the text model."""
+    tokens = TINY_OMNI_TOKENS
+    return Gemma4Omni(create_model("gemma4_tiny", **overrides), create_model("gemma4_vision_tiny"),
+                      create_model("gemma4_audio_tiny"), image_token_id=tokens.image, audio_token_id=tokens.audio,
+                      video_token_id=tokens.video, bidirectional_vision=True)

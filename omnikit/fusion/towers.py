@@ -37,6 +37,7 @@ from omnikit.fusion.omni_thinker import OmniThinker
 from omnikit.layers.attention import Attention
 from omnikit.layers.linear_attention import GatedDeltaNet
 from omnikit.layers.mlp import GeluMLP, SwiGLU
+from omnikit.models.gemma4 import PerLayerBranch
 from omnikit.models.language_model import TokenLM
 from omnikit.moe.experts import SwiGLUExperts
 from omnikit.speech.duplex import DuplexModel
@@ -54,7 +55,8 @@ TOWERS: tuple[str, ...] = ("audio", "vision", "projector", "thinker", "talker")
 
 #: Layer kinds :func:`lora_targets` can select: attention projections (softmax attention, Gemma 4's
 #: blocked attention, the Gated DeltaNet token mixer), dense MLP linears (projector MLPs and mergers,
-#: Gemma 4's half-step feed-forwards and conv modules included), MoE experts (3-D), every other
+#: Gemma 4's half-step feed-forwards, conv modules and
+#: per-layer-embedding branches included), MoE experts (3-D), every other
 #: ``nn.Linear`` (output heads, the code predictor's heads, shared-expert gates, input projections),
 #: and token embeddings.
 LORA_KINDS: tuple[str, ...] = ("attention", "mlp", "experts", "linear", "embeddings")
@@ -63,7 +65,7 @@ _TALKERS = (Talker, OmniTalker, Qwen3OmniTalker)
 #: module types whose linears are of the kind named: found by type, never by name
 _KIND_PARENTS: dict[str, tuple[type, ...]] = {
     "attention": (Attention, BlockedLocalAttention, GatedDeltaNet, PerCodebookAttention),
-    "mlp": (SwiGLU, GeluMLP, ResizeMLP, HalfStepFeedForward, LightConv, PerCodebookMLP),
+    "mlp": (SwiGLU, GeluMLP, ResizeMLP, HalfStepFeedForward, LightConv, PerCodebookMLP, PerLayerBranch),
 }
 
 

@@ -37,7 +37,8 @@ from omnikit.streaming import StreamingContainer
 from omnikit.utils.checks import OmnikitValueError, check_choice, check_positive, check_tensor
 from omnikit.utils.config_checks import Range
 
-__all__ = ["Gemma4Block", "Gemma4Config", "Gemma4Decoder", "Gemma4LM", "PerLayerEmbedding", "kv_sharing"]
+__all__ = ["Gemma4Block", "Gemma4Config", "Gemma4Decoder", "Gemma4LM", "PerLayerBranch", "PerLayerEmbedding",
+           "kv_sharing"]
 
 LAYER_TYPES = ("sliding", "full")
 #: Range of the counts whose 0 turns a feature off (checked by ``create_model`` overrides).
@@ -144,6 +145,23 @@ class PerLayerEmbedding(nn.Module):
         return (projected + tokens.view(shape)) * 2**-0.5
 
 
+class PerLayerBranch(nn.Module):
+    """A block's per-layer-embedding branch, a small gated MLP: ``x (B, T, dim)``, ``per_layer_input
+    (B, T, per_layer_dim)`` -> ``norm(proj(gelu_tanh(gate(x)) * per_layer_input))`` ``(B, T, dim)``.
+
+    Weights: ``gate (per_layer_dim, dim)``, ``proj (dim, per_layer_dim)``, ``norm``.
+    """
+
+    def __init__(self, dim: int, per_layer_dim: int, eps: float) -> None:
+        super().__init__()
+        self.gate = nn.Linear(dim, per_layer_dim, bias=False)
+        self.proj = nn.Linear(per_layer_dim, dim, bias=False)
+        self.norm = RMSNorm(dim, eps)
+
+    def forward(self, x: torch.Tensor, per_layer_input: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(gate_activation(self.gate(x), "gelu_tanh") * per_layer_input))
+
+
 class Gemma4Block(nn.Module):
     """One Gemma 4 layer ``(B, T, dim) -> (B, T, dim)``::
 
@@ -151,7 +169,7 @@ class Gemma4Block(nn.Module):
         m = mlp(norm2(h))                                   # or, with a MoE beside it:
         m = post_mlp_norm1(m) + post_moe_norm(moe(pre_moe_norm(h), route_input=h))
         y = h + post_mlp_norm(m)
-        y = y + ple_norm(ple_proj(gelu(ple_gate(y)) * per_layer_input))   # per-layer embeddings
+        y = y + per_layer(y, per_layer_input)               # per-layer embeddings (PerLayerBranch)
         y = y * layer_scalar
     """
 
@@ -179,11 +197,7 @@ class Gemma4Block(nn.Module):
             moe = MoEConfig(dim, config.num_experts, config.top_k, config.expert_hidden, activation="gelu_tanh")
             self.moe = MoE(moe, router=ScaledNormRouter(dim, config.num_experts, config.top_k, eps=eps))
             self.post_mlp_norm1, self.pre_moe_norm, self.post_moe_norm = (RMSNorm(dim, eps) for _ in range(3))
-        self.ple_gate = None
-        if config.per_layer_dim:
-            self.ple_gate = nn.Linear(dim, config.per_layer_dim, bias=False)
-            self.ple_proj = nn.Linear(config.per_layer_dim, dim, bias=False)
-            self.ple_norm = RMSNorm(dim, eps)
+        self.per_layer = PerLayerBranch(dim, config.per_layer_dim, eps) if config.per_layer_dim else None
         self.register_buffer("layer_scalar", torch.ones(1))
 
     def forward(
@@ -206,9 +220,8 @@ class Gemma4Block(nn.Module):
         if self.moe is not None:
             m = self.post_mlp_norm1(m) + self.post_moe_norm(self.moe(self.pre_moe_norm(h), route_input=h))
         y = h + self.post_mlp_norm(m)
-        if self.ple_gate is not None:
-            gated = gate_activation(self.ple_gate(y), "gelu_tanh") * per_layer_input
-            y = y + self.ple_norm(self.ple_proj(gated))
+        if self.per_layer is not None:
+            y = y + self.per_layer(y, per_layer_input)
         return y * self.layer_scalar.to(y.dtype)
 
 

@@ -28,7 +28,6 @@ preallocated tensor. The CPU uses two kinds:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -155,21 +154,12 @@ def pair_experts(rows_per_expert: list[int]) -> tuple[list[RowChunk], list[int]]
     return chunks, first_slot
 
 
-_GELU_C = math.sqrt(2.0 / math.pi)
-
-
-def _act_and_grad(gate: torch.Tensor, activation: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``act(g)`` and its derivative: silu, ``sigmoid(g) * (1 - silu(g)) + silu(g)``, or tanh-GELU,
-    ``0.5 (1 + t) + 0.5 g (1 - t^2) c (1 + 3 a g^2)`` with ``t = tanh(c (g + a g^3))``."""
+def _gate_grad(grad: torch.Tensor, gate: torch.Tensor, activation: str, out: torch.Tensor) -> torch.Tensor:
+    """``grad * act'(gate)`` written into ``out``: the fused kernel autograd runs for ``F.silu`` /
+    ``F.gelu(approximate="tanh")`` (one pass instead of a dozen elementwise temporaries)."""
     if activation == "silu":
-        sig = torch.sigmoid(gate)
-        silu = gate * sig
-        return silu, silu.neg().add_(1).mul_(sig).add_(silu)
-    square = gate * gate
-    t = torch.tanh(_GELU_C * gate * (1 + 0.044715 * square))
-    act = 0.5 * gate * (1 + t)
-    grad = 0.5 * (1 + t) + 0.5 * gate * (1 - t * t) * _GELU_C * (1 + 3 * 0.044715 * square)
-    return act, grad
+        return torch.ops.aten.silu_backward.grad_input(grad, gate, grad_input=out)
+    return torch.ops.aten.gelu_backward.grad_input(grad, gate, approximate="tanh", grad_input=out)
 
 
 @dataclass(frozen=True)
@@ -268,7 +258,7 @@ class GroupedSwiGLU(torch.autograd.Function):
             gate, up = gate_up_out[:, :hidden], gate_up_out[:, hidden:]
             grad_y = grad_out.index_select(0, rows)
             grad_act = layout.mm(grad_y, down[chunk.experts])  # d loss / d (weighted activation)
-            silu, silu_grad = _act_and_grad(gate, ctx.activation)
+            silu = gate_activation(gate, ctx.activation)
             act = silu * up
             if need_weight:
                 grad_weight = _into(grad_weight, chunk.rows, torch.linalg.vecdot, grad_act, act)
@@ -278,8 +268,8 @@ class GroupedSwiGLU(torch.autograd.Function):
             grad_act.mul_(weight)
             grad_gate_up_out = torch.empty_like(gate_up_out)
             torch.mul(grad_act, silu, out=grad_gate_up_out[:, hidden:])
-            torch.mul(grad_act.mul_(up), silu_grad, out=grad_gate_up_out[:, :hidden])
-            del grad_act, silu, silu_grad
+            _gate_grad(grad_act.mul_(up), gate, ctx.activation, grad_gate_up_out[:, :hidden])
+            del grad_act, silu
             if need_gate_up:
                 rows_x = x.index_select(0, rows)
                 grad_gate_up = _into(grad_gate_up, chunk.experts, layout.outer, grad_gate_up_out, rows_x)

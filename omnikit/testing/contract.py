@@ -40,6 +40,8 @@ class ContractInputs:
             all batch-first (packed media); ``None``: the suite slices every tensor at ``b``.
         padding_side: where the padding of each time axis sits (``"left"``: the valid steps are the
             last ``lengths[b]``, as in a batch prepared for generation).
+        aligned_dims: axes as long as a time axis whose padding carries meaning (patch positions that
+            mark padding): dynamic in export like ``time_dims``, but never overwritten with noise.
     """
 
     kwargs: dict[str, Any]
@@ -48,6 +50,7 @@ class ContractInputs:
     lengths_kwarg: str | None = None
     item: Callable[[int], ContractInputs] | None = None
     padding_side: Literal["right", "left"] = "right"
+    aligned_dims: dict[str, int] = field(default_factory=dict)
 
     def valid_start(self, size: int, valid: int) -> int:
         """Index of the first valid step of an item with ``valid`` steps on a time axis of ``size``."""
@@ -76,14 +79,15 @@ def primary_output(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
 def export_dynamic_shapes(inputs: ContractInputs, max_batch: int = 64) -> dict[str, Any]:
     """``dynamic_shapes`` for ``torch.export.export(model, (), inputs.kwargs, ...)``: a dynamic
     batch (dim 0) on every batched tensor and a dynamic time dim on every axis of ``time_dims``
-    (its bounds left to export to find, as models have a shortest input)."""
+    (its bounds left to export to find, as models have a shortest input), and on every ``aligned_dims`` axis."""
     batch = torch.export.Dim("batch", min=1, max=max_batch)
     shapes: dict[str, Any] = {}
     for key, value in inputs.kwargs.items():
         spec = None
         if isinstance(value, torch.Tensor) and value.ndim >= 1:
             spec = {0: batch}
-            if key in inputs.time_dims:
-                spec[inputs.time_dims[key]] = torch.export.Dim.AUTO
+            for dims in (inputs.time_dims, inputs.aligned_dims):
+                if key in dims:
+                    spec[dims[key]] = torch.export.Dim.AUTO
         shapes[key] = spec
     return shapes

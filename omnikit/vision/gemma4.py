@@ -186,4 +186,4 @@ class Gemma4VisionEncoder(nn.Module):
                                   patches[b:b + 1], {"pixel_values": 1})
 
         return ContractInputs({"pixel_values": pixels, "positions": positions}, patches, {"pixel_values": 1},
-                              item=item)
+                              item=item, aligned_dims={"positions": 1})
