@@ -43,9 +43,18 @@ from typing import Any
 from omnikit.utils.checks import OmnikitValueError
 from omnikit.utils.config import flat_names
 
-__all__ = ["REQUIRED", "ConfigMap", "Constant", "Convert", "Derived", "Field", "Fixed", "Nested", "Refuse", "Same"]
+__all__ = ["REQUIRED", "ConfigMap", "Constant", "Convert", "Derived", "Field", "Fixed", "MissingConfigKey", "Nested",
+           "Refuse", "Same"]
 
 Fields = dict[str, Any]
+
+
+class MissingConfigKey(OmnikitValueError):
+    """A key a :class:`ConfigMap` requires is absent from the config.json (``.key`` names it)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"config.json expected {key!r} but it is absent")
+        self.key = key
 
 
 class _Required:
@@ -95,7 +104,7 @@ class Field:
         value = _first(config, (self.theirs, *self.fallbacks))
         if value is _ABSENT:
             if self.default is REQUIRED:
-                raise OmnikitValueError(f"config.json expected {self.theirs!r} but it is absent")
+                raise MissingConfigKey(self.theirs)
             value = self.default
         fields[self.ours] = self.cast(value) if self.cast is not None and value is not None else value
 
@@ -131,7 +140,7 @@ class Convert:
         for key, default in zip(*self._keys()):
             value = _first(config, (key, *self.fallbacks))
             if value is _ABSENT and default is REQUIRED:
-                raise OmnikitValueError(f"config.json expected {key!r} but it is absent")
+                raise MissingConfigKey(key)
             values.append(default if value is _ABSENT else value)
         fields[self.ours] = self.read_value(*values, fields)
 

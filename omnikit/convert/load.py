@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from omnikit.checkpoint_checks import check_finite
 from omnikit.convert.architectures import HF_ORIGIN_ATTR, HubOrigin, Part, get_architecture
+from omnikit.convert.configmap import MissingConfigKey
 from omnikit.convert.empty_init import meta_parameters
 from omnikit.convert.keymap import KeyMap, Piece
 from omnikit.convert.snapshot import Snapshot, open_shards, torch_dtype
@@ -188,9 +189,10 @@ def _build(spec: Any, config: Mapping[str, Any], architecture: str, part: str, w
             if dataclasses.is_dataclass(getattr(module, "config", None)):
                 validate_config(module.config, type(module).__name__)
         return model
-    except KeyError as err:
+    except (KeyError, MissingConfigKey) as err:
+        key = err.key if isinstance(err, MissingConfigKey) else err.args[0]
         raise OmnikitValueError(
-            f"{where} lacks the key {err.args[0]!r} that part {part!r} of {architecture} needs (a snapshot that "
+            f"{where} lacks the key {key!r} that part {part!r} of {architecture} needs (a snapshot that "
             f"save_hf wrote of one part loads with `part` naming that part)") from err
     except (ValueError, TypeError) as err:
         if "config.json" in str(err) or "`config`" in str(err):
