@@ -59,9 +59,10 @@ def _log_mel_pieces(frontend: LogMelSpectrogram, source: AudioSource, chunk: int
     buf: torch.Tensor | None = None  # padded signal from frame `done`'s first sample on
     done = seen = 0
     pieces = rechunk(source, chunk, sample_rate=frontend.sample_rate)
+    scale = (lambda x: torch.ldexp(x, torch.tensor(-octaves))) if octaves else (lambda x: x)
     for piece in pieces:
         peak = float(piece.abs().max())
-        piece = torch.ldexp(piece, torch.tensor(-octaves))
+        piece = scale(piece)
         seen += piece.shape[-1]
         if buf is None:
             while piece.shape[-1] <= half:  # the reflection needs half + 1 samples
@@ -70,7 +71,7 @@ def _log_mel_pieces(frontend: LogMelSpectrogram, source: AudioSource, chunk: int
                     break
                 peak = max(peak, float(more.abs().max()))
                 seen += more.shape[-1]
-                piece = torch.cat((piece, torch.ldexp(more, torch.tensor(-octaves))))
+                piece = torch.cat((piece, scale(more)))
             start = torch.nn.functional.pad(piece, (0, max(0, half + 1 - piece.shape[-1])))
             buf = torch.cat((start[1 : half + 1].flip(0), piece))
         else:
