@@ -2,7 +2,8 @@
 
 Run: ``OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_prefill.py [--contexts 4096 8192 16384]``;
 the long-context curves of docs/long_context.md use a smaller width, ``--dim 32 --vocab 1024``, and
-``--json FILE`` to keep every point (runs append to it; ``--plot`` draws all points of the file).
+``--json FILE`` to keep every point (runs append to it; ``--plot`` draws all points of the file;
+``--contexts`` with no value only plots).
 Each measurement runs in a fresh process and reports the growth of its peak resident memory during
 the prefill (model and prompt are allocated before the baseline). Two small models of the same
 width: a dense decoder LM (all full attention) and a hybrid stack (3 Gated DeltaNet blocks per
@@ -60,7 +61,8 @@ def child(context: int, kind: str, chunk: int, dim: int = DIM, vocab: int = VOCA
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", nargs=5, metavar=("CONTEXT", "KIND", "CHUNK", "DIM", "VOCAB"))
-    parser.add_argument("--contexts", type=int, nargs="+", default=[4096, 8192, 16384])
+    parser.add_argument("--contexts", type=int, nargs="*", default=[4096, 8192, 16384],
+                        help="none: measure nothing, plot the points of --json")
     parser.add_argument("--chunk", type=int, default=1024)
     parser.add_argument("--dim", type=int, default=DIM)
     parser.add_argument("--vocab", type=int, default=VOCAB)

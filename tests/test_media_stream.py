@@ -144,3 +144,12 @@ def test_video_windows_equal_one_pass(name: str, tmp_path) -> None:
     _close(torch.cat(pieces), want)
     with pytest.raises(TypeError, match="temporal step"):
         encode_video_stream(torch.nn.Linear(2, 2), path)
+
+
+def test_grad_mode_is_not_held_between_pieces(tmp_path) -> None:
+    encoder = omnikit.create_model("qwen2_5_omni_audio_tiny").eval()
+    stream = stream_encode(encoder, WAV, chunk_seconds=2.0)
+    assert not next(stream).requires_grad and torch.is_grad_enabled()
+    write_synthetic_video(tmp_path / "v.mp4", num_frames=16, fps=8, size=(32, 32))
+    frames = stream_encode_video(omnikit.create_model("frame_encoder_tiny").eval(), tmp_path / "v.mp4", fps=2.0)
+    assert not next(frames).requires_grad and torch.is_grad_enabled()

@@ -140,25 +140,25 @@ def _windows(pieces: Iterator[torch.Tensor], step: int, history: int = 0, lookah
         buf, origin = buf[..., drop:], origin + drop
 
 
-def _device(encoder: nn.Module) -> torch.device:
-    return next(encoder.parameters()).device
+def _run(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``encoder(x[None])``'s first item, without gradients (grad mode is not held across a ``yield``)."""
+    with torch.no_grad():
+        return encoder(x[None].to(next(encoder.parameters()).device)).hidden_states[0]
 
 
 def _feature_windows(encoder: nn.Module, features: Iterator[torch.Tensor], chunk: int) -> Iterator[torch.Tensor]:
     """Tokens of a log-mel encoder, window by window."""
-    device = _device(encoder)
     if isinstance(encoder, Gemma4AudioEncoder):
         step = 4 * max(1, chunk // 4)
         for window, skip in _windows(features, step, encoder.history_frames, 8):
-            out = encoder(window[None].to(device)).hidden_states[0]
-            yield out[skip // 4 : skip // 4 + step // 4]
+            yield _run(encoder, window)[skip // 4 : skip // 4 + step // 4]
         return
     unit = encoder.independent_frames
     limit = getattr(encoder, "max_frames", None) or chunk
     step = unit * max(1, min(chunk, limit) // unit)
     for window, _ in _windows(features, step):
         if int(encoder.output_lengths(torch.tensor([window.shape[-1]]))[0]) >= 1:  # else no token, as in one pass
-            yield encoder(window[None].to(device)).hidden_states[0]
+            yield _run(encoder, window)
 
 
 def stream_encode(
@@ -169,7 +169,7 @@ def stream_encode(
     features: bool = False,
 ) -> Iterator[torch.Tensor]:
     """Encode one recording window by window (see the module doc); yields ``(T_i, dim)`` tokens
-    (codecs: ``(K, F_i)`` codes) in order, under ``torch.no_grad``.
+    (codecs: ``(K, F_i)`` codes) in order; each window runs under ``torch.no_grad``.
 
     Args:
         encoder: a Whisper, Qwen2.5-Omni, AuT, Gemma 4 or wav2vec2 audio encoder, or a streaming codec.
@@ -180,29 +180,28 @@ def stream_encode(
         features: the source holds log-mel frames, not samples.
     """
     check_positive_number(chunk_seconds, "chunk_seconds")
-    with torch.no_grad():
-        n_mels = getattr(getattr(encoder, "config", None), "n_mels", None)
-        if n_mels is not None and (hasattr(encoder, "independent_frames") or isinstance(encoder, Gemma4AudioEncoder)):
-            frontend = LogMelSpectrogram(n_mels)
-            chunk = max(1, round(chunk_seconds * frontend.sample_rate / frontend.hop_length))
-            if features:
-                frames = rechunk(source, chunk, rows=n_mels)
-            elif isinstance(encoder, Gemma4AudioEncoder):
-                raise OmnikitValueError("Gemma 4's audio feature extractor is not in omnikit: pass its log-mel "
-                                        "frames (n_mels, T) as `source` with features=True")
-            else:
-                frames = stream_log_mel(frontend, source, chunk_frames=chunk)
-            yield from _feature_windows(encoder, frames, chunk)
-            return
+    n_mels = getattr(getattr(encoder, "config", None), "n_mels", None)
+    if n_mels is not None and (hasattr(encoder, "independent_frames") or isinstance(encoder, Gemma4AudioEncoder)):
+        frontend = LogMelSpectrogram(n_mels)
+        chunk = max(1, round(chunk_seconds * frontend.sample_rate / frontend.hop_length))
         if features:
-            raise OmnikitValueError(f"`features=True` needs a log-mel encoder but got {type(encoder).__name__}")
-        if isinstance(encoder, Wav2Vec2Encoder):
-            yield from _wave_windows(encoder, source, chunk_seconds)
-        elif getattr(encoder, "supports_streaming", False) is True and hasattr(encoder, "encode"):
-            yield from _codec_stream(encoder, source, chunk_seconds)
+            frames = rechunk(source, chunk, rows=n_mels)
+        elif isinstance(encoder, Gemma4AudioEncoder):
+            raise OmnikitValueError("Gemma 4's audio feature extractor is not in omnikit: pass its log-mel "
+                                    "frames (n_mels, T) as `source` with features=True")
         else:
-            raise OmnikitTypeError(f"`encoder` expected an audio encoder of omnikit.audio or a streaming codec but "
-                                   f"got {type(encoder).__name__}")
+            frames = stream_log_mel(frontend, source, chunk_frames=chunk)
+        yield from _feature_windows(encoder, frames, chunk)
+        return
+    if features:
+        raise OmnikitValueError(f"`features=True` needs a log-mel encoder but got {type(encoder).__name__}")
+    if isinstance(encoder, Wav2Vec2Encoder):
+        yield from _wave_windows(encoder, source, chunk_seconds)
+    elif getattr(encoder, "supports_streaming", False) is True and hasattr(encoder, "encode"):
+        yield from _codec_stream(encoder, source, chunk_seconds)
+    else:
+        raise OmnikitTypeError(f"`encoder` expected an audio encoder of omnikit.audio or a streaming codec but "
+                               f"got {type(encoder).__name__}")
 
 
 def _wave_windows(encoder: Wav2Vec2Encoder, source: AudioSource, chunk_seconds: float) -> Iterator[torch.Tensor]:
@@ -211,7 +210,7 @@ def _wave_windows(encoder: Wav2Vec2Encoder, source: AudioSource, chunk_seconds: 
     step = hop * max(1, round(chunk_seconds * 16000) // hop)
     for window, _ in _windows(rechunk(source, step), step, 0, field - hop):
         if window.shape[-1] >= field:  # shorter: no frame, as in one pass
-            yield encoder(window[None].to(_device(encoder))).hidden_states[0]
+            yield _run(encoder, window)
 
 
 def _codec_stream(codec: nn.Module, source: AudioSource, chunk_seconds: float) -> Iterator[torch.Tensor]:
@@ -229,7 +228,9 @@ def _codec_stream(codec: nn.Module, source: AudioSource, chunk_seconds: float) -
                 else:
                     piece = torch.nn.functional.pad(piece, (0, hop - piece.shape[-1] % hop))
             if piece.shape[-1]:
-                yield codec.encode(piece[None, None].to(_device(codec)))[0]
+                with torch.no_grad():
+                    codes = codec.encode(piece[None, None].to(next(codec.parameters()).device))[0]
+                yield codes
 
 
 def encode_stream(encoder: nn.Module, source: AudioSource, *, chunk_seconds: float = 60.0,

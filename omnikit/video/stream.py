@@ -80,7 +80,7 @@ def stream_encode_video(
     transform: Callable[[torch.Tensor], torch.Tensor] = _to_unit,
     backend: str = "auto",
 ) -> Iterator[torch.Tensor]:
-    """Tokens ``(T_i, dim)`` of each window of ``path`` (see the module doc), under ``torch.no_grad``.
+    """Tokens ``(T_i, dim)`` of each window of ``path`` (see the module doc), each under ``torch.no_grad``.
 
     Args:
         encoder: a WindowViT, Qwen3ViT or FrameEncoder.
@@ -92,10 +92,10 @@ def stream_encode_video(
     step = _frames_per_step(encoder)
     window = step * max(1, window_frames // step)
     device = next(encoder.parameters()).device
-    with torch.no_grad():
-        for frames, _ in iter_video_windows(path, fps=fps, size=size, window_frames=window, backend=backend):
+    for frames, _ in iter_video_windows(path, fps=fps, size=size, window_frames=window, backend=backend):
+        with torch.no_grad():  # per window: grad mode is not held across the yield
             out = encoder(transform(frames)[None].to(device))
-            yield out.hidden_states[0, : int(out.lengths[0])]
+        yield out.hidden_states[0, : int(out.lengths[0])]
 
 
 def encode_video_stream(encoder: nn.Module, path: str | os.PathLike, **kwargs: object) -> torch.Tensor:
