@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=VOCAB)
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument("--no-one-pass", action="store_true", help="measure the chunked prefill only")
+    parser.add_argument("--no-chunked", action="store_true", help="measure the one-pass prefill only")
     parser.add_argument("--json", help="append every point to this JSON file (and plot all of its points)")
     parser.add_argument("--plot", help="also save memory and time vs context as this PNG")
     args = parser.parse_args()
@@ -80,7 +81,7 @@ def main() -> None:
     for kind in args.kinds:
         for context in args.contexts:
             sums = []
-            for chunk in (args.chunk,) if args.no_one_pass else (0, args.chunk):
+            for chunk in [c for c, skip in ((0, args.no_one_pass), (args.chunk, args.no_chunked)) if not skip]:
                 result = subprocess.run([sys.executable, __file__, "--child", str(context), kind, str(chunk),
                                          str(args.dim), str(args.vocab)], check=True, capture_output=True, text=True)
                 r = json.loads(result.stdout.strip().splitlines()[-1])
