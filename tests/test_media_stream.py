@@ -74,15 +74,16 @@ def test_gemma4_streams_its_features() -> None:
 
 
 def test_wav2vec2_windows_keep_the_frame_grid() -> None:
-    encoder = omnikit.create_model("wav2vec2_tiny").eval()
+    encoder = omnikit.create_model("wav2vec2_tiny").eval()  # hop 4 samples: 1 s is 4,000 frames
+    wav = WAV[:16123]
     with torch.no_grad():
-        want = encoder(WAV[None]).hidden_states[0]
-    _close(encode_stream(encoder, iter(_chunks(WAV, 3001)), chunk_seconds=10.0), want)  # one window: one pass
-    pieces = list(stream_encode(encoder, _chunks(WAV, 3001), chunk_seconds=1.0))
-    assert len(pieces) == 6
-    assert sum(len(p) for p in pieces) == int(encoder.output_lengths(torch.tensor([WAV.numel()]))[0])
+        want = encoder(wav[None]).hidden_states[0]
+    _close(encode_stream(encoder, iter(_chunks(wav, 3001)), chunk_seconds=2.0), want)  # one window: one pass
+    pieces = list(stream_encode(encoder, _chunks(wav, 3001), chunk_seconds=0.25))
+    assert len(pieces) == 5
+    assert sum(len(p) for p in pieces) == int(encoder.output_lengths(torch.tensor([wav.numel()]))[0])
     with torch.no_grad():  # each window is encoded on its own
-        second = encoder(WAV[None, 16000 : 32000 + encoder.features.receptive_field - encoder.hop]).hidden_states[0]
+        second = encoder(wav[None, 4000 : 8000 + encoder.features.receptive_field - encoder.hop]).hidden_states[0]
     _close(pieces[1], second)
 
 
@@ -131,25 +132,30 @@ def test_bad_sources() -> None:
         encode_stream(omnikit.create_model("wav2vec2_tiny"), WAV, features=True)
 
 
-@pytest.mark.parametrize("name", ["qwen2_5_omni_vision_tiny", "qwen3_vit_tiny", "frame_encoder_tiny"])
-def test_video_windows_equal_one_pass(name: str, tmp_path) -> None:
-    path = tmp_path / "v.mp4"
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("video") / "v.mp4"
     write_synthetic_video(path, num_frames=48, fps=8, size=(32, 48), gop=6)
+    return str(path)
+
+
+@pytest.mark.parametrize("name", ["qwen2_5_omni_vision_tiny", "qwen3_vit_tiny", "frame_encoder_tiny"])
+def test_video_windows_equal_one_pass(name: str, video: str) -> None:
+    path = video
     encoder = omnikit.create_model(name).eval()
-    clip = load_video(path, fps=2.0, strategy="fps", size=(32, 32))
+    clip = load_video(path, fps=1.0, strategy="fps", size=(32, 32))
     with torch.no_grad():
         want = encoder(clip.frames.float()[None] / 255).hidden_states[0]
-    pieces = list(stream_encode_video(encoder, path, fps=2.0, size=(32, 32), window_frames=5))
-    assert len(pieces) == 3  # 12 frames: windows of 5 frames, or of 4 (whole two-frame steps)
+    pieces = list(stream_encode_video(encoder, path, fps=1.0, size=(32, 32), window_frames=5))
+    assert len(clip.frames) == 6 and len(pieces) == 2  # windows of 5 frames, or of 4 (whole two-frame steps)
     _close(torch.cat(pieces), want)
     with pytest.raises(TypeError, match="temporal step"):
         encode_video_stream(torch.nn.Linear(2, 2), path)
 
 
-def test_grad_mode_is_not_held_between_pieces(tmp_path) -> None:
+def test_grad_mode_is_not_held_between_pieces(video: str) -> None:
     encoder = omnikit.create_model("qwen2_5_omni_audio_tiny").eval()
     stream = stream_encode(encoder, WAV, chunk_seconds=2.0)
     assert not next(stream).requires_grad and torch.is_grad_enabled()
-    write_synthetic_video(tmp_path / "v.mp4", num_frames=16, fps=8, size=(32, 32))
-    frames = stream_encode_video(omnikit.create_model("frame_encoder_tiny").eval(), tmp_path / "v.mp4", fps=2.0)
+    frames = stream_encode_video(omnikit.create_model("frame_encoder_tiny").eval(), video, fps=1.0, size=(32, 32))
     assert not next(frames).requires_grad and torch.is_grad_enabled()
