@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import format_table
+from common import format_table, plot_memory_time, pyplot
 
 import omnikit
 from omnikit.audio import LogMelSpectrogram, stream_encode
@@ -154,19 +154,11 @@ def main() -> None:
 
 
 def plot(curves: dict[tuple[str, str], list[tuple[int, float, float]]], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 2, figsize=(9, 6.5))
+    fig, axes = pyplot().subplots(2, 2, figsize=(9, 6.5))
     for (media, how), points in curves.items():
         seconds, memory, times = zip(*points)
-        row = 0 if media == "audio" else 1
         x = [s / 3600 for s in seconds] if media == "audio" else list(seconds)
-        style = "--" if how == "one pass" else "-"
-        axes[row, 0].plot(x, memory, style, marker="o", label=how)
-        axes[row, 1].plot(x, times, style, marker="o", label=how)
+        plot_memory_time(axes[0 if media == "audio" else 1], x, memory, times, "--" if how == "one pass" else "-", how)
     for row, (media, unit) in enumerate((("audio", "hours"), ("video at 1 fps", "seconds"))):
         for col, title in enumerate(("peak memory growth (MiB)", "time (s)")):
             ax = axes[row, col]

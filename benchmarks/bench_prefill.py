@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import format_table
+from common import format_table, plot_memory_time, pyplot
 
 from omnikit.layers import DecoderConfig
 from omnikit.layers.hybrid import HybridConfig, HybridDecoder
@@ -105,18 +105,11 @@ def main() -> None:
 
 
 def plot(curves: dict[tuple[str, int], list[tuple[int, float, float]]], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, axes = pyplot().subplots(1, 2, figsize=(9, 3.5))
     for (kind, chunk), points in curves.items():
         contexts, memory, seconds = zip(*points)
         label = f"{kind}, {'one pass' if chunk == 0 else f'chunks of {chunk}'}"
-        style = "-" if chunk == 0 else "--"
-        axes[0].plot(contexts, memory, style, marker="o", label=label)
-        axes[1].plot(contexts, seconds, style, marker="o", label=label)
+        plot_memory_time(axes, contexts, memory, seconds, "-" if chunk == 0 else "--", label)
     for ax, title in zip(axes, ("peak memory growth (MiB)", "time (s)")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
