@@ -13,7 +13,8 @@ attention never crosses one temporal step (the Qwen2.5-Omni / Qwen2.5-VL
 :class:`~omnikit.vision.window_vit.WindowViT`, :class:`~omnikit.vision.qwen3_vit.Qwen3ViT`: two
 frames a step; a per-frame :class:`~omnikit.vision.frame_encoder.FrameEncoder`: one) on each
 window, so the tokens equal one forward over all the frames; what is held at once is one window
-of frames and activations, plus the output tokens.
+of frames and activations, plus the output tokens. Only the towers' main output is streamed
+(Qwen3ViT's deepstack features are not).
 """
 
 from __future__ import annotations
