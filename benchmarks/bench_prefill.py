@@ -1,6 +1,9 @@
 """Prefill peak memory and time vs context: one pass vs chunked (``omnikit.models.prefill``).
 
-Run: ``OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_prefill.py [--contexts 4096 8192 16384]``.
+Run: ``OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_prefill.py [--contexts 4096 8192 16384]``;
+the long-context curves of docs/long_context.md use a smaller width, ``--dim 32 --vocab 1024``, and
+``--json FILE`` to keep every point (runs append to it; ``--plot`` draws all points of the file;
+``--contexts`` with no value only plots).
 Each measurement runs in a fresh process and reports the growth of its peak resident memory during
 the prefill (model and prompt are allocated before the baseline). Two small models of the same
 width: a dense decoder LM (all full attention) and a hybrid stack (3 Gated DeltaNet blocks per
@@ -16,33 +19,38 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
-from common import format_table
+from common import format_table, plot_memory_time, pyplot
 
 from omnikit.layers import DecoderConfig
 from omnikit.layers.hybrid import HybridConfig, HybridDecoder
 from omnikit.models import CausalLM, prefill
 
 DIM, DEPTH, VOCAB = 64, 4, 4096
+KINDS = ("dense", "hybrid")
 
 
 def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def build(kind: str) -> torch.nn.Module:
+def build(kind: str, dim: int = DIM, vocab: int = VOCAB) -> torch.nn.Module:
+    """Heads of 16 (``dim / 16`` query heads, half as many key/value heads), ``DEPTH`` blocks."""
     torch.manual_seed(0)
+    heads = dim // 16
     if kind == "dense":
-        return CausalLM(DecoderConfig(dim=DIM, depth=DEPTH, num_heads=4, num_kv_heads=2, vocab_size=VOCAB)).eval()
-    config = HybridConfig(dim=DIM, depth=DEPTH, num_heads=4, num_kv_heads=2, linear_heads=4, linear_head_dim=16,
-                          linear_v_heads=4, linear_v_head_dim=16, linear_backend="torch")
+        config = DecoderConfig(dim=dim, depth=DEPTH, num_heads=heads, num_kv_heads=max(1, heads // 2), vocab_size=vocab)
+        return CausalLM(config).eval()
+    config = HybridConfig(dim=dim, depth=DEPTH, num_heads=heads, num_kv_heads=max(1, heads // 2), linear_heads=heads,
+                          linear_head_dim=16, linear_v_heads=heads, linear_v_head_dim=16, linear_backend="torch")
     return HybridDecoder(config).eval()
 
 
-def child(context: int, kind: str, chunk: int) -> None:
-    model = build(kind)
-    prompt = torch.randint(0, VOCAB, (1, context)) if kind == "dense" else torch.randn(1, context, DIM)
+def child(context: int, kind: str, chunk: int, dim: int = DIM, vocab: int = VOCAB) -> None:
+    model = build(kind, dim, vocab)
+    prompt = torch.randint(0, vocab, (1, context)) if kind == "dense" else torch.randn(1, context, dim)
     base = peak_mib()
     start = time.perf_counter()
     with torch.inference_mode(), model.streaming(1):
@@ -52,48 +60,59 @@ def child(context: int, kind: str, chunk: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--child", nargs=3, metavar=("CONTEXT", "KIND", "CHUNK"))
-    parser.add_argument("--contexts", type=int, nargs="+", default=[4096, 8192, 16384])
+    parser.add_argument("--child", nargs=5, metavar=("CONTEXT", "KIND", "CHUNK", "DIM", "VOCAB"))
+    parser.add_argument("--contexts", type=int, nargs="*", default=[4096, 8192, 16384],
+                        help="none: measure nothing, plot the points of --json")
     parser.add_argument("--chunk", type=int, default=1024)
+    parser.add_argument("--dim", type=int, default=DIM)
+    parser.add_argument("--vocab", type=int, default=VOCAB)
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    parser.add_argument("--no-one-pass", action="store_true", help="measure the chunked prefill only")
+    parser.add_argument("--no-chunked", action="store_true", help="measure the one-pass prefill only")
+    parser.add_argument("--json", help="append every point to this JSON file (and plot all of its points)")
     parser.add_argument("--plot", help="also save memory and time vs context as this PNG")
     args = parser.parse_args()
     if args.child:
-        child(int(args.child[0]), args.child[1], int(args.child[2]))
+        context, kind, chunk, dim, vocab = args.child
+        child(int(context), kind, int(chunk), int(dim), int(vocab))
         return
-    rows, curves = [], {}
-    for kind in ("dense", "hybrid"):
+    rows = []
+    points = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).is_file() else []
+    for kind in args.kinds:
         for context in args.contexts:
             sums = []
-            for chunk in (0, args.chunk):
-                result = subprocess.run([sys.executable, __file__, "--child", str(context), kind, str(chunk)],
-                                        check=True, capture_output=True, text=True)
+            for chunk in [c for c, skip in ((0, args.no_one_pass), (args.chunk, args.no_chunked)) if not skip]:
+                result = subprocess.run([sys.executable, __file__, "--child", str(context), kind, str(chunk),
+                                         str(args.dim), str(args.vocab)], check=True, capture_output=True, text=True)
                 r = json.loads(result.stdout.strip().splitlines()[-1])
                 sums.append(r["sum"])
-                curves.setdefault((kind, chunk), []).append((context, r["delta"], r["seconds"]))
+                points.append({"kind": kind, "chunk": chunk, "context": context, "dim": args.dim, **r})
                 how = "one pass" if chunk == 0 else f"chunks of {chunk}"
                 rows.append((kind, context, how, f"{r['delta']:.0f}", f"{r['seconds']:.2f}"))
-            rows.append((kind, context, "|last out| diff", f"{abs(sums[0] - sums[1]):.1e}", ""))
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, dim {DIM}, depth {DEPTH}, vocab {VOCAB}\n")
+                print(rows[-1], flush=True)
+                if args.json:
+                    Path(args.json).write_text(json.dumps(points, indent=1))
+            if len(sums) == 2:
+                rows.append((kind, context, "|last out| diff", f"{abs(sums[0] - sums[1]):.1e}", ""))
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, dim {args.dim}, depth {DEPTH}, "
+          f"vocab {args.vocab}\n")
     print(format_table(["model", "context", "how", "peak memory growth (MiB)", "time (s)"], rows))
     if args.plot:
+        curves: dict[tuple[str, int], list[tuple[int, float, float]]] = {}
+        for p in sorted(points, key=lambda p: p["context"]):
+            curves.setdefault((p["kind"], p["chunk"]), []).append((p["context"], p["delta"], p["seconds"]))
         plot(curves, args.plot)
 
 
 def plot(curves: dict[tuple[str, int], list[tuple[int, float, float]]], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, axes = pyplot().subplots(1, 2, figsize=(9, 3.5))
     for (kind, chunk), points in curves.items():
         contexts, memory, seconds = zip(*points)
         label = f"{kind}, {'one pass' if chunk == 0 else f'chunks of {chunk}'}"
-        style = "-" if chunk == 0 else "--"
-        axes[0].plot(contexts, memory, style, marker="o", label=label)
-        axes[1].plot(contexts, seconds, style, marker="o", label=label)
+        plot_memory_time(axes, contexts, memory, seconds, "-" if chunk == 0 else "--", label)
     for ax, title in zip(axes, ("peak memory growth (MiB)", "time (s)")):
         ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
         ax.set_xlabel("context (tokens)")
         ax.set_title(title)
     axes[0].legend(fontsize=7)

@@ -70,3 +70,20 @@ def speedup_table(rows: Sequence[tuple[str, Callable[[], object], Callable[[], o
         t = interleaved_medians({"hf": theirs, "ours": mine}, repeats=repeats, warmup=warmup)
         table.append((name, f"{t['hf']:.3f}", f"{t['ours']:.3f}", f"{t['hf'] / t['ours']:.2f}x"))
     return format_table([title, "transformers (s)", "omnikit (s)", "speed-up"], table)
+
+
+def pyplot():
+    """matplotlib's ``pyplot`` on the file-only Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_memory_time(axes: Sequence, x: Sequence[float], memory: Sequence[float], seconds: Sequence[float],
+                     style: str, label: str) -> None:
+    """One curve on a ``(memory axis, time axis)`` pair."""
+    axes[0].plot(x, memory, style, marker="o", label=label)
+    axes[1].plot(x, seconds, style, marker="o", label=label)

@@ -28,8 +28,10 @@ from omnikit.audio.quantize import QuantizerOutput, ResidualVQ, VectorQuantizer,
 from omnikit.audio.seanet import CausalConvTranspose1d, SEANetDecoder, SEANetEncoder
 from omnikit.audio.signal import check_waveform, kaldi_fbank, resample, to_mono
 from omnikit.audio.snake import Snake
+from omnikit.audio.sources import AudioSource, rechunk
 from omnikit.audio.speakers import Speakers, UnknownSpeakerError, Voice, convert_speakers, load_speakers
 from omnikit.audio.split_rvq import SplitQuantizerOutput, SplitResidualVQ
+from omnikit.audio.stream import encode_stream, stream_encode, stream_log_mel
 from omnikit.audio.token2wav import Token2Wav, Token2WavConfig, Token2WavStream
 from omnikit.audio.token2wav_dit import DiTConfig, Token2WavDiT
 from omnikit.audio.wav2vec import ConvFeatureEncoder, ConvFeatureEncoderConfig
@@ -41,6 +43,7 @@ __all__ = [
     "FSQ",
     "AuTEncoder",
     "AuTEncoderConfig",
+    "AudioSource",
     "BigVGAN",
     "BigVGANConfig",
     "CausalConvTranspose1d",
@@ -88,6 +91,7 @@ __all__ = [
     "delay_codes",
     "delay_mask",
     "encode_long",
+    "encode_stream",
     "encoder_block",
     "flatten_codes",
     "iter_encode",
@@ -96,8 +100,11 @@ __all__ = [
     "load_speakers",
     "log_mel_spectrogram",
     "mel_filterbank",
+    "rechunk",
     "resample",
     "sinusoids",
+    "stream_encode",
+    "stream_log_mel",
     "to_mono",
     "undelay_codes",
     "undelay_logits",

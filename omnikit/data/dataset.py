@@ -14,7 +14,9 @@ safe with any number of workers.
 
 ``on_error="raise"`` (default): a missing file fails at construction and a corrupt one when read,
 with :class:`~omnikit.data.MediaFileError` naming it; ``"skip"``: the sample is dropped with a
-warning naming the file (corrupt samples are dropped from their batch).
+warning naming the file (corrupt samples are dropped from their batch), and a sample longer than
+the processor's ``max_length`` (:class:`~omnikit.data.SampleTooLongError`) is dropped from its
+batch with a warning naming it and its counts.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from omnikit.data.processor import OmniBatch, OmniProcessor
+from omnikit.data.processor import OmniBatch, OmniProcessor, SampleTooLongError
 from omnikit.data.samples import LoadedSample, MediaFileError, as_sample
 from omnikit.utils.checks import check_choice
 
@@ -76,9 +78,15 @@ class MediaDataset(Dataset):
     def collate(self, items: list[LoadedSample | None]) -> OmniBatch:
         """``collate_fn`` for a ``DataLoader``: drops skipped samples, plans and pads the rest."""
         kept = [item for item in items if item is not None]
-        if not kept:
-            raise MediaFileError(", ".join(str(i) for i in items), "every sample of this batch failed to load")
-        return self.processor.collate(kept)
+        while kept:
+            try:
+                return self.processor.collate(kept)
+            except SampleTooLongError as err:
+                if self.on_error == "raise":
+                    raise
+                warnings.warn(f"skipping a sample: {err}", stacklevel=2)
+                kept = [item for item in kept if item.source != err.source]
+        raise MediaFileError(", ".join(str(i) for i in items), "every sample of this batch failed to load or fit")
 
 
 def _manifest(path: Path) -> list[tuple[str, dict[str, Any]]]:

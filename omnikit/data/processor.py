@@ -20,6 +20,14 @@ share; a sample that still does not fit raises. All videos of a batch share one 
 model takes one ``frames (N, F, C, H, W)`` tensor): the smallest any sample's budget allows.
 An image is a still video (repeated to that frame count). ``use_audio_in_video`` adds the
 video's soundtrack as an audio item right after the video (sequential, not TMRoPE-interleaved).
+
+``max_length`` bounds each sample's whole sequence (text, markers and placeholder runs: the
+model's context). A sample that does not fit raises :class:`SampleTooLongError` (a ValueError
+naming the sample and its text, audio and visual counts) under ``overflow="raise"``; under
+``overflow="fewer_frames"`` the batch's video frame count is lowered (``frames_per_step`` at a
+time; the processor's analogue of :meth:`omnikit.budget.TokenCounter.fit_video_fps`) to the
+largest that fits every sample, and a sample that does not fit even at one step raises. Text and
+audio are never cut by ``max_length`` (only ``max_media_tokens`` trims audio, as documented above).
 """
 
 from __future__ import annotations
@@ -38,9 +46,20 @@ from omnikit.audio.features import LogMelSpectrogram
 from omnikit.data.samples import MARKERS, LoadedSample, Sample, load_sample
 from omnikit.data.tokenizer import as_tokenizer
 from omnikit.fusion import CrossAttentionOmni, PackedSequences, VisualGrid, pack_sequences, tmrope_position_ids
-from omnikit.utils.checks import OmnikitValueError, check_positive
+from omnikit.utils.checks import OmnikitValueError, check_choice, check_positive
 
-__all__ = ["EncodedSample", "OmniBatch", "OmniProcessor"]
+__all__ = ["EncodedSample", "OmniBatch", "OmniProcessor", "SampleTooLongError"]
+
+#: What a processor does with a sample longer than ``max_length``.
+OVERFLOW_POLICIES = ("raise", "fewer_frames")
+
+
+class SampleTooLongError(OmnikitValueError):
+    """A sample needs more positions than the processor's ``max_length``; ``source`` names it."""
+
+    def __init__(self, source: str, message: str) -> None:
+        super().__init__(message)
+        self.source = source
 
 _MARKER_RE = re.compile("(" + "|".join(re.escape(m) for m in MARKERS.values()) + ")")
 _KIND_OF = {v: k for k, v in MARKERS.items()}
@@ -67,6 +86,10 @@ class EncodedSample:
     grids: list[tuple[int, int, int]] = field(default_factory=list)
     audio_tokens: list[int] = field(default_factory=list)
     codes: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        """Positions the sample takes in the sequence."""
+        return len(self.input_ids)
 
 
 @dataclass
@@ -117,6 +140,9 @@ class OmniProcessor:
         size: ``(H, W)`` every frame and image is resized to.
         sample_rate: audio rate (the log-mel frontend's, 16 kHz).
         max_media_tokens: per-sample budget of media tokens (None: no limit).
+        max_length: per-sample bound of the whole sequence, e.g. the model's context (None: no limit).
+        overflow: ``"raise"`` or ``"fewer_frames"``: what a sample longer than ``max_length`` gets
+            (see the module doc).
         markers: optional ``{"vision_start", "vision_end", "audio_start", "audio_end"}`` ids wrapped
             around every placeholder run (e.g. ``omnikit.fusion.models.TINY_MARKERS``).
         pad_id: padding id.
@@ -142,9 +168,12 @@ class OmniProcessor:
         size: tuple[int, int] = (16, 16),
         sample_rate: int = 16000,
         max_media_tokens: int | None = None,
+        max_length: int | None = None,
+        overflow: str = "raise",
         markers: Mapping[str, int] | None = None,
         pad_id: int = 0,
     ) -> None:
+        self._set_length_policy(max_length, overflow)
         omni = getattr(model, "omni", model)
         self.expand = not isinstance(omni, CrossAttentionOmni)
         if self.expand and getattr(omni, "audio_in_video", False):
@@ -165,6 +194,12 @@ class OmniProcessor:
         self.frames_per_token = getattr(model, "frames_per_token", None) if hasattr(model, "talker") else None
         self.tokenize = as_tokenizer(tokenizer)
         self.mel = LogMelSpectrogram(self.audio.encoder.config.n_mels) if self.audio is not None else None
+
+    def _set_length_policy(self, max_length: int | None, overflow: str) -> None:
+        if max_length is not None:
+            check_positive(max_length, "max_length")
+        check_choice(overflow, "overflow", OVERFLOW_POLICIES)
+        self.max_length, self.overflow = max_length, overflow
 
     # ----- per sample -------------------------------------------------------------------------
     def load(self, sample: Sample | Mapping[str, Any], source: str = "<sample>") -> LoadedSample:
@@ -354,7 +389,47 @@ class OmniProcessor:
         plans = [self.plan(s) for s in loaded]
         frames = min(f for f, _ in plans)
         encoded = [self.encode(s, frames, keep) for s, (_, keep) in zip(loaded, plans)]
+        if self.max_length is not None:
+            fitted = min(self._fit_frames(s, e, frames, keep) for s, e, (_, keep) in zip(loaded, encoded, plans))
+            if fitted < frames:
+                frames = fitted
+                encoded = [self.encode(s, frames, keep) if s.videos or s.images else e
+                           for s, e, (_, keep) in zip(loaded, encoded, plans)]
+            for s, e, (_, keep) in zip(loaded, encoded, plans):
+                if len(e) > self.max_length:
+                    raise self._too_long(s, len(e), frames, keep, "")
         return self.batch(encoded, pack=pack)
+
+    def _fit_frames(self, loaded: LoadedSample, encoded: Any, frames: int, keep: list[int]) -> int:
+        """The largest frame count (at most ``frames``) at which ``loaded`` fits ``max_length``
+        (``frames`` when it fits already); raises :class:`SampleTooLongError` when none does or the
+        policy is ``"raise"``."""
+        length = len(encoded)
+        if length <= self.max_length:
+            return frames
+        if self.overflow == "raise":
+            raise self._too_long(loaded, length, frames, keep, "; pass overflow='fewer_frames' to lower the video "
+                                 "frame count, or raise max_length")
+        rest = length - self.visual_tokens(loaded, frames)
+        fitted = frames
+        while fitted > self.step_frames and rest + self.visual_tokens(loaded, fitted) > self.max_length:
+            fitted -= self.step_frames
+        if not self.expand or rest + self.visual_tokens(loaded, fitted) > self.max_length:
+            raise self._too_long(loaded, length, frames, keep, f"; it does not fit even at {fitted} frame(s) per "
+                                 "video, and text and audio are never cut")
+        return fitted
+
+    def _too_long(self, loaded: LoadedSample, length: int, frames: int, keep: list[int], hint: str
+                  ) -> SampleTooLongError:
+        """The error naming ``loaded`` and its counts at ``frames`` frames per video."""
+        if self.expand:
+            visual, audio = self.visual_tokens(loaded, frames), sum(self.audio_tokens(n) for n in keep)
+            parts = (f"text and markers {length - visual - audio}, audio {audio} ({len(keep)} item(s)), visual "
+                     f"{visual} ({len(loaded.videos)} video(s) at {frames} frames, {len(loaded.images)} image(s))")
+        else:
+            parts = "text and one marker per media item"
+        return SampleTooLongError(loaded.source, f"sample {loaded.source} needs {length} positions but `max_length` "
+                                  f"is {self.max_length}: {parts}{hint}")
 
     def batch(self, encoded: Sequence[EncodedSample], *, pack: bool = False) -> OmniBatch:
         """Pad (and optionally pack) encoded samples into an :class:`OmniBatch`."""

@@ -19,7 +19,7 @@ The batch holds what the transformers processor returns (``input_ids``, ``attent
 ``input_features``, ``feature_attention_mask``, ``pixel_values``, ``image_grid_thw``,
 ``pixel_values_videos``, ``video_grid_thw``, ``video_second_per_grid``), left or right padded,
 and ``labels``: the ids of the assistant's messages (their ``<|im_end|>`` included; all text of a
-sample given as plain ``text``), ``-100`` elsewhere. Budgets (``max_media_tokens``) and
+sample given as plain ``text``), ``-100`` elsewhere. Budgets (``max_media_tokens``, ``max_length``) and
 :class:`~omnikit.data.MediaFileError` work as in :class:`~omnikit.data.OmniProcessor`.
 """
 
@@ -55,6 +55,10 @@ class ThinkerSample:
 
     prompt: OmniPrompt
     learn: list[bool]
+
+    def __len__(self) -> int:
+        """Positions the sample takes in the sequence."""
+        return len(self.prompt.ids)
 
 
 @dataclass
@@ -95,6 +99,8 @@ class ThinkerProcessor(OmniProcessor):
         size: ``(H, W)`` every frame and image is resized to (multiples of ``patch * merge_size``).
         sample_rate: audio rate of the log-mel frontend (16 kHz).
         max_media_tokens: per-sample budget of media tokens (None: no limit).
+        max_length, overflow: the bound of each sample's whole sequence and what a longer sample
+            gets, as in :class:`~omnikit.data.OmniProcessor`.
         padding_side: ``"left"`` (generation) or ``"right"``.
         pad_id: the padding id (the tokenizer's ``pad_token_id``).
         video_fps: the rate of the decoded frames, for ``video_second_per_grid`` (temporal patch / fps).
@@ -113,6 +119,8 @@ class ThinkerProcessor(OmniProcessor):
         size: tuple[int, int] | None = None,
         sample_rate: int = 16000,
         max_media_tokens: int | None = None,
+        max_length: int | None = None,
+        overflow: str = "raise",
         padding_side: Literal["left", "right"] = "left",
         pad_id: int = 0,
         video_fps: float = 2.0,
@@ -123,6 +131,7 @@ class ThinkerProcessor(OmniProcessor):
         if not isinstance(model, OmniThinker):
             raise OmnikitValueError(f"`model` expected an OmniThinker but got {type(model).__name__}")
         check_choice(padding_side, "padding_side", ("left", "right"))
+        self._set_length_policy(max_length, overflow)
         check_positive(num_frames, "num_frames")
         if not video_fps > 0:
             raise OmnikitValueError(f"`video_fps` expected a positive rate but got {video_fps}")

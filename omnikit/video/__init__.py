@@ -24,6 +24,7 @@ from omnikit.video.sampling import (
 )
 from omnikit.video.scenes import detect_scenes, find_cuts
 from omnikit.video.scores import FrameScores, compute_frame_scores
+from omnikit.video.stream import encode_video_stream, iter_video_windows, stream_encode_video
 from omnikit.video.temporal import (
     CrossAttention,
     FactorizedEncoder,
@@ -59,10 +60,12 @@ __all__ = [
     "compute_frame_scores",
     "density_indices",
     "detect_scenes",
+    "encode_video_stream",
     "event_weights",
     "find_cuts",
     "fps_indices",
     "frame_audio_energy",
+    "iter_video_windows",
     "keyframe_indices",
     "load_audio",
     "load_video",
@@ -75,5 +78,6 @@ __all__ = [
     "plot_sampling",
     "sample_indices",
     "scene_weights",
+    "stream_encode_video",
     "uniform_indices",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -11,7 +12,7 @@ from omnikit.utils.checks import OmnikitValueError
 from omnikit.utils.deps import require
 from omnikit.video.backends import check_path
 
-__all__ = ["frame_audio_energy", "load_audio"]
+__all__ = ["frame_audio_energy", "iter_audio", "load_audio"]
 
 
 def load_audio(
@@ -33,10 +34,35 @@ def load_audio(
     Returns:
         ``(waveform (channels, samples) float32 in [-1, 1], sample_rate)``.
     """
-    av = require("av")
-    file = check_path(path)
     if start < 0 or (end is not None and end <= start):
         raise OmnikitValueError(f"`start`/`end` expected 0 <= start < end but got start={start}, end={end}")
+    chunks = list(iter_audio(path, sample_rate=sample_rate, mono=mono))
+    rate = _stream_rate(path, sample_rate)
+    if not chunks:
+        raise OmnikitValueError(f"`path`: the audio stream of {check_path(path)!r} is empty")
+    wave = np.concatenate(chunks, axis=1).astype(np.float32)
+    first = round(start * rate)
+    last = wave.shape[1] if end is None else round(end * rate)
+    return torch.from_numpy(wave[:, first:last].copy()), rate
+
+
+def _stream_rate(path: str | os.PathLike, sample_rate: int | None) -> int:
+    """``sample_rate``, or the rate of the first audio stream of ``path``."""
+    if sample_rate is not None:
+        return sample_rate
+    av = require("av")
+    with av.open(check_path(path)) as container:
+        if not container.streams.audio:
+            raise OmnikitValueError(f"`path`: {check_path(path)!r} has no audio stream")
+        return container.streams.audio[0].codec_context.sample_rate
+
+
+def iter_audio(path: str | os.PathLike, *, sample_rate: int | None = None, mono: bool = False) -> Iterator[np.ndarray]:
+    """The first audio stream of ``path`` decoded piece by piece (as PyAV decodes it): float32
+    ``(channels, n)`` arrays in [-1, 1], resampled to ``sample_rate`` (``None``: the stream's rate).
+    Only the current piece is in memory, so hours of audio stream in bounded memory."""
+    av = require("av")
+    file = check_path(path)
     try:
         container = av.open(file)
     except av.FFmpegError as err:
@@ -47,19 +73,14 @@ def load_audio(
         stream = container.streams.audio[0]
         rate = sample_rate or stream.codec_context.sample_rate
         resampler = av.AudioResampler(format="fltp", layout="mono" if mono else None, rate=rate)
-        chunks = []
         try:
             for frame in container.decode(stream):
-                chunks.extend(out.to_ndarray() for out in resampler.resample(frame))
-            chunks.extend(out.to_ndarray() for out in resampler.resample(None))
+                for out in resampler.resample(frame):
+                    yield out.to_ndarray().astype(np.float32, copy=False)
+            for out in resampler.resample(None):
+                yield out.to_ndarray().astype(np.float32, copy=False)
         except av.FFmpegError as err:
             raise OmnikitValueError(f"`path`: {file!r} has corrupt audio data ({err})") from err
-    if not chunks:
-        raise OmnikitValueError(f"`path`: the audio stream of {file!r} is empty")
-    wave = np.concatenate(chunks, axis=1).astype(np.float32)
-    first = round(start * rate)
-    last = wave.shape[1] if end is None else round(end * rate)
-    return torch.from_numpy(wave[:, first:last].copy()), rate
 
 
 def frame_audio_energy(wave: torch.Tensor, sample_rate: int, timestamps: np.ndarray, fps: float) -> np.ndarray:
