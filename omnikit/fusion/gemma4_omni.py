@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from omnikit.audio.gemma4 import Gemma4AudioEncoder
+from omnikit.fusion.early import media_slots, place_media
+from omnikit.fusion.modality import MediaTokens
 from omnikit.models.gemma4 import Gemma4LM
 from omnikit.models.language_model import TokenLM
 from omnikit.streaming import StreamingContainer
@@ -72,13 +74,6 @@ class Gemma4Omni(TokenLM, StreamingContainer, nn.Module):
     def embed(self) -> nn.Embedding:
         return self.lm.embed
 
-    def _scatter(self, embeds: torch.Tensor, slots: torch.Tensor, tokens: torch.Tensor, what: str) -> torch.Tensor:
-        """``embeds (B, T, D)`` with the rows where ``slots`` is set replaced by ``tokens (N, D)`` in order."""
-        if not torch.compiler.is_compiling() and int(slots.sum()) != tokens.shape[0]:
-            raise OmnikitValueError(f"`input_ids` hold {int(slots.sum())} {what} placeholders but the {what} "
-                                    f"tower gives {tokens.shape[0]} soft tokens")
-        return embeds.masked_scatter(slots[..., None], tokens.to(embeds.dtype))
-
     def parallel_plan(self) -> ParallelPlan:
         """The towers are FSDP units (the language model brings its own plan)."""
         return ParallelPlan(fsdp_units=[m for m in (self.vision, self.audio) if m is not None])
@@ -107,17 +102,21 @@ class Gemma4Omni(TokenLM, StreamingContainer, nn.Module):
         if self.video_token_id is not None:  # video placeholders embed as padding too (no video tower here)
             placeholders = placeholders | (input_ids == self.video_token_id)
         text_ids = input_ids.masked_fill(placeholders, self.pad_token_id)
-        embeds = self.lm.embed_tokens(text_ids)
+        media: dict[str, torch.Tensor] = {}
         if pixel_values is not None:
             if self.vision is None or image_positions is None:
                 raise OmnikitValueError("`pixel_values` need a vision tower and `image_positions`")
             out = self.vision(pixel_values, image_positions)
-            embeds = self._scatter(embeds, is_image, out.hidden_states[out.mask], "image")
+            media["image"] = out.hidden_states[out.mask]
         if audio_features is not None:
             if self.audio is None:
                 raise OmnikitValueError("`audio_features` need an audio tower")
             out = self.audio(audio_features, audio_lengths)
-            embeds = self._scatter(embeds, is_audio, out.hidden_states[out.mask], "audio")
+            media["audio"] = out.hidden_states[out.mask]
+        # the one scatter of early fusion; placeholders of a modality not given stay padding embeddings
+        tokens = MediaTokens(**{m: getattr(self, f"{m}_token_id") for m in media})
+        slots = media_slots(input_ids, media, tokens, width=self.lm.config.dim)
+        embeds = place_media(self.lm.embed_tokens(text_ids), media, slots)
         masks: dict[str, Any] = {}
         if self.bidirectional_vision and bool(is_image.any()):
             masks = {"sliding_attention_mask": self._vision_mask(is_image), "sliding_causal": False}
