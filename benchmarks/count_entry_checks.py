@@ -82,6 +82,10 @@ class Counts:
             for method, original in originals.items():
                 setattr(torch.Tensor, method, original)
 
+    def in_fusion(self) -> int:
+        """Host reads made by ``omnikit.fusion`` code (placeholder counts, TMRoPE layout, deepstack)."""
+        return sum(n for where, n in self.reads.items() if where.split(" @ ")[1].startswith("fusion."))
+
     def on_ids(self) -> int:
         return sum(n for (_, arg), n in self.checks.items() if arg in ("input_ids", "modality_ids"))
 
@@ -128,9 +132,9 @@ def main() -> None:
     for label in after:
         b, a = before[label], after[label]
         rows.append([label, b.on_ids(), a.on_ids(), sum(b.checks.values()), sum(a.checks.values()),
-                     sum(b.reads.values()), sum(a.reads.values())])
+                     sum(b.reads.values()), sum(a.reads.values()), b.in_fusion(), a.in_fusion()])
     print(format_table(["entry point (one call)", "input_ids checks before", "after", "all checks before", "after",
-                        "host reads before", "after"], rows))
+                        "host reads before", "after", "in fusion/ before", "after"], rows))
     if args.detail:
         for label in after:
             for which, counts in (("before", before[label]), ("after", after[label])):
