@@ -120,14 +120,19 @@ def count(ok: ModuleType, packages: tuple[str, ...]) -> dict[str, Counts]:
     return results
 
 
+def count_revisions(rev: str) -> tuple[dict[str, Counts], dict[str, Counts]]:
+    """The counts at revision ``rev`` and on this checkout."""
+    with tempfile.TemporaryDirectory() as tmp:
+        old = import_old(rev, Path(tmp))
+        return count(old, ("omnikit_old",)), count(omnikit, ("omnikit",))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old-rev", required=True)
     parser.add_argument("--detail", action="store_true", help="list every check and host read")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        old = import_old(args.old_rev, Path(tmp))
-        before, after = count(old, ("omnikit_old",)), count(omnikit, ("omnikit",))
+    before, after = count_revisions(args.old_rev)
     rows = []
     for label in after:
         b, a = before[label], after[label]

@@ -1,11 +1,13 @@
-"""Dummy media for encoders whose modality is absent from a batch.
+"""The one media-encoding loop of the fusion models (:func:`encode_media`), and dummy media for encoders whose
+modality is absent from a batch.
 
 Data-parallel training shards encoders like any other module: a rank whose batch has no audio
 would skip the audio encoder's all-gathers and reduce-scatters, and the ranks' collectives would
 no longer match. Models with a ``run_absent_media`` switch (set by
 :func:`omnikit.distributed.parallelize`) instead run such an encoder on :func:`absent_media_inputs`
 at the point where a present one would run, and add its output times zero to their result, so the
-loss is unchanged and the encoder's gradient on that rank is exactly zero.
+loss is unchanged and the encoder's gradient on that rank is exactly zero. :func:`encode_media` does both for
+``EarlyFusionOmni``, ``CrossAttentionOmni`` and the published Thinkers (their towers seen as adapters).
 """
 
 from __future__ import annotations

@@ -141,7 +141,7 @@ class OmniThinker(nn.Module):
         visual items' patch grids as their sizes); ``visual``: ``{modality: (pixels, grids, argument names)}``."""
         given: dict[str, ModalityInput] = {}
         if input_features is not None:
-            self._tower("audio_encoder", "input_features")
+            self._require("audio_encoder", "input_features")
             check_tensor(input_features, "input_features", ndim=3, floating=True)
             if feature_attention_mask is None:
                 lengths = torch.full((input_features.shape[0],), input_features.shape[-1], device=input_features.device)
@@ -153,17 +153,16 @@ class OmniThinker(nn.Module):
         for modality, (pixels, grids, (name, grid_name)) in visual.items():
             if pixels is None:
                 continue
-            self._tower("vision_encoder", name)
+            self._require("vision_encoder", name)
             if grids is None:
                 raise OmnikitValueError(f"`{name}` given without `{grid_name}` (the (n, 3) patch grids of the items)")
             given[modality] = ModalityInput(pixels, grids, (name, grid_name))
         return given
 
-    def _tower(self, name: str, given: str) -> nn.Module:
-        module = getattr(self, name)
-        if module is None:
+    def _require(self, name: str, given: str) -> None:
+        """Raise, naming argument ``given``, when this model has no tower ``name``."""
+        if getattr(self, name) is None:
             raise OmnikitValueError(f"`{given}` given but this model has no {name}")
-        return module
 
     def fuse(
         self,
