@@ -69,7 +69,7 @@ class DeepstackThinker(Thinker):
         unknown = sorted(set(attention) - {"key_padding_mask", "attention_mask", "cu_seqlens"})
         if unknown:
             raise OmnikitTypeError(f"DeepstackThinker.forward got unexpected keyword arguments {unknown}")
-        checked = self.checked_media(input_ids, media, attention.get("key_padding_mask"))
+        checked = self.prompt_media(input_ids, media, attention.get("key_padding_mask"))
         x = place_media(self.embed(input_ids), checked, checked.slots)
         levels = self._deepstack(checked, x)
         decoder, cu_seqlens = self.decoder, attention.get("cu_seqlens")

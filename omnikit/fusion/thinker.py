@@ -68,7 +68,7 @@ class Thinker(CausalLM):
             mask = torch.cat((past, mask), dim=-1)
         return mask
 
-    def checked_media(
+    def prompt_media(
         self,
         input_ids: torch.Tensor,
         media: Mapping[str, MediaInput] | None = None,
@@ -92,8 +92,8 @@ class Thinker(CausalLM):
         media: Mapping[str, MediaInput] | None = None,
         key_padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Token embeddings ``(B, T, dim)`` with media scattered in at its placeholders (see :meth:`checked_media`)."""
-        checked = self.checked_media(input_ids, media, key_padding_mask)
+        """Token embeddings ``(B, T, dim)`` with media scattered in at its placeholders (see :meth:`prompt_media`)."""
+        checked = self.prompt_media(input_ids, media, key_padding_mask)
         return place_media(self.embed(input_ids), checked, checked.slots)
 
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
@@ -125,7 +125,7 @@ class Thinker(CausalLM):
         cu_seqlens: ``(N+1,)`` boundaries of samples packed into a batch-1 row.
         return_hidden: also return the final hidden states ``(B, T, dim)``.
         """
-        checked = self.checked_media(input_ids, media, key_padding_mask)
+        checked = self.prompt_media(input_ids, media, key_padding_mask)
         embeds = place_media(self.embed(input_ids), checked, checked.slots)
         causal = None
         if self.bidirectional_media and input_ids.shape[1] > 1:
