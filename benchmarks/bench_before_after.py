@@ -8,9 +8,10 @@ the same seed and run in interleaved rounds whose order alternates (old first, t
 Workloads: a Thinker train step (fwd + bwd + AdamW,
 dim 256, 4 layers, 4 x 128 tokens), streamed speech of ``thinker_talker_tiny`` (24 text tokens,
 50 code frames, chunks of 5 frames), ``omni_early_tiny`` forward + backward with video and audio,
-``duplex_tiny``'s live loop over 24 frames, and a MoE layer forward + backward (512 tokens, dim 256,
-16 experts x 128, top-4). The table gives the median time of each and the median of the per-round
-ratios ``old / new`` (> 1: faster now), which a machine whose load drifts disturbs least.
+the forward of the published Thinkers' tiny presets, ``duplex_tiny``'s live loop over 24 frames, and a
+MoE layer forward + backward (512 tokens, dim 256, 16 experts x 128, top-4). The table gives the median
+time of each and the median of the per-round ratios ``old / new`` (> 1: faster now), which a machine whose
+load drifts disturbs least.
 """
 
 from __future__ import annotations
@@ -88,6 +89,19 @@ def omni_step(ok: ModuleType) -> Callable[[], None]:
     return step
 
 
+def published_thinker(name: str) -> Callable[[ModuleType], Callable[[], None]]:
+    """A published Thinker's tiny preset (``OmniThinker`` / ``Qwen3OmniThinker``): one forward on its contract batch
+    (processor keywords: audio, images, a video), no gradient."""
+
+    def make(ok: ModuleType) -> Callable[[], None]:
+        torch.manual_seed(0)
+        model = ok.create_model(name).eval()
+        kwargs = model.contract_inputs([48, 40], seed=1).kwargs
+        return torch.no_grad()(lambda: model(**kwargs))
+
+    return make
+
+
 def duplex_stream(ok: ModuleType) -> Callable[[], None]:
     """``duplex_tiny``'s live loop over 24 user frames (temporal step + depth transformer per frame)."""
     torch.manual_seed(0)
@@ -155,6 +169,9 @@ def main() -> None:
     compare(__doc__.splitlines()[0], [("Thinker train step (fwd+bwd+AdamW)", thinker_step),
                                       ("streamed speech, thinker_talker_tiny", speech_stream),
                                       ("omni_early_tiny fwd+bwd (video + audio)", omni_step),
+                                      ("qwen2_5_omni_thinker_tiny forward",
+                                       published_thinker("qwen2_5_omni_thinker_tiny")),
+                                      ("qwen3_omni_thinker_tiny forward", published_thinker("qwen3_omni_thinker_tiny")),
                                       ("duplex_tiny live loop, 24 frames", duplex_stream),
                                       ("MoE layer fwd+bwd", moe_step)])
 

@@ -51,7 +51,7 @@ def thinker_row(repeats: int) -> list[str]:
                                  vocab_size=4096, mrope_sections=(4, 6, 6)).eval()
     low = max(model.media_tokens.as_dict().values()) + 1
     ids = torch.randint(low, 4096, (4, 256))
-    times = interleaved_medians({"checks": partial(model._check_ids, ids), "forward": partial(model, ids)},
+    times = interleaved_medians({"checks": partial(model.check_ids, ids), "forward": partial(model, ids)},
                                 repeats=repeats)
     checks, forward = times["checks"], times["forward"]
     return ["thinker_tiny (dim 256, 4 layers), 4 x 256 ids", f"{checks * 1e3:.2f}", f"{forward * 1e3:.0f}",

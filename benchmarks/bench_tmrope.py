@@ -37,7 +37,8 @@ def timed(ids: torch.Tensor, items: dict, scheme) -> list[str]:
     mask = torch.ones_like(ids, dtype=torch.bool)
     mask[-1, -2:] = False  # the last row right padded
     fns = {
-        "walk": lambda: _walk_position_ids(ids, TOKENS, (), items["videos"], items["audios"], scheme, mask),
+        "walk": lambda: _walk_position_ids(TOKENS.modality_ids(ids), (), items["videos"], items["audios"], scheme,
+                                           mask),
         "tensor": lambda: tmrope_position_ids(ids, TOKENS, **items, scheme=scheme, key_padding_mask=mask),
     }
     walk, _ = fns["walk"]()

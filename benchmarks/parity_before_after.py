@@ -55,21 +55,39 @@ def _talker_stream(model: torch.nn.Module, kwargs: dict) -> torch.Tensor:
     return torch.stack(list(model.stream_codes(iter(states.unbind(1)), batch_size=2, max_frames=4)), 2).float()
 
 
+def _thinker_generate(model: torch.nn.Module, kwargs: dict) -> torch.Tensor:
+    return model.generate(**kwargs, max_new_tokens=4).tokens.float()
+
+
+def _thinker_absent(model: torch.nn.Module, kwargs: dict) -> torch.Tensor:
+    model.run_absent_media = True
+    ids, placeholders = kwargs["input_ids"], torch.tensor(list(model.text_model.media_tokens.as_dict().values()))
+    text = torch.where(torch.isin(ids, placeholders), 8, ids)  # text only
+    return _forward(model, {"input_ids": text, "attention_mask": kwargs["attention_mask"]})
+
+
+def _speech_stream(model: torch.nn.Module, kwargs: dict) -> torch.Tensor:
+    from omnikit_old.fusion.models import tiny_omni_prompt
+
+    ids, media = tiny_omni_prompt(torch.Generator().manual_seed(0))
+    chunks = list(model.stream(ids, max_new_tokens=6, max_frames=8, chunk_frames=3, **media))
+    return torch.cat([torch.cat((c.codes.flatten().float(), c.wav.flatten(), c.text_tokens.flatten().float()))
+                      for c in chunks])
+
+
 CASES: list[tuple[str, dict, Run]] = [
-    ("omni_early_tiny", {}, _forward),
+    *((name, {}, _forward) for name in omnikit.list_models("*") if name.endswith("_tiny")),  # every tiny model
     ("omni_early_tiny", {}, _generate),
     ("omni_early_tiny", {}, _absent),
-    ("omni_xattn_tiny", {}, _forward),
     ("omni_xattn_tiny", {}, _absent),
-    ("thinker_talker_tiny", {}, _forward),
-    ("duplex_tiny", {}, _forward),
+    ("thinker_talker_tiny", {}, _speech_stream),
+    ("qwen2_5_omni_thinker_tiny", {}, _thinker_generate),
+    ("qwen2_5_omni_thinker_tiny", {}, _thinker_absent),
+    ("qwen3_omni_thinker_tiny", {}, _thinker_generate),
+    ("qwen3_omni_thinker_tiny", {}, _thinker_absent),
     ("duplex_tiny", {}, _duplex_stream),
-    ("talker_tiny", {"strategy": "mtp"}, _forward),
     ("talker_tiny", {"strategy": "mtp"}, _talker_stream),
     ("talker_tiny", {"strategy": "depth"}, _forward),
-    *((name, {}, _forward) for name in omnikit.list_models("*", kind="temporal") if name.endswith("_tiny")),
-    *((name, {}, _forward) for name in ("qwen2_5_omni_vision_tiny", "qwen3_vit_tiny", "video_vit_tiny",
-                                        "code2wav_tiny", "qwen3_omni_talker_tiny")),  # registrations moved
     # configs that nest a TransformerConfig: the old checkpoints' flat overrides load through the legacy path
     ("whisper_encoder_tiny", {"depth": 1}, _forward),
     ("qwen2_5_omni_audio_tiny", {"n_window": 2}, _forward),

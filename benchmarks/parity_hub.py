@@ -84,6 +84,23 @@ def _from_test(module: str, builder: str, *args: str) -> Callable[[], nn.Module]
     return lambda: getattr(importlib.import_module(module), builder)(*args)
 
 
+
+def _gemma4_omni() -> nn.Module:
+    from test_convert_hub_gemma4_omni import _hf_model
+
+    return _hf_model()
+
+
+def _gemma4_media(model: nn.Module, convert: ModuleType) -> dict:
+    """Images and audio at their placeholders (the contract batch of the whole model is text only)."""
+    from test_convert_hub_gemma4_omni import _inputs
+
+    return convert.hf_inputs(model, _inputs())
+
+
+#: Forward inputs of the loaded model where its contract batch would not reach the media path.
+MEDIA_INPUTS: dict[str, Callable[[nn.Module, ModuleType], dict]] = {"Gemma4ForConditionalGeneration": _gemma4_media}
+
 #: (label, builder, parts loaded with load_hf)
 CHECKPOINTS: list[tuple[str, Callable[[], nn.Module], tuple[str | None, ...]]] = [
     ("Qwen3ForCausalLM", lambda: _qwen_lm("qwen3"), (None,)),
@@ -99,6 +116,8 @@ CHECKPOINTS: list[tuple[str, Callable[[], nn.Module], tuple[str | None, ...]]] =
     ("Wav2Vec2Model", _from_test("test_convert_hub_wav2vec2", "_hf_wav2vec2", "large"), (None,)),
     ("Wav2Vec2ForCTC", _from_test("test_convert_hub_wav2vec2", "_hf_wav2vec2", "base", "Wav2Vec2ForCTC"), (None,)),
     ("MoshiForConditionalGeneration", _from_test("test_convert_hub_moshi", "hf_tiny_moshi"), (None, "audio_encoder")),
+
+    ("Gemma4ForConditionalGeneration", _gemma4_omni, (None,)),
 ]
 
 
@@ -127,22 +146,28 @@ def _hf_modules(models: dict[str, nn.Module]) -> Iterator[tuple[str, nn.Module]]
     yield "Qwen2MoeSparseMoeBlock", block
 
 
-def _difference(before: nn.Module, after: nn.Module) -> tuple[str, str]:
-    """Largest |old - new| over the state dicts and over a forward on the contract inputs ('-': none)."""
+def _max_difference(old: torch.Tensor, new: torch.Tensor) -> float:
+    """Largest |old - new|, equal entries (infinities of one sign included) counting 0."""
+    old, new = old.double(), new.double()
+    return float(torch.where(old == new, 0.0, (old - new).abs()).max()) if old.numel() else 0.0
+
+
+def _difference(before: nn.Module, after: nn.Module, kwargs: dict | None = None) -> tuple[str, str]:
+    """Largest |old - new| over the state dicts and over a forward on ``kwargs`` or the contract inputs ('-':
+    none)."""
     old_state, new_state = before.state_dict(), after.state_dict()
     if type(before).__name__ != type(after).__name__ or sorted(old_state) != sorted(new_state):
         return "different modules", "-"
-    state = max((float((old_state[k].double() - new_state[k].double()).abs().max()) for k in old_state
-                 if old_state[k].numel()), default=0.0)
-    if hasattr(after, "contract_inputs"):
+    state = max((_max_difference(old_state[k], new_state[k]) for k in old_state), default=0.0)
+    if kwargs is None and hasattr(after, "contract_inputs"):
         kwargs = after.contract_inputs([12, 9], seed=1).kwargs
-    elif hasattr(after, "norm1"):  # a decoder block: (B, T, dim) -> (B, T, dim)
+    elif kwargs is None and hasattr(after, "norm1"):  # a decoder block: (B, T, dim) -> (B, T, dim)
         kwargs = {"x": torch.randn(2, 7, after.norm1.weight.shape[0], generator=torch.Generator().manual_seed(1))}
-    else:
+    elif kwargs is None:
         return f"{state:.3g}", "-"
     with torch.no_grad():
         outputs = [omnikit.testing.contract.primary_output(m.eval()(**kwargs))[0] for m in (before, after)]
-    return f"{state:.3g}", f"{float((outputs[0] - outputs[1]).abs().max()):.3g}"
+    return f"{state:.3g}", f"{_max_difference(*outputs):.3g}"
 
 
 def _config_diff(old_dir: Path, new_dir: Path) -> str:
@@ -168,7 +193,9 @@ def rows(old: ModuleType, directory: Path) -> tuple[list[list[str]], list[list[s
         models[label].save_pretrained(directory / label, max_shard_size="100KB")
         for part in parts:
             before, after = (c.load_hf(directory / label, part=part) for c in (old_convert, new_convert))
-            out.append([f"load_hf {label}", part or "(default)", *_difference(before, after)])
+            media = MEDIA_INPUTS.get(label)
+            kwargs = None if media is None else media(after, new_convert)
+            out.append([f"load_hf {label}", part or "(default)", *_difference(before, after, kwargs)])
     for name, module in _hf_modules(models):
         before, after = old_convert.from_transformers(module), new_convert.from_transformers(module)
         out.append(["from_transformers", name, *_difference(before, after)])

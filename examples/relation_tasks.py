@@ -205,8 +205,7 @@ def use_plain_positions(model: torch.nn.Module) -> None:
 
     def plain(input_ids: torch.Tensor, **inputs):
         fused = fuse(input_ids, **inputs)
-        fused.positions = torch.arange(input_ids.shape[1]).expand_as(fused.positions)
-        return fused
+        return dataclasses.replace(fused, positions=torch.arange(input_ids.shape[1]).expand_as(fused.positions))
 
     model.fuse = plain
 

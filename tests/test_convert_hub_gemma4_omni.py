@@ -112,7 +112,7 @@ def test_video_inputs_and_placeholder_mismatches_are_refused(tmp_path):
         hf_inputs(model, {**inputs, "pixel_values_videos": torch.zeros(1, 4, 12)})
     kwargs = hf_inputs(model, inputs)
     kwargs["input_ids"] = kwargs["input_ids"].masked_fill(kwargs["input_ids"] == IMAGE, 5)  # no image slots left
-    with pytest.raises(ValueError, match="image placeholders"):
+    with pytest.raises(ValueError, match="holds 0 image placeholder tokens but the image encoder gave"):
         model(**kwargs)
 
 

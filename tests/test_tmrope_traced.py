@@ -61,8 +61,8 @@ def _traced(ids, mask, items, scheme):
 @given(layouts(), st.sampled_from([QWEN2_5_OMNI, QWEN3_OMNI]))
 def test_traced_ids_equal_the_host_walk(layout, scheme) -> None:
     ids, mask, items = layout
-    walked, walked_next = _walk_position_ids(ids, TOKENS, items["images"], items["videos"], items["audios"],
-                                             scheme, mask)
+    walked, walked_next = _walk_position_ids(TOKENS.modality_ids(ids), items["images"], items["videos"],
+                                             items["audios"], scheme, mask)
     positions, next_position, ok = _traced(ids, mask, items, scheme)
     assert bool(ok)
     assert positions.dtype == walked.dtype == scheme.dtype
@@ -90,7 +90,8 @@ def test_the_layout_check_agrees_with_the_host_walk_on_changed_layouts(layout, d
         second = tuple(data.draw(st.sampled_from([s for s in spots if s[0] == first[0]])))
         ids[first], ids[second] = ids[second].clone(), ids[first].clone()
     try:
-        _walk_position_ids(ids, TOKENS, items["images"], items["videos"], items["audios"], QWEN2_5_OMNI, mask)
+        _walk_position_ids(TOKENS.modality_ids(ids), items["images"], items["videos"], items["audios"], QWEN2_5_OMNI,
+                           mask)
         walk_accepts = True
     except ValueError:
         walk_accepts = False

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 
 import torch
 
-from omnikit.fusion.early import MediaInput, placed_tokens
+from omnikit.fusion.boundary import CheckedMedia
+from omnikit.fusion.early import MediaInput, place_media, placed_tokens
 from omnikit.fusion.thinker import Thinker
 from omnikit.layers.decoder import run_blocks
 from omnikit.layers.masks import positions_from_cu_seqlens
@@ -30,21 +31,16 @@ class DeepstackThinker(Thinker):
     """:class:`Thinker` whose ``forward`` adds the deepstack features of ``media["image"]`` /
     ``media["video"]`` (``DeepstackOutput`` values) after its first layers. ``(B, T) -> (B, T, vocab)``."""
 
-    def _deepstack(
-        self, input_ids: torch.Tensor, media: Mapping[str, MediaInput] | None, like: torch.Tensor,
-        key_padding_mask: torch.Tensor | None = None,
-    ) -> list[torch.Tensor]:
-        """One ``(B, T, dim)`` tensor per deepstack level: the features at the visual placeholders, zeros elsewhere
-        (placeholder ids in the padding, where ``key_padding_mask`` is False, are not placeholders)."""
+    def _deepstack(self, media: CheckedMedia, like: torch.Tensor) -> list[torch.Tensor]:
+        """One ``(B, T, dim)`` tensor per deepstack level: the features at the visual placeholders, zeros elsewhere.
+        ``media`` was checked against the placeholders (the deepstack features share the merged tokens' counts)."""
         levels: list[torch.Tensor] = []
-        valid = None if key_padding_mask is None else key_padding_mask[:, -input_ids.shape[1]:]
         for modality in _VISUAL:
-            value = (media or {}).get(modality)
+            value = media.get(modality)
             features = getattr(value, "deepstack", None)
             if not features:
                 continue
-            mask = input_ids == getattr(self.media_tokens, modality)
-            mask = mask if valid is None else mask & valid
+            mask = media.slots[modality]
             if len(features) > len(self.decoder.blocks):
                 raise OmnikitValueError(
                     f"`media[{modality!r}]` has {len(features)} deepstack levels but the decoder only "
@@ -53,11 +49,6 @@ class DeepstackThinker(Thinker):
             for level, feature in enumerate(features):
                 if level == len(levels):
                     levels.append(torch.zeros_like(like))
-                if not torch.compiler.is_compiling() and int(value.lengths.sum()) != int(mask.sum()):
-                    raise OmnikitValueError(
-                        f"`media[{modality!r}]` has {int(value.lengths.sum())} deepstack tokens for "
-                        f"{int(mask.sum())} placeholders"
-                    )
                 tokens = placed_tokens(EncoderOutput(feature, value.lengths), mask).to(like.dtype)
                 levels[level] = torch.where(mask[..., None], tokens, levels[level])
         return levels
@@ -78,8 +69,9 @@ class DeepstackThinker(Thinker):
         unknown = sorted(set(attention) - {"key_padding_mask", "attention_mask", "cu_seqlens"})
         if unknown:
             raise OmnikitTypeError(f"DeepstackThinker.forward got unexpected keyword arguments {unknown}")
-        x = self.embed_inputs(input_ids, media, attention.get("key_padding_mask"))
-        levels = self._deepstack(input_ids, media, x, attention.get("key_padding_mask"))
+        checked = self.prompt_media(input_ids, media, attention.get("key_padding_mask"))
+        x = place_media(self.embed(input_ids), checked, checked.slots)
+        levels = self._deepstack(checked, x)
         decoder, cu_seqlens = self.decoder, attention.get("cu_seqlens")
         if positions is None and cu_seqlens is not None:
             positions = positions_from_cu_seqlens(cu_seqlens, input_ids.shape[1])

@@ -23,8 +23,8 @@ from omnikit.outputs import EncoderOutput
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError, check_tensor
 
 __all__ = [
-    "PackedSequences", "fusion_attention_mask", "media_item_ids", "pack_sequences", "placeholder_items",
-    "scatter_media",
+    "PackedSequences", "fusion_attention_mask", "media_item_ids", "media_slots", "pack_sequences", "place_media",
+    "placeholder_items", "scatter_media",
 ]
 
 MediaInput = torch.Tensor | EncoderOutput
@@ -95,6 +95,22 @@ def scatter_media(
     """
     check_tensor(embeds, "embeds", shape=("B", "T", "D"), floating=True)
     check_tensor(input_ids, "input_ids", shape=tuple(embeds.shape[:2]), floating=False)
+    slots = media_slots(input_ids, media, tokens, width=embeds.shape[2], key_padding_mask=key_padding_mask)
+    return place_media(embeds, media, slots)
+
+
+def media_slots(
+    input_ids: torch.Tensor,
+    media: Mapping[str, MediaInput],
+    tokens: MediaTokens,
+    *,
+    width: int,
+    key_padding_mask: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """``{modality: (B, T) bool}``: the placeholders of each modality of ``media`` (checked ``input_ids``
+    ``(B, T)``; False on padding), after checking the media against them: types, widths (``width``, the text
+    embedding's) and, eagerly, every modality's placeholder count against its token count, all counts in one
+    host read. Raises as :func:`scatter_media`."""
     placeholders = tokens.as_dict()
     unknown = sorted(set(media) - set(placeholders))
     if unknown:
@@ -102,31 +118,46 @@ def scatter_media(
             f"`media` has modalities {unknown} without a placeholder token; MediaTokens defines {sorted(placeholders)}"
         )
     valid = torch.ones_like(input_ids, dtype=torch.bool) if key_padding_mask is None else key_padding_mask
-    for modality, token in placeholders.items():
-        where = (input_ids == token) & valid
-        counted = not torch.compiler.is_compiling()  # the counts need the values: eager only
-        count = int(where.sum()) if counted else 0
-        if modality not in media:
-            if count:
-                raise OmnikitValueError(
-                    f"`input_ids` holds {count} {modality} placeholder tokens but `media` has no {modality!r} entry"
-                )
-            continue
-        value = _checked(media[modality], modality)
-        padded = isinstance(value, EncoderOutput)
-        if counted:
-            given = int(value.lengths.sum()) if padded else value.shape[0]
-            if given != count:
-                raise OmnikitValueError(
-                    f"{modality}: `input_ids` holds {count} {modality} placeholder tokens but the {modality} "
-                    f"encoder gave {given} tokens"
-                )
-        width = (value.hidden_states if padded else value).shape[-1]
-        if width != embeds.shape[2]:
+    where = {modality: (input_ids == token) & valid for modality, token in placeholders.items()}
+    values = {modality: _checked(media[modality], modality) for modality in placeholders if modality in media}
+    counts = _read_counts(where, values) if where and not torch.compiler.is_compiling() else {}  # eager only
+    for modality, (count, given_count) in counts.items():
+        if modality not in values and count:
             raise OmnikitValueError(
-                f"`media[{modality!r}]` expected width {embeds.shape[2]} (the text embedding) but got {width}"
+                f"`input_ids` holds {count} {modality} placeholder tokens but `media` has no {modality!r} entry"
             )
-        if padded:
+        if modality in values and given_count != count:
+            raise OmnikitValueError(
+                f"{modality}: `input_ids` holds {count} {modality} placeholder tokens but the {modality} "
+                f"encoder gave {given_count} tokens"
+            )
+    for modality, value in values.items():
+        got = (value.hidden_states if isinstance(value, EncoderOutput) else value).shape[-1]
+        if got != width:
+            raise OmnikitValueError(
+                f"`media[{modality!r}]` expected width {width} (the text embedding) but got {got}"
+            )
+    return {modality: where[modality] for modality in values}
+
+
+def _read_counts(where: Mapping[str, torch.Tensor], values: Mapping[str, MediaInput]) -> dict[str, tuple[int, int]]:
+    """``{modality: (placeholders, media tokens)}`` for every modality of ``where``, in one host read."""
+    padded = [m for m, v in values.items() if isinstance(v, EncoderOutput)]
+    device = next(iter(where.values())).device
+    sums = [*(mask.sum() for mask in where.values()), *(values[m].lengths.sum().to(device, torch.long) for m in padded)]
+    read = torch.stack(sums).tolist()
+    given = {m: v.shape[0] for m, v in values.items() if m not in padded} | dict(zip(padded, read[len(where):]))
+    return {modality: (count, given.get(modality, 0)) for modality, count in zip(where, read)}
+
+
+def place_media(
+    embeds: torch.Tensor, media: Mapping[str, MediaInput], slots: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
+    """``embeds (B, T, D)`` with each modality's tokens of ``media`` at its ``slots`` (from :func:`media_slots`:
+    trusted, nothing is checked)."""
+    for modality, where in slots.items():
+        value = media[modality]
+        if isinstance(value, EncoderOutput):
             embeds = torch.where(where[..., None], placed_tokens(value, where).to(embeds.dtype), embeds)
         else:
             embeds = embeds.masked_scatter(where[..., None], value.to(embeds.dtype))

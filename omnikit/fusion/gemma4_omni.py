@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 from omnikit.audio.gemma4 import Gemma4AudioEncoder
+from omnikit.fusion.early import media_slots, place_media
+from omnikit.fusion.modality import MediaTokens
 from omnikit.fusion.omni_prompt import pad_rows
 from omnikit.models.gemma4 import Gemma4LM
 from omnikit.models.language_model import TokenLM
@@ -77,18 +79,6 @@ class Gemma4Omni(TokenLM, StreamingContainer, nn.Module):
     def embed(self) -> nn.Embedding:
         return self.lm.embed
 
-    def _scatter(self, embeds: torch.Tensor, slots: torch.Tensor, out: EncoderOutput, what: str) -> torch.Tensor:
-        """``embeds (B, T, D)`` with the rows where ``slots`` is set replaced by the valid rows of ``out``
-        in order (a gather by rank, no data-dependent shapes, so it compiles whole)."""
-        valid, tokens = out.mask.flatten(), out.hidden_states.flatten(0, 1)
-        if not torch.compiler.is_compiling() and int(slots.sum()) != int(valid.sum()):
-            raise OmnikitValueError(f"`input_ids` hold {int(slots.sum())} {what} placeholders but the {what} "
-                                    f"tower gives {int(valid.sum())} soft tokens")
-        rank = slots.flatten().long().cumsum(0)  # the k-th slot takes the k-th valid token
-        source = torch.searchsorted(valid.long().cumsum(0), rank).clamp(max=tokens.shape[0] - 1)
-        picked = tokens[source].view(*slots.shape, tokens.shape[-1]).to(embeds.dtype)
-        return torch.where(slots[..., None], picked, embeds)
-
     def parallel_plan(self) -> ParallelPlan:
         """The towers are FSDP units (the language model brings its own plan)."""
         return ParallelPlan(fsdp_units=[m for m in (self.vision, self.audio) if m is not None])
@@ -113,24 +103,29 @@ class Gemma4Omni(TokenLM, StreamingContainer, nn.Module):
         """
         self.check_ids(input_ids)
         is_image, is_audio = input_ids == self.image_token_id, input_ids == self.audio_token_id
-        if key_padding_mask is not None:
-            valid = key_padding_mask[:, -input_ids.shape[1]:]
+        valid = None if key_padding_mask is None else key_padding_mask[:, -input_ids.shape[1]:]
+        if valid is not None:
             is_image, is_audio = is_image & valid, is_audio & valid
         placeholders = is_image | is_audio
         if self.video_token_id is not None:  # video placeholders embed as padding too (no video tower here)
             placeholders = placeholders | (input_ids == self.video_token_id)
         text_ids = input_ids.masked_fill(placeholders, self.pad_token_id)
-        embeds = self.lm.embed_tokens(text_ids)
+        media: dict[str, EncoderOutput] = {}
         if pixel_values is not None:
             if self.vision is None or image_positions is None:
                 raise OmnikitValueError("`pixel_values` need a vision tower and `image_positions`")
             out = self.vision(pixel_values, image_positions)
-            embeds = self._scatter(embeds, is_image, out, "image")
+            media["image"] = out
         if audio_features is not None:
             if self.audio is None:
                 raise OmnikitValueError("`audio_features` need an audio tower")
             out = self.audio(audio_features, audio_lengths)
-            embeds = self._scatter(embeds, is_audio, out, "audio")
+            media["audio"] = out
+        # the one scatter of early fusion (a gather by rank: no data-dependent shapes, so it compiles whole);
+        # placeholders of a modality not given, or in the padding, stay padding embeddings
+        tokens = MediaTokens(**{m: getattr(self, f"{m}_token_id") for m in media})
+        slots = media_slots(input_ids, media, tokens, width=self.lm.config.dim, key_padding_mask=valid)
+        embeds = place_media(self.lm.embed_tokens(text_ids), media, slots)
         masks: dict[str, Any] = {}
         if self.bidirectional_vision and input_ids.shape[1] > 1:  # decode steps (one token) are causal
             masks = {"sliding_attention_mask": self._vision_mask(is_image), "sliding_causal": False}

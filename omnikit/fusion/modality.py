@@ -40,6 +40,10 @@ class MediaTokens:
     def modality_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         """``input_ids (..., T)`` int -> modality code of every token, same shape, int64 (0 = text)."""
         check_tensor(input_ids, "input_ids", ndim=(1, 2), floating=False)
+        return self.codes(input_ids)
+
+    def codes(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """:meth:`modality_ids` of ids checked already (by :func:`~omnikit.fusion.boundary.check_prompt`)."""
         codes = torch.zeros_like(input_ids, dtype=torch.long)
         for name, token in self.as_dict().items():
             codes[input_ids == token] = MODALITIES.index(name)

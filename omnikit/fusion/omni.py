@@ -16,35 +16,38 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from omnikit.fusion.absent import absent_media_inputs, example_media, zero_of
-from omnikit.fusion.adapters import AdaptedMedia, AudioAdapter, VideoAdapter
+from omnikit.fusion.absent import encode_media, example_media
+from omnikit.fusion.adapters import AudioAdapter, VideoAdapter
+from omnikit.fusion.boundary import check_media, check_prompt
 from omnikit.fusion.media import HoldsAdapters
 from omnikit.fusion.modality import MEDIA_MODALITIES
 from omnikit.fusion.thinker import GenerationOutput, Thinker, ThinkerStep
-from omnikit.fusion.tmrope import TMRoPEScheme, VisualGrid, tmrope_position_ids
+from omnikit.fusion.tmrope import TMRoPEScheme, VisualGrid, checked_position_ids
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.outputs import EncoderOutput
 from omnikit.streaming import StreamingContainer
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import OmnikitValueError, check_lengths, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_lengths
 
 __all__ = ["EarlyFusionOmni", "FusedInputs"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class FusedInputs:
-    """Everything the Thinker needs for one multimodal batch.
+    """Everything the Thinker needs for one multimodal batch, checked once at the public entry.
 
     Attributes:
-        media: ``{modality: (N, dim) tokens or EncoderOutput}`` to scatter at the placeholders
-            (see :func:`~omnikit.fusion.early.scatter_media`).
+        media: ``{modality: (N, dim) tokens or EncoderOutput}`` to scatter at the placeholders (see
+            :func:`~omnikit.fusion.early.scatter_media`), checked against the prompt's placeholders: a
+            :class:`~omnikit.fusion.boundary.CheckedMedia` that the Thinker trusts for the same ``input_ids``
+            and ``key_padding_mask``.
         positions: ``(3, B, T)`` TMRoPE ids.
         next_position: ``(B,)`` the id of the first generated token.
         key_padding_mask: ``(B, T)`` bool or None.
         absent: ``()`` zero that depends on every absent encoder (``run_absent_media``), or None.
     """
 
-    media: dict[str, torch.Tensor | EncoderOutput]
+    media: Mapping[str, torch.Tensor | EncoderOutput]
     positions: torch.Tensor
     next_position: torch.Tensor
     key_padding_mask: torch.Tensor | None
@@ -127,21 +130,14 @@ class EarlyFusionOmni(HoldsAdapters, StreamingContainer, nn.Module):
 
         ``media`` / ``media_lengths``: ``{modality: tensor}``; ``keywords``: ``frames``, ``audio_features``,
         ``audio_lengths`` (see :func:`omnikit.fusion.media.collect_media`)."""
-        check_tensor(input_ids, "input_ids", ndim=2, floating=False)
+        prompt = check_prompt(input_ids, self.thinker.config.vocab_size, self.thinker.media_tokens)
         given = self.checked_media(media, media_lengths, **keywords)
         padding = None
         if lengths is not None:
             lengths = check_lengths(lengths, "lengths", batch=input_ids.shape[0], max_len=input_ids.shape[1])
             padding = lengths_to_mask(lengths.to(input_ids.device), input_ids.shape[1])
-        dummy = absent_media_inputs(self.adapters, input_ids.device) if self.run_absent_media else {}
-        adapted: dict[str, AdaptedMedia] = {}
-        absent: list[torch.Tensor] = []
-        for modality, adapter in self.adapters.items():
-            if modality in given:
-                adapted[modality] = adapter(given[modality].value, given[modality].lengths)
-            elif modality in dummy:
-                dummy_media = adapter(*dummy[modality]).media
-                absent.append(dummy_media.hidden_states if isinstance(dummy_media, EncoderOutput) else dummy_media)
+            prompt = prompt.with_padding(padding)
+        adapted, absent = encode_media(self.adapters, given, run_absent=self.run_absent_media, device=input_ids.device)
         items = {modality: out.items for modality, out in adapted.items()}
         if self.audio_in_video:  # the audio items are the videos' soundtracks, not items of their own
             if torch.compiler.is_compiling():
@@ -152,12 +148,11 @@ class EarlyFusionOmni(HoldsAdapters, StreamingContainer, nn.Module):
             soundtracks = items.pop("audio", [])
             if "video" in items:
                 items["video"] = self._with_soundtracks(items["video"], soundtracks)
-        positions, next_position = tmrope_position_ids(
-            input_ids, self.thinker.media_tokens, **{_TMROPE_ITEMS[m]: i for m, i in items.items()},
-            scheme=self.scheme, key_padding_mask=padding,
+        positions, next_position = checked_position_ids(
+            prompt.modality_ids, {_TMROPE_ITEMS[m]: i for m, i in items.items()}, self.scheme, padding
         )
-        tokens = {modality: out.media for modality, out in adapted.items()}
-        return FusedInputs(tokens, positions, next_position, padding, zero_of(absent))
+        tokens = check_media(prompt, {m: out.media for m, out in adapted.items()}, self.thinker.config.dim)
+        return FusedInputs(tokens, positions, next_position, padding, absent)
 
     @staticmethod
     def _with_soundtracks(videos: list[VisualGrid], audios: Sequence[int] | torch.Tensor) -> list[VisualGrid]:
@@ -186,12 +181,15 @@ class EarlyFusionOmni(HoldsAdapters, StreamingContainer, nn.Module):
         frames: torch.Tensor | None = None,
         audio_features: torch.Tensor | None = None,
         audio_lengths: torch.Tensor | None = None,
+        fused: FusedInputs | None = None,
         **generate_kwargs,
     ) -> Iterator[ThinkerStep]:
         """Yield :class:`ThinkerStep` s for a multimodal prompt (see :meth:`Thinker.stream_generate`);
-        the media as for :meth:`fuse`."""
-        fused = self.fuse(input_ids, media=media, media_lengths=media_lengths, frames=frames,
-                          audio_features=audio_features, audio_lengths=audio_lengths)
+        the media as for :meth:`fuse`, or ``fused``: what :meth:`fuse` returned for ``input_ids`` (checked and
+        encoded already, the media keywords then left out)."""
+        if fused is None:
+            fused = self.fuse(input_ids, media=media, media_lengths=media_lengths, frames=frames,
+                              audio_features=audio_features, audio_lengths=audio_lengths)
         yield from self.thinker.stream_generate(
             input_ids, media=fused.media, positions=fused.positions, next_position=fused.next_position,
             **generate_kwargs,

@@ -15,21 +15,24 @@ Keyword names are the processor's, so ``model(**processor_outputs)`` works (see
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from omnikit.fusion.absent import zero_of
-from omnikit.fusion.early import MediaInput, media_item_ids
+from omnikit.fusion.absent import encode_media
+from omnikit.fusion.boundary import CheckedPrompt, check_media, check_prompt
+from omnikit.fusion.early import media_item_ids
+from omnikit.fusion.media import ModalityInput
 from omnikit.fusion.modality import MODALITIES
 from omnikit.fusion.omni import FusedInputs
 from omnikit.fusion.omni_prompt import contract_prompts, prompt_contract_inputs
 from omnikit.fusion.thinker import GenerationOutput, Thinker, ThinkerStep
-from omnikit.fusion.tmrope import TMRoPEScheme, VisualGrid, tmrope_position_ids
+from omnikit.fusion.tmrope import TMRoPEScheme, VisualGrid, checked_position_ids
 from omnikit.fusion.tmrope_traced import ItemTable
+from omnikit.fusion.tower_adapters import AudioTowerAdapter, VisionTowerAdapter
+from omnikit.outputs import EncoderOutput
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_tensor
 from omnikit.utils.parallel import ParallelPlan
@@ -118,33 +121,52 @@ class OmniThinker(nn.Module):
         across the batch, so ``item(b)`` packs item ``b`` alone."""
         return prompt_contract_inputs(contract_prompts(self, lengths, seed=seed))
 
-    def _encoder(self, name: str, given: str) -> nn.Module:
-        module = getattr(self, name)
-        if module is None:
+    @property
+    def adapters(self) -> dict[str, AudioTowerAdapter | VisionTowerAdapter]:
+        """``{modality: adapter}``: the towers as media adapters (:mod:`omnikit.fusion.tower_adapters`); the vision
+        tower serves the image and the video slot."""
+        adapters: dict[str, AudioTowerAdapter | VisionTowerAdapter] = {}
+        if self.audio_encoder is not None:
+            adapters["audio"] = AudioTowerAdapter(self.audio_encoder)
+        if self.vision_encoder is not None:
+            visual = VisionTowerAdapter(self._visual, self.vision_encoder.config)
+            adapters.update(image=visual, video=visual)
+        return adapters
+
+    def _visual(self, pixels: torch.Tensor, grids: Sequence[Grid]) -> torch.Tensor | EncoderOutput:
+        """The vision tower's merged tokens of packed patches with their ``(t, h, w)`` grids."""
+        return self.vision_encoder.forward_patches(pixels, grids)
+
+    def _given_media(
+        self, input_features: torch.Tensor | None, feature_attention_mask: torch.Tensor | None,
+        visual: Mapping[str, tuple[torch.Tensor | None, Sequence[Grid] | None, tuple[str, str]]],
+    ) -> dict[str, ModalityInput]:
+        """The call's media, checked, as ``{modality: ModalityInput}`` (audio lengths from the feature mask; the
+        visual items' patch grids as their sizes); ``visual``: ``{modality: (pixels, grids, argument names)}``."""
+        given: dict[str, ModalityInput] = {}
+        if input_features is not None:
+            self._require("audio_encoder", "input_features")
+            check_tensor(input_features, "input_features", ndim=3, floating=True)
+            if feature_attention_mask is None:
+                lengths = torch.full((input_features.shape[0],), input_features.shape[-1], device=input_features.device)
+            else:
+                check_tensor(feature_attention_mask, "feature_attention_mask",
+                             shape=(input_features.shape[0], input_features.shape[-1]))
+                lengths = feature_attention_mask.sum(-1).to(input_features.device)
+            given["audio"] = ModalityInput(input_features, lengths, ("input_features", "feature_attention_mask"))
+        for modality, (pixels, grids, (name, grid_name)) in visual.items():
+            if pixels is None:
+                continue
+            self._require("vision_encoder", name)
+            if grids is None:
+                raise OmnikitValueError(f"`{name}` given without `{grid_name}` (the (n, 3) patch grids of the items)")
+            given[modality] = ModalityInput(pixels, grids, (name, grid_name))
+        return given
+
+    def _require(self, name: str, given: str) -> None:
+        """Raise, naming argument ``given``, when this model has no tower ``name``."""
+        if getattr(self, name) is None:
             raise OmnikitValueError(f"`{given}` given but this model has no {name}")
-        return module
-
-    def _visual(self, pixels: torch.Tensor, grids: Sequence[Grid] | None, name: str, grid_name: str) -> torch.Tensor:
-        vision = self._encoder("vision_encoder", name)
-        if grids is None:
-            raise OmnikitValueError(f"`{name}` given without `{grid_name}` (the (n, 3) patch grids of the items)")
-        return vision.forward_patches(pixels, grids)
-
-    def _absent_audio(self, device: torch.device) -> list[torch.Tensor]:
-        """The audio tower's output on eight fixed mel frames, when ``run_absent_media`` is on."""
-        if not self.run_absent_media or self.audio_encoder is None:
-            return []
-        dummy = self.audio_encoder.contract_inputs([8]).kwargs
-        return [self.audio_encoder(*(t.to(device) for t in dummy.values())).hidden_states]
-
-    def _absent_visual(self, device: torch.device) -> list[torch.Tensor]:
-        """The vision tower's outputs on one zero ``m x m`` patch step, when ``run_absent_media`` is on."""
-        if not self.run_absent_media or self.vision_encoder is None:
-            return []
-        c = self.vision_encoder.config
-        pixels = torch.zeros(c.merge_size**2, c.in_chans * math.prod(c.patch), device=device)
-        out = self._visual(pixels, [(1, c.merge_size, c.merge_size)], "pixel_values", "image_grid_thw")
-        return [out] if isinstance(out, torch.Tensor) else [out.hidden_states, *out.deepstack]
 
     def fuse(
         self,
@@ -160,46 +182,35 @@ class OmniThinker(nn.Module):
         video_second_per_grid: torch.Tensor | None = None,
         use_audio_in_video: bool = False,
     ) -> FusedInputs:
-        """Encode the media, and compute TMRoPE ids and the padding mask (``attention_mask != 0``).
+        """Check the inputs once, encode the media (:func:`~omnikit.fusion.absent.encode_media` over
+        :attr:`adapters`), compute TMRoPE ids and the padding mask (``attention_mask != 0``), and check the media
+        against the placeholders (:mod:`omnikit.fusion.boundary`).
 
         The grids may be the processor's ``(n, 3)`` tensors or ``(t, h, w)`` ints per item
         (:func:`~omnikit.vision.host_grids`): as ints they are shape metadata and the media encoding reads no tensor
         value on the host (the audio tokens stay padded, their counts a tensor)."""
-        check_tensor(input_ids, "input_ids", ndim=2, floating=False)
+        text = self.text_model
+        prompt = check_prompt(input_ids, text.config.vocab_size, text.media_tokens)
+        padding = None
         if attention_mask is not None:
             check_tensor(attention_mask, "attention_mask", shape=tuple(input_ids.shape))
-        padding = None if attention_mask is None else attention_mask.to(input_ids.device).bool()
-        media: dict[str, MediaInput] = {}
-        audio_tokens = None
-        absent = self._absent_audio(input_ids.device) if input_features is None else []
-        if input_features is not None:
-            audio = self._encoder("audio_encoder", "input_features")
-            check_tensor(input_features, "input_features", ndim=3, floating=True)
-            if feature_attention_mask is None:
-                lengths = torch.full((input_features.shape[0],), input_features.shape[-1], device=input_features.device)
-            else:
-                check_tensor(feature_attention_mask, "feature_attention_mask",
-                             shape=(input_features.shape[0], input_features.shape[-1]))
-                lengths = feature_attention_mask.sum(-1).to(input_features.device)
-            media["audio"] = audio(input_features, lengths)
-            audio_tokens = media["audio"].lengths
+            padding = attention_mask.to(input_ids.device).bool()
+            prompt = prompt.with_padding(padding)
         images = None if image_grid_thw is None else grid_list(image_grid_thw, "image_grid_thw")
         videos = None if video_grid_thw is None else grid_list(video_grid_thw, "video_grid_thw")
-        # the vision tower runs at the image slot and at the video slot (a dummy for an absent kind, when
-        # run_absent_media is on), so every data-parallel rank calls it the same number of times
-        if pixel_values is not None:
-            media["image"] = self._visual(pixel_values, images, "pixel_values", "image_grid_thw")
-        else:
-            absent += self._absent_visual(input_ids.device)
-        if pixel_values_videos is not None:
-            media["video"] = self._visual(pixel_values_videos, videos, "pixel_values_videos", "video_grid_thw")
-        else:
-            absent += self._absent_visual(input_ids.device)
+        given = self._given_media(input_features, feature_attention_mask, {
+            "image": (pixel_values, images, ("pixel_values", "image_grid_thw")),
+            "video": (pixel_values_videos, videos, ("pixel_values_videos", "video_grid_thw")),
+        })
+        # an absent tower runs on a fixed input at its slot (the vision tower at the image and at the video slot)
+        # when run_absent_media is on, so every data-parallel rank calls it the same number of times
+        adapted, absent = encode_media(self.adapters, given, run_absent=self.run_absent_media, device=input_ids.device)
         positions, next_position = self._positions(
-            input_ids, padding, images=images or (), videos=videos or (), video_seconds=video_second_per_grid,
-            audio_tokens=audio_tokens, use_audio_in_video=use_audio_in_video,
+            prompt, images=images or (), videos=videos or (), video_seconds=video_second_per_grid,
+            audio_tokens=adapted["audio"].items if "audio" in adapted else None, use_audio_in_video=use_audio_in_video,
         )
-        return FusedInputs(media, positions, next_position, padding, zero_of(absent))
+        media = check_media(prompt, {m: out.media for m, out in adapted.items()}, text.config.dim)
+        return FusedInputs(media, positions, next_position, padding, absent)
 
     def _visual_grids(self, grids: Sequence[Grid], seconds: torch.Tensor | None = None) -> list[VisualGrid]:
         merge = self.vision_encoder.config.merge_size if grids else 1
@@ -207,23 +218,21 @@ class OmniThinker(nn.Module):
         return [VisualGrid.from_patch_grid(g, merge, s) for g, s in zip(grids, steps)]
 
     def _positions(
-        self, input_ids: torch.Tensor, padding: torch.Tensor | None, *, images: Sequence[Grid],
-        videos: Sequence[Grid], video_seconds: torch.Tensor | None, audio_tokens: torch.Tensor | None,
-        use_audio_in_video: bool,
+        self, prompt: CheckedPrompt, *, images: Sequence[Grid], videos: Sequence[Grid],
+        video_seconds: torch.Tensor | None, audio_tokens: torch.Tensor | None, use_audio_in_video: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """TMRoPE ids ``(3, B, T)`` and ``next_position (B,)`` (:func:`tmrope_position_ids`) from the patch grids
-        (host ints), the videos' seconds per step ``(n_video,)`` and the audio items' token counts
-        ``(n_audio,)``, without host reads; with ``use_audio_in_video`` the soundtracks are found on the host
-        (eager only)."""
+        """TMRoPE ids ``(3, B, T)`` and ``next_position (B,)`` (:func:`checked_position_ids`) of the checked prompt
+        from the patch grids (host ints), the videos' seconds per step ``(n_video,)`` and the audio items' token
+        counts ``(n_audio,)``, without host reads; with ``use_audio_in_video`` the soundtracks are found on the
+        host (eager only)."""
         if use_audio_in_video:
-            return self._positions_with_soundtracks(input_ids, padding, images, videos, video_seconds, audio_tokens)
+            return self._positions_with_soundtracks(prompt, images, videos, video_seconds, audio_tokens)
         merge = self.vision_encoder.config.merge_size if videos else 1
-        video_items = ItemTable.patch_grids(videos, merge, video_seconds, device=input_ids.device)
-        return tmrope_position_ids(  # no host read: the grids are ints, seconds and audio counts stay tensors
-            input_ids, self.text_model.media_tokens, images=self._visual_grids(images), videos=video_items,
-            audios=() if audio_tokens is None else audio_tokens,
-            scheme=self.scheme, key_padding_mask=padding,
-        )
+        video_items = ItemTable.patch_grids(videos, merge, video_seconds, device=prompt.input_ids.device)
+        items = {"images": self._visual_grids(images), "videos": video_items,
+                 "audios": () if audio_tokens is None else audio_tokens}
+        # no host read: the grids are ints, seconds and audio counts stay tensors
+        return checked_position_ids(prompt.modality_ids, items, self.scheme, prompt.key_padding_mask)
 
     def prompt_positions(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
@@ -235,22 +244,25 @@ class OmniThinker(nn.Module):
         patch grids and audio token counts ``(n_audio,)`` (nothing is encoded): the positions a model that reads
         the same prompt layout with this Thinker's placeholders and scheme uses (a Talker's prompt)."""
         check_tensor(input_ids, "input_ids", ndim=2, floating=False)
+        if attention_mask is not None:
+            check_tensor(attention_mask, "attention_mask", shape=tuple(input_ids.shape))
+        padding = None if attention_mask is None else attention_mask.to(input_ids.device).bool()
         return self._positions(
-            input_ids, None if attention_mask is None else attention_mask.to(input_ids.device).bool(),
+            CheckedPrompt(input_ids, padding, self.text_model.media_tokens),
             images=() if image_grid_thw is None else grid_list(image_grid_thw, "image_grid_thw"),
             videos=() if video_grid_thw is None else grid_list(video_grid_thw, "video_grid_thw"),
             video_seconds=video_second_per_grid, audio_tokens=audio_tokens, use_audio_in_video=use_audio_in_video,
         )
 
     def _positions_with_soundtracks(
-        self, input_ids: torch.Tensor, padding: torch.Tensor | None, images: Sequence[Grid], videos: Sequence[Grid],
+        self, prompt: CheckedPrompt, images: Sequence[Grid], videos: Sequence[Grid],
         video_seconds: torch.Tensor | None, audio_tokens: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`_positions` when the videos' soundtracks are interleaved with them: the audio items inside
         video runs of ``input_ids`` go to their videos, the others stay standalone (read on the host)."""
         counts = [] if audio_tokens is None else audio_tokens.tolist()
         video_grids = self._visual_grids(videos, video_seconds)
-        in_video = audio_in_video_items(self.text_model.media_tokens.modality_ids(input_ids), padding)
+        in_video = audio_in_video_items(prompt.modality_ids, prompt.key_padding_mask)
         if len(in_video) != len(counts):
             raise OmnikitValueError(
                 f"`input_ids` holds {len(in_video)} audio items but `input_features` has {len(counts)}"
@@ -262,10 +274,8 @@ class OmniThinker(nn.Module):
             )
         standalone = [n for n, inside in zip(counts, in_video) if not inside]
         video_grids = [VisualGrid(g.t, g.h, g.w, g.seconds_per_step, n) for g, n in zip(video_grids, tracks)]
-        return tmrope_position_ids(
-            input_ids, self.text_model.media_tokens, images=self._visual_grids(images), videos=video_grids,
-            audios=standalone, scheme=self.scheme, key_padding_mask=padding,
-        )
+        items = {"images": self._visual_grids(images), "videos": video_grids, "audios": standalone}
+        return checked_position_ids(prompt.modality_ids, items, self.scheme, prompt.key_padding_mask)
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *, return_hidden: bool = False,

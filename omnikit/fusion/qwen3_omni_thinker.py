@@ -42,10 +42,8 @@ class Qwen3OmniThinker(OmniThinker):
         super().__init__(text_model, audio_encoder=audio_encoder, vision_encoder=vision_encoder, scheme=scheme,
                          marker_tokens=marker_tokens)
 
-    def _visual(
-        self, pixels: torch.Tensor, grids: Sequence[Grid] | None, name: str, grid_name: str
-    ) -> DeepstackOutput:
+    def _visual(self, pixels: torch.Tensor, grids: Sequence[Grid]) -> DeepstackOutput:
         """The merged tokens of all items as one :class:`DeepstackOutput` item, deepstack features attached."""
-        out = super()._visual(pixels, grids, name, grid_name)
+        out = super()._visual(pixels, grids)
         count = torch.tensor([out.hidden_states.shape[0]], device=out.hidden_states.device)
         return DeepstackOutput(out.hidden_states[None], count, [d[None] for d in out.deepstack])

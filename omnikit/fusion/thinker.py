@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from omnikit.fusion.early import MediaInput, fusion_attention_mask, scatter_media
+from omnikit.fusion.boundary import CheckedMedia, check_media, check_prompt
+from omnikit.fusion.early import MediaInput, fusion_attention_mask, place_media
 from omnikit.fusion.modality import MediaTokens
 from omnikit.layers.decoder import DecoderConfig, MLPFactory
 from omnikit.layers.masks import segment_ids_from_cu_seqlens
@@ -54,21 +55,12 @@ class Thinker(CausalLM):
         self.media_tokens = media_tokens or MediaTokens()
         self.bidirectional_media = bidirectional_media  # causality then comes from the mask built in forward
 
-    @property
-    def cache_length(self) -> int:
-        """Positions held in the stream's KV caches (0 outside a stream; a hybrid decoder's first
-        attention block counts them, its linear blocks keep fixed-size states)."""
-        attn = next((block.attn for block in self.decoder.blocks if hasattr(block, "attn")), None)
-        return 0 if attn is None else attn.cache_length
-
-    def _bidirectional_mask(self, input_ids, key_padding_mask, cu_seqlens) -> torch.Tensor:
+    def _bidirectional_mask(self, modality_ids, key_padding_mask, cu_seqlens) -> torch.Tensor:
         cached = self.decoder.cache_length
-        batch, length = input_ids.shape
+        batch, length = modality_ids.shape
         segments = None if cu_seqlens is None else segment_ids_from_cu_seqlens(cu_seqlens, length)[None]
         chunk_padding = None if key_padding_mask is None else key_padding_mask[:, cached:]
-        mask = fusion_attention_mask(
-            self.media_tokens.modality_ids(input_ids), segment_ids=segments, key_padding_mask=chunk_padding
-        )
+        mask = fusion_attention_mask(modality_ids, segment_ids=segments, key_padding_mask=chunk_padding)
         if cached:
             past = torch.ones(batch, 1, length, cached, dtype=torch.bool, device=mask.device)
             if key_padding_mask is not None:
@@ -76,23 +68,33 @@ class Thinker(CausalLM):
             mask = torch.cat((past, mask), dim=-1)
         return mask
 
+    def prompt_media(
+        self,
+        input_ids: torch.Tensor,
+        media: Mapping[str, MediaInput] | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+    ) -> CheckedMedia:
+        """``media`` as :class:`~omnikit.fusion.boundary.CheckedMedia` for ``input_ids (B, T)``: as given when it
+        was checked against these very ids and mask at the public entry, else checked here (ids, mask
+        ``(B, cached + T)`` bool, media against the placeholders)."""
+        if isinstance(media, CheckedMedia) and media.belongs_to(input_ids, key_padding_mask):
+            return media
+        prompt = check_prompt(input_ids, self.config.vocab_size, self.media_tokens, key_padding_mask)
+        if key_padding_mask is not None:  # (B, cached + T): checked before media scatter and masks use it
+            cached = self.decoder.cache_length
+            check_tensor(key_padding_mask, "key_padding_mask", shape=(input_ids.shape[0], cached + input_ids.shape[1]),
+                         dtype=torch.bool)
+        return check_media(prompt, media or {}, self.config.dim)
+
     def embed_inputs(
         self,
         input_ids: torch.Tensor,
         media: Mapping[str, MediaInput] | None = None,
         key_padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Token embeddings ``(B, T, dim)`` with media scattered in at its placeholders."""
-        self.check_ids(input_ids)
-        if key_padding_mask is not None:  # (B, cached + T): checked before media scatter and masks use it
-            cached = self.decoder.cache_length
-            check_tensor(key_padding_mask, "key_padding_mask", shape=(input_ids.shape[0], cached + input_ids.shape[1]),
-                         dtype=torch.bool)
-        embeds = self.embed(input_ids)
-        if media or self.media_tokens.as_dict():
-            padding = None if key_padding_mask is None else key_padding_mask[:, -input_ids.shape[1]:]
-            embeds = scatter_media(embeds, input_ids, media or {}, self.media_tokens, key_padding_mask=padding)
-        return embeds
+        """Token embeddings ``(B, T, dim)`` with media scattered in at its placeholders (see :meth:`prompt_media`)."""
+        checked = self.prompt_media(input_ids, media, key_padding_mask)
+        return place_media(self.embed(input_ids), checked, checked.slots)
 
     def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
         """Text-only ids: a placeholder id the draw hits becomes the id above the highest placeholder
@@ -123,10 +125,11 @@ class Thinker(CausalLM):
         cu_seqlens: ``(N+1,)`` boundaries of samples packed into a batch-1 row.
         return_hidden: also return the final hidden states ``(B, T, dim)``.
         """
-        embeds = self.embed_inputs(input_ids, media, key_padding_mask)
+        checked = self.prompt_media(input_ids, media, key_padding_mask)
+        embeds = place_media(self.embed(input_ids), checked, checked.slots)
         causal = None
         if self.bidirectional_media and input_ids.shape[1] > 1:
-            mask = self._bidirectional_mask(input_ids, key_padding_mask, cu_seqlens)
+            mask = self._bidirectional_mask(checked.prompt.modality_ids, key_padding_mask, cu_seqlens)
             attention_mask = mask if attention_mask is None else attention_mask & mask
             causal = False
         hidden = self.decoder(

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise, zip_longest
 
@@ -35,7 +35,10 @@ from omnikit.fusion.modality import MODALITIES, MediaTokens
 from omnikit.fusion.tmrope_traced import ItemTable, traced_position_ids
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError, check_positive_number, check_tensor
 
-__all__ = ["QWEN2_5_OMNI", "QWEN3_OMNI", "TMRoPEScheme", "VisualGrid", "item_positions", "tmrope_position_ids"]
+__all__ = [
+    "QWEN2_5_OMNI", "QWEN3_OMNI", "TMRoPEScheme", "VisualGrid", "checked_position_ids", "item_positions",
+    "tmrope_position_ids",
+]
 
 _IMAGE, _VIDEO, _AUDIO = (MODALITIES.index(m) for m in ("image", "video", "audio"))
 
@@ -148,6 +151,10 @@ class VisualGrid:
     @property
     def num_tokens(self) -> int:
         return self.visual_tokens + self.audio_tokens
+
+
+#: The items of one modality: visual grids, audio token counts (a sequence or a tensor), or an ItemTable.
+Items = Sequence[VisualGrid] | Sequence[int] | torch.Tensor | ItemTable
 
 
 def _chunk_bounds(time_ids: torch.Tensor, size: float) -> list[int]:
@@ -332,6 +339,20 @@ def tmrope_position_ids(
     batched = input_ids if input_ids.ndim == 2 else input_ids[None]
     if key_padding_mask is not None:
         check_tensor(key_padding_mask, "key_padding_mask", shape=tuple(batched.shape), dtype=torch.bool)
+    items = {"images": images, "videos": videos, "audios": audios}
+    positions, next_position = checked_position_ids(media_tokens.codes(batched), items, scheme, key_padding_mask)
+    return (positions if input_ids.ndim == 2 else positions[:, 0]), next_position
+
+
+def checked_position_ids(
+    modality_ids: torch.Tensor, items: Mapping[str, Items], scheme: TMRoPEScheme,
+    key_padding_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`tmrope_position_ids` of a ``(B, T)`` batch given by the modality codes of its checked ``input_ids``
+    (:attr:`~omnikit.fusion.boundary.CheckedPrompt.modality_ids`; ``key_padding_mask`` ``(B, T)`` bool, checked);
+    ``items``: ``{"images": ..., "videos": ..., "audios": ...}`` (each optional) as :func:`tmrope_position_ids` takes
+    them. The media items are still matched against the placeholders."""
+    images, videos, audios = (items.get(kind, ()) for kind in ("images", "videos", "audios"))
     tracing = torch.compiler.is_compiling()
     if not isinstance(videos, ItemTable) and any(g.audio_tokens for g in videos):
         if tracing:
@@ -339,20 +360,16 @@ def tmrope_position_ids(
                 "`videos` with audio_tokens (audio in video) cannot be traced: their interleaved TMRoPE ids are "
                 "walked on the host; compute them eagerly with `tmrope_position_ids` and pass `positions=`"
             )
-        positions, next_position = _walk_position_ids(batched, media_tokens, images, videos, audios, scheme,
-                                                      key_padding_mask)
-    else:
-        device = input_ids.device
-        tables = {_IMAGE: _table(images, device), _VIDEO: _table(videos, device),
-                  _AUDIO: audios if isinstance(audios, ItemTable) else ItemTable.audio(audios, device)}
-        valid = torch.ones_like(batched, dtype=torch.bool) if key_padding_mask is None else key_padding_mask
-        positions, next_position, ok = traced_position_ids(
-            media_tokens.modality_ids(batched), valid, tables, scheme, check=not tracing
-        )
-        if ok is not None and not bool(ok):  # the walk names the item that does not fit
-            _walk_position_ids(batched, media_tokens, images, videos, audios, scheme, key_padding_mask)
-            raise OmnikitValueError("`input_ids` placeholders do not match the media items given")
-    return (positions if input_ids.ndim == 2 else positions[:, 0]), next_position
+        return _walk_position_ids(modality_ids, images, videos, audios, scheme, key_padding_mask)
+    device = modality_ids.device
+    tables = {_IMAGE: _table(images, device), _VIDEO: _table(videos, device),
+              _AUDIO: audios if isinstance(audios, ItemTable) else ItemTable.audio(audios, device)}
+    valid = torch.ones_like(modality_ids, dtype=torch.bool) if key_padding_mask is None else key_padding_mask
+    positions, next_position, ok = traced_position_ids(modality_ids, valid, tables, scheme, check=not tracing)
+    if ok is not None and not bool(ok):  # the walk names the item that does not fit
+        _walk_position_ids(modality_ids, images, videos, audios, scheme, key_padding_mask)
+        raise OmnikitValueError("`input_ids` placeholders do not match the media items given")
+    return positions, next_position
 
 
 def _table(items: Sequence[VisualGrid] | ItemTable, device: torch.device) -> ItemTable:
@@ -367,22 +384,21 @@ def _visual_list(items: Sequence[VisualGrid] | ItemTable) -> list[VisualGrid]:
 
 
 def _walk_position_ids(
-    batched: torch.Tensor,
-    media_tokens: MediaTokens,
+    modality_ids: torch.Tensor,
     images: Sequence[VisualGrid] | ItemTable,
     videos: Sequence[VisualGrid] | ItemTable,
     audios: Sequence[int] | torch.Tensor | ItemTable,
     scheme: TMRoPEScheme,
     key_padding_mask: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`tmrope_position_ids` of a ``(B, T)`` batch, item by item on the host (eager only)."""
+    """:func:`checked_position_ids` of a ``(B, T)`` batch, item by item on the host (eager only)."""
     counts = audios.sizes if isinstance(audios, ItemTable) else audios
-    kinds = media_tokens.modality_ids(batched).cpu()
+    kinds = modality_ids.cpu()
     queues = {_IMAGE: _visual_list(images), _VIDEO: _visual_list(videos), _AUDIO: [int(n) for n in counts]}
     used = dict.fromkeys(queues, 0)
-    positions = torch.zeros(3, *batched.shape, dtype=scheme.dtype)
-    next_position = torch.zeros(batched.shape[0], dtype=scheme.dtype)
-    for b in range(batched.shape[0]):
+    positions = torch.zeros(3, *modality_ids.shape, dtype=scheme.dtype)
+    next_position = torch.zeros(modality_ids.shape[0], dtype=scheme.dtype)
+    for b in range(modality_ids.shape[0]):
         valid = slice(None) if key_padding_mask is None else key_padding_mask[b].cpu()
         ids = _sample_positions(kinds[b][valid], queues, used, scheme, b)
         positions[:, b, valid] = ids
@@ -394,4 +410,4 @@ def _walk_position_ids(
                 f"`{name}s`: {len(items)} {name} item(s) were given but `input_ids` holds placeholders for "
                 f"{used[code]}"
             )
-    return positions.to(batched.device), next_position.to(batched.device)
+    return positions.to(modality_ids.device), next_position.to(modality_ids.device)

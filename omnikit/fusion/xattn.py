@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from omnikit.fusion.absent import absent_media_inputs, zero_of
+from omnikit.fusion.absent import encode_media
 from omnikit.fusion.adapters import AudioAdapter, VideoAdapter
 from omnikit.fusion.cross_attention import GatedCrossAttentionBlock, media_attention_mask, with_fusion_layers
 from omnikit.fusion.media import HoldsAdapters
@@ -233,16 +233,8 @@ class CrossAttentionOmni(HoldsAdapters, StreamingContainer, nn.Module):
         """Per modality, :meth:`encode_media`'s tokens and their valid counts per item ``(items,)`` (None:
         all valid); and the zero of the absent encoders' dummy runs (None without any)."""
         given = self.checked_media(media, media_lengths, **keywords)
-        latents: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
-        absent: list[torch.Tensor] = []
-        device = self.lm.embed.weight.device
-        dummy = absent_media_inputs(self.adapters, device) if self.run_absent_media else {}
-        for modality, adapter in self.adapters.items():
-            if modality in given:
-                latents[modality] = self._latents(adapter, given[modality].value, given[modality].lengths)
-            elif modality in dummy:  # where the encoder would run
-                absent.append(self._latents(adapter, *dummy[modality])[0])
-        return latents, zero_of(absent)
+        return encode_media(self.adapters, given, run_absent=self.run_absent_media, device=self.lm.embed.weight.device,
+                            encode=self._latents, tensors=lambda latents: [latents[0]])
 
     def _latents(
         self, adapter: nn.Module, value: torch.Tensor, lengths: torch.Tensor | None

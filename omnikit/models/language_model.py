@@ -13,7 +13,7 @@ from omnikit.layers.hybrid import HybridConfig, HybridDecoder
 from omnikit.models.generation import GenerationOutput, GenerationStep, generate, stream_generate
 from omnikit.streaming import StreamingContainer
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import OmnikitValueError, check_ids, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_ids
 from omnikit.utils.parallel import VOCAB_EMBED, VOCAB_HEAD, ParallelPlan
 
 __all__ = ["CausalLM", "TokenLM"]
@@ -43,8 +43,7 @@ class TokenLM:
     def check_ids(self, input_ids: torch.Tensor) -> None:
         """``input_ids (B, T)`` int in ``[0, vocab_size)``: the one value check of a public entry point
         (skipped while compiling; generated tokens never come through it)."""
-        check_tensor(input_ids, "input_ids", ndim=2, floating=False)
-        check_ids(input_ids, "input_ids", self.config.vocab_size)
+        check_ids(input_ids, "input_ids", self.config.vocab_size, ndim=2)
 
     def restrict_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """``logits (..., vocab)`` with the ids generation must never pick at ``-inf`` (none here)."""

@@ -27,7 +27,7 @@ from omnikit.models.sampling import GREEDY, Sampling
 from omnikit.speech.talker import Talker
 from omnikit.streaming import StreamingContainer, streaming
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import OmnikitValueError, check_positive, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_positive
 
 __all__ = ["SpeechChunk", "ThinkerTalker"]
 
@@ -53,7 +53,8 @@ class ThinkerTalker(StreamingContainer, nn.Module):
     """An omni model (the Thinker side), a :class:`Talker` and a streaming causal codec (frozen).
 
     ``omni`` is an early-fusion omni model such as :class:`omnikit.fusion.EarlyFusionOmni`: it has a
-    ``thinker`` (``embed``, ``config.dim``), ``stream_generate`` and takes ``return_hidden=True``.
+    ``thinker`` (``embed``, ``config.dim``), ``fuse``, ``stream_generate(input_ids, fused=)`` and takes
+    ``return_hidden=True``.
 
     ``codec`` follows the codec interface (``decode``, ``sample_rate``, ``num_codebooks``,
     ``codebook_size``) and streams (e.g. :class:`omnikit.audio.SEANetCodec`).
@@ -132,16 +133,16 @@ class ThinkerTalker(StreamingContainer, nn.Module):
 
         ``media``: ``frames``, ``audio_features``, ``audio_lengths`` as for the omni model.
         """
-        check_tensor(input_ids, "input_ids", ndim=2, floating=False)
         check_positive(chunk_frames, "chunk_frames")
         started = time.perf_counter()
+        fused = self.omni.fuse(input_ids, **media)  # the one check of the prompt and its media
         batch = input_ids.shape[0]
         tokens: list[torch.Tensor] = []
 
         def reply_states() -> Iterator[torch.Tensor]:
             for step in self.omni.stream_generate(
-                input_ids, max_new_tokens=max_new_tokens, sampling=text_sampling, eos_token_id=eos_token_id,
-                generator=generator, cache=cache, compile=compile, **media,
+                input_ids, fused=fused, max_new_tokens=max_new_tokens, sampling=text_sampling,
+                eos_token_id=eos_token_id, generator=generator, cache=cache, compile=compile,
             ):
                 tokens.append(step.tokens)
                 yield step.embeds + step.hidden

@@ -108,12 +108,19 @@ def check_lengths(lengths: object, name: str, *, batch: int, max_len: int, of: s
     t = check_tensor(lengths, name, shape=(batch,), floating=False)
     if t.dtype == torch.bool:
         raise OmnikitTypeError(f"`{name}` expected an integer tensor of lengths but got a bool tensor")
-    if not torch.compiler.is_compiling() and t.numel() and (int(t.min()) < 1 or int(t.max()) > max_len):
-        raise OmnikitValueError(
-            f"`{name}` expected values in [1, {max_len}] (the padded length) but got "
-            f"min {int(t.min())}, max {int(t.max())}"
-        )
+    if not torch.compiler.is_compiling() and t.numel():
+        lo, hi = _min_max(t)
+        if lo < 1 or hi > max_len:
+            raise OmnikitValueError(
+                f"`{name}` expected values in [1, {max_len}] (the padded length) but got min {lo}, max {hi}"
+            )
     return t.long()
+
+
+def _min_max(t: torch.Tensor) -> tuple[int, int]:
+    """The smallest and largest value of integer ``t`` (non-empty), in one host read."""
+    lo, hi = torch.stack(torch.aminmax(t)).tolist()
+    return lo, hi
 
 
 def check_choice(value: object, name: str, choices: Iterable[object]) -> None:
@@ -208,16 +215,18 @@ def check_finite(x: torch.Tensor, name: str, consequence: str = "") -> None:
 
 
 def check_ids(
-    ids: object, name: str, high: int, *, low: int = 0, what: str = "values", sync: bool = True
+    ids: object, name: str, high: int, *, low: int = 0, what: str = "values", sync: bool = True,
+    ndim: int | Sequence[int] | None = None,
 ) -> torch.Tensor:
-    """Check an integer tensor of ids or codes lies in ``[low, high)`` (it indexes an embedding).
+    """Check an integer tensor of ids or codes (of rank ``ndim`` when given) lies in ``[low, high)`` (it indexes
+    an embedding).
 
     The range needs the values: eager only (skipped while compiling), one host synchronisation
     for min and max together; call it at a public entry point. Inside a generation loop pass
     ``sync=False``: on an accelerator the check is then queued (``torch._assert_async``) instead
     of waiting for the values, so it never stalls a step (the error is a device assert).
     """
-    t = check_tensor(ids, name, floating=False)
+    t = check_tensor(ids, name, ndim=ndim, floating=False)
     if t.dtype == torch.bool:
         raise OmnikitTypeError(f"`{name}` expected an integer tensor of {what} but got a bool tensor")
     if torch.compiler.is_compiling() or not t.numel():
@@ -225,7 +234,7 @@ def check_ids(
     if not sync and t.device.type != "cpu":
         torch._assert_async(((t >= low) & (t < high)).all(), f"`{name}` expected {what} in [{low}, {high})")
         return t
-    lo, hi = (int(v) for v in torch.aminmax(t))
+    lo, hi = _min_max(t)
     if lo < low or hi >= high:
         raise OmnikitValueError(f"`{name}` expected {what} in [{low}, {high}) but got min {lo}, max {hi}")
     return t
