@@ -68,9 +68,9 @@ class HybridOmniThinker(OmniThinker):
             )
         super().__init__(text_model, **towers)
 
-    def _visual(self, pixels: torch.Tensor, grids: Sequence[Grid] | None, name: str, grid_name: str) -> torch.Tensor:
+    def _visual(self, pixels: torch.Tensor, grids: Sequence[Grid]) -> torch.Tensor:
         """The merged visual tokens of all items ``(N / m^2, dim)``."""
-        out = super()._visual(pixels, grids, name, grid_name)
+        out = super()._visual(pixels, grids)
         return out if isinstance(out, torch.Tensor) else out.hidden_states
 
 

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from omnikit.fusion.boundary import CheckedPrompt
 from omnikit.fusion.qwen3_5_omni import HybridOmniThinker, check_hybrid_thinker
 from omnikit.fusion.thinker import Thinker
 from omnikit.fusion.tmrope import TMRoPEScheme
@@ -62,13 +63,12 @@ class Qwen3_5VL(HybridOmniThinker):
                          scheme=qwen3_5_scheme(text_model.config.mrope_sections), marker_tokens=marker_tokens)
 
     def _positions(
-        self, input_ids: torch.Tensor, padding: torch.Tensor | None, *, images: Sequence[Grid],
-        videos: Sequence[Grid], video_seconds: torch.Tensor | None, audio_tokens: torch.Tensor | None,
-        use_audio_in_video: bool,
+        self, prompt: CheckedPrompt, *, images: Sequence[Grid], videos: Sequence[Grid],
+        video_seconds: torch.Tensor | None, audio_tokens: torch.Tensor | None, use_audio_in_video: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`OmniThinker._positions` with every video step an item of its own (seconds unused)."""
         if use_audio_in_video:
             raise OmnikitValueError("use_audio_in_video=True but a Qwen3.5 model has no audio")
         steps = [(1, h, w) for t, h, w in videos for _ in range(t)]
-        return super()._positions(input_ids, padding, images=images, videos=steps, video_seconds=None,
+        return super()._positions(prompt, images=images, videos=steps, video_seconds=None,
                                   audio_tokens=audio_tokens, use_audio_in_video=False)
