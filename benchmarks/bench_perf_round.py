@@ -2,7 +2,7 @@
 
 Usage (one thread; process CPU time, because on the shared 2-core machine wall time mostly measures waiting)::
 
-    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_perf_round.py --old-rev 0a9c852 [--repeats 9]
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_perf_round.py --old-rev 0a9c852 [--repeats 9] [--only decode]
 
 Every round times the old omnikit, the new omnikit, transformers and transformers again (the A/A
 call: the run's own noise), in that order; times are medians of the rounds, ratios the medians of
@@ -108,6 +108,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old-rev", required=True)
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--only", default="", help="run the workloads whose name holds this text (no chunk table)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,6 +120,8 @@ def main() -> None:
             "Whisper encoder fwd, 2 x 256, 2 x 10 s": whisper_encoder,
         }
         for label, build in cases.items():
+            if args.only.lower() not in label.lower():
+                continue
             ours, theirs = build()
             fns = {"old": ours(old), "new": ours(omnikit), "hf": theirs, "hf again": theirs}
             samples = interleaved_samples(fns, repeats=args.repeats, warmup=1, clock=time.process_time)
@@ -131,6 +134,8 @@ def main() -> None:
     print(f"\nold: {args.old_rev}; new: this checkout; {torch.get_num_threads()} thread(s), {args.repeats} rounds, "
           "process CPU time\n")
     print(format_table(["workload", "transformers (ms)", "old (ms)", "new (ms)", "old / hf", "new / hf", "A/A"], rows))
+    if args.only:
+        return
     chunk_rows = []
     for frames in (25, 50):
         first, total = first_chunk(frames)
