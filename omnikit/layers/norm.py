@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -10,7 +11,7 @@ from torch import nn
 
 from omnikit.utils.checks import check_choice
 
-__all__ = ["GroupNorm", "LayerNorm", "NormKind", "RMSNorm", "build_norm"]
+__all__ = ["GroupNorm", "LayerNorm", "NormKind", "RMSNorm", "build_norm", "rms_norm_rows"]
 
 NormKind = Literal["rmsnorm", "layernorm", "rmsnorm_zero_centered"]
 
@@ -37,11 +38,17 @@ class RMSNorm(nn.Module):
         self.eps, self.dim, self.zero_centered = eps, dim, zero_centered
         self.weight = nn.Parameter(torch.zeros(dim) if zero_centered else torch.ones(dim)) if scale else None
 
+    def scale_vector(self, dtype: torch.dtype) -> torch.Tensor | None:
+        """The ``(dim,)`` factor the normalised input is multiplied by (``weight`` or ``1 + weight``), in
+        ``dtype``; None without a weight."""
+        if self.weight is None:
+            return None
+        weight = self.weight.to(dtype)
+        return 1.0 + weight if self.zero_centered else weight
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight
         wide = _compute_dtype(x)
-        if weight is not None:
-            weight = 1.0 + weight.to(wide) if self.zero_centered else weight.to(wide)
+        weight = self.scale_vector(wide)
         if x.dtype == wide:
             return F.rms_norm(x, (self.dim,), weight, self.eps)
         return F.rms_norm(x.to(wide), (self.dim,), weight, self.eps).to(x.dtype)
@@ -50,6 +57,17 @@ class RMSNorm(nn.Module):
         options = ("" if self.weight is not None else ", scale=False") + (", zero_centered=True" if self.zero_centered
                                                                          else "")
         return f"{self.dim}, eps={self.eps}{options}"
+
+
+def rms_norm_rows(x: torch.Tensor, norms: Sequence[RMSNorm], rows: Sequence[int]) -> torch.Tensor:
+    """Several :class:`RMSNorm` s over consecutive rows of one tensor in one pass: ``x (..., sum(rows), dim)``,
+    its first ``rows[0]`` rows normed by ``norms[0]``, the next ``rows[1]`` by ``norms[1]`` ... (queries and
+    keys side by side in a fused projection). The norms share ``dim`` and ``eps`` and all have a weight;
+    the result equals the norms applied one by one (the same operations, the weight applied last)."""
+    wide = _compute_dtype(x)
+    norm = norms[0]
+    weight = torch.cat([n.scale_vector(wide).expand(r, norm.dim) for n, r in zip(norms, rows, strict=True)])
+    return (F.rms_norm(x.to(wide), (norm.dim,), None, norm.eps) * weight).to(x.dtype)
 
 
 class _Float32Norm(nn.Module):

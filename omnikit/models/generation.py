@@ -127,28 +127,35 @@ def stream_generate(
     if max_len is not None and key_padding_mask is not None:  # one mask over every slot, the same each step
         step_padding = torch.ones(batch, max_len, dtype=torch.bool, device=device)
         step_padding[:, :length] = key_padding_mask
+    # The model runs under inference mode (less per-operator work than no_grad: no version counters or
+    # view tracking, which a decode step of small operators feels); each step is handed out as clones
+    # made outside it, ordinary tensors the caller may use with autograd or modify in place.
     with lm.streaming(batch, max_len=max_len):
-        if prefill_chunk is None:
-            logits = lm(input_ids, positions=positions, key_padding_mask=key_padding_mask, **prompt_kwargs)[:, -1]
-        else:
-            logits = prefill(lm, input_ids, chunk=prefill_chunk, positions=positions, key_padding_mask=key_padding_mask)
+        with torch.inference_mode():
+            if prefill_chunk is None:
+                logits = lm(input_ids, positions=positions, key_padding_mask=key_padding_mask, **prompt_kwargs)[:, -1]
+            else:
+                logits = prefill(lm, input_ids, chunk=prefill_chunk, positions=positions,
+                                 key_padding_mask=key_padding_mask)
         key_padding_mask = step_padding if max_len is not None else key_padding_mask
         for step in range(max_new_tokens):
-            penalised = generated and sampling.repetition_penalty != 1.0  # only the penalty reads them
-            previous = torch.stack(generated, dim=1) if penalised else None
-            tokens = sample_next(lm.restrict_logits(logits), sampling, generator=generator, previous=previous)
-            if eos_token_id is not None:
-                tokens = torch.where(finished, torch.full_like(tokens, eos_token_id), tokens)
-            generated.append(tokens)
-            pos = (start + step)[:, None].to(start.dtype)
-            if lm.uses_mrope:
-                pos = pos.expand(3, batch, 1)
-            if key_padding_mask is not None and max_len is None:
-                key_padding_mask = torch.cat((key_padding_mask, torch.ones_like(finished)[:, None]), dim=1)
-            out, hidden = decode_step(tokens[:, None], positions=pos, key_padding_mask=key_padding_mask)
-            if eos_token_id is not None:
-                finished = finished | (tokens == eos_token_id)
-            yield GenerationStep(tokens, lm.embed(tokens), hidden[:, -1], finished.clone())
+            with torch.inference_mode():
+                penalised = generated and sampling.repetition_penalty != 1.0  # only the penalty reads them
+                previous = torch.stack(generated, dim=1) if penalised else None
+                tokens = sample_next(lm.restrict_logits(logits), sampling, generator=generator, previous=previous)
+                if eos_token_id is not None:
+                    tokens = torch.where(finished, torch.full_like(tokens, eos_token_id), tokens)
+                generated.append(tokens)
+                pos = (start + step)[:, None].to(start.dtype)
+                if lm.uses_mrope:
+                    pos = pos.expand(3, batch, 1)
+                if key_padding_mask is not None and max_len is None:
+                    key_padding_mask = torch.cat((key_padding_mask, torch.ones_like(finished)[:, None]), dim=1)
+                out, hidden = decode_step(tokens[:, None], positions=pos, key_padding_mask=key_padding_mask)
+                if eos_token_id is not None:
+                    finished = finished | (tokens == eos_token_id)
+                embeds = lm.embed(tokens)
+            yield GenerationStep(tokens.clone(), embeds.clone(), hidden[:, -1].clone(), finished.clone())
             if eos_token_id is not None and bool(finished.all()):
                 return
             logits = out[:, -1]

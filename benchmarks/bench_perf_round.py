@@ -1,0 +1,148 @@
+"""Issue 30, second round: omnikit at an earlier revision and now, each against transformers, in one process.
+
+Usage (one thread; process CPU time, because on the shared 2-core machine wall time mostly measures waiting)::
+
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_perf_round.py --old-rev 0a9c852 [--repeats 9] [--only decode]
+
+Every round times the old omnikit, the new omnikit, transformers and transformers again (the A/A
+call: the run's own noise), in that order; times are medians of the rounds, ratios the medians of
+the per-round ratios (which a load that drifts between rounds disturbs least). Workloads, all
+float32 on the CPU: eager greedy decoding (32 new tokens after 16) of a Qwen3 LM loaded with
+``load_hf`` from the transformers model's own checkpoint (the regression guard's width 128 x 4
+layers, and width 512 x 4 layers), a Qwen3 decoder layer forward + backward (width 256, 256
+tokens: the guard's), and the Whisper encoder (2 layers x 256, two 10 s clips: the guard's).
+Ratios are omnikit / transformers (< 1: omnikit faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import torch
+import transformers
+from bench_before_after import import_old
+from common import format_table, interleaved_samples
+
+import omnikit
+
+Fn = Callable[[], object]
+
+
+def greedy_decode(dim: int, directory: str) -> tuple[Callable[[ModuleType], Fn], Fn]:
+    config = transformers.Qwen3Config(hidden_size=dim, intermediate_size=dim * 11 // 4, num_hidden_layers=4,
+                                      num_attention_heads=4, num_key_value_heads=2, head_dim=dim // 4,
+                                      vocab_size=1024 if dim <= 128 else 8192)
+    torch.manual_seed(0)
+    hf = transformers.Qwen3ForCausalLM(config).eval()
+    hf.save_pretrained(directory)
+    ids = torch.randint(0, config.vocab_size, (1, 16))
+    theirs = torch.no_grad()(lambda: hf.generate(ids, max_new_tokens=32, min_new_tokens=32, do_sample=False))
+
+    def ours(lib: ModuleType) -> Fn:
+        lm = importlib.import_module(f"{lib.__name__}.convert").load_hf(directory).eval()
+        if not torch.equal(lm.generate(ids, max_new_tokens=32).tokens, theirs()[:, 16:]):
+            raise AssertionError("greedy tokens differ from transformers'")
+        return lambda: lm.generate(ids, max_new_tokens=32)
+
+    return ours, theirs
+
+
+def decoder_layer() -> tuple[Callable[[ModuleType], Fn], Fn]:
+    from transformers.models.qwen3.modeling_qwen3 import Qwen3DecoderLayer, Qwen3RotaryEmbedding
+
+    config = transformers.Qwen3Config(hidden_size=256, intermediate_size=704, num_attention_heads=4,
+                                      num_key_value_heads=2, head_dim=64, attn_implementation="sdpa")
+    torch.manual_seed(0)
+    hf = Qwen3DecoderLayer(config, 0)
+    x = torch.randn(1, 256, 256, requires_grad=True)
+    rope = Qwen3RotaryEmbedding(config)(x, torch.arange(256)[None])
+
+    def ours(lib: ModuleType) -> Fn:
+        layer = importlib.import_module(f"{lib.__name__}.convert").from_transformers(hf)
+        return lambda: layer(x).sum().backward()
+
+    return ours, lambda: hf(x, attention_mask=None, position_embeddings=rope).sum().backward()
+
+
+def whisper_encoder() -> tuple[Callable[[ModuleType], Fn], Fn]:
+    from transformers.models.whisper import modeling_whisper as w
+
+    config = transformers.WhisperConfig(d_model=256, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=1024,
+                                        num_mel_bins=80, max_source_positions=500)
+    torch.manual_seed(0)
+    hf = w.WhisperEncoder(config).eval()
+    x = torch.randn(2, 80, 1000)
+
+    def ours(lib: ModuleType) -> Fn:
+        encoder = importlib.import_module(f"{lib.__name__}.convert").from_transformers(hf).eval()
+        return torch.no_grad()(lambda: encoder(x))
+
+    return ours, torch.no_grad()(lambda: hf(x))
+
+
+def first_chunk(frames: int) -> tuple[float, float]:
+    """``thinker_talker_tiny`` streaming a reply of ``frames`` code frames in 2-frame chunks: median ms to the
+    first chunk and to the end (this checkout only)."""
+    from omnikit.fusion.models import tiny_omni_prompt
+
+    torch.manual_seed(0)
+    model = omnikit.create_model("thinker_talker_tiny").eval()
+    ids, media = tiny_omni_prompt(torch.Generator().manual_seed(0))
+
+    def stream() -> object:
+        return model.stream(ids, max_new_tokens=48, max_frames=frames, chunk_frames=2, **media)
+
+    samples = interleaved_samples({"first": lambda: next(iter(stream())), "all": lambda: list(stream())},
+                                  repeats=7, warmup=1, clock=time.process_time)
+    return statistics.median(samples["first"]) * 1e3, statistics.median(samples["all"]) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--old-rev", required=True)
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--only", default="", help="run the workloads whose name holds this text (no chunk table)")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        old = import_old(args.old_rev, Path(tmp))
+        cases = {
+            "greedy decode eager, Qwen3 LM 128 x 4 layers": lambda: greedy_decode(128, str(Path(tmp) / "lm128")),
+            "greedy decode eager, Qwen3 LM 512 x 4 layers": lambda: greedy_decode(512, str(Path(tmp) / "lm512")),
+            "Qwen3 decoder layer fwd+bwd, 256 x 256 tokens": decoder_layer,
+            "Whisper encoder fwd, 2 x 256, 2 x 10 s": whisper_encoder,
+        }
+        for label, build in cases.items():
+            if args.only.lower() not in label.lower():
+                continue
+            ours, theirs = build()
+            fns = {"old": ours(old), "new": ours(omnikit), "hf": theirs, "hf again": theirs}
+            samples = interleaved_samples(fns, repeats=args.repeats, warmup=1, clock=time.process_time)
+            med = {k: statistics.median(v) for k, v in samples.items()}
+            ratio = {k: statistics.median(a / b for a, b in zip(samples[k], samples["hf"], strict=True))
+                     for k in ("old", "new", "hf again")}
+            rows.append([label, f"{med['hf'] * 1e3:.1f}", f"{med['old'] * 1e3:.1f}", f"{med['new'] * 1e3:.1f}",
+                         f"{ratio['old']:.3f}", f"{ratio['new']:.3f}", f"{ratio['hf again']:.3f}"])
+            print(" | ".join(rows[-1]), flush=True)
+    print(f"\nold: {args.old_rev}; new: this checkout; {torch.get_num_threads()} thread(s), {args.repeats} rounds, "
+          "process CPU time\n")
+    print(format_table(["workload", "transformers (ms)", "old (ms)", "new (ms)", "old / hf", "new / hf", "A/A"], rows))
+    if args.only:
+        return
+    chunk_rows = []
+    for frames in (25, 50):
+        first, total = first_chunk(frames)
+        chunk_rows.append([str(frames), f"{first:.1f}", f"{total:.1f}", f"{first / total:.2f}"])
+    print("\nthinker_talker_tiny, 2-frame chunks (this checkout)\n")
+    print(format_table(["reply (frames)", "first audio (ms)", "total (ms)", "first / total"], chunk_rows))
+
+
+if __name__ == "__main__":
+    main()
