@@ -50,9 +50,10 @@ SLOW = [
 ]
 
 #: scenarios whose fp32 rounding exceeds TOL: the Gated DeltaNet's dt_bias / A_log gradients sum many cancelling
-#: terms (in one process their fp32 gradient is 8e-6 from float64); tensor parallel's other summation order
-#: leaves dt_bias 3.4e-5 from the one-process one
-LOOSER = {"qwen3_5_vl/tp": 1e-4}
+#: terms (in one process their fp32 gradient is already 8e-6 from float64), so any other summation order moves
+#: them by a few times that: tensor parallel left dt_bias 3.4e-5 from the one-process gradient, expert parallel
+#: (another order of the routed rows) 2.0e-5
+LOOSER = {"qwen3_5_vl/tp": 1e-4, "qwen3_5_vl/ep": 1e-4, "qwen3_5_vl/dp_shard": 1e-4}
 
 
 def _free_port() -> int:

@@ -34,14 +34,13 @@ padding masks, packed sequences and sliding windows under cp.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 
-from omnikit.fusion.omni import FusedInputs
-from omnikit.fusion.omni_thinker import OmniThinker
 from omnikit.layers.attention import Attention
 from omnikit.layers.decoder import Decoder
 from omnikit.layers.hybrid import HybridDecoder
@@ -125,9 +124,10 @@ class ContextParallel:
         return cp_positions(length * self.size, (self.rank, self.size))
 
     def shard_fused(
-        self, input_ids: torch.Tensor, fused: FusedInputs, placeholders: dict[str, int]
-    ) -> tuple[torch.Tensor, FusedInputs]:
-        """An :class:`~omnikit.fusion.OmniThinker`'s whole prompt ``input_ids (B, T)`` and its fused inputs ->
+        self, input_ids: torch.Tensor, fused: Any, placeholders: dict[str, int]
+    ) -> tuple[torch.Tensor, Any]:
+        """An :class:`~omnikit.fusion.OmniThinker`'s whole prompt ``input_ids (B, T)`` and its ``fused`` inputs (a
+        :class:`~omnikit.fusion.FusedInputs`; the strategy floor does not import the fusion floor) ->
         this rank's positions of both: ids, TMRoPE ids and the media tokens whose ``placeholders`` (id per
         modality) fall there (:func:`cp_media_rows`)."""
         index = cp_positions(input_ids.shape[1], (self.rank, self.size)).to(input_ids.device)
@@ -205,7 +205,7 @@ def apply_context_parallel(model: nn.Module, mesh: DeviceMesh) -> nn.Module:
         for module in decoder.modules():
             if isinstance(module, (Attention, GatedDeltaNet)):
                 module.context_parallel = hook
-    for module in model.modules():
-        if isinstance(module, OmniThinker):
+    for module in model.modules():  # an omni Thinker: whole prompts in, this rank's positions out
+        if getattr(type(module), "context_parallel_entry", False):
             module.context_parallel = hook
     return model

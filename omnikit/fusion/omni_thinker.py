@@ -16,7 +16,7 @@ Keyword names are the processor's, so ``model(**processor_outputs)`` works (see
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -80,6 +80,9 @@ class OmniThinker(nn.Module):
     logits, so data-parallel ranks without audio or images issue the same collectives
     (:mod:`omnikit.fusion.absent`).
     """
+
+    #: ``parallelize`` on a ``"cp"`` mesh hooks this model's entry (it fuses whole prompts, see ``context_parallel``)
+    context_parallel_entry: ClassVar[bool] = True
 
     #: The towers encode whole media items at every call: a stream opened on the model leaves them offline.
     offline_submodules = ("audio_encoder", "vision_encoder")

@@ -30,9 +30,6 @@ from omnikit.utils.checks import OmnikitTypeError, check_positive, check_positiv
 from omnikit.video.backends import open_video
 from omnikit.video.backends.base import Size, resolve_size
 from omnikit.video.sampling import fps_indices
-from omnikit.vision.frame_encoder import FrameEncoder
-from omnikit.vision.qwen3_vit import Qwen3ViT
-from omnikit.vision.window_vit import WindowViT
 
 __all__ = ["encode_video_stream", "iter_video_windows", "stream_encode_video"]
 
@@ -59,12 +56,14 @@ def iter_video_windows(
 
 
 def _frames_per_step(encoder: nn.Module) -> int:
-    if isinstance(encoder, (WindowViT, Qwen3ViT)):
-        return encoder.config.patch[0]
-    if isinstance(encoder, FrameEncoder):
-        return 1
-    raise OmnikitTypeError(f"`encoder` expected a vision tower whose attention stays inside one temporal step "
-                           f"(WindowViT, Qwen3ViT, FrameEncoder) but got {type(encoder).__name__}")
+    """The ``frames_per_step`` a vision tower whose attention stays inside one temporal step declares
+    (WindowViT, Qwen3ViT, FrameEncoder); the video floor does not import the towers."""
+    step = getattr(encoder, "frames_per_step", None)
+    if not isinstance(step, int) or step < 1:
+        raise OmnikitTypeError(f"`encoder` expected a vision tower whose attention stays inside one temporal step "
+                               f"(WindowViT, Qwen3ViT, FrameEncoder: `frames_per_step`) but got "
+                               f"{type(encoder).__name__}")
+    return step
 
 
 def _to_unit(frames: torch.Tensor) -> torch.Tensor:

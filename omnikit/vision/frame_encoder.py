@@ -211,6 +211,11 @@ class FrameEncoder(nn.Module):
         return self.proj(tokens) if self.proj is not None else tokens
 
     @property
+    def frames_per_step(self) -> int:
+        """One: every frame is encoded on its own (so a video streamed in windows gives one pass's tokens)."""
+        return 1
+
+    @property
     def gradient_checkpointing(self) -> bool:
         """Recompute the backbone's blocks in backward (timm's ``set_grad_checkpointing``)."""
         return bool(getattr(self.backbone, "grad_checkpointing", False))

@@ -201,6 +201,12 @@ class Qwen3ViT(nn.Module):
                           return_aux=False)
         return x
 
+    @property
+    def frames_per_step(self) -> int:
+        """Frames one temporal step reads (its tubelet's depth); attention stays inside a step, so a video
+        streamed in windows of whole steps gives the tokens of one pass."""
+        return self.config.patch[0]
+
     def grid(self, shape: Sequence[int]) -> tuple[int, int, int]:
         """Merged-token grid ``(t, h, w)`` of frames of shape ``(B, T, C, H, W)``."""
         pt, ph, pw = self.config.patch

@@ -289,6 +289,12 @@ class WindowViT(nn.Module):
         return ParallelPlan(fsdp_units=list(self.blocks), fsdp_methods=[(self, "forward_patches")])
 
     @property
+    def frames_per_step(self) -> int:
+        """Frames one temporal step reads (its tubelet's depth); attention stays inside a step, so a video
+        streamed in windows of whole steps gives the tokens of one pass."""
+        return self.config.patch[0]
+
+    @property
     def patch_dim(self) -> int:
         """Width of one ``pixel_values`` row: ``C * pt * ph * pw``."""
         pt, ph, pw = self.config.patch
