@@ -97,6 +97,7 @@ def main() -> None:
     try:
         train_omni(args.steps, device)
         train_moe(args.steps, device)
+        dist.barrier()  # every rank is done before any tears its process group down (gloo aborts otherwise)
     finally:
         dist.destroy_process_group()
 
