@@ -21,7 +21,7 @@ from torch import nn
 from omnikit.layers import DecoderBlock, GeluMLP
 from omnikit.layers.decoder import BlockStack
 from omnikit.testing import ContractInputs
-from omnikit.utils.checks import OmnikitValueError, check_lengths, check_tensor, check_weight_dtype
+from omnikit.utils.checks import OmnikitValueError, check_lengths_or_full, check_tensor
 
 __all__ = [
     "EncoderStack", "check_features", "encoder_block", "feature_contract_inputs", "on_valid_steps", "sinusoids",
@@ -50,16 +50,11 @@ def check_features(
     In eager mode the valid frames must be finite (NaN or inf in the padding is allowed: the
     encoders remove it by masking). ``like``: the encoder, whose weights' dtype the features must have.
     """
-    x = check_tensor(features, name, shape=("B", n_mels, "T"), floating=True)
-    if like is not None:
-        check_weight_dtype(x, name, like)
+    x = check_tensor(features, name, shape=("B", n_mels, "T"), floating=True, like=like)
     for size, what in ((x.shape[0], "item"), (x.shape[-1], "frame")):
         if size == 0:
             raise OmnikitValueError(f"`{name}` expected at least one {what} but got shape {tuple(x.shape)}")
-    if lengths is None:
-        n = torch.full((x.shape[0],), x.shape[-1], dtype=torch.long, device=x.device)
-    else:
-        n = check_lengths(lengths, lengths_name, batch=x.shape[0], max_len=x.shape[-1]).to(x.device)
+    n = check_lengths_or_full(lengths, x, axis=-1, name=lengths_name)
     if not torch.compiler.is_compiling() and not bool(torch.isfinite(x.sum())):  # fast path: a finite sum
         finite = torch.isfinite(x).all(dim=1)  # means no NaN/inf anywhere; else look at the valid frames
         if lengths is not None:

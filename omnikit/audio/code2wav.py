@@ -34,7 +34,7 @@ from omnikit.layers.transformer_config import TransformerConfig, transformer_fla
 from omnikit.outputs import traceable_output
 from omnikit.streaming import StreamingContainer, StreamingModule, StreamingState
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import OmnikitValueError, check_ids, check_lengths, check_positive, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_ids, check_lengths_or_full, check_positive, check_tensor
 from omnikit.utils.config import NestedConfig, flat_keywords, nested_field
 from omnikit.utils.parallel import ParallelPlan
 
@@ -306,10 +306,7 @@ class Code2Wav(CachedPositions, StreamingContainer, nn.Module):
     def forward(self, codes: torch.Tensor, lengths: torch.Tensor | None = None) -> Code2WavOutput:
         """``codes (B, K, F)``, ``lengths (B,)`` valid frames -> :class:`Code2WavOutput`."""
         audio = self.decode(codes)
-        batch, _, frames = codes.shape
-        if lengths is None:
-            lengths = torch.full((batch,), frames, dtype=torch.long, device=codes.device)
-        lengths = check_lengths(lengths, "lengths", batch=batch, max_len=frames).to(codes.device)
+        lengths = check_lengths_or_full(lengths, codes, axis=-1, of="codes")
         samples = self.output_lengths(lengths)
         audio = audio * lengths_to_mask(samples, audio.shape[-1])[:, None].to(audio.dtype)
         return Code2WavOutput(audio.transpose(1, 2), samples, audio)

@@ -16,10 +16,9 @@ from omnikit.layers.masks import lengths_to_mask
 from omnikit.utils.checks import (
     OmnikitValueError,
     check_finite,
-    check_lengths,
+    check_lengths_or_full,
     check_positive,
     check_tensor,
-    check_weight_dtype,
 )
 
 __all__ = ["check_sample_rate", "check_waveform", "kaldi_fbank", "require_torchaudio", "resample", "to_mono"]
@@ -45,9 +44,7 @@ def check_waveform(
     come back zeroed, whatever they held (NaN included). ``like``: the module whose weights' dtype
     the waveform must have.
     """
-    x = check_tensor(wav, name, ndim=(1, 2, 3), floating=True)
-    if like is not None:
-        check_weight_dtype(x, name, like)
+    x = check_tensor(wav, name, ndim=(1, 2, 3), floating=True, like=like)
     x = x.reshape(1, 1, -1) if x.ndim == 1 else (x[:, None] if x.ndim == 2 else x)
     if x.shape[-1] == 0 or x.shape[0] == 0:
         raise OmnikitValueError(f"`{name}` expected at least one sample but got shape {tuple(x.shape)}")
@@ -55,10 +52,8 @@ def check_waveform(
         hint = "; mix it down with omnikit.audio.to_mono(wav)" if channels == 1 else ""
         raise OmnikitValueError(f"`{name}` expected {channels} channel(s) (B, {channels}, S) but got "
                                 f"{x.shape[1]} in shape {tuple(x.shape)}{hint}")
-    if lengths is None:
-        n = torch.full((x.shape[0],), x.shape[-1], dtype=torch.long, device=x.device)
-    else:
-        n = check_lengths(lengths, "lengths", batch=x.shape[0], max_len=x.shape[-1]).to(x.device)
+    n = check_lengths_or_full(lengths, x, axis=-1)
+    if lengths is not None:
         x = x.masked_fill(~lengths_to_mask(n, x.shape[-1])[:, None, :], 0)
     check_finite(x, name, "NaN or infinite samples")
     return x, n

@@ -41,7 +41,6 @@ from omnikit.utils.checks import (
     check_lengths,
     check_positive,
     check_tensor,
-    check_weight_dtype,
 )
 
 __all__ = ["Token2Wav", "Token2WavConfig", "Token2WavStream"]
@@ -141,8 +140,7 @@ class Token2Wav(nn.Module):
         c = self.config.dit
         if noise is None:
             return torch.randn((batch, codes * c.repeats, c.mel_dim), dtype=like.dtype, device=like.device)
-        check_tensor(noise, "noise", ndim=3, floating=True)
-        check_weight_dtype(noise, "noise", self)
+        check_tensor(noise, "noise", ndim=3, floating=True, like=self)
         if noise.shape[1:] == (codes, c.repeats * c.mel_dim):  # the same values, one row per code
             noise = noise.reshape(noise.shape[0], codes * c.repeats, c.mel_dim)
         check_tensor(noise, "noise", shape=(batch, codes * c.repeats, c.mel_dim))

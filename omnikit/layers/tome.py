@@ -25,7 +25,7 @@ from omnikit.utils.checks import (
     OmnikitValueError,
     check_choice,
     check_finite,
-    check_lengths,
+    check_lengths_or_full,
     check_positive,
     check_tensor,
 )
@@ -194,10 +194,7 @@ def merge_tokens(
     check_choice(matching, "matching", tuple(_ROUNDS))
     batch, length, _ = tokens.shape
     static = lengths is None and matching == "bipartite"
-    if lengths is None:
-        lengths = torch.full((batch,), length, dtype=torch.long, device=tokens.device)
-    else:
-        lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length).to(tokens.device)
+    lengths = check_lengths_or_full(lengths, tokens)
     if sizes is None:
         sizes = torch.ones(batch, length, dtype=tokens.dtype, device=tokens.device)
     check_tensor(sizes, "sizes", shape=(batch, length), floating=True)

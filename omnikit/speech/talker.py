@@ -44,7 +44,6 @@ from omnikit.utils.checks import (
     check_lengths,
     check_positive,
     check_tensor,
-    check_weight_dtype,
 )
 
 __all__ = ["STRATEGIES", "Talker", "TalkerConfig", "TalkerStrategy", "codebook_loss", "per_codebook_loss"]
@@ -203,8 +202,7 @@ class Talker(StreamingContainer, nn.Module):
         cfg = self.config
         check_tensor(codes, "codes", shape=("B", cfg.num_codebooks, "F"), floating=False)
         check_ids(codes, "codes", cfg.vocab, what="codes")
-        check_tensor(text, "text", shape=(codes.shape[0], "N", cfg.thinker_dim), floating=True)
-        check_weight_dtype(text, "text", self)
+        check_tensor(text, "text", shape=(codes.shape[0], "N", cfg.thinker_dim), floating=True, like=self)
         batch, k, frames = codes.shape
         if lengths is not None:
             lengths = check_lengths(lengths, "lengths", batch=batch, max_len=frames)

@@ -26,6 +26,7 @@ __all__ = [
     "check_input",
     "check_int_in_range",
     "check_lengths",
+    "check_lengths_or_full",
     "check_positive",
     "check_positive_number",
     "check_tensor",
@@ -54,6 +55,7 @@ def check_tensor(
     ndim: int | Sequence[int] | None = None,
     floating: bool | None = None,
     dtype: torch.dtype | Sequence[torch.dtype] | None = None,
+    like: torch.nn.Module | None = None,
 ) -> torch.Tensor:
     """Check that ``x`` is a tensor of the expected rank, shape and dtype.
 
@@ -65,6 +67,8 @@ def check_tensor(
         ndim: allowed rank(s), when ``shape`` is not given.
         floating: require a floating (True) or an integer/bool (False) dtype.
         dtype: allowed dtype(s).
+        like: the module ``x`` is an input of: a dtype of its weights is required (see
+            :func:`check_weight_dtype`).
 
     Returns:
         ``x``, so the call can be inlined.
@@ -93,6 +97,8 @@ def check_tensor(
         allowed_dtypes = (dtype,) if isinstance(dtype, torch.dtype) else tuple(dtype)
         if x.dtype not in allowed_dtypes:
             raise OmnikitTypeError(f"`{name}` expected dtype in {list(allowed_dtypes)} but got {x.dtype}")
+    if like is not None:
+        check_weight_dtype(x, name, like)
     return x
 
 
@@ -103,8 +109,7 @@ def check_lengths(lengths: object, name: str, *, batch: int, max_len: int, of: s
     is then blamed on it, not on ``lengths``. The range needs the values: eager only (skipped
     while compiling or exporting, where the shape and dtype are still checked).
     """
-    if of is not None and max_len < 1:
-        raise OmnikitValueError(f"`{of}` expected at least one step along its time axis but got none")
+    _check_steps(of, max_len)
     t = check_tensor(lengths, name, shape=(batch,), floating=False)
     if t.dtype == torch.bool:
         raise OmnikitTypeError(f"`{name}` expected an integer tensor of lengths but got a bool tensor")
@@ -115,6 +120,25 @@ def check_lengths(lengths: object, name: str, *, batch: int, max_len: int, of: s
                 f"`{name}` expected values in [1, {max_len}] (the padded length) but got min {lo}, max {hi}"
             )
     return t.long()
+
+
+def _check_steps(of: str | None, max_len: int) -> None:
+    """Blame an empty time axis on the tensor ``of`` names (nothing when ``of`` is ``None``)."""
+    if of is not None and max_len < 1:
+        raise OmnikitValueError(f"`{of}` expected at least one step along its time axis but got none")
+
+
+def check_lengths_or_full(
+    lengths: object, x: torch.Tensor, *, axis: int = 1, of: str | None = None, name: str = "lengths"
+) -> torch.Tensor:
+    """Valid steps per item ``(B,)`` int64 along ``axis`` of the batch ``x (B, ...)``, on ``x``'s device:
+    ``lengths`` checked by :func:`check_lengths`, or every step of every item when ``None`` (no host
+    read then; an empty axis is still blamed on ``of``)."""
+    batch, max_len = x.shape[0], x.shape[axis]
+    if lengths is None:
+        _check_steps(of, max_len)
+        return torch.full((batch,), max_len, dtype=torch.long, device=x.device)
+    return check_lengths(lengths, name, batch=batch, max_len=max_len, of=of).to(x.device)
 
 
 def _min_max(t: torch.Tensor) -> tuple[int, int]:
@@ -153,8 +177,7 @@ def check_input(
     Inputs whose padding may legitimately hold NaN (audio features) check their valid part
     themselves instead.
     """
-    x = check_tensor(x, name, shape=shape, ndim=ndim, floating=True)
-    check_weight_dtype(x, name, module)
+    x = check_tensor(x, name, shape=shape, ndim=ndim, floating=True, like=module)
     check_finite(x, name)
     return x
 

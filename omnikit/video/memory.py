@@ -6,7 +6,7 @@ import torch
 
 from omnikit.layers.tome import merge_by_assignment, merge_tokens
 from omnikit.outputs import EncoderOutput
-from omnikit.utils.checks import OmnikitValueError, check_lengths, check_positive, check_tensor
+from omnikit.utils.checks import OmnikitValueError, check_lengths_or_full, check_positive, check_tensor
 from omnikit.video.packing import pack_groups
 
 __all__ = ["MemoryBank"]
@@ -58,9 +58,7 @@ class MemoryBank:
                 f"`tokens` expected (B, n, D) = ({self.tokens.shape[0]}, n, {self.tokens.shape[2]}) as in earlier "
                 f"updates but got {tuple(tokens.shape)}"
             )
-        if lengths is None:
-            lengths = torch.full((batch,), count, dtype=torch.long, device=tokens.device)
-        lengths = check_lengths(lengths, "lengths", batch=batch, max_len=count).to(tokens.device)
+        lengths = check_lengths_or_full(lengths, tokens, of="tokens")
         if timestamps is None:
             timestamps = (self.seen + torch.arange(count, device=tokens.device, dtype=tokens.dtype)).expand(batch, -1)
         check_tensor(timestamps, "timestamps", shape=(batch, count), floating=True)

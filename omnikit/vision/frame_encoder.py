@@ -17,7 +17,7 @@ from omnikit.utils.checks import (
     OmnikitValueError,
     check_choice,
     check_finite,
-    check_lengths,
+    check_lengths_or_full,
     check_tensor,
 )
 from omnikit.utils.deps import require
@@ -260,12 +260,12 @@ class FrameEncoder(nn.Module):
         self._check_frames(frames)
         batch, length = frames.shape[:2]
         eager = not torch.compiler.is_compiling()  # traced code selects no frames by value
-        if lengths is None:
+        padded = lengths is not None
+        lengths = check_lengths_or_full(lengths, frames, of="frames")
+        if not padded:
             valid = frames.flatten(0, 1)
-            lengths = torch.full((batch,), length, dtype=torch.long, device=frames.device)
             mask = None
         else:
-            lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length, of="frames").to(frames.device)
             mask = torch.arange(length, device=frames.device)[None, :] < lengths[:, None]
             valid = frames[mask] if eager else frames.masked_fill(~mask[:, :, None, None, None], 0).flatten(0, 1)
         check_finite(valid, "frames", "in valid frames")

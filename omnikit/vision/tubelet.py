@@ -9,10 +9,9 @@ from torch import nn
 from omnikit.utils.checks import (
     OmnikitValueError,
     check_finite,
-    check_lengths,
+    check_lengths_or_full,
     check_positive,
     check_tensor,
-    check_weight_dtype,
 )
 
 __all__ = ["TubeletEmbed", "checked_frames", "repeat_last_valid_frame"]
@@ -29,15 +28,15 @@ def repeat_last_valid_frame(frames: torch.Tensor, lengths: torch.Tensor, multipl
     return frames.gather(1, index)
 
 
-def checked_frames(frames: torch.Tensor, lengths: torch.Tensor | None, in_chans: int) -> torch.Tensor:
-    """Validate ``frames (B, T, in_chans, H, W)`` and return ``lengths`` (default: all ``T``) on their device."""
-    check_tensor(frames, "frames", shape=("B", "T", in_chans, "H", "W"), floating=True)
-    batch, length = frames.shape[:2]
-    if batch == 0:
+def checked_frames(
+    frames: torch.Tensor, lengths: torch.Tensor | None, in_chans: int, *, like: nn.Module | None = None
+) -> torch.Tensor:
+    """Validate ``frames (B, T, in_chans, H, W)`` (in the weights' dtype of ``like``, the module, when
+    given) and return ``lengths`` (default: all ``T``) on their device."""
+    check_tensor(frames, "frames", shape=("B", "T", in_chans, "H", "W"), floating=True, like=like)
+    if frames.shape[0] == 0:
         raise OmnikitValueError(f"`frames` expected at least one clip but got shape {tuple(frames.shape)}")
-    if lengths is None:
-        lengths = torch.full((batch,), length, dtype=torch.long, device=frames.device)
-    return check_lengths(lengths, "lengths", batch=batch, max_len=length, of="frames").to(frames.device)
+    return check_lengths_or_full(lengths, frames, of="frames")
 
 
 class TubeletEmbed(nn.Module):
@@ -62,15 +61,11 @@ class TubeletEmbed(nn.Module):
         return -(-lengths // self.patch[0])
 
     def forward(self, frames: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        check_tensor(frames, "frames", shape=("B", "T", self.in_chans, "H", "W"), floating=True)
-        batch, length, chans, height, width = frames.shape
+        lengths = checked_frames(frames, lengths, self.in_chans, like=self)
+        batch, _, chans, height, width = frames.shape
         pt, ph, pw = self.patch
         if height % ph or width % pw or not height or not width:
             raise OmnikitValueError(f"`frames` sides expected positive multiples of {ph}x{pw} but got {height}x{width}")
-        if lengths is None:
-            lengths = torch.full((batch,), length, device=frames.device)
-        lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length, of="frames")
-        check_weight_dtype(frames, "frames", self)
         frames = repeat_last_valid_frame(frames, lengths, pt)
         check_finite(frames, "frames", "in valid frames")  # padding now repeats the last valid frame
         gt, gh, gw = frames.shape[1] // pt, height // ph, width // pw

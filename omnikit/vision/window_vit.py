@@ -43,17 +43,15 @@ from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import (
     OmnikitValueError,
     check_finite,
-    check_lengths,
     check_positive,
     check_tensor,
-    check_weight_dtype,
 )
 from omnikit.utils.config import NestedConfig, flat_keywords, nested_field
 from omnikit.utils.parallel import ParallelPlan
 from omnikit.vision.merger import PatchMerger
 from omnikit.vision.patch_grids import Grid, PatchGrids, check_grids, grid_list
 from omnikit.vision.rotary import AxialRotaryEmbedding
-from omnikit.vision.tubelet import TubeletEmbed, repeat_last_valid_frame
+from omnikit.vision.tubelet import TubeletEmbed, checked_frames, repeat_last_valid_frame
 
 __all__ = ["WindowViT", "WindowViTConfig", "patchify_frames", "window_order"]
 
@@ -348,12 +346,7 @@ class WindowViT(nn.Module):
         An image is a clip of one frame (repeated to fill the temporal patch). Tokens of item ``b``
         are ``ceil(lengths[b] / pt) * H/(p*m) * W/(p*m)``, time-major then row-major.
         """
-        check_tensor(frames, "frames", shape=("B", "T", self.config.in_chans, "H", "W"), floating=True)
-        check_weight_dtype(frames, "frames", self)
-        batch, length = frames.shape[:2]
-        if lengths is None:
-            lengths = torch.full((batch,), length, dtype=torch.long, device=frames.device)
-        lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length, of="frames").to(frames.device)
+        lengths = checked_frames(frames, lengths, self.config.in_chans, like=self)
         if torch.compiler.is_compiling():
             return self._forward_steps(frames, lengths)
         pixel_values, grid_thw = patchify_frames(frames, lengths, tuple(self.config.patch), self.config.merge_size)

@@ -9,34 +9,30 @@ from torch import nn
 
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import OmnikitValueError, check_finite, check_lengths, check_tensor, check_weight_dtype
+from omnikit.utils.checks import check_finite, check_lengths_or_full, check_tensor
 
 __all__ = ["check_frame_tokens", "frame_mask_or_none", "frame_positions", "frame_tokens_contract", "zero_padding"]
 
 
 def check_frame_tokens(
-    tokens: object, lengths: object, dim: int, *, ndim: tuple[int, ...] = (4,), like: nn.Module | None = None
+    tokens: object, lengths: object, dim: int, *, ndim: tuple[int, ...] = (4,), like: nn.Module | None = None,
+    steps: tuple[str, str] = ("T", "frames"),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate ``tokens`` ``(B, T, N, dim)`` (or ``(B, T, dim)`` when 3 is in ``ndim``) and the
-    per-clip valid frame counts; returns ``(tokens, lengths)`` with lengths defaulting to ``T``.
+    per-clip valid counts along ``T``; returns ``(tokens, lengths)`` with lengths defaulting to ``T``.
+    ``steps``: what the errors call that axis and its steps (``("N", "tokens")`` for a token sequence).
 
     Padded frames come back zeroed (replaced, not multiplied), so NaN or inf there can never
     reach valid outputs through attention; valid ones must be finite (eager) and, given ``like`` (the
     module), in its weights' dtype."""
     check_tensor(tokens, "tokens", ndim=ndim, floating=True)
-    shape = ("B", "T", "N", dim) if tokens.ndim == 4 else ("B", "T", dim)
-    check_tensor(tokens, "tokens", shape=shape)
-    if like is not None:
-        check_weight_dtype(tokens, "tokens", like)
-    batch, length = tokens.shape[:2]
-    if lengths is None:
-        if length < 1:
-            raise OmnikitValueError("`tokens` expected at least one step along its time axis but got none")
-        lengths = torch.full((batch,), length, dtype=torch.long, device=tokens.device)
-    else:
-        lengths = check_lengths(lengths, "lengths", batch=batch, max_len=length, of="tokens").to(tokens.device)
+    shape = ("B", steps[0], "N", dim) if tokens.ndim == 4 else ("B", steps[0], dim)
+    check_tensor(tokens, "tokens", shape=shape, like=like)
+    padded = lengths is not None
+    lengths = check_lengths_or_full(lengths, tokens, of="tokens")
+    if padded:
         tokens = zero_padding(tokens, lengths)
-    check_finite(tokens, "tokens", "in valid frames")
+    check_finite(tokens, "tokens", f"in valid {steps[1]}")
     return tokens, lengths
 
 

@@ -17,15 +17,9 @@ from omnikit.layers.positions import TimeEmbedding
 from omnikit.layers.transformer_config import TransformerConfig, transformer_flat
 from omnikit.outputs import EncoderOutput
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import (
-    OmnikitValueError,
-    check_finite,
-    check_lengths,
-    check_positive,
-    check_tensor,
-    check_weight_dtype,
-)
+from omnikit.utils.checks import OmnikitValueError, check_positive
 from omnikit.utils.config import NestedConfig, flat_keywords, nested_field
+from omnikit.video.temporal.common import check_frame_tokens
 from omnikit.video.temporal.cross_attention import CrossAttention
 
 __all__ = [
@@ -39,16 +33,8 @@ def check_token_inputs(tokens: object, lengths: object, dim: int,
 
     Padded tokens come back zeroed, so NaN or inf there cannot leak through attention values; valid
     ones must be finite (eager) and, given ``like`` (the module), in its weights' dtype."""
-    check_tensor(tokens, "tokens", shape=("B", "N", dim), floating=True)
-    if like is not None:
-        check_weight_dtype(tokens, "tokens", like)
-    mask = None
-    if lengths is not None:
-        lengths = check_lengths(lengths, "lengths", batch=tokens.shape[0], max_len=tokens.shape[1], of="tokens")
-        mask = lengths_to_mask(lengths.to(tokens.device), tokens.shape[1])
-        tokens = tokens.masked_fill(~mask[..., None], 0)
-    check_finite(tokens, "tokens", "in valid tokens")
-    return tokens, mask
+    checked, valid = check_frame_tokens(tokens, lengths, dim, ndim=(3,), like=like, steps=("N", "tokens"))
+    return checked, None if lengths is None else lengths_to_mask(valid, checked.shape[1])
 
 
 def latent_contract_inputs(lengths: Sequence[int], dim: int, seed: int) -> ContractInputs:
