@@ -21,6 +21,7 @@ from omnikit.layers.masks import positions_from_cu_seqlens
 from omnikit.layers.mlp import MLPKind, build_mlp
 from omnikit.layers.norm import NormKind, build_norm
 from omnikit.layers.rotary import RotaryEmbedding
+from omnikit.layers.transformer_config import TransformerShape
 from omnikit.utils.checks import OmnikitValueError, check_tensor
 from omnikit.utils.parallel import ParallelPlan
 
@@ -36,20 +37,15 @@ def default_mlp_hidden(dim: int, multiple_of: int = 64) -> int:
 
 
 @dataclass
-class DecoderConfig:
-    """Hyper-parameters of a decoder stack (and of the language models built on it).
+class DecoderConfig(TransformerShape):
+    """Hyper-parameters of a decoder stack (and of the language models built on it): its
+    :class:`~omnikit.layers.transformer_config.TransformerShape` sizes, then the decoder's options.
 
     Its defaults are the defaults of :class:`DecoderBlock` too (one set: Qwen3's qk-norm and rotary base).
     ``rotary_dim`` (partial rotary) and ``attn_output_gate`` are the Qwen3-Next / Qwen3.5 attention
     options (see :class:`DecoderBlock`); ``norm="rmsnorm_zero_centered"`` their ``1 + w`` norms.
     """
 
-    dim: int
-    depth: int
-    num_heads: int
-    num_kv_heads: int | None = None
-    head_dim: int | None = None
-    mlp_hidden: int | None = None
     mlp: MLPKind = "swiglu"
     norm: NormKind = "rmsnorm"
     norm_eps: float = 1e-6

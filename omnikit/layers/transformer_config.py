@@ -13,11 +13,24 @@ from dataclasses import dataclass, field
 from omnikit.utils.checks import OmnikitValueError
 from omnikit.utils.config_checks import NON_NEGATIVE
 
-__all__ = ["TRANSFORMER_FIELDS", "TransformerConfig", "transformer_flat"]
+__all__ = ["TRANSFORMER_FIELDS", "TransformerConfig", "TransformerShape", "transformer_flat"]
 
 
 @dataclass
-class TransformerConfig:
+class TransformerShape:
+    """The sizes of a transformer stack, the first fields of every stack config: :class:`TransformerConfig`
+    and :class:`~omnikit.layers.DecoderConfig` (which adds the decoder's options, vocabulary and embeddings)."""
+
+    dim: int
+    depth: int
+    num_heads: int
+    num_kv_heads: int | None = None
+    head_dim: int | None = None
+    mlp_hidden: int | None = None
+
+
+@dataclass
+class TransformerConfig(TransformerShape):
     """One transformer stack's hyper-parameters. Shapes: ``(B, T, dim) -> (B, T, dim)``.
 
     Attributes:
@@ -34,12 +47,6 @@ class TransformerConfig:
             frames for an audio tower's windows, pixels for a vision tower's); ``None``: full attention.
     """
 
-    dim: int
-    depth: int
-    num_heads: int
-    num_kv_heads: int | None = None
-    head_dim: int | None = None
-    mlp_hidden: int | None = None
     mlp_ratio: float = 4.0
     rope_base: float | None = None
     norm_eps: float = 1e-6

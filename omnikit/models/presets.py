@@ -46,34 +46,31 @@ def decoder_tiny(**overrides: Any) -> CausalLM:
     ))
 
 
+def _qwen3(name: str, overrides: dict[str, Any], **values: Any) -> DecoderConfig:
+    """A Qwen3 LM's config: heads of 128, vocabulary 151936, rotary base 1e6, then ``values``."""
+    return configure(DecoderConfig, name, overrides,
+                     **{"head_dim": 128, "vocab_size": 151936, "rope_base": 1_000_000.0, **values})
+
+
 @register_model(kind="decoder", modalities=("text",))
 def qwen3_0_6b(**overrides: Any) -> CausalLM:
     """Qwen3-0.6B shapes: 28 layers, dim 1024, 16 q / 8 kv heads of 128, FFN 3072, tied embeddings."""
-    return CausalLM(configure(
-        DecoderConfig, "qwen3_0_6b", overrides,
-        dim=1024, depth=28, num_heads=16, num_kv_heads=8, head_dim=128, mlp_hidden=3072, vocab_size=151936,
-        tie_embeddings=True, rope_base=1_000_000.0,
-    ))
+    return CausalLM(_qwen3("qwen3_0_6b", overrides, dim=1024, depth=28, num_heads=16, num_kv_heads=8,
+                           mlp_hidden=3072, tie_embeddings=True))
 
 
 @register_model(kind="decoder", modalities=("text",))
 def qwen3_1_7b(**overrides: Any) -> CausalLM:
     """Qwen3-1.7B shapes: 28 layers, dim 2048, 16 q / 8 kv heads of 128, FFN 6144, tied embeddings."""
-    return CausalLM(configure(
-        DecoderConfig, "qwen3_1_7b", overrides,
-        dim=2048, depth=28, num_heads=16, num_kv_heads=8, head_dim=128, mlp_hidden=6144, vocab_size=151936,
-        tie_embeddings=True, rope_base=1_000_000.0,
-    ))
+    return CausalLM(_qwen3("qwen3_1_7b", overrides, dim=2048, depth=28, num_heads=16, num_kv_heads=8,
+                           mlp_hidden=6144, tie_embeddings=True))
 
 
 @register_model(kind="decoder", modalities=("text",))
 def qwen3_30b_a3b(**overrides: Any) -> CausalLM:
     """Qwen3-30B-A3B shapes (build on ``device="meta"``): 48 layers at dim 2048, 32 q / 4 kv heads of
     128, every MLP a MoE of 128 experts of FFN 768, top-8 renormalised softmax; untied embeddings."""
-    config = configure(
-        DecoderConfig, "qwen3_30b_a3b", overrides,
-        dim=2048, depth=48, num_heads=32, num_kv_heads=4, head_dim=128, vocab_size=151936, rope_base=1_000_000.0,
-    )
+    config = _qwen3("qwen3_30b_a3b", overrides, dim=2048, depth=48, num_heads=32, num_kv_heads=4)
     moe = MoEConfig(dim=config.dim, num_experts=128, top_k=8, expert_hidden=768)
     return CausalLM(config, mlp_factory=lambda i: MoE(moe))
 

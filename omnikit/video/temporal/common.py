@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from omnikit.layers.masks import lengths_to_mask
+from omnikit.layers.rotary import RotaryEmbedding
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import check_finite, check_lengths_or_full, check_tensor
 
-__all__ = ["check_frame_tokens", "frame_mask_or_none", "frame_positions", "frame_tokens_contract", "zero_padding"]
+__all__ = [
+    "TimedFrameEncoder", "check_frame_tokens", "frame_mask_or_none", "frame_positions", "frame_tokens_contract",
+    "zero_padding",
+]
 
 
 def check_frame_tokens(
@@ -67,3 +72,27 @@ def frame_tokens_contract(lengths: Sequence[int], num_tokens: int, dim: int, see
     tokens = torch.randn(len(lengths), max(lengths), num_tokens, dim, generator=g)
     lens = torch.tensor(list(lengths))
     return ContractInputs({"tokens": tokens, "lengths": lens}, lens, {"tokens": 1}, "lengths")
+
+
+class TimedFrameEncoder(nn.Module):
+    """Base of the temporal encoders over frame tokens ``(B, T, N, D)`` whose positions are frame numbers or
+    timestamps on a 1-D rotary table: holds ``config`` (its ``dim``, ``num_heads``, ``rope_base`` and
+    ``time_unit``), that table, ``output_dim`` and the contract inputs; subclasses add their stacks after
+    calling ``super().__init__(config)``."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.rotary = RotaryEmbedding(config.dim // config.num_heads, config.rope_base)
+        self.output_dim = config.dim
+
+    def frame_rope(
+        self, batch: int, length: int, timestamps: torch.Tensor | None, device: torch.device, per_frame: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotary ``(cos, sin)`` of ``T * per_frame`` tokens, the ``per_frame`` tokens of a frame at its
+        position (see :func:`frame_positions`)."""
+        positions = frame_positions(batch, length, timestamps, self.config.time_unit, device)
+        return self.rotary(positions if per_frame == 1 else positions.repeat_interleave(per_frame, dim=1))
+
+    def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
+        return frame_tokens_contract(lengths, 4, self.config.dim, seed)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -10,19 +9,11 @@ import torch
 from torch import nn
 
 from omnikit.layers.masks import lengths_to_mask
-from omnikit.layers.rotary import RotaryEmbedding
 from omnikit.layers.stack import TransformerStack
 from omnikit.layers.transformer_config import TransformerConfig, transformer_flat
 from omnikit.outputs import EncoderOutput
-from omnikit.testing.contract import ContractInputs
 from omnikit.utils.config import NestedConfig, flat_keywords, nested_field
-from omnikit.video.temporal.common import (
-    check_frame_tokens,
-    frame_mask_or_none,
-    frame_positions,
-    frame_tokens_contract,
-    zero_padding,
-)
+from omnikit.video.temporal.common import TimedFrameEncoder, check_frame_tokens, frame_mask_or_none, zero_padding
 
 __all__ = ["FactorizedConfig", "FactorizedEncoder"]
 
@@ -41,7 +32,7 @@ class FactorizedConfig(NestedConfig):
         "dim", "num_heads", "mlp_ratio", "norm_eps", "rope_base", spatial_depth="depth")
 
 
-class FactorizedEncoder(nn.Module):
+class FactorizedEncoder(TimedFrameEncoder):
     """Frame tokens ``(B, T, N, D)`` -> one token per frame ``EncoderOutput((B, T, D), lengths)``.
 
     Each valid frame's tokens, with a learned CLS token in front, go through the spatial
@@ -50,16 +41,13 @@ class FactorizedEncoder(nn.Module):
     """
 
     def __init__(self, config: FactorizedConfig) -> None:
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         stack = dict(num_heads=config.num_heads, mlp_ratio=config.mlp_ratio, norm_eps=config.norm_eps,
                      backend=config.backend)
         self.cls_token = nn.Parameter(torch.zeros(config.dim))
         nn.init.normal_(self.cls_token, std=0.02)
         self.spatial = TransformerStack(config.dim, config.spatial_depth, **stack)
         self.temporal = TransformerStack(config.dim, config.temporal_depth, **stack)
-        self.rotary = RotaryEmbedding(config.dim // config.num_heads, config.rope_base)
-        self.output_dim = config.dim
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return lengths
@@ -76,9 +64,6 @@ class FactorizedEncoder(nn.Module):
         summary = self.spatial(torch.cat([cls, frames], dim=1))[:, 0]
         per_frame = summary.new_zeros(batch, length, dim)
         per_frame[frame_mask] = summary
-        rope = self.rotary(frame_positions(batch, length, timestamps, self.config.time_unit, tokens.device))
+        rope = self.frame_rope(batch, length, timestamps, tokens.device)
         out = self.temporal(per_frame, rope=rope, key_padding_mask=frame_mask_or_none(lengths, length))
         return EncoderOutput(zero_padding(out, lengths), lengths)
-
-    def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
-        return frame_tokens_contract(lengths, 4, self.config.dim, seed)

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from torch import nn
 
-from omnikit.layers.rotary import RotaryEmbedding
 from omnikit.layers.stack import TransformerStack
 from omnikit.layers.transformer_config import TransformerConfig, transformer_flat
 from omnikit.outputs import EncoderOutput
-from omnikit.testing.contract import ContractInputs
 from omnikit.utils.config import NestedConfig, flat_keywords, nested_field
-from omnikit.video.temporal.common import (
-    check_frame_tokens,
-    frame_mask_or_none,
-    frame_positions,
-    frame_tokens_contract,
-    zero_padding,
-)
+from omnikit.video.temporal.common import TimedFrameEncoder, check_frame_tokens, frame_mask_or_none, zero_padding
 
 __all__ = ["TemporalTransformer", "TemporalTransformerConfig"]
 
@@ -39,7 +29,7 @@ class TemporalTransformerConfig(NestedConfig):
         "dim", "depth", "num_heads", "mlp_ratio", "norm_eps", "rope_base")
 
 
-class TemporalTransformer(nn.Module):
+class TemporalTransformer(TimedFrameEncoder):
     """Contextualise frame tokens over time.
 
     Takes ``(B, T, D)`` (one token per frame) or ``(B, T, N, D)`` (every token of a frame shares
@@ -49,12 +39,9 @@ class TemporalTransformer(nn.Module):
     """
 
     def __init__(self, config: TemporalTransformerConfig) -> None:
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         self.encoder = TransformerStack(config.dim, config.depth, config.num_heads, mlp_ratio=config.mlp_ratio,
                                         norm_eps=config.norm_eps, backend=config.backend)
-        self.rotary = RotaryEmbedding(config.dim // config.num_heads, config.rope_base)
-        self.output_dim = config.dim
 
     def forward(
         self, tokens: torch.Tensor, lengths: torch.Tensor | None = None, *, timestamps: torch.Tensor | None = None
@@ -63,12 +50,8 @@ class TemporalTransformer(nn.Module):
         if tokens.ndim == 3:
             tokens = tokens.unsqueeze(2)
         batch, length, num_tokens, dim = tokens.shape
-        positions = frame_positions(batch, length, timestamps, self.config.time_unit, tokens.device)
-        rope = self.rotary(positions.repeat_interleave(num_tokens, dim=1))
+        rope = self.frame_rope(batch, length, timestamps, tokens.device, per_frame=num_tokens)
         frame_mask = frame_mask_or_none(lengths, length)
         key_mask = None if frame_mask is None else frame_mask.repeat_interleave(num_tokens, dim=1)
         out = self.encoder(tokens.reshape(batch, -1, dim), rope=rope, key_padding_mask=key_mask)
         return EncoderOutput(zero_padding(out, lengths * num_tokens), lengths * num_tokens)
-
-    def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
-        return frame_tokens_contract(lengths, 4, self.config.dim, seed)
