@@ -2,43 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import nn
 
 from omnikit.layers.attention import Attention
-from omnikit.layers.decoder import run_blocks
 from omnikit.layers.mlp import GeluMLP
 from omnikit.layers.norm import LayerNorm
 from omnikit.layers.positions import TimeEmbedding
-from omnikit.layers.transformer_config import TransformerConfig, transformer_flat
+from omnikit.layers.transformer_config import TransformerConfig
 from omnikit.outputs import EncoderOutput
-from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import check_positive
-from omnikit.utils.config import NestedConfig, flat_keywords, nested_field
+from omnikit.utils.config import flat_keywords, nested_field
 from omnikit.video.temporal.cross_attention import CrossAttention
-from omnikit.video.temporal.resampler import add_time_embedding, check_token_inputs, latent_contract_inputs
+from omnikit.video.temporal.resampler import LatentConfig, LatentReader
 
 __all__ = ["QFormer", "QFormerConfig"]
 
 
 @flat_keywords
 @dataclass
-class QFormerConfig(NestedConfig):
+class QFormerConfig(LatentConfig):
     """Hyper-parameters of :class:`QFormer`."""
 
     transformer: TransformerConfig = nested_field(TransformerConfig, depth=2, num_heads=8, mlp_ratio=4.0, norm_eps=1e-6)
     num_queries: int = 32
-    context_dim: int | None = None
-    backend: str = "sdpa"
-    #: > 0: a learned embedding of each input token's time step (``times`` in ``forward``) is added to it.
-    time_steps: int = 0
-
-    flat_fields: ClassVar[dict[str, tuple[str, str]]] = transformer_flat(
-        "dim", "depth", "num_heads", "mlp_ratio", "norm_eps")
 
 
 class QFormerBlock(nn.Module):
@@ -57,7 +46,7 @@ class QFormerBlock(nn.Module):
         return queries + self.mlp(self.norm_mlp(queries))
 
 
-class QFormer(nn.Module):
+class QFormer(LatentReader):
     """``tokens (B, N, context_dim)`` -> ``EncoderOutput((B, num_queries, dim), lengths=num_queries)``.
 
     Unlike :class:`~omnikit.video.PerceiverResampler` the queries attend to each other in a
@@ -82,24 +71,9 @@ class QFormer(nn.Module):
         self.output_dim = config.dim
         self.gradient_checkpointing = False
 
-    def fusion_groups(self) -> dict[str, nn.Module]:
-        """{recipe group: module} (see :func:`omnikit.fusion.parameter_groups`): an adapter."""
-        return {"adapters": self}
-
     def forward(
         self, tokens: torch.Tensor, lengths: torch.Tensor | None = None, *, times: torch.Tensor | None = None
     ) -> EncoderOutput:
         """``tokens (B, N, context_dim)``; ``lengths (B,)`` valid tokens per item; ``times (B, N)`` or
         ``(N,)`` time step of every token (needs ``config.time_steps`` > 0)."""
-        tokens, key_mask = check_token_inputs(tokens, lengths, self.context_dim, like=self)
-        tokens = add_time_embedding(self.time_embed, tokens, times)
-        queries = self.queries.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
-        kwargs = {"tokens": tokens, "key_mask": key_mask}
-        queries, _ = run_blocks(self.blocks, queries, lambda block: kwargs,
-                                checkpointing=self.gradient_checkpointing and self.training, return_aux=False)
-        out = self.norm(queries)
-        count = self.config.num_queries
-        return EncoderOutput(out, torch.full((out.shape[0],), count, dtype=torch.long, device=out.device))
-
-    def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
-        return latent_contract_inputs(lengths, self.context_dim, seed)
+        return self.read(self.queries, tokens, lengths, times)

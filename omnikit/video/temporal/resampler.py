@@ -23,7 +23,8 @@ from omnikit.video.temporal.common import check_frame_tokens
 from omnikit.video.temporal.cross_attention import CrossAttention
 
 __all__ = [
-    "PerceiverResampler", "ResamplerConfig", "add_time_embedding", "check_token_inputs", "latent_contract_inputs",
+    "LatentConfig", "LatentReader", "PerceiverResampler", "ResamplerConfig", "add_time_embedding",
+    "check_token_inputs", "latent_contract_inputs",
 ]
 
 
@@ -45,19 +46,27 @@ def latent_contract_inputs(lengths: Sequence[int], dim: int, seed: int) -> Contr
     return ContractInputs({"tokens": tokens, "lengths": lens}, lens, {"tokens": 1}, "lengths")
 
 
-@flat_keywords
 @dataclass
-class ResamplerConfig(NestedConfig):
-    """Hyper-parameters of :class:`PerceiverResampler`."""
+class LatentConfig(NestedConfig):
+    """What the configs of the :class:`LatentReader` s share: the stack, the tokens' width
+    ``context_dim`` (``None``: ``dim``), the attention kernel and ``time_steps`` (> 0: a learned
+    embedding of each input token's time step, ``times`` in ``forward``, is added to it)."""
 
     transformer: TransformerConfig = nested_field(TransformerConfig, depth=2, num_heads=8, mlp_ratio=4.0, norm_eps=1e-5)
-    num_latents: int = 64
     context_dim: int | None = None
     backend: str = "sdpa"
     time_steps: int = 0
 
     flat_fields: ClassVar[dict[str, tuple[str, str]]] = transformer_flat(
         "dim", "depth", "num_heads", "mlp_ratio", "norm_eps")
+
+
+@flat_keywords
+@dataclass
+class ResamplerConfig(LatentConfig):
+    """Hyper-parameters of :class:`PerceiverResampler`."""
+
+    num_latents: int = 64
 
 
 def add_time_embedding(
@@ -90,7 +99,44 @@ class PerceiverBlock(nn.Module):
         return latents + self.mlp(self.norm_mlp(latents))
 
 
-class PerceiverResampler(nn.Module):
+class LatentReader(nn.Module):
+    """Base of the modules that read ``tokens (B, N, context_dim)`` into a fixed number of learned queries
+    (:class:`PerceiverResampler`, :class:`~omnikit.video.QFormer`). A subclass sets ``context_dim``,
+    ``time_embed`` (``None``: no ``times``), ``blocks`` (each called as ``block(queries, tokens=,
+    key_mask=)``), ``norm`` and ``gradient_checkpointing``, and forwards through :meth:`read`."""
+
+    context_dim: int
+    time_embed: TimeEmbedding | None
+    blocks: nn.ModuleList
+    norm: nn.Module
+    gradient_checkpointing: bool
+
+    def fusion_groups(self) -> dict[str, nn.Module]:
+        """{recipe group: module} (see :func:`omnikit.fusion.parameter_groups`): an adapter."""
+        return {"adapters": self}
+
+    def read(
+        self, queries: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor | None, times: torch.Tensor | None,
+        input_proj: nn.Module | None = None,
+    ) -> EncoderOutput:
+        """The learned ``queries (Q, dim)`` through the blocks over the checked tokens (time embedding
+        added, then ``input_proj`` applied when given) -> ``EncoderOutput((B, Q, dim), lengths=Q)``."""
+        tokens, key_mask = check_token_inputs(tokens, lengths, self.context_dim, like=self)
+        tokens = add_time_embedding(self.time_embed, tokens, times)
+        if input_proj is not None:
+            tokens = input_proj(tokens)
+        start = queries.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
+        kwargs = {"tokens": tokens, "key_mask": key_mask}
+        out, _ = run_blocks(self.blocks, start, lambda block: kwargs,
+                            checkpointing=self.gradient_checkpointing and self.training, return_aux=False)
+        out = self.norm(out)
+        return EncoderOutput(out, torch.full((out.shape[0],), queries.shape[0], dtype=torch.long, device=out.device))
+
+    def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
+        return latent_contract_inputs(lengths, self.context_dim, seed)
+
+
+class PerceiverResampler(LatentReader):
     """``tokens (B, N, context_dim)`` -> ``EncoderOutput((B, num_latents, dim), lengths=num_latents)``.
 
     Import: ``from omnikit.video import PerceiverResampler``.
@@ -132,25 +178,9 @@ class PerceiverResampler(nn.Module):
         self.output_dim = dim
         self.gradient_checkpointing = False
 
-    def fusion_groups(self) -> dict[str, nn.Module]:
-        """{recipe group: module} (see :func:`omnikit.fusion.parameter_groups`): an adapter."""
-        return {"adapters": self}
-
     def forward(
         self, tokens: torch.Tensor, lengths: torch.Tensor | None = None, *, times: torch.Tensor | None = None
     ) -> EncoderOutput:
         """``tokens (B, N, context_dim)``; ``lengths (B,)`` valid tokens per item (padding ignored);
         ``times (B, N)`` or ``(N,)`` time step of every token (needs ``time_steps`` > 0)."""
-        tokens, key_mask = check_token_inputs(tokens, lengths, self.context_dim, like=self)
-        tokens = add_time_embedding(self.time_embed, tokens, times)
-        if self.input_proj is not None:
-            tokens = self.input_proj(tokens)
-        latents = self.latents.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
-        kwargs = {"tokens": tokens, "key_mask": key_mask}
-        latents, _ = run_blocks(self.blocks, latents, lambda block: kwargs,
-                                checkpointing=self.gradient_checkpointing and self.training, return_aux=False)
-        out = self.norm(latents)
-        return EncoderOutput(out, torch.full((out.shape[0],), self.num_latents, dtype=torch.long, device=out.device))
-
-    def contract_inputs(self, lengths: Sequence[int], *, seed: int = 0) -> ContractInputs:
-        return latent_contract_inputs(lengths, self.context_dim, seed)
+        return self.read(self.latents, tokens, lengths, times, self.input_proj)
