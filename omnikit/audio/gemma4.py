@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -29,22 +30,26 @@ from omnikit.layers.clippable import ClippableLinear
 from omnikit.layers.decoder import run_blocks
 from omnikit.layers.masks import lengths_to_mask
 from omnikit.layers.norm import LayerNorm, RMSNorm
+from omnikit.layers.transformer_config import TransformerConfig, transformer_flat
 from omnikit.outputs import EncoderOutput
 from omnikit.testing import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_positive
+from omnikit.utils.config import NestedConfig, flat_keywords, nested_field
 from omnikit.utils.config_checks import Range
 from omnikit.utils.parallel import ParallelPlan
 
 __all__ = ["Gemma4AudioConfig", "Gemma4AudioEncoder", "MultimodalEmbedder", "relative_shift"]
 
 
+@flat_keywords
 @dataclass
-class Gemma4AudioConfig:
+class Gemma4AudioConfig(NestedConfig):
     """Hyper-parameters of :class:`Gemma4AudioEncoder`.
 
     Attributes:
         n_mels: mel bins of the input (the first conv's channels, as in the published tower).
-        dim, depth, num_heads: conformer width, blocks, attention heads.
+        transformer: the conformer's width, blocks, attention heads and norm epsilon (flat keywords
+            ``dim``, ``depth``, ``num_heads``, ``norm_eps``).
         channels: output channels of the two subsampling convs.
         chunk_size, context_left, context_right: blocked attention: queries in blocks of
             ``chunk_size``; a query sees keys ``0 <= q - k < context_left - 1`` (``context_right`` > 0
@@ -60,9 +65,7 @@ class Gemma4AudioConfig:
     """
 
     n_mels: int = 128
-    dim: int = 1024
-    depth: int = 12
-    num_heads: int = 8
+    transformer: TransformerConfig = nested_field(TransformerConfig, dim=1024, depth=12, num_heads=8, norm_eps=1e-6)
     channels: tuple[int, int] = (128, 32)
     chunk_size: int = 12
     context_left: int = 13
@@ -72,10 +75,11 @@ class Gemma4AudioConfig:
     conv_kernel: int = 5
     residual_weight: float = 0.5
     clip: float = 1e10
-    norm_eps: float = 1e-6
     out_dim: int = 1536
     text_dim: int = field(default=0, metadata={"range": Range(0)})
     clipped_linears: bool = True
+
+    flat_fields: ClassVar[dict[str, tuple[str, str]]] = transformer_flat("dim", "depth", "num_heads", "norm_eps")
 
 
 def relative_shift(x: torch.Tensor, context: int) -> torch.Tensor:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -35,19 +36,24 @@ from omnikit.layers.masks import lengths_to_mask
 from omnikit.layers.mlp import GeluMLP
 from omnikit.layers.norm import LayerNorm
 from omnikit.layers.rotary import RotaryEmbedding
+from omnikit.layers.transformer_config import TransformerConfig, transformer_flat
 from omnikit.utils.checks import OmnikitValueError, check_ids, check_tensor
+from omnikit.utils.config import NestedConfig, flat_keywords, nested_field
 from omnikit.utils.config_checks import NON_NEGATIVE
 
 __all__ = ["DiTBlock", "DiTConfig", "Token2WavDiT"]
 
 
+@flat_keywords
 @dataclass
-class DiTConfig:
+class DiTConfig(NestedConfig):
     """Hyper-parameters of :class:`Token2WavDiT` (transformers' ``Qwen2_5OmniDiTConfig`` names in brackets;
     the defaults are the published Qwen2.5-Omni-7B values).
 
     Attributes:
-        dim, depth, num_heads, head_dim, ff_mult: the transformer (hidden_size, num_hidden_layers, ...).
+        transformer: the blocks' ``dim``, ``depth``, ``num_heads``, ``head_dim`` and ``rope_base`` (hidden_size,
+            num_hidden_layers, num_attention_heads, head_dim, rope_theta), also read and given as flat keywords.
+        ff_mult: MLP width over ``dim``.
         num_embeds, emb_dim, repeats: codebook size, code embedding width, mel frames per code.
         mel_dim: mel bins.
         block_size, look_ahead_layers, look_backward_layers: the block attention pattern (indices past
@@ -55,13 +61,11 @@ class DiTConfig:
         xvector_dim: the speaker x-vector width (enc_emb_dim).
         speaker_dim, speaker_channels, speaker_kernel_sizes, speaker_dilations, speaker_attention_channels,
             speaker_res2net_scale, speaker_se_channels: the ECAPA-TDNN (enc_dim, enc_channels, ...).
-        rope_base, max_positions: rotary base (rope_theta), longest mel (max_position_embeddings).
+        max_positions: longest mel (max_position_embeddings).
     """
 
-    dim: int = 1024
-    depth: int = 22
-    num_heads: int = 16
-    head_dim: int = 64
+    transformer: TransformerConfig = nested_field(
+        TransformerConfig, dim=1024, depth=22, num_heads=16, head_dim=64, rope_base=10000.0)
     ff_mult: int = 2
     num_embeds: int = 8193
     emb_dim: int = 512
@@ -78,9 +82,11 @@ class DiTConfig:
     speaker_attention_channels: int = 64
     speaker_res2net_scale: int = 2
     speaker_se_channels: int = 64
-    rope_base: float = 10000.0
     max_positions: int = 32768
     backend: str = "sdpa"
+
+    flat_fields: ClassVar[dict[str, tuple[str, str]]] = transformer_flat(
+        "dim", "depth", "num_heads", "head_dim", "rope_base")
 
 
 def time_features(t: torch.Tensor, channels: int = 256, scale: float = 1000.0) -> torch.Tensor:

@@ -18,6 +18,7 @@ from omnikit.convert.architectures import Mapped
 from omnikit.convert.configmap import ConfigMap, Constant, Derived, Field, Nested, Refuse
 from omnikit.convert.keymap import Fuse, KeyMap, Rename
 from omnikit.convert.qwen3_omni_code2wav import _same_names
+from omnikit.utils.config import flat_names
 
 __all__ = ["TOKEN2WAV", "TOKEN2WAV_CONFIG", "token2wav_key_map"]
 
@@ -33,14 +34,16 @@ _DIT_NAMES = {
 
 def _same_fields(config: Any, names: dict[str, str], skip: tuple[str, ...] = ()) -> tuple[Field, ...]:
     """One :class:`Field` per field of the default ``config`` (its value the default), named ``names.get(field)``
-    in config.json; sequences read as tuples (of tuples)."""
+    in config.json; sequences read as tuples (of tuples). A nested config's fields are its flat keywords."""
     def cast(default: Any) -> Any:
         if not isinstance(default, tuple):
             return None
         return (lambda v: tuple(tuple(x) for x in v)) if default and isinstance(default[0], tuple) else tuple
 
-    return tuple(Field(f.name, names.get(f.name, f.name), getattr(config, f.name), cast(getattr(config, f.name)))
-                 for f in fields(config) if f.name not in skip)
+    nested = {outer for outer, _ in getattr(config, "flat_fields", {}).values()}
+    own = [f.name for f in fields(config) if f.name not in nested] + sorted(flat_names(type(config)))
+    return tuple(Field(name, names.get(name, name), getattr(config, name), cast(getattr(config, name)))
+                 for name in own if name not in skip)
 
 
 _ROPE = "dit_config.rope_parameters.rope_type"
@@ -50,7 +53,7 @@ DIT = ConfigMap((
                                                        ("rope_scaling.rope_type",), label=_ROPE),
     *_same_fields(DiTConfig(), _DIT_NAMES, ("head_dim", "rope_base", "backend")),
     Derived("head_dim", "head_dim", lambda f: f["dim"] // f["num_heads"]),
-    Field("rope_base", "rope_parameters.rope_theta", DiTConfig.rope_base, float, ("rope_scaling.rope_theta",
+    Field("rope_base", "rope_parameters.rope_theta", DiTConfig().rope_base, float, ("rope_scaling.rope_theta",
                                                                                   "rope_theta")),
 ), target=DiTConfig)
 #: The BigVGAN vocoder (``bigvgan_config``): transformers' names.

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -30,11 +30,13 @@ from omnikit.layers.decoder import BlockStack, _default_positions, run_blocks
 from omnikit.layers.mlp import SwiGLU, gate_activation
 from omnikit.layers.norm import RMSNorm
 from omnikit.layers.rotary import RotaryEmbedding
+from omnikit.layers.transformer_config import TransformerConfig, transformer_flat
 from omnikit.models.language_model import TokenLM
 from omnikit.moe.layer import MoE, MoEConfig
 from omnikit.moe.scaled_router import ScaledNormRouter
 from omnikit.streaming import StreamingContainer
-from omnikit.utils.checks import OmnikitValueError, check_choice, check_positive, check_tensor
+from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError, check_choice, check_positive, check_tensor
+from omnikit.utils.config import NestedConfig, flat_keywords, nested_field
 from omnikit.utils.config_checks import Range
 
 __all__ = ["Gemma4Block", "Gemma4Config", "Gemma4Decoder", "Gemma4LM", "PerLayerBranch", "PerLayerEmbedding",
@@ -45,44 +47,40 @@ LAYER_TYPES = ("sliding", "full")
 _OFF_WHEN_ZERO = {"range": Range(0)}
 
 
+@flat_keywords
 @dataclass
-class Gemma4Config:
+class Gemma4Config(NestedConfig):
     """Hyper-parameters of a Gemma 4 language model.
 
     Attributes:
-        dim, depth, num_heads, vocab_size: width, layers, query heads, vocabulary.
-        num_kv_heads, head_dim: key/value heads and head size of sliding layers.
-        mlp_hidden: width of the gated tanh-GELU MLP (doubled in KV-shared layers with ``double_wide_mlp``).
+        transformer: the stack, also read and given as flat keywords: ``dim``, ``depth``, ``num_heads``
+            (width, layers, query heads); ``num_kv_heads``, ``head_dim`` (key/value heads and head size of
+            sliding layers); ``mlp_hidden`` (width of the gated tanh-GELU MLP, doubled in KV-shared layers
+            with ``double_wide_mlp``); ``sliding_window`` (its ``window``: keys a sliding layer's query sees,
+            itself included); ``norm_eps``; ``rope_base`` (rotary base of sliding layers). ``num_kv_heads``,
+            ``head_dim`` and ``mlp_hidden`` are required.
+        vocab_size: vocabulary.
         layer_types: ``"sliding"`` / ``"full"`` per layer; default: every 6th layer and the last full.
-        sliding_window: keys a sliding layer's query sees (itself included).
         global_head_dim, global_kv_heads: head size and key/value heads of full layers (default: as sliding).
         k_eq_v: full layers take their values from the key projection (no ``v`` rows).
         num_kv_shared_layers: the last this many layers reuse the keys/values of the last earlier
             layer of their type.
-        rope_base, global_rope_base, global_rotary_fraction: rotary of sliding layers (all dims) and
-            of full layers (proportional: the first ``fraction`` of the frequencies rotate).
+        global_rope_base, global_rotary_fraction: rotary of full layers (proportional: the first
+            ``fraction`` of the frequencies rotate; sliding layers rotate all dims with ``rope_base``).
         per_layer_dim, per_layer_vocab: per-layer embeddings (0: none; vocabulary default ``vocab_size``).
         final_softcap: cap of the final logits (None: none).
         num_experts, top_k, expert_hidden: the MoE beside every dense MLP (0 experts: none).
         causal: False for bidirectional attention everywhere.
     """
 
-    dim: int
-    depth: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    mlp_hidden: int
+    transformer: TransformerConfig = nested_field(TransformerConfig, window=512, norm_eps=1e-6, rope_base=10_000.0)
     vocab_size: int
     layer_types: tuple[str, ...] | None = None
-    sliding_window: int = 512
     global_head_dim: int | None = None
     global_kv_heads: int | None = None
     k_eq_v: bool = False
     num_kv_shared_layers: int = field(default=0, metadata=_OFF_WHEN_ZERO)
     double_wide_mlp: bool = False
-    norm_eps: float = 1e-6
-    rope_base: float = 10_000.0
     global_rope_base: float = 1_000_000.0
     global_rotary_fraction: float = 0.25
     per_layer_dim: int = field(default=0, metadata=_OFF_WHEN_ZERO)
@@ -94,6 +92,15 @@ class Gemma4Config:
     tie_embeddings: bool = True
     causal: bool = True
     backend: str = "sdpa"
+
+    flat_fields: ClassVar[dict[str, tuple[str, str]]] = transformer_flat(
+        "dim", "depth", "num_heads", "num_kv_heads", "head_dim", "mlp_hidden", "norm_eps", "rope_base",
+        sliding_window="window")
+
+    def __post_init__(self) -> None:
+        for name in ("num_kv_heads", "head_dim", "mlp_hidden"):
+            if getattr(self.transformer, name) is None:
+                raise OmnikitTypeError(f"Gemma4Config: `{name}` expected an int but got None (it has no default)")
 
     def types(self) -> tuple[str, ...]:
         """The layer types, the default pattern filled in (five sliding, one full; the last full)."""

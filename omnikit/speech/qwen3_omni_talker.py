@@ -18,20 +18,22 @@ The next frame's Talker input is the sum of the ``K`` code embeddings of the fra
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import dataclass, replace
+from typing import ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from omnikit.layers.decoder import Decoder, DecoderConfig
+from omnikit.layers.transformer_config import TransformerConfig, transformer_flat
 from omnikit.models.decode_cache import CacheKind, CompileOption, check_cache_settings, compiled_step
 from omnikit.models.sampling import GREEDY, Sampling, sample_next
 from omnikit.moe import MoE, MoEConfig
 from omnikit.streaming import streaming
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_ids, check_input, check_tensor
+from omnikit.utils.config import NestedConfig, flat_keywords, nested_field
 from omnikit.utils.parallel import ParallelPlan
 
 __all__ = [
@@ -40,28 +42,38 @@ __all__ = [
 ]
 
 
+#: Flat keyword -> (nested config, its field) of :class:`Qwen3OmniTalkerConfig`.
+_TALKER_FLAT = {
+    **transformer_flat("dim", "depth", "num_heads", "num_kv_heads", "head_dim", "norm_eps", "rope_base"),
+    **{f"predictor_{flat}": ("predictor", name) for flat, name in (
+        ("depth", "depth"), ("heads", "num_heads"), ("kv_heads", "num_kv_heads"), ("head_dim", "head_dim"),
+        ("mlp_hidden", "mlp_hidden"), ("rope_base", "rope_base"), ("norm_eps", "norm_eps"))},
+}
+
+
+@flat_keywords
 @dataclass
-class Qwen3OmniTalkerConfig:
+class Qwen3OmniTalkerConfig(NestedConfig):
     """Hyper-parameters of :class:`Qwen3OmniTalker` (transformers' ``Qwen3OmniMoeTalkerConfig``).
 
     Attributes:
-        dim, depth, num_heads, num_kv_heads, head_dim, norm_eps, rope_base, mrope_sections: the
-            Talker decoder (``text_config``); M-RoPE is interleaved.
+        transformer: the Talker decoder (``text_config``): ``dim``, ``depth``, ``num_heads``, ``num_kv_heads``,
+            ``head_dim``, ``norm_eps``, ``rope_base``, also read and given as flat keywords.
+        mrope_sections: its M-RoPE sections (interleaved).
         vocab_size: codec vocabulary of codebook 0 (codes and special ids).
         num_experts, top_k, expert_hidden, shared_hidden, normalize_weights: its MoE layers.
         thinker_dim, projection_hidden: the two Thinker projections (``thinker_hidden_size``,
             ``text_config.intermediate_size``).
         num_codebooks: codes per frame (``num_code_groups``).
         codec_bos_id: id whose embedding starts the reply in :meth:`Qwen3OmniTalker.forward`.
-        predictor_*: the code predictor (``code_predictor_config``); its width equals ``dim``.
+        predictor: the code predictor (``code_predictor_config``), flat keywords ``predictor_depth``,
+            ``predictor_heads``, ``predictor_kv_heads``, ``predictor_head_dim``, ``predictor_mlp_hidden``,
+            ``predictor_rope_base``, ``predictor_norm_eps``; its width is always ``dim`` (set here).
+        predictor_vocab_size: codes per residual codebook.
     """
 
-    dim: int
-    depth: int
-    num_heads: int
+    transformer: TransformerConfig = nested_field(TransformerConfig, norm_eps=1e-6, rope_base=1_000_000.0)
     thinker_dim: int
-    num_kv_heads: int | None = None
-    head_dim: int | None = None
     vocab_size: int = 3072
     num_experts: int = 128
     top_k: int = 6
@@ -69,20 +81,20 @@ class Qwen3OmniTalkerConfig:
     shared_hidden: int = 768
     normalize_weights: bool = True
     projection_hidden: int = 2048
-    norm_eps: float = 1e-6
-    rope_base: float = 1_000_000.0
     mrope_sections: tuple[int, int, int] = (24, 20, 20)
     num_codebooks: int = 16
     codec_bos_id: int = 2149
-    predictor_depth: int = 5
-    predictor_heads: int = 16
-    predictor_kv_heads: int | None = 8
-    predictor_head_dim: int | None = 128
-    predictor_mlp_hidden: int = 3072
+    predictor: TransformerConfig = nested_field(
+        TransformerConfig, dim=1024, depth=5, num_heads=16, num_kv_heads=8, head_dim=128, mlp_hidden=3072,
+        rope_base=1_000_000.0, norm_eps=1e-6)
     predictor_vocab_size: int = 2048
-    predictor_rope_base: float = 1_000_000.0
-    predictor_norm_eps: float = 1e-6
     backend: str = "sdpa"
+
+    flat_fields: ClassVar[dict[str, tuple[str, str]]] = _TALKER_FLAT
+
+    def __post_init__(self) -> None:
+        if self.predictor.dim != self.transformer.dim:  # the predictor runs on the Talker's hidden states
+            self.predictor = replace(self.predictor, dim=self.transformer.dim)
 
 
 def talker_decoder_config(c: Qwen3OmniTalkerConfig) -> DecoderConfig:

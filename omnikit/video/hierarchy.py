@@ -11,15 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from omnikit.layers.tome import merge_tokens
+from omnikit.layers.transformer_config import TransformerConfig, transformer_flat
 from omnikit.outputs import EncoderOutput, traceable_output
 from omnikit.testing.contract import ContractInputs
 from omnikit.utils.checks import check_choice, check_positive
+from omnikit.utils.config import NestedConfig, flat_keywords, nested_field
 from omnikit.video.packing import pack_groups
 from omnikit.video.temporal.common import check_frame_tokens, frame_tokens_contract
 from omnikit.video.temporal.resampler import PerceiverResampler
@@ -27,18 +30,22 @@ from omnikit.video.temporal.resampler import PerceiverResampler
 __all__ = ["HierarchicalSummarizer", "HierarchyConfig", "HierarchyOutput"]
 
 
+@flat_keywords
 @dataclass
-class HierarchyConfig:
-    """Hyper-parameters of :class:`HierarchicalSummarizer`."""
+class HierarchyConfig(NestedConfig):
+    """Hyper-parameters of :class:`HierarchicalSummarizer`: the token width ``dim`` and, with
+    ``compressor="resampler"``, the resamplers' stack (``transformer``; flat keywords ``dim``,
+    ``depth``, ``num_heads``)."""
 
-    dim: int
+    transformer: TransformerConfig = nested_field(TransformerConfig, depth=1, num_heads=8, mlp_ratio=4.0,
+                                                  norm_eps=1e-5)
     clip_frames: int = 8
     clip_tokens: int = 32
     segment_clips: int = 4
     segment_tokens: int = 64
     compressor: str = "tome"  # or "resampler"
-    num_heads: int = 8
-    depth: int = 1
+
+    flat_fields: ClassVar[dict[str, tuple[str, str]]] = transformer_flat("dim", "depth", "num_heads")
 
 
 @traceable_output
@@ -73,8 +80,11 @@ class HierarchicalSummarizer(nn.Module):
         self.config = config
         self.clip_level = self.segment_level = None
         if config.compressor == "resampler":
-            self.clip_level = PerceiverResampler(config.dim, config.clip_tokens, config.depth, config.num_heads)
-            self.segment_level = PerceiverResampler(config.dim, config.segment_tokens, config.depth, config.num_heads)
+            stack = config.transformer
+            self.clip_level, self.segment_level = (
+                PerceiverResampler(stack.dim, tokens, stack.depth, stack.num_heads, mlp_ratio=stack.mlp_ratio,
+                                   norm_eps=stack.norm_eps)
+                for tokens in (config.clip_tokens, config.segment_tokens))
         self.output_dim = config.dim
 
     def _compress(self, level: nn.Module | None, x: torch.Tensor, counts: torch.Tensor, target: int):

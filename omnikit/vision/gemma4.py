@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -24,42 +25,43 @@ from omnikit.layers.attention import Attention
 from omnikit.layers.decoder import run_blocks
 from omnikit.layers.mlp import SwiGLU
 from omnikit.layers.norm import RMSNorm
+from omnikit.layers.transformer_config import TransformerConfig, transformer_flat
 from omnikit.outputs import EncoderOutput
 from omnikit.testing import ContractInputs
 from omnikit.utils.checks import OmnikitValueError, check_finite, check_positive, check_tensor
+from omnikit.utils.config import NestedConfig, flat_keywords, nested_field
 from omnikit.utils.config_checks import Range
 from omnikit.utils.parallel import ParallelPlan
 
 __all__ = ["Gemma4VisionConfig", "Gemma4VisionEncoder", "SandwichBlock"]
 
 
+@flat_keywords
 @dataclass
-class Gemma4VisionConfig:
+class Gemma4VisionConfig(NestedConfig):
     """Hyper-parameters of :class:`Gemma4VisionEncoder`.
 
     Attributes:
-        dim, depth, num_heads, num_kv_heads, head_dim, mlp_hidden: the transformer.
+        transformer: ``dim``, ``depth``, ``num_heads``, ``num_kv_heads``, ``head_dim``, ``mlp_hidden``,
+            ``rope_base`` (of the 2-D rotary) and ``norm_eps``, also read and given as flat keywords.
         patch_size: patches are ``patch_size x patch_size`` RGB pixels, flattened.
         position_table: entries of each axis of the position table.
         pool: soft tokens are ``pool x pool`` patches averaged.
-        rope_base: base of the 2-D rotary.
         standardize: soft tokens are ``(x - std_bias) * std_scale`` (buffers) after pooling.
         text_dim: width of the embedder into the language model (0: none).
     """
 
-    dim: int = 768
-    depth: int = 16
-    num_heads: int = 12
-    num_kv_heads: int = 12
-    head_dim: int = 64
-    mlp_hidden: int = 3072
+    transformer: TransformerConfig = nested_field(
+        TransformerConfig, dim=768, depth=16, num_heads=12, num_kv_heads=12, head_dim=64, mlp_hidden=3072,
+        rope_base=100.0, norm_eps=1e-6)
     patch_size: int = 16
     position_table: int = 10240
     pool: int = 3
-    rope_base: float = 100.0
-    norm_eps: float = 1e-6
     standardize: bool = False
     text_dim: int = field(default=0, metadata={"range": Range(0)})
+
+    flat_fields: ClassVar[dict[str, tuple[str, str]]] = transformer_flat(
+        "dim", "depth", "num_heads", "num_kv_heads", "head_dim", "mlp_hidden", "rope_base", "norm_eps")
 
 
 class SandwichBlock(nn.Module):
