@@ -17,17 +17,18 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize(("shape", "bias", "grads"), [
-    ((2, 37, 24), True, (True, True, True)),
-    ((40, 24), False, (True, True, False)),
-    ((3, 5, 24), True, (False, True, True)),  # first layer: no input gradient
-    ((9, 24), True, (True, False, False)),  # frozen weight and bias (adapters)
+    ((2, 150, 64), True, (True, True, True)),  # 2.5M multiply-adds: oneDNN
+    ((300, 64), False, (True, True, False)),
+    ((3, 100, 64), True, (False, True, True)),  # first layer: no input gradient
+    ((290, 64), True, (True, False, False)),  # frozen weight and bias (adapters)
+    ((2, 9, 64), True, (True, True, True)),  # a tiny product: F.linear
 ])
 def test_linear_matches_f_linear_values_and_gradients(shape, bias, grads):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(*shape, generator=g).requires_grad_(grads[0])
-    weight = torch.randn(16, shape[-1], generator=g).requires_grad_(grads[1])
-    b = torch.randn(16, generator=g).requires_grad_(grads[2]) if bias else None
-    upstream = torch.randn(*shape[:-1], 16, generator=g)
+    weight = torch.randn(128, shape[-1], generator=g).requires_grad_(grads[1])
+    b = torch.randn(128, generator=g).requires_grad_(grads[2]) if bias else None
+    upstream = torch.randn(*shape[:-1], 128, generator=g)
     leaves = [t for t in (x, weight, b) if t is not None and t.requires_grad]
     ours = torch.autograd.grad(linear(x, weight, b), leaves, upstream)
     ref = torch.autograd.grad(F.linear(x, weight, b), leaves, upstream)
@@ -38,13 +39,13 @@ def test_linear_matches_f_linear_values_and_gradients(shape, bias, grads):
 
 def test_linear_falls_back_where_onednn_is_not_used():
     g = torch.Generator().manual_seed(1)
-    weight, b = torch.randn(8, 6, generator=g), torch.randn(8, generator=g)
-    for x, w, bias in ((torch.randn(MIN_ROWS - 1, 6, generator=g), weight, b),  # a decoding step
-                       (torch.randn(5, 6, dtype=torch.float64, generator=g), weight.double(), b.double()),
-                       (torch.randn(0, 6), weight, b)):
+    weight, b = torch.randn(2048, 1024, generator=g), torch.randn(2048, generator=g)
+    for x, w, bias in ((torch.randn(MIN_ROWS - 1, 1024, generator=g), weight, b),  # a decoding step
+                       (torch.randn(8, 1024, dtype=torch.float64, generator=g), weight.double(), b.double()),
+                       (torch.randn(0, 1024), weight, b)):
         assert torch.equal(linear(x, w, bias), F.linear(x, w, bias))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        x = torch.randn(6, 6, generator=g)
+        x = torch.randn(8, 1024, generator=g)
         assert torch.equal(linear(x, weight, b), F.linear(x, weight, b))
 
 

@@ -2,13 +2,14 @@
 
 On the project's CPU (an AMD EPYC with AVX-512) PyTorch's ``F.linear`` goes through MKL's
 ``sgemm``, which runs about half as fast there as oneDNN's matmul (``torch.ops.mkldnn._linear_pointwise``,
-the kernel PyTorch's own compiler emits for CPU linears): measured 1.6-2.3x faster for every shape
-from 4 to 2048 rows, forward and both backward products (``benchmarks/bench_linear.py``). Results are
+the kernel PyTorch's own compiler emits for CPU linears): measured 1.5-2.3x faster, forward and both
+backward products, from 16 x 256 -> 704 to 2048 x 1024 -> 2816 (``benchmarks/bench_linear.py``). Results are
 the same float32 products summed in another order (relative differences ~1e-6).
 
 :func:`linear` takes the oneDNN path for plain (not distributed) float32 CPU tensors with at least
-:data:`MIN_ROWS` rows, outside tracing and autocast, and ``F.linear`` otherwise (one-row decoding
-steps, where both kernels are level, CUDA, half precision, DTensor weights, ``torch.compile``).
+:data:`MIN_ROWS` rows and :data:`MIN_MACS` multiply-adds, outside tracing and autocast, and ``F.linear``
+otherwise (one-row decoding steps, where both kernels are level; tiny products, where oneDNN's fixed
+cost per call shows; CUDA, half precision, DTensor weights, ``torch.compile``).
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["MIN_ROWS", "Linear", "linear"]
+__all__ = ["MIN_MACS", "MIN_ROWS", "Linear", "linear"]
 
 #: Fewer rows than this (decoding steps) keep ``F.linear``: a matrix-vector product is level on both kernels.
 MIN_ROWS = 4
+#: Products of fewer multiply-adds than this (rows x in x out) keep the BLAS call: oneDNN's fixed cost per call
+#: (~20 us) outweighs its faster inner loop below about two million (a tiny model's step, say).
+MIN_MACS = 1 << 21
 
 _PLAIN = (torch.Tensor, nn.Parameter)
 
@@ -45,8 +49,12 @@ class _OneDNNLinear(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight = ctx.saved_tensors
         grad = grad.contiguous()
-        grad_x = _onednn(grad, weight.t(), None) if ctx.needs_input_grad[0] else None  # grad @ weight
-        grad_w = _onednn(grad.t(), x.t(), None) if ctx.needs_input_grad[1] else None  # grad^T @ x
+        big = x.shape[0] * x.shape[1] * weight.shape[0] >= MIN_MACS
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:  # grad @ weight
+            grad_x = _onednn(grad, weight.t(), None) if big else grad.mm(weight)
+        if ctx.needs_input_grad[1]:  # grad^T @ x
+            grad_w = _onednn(grad.t(), x.t(), None) if big else grad.t().mm(x)
         grad_b = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_x, grad_w, grad_b
 
@@ -55,7 +63,7 @@ def _use_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     return (
         x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
         and type(x) in _PLAIN and type(weight) in _PLAIN and (bias is None or type(bias) in _PLAIN)
-        and x.dim() >= 2 and x.numel() >= MIN_ROWS * x.shape[-1] > 0
+        and x.dim() >= 2 and x.numel() >= MIN_ROWS * x.shape[-1] > 0 and x.numel() * weight.shape[0] >= MIN_MACS
         and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu")
         and not torch._C._are_functorch_transforms_active() and torch.backends.mkldnn.is_available()
     )
