@@ -12,6 +12,7 @@ and the largest difference of new vs old outputs.
 from __future__ import annotations
 
 import argparse
+import importlib
 import statistics
 import tempfile
 import time
@@ -46,18 +47,17 @@ def main() -> None:
         "Qwen3-Omni AuT encoder": (
             q3.Qwen3OmniMoeAudioEncoder(c3.Qwen3OmniMoeAudioEncoderConfig(**TOWER, output_dim=1024,
                                                                           downsample_hidden_size=128)),
-            lambda convert, hf: convert.qwen2_5_omni_audio.convert_qwen3_omni_audio(hf)),
+            lambda convert, hf: convert.from_transformers(hf)),
     }
     rows = []
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
         old = import_old(args.old_rev, Path(tmp))
-        import omnikit_old.convert.qwen2_5_omni_audio  # noqa: F401  (the old converter module, loaded)
-
         import omnikit.convert
 
         for name, (hf, build) in towers.items():
             hf.eval()
-            mine, theirs_old = build(omnikit.convert, hf).eval(), build(old.convert, hf).eval()
+            old_convert = importlib.import_module(f"{old.__name__}.convert")
+            mine, theirs_old = build(omnikit.convert, hf).eval(), build(old_convert, hf).eval()
             diff = (mine(x, lengths).hidden_states - theirs_old(x, lengths).hidden_states).abs().max().item()
             t = interleaved_samples({"hf": lambda hf=hf: hf(packed, feature_lens=lengths),
                                      "old": lambda m=theirs_old: m(x, lengths),

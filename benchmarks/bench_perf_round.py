@@ -87,28 +87,31 @@ def whisper_encoder() -> tuple[Callable[[ModuleType], Fn], Fn]:
     return ours, torch.no_grad()(lambda: hf(x))
 
 
-def first_chunk(frames: int) -> tuple[float, float]:
-    """``thinker_talker_tiny`` streaming a reply of ``frames`` code frames in 2-frame chunks: median ms to the
-    first chunk and to the end (this checkout only)."""
-    from omnikit.fusion.models import tiny_omni_prompt
+def first_chunk(frames: int, libs: dict[str, ModuleType]) -> dict[str, tuple[float, float]]:
+    """``thinker_talker_tiny`` of each library in ``libs`` (same weights) streaming a reply of ``frames`` code
+    frames in 2-frame chunks, in interleaved rounds: median ms to the first chunk and to the end."""
+    fns = {}
+    for name, lib in libs.items():
+        models = importlib.import_module(f"{lib.__name__}.fusion.models")
+        torch.manual_seed(0)
+        model = lib.create_model("thinker_talker_tiny").eval()
+        ids, media = models.tiny_omni_prompt(torch.Generator().manual_seed(0))
 
-    torch.manual_seed(0)
-    model = omnikit.create_model("thinker_talker_tiny").eval()
-    ids, media = tiny_omni_prompt(torch.Generator().manual_seed(0))
+        def stream(model=model, ids=ids, media=media) -> object:
+            return model.stream(ids, max_new_tokens=48, max_frames=frames, chunk_frames=2, **media)
 
-    def stream() -> object:
-        return model.stream(ids, max_new_tokens=48, max_frames=frames, chunk_frames=2, **media)
-
-    samples = interleaved_samples({"first": lambda: next(iter(stream())), "all": lambda: list(stream())},
-                                  repeats=7, warmup=1, clock=time.process_time)
-    return statistics.median(samples["first"]) * 1e3, statistics.median(samples["all"]) * 1e3
+        fns[f"{name} first"] = lambda stream=stream: next(iter(stream()))
+        fns[f"{name} all"] = lambda stream=stream: list(stream())
+    samples = interleaved_samples(fns, repeats=9, warmup=1, clock=time.process_time)
+    return {name: (statistics.median(samples[f"{name} first"]) * 1e3, statistics.median(samples[f"{name} all"]) * 1e3)
+            for name in libs}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old-rev", required=True)
     parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--only", default="", help="run the workloads whose name holds this text (no chunk table)")
+    parser.add_argument("--only", default="", help="workloads whose name holds this text (\"chunk\": the chunk table)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,18 +134,17 @@ def main() -> None:
             rows.append([label, f"{med['hf'] * 1e3:.1f}", f"{med['old'] * 1e3:.1f}", f"{med['new'] * 1e3:.1f}",
                          f"{ratio['old']:.3f}", f"{ratio['new']:.3f}", f"{ratio['hf again']:.3f}"])
             print(" | ".join(rows[-1]), flush=True)
+        chunk_rows = []
+        for frames in (25, 50) if not args.only or "chunk" in args.only else ():
+            for name, (first, total) in first_chunk(frames, {"old": old, "new": omnikit}).items():
+                chunk_rows.append([str(frames), name, f"{first:.1f}", f"{total:.1f}", f"{first / total:.3f}"])
     print(f"\nold: {args.old_rev}; new: this checkout; {torch.get_num_threads()} thread(s), {args.repeats} rounds, "
           "process CPU time\n")
     print(format_table(["workload", "transformers (ms)", "old (ms)", "new (ms)", "old / hf", "new / hf", "A/A"], rows))
-    if args.only:
-        return
-    chunk_rows = []
-    for frames in (25, 50):
-        first, total = first_chunk(frames)
-        chunk_rows.append([str(frames), f"{first:.1f}", f"{total:.1f}", f"{first / total:.2f}"])
-    print("\nthinker_talker_tiny, 2-frame chunks (this checkout)\n")
-    print(format_table(["reply (frames)", "first audio (ms)", "total (ms)", "first / total"], chunk_rows))
-
+    if chunk_rows:
+        print("\nthinker_talker_tiny, 2-frame chunks (9 interleaved rounds)\n")
+        print(format_table(["reply (frames)", "omnikit", "first audio (ms)", "total (ms)", "first / total"],
+                           chunk_rows))
 
 if __name__ == "__main__":
     main()

@@ -108,14 +108,26 @@ def stream_members(module: nn.Module) -> list[StreamingModule]:
     return [m for m in module.modules() if isinstance(m, StreamingModule) and id(m) not in offline]
 
 
+#: Attribute under which :func:`streaming` keeps the members of the stream it opened on a module while it is
+#: open, so that the checks every streamed call makes (:func:`is_streaming`, :func:`check_stream_batch`) on that
+#: module do not walk its submodules again.
+_OPEN_MEMBERS = "_omnikit_stream_members"
+
+
+def _members(module: nn.Module) -> list[StreamingModule]:
+    """:func:`stream_members`, read from the stream opened on ``module`` itself when one is open."""
+    members = module.__dict__.get(_OPEN_MEMBERS)
+    return stream_members(module) if members is None else members
+
+
 def is_streaming(module: nn.Module) -> bool:
     """True when a stream of ``module`` is open: any of its :func:`stream_members` holds live state."""
-    return any(m.streaming_state is not None for m in stream_members(module))
+    return any(m.streaming_state is not None for m in _members(module))
 
 
 def check_stream_batch(module: nn.Module, batch: int, name: str) -> None:
     """Inside an open stream of ``module``, raise naming ``name`` unless ``batch`` is the stream's."""
-    for m in stream_members(module):
+    for m in _members(module):
         if m.streaming_state is not None:
             m.streaming_state.check_batch(batch, name)
             return
@@ -143,8 +155,10 @@ def streaming(module: nn.Module, batch_size: int, *, max_len: int | None = None)
             m._streaming_state = (
                 m.init_streaming_state(batch_size) if max_len is None else m.init_static_state(batch_size, max_len)
             )
+        module.__dict__[_OPEN_MEMBERS] = members
         yield module
     finally:
+        module.__dict__.pop(_OPEN_MEMBERS, None)
         for m in members:
             m._streaming_state = None
 

@@ -29,6 +29,7 @@ from omnikit.audio import blocks
 from omnikit.audio.blocks import EncoderStack, check_features, feature_contract_inputs, sinusoids, zero_padding
 from omnikit.audio.windows import Windows
 from omnikit.layers import LayerNorm
+from omnikit.layers.linear import Linear
 from omnikit.layers.transformer_config import TransformerConfig, transformer_flat
 from omnikit.outputs import EncoderOutput
 from omnikit.testing import ContractInputs
@@ -79,13 +80,13 @@ class AuTEncoder(nn.Module):
         self.conv2d2 = nn.Conv2d(c, c, 3, stride=2, padding=1)
         self.conv2d3 = nn.Conv2d(c, c, 3, stride=2, padding=1)
         mel_bins = _halve(_halve(_halve(config.n_mels)))
-        self.conv_out = nn.Linear(c * mel_bins, config.dim, bias=False)
+        self.conv_out = Linear(c * mel_bins, config.dim, bias=False)
         self.register_buffer("positions", sinusoids(self.chunk_tokens, config.dim), persistent=False)
         self.encoder = EncoderStack(config.dim, config.depth, config.num_heads, config.mlp_hidden,
                                     norm_eps=config.norm_eps, backend=config.backend)
         self.norm = LayerNorm(config.dim, eps=config.norm_eps)
-        self.proj1 = nn.Linear(config.dim, config.dim)
-        self.proj2 = nn.Linear(config.dim, config.output_dim)
+        self.proj1 = Linear(config.dim, config.dim)
+        self.proj2 = Linear(config.dim, config.output_dim)
 
     @property
     def output_dim(self) -> int:

@@ -120,28 +120,20 @@ class EncoderStack(BlockStack):
     def forward_ragged(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """``x (N, T, dim)`` independent windows, ``valid (N,)`` leading valid steps of each -> ``(N, T, dim)``.
 
-        Eager: windows of equal ``valid`` run together, cut to their valid steps and unmasked, so no
-        row of padding goes through the blocks (a batch of short mixed clips has many: the last
-        window of every item); padded steps come back zero. Traced: one masked call (fixed shapes).
+        Eager: the valid steps of all windows are packed into one sequence ``(1, sum(valid), dim)`` and go
+        through the blocks together, attention confined to each window (``cu_seqlens``), so no row of
+        padding is computed (a batch of short mixed clips has many: the last window of every item) and
+        every projection is one matmul; padded steps come back zero. Traced: one masked call (fixed shapes).
         """
         size = x.shape[1]
+        steps = torch.arange(size, device=x.device)[None, :] < valid[:, None]
         if torch.compiler.is_compiling():
-            return self(x, torch.arange(size, device=x.device)[None, :] < valid[:, None])
-        counts = valid.tolist()
-        if all(n == size for n in counts):
+            return self(x, steps)
+        if bool(steps.all()):
             return self(x)
-        groups: dict[int, list[int]] = {}
-        for row, n in enumerate(counts):
-            groups.setdefault(n, []).append(row)
-        rows, outs = [], []
-        for n, members in groups.items():
-            index = torch.tensor(members, device=x.device)
-            part = x.index_select(0, index)
-            outs.append(F.pad(self(part[:, :n] if n < size else part), (0, 0, 0, size - n)))
-            rows.append(index)
-        if len(outs) == 1:
-            return outs[0]
-        return torch.cat(outs).index_select(0, torch.cat(rows).argsort())
+        cu_seqlens = F.pad(valid.cumsum(0), (1, 0))
+        out = self.run(x[steps][None], {"cu_seqlens": cu_seqlens})[0]
+        return out.new_zeros(*x.shape[:2], out.shape[-1]).masked_scatter(steps[..., None], out)
 
 
 def feature_contract_inputs(channels: int, lengths: Sequence[int], seed: int = 0, *, name: str = "features",

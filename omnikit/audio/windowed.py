@@ -37,6 +37,7 @@ from omnikit.audio.blocks import (
 )
 from omnikit.audio.windows import Windows
 from omnikit.layers import LayerNorm, lengths_to_mask
+from omnikit.layers.linear import Linear
 from omnikit.layers.transformer_config import TransformerConfig, transformer_flat
 from omnikit.outputs import EncoderOutput
 from omnikit.testing import ContractInputs
@@ -93,7 +94,7 @@ class WindowedAudioEncoder(nn.Module):
         self.encoder = EncoderStack(config.dim, config.depth, config.num_heads, config.mlp_hidden,
                                     norm_eps=config.norm_eps, backend=config.backend)
         self.norm = LayerNorm(config.dim, eps=config.norm_eps)
-        self.proj = nn.Linear(config.dim, config.output_dim)
+        self.proj = Linear(config.dim, config.output_dim)
 
     @property
     def output_dim(self) -> int:

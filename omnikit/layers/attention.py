@@ -10,6 +10,7 @@ from torch import nn
 
 from omnikit.layers.attention_backends import BACKENDS, scaled_dot_product
 from omnikit.layers.kv_cache import KVCache, StaticKVCache
+from omnikit.layers.linear import Linear
 from omnikit.layers.norm import RMSNorm, rms_norm_rows
 from omnikit.layers.rotary import apply_rotary
 from omnikit.streaming import StreamingModule
@@ -122,9 +123,9 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
         self.kv_projections = 0 if kv_reuse is not None else 1 if k_eq_v else 2
         self.output_gate = output_gate
         self.query_width = 2 * head_dim if output_gate else head_dim  # per head: query (and gate)
-        self.qkv = nn.Linear(dim, num_heads * self.query_width + self.kv_projections * num_kv_heads * head_dim,
+        self.qkv = Linear(dim, num_heads * self.query_width + self.kv_projections * num_kv_heads * head_dim,
                              bias=qkv_bias)
-        self.out = nn.Linear(num_heads * head_dim, dim, bias=out_bias)
+        self.out = Linear(num_heads * head_dim, dim, bias=out_bias)
         self.q_norm = RMSNorm(head_dim, norm_eps, zero_centered=zero_centered_qk_norm) if qk_norm else None
         self.k_norm = (RMSNorm(head_dim, norm_eps, zero_centered=zero_centered_qk_norm)
                        if qk_norm and self.kv_projections else None)

@@ -20,6 +20,7 @@ Shapes: ``q`` is ``(B, H, T, D)``; ``k`` and ``v`` are ``(B, H_kv, S, D)`` with 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 
 import torch
@@ -146,6 +147,39 @@ def _flash(q, k, v, *, scale, causal, sliding_window, cu_seqlens, max_seqlen, dr
     return out.transpose(1, 2)
 
 
+def _segment_sdpa(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bounds: list[int], *, causal: bool, scale: float,
+    dropout_p: float,
+) -> torch.Tensor:
+    """Packed sequences ``(1, H, T, D)`` with boundaries ``bounds`` (``cu_seqlens`` read on the host)
+    attended sequence by sequence: the sequences of one length gathered into one unmasked SDPA call
+    ``(n, H, L, D)``, so the work grows with the sum of the squared lengths, not with ``T ** 2`` as a
+    block-diagonal mask would (short windows packed by the audio encoders, packed training rows)."""
+    groups: dict[int, list[int]] = {}
+    for start, end in itertools.pairwise(bounds):
+        if end > start:
+            groups.setdefault(end - start, []).append(start)
+    steps = torch.arange(q.shape[2], device=q.device)
+    outs, places, in_place = [], [], True
+    for length, starts in groups.items():
+        count = len(starts)
+        if starts == list(range(starts[0], starts[0] + count * length, length)):  # side by side: a view
+            index = steps[starts[0]: starts[0] + count * length]
+            parts = [t[0].narrow(1, starts[0], count * length) for t in (q, k, v)]
+        else:
+            index = (torch.tensor(starts, device=q.device)[:, None] + steps[:length]).flatten()
+            parts = [t[0].index_select(1, index) for t in (q, k, v)]
+            in_place = False
+        q_g, k_g, v_g = (part.unflatten(1, (count, length)).transpose(0, 1) for part in parts)  # (n, H, L, D)
+        out = F.scaled_dot_product_attention(q_g, k_g, v_g, is_causal=causal, dropout_p=dropout_p, scale=scale,
+                                             enable_gqa=q.shape[1] != k.shape[1])
+        outs.append(out.transpose(0, 1).flatten(1, 2))  # (H, n * L, D)
+        places.append(index)
+    if len(outs) == 1 and in_place:  # the sequences of one length, side by side: already in order
+        return outs[0][None]
+    return torch.cat(outs, dim=1).index_select(1, torch.cat(places).argsort())[None]
+
+
 def scaled_dot_product(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -202,6 +236,10 @@ def scaled_dot_product(
         return _flex(q, k, v, scale=scale, q_offset=q_offset, causal=causal, sliding_window=sliding_window,
                      chunk_size=chunk_size, key_padding_mask=key_padding_mask, segment_ids=segment_ids,
                      attention_mask=attention_mask)
+    if (segment_ids is not None and backend == "sdpa" and not static and not torch.compiler.is_compiling()
+            and sliding_window is None and chunk_size is None and key_padding_mask is None and attention_mask is None
+            and q.shape[2] == k.shape[2]):
+        return _segment_sdpa(q, k, v, cu_seqlens.tolist(), causal=causal, scale=scale, dropout_p=dropout_p)
     plain_causal = False  # a Python bool even when traced (SDPA's is_causal takes no SymBool): the `if` guards
     if causal and not static and q_offset == 0 and q.shape[2] == k.shape[2]:
         plain_causal = True

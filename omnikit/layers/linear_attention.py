@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from omnikit.layers.chunk_recurrence import chunk_recurrence
+from omnikit.layers.linear import Linear
 from omnikit.layers.norm import RMSNorm
 from omnikit.streaming import StreamingModule, StreamingState
 from omnikit.utils.checks import OmnikitValueError, check_choice, check_positive, check_tensor
@@ -350,12 +351,12 @@ class GatedDeltaNet(StreamingModule[GatedDeltaNetState]):
         self.projection = projection
         qkv = 2 * num_heads * head_dim + num_v_heads * v_head_dim
         if projection == "split":
-            self.qkv = nn.Linear(dim, qkv, bias=False)
-            self.gate = nn.Linear(dim, num_v_heads * v_head_dim, bias=False)  # z
-            self.beta_decay = nn.Linear(dim, 2 * num_v_heads, bias=False)  # b, a
+            self.qkv = Linear(dim, qkv, bias=False)
+            self.gate = Linear(dim, num_v_heads * v_head_dim, bias=False)  # z
+            self.beta_decay = Linear(dim, 2 * num_v_heads, bias=False)  # b, a
         else:
-            self.qkvz = nn.Linear(dim, qkv + num_v_heads * v_head_dim, bias=False)
-            self.ba = nn.Linear(dim, 2 * num_v_heads, bias=False)
+            self.qkvz = Linear(dim, qkv + num_v_heads * v_head_dim, bias=False)
+            self.ba = Linear(dim, 2 * num_v_heads, bias=False)
             groups = num_v_heads // num_heads  # rows of the fused outputs in the split layout's order
             self.register_buffer("qkvz_order", _grouped_order(num_heads, [head_dim] * 2 + [groups * v_head_dim] * 2),
                                  persistent=False)
@@ -364,7 +365,7 @@ class GatedDeltaNet(StreamingModule[GatedDeltaNetState]):
         self.A_log = nn.Parameter(torch.empty(num_v_heads).uniform_(0, 16).log())
         self.dt_bias = nn.Parameter(torch.ones(num_v_heads))
         self.norm = RMSNorm(v_head_dim, norm_eps)
-        self.out = nn.Linear(num_v_heads * v_head_dim, dim, bias=False)
+        self.out = Linear(num_v_heads * v_head_dim, dim, bias=False)
         #: set by ``parallelize`` on a ``"cp"`` mesh (:class:`omnikit.distributed.cp.ContextParallel`): the
         #: input holds two pieces of the sequence, their entering states and convolution inputs come from it
         self.context_parallel: Any = None

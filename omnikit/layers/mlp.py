@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from omnikit.layers.linear import Linear
 from omnikit.utils.checks import check_choice, check_positive
 from omnikit.utils.parallel import COLWISE, ROWWISE, ParallelPlan
 
@@ -44,11 +45,11 @@ class SwiGLU(nn.Module):
         check_choice(activation, "activation", GATE_ACTIVATIONS)
         self.hidden, self.activation = hidden, activation
         if fused:
-            self.gate_up = nn.Linear(dim, 2 * hidden, bias=bias)
+            self.gate_up = Linear(dim, 2 * hidden, bias=bias)
         else:
-            self.gate = nn.Linear(dim, hidden, bias=bias)
-            self.up = nn.Linear(dim, hidden, bias=bias)
-        self.down = nn.Linear(hidden, dim, bias=bias)
+            self.gate = Linear(dim, hidden, bias=bias)
+            self.up = Linear(dim, hidden, bias=bias)
+        self.down = Linear(hidden, dim, bias=bias)
 
     def parallel_plan(self) -> ParallelPlan:
         """Gate and up column-parallel, down row-parallel (no communication between them); a fused
@@ -72,8 +73,8 @@ class GeluMLP(nn.Module):
         super().__init__()
         check_positive(dim, "dim")
         check_positive(hidden, "hidden")
-        self.fc1 = nn.Linear(dim, hidden, bias=bias)
-        self.fc2 = nn.Linear(hidden, dim, bias=bias)
+        self.fc1 = Linear(dim, hidden, bias=bias)
+        self.fc2 = Linear(hidden, dim, bias=bias)
         self.approximate = approximate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ from torch import nn
 
 from omnikit.layers.decoder import Decoder, DecoderConfig, MLPFactory
 from omnikit.layers.hybrid import HybridConfig, HybridDecoder
+from omnikit.layers.linear import Linear
 from omnikit.models.generation import GenerationOutput, GenerationStep, generate, stream_generate
 from omnikit.streaming import StreamingContainer
 from omnikit.testing.contract import ContractInputs
@@ -89,7 +90,7 @@ class CausalLM(TokenLM, StreamingContainer, nn.Module):
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.dim)
         self.decoder = (HybridDecoder if isinstance(config, HybridConfig) else Decoder)(config, mlp_factory)
-        self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.dim, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.embed.weight
         self.reset_parameters()
