@@ -8,7 +8,8 @@ which traces it once for the whole loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal, TypeVar
 
 import torch
@@ -16,7 +17,7 @@ from torch.utils._pytree import tree_map_only
 
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError, check_choice, check_positive
 
-__all__ = ["CACHE_KINDS", "CacheKind", "CompileOption", "check_cache_settings", "compiled_step"]
+__all__ = ["CACHE_KINDS", "CacheKind", "CompileOption", "check_cache_settings", "compiled_step", "repeated_step"]
 
 CacheKind = Literal["dynamic", "static"]
 #: ``"dynamic"``: a growable cache (shapes change every step); ``"static"``: preallocated slots.
@@ -75,3 +76,20 @@ def compiled_step(step: F, compile: CompileOption) -> F:
         return tree_map_only(torch.Tensor, torch.clone, compiled(*args, **step_kwargs))
 
     return step_with_owned_outputs  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def repeated_step(repeat: bool) -> Iterator[None]:
+    """Around a call of a :func:`compiled_step` that repeats the loop's previous call (``repeat``): the
+    same model, cache tensors, shapes and dtypes, only new values. Dynamo then runs only the guards that
+    tell its cached graphs apart (``torch.compiler.set_stance(skip_guard_eval_unsafe=True)``), not the
+    full guard set that re-checks every parameter, which took a third of a compiled decoding step of a
+    small model on the CPU. Only inside the call (code between steps runs with every guard), and only
+    under the default stance (a caller's ``force_eager`` or ``fail_on_recompile`` stays in force).
+    The loop's model must not be changed between its steps (it is not: a KV cache holds its keys)."""
+    stance = getattr(getattr(torch._dynamo, "eval_frame", None), "_stance", None)
+    if not repeat or getattr(stance, "stance", None) != "default" or stance.skip_guard_eval_unsafe:
+        yield
+        return
+    with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
+        yield

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from omnikit.models.decode_cache import CacheKind, CompileOption, check_cache_settings, compiled_step
+from omnikit.models.decode_cache import CacheKind, CompileOption, check_cache_settings, compiled_step, repeated_step
 from omnikit.models.prefill import prefill
 from omnikit.models.sampling import GREEDY, Sampling, check_stream_settings, sample_next, sampling_from_hf
 from omnikit.utils.checks import OmnikitValueError, check_int_in_range, check_positive, check_tensor
@@ -151,7 +151,8 @@ def stream_generate(
                     pos = pos.expand(3, batch, 1)
                 if key_padding_mask is not None and max_len is None:
                     key_padding_mask = torch.cat((key_padding_mask, torch.ones_like(finished)[:, None]), dim=1)
-                out, hidden = decode_step(tokens[:, None], positions=pos, key_padding_mask=key_padding_mask)
+                with repeated_step(compile is not False and step > 0):  # the first step's shapes, new values
+                    out, hidden = decode_step(tokens[:, None], positions=pos, key_padding_mask=key_padding_mask)
                 if eos_token_id is not None:
                     finished = finished | (tokens == eos_token_id)
                 embeds = lm.embed(tokens)
