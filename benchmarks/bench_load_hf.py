@@ -1,6 +1,6 @@
 """omnikit ``load_hf`` vs transformers ``from_pretrained``: load time and peak memory, same checkpoint.
 
-Run: ``python benchmarks/bench_load_hf.py [--layers 12] [--repeats 2] [--workdir /tmp]``.
+Run: ``python benchmarks/bench_load_hf.py [--layers 12] [--repeats 2] [--workdir /tmp] [--old-rev REV]``.
 
 Writes a synthetic Qwen3-style checkpoint in the Hub layout (bf16 random weights, ~1 GB with the
 defaults, shards of 400 MB plus ``model.safetensors.index.json``) from a subprocess, then loads it
@@ -11,7 +11,8 @@ the second (``VmHWM`` of ``/proc/self/status``, reset through ``/proc/self/clear
 is peak RSS minus the RSS before that load, compared with the bytes of the loaded tensors: right
 after loading (safetensors maps files into memory, so weights not yet read are not resident)
 and after reading every weight.
-The files are deleted at the end.
+``--old-rev`` adds omnikit at that git revision as a third loader (a before/after table under the
+same conditions). The files are deleted at the end.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def kib(field):  # VmHWM / VmRSS of this process image (getrusage's maxrss also 
 def load():
     if loader == "omnikit":
         return omnikit.convert.load_hf(path, dtype=torch.bfloat16)
+    if loader == "omnikit old":
+        return omnikit_old.convert.load_hf(path, dtype=torch.bfloat16)
     return transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)
 
 def reset_peak():  # VmHWM := VmRSS (Linux >= 4.0)
@@ -51,6 +54,9 @@ def reset_peak():  # VmHWM := VmRSS (Linux >= 4.0)
         f.write("5")
 
 loader, path = sys.argv[1], sys.argv[2]
+if loader == "omnikit old":  # extracted by bench_before_after.import_old into this folder
+    sys.path.insert(0, sys.argv[3])
+    import omnikit_old.convert
 start = time.perf_counter()
 load()
 cold = time.perf_counter() - start
@@ -118,9 +124,10 @@ def write_checkpoint(directory: Path, layers: int, shard_bytes: int = 400 * 10**
     return total
 
 
-def run_child(loader: str, path: Path) -> dict[str, float]:
+def run_child(loader: str, path: Path, old: Path | None = None) -> dict[str, float]:
     root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", CHILD, loader, str(path)], capture_output=True, text=True,
+    extra = [] if old is None else [str(old)]
+    out = subprocess.run([sys.executable, "-c", CHILD, loader, str(path), *extra], capture_output=True, text=True,
                          check=True, timeout=600, cwd=root)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -131,6 +138,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--write", default=None, help="only write the checkpoint to this directory")
+    parser.add_argument("--old-rev", default=None, help="also load with omnikit at this git revision")
     args = parser.parse_args()
     if args.write:
         print(write_checkpoint(Path(args.write), args.layers))
@@ -142,9 +150,16 @@ def main() -> None:
         for f in (work / "snapshot").iterdir():  # both loaders then read from the page cache
             f.read_bytes()
         runs: dict[str, list[dict[str, float]]] = {"omnikit": [], "transformers": []}
+        old = None
+        if args.old_rev:
+            from bench_before_after import import_old
+
+            (work / "old").mkdir()
+            import_old(args.old_rev, work / "old")
+            old, runs = work / "old", {"omnikit old": [], **runs}
         for _ in range(args.repeats):
             for loader in runs:
-                runs[loader].append(run_child(loader, work / "snapshot"))
+                runs[loader].append(run_child(loader, work / "snapshot", old if loader == "omnikit old" else None))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     rows = []
@@ -158,7 +173,8 @@ def main() -> None:
         rows.append([loader, f"{median('cold'):.2f}", f"{median('warm'):.2f}", f"{loaded / 2**20:.0f}",
                      f"{extra_load / 2**20:.0f} ({extra_load / loaded:.2f}x)",
                      f"{extra_touched / 2**20:.0f} ({extra_touched / loaded:.2f}x)"])
-    print(f"checkpoint: {total / 2**30:.2f} GiB bf16, {args.layers} layers, {args.repeats} runs each (median)\n")
+    where = "" if not args.old_rev else f"; omnikit old: {args.old_rev}"
+    print(f"checkpoint: {total / 2**30:.2f} GiB bf16, {args.layers} layers, {args.repeats} runs each (median){where}\n")
     print(format_table(["loader", "first load s", "second load s", "tensors MiB", "extra peak RSS, 2nd load MiB",
                         "extra peak RSS after reading every weight MiB"], rows))
 

@@ -97,6 +97,20 @@ def greedy_decode(directory: str) -> tuple[Fn, Fn]:
             torch.no_grad()(lambda: hf.generate(ids, max_new_tokens=32, min_new_tokens=32, do_sample=False)))
 
 
+def compiled_decode(directory: str) -> tuple[Fn, Fn]:
+    """Greedy decoding with the static cache and every decode step compiled (Inductor's default mode), 32
+    new tokens after 16, vs transformers' eager ``generate``; the compile happens here, before timing."""
+    hf = _tiny_lm(directory)
+    ours = load_hf(directory).eval()
+    ids = torch.randint(0, 1024, (1, 16))
+
+    def run() -> object:
+        return ours.generate(ids, max_new_tokens=32, cache="static", compile=True)
+
+    run()
+    return run, torch.no_grad()(lambda: hf.generate(ids, max_new_tokens=32, min_new_tokens=32, do_sample=False))
+
+
 def warm_load(directory: str) -> tuple[Fn, Fn]:
     """A warm (files cached) ``load_hf`` vs transformers' ``from_pretrained`` of the same checkpoint."""
     _tiny_lm(directory)
@@ -166,13 +180,14 @@ CASES: dict[str, Callable[..., tuple[Fn, Fn]]] = {
     "whisper encoder / transformers": whisper_encoder,
     "qwen3 decoder layer fwd+bwd / transformers": decoder_layer,
     "greedy decode eager / transformers generate": greedy_decode,
+    "greedy decode static cache + compile / transformers generate": compiled_decode,
     "warm load_hf / transformers from_pretrained": warm_load,
     "MoE fwd+bwd / dense SwiGLU of the active width": moe_vs_dense,
     "ResidualVQ train step / vector-quantize-pytorch": rvq,
     "video sampling 8 frames / full decode": video_sampling,
     "streamed first chunk / whole reply": streamed_first_chunk,
 }
-NEEDS_DIRECTORY = {greedy_decode, warm_load, video_sampling}
+NEEDS_DIRECTORY = {greedy_decode, compiled_decode, warm_load, video_sampling}
 
 
 def measure(name: str, directory: str, repeats: int) -> tuple[float, float]:

@@ -62,12 +62,24 @@ def check_finite(tensors: Mapping[str, torch.Tensor], source: str, *, inf_allowe
     """``ValueError`` naming the floating tensors of ``tensors`` that hold NaN, or inf outside
     ``inf_allowed`` (buffers such as clipping bounds, which are +-inf when unclipped)."""
     allowed = set(inf_allowed)
-    bad = sorted(k for k, v in tensors.items() if v.is_floating_point() and not bool(
-        (~torch.isnan(v) if k in allowed else torch.isfinite(v)).all()))
+    bad = sorted(k for k, v in tensors.items() if v.is_floating_point() and not _all_finite(v, k in allowed))
     if bad:
         raise OmnikitValueError(
             f"{source}: {len(bad)} tensor(s) hold NaN or inf: {bad[:10]}{' ...' if len(bad) > 10 else ''}"
         )
+
+
+def _all_finite(tensor: torch.Tensor, inf_allowed: bool) -> bool:
+    """No NaN in floating ``tensor`` (and no inf unless ``inf_allowed``).
+
+    A finite sum proves it in one pass without a temporary (a NaN or an inf element makes the sum
+    NaN or infinite whatever the order of summation): a loaded checkpoint is checked at memory speed
+    (``isfinite(x).all()`` writes a bool per element, about 100x slower on a bf16 checkpoint). Only
+    a sum that is not finite (a bad element, an inf that is allowed, or finite values whose sum
+    overflows) is followed by the element-wise check, which then decides."""
+    if bool(torch.isfinite(tensor.sum())):
+        return True
+    return bool((~torch.isnan(tensor) if inf_allowed else torch.isfinite(tensor)).all())
 
 
 #: safetensors dtype codes -> torch dtypes (those torch has).

@@ -37,19 +37,21 @@ class KVCache(StreamingState):
             self.values = v if self.values is None else torch.cat((self.values[:, :, : self.length], v), dim=2)
             self.length = self.keys.shape[2]
             return self.keys, self.values
-        new_len = self.length + k.shape[2]
+        steps = k.shape[2]
+        new_len = self.length + steps
         if self.keys is None or new_len > self.keys.shape[2]:
             capacity = max(new_len, 2 * (0 if self.keys is None else self.keys.shape[2]), 16)
             keys = k.new_empty(k.shape[0], k.shape[1], capacity, k.shape[3])
             values = v.new_empty(v.shape[0], v.shape[1], capacity, v.shape[3])
             if self.keys is not None:
-                keys[:, :, : self.length] = self.keys[:, :, : self.length]
-                values[:, :, : self.length] = self.values[:, :, : self.length]
+                keys.narrow(2, 0, self.length).copy_(self.keys.narrow(2, 0, self.length))
+                values.narrow(2, 0, self.length).copy_(self.values.narrow(2, 0, self.length))
             self.keys, self.values = keys, values
-        self.keys[:, :, self.length : new_len] = k
-        self.values[:, :, self.length : new_len] = v
+        # narrow + copy_: the same writes as slice assignment, with fewer operator calls per decoding step
+        self.keys.narrow(2, self.length, steps).copy_(k)
+        self.values.narrow(2, self.length, steps).copy_(v)
         self.length = new_len
-        return self.keys[:, :, :new_len], self.values[:, :, :new_len]
+        return self.keys.narrow(2, 0, new_len), self.values.narrow(2, 0, new_len)
 
 
 @dataclass

@@ -16,6 +16,10 @@ __all__ = ["GroupNorm", "LayerNorm", "NormKind", "RMSNorm", "build_norm", "rms_n
 NormKind = Literal["rmsnorm", "layernorm", "rmsnorm_zero_centered"]
 
 
+#: dtypes a norm computes in as they are (see :func:`_compute_dtype`)
+_WIDE = (torch.float32, torch.float64)
+
+
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     """float32 for half-precision inputs, the input's own dtype for float32 and float64."""
     return torch.promote_types(x.dtype, torch.float32)
@@ -47,6 +51,9 @@ class RMSNorm(nn.Module):
         return 1.0 + weight if self.zero_centered else weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight
+        if weight is not None and not self.zero_centered and x.dtype == weight.dtype and x.dtype in _WIDE:
+            return F.rms_norm(x, (self.dim,), weight, self.eps)  # the common case, without the casts below
         wide = _compute_dtype(x)
         weight = self.scale_vector(wide)
         if x.dtype == wide:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from omnikit.models.decode_cache import CacheKind, CompileOption, check_cache_settings, compiled_step
+from omnikit.models.decode_cache import CacheKind, CompileOption, check_cache_settings, compiled_step, repeated_step
 from omnikit.models.prefill import prefill
 from omnikit.models.sampling import GREEDY, Sampling, check_stream_settings, sample_next, sampling_from_hf
 from omnikit.utils.checks import OmnikitValueError, check_int_in_range, check_positive, check_tensor
@@ -130,8 +130,11 @@ def stream_generate(
     # The model runs under inference mode (less per-operator work than no_grad: no version counters or
     # view tracking, which a decode step of small operators feels); each step is handed out as clones
     # made outside it, ordinary tensors the caller may use with autograd or modify in place.
+    inference = torch.inference_mode()  # one context object, entered once per step (a new one costs more)
+    penalised = sampling.repetition_penalty != 1.0  # only the penalty reads the tokens generated so far
+    mrope = lm.uses_mrope
     with lm.streaming(batch, max_len=max_len):
-        with torch.inference_mode():
+        with inference:
             if prefill_chunk is None:
                 logits = lm(input_ids, positions=positions, key_padding_mask=key_padding_mask, **prompt_kwargs)[:, -1]
             else:
@@ -139,19 +142,19 @@ def stream_generate(
                                  key_padding_mask=key_padding_mask)
         key_padding_mask = step_padding if max_len is not None else key_padding_mask
         for step in range(max_new_tokens):
-            with torch.inference_mode():
-                penalised = generated and sampling.repetition_penalty != 1.0  # only the penalty reads them
-                previous = torch.stack(generated, dim=1) if penalised else None
+            with inference:
+                previous = torch.stack(generated, dim=1) if penalised and generated else None
                 tokens = sample_next(lm.restrict_logits(logits), sampling, generator=generator, previous=previous)
                 if eos_token_id is not None:
                     tokens = torch.where(finished, torch.full_like(tokens, eos_token_id), tokens)
                 generated.append(tokens)
                 pos = (start + step)[:, None].to(start.dtype)
-                if lm.uses_mrope:
+                if mrope:
                     pos = pos.expand(3, batch, 1)
                 if key_padding_mask is not None and max_len is None:
                     key_padding_mask = torch.cat((key_padding_mask, torch.ones_like(finished)[:, None]), dim=1)
-                out, hidden = decode_step(tokens[:, None], positions=pos, key_padding_mask=key_padding_mask)
+                with repeated_step(compile is not False and step > 0):  # the first step's shapes, new values
+                    out, hidden = decode_step(tokens[:, None], positions=pos, key_padding_mask=key_padding_mask)
                 if eos_token_id is not None:
                     finished = finished | (tokens == eos_token_id)
                 embeds = lm.embed(tokens)

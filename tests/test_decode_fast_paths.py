@@ -1,0 +1,52 @@
+"""The decoding fast paths of issue 30 keep behaviour: the KV cache's in-place writes, the norm's direct
+call, and the compiled steps that skip re-checking guards only where a loop repeats its first step."""
+
+from __future__ import annotations
+
+import torch
+
+from omnikit.layers.kv_cache import KVCache
+from omnikit.layers.norm import RMSNorm
+from omnikit.models.decode_cache import repeated_step
+
+
+def test_kv_cache_appends_equal_one_concatenation_across_growth() -> None:
+    torch.manual_seed(0)
+    cache = KVCache(2)
+    chunks = [(torch.randn(2, 3, t, 4), torch.randn(2, 3, t, 4)) for t in (5, 1, 1, 12, 1, 20)]  # grows 16 -> 32 -> 64
+    with torch.inference_mode():
+        for i, _ in enumerate(chunks):
+            keys, values = cache.append(*chunks[i])
+            assert torch.equal(keys, torch.cat([k for k, _ in chunks[: i + 1]], dim=2))
+            assert torch.equal(values, torch.cat([v for _, v in chunks[: i + 1]], dim=2))
+    assert cache.length == 40
+
+
+def test_rms_norm_direct_path_equals_the_general_one() -> None:
+    torch.manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        norm = RMSNorm(16, 1e-5).to(dtype)
+        torch.nn.init.normal_(norm.weight)
+        x = torch.randn(3, 5, 16, dtype=dtype)
+        expected = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * norm.weight
+        torch.testing.assert_close(norm(x), expected, rtol=1e-6, atol=1e-6)
+    norm = RMSNorm(16)  # float32 weight, bf16 input: computed in float32, returned in bf16
+    x = torch.randn(2, 16).to(torch.bfloat16)
+    assert norm(x).dtype == torch.bfloat16
+    torch.testing.assert_close(norm(x), norm(x.float()).to(torch.bfloat16), rtol=0, atol=0)
+
+
+def _stance() -> tuple[str, bool]:
+    stance = torch._dynamo.eval_frame._stance
+    return stance.stance, stance.skip_guard_eval_unsafe
+
+
+def test_repeated_steps_skip_guards_only_inside_the_call_and_never_override_a_callers_stance() -> None:
+    with repeated_step(True):
+        assert _stance() == ("default", True)
+    assert _stance() == ("default", False)
+    with repeated_step(False):
+        assert _stance() == ("default", False)
+    with torch.compiler.set_stance("force_eager"), repeated_step(True):
+        assert _stance() == ("force_eager", False)
+    assert _stance() == ("default", False)
