@@ -36,20 +36,24 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def build(kind: str, dim: int = DIM, vocab: int = VOCAB) -> torch.nn.Module:
-    """Heads of 16 (``dim / 16`` query heads, half as many key/value heads), ``DEPTH`` blocks."""
+def build(kind: str, dim: int = DIM, vocab: int = VOCAB, depth: int = DEPTH, heads: int | None = None,
+          interval: int = 4) -> torch.nn.Module:
+    """Heads of 16 (``dim / 16`` query heads unless ``heads`` is given, half as many key/value heads), ``depth``
+    blocks; the hybrid's every ``interval``-th block is full attention, the others Gated DeltaNet."""
     torch.manual_seed(0)
-    heads = dim // 16
+    heads = heads or dim // 16
+    shape = {"dim": dim, "depth": depth, "num_heads": heads, "num_kv_heads": max(1, heads // 2), "head_dim": 16}
     if kind == "dense":
-        config = DecoderConfig(dim=dim, depth=DEPTH, num_heads=heads, num_kv_heads=max(1, heads // 2), vocab_size=vocab)
-        return CausalLM(config).eval()
-    config = HybridConfig(dim=dim, depth=DEPTH, num_heads=heads, num_kv_heads=max(1, heads // 2), linear_heads=heads,
-                          linear_head_dim=16, linear_v_heads=heads, linear_v_head_dim=16, linear_backend="torch")
+        return CausalLM(DecoderConfig(**shape, vocab_size=vocab)).eval()
+    config = HybridConfig(**shape, linear_heads=heads, linear_head_dim=16, linear_v_heads=heads, linear_v_head_dim=16,
+                          linear_backend="torch", full_attention_interval=interval)
     return HybridDecoder(config).eval()
 
 
-def child(context: int, kind: str, chunk: int, dim: int = DIM, vocab: int = VOCAB) -> None:
-    model = build(kind, dim, vocab)
+def child(context: int, kind: str, chunk: int, dim: int = DIM, vocab: int = VOCAB, **shape: int) -> None:
+    """Print the peak memory growth, seconds and output sum of one prefill (``chunk`` 0: one pass);
+    ``shape``: more arguments of :func:`build`."""
+    model = build(kind, dim, vocab, **shape)
     prompt = torch.randint(0, vocab, (1, context)) if kind == "dense" else torch.randn(1, context, dim)
     base = peak_mib()
     start = time.perf_counter()

@@ -177,6 +177,21 @@ class ContextParallel:
             state = linear @ state + add
         return (o0 + basis @ self._mine(entering)).to(v.dtype)
 
+    def gather_in_order(
+        self, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
+        """Local ``k``/``v`` ``(B, H_kv, T, D)`` -> all ranks' ``(B, H_kv, cp * T, D)`` in position order and
+        this rank's two query pieces ``(first position, length)``, for the mask-free causal attention
+        (:func:`~omnikit.layers.attention_blockwise.causal_block_attention`)."""
+        piece = k.shape[2] // 2
+        keys, values = _Gather.apply(k, self.group, 2), _Gather.apply(v, self.group, 2)
+        # natural piece j: rank j's first piece, or rank 2 cp - 1 - j's second
+        starts = [(j if j < self.size else 2 * self.size - 1 - j) * 2 * piece + (j >= self.size) * piece
+                  for j in range(2 * self.size)]
+        keys, values = (torch.cat([t.narrow(2, s, piece) for s in starts], dim=2) for t in (keys, values))
+        mine = (self.rank * piece, piece), ((2 * self.size - 1 - self.rank) * piece, piece)
+        return keys, values, list(mine)
+
     def gather(
         self, k: torch.Tensor, v: torch.Tensor, causal: bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
