@@ -6,6 +6,9 @@ Run: ``OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_long_prefill.py --
 each) and is appended to ``FILE`` as soon as it is measured, so a long run can be stopped and resumed
 (points already in the file are skipped); ``--contexts`` with no value only plots the file.
 
+``chunked_masked`` (not in the default modes) is the chunked prefill with the mask-free attention
+switched off: every chunk attends through a ``(chunk x context)`` mask, as before it.
+
 Both decoders have the same small size (:data:`SHAPE`): width 64, 2 blocks, one query and one key/value
 head of 16, vocabulary 256. ``dense`` is a decoder LM with two full-attention blocks, ``hybrid`` a Gated
 DeltaNet block then a full-attention block. Memory is the growth of the peak resident set during the
@@ -28,9 +31,11 @@ import bench_cp
 import bench_prefill
 from common import plot_memory_time, pyplot
 
+from omnikit.layers import attention_backends
+
 #: The width, depth, heads and vocabulary shared by both decoders (arguments of ``bench_prefill.build``).
 SHAPE = {"dim": 64, "vocab": 256, "depth": 2, "heads": 1, "interval": 2}
-MODES = ("one", "chunked", "cp2", "cp4")
+MODES = ("one", "chunked", "cp2", "cp4", "chunked_masked")
 CONTEXTS = [4096 * 2**i for i in range(7)]  # 4K .. 256K
 
 
@@ -39,6 +44,8 @@ def point(kind: str, mode: str, context: int, chunk: int) -> None:
     if mode.startswith("cp"):
         bench_cp.child(kind, context, int(mode[2:]), SHAPE)
         return
+    if mode == "chunked_masked":  # the path before the mask-free attention: a (chunk x context) mask per layer
+        attention_backends.block_attention_serves = lambda *args, **kwargs: False
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         bench_prefill.child(context, kind, 0 if mode == "one" else chunk, **SHAPE)
@@ -51,7 +58,7 @@ def main() -> None:
     parser.add_argument("--json", required=False, help="points so far; new points are appended")
     parser.add_argument("--contexts", type=int, nargs="*", default=CONTEXTS)
     parser.add_argument("--kinds", nargs="+", default=["dense", "hybrid"])
-    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES[:4]))
     parser.add_argument("--chunk", type=int, default=2048)
     parser.add_argument("--plot", help="save memory and time vs context of every point of --json as this PNG")
     args = parser.parse_args()
@@ -80,12 +87,12 @@ def main() -> None:
 def plot(points: list[dict], path: str) -> None:
     """Peak memory growth and time vs context, one curve per decoder and mode."""
     fig, axes = pyplot().subplots(1, 2, figsize=(10, 3.8))
-    styles = {"one": "-", "chunked": "--", "cp2": ":", "cp4": "-."}
+    styles = {"one": "-", "chunked": "--", "cp2": ":", "cp4": "-.", "chunked_masked": "--"}
     for kind in ("dense", "hybrid"):
         for mode, style in styles.items():
             mine = sorted((p for p in points if (p["kind"], p["mode"]) == (kind, mode)), key=lambda p: p["context"])
             if mine:
-                label = f"{kind}, {mode if mode != 'chunked' else 'chunks of ' + str(mine[0]['chunk'])}"
+                label = f"{kind}, {mode.replace('chunked', 'chunks of ' + str(mine[0]['chunk']))}"
                 plot_memory_time(axes, [p["context"] for p in mine], [max(p["delta"], 1) for p in mine],
                                  [p["seconds"] for p in mine], style, label)
     for ax, title in zip(axes, ("peak memory growth (MiB, worst rank)", "time (s)")):

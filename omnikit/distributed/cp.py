@@ -14,6 +14,11 @@ positions, so outputs, loss and gradients equal one process::
     index = cp_positions(ids.shape[1], mesh["cp"])  # ... and their own positions of them
     logits = model(ids[:, index], positions=index)
 
+On the CPU the gathered keys are put in position order and each of the rank's two pieces attends
+with no mask (:mod:`omnikit.layers.attention_blockwise`: the keys before the piece in one unmasked
+call, the piece itself by the kernel's causal path, merged by log-sum-exp); elsewhere a
+``(T / cp, T)`` causal mask over global positions.
+
 Each rank then holds the keys/values of the whole sequence in one layer at a time (activations and
 everything else scale with ``T / cp``). The gradient of a gathered key/value reaches its rank by an
 all-reduce (gloo has no reduce-scatter).
