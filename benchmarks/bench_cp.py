@@ -44,11 +44,11 @@ def measure(model: torch.nn.Module, kind: str, context: int, cp: tuple[int, int]
     for length in (context // 8, context):
         index = cp_positions(length, cp)
         x = prompt(kind, length, shape.get("dim", DIM), shape.get("vocab", VOCAB))[:, index]
-        base, start = peak_mib(), time.perf_counter()
+        base, start, cpu = peak_mib(), time.perf_counter(), time.process_time()
         with torch.inference_mode():
             out = model(x, positions=index)
-        seconds = time.perf_counter() - start
-    return {"delta": peak_mib() - base, "seconds": seconds, "last": float(out[0, -1].sum())}
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"delta": peak_mib() - base, "seconds": seconds, "cpu_seconds": cpu, "last": float(out[0, -1].sum())}
 
 
 def rank_main(rank: int, size: int, port: int, kind: str, context: int, shape: dict | None = None) -> None:
@@ -61,7 +61,7 @@ def rank_main(rank: int, size: int, port: int, kind: str, context: int, shape: d
     dist.all_gather_object(results, result)
     if rank == 0:
         print(json.dumps({"delta": max(r["delta"] for r in results), "seconds": max(r["seconds"] for r in results),
-                          "last": result["last"]}))
+                          "cpu_seconds": max(r["cpu_seconds"] for r in results), "last": result["last"]}))
     dist.destroy_process_group()
 
 

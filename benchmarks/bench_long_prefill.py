@@ -29,13 +29,14 @@ from pathlib import Path
 
 import bench_cp
 import bench_prefill
-from common import plot_memory_time, pyplot
 
 from omnikit.layers import attention_backends
 
 #: The width, depth, heads and vocabulary shared by both decoders (arguments of ``bench_prefill.build``).
 SHAPE = {"dim": 64, "vocab": 256, "depth": 2, "heads": 1, "interval": 2}
 MODES = ("one", "chunked", "cp2", "cp4", "chunked_masked")
+LABELS = {"one": "one pass", "chunked": "chunks of {chunk}", "cp2": "cp 2", "cp4": "cp 4",
+          "chunked_masked": "chunks of {chunk}, masked (before)"}
 CONTEXTS = [4096 * 2**i for i in range(7)]  # 4K .. 256K
 
 
@@ -86,23 +87,15 @@ def main() -> None:
 
 def plot(points: list[dict], path: str) -> None:
     """Peak memory growth and time vs context, one curve per decoder and mode."""
-    fig, axes = pyplot().subplots(1, 2, figsize=(10, 3.8))
     styles = {"one": "-", "chunked": "--", "cp2": ":", "cp4": "-.", "chunked_masked": "--"}
+    curves = {}
     for kind in ("dense", "hybrid"):
         for mode, style in styles.items():
             mine = sorted((p for p in points if (p["kind"], p["mode"]) == (kind, mode)), key=lambda p: p["context"])
             if mine:
-                label = f"{kind}, {mode.replace('chunked', 'chunks of ' + str(mine[0]['chunk']))}"
-                plot_memory_time(axes, [p["context"] for p in mine], [max(p["delta"], 1) for p in mine],
-                                 [p["seconds"] for p in mine], style, label)
-    for ax, title in zip(axes, ("peak memory growth (MiB, worst rank)", "time (s)")):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("context (tokens)")
-        ax.set_title(title)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+                label = f"{kind}, {LABELS[mode].format(chunk=mine[0]['chunk'])}"
+                curves[label] = (style, [(p["context"], max(p["delta"], 1), p["seconds"]) for p in mine])
+    bench_prefill.draw(curves, path, "peak memory growth (MiB, worst rank)")
 
 
 if __name__ == "__main__":

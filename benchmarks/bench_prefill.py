@@ -56,10 +56,11 @@ def child(context: int, kind: str, chunk: int, dim: int = DIM, vocab: int = VOCA
     model = build(kind, dim, vocab, **shape)
     prompt = torch.randint(0, vocab, (1, context)) if kind == "dense" else torch.randn(1, context, dim)
     base = peak_mib()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with torch.inference_mode(), model.streaming(1):
         out = model(prompt)[:, -1] if chunk == 0 else prefill(model, prompt, chunk=chunk)
-    print(json.dumps({"delta": peak_mib() - base, "seconds": time.perf_counter() - start, "sum": float(out.sum())}))
+    print(json.dumps({"delta": peak_mib() - base, "seconds": time.perf_counter() - start,
+                      "cpu_seconds": time.process_time() - cpu, "sum": float(out.sum())}))
 
 
 def main() -> None:
@@ -109,12 +110,19 @@ def main() -> None:
 
 
 def plot(curves: dict[tuple[str, int], list[tuple[int, float, float]]], path: str) -> None:
-    fig, axes = pyplot().subplots(1, 2, figsize=(9, 3.5))
-    for (kind, chunk), points in curves.items():
+    draw({f"{kind}, {'one pass' if chunk == 0 else f'chunks of {chunk}'}": ("-" if chunk == 0 else "--", points)
+          for (kind, chunk), points in curves.items()}, path)
+
+
+def draw(curves: dict[str, tuple[str, list[tuple[int, float, float]]]], path: str,
+         memory_title: str = "peak memory growth (MiB)") -> None:
+    """Memory and time vs context on log axes: ``curves`` maps a label to a line style and its
+    ``(context, MiB, seconds)`` points."""
+    fig, axes = pyplot().subplots(1, 2, figsize=(10, 3.8))
+    for label, (style, points) in curves.items():
         contexts, memory, seconds = zip(*points)
-        label = f"{kind}, {'one pass' if chunk == 0 else f'chunks of {chunk}'}"
-        plot_memory_time(axes, contexts, memory, seconds, "-" if chunk == 0 else "--", label)
-    for ax, title in zip(axes, ("peak memory growth (MiB)", "time (s)")):
+        plot_memory_time(axes, contexts, memory, seconds, style, label)
+    for ax, title in zip(axes, (memory_title, "time (s)")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("context (tokens)")
