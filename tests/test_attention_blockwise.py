@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from omnikit.layers import DecoderConfig
 from omnikit.layers.attention_blockwise import MIN_BLOCK, _plan, causal_block_attention
 from omnikit.layers.hybrid import HybridConfig, HybridDecoder
 from omnikit.models import CausalLM, prefill
+from omnikit.utils.allocations import LargestAllocation
 
 #: float32 kernels against a float64 softmax: measured 4e-7 at most (outputs and gradients)
 REL = 1e-5
@@ -109,26 +109,9 @@ def test_hybrid_chunked_prefill_over_many_key_blocks_equals_one_pass() -> None:
     torch.testing.assert_close(last, full[:, -1], **TOL)
 
 
-class _LargestAllocation(TorchDispatchMode):
-    """The most elements of any tensor an operator returns in fresh storage (views and in-place writes excluded)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        seen = {t.untyped_storage().data_ptr() for t in torch.utils._pytree.tree_leaves((args, kwargs))
-                if isinstance(t, torch.Tensor)}
-        for t in torch.utils._pytree.tree_leaves(out):
-            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in seen:
-                self.largest = max(self.largest, t.numel())
-        return out
-
-
 def _largest_in_prefill(model: torch.nn.Module, inputs: torch.Tensor, chunk: int) -> int:
     """Largest allocation of a chunked prefill through a static cache (allocated before, outside the count)."""
-    with torch.no_grad(), model.streaming(1, max_len=inputs.shape[1]), _LargestAllocation() as mode:
+    with torch.no_grad(), model.streaming(1, max_len=inputs.shape[1]), LargestAllocation() as mode:
         prefill(model, inputs, chunk=chunk)
     return mode.largest
 
