@@ -113,8 +113,9 @@ class _BlockAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, padding, segments, window, scale):
-        out = torch.zeros(q.shape, dtype=torch.float32)
-        lse = torch.full(q.shape[:3], float("-inf"))
+        acc = torch.float64 if q.dtype == torch.float64 else torch.float32  # the kernel's log-sum-exp dtype
+        out = torch.zeros(q.shape, dtype=acc)
+        lse = torch.full(q.shape[:3], float("-inf"), dtype=acc)
         for seg in segments:
             mask, visible = (None, None) if seg.kind != "masked" else _mask(seg, window, padding, q.dtype)
             part, part_lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
@@ -126,7 +127,7 @@ class _BlockAttention(torch.autograd.Function):
             old = lse[:, :, rows]
             new = torch.logaddexp(old, part_lse)
             keep, take = _weight(old, new), _weight(part_lse, new)
-            out[:, :, rows] = out[:, :, rows] * keep[..., None] + part.float() * take[..., None]
+            out[:, :, rows] = out[:, :, rows] * keep[..., None] + part.to(acc) * take[..., None]
             lse[:, :, rows] = new
         out = out.to(q.dtype)
         ctx.save_for_backward(q, k, v, padding, out, lse)
