@@ -17,7 +17,9 @@ never by the context. Rows that see no key give zeros (never NaN), as everywhere
 
 Differentiable (:class:`_BlockAttention`): the backward runs the kernel's backward once per
 segment with the merged output and log-sum-exp, so each segment's probabilities are the global ones
-and the gradients add up to those of one softmax over all keys (context-parallel training).
+and the gradients add up to those of one softmax over all keys (context-parallel training). The
+kernel's own autograd cannot serve: its log-sum-exp output carries no gradient, so merging under
+autograd would drop the terms through the merge weights.
 Grouped-query attention is native to the kernel (no key/value copies). CPU only; other devices,
 ``torch.compile`` and attention dropout keep the masked path of
 :func:`~omnikit.layers.attention_backends.scaled_dot_product` (:func:`block_attention_serves`).
