@@ -29,6 +29,7 @@ from pathlib import Path
 
 import bench_cp
 import bench_prefill
+from common import format_table
 
 from omnikit.layers import attention_backends
 
@@ -81,8 +82,23 @@ def main() -> None:
                 points.append({"kind": kind, "mode": mode, "context": context, "chunk": args.chunk, **SHAPE, **r})
                 print(points[-1], flush=True)
                 path.write_text(json.dumps(points, indent=1))
+    print(table(points))
     if args.plot:
         plot(points, args.plot)
+
+
+def table(points: list[dict]) -> str:
+    """Markdown: one row per decoder and context, one cell per mode: peak growth MiB, wall s (CPU s)."""
+    modes = [m for m in MODES if any(p["mode"] == m for p in points)]
+    rows = []
+    for kind in ("dense", "hybrid"):
+        for context in sorted({p["context"] for p in points}):
+            cells = {p["mode"]: p for p in points if (p["kind"], p["context"]) == (kind, context)}
+            if cells:
+                rows.append((kind, f"{context // 1024}K", *(
+                    "" if m not in cells else f"{cells[m]['delta']:,.0f} MiB, {cells[m]['seconds']:.1f} s"
+                    + (f" ({cells[m]['cpu_seconds']:.1f})" if "cpu_seconds" in cells[m] else "") for m in modes)))
+    return format_table(["model", "context", *(LABELS[m].format(chunk=points[0]["chunk"]) for m in modes)], rows)
 
 
 def plot(points: list[dict], path: str) -> None:
