@@ -31,48 +31,50 @@ from omnikit.distributed import build_mesh, parallelize
 from omnikit.distributed.cp import cp_positions
 
 
-def prompt(kind: str, context: int) -> torch.Tensor:
+def prompt(kind: str, context: int, dim: int = DIM, vocab: int = VOCAB) -> torch.Tensor:
     g = torch.Generator().manual_seed(1)
-    return torch.randint(0, VOCAB, (1, context), generator=g) if kind == "dense" else torch.randn(
-        1, context, DIM, generator=g)
+    return torch.randint(0, vocab, (1, context), generator=g) if kind == "dense" else torch.randn(
+        1, context, dim, generator=g)
 
 
-def measure(model: torch.nn.Module, kind: str, context: int, cp: tuple[int, int]) -> dict:
+def measure(model: torch.nn.Module, kind: str, context: int, cp: tuple[int, int], shape: dict | None = None) -> dict:
     """Warm up, then prefill this rank's positions of a ``context``-long prompt: peak memory growth (MiB),
-    seconds and the output at the prompt's last position (held by rank 0)."""
+    seconds and the output at the prompt's last position (held by rank 0). ``shape``: arguments of ``build``."""
+    shape = shape or {}
     for length in (context // 8, context):
         index = cp_positions(length, cp)
-        x = prompt(kind, length)[:, index]
-        base, start = peak_mib(), time.perf_counter()
+        x = prompt(kind, length, shape.get("dim", DIM), shape.get("vocab", VOCAB))[:, index]
+        base, start, cpu = peak_mib(), time.perf_counter(), time.process_time()
         with torch.inference_mode():
             out = model(x, positions=index)
-        seconds = time.perf_counter() - start
-    return {"delta": peak_mib() - base, "seconds": seconds, "last": float(out[0, -1].sum())}
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"delta": peak_mib() - base, "seconds": seconds, "cpu_seconds": cpu, "last": float(out[0, -1].sum())}
 
 
-def rank_main(rank: int, size: int, port: int, kind: str, context: int) -> None:
+def rank_main(rank: int, size: int, port: int, kind: str, context: int, shape: dict | None = None) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=size, init_method=f"tcp://127.0.0.1:{port}",
                             timeout=timedelta(seconds=600))
-    model = parallelize(build(kind), build_mesh("cpu", cp=size))
-    result = measure(model, kind, context, (rank, size))
+    model = parallelize(build(kind, **(shape or {})), build_mesh("cpu", cp=size))
+    result = measure(model, kind, context, (rank, size), shape)
     results = [None] * size
     dist.all_gather_object(results, result)
     if rank == 0:
         print(json.dumps({"delta": max(r["delta"] for r in results), "seconds": max(r["seconds"] for r in results),
-                          "last": result["last"]}))
+                          "cpu_seconds": max(r["cpu_seconds"] for r in results), "last": result["last"]}))
     dist.destroy_process_group()
 
 
-def child(kind: str, context: int, size: int) -> None:
+def child(kind: str, context: int, size: int, shape: dict | None = None) -> None:
+    """Print one cell (``shape``: arguments of ``bench_prefill.build``)."""
     if size == 1:
         torch.set_num_threads(1)
-        print(json.dumps(measure(build(kind), kind, context, (0, 1))))
+        print(json.dumps(measure(build(kind, **(shape or {})), kind, context, (0, 1), shape)))
         return
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(rank_main, args=(size, port, kind, context), nprocs=size)
+    mp.spawn(rank_main, args=(size, port, kind, context, shape), nprocs=size)
 
 
 def main() -> None:

@@ -36,26 +36,31 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def build(kind: str, dim: int = DIM, vocab: int = VOCAB) -> torch.nn.Module:
-    """Heads of 16 (``dim / 16`` query heads, half as many key/value heads), ``DEPTH`` blocks."""
+def build(kind: str, dim: int = DIM, vocab: int = VOCAB, depth: int = DEPTH, heads: int | None = None,
+          interval: int = 4) -> torch.nn.Module:
+    """Heads of 16 (``dim / 16`` query heads unless ``heads`` is given, half as many key/value heads), ``depth``
+    blocks; the hybrid's every ``interval``-th block is full attention, the others Gated DeltaNet."""
     torch.manual_seed(0)
-    heads = dim // 16
+    heads = heads or dim // 16
+    shape = {"dim": dim, "depth": depth, "num_heads": heads, "num_kv_heads": max(1, heads // 2), "head_dim": 16}
     if kind == "dense":
-        config = DecoderConfig(dim=dim, depth=DEPTH, num_heads=heads, num_kv_heads=max(1, heads // 2), vocab_size=vocab)
-        return CausalLM(config).eval()
-    config = HybridConfig(dim=dim, depth=DEPTH, num_heads=heads, num_kv_heads=max(1, heads // 2), linear_heads=heads,
-                          linear_head_dim=16, linear_v_heads=heads, linear_v_head_dim=16, linear_backend="torch")
+        return CausalLM(DecoderConfig(**shape, vocab_size=vocab)).eval()
+    config = HybridConfig(**shape, linear_heads=heads, linear_head_dim=16, linear_v_heads=heads, linear_v_head_dim=16,
+                          linear_backend="torch", full_attention_interval=interval)
     return HybridDecoder(config).eval()
 
 
-def child(context: int, kind: str, chunk: int, dim: int = DIM, vocab: int = VOCAB) -> None:
-    model = build(kind, dim, vocab)
+def child(context: int, kind: str, chunk: int, dim: int = DIM, vocab: int = VOCAB, **shape: int) -> None:
+    """Print the peak memory growth, seconds and output sum of one prefill (``chunk`` 0: one pass);
+    ``shape``: more arguments of :func:`build`."""
+    model = build(kind, dim, vocab, **shape)
     prompt = torch.randint(0, vocab, (1, context)) if kind == "dense" else torch.randn(1, context, dim)
     base = peak_mib()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with torch.inference_mode(), model.streaming(1):
         out = model(prompt)[:, -1] if chunk == 0 else prefill(model, prompt, chunk=chunk)
-    print(json.dumps({"delta": peak_mib() - base, "seconds": time.perf_counter() - start, "sum": float(out.sum())}))
+    print(json.dumps({"delta": peak_mib() - base, "seconds": time.perf_counter() - start,
+                      "cpu_seconds": time.process_time() - cpu, "sum": float(out.sum())}))
 
 
 def main() -> None:
@@ -105,12 +110,19 @@ def main() -> None:
 
 
 def plot(curves: dict[tuple[str, int], list[tuple[int, float, float]]], path: str) -> None:
-    fig, axes = pyplot().subplots(1, 2, figsize=(9, 3.5))
-    for (kind, chunk), points in curves.items():
+    draw({f"{kind}, {'one pass' if chunk == 0 else f'chunks of {chunk}'}": ("-" if chunk == 0 else "--", points)
+          for (kind, chunk), points in curves.items()}, path)
+
+
+def draw(curves: dict[str, tuple[str, list[tuple[int, float, float]]]], path: str,
+         memory_title: str = "peak memory growth (MiB)") -> None:
+    """Memory and time vs context on log axes: ``curves`` maps a label to a line style and its
+    ``(context, MiB, seconds)`` points."""
+    fig, axes = pyplot().subplots(1, 2, figsize=(10, 3.8))
+    for label, (style, points) in curves.items():
         contexts, memory, seconds = zip(*points)
-        label = f"{kind}, {'one pass' if chunk == 0 else f'chunks of {chunk}'}"
-        plot_memory_time(axes, contexts, memory, seconds, "-" if chunk == 0 else "--", label)
-    for ax, title in zip(axes, ("peak memory growth (MiB)", "time (s)")):
+        plot_memory_time(axes, contexts, memory, seconds, style, label)
+    for ax, title in zip(axes, (memory_title, "time (s)")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("context (tokens)")

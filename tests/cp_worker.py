@@ -26,11 +26,22 @@ from omnikit.convert import load_hf
 from omnikit.distributed import build_mesh, data_parallel_coords, data_shard, parallelize
 from omnikit.distributed.cp import cp_media_rows, cp_positions
 from omnikit.fusion import MediaTokens, Thinker
-from omnikit.layers import DecoderConfig
+from omnikit.layers import DecoderConfig, attention_blockwise
 from omnikit.models import CausalLM
 from omnikit.moe import MoE, MoEConfig
 
 VOCAB, LENGTH, AUDIO = 64, 16, 3
+#: calls of the mask-free causal attention (omnikit.layers.attention_blockwise), counted by a wrapper of its plan
+BLOCK_CALLS = [0]
+_plan = attention_blockwise._plan
+
+
+def _counted_plan(*args, **kwargs):
+    BLOCK_CALLS[0] += 1
+    return _plan(*args, **kwargs)
+
+
+attention_blockwise._plan = _counted_plan
 MESHES = {"cp": {"cp": 2}, "cp4": {"cp": 4}, "dp_shard_x_cp": {"dp_shard": 2, "cp": 2}}
 
 
@@ -81,6 +92,7 @@ def full_grads(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def run(case: str, sizes: dict[str, int], out_dir: str) -> dict:
+    block_calls_before = BLOCK_CALLS[0]
     torch.manual_seed(0)
     model = build(case, out_dir)
     reference = copy.deepcopy(model)
@@ -137,6 +149,7 @@ def run(case: str, sizes: dict[str, int], out_dir: str) -> dict:
         "worst": max(want, key=lambda n: float((got[n] - want[n]).norm() / want[n].norm().clamp(min=1e-12))),
         "missing_grads": sorted(set(want) - set(got)),
         "local_positions": index.tolist(),
+        "block_calls": BLOCK_CALLS[0] - block_calls_before,  # mask-free attention calls (forward and backward)
     }
 
 

@@ -146,3 +146,4 @@ def test_cp_equals_one_process(world: int, tmp_path: Path) -> None:
         grad_tol = HYBRID_GRAD_TOL if name.startswith("hybrid") else TOL
         assert result["loss_rel"] <= TOL and result["out_rel"] <= TOL and result["grad_rel"] <= grad_tol, (name, result)
         assert result["missing_grads"] == [], (name, result)
+        assert result["block_calls"] > 0, (name, "the mask-free attention path was not taken")

@@ -14,6 +14,11 @@ positions, so outputs, loss and gradients equal one process::
     index = cp_positions(ids.shape[1], mesh["cp"])  # ... and their own positions of them
     logits = model(ids[:, index], positions=index)
 
+On the CPU the gathered keys are put in position order and each of the rank's two pieces attends
+with no mask (:mod:`omnikit.layers.attention_blockwise`: the keys before the piece in one unmasked
+call, the piece itself by the kernel's causal path, merged by log-sum-exp); elsewhere a
+``(T / cp, T)`` causal mask over global positions.
+
 Each rank then holds the keys/values of the whole sequence in one layer at a time (activations and
 everything else scale with ``T / cp``). The gradient of a gathered key/value reaches its rank by an
 all-reduce (gloo has no reduce-scatter).
@@ -176,6 +181,21 @@ class ContextParallel:
             add, linear = piece.split([d_v, piece.shape[-1] - d_v], dim=-1)
             state = linear @ state + add
         return (o0 + basis @ self._mine(entering)).to(v.dtype)
+
+    def gather_in_order(
+        self, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
+        """Local ``k``/``v`` ``(B, H_kv, T, D)`` -> all ranks' ``(B, H_kv, cp * T, D)`` in position order and
+        this rank's two query pieces ``(first position, length)``, for the mask-free causal attention
+        (:func:`~omnikit.layers.attention_blockwise.causal_block_attention`)."""
+        piece = k.shape[2] // 2
+        keys, values = _Gather.apply(k, self.group, 2), _Gather.apply(v, self.group, 2)
+        # natural piece j: rank j's first piece, or rank 2 cp - 1 - j's second
+        starts = [(j if j < self.size else 2 * self.size - 1 - j) * 2 * piece + (j >= self.size) * piece
+                  for j in range(2 * self.size)]
+        keys, values = (torch.cat([t.narrow(2, s, piece) for s in starts], dim=2) for t in (keys, values))
+        mine = (self.rank * piece, piece), ((2 * self.size - 1 - self.rank) * piece, piece)
+        return keys, values, list(mine)
 
     def gather(
         self, k: torch.Tensor, v: torch.Tensor, causal: bool

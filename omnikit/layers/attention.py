@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from omnikit.layers.attention_backends import BACKENDS, scaled_dot_product
+from omnikit.layers.attention_blockwise import block_attention_serves, causal_block_attention
 from omnikit.layers.kv_cache import KVCache, StaticKVCache
 from omnikit.layers.linear import Linear
 from omnikit.layers.norm import RMSNorm, rms_norm_rows
@@ -222,26 +223,30 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
         else:
             k, v, q_offset, key_padding_mask, attention_mask = self._own_keys(
                 k, v, key_padding_mask, attention_mask, cu_seqlens)
+        pieces = None  # context parallel, mask-free: this rank's query pieces (first position, length)
         if self.context_parallel is not None:
             masks = (key_padding_mask, attention_mask, cu_seqlens)
-            k, v, attention_mask, causal = self._gather_context(k, v, causal, *masks)
+            k, v, attention_mask, causal, pieces = self._gather_context(q, k, v, causal, *masks)
         if self.kv_store is not None:
             shared_kv[self.kv_store] = (k, v, q_offset)
         if key_padding_mask is not None:
             check_tensor(key_padding_mask, "key_padding_mask", shape=(batch, k.shape[2]), dtype=torch.bool)
-        out = scaled_dot_product(
-            q, k, v,
-            backend=self.backend,
-            causal=causal,
-            q_offset=q_offset,
-            sliding_window=self.sliding_window,
-            chunk_size=self.chunk_size,
-            key_padding_mask=key_padding_mask,
-            cu_seqlens=cu_seqlens,
-            attention_mask=attention_mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            scale=self.scale,
-        )
+        if pieces is not None:
+            out = causal_block_attention(q, k, v, pieces, scale=self.scale)
+        else:
+            out = scaled_dot_product(
+                q, k, v,
+                backend=self.backend,
+                causal=causal,
+                q_offset=q_offset,
+                sliding_window=self.sliding_window,
+                chunk_size=self.chunk_size,
+                key_padding_mask=key_padding_mask,
+                cu_seqlens=cu_seqlens,
+                attention_mask=attention_mask,
+                dropout_p=self.dropout if self.training else 0.0,
+                scale=self.scale,
+            )
         out = out.transpose(1, 2).reshape(batch, length, heads * self.head_dim)
         return self.out(out if gate is None else out * gate.sigmoid())
 
@@ -301,17 +306,21 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
         return k, v, q_offset, key_padding_mask, attention_mask
 
     def _gather_context(
-        self, k: torch.Tensor, v: torch.Tensor, causal: bool, *masks: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool]:
-        """Context parallel: every rank's keys/values and the global-position causal mask."""
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, *masks: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool, list[tuple[int, int]] | None]:
+        """Context parallel: every rank's keys/values and either this rank's query pieces in global positions
+        (causal on the CPU: mask-free attention) or the global-position causal mask."""
         if any(m is not None for m in masks) or self.streaming_state is not None or self.sliding_window \
                 or self.chunk_size:
             raise OmnikitValueError(
                 "context parallel attention takes no padding/attention mask, packed sequences, stream, sliding "
                 "window or attention chunks"
             )
+        if causal and block_attention_serves(q, self.dropout if self.training else 0.0):
+            keys, values, pieces = self.context_parallel.gather_in_order(k, v)
+            return keys, values, None, False, pieces
         k, v, mask = self.context_parallel.gather(k, v, causal)
-        return k, v, mask, False
+        return k, v, mask, False, None
 
     def extra_repr(self) -> str:
         sharing = "".join(f", {n}={getattr(self, n)!r}" for n in ("kv_store", "kv_reuse") if getattr(self, n))

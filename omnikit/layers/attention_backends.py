@@ -3,8 +3,11 @@
 Backends:
 
 - ``"sdpa"`` (default): ``torch.nn.functional.scaled_dot_product_attention``; pure causal
-  attention takes its built-in causal path (flash kernel on CUDA and on the CPU), anything
-  else a boolean mask.
+  attention takes its built-in causal path (flash kernel on CUDA and on the CPU). On the CPU,
+  causal attention of several queries with a KV-cache offset, a sliding window or key padding
+  (and no other mask) runs mask-free in segments merged by log-sum-exp
+  (:mod:`omnikit.layers.attention_blockwise`: memory bounded by the queries, not the keys);
+  anything else a boolean mask.
 - ``"flash"``: the ``flash_attn`` package on CUDA with fp16/bf16 inputs, including the
   variable-length packed path (``cu_seqlens``); raises when unavailable.
 - ``"flex"``: ``torch.nn.attention.flex_attention`` with a block mask built from the same
@@ -26,6 +29,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from omnikit.layers.attention_blockwise import block_attention_serves, causal_block_attention
 from omnikit.layers.masks import build_attention_mask, positions_in_segments, segment_ids_from_cu_seqlens
 from omnikit.utils.checks import OmnikitValueError, check_choice
 
@@ -250,6 +254,12 @@ def scaled_dot_product(
         return F.scaled_dot_product_attention(
             q, k, v, is_causal=plain_causal, dropout_p=dropout_p, scale=scale, enable_gqa=q.shape[1] != k.shape[1]
         )
+    if (backend == "sdpa" and causal and q.shape[2] > 1 and chunk_size is None and segment_ids is None
+            and attention_mask is None and block_attention_serves(q, dropout_p)):
+        end = int(q_offset) + q.shape[2]  # a static cache's slots past the queries hold no keys yet
+        padding = None if key_padding_mask is None else key_padding_mask[:, :end]
+        return causal_block_attention(q, k[:, :, :end], v[:, :, :end], [(end - q.shape[2], q.shape[2])], scale=scale,
+                                      sliding_window=sliding_window, key_padding_mask=padding)
     mask = build_attention_mask(
         q_len=q.shape[2], kv_len=k.shape[2], q_offset=q_offset, causal=causal, sliding_window=sliding_window,
         chunk_size=chunk_size, key_padding_mask=key_padding_mask, segment_ids=segment_ids,

@@ -4,7 +4,8 @@ Inside ``with model.streaming(B):`` every attention layer appends to its KV cach
 attention layer (:class:`~omnikit.layers.GatedDeltaNet`) carries its recurrent and convolution
 state, so running the prompt in consecutive chunks gives the same outputs as one pass. Activations
 (attention scores, MLP hiddens, logits) then scale with the chunk, not with the prompt; what grows
-with the prompt is only the cache itself::
+with the prompt is only the cache itself (on the CPU each chunk attends over the cache with no
+``chunk x context`` mask: :mod:`omnikit.layers.attention_blockwise`)::
 
     with lm.streaming(1):
         last_logits = prefill(lm, input_ids, chunk=4096)     # (B, vocab) at the last position
