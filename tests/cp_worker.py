@@ -26,6 +26,7 @@ from omnikit.convert import load_hf
 from omnikit.distributed import build_mesh, data_parallel_coords, data_shard, parallelize
 from omnikit.distributed.cp import cp_media_rows, cp_positions
 from omnikit.fusion import MediaTokens, Thinker
+from omnikit.fusion.omni_prompt import OmniPrompt, collate_prompts
 from omnikit.layers import DecoderConfig
 from omnikit.models import CausalLM
 from omnikit.moe import MoE, MoEConfig
@@ -57,9 +58,18 @@ def thinker_inputs(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     return ids, features, torch.stack((t, t // 2, (t * 3) % 5))
 
 
+#: The omni Thinkers fed whole processor-style prompts: a checkpoint the test saved (tiny random transformers
+#: model) or a registered tiny model.
+OMNI = {"omni": "omni_thinker", "qwen3_omni": "qwen3_omni_thinker", "qwen3_5_vl": "qwen3_5_vl_tiny",
+        "qwen3_5_omni": "qwen3_5_omni_tiny"}
+
+
 def build(case: str, out_dir: str) -> nn.Module:
-    if case == "omni":  # the tiny random Qwen2.5-Omni Thinker checkpoint the test saved
-        return load_hf(Path(out_dir, "omni_thinker"))
+    if case in ("omni", "qwen3_omni"):  # the tiny random transformers Thinker checkpoints the test saved
+        return load_hf(Path(out_dir, OMNI[case]))
+    if case.startswith("qwen3_5"):
+        model = omnikit.create_model(OMNI[case])
+        return getattr(model, "thinker", model)  # qwen3_5_omni_tiny speaks: its Thinker
     if case == "thinker":
         return MediaThinker()
     if case == "hybrid":
@@ -68,6 +78,29 @@ def build(case: str, out_dir: str) -> nn.Module:
     if case == "moe":
         return CausalLM(config, mlp_factory=lambda i: MoE(MoEConfig(dim=32, num_experts=4, top_k=2, expert_hidden=16)))
     return CausalLM(config)
+
+
+def prompt_batch(model: nn.Module, multiple: int) -> dict[str, torch.Tensor]:
+    """Two unpadded rows of equal length (a multiple of ``multiple``) built by the model's own prompt writer:
+    row 0 an image, an audio clip (if the model hears) and a video, row 1 a video and an image; every item
+    is 6 to 12 tokens long, so the shard boundaries (every ``length / (2 * cp)``) cut through items. A video
+    step of a Qwen3.5 model is its own run after a timestamp (its processor's layout)."""
+    g = torch.Generator().manual_seed(3)
+    c = model.vision_encoder.config
+    unit, hears = c.patch[1] * c.merge_size, model.audio_encoder is not None
+    steps = {"step_text": 1} if not hears else {}
+    first = OmniPrompt(model, generator=g).text(3).image(2 * unit, 3 * unit).text(2)
+    if hears:
+        first.audio(30).text(1)
+    first.video(4, 2 * unit, 2 * unit, seconds_per_step=0.5, **steps).text(2)
+    second = OmniPrompt(model, generator=g).text(2).video(4, 2 * unit, 2 * unit, **steps).text(1)
+    second.image(3 * unit, 2 * unit).text(2)
+    length = -(-max(len(first.ids), len(second.ids)) // multiple) * multiple
+    for prompt in (first, second):
+        prompt.text(length - len(prompt.ids))
+    batch = collate_prompts([first, second])
+    assert batch.pop("attention_mask").all()
+    return batch
 
 
 def token_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -105,8 +138,8 @@ def run(case: str, sizes: dict[str, int], out_dir: str) -> dict:
         local_pos = positions[:, first : first + mine.shape[0]][..., index]
         parallelize(model, mesh)
         out = model(mine[:, index], features=features[rows], positions=local_pos)
-    elif case == "omni":  # processor inputs whose image and audio items cross shard boundaries (cp only)
-        media = torch.load(Path(out_dir, "omni_batch.pt"))
+    elif case in OMNI:  # processor inputs whose media items cross shard boundaries (cp only)
+        media = torch.load(Path(out_dir, "omni_batch.pt")) if case == "omni" else prompt_batch(model, 8)
         inputs = media.pop("input_ids")
         targets = torch.randint(0, model.output_dim, inputs.shape, generator=g)
         index = cp_positions(inputs.shape[1], mesh["cp"])
