@@ -103,6 +103,19 @@ def prompt_batch(model: nn.Module, multiple: int) -> dict[str, torch.Tensor]:
     return batch
 
 
+def count_patch_rows(model: nn.Module) -> list[int]:
+    """The patch rows each call of ``model``'s vision tower encodes, appended to the returned list."""
+    rows: list[int] = []
+    visual = model._visual
+
+    def counted(pixels: torch.Tensor, grids):
+        rows.append(pixels.shape[0])
+        return visual(pixels, grids)
+
+    model._visual = counted
+    return rows
+
+
 def token_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Summed cross-entropy of every position against its target (next-token targets made globally)."""
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
@@ -123,6 +136,7 @@ def run(case: str, sizes: dict[str, int], out_dir: str) -> dict:
     ids = torch.randint(0, VOCAB, (2 * data_ranks, LENGTH + 1), generator=g)
     inputs, targets = ids[:, :-1], ids[:, 1:]
     index = cp_positions(LENGTH, mesh["cp"])
+    extra = {}
     if case == "hybrid":  # embeddings in, a squared error against random targets
         inputs, targets = (torch.randn(2 * data_ranks, LENGTH, 32, generator=g) for _ in "xy")
         ref_out = reference(inputs)
@@ -145,7 +159,13 @@ def run(case: str, sizes: dict[str, int], out_dir: str) -> dict:
         index = cp_positions(inputs.shape[1], mesh["cp"])
         ref_out = reference(inputs, **media)
         parallelize(model, mesh)
+        encoded = count_patch_rows(model)
         out = model(inputs, **media)  # the whole prompt in, this rank's positions out
+        # this rank's share of the vision tower's work: its round-robin items (plus a dummy step where none)
+        total = sum(media[k].shape[0] for k in ("pixel_values", "pixel_values_videos") if k in media)
+        share = torch.tensor([sum(encoded) / total])
+        dist.all_reduce(share, op=dist.ReduceOp.MAX)
+        extra["vision_share"] = float(share)
     else:
         ref_out = reference(inputs)
         parallelize(model, mesh)
@@ -170,6 +190,7 @@ def run(case: str, sizes: dict[str, int], out_dir: str) -> dict:
         "worst": max(want, key=lambda n: float((got[n] - want[n]).norm() / want[n].norm().clamp(min=1e-12))),
         "missing_grads": sorted(set(want) - set(got)),
         "local_positions": index.tolist(),
+        **extra,
     }
 
 

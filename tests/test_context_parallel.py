@@ -149,7 +149,10 @@ SAVED = {"omni/": save_published_thinker, "qwen3_omni/": save_qwen3_omni_thinker
 @pytest.mark.parametrize("world", sorted(LAUNCHES))
 def test_cp_equals_one_process(world: int, tmp_path: Path) -> None:
     """Dense and MoE decoders, an M-RoPE Thinker whose audio item crosses the shard boundary, the published
-    Qwen2.5-Omni Thinker (load_hf; its image and audio items cross shard boundaries; cp 2) and the
+    Qwen2.5-Omni Thinker (load_hf; its image and audio items cross shard boundaries; cp 2), the published
+    Qwen3-Omni Thinker (load_hf; deepstack features follow the image and video tokens into the shards) and the
+    hybrid Thinkers (qwen3_5_vl_tiny, qwen3_5_omni_tiny's Thinker) with items across the boundaries, their media
+    towers each encoding a share of the items (cp 2 and 4), the
     hybrid Gated DeltaNet + attention MoE stack (its state passed across the ranks; at cp 4 a piece is 2 steps,
     shorter than the convolution's 3-step history), cp over 2 and 4 ranks and dp_shard x cp (FSDP over both)."""
     saved = {prefix: save(tmp_path) for prefix, save in SAVED.items()
@@ -168,3 +171,5 @@ def test_cp_equals_one_process(world: int, tmp_path: Path) -> None:
         grad_tol = HYBRID_GRAD_TOL if name.startswith(("hybrid", "qwen3_5")) else TOL  # Gated DeltaNet layers
         assert result["loss_rel"] <= TOL and result["out_rel"] <= TOL and result["grad_rel"] <= grad_tol, (name, result)
         assert result["missing_grads"] == [], (name, result)
+        # the omni Thinkers' vision towers encode a round-robin share of the items (one process: all of them)
+        assert result.get("vision_share", 0) <= 0.6, (name, result)

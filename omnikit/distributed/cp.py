@@ -125,8 +125,8 @@ class ContextParallel:
     """The ``context_parallel`` hook :func:`apply_context_parallel` sets: an :class:`~omnikit.layers.Attention`
     gathers every cp rank's keys and values and masks them by global position (:meth:`gather`), a
     :class:`~omnikit.layers.linear_attention.GatedDeltaNet` passes its state (:meth:`conv_history`,
-    :meth:`delta_rule`), an :class:`~omnikit.fusion.OmniThinker` keeps this rank's share of its prompt
-    (:meth:`shard_fused`)."""
+    :meth:`delta_rule`), an :class:`~omnikit.fusion.OmniThinker` encodes its share of the media items
+    (:meth:`gather_rows`) and keeps this rank's share of its prompt (:meth:`shard_fused`)."""
 
     def __init__(self, mesh: DeviceMesh) -> None:
         self.group, self.rank, self.size = mesh.get_group(), mesh.get_local_rank(), mesh.size()
@@ -156,6 +156,18 @@ class ContextParallel:
         padding = None if fused.key_padding_mask is None else fused.key_padding_mask[:, index]
         return input_ids[:, index], dataclasses.replace(fused, media=media, positions=fused.positions[..., index],
                                                         key_padding_mask=padding, absent=absent)
+
+    def gather_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """Every rank's ``x (n_r, ...)`` (``n_r`` may differ between ranks) in rank order, ``(sum n_r, ...)``;
+        differentiable (the backward gives each rank the summed gradient of its own rows). The media towers'
+        shares come back this way (:func:`~omnikit.fusion.media_share.encode_share`)."""
+        count = torch.tensor([x.shape[0]], device=x.device)
+        counts = [torch.empty_like(count) for _ in range(self.size)]
+        dist.all_gather(counts, count, group=self.group)
+        sizes = [int(c) for c in counts]
+        padded = torch.cat((x, x.new_zeros(max(*sizes, 1) - x.shape[0], *x.shape[1:])))
+        every = _Gather.apply(padded[None], self.group, 0)  # (cp, max rows, ...)
+        return torch.cat([every[r, :n] for r, n in enumerate(sizes)])
 
     def _pieces(self, local: torch.Tensor) -> list[torch.Tensor]:
         """``local (2B, ...)`` (this rank's two pieces of each of ``B`` sequences, rows ``2b, 2b + 1``) ->
