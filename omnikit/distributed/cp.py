@@ -27,7 +27,12 @@ of its pieces from a zero state in parallel, the ``(d_k, d_k + d_v)`` pairs are 
 rank combines them in natural order (``2 * cp`` small products) into the states entering its own
 pieces and corrects its outputs (``o = o0 + basis @ S_in``). The short causal convolution reads the
 last ``conv_size - 1`` inputs of the pieces before, gathered the same way. Both gathers are
-differentiable, so each layer's work, activations and gradients split over the ranks. Not supported:
+differentiable, so each layer's work, activations and gradients split over the ranks.
+
+An omni Thinker (a model declaring ``context_parallel_entry``) takes the whole prompt on every rank: its
+media towers encode a round-robin share of the items and gather the tokens back (:meth:`ContextParallel.gather_rows`,
+:mod:`omnikit.fusion.media_share`), and :meth:`ContextParallel.shard_fused` keeps this rank's positions, media
+tokens and deepstack features. Not supported:
 padding masks, packed sequences and sliding windows under cp.
 """
 
