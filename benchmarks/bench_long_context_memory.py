@@ -28,10 +28,9 @@ from omnikit.layers.linear_attention import GatedDeltaNet
 #: Memory of the single GPUs the prefill table checks (GiB as the runtime reports them).
 DEVICES = {"H100 80 GB": 79.6, "H200 141 GB": 139.8}
 
+#: Dense, MoE and omni presets, then the hybrids (3 Gated DeltaNet layers per full-attention layer).
 PRESETS = ["qwen3_1_7b", "qwen2_5_omni_7b_thinker", "qwen3_30b_a3b", "qwen3_omni_30b_a3b_thinker",
-           "qwen3_next_80b_a3b"]
-#: The prefill table adds the Qwen3.5 hybrids (3 Gated DeltaNet layers per full-attention layer).
-PREFILL_PRESETS = [*PRESETS, "qwen3_5_9b", "qwen3_5_35b_a3b"]
+           "qwen3_next_80b_a3b", "qwen3_5_9b", "qwen3_5_35b_a3b", "qwen3_5_omni_35b_a3b"]
 
 
 def gathered_kv_per_token(model) -> float:
@@ -74,8 +73,7 @@ def main() -> None:
         print(f"chunked prefill of {args.context} tokens in chunks of {args.chunk}, one device, bf16\n")
         print(format_table(["preset", "weights GiB", "KV cache GiB", "GDN states GiB", "chunk activations GiB",
                             "total GiB", "one GPU that holds it"],
-                           prefill_rows(PREFILL_PRESETS if args.names == PRESETS else args.names, args.context,
-                                        args.chunk)))
+                           prefill_rows(args.names, args.context, args.chunk)))
         return
     rows = []
     for name in args.names:

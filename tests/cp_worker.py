@@ -26,6 +26,7 @@ from omnikit.convert import load_hf
 from omnikit.distributed import build_mesh, data_parallel_coords, data_shard, parallelize
 from omnikit.distributed.cp import cp_media_rows, cp_positions
 from omnikit.fusion import MediaTokens, Thinker
+from omnikit.fusion.omni_prompt import OmniPrompt, collate_prompts
 from omnikit.layers import DecoderConfig, attention_blockwise
 from omnikit.models import CausalLM
 from omnikit.moe import MoE, MoEConfig
@@ -68,9 +69,18 @@ def thinker_inputs(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     return ids, features, torch.stack((t, t // 2, (t * 3) % 5))
 
 
+#: The omni Thinkers fed whole processor-style prompts: a checkpoint the test saved (tiny random transformers
+#: model) or a registered tiny model.
+OMNI = {"omni": "omni_thinker", "qwen3_omni": "qwen3_omni_thinker", "qwen3_5_vl": "qwen3_5_vl_tiny",
+        "qwen3_5_omni": "qwen3_5_omni_tiny"}
+
+
 def build(case: str, out_dir: str) -> nn.Module:
-    if case == "omni":  # the tiny random Qwen2.5-Omni Thinker checkpoint the test saved
-        return load_hf(Path(out_dir, "omni_thinker"))
+    if case in ("omni", "qwen3_omni"):  # the tiny random transformers Thinker checkpoints the test saved
+        return load_hf(Path(out_dir, OMNI[case]))
+    if case.startswith("qwen3_5"):
+        model = omnikit.create_model(OMNI[case])
+        return getattr(model, "thinker", model)  # qwen3_5_omni_tiny speaks: its Thinker
     if case == "thinker":
         return MediaThinker()
     if case == "hybrid":
@@ -79,6 +89,42 @@ def build(case: str, out_dir: str) -> nn.Module:
     if case == "moe":
         return CausalLM(config, mlp_factory=lambda i: MoE(MoEConfig(dim=32, num_experts=4, top_k=2, expert_hidden=16)))
     return CausalLM(config)
+
+
+def prompt_batch(model: nn.Module, multiple: int) -> dict[str, torch.Tensor]:
+    """Two unpadded rows of equal length (a multiple of ``multiple``) built by the model's own prompt writer:
+    row 0 an image, an audio clip (if the model hears) and a video, row 1 a video and an image; every item
+    is 6 to 12 tokens long, so the shard boundaries (every ``length / (2 * cp)``) cut through items. A video
+    step of a Qwen3.5 model is its own run after a timestamp (its processor's layout)."""
+    g = torch.Generator().manual_seed(3)
+    c = model.vision_encoder.config
+    unit, hears = c.patch[1] * c.merge_size, model.audio_encoder is not None
+    steps = {"step_text": 1} if not hears else {}
+    first = OmniPrompt(model, generator=g).text(3).image(2 * unit, 3 * unit).text(2)
+    if hears:
+        first.audio(30).text(1)
+    first.video(4, 2 * unit, 2 * unit, seconds_per_step=0.5, **steps).text(2)
+    second = OmniPrompt(model, generator=g).text(2).video(4, 2 * unit, 2 * unit, **steps).text(1)
+    second.image(3 * unit, 2 * unit).text(2)
+    length = -(-max(len(first.ids), len(second.ids)) // multiple) * multiple
+    for prompt in (first, second):
+        prompt.text(length - len(prompt.ids))
+    batch = collate_prompts([first, second])
+    assert batch.pop("attention_mask").all()
+    return batch
+
+
+def count_patch_rows(model: nn.Module) -> list[int]:
+    """The patch rows each call of ``model``'s vision tower encodes, appended to the returned list."""
+    rows: list[int] = []
+    visual = model._visual
+
+    def counted(pixels: torch.Tensor, grids):
+        rows.append(pixels.shape[0])
+        return visual(pixels, grids)
+
+    model._visual = counted
+    return rows
 
 
 def token_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -102,6 +148,7 @@ def run(case: str, sizes: dict[str, int], out_dir: str) -> dict:
     ids = torch.randint(0, VOCAB, (2 * data_ranks, LENGTH + 1), generator=g)
     inputs, targets = ids[:, :-1], ids[:, 1:]
     index = cp_positions(LENGTH, mesh["cp"])
+    extra = {}
     if case == "hybrid":  # embeddings in, a squared error against random targets
         inputs, targets = (torch.randn(2 * data_ranks, LENGTH, 32, generator=g) for _ in "xy")
         ref_out = reference(inputs)
@@ -117,14 +164,20 @@ def run(case: str, sizes: dict[str, int], out_dir: str) -> dict:
         local_pos = positions[:, first : first + mine.shape[0]][..., index]
         parallelize(model, mesh)
         out = model(mine[:, index], features=features[rows], positions=local_pos)
-    elif case == "omni":  # processor inputs whose image and audio items cross shard boundaries (cp only)
-        media = torch.load(Path(out_dir, "omni_batch.pt"))
+    elif case in OMNI:  # processor inputs whose media items cross shard boundaries (cp only)
+        media = torch.load(Path(out_dir, "omni_batch.pt")) if case == "omni" else prompt_batch(model, 8)
         inputs = media.pop("input_ids")
         targets = torch.randint(0, model.output_dim, inputs.shape, generator=g)
         index = cp_positions(inputs.shape[1], mesh["cp"])
         ref_out = reference(inputs, **media)
         parallelize(model, mesh)
+        encoded = count_patch_rows(model)
         out = model(inputs, **media)  # the whole prompt in, this rank's positions out
+        # this rank's share of the vision tower's work: its round-robin items (plus a dummy step where none)
+        total = sum(media[k].shape[0] for k in ("pixel_values", "pixel_values_videos") if k in media)
+        share = torch.tensor([sum(encoded) / total])
+        dist.all_reduce(share, op=dist.ReduceOp.MAX)
+        extra["vision_share"] = float(share)
     else:
         ref_out = reference(inputs)
         parallelize(model, mesh)
@@ -150,6 +203,8 @@ def run(case: str, sizes: dict[str, int], out_dir: str) -> dict:
         "missing_grads": sorted(set(want) - set(got)),
         "local_positions": index.tolist(),
         "block_calls": BLOCK_CALLS[0] - block_calls_before,  # mask-free attention calls (forward and backward)
+
+        **extra,
     }
 
 

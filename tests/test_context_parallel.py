@@ -31,9 +31,10 @@ TOL = 1e-5
 #: the state in a different association order, measures 1.3e-5 at most (dt_bias, cp 4).
 HYBRID_GRAD_TOL = 1e-4
 LAUNCHES = {
-    2: ["dense/cp", "moe/cp", "thinker/cp", "hybrid/cp", "omni/cp"],
+    2: ["dense/cp", "moe/cp", "thinker/cp", "hybrid/cp", "omni/cp", "qwen3_omni/cp", "qwen3_5_vl/cp",
+        "qwen3_5_omni/cp"],
     4: ["dense/cp4", "dense/dp_shard_x_cp", "moe/dp_shard_x_cp", "thinker/dp_shard_x_cp", "hybrid/cp4",
-        "hybrid/dp_shard_x_cp"],
+        "hybrid/dp_shard_x_cp", "qwen3_omni/cp4", "qwen3_5_vl/cp4", "qwen3_5_omni/cp4"],
 }
 
 
@@ -126,13 +127,37 @@ def save_published_thinker(out_dir: Path) -> bool:
     return True
 
 
+def save_qwen3_omni_thinker(out_dir: Path) -> bool:
+    """A tiny random transformers Qwen3-Omni Thinker (deepstack vision tower, AuT, MoE text model) saved alone in
+    shards, for the worker's ``qwen3_omni`` case (it writes its own prompts). False without transformers."""
+    try:
+        from qwen3_omni_reference import TINY_FULL, randomise
+        from transformers.models.qwen3_omni_moe import configuration_qwen3_omni_moe, modeling_qwen3_omni_moe
+    except ImportError:
+        return False
+    torch.manual_seed(0)
+    config = configuration_qwen3_omni_moe.Qwen3OmniMoeThinkerConfig(**TINY_FULL["thinker_config"])
+    randomise(modeling_qwen3_omni_moe.Qwen3OmniMoeThinkerForConditionalGeneration(config), scale=0.3).save_pretrained(
+        out_dir / "qwen3_omni_thinker", max_shard_size="60KB")
+    return True
+
+
+#: Cases read from checkpoints the test saves (skipped without transformers).
+SAVED = {"omni/": save_published_thinker, "qwen3_omni/": save_qwen3_omni_thinker}
+
+
 @pytest.mark.parametrize("world", sorted(LAUNCHES))
 def test_cp_equals_one_process(world: int, tmp_path: Path) -> None:
     """Dense and MoE decoders, an M-RoPE Thinker whose audio item crosses the shard boundary, the published
-    Qwen2.5-Omni Thinker (load_hf; its image and audio items cross shard boundaries; cp 2) and the
+    Qwen2.5-Omni Thinker (load_hf; its image and audio items cross shard boundaries; cp 2), the published
+    Qwen3-Omni Thinker (load_hf; deepstack features follow the image and video tokens into the shards) and the
+    hybrid Thinkers (qwen3_5_vl_tiny, qwen3_5_omni_tiny's Thinker) with items across the boundaries, their media
+    towers each encoding a share of the items (cp 2 and 4), the
     hybrid Gated DeltaNet + attention MoE stack (its state passed across the ranks; at cp 4 a piece is 2 steps,
     shorter than the convolution's 3-step history), cp over 2 and 4 ranks and dp_shard x cp (FSDP over both)."""
-    names = [n for n in LAUNCHES[world] if not n.startswith("omni/") or save_published_thinker(tmp_path)]
+    saved = {prefix: save(tmp_path) for prefix, save in SAVED.items()
+             if any(n.startswith(prefix) for n in LAUNCHES[world])}
+    names = [n for n in LAUNCHES[world] if saved.get(n[: n.index("/") + 1], True)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
         [sys.executable, str(WORKER), str(world), str(_free_port()), str(tmp_path), *names],
@@ -143,7 +168,10 @@ def test_cp_equals_one_process(world: int, tmp_path: Path) -> None:
     for name in names:
         result = results[name]
         assert "error" not in result, f"{name}: {result.get('error')}"
-        grad_tol = HYBRID_GRAD_TOL if name.startswith("hybrid") else TOL
+        grad_tol = HYBRID_GRAD_TOL if name.startswith(("hybrid", "qwen3_5")) else TOL  # Gated DeltaNet layers
         assert result["loss_rel"] <= TOL and result["out_rel"] <= TOL and result["grad_rel"] <= grad_tol, (name, result)
         assert result["missing_grads"] == [], (name, result)
         assert result["block_calls"] > 0, (name, "the mask-free attention path was not taken")
+
+        # the omni Thinkers' vision towers encode a round-robin share of the items (one process: all of them)
+        assert result.get("vision_share", 0) <= 0.6, (name, result)

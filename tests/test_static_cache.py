@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from torch._dynamo.testing import CompileCounter
@@ -106,17 +108,44 @@ def test_compiled_decode_step_traces_once_and_equals_eager(fresh_dynamo) -> None
     assert torch.equal(torch.stack(tokens, 1), reference)
 
 
+def assert_compiles_once(generate: Callable[..., torch.Tensor], reference: torch.Tensor, max_len: int) -> None:
+    """``generate(**options)`` (new tokens) through a static cache of ``max_len`` slots under ``torch.compile``
+    traces its decode step once: every step of a stream and a second stream (new buffers) reuse the graph,
+    and the tokens equal the eager ``reference``."""
+    counter = CompileCounter()
+    options = dict(cache="static", max_len=max_len, compile={"backend": counter})
+    first = generate(**options)
+    with torch._dynamo.config.patch(error_on_recompile=True):  # a new stream: new buffers, same graph
+        second = generate(**options)
+    assert counter.frame_count == 1
+    assert torch.equal(first, reference) and torch.equal(second, reference)
+
+
 def test_generate_compile_option_compiles_once_across_calls(fresh_dynamo) -> None:
     lm = _lm()
     ids = torch.randint(0, 96, (2, 5))
     reference = lm.generate(ids, max_new_tokens=6).tokens
-    counter = CompileCounter()
-    options = dict(cache="static", max_len=12, compile={"backend": counter})
-    first = lm.generate(ids, max_new_tokens=6, **options).tokens
-    with torch._dynamo.config.patch(error_on_recompile=True):  # a new stream: new buffers, same graph
-        second = lm.generate(ids, max_new_tokens=6, **options).tokens
-    assert counter.frame_count == 1
-    assert torch.equal(first, reference) and torch.equal(second, reference)
+    assert_compiles_once(lambda **options: lm.generate(ids, max_new_tokens=6, **options).tokens, reference, 12)
+
+
+@pytest.mark.parametrize("name", ["qwen3_5_tiny", "qwen3_5_vl_tiny"])
+def test_hybrid_compiled_static_decode_compiles_once(name: str, fresh_dynamo) -> None:
+    """The hybrid text model and Qwen3.5-VL (Gated DeltaNet recurrent and conv states in the static cache beside
+    the full-attention KV slots; M-RoPE ids of an image and a video for the VL model) on a left-padded batch."""
+    model = omnikit.create_model(name).eval()
+    if name == "qwen3_5_tiny":
+        ids = torch.randint(0, model.config.vocab_size, (2, 6), generator=torch.Generator().manual_seed(0))
+        mask = torch.ones(2, 6, dtype=torch.bool)
+        mask[1, :2] = False
+        positions = (mask.long().cumsum(1) - 1).clamp_min(0)
+        inputs = dict(key_padding_mask=mask, positions=positions, next_position=positions[:, -1] + 1)
+    else:
+        inputs = model.contract_inputs([10, 7], seed=1).kwargs
+        inputs.pop("lengths", None)
+        ids = inputs.pop("input_ids")
+    reference = model.generate(ids, max_new_tokens=5, **inputs).tokens
+    assert_compiles_once(lambda **options: model.generate(ids, max_new_tokens=5, **options, **inputs).tokens,
+                         reference, ids.shape[1] + 5)
 
 
 @pytest.mark.parametrize("strategy", ["delay", "depth", "mtp"])

@@ -32,7 +32,12 @@ of its pieces from a zero state in parallel, the ``(d_k, d_k + d_v)`` pairs are 
 rank combines them in natural order (``2 * cp`` small products) into the states entering its own
 pieces and corrects its outputs (``o = o0 + basis @ S_in``). The short causal convolution reads the
 last ``conv_size - 1`` inputs of the pieces before, gathered the same way. Both gathers are
-differentiable, so each layer's work, activations and gradients split over the ranks. Not supported:
+differentiable, so each layer's work, activations and gradients split over the ranks.
+
+An omni Thinker (a model declaring ``context_parallel_entry``) takes the whole prompt on every rank: its
+media towers encode a round-robin share of the items and gather the tokens back (:meth:`ContextParallel.gather_rows`,
+:mod:`omnikit.fusion.media_share`), and :meth:`ContextParallel.shard_fused` keeps this rank's positions, media
+tokens and deepstack features. Not supported:
 padding masks, packed sequences and sliding windows under cp.
 """
 
@@ -83,17 +88,29 @@ def cp_media_rows(placeholders: torch.Tensor, index: torch.Tensor) -> torch.Tens
     return row[:, index][placeholders[:, index]]
 
 
-def _packed(value: object, modality: str) -> torch.Tensor:
-    """Media tokens as ``(N, D)`` rows, item after item (an encoder's padded output without its padding)."""
+def _media_share(value: object, modality: str, rows: torch.Tensor) -> torch.Tensor | EncoderOutput:
+    """The media tokens ``rows`` (indices into the ``(N, D)`` rows, item after item) of ``value``: ``(N, D)``
+    tokens, or an :class:`~omnikit.outputs.EncoderOutput` (its padding dropped). One that carries per-token
+    ``deepstack`` features (a :class:`~omnikit.vision.DeepstackOutput`) keeps the same rows of every level,
+    as one item ``(1, n, D)``, so the features follow their placeholders into the shard."""
     if isinstance(value, torch.Tensor):
-        return value
+        return value[rows]
     if not isinstance(value, EncoderOutput):
         raise OmnikitTypeError(
             f"context parallel splits media given as (N, D) tokens or an EncoderOutput but `{modality}` is a "
             f"{type(value).__name__}"
         )
-    hidden, lengths = value.hidden_states, value.lengths.to(value.hidden_states.device)
-    return hidden[torch.arange(hidden.shape[1], device=hidden.device) < lengths[:, None]]
+    valid = value.mask.to(value.hidden_states.device)
+    tokens = value.hidden_states[valid][rows]
+    if not getattr(value, "deepstack", None):
+        return tokens
+    return dataclasses.replace(value, hidden_states=tokens[None], lengths=value.lengths.new_tensor([len(rows)]),
+                               deepstack=[level[valid][rows][None] for level in value.deepstack])
+
+
+def _tensors(share: torch.Tensor | EncoderOutput) -> list[torch.Tensor]:
+    """The tensors of a media share (:func:`_media_share`): its tokens and any deepstack features."""
+    return [share] if isinstance(share, torch.Tensor) else [share.hidden_states, *share.deepstack]
 
 
 class _Gather(torch.autograd.Function):
@@ -118,8 +135,8 @@ class ContextParallel:
     """The ``context_parallel`` hook :func:`apply_context_parallel` sets: an :class:`~omnikit.layers.Attention`
     gathers every cp rank's keys and values and masks them by global position (:meth:`gather`), a
     :class:`~omnikit.layers.linear_attention.GatedDeltaNet` passes its state (:meth:`conv_history`,
-    :meth:`delta_rule`), an :class:`~omnikit.fusion.OmniThinker` keeps this rank's share of its prompt
-    (:meth:`shard_fused`)."""
+    :meth:`delta_rule`), an :class:`~omnikit.fusion.OmniThinker` encodes its share of the media items
+    (:meth:`gather_rows`) and keeps this rank's share of its prompt (:meth:`shard_fused`)."""
 
     def __init__(self, mesh: DeviceMesh) -> None:
         self.group, self.rank, self.size = mesh.get_group(), mesh.get_local_rank(), mesh.size()
@@ -133,14 +150,34 @@ class ContextParallel:
     ) -> tuple[torch.Tensor, Any]:
         """An :class:`~omnikit.fusion.OmniThinker`'s whole prompt ``input_ids (B, T)`` and its ``fused`` inputs (a
         :class:`~omnikit.fusion.FusedInputs`; the strategy floor does not import the fusion floor) ->
-        this rank's positions of both: ids, TMRoPE ids and the media tokens whose ``placeholders`` (id per
-        modality) fall there (:func:`cp_media_rows`)."""
+        this rank's positions of both: ids, TMRoPE ids and the media tokens (with their deepstack features)
+        whose ``placeholders`` (id per modality) fall there (:func:`cp_media_rows`)."""
         index = cp_positions(input_ids.shape[1], (self.rank, self.size)).to(input_ids.device)
-        media = {name: _packed(value, name)[cp_media_rows(input_ids == placeholders[name], index)]
-                 for name, value in fused.media.items()}
+        media, absent = {}, fused.absent
+        for name, value in fused.media.items():
+            rows = cp_media_rows(input_ids == placeholders[name], index)
+            share = _media_share(value, name, rows)
+            if rows.numel():
+                media[name] = share
+            else:  # no placeholder of it here: its (empty) share joins the output times zero, so that every rank's
+                # tower gets a gradient (zero on this rank) and the data-parallel reductions stay in step
+                zero = sum(t.sum() for t in _tensors(share)) * 0
+                absent = zero if absent is None else absent + zero
         padding = None if fused.key_padding_mask is None else fused.key_padding_mask[:, index]
         return input_ids[:, index], dataclasses.replace(fused, media=media, positions=fused.positions[..., index],
-                                                        key_padding_mask=padding)
+                                                        key_padding_mask=padding, absent=absent)
+
+    def gather_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """Every rank's ``x (n_r, ...)`` (``n_r`` may differ between ranks) in rank order, ``(sum n_r, ...)``;
+        differentiable (the backward gives each rank the summed gradient of its own rows). The media towers'
+        shares come back this way (:func:`~omnikit.fusion.media_share.encode_share`)."""
+        count = torch.tensor([x.shape[0]], device=x.device)
+        counts = [torch.empty_like(count) for _ in range(self.size)]
+        dist.all_gather(counts, count, group=self.group)
+        sizes = [int(c) for c in counts]
+        padded = torch.cat((x, x.new_zeros(max(*sizes, 1) - x.shape[0], *x.shape[1:])))
+        every = _Gather.apply(padded[None], self.group, 0)  # (cp, max rows, ...)
+        return torch.cat([every[r, :n] for r, n in enumerate(sizes)])
 
     def _pieces(self, local: torch.Tensor) -> list[torch.Tensor]:
         """``local (2B, ...)`` (this rank's two pieces of each of ``B`` sequences, rows ``2b, 2b + 1``) ->

@@ -25,6 +25,7 @@ from omnikit.fusion.absent import encode_media
 from omnikit.fusion.boundary import CheckedPrompt, check_media, check_prompt
 from omnikit.fusion.early import media_item_ids
 from omnikit.fusion.media import ModalityInput
+from omnikit.fusion.media_share import MediaShares
 from omnikit.fusion.modality import MODALITIES
 from omnikit.fusion.omni import FusedInputs
 from omnikit.fusion.omni_prompt import contract_prompts, prompt_contract_inputs
@@ -207,7 +208,10 @@ class OmniThinker(nn.Module):
         })
         # an absent tower runs on a fixed input at its slot (the vision tower at the image and at the video slot)
         # when run_absent_media is on, so every data-parallel rank calls it the same number of times
-        adapted, absent = encode_media(self.adapters, given, run_absent=self.run_absent_media, device=input_ids.device)
+        # under context parallel each rank encodes a share of the items, the tokens of all are gathered
+        split = {} if self.context_parallel is None else {"encode": MediaShares(self.context_parallel)}
+        adapted, absent = encode_media(self.adapters, given, run_absent=self.run_absent_media, device=input_ids.device,
+                                       **split)
         positions, next_position = self._positions(
             prompt, images=images or (), videos=videos or (), video_seconds=video_second_per_grid,
             audio_tokens=adapted["audio"].items if "audio" in adapted else None, use_audio_in_video=use_audio_in_video,
