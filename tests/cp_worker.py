@@ -203,7 +203,6 @@ def run(case: str, sizes: dict[str, int], out_dir: str) -> dict:
         "missing_grads": sorted(set(want) - set(got)),
         "local_positions": index.tolist(),
         "block_calls": BLOCK_CALLS[0] - block_calls_before,  # mask-free attention calls (forward and backward)
-
         **extra,
     }
 

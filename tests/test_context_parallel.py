@@ -172,6 +172,5 @@ def test_cp_equals_one_process(world: int, tmp_path: Path) -> None:
         assert result["loss_rel"] <= TOL and result["out_rel"] <= TOL and result["grad_rel"] <= grad_tol, (name, result)
         assert result["missing_grads"] == [], (name, result)
         assert result["block_calls"] > 0, (name, "the mask-free attention path was not taken")
-
         # the omni Thinkers' vision towers encode a round-robin share of the items (one process: all of them)
         assert result.get("vision_share", 0) <= 0.6, (name, result)
