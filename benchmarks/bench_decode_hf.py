@@ -15,7 +15,8 @@ cache), and omnikit with ``cache="static", compile=True`` (every decode step one
 apart; steady-state times are medians of interleaved rounds after it, the A/A row times
 transformers twice per round (this run's noise). Ratios: transformers' time / omnikit's (> 1: omnikit
 faster), and per generated token. ``--old-rev`` adds the same two omnikit variants at that git revision
-(a before/after table in the same process and rounds).
+(a before/after table in the same process and rounds); ``--autotune`` adds omnikit compiled with
+``mode="max-autotune-no-cudagraphs"``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from common import format_table, interleaved_samples
 
 from omnikit.convert import load_hf
 
+AUTOTUNE = "max-autotune-no-cudagraphs"  # Inductor's GEMM templates tried against the library GEMMs
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -42,6 +45,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--old-rev", default=None, help="also time omnikit at this git revision")
+    parser.add_argument("--autotune", action="store_true", help=f"also compile with mode={AUTOTUNE!r}")
     args = parser.parse_args()
     vocab = 1024 if args.dim <= 128 else 8192
     config = transformers.Qwen3Config(hidden_size=args.dim, intermediate_size=args.dim * 11 // 4, num_hidden_layers=4,
@@ -77,6 +81,14 @@ def main() -> None:
         compiled()
         compile_s[label] = time.perf_counter() - start
         fns[f"{label} static cache + compile"] = compiled
+        if args.autotune and label == "omnikit":
+            def autotuned(lm: torch.nn.Module = lm) -> object:
+                return lm.generate(ids, max_new_tokens=new, cache="static", compile=AUTOTUNE)
+
+            start = time.perf_counter()
+            autotuned()
+            compile_s[f"{label} {AUTOTUNE}"] = time.perf_counter() - start
+            fns[f"{label} static cache + compile {AUTOTUNE}"] = autotuned
     for name, fn in fns.items():
         out = fn()
         tokens = out[:, 16:] if isinstance(out, torch.Tensor) else out.tokens
