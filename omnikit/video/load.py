@@ -8,18 +8,11 @@ import numpy as np
 import torch
 
 from omnikit.utils.checks import OmnikitValueError, check_choice, check_positive, check_positive_number
+from omnikit.video import sampling
 from omnikit.video.audio import frame_audio_energy, load_audio
 from omnikit.video.backends import Size, VideoBackend, open_video, resolve_size
 from omnikit.video.budget import TokenSpec, plan_budget
 from omnikit.video.clip import Clip
-from omnikit.video.sampling import (
-    density_indices,
-    event_weights,
-    fps_indices,
-    keyframe_indices,
-    scene_weights,
-    uniform_indices,
-)
 from omnikit.video.scenes import find_cuts
 from omnikit.video.scores import compute_frame_scores
 
@@ -59,24 +52,26 @@ def sample_indices(
     if strategy == "uniform":
         if fps is not None:
             raise OmnikitValueError("`fps` is not used by strategy='uniform'; pass strategy='fps'")
-        return np.arange(info.num_frames) if num_frames is None else uniform_indices(info.num_frames, num_frames)
+        if num_frames is None:
+            return np.arange(info.num_frames)
+        return sampling.uniform_indices(info.num_frames, num_frames)
     if strategy == "fps":
         if fps is None:
             raise OmnikitValueError("strategy='fps' needs `fps` (frames per second to sample)")
-        return fps_indices(info.timestamps, fps, max_frames=num_frames)
+        return sampling.fps_indices(info.timestamps, fps, max_frames=num_frames)
     if strategy == "keyframe":
-        return keyframe_indices(info.keyframes, max_frames=num_frames)
+        return sampling.keyframe_indices(info.keyframes, max_frames=num_frames)
     count = _count(video, num_frames, fps, strategy)
     scores = compute_frame_scores(video, progress=progress)
     if strategy == "scene":
-        weights = scene_weights(info.num_frames, find_cuts(scores.cut))
+        weights = sampling.scene_weights(info.num_frames, find_cuts(scores.cut))
     else:
         energy = None
         if info.has_audio:
             wave, rate = load_audio(info.path, mono=True)
             energy = frame_audio_energy(wave, rate, info.timestamps, info.fps)
-        weights = event_weights(scores.pixel, energy)
-    return density_indices(weights, count)
+        weights = sampling.event_weights(scores.pixel, energy)
+    return sampling.density_indices(weights, count)
 
 
 def load_video(
