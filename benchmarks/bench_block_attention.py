@@ -64,7 +64,7 @@ def main() -> None:
         print(rows[-2], rows[-1], flush=True)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, chunk {args.chunk}, 1 head of 16\n")
     print(format_table(["context", "pass", "masked ms", "mask-free ms", "mask-free / masked", "masked largest MiB",
-                        "mask-free largest MiB", "max |diff|"], rows))
+                        "mask-free largest MiB", "max abs diff"], rows))
 
 
 if __name__ == "__main__":

@@ -127,9 +127,9 @@ def draw(curves: dict[str, tuple[str, list[tuple[int, float, float]]]], path: st
         ax.set_yscale("log")
         ax.set_xlabel("context (tokens)")
         ax.set_title(title)
-    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))  # beside the curves, not over them
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
 
 
 if __name__ == "__main__":
