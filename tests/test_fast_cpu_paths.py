@@ -1,4 +1,4 @@
-"""The CPU fast paths of issue 30: oneDNN linears and packed sequences attended segment by segment."""
+"""The fast paths of issue 30: oneDNN linears, packed sequences attended segment by segment, stream checks."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from omnikit.audio.blocks import EncoderStack
+from omnikit.layers import Attention
 from omnikit.layers.attention_backends import scaled_dot_product
 from omnikit.layers.linear import MIN_ROWS, Linear, linear
+from omnikit.streaming import check_stream_batch, is_streaming, stream_members, streaming
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -95,3 +97,14 @@ def test_ragged_windows_match_each_window_alone():
             alone = stack(x[row: row + 1, :n])
             assert _rel(out[row, :n], alone[0]) <= 1e-5
             assert not out[row, n:].any()
+
+
+def test_an_open_stream_keeps_its_members_until_it_closes():
+    attn = Attention(16, 2, causal=True)
+    assert not is_streaming(attn)
+    with streaming(attn, 2):
+        assert is_streaming(attn) and attn.__dict__["_omnikit_stream_members"] == stream_members(attn)
+        check_stream_batch(attn, 2, "x")
+        with pytest.raises(ValueError, match="x"):
+            check_stream_batch(attn, 3, "x")
+    assert not is_streaming(attn) and "_omnikit_stream_members" not in attn.__dict__

@@ -118,7 +118,10 @@ class AuTEncoder(nn.Module):
         x, n = check_features(features, lengths, self.config.n_mels, like=self)
         chunks = Windows.plan(n, self.chunk_frames, x.shape[-1])
         h = chunks.split(zero_padding(x, n))[:, None]  # (N, 1, n_mels, chunk_frames)
-        for conv in (self.conv2d1, self.conv2d2, self.conv2d3):
+        h = F.gelu(self.conv2d1(h))
+        if not torch.compiler.is_compiling() and h.device.type == "cpu":  # oneDNN's 3x3 convs: 2x faster on NHWC
+            h = h.contiguous(memory_format=torch.channels_last)
+        for conv in (self.conv2d2, self.conv2d3):
             h = F.gelu(conv(h))
         rows, channels, bins, steps = h.shape
         h = self.conv_out(h.permute(0, 3, 1, 2).reshape(rows, steps, channels * bins))

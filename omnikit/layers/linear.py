@@ -60,12 +60,14 @@ class _OneDNNLinear(torch.autograd.Function):
 
 
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    if torch.compiler.is_compiling():  # first: traced sizes may be symbols no comparison can guard on
+        return False
     return (
         x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
         and type(x) in _PLAIN and type(weight) in _PLAIN and (bias is None or type(bias) in _PLAIN)
         and x.dim() >= 2 and x.numel() >= MIN_ROWS * x.shape[-1] > 0 and x.numel() * weight.shape[0] >= MIN_MACS
-        and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu")
-        and not torch._C._are_functorch_transforms_active() and torch.backends.mkldnn.is_available()
+        and not torch.is_autocast_enabled("cpu") and not torch._C._are_functorch_transforms_active()
+        and torch.backends.mkldnn.is_available()
     )
 
 
