@@ -7,7 +7,7 @@ import torch
 
 from omnikit.layers.kv_cache import KVCache
 from omnikit.layers.norm import RMSNorm
-from omnikit.models.decode_cache import repeated_step
+from omnikit.models.decode_cache import RepeatedSteps, repeated_step
 
 
 def test_kv_cache_appends_equal_one_concatenation_across_growth() -> None:
@@ -49,4 +49,19 @@ def test_repeated_steps_skip_guards_only_inside_the_call_and_never_override_a_ca
         assert _stance() == ("default", False)
     with torch.compiler.set_stance("force_eager"), repeated_step(True):
         assert _stance() == ("force_eager", False)
+    assert _stance() == ("default", False)
+
+
+def test_repeated_steps_fall_back_to_every_guard_when_dynamo_refuses_a_new_graph() -> None:
+    """A step that needs a new graph (here: a new shape; in the speech loops: another model's graph of the
+    same code between two steps) is refused under the skipping stance before it runs; it is called again
+    with every guard, gives the eager result, and the loop keeps every guard from then on."""
+    torch._dynamo.reset()
+    steps = RepeatedSteps(torch.compile(lambda x: x * 2 + 1, fullgraph=True, backend="eager"))
+    first = torch.arange(4.0)
+    assert torch.equal(steps(first), first * 2 + 1) and steps.skipping
+    assert torch.equal(steps(first + 1), first * 2 + 3) and steps.skipping  # same graph, new values
+    longer = torch.arange(6.0)
+    assert torch.equal(steps(longer), longer * 2 + 1)
+    assert not steps.skipping
     assert _stance() == ("default", False)

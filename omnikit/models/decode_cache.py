@@ -18,7 +18,10 @@ from torch.utils._pytree import tree_map_only
 
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError, check_choice, check_positive
 
-__all__ = ["CACHE_KINDS", "CacheKind", "CompileOption", "check_cache_settings", "compiled_step", "repeated_step"]
+__all__ = [
+    "CACHE_KINDS", "CacheKind", "CompileOption", "RepeatedSteps",
+    "check_cache_settings", "compiled_step", "repeated_step",
+]
 
 CacheKind = Literal["dynamic", "static"]
 #: ``"dynamic"``: a growable cache (shapes change every step); ``"static"``: preallocated slots.
@@ -93,6 +96,32 @@ def repeated_step(repeat: bool) -> contextlib.AbstractContextManager[None]:
     if not repeat or _SKIPPING is None or torch.compiler.is_compiling() or _EVAL_FRAME._stance != _DEFAULT:
         return contextlib.nullcontext()
     return _DifferentiatingGuardsOnly()
+
+
+class RepeatedSteps:
+    """The calls of one :func:`compiled_step` in a decoding loop: the first with every guard, the next ones
+    inside :func:`repeated_step`. Dynamo refuses (before the fullgraph step runs anything) a call that would
+    need a new graph under that stance: another model's graph of the same code ran between two steps (a
+    Talker's step between a Thinker's, say), or a shape changed. The call is then made again with every
+    guard, and the rest of the loop keeps every guard."""
+
+    def __init__(self, step: Callable[..., Any]) -> None:
+        self.step = step
+        self.calls = 0
+        self.skipping = True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        if self.calls == 1 or not self.skipping:
+            return self.step(*args, **kwargs)
+        try:
+            with repeated_step(True):
+                return self.step(*args, **kwargs)
+        except RuntimeError as error:
+            if "skip_guard_eval_unsafe" not in str(error):
+                raise
+            self.skipping = False
+            return self.step(*args, **kwargs)
 
 
 _EVAL_FRAME = getattr(torch._dynamo, "eval_frame", None)

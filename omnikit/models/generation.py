@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from omnikit.models.decode_cache import CacheKind, CompileOption, check_cache_settings, compiled_step, repeated_step
+from omnikit.models.decode_cache import CacheKind, CompileOption, RepeatedSteps, check_cache_settings, compiled_step
 from omnikit.models.prefill import prefill
 from omnikit.models.sampling import GREEDY, Sampling, check_stream_settings, sample_next, sampling_from_hf
 from omnikit.utils.checks import OmnikitValueError, check_int_in_range, check_positive, check_tensor
@@ -122,7 +122,7 @@ def stream_generate(
     start = torch.full((batch,), length, device=device) if next_position is None else next_position
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     generated: list[torch.Tensor] = []
-    decode_step = lm.decode_step if compile is False else compiled_step(lm.decode_step, compile)
+    decode_step = lm.decode_step if compile is False else RepeatedSteps(compiled_step(lm.decode_step, compile))
     step_padding = None
     if max_len is not None and key_padding_mask is not None:  # one mask over every slot, the same each step
         step_padding = torch.ones(batch, max_len, dtype=torch.bool, device=device)
@@ -153,8 +153,7 @@ def stream_generate(
                     pos = pos.expand(3, batch, 1)
                 if key_padding_mask is not None and max_len is None:
                     key_padding_mask = torch.cat((key_padding_mask, torch.ones_like(finished)[:, None]), dim=1)
-                with repeated_step(compile is not False and step > 0):  # the first step's shapes, new values
-                    out, hidden = decode_step(tokens[:, None], positions=pos, key_padding_mask=key_padding_mask)
+                out, hidden = decode_step(tokens[:, None], positions=pos, key_padding_mask=key_padding_mask)
                 if eos_token_id is not None:
                     finished = finished | (tokens == eos_token_id)
                 embeds = lm.embed(tokens)
