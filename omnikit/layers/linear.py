@@ -62,19 +62,24 @@ class _OneDNNLinear(torch.autograd.Function):
 def onednn_serves(*tensors: torch.Tensor | None) -> bool:
     """Whether oneDNN's float32 matmul may run on these operands (``None`` entries ignored): plain (not
     distributed) float32 CPU tensors, outside tracing, autocast and functorch transforms. Sizes are the
-    caller's to check (call this first: traced sizes may be symbols no comparison can guard on)."""
+    caller's to check, after this call's own first test, of tracing (traced sizes may be symbolic)."""
     if torch.compiler.is_compiling():
         return False
+    for t in tensors:
+        if t is not None and not (t.device.type == "cpu" and t.dtype == torch.float32 and type(t) in _PLAIN):
+            return False
     return (
-        all(t is None or (t.device.type == "cpu" and t.dtype == torch.float32 and type(t) in _PLAIN) for t in tensors)
-        and not torch.is_autocast_enabled("cpu") and not torch._C._are_functorch_transforms_active()
+        not torch.is_autocast_enabled("cpu") and not torch._C._are_functorch_transforms_active()
         and torch.backends.mkldnn.is_available()
     )
 
 
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
-    return onednn_serves(x, weight, bias) and (
+    if torch.compiler.is_compiling():  # first: traced sizes may be symbols no comparison can guard on
+        return False
+    return (  # the sizes next: they turn a decoding step's one-row products away cheapest
         x.dim() >= 2 and x.numel() >= MIN_ROWS * x.shape[-1] > 0 and x.numel() * weight.shape[0] >= MIN_MACS
+        and onednn_serves(x, weight, bias)
     )
 
 
