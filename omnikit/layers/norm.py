@@ -53,7 +53,7 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight
         if weight is not None and not self.zero_centered and x.dtype == weight.dtype and x.dtype in _WIDE:
-            return F.rms_norm(x, (self.dim,), weight, self.eps)  # the common case, without the casts below
+            return torch.rms_norm(x, (self.dim,), weight, self.eps)  # the common case: no casts, no Python wrapper
         wide = _compute_dtype(x)
         weight = self.scale_vector(wide)
         if x.dtype == wide:
@@ -72,7 +72,7 @@ def rms_norm_rows(x: torch.Tensor, norms: Sequence[RMSNorm], rows: Sequence[int]
     keys side by side in a fused projection, then rotated in one pass). The norms must have no hooks (their
     ``forward`` is called directly: a decoding step's few operator calls are what this saves); the result equals
     the norms applied one by one."""
-    parts = x.split(list(rows), dim=-2)
+    parts = x.split_with_sizes(list(rows), dim=-2)
     return torch.cat([norm.forward(part) for norm, part in zip(norms, parts, strict=True)], dim=-2)
 
 
