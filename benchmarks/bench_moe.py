@@ -3,6 +3,7 @@
     python benchmarks/bench_moe.py                      # issue-5 shape: 2048 tokens, dim 1024, 64x512, top-8
     python benchmarks/bench_moe.py --rounds 15 --plot docs/img/moe_expert_load.png
     python benchmarks/bench_moe.py --layouts ragged padded      # also the other CPU expert layouts
+    python benchmarks/bench_moe.py --onednn-variants    # also the experts on MKL only / on oneDNN at any size
     python benchmarks/bench_moe.py --device cuda --dtype bfloat16 --tokens 16384   # on a GPU
     GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184 python benchmarks/bench_moe.py
 
@@ -18,18 +19,43 @@ the MoE does the dense layer's FLOPs). ``torch.set_num_threads(--threads)``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from common import format_table, interleaved_samples, matmul_flops_per_second
 from torch import nn
 
 from omnikit.layers.mlp import SwiGLU
-from omnikit.moe import MoE, MoEConfig, plot_expert_load
+from omnikit.moe import MoE, MoEConfig, grouped, plot_expert_load
 from omnikit.moe.grouped import pair_experts
 from omnikit.utils.precision import cast_model
+
+
+class OneDNNThresholds(nn.Module):
+    """``model`` whose timed calls (forward and backward: see :func:`limits`) run with the experts' oneDNN
+    thresholds set to ``min_rows`` / ``min_macs``."""
+
+    def __init__(self, model: nn.Module, min_rows: int, min_macs: int) -> None:
+        super().__init__()
+        self.model, self.limits = model, (min_rows, min_macs)
+
+    def forward(self, *args: object, **kwargs: object) -> object:
+        return self.model(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def limits(model: nn.Module) -> Iterator[None]:
+    """The oneDNN thresholds of a :class:`OneDNNThresholds` model in force (other models: nothing changes)."""
+    saved = grouped.ONEDNN_MIN_ROWS, grouped.ONEDNN_MIN_MACS
+    if isinstance(model, OneDNNThresholds):
+        grouped.ONEDNN_MIN_ROWS, grouped.ONEDNN_MIN_MACS = model.limits
+    try:
+        yield
+    finally:
+        grouped.ONEDNN_MIN_ROWS, grouped.ONEDNN_MIN_MACS = saved
 
 
 def build(args: argparse.Namespace) -> dict[str, nn.Module]:
@@ -43,6 +69,9 @@ def build(args: argparse.Namespace) -> dict[str, nn.Module]:
         other = MoE(MoEConfig(**{**vars(cfg), "expert_gemm": layout}))
         other.load_state_dict(models["omnikit MoE"].state_dict())
         models[f"omnikit MoE ({layout})"] = other
+    if args.onednn_variants:
+        models["omnikit MoE, experts on MKL"] = OneDNNThresholds(models["omnikit MoE"], 2**62, 0)
+        models["omnikit MoE, experts on oneDNN at any size"] = OneDNNThresholds(models["omnikit MoE"], 1, 0)
     try:
         from transformers import Qwen3MoeConfig
         from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeSparseMoeBlock
@@ -63,7 +92,7 @@ def build(args: argparse.Namespace) -> dict[str, nn.Module]:
 
 def forward_only(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     def run() -> None:
-        with torch.no_grad():
+        with torch.no_grad(), limits(model):
             model(x)
 
     return run
@@ -76,7 +105,8 @@ def forward_backward(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
         for p in params:
             p.grad = None
         x.grad = None
-        model(x).sum().backward()
+        with limits(model):
+            model(x).sum().backward()
 
     return run
 
@@ -108,6 +138,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--layouts", nargs="*", default=[], choices=["ragged", "padded", "paired"],
                         help="also time the MoE with these expert_gemm layouts (its own row is 'auto')")
+    parser.add_argument("--onednn-variants", action="store_true",
+                        help="also the MoE with its expert products kept on MKL, and on oneDNN at every size")
     parser.add_argument("--plot", default=None, help="save the expert-load plot of the benchmark batch here")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])

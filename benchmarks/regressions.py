@@ -127,6 +127,19 @@ def moe_vs_dense() -> tuple[Fn, Fn]:
     return lambda: moe(x).sum().backward(), lambda: dense(x).sum().backward()
 
 
+def moe_vs_transformers() -> tuple[Fn, Fn]:
+    """MoE layer (16 experts x 256, top-4, dim 512: 128 rows per expert, where the expert products run on
+    oneDNN) fwd + bwd vs transformers' Qwen3-MoE sparse block with the same weights, 512 tokens."""
+    import argparse
+
+    from bench_moe import build
+
+    models = build(argparse.Namespace(dim=512, experts=16, top_k=4, hidden=256, layouts=[], onednn_variants=False))
+    x = torch.randn(1, 512, 512, requires_grad=True)
+    ours, hf = models["omnikit MoE"], models["transformers grouped_mm"]
+    return lambda: ours(x).sum().backward(), lambda: hf(x).sum().backward()
+
+
 def rvq() -> tuple[Fn, Fn]:
     """ResidualVQ training step (dim 64, 4 x 256, 4 x 200 frames) vs vector-quantize-pytorch."""
     import vector_quantize_pytorch
@@ -183,6 +196,7 @@ CASES: dict[str, Callable[..., tuple[Fn, Fn]]] = {
     "greedy decode static cache + compile / transformers generate": compiled_decode,
     "warm load_hf / transformers from_pretrained": warm_load,
     "MoE fwd+bwd / dense SwiGLU of the active width": moe_vs_dense,
+    "MoE fwd+bwd, 16 x 256 experts / transformers Qwen3-MoE block": moe_vs_transformers,
     "ResidualVQ train step / vector-quantize-pytorch": rvq,
     "video sampling 8 frames / full decode": video_sampling,
     "streamed first chunk / whole reply": streamed_first_chunk,

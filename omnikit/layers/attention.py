@@ -260,7 +260,8 @@ class Attention(StreamingModule[KVCache | StaticKVCache]):
         rotated in one pass each, the same operations as one by one: fewer small operator calls per
         decoding step."""
         batch, length = rows.shape[:2]
-        q, *kv = rows.split([heads * self.query_width // self.head_dim] + [kv_heads] * self.kv_projections, dim=2)
+        sizes = [heads * self.query_width // self.head_dim] + [kv_heads] * self.kv_projections
+        q, *kv = rows.split_with_sizes(sizes, dim=2)
         gate = None
         if self.output_gate:  # each head's query rows, then its gate rows
             q, gate = q[:, :, 0::2], q[:, :, 1::2].reshape(batch, length, heads * self.head_dim)

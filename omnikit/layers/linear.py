@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["MIN_MACS", "MIN_ROWS", "Linear", "linear"]
+__all__ = ["MIN_MACS", "MIN_ROWS", "Linear", "linear", "onednn_linear", "onednn_serves"]
 
 #: Fewer rows than this (decoding steps) keep ``F.linear``: a matrix-vector product is level on both kernels.
 MIN_ROWS = 4
@@ -30,7 +30,7 @@ MIN_MACS = 1 << 21
 _PLAIN = (torch.Tensor, nn.Parameter)
 
 
-def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``x (M, K) @ weight (N, K)^T + bias`` on oneDNN."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
@@ -42,7 +42,7 @@ class _OneDNNLinear(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return _onednn(x, weight, bias)
+        return onednn_linear(x, weight, bias)
 
     @staticmethod
     @once_differentiable
@@ -52,22 +52,34 @@ class _OneDNNLinear(torch.autograd.Function):
         big = x.shape[0] * x.shape[1] * weight.shape[0] >= MIN_MACS
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:  # grad @ weight
-            grad_x = _onednn(grad, weight.t(), None) if big else grad.mm(weight)
+            grad_x = onednn_linear(grad, weight.t(), None) if big else grad.mm(weight)
         if ctx.needs_input_grad[1]:  # grad^T @ x
-            grad_w = _onednn(grad.t(), x.t(), None) if big else grad.t().mm(x)
+            grad_w = onednn_linear(grad.t(), x.t(), None) if big else grad.t().mm(x)
         grad_b = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_x, grad_w, grad_b
+
+
+def onednn_serves(*tensors: torch.Tensor | None) -> bool:
+    """Whether oneDNN's float32 matmul may run on these operands (``None`` entries ignored): plain (not
+    distributed) float32 CPU tensors, outside tracing, autocast and functorch transforms. Sizes are the
+    caller's to check, after this call's own first test, of tracing (traced sizes may be symbolic)."""
+    if torch.compiler.is_compiling():
+        return False
+    for t in tensors:
+        if t is not None and not (t.device.type == "cpu" and t.dtype == torch.float32 and type(t) in _PLAIN):
+            return False
+    return (
+        not torch.is_autocast_enabled("cpu") and not torch._C._are_functorch_transforms_active()
+        and torch.backends.mkldnn.is_available()
+    )
 
 
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
     if torch.compiler.is_compiling():  # first: traced sizes may be symbols no comparison can guard on
         return False
-    return (
-        x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-        and type(x) in _PLAIN and type(weight) in _PLAIN and (bias is None or type(bias) in _PLAIN)
-        and x.dim() >= 2 and x.numel() >= MIN_ROWS * x.shape[-1] > 0 and x.numel() * weight.shape[0] >= MIN_MACS
-        and not torch.is_autocast_enabled("cpu") and not torch._C._are_functorch_transforms_active()
-        and torch.backends.mkldnn.is_available()
+    return (  # the sizes next: they turn a decoding step's one-row products away cheapest
+        x.dim() >= 2 and x.numel() >= MIN_ROWS * x.shape[-1] > 0 and x.numel() * weight.shape[0] >= MIN_MACS
+        and onednn_serves(x, weight, bias)
     )
 
 
@@ -78,7 +90,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         return F.linear(x, weight, bias)
     rows = x.reshape(-1, x.shape[-1])
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
-    out = _OneDNNLinear.apply(rows, weight, bias) if needs_grad else _onednn(rows, weight, bias)
+    out = _OneDNNLinear.apply(rows, weight, bias) if needs_grad else onednn_linear(rows, weight, bias)
     return out.view(*x.shape[:-1], weight.shape[0])
 
 

@@ -53,7 +53,7 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight
         if weight is not None and not self.zero_centered and x.dtype == weight.dtype and x.dtype in _WIDE:
-            return F.rms_norm(x, (self.dim,), weight, self.eps)  # the common case, without the casts below
+            return torch.rms_norm(x, (self.dim,), weight, self.eps)  # the common case: no casts, no Python wrapper
         wide = _compute_dtype(x)
         weight = self.scale_vector(wide)
         if x.dtype == wide:
@@ -67,14 +67,13 @@ class RMSNorm(nn.Module):
 
 
 def rms_norm_rows(x: torch.Tensor, norms: Sequence[RMSNorm], rows: Sequence[int]) -> torch.Tensor:
-    """Several :class:`RMSNorm` s over consecutive rows of one tensor in one pass: ``x (..., sum(rows), dim)``,
-    its first ``rows[0]`` rows normed by ``norms[0]``, the next ``rows[1]`` by ``norms[1]`` ... (queries and
-    keys side by side in a fused projection). The norms share ``dim`` and ``eps`` and all have a weight;
-    the result equals the norms applied one by one (the same operations, the weight applied last)."""
-    wide = _compute_dtype(x)
-    norm = norms[0]
-    weight = torch.cat([n.scale_vector(wide).expand(r, norm.dim) for n, r in zip(norms, rows, strict=True)])
-    return (F.rms_norm(x.to(wide), (norm.dim,), None, norm.eps) * weight).to(x.dtype)
+    """Several :class:`RMSNorm` s over consecutive rows of one tensor, returned as one tensor: ``x (..., sum(rows),
+    dim)``, its first ``rows[0]`` rows normed by ``norms[0]``, the next ``rows[1]`` by ``norms[1]`` ... (queries and
+    keys side by side in a fused projection, then rotated in one pass). The norms must have no hooks (their
+    ``forward`` is called directly: a decoding step's few operator calls are what this saves); the result equals
+    the norms applied one by one."""
+    parts = x.split_with_sizes(list(rows), dim=-2)
+    return torch.cat([norm.forward(part) for norm, part in zip(norms, parts, strict=True)], dim=-2)
 
 
 class _Float32Norm(nn.Module):

@@ -149,8 +149,9 @@ def apply_rotary(
         return torch.cat((rotated, x[:, heads:]), dim=1)
     if interleaved:
         x = torch.cat((x[..., 0::2], x[..., 1::2]), dim=-1)
-    cos = cos.unsqueeze(1).to(x.dtype)
-    sin = sin.unsqueeze(1).to(x.dtype)
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    if cos.dtype != x.dtype:  # tested first: a decoding step's few operator calls count
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     rotary_dim = cos.shape[-1]
     if rotary_dim == x.shape[-1]:
         return _rotated(x, cos, sin, parts)

@@ -12,6 +12,10 @@ Rows reach the experts in one of two layouts (:class:`RowLayout`):
 per-token sum as one autograd node whose backward is batched the same way (four expert GEMMs,
 one gather, one per-token sum) and keeps only the gate/up activations for backward.
 
+Either layout's products run instead as one oneDNN matmul per expert for float32 CPU operands with
+enough rows and multiply-adds per expert (:data:`ONEDNN_MIN_ROWS`, :data:`ONEDNN_MIN_MACS`), the
+kernel :mod:`omnikit.layers.linear` uses for the dense layers (about twice MKL's there).
+
 It can run the rows as consecutive **chunks** (:class:`RowChunk`), each with a layout of its own,
 the per-token sums then accumulating chunk by chunk and the weight gradients written into one
 preallocated tensor. The CPU uses two kinds:
@@ -34,11 +38,20 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from omnikit.layers.linear import onednn_linear, onednn_serves
 from omnikit.layers.mlp import gate_activation
 
 __all__ = [
-    "GroupedSwiGLU", "RowChunk", "RowLayout", "TokenBags", "grouped_mm_native", "grouped_swiglu", "pair_experts",
+    "ONEDNN_MIN_MACS", "ONEDNN_MIN_ROWS", "GroupedSwiGLU", "RowChunk",
+    "RowLayout", "TokenBags", "grouped_mm_native", "grouped_swiglu", "pair_experts",
 ]
+
+#: The CPU's float32 expert products run on oneDNN (one matmul per expert, about twice MKL's ``bmm`` /
+#: grouped GEMM on this project's AMD EPYC) from this many rows per expert on average: with fewer, the
+#: weight gradient's reduction is too short for oneDNN (32 rows x 1024 x 1024 measured 1.5x slower) ...
+ONEDNN_MIN_ROWS = 64
+#: ... and from this many multiply-adds per expert (64 x 128 -> 256, 2M, was level; 4M and more faster).
+ONEDNN_MIN_MACS = 1 << 22
 
 _NATIVE = getattr(F, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
 
@@ -88,6 +101,8 @@ class RowLayout:
 
     def mm(self, rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """``rows (R, K)`` times their expert's ``weight[e] (K, N)`` -> ``(R, N)``; ``weight`` is ``(E, K, N)``."""
+        if self._onednn(rows, weight):
+            return torch.cat([onednn_linear(rows[a:b], weight[e].t()) for e, a, b in self._bounds() if b > a])
         if self.capacity is None:
             return _NATIVE(rows, weight, offs=self.offsets)
         return torch.bmm(self._per_expert(rows), weight).view(rows.shape[0], weight.shape[-1])
@@ -95,10 +110,35 @@ class RowLayout:
     def outer(self, left: torch.Tensor, right: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """Per-expert ``left_e^T @ right_e`` over each expert's rows: ``(R, K), (R, N) -> (E, K, N)``,
         written into ``out`` when given (the padded layout's ``bmm`` writes there directly)."""
+        if self._onednn(left, right):
+            out = left.new_empty(self.num_experts, left.shape[-1], right.shape[-1]) if out is None else out
+            for e, a, b in self._bounds():
+                if b > a:
+                    out[e].copy_(onednn_linear(left[a:b].t(), right[a:b].t()))
+                else:
+                    out[e].zero_()
+            return out
         if self.capacity is not None:
             return torch.bmm(self._per_expert(left).transpose(1, 2), self._per_expert(right), out=out)
         result = _NATIVE(left.t(), right, offs=self.offsets)
         return result if out is None else out.copy_(result)
+
+    def _onednn(self, rows: torch.Tensor, other: torch.Tensor) -> bool:
+        """Whether the per-expert products of ``rows (R, K)`` with ``other`` (``(E, K, N)`` weights or
+        ``(R, N)`` rows) run as one oneDNN matmul per expert: float32 CPU operands
+        (:func:`~omnikit.layers.linear.onednn_serves`), at least :data:`ONEDNN_MIN_ROWS` rows and
+        :data:`ONEDNN_MIN_MACS` multiply-adds per expert on average."""
+        if not onednn_serves(rows, other):
+            return False
+        per_expert = rows.shape[0] // max(1, self.num_experts)
+        return per_expert >= ONEDNN_MIN_ROWS and per_expert * rows.shape[-1] * other.shape[-1] >= ONEDNN_MIN_MACS
+
+    def _bounds(self) -> list[tuple[int, int, int]]:
+        """``(expert, first row, end row)`` of every expert (host integers; a sync for ragged offsets)."""
+        if self.capacity is not None:
+            return [(e, e * self.capacity, (e + 1) * self.capacity) for e in range(self.num_experts)]
+        ends = self.offsets.tolist()
+        return [(e, ends[e - 1] if e else 0, end) for e, end in enumerate(ends)]
 
     def _per_expert(self, rows: torch.Tensor) -> torch.Tensor:
         """Padded ``(E * capacity, K)`` rows as ``(E, capacity, K)``."""
