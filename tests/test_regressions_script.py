@@ -31,7 +31,7 @@ def test_every_case_runs_dry(regressions, capsys) -> None:
 def test_recorded_baseline_is_compared(regressions, tmp_path, capsys) -> None:
     baseline = tmp_path / "baseline.json"
     baseline.write_text(json.dumps({"ratios": {"MoE fwd+bwd / dense SwiGLU of the active width": 1.0}}))
-    results = regressions.main(["--only", "moe", "--repeats", "1", "--baseline", str(baseline), "--record"])
+    results = regressions.main(["--only", "active width", "--repeats", "1", "--baseline", str(baseline), "--record"])
     assert list(results) == ["MoE fwd+bwd / dense SwiGLU of the active width"]
     out = capsys.readouterr().out
     assert "moved beyond the noise:" in out and "| baseline |" in out
