@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from omnikit.layers.kv_cache import KVCache
+from omnikit.layers import norm as norm_module
 from omnikit.layers.norm import RMSNorm
 from omnikit.models.decode_cache import RepeatedSteps, repeated_step
 
@@ -34,6 +35,37 @@ def test_rms_norm_direct_path_equals_the_general_one() -> None:
     x = torch.randn(2, 16).to(torch.bfloat16)
     assert norm(x).dtype == torch.bfloat16
     torch.testing.assert_close(norm(x), norm(x.float()).to(torch.bfloat16), rtol=0, atol=0)
+
+
+def test_small_inference_rms_norm_runs_as_a_mirrored_layer_norm_equal_to_torch_rms_norm(monkeypatch) -> None:
+    torch.manual_seed(0)
+    norm = RMSNorm(64, 1e-6)
+    torch.nn.init.normal_(norm.weight)
+    calls = []
+    mirrored = norm_module._mirrored_rms_norm
+    monkeypatch.setattr(norm_module, "_mirrored_rms_norm", lambda *a: calls.append(1) or mirrored(*a))
+    for scale in (1e-3, 1.0, 1e3):  # a decoding step's rows: one token, its query/key heads
+        for shape in ((1, 1, 64), (2, 1, 6, 64), (1, 32, 64)):
+            x = torch.randn(shape) * scale
+            with torch.no_grad():
+                got = norm(x)
+            torch.testing.assert_close(got, torch.rms_norm(x, (64,), norm.weight, 1e-6), rtol=2e-6, atol=1e-6)
+    with torch.no_grad():  # no NaN from an all-zero row
+        assert torch.equal(norm(torch.zeros(1, 64)), torch.zeros(1, 64))
+    assert len(calls) == 10
+
+
+def test_rms_norm_keeps_torch_rms_norm_for_large_inputs_and_training() -> None:
+    norm = RMSNorm(64)
+    torch.nn.init.normal_(norm.weight)
+    large = torch.randn(norm_module.MIRRORED_MAX_NUMEL // 64 + 1, 64)
+    small = torch.randn(2, 64, requires_grad=True)
+    with torch.no_grad():
+        assert torch.equal(norm(large), torch.rms_norm(large, (64,), norm.weight, 1e-6))
+    out = norm(small)  # autograd records: torch's own op and its backward
+    assert torch.equal(out, torch.rms_norm(small, (64,), norm.weight, 1e-6))
+    out.sum().backward()
+    assert small.grad is not None and torch.isfinite(small.grad).all()
 
 
 def _stance() -> tuple[str, bool]:
