@@ -1,14 +1,16 @@
 """The decoding fast paths of issue 30 keep behaviour: the KV cache's in-place writes, the norm's direct
-call, and the compiled steps that skip re-checking guards only where a loop repeats its first step."""
+call and its mirrored layer norm for small inputs, the CPU options of compiled steps, and the compiled
+steps that skip re-checking guards only where a loop repeats its first step."""
 
 from __future__ import annotations
 
 import torch
 
-from omnikit.layers.kv_cache import KVCache
 from omnikit.layers import norm as norm_module
+from omnikit.layers.kv_cache import KVCache
 from omnikit.layers.norm import RMSNorm
-from omnikit.models.decode_cache import RepeatedSteps, repeated_step
+from omnikit.models import decode_cache
+from omnikit.models.decode_cache import CPU_STEP_OPTIONS, RepeatedSteps, compiled_step, repeated_step
 
 
 def test_kv_cache_appends_equal_one_concatenation_across_growth() -> None:
@@ -55,17 +57,38 @@ def test_small_inference_rms_norm_runs_as_a_mirrored_layer_norm_equal_to_torch_r
     assert len(calls) == 10
 
 
-def test_rms_norm_keeps_torch_rms_norm_for_large_inputs_and_training() -> None:
+def test_rms_norm_keeps_torch_rms_norm_for_large_inputs_and_gives_its_gradients_for_small_ones() -> None:
+    torch.manual_seed(0)
     norm = RMSNorm(64)
     torch.nn.init.normal_(norm.weight)
     large = torch.randn(norm_module.MIRRORED_MAX_NUMEL // 64 + 1, 64)
-    small = torch.randn(2, 64, requires_grad=True)
     with torch.no_grad():
         assert torch.equal(norm(large), torch.rms_norm(large, (64,), norm.weight, 1e-6))
-    out = norm(small)  # autograd records: torch's own op and its backward
-    assert torch.equal(out, torch.rms_norm(small, (64,), norm.weight, 1e-6))
-    out.sum().backward()
-    assert small.grad is not None and torch.isfinite(small.grad).all()
+    small = torch.randn(2, 64, requires_grad=True)
+    upstream = torch.randn(2, 64)
+    ours = torch.autograd.grad(norm(small), (small, norm.weight), upstream)
+    theirs = torch.autograd.grad(torch.rms_norm(small, (64,), norm.weight, 1e-6), (small, norm.weight), upstream)
+    for got, expected in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    recorded = norm(small)
+    with torch.no_grad():  # the same outputs with and without autograd recording
+        assert torch.equal(norm(small), recorded)
+
+
+def test_compile_true_on_the_cpu_uses_the_cpu_step_options_and_other_choices_pass_unchanged(monkeypatch) -> None:
+    seen: list[dict] = []
+    monkeypatch.setattr(decode_cache.torch, "compile", lambda fn, **kwargs: seen.append(kwargs) or fn)
+    cpu_step = torch.nn.Linear(2, 2).forward
+    compiled_step(cpu_step, True)
+    compiled_step(cpu_step, "max-autotune-no-cudagraphs")
+    compiled_step(cpu_step, {"backend": "aot_eager"})
+    compiled_step(lambda x: x, True)  # not a module's step: torch.compile's defaults
+    assert seen == [
+        {"options": CPU_STEP_OPTIONS, "fullgraph": True},
+        {"mode": "max-autotune-no-cudagraphs", "fullgraph": True},
+        {"backend": "aot_eager", "fullgraph": True},
+        {"mode": None, "fullgraph": True},
+    ]
 
 
 def _stance() -> tuple[str, bool]:

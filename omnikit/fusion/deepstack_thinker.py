@@ -60,6 +60,7 @@ class DeepstackThinker(Thinker):
         media: Mapping[str, MediaInput] | None = None,
         positions: torch.Tensor | None = None,
         return_hidden: bool = False,
+        logits_to_keep: int = 0,
         **attention: torch.Tensor | None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """As :meth:`Thinker.forward` (``attention``: ``key_padding_mask``, ``attention_mask``, ``cu_seqlens``),
@@ -86,5 +87,5 @@ class DeepstackThinker(Thinker):
             x = x + feature
         x, _ = run_blocks(blocks[len(levels):], x, lambda b: kwargs, checkpointing=checkpointing, return_aux=False)
         hidden = decoder.norm(x)
-        logits = self.lm_head(hidden)
+        logits = self.lm_head(self.kept_for_logits(hidden, logits_to_keep))
         return (logits, hidden) if return_hidden else logits

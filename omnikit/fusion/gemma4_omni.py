@@ -94,12 +94,13 @@ class Gemma4Omni(TokenLM, StreamingContainer, nn.Module):
         positions: torch.Tensor | None = None,
         key_padding_mask: torch.Tensor | None = None,
         return_hidden: bool = False,
+        logits_to_keep: int = 0,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Args:
         input_ids: ``(B, T)`` with placeholders.
         pixel_values, image_positions: images for :class:`Gemma4VisionEncoder` (``(I, N, 3 p^2)``, ``(I, N, 2)``).
         audio_features, audio_lengths: clips for :class:`Gemma4AudioEncoder` (``(A, mels, frames)``, ``(A,)``).
-        positions, key_padding_mask: as :meth:`Gemma4LM.forward`.
+        positions, key_padding_mask, logits_to_keep: as :meth:`Gemma4LM.forward`.
         """
         self.check_ids(input_ids)
         is_image, is_audio = input_ids == self.image_token_id, input_ids == self.audio_token_id
@@ -130,7 +131,7 @@ class Gemma4Omni(TokenLM, StreamingContainer, nn.Module):
         if self.bidirectional_vision and input_ids.shape[1] > 1:  # decode steps (one token) are causal
             masks = {"sliding_attention_mask": self._vision_mask(is_image), "sliding_causal": False}
         logits, hidden = self.lm.run(text_ids, embeds, positions=positions, key_padding_mask=key_padding_mask,
-                                     **masks)
+                                     logits_to_keep=logits_to_keep, **masks)
         return (logits, hidden) if return_hidden else logits
 
     def _vision_mask(self, is_image: torch.Tensor) -> torch.Tensor:

@@ -115,6 +115,7 @@ class Thinker(CausalLM):
         attention_mask: torch.Tensor | None = None,
         cu_seqlens: torch.Tensor | None = None,
         return_hidden: bool = False,
+        logits_to_keep: int = 0,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Args:
         input_ids: ``(B, T)`` ids, media stood for by placeholder tokens.
@@ -124,6 +125,7 @@ class Thinker(CausalLM):
         attention_mask: extra bool mask broadcastable to ``(B, H, T, S)``.
         cu_seqlens: ``(N+1,)`` boundaries of samples packed into a batch-1 row.
         return_hidden: also return the final hidden states ``(B, T, dim)``.
+        logits_to_keep: logits of the last this many positions only (0: all; see :meth:`kept_for_logits`).
         """
         checked = self.prompt_media(input_ids, media, key_padding_mask)
         embeds = place_media(self.embed(input_ids), checked, checked.slots)
@@ -136,7 +138,7 @@ class Thinker(CausalLM):
             embeds, positions=positions, key_padding_mask=key_padding_mask, attention_mask=attention_mask,
             cu_seqlens=cu_seqlens, causal=causal,
         )
-        logits = self.lm_head(hidden)
+        logits = self.lm_head(self.kept_for_logits(hidden, logits_to_keep))
         return (logits, hidden) if return_hidden else logits
 
     def suppress_placeholders(self, logits: torch.Tensor) -> torch.Tensor:

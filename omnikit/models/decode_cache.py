@@ -14,12 +14,13 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeVar
 
 import torch
+from torch import nn
 from torch.utils._pytree import tree_map_only
 
 from omnikit.utils.checks import OmnikitTypeError, OmnikitValueError, check_choice, check_positive
 
 __all__ = [
-    "CACHE_KINDS", "CacheKind", "CompileOption", "RepeatedSteps",
+    "CACHE_KINDS", "CPU_STEP_OPTIONS", "CacheKind", "CompileOption", "RepeatedSteps",
     "check_cache_settings", "compiled_step", "repeated_step",
 ]
 
@@ -63,15 +64,34 @@ def check_cache_settings(cache: str, max_len: int | None, compile: CompileOption
 #: ``torch.compile`` modes that run the compiled code as CUDA graphs.
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
+#: Inductor options of ``compile=True`` for a step whose module lies on the CPU. ``cpp_wrapper``: the code that
+#: calls the step's kernels and library GEMMs is generated in C++, not Python (a small model's decoding step
+#: is ~60 such calls, each paying Python's overhead otherwise); ``size_asserts=False``: no re-check of every
+#: input's sizes and strides per call, which Dynamo's guards already made for the step's first call and a
+#: loop's static cache keeps. Measured on greedy decoding of a 4-layer 128-wide Qwen3 (32 tokens, 1 CPU
+#: thread): 25.2 -> 20.0 ms a call, compile (no cache) about twice as long.
+CPU_STEP_OPTIONS: dict[str, Any] = {"cpp_wrapper": True, "size_asserts": False}
+
+
+def _on_cpu(step: Callable[..., Any]) -> bool:
+    """``step`` is a bound method of a module whose first parameter lies on the CPU."""
+    module = getattr(step, "__self__", None)
+    parameter = next(module.parameters(), None) if isinstance(module, nn.Module) else None
+    return parameter is not None and parameter.device.type == "cpu"
+
 
 def compiled_step(step: F, compile: CompileOption) -> F:
-    """``torch.compile(step, fullgraph=True)`` with ``compile``'s mode or arguments (True: the defaults).
-    Dynamo caches the traced code with the function, so compiling the same step again reuses it.
+    """``torch.compile(step, fullgraph=True)`` with ``compile``'s mode or arguments (True: the defaults, with
+    :data:`CPU_STEP_OPTIONS` for a module's step on the CPU). Dynamo caches the traced code with the
+    function, so compiling the same step again reuses it.
 
     In a CUDA-graph mode the step's outputs live in the graph's memory pool, which the next call
     overwrites; they are cloned on return, so a caller may keep them (a generated hidden state, say).
     """
-    kwargs = dict(compile) if isinstance(compile, Mapping) else {"mode": None if compile is True else compile}
+    if compile is True and _on_cpu(step):
+        kwargs: dict[str, Any] = {"options": dict(CPU_STEP_OPTIONS)}
+    else:
+        kwargs = dict(compile) if isinstance(compile, Mapping) else {"mode": None if compile is True else compile}
     compiled = torch.compile(step, **{**kwargs, "fullgraph": True})
     if kwargs.get("mode") not in CUDA_GRAPH_MODES:
         return compiled

@@ -327,14 +327,14 @@ class Gemma4LM(TokenLM, StreamingContainer, nn.Module):
         return logits if cap is None else torch.tanh(logits / cap) * cap
 
     def run(
-        self, input_ids: torch.Tensor | None, embeds: torch.Tensor, **kwargs: Any
+        self, input_ids: torch.Tensor | None, embeds: torch.Tensor, *, logits_to_keep: int = 0, **kwargs: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and final hidden states of input embeddings ``embeds (B, T, dim)`` (``input_ids``:
-        the ids the per-layer embeddings read; None where they are media). ``kwargs``: see
-        :meth:`Gemma4Decoder.forward`."""
+        the ids the per-layer embeddings read; None where they are media). ``logits_to_keep``: see
+        :meth:`kept_for_logits`; ``kwargs``: see :meth:`Gemma4Decoder.forward`."""
         per_layer = None if self.ple is None else self.ple(input_ids, embeds)
         hidden = self.decoder(embeds, per_layer, **kwargs)
-        return self.logits(hidden), hidden
+        return self.logits(self.kept_for_logits(hidden, logits_to_keep)), hidden
 
     def forward(
         self,
@@ -343,12 +343,14 @@ class Gemma4LM(TokenLM, StreamingContainer, nn.Module):
         positions: torch.Tensor | None = None,
         key_padding_mask: torch.Tensor | None = None,
         return_hidden: bool = False,
+        logits_to_keep: int = 0,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``input_ids (B, T)``; ``positions (B, T)`` / ``(T,)``; ``key_padding_mask (B, S)`` bool, True
-        on valid keys (S: cached + T when streaming). Returns logits ``(B, T, vocab)`` (and hidden)."""
+        on valid keys (S: cached + T when streaming). Returns logits ``(B, T, vocab)`` (and hidden;
+        ``logits_to_keep``: the last this many positions' logits only, see :meth:`kept_for_logits`)."""
         self.check_ids(input_ids)
         logits, hidden = self.run(input_ids, self.embed_tokens(input_ids), positions=positions,
-                                  key_padding_mask=key_padding_mask)
+                                  key_padding_mask=key_padding_mask, logits_to_keep=logits_to_keep)
         return (logits, hidden) if return_hidden else logits
 
     def decode_step(

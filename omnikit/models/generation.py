@@ -1,9 +1,10 @@
 """KV-cached decoding for any :class:`omnikit.models.CausalLM`: one step per generated token.
 
-The prompt is run once inside ``with lm.streaming(B):`` (prefill), then each new token is fed
-alone; the caller sees every token as soon as it exists, with its input embedding and the final
-hidden state (what a Talker consumes). Ids are validated once, at the prompt: a generated token
-comes from the model's own vocabulary, so the decode steps make no host syncs for checks.
+The prompt is run once inside ``with lm.streaming(B):`` (prefill; the LM head reads its last
+position only), then each new token is fed alone; the caller sees every token as soon as it exists,
+with its input embedding and the final hidden state (what a Talker consumes). Ids are validated once,
+at the prompt: a generated token comes from the model's own vocabulary, so the decode steps make no
+host syncs for checks.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def stream_generate(
     """Prefill ``input_ids (B, T)`` once, then yield one :class:`GenerationStep` per generated token.
 
     Args:
-        lm: the language model; ``lm(input_ids, positions=, key_padding_mask=, **prompt_kwargs)``
+        lm: the language model; ``lm(input_ids, positions=, key_padding_mask=, logits_to_keep=1, **prompt_kwargs)``
             runs the prompt, ``lm.decode_step`` each new token and ``lm.restrict_logits`` removes ids
             it must never generate.
         input_ids, positions, key_padding_mask: the prompt (left padding allowed with a mask and
@@ -136,10 +137,11 @@ def stream_generate(
     with lm.streaming(batch, max_len=max_len):
         with inference:
             if prefill_chunk is None:
-                logits = lm(input_ids, positions=positions, key_padding_mask=key_padding_mask, **prompt_kwargs)[:, -1]
+                logits = lm(input_ids, positions=positions, key_padding_mask=key_padding_mask, logits_to_keep=1,
+                            **prompt_kwargs)[:, -1]
             else:
                 logits = prefill(lm, input_ids, chunk=prefill_chunk, positions=positions,
-                                 key_padding_mask=key_padding_mask)
+                                 key_padding_mask=key_padding_mask, logits_to_keep=1)
         key_padding_mask = step_padding if max_len is not None else key_padding_mask
         for step in range(max_new_tokens):
             with inference:

@@ -14,7 +14,7 @@ from omnikit.layers.linear import Linear
 from omnikit.models.generation import GenerationOutput, GenerationStep, generate, stream_generate
 from omnikit.streaming import StreamingContainer
 from omnikit.testing.contract import ContractInputs
-from omnikit.utils.checks import OmnikitValueError, check_ids
+from omnikit.utils.checks import OmnikitValueError, check_ids, check_int_in_range
 from omnikit.utils.parallel import VOCAB_EMBED, VOCAB_HEAD, ParallelPlan
 
 __all__ = ["CausalLM", "TokenLM"]
@@ -23,7 +23,7 @@ __all__ = ["CausalLM", "TokenLM"]
 class TokenLM:
     """What every token language model shares (:class:`CausalLM`, Gemma 4's): id checks, KV-cached
     generation and the contract's inputs. A subclass has ``config.vocab_size``, ``embed``,
-    ``forward(input_ids, positions=, key_padding_mask=)`` and ``decode_step``."""
+    ``forward(input_ids, positions=, key_padding_mask=, logits_to_keep=)`` and ``decode_step``."""
 
     config: Any
     uses_mrope = False
@@ -45,6 +45,14 @@ class TokenLM:
         """``input_ids (B, T)`` int in ``[0, vocab_size)``: the one value check of a public entry point
         (skipped while compiling; generated tokens never come through it)."""
         check_ids(input_ids, "input_ids", self.config.vocab_size, ndim=2)
+
+    @staticmethod
+    def kept_for_logits(hidden: torch.Tensor, logits_to_keep: int) -> torch.Tensor:
+        """The positions of ``hidden (B, T, dim)`` the LM head reads: the last ``logits_to_keep`` (0: all, as in
+        transformers). A prompt before decoding needs only its last position's logits: ``(T, vocab)`` of
+        them would be most of a long prompt's memory (151,936 x 4 bytes = 0.6 MB a position in float32)."""
+        check_int_in_range(logits_to_keep, "logits_to_keep", 0)
+        return hidden if logits_to_keep == 0 else hidden[:, -logits_to_keep:]
 
     def restrict_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """``logits (..., vocab)`` with the ids generation must never pick at ``-inf`` (none here)."""
@@ -116,17 +124,20 @@ class CausalLM(TokenLM, StreamingContainer, nn.Module):
         key_padding_mask: torch.Tensor | None = None,
         cu_seqlens: torch.Tensor | None = None,
         return_hidden: bool = False,
+        logits_to_keep: int = 0,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Args:
         input_ids: ``(B, T)`` int token ids in ``[0, vocab_size)``.
         positions, key_padding_mask, cu_seqlens: see :meth:`Decoder.forward`.
         return_hidden: also return the final hidden states ``(B, T, dim)``.
+        logits_to_keep: logits of the last this many positions only, ``(B, logits_to_keep, vocab)`` (0: all;
+            see :meth:`kept_for_logits`); the hidden states stay whole.
         """
         self.check_ids(input_ids)
         hidden = self.decoder(
             self.embed(input_ids), positions=positions, key_padding_mask=key_padding_mask, cu_seqlens=cu_seqlens
         )
-        logits = self.lm_head(hidden)
+        logits = self.lm_head(self.kept_for_logits(hidden, logits_to_keep))
         return (logits, hidden) if return_hidden else logits
 
     def decode_step(
