@@ -113,11 +113,12 @@ def test_stream_adds_up_to_the_offline_waveform(checkpoint) -> None:
     inputs = hf_inputs(omni, chat(2))
     options = dict(max_new_tokens=5, talker_do_sample=False, thinker_eos_token_id=IM_END, talker_max_new_tokens=9)
     offline = omni.generate(**inputs, **options)
-    chunks = list(omni.stream(**inputs, chunk_frames=3, **options))  # Code2Wav streams: exact
+    chunks = list(omni.stream(**inputs, chunk_frames=3, **options))  # Code2Wav streams the same operations
     assert torch.equal(torch.cat([c.text_tokens for c in chunks], dim=1), offline.tokens)
     assert torch.equal(torch.cat([c.codes for c in chunks], dim=2), offline.codes)
     streamed = torch.cat([c.wav for c in chunks], dim=-1)
-    assert streamed.shape == offline.wav.shape and rel_err(streamed, offline.wav) < 1e-5
+    # equal to float rounding: a chunk's few rows and the whole reply's norms run different CPU kernels (RMSNorm)
+    assert streamed.shape == offline.wav.shape and rel_err(streamed, offline.wav) < 3e-5
     assert chunks[0].codes.shape[-1] == 3 and chunks[0].wav.shape[-1] > 0
     windowed = list(omni.stream(**inputs, chunk_frames=3, decoder_options={"left_context": 2}, **options))
     assert torch.cat([c.wav for c in windowed], dim=-1).shape == offline.wav.shape  # re-decoded context: close

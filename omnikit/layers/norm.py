@@ -73,8 +73,9 @@ class RMSNorm(nn.Module):
         weight = self.weight
         if weight is not None and not self.zero_centered and x.dtype == weight.dtype and x.dtype in _WIDE:
             # the common case: no casts, no Python wrapper; small inputs on the CPU as one fused kernel (with or
-            # without autograd: a model gives the same outputs whether or not it records gradients)
-            if x.numel() <= MIRRORED_MAX_NUMEL and x.device.type == "cpu" and not torch.compiler.is_compiling():
+            # without autograd: a model gives the same outputs whether or not it records gradients). Not while
+            # compiling (Inductor fuses torch.rms_norm itself), tested first: a size test would guard the graph.
+            if not torch.compiler.is_compiling() and x.device.type == "cpu" and x.numel() <= MIRRORED_MAX_NUMEL:
                 return _mirrored_rms_norm(x, weight, self.eps)
             return torch.rms_norm(x, (self.dim,), weight, self.eps)
         wide = _compute_dtype(x)
