@@ -16,7 +16,10 @@ apart; steady-state times are medians of interleaved rounds after it, the A/A ro
 transformers twice per round (this run's noise). Ratios: transformers' time / omnikit's (> 1: omnikit
 faster), and per generated token. ``--old-rev`` adds the same two omnikit variants at that git revision
 (a before/after table in the same process and rounds); ``--autotune`` adds omnikit compiled with
-``mode="max-autotune-no-cudagraphs"``.
+``mode="max-autotune-no-cudagraphs"``; ``--compile-options`` adds omnikit compiled with torch's plain
+defaults (``compile={}``) and with only Inductor's C++ wrapper, beside ``compile=True`` (which on the CPU
+also turns size asserts off: ``omnikit.models.decode_cache.CPU_STEP_OPTIONS``). Each such variant runs
+its own copy of the model.
 """
 
 from __future__ import annotations
@@ -46,7 +49,15 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--old-rev", default=None, help="also time omnikit at this git revision")
     parser.add_argument("--autotune", action="store_true", help=f"also compile with mode={AUTOTUNE!r}")
+    parser.add_argument("--compile-options", action="store_true",
+                        help="also compile with compile={} and with only options={'cpp_wrapper': True}")
     args = parser.parse_args()
+    variants: dict[str, object] = {}  # more compiled variants of this checkout: label -> compile=
+    if args.autotune:
+        variants[AUTOTUNE] = AUTOTUNE
+    if args.compile_options:
+        variants["torch defaults (compile={})"] = {}
+        variants["cpp_wrapper only"] = {"options": {"cpp_wrapper": True}}
     vocab = 1024 if args.dim <= 128 else 8192
     config = transformers.Qwen3Config(hidden_size=args.dim, intermediate_size=args.dim * 11 // 4, num_hidden_layers=4,
                                       num_attention_heads=4, num_key_value_heads=2, head_dim=args.dim // 4,
@@ -59,6 +70,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         hf.save_pretrained(directory)
         models["omnikit"] = load_hf(directory).eval()
+        copies = {label: load_hf(directory).eval() for label in variants}
         if args.old_rev:
             from bench_before_after import import_old
 
@@ -81,14 +93,14 @@ def main() -> None:
         compiled()
         compile_s[label] = time.perf_counter() - start
         fns[f"{label} static cache + compile"] = compiled
-        if args.autotune and label == "omnikit":
-            def autotuned(lm: torch.nn.Module = lm) -> object:
-                return lm.generate(ids, max_new_tokens=new, cache="static", compile=AUTOTUNE)
+    for variant, option in variants.items():
+        def compiled_variant(lm: torch.nn.Module = copies[variant], option: object = option) -> object:
+            return lm.generate(ids, max_new_tokens=new, cache="static", compile=option)
 
-            start = time.perf_counter()
-            autotuned()
-            compile_s[f"{label} {AUTOTUNE}"] = time.perf_counter() - start
-            fns[f"{label} static cache + compile {AUTOTUNE}"] = autotuned
+        start = time.perf_counter()
+        compiled_variant()
+        compile_s[f"omnikit {variant}"] = time.perf_counter() - start
+        fns[f"omnikit static cache + compile, {variant}"] = compiled_variant
     for name, fn in fns.items():
         out = fn()
         tokens = out[:, 16:] if isinstance(out, torch.Tensor) else out.tokens

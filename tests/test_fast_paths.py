@@ -3,6 +3,7 @@ tensors, and the rewritten shared layers give the same numbers as the reference 
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import omnikit
@@ -24,15 +25,18 @@ def test_generated_steps_are_ordinary_tensors_usable_with_autograd() -> None:
     out.hidden.add_(1.0)
 
 
-def test_norms_over_rows_equal_the_norms_one_by_one() -> None:
+@pytest.mark.parametrize("steps", [3, 64])  # one mirrored layer norm for all rows; above MIRRORED_MAX_NUMEL, one by one
+def test_norms_over_rows_equal_the_norms_one_by_one(steps: int) -> None:
     from omnikit.layers.norm import RMSNorm, rms_norm_rows
 
     torch.manual_seed(0)
-    for zero_centered, dtype in ((False, torch.float32), (True, torch.float32), (False, torch.bfloat16)):
-        norms = [RMSNorm(16, 1e-5, zero_centered=zero_centered) for _ in range(2)]
+    cases = ((False, torch.float32, 1e-5), (True, torch.float32, 1e-5), (False, torch.bfloat16, 1e-5),
+             (False, torch.float32, 1e-3))  # the last: the two norms' eps differ
+    for zero_centered, dtype, second_eps in cases:
+        norms = [RMSNorm(16, eps, zero_centered=zero_centered) for eps in (1e-5, second_eps)]
         for norm in norms:
             torch.nn.init.normal_(norm.weight)
-        x = torch.randn(2, 3, 5, 16).to(dtype)
+        x = torch.randn(2, steps, 5, 16).to(dtype)
         joint = rms_norm_rows(x, norms, (3, 2))
         separate = torch.cat((norms[0](x[:, :, :3]), norms[1](x[:, :, 3:])), dim=2)
         assert joint.dtype == dtype

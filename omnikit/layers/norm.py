@@ -39,6 +39,12 @@ def _mirrored_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tor
     return torch.layer_norm(mirrored, (2 * dim,), None, None, eps)[..., :dim] * weight
 
 
+def _small_on_cpu(x: torch.Tensor) -> bool:
+    """``x`` is an eager CPU input small enough for :func:`_mirrored_rms_norm`. Compiling is tested first
+    (Inductor fuses ``torch.rms_norm`` itself, and a size test would guard the traced graph)."""
+    return not torch.compiler.is_compiling() and x.device.type == "cpu" and x.numel() <= MIRRORED_MAX_NUMEL
+
+
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     """float32 for half-precision inputs, the input's own dtype for float32 and float64."""
     return torch.promote_types(x.dtype, torch.float32)
@@ -69,13 +75,19 @@ class RMSNorm(nn.Module):
         weight = self.weight.to(dtype)
         return 1.0 + weight if self.zero_centered else weight
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def plain_weight(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The weight when it scales ``x`` as it is (no ``1 +``, ``x`` in its float32/float64 dtype): the common
+        case, computed without casts; None otherwise."""
         weight = self.weight
-        if weight is not None and not self.zero_centered and x.dtype == weight.dtype and x.dtype in _WIDE:
-            # the common case: no casts, no Python wrapper; small inputs on the CPU as one fused kernel (with or
-            # without autograd: a model gives the same outputs whether or not it records gradients). Not while
-            # compiling (Inductor fuses torch.rms_norm itself), tested first: a size test would guard the graph.
-            if not torch.compiler.is_compiling() and x.device.type == "cpu" and x.numel() <= MIRRORED_MAX_NUMEL:
+        plain = weight is not None and not self.zero_centered and x.dtype == weight.dtype and x.dtype in _WIDE
+        return weight if plain else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.plain_weight(x)
+        if weight is not None:
+            # small inputs on the CPU as one fused kernel, with or without autograd (a model gives the same
+            # outputs whether or not it records gradients)
+            if _small_on_cpu(x):
                 return _mirrored_rms_norm(x, weight, self.eps)
             return torch.rms_norm(x, (self.dim,), weight, self.eps)
         wide = _compute_dtype(x)
@@ -95,7 +107,12 @@ def rms_norm_rows(x: torch.Tensor, norms: Sequence[RMSNorm], rows: Sequence[int]
     dim)``, its first ``rows[0]`` rows normed by ``norms[0]``, the next ``rows[1]`` by ``norms[1]`` ... (queries and
     keys side by side in a fused projection, then rotated in one pass). The norms must have no hooks (their
     ``forward`` is called directly: a decoding step's few operator calls are what this saves); the result equals
-    the norms applied one by one."""
+    the norms applied one by one. A small CPU input is normed in one mirrored layer norm, each row then scaled
+    by its own norm's weight."""
+    weights = [norm.plain_weight(x) for norm in norms]
+    if _small_on_cpu(x) and all(w is not None for w in weights) and len({norm.eps for norm in norms}) == 1:
+        per_row = torch.cat([w.expand(count, w.shape[0]) for w, count in zip(weights, rows, strict=True)])
+        return _mirrored_rms_norm(x, per_row, norms[0].eps)
     parts = x.split_with_sizes(list(rows), dim=-2)
     return torch.cat([norm.forward(part) for norm, part in zip(norms, parts, strict=True)], dim=-2)
 
