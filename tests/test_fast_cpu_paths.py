@@ -10,7 +10,8 @@ from torch import nn
 from omnikit.audio.blocks import EncoderStack
 from omnikit.layers import Attention
 from omnikit.layers.attention_backends import scaled_dot_product
-from omnikit.layers.linear import MIN_ROWS, Linear, linear
+from omnikit.layers import linear as linear_module
+from omnikit.layers.linear import MIN_ROWS, MIN_STREAMED_WEIGHT, Linear, linear
 from omnikit.streaming import check_stream_batch, is_streaming, stream_members, streaming
 
 
@@ -42,13 +43,29 @@ def test_linear_matches_f_linear_values_and_gradients(shape, bias, grads):
 def test_linear_falls_back_where_onednn_is_not_used():
     g = torch.Generator().manual_seed(1)
     weight, b = torch.randn(2048, 1024, generator=g), torch.randn(2048, generator=g)
-    for x, w, bias in ((torch.randn(MIN_ROWS - 1, 1024, generator=g), weight, b),  # a decoding step
+    for x, w, bias in ((torch.randn(MIN_ROWS - 1, 1024, generator=g), weight, b),  # few rows, autograd on
                        (torch.randn(8, 1024, dtype=torch.float64, generator=g), weight.double(), b.double()),
                        (torch.randn(0, 1024), weight, b)):
         assert torch.equal(linear(x, w, bias), F.linear(x, w, bias))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         x = torch.randn(8, 1024, generator=g)
         assert torch.equal(linear(x, weight, b), F.linear(x, weight, b))
+
+
+def test_few_rows_take_onednn_for_a_streamed_weight_outside_autograd_only(monkeypatch):
+    g = torch.Generator().manual_seed(2)
+    large = torch.randn(MIN_STREAMED_WEIGHT // 512, 512, generator=g)
+    small = torch.randn(MIN_STREAMED_WEIGHT // 512 - 1, 512, generator=g)
+    calls = []
+    kernel = linear_module.onednn_linear
+    monkeypatch.setattr(linear_module, "onednn_linear", lambda *a: calls.append(a[0].shape[0]) or kernel(*a))
+    for rows in (1, 2, 3):  # a decoding step of batch 1 to 3
+        x = torch.randn(rows, 512, generator=g)
+        with torch.no_grad():
+            assert _rel(linear(x, large), F.linear(x, large)) <= 1e-5
+            assert torch.equal(linear(x, small), F.linear(x, small))  # a smaller weight keeps F.linear
+        assert torch.equal(linear(x, large), F.linear(x, large))  # autograd recording keeps F.linear too
+    assert calls == [1, 2, 3]
 
 
 def test_linear_module_is_an_nn_linear_with_its_keys():

@@ -7,9 +7,11 @@ backward products, from 16 x 256 -> 704 to 2048 x 1024 -> 2816 (``benchmarks/ben
 the same float32 products summed in another order (relative differences ~1e-6).
 
 :func:`linear` takes the oneDNN path for plain (not distributed) float32 CPU tensors with at least
-:data:`MIN_ROWS` rows and :data:`MIN_MACS` multiply-adds, outside tracing and autocast, and ``F.linear``
-otherwise (one-row decoding steps, where both kernels are level; tiny products, where oneDNN's fixed
-cost per call shows; CUDA, half precision, DTensor weights, ``torch.compile``).
+:data:`MIN_ROWS` rows and :data:`MIN_MACS` multiply-adds, or, outside autograd, any rows against a weight
+of at least :data:`MIN_STREAMED_WEIGHT` elements (a large model's decoding step, whose weights stream from
+memory), outside tracing and autocast; ``F.linear`` otherwise (a small model's decoding steps, where MKL's
+matrix-vector kernel is faster with the weights in cache; tiny products, where oneDNN's fixed cost per call
+shows; CUDA, half precision, DTensor weights, ``torch.compile``).
 """
 
 from __future__ import annotations
@@ -19,13 +21,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["MIN_MACS", "MIN_ROWS", "Linear", "linear", "onednn_linear", "onednn_serves"]
+__all__ = ["MIN_MACS", "MIN_ROWS", "MIN_STREAMED_WEIGHT", "Linear", "linear", "onednn_linear", "onednn_serves"]
 
 #: Fewer rows than this (decoding steps) keep ``F.linear``: a matrix-vector product is level on both kernels.
 MIN_ROWS = 4
 #: Products of fewer multiply-adds than this (rows x in x out) keep the BLAS call: oneDNN's fixed cost per call
 #: (~20 us) outweighs its faster inner loop below about two million (a tiny model's step, say).
 MIN_MACS = 1 << 21
+#: Outside autograd, a weight of at least this many elements (8 MiB in float32) takes oneDNN whatever the rows:
+#: a decoding step streams such weights from memory (a model holding several is larger than the cache), and
+#: streamed, one to three rows measured 1.2-2.4x faster on oneDNN from 0.5M elements
+#: (``benchmarks/bench_linear.py --rows``). Smaller weights keep MKL: in cache (a small model) one or two rows
+#: measured 0.3-0.9x on oneDNN.
+MIN_STREAMED_WEIGHT = 1 << 21
 
 _PLAIN = (torch.Tensor, nn.Parameter)
 
@@ -77,10 +85,13 @@ def onednn_serves(*tensors: torch.Tensor | None) -> bool:
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
     if torch.compiler.is_compiling():  # first: traced sizes may be symbols no comparison can guard on
         return False
-    return (  # the sizes next: they turn a decoding step's one-row products away cheapest
-        x.dim() >= 2 and x.numel() >= MIN_ROWS * x.shape[-1] > 0 and x.numel() * weight.shape[0] >= MIN_MACS
-        and onednn_serves(x, weight, bias)
+    if x.dim() < 2 or x.numel() == 0:
+        return False
+    sized = (  # the sizes next: they turn a small model's one-row decoding products away cheapest
+        (x.numel() >= MIN_ROWS * x.shape[-1] and x.numel() * weight.shape[0] >= MIN_MACS)
+        or (weight.numel() >= MIN_STREAMED_WEIGHT and not torch.is_grad_enabled())
     )
+    return sized and onednn_serves(x, weight, bias)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
