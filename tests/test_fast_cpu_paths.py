@@ -9,8 +9,8 @@ from torch import nn
 
 from omnikit.audio.blocks import EncoderStack
 from omnikit.layers import Attention
-from omnikit.layers.attention_backends import scaled_dot_product
 from omnikit.layers import linear as linear_module
+from omnikit.layers.attention_backends import scaled_dot_product
 from omnikit.layers.linear import MIN_ROWS, MIN_STREAMED_WEIGHT, Linear, linear
 from omnikit.streaming import check_stream_batch, is_streaming, stream_members, streaming
 
