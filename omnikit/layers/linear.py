@@ -23,7 +23,8 @@ from torch.autograd.function import once_differentiable
 
 __all__ = ["MIN_MACS", "MIN_ROWS", "MIN_STREAMED_WEIGHT", "Linear", "linear", "onednn_linear", "onednn_serves"]
 
-#: Fewer rows than this (decoding steps) keep ``F.linear``: a matrix-vector product is level on both kernels.
+#: Fewer rows than this (decoding steps) keep ``F.linear`` unless the weight streams from memory
+#: (:data:`MIN_STREAMED_WEIGHT`): with a small model's weights in cache MKL's few-row kernels are the faster.
 MIN_ROWS = 4
 #: Products of fewer multiply-adds than this (rows x in x out) keep the BLAS call: oneDNN's fixed cost per call
 #: (~20 us) outweighs its faster inner loop below about two million (a tiny model's step, say).
