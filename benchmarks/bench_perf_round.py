@@ -11,7 +11,10 @@ float32 on the CPU: eager greedy decoding (32 new tokens after 16) of a Qwen3 LM
 ``load_hf`` from the transformers model's own checkpoint (the regression guard's width 128 x 4
 layers, and width 512 x 4 layers), a Qwen3 decoder layer forward + backward (width 256, 256
 tokens: the guard's), and the Whisper encoder (2 layers x 256, two 10 s clips: the guard's).
-Ratios are omnikit / transformers (< 1: omnikit faster).
+Ratios are omnikit / transformers (< 1: omnikit faster). Then ``thinker_talker_tiny``'s streamed speech
+(replies of 25 and 50 code frames, 2-frame chunks; ``--only chunk`` for this table alone): time to the first
+chunk and to the end, and the prompt's fixed work (fusing the media, the Thinker's prefill to its first
+token), with the first chunk's share of the reply both as it is and with that fixed work left out.
 """
 
 from __future__ import annotations
@@ -87,9 +90,10 @@ def whisper_encoder() -> tuple[Callable[[ModuleType], Fn], Fn]:
     return ours, torch.no_grad()(lambda: hf(x))
 
 
-def first_chunk(frames: int, libs: dict[str, ModuleType]) -> dict[str, tuple[float, float]]:
+def first_chunk(frames: int, libs: dict[str, ModuleType], repeats: int) -> dict[str, tuple[float, float, float]]:
     """``thinker_talker_tiny`` of each library in ``libs`` (same weights) streaming a reply of ``frames`` code
-    frames in 2-frame chunks, in interleaved rounds: median ms to the first chunk and to the end."""
+    frames in 2-frame chunks, in interleaved rounds: median ms to the first chunk, to the end, and of the
+    prompt's fixed work (fusing the media and the Thinker's prefill up to its first token)."""
     fns = {}
     for name, lib in libs.items():
         models = importlib.import_module(f"{lib.__name__}.fusion.models")
@@ -100,10 +104,16 @@ def first_chunk(frames: int, libs: dict[str, ModuleType]) -> dict[str, tuple[flo
         def stream(model=model, ids=ids, media=media) -> object:
             return model.stream(ids, max_new_tokens=48, max_frames=frames, chunk_frames=2, **media)
 
+        @torch.no_grad()
+        def fixed(model=model, ids=ids, media=media) -> object:
+            steps = model.omni.stream_generate(ids, fused=model.omni.fuse(ids, **media), max_new_tokens=48)
+            return next(steps)
+
         fns[f"{name} first"] = lambda stream=stream: next(iter(stream()))
         fns[f"{name} all"] = lambda stream=stream: list(stream())
-    samples = interleaved_samples(fns, repeats=9, warmup=1, clock=time.process_time)
-    return {name: (statistics.median(samples[f"{name} first"]) * 1e3, statistics.median(samples[f"{name} all"]) * 1e3)
+        fns[f"{name} fixed"] = fixed
+    samples = interleaved_samples(fns, repeats=repeats, warmup=1, clock=time.process_time)
+    return {name: tuple(statistics.median(samples[f"{name} {part}"]) * 1e3 for part in ("first", "all", "fixed"))
             for name in libs}
 
 
@@ -136,15 +146,17 @@ def main() -> None:
             print(" | ".join(rows[-1]), flush=True)
         chunk_rows = []
         for frames in (25, 50) if not args.only or "chunk" in args.only else ():
-            for name, (first, total) in first_chunk(frames, {"old": old, "new": omnikit}).items():
-                chunk_rows.append([str(frames), name, f"{first:.1f}", f"{total:.1f}", f"{first / total:.3f}"])
+            for name, (first, total, fixed) in first_chunk(frames, {"old": old, "new": omnikit}, args.repeats).items():
+                chunk_rows.append([str(frames), name, f"{first:.1f}", f"{total:.1f}", f"{first / total:.3f}",
+                                   f"{fixed:.1f}", f"{(first - fixed) / (total - fixed):.3f}"])
     print(f"\nold: {args.old_rev}; new: this checkout; {torch.get_num_threads()} thread(s), {args.repeats} rounds, "
           "process CPU time\n")
     print(format_table(["workload", "transformers (ms)", "old (ms)", "new (ms)", "old / hf", "new / hf", "A/A"], rows))
     if chunk_rows:
-        print("\nthinker_talker_tiny, 2-frame chunks (9 interleaved rounds)\n")
-        print(format_table(["reply (frames)", "omnikit", "first audio (ms)", "total (ms)", "first / total"],
-                           chunk_rows))
+        print(f"\nthinker_talker_tiny, 2-frame chunks ({args.repeats} interleaved rounds); fixed: fusing the media and"
+              " the Thinker's prefill to its first token\n")
+        print(format_table(["reply (frames)", "omnikit", "first audio (ms)", "total (ms)", "first / total",
+                            "fixed (ms)", "first / total without fixed"], chunk_rows))
 
 if __name__ == "__main__":
     main()
